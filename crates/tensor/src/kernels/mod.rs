@@ -1,0 +1,109 @@
+//! Compute kernels: the only module with `unsafe` code.
+//!
+//! Each family (`elementwise`, `gemm`) has a scalar reference and one implementation per
+//! instruction set. The instruction set is chosen once per process at run time ([`active_isa`]):
+//! the best one the CPU supports, unless the environment variable `TAPEGRAD_KERNELS`
+//! (`scalar`, `avx2`, `avx512`, `neon`) forces one. Tests call each kernel with an explicit
+//! [`Isa`] and compare every available path against the scalar reference.
+
+use std::sync::OnceLock;
+
+pub mod elementwise;
+pub mod gemm;
+
+/// An instruction-set path for the kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust, the reference every other path is tested against.
+    Scalar,
+    /// x86_64 AVX2 + FMA (256-bit).
+    Avx2,
+    /// x86_64 AVX-512F (512-bit), with AVX2 + FMA.
+    Avx512,
+    /// aarch64 NEON (128-bit).
+    Neon,
+}
+
+impl Isa {
+    /// The name used by `TAPEGRAD_KERNELS`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// Parses a `TAPEGRAD_KERNELS` value.
+    pub fn from_name(name: &str) -> Option<Isa> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Some(Isa::Scalar),
+            "avx2" => Some(Isa::Avx2),
+            "avx512" => Some(Isa::Avx512),
+            "neon" => Some(Isa::Neon),
+            _ => None,
+        }
+    }
+
+    /// True when this CPU can run the path.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
+/// Every path this CPU supports, scalar first, best last.
+pub fn available_isas() -> Vec<Isa> {
+    [Isa::Scalar, Isa::Neon, Isa::Avx2, Isa::Avx512].into_iter().filter(|i| i.is_supported()).collect()
+}
+
+/// The path every kernel uses in this process: `TAPEGRAD_KERNELS` when it names a supported path,
+/// otherwise the best supported one. Chosen on first use and fixed after that.
+pub fn active_isa() -> Isa {
+    static ACTIVE: OnceLock<Isa> = OnceLock::new();
+    *ACTIVE.get_or_init(|| {
+        let best = *available_isas().last().unwrap_or(&Isa::Scalar);
+        match std::env::var("TAPEGRAD_KERNELS") {
+            Ok(v) => match Isa::from_name(&v) {
+                Some(isa) if isa.is_supported() => isa,
+                Some(isa) => {
+                    eprintln!("tapegrad: TAPEGRAD_KERNELS={v}: {} is not supported here; using {}", isa.name(), best.name());
+                    best
+                }
+                None => {
+                    eprintln!("tapegrad: TAPEGRAD_KERNELS={v} is not one of scalar, avx2, avx512, neon; using {}", best.name());
+                    best
+                }
+            },
+            Err(_) => best,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalar_is_always_available_and_active_is_supported() {
+        assert_eq!(available_isas()[0], Isa::Scalar);
+        assert!(active_isa().is_supported());
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon] {
+            assert_eq!(Isa::from_name(isa.name()), Some(isa));
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Tensor ops, one file per family. Each file adds methods to [`Tensor`](crate::Tensor).
+
+pub mod conv;
+pub mod elementwise;
+pub mod matmul;
+pub mod movement;
+pub mod reduce;

@@ -1,0 +1,101 @@
+//! Movement ops: views that only change the layout (no element is copied), and the ops that
+//! assemble new tensors from pieces of others.
+
+use crate::dtype::Float;
+use crate::error::{Error, Result};
+use crate::layout::checked_numel;
+use crate::tensor::Tensor;
+
+// ─── views ─────────────────────────────────────────────────────────────────────
+
+impl<T: Float> Tensor<T> {
+    /// The same elements in a new shape (same numel), in row-major order. A view when the
+    /// strides allow it, a copy otherwise (e.g. after a transpose), like `torch.reshape`.
+    ///
+    /// # Errors
+    /// `reshape` names both shapes when their element counts differ.
+    ///
+    /// ```
+    /// # use tapegrad_tensor::Tensor;
+    /// let x = Tensor::<f32>::arange(6).reshape(&[2, 3])?;
+    /// assert_eq!(x.shape(), &[2, 3]);
+    /// assert!(x.reshape(&[4, 2]).is_err());
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor<T>> {
+        if checked_numel(shape) != Some(self.numel()) {
+            return Err(Error::mismatch(
+                "reshape",
+                self.shape(),
+                shape,
+                format!("cannot reshape {} elements into this shape", self.numel()),
+            ));
+        }
+        Ok(match self.layout().reshape_view(shape) {
+            Some(layout) => self.with_layout(layout),
+            None => Tensor::from_contiguous(self.to_vec(), shape),
+        })
+    }
+
+    /// Swaps dims `a` and `b` (a view).
+    ///
+    /// # Errors
+    /// `transpose` when a dim is out of range.
+    pub fn transpose(&self, a: usize, b: usize) -> Result<Tensor<T>> {
+        Ok(self.with_layout(self.layout().transpose(a, b)?))
+    }
+
+    /// The transpose of a 2-D tensor (a view); 0-D and 1-D tensors are returned as they are,
+    /// like `torch.t`.
+    ///
+    /// # Errors
+    /// `t` when the tensor has more than 2 dims.
+    pub fn t(&self) -> Result<Tensor<T>> {
+        match self.ndim() {
+            0 | 1 => Ok(self.clone()),
+            2 => self.transpose(0, 1),
+            _ => Err(Error::shape("t", self.shape(), "expects a tensor with at most 2 dims; use transpose")),
+        }
+    }
+
+    /// Reorders the dims: output dim `i` is input dim `dims[i]` (a view).
+    ///
+    /// # Errors
+    /// `permute` when `dims` is not a permutation of `0..ndim`.
+    pub fn permute(&self, dims: &[usize]) -> Result<Tensor<T>> {
+        Ok(self.with_layout(self.layout().permute(dims)?))
+    }
+
+    /// Entries `start..start + len` of `dim` (a view).
+    ///
+    /// # Errors
+    /// `narrow` when `dim` is out of range or the range passes the end of the dim.
+    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Tensor<T>> {
+        Ok(self.with_layout(self.layout().narrow(dim, start, len)?))
+    }
+
+    /// Broadcasts to `shape` without copying: dims of size 1 repeat with stride 0, and new
+    /// leading dims may be added.
+    ///
+    /// # Errors
+    /// `expand` when a dim that is not 1 would change size.
+    pub fn expand(&self, shape: &[usize]) -> Result<Tensor<T>> {
+        Ok(self.with_layout(self.layout().expand(shape)?))
+    }
+
+    /// Inserts a dim of size 1 before `dim` (`dim == ndim` appends), a view.
+    ///
+    /// # Errors
+    /// `unsqueeze` when `dim > ndim`.
+    pub fn unsqueeze(&self, dim: usize) -> Result<Tensor<T>> {
+        Ok(self.with_layout(self.layout().unsqueeze(dim)?))
+    }
+
+    /// Removes `dim`, which must have size 1 (a view).
+    ///
+    /// # Errors
+    /// `squeeze` when `dim` is out of range or its size is not 1.
+    pub fn squeeze(&self, dim: usize) -> Result<Tensor<T>> {
+        Ok(self.with_layout(self.layout().squeeze(dim)?))
+    }
+}

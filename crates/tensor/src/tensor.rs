@@ -1,0 +1,354 @@
+//! `Tensor<T>`: a layout over shared storage. Constructors, inspection and `Display` live here;
+//! the ops live in `ops/`, one file per family.
+
+use std::fmt;
+
+use crate::dtype::Float;
+use crate::error::{Error, Result};
+use crate::layout::{checked_numel, Layout};
+use crate::random::Generator;
+use crate::storage::Storage;
+use crate::strided::gather_contiguous;
+
+/// An n-dimensional array of `f32` (the default) or `f64`.
+///
+/// Cloning is cheap: the clone shares the storage. Views (`transpose`, `narrow`, `expand`, ...)
+/// also share it and differ only in shape, strides and offset. Every op returns a new tensor;
+/// none writes into its inputs.
+///
+/// ```
+/// use tapegrad_tensor::Tensor;
+/// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+/// assert_eq!(x.shape(), &[2, 3]);
+/// assert_eq!(x.t()?.to_vec(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+/// # Ok::<(), tapegrad_tensor::Error>(())
+/// ```
+pub struct Tensor<T: Float = f32> {
+    storage: Storage<T>,
+    layout: Layout,
+}
+
+impl<T: Float> Clone for Tensor<T> {
+    fn clone(&self) -> Self {
+        Tensor { storage: self.storage.clone(), layout: self.layout.clone() }
+    }
+}
+
+impl<T: Float> Tensor<T> {
+    // ─── construction ───────────────────────────────────────────────────────────
+
+    /// A tensor over existing storage. Returns an error if the layout reaches past the storage.
+    pub fn from_storage(storage: Storage<T>, layout: Layout) -> Result<Tensor<T>> {
+        if let Some(max) = layout.max_offset() {
+            if max >= storage.len() {
+                return Err(Error::shape(
+                    "from_storage",
+                    layout.shape(),
+                    format!("strides {:?} and offset {} reach element {max} of a storage of {}", layout.strides(), layout.offset(), storage.len()),
+                ));
+            }
+        }
+        Ok(Tensor { storage, layout })
+    }
+
+    /// A view of this tensor's storage with another layout, already known to be in bounds.
+    pub(crate) fn with_layout(&self, layout: Layout) -> Tensor<T> {
+        debug_assert!(layout.max_offset().is_none_or(|m| m < self.storage.len()));
+        Tensor { storage: self.storage.clone(), layout }
+    }
+
+    /// A contiguous tensor that owns `data`, with a shape whose numel is `data.len()`; the
+    /// internal constructor for op outputs.
+    pub(crate) fn from_contiguous(data: Vec<T>, shape: &[usize]) -> Tensor<T> {
+        debug_assert_eq!(checked_numel(shape), Some(data.len()));
+        Tensor { storage: Storage::new(data), layout: Layout::contiguous(shape) }
+    }
+
+    /// A tensor of `shape` holding `data` in row-major order.
+    ///
+    /// # Errors
+    /// `from_vec` names the shape and both counts when `data.len()` is not the shape's numel.
+    ///
+    /// ```
+    /// use tapegrad_tensor::Tensor;
+    /// assert!(Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[2, 2]).is_err());
+    /// ```
+    pub fn from_vec(data: Vec<T>, shape: &[usize]) -> Result<Tensor<T>> {
+        match checked_numel(shape) {
+            Some(n) if n == data.len() => Ok(Tensor::from_contiguous(data, shape)),
+            Some(n) => Err(Error::shape("from_vec", shape, format!("needs {n} elements, got {}", data.len()))),
+            None => Err(Error::shape("from_vec", shape, "the number of elements overflows usize")),
+        }
+    }
+
+    /// A tensor of `shape` with every element `value`.
+    ///
+    /// # Panics
+    /// If the shape's numel overflows `usize` (no such allocation could succeed anyway).
+    pub fn full(shape: &[usize], value: T) -> Tensor<T> {
+        let n = checked_numel(shape).expect("full: the number of elements overflows usize");
+        Tensor::from_contiguous(vec![value; n], shape)
+    }
+
+    /// Zeros of `shape`.
+    pub fn zeros(shape: &[usize]) -> Tensor<T> {
+        Tensor::full(shape, T::ZERO)
+    }
+
+    /// Ones of `shape`.
+    pub fn ones(shape: &[usize]) -> Tensor<T> {
+        Tensor::full(shape, T::ONE)
+    }
+
+    /// A 0-dimensional tensor holding `value`.
+    pub fn scalar(value: T) -> Tensor<T> {
+        Tensor::from_contiguous(vec![value], &[])
+    }
+
+    /// `[0, 1, ..., n - 1]`, shape `[n]`.
+    pub fn arange(n: usize) -> Tensor<T> {
+        Tensor::from_contiguous((0..n).map(T::from_usize).collect(), &[n])
+    }
+
+    /// Uniform samples in [0, 1) from `gen` (the same seed gives the same tensor everywhere).
+    pub fn rand(shape: &[usize], gen: &mut Generator) -> Tensor<T> {
+        let mut t = Tensor::zeros(shape);
+        gen.fill_uniform(t.storage.make_mut());
+        t
+    }
+
+    /// Standard-normal samples from `gen`.
+    pub fn randn(shape: &[usize], gen: &mut Generator) -> Tensor<T> {
+        let mut t = Tensor::zeros(shape);
+        gen.fill_normal(t.storage.make_mut());
+        t
+    }
+
+    // ─── inspection ─────────────────────────────────────────────────────────────
+
+    /// The dims.
+    pub fn shape(&self) -> &[usize] {
+        self.layout.shape()
+    }
+
+    /// The strides, in elements (0 along an expanded dim).
+    pub fn strides(&self) -> &[usize] {
+        self.layout.strides()
+    }
+
+    /// The storage index of the first element.
+    pub fn offset(&self) -> usize {
+        self.layout.offset()
+    }
+
+    /// The number of dims.
+    pub fn ndim(&self) -> usize {
+        self.layout.ndim()
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.layout.numel()
+    }
+
+    /// Shape, strides and offset.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The shared storage.
+    pub fn storage(&self) -> &Storage<T> {
+        &self.storage
+    }
+
+    /// True when the elements are row-major without gaps.
+    pub fn is_contiguous(&self) -> bool {
+        self.layout.is_contiguous()
+    }
+
+    /// True when both tensors view the same storage (no copy between them).
+    pub fn shares_storage(&self, other: &Tensor<T>) -> bool {
+        self.storage.ptr_eq(&other.storage)
+    }
+
+    /// The elements in row-major order, when they are contiguous in storage.
+    pub fn as_slice(&self) -> Option<&[T]> {
+        if self.is_contiguous() {
+            let start = self.layout.offset();
+            Some(&self.storage.as_slice()[start..start + self.numel()])
+        } else {
+            None
+        }
+    }
+
+    /// The elements in logical row-major order, copied out.
+    pub fn to_vec(&self) -> Vec<T> {
+        gather_contiguous(self.storage.as_slice(), &self.layout)
+    }
+
+    /// The single element of a one-element tensor (any shape with numel 1).
+    ///
+    /// # Errors
+    /// `item` names the shape when the tensor does not have exactly one element.
+    pub fn item(&self) -> Result<T> {
+        if self.numel() != 1 {
+            return Err(Error::shape("item", self.shape(), format!("has {} elements, not 1", self.numel())));
+        }
+        Ok(self.storage.as_slice()[self.layout.offset()])
+    }
+
+    /// The element at a multi-index.
+    ///
+    /// # Errors
+    /// `get` names the shape when the index has the wrong length or is out of range.
+    pub fn get(&self, index: &[usize]) -> Result<T> {
+        if index.len() != self.ndim() || index.iter().zip(self.shape()).any(|(i, d)| i >= d) {
+            return Err(Error::shape("get", self.shape(), format!("index {index:?} is out of range")));
+        }
+        Ok(self.storage.as_slice()[self.layout.index_offset(index)])
+    }
+
+    /// This tensor if contiguous (sharing storage), otherwise a contiguous copy.
+    pub fn contiguous(&self) -> Tensor<T> {
+        if self.is_contiguous() {
+            self.clone()
+        } else {
+            Tensor::from_contiguous(self.to_vec(), self.shape())
+        }
+    }
+
+    /// The elements, mutably, copying first when the storage is shared or the layout is not a
+    /// plain contiguous one from offset 0 (afterwards it is).
+    pub fn make_mut(&mut self) -> &mut [T] {
+        if !(self.is_contiguous() && self.layout.offset() == 0 && self.storage.len() == self.numel()) {
+            *self = Tensor::from_contiguous(self.to_vec(), self.shape());
+        }
+        self.storage.make_mut()
+    }
+
+    /// Converts every element to another float type.
+    pub fn cast<U: Float>(&self) -> Tensor<U> {
+        Tensor::from_contiguous(self.to_vec().into_iter().map(|v| U::from_f64(v.to_f64())).collect(), self.shape())
+    }
+}
+
+// ─── Display, like PyTorch's ────────────────────────────────────────────────────
+
+/// Elements per dim shown at each end when a tensor is summarised.
+const EDGE_ITEMS: usize = 3;
+/// Tensors with more elements than this are summarised with `...`.
+const SUMMARY_THRESHOLD: usize = 1000;
+
+fn format_value<T: Float>(v: T, sci: bool) -> String {
+    let x = v.to_f64();
+    if x.is_nan() {
+        "nan".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf".into() } else { "-inf".into() }
+    } else if sci {
+        format!("{x:.4e}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+impl<T: Float> fmt::Display for Tensor<T> {
+    /// Prints like PyTorch: `tensor([[1.0000, 2.0000],\n        [3.0000, 4.0000]])`, with four
+    /// decimals (scientific when magnitudes span more than 1e8 or exceed 1e8), and `...` past
+    /// 1000 elements. f64 tensors add `, dtype=f64`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let summarise = self.numel() > SUMMARY_THRESHOLD;
+        let data = self.to_vec();
+        let finite: Vec<f64> = data.iter().map(|v| v.to_f64().abs()).filter(|v| v.is_finite() && *v > 0.0).collect();
+        let (lo, hi) = finite.iter().fold((f64::INFINITY, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let sci = !finite.is_empty() && (hi >= 1e8 || (lo > 0.0 && hi / lo > 1e8) || hi < 1e-4);
+        let width = data.iter().map(|&v| format_value(v, sci).len()).max().unwrap_or(1);
+        let shape = self.shape().to_vec();
+        let strides = crate::layout::contiguous_strides(&shape);
+        let mut out = String::from("tensor(");
+        fn rec<T: Float>(
+            out: &mut String,
+            data: &[T],
+            shape: &[usize],
+            strides: &[usize],
+            base: usize,
+            depth: usize,
+            summarise: bool,
+            width: usize,
+            sci: bool,
+        ) {
+            if shape.is_empty() {
+                out.push_str(&format!("{:>width$}", format_value(data[base], sci)));
+                return;
+            }
+            out.push('[');
+            let n = shape[0];
+            let indices: Vec<Option<usize>> = if summarise && n > 2 * EDGE_ITEMS {
+                (0..EDGE_ITEMS).map(Some).chain([None]).chain((n - EDGE_ITEMS..n).map(Some)).collect()
+            } else {
+                (0..n).map(Some).collect()
+            };
+            for (j, i) in indices.iter().enumerate() {
+                if j > 0 {
+                    if shape.len() == 1 {
+                        out.push_str(", ");
+                    } else {
+                        out.push(',');
+                        out.push_str(&"\n".repeat(shape.len() - 1));
+                        out.push_str(&" ".repeat(depth + 8));
+                    }
+                }
+                match i {
+                    Some(i) => rec(out, data, &shape[1..], &strides[1..], base + i * strides[0], depth + 1, summarise, width, sci),
+                    None => out.push_str("..."),
+                }
+            }
+            out.push(']');
+        }
+        if data.is_empty() {
+            out.push_str("[]");
+            if self.ndim() > 1 {
+                out.push_str(&format!(", size={:?}", shape));
+            }
+        } else {
+            rec(&mut out, &data, &shape, &strides, 0, 0, summarise, width, sci);
+        }
+        if T::NAME == "f64" {
+            out.push_str(", dtype=f64");
+        }
+        out.push(')');
+        f.write_str(&out)
+    }
+}
+
+impl<T: Float> fmt::Debug for Tensor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor<{}>{{shape: {:?}, strides: {:?}, offset: {}}} {}", T::NAME, self.shape(), self.strides(), self.offset(), self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_matches_pytorch_layout() {
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+        assert_eq!(x.to_string(), "tensor([[1.0000, 2.0000],\n        [3.0000, 4.0000]])");
+        assert_eq!(Tensor::<f64>::scalar(-0.5).to_string(), "tensor(-0.5000, dtype=f64)");
+        let big = Tensor::<f32>::zeros(&[2000]);
+        assert_eq!(big.to_string(), "tensor([0.0000, 0.0000, 0.0000, ..., 0.0000, 0.0000, 0.0000])");
+    }
+
+    #[test]
+    fn from_vec_checks_the_length() {
+        let e = Tensor::from_vec(vec![1.0f32; 5], &[2, 3]).unwrap_err();
+        assert_eq!(e.to_string(), "from_vec: shape [2, 3]: needs 6 elements, got 5");
+    }
+
+    #[test]
+    fn item_needs_one_element() {
+        assert_eq!(Tensor::<f32>::full(&[1, 1], 2.5).item().unwrap(), 2.5);
+        assert!(Tensor::<f32>::zeros(&[2]).item().is_err());
+    }
+}
