@@ -60,7 +60,7 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<Idx> {
     let inner: Box<dyn Read + '_> = if gzip { Box::new(flate2::read::MultiGzDecoder::new(raw)) } else { Box::new(raw) };
     let mut reader = IdxReader { path, inner, gzip };
 
-    let magic = reader.read_exact("the 4-byte IDX magic", 4)?;
+    let magic = reader.read_part("the 4-byte IDX magic", 4)?;
     if magic[..2] != [0, 0] {
         return Err(Error::format(
             path,
@@ -81,7 +81,7 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<Idx> {
         ));
     }
     let ndims = usize::from(magic[3]);
-    let header = reader.read_exact(&format!("{ndims} dims of 4 bytes each (the header says {ndims})"), 4 * ndims)?;
+    let header = reader.read_part(&format!("{ndims} dims of 4 bytes each"), 4 * ndims)?;
     let dims: Vec<usize> =
         header.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
     let numel = dims
@@ -131,7 +131,7 @@ struct IdxReader<'a> {
 
 impl IdxReader<'_> {
     /// Exactly `len` bytes, described as `what` if fewer are left.
-    fn read_exact(&mut self, what: &str, len: usize) -> Result<Vec<u8>> {
+    fn read_part(&mut self, what: &str, len: usize) -> Result<Vec<u8>> {
         let buf = self.read_at_most(what, len as u64, len)?;
         if buf.len() < len {
             return Err(Error::format(self.path, format!("truncated: expected {what}, found {} bytes", buf.len())));

@@ -197,43 +197,47 @@ pub fn load_dataset(dir: impl AsRef<Path>) -> Result<Mnist> {
     if !meta.is_dir() {
         return Err(Error::format(dir, "expected a directory of IDX files"));
     }
-    let standard =
-        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
-    let single = ["images-idx3-ubyte", "labels-idx1-ubyte"];
-    let found = |names: &[&str]| names.iter().map(|name| find_idx(dir, name)).collect::<Vec<_>>();
-
-    let paths = found(&standard);
-    if paths.iter().any(Option::is_some) {
-        let [train_x, train_y, test_x, test_y] = require_all(dir, &standard, paths)?;
+    if let Some([train_x, train_y, test_x, test_y]) = find_set(dir, STANDARD)? {
         return Ok(Mnist::TrainTest { train: load_pair(&train_x, &train_y)?, test: load_pair(&test_x, &test_y)? });
     }
-    let paths = found(&single);
-    if paths.iter().any(Option::is_some) {
-        let [x, y] = require_all(dir, &single, paths)?;
+    if let Some([x, y]) = find_set(dir, SINGLE)? {
         return Ok(Mnist::Single(load_pair(&x, &y)?));
     }
     Err(Error::format(
         dir,
         format!(
             "found no MNIST-style IDX files: expected {} (each optionally .gz), or {}",
-            standard.join(", "),
-            single.join(" and ")
+            STANDARD.join(", "),
+            SINGLE.join(" and ")
         ),
     ))
+}
+
+/// The files of a standard MNIST or Fashion-MNIST release.
+const STANDARD: [&str; 4] =
+    ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
+
+/// The files of a single set, like the shipped `mnist-10k`.
+const SINGLE: [&str; 2] = ["images-idx3-ubyte", "labels-idx1-ubyte"];
+
+/// The paths of the files `names` (each plain or `.gz`) in `dir`: `None` when none of them is
+/// there, an error listing the missing ones when only some are.
+fn find_set<const N: usize>(dir: &Path, names: [&str; N]) -> Result<Option<[PathBuf; N]>> {
+    let paths = names.map(|name| find_idx(dir, name));
+    if paths.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let missing: Vec<&str> = names.iter().zip(&paths).filter(|(_, p)| p.is_none()).map(|(n, _)| *n).collect();
+    if !missing.is_empty() {
+        return Err(Error::format(dir, format!("incomplete dataset: missing {} (or .gz)", missing.join(", "))));
+    }
+    // Every entry is `Some` here, so the default is never used.
+    Ok(Some(paths.map(Option::unwrap_or_default)))
 }
 
 /// `dir/name` if it is a file, else `dir/name.gz` if that is, else `None`.
 fn find_idx(dir: &Path, name: &str) -> Option<PathBuf> {
     [name.to_string(), format!("{name}.gz")].into_iter().map(|n| dir.join(n)).find(|p| p.is_file())
-}
-
-/// The `N` paths of a set, or an error listing the names of the missing ones.
-fn require_all<const N: usize>(dir: &Path, names: &[&str; N], paths: Vec<Option<PathBuf>>) -> Result<[PathBuf; N]> {
-    let missing: Vec<&str> = names.iter().zip(&paths).filter(|(_, p)| p.is_none()).map(|(n, _)| *n).collect();
-    let paths: Vec<PathBuf> = paths.into_iter().flatten().collect();
-    paths
-        .try_into()
-        .map_err(|_| Error::format(dir, format!("incomplete dataset: missing {} (or .gz)", missing.join(", "))))
 }
 
 /// The dataset of one images file and its labels file.
