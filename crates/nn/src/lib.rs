@@ -1,3 +1,10 @@
-//! Modules, layers, losses, optimisers, checkpoints and datasets for tapegrad (issue 4: not
-//! built yet).
+//! Modules, layers, losses, optimisers, checkpoints and datasets for tapegrad.
+//!
+//! What is here today is [`data`]: the IDX reader and the MNIST / Fashion-MNIST loaders. The
+//! `Module` trait, the layers, the losses and the optimisers arrive with issue 4.
 #![forbid(unsafe_code)]
+
+pub mod data;
+mod error;
+
+pub use error::{Error, Result};

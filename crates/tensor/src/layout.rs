@@ -308,7 +308,10 @@ mod tests {
         assert_eq!(broadcast_shapes("add", &[2, 3, 4], &[4]).unwrap().as_slice(), &[2, 3, 4]);
         assert_eq!(broadcast_shapes("add", &[0, 1], &[1, 5]).unwrap().as_slice(), &[0, 5]);
         let e = broadcast_shapes("add", &[2, 3], &[4]).unwrap_err();
-        assert_eq!(e.to_string(), "add: [2, 3] and [4]: dims 3 and 4 at position 1 of the broadcast shape cannot be broadcast");
+        assert_eq!(
+            e.to_string(),
+            "add: [2, 3] and [4]: dims 3 and 4 at position 1 of the broadcast shape cannot be broadcast"
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@ fn coalesce<const N: usize>(shape: &[usize], strides: [&[usize]; N]) -> (Dims, [
         if shape[d] == 1 {
             continue;
         }
-        let merge = !out_shape.is_empty() && (0..N).all(|k| *out_strides[k].last().unwrap_or(&0) == strides[k][d] * shape[d]);
+        let merge =
+            !out_shape.is_empty() && (0..N).all(|k| *out_strides[k].last().unwrap_or(&0) == strides[k][d] * shape[d]);
         if merge {
             let last = out_shape.len() - 1;
             out_shape[last] *= shape[d];

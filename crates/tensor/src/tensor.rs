@@ -44,7 +44,12 @@ impl<T: Float> Tensor<T> {
                 return Err(Error::shape(
                     "from_storage",
                     layout.shape(),
-                    format!("strides {:?} and offset {} reach element {max} of a storage of {}", layout.strides(), layout.offset(), storage.len()),
+                    format!(
+                        "strides {:?} and offset {} reach element {max} of a storage of {}",
+                        layout.strides(),
+                        layout.offset(),
+                        storage.len()
+                    ),
                 ));
             }
         }
@@ -244,7 +249,11 @@ fn format_value<T: Float>(v: T, sci: bool) -> String {
     if x.is_nan() {
         "nan".into()
     } else if x.is_infinite() {
-        if x > 0.0 { "inf".into() } else { "-inf".into() }
+        if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else if sci {
         format!("{x:.4e}")
     } else {
@@ -299,7 +308,17 @@ impl<T: Float> fmt::Display for Tensor<T> {
                     }
                 }
                 match i {
-                    Some(i) => rec(out, data, &shape[1..], &strides[1..], base + i * strides[0], depth + 1, summarise, width, sci),
+                    Some(i) => rec(
+                        out,
+                        data,
+                        &shape[1..],
+                        &strides[1..],
+                        base + i * strides[0],
+                        depth + 1,
+                        summarise,
+                        width,
+                        sci,
+                    ),
                     None => out.push_str("..."),
                 }
             }
@@ -323,7 +342,15 @@ impl<T: Float> fmt::Display for Tensor<T> {
 
 impl<T: Float> fmt::Debug for Tensor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor<{}>{{shape: {:?}, strides: {:?}, offset: {}}} {}", T::NAME, self.shape(), self.strides(), self.offset(), self)
+        write!(
+            f,
+            "Tensor<{}>{{shape: {:?}, strides: {:?}, offset: {}}} {}",
+            T::NAME,
+            self.shape(),
+            self.strides(),
+            self.offset(),
+            self
+        )
     }
 }
 

@@ -81,11 +81,18 @@ pub fn active_isa() -> Isa {
             Ok(v) => match Isa::from_name(&v) {
                 Some(isa) if isa.is_supported() => isa,
                 Some(isa) => {
-                    eprintln!("tapegrad: TAPEGRAD_KERNELS={v}: {} is not supported here; using {}", isa.name(), best.name());
+                    eprintln!(
+                        "tapegrad: TAPEGRAD_KERNELS={v}: {} is not supported here; using {}",
+                        isa.name(),
+                        best.name()
+                    );
                     best
                 }
                 None => {
-                    eprintln!("tapegrad: TAPEGRAD_KERNELS={v} is not one of scalar, avx2, avx512, neon; using {}", best.name());
+                    eprintln!(
+                        "tapegrad: TAPEGRAD_KERNELS={v} is not one of scalar, avx2, avx512, neon; using {}",
+                        best.name()
+                    );
                     best
                 }
             },

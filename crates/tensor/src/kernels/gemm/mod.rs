@@ -29,7 +29,16 @@ pub struct MatRef<'a, T> {
 ///
 /// # Panics
 /// If an operand's strides reach outside its slice (a caller bug: tensor ops check shapes first).
-pub fn gemm<T: Float>(m: usize, n: usize, k: usize, a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, accumulate: bool) {
+pub fn gemm<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [T],
+    ldc: usize,
+    accumulate: bool,
+) {
     gemm_with(crate::kernels::active_isa(), m, n, k, a, b, c, ldc, accumulate)
 }
 
@@ -49,7 +58,8 @@ pub fn gemm_with<T: Float>(
         for j in 0..n {
             let mut acc = T::ZERO;
             for p in 0..k {
-                acc += a.data[a.offset + i * a.row_stride + p * a.col_stride] * b.data[b.offset + p * b.row_stride + j * b.col_stride];
+                acc += a.data[a.offset + i * a.row_stride + p * a.col_stride]
+                    * b.data[b.offset + p * b.row_stride + j * b.col_stride];
             }
             let cij = &mut c[i * ldc + j];
             *cij = if accumulate { *cij + acc } else { acc };

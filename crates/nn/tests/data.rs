@@ -1,0 +1,344 @@
+//! The IDX reader and the MNIST loaders, on the shipped `data/mnist-10k` and on small hostile
+//! files written to a scratch directory.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use tapegrad_nn::data::{load_dataset, load_labels, load_mnist_images, read_idx, Dataset, Idx, Mnist};
+use tapegrad_nn::Error;
+use tapegrad_tensor::Tensor;
+
+// ─── helpers ───────────────────────────────────────────────────────────────────
+
+fn shipped(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-10k").join(name)
+}
+
+/// A directory under the system temp dir, unique to this process and test, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("tapegrad-nn-data-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An IDX file: magic `00 00 type ndims`, big-endian dims, then `data`.
+fn idx_bytes(type_code: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, type_code, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
+    out
+}
+
+/// The error's message, after checking that it is a `Format` error naming `path`.
+fn format_error(result: Result<impl std::fmt::Debug, Error>, path: &Path) -> String {
+    let err = result.expect_err("expected an error");
+    assert!(matches!(err, Error::Format { .. }), "expected a Format error, got {err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&path.display().to_string()), "message does not name {}: {msg}", path.display());
+    msg
+}
+
+fn assert_contains(msg: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(msg.contains(part), "message lacks {part:?}: {msg}");
+    }
+}
+
+// ─── the shipped mnist-10k ─────────────────────────────────────────────────────
+
+#[test]
+fn shipped_labels_match_the_data_readme() {
+    let idx = read_idx(shipped("labels-idx1-ubyte.gz")).unwrap();
+    assert_eq!(idx.dims, vec![10000]);
+    assert_eq!(&idx.data[..10], &[6, 1, 0, 0, 4, 5, 3, 4, 7, 2]);
+    let mut counts = [0usize; 10];
+    for &y in &load_labels(shipped("labels-idx1-ubyte.gz")).unwrap() {
+        counts[y] += 1;
+    }
+    assert_eq!(counts, [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]);
+}
+
+#[test]
+fn shipped_images_are_10000_digits_of_28_by_28() {
+    let idx = read_idx(shipped("images-idx3-ubyte.gz")).unwrap();
+    assert_eq!(idx.dims, vec![10000, 28, 28]);
+    assert_eq!(idx.data.len(), 7_840_000);
+    // Real digits: ink on a background, not a constant image.
+    assert_eq!(idx.data.iter().min(), Some(&0));
+    assert_eq!(idx.data.iter().max(), Some(&255));
+
+    let x = load_mnist_images(shipped("images-idx3-ubyte.gz")).unwrap();
+    assert_eq!(x.shape(), &[10000, 784]);
+    let pixels = x.to_vec();
+    assert!(pixels.iter().all(|&p| (0.0..=1.0).contains(&p)));
+    for (p, &b) in pixels.iter().zip(&idx.data).step_by(997) {
+        assert_eq!(*p, f32::from(b) / 255.0);
+    }
+}
+
+#[test]
+fn plain_and_gzip_files_read_the_same_whatever_their_names() {
+    let dir = Scratch::new("plain-gz");
+    let gz = std::fs::read(shipped("images-idx3-ubyte.gz")).unwrap();
+    let from_gz = read_idx(shipped("images-idx3-ubyte.gz")).unwrap();
+    // Compression is detected from the bytes: a plain file named .gz and a gzip file without it.
+    let plain = dir.write("images.gz", &gunzip(&gz));
+    let renamed = dir.write("images-no-suffix", &gz);
+    assert_eq!(read_idx(&plain).unwrap(), from_gz);
+    assert_eq!(read_idx(&renamed).unwrap(), from_gz);
+}
+
+#[test]
+fn the_shipped_directory_is_a_single_set_to_split() {
+    let Mnist::Single(all) = load_dataset(shipped("")).unwrap() else {
+        panic!("mnist-10k is a single set");
+    };
+    assert_eq!((all.len(), all.num_classes()), (10000, 10));
+    assert_eq!(all.images().shape(), &[10000, 784]);
+    let (train, test) = all.split_at(8000).unwrap();
+    assert_eq!((train.len(), test.len()), (8000, 2000));
+    assert_eq!(train.images().shape(), &[8000, 784]);
+    assert_eq!(test.images().shape(), &[2000, 784]);
+    assert!(train.images().shares_storage(all.images()) && test.images().shares_storage(all.images()));
+    assert_eq!(&train.labels()[..3], &[6, 1, 0]);
+    assert_eq!(test.labels(), &all.labels()[8000..]);
+    assert_eq!(test.images().to_vec()[..784], all.images().to_vec()[8000 * 784..8001 * 784]);
+}
+
+// ─── directories in the standard layout ────────────────────────────────────────
+
+/// Writes a tiny standard release: 3 training and 2 test images of 2 x 2, some files gzipped.
+fn write_standard(dir: &Scratch, skip: Option<&str>) {
+    let files = [
+        ("train-images-idx3-ubyte.gz", gzip(&idx_bytes(8, &[3, 2, 2], &[0, 51, 102, 255, 1, 2, 3, 4, 5, 6, 7, 8]))),
+        ("train-labels-idx1-ubyte", idx_bytes(8, &[3], &[2, 0, 9])),
+        ("t10k-images-idx3-ubyte", idx_bytes(8, &[2, 2, 2], &[9, 9, 9, 9, 0, 0, 0, 0])),
+        ("t10k-labels-idx1-ubyte.gz", gzip(&idx_bytes(8, &[2], &[1, 1]))),
+    ];
+    for (name, bytes) in files {
+        if Some(name) != skip {
+            dir.write(name, &bytes);
+        }
+    }
+}
+
+#[test]
+fn a_standard_directory_loads_train_and_test() {
+    let dir = Scratch::new("standard");
+    write_standard(&dir, None);
+    let Mnist::TrainTest { train, test } = load_dataset(&dir.0).unwrap() else {
+        panic!("the four standard files make a train/test pair");
+    };
+    assert_eq!(train.images().shape(), &[3, 4]);
+    assert_eq!(train.labels(), &[2, 0, 9]);
+    assert_eq!(&train.images().to_vec()[..4], &[0.0, 0.2, 0.4, 1.0]);
+    assert_eq!(test.images().shape(), &[2, 4]);
+    assert_eq!(test.labels(), &[1, 1]);
+}
+
+#[test]
+fn an_incomplete_directory_names_the_missing_file() {
+    let dir = Scratch::new("incomplete");
+    write_standard(&dir, Some("t10k-labels-idx1-ubyte.gz"));
+    let msg = format_error(load_dataset(&dir.0), &dir.0);
+    assert_contains(&msg, &["incomplete", "t10k-labels-idx1-ubyte"]);
+    assert!(!msg.contains("train-images"), "only the missing file is listed: {msg}");
+}
+
+#[test]
+fn an_empty_or_missing_directory_is_an_error() {
+    let dir = Scratch::new("empty");
+    let msg = format_error(load_dataset(&dir.0), &dir.0);
+    assert_contains(&msg, &["no MNIST-style IDX files", "train-images-idx3-ubyte", "images-idx3-ubyte"]);
+
+    let missing = dir.0.join("nowhere");
+    let err = load_dataset(&missing).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("nowhere"), "{err}");
+}
+
+#[test]
+fn images_and_labels_must_agree_on_the_count() {
+    let dir = Scratch::new("count");
+    let images = dir.write("images-idx3-ubyte", &idx_bytes(8, &[3, 1, 1], &[1, 2, 3]));
+    dir.write("labels-idx1-ubyte.gz", &gzip(&idx_bytes(8, &[2], &[0, 1])));
+    let msg = format_error(load_dataset(&dir.0), &images);
+    assert_contains(&msg, &["3 images", "2 labels", "labels-idx1-ubyte.gz"]);
+}
+
+// ─── hostile and broken files ──────────────────────────────────────────────────
+
+#[test]
+fn a_missing_file_is_an_io_error_naming_it() {
+    let dir = Scratch::new("missing-file");
+    let path = dir.0.join("absent-idx1-ubyte");
+    let err = read_idx(&path).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("absent-idx1-ubyte"), "{err}");
+}
+
+#[test]
+fn truncated_files_say_what_was_expected_and_found() {
+    let dir = Scratch::new("truncated");
+    let full = idx_bytes(8, &[4, 3], &[7; 12]);
+
+    let path = dir.write("payload", &full[..full.len() - 5]);
+    let msg = format_error(read_idx(&path), &path);
+    assert_contains(&msg, &["truncated", "[4, 3]", "promise 12 data bytes", "found 7"]);
+
+    let path = dir.write("payload.gz", &gzip(&full[..full.len() - 5]));
+    let msg = format_error(read_idx(&path), &path);
+    assert_contains(&msg, &["truncated", "promise 12 data bytes (decompressed)", "found 7"]);
+
+    let path = dir.write("dims", &full[..9]);
+    let msg = format_error(read_idx(&path), &path);
+    assert_contains(&msg, &["truncated", "2 dims", "found 5 bytes"]);
+
+    for len in [0, 1, 3] {
+        let path = dir.write(&format!("magic-{len}"), &full[..len]);
+        let msg = format_error(read_idx(&path), &path);
+        assert_contains(&msg, &["truncated", "4-byte IDX magic", &format!("found {len} bytes")]);
+    }
+}
+
+#[test]
+fn a_gzip_stream_cut_short_or_damaged_is_an_error() {
+    let dir = Scratch::new("bad-gz");
+    let gz = gzip(&idx_bytes(8, &[100], &(0..100).collect::<Vec<u8>>()));
+
+    let path = dir.write("cut.gz", &gz[..gz.len() / 2]);
+    let msg = format_error(read_idx(&path), &path);
+    assert!(msg.contains("gzip") || msg.contains("truncated"), "{msg}");
+
+    // A wrong checksum is only noticed at the end of the stream, which the reader always reaches.
+    let mut bad_crc = gz.clone();
+    let crc_at = gz.len() - 8;
+    bad_crc[crc_at] ^= 0xff;
+    let path = dir.write("bad-crc.gz", &bad_crc);
+    let msg = format_error(read_idx(&path), &path);
+    assert_contains(&msg, &["corrupt or truncated gzip stream", "promise"]);
+
+    // Scrambled deflate data decodes to garbage or fails: either way an error naming the file.
+    let mut scrambled = gz.clone();
+    for b in &mut scrambled[10..crc_at] {
+        *b ^= 0x5a;
+    }
+    let path = dir.write("scrambled.gz", &scrambled);
+    format_error(read_idx(&path), &path);
+}
+
+#[test]
+fn headers_claiming_huge_dims_allocate_nothing_huge() {
+    let dir = Scratch::new("huge");
+    // About 1.8e19 elements: any attempt to reserve them up front would abort the test.
+    let lying = idx_bytes(8, &[u32::MAX, u32::MAX], &[1, 2, 3]);
+    for (name, bytes) in [("lying", lying.clone()), ("lying.gz", gzip(&lying))] {
+        let path = dir.write(name, &bytes);
+        let msg = format_error(read_idx(&path), &path);
+        assert_contains(&msg, &["truncated", "[4294967295, 4294967295]", "found 3"]);
+    }
+
+    // A product past usize is reported as such, without reading further.
+    let path = dir.write("overflow", &idx_bytes(8, &[u32::MAX, u32::MAX, u32::MAX], &[0; 16]));
+    let msg = format_error(read_idx(&path), &path);
+    assert_contains(&msg, &["[4294967295, 4294967295, 4294967295]", "more elements than a usize can count"]);
+}
+
+#[test]
+fn trailing_bytes_after_the_data_are_an_error() {
+    let dir = Scratch::new("trailing");
+    let path = dir.write("trailing", &idx_bytes(8, &[2, 2], &[1, 2, 3, 4, 5]));
+    let msg = format_error(read_idx(&path), &path);
+    assert_contains(&msg, &["[2, 2]", "promise 4 data bytes", "more bytes follow"]);
+}
+
+#[test]
+fn a_wrong_magic_or_type_is_an_error() {
+    let dir = Scratch::new("magic");
+    let path = dir.write("zip", b"PK\x03\x04 not an idx file");
+    let msg = format_error(read_idx(&path), &path);
+    assert_contains(&msg, &["not an IDX file", "50 4b 03 04"]);
+
+    let path = dir.write("floats", &idx_bytes(0x0d, &[1], &[0, 0, 128, 63]));
+    let msg = format_error(read_idx(&path), &path);
+    assert_contains(&msg, &["0x0d", "f32", "not supported", "0x08"]);
+}
+
+#[test]
+fn zero_sized_and_zero_dim_files_are_valid() {
+    let dir = Scratch::new("zero");
+    let path = dir.write("empty-images", &idx_bytes(8, &[0, 28, 28], &[]));
+    assert_eq!(read_idx(&path).unwrap(), Idx { dims: vec![0, 28, 28], data: vec![] });
+    assert_eq!(load_mnist_images(&path).unwrap().shape(), &[0, 784]);
+
+    // No dims: one element, like a 0-dim tensor.
+    let path = dir.write("scalar", &idx_bytes(8, &[], &[42]));
+    assert_eq!(read_idx(&path).unwrap(), Idx { dims: vec![], data: vec![42] });
+}
+
+#[test]
+fn images_and_labels_need_their_number_of_dims() {
+    let dir = Scratch::new("ndims");
+    let labels = dir.write("labels", &idx_bytes(8, &[3], &[1, 2, 3]));
+    let msg = format_error(load_mnist_images(&labels), &labels);
+    assert_contains(&msg, &["3 dims", "[3]"]);
+
+    let images = dir.write("images", &idx_bytes(8, &[1, 2, 2], &[1, 2, 3, 4]));
+    let msg = format_error(load_labels(&images), &images);
+    assert_contains(&msg, &["1 dim", "[1, 2, 2]"]);
+}
+
+// ─── Dataset ───────────────────────────────────────────────────────────────────
+
+#[test]
+fn dataset_checks_its_parts() {
+    let err = Dataset::new(Tensor::zeros(&[3, 2]), vec![0, 1]).unwrap_err();
+    assert_contains(&err.to_string(), &["Dataset::new", "[3, 2]", "[2]"]);
+    assert!(Dataset::new(Tensor::scalar(1.0), vec![]).is_err());
+
+    let ds =
+        Dataset::new(Tensor::from_vec((0..6).map(|v| v as f32).collect(), &[3, 2]).unwrap(), vec![4, 0, 1]).unwrap();
+    assert_eq!(ds.num_classes(), 5);
+    let (head, tail) = ds.split_at(3).unwrap();
+    assert_eq!((head.len(), tail.len(), tail.is_empty()), (3, 0, true));
+    assert_eq!(tail.num_classes(), 0);
+    let (head, tail) = ds.split_at(1).unwrap();
+    assert_eq!(head.images().to_vec(), vec![0.0, 1.0]);
+    assert_eq!(tail.images().to_vec(), vec![2.0, 3.0, 4.0, 5.0]);
+    let err = ds.split_at(4).unwrap_err();
+    assert_contains(&err.to_string(), &["split_at", "4", "3 samples"]);
+
+    let (x, y) = ds.into_parts();
+    assert_eq!((x.shape(), y.as_slice()), (&[3, 2][..], &[4, 0, 1][..]));
+}
