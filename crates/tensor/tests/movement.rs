@@ -426,13 +426,15 @@ fn forward_and_adjoint_match_pytorch() {
     // Gradients are d/d(input) of sum(output * upstream): for these ops, the adjoint applied to
     // the upstream gradient.
     let case = golden("cat dim 1");
-    let (x, y, dy) = (golden_tensor(&case["inputs"]["x"]), golden_tensor(&case["inputs"]["y"]), golden_tensor(&case["upstream"]));
+    let (x, y, dy) =
+        (golden_tensor(&case["inputs"]["x"]), golden_tensor(&case["inputs"]["y"]), golden_tensor(&case["upstream"]));
     assert_golden("cat", "output", &Tensor::cat(&[&x, &y], 1).unwrap(), &case["output"]);
     assert_golden("cat", "dx", &dy.narrow(1, 0, 3).unwrap(), &case["grads"]["x"]);
     assert_golden("cat", "dy", &dy.narrow(1, 3, 2).unwrap(), &case["grads"]["y"]);
 
     let case = golden("stack dim 0");
-    let (x, y, dy) = (golden_tensor(&case["inputs"]["x"]), golden_tensor(&case["inputs"]["y"]), golden_tensor(&case["upstream"]));
+    let (x, y, dy) =
+        (golden_tensor(&case["inputs"]["x"]), golden_tensor(&case["inputs"]["y"]), golden_tensor(&case["upstream"]));
     assert_golden("stack", "output", &Tensor::stack(&[&x, &y], 0).unwrap(), &case["output"]);
     assert_golden("stack", "dx", &dy.narrow(0, 0, 1).unwrap().squeeze(0).unwrap(), &case["grads"]["x"]);
     assert_golden("stack", "dy", &dy.narrow(0, 1, 1).unwrap().squeeze(0).unwrap(), &case["grads"]["y"]);

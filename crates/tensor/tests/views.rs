@@ -69,7 +69,8 @@ impl Nd {
     fn expand(&self, shape: &[usize]) -> Nd {
         let lead = shape.len() - self.shape.len();
         Nd::from_fn(shape, |o| {
-            let i: Vec<usize> = (0..self.shape.len()).map(|d| if self.shape[d] == 1 { 0 } else { o[lead + d] }).collect();
+            let i: Vec<usize> =
+                (0..self.shape.len()).map(|d| if self.shape[d] == 1 { 0 } else { o[lead + d] }).collect();
             self.at(&i)
         })
     }
@@ -188,7 +189,8 @@ fn usizes(v: &Value) -> Vec<usize> {
 
 #[test]
 fn views_match_pytorch() {
-    let cases: [(&str, &dyn Fn(&Tensor<f64>, &Value) -> Tensor<f64>); 5] = [
+    type ViewOp<'a> = &'a dyn Fn(&Tensor<f64>, &Value) -> Tensor<f64>;
+    let cases: [(&str, ViewOp); 5] = [
         // The golden "contiguous op" after the transpose doubles every element.
         ("transpose(0,1) then contiguous op", &|x, _| {
             let t = x.transpose(0, 1).unwrap();
@@ -232,7 +234,7 @@ enum View {
 fn view_strategy() -> impl Strategy<Value = View> {
     prop_oneof![
         (0..8usize, 0..8usize).prop_map(|(a, b)| View::Transpose(a, b)),
-        Just((0..5usize).collect::<Vec<_>>()).prop_shuffle().prop_map(View::Permute),
+        Just((0..10usize).collect::<Vec<_>>()).prop_shuffle().prop_map(View::Permute),
         (0..8usize, 0..8usize, 0..8usize).prop_map(|(d, s, l)| View::Narrow(d, s, l)),
         (0..8usize, 0..4usize).prop_map(|(d, n)| View::Expand(d, n)),
         (0..8usize).prop_map(View::Unsqueeze),
@@ -247,7 +249,9 @@ fn view_strategy() -> impl Strategy<Value = View> {
 fn apply<T: Float>(x: &Tensor<T>, r: &Nd, v: &View) -> Option<(Tensor<T>, Nd, bool)> {
     let nd = r.shape.len();
     match *v {
-        View::Transpose(a, b) if nd > 0 => Some((x.transpose(a % nd, b % nd).unwrap(), r.transpose(a % nd, b % nd), true)),
+        View::Transpose(a, b) if nd > 0 => {
+            Some((x.transpose(a % nd, b % nd).unwrap(), r.transpose(a % nd, b % nd), true))
+        }
         View::Permute(ref p) => {
             let dims: Vec<usize> = p.iter().copied().filter(|&d| d < nd).collect();
             Some((x.permute(&dims).unwrap(), r.permute(&dims), true))

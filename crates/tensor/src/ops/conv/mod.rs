@@ -253,7 +253,7 @@ impl<T: Float> Tensor<T> {
                 .for_each(work);
         }
         let mut dweight = vec![T::ZERO; c_out * rows];
-        for part in partial.chunks_exact(c_out * rows.max(1)) {
+        for part in partial.chunks_exact((c_out * rows).max(1)) {
             for (d, &p) in dweight.iter_mut().zip(part) {
                 *d += p;
             }
