@@ -1,10 +1,19 @@
 //! Movement ops: views that only change the layout (no element is copied), and the ops that
 //! assemble new tensors from pieces of others.
+//!
+//! - this file: the views (`reshape`, `transpose`, `t`, `permute`, `narrow`, `expand`,
+//!   `unsqueeze`, `squeeze`), each a pure [`Layout`](crate::Layout) transform;
+//! - `cat.rs`: `cat` and `stack`, which copy whole inputs into one output;
+//! - `index.rs`: `index_select` / `index_add` and `gather` / `scatter_add`, each
+//!   pair being an op and its adjoint (the backward of the other).
 
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::layout::checked_numel;
 use crate::tensor::Tensor;
+
+mod cat;
+mod index;
 
 // ─── views ─────────────────────────────────────────────────────────────────────
 

@@ -1,0 +1,166 @@
+//! `im2col` and its adjoint `col2im`: the unfolding that turns a convolution into one GEMM.
+//!
+//! For one image `[C, H, W]` the column matrix has one row per `(c, i, j)` (channel, kernel row,
+//! kernel column) and one column per output position `(oh, ow)`:
+//! `cols[(c, i, j), (oh, ow)] = x[c, oh * s + i - p, ow * s + j - p]`, zero in the padding.
+
+use crate::dtype::Float;
+
+/// The sizes of one 2-D convolution or pooling window sweep over a `[C, H, W]` image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Geometry {
+    /// Channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Step between windows, both directions.
+    pub stride: usize,
+    /// Zeros (or -inf) added on every side.
+    pub pad: usize,
+    /// Output height, `(h + 2 pad - kh) / stride + 1`.
+    pub oh: usize,
+    /// Output width, `(w + 2 pad - kw) / stride + 1`.
+    pub ow: usize,
+}
+
+impl Geometry {
+    /// Rows of the column matrix: `c * kh * kw`.
+    pub fn col_rows(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Columns of the column matrix: `oh * ow`.
+    pub fn col_cols(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// True when the column matrix is the image itself (1x1 kernel, stride 1, no padding).
+    pub fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+}
+
+/// The outputs `o < out` whose input coordinate `o * stride + k - pad` lies in `0..size`, as a
+/// half-open range (empty when none does).
+pub(super) fn valid_outputs(out: usize, k: usize, stride: usize, pad: usize, size: usize) -> (usize, usize) {
+    // o is valid iff pad <= o * stride + k < pad + size.
+    let lo = if k >= pad { 0 } else { (pad - k).div_ceil(stride) };
+    let hi = if pad + size > k { (pad + size - k).div_ceil(stride) } else { 0 };
+    let lo = lo.min(out);
+    (lo, hi.min(out).max(lo))
+}
+
+/// Fills `cols` (`col_rows x col_cols`, row-major) from the image whose element `(c, h, w)` is
+/// `x[base + c * sc + h * sh + w * sw]`.
+pub(super) fn im2col<T: Float>(x: &[T], base: usize, [sc, sh, sw]: [usize; 3], g: &Geometry, cols: &mut [T]) {
+    let ncols = g.col_cols();
+    debug_assert_eq!(cols.len(), g.col_rows() * ncols);
+    let mut rows = cols.chunks_exact_mut(ncols.max(1));
+    for c in 0..g.c {
+        for i in 0..g.kh {
+            let (h_lo, h_hi) = valid_outputs(g.oh, i, g.stride, g.pad, g.h);
+            for j in 0..g.kw {
+                let (w_lo, w_hi) = valid_outputs(g.ow, j, g.stride, g.pad, g.w);
+                let Some(row) = rows.next() else { return };
+                for oh in 0..g.oh {
+                    let out = &mut row[oh * g.ow..(oh + 1) * g.ow];
+                    if oh < h_lo || oh >= h_hi || w_lo == w_hi {
+                        out.fill(T::ZERO);
+                        continue;
+                    }
+                    let h = oh * g.stride + i - g.pad;
+                    let w0 = w_lo * g.stride + j - g.pad;
+                    let src = base + c * sc + h * sh + w0 * sw;
+                    out[..w_lo].fill(T::ZERO);
+                    for (k, o) in out[w_lo..w_hi].iter_mut().enumerate() {
+                        *o = x[src + k * g.stride * sw];
+                    }
+                    out[w_hi..].fill(T::ZERO);
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds every entry of `cols` into the contiguous image `dx`
+/// (`[c, h, w]`) at the position it was read from; padding entries are dropped.
+pub(super) fn col2im<T: Float>(cols: &[T], g: &Geometry, dx: &mut [T]) {
+    let ncols = g.col_cols();
+    debug_assert_eq!(cols.len(), g.col_rows() * ncols);
+    debug_assert_eq!(dx.len(), g.c * g.h * g.w);
+    let mut rows = cols.chunks_exact(ncols.max(1));
+    for c in 0..g.c {
+        for i in 0..g.kh {
+            let (h_lo, h_hi) = valid_outputs(g.oh, i, g.stride, g.pad, g.h);
+            for j in 0..g.kw {
+                let (w_lo, w_hi) = valid_outputs(g.ow, j, g.stride, g.pad, g.w);
+                let Some(row) = rows.next() else { return };
+                if w_lo == w_hi {
+                    continue;
+                }
+                for oh in h_lo..h_hi {
+                    let h = oh * g.stride + i - g.pad;
+                    let w0 = w_lo * g.stride + j - g.pad;
+                    let dst = (c * g.h + h) * g.w + w0;
+                    for (k, &v) in row[oh * g.ow + w_lo..oh * g.ow + w_hi].iter().enumerate() {
+                        dx[dst + k * g.stride] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> Geometry {
+        let oh = (h + 2 * pad - k) / stride + 1;
+        let ow = (w + 2 * pad - k) / stride + 1;
+        Geometry { c, h, w, kh: k, kw: k, stride, pad, oh, ow }
+    }
+
+    #[test]
+    fn valid_outputs_matches_a_scan() {
+        for out in 0..6 {
+            for k in 0..4 {
+                for stride in 1..4 {
+                    for pad in 0..3 {
+                        for size in 0..6 {
+                            let ok: Vec<usize> =
+                                (0..out).filter(|&o| o * stride + k >= pad && o * stride + k < pad + size).collect();
+                            let (lo, hi) = valid_outputs(out, k, stride, pad, size);
+                            assert_eq!((lo..hi).collect::<Vec<_>>(), ok, "{out} {k} {stride} {pad} {size}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn im2col_pads_with_zeros_and_col2im_is_its_adjoint() {
+        let g = geometry(2, 4, 5, 3, 2, 1);
+        let x: Vec<f64> = (0..g.c * g.h * g.w).map(|v| v as f64 + 1.0).collect();
+        let mut cols = vec![f64::NAN; g.col_rows() * g.col_cols()];
+        im2col(&x, 0, [g.h * g.w, g.w, 1], &g, &mut cols);
+        // Row (c=0, i=0, j=0), output (0, 0) reads x[0, -1, -1]: padding.
+        assert_eq!(cols[0], 0.0);
+        // Row (c=0, i=1, j=1), output (0, 0) reads x[0, 0, 0].
+        assert_eq!(cols[(3 + 1) * g.col_cols()], 1.0);
+        // <im2col(x), y> == <x, col2im(y)>.
+        let y: Vec<f64> = (0..cols.len()).map(|v| ((v * 7) % 11) as f64 - 5.0).collect();
+        let mut dx = vec![0.0; x.len()];
+        col2im(&y, &g, &mut dx);
+        let lhs: f64 = cols.iter().zip(&y).map(|(a, b)| a * b).sum();
+        let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+        assert_eq!(lhs, rhs);
+    }
+}

@@ -1,0 +1,267 @@
+//! 2-D convolution and pooling over NCHW tensors, with the backward helpers autograd calls.
+//!
+//! - this file: `conv2d` and `conv2d_backward`, as `im2col` + one GEMM per image
+//!   ([`kernels::gemm::gemm`](crate::kernels::gemm::gemm));
+//! - `im2col.rs`: the unfolding into a column matrix and its adjoint `col2im`;
+//! - `pool.rs`: `max_pool2d` (with indices), `avg_pool2d` and their backwards.
+//!
+//! Images of a batch are independent, so they run in parallel on the rayon pool; every output
+//! element is computed by the same sequence of operations whatever the thread count, and the
+//! weight gradient is summed over fixed groups of images in a fixed order.
+
+use rayon::prelude::*;
+
+use crate::dtype::Float;
+use crate::error::{Error, Result};
+use crate::kernels::gemm::{gemm, MatRef};
+use crate::layout::checked_numel;
+use crate::tensor::Tensor;
+
+mod im2col;
+mod pool;
+
+use im2col::{col2im, im2col, Geometry};
+
+/// Images per task in `conv2d_backward`: each group sums its weight gradient in order, and the
+/// groups' partial sums are added in order, so the result does not depend on the thread count.
+const BACKWARD_GROUP: usize = 4;
+
+/// `(h + 2 pad - k) / stride + 1`, or `None` when the kernel does not fit in the padded input
+/// (or the padded size overflows).
+fn out_size(size: usize, k: usize, stride: usize, pad: usize) -> Option<usize> {
+    let padded = pad.checked_mul(2)?.checked_add(size)?;
+    Some(padded.checked_sub(k)? / stride + 1)
+}
+
+/// Checks a conv2d call and returns `(n, c_out, geometry)`.
+fn conv_geometry(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Result<(usize, usize, Geometry)> {
+    const OP: &str = "conv2d";
+    if x.len() != 4 {
+        return Err(Error::shape(OP, x, "expects an input of shape [N, C_in, H, W]"));
+    }
+    if w.len() != 4 {
+        return Err(Error::shape(OP, w, "expects a weight of shape [C_out, C_in, kh, kw]"));
+    }
+    if x[1] != w[1] {
+        return Err(Error::mismatch(
+            OP,
+            x,
+            w,
+            format!("the input has {} channels but the weight expects {}", x[1], w[1]),
+        ));
+    }
+    if stride == 0 {
+        return Err(Error::arg(OP, "stride must be at least 1"));
+    }
+    if w[2] == 0 || w[3] == 0 {
+        return Err(Error::shape(OP, w, "the kernel must be at least 1x1"));
+    }
+    let (oh, ow) = match (out_size(x[2], w[2], stride, pad), out_size(x[3], w[3], stride, pad)) {
+        (Some(oh), Some(ow)) => (oh, ow),
+        _ => {
+            return Err(Error::mismatch(
+                OP,
+                x,
+                w,
+                format!("the {}x{} kernel is larger than the input padded by {pad}", w[2], w[3]),
+            ))
+        }
+    };
+    let g = Geometry { c: x[1], h: x[2], w: x[3], kh: w[2], kw: w[3], stride, pad, oh, ow };
+    // Every buffer conv allocates must have a representable size.
+    let sizes = [checked_numel(&[x[0], w[0], oh, ow]), checked_numel(&[g.col_rows(), oh, ow])];
+    if sizes.iter().any(Option::is_none) {
+        return Err(Error::mismatch(OP, x, w, "the output or column matrix size overflows usize"));
+    }
+    Ok((x[0], w[0], g))
+}
+
+/// The column matrix of image `n` as a GEMM operand (`col_rows x col_cols`): the image itself
+/// for a pointwise convolution whose rows are contiguous, otherwise `buf` after `im2col`.
+fn columns<'a, T: Float>(x: &'a Tensor<T>, n: usize, g: &Geometry, buf: &'a mut Vec<T>) -> MatRef<'a, T> {
+    let s = x.strides();
+    let base = x.offset() + n * s[0];
+    let data = x.storage().as_slice();
+    if g.is_pointwise() {
+        // The [C, H, W] image is a [C, H * W] matrix when h and w merge into one strided dim.
+        let col_stride = if g.h <= 1 {
+            Some(s[3])
+        } else if g.w <= 1 {
+            Some(s[2])
+        } else {
+            (s[2] == g.w * s[3]).then_some(s[3])
+        };
+        if let Some(col_stride) = col_stride {
+            return MatRef { data, offset: base, row_stride: s[1], col_stride };
+        }
+    }
+    buf.resize(g.col_rows() * g.col_cols(), T::ZERO);
+    im2col(data, base, [s[1], s[2], s[3]], g, buf);
+    MatRef { data: buf, offset: 0, row_stride: g.col_cols(), col_stride: 1 }
+}
+
+impl<T: Float> Tensor<T> {
+    // ─── conv2d ─────────────────────────────────────────────────────────────────
+
+    /// 2-D cross-correlation, like `torch.nn.functional.conv2d(x, weight, bias, stride, padding)`:
+    /// `y[n, o, i, j] = b[o] + Σ_{c, u, v} x[n, c, i·s + u - p, j·s + v - p] · w[o, c, u, v]`,
+    /// with zeros outside the input.
+    ///
+    /// Shapes: input `[N, C_in, H, W]`, weight `[C_out, C_in, kh, kw]`, bias `[C_out]`, output
+    /// `[N, C_out, (H + 2p - kh) / s + 1, (W + 2p - kw) / s + 1]`. Computed as `im2col` and one
+    /// GEMM per image; images run in parallel. Backward: [`Tensor::conv2d_backward`].
+    ///
+    /// # Errors
+    /// `conv2d` when the input or weight is not 4-D, the channel counts differ, the bias is not
+    /// `[C_out]`, the stride is 0, or the kernel is empty or larger than the padded input.
+    ///
+    /// ```
+    /// # use tapegrad_tensor::Tensor;
+    /// let x = Tensor::<f32>::ones(&[1, 1, 4, 4]);
+    /// let w = Tensor::<f32>::ones(&[2, 1, 3, 3]);
+    /// let y = x.conv2d(&w, None, 1, 1)?;
+    /// assert_eq!(y.shape(), &[1, 2, 4, 4]);
+    /// assert_eq!(y.get(&[0, 0, 0, 0])?, 4.0); // a corner sees 2x2 of the input
+    /// assert_eq!(y.get(&[0, 1, 1, 1])?, 9.0);
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn conv2d(
+        &self,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Tensor<T>> {
+        let (n, c_out, g) = conv_geometry(self.shape(), weight.shape(), stride, padding)?;
+        if let Some(b) = bias {
+            if b.shape() != [c_out] {
+                return Err(Error::mismatch(
+                    "conv2d",
+                    weight.shape(),
+                    b.shape(),
+                    format!("the bias must have shape [{c_out}]"),
+                ));
+            }
+        }
+        let bias = bias.map(Tensor::to_vec);
+        let w = weight.contiguous();
+        let w_data = w.storage().as_slice();
+        let w_ref = MatRef { data: w_data, offset: w.offset(), row_stride: g.col_rows(), col_stride: 1 };
+        let plane = g.col_cols();
+        let mut out = vec![T::ZERO; n * c_out * plane];
+        if !out.is_empty() {
+            out.par_chunks_mut(c_out * plane).enumerate().for_each_init(Vec::new, |buf, (i, y)| {
+                let cols = columns(self, i, &g, buf);
+                gemm(c_out, plane, g.col_rows(), w_ref, cols, y, plane, false);
+                if let Some(b) = &bias {
+                    for (row, &bo) in y.chunks_exact_mut(plane).zip(b) {
+                        row.iter_mut().for_each(|v| *v += bo);
+                    }
+                }
+            });
+        }
+        Ok(Tensor::from_contiguous(out, &[n, c_out, g.oh, g.ow]))
+    }
+
+    // ─── conv2d backward ────────────────────────────────────────────────────────
+
+    /// The gradients of [`Tensor::conv2d`] (called on the input `x`) for an upstream gradient
+    /// `dy`, returned as `(dx, dweight, dbias)`:
+    /// - `dx = col2im(Wᵀ · dy_cols)` per image (the adjoint of the forward),
+    /// - `dweight = Σ_n dy_n · cols(x_n)ᵀ`,
+    /// - `dbias[o] = Σ_{n, i, j} dy[n, o, i, j]` (returned even when the forward had no bias).
+    ///
+    /// Shapes: `dx` like `x`, `dweight` like `weight`, `dbias` `[C_out]`; `dy` must have the
+    /// forward's output shape. Also callable as `Tensor::conv2d_backward(&x, &w, &dy, s, p)`.
+    ///
+    /// # Errors
+    /// `conv2d` for the forward's errors; `conv2d_backward` when `dy` has the wrong shape.
+    ///
+    /// ```
+    /// # use tapegrad_tensor::Tensor;
+    /// let x = Tensor::<f64>::ones(&[1, 1, 3, 3]);
+    /// let w = Tensor::<f64>::ones(&[1, 1, 2, 2]);
+    /// let dy = Tensor::<f64>::ones(&[1, 1, 2, 2]);
+    /// let (dx, dw, db) = x.conv2d_backward(&w, &dy, 1, 0)?;
+    /// assert_eq!(dx.to_vec(), vec![1.0, 2.0, 1.0, 2.0, 4.0, 2.0, 1.0, 2.0, 1.0]);
+    /// assert_eq!(dw.to_vec(), vec![4.0; 4]);
+    /// assert_eq!(db.to_vec(), vec![4.0]);
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn conv2d_backward(
+        &self,
+        weight: &Tensor<T>,
+        dy: &Tensor<T>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
+        let (n, c_out, g) = conv_geometry(self.shape(), weight.shape(), stride, padding)?;
+        let y_shape = [n, c_out, g.oh, g.ow];
+        if dy.shape() != y_shape {
+            return Err(Error::mismatch(
+                "conv2d_backward",
+                &y_shape,
+                dy.shape(),
+                "the upstream gradient must have the forward's output shape",
+            ));
+        }
+        let (rows, plane) = (g.col_rows(), g.col_cols());
+        let image = g.c * g.h * g.w;
+        let dy = dy.contiguous();
+        let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
+        let w = weight.contiguous();
+        // Wᵀ as a GEMM operand: [rows, c_out], read through swapped strides, never copied.
+        let w_t = MatRef { data: w.storage().as_slice(), offset: w.offset(), row_stride: 1, col_stride: rows };
+
+        let mut dbias = vec![T::ZERO; c_out];
+        for dy_n in dy_data.chunks_exact((c_out * plane).max(1)) {
+            for (db, row) in dbias.iter_mut().zip(dy_n.chunks_exact(plane.max(1))) {
+                *db += row.iter().copied().sum::<T>();
+            }
+        }
+
+        let mut dx = vec![T::ZERO; n * image];
+        let groups = n.div_ceil(BACKWARD_GROUP);
+        let mut partial = vec![T::ZERO; groups * c_out * rows];
+        let work = |(gi, (dx_group, dw)): (usize, (&mut [T], &mut [T]))| {
+            let (mut buf, mut dcols) = (Vec::new(), Vec::new());
+            for k in 0..BACKWARD_GROUP {
+                let i = gi * BACKWARD_GROUP + k;
+                if i >= n {
+                    break;
+                }
+                let dy_ref = MatRef { data: dy_data, offset: i * c_out * plane, row_stride: plane, col_stride: 1 };
+                let cols = columns(self, i, &g, &mut buf);
+                let cols_t = MatRef { row_stride: cols.col_stride, col_stride: cols.row_stride, ..cols };
+                gemm(c_out, rows, plane, dy_ref, cols_t, dw, rows, k > 0);
+                let dx_i = &mut dx_group[k * image..(k + 1) * image];
+                if g.is_pointwise() {
+                    gemm(rows, plane, c_out, w_t, dy_ref, dx_i, plane, false);
+                } else {
+                    dcols.resize(rows * plane, T::ZERO);
+                    gemm(rows, plane, c_out, w_t, dy_ref, &mut dcols, plane, false);
+                    col2im(&dcols, &g, dx_i);
+                }
+            }
+        };
+        // With no image elements, no output channel or no input channel, every gradient but
+        // dbias is zero (or empty) already.
+        if n > 0 && image > 0 && c_out * rows > 0 {
+            dx.par_chunks_mut(BACKWARD_GROUP * image)
+                .zip(partial.par_chunks_mut(c_out * rows))
+                .enumerate()
+                .for_each(work);
+        }
+        let mut dweight = vec![T::ZERO; c_out * rows];
+        for part in partial.chunks_exact((c_out * rows).max(1)) {
+            for (d, &p) in dweight.iter_mut().zip(part) {
+                *d += p;
+            }
+        }
+        Ok((
+            Tensor::from_contiguous(dx, self.shape()),
+            Tensor::from_contiguous(dweight, weight.shape()),
+            Tensor::from_contiguous(dbias, &[c_out]),
+        ))
+    }
+}

@@ -1,0 +1,298 @@
+//! `max_pool2d` and `avg_pool2d` over NCHW tensors, with PyTorch's semantics
+//! (`ceil_mode=False`, `dilation=1`, `count_include_pad=True`) and their backwards.
+//!
+//! Each `(n, c)` plane is independent, so planes run in parallel; each output element is
+//! computed by the same loop whatever the thread count.
+
+use rayon::prelude::*;
+
+use super::im2col::Geometry;
+use super::out_size;
+use crate::dtype::Float;
+use crate::error::{Error, Result};
+use crate::layout::checked_numel;
+use crate::tensor::Tensor;
+
+/// Checks a pooling call on an input of `shape` and returns `(planes, geometry)` where planes
+/// is `N * C` (and `geometry.c` is 1: one plane at a time).
+fn pool_geometry(
+    op: &'static str,
+    shape: &[usize],
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+) -> Result<(usize, Geometry)> {
+    if shape.len() != 4 {
+        return Err(Error::shape(op, shape, "expects an input of shape [N, C, H, W]"));
+    }
+    if kernel == 0 || stride == 0 {
+        return Err(Error::arg(op, format!("kernel ({kernel}) and stride ({stride}) must be at least 1")));
+    }
+    if pad > kernel / 2 {
+        return Err(Error::arg(op, format!("padding {pad} must be at most half the kernel size {kernel}")));
+    }
+    let (h, w) = (shape[2], shape[3]);
+    if h == 0 || w == 0 {
+        return Err(Error::shape(op, shape, "the spatial dims must not be empty"));
+    }
+    let (oh, ow) = match (out_size(h, kernel, stride, pad), out_size(w, kernel, stride, pad)) {
+        (Some(oh), Some(ow)) => (oh, ow),
+        _ => {
+            return Err(Error::shape(
+                op,
+                shape,
+                format!("the {kernel}x{kernel} window is larger than the input padded by {pad}"),
+            ))
+        }
+    };
+    let planes = shape[0] * shape[1];
+    if checked_numel(&[planes, oh, ow]).is_none() {
+        return Err(Error::shape(op, shape, "the output size overflows usize"));
+    }
+    Ok((planes, Geometry { c: 1, h, w, kh: kernel, kw: kernel, stride, pad, oh, ow }))
+}
+
+/// The input rows (or columns) window `o` covers, clipped to the input: `start..end`, never
+/// empty because `pad <= kernel / 2` keeps every window partly inside.
+fn window(o: usize, g: &Geometry, size: usize) -> (usize, usize) {
+    let start = o * g.stride;
+    (start.saturating_sub(g.pad), (start + g.kh).saturating_sub(g.pad).min(size))
+}
+
+/// The storage index of element `(0, 0)` of plane `n * C + c`, whatever the input's strides.
+fn plane_base<T: Float>(x: &Tensor<T>, plane: usize) -> usize {
+    let (c, s) = (x.shape()[1], x.strides());
+    x.offset() + (plane / c) * s[0] + (plane % c) * s[1]
+}
+
+impl<T: Float> Tensor<T> {
+    // ─── max_pool2d ─────────────────────────────────────────────────────────────
+
+    /// 2-D max pooling, like `torch.nn.functional.max_pool2d(x, kernel, stride, padding)`:
+    /// `y[n, c, i, j] = max_{u, v < k} x[n, c, i·s + u - p, j·s + v - p]`, the padding being -inf.
+    /// A NaN in a window makes its output NaN, as in PyTorch.
+    ///
+    /// Shapes: input `[N, C, H, W]`, output `[N, C, (H + 2p - k) / s + 1, (W + 2p - k) / s + 1]`.
+    /// Backward: [`Tensor::max_pool2d_backward`] with the indices of
+    /// [`Tensor::max_pool2d_with_indices`].
+    ///
+    /// # Errors
+    /// `max_pool2d` when the input is not 4-D, `kernel` or `stride` is 0, `padding > kernel / 2`,
+    /// or the window is larger than the padded input.
+    ///
+    /// ```
+    /// # use tapegrad_tensor::Tensor;
+    /// let x = Tensor::<f32>::arange(16).reshape(&[1, 1, 4, 4])?;
+    /// let y = x.max_pool2d(2, 2, 0)?;
+    /// assert_eq!(y.to_vec(), vec![5.0, 7.0, 13.0, 15.0]);
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn max_pool2d(&self, kernel: usize, stride: usize, padding: usize) -> Result<Tensor<T>> {
+        Ok(self.max_pool2d_with_indices(kernel, stride, padding)?.0)
+    }
+
+    /// [`Tensor::max_pool2d`] and, for every output element (row-major), the flat index
+    /// `h * W + w` of the chosen input element within its `(n, c)` plane, as PyTorch's
+    /// `return_indices=True` gives. Ties keep the first maximum in row-major window order.
+    ///
+    /// # Errors
+    /// As [`Tensor::max_pool2d`].
+    pub fn max_pool2d_with_indices(
+        &self,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<(Tensor<T>, Vec<usize>)> {
+        let (planes, g) = pool_geometry("max_pool2d", self.shape(), kernel, stride, padding)?;
+        let plane = g.oh * g.ow;
+        let mut out = vec![T::ZERO; planes * plane];
+        let mut indices = vec![0usize; planes * plane];
+        let (sh, sw) = (self.strides()[2], self.strides()[3]);
+        let data = self.storage().as_slice();
+        out.par_chunks_mut(plane).zip(indices.par_chunks_mut(plane)).enumerate().for_each(|(pl, (y, idx))| {
+            let base = plane_base(self, pl);
+            for i in 0..g.oh {
+                let (h0, h1) = window(i, &g, g.h);
+                for j in 0..g.ow {
+                    let (w0, w1) = window(j, &g, g.w);
+                    let (mut best, mut at) = (T::NEG_INFINITY, h0 * g.w + w0);
+                    for h in h0..h1 {
+                        for w in w0..w1 {
+                            let v = data[base + h * sh + w * sw];
+                            if v > best || v.is_nan() {
+                                (best, at) = (v, h * g.w + w);
+                            }
+                        }
+                    }
+                    y[i * g.ow + j] = best;
+                    idx[i * g.ow + j] = at;
+                }
+            }
+        });
+        Ok((Tensor::from_contiguous(out, &[self.shape()[0], self.shape()[1], g.oh, g.ow]), indices))
+    }
+
+    /// The gradient of [`Tensor::max_pool2d`]: `dx[n, c, idx] += dy[n, c, i, j]` where `idx` is
+    /// the output element's entry in `indices` (from [`Tensor::max_pool2d_with_indices`]);
+    /// inputs chosen by several windows collect every window's gradient.
+    ///
+    /// Shapes: `dy` `[N, C, OH, OW]`, `indices` one per element of `dy` (row-major),
+    /// `input_shape` `[N, C, H, W]`; returns `dx` of `input_shape`.
+    ///
+    /// # Errors
+    /// `max_pool2d_backward` when the shapes are not 4-D, `N` or `C` differ, the number of
+    /// indices is not `dy.numel()`, or an index is `>= H * W`.
+    pub fn max_pool2d_backward(dy: &Tensor<T>, indices: &[usize], input_shape: &[usize]) -> Result<Tensor<T>> {
+        const OP: &str = "max_pool2d_backward";
+        if input_shape.len() != 4 || dy.ndim() != 4 || dy.shape()[..2] != input_shape[..2] {
+            return Err(Error::mismatch(
+                OP,
+                input_shape,
+                dy.shape(),
+                "expects an input [N, C, H, W] and dy [N, C, OH, OW]",
+            ));
+        }
+        if indices.len() != dy.numel() {
+            return Err(Error::shape(OP, dy.shape(), format!("needs one index per element, got {}", indices.len())));
+        }
+        let image = input_shape[2] * input_shape[3];
+        if let Some(&bad) = indices.iter().find(|&&i| i >= image) {
+            return Err(Error::arg(
+                OP,
+                format!("index {bad} is outside the {}x{} plane", input_shape[2], input_shape[3]),
+            ));
+        }
+        let numel = checked_numel(input_shape)
+            .ok_or_else(|| Error::shape(OP, input_shape, "the number of elements overflows usize"))?;
+        let mut dx = vec![T::ZERO; numel];
+        let plane = dy.shape()[2] * dy.shape()[3];
+        let dy = dy.contiguous();
+        let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
+        if image > 0 && plane > 0 {
+            dx.par_chunks_mut(image).zip(dy_data.par_chunks(plane).zip(indices.par_chunks(plane))).for_each(
+                |(dx, (dy, idx))| {
+                    for (&g, &i) in dy.iter().zip(idx) {
+                        dx[i] += g;
+                    }
+                },
+            );
+        }
+        Ok(Tensor::from_contiguous(dx, input_shape))
+    }
+
+    // ─── avg_pool2d ─────────────────────────────────────────────────────────────
+
+    /// 2-D average pooling, like `torch.nn.functional.avg_pool2d(x, kernel, stride, padding)`
+    /// with `count_include_pad=True`: `y[n, c, i, j] = (1 / k²) Σ_{u, v < k} x[n, c, i·s + u - p,
+    /// j·s + v - p]`, the padding counting as zeros.
+    ///
+    /// Shapes: as [`Tensor::max_pool2d`]. Backward: [`Tensor::avg_pool2d_backward`].
+    ///
+    /// # Errors
+    /// `avg_pool2d`, as [`Tensor::max_pool2d`].
+    ///
+    /// ```
+    /// # use tapegrad_tensor::Tensor;
+    /// let x = Tensor::<f32>::arange(16).reshape(&[1, 1, 4, 4])?;
+    /// let y = x.avg_pool2d(2, 2, 0)?;
+    /// assert_eq!(y.to_vec(), vec![2.5, 4.5, 10.5, 12.5]);
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn avg_pool2d(&self, kernel: usize, stride: usize, padding: usize) -> Result<Tensor<T>> {
+        let (planes, g) = pool_geometry("avg_pool2d", self.shape(), kernel, stride, padding)?;
+        let plane = g.oh * g.ow;
+        // With floor-mode output sizes every window lies inside the padded input, so the
+        // count_include_pad divisor is always k².
+        let scale = T::ONE / T::from_usize(kernel * kernel);
+        let mut out = vec![T::ZERO; planes * plane];
+        let (sh, sw) = (self.strides()[2], self.strides()[3]);
+        let data = self.storage().as_slice();
+        out.par_chunks_mut(plane).enumerate().for_each(|(pl, y)| {
+            let base = plane_base(self, pl);
+            for i in 0..g.oh {
+                let (h0, h1) = window(i, &g, g.h);
+                for j in 0..g.ow {
+                    let (w0, w1) = window(j, &g, g.w);
+                    let mut sum = T::ZERO;
+                    for h in h0..h1 {
+                        for w in w0..w1 {
+                            sum += data[base + h * sh + w * sw];
+                        }
+                    }
+                    y[i * g.ow + j] = sum * scale;
+                }
+            }
+        });
+        Ok(Tensor::from_contiguous(out, &[self.shape()[0], self.shape()[1], g.oh, g.ow]))
+    }
+
+    /// The gradient of [`Tensor::avg_pool2d`]: every input element of a window receives
+    /// `dy / k²` from that window.
+    ///
+    /// Shapes: `dy` the forward's output shape for `input_shape` `[N, C, H, W]`; returns `dx` of
+    /// `input_shape`.
+    ///
+    /// # Errors
+    /// `avg_pool2d` for the forward's errors; `avg_pool2d_backward` when `dy` has the wrong shape.
+    pub fn avg_pool2d_backward(
+        dy: &Tensor<T>,
+        input_shape: &[usize],
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Tensor<T>> {
+        let (planes, g) = pool_geometry("avg_pool2d", input_shape, kernel, stride, padding)?;
+        let y_shape = [input_shape[0], input_shape[1], g.oh, g.ow];
+        if dy.shape() != y_shape {
+            return Err(Error::mismatch(
+                "avg_pool2d_backward",
+                &y_shape,
+                dy.shape(),
+                "the upstream gradient must have the forward's output shape",
+            ));
+        }
+        let image = g.h * g.w;
+        let plane = g.oh * g.ow;
+        let scale = T::ONE / T::from_usize(kernel * kernel);
+        let mut dx = vec![T::ZERO; planes * image];
+        let dy = dy.contiguous();
+        let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
+        if image > 0 {
+            dx.par_chunks_mut(image).zip(dy_data.par_chunks(plane)).for_each(|(dx, dy)| {
+                for i in 0..g.oh {
+                    let (h0, h1) = window(i, &g, g.h);
+                    for j in 0..g.ow {
+                        let (w0, w1) = window(j, &g, g.w);
+                        let d = dy[i * g.ow + j] * scale;
+                        for h in h0..h1 {
+                            dx[h * g.w + w0..h * g.w + w1].iter_mut().for_each(|v| *v += d);
+                        }
+                    }
+                }
+            });
+        }
+        Ok(Tensor::from_contiguous(dx, input_shape))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_stay_inside_the_input_and_are_never_empty() {
+        for h in 1..8 {
+            for k in 1..5 {
+                for stride in 1..4 {
+                    for pad in 0..=k / 2 {
+                        let Ok((_, g)) = pool_geometry("t", &[1, 1, h, h], k, stride, pad) else { continue };
+                        for o in 0..g.oh {
+                            let (a, b) = window(o, &g, h);
+                            assert!(a < b && b <= h, "{h} {k} {stride} {pad} {o}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
