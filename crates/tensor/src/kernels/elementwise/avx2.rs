@@ -17,7 +17,9 @@ macro_rules! impl_lanes {
         set1: $set1:ident, setzero: $setzero:ident, loadu: $loadu:ident, storeu: $storeu:ident,
         add: $add:ident, sub: $sub:ident, mul: $mul:ident, div: $div:ident,
         max: $max:ident, min: $min:ident, sqrt: $sqrt:ident,
-        xor: $xor:ident, andnot: $andnot:ident, cmp: $cmp:ident, blendv: $blendv:ident
+        xor: $xor:ident, andnot: $andnot:ident, cmp: $cmp:ident, blendv: $blendv:ident,
+        fmadd: $fmadd:ident, to_int: $to_int:ident, from_int: $from_int:ident, slli: $slli:ident,
+        mantissa_bits: $mbits:literal, pow2_magic: $pow2_magic:literal
     ) => {
         /// A 256-bit register of
         #[doc = concat!(stringify!($lanes), " × ", stringify!($elem), ".")]
@@ -120,6 +122,20 @@ macro_rules! impl_lanes {
             }
 
             #[inline(always)]
+            fn mul_add(self, b: Self, c: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX2 and FMA (see `Lanes`).
+                $name(unsafe { $fmadd(self.0, b.0, c.0) })
+            }
+
+            #[inline(always)]
+            fn pow2i(self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+                $name(unsafe {
+                    $from_int($slli::<$mbits>($to_int($add(self.0, $set1($pow2_magic)))))
+                })
+            }
+
+            #[inline(always)]
             fn to_array(self) -> [$elem; 16] {
                 let mut out = [0.0; 16];
                 // SAFETY: `out` has room for the register's lanes; AVX2 is supported as above.
@@ -135,7 +151,9 @@ impl_lanes!(
     set1: _mm256_set1_ps, setzero: _mm256_setzero_ps, loadu: _mm256_loadu_ps, storeu: _mm256_storeu_ps,
     add: _mm256_add_ps, sub: _mm256_sub_ps, mul: _mm256_mul_ps, div: _mm256_div_ps,
     max: _mm256_max_ps, min: _mm256_min_ps, sqrt: _mm256_sqrt_ps,
-    xor: _mm256_xor_ps, andnot: _mm256_andnot_ps, cmp: _mm256_cmp_ps, blendv: _mm256_blendv_ps
+    xor: _mm256_xor_ps, andnot: _mm256_andnot_ps, cmp: _mm256_cmp_ps, blendv: _mm256_blendv_ps,
+    fmadd: _mm256_fmadd_ps, to_int: _mm256_castps_si256, from_int: _mm256_castsi256_ps, slli: _mm256_slli_epi32,
+    mantissa_bits: 23, pow2_magic: 12_583_039.0
 );
 
 impl_lanes!(
@@ -143,5 +161,7 @@ impl_lanes!(
     set1: _mm256_set1_pd, setzero: _mm256_setzero_pd, loadu: _mm256_loadu_pd, storeu: _mm256_storeu_pd,
     add: _mm256_add_pd, sub: _mm256_sub_pd, mul: _mm256_mul_pd, div: _mm256_div_pd,
     max: _mm256_max_pd, min: _mm256_min_pd, sqrt: _mm256_sqrt_pd,
-    xor: _mm256_xor_pd, andnot: _mm256_andnot_pd, cmp: _mm256_cmp_pd, blendv: _mm256_blendv_pd
+    xor: _mm256_xor_pd, andnot: _mm256_andnot_pd, cmp: _mm256_cmp_pd, blendv: _mm256_blendv_pd,
+    fmadd: _mm256_fmadd_pd, to_int: _mm256_castpd_si256, from_int: _mm256_castsi256_pd, slli: _mm256_slli_epi64,
+    mantissa_bits: 52, pow2_magic: 6_755_399_441_056_767.0
 );

@@ -17,7 +17,8 @@ macro_rules! impl_lanes {
         set1: $set1:ident, setzero: $setzero:ident, loadu: $loadu:ident, storeu: $storeu:ident,
         add: $add:ident, sub: $sub:ident, mul: $mul:ident, div: $div:ident,
         max: $max:ident, min: $min:ident, sqrt: $sqrt:ident, abs: $abs:ident,
-        cmp_mask: $cmp:ident, mask_mov: $mask_mov:ident, to_int: $to_int:ident, from_int: $from_int:ident
+        cmp_mask: $cmp:ident, mask_mov: $mask_mov:ident, to_int: $to_int:ident, from_int: $from_int:ident,
+        fmadd: $fmadd:ident, slli: $slli:ident, mantissa_bits: $mbits:literal, pow2_magic: $pow2_magic:literal
     ) => {
         /// A 512-bit register of
         #[doc = concat!(stringify!($lanes), " × ", stringify!($elem), ".")]
@@ -120,6 +121,20 @@ macro_rules! impl_lanes {
             }
 
             #[inline(always)]
+            fn mul_add(self, b: Self, c: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX-512F (see `Lanes`).
+                $name(unsafe { $fmadd(self.0, b.0, c.0) })
+            }
+
+            #[inline(always)]
+            fn pow2i(self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX-512F (see `Lanes`).
+                $name(unsafe {
+                    $from_int($slli::<$mbits>($to_int($add(self.0, $set1($pow2_magic)))))
+                })
+            }
+
+            #[inline(always)]
             fn to_array(self) -> [$elem; 16] {
                 let mut out = [0.0; 16];
                 // SAFETY: `out` has room for the register's lanes; AVX-512F is supported as above.
@@ -135,7 +150,8 @@ impl_lanes!(
     set1: _mm512_set1_ps, setzero: _mm512_setzero_ps, loadu: _mm512_loadu_ps, storeu: _mm512_storeu_ps,
     add: _mm512_add_ps, sub: _mm512_sub_ps, mul: _mm512_mul_ps, div: _mm512_div_ps,
     max: _mm512_max_ps, min: _mm512_min_ps, sqrt: _mm512_sqrt_ps, abs: _mm512_abs_ps,
-    cmp_mask: _mm512_cmp_ps_mask, mask_mov: _mm512_mask_mov_ps, to_int: _mm512_castps_si512, from_int: _mm512_castsi512_ps
+    cmp_mask: _mm512_cmp_ps_mask, mask_mov: _mm512_mask_mov_ps, to_int: _mm512_castps_si512, from_int: _mm512_castsi512_ps,
+    fmadd: _mm512_fmadd_ps, slli: _mm512_slli_epi32, mantissa_bits: 23, pow2_magic: 12_583_039.0
 );
 
 impl_lanes!(
@@ -143,5 +159,6 @@ impl_lanes!(
     set1: _mm512_set1_pd, setzero: _mm512_setzero_pd, loadu: _mm512_loadu_pd, storeu: _mm512_storeu_pd,
     add: _mm512_add_pd, sub: _mm512_sub_pd, mul: _mm512_mul_pd, div: _mm512_div_pd,
     max: _mm512_max_pd, min: _mm512_min_pd, sqrt: _mm512_sqrt_pd, abs: _mm512_abs_pd,
-    cmp_mask: _mm512_cmp_pd_mask, mask_mov: _mm512_mask_mov_pd, to_int: _mm512_castpd_si512, from_int: _mm512_castsi512_pd
+    cmp_mask: _mm512_cmp_pd_mask, mask_mov: _mm512_mask_mov_pd, to_int: _mm512_castpd_si512, from_int: _mm512_castsi512_pd,
+    fmadd: _mm512_fmadd_pd, slli: _mm512_slli_epi64, mantissa_bits: 52, pow2_magic: 6_755_399_441_056_767.0
 );

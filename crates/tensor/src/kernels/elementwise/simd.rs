@@ -17,7 +17,7 @@ use crate::dtype::Float;
 /// therefore proof of support, which is why the arithmetic methods are safe.
 pub(super) trait Lanes: Copy {
     /// The element type.
-    type Elem: Float;
+    type Elem: Float + ExpParams;
     /// Elements per register.
     const LANES: usize;
 
@@ -59,8 +59,108 @@ pub(super) trait Lanes: Copy {
     fn relu(self) -> Self;
     /// Lane-wise correctly rounded `√self`.
     fn sqrt(self) -> Self;
+    /// Lane-wise `self · b + c`, rounded once (FMA).
+    fn mul_add(self, b: Self, c: Self) -> Self;
+    /// Lane-wise `2^self`, for integer-valued lanes in the normal exponent range: adds a magic
+    /// constant so the (biased) exponent lands in the low mantissa bits, then shifts it into the
+    /// exponent field.
+    fn pow2i(self) -> Self;
     /// The lanes' elements, for horizontal reductions and tests.
     fn to_array(self) -> [Self::Elem; 16];
+}
+
+/// Per-type constants of the vectorised `exp`.
+pub(super) trait ExpParams: Float {
+    /// Inputs are clamped to `[EXP_MIN, EXP_MAX]`: below, eˣ rounds to 0; above, to +∞.
+    const EXP_MIN: f64;
+    /// See [`ExpParams::EXP_MIN`].
+    const EXP_MAX: f64;
+    /// Taylor degree for eʳ on |r| ≤ ln2/2: the truncation error stays under 0.1 ulp.
+    const EXP_DEGREE: usize;
+    /// `2^(mantissa bits) · 1.5`: adding it rounds a float to an integer in the low bits.
+    const ROUND_MAGIC: f64;
+}
+
+impl ExpParams for f32 {
+    const EXP_MIN: f64 = -104.0;
+    const EXP_MAX: f64 = 89.0;
+    const EXP_DEGREE: usize = 7;
+    const ROUND_MAGIC: f64 = 12_582_912.0;
+}
+
+impl ExpParams for f64 {
+    const EXP_MIN: f64 = -746.0;
+    const EXP_MAX: f64 = 710.0;
+    const EXP_DEGREE: usize = 13;
+    const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
+}
+
+/// `ln 2 − LN_2`: what the f64 constant misses of ln 2 (ln 2 = 0.693147180559945309417232121458…).
+const LN_2_TAIL: f64 = 2.319_046_813_846_299_6e-17;
+
+/// The constants of [`exp_lanes`], splat once per call.
+struct ExpConsts<V> {
+    min: V,
+    max: V,
+    log2e: V,
+    ln2_hi: V,
+    ln2_lo: V,
+    magic: V,
+    half: V,
+    /// `1/k!` for `k = 0..=EXP_DEGREE`.
+    taylor: [V; 14],
+}
+
+impl<V: Lanes> ExpConsts<V> {
+    /// # Safety
+    /// The CPU supports `V`'s instruction set.
+    #[inline(always)]
+    unsafe fn new() -> ExpConsts<V> {
+        let c = |v: f64| V::Elem::from_f64(v);
+        // ln 2 = ln2_hi + ln2_lo, with ln2_hi the type's nearest value: the FMA forms
+        // `x − n · ln2_hi` with one rounding, and ln2_lo carries the rest, including the part of
+        // ln 2 that even f64 cannot hold (`LN_2_TAIL`).
+        let ln2_hi = c(std::f64::consts::LN_2);
+        let ln2_lo = c((std::f64::consts::LN_2 - ln2_hi.to_f64()) + LN_2_TAIL);
+        let mut factorial = 1.0;
+        // SAFETY: the caller guarantees the instruction set.
+        unsafe {
+            let mut taylor = [V::splat(c(1.0)); 14];
+            for (k, t) in taylor.iter_mut().enumerate().skip(1) {
+                factorial *= k as f64;
+                *t = V::splat(c(1.0 / factorial));
+            }
+            ExpConsts {
+                min: V::splat(c(V::Elem::EXP_MIN)),
+                max: V::splat(c(V::Elem::EXP_MAX)),
+                log2e: V::splat(c(std::f64::consts::LOG2_E)),
+                ln2_hi: V::splat(-ln2_hi),
+                ln2_lo: V::splat(-ln2_lo),
+                magic: V::splat(c(V::Elem::ROUND_MAGIC)),
+                half: V::splat(c(0.5)),
+                taylor,
+            }
+        }
+    }
+}
+
+/// Lane-wise eˣ, within about 2 ulp of the standard library: `x = n·ln2 + r` with `n` an integer
+/// and `|r| ≤ ln2/2`, `eʳ` by its Taylor polynomial (Horner with FMA), and `2ⁿ` applied in two
+/// halves so that results in the subnormal range and the overflow to +∞ come out right. NaN
+/// propagates; −∞ gives 0 and +∞ gives +∞ (through the clamp).
+#[inline(always)]
+fn exp_lanes<V: Lanes>(x: V, k: &ExpConsts<V>) -> V {
+    let x = x.max_nan(k.min).min_nan(k.max);
+    let n = x.mul_add(k.log2e, k.magic).sub(k.magic);
+    let r = n.mul_add(k.ln2_hi, x);
+    let r = n.mul_add(k.ln2_lo, r);
+    let mut p = k.taylor[V::Elem::EXP_DEGREE];
+    for i in (0..V::Elem::EXP_DEGREE).rev() {
+        p = p.mul_add(r, k.taylor[i]);
+    }
+    let n1 = n.mul_add(k.half, k.magic).sub(k.magic);
+    let n2 = n.sub(n1);
+    p.mul(n1.pow2i()).mul(n2.pow2i())
 }
 
 // ─── binary ────────────────────────────────────────────────────────────────────
@@ -293,6 +393,7 @@ pub(super) unsafe fn unary<V: Lanes>(op: UnaryOp<V::Elem>, x: &[V::Elem], out: &
             UnaryOp::Abs => unary_loop::<V, ABS>(p, o, n),
             UnaryOp::Relu => unary_loop::<V, RELU>(p, o, n),
             UnaryOp::Sqrt => unary_loop::<V, SQRT>(p, o, n),
+            UnaryOp::Exp => exp_loop::<V>(p, V::Elem::ZERO, o, n),
             _ => scalar::unary(op, x, out),
         }
     }
@@ -387,8 +488,37 @@ pub(super) unsafe fn max<V: Lanes>(x: &[V::Elem]) -> V::Elem {
     }
 }
 
-/// `ElementwiseKernels::exp_sum` on register type `V` (the exponentials are scalar; the sum is
-/// vectorised).
+/// `out[i] = e^(x[i] − shift)` for `i < n` with the vectorised exp (the scalar one in the tail).
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set; `x` and `out` hold `n` elements.
+#[inline(always)]
+unsafe fn exp_loop<V: Lanes>(x: *const V::Elem, shift: V::Elem, out: *mut V::Elem, n: usize) {
+    let w = V::LANES;
+    // SAFETY: offsets stay below `n`; the caller guarantees the instruction set and lengths.
+    unsafe {
+        let k = ExpConsts::<V>::new();
+        let s = V::splat(shift);
+        let mut i = 0;
+        while i + 2 * w <= n {
+            for j in [i, i + w] {
+                exp_lanes(V::load(x.add(j)).sub(s), &k).store(out.add(j));
+            }
+            i += 2 * w;
+        }
+        while i + w <= n {
+            exp_lanes(V::load(x.add(i)).sub(s), &k).store(out.add(i));
+            i += w;
+        }
+        while i < n {
+            *out.add(i) = (*x.add(i) - shift).exp();
+            i += 1;
+        }
+    }
+}
+
+/// `ElementwiseKernels::exp_sum` on register type `V`: the vectorised exp block by block, each
+/// block summed while it is still in L1, block totals combined pairwise.
 ///
 /// # Safety
 /// The CPU supports `V`'s instruction set; `x` is as long as `out`.
@@ -398,11 +528,15 @@ pub(super) unsafe fn exp_sum<V: Lanes>(
     shift: V::Elem,
     out: &mut [V::Elem],
 ) -> V::Elem {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v - shift).exp();
+    let mut total = Cascade::new(BinaryOp::Add);
+    for (x, out) in x.chunks(SUM_BLOCK).zip(out.chunks_mut(SUM_BLOCK)) {
+        // SAFETY: forwarded from this function's contract; the chunks have equal lengths.
+        unsafe {
+            exp_loop::<V>(x.as_ptr(), shift, out.as_mut_ptr(), out.len());
+            total.push(sum_block::<V>(out));
+        }
     }
-    // SAFETY: forwarded from this function's contract.
-    unsafe { sum::<V>(out) }
+    total.finish(V::Elem::ZERO)
 }
 
 /// The `#[target_feature]` entry points of one instruction-set file: each forwards to the body
