@@ -10,7 +10,8 @@
 //!
 //! Every SIMD path computes exactly what the scalar reference computes for binary ops, `neg`,
 //! `abs`, `relu`, `sqrt` and `max` (NaN propagates everywhere, as in PyTorch); `sum` may differ in
-//! the last bits because it adds in another order. Tests compare each available path with the
+//! the last bits because it adds in another order, and `exp` (a polynomial of its own) stays
+//! within 2 ulp (f32) / 3 ulp (f64) of the exact value. Tests compare each available path with the
 //! scalar one on the same inputs.
 
 use crate::kernels::Isa;
@@ -46,8 +47,8 @@ pub enum BinaryOp {
     Minimum,
 }
 
-/// A unary elementwise op, `out = op(x)`. The kernels vectorise `Neg`, `Abs`, `Relu` and
-/// `Sqrt`; the transcendental ones run the scalar formula per element.
+/// A unary elementwise op, `out = op(x)`. The kernels vectorise `Neg`, `Abs`, `Relu`, `Sqrt`
+/// and `Exp`; the other transcendental ones run the scalar formula per element.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp<T> {
     /// `-x`.
