@@ -82,6 +82,76 @@ pub fn for_each_run<const N: usize>(
     }
 }
 
+/// Like [`for_each_run`], but only over the logical elements `range` (row-major positions in
+/// `0..numel`): runs are cut at both ends of the range. Lets an op split one tensor into
+/// fixed-size chunks of positions, so parallel work does not depend on the thread count.
+pub fn for_each_run_in<const N: usize>(
+    shape: &[usize],
+    strides: [&[usize]; N],
+    offsets: [usize; N],
+    range: std::ops::Range<usize>,
+    mut f: impl FnMut([usize; N], usize, [usize; N]),
+) {
+    if shape.contains(&0) || range.start >= range.end {
+        return;
+    }
+    let (shape, strides) = coalesce(shape, strides);
+    let nd = shape.len();
+    if nd == 0 {
+        if range.start == 0 {
+            f(offsets, 1, [0; N]);
+        }
+        return;
+    }
+    let len = shape[nd - 1];
+    let inner: [usize; N] = std::array::from_fn(|k| strides[k][nd - 1]);
+    // Unravel the start position into a multi-index over the coalesced dims.
+    let mut index: Dims = SmallVec::from_elem(0, nd);
+    let mut rest = range.start;
+    for d in (0..nd).rev() {
+        index[d] = rest % shape[d];
+        rest /= shape[d];
+    }
+    if rest > 0 {
+        return; // the range starts past the end
+    }
+    let mut cur = offsets;
+    for d in 0..nd - 1 {
+        for k in 0..N {
+            cur[k] += index[d] * strides[k][d];
+        }
+    }
+    let mut pos = range.start;
+    let mut col = index[nd - 1];
+    loop {
+        let n = (len - col).min(range.end - pos);
+        f(std::array::from_fn(|k| cur[k] + col * inner[k]), n, inner);
+        pos += n;
+        col = 0;
+        if pos >= range.end {
+            return;
+        }
+        let mut d = nd - 1;
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            index[d] += 1;
+            for k in 0..N {
+                cur[k] += strides[k][d];
+            }
+            if index[d] < shape[d] {
+                break;
+            }
+            for k in 0..N {
+                cur[k] -= strides[k][d] * shape[d];
+            }
+            index[d] = 0;
+        }
+    }
+}
+
 /// Copies the elements a layout selects from `data` into a new row-major `Vec`.
 pub fn gather_contiguous<T: Copy>(data: &[T], layout: &Layout) -> Vec<T> {
     if layout.is_contiguous() {
@@ -126,6 +196,28 @@ mod tests {
             assert_eq!((o[0], len), (7, 1));
             calls += 1;
         });
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn runs_in_a_range_cover_exactly_that_range() {
+        let l = Layout::contiguous(&[3, 4, 5]).permute(&[2, 0, 1]).unwrap();
+        let all = gather_contiguous(&(0..60).collect::<Vec<usize>>(), &l);
+        for start in 0..=60 {
+            for end in start..=61 {
+                let mut got = vec![];
+                for_each_run_in(l.shape(), [l.strides()], [l.offset()], start..end, |[o], len, [s]| {
+                    got.extend((0..len).map(|i| o + i * s));
+                });
+                assert_eq!(got, all[start.min(60)..end.min(60)].to_vec(), "{start}..{end}");
+            }
+        }
+        let mut calls = 0;
+        for_each_run_in(&[], [&[]], [3], 0..1, |o, len, _| {
+            assert_eq!((o[0], len), (3, 1));
+            calls += 1;
+        });
+        for_each_run_in(&[], [&[]], [3], 1..2, |_, _, _| calls += 1);
         assert_eq!(calls, 1);
     }
 

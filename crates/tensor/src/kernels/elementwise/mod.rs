@@ -1,10 +1,289 @@
-//! Elementwise and reduction kernels over contiguous slices: a scalar reference and one
-//! implementation per instruction set.
+//! Elementwise and reduction kernels over contiguous slices: a scalar reference (`scalar.rs`),
+//! the loop bodies shared by every SIMD path (`simd.rs`), and one register type per instruction
+//! set (`avx2.rs`, `avx512.rs`, `neon.rs`).
 //!
-//! (Placeholder: the helper that owns this folder replaces this with the full table.)
+//! The tensor ops in `ops/` walk their operands run by run (`crate::strided::for_each_run_in`)
+//! and hand each run to one of these kernels: a run is either a contiguous slice or one value
+//! repeated along the run (a stride-0, broadcast operand), which is what [`Operand`] says.
+//! Runs with any other stride take the scalar strided loops ([`binary_strided`],
+//! [`unary_strided`]).
+//!
+//! Every SIMD path computes exactly what the scalar reference computes for binary ops, `neg`,
+//! `abs`, `relu`, `sqrt` and `max` (NaN propagates everywhere, as in PyTorch); `sum` may differ in
+//! the last bits because it adds in another order, and `exp` (a polynomial of its own) stays
+//! within 2 ulp (f32) / 3 ulp (f64) of the exact value. Tests compare each available path with the
+//! scalar one on the same inputs.
 
-/// The elementwise kernels for one element type (implemented for `f32` and `f64`).
-pub trait ElementwiseKernels: Sized {}
+use crate::kernels::Isa;
 
-impl ElementwiseKernels for f32 {}
-impl ElementwiseKernels for f64 {}
+mod scalar;
+mod simd;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+pub use scalar::{binary_strided, unary_strided, Cascade, Strided};
+
+// ─── op tables ─────────────────────────────────────────────────────────────────
+
+/// A binary elementwise op, `out = lhs op rhs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    /// `lhs + rhs`.
+    Add,
+    /// `lhs - rhs`.
+    Sub,
+    /// `lhs * rhs`.
+    Mul,
+    /// `lhs / rhs`.
+    Div,
+    /// The larger value; NaN if either is NaN (`torch.maximum`).
+    Maximum,
+    /// The smaller value; NaN if either is NaN (`torch.minimum`).
+    Minimum,
+}
+
+/// A unary elementwise op, `out = op(x)`. The kernels vectorise `Neg`, `Abs`, `Relu`, `Sqrt`
+/// and `Exp`; the other transcendental ones run the scalar formula per element.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp<T> {
+    /// `-x`.
+    Neg,
+    /// `|x|`.
+    Abs,
+    /// `max(x, 0)`, NaN for NaN.
+    Relu,
+    /// `√x`.
+    Sqrt,
+    /// `eˣ`.
+    Exp,
+    /// `ln x`.
+    Log,
+    /// `tanh x`.
+    Tanh,
+    /// `1 / (1 + e⁻ˣ)`, computed without overflow for large `|x|`.
+    Sigmoid,
+    /// `x · ½ · (1 + erf(x / √2))`, PyTorch's exact GELU.
+    Gelu,
+    /// `½x · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`, PyTorch's `approximate="tanh"` GELU.
+    GeluTanh,
+    /// `xᵉ` for a fixed exponent `e`.
+    Powf(T),
+}
+
+/// One operand of a kernel run: a contiguous slice, or one value repeated along the whole run
+/// (a broadcast, stride-0 operand).
+#[derive(Clone, Copy, Debug)]
+pub enum Operand<'a, T> {
+    /// A contiguous slice, as long as the output.
+    Slice(&'a [T]),
+    /// One value for every position.
+    Splat(T),
+}
+
+impl<T> Operand<'_, T> {
+    fn check_len(&self, n: usize) {
+        if let Operand::Slice(s) = self {
+            assert_eq!(
+                s.len(),
+                n,
+                "elementwise kernel: operand of length {} for an output of {n}",
+                s.len()
+            );
+        }
+    }
+}
+
+// ─── the kernel table ──────────────────────────────────────────────────────────
+
+/// The elementwise and reduction kernels for one element type (`f32` and `f64`), each taking the
+/// instruction-set path to run on. A path the CPU does not support runs the scalar reference
+/// instead (so no call is ever unsound); tests pass each of [`available_isas`] explicitly.
+///
+/// [`available_isas`]: crate::kernels::available_isas
+pub trait ElementwiseKernels: Sized + Copy {
+    /// `out[i] = lhs[i] op rhs[i]`.
+    ///
+    /// # Panics
+    /// If a slice operand's length differs from `out.len()` (a caller bug).
+    fn binary(
+        isa: Isa,
+        op: BinaryOp,
+        lhs: Operand<'_, Self>,
+        rhs: Operand<'_, Self>,
+        out: &mut [Self],
+    );
+
+    /// `acc[i] = acc[i] op rhs[i]`, in place (row accumulation in reductions, scaling in softmax).
+    ///
+    /// # Panics
+    /// If a slice `rhs` is not as long as `acc`.
+    fn binary_assign(isa: Isa, op: BinaryOp, acc: &mut [Self], rhs: Operand<'_, Self>);
+
+    /// `out[i] = op(x[i])`.
+    ///
+    /// # Panics
+    /// If `x` and `out` differ in length.
+    fn unary(isa: Isa, op: UnaryOp<Self>, x: &[Self], out: &mut [Self]);
+
+    /// `Σ x[i]` (0 for an empty slice), added in a blocked order with several accumulators.
+    fn sum(isa: Isa, x: &[Self]) -> Self;
+
+    /// `max x[i]`: NaN if any element is NaN, −∞ for an empty slice.
+    fn max(isa: Isa, x: &[Self]) -> Self;
+
+    /// `out[i] = e^(x[i] − shift)` and returns `Σ out[i]` (softmax's numerator and denominator in
+    /// one pass).
+    ///
+    /// # Panics
+    /// If `x` and `out` differ in length.
+    fn exp_sum(isa: Isa, x: &[Self], shift: Self, out: &mut [Self]) -> Self;
+}
+
+/// The path a kernel may actually take: `isa` when the CPU supports it, otherwise scalar.
+fn usable(isa: Isa) -> Isa {
+    if isa.is_supported() {
+        isa
+    } else {
+        Isa::Scalar
+    }
+}
+
+/// Implements [`ElementwiseKernels`] for one element type, given its register type on each
+/// instruction set.
+macro_rules! impl_elementwise {
+    ($t:ty, avx2: $avx2:ty, avx512: $avx512:ty, neon: $neon:ty) => {
+        impl ElementwiseKernels for $t {
+            fn binary(
+                isa: Isa,
+                op: BinaryOp,
+                lhs: Operand<'_, $t>,
+                rhs: Operand<'_, $t>,
+                out: &mut [$t],
+            ) {
+                lhs.check_len(out.len());
+                rhs.check_len(out.len());
+                match usable(isa) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `usable` returned Avx2, so the CPU supports AVX2 and FMA; the
+                    // operand lengths were checked against `out` above.
+                    Isa::Avx2 => unsafe { avx2::binary::<$avx2>(op, lhs, rhs, out) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above, for AVX-512F.
+                    Isa::Avx512 => unsafe { avx512::binary::<$avx512>(op, lhs, rhs, out) },
+                    #[cfg(target_arch = "aarch64")]
+                    // SAFETY: as above, for NEON.
+                    Isa::Neon => unsafe { neon::binary::<$neon>(op, lhs, rhs, out) },
+                    _ => scalar::binary(op, lhs, rhs, out),
+                }
+            }
+
+            fn binary_assign(isa: Isa, op: BinaryOp, acc: &mut [$t], rhs: Operand<'_, $t>) {
+                rhs.check_len(acc.len());
+                match usable(isa) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU supports AVX2 and FMA (`usable`); lengths checked above.
+                    Isa::Avx2 => unsafe { avx2::binary_assign::<$avx2>(op, acc, rhs) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above, for AVX-512F.
+                    Isa::Avx512 => unsafe { avx512::binary_assign::<$avx512>(op, acc, rhs) },
+                    #[cfg(target_arch = "aarch64")]
+                    // SAFETY: as above, for NEON.
+                    Isa::Neon => unsafe { neon::binary_assign::<$neon>(op, acc, rhs) },
+                    _ => scalar::binary_assign(op, acc, rhs),
+                }
+            }
+
+            fn unary(isa: Isa, op: UnaryOp<$t>, x: &[$t], out: &mut [$t]) {
+                assert_eq!(
+                    x.len(),
+                    out.len(),
+                    "unary kernel: input of length {} for an output of {}",
+                    x.len(),
+                    out.len()
+                );
+                match usable(isa) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU supports AVX2 and FMA (`usable`); lengths checked above.
+                    Isa::Avx2 => unsafe { avx2::unary::<$avx2>(op, x, out) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above, for AVX-512F.
+                    Isa::Avx512 => unsafe { avx512::unary::<$avx512>(op, x, out) },
+                    #[cfg(target_arch = "aarch64")]
+                    // SAFETY: as above, for NEON.
+                    Isa::Neon => unsafe { neon::unary::<$neon>(op, x, out) },
+                    _ => scalar::unary(op, x, out),
+                }
+            }
+
+            fn sum(isa: Isa, x: &[$t]) -> $t {
+                match usable(isa) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU supports AVX2 and FMA (`usable`).
+                    Isa::Avx2 => unsafe { avx2::sum::<$avx2>(x) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU supports AVX-512F (`usable`).
+                    Isa::Avx512 => unsafe { avx512::sum::<$avx512>(x) },
+                    #[cfg(target_arch = "aarch64")]
+                    // SAFETY: the CPU supports NEON (`usable`).
+                    Isa::Neon => unsafe { neon::sum::<$neon>(x) },
+                    _ => scalar::sum(x),
+                }
+            }
+
+            fn max(isa: Isa, x: &[$t]) -> $t {
+                match usable(isa) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU supports AVX2 and FMA (`usable`).
+                    Isa::Avx2 => unsafe { avx2::max::<$avx2>(x) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU supports AVX-512F (`usable`).
+                    Isa::Avx512 => unsafe { avx512::max::<$avx512>(x) },
+                    #[cfg(target_arch = "aarch64")]
+                    // SAFETY: the CPU supports NEON (`usable`).
+                    Isa::Neon => unsafe { neon::max::<$neon>(x) },
+                    _ => scalar::max(x),
+                }
+            }
+
+            fn exp_sum(isa: Isa, x: &[$t], shift: $t, out: &mut [$t]) -> $t {
+                assert_eq!(
+                    x.len(),
+                    out.len(),
+                    "exp_sum kernel: input of length {} for an output of {}",
+                    x.len(),
+                    out.len()
+                );
+                match usable(isa) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU supports AVX2 and FMA (`usable`); lengths checked above.
+                    Isa::Avx2 => unsafe { avx2::exp_sum::<$avx2>(x, shift, out) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above, for AVX-512F.
+                    Isa::Avx512 => unsafe { avx512::exp_sum::<$avx512>(x, shift, out) },
+                    #[cfg(target_arch = "aarch64")]
+                    // SAFETY: as above, for NEON.
+                    Isa::Neon => unsafe { neon::exp_sum::<$neon>(x, shift, out) },
+                    _ => scalar::exp_sum(x, shift, out),
+                }
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+impl_elementwise!(f32, avx2: avx2::F32x8, avx512: avx512::F32x16, neon: ());
+#[cfg(target_arch = "x86_64")]
+impl_elementwise!(f64, avx2: avx2::F64x4, avx512: avx512::F64x8, neon: ());
+#[cfg(target_arch = "aarch64")]
+impl_elementwise!(f32, avx2: (), avx512: (), neon: neon::F32x4);
+#[cfg(target_arch = "aarch64")]
+impl_elementwise!(f64, avx2: (), avx512: (), neon: neon::F64x2);
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+impl_elementwise!(f32, avx2: (), avx512: (), neon: ());
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+impl_elementwise!(f64, avx2: (), avx512: (), neon: ());

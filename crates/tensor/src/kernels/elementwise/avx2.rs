@@ -1,0 +1,167 @@
+//! AVX2 (+ FMA) register types: 8 × f32 and 4 × f64 in a 256-bit register.
+//!
+//! `maximum`/`minimum` need one fix-up over the bare instructions: `vmaxps a, b` returns `b`
+//! whenever either input is NaN, so a NaN in `a` is blended back in, which makes NaN propagate
+//! from both sides as the scalar reference does.
+
+use std::arch::x86_64::*;
+
+simd_entry_points!("avx2,fma");
+
+use super::simd::simd_entry_points;
+
+/// Implements [`Lanes`] for one 256-bit register type from its intrinsics.
+macro_rules! impl_lanes {
+    (
+        $name:ident, $reg:ty, $elem:ty, $lanes:literal,
+        set1: $set1:ident, setzero: $setzero:ident, loadu: $loadu:ident, storeu: $storeu:ident,
+        add: $add:ident, sub: $sub:ident, mul: $mul:ident, div: $div:ident,
+        max: $max:ident, min: $min:ident, sqrt: $sqrt:ident,
+        xor: $xor:ident, andnot: $andnot:ident, cmp: $cmp:ident, blendv: $blendv:ident,
+        fmadd: $fmadd:ident, to_int: $to_int:ident, from_int: $from_int:ident, slli: $slli:ident,
+        mantissa_bits: $mbits:literal, pow2_magic: $pow2_magic:literal
+    ) => {
+        /// A 256-bit register of
+        #[doc = concat!(stringify!($lanes), " × ", stringify!($elem), ".")]
+        #[derive(Clone, Copy)]
+        pub(super) struct $name($reg);
+
+        impl Lanes for $name {
+            type Elem = $elem;
+            const LANES: usize = $lanes;
+
+            #[inline(always)]
+            unsafe fn splat(x: $elem) -> Self {
+                // SAFETY: the caller guarantees AVX2 (the `Lanes::splat` contract).
+                $name(unsafe { $set1(x) })
+            }
+
+            #[inline(always)]
+            unsafe fn load(p: *const $elem) -> Self {
+                // SAFETY: the caller guarantees AVX2 and that `p` is readable for the register.
+                $name(unsafe { $loadu(p) })
+            }
+
+            #[inline(always)]
+            unsafe fn store(self, p: *mut $elem) {
+                // SAFETY: `self` exists, so AVX2 is supported; the caller guarantees `p`.
+                unsafe { $storeu(p, self.0) }
+            }
+
+            #[inline(always)]
+            fn add(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+                $name(unsafe { $add(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn sub(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+                $name(unsafe { $sub(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn mul(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+                $name(unsafe { $mul(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn div(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+                $name(unsafe { $div(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn max_nan(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+                $name(unsafe {
+                    $blendv(
+                        $max(self.0, rhs.0),
+                        self.0,
+                        $cmp::<_CMP_UNORD_Q>(self.0, self.0),
+                    )
+                })
+            }
+
+            #[inline(always)]
+            fn min_nan(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+                $name(unsafe {
+                    $blendv(
+                        $min(self.0, rhs.0),
+                        self.0,
+                        $cmp::<_CMP_UNORD_Q>(self.0, self.0),
+                    )
+                })
+            }
+
+            #[inline(always)]
+            fn neg(self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+                $name(unsafe { $xor(self.0, $set1(-0.0)) })
+            }
+
+            #[inline(always)]
+            fn abs(self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+                $name(unsafe { $andnot($set1(-0.0), self.0) })
+            }
+
+            #[inline(always)]
+            fn relu(self) -> Self {
+                // `vmax(0, x)` returns its second operand, `x`, when x is NaN.
+                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+                $name(unsafe { $max($setzero(), self.0) })
+            }
+
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+                $name(unsafe { $sqrt(self.0) })
+            }
+
+            #[inline(always)]
+            fn mul_add(self, b: Self, c: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX2 and FMA (see `Lanes`).
+                $name(unsafe { $fmadd(self.0, b.0, c.0) })
+            }
+
+            #[inline(always)]
+            fn pow2i(self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+                $name(unsafe {
+                    $from_int($slli::<$mbits>($to_int($add(self.0, $set1($pow2_magic)))))
+                })
+            }
+
+            #[inline(always)]
+            fn to_array(self) -> [$elem; 16] {
+                let mut out = [0.0; 16];
+                // SAFETY: `out` has room for the register's lanes; AVX2 is supported as above.
+                unsafe { $storeu(out.as_mut_ptr(), self.0) };
+                out
+            }
+        }
+    };
+}
+
+impl_lanes!(
+    F32x8, __m256, f32, 8,
+    set1: _mm256_set1_ps, setzero: _mm256_setzero_ps, loadu: _mm256_loadu_ps, storeu: _mm256_storeu_ps,
+    add: _mm256_add_ps, sub: _mm256_sub_ps, mul: _mm256_mul_ps, div: _mm256_div_ps,
+    max: _mm256_max_ps, min: _mm256_min_ps, sqrt: _mm256_sqrt_ps,
+    xor: _mm256_xor_ps, andnot: _mm256_andnot_ps, cmp: _mm256_cmp_ps, blendv: _mm256_blendv_ps,
+    fmadd: _mm256_fmadd_ps, to_int: _mm256_castps_si256, from_int: _mm256_castsi256_ps, slli: _mm256_slli_epi32,
+    mantissa_bits: 23, pow2_magic: 12_583_039.0
+);
+
+impl_lanes!(
+    F64x4, __m256d, f64, 4,
+    set1: _mm256_set1_pd, setzero: _mm256_setzero_pd, loadu: _mm256_loadu_pd, storeu: _mm256_storeu_pd,
+    add: _mm256_add_pd, sub: _mm256_sub_pd, mul: _mm256_mul_pd, div: _mm256_div_pd,
+    max: _mm256_max_pd, min: _mm256_min_pd, sqrt: _mm256_sqrt_pd,
+    xor: _mm256_xor_pd, andnot: _mm256_andnot_pd, cmp: _mm256_cmp_pd, blendv: _mm256_blendv_pd,
+    fmadd: _mm256_fmadd_pd, to_int: _mm256_castpd_si256, from_int: _mm256_castsi256_pd, slli: _mm256_slli_epi64,
+    mantissa_bits: 52, pow2_magic: 6_755_399_441_056_767.0
+);

@@ -1,0 +1,153 @@
+//! NEON register types: 4 × f32 and 2 × f64 in a 128-bit register.
+//!
+//! NEON's `fmax`/`fmin` already return NaN when either input is NaN, so `maximum`/`minimum` need
+//! no fix-up; they may differ from the scalar reference only in the sign of a zero result
+//! (`fmax(-0, +0)` is `+0`), which compares equal.
+
+use std::arch::aarch64::*;
+
+use super::simd::simd_entry_points;
+
+simd_entry_points!("neon");
+
+/// Implements [`Lanes`] for one 128-bit register type from its intrinsics.
+macro_rules! impl_lanes {
+    (
+        $name:ident, $reg:ty, $elem:ty, $lanes:literal,
+        dup: $dup:ident, load: $load:ident, store: $store:ident,
+        add: $add:ident, sub: $sub:ident, mul: $mul:ident, div: $div:ident,
+        max: $max:ident, min: $min:ident, sqrt: $sqrt:ident, abs: $abs:ident, neg: $neg:ident,
+        fma: $fma:ident, to_int: $to_int:ident, from_int: $from_int:ident, shl: $shl:ident,
+        mantissa_bits: $mbits:literal, pow2_magic: $pow2_magic:literal
+    ) => {
+        /// A 128-bit register of
+        #[doc = concat!(stringify!($lanes), " × ", stringify!($elem), ".")]
+        #[derive(Clone, Copy)]
+        pub(super) struct $name($reg);
+
+        impl Lanes for $name {
+            type Elem = $elem;
+            const LANES: usize = $lanes;
+
+            #[inline(always)]
+            unsafe fn splat(x: $elem) -> Self {
+                // SAFETY: the caller guarantees NEON (the `Lanes::splat` contract).
+                $name(unsafe { $dup(x) })
+            }
+
+            #[inline(always)]
+            unsafe fn load(p: *const $elem) -> Self {
+                // SAFETY: the caller guarantees NEON and that `p` is readable for the register.
+                $name(unsafe { $load(p) })
+            }
+
+            #[inline(always)]
+            unsafe fn store(self, p: *mut $elem) {
+                // SAFETY: `self` exists, so NEON is supported; the caller guarantees `p`.
+                unsafe { $store(p, self.0) }
+            }
+
+            #[inline(always)]
+            fn add(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+                $name(unsafe { $add(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn sub(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+                $name(unsafe { $sub(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn mul(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+                $name(unsafe { $mul(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn div(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+                $name(unsafe { $div(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn max_nan(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+                $name(unsafe { $max(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn min_nan(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+                $name(unsafe { $min(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn neg(self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+                $name(unsafe { $neg(self.0) })
+            }
+
+            #[inline(always)]
+            fn abs(self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+                $name(unsafe { $abs(self.0) })
+            }
+
+            #[inline(always)]
+            fn relu(self) -> Self {
+                // `fmax` returns NaN for a NaN input, as `torch.relu` does.
+                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+                $name(unsafe { $max(self.0, $dup(0.0)) })
+            }
+
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+                $name(unsafe { $sqrt(self.0) })
+            }
+
+            #[inline(always)]
+            fn mul_add(self, b: Self, c: Self) -> Self {
+                // `vfma(c, a, b)` is `c + a · b`.
+                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+                $name(unsafe { $fma(c.0, self.0, b.0) })
+            }
+
+            #[inline(always)]
+            fn pow2i(self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+                $name(unsafe {
+                    $from_int($shl::<$mbits>($to_int($add(self.0, $dup($pow2_magic)))))
+                })
+            }
+
+            #[inline(always)]
+            fn to_array(self) -> [$elem; 16] {
+                let mut out = [0.0; 16];
+                // SAFETY: `out` has room for the register's lanes; NEON is supported as above.
+                unsafe { $store(out.as_mut_ptr(), self.0) };
+                out
+            }
+        }
+    };
+}
+
+impl_lanes!(
+    F32x4, float32x4_t, f32, 4,
+    dup: vdupq_n_f32, load: vld1q_f32, store: vst1q_f32,
+    add: vaddq_f32, sub: vsubq_f32, mul: vmulq_f32, div: vdivq_f32,
+    max: vmaxq_f32, min: vminq_f32, sqrt: vsqrtq_f32, abs: vabsq_f32, neg: vnegq_f32,
+    fma: vfmaq_f32, to_int: vreinterpretq_u32_f32, from_int: vreinterpretq_f32_u32, shl: vshlq_n_u32,
+    mantissa_bits: 23, pow2_magic: 12_583_039.0
+);
+
+impl_lanes!(
+    F64x2, float64x2_t, f64, 2,
+    dup: vdupq_n_f64, load: vld1q_f64, store: vst1q_f64,
+    add: vaddq_f64, sub: vsubq_f64, mul: vmulq_f64, div: vdivq_f64,
+    max: vmaxq_f64, min: vminq_f64, sqrt: vsqrtq_f64, abs: vabsq_f64, neg: vnegq_f64,
+    fma: vfmaq_f64, to_int: vreinterpretq_u64_f64, from_int: vreinterpretq_f64_u64, shl: vshlq_n_u64,
+    mantissa_bits: 52, pow2_magic: 6_755_399_441_056_767.0
+);

@@ -1,0 +1,630 @@
+//! The loop bodies every SIMD path shares, written once over a register type ([`Lanes`]).
+//!
+//! Each ISA file defines its register types and expands [`simd_entry_points!`] with its target
+//! features: the `#[target_feature]` entry points there call these `#[inline(always)]` bodies, so
+//! the whole loop, intrinsics included, is compiled for that instruction set. Loops run four
+//! registers per iteration, then one, then a scalar tail that uses the same per-element formula
+//! (`BinaryOp::apply` / `UnaryOp::apply`), so every length gives the reference's result.
+
+use super::scalar::{self, max_nan, Cascade, SUM_BLOCK};
+use super::{BinaryOp, Operand, UnaryOp};
+use crate::dtype::Float;
+
+/// One SIMD register of `LANES` elements on one instruction set.
+///
+/// A value of an implementing type is only ever created by [`Lanes::splat`] or [`Lanes::load`],
+/// whose callers guarantee that the CPU supports the type's instruction set. Holding a value is
+/// therefore proof of support, which is why the arithmetic methods are safe.
+pub(super) trait Lanes: Copy {
+    /// The element type.
+    type Elem: Float + ExpParams;
+    /// Elements per register.
+    const LANES: usize;
+
+    /// Every lane set to `x`.
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set.
+    unsafe fn splat(x: Self::Elem) -> Self;
+
+    /// `LANES` elements from `p` (no alignment needed).
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set and `p..p + LANES` is readable.
+    unsafe fn load(p: *const Self::Elem) -> Self;
+
+    /// Writes the lanes to `p..p + LANES` (no alignment needed).
+    ///
+    /// # Safety
+    /// `p..p + LANES` is writable.
+    unsafe fn store(self, p: *mut Self::Elem);
+
+    /// Lane-wise `self + rhs`.
+    fn add(self, rhs: Self) -> Self;
+    /// Lane-wise `self - rhs`.
+    fn sub(self, rhs: Self) -> Self;
+    /// Lane-wise `self * rhs`.
+    fn mul(self, rhs: Self) -> Self;
+    /// Lane-wise `self / rhs`.
+    fn div(self, rhs: Self) -> Self;
+    /// Lane-wise [`max_nan`](scalar::max_nan).
+    fn max_nan(self, rhs: Self) -> Self;
+    /// Lane-wise [`min_nan`](scalar::min_nan).
+    fn min_nan(self, rhs: Self) -> Self;
+    /// Lane-wise `-self` (flips the sign bit, so `-0.0` and NaN behave as in scalar code).
+    fn neg(self) -> Self;
+    /// Lane-wise `|self|` (clears the sign bit).
+    fn abs(self) -> Self;
+    /// Lane-wise `0 > x ? 0 : x` (NaN passes through).
+    fn relu(self) -> Self;
+    /// Lane-wise correctly rounded `√self`.
+    fn sqrt(self) -> Self;
+    /// Lane-wise `self · b + c`, rounded once (FMA).
+    fn mul_add(self, b: Self, c: Self) -> Self;
+    /// Lane-wise `2^self`, for integer-valued lanes in the normal exponent range: adds a magic
+    /// constant so the (biased) exponent lands in the low mantissa bits, then shifts it into the
+    /// exponent field.
+    fn pow2i(self) -> Self;
+    /// The lanes' elements, for horizontal reductions and tests.
+    fn to_array(self) -> [Self::Elem; 16];
+}
+
+/// Per-type constants of the vectorised `exp`.
+pub(super) trait ExpParams: Float {
+    /// Inputs are clamped to `[EXP_MIN, EXP_MAX]`: below, eˣ rounds to 0; above, to +∞.
+    const EXP_MIN: f64;
+    /// See [`ExpParams::EXP_MIN`].
+    const EXP_MAX: f64;
+    /// Taylor degree for eʳ on |r| ≤ ln2/2: the truncation error stays under 0.1 ulp.
+    const EXP_DEGREE: usize;
+    /// `2^(mantissa bits) · 1.5`: adding it rounds a float to an integer in the low bits.
+    const ROUND_MAGIC: f64;
+}
+
+impl ExpParams for f32 {
+    const EXP_MIN: f64 = -104.0;
+    const EXP_MAX: f64 = 89.0;
+    const EXP_DEGREE: usize = 7;
+    const ROUND_MAGIC: f64 = 12_582_912.0;
+}
+
+impl ExpParams for f64 {
+    const EXP_MIN: f64 = -746.0;
+    const EXP_MAX: f64 = 710.0;
+    const EXP_DEGREE: usize = 13;
+    const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
+}
+
+/// `ln 2 − LN_2`: what the f64 constant misses of ln 2 (ln 2 = 0.693147180559945309417232121458…).
+const LN_2_TAIL: f64 = 2.319_046_813_846_299_6e-17;
+
+/// The constants of [`exp_lanes`], splat once per call.
+struct ExpConsts<V> {
+    min: V,
+    max: V,
+    log2e: V,
+    ln2_hi: V,
+    ln2_lo: V,
+    magic: V,
+    half: V,
+    /// `1/k!` for `k = 0..=EXP_DEGREE`.
+    taylor: [V; 14],
+}
+
+impl<V: Lanes> ExpConsts<V> {
+    /// # Safety
+    /// The CPU supports `V`'s instruction set.
+    #[inline(always)]
+    unsafe fn new() -> ExpConsts<V> {
+        let c = |v: f64| V::Elem::from_f64(v);
+        // ln 2 = ln2_hi + ln2_lo, with ln2_hi the type's nearest value: the FMA forms
+        // `x − n · ln2_hi` with one rounding, and ln2_lo carries the rest, including the part of
+        // ln 2 that even f64 cannot hold (`LN_2_TAIL`).
+        let ln2_hi = c(std::f64::consts::LN_2);
+        let ln2_lo = c((std::f64::consts::LN_2 - ln2_hi.to_f64()) + LN_2_TAIL);
+        let mut factorial = 1.0;
+        // SAFETY: the caller guarantees the instruction set.
+        unsafe {
+            let mut taylor = [V::splat(c(1.0)); 14];
+            for (k, t) in taylor.iter_mut().enumerate().skip(1) {
+                factorial *= k as f64;
+                *t = V::splat(c(1.0 / factorial));
+            }
+            ExpConsts {
+                min: V::splat(c(V::Elem::EXP_MIN)),
+                max: V::splat(c(V::Elem::EXP_MAX)),
+                log2e: V::splat(c(std::f64::consts::LOG2_E)),
+                ln2_hi: V::splat(-ln2_hi),
+                ln2_lo: V::splat(-ln2_lo),
+                magic: V::splat(c(V::Elem::ROUND_MAGIC)),
+                half: V::splat(c(0.5)),
+                taylor,
+            }
+        }
+    }
+}
+
+/// Lane-wise eˣ, within about 2 ulp of the standard library: `x = n·ln2 + r` with `n` an integer
+/// and `|r| ≤ ln2/2`, `eʳ` by its Taylor polynomial (Horner with FMA), and `2ⁿ` applied in two
+/// halves so that results in the subnormal range and the overflow to +∞ come out right. NaN
+/// propagates; −∞ gives 0 and +∞ gives +∞ (through the clamp).
+#[inline(always)]
+fn exp_lanes<V: Lanes>(x: V, k: &ExpConsts<V>) -> V {
+    let x = x.max_nan(k.min).min_nan(k.max);
+    let n = x.mul_add(k.log2e, k.magic).sub(k.magic);
+    let r = n.mul_add(k.ln2_hi, x);
+    let r = n.mul_add(k.ln2_lo, r);
+    let mut p = k.taylor[V::Elem::EXP_DEGREE];
+    for i in (0..V::Elem::EXP_DEGREE).rev() {
+        p = p.mul_add(r, k.taylor[i]);
+    }
+    let n1 = n.mul_add(k.half, k.magic).sub(k.magic);
+    let n2 = n.sub(n1);
+    p.mul(n1.pow2i()).mul(n2.pow2i())
+}
+
+// ─── binary ────────────────────────────────────────────────────────────────────
+
+const ADD: u8 = 0;
+const SUB: u8 = 1;
+const MUL: u8 = 2;
+const DIV: u8 = 3;
+const MAXIMUM: u8 = 4;
+const MINIMUM: u8 = 5;
+
+/// The op a const code stands for (codes keep the op a compile-time constant inside the loop).
+#[inline(always)]
+const fn binary_op(code: u8) -> BinaryOp {
+    match code {
+        ADD => BinaryOp::Add,
+        SUB => BinaryOp::Sub,
+        MUL => BinaryOp::Mul,
+        DIV => BinaryOp::Div,
+        MAXIMUM => BinaryOp::Maximum,
+        _ => BinaryOp::Minimum,
+    }
+}
+
+#[inline(always)]
+fn apply_lanes<V: Lanes>(op: BinaryOp, a: V, b: V) -> V {
+    match op {
+        BinaryOp::Add => a.add(b),
+        BinaryOp::Sub => a.sub(b),
+        BinaryOp::Mul => a.mul(b),
+        BinaryOp::Div => a.div(b),
+        BinaryOp::Maximum => a.max_nan(b),
+        BinaryOp::Minimum => a.min_nan(b),
+    }
+}
+
+/// `out[i] = a[i] op b[i]` for `i < n`, where a splat operand is the value `*_val` and its
+/// pointer is never read. `out` may be exactly `a` (in-place accumulation): each block is
+/// loaded before it is stored.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set; every non-splat pointer is valid for `n` elements.
+#[inline(always)]
+unsafe fn binary_loop<V: Lanes, const OP: u8, const SPLAT_A: bool, const SPLAT_B: bool>(
+    a: *const V::Elem,
+    a_val: V::Elem,
+    b: *const V::Elem,
+    b_val: V::Elem,
+    out: *mut V::Elem,
+    n: usize,
+) {
+    let op = binary_op(OP);
+    let w = V::LANES;
+    // SAFETY: the caller guarantees the instruction set and that `a`, `b` (unless splat) and
+    // `out` hold `n` elements; every offset below is `< n` (blocks end at `i + k * w <= n`).
+    unsafe {
+        let (va, vb) = (V::splat(a_val), V::splat(b_val));
+        let load_a = |i: usize| if SPLAT_A { va } else { V::load(a.add(i)) };
+        let load_b = |i: usize| if SPLAT_B { vb } else { V::load(b.add(i)) };
+        let mut i = 0;
+        while i + 4 * w <= n {
+            for k in 0..4 {
+                let j = i + k * w;
+                apply_lanes(op, load_a(j), load_b(j)).store(out.add(j));
+            }
+            i += 4 * w;
+        }
+        while i + w <= n {
+            apply_lanes(op, load_a(i), load_b(i)).store(out.add(i));
+            i += w;
+        }
+        while i < n {
+            let x = if SPLAT_A { a_val } else { *a.add(i) };
+            let y = if SPLAT_B { b_val } else { *b.add(i) };
+            *out.add(i) = op.apply(x, y);
+            i += 1;
+        }
+    }
+}
+
+/// [`binary_loop`] with the op turned into a constant.
+///
+/// # Safety
+/// As [`binary_loop`].
+#[inline(always)]
+unsafe fn binary_any<V: Lanes, const SPLAT_A: bool, const SPLAT_B: bool>(
+    op: BinaryOp,
+    a: *const V::Elem,
+    a_val: V::Elem,
+    b: *const V::Elem,
+    b_val: V::Elem,
+    out: *mut V::Elem,
+    n: usize,
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        match op {
+            BinaryOp::Add => binary_loop::<V, ADD, SPLAT_A, SPLAT_B>(a, a_val, b, b_val, out, n),
+            BinaryOp::Sub => binary_loop::<V, SUB, SPLAT_A, SPLAT_B>(a, a_val, b, b_val, out, n),
+            BinaryOp::Mul => binary_loop::<V, MUL, SPLAT_A, SPLAT_B>(a, a_val, b, b_val, out, n),
+            BinaryOp::Div => binary_loop::<V, DIV, SPLAT_A, SPLAT_B>(a, a_val, b, b_val, out, n),
+            BinaryOp::Maximum => {
+                binary_loop::<V, MAXIMUM, SPLAT_A, SPLAT_B>(a, a_val, b, b_val, out, n)
+            }
+            BinaryOp::Minimum => {
+                binary_loop::<V, MINIMUM, SPLAT_A, SPLAT_B>(a, a_val, b, b_val, out, n)
+            }
+        }
+    }
+}
+
+/// `ElementwiseKernels::binary` on register type `V`.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set; slice operands are as long as `out`.
+#[inline(always)]
+pub(super) unsafe fn binary<V: Lanes>(
+    op: BinaryOp,
+    lhs: Operand<'_, V::Elem>,
+    rhs: Operand<'_, V::Elem>,
+    out: &mut [V::Elem],
+) {
+    let n = out.len();
+    let o = out.as_mut_ptr();
+    let zero = V::Elem::ZERO;
+    let none = std::ptr::null();
+    // SAFETY: the caller guarantees the instruction set and the lengths; `none` is only passed
+    // for splat operands, whose pointer is never read.
+    unsafe {
+        match (lhs, rhs) {
+            (Operand::Slice(a), Operand::Slice(b)) => {
+                binary_any::<V, false, false>(op, a.as_ptr(), zero, b.as_ptr(), zero, o, n)
+            }
+            (Operand::Slice(a), Operand::Splat(b)) => {
+                binary_any::<V, false, true>(op, a.as_ptr(), zero, none, b, o, n)
+            }
+            (Operand::Splat(a), Operand::Slice(b)) => {
+                binary_any::<V, true, false>(op, none, a, b.as_ptr(), zero, o, n)
+            }
+            (Operand::Splat(a), Operand::Splat(b)) => out.fill(op.apply(a, b)),
+        }
+    }
+}
+
+/// `ElementwiseKernels::binary_assign` on register type `V`.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set; a slice `rhs` is as long as `acc`.
+#[inline(always)]
+pub(super) unsafe fn binary_assign<V: Lanes>(
+    op: BinaryOp,
+    acc: &mut [V::Elem],
+    rhs: Operand<'_, V::Elem>,
+) {
+    let n = acc.len();
+    let o = acc.as_mut_ptr();
+    let zero = V::Elem::ZERO;
+    // SAFETY: the caller guarantees the instruction set and the lengths. `acc` is read and
+    // written through the one pointer `o`, which `binary_loop` allows (load before store).
+    unsafe {
+        match rhs {
+            Operand::Slice(b) => binary_any::<V, false, false>(op, o, zero, b.as_ptr(), zero, o, n),
+            Operand::Splat(b) => {
+                binary_any::<V, false, true>(op, o, zero, std::ptr::null(), b, o, n)
+            }
+        }
+    }
+}
+
+// ─── unary ─────────────────────────────────────────────────────────────────────
+
+const NEG: u8 = 0;
+const ABS: u8 = 1;
+const RELU: u8 = 2;
+const SQRT: u8 = 3;
+
+/// `out[i] = op(x[i])` for a vectorised op code.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set; `x` and `out` hold `n` elements (they may be equal).
+#[inline(always)]
+unsafe fn unary_loop<V: Lanes, const OP: u8>(x: *const V::Elem, out: *mut V::Elem, n: usize) {
+    let w = V::LANES;
+    let f = |v: V| match OP {
+        NEG => v.neg(),
+        ABS => v.abs(),
+        RELU => v.relu(),
+        _ => v.sqrt(),
+    };
+    let op = match OP {
+        NEG => UnaryOp::Neg,
+        ABS => UnaryOp::Abs,
+        RELU => UnaryOp::Relu,
+        _ => UnaryOp::Sqrt,
+    };
+    // SAFETY: offsets stay below `n` (blocks end at `i + k * w <= n`); the caller guarantees
+    // the instruction set and the lengths.
+    unsafe {
+        let mut i = 0;
+        while i + 4 * w <= n {
+            for k in 0..4 {
+                let j = i + k * w;
+                f(V::load(x.add(j))).store(out.add(j));
+            }
+            i += 4 * w;
+        }
+        while i + w <= n {
+            f(V::load(x.add(i))).store(out.add(i));
+            i += w;
+        }
+        while i < n {
+            *out.add(i) = op.apply(*x.add(i));
+            i += 1;
+        }
+    }
+}
+
+/// `ElementwiseKernels::unary` on register type `V`: vector instructions for the vectorised
+/// ops, the scalar formula for the rest.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set; `x` is as long as `out`.
+#[inline(always)]
+pub(super) unsafe fn unary<V: Lanes>(op: UnaryOp<V::Elem>, x: &[V::Elem], out: &mut [V::Elem]) {
+    let (p, o, n) = (x.as_ptr(), out.as_mut_ptr(), out.len());
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        match op {
+            UnaryOp::Neg => unary_loop::<V, NEG>(p, o, n),
+            UnaryOp::Abs => unary_loop::<V, ABS>(p, o, n),
+            UnaryOp::Relu => unary_loop::<V, RELU>(p, o, n),
+            UnaryOp::Sqrt => unary_loop::<V, SQRT>(p, o, n),
+            UnaryOp::Exp => exp_loop::<V>(p, V::Elem::ZERO, o, n),
+            _ => scalar::unary(op, x, out),
+        }
+    }
+}
+
+// ─── reductions ────────────────────────────────────────────────────────────────
+
+/// Pairwise sum of the first `V::LANES` lanes.
+#[inline(always)]
+fn reduce_sum<V: Lanes>(v: V) -> V::Elem {
+    let a = v.to_array();
+    let mut n = V::LANES;
+    let mut buf = a;
+    while n > 1 {
+        n /= 2;
+        for i in 0..n {
+            buf[i] = buf[2 * i] + buf[2 * i + 1];
+        }
+    }
+    buf[0]
+}
+
+/// `ElementwiseKernels::sum` on register type `V`: blocks of `SUM_BLOCK` elements, each summed
+/// in four register accumulators (then pairwise across lanes), the block totals combined
+/// pairwise by a [`Cascade`].
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+pub(super) unsafe fn sum<V: Lanes>(x: &[V::Elem]) -> V::Elem {
+    let mut total = Cascade::new(BinaryOp::Add);
+    for block in x.chunks(SUM_BLOCK) {
+        // SAFETY: forwarded from this function's contract.
+        total.push(unsafe { sum_block::<V>(block) });
+    }
+    total.finish(V::Elem::ZERO)
+}
+
+/// # Safety
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+unsafe fn sum_block<V: Lanes>(x: &[V::Elem]) -> V::Elem {
+    let (p, n, w) = (x.as_ptr(), x.len(), V::LANES);
+    // SAFETY: offsets stay below `n`; the caller guarantees the instruction set.
+    unsafe {
+        let mut acc = [V::splat(V::Elem::ZERO); 4];
+        let mut i = 0;
+        while i + 4 * w <= n {
+            for k in 0..4 {
+                acc[k] = acc[k].add(V::load(p.add(i + k * w)));
+            }
+            i += 4 * w;
+        }
+        while i + w <= n {
+            acc[0] = acc[0].add(V::load(p.add(i)));
+            i += w;
+        }
+        let total = reduce_sum(acc[0].add(acc[1]).add(acc[2].add(acc[3])));
+        total + scalar::sum(&x[i..])
+    }
+}
+
+/// `ElementwiseKernels::max` on register type `V`.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+pub(super) unsafe fn max<V: Lanes>(x: &[V::Elem]) -> V::Elem {
+    let (p, n, w) = (x.as_ptr(), x.len(), V::LANES);
+    // SAFETY: offsets stay below `n`; the caller guarantees the instruction set.
+    unsafe {
+        let mut acc = [V::splat(V::Elem::NEG_INFINITY); 4];
+        let mut i = 0;
+        while i + 4 * w <= n {
+            for k in 0..4 {
+                acc[k] = V::load(p.add(i + k * w)).max_nan(acc[k]);
+            }
+            i += 4 * w;
+        }
+        while i + w <= n {
+            acc[0] = V::load(p.add(i)).max_nan(acc[0]);
+            i += w;
+        }
+        let lanes = acc[0]
+            .max_nan(acc[1])
+            .max_nan(acc[2].max_nan(acc[3]))
+            .to_array();
+        let m = lanes[..w]
+            .iter()
+            .fold(V::Elem::NEG_INFINITY, |m, &v| max_nan(v, m));
+        max_nan(scalar::max(&x[i..]), m)
+    }
+}
+
+/// `out[i] = e^(x[i] − shift)` for `i < n` with the vectorised exp (the scalar one in the tail).
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set; `x` and `out` hold `n` elements.
+#[inline(always)]
+unsafe fn exp_loop<V: Lanes>(x: *const V::Elem, shift: V::Elem, out: *mut V::Elem, n: usize) {
+    let w = V::LANES;
+    // SAFETY: offsets stay below `n`; the caller guarantees the instruction set and lengths.
+    unsafe {
+        let k = ExpConsts::<V>::new();
+        let s = V::splat(shift);
+        let mut i = 0;
+        while i + 2 * w <= n {
+            for j in [i, i + w] {
+                exp_lanes(V::load(x.add(j)).sub(s), &k).store(out.add(j));
+            }
+            i += 2 * w;
+        }
+        while i + w <= n {
+            exp_lanes(V::load(x.add(i)).sub(s), &k).store(out.add(i));
+            i += w;
+        }
+        while i < n {
+            *out.add(i) = (*x.add(i) - shift).exp();
+            i += 1;
+        }
+    }
+}
+
+/// `ElementwiseKernels::exp_sum` on register type `V`: the vectorised exp block by block, each
+/// block summed while it is still in L1, block totals combined pairwise.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set; `x` is as long as `out`.
+#[inline(always)]
+pub(super) unsafe fn exp_sum<V: Lanes>(
+    x: &[V::Elem],
+    shift: V::Elem,
+    out: &mut [V::Elem],
+) -> V::Elem {
+    let mut total = Cascade::new(BinaryOp::Add);
+    for (x, out) in x.chunks(SUM_BLOCK).zip(out.chunks_mut(SUM_BLOCK)) {
+        // SAFETY: forwarded from this function's contract; the chunks have equal lengths.
+        unsafe {
+            exp_loop::<V>(x.as_ptr(), shift, out.as_mut_ptr(), out.len());
+            total.push(sum_block::<V>(out));
+        }
+    }
+    total.finish(V::Elem::ZERO)
+}
+
+/// The `#[target_feature]` entry points of one instruction-set file: each forwards to the body
+/// of the same name in this module, compiled with `$feature` enabled.
+macro_rules! simd_entry_points {
+    ($feature:literal) => {
+        use $crate::kernels::elementwise::simd::{self, Lanes};
+        use $crate::kernels::elementwise::{BinaryOp, Operand, UnaryOp};
+
+        /// `ElementwiseKernels::binary` on this instruction set.
+        ///
+        /// # Safety
+        /// The CPU supports this file's features, `V` is one of its register types, and slice
+        /// operands are as long as `out`.
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn binary<V: Lanes>(
+            op: BinaryOp,
+            lhs: Operand<'_, V::Elem>,
+            rhs: Operand<'_, V::Elem>,
+            out: &mut [V::Elem],
+        ) {
+            // SAFETY: forwarded from this function's contract.
+            unsafe { simd::binary::<V>(op, lhs, rhs, out) }
+        }
+
+        /// `ElementwiseKernels::binary_assign` on this instruction set.
+        ///
+        /// # Safety
+        /// As [`binary`].
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn binary_assign<V: Lanes>(
+            op: BinaryOp,
+            acc: &mut [V::Elem],
+            rhs: Operand<'_, V::Elem>,
+        ) {
+            // SAFETY: forwarded from this function's contract.
+            unsafe { simd::binary_assign::<V>(op, acc, rhs) }
+        }
+
+        /// `ElementwiseKernels::unary` on this instruction set.
+        ///
+        /// # Safety
+        /// As [`binary`].
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn unary<V: Lanes>(
+            op: UnaryOp<V::Elem>,
+            x: &[V::Elem],
+            out: &mut [V::Elem],
+        ) {
+            // SAFETY: forwarded from this function's contract.
+            unsafe { simd::unary::<V>(op, x, out) }
+        }
+
+        /// `ElementwiseKernels::sum` on this instruction set.
+        ///
+        /// # Safety
+        /// The CPU supports this file's features and `V` is one of its register types.
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn sum<V: Lanes>(x: &[V::Elem]) -> V::Elem {
+            // SAFETY: forwarded from this function's contract.
+            unsafe { simd::sum::<V>(x) }
+        }
+
+        /// `ElementwiseKernels::max` on this instruction set.
+        ///
+        /// # Safety
+        /// As [`sum`].
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn max<V: Lanes>(x: &[V::Elem]) -> V::Elem {
+            // SAFETY: forwarded from this function's contract.
+            unsafe { simd::max::<V>(x) }
+        }
+
+        /// `ElementwiseKernels::exp_sum` on this instruction set.
+        ///
+        /// # Safety
+        /// As [`binary`].
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn exp_sum<V: Lanes>(
+            x: &[V::Elem],
+            shift: V::Elem,
+            out: &mut [V::Elem],
+        ) -> V::Elem {
+            // SAFETY: forwarded from this function's contract.
+            unsafe { simd::exp_sum::<V>(x, shift, out) }
+        }
+    };
+}
+
+#[allow(unused_imports)]
+pub(super) use simd_entry_points;

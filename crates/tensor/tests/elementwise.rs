@@ -1,0 +1,818 @@
+//! Elementwise ops against naive f64 references: random shapes (with 0- and 1-sized dims),
+//! broadcasting, contiguous / transposed / narrowed / expanded inputs, f32 and f64; every
+//! available SIMD path against the scalar kernels; thread-count independence; error messages.
+
+use proptest::prelude::*;
+use tapegrad_tensor::kernels::elementwise::{BinaryOp, ElementwiseKernels, Operand, UnaryOp};
+use tapegrad_tensor::kernels::{available_isas, Isa};
+use tapegrad_tensor::{Float, Tensor};
+
+// ─── helpers ───────────────────────────────────────────────────────────────────
+
+/// A small deterministic generator for test data (proptest picks the seed).
+struct Lcg(u64);
+
+impl Lcg {
+    fn unit(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [-10, 10).
+    fn value(&mut self) -> f64 {
+        self.unit() * 20.0 - 10.0
+    }
+}
+
+/// How a test tensor is laid out in memory.
+#[derive(Clone, Copy, Debug)]
+enum View {
+    Contiguous,
+    /// A permutation (dims reversed) of a contiguous tensor.
+    Transposed,
+    /// A window one element in from each edge of a larger tensor.
+    Narrowed,
+    /// Dims selected by a mask broadcast (stride 0) from size 1.
+    Expanded(u32),
+}
+
+fn view_strategy() -> impl Strategy<Value = View> {
+    prop_oneof![
+        Just(View::Contiguous),
+        Just(View::Transposed),
+        Just(View::Narrowed),
+        any::<u32>().prop_map(View::Expanded)
+    ]
+}
+
+fn dim_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![1 => Just(0usize), 3 => Just(1usize), 8 => 2usize..=7]
+}
+
+fn shape_strategy(max_ndim: usize) -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(dim_strategy(), 0..=max_ndim)
+}
+
+fn fill<T: Float>(shape: &[usize], rng: &mut Lcg) -> Tensor<T> {
+    let n = shape.iter().product();
+    Tensor::from_vec((0..n).map(|_| T::from_f64(rng.value())).collect(), shape).unwrap()
+}
+
+/// A tensor of logical shape `shape` with the memory layout `view`.
+fn make<T: Float>(shape: &[usize], view: View, rng: &mut Lcg) -> Tensor<T> {
+    let nd = shape.len();
+    match view {
+        View::Contiguous => fill(shape, rng),
+        View::Transposed => {
+            let rev: Vec<usize> = shape.iter().rev().copied().collect();
+            let perm: Vec<usize> = (0..nd).rev().collect();
+            fill::<T>(&rev, rng).permute(&perm).unwrap()
+        }
+        View::Narrowed => {
+            let big: Vec<usize> = shape.iter().map(|d| d + 2).collect();
+            let mut t = fill::<T>(&big, rng);
+            for (d, &len) in shape.iter().enumerate() {
+                t = t.narrow(d, 1, len).unwrap();
+            }
+            t
+        }
+        View::Expanded(mask) => {
+            let small: Vec<usize> = shape
+                .iter()
+                .enumerate()
+                .map(|(d, &n)| if mask >> d & 1 == 1 { 1 } else { n })
+                .collect();
+            fill::<T>(&small, rng).expand(shape).unwrap()
+        }
+    }
+}
+
+fn f64s<T: Float>(t: &Tensor<T>) -> Vec<f64> {
+    t.to_vec().into_iter().map(|v| v.to_f64()).collect()
+}
+
+/// Equal, or both NaN.
+fn same(got: f64, want: f64) -> bool {
+    (got.is_nan() && want.is_nan()) || got == want
+}
+
+fn close(got: f64, want: f64, rtol: f64, atol: f64) -> bool {
+    same(got, want) || (got - want).abs() <= rtol * want.abs() + atol
+}
+
+/// NumPy's broadcast of two shapes, naively.
+fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let n = a.len().max(b.len());
+    (0..n)
+        .map(|i| {
+            let l = if i + a.len() >= n {
+                a[i + a.len() - n]
+            } else {
+                1
+            };
+            let r = if i + b.len() >= n {
+                b[i + b.len() - n]
+            } else {
+                1
+            };
+            if l == r || r == 1 {
+                Some(l)
+            } else if l == 1 {
+                Some(r)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The row-major index into `shape` (right-aligned, broadcast) of the output multi-index.
+fn source_index(out_index: &[usize], shape: &[usize]) -> usize {
+    let lead = out_index.len() - shape.len();
+    shape.iter().enumerate().fold(0, |acc, (d, &n)| {
+        acc * n + if n == 1 { 0 } else { out_index[lead + d] }
+    })
+}
+
+fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for d in (0..shape.len()).rev() {
+        index[d] = flat % shape[d];
+        flat /= shape[d];
+    }
+    index
+}
+
+/// `f` over `a` and `b` broadcast together, in f64.
+fn reference_binary(
+    a: &[f64],
+    ash: &[usize],
+    b: &[f64],
+    bsh: &[usize],
+    f: impl Fn(f64, f64) -> f64,
+) -> (Vec<usize>, Vec<f64>) {
+    let shape = broadcast(ash, bsh).unwrap();
+    let n: usize = shape.iter().product();
+    let out = (0..n)
+        .map(|i| {
+            let index = unravel(i, &shape);
+            f(a[source_index(&index, ash)], b[source_index(&index, bsh)])
+        })
+        .collect();
+    (shape, out)
+}
+
+/// A broadcast-compatible pair of shapes from one output shape: each drops some leading dims
+/// and sets the dims a mask selects to 1.
+fn operand_shape(out: &[usize], drop: usize, ones: u32) -> Vec<usize> {
+    out[drop.min(out.len())..]
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| if ones >> d & 1 == 1 { 1 } else { n })
+        .collect()
+}
+
+fn f64_ref(op: BinaryOp) -> fn(f64, f64) -> f64 {
+    match op {
+        BinaryOp::Add => |a, b| a + b,
+        BinaryOp::Sub => |a, b| a - b,
+        BinaryOp::Mul => |a, b| a * b,
+        BinaryOp::Div => |a, b| a / b,
+        BinaryOp::Maximum => |a, b| {
+            if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else {
+                a.max(b)
+            }
+        },
+        BinaryOp::Minimum => |a, b| {
+            if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else {
+                a.min(b)
+            }
+        },
+    }
+}
+
+const BINARY_OPS: [BinaryOp; 6] = [
+    BinaryOp::Add,
+    BinaryOp::Sub,
+    BinaryOp::Mul,
+    BinaryOp::Div,
+    BinaryOp::Maximum,
+    BinaryOp::Minimum,
+];
+
+fn apply_method<T: Float>(
+    op: BinaryOp,
+    a: &Tensor<T>,
+    b: &Tensor<T>,
+) -> tapegrad_tensor::Result<Tensor<T>> {
+    match op {
+        BinaryOp::Add => a.add(b),
+        BinaryOp::Sub => a.sub(b),
+        BinaryOp::Mul => a.mul(b),
+        BinaryOp::Div => a.div(b),
+        BinaryOp::Maximum => a.maximum(b),
+        BinaryOp::Minimum => a.minimum(b),
+    }
+}
+
+// ─── binary ops with broadcasting ──────────────────────────────────────────────
+
+#[allow(clippy::too_many_arguments)]
+fn check_binary<T: Float>(
+    shape: &[usize],
+    drops: (usize, usize),
+    ones: (u32, u32),
+    views: (View, View),
+    seed: u64,
+) {
+    let mut rng = Lcg(seed);
+    let (ash, bsh) = (
+        operand_shape(shape, drops.0, ones.0),
+        operand_shape(shape, drops.1, ones.1),
+    );
+    let (a, b) = (
+        make::<T>(&ash, views.0, &mut rng),
+        make::<T>(&bsh, views.1, &mut rng),
+    );
+    for op in BINARY_OPS {
+        let got = apply_method(op, &a, &b).unwrap();
+        let (want_shape, want) = reference_binary(&f64s(&a), &ash, &f64s(&b), &bsh, f64_ref(op));
+        assert_eq!(got.shape(), &want_shape[..], "{op:?} {ash:?} {bsh:?}");
+        assert!(got.is_contiguous());
+        // +, -, ×, ÷ are correctly rounded, so T's result is the f64 result rounded to T.
+        for (g, w) in f64s(&got).into_iter().zip(want) {
+            assert!(
+                same(g, T::from_f64(w).to_f64()),
+                "{op:?} {ash:?} {:?} {bsh:?} {:?}: {g} vs {w}",
+                views.0,
+                views.1
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn binary_ops_broadcast_like_numpy(
+        shape in shape_strategy(4),
+        drops in (0usize..3, 0usize..3),
+        ones in (any::<u32>(), any::<u32>()),
+        views in (view_strategy(), view_strategy()),
+        seed in any::<u64>(),
+    ) {
+        check_binary::<f32>(&shape, drops, ones, views, seed);
+        check_binary::<f64>(&shape, drops, ones, views, seed);
+    }
+
+    #[test]
+    fn unary_ops_match_the_f64_formulas(shape in shape_strategy(4), view in view_strategy(), seed in any::<u64>()) {
+        check_unary::<f32>(&shape, view, seed, 2e-5, 2e-6);
+        check_unary::<f64>(&shape, view, seed, 1e-13, 1e-14);
+    }
+
+    #[test]
+    fn map_and_zip_map_follow_the_closure(shape in shape_strategy(3), views in (view_strategy(), view_strategy()), seed in any::<u64>()) {
+        let mut rng = Lcg(seed);
+        let x = make::<f32>(&shape, views.0, &mut rng);
+        let y = x.map(|v| v * 3.0 - 1.0);
+        prop_assert_eq!(y.shape(), x.shape());
+        prop_assert_eq!(y.to_vec(), x.to_vec().iter().map(|v| v * 3.0 - 1.0).collect::<Vec<_>>());
+        let rshape = operand_shape(&shape, 1, 0b10);
+        let r = make::<f32>(&rshape, views.1, &mut rng);
+        let z = x.zip_map(&r, |a, b| a * b + 1.0).unwrap();
+        let (want_shape, want) = reference_binary(&f64s(&x), &shape, &f64s(&r), &rshape, |a, b| ((a as f32) * (b as f32) + 1.0) as f64);
+        prop_assert_eq!(z.shape(), &want_shape[..]);
+        prop_assert_eq!(f64s(&z), want);
+    }
+}
+
+// ─── unary ops ─────────────────────────────────────────────────────────────────
+
+fn gelu(x: f64) -> f64 {
+    x * 0.5 * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
+}
+
+fn gelu_tanh(x: f64) -> f64 {
+    0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+}
+
+fn check_unary<T: Float>(shape: &[usize], view: View, seed: u64, rtol: f64, atol: f64) {
+    let mut rng = Lcg(seed);
+    let x = make::<T>(shape, view, &mut rng);
+    let xs = f64s(&x);
+    type Case<T> = (
+        &'static str,
+        fn(&Tensor<T>) -> Tensor<T>,
+        fn(f64) -> f64,
+        bool,
+    );
+    let cases: [Case<T>; 14] = [
+        ("neg", |t| t.neg(), |v| -v, true),
+        ("abs", |t| t.abs(), f64::abs, true),
+        (
+            "relu",
+            |t| t.relu(),
+            |v| if v > 0.0 { v } else { 0.0 },
+            true,
+        ),
+        ("sqrt", |t| t.sqrt(), f64::sqrt, true),
+        (
+            "add_scalar",
+            |t| t.add_scalar(T::from_f64(0.75)),
+            |v| v + 0.75,
+            true,
+        ),
+        (
+            "mul_scalar",
+            |t| t.mul_scalar(T::from_f64(-1.5)),
+            |v| v * -1.5,
+            true,
+        ),
+        ("exp", |t| t.exp(), f64::exp, false),
+        ("log", |t| t.log(), f64::ln, false),
+        ("tanh", |t| t.tanh(), f64::tanh, false),
+        (
+            "sigmoid",
+            |t| t.sigmoid(),
+            |v| 1.0 / (1.0 + (-v).exp()),
+            false,
+        ),
+        ("gelu", |t| t.gelu(), gelu, false),
+        ("gelu_tanh", |t| t.gelu_tanh(), gelu_tanh, false),
+        ("powf", |t| t.powf(T::from_f64(3.0)), |v| v.powf(3.0), false),
+        (
+            "powf",
+            |t| t.abs().powf(T::from_f64(0.5)),
+            |v| v.abs().powf(0.5),
+            false,
+        ),
+    ];
+    for (name, method, reference, exact) in cases {
+        let got = method(&x);
+        assert_eq!(got.shape(), x.shape(), "{name}");
+        for (&v, g) in xs.iter().zip(f64s(&got)) {
+            let want = reference(v);
+            let ok = if exact {
+                same(g, T::from_f64(want).to_f64())
+            } else {
+                close(g, want, rtol, atol)
+            };
+            assert!(
+                ok,
+                "{name}({v}) on {} {shape:?} {view:?}: got {g}, want {want}",
+                T::NAME
+            );
+        }
+    }
+    // Operators: -x.
+    assert_eq!((-&x).to_vec(), x.neg().to_vec());
+}
+
+#[test]
+fn pytorch_special_values() {
+    let x = Tensor::from_vec(
+        vec![f32::NAN, -1.0, 0.0, 2.0, f32::INFINITY, f32::NEG_INFINITY],
+        &[6],
+    )
+    .unwrap();
+    let relu = x.relu().to_vec();
+    assert!(relu[0].is_nan());
+    assert_eq!(&relu[1..], &[0.0, 0.0, 2.0, f32::INFINITY, 0.0]);
+    let m = x.maximum(&Tensor::scalar(1.0)).unwrap().to_vec();
+    assert!(m[0].is_nan());
+    assert_eq!(&m[1..], &[1.0, 1.0, 2.0, f32::INFINITY, 1.0]);
+    let m = Tensor::scalar(1.0f32).minimum(&x).unwrap().to_vec();
+    assert!(m[0].is_nan());
+    assert_eq!(&m[1..], &[-1.0, 0.0, 1.0, 1.0, f32::NEG_INFINITY]);
+    let s = x.sigmoid().to_vec();
+    assert_eq!(&s[4..], &[1.0, 0.0]);
+    let big = Tensor::from_vec(vec![-800.0f64, 800.0, -40.0], &[3])
+        .unwrap()
+        .sigmoid()
+        .to_vec();
+    assert_eq!(&big[..2], &[0.0, 1.0]);
+    assert!((big[2] - 4.248354255291589e-18).abs() < 1e-30);
+    // From Python's math module:
+    //   x * 0.5 * (1 + math.erf(x / math.sqrt(2)))
+    //   0.5 * x * (1 + math.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    let g = Tensor::from_vec(vec![-1.0f64, 0.5, 3.0], &[3]).unwrap();
+    for (got, want) in
+        g.gelu()
+            .to_vec()
+            .iter()
+            .zip([-0.15865525393145707, 0.34573123063700656, 2.99595030590511])
+    {
+        assert!((got - want).abs() < 2e-15, "gelu {got} vs {want}");
+    }
+    for (got, want) in g.gelu_tanh().to_vec().iter().zip([
+        -0.15880800939172324,
+        0.34571400982514394,
+        2.996362607918227,
+    ]) {
+        assert!((got - want).abs() < 2e-15, "gelu_tanh {got} vs {want}");
+    }
+}
+
+/// A case of the PyTorch golden file (`tests/golden/ops.json` at the repository root, written by
+/// PyTorch in float64).
+fn golden_case(name: &str) -> serde_json::Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/ops.json");
+    let all: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    all["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no golden case {name}"))
+        .clone()
+}
+
+fn golden_tensor(v: &serde_json::Value) -> Tensor<f64> {
+    let shape: Vec<usize> = v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    let data: Vec<f64> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_f64().unwrap())
+        .collect();
+    Tensor::from_vec(data, &shape).unwrap()
+}
+
+#[test]
+fn forward_values_match_pytorch() {
+    type Op = fn(&Tensor<f64>, Option<&Tensor<f64>>) -> Tensor<f64>;
+    let cases: [(&str, Op); 16] = [
+        ("add broadcast (3,1)+(1,4)", |x, y| x + y.unwrap()),
+        ("sub broadcast (2,3,4)-(4)", |x, y| x - y.unwrap()),
+        ("mul broadcast (2,1,4)*(3,1)", |x, y| x * y.unwrap()),
+        ("div broadcast", |x, y| x / y.unwrap()),
+        ("maximum", |x, y| x.maximum(y.unwrap()).unwrap()),
+        ("powf 2.5", |x, _| x.powf(2.5)),
+        ("neg", |x, _| -x),
+        ("exp", |x, _| x.exp()),
+        ("log", |x, _| x.log()),
+        ("sqrt", |x, _| x.sqrt()),
+        ("tanh", |x, _| x.tanh()),
+        ("sigmoid", |x, _| x.sigmoid()),
+        ("relu", |x, _| x.relu()),
+        ("abs", |x, _| x.abs()),
+        ("gelu (erf)", |x, _| x.gelu()),
+        ("gelu (tanh approximation)", |x, _| x.gelu_tanh()),
+    ];
+    for (name, op) in cases {
+        let case = golden_case(name);
+        let x = golden_tensor(&case["inputs"]["x"]);
+        let y = case["inputs"].get("y").map(golden_tensor);
+        let want = golden_tensor(&case["output"]);
+        let got = op(&x, y.as_ref());
+        assert_eq!(got.shape(), want.shape(), "{name}");
+        for (g, w) in got.to_vec().iter().zip(want.to_vec()) {
+            assert!(close(*g, w, 1e-14, 1e-15), "{name}: {g} vs {w}");
+        }
+    }
+}
+
+// ─── operators and errors ──────────────────────────────────────────────────────
+
+#[test]
+fn operators_match_methods_and_panic_with_the_same_message() {
+    let a = Tensor::<f32>::arange(6).reshape(&[2, 3]).unwrap();
+    let b = Tensor::from_vec(vec![1.0f32, 2.0, 4.0], &[3]).unwrap();
+    assert_eq!((&a + &b).to_vec(), a.add(&b).unwrap().to_vec());
+    assert_eq!(
+        (a.clone() - b.clone()).to_vec(),
+        a.sub(&b).unwrap().to_vec()
+    );
+    assert_eq!((&a * b.clone()).to_vec(), a.mul(&b).unwrap().to_vec());
+    assert_eq!((a.clone() / &b).to_vec(), a.div(&b).unwrap().to_vec());
+    assert_eq!((-a.clone()).to_vec(), a.neg().to_vec());
+
+    let c = Tensor::<f32>::zeros(&[4]);
+    let err = a.add(&c).unwrap_err();
+    assert_eq!(err.to_string(), "add: [2, 3] and [4]: dims 3 and 4 at position 1 of the broadcast shape cannot be broadcast");
+    let panic = std::panic::catch_unwind(|| &a + &c).unwrap_err();
+    assert_eq!(
+        panic.downcast_ref::<String>().map(String::as_str),
+        Some(err.to_string().as_str())
+    );
+    for op in BINARY_OPS {
+        let e = apply_method(op, &a, &c).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: [2, 3] and [4]", op.name())),
+            "{e}"
+        );
+    }
+    assert!(a
+        .zip_map(&c, |x, _| x)
+        .unwrap_err()
+        .to_string()
+        .starts_with("zip_map: [2, 3] and [4]"));
+}
+
+#[test]
+fn outputs_are_fresh_contiguous_tensors() {
+    let x = Tensor::<f32>::arange(12).reshape(&[3, 4]).unwrap();
+    let y = x.t().unwrap().add_scalar(1.0);
+    assert!(y.is_contiguous());
+    assert!(!y.shares_storage(&x));
+    assert_eq!(y.shape(), &[4, 3]);
+    assert_eq!(y.to_vec()[..4], [1.0, 5.0, 9.0, 2.0]);
+    let e = Tensor::<f64>::zeros(&[0, 3])
+        .add(&Tensor::ones(&[3]))
+        .unwrap();
+    assert_eq!(e.shape(), &[0, 3]);
+    let s = Tensor::<f64>::scalar(2.0)
+        .mul(&Tensor::scalar(3.0))
+        .unwrap();
+    assert_eq!((s.shape(), s.item().unwrap()), (&[][..], 6.0));
+}
+
+// ─── SIMD kernels against the scalar reference ─────────────────────────────────
+
+fn kernel_lengths() -> Vec<usize> {
+    let mut n: Vec<usize> = (0..=70).collect();
+    for m in [8usize, 16, 32, 64, 128, 256, 1024] {
+        n.extend([m * 3 - 1, m * 3, m * 3 + 1, m * 5 - 1, m * 5 + 1]);
+    }
+    n
+}
+
+/// Data with NaN, ±∞, ±0 sprinkled in, to exercise NaN propagation and sign handling.
+fn kernel_data<T: Float>(n: usize, seed: u64, specials: bool) -> Vec<T> {
+    let mut rng = Lcg(seed);
+    (0..n)
+        .map(|i| {
+            let v = rng.value();
+            let s = match (specials, i % 23) {
+                (true, 5) => f64::NAN,
+                (true, 11) => f64::INFINITY,
+                (true, 13) => -0.0,
+                (true, 17) => 0.0,
+                (true, 19) => f64::NEG_INFINITY,
+                _ => v,
+            };
+            T::from_f64(s)
+        })
+        .collect()
+}
+
+fn same_slices<T: Float>(got: &[T], want: &[T]) -> bool {
+    got.len() == want.len()
+        && got
+            .iter()
+            .zip(want)
+            .all(|(g, w)| same(g.to_f64(), w.to_f64()))
+}
+
+fn check_kernels<T: Float>() {
+    for isa in available_isas() {
+        for n in kernel_lengths() {
+            for specials in [false, true] {
+                let (a, b) = (
+                    kernel_data::<T>(n, n as u64, specials),
+                    kernel_data::<T>(n, 7 + n as u64, specials),
+                );
+                let c = T::from_f64(-0.375);
+                let ctx = format!("{} on {isa:?}, n = {n}, specials = {specials}", T::NAME);
+                for op in BINARY_OPS {
+                    let operands = [
+                        (Operand::Slice(&a[..]), Operand::Slice(&b[..])),
+                        (Operand::Slice(&a[..]), Operand::Splat(c)),
+                        (Operand::Splat(c), Operand::Slice(&b[..])),
+                        (Operand::Splat(c), Operand::Splat(T::from_f64(2.0))),
+                    ];
+                    for (lhs, rhs) in operands {
+                        let (mut got, mut want) = (vec![T::ZERO; n], vec![T::ZERO; n]);
+                        T::binary(isa, op, lhs, rhs, &mut got);
+                        T::binary(Isa::Scalar, op, lhs, rhs, &mut want);
+                        assert!(same_slices(&got, &want), "binary {op:?} {ctx}");
+                        // The reference itself: the per-element formula.
+                        let at = |o: &Operand<'_, T>, i: usize| match o {
+                            Operand::Slice(s) => s[i],
+                            Operand::Splat(v) => *v,
+                        };
+                        assert!((0..n).all(|i| same(
+                            want[i].to_f64(),
+                            op.apply(at(&lhs, i), at(&rhs, i)).to_f64()
+                        )));
+                    }
+                    let mut got = a.clone();
+                    T::binary_assign(isa, op, &mut got, Operand::Slice(&b));
+                    let mut want = vec![T::ZERO; n];
+                    T::binary(
+                        Isa::Scalar,
+                        op,
+                        Operand::Slice(&a),
+                        Operand::Slice(&b),
+                        &mut want,
+                    );
+                    assert!(same_slices(&got, &want), "binary_assign {op:?} {ctx}");
+                    let mut got = a.clone();
+                    T::binary_assign(isa, op, &mut got, Operand::Splat(c));
+                    T::binary(
+                        Isa::Scalar,
+                        op,
+                        Operand::Slice(&a),
+                        Operand::Splat(c),
+                        &mut want,
+                    );
+                    assert!(same_slices(&got, &want), "binary_assign splat {op:?} {ctx}");
+                }
+                let unary_ops = [
+                    UnaryOp::Neg,
+                    UnaryOp::Abs,
+                    UnaryOp::Relu,
+                    UnaryOp::Sqrt,
+                    UnaryOp::Exp,
+                    UnaryOp::Tanh,
+                    UnaryOp::Sigmoid,
+                    UnaryOp::Gelu,
+                ];
+                for op in unary_ops {
+                    let (mut got, mut want) = (vec![T::ZERO; n], vec![T::ZERO; n]);
+                    T::unary(isa, op, &a, &mut got);
+                    T::unary(Isa::Scalar, op, &a, &mut want);
+                    if op == UnaryOp::Exp {
+                        // The SIMD exp is a polynomial of its own: a few ulp from the scalar one.
+                        let eps = T::EPSILON.to_f64();
+                        assert!(
+                            got.iter().zip(&want).all(|(g, w)| close(
+                                g.to_f64(),
+                                w.to_f64(),
+                                4.0 * eps,
+                                0.0
+                            )),
+                            "exp {ctx}"
+                        );
+                    } else {
+                        assert!(same_slices(&got, &want), "unary {op:?} {ctx}");
+                    }
+                    assert!((0..n).all(|i| same(want[i].to_f64(), op.apply(a[i]).to_f64())));
+                }
+                // Reductions: max is exact; sums differ only by the order of the additions.
+                assert!(
+                    same(T::max(isa, &a).to_f64(), T::max(Isa::Scalar, &a).to_f64()),
+                    "max {ctx}"
+                );
+                let naive_max = a.iter().fold(f64::NEG_INFINITY, |m, v| {
+                    if m.is_nan() || v.to_f64().is_nan() {
+                        f64::NAN
+                    } else {
+                        m.max(v.to_f64())
+                    }
+                });
+                assert!(same(T::max(isa, &a).to_f64(), naive_max), "max {ctx}");
+                if !specials {
+                    let exact: f64 = a.iter().map(|v| v.to_f64()).sum();
+                    let bound = a.iter().map(|v| v.to_f64().abs()).sum::<f64>()
+                        * n as f64
+                        * T::EPSILON.to_f64();
+                    let got = <T as ElementwiseKernels>::sum(isa, &a).to_f64();
+                    assert!((got - exact).abs() <= bound, "sum {ctx}: {got} vs {exact}");
+                    let (mut got_e, mut want_e) = (vec![T::ZERO; n], vec![T::ZERO; n]);
+                    let s = T::exp_sum(isa, &a, T::from_f64(10.0), &mut got_e);
+                    let s_ref = T::exp_sum(Isa::Scalar, &a, T::from_f64(10.0), &mut want_e);
+                    assert!(
+                        got_e.iter().zip(&want_e).all(|(g, w)| close(
+                            g.to_f64(),
+                            w.to_f64(),
+                            4.0 * T::EPSILON.to_f64(),
+                            0.0
+                        )),
+                        "exp_sum {ctx}"
+                    );
+                    assert!(
+                        close(
+                            s.to_f64(),
+                            s_ref.to_f64(),
+                            4.0 * n as f64 * T::EPSILON.to_f64(),
+                            0.0
+                        ),
+                        "exp_sum {ctx}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_isa_matches_the_scalar_kernels_f32() {
+    check_kernels::<f32>();
+}
+
+#[test]
+fn every_isa_matches_the_scalar_kernels_f64() {
+    check_kernels::<f64>();
+}
+
+/// Every path's `exp` within 2 ulp of the exact value (3 for f64, whose reference is itself
+/// rounded) over the whole range, including the subnormal results, the overflow to +∞, ±∞ and
+/// NaN.
+fn check_exp_accuracy<T: Float>(lo: f64, hi: f64, min_positive: f64, ulps: f64) {
+    let n = 200_003;
+    let mut x: Vec<T> = (0..n)
+        .map(|i| T::from_f64(lo + (hi - lo) * i as f64 / n as f64))
+        .collect();
+    x.extend(
+        [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1e-30,
+            -1e-30,
+        ]
+        .map(T::from_f64),
+    );
+    for isa in available_isas() {
+        let mut got = vec![T::ZERO; x.len()];
+        T::unary(isa, UnaryOp::Exp, &x, &mut got);
+        for (&x, &g) in x.iter().zip(&got) {
+            let want = x.to_f64().exp();
+            let (g, w) = (g.to_f64(), T::from_f64(want).to_f64());
+            // One ulp of the result (the subnormal spacing below the normal range).
+            let ulp = (w.abs() * T::EPSILON.to_f64()).max(min_positive * T::EPSILON.to_f64());
+            assert!(
+                same(g, w) || (g - want).abs() <= ulps * ulp,
+                "{isa:?} {} exp({}) = {g}, want {want}",
+                T::NAME,
+                x.to_f64()
+            );
+        }
+    }
+}
+
+#[test]
+fn simd_exp_is_accurate_over_the_whole_range() {
+    check_exp_accuracy::<f32>(-110.0, 90.0, f32::MIN_POSITIVE as f64, 2.0);
+    check_exp_accuracy::<f64>(-750.0, 712.0, f64::MIN_POSITIVE, 3.0);
+}
+
+#[test]
+fn an_unsupported_isa_falls_back_to_scalar() {
+    let unsupported = [Isa::Avx2, Isa::Avx512, Isa::Neon]
+        .into_iter()
+        .find(|i| !i.is_supported());
+    if let Some(isa) = unsupported {
+        let x = [1.0f32, -2.0, 3.0];
+        let mut out = [0.0; 3];
+        f32::unary(isa, UnaryOp::Relu, &x, &mut out);
+        assert_eq!(out, [1.0, 0.0, 3.0]);
+        assert_eq!(<f32 as ElementwiseKernels>::sum(isa, &x), 2.0);
+    }
+}
+
+// ─── thread-count independence ─────────────────────────────────────────────────
+
+fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+fn bits<T: Float>(t: &Tensor<T>) -> Vec<u64> {
+    t.to_vec().iter().map(|v| v.to_f64().to_bits()).collect()
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let mut rng = Lcg(42);
+    let x = fill::<f32>(&[300, 700], &mut rng);
+    let row = fill::<f32>(&[700], &mut rng);
+    let col = fill::<f32>(&[300, 1], &mut rng);
+    let run = || {
+        let xt = x.t().unwrap();
+        vec![
+            bits(&x.add(&row).unwrap()),
+            bits(&x.div(&col).unwrap()),
+            bits(&xt.mul(&xt).unwrap()),
+            bits(&x.exp()),
+            bits(&x.gelu()),
+            bits(&xt.relu()),
+            bits(&x.mul_scalar(0.5)),
+            bits(&x.map(|v| v * v)),
+        ]
+    };
+    let one = with_threads(1, run);
+    let two = with_threads(2, run);
+    assert!(one == two);
+}
