@@ -25,7 +25,6 @@
 use rayon::prelude::*;
 
 use super::microkernel::MAX_TILE;
-use super::packing::pack_panels;
 use super::{MatRef, Microkernel};
 
 /// Below this many flops (`2 m n k`) a product runs on the calling thread: splitting it would
@@ -93,21 +92,24 @@ pub(super) fn run<T: Copy + Default + Send + Sync>(
             let acc = accumulate || pc > 0;
             let b_len = n_panels * nr * kc;
             let b_buf = &mut b_pack.as_mut_slice()[..b_len];
-            // B's panel is packed as its transpose: rows are the nc columns, depth runs along k.
-            let pack_b = |(q, panel): (usize, &mut [T])| {
-                let cols = nr.min(nc - q * nr);
-                // SAFETY: panel q covers b(pc + p, jc + q * nr + j) for p < kc, j < cols, all
-                // inside `b.data` because `b` covers k x n (checked by gemm_with); `panel` has
-                // nr * kc elements.
+            // B's panel is packed as its transpose (rows are the nc columns, depth runs along
+            // k), in one chunk of whole micro-panels per thread.
+            let per_chunk = n_panels.div_ceil(threads);
+            let pack_b = |(ch, panels): (usize, &mut [T])| {
+                let j0 = ch * per_chunk * nr;
+                let cols = (nc - j0).min(per_chunk * nr);
+                // SAFETY: this chunk covers b(pc + p, jc + j0 + j) for p < kc, j < cols, all
+                // inside `b.data` because `b` covers k x n (checked by gemm_with); `panels`
+                // holds cols.div_ceil(nr) micro-panels of nr * kc elements.
                 unsafe {
-                    let src = b.data.as_ptr().add(b.offset + pc * b.row_stride + (jc + q * nr) * b.col_stride);
-                    pack_panels(src, cols, kc, b.col_stride, b.row_stride, nr, panel)
+                    let src = b.data.as_ptr().add(b.offset + pc * b.row_stride + (jc + j0) * b.col_stride);
+                    (uk.pack_b)(src, cols, kc, b.col_stride, b.row_stride, panels)
                 }
             };
             if threads > 1 {
-                b_buf.par_chunks_mut(nr * kc).enumerate().for_each(pack_b);
+                b_buf.par_chunks_mut(per_chunk * nr * kc).enumerate().for_each(pack_b);
             } else {
-                b_buf.chunks_mut(nr * kc).enumerate().for_each(pack_b);
+                pack_b((0, b_buf));
             }
             let b_buf = &*b_buf;
 
@@ -120,7 +122,7 @@ pub(super) fn run<T: Copy + Default + Send + Sync>(
                 // `a.data` because `a` covers m x k (checked by gemm_with).
                 unsafe {
                     let src = a.data.as_ptr().add(a.offset + ic * a.row_stride + pc * a.col_stride);
-                    pack_panels(src, rows, kc, a.row_stride, a.col_stride, mr, a_buf);
+                    (uk.pack_a)(src, rows, kc, a.row_stride, a.col_stride, a_buf);
                 }
                 macrokernel(uk, kc, a_buf, rows, b_buf, panels, nc, c_ptr, ic * ldc + jc, ldc, acc);
             };

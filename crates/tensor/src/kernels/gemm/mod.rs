@@ -85,6 +85,10 @@ pub struct Microkernel<T> {
     mc: usize,
     nc: usize,
     run: microkernel::KernelFn<T>,
+    /// Packs `A` into `mr`-wide micro-panels.
+    pack_a: packing::PackFn<T>,
+    /// Packs `B` (as its transpose) into `nr`-wide micro-panels.
+    pack_b: packing::PackFn<T>,
 }
 
 impl<T> Microkernel<T> {

@@ -11,6 +11,7 @@
 use std::arch::x86_64::*;
 
 use super::simd_microkernel;
+use crate::kernels::gemm::packing::pack_panels;
 use crate::kernels::gemm::Microkernel;
 use crate::kernels::Isa;
 
@@ -18,20 +19,20 @@ simd_microkernel! {
     /// f32 AVX2 microkernel, a 6 x 16 tile.
     kernel_f32: f32, "avx2,fma", mr = 6, nv = 2, lanes = 8,
     zero = _mm256_setzero_ps(), load = _mm256_loadu_ps, store = _mm256_storeu_ps,
-    splat = _mm256_set1_ps, fma = _mm256_fmadd_ps, add = _mm256_add_ps
+    splat = _mm256_set1_ps, fma = _mm256_fmadd_ps, add = _mm256_add_ps, prefetch = super::prefetch_t0
 }
 
 simd_microkernel! {
     /// f64 AVX2 microkernel, a 6 x 8 tile.
     kernel_f64: f64, "avx2,fma", mr = 6, nv = 2, lanes = 4,
     zero = _mm256_setzero_pd(), load = _mm256_loadu_pd, store = _mm256_storeu_pd,
-    splat = _mm256_set1_pd, fma = _mm256_fmadd_pd, add = _mm256_add_pd
+    splat = _mm256_set1_pd, fma = _mm256_fmadd_pd, add = _mm256_add_pd, prefetch = super::prefetch_t0
 }
 
 /// The AVX2 f32 kernel and its blocking.
 pub(in crate::kernels::gemm) const AVX2_F32: Microkernel<f32> =
-    Microkernel { isa: Isa::Avx2, mr: 6, nr: 16, kc: 256, mc: 144, nc: 2048, run: kernel_f32 };
+    Microkernel { isa: Isa::Avx2, mr: 6, nr: 16, kc: 256, mc: 144, nc: 2048, run: kernel_f32, pack_a: pack_panels::<f32, 6>, pack_b: pack_panels::<f32, 16> };
 
 /// The AVX2 f64 kernel and its blocking.
 pub(in crate::kernels::gemm) const AVX2_F64: Microkernel<f64> =
-    Microkernel { isa: Isa::Avx2, mr: 6, nr: 8, kc: 256, mc: 72, nc: 1024, run: kernel_f64 };
+    Microkernel { isa: Isa::Avx2, mr: 6, nr: 8, kc: 256, mc: 72, nc: 1024, run: kernel_f64, pack_a: pack_panels::<f64, 6>, pack_b: pack_panels::<f64, 8> };

@@ -63,16 +63,32 @@ pub(super) fn select_f64(isa: Isa) -> Microkernel<f64> {
     uk
 }
 
+/// Hints the cache to fetch the line holding `p` (never faults, whatever `p` is).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_t0<T>(p: *const T) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    // SAFETY: a prefetch is a hint: it does not access memory architecturally and cannot fault.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
+}
+
+/// No prefetch: stable Rust has no aarch64 prefetch intrinsic yet; the hardware prefetcher
+/// and the out-of-order window cover the C tile.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+fn no_prefetch<T>(_p: *const T) {}
+
 /// Writes one SIMD microkernel from a register type and its intrinsics: `MR` rows of `NV`
 /// vectors of `LANES` elements, the broadcast of `A` fused into the FMA, `C` touched only at
-/// the end. Expands to an `unsafe fn` with the [`KernelFn`] contract.
+/// the end (prefetched before the loop). Expands to an `unsafe fn` with the [`KernelFn`]
+/// contract.
 #[allow(unused_macros)]
 macro_rules! simd_microkernel {
     (
         $(#[$doc:meta])*
         $name:ident: $t:ty, $feature:literal, mr = $mr:expr, nv = $nv:expr, lanes = $lanes:expr,
         zero = $zero:expr, load = $load:path, store = $store:path, splat = $splat:path,
-        fma = $fma:path, add = $add:path
+        fma = $fma:path, add = $add:path, prefetch = $prefetch:path
     ) => {
         $(#[$doc])*
         ///
@@ -85,6 +101,13 @@ macro_rules! simd_microkernel {
             const MR: usize = $mr;
             const NV: usize = $nv;
             const NR: usize = NV * $lanes;
+            // Ask for the tile of C now: it is only touched after the k loop, and on large
+            // problems it comes from L3 or memory, a latency the loop hides.
+            for i in 0..MR {
+                for v in 0..NV {
+                    $prefetch(c.wrapping_add(i * ldc + v * $lanes));
+                }
+            }
             let mut acc = [[$zero; NV]; MR];
             let (mut a, mut b) = (a, b);
             for _ in 0..kc {

@@ -8,6 +8,7 @@
 use std::arch::aarch64::*;
 
 use super::simd_microkernel;
+use crate::kernels::gemm::packing::pack_panels;
 use crate::kernels::gemm::Microkernel;
 use crate::kernels::Isa;
 
@@ -29,20 +30,20 @@ simd_microkernel! {
     /// f32 NEON microkernel, an 8 x 12 tile.
     kernel_f32: f32, "neon", mr = 8, nv = 3, lanes = 4,
     zero = vdupq_n_f32(0.0), load = vld1q_f32, store = vst1q_f32,
-    splat = vdupq_n_f32, fma = fma_f32, add = vaddq_f32
+    splat = vdupq_n_f32, fma = fma_f32, add = vaddq_f32, prefetch = super::no_prefetch
 }
 
 simd_microkernel! {
     /// f64 NEON microkernel, an 8 x 6 tile.
     kernel_f64: f64, "neon", mr = 8, nv = 3, lanes = 2,
     zero = vdupq_n_f64(0.0), load = vld1q_f64, store = vst1q_f64,
-    splat = vdupq_n_f64, fma = fma_f64, add = vaddq_f64
+    splat = vdupq_n_f64, fma = fma_f64, add = vaddq_f64, prefetch = super::no_prefetch
 }
 
 /// The NEON f32 kernel and its blocking.
 pub(in crate::kernels::gemm) const NEON_F32: Microkernel<f32> =
-    Microkernel { isa: Isa::Neon, mr: 8, nr: 12, kc: 256, mc: 128, nc: 2048, run: kernel_f32 };
+    Microkernel { isa: Isa::Neon, mr: 8, nr: 12, kc: 256, mc: 128, nc: 2048, run: kernel_f32, pack_a: pack_panels::<f32, 8>, pack_b: pack_panels::<f32, 12> };
 
 /// The NEON f64 kernel and its blocking.
 pub(in crate::kernels::gemm) const NEON_F64: Microkernel<f64> =
-    Microkernel { isa: Isa::Neon, mr: 8, nr: 6, kc: 256, mc: 64, nc: 1024, run: kernel_f64 };
+    Microkernel { isa: Isa::Neon, mr: 8, nr: 6, kc: 256, mc: 64, nc: 1024, run: kernel_f64, pack_a: pack_panels::<f64, 8>, pack_b: pack_panels::<f64, 6> };

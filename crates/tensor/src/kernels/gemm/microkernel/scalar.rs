@@ -6,6 +6,7 @@
 
 use std::ops::{Add, Mul};
 
+use crate::kernels::gemm::packing::pack_panels;
 use crate::kernels::gemm::Microkernel;
 use crate::kernels::Isa;
 
@@ -47,8 +48,8 @@ unsafe fn kernel<T: Copy + Default + Add<Output = T> + Mul<Output = T>>(
 
 /// The scalar f32 kernel and its blocking.
 pub(in crate::kernels::gemm) const SCALAR_F32: Microkernel<f32> =
-    Microkernel { isa: Isa::Scalar, mr: MR, nr: NR, kc: 256, mc: 64, nc: 1024, run: kernel::<f32> };
+    Microkernel { isa: Isa::Scalar, mr: MR, nr: NR, kc: 256, mc: 64, nc: 1024, run: kernel::<f32>, pack_a: pack_panels::<f32, MR>, pack_b: pack_panels::<f32, NR> };
 
 /// The scalar f64 kernel and its blocking.
 pub(in crate::kernels::gemm) const SCALAR_F64: Microkernel<f64> =
-    Microkernel { isa: Isa::Scalar, mr: MR, nr: NR, kc: 256, mc: 64, nc: 1024, run: kernel::<f64> };
+    Microkernel { isa: Isa::Scalar, mr: MR, nr: NR, kc: 256, mc: 64, nc: 1024, run: kernel::<f64>, pack_a: pack_panels::<f64, MR>, pack_b: pack_panels::<f64, NR> };
