@@ -111,7 +111,7 @@ fn batched_gemm<T: Float>(lhs: &Tensor<T>, rhs: &Tensor<T>, batch: &[usize], m: 
         let b = MatRef { data: ra, offset: ro, row_stride: r_rs, col_stride: r_cs };
         gemm(m, n, k, a, b, c, n, false);
     };
-    if 2 * m * n * k < SMALL_PRODUCT_FLOPS && out.len() > m * n {
+    if m.saturating_mul(n).saturating_mul(k).saturating_mul(2) < SMALL_PRODUCT_FLOPS && out.len() > m * n {
         out.par_chunks_mut(m * n).enumerate().for_each(one);
     } else {
         out.chunks_mut(m * n).enumerate().for_each(one);

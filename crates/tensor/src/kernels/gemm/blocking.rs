@@ -18,14 +18,14 @@
 //!
 //! Threads: for problems of at least [`PAR_MIN_FLOPS`], each `(jc, pc)` step packs `B` in
 //! parallel, then runs the `ic` blocks as tasks on the rayon pool. `mc` is shrunk (to a multiple
-//! of `mr`) so the number of blocks is a multiple of the thread count; when `M` has fewer blocks
-//! than threads, each block's `jr` loop is split into chunks instead. Each task packs its own
-//! block of `A`, and tasks write disjoint tiles of `C`.
+//! of `mr`) so the number of blocks is a multiple of the thread count; when no such height
+//! exists (few rows), each block's `jr` loop is split into one chunk per thread instead. Each
+//! task packs its own block of `A`, and tasks write disjoint tiles of `C`.
 
 use rayon::prelude::*;
 
 use super::microkernel::MAX_TILE;
-use super::{MatRef, Microkernel};
+use super::{GemmKernels, MatRef, Microkernel};
 
 /// Below this many flops (`2 m n k`) a product runs on the calling thread: splitting it would
 /// cost more in synchronisation than it saves (about a 128^3 product).
@@ -40,32 +40,12 @@ unsafe impl<T: Send> Send for SharedMut<T> {}
 // SAFETY: as above; the pointer itself is only copied, never used to create shared references.
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
-/// A zeroed buffer of `len` elements whose usable part starts on a 64-byte boundary, so packed
-/// micro-panels never straddle more cache lines than they must.
-struct Aligned<T> {
-    buf: Vec<T>,
-    start: usize,
-    len: usize,
-}
-
-impl<T: Copy + Default> Aligned<T> {
-    fn new(len: usize) -> Aligned<T> {
-        let pad = 64 / std::mem::size_of::<T>().max(1);
-        let buf = vec![T::default(); len + pad];
-        let start = buf.as_ptr().align_offset(64).min(pad);
-        Aligned { buf, start, len }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [T] {
-        &mut self.buf[self.start..self.start + self.len]
-    }
-}
-
 /// Runs the loop nest for `C (+)= A · B` with `m, n, k >= 1`.
 ///
 /// The caller ([`super::gemm_with`]) has checked that `a` and `b` cover `m x k` and `k x n` and
-/// that `c` covers `m` rows of `n` at stride `ldc >= n` (or `m == 1`).
-pub(super) fn run<T: Copy + Default + Send + Sync>(
+/// that `c` covers the `m x n` elements `c[i * c_rs + j * c_cs]` without two of them sharing an
+/// index (`C` row-major with `ldc >= n`, or its transpose).
+pub(super) fn run<T: GemmKernels>(
     uk: &Microkernel<T>,
     m: usize,
     n: usize,
@@ -73,101 +53,131 @@ pub(super) fn run<T: Copy + Default + Send + Sync>(
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,
     c: &mut [T],
-    ldc: usize,
+    c_rs: usize,
+    c_cs: usize,
     accumulate: bool,
 ) {
     let (mr, nr) = (uk.mr, uk.nr);
-    let threads = if 2 * m * n * k >= PAR_MIN_FLOPS { rayon::current_num_threads() } else { 1 };
+    let threads = if m.saturating_mul(n).saturating_mul(k).saturating_mul(2) >= PAR_MIN_FLOPS {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
     let (mc, m_blocks) = split_m(m, uk.mc, mr, threads);
     let kc_max = uk.kc.min(k);
     let nc_max = uk.nc.min(n.next_multiple_of(nr));
-    let mut b_pack = Aligned::new(kc_max * nc_max);
     let c_ptr = SharedMut(c.as_mut_ptr());
-
-    for jc in (0..n).step_by(uk.nc) {
-        let nc = uk.nc.min(n - jc);
-        let n_panels = nc.div_ceil(nr);
-        for pc in (0..k).step_by(uk.kc) {
-            let kc = uk.kc.min(k - pc);
-            let acc = accumulate || pc > 0;
-            let b_len = n_panels * nr * kc;
-            let b_buf = &mut b_pack.as_mut_slice()[..b_len];
-            // B's panel is packed as its transpose (rows are the nc columns, depth runs along
-            // k), in one chunk of whole micro-panels per thread.
-            let per_chunk = n_panels.div_ceil(threads);
-            let pack_b = |(ch, panels): (usize, &mut [T])| {
-                let j0 = ch * per_chunk * nr;
-                let cols = (nc - j0).min(per_chunk * nr);
-                // SAFETY: this chunk covers b(pc + p, jc + j0 + j) for p < kc, j < cols, all
-                // inside `b.data` because `b` covers k x n (checked by gemm_with); `panels`
-                // holds cols.div_ceil(nr) micro-panels of nr * kc elements.
-                unsafe {
-                    let src = b.data.as_ptr().add(b.offset + pc * b.row_stride + (jc + j0) * b.col_stride);
-                    (uk.pack_b)(src, cols, kc, b.col_stride, b.row_stride, panels)
+    T::with_pack_buffer(1, kc_max * nc_max, |b_pack| {
+        for jc in (0..n).step_by(uk.nc) {
+            let nc = uk.nc.min(n - jc);
+            let n_panels = nc.div_ceil(nr);
+            for pc in (0..k).step_by(uk.kc) {
+                let kc = uk.kc.min(k - pc);
+                let acc = accumulate || pc > 0;
+                let b_len = n_panels * nr * kc;
+                let b_buf = &mut b_pack[..b_len];
+                // B's panel is packed as its transpose (rows are the nc columns, depth runs along
+                // k), in one chunk of whole micro-panels per thread.
+                let per_chunk = n_panels.div_ceil(threads);
+                let pack_b = |(ch, panels): (usize, &mut [T])| {
+                    let j0 = ch * per_chunk * nr;
+                    let cols = (nc - j0).min(per_chunk * nr);
+                    // SAFETY: this chunk covers b(pc + p, jc + j0 + j) for p < kc, j < cols, all
+                    // inside `b.data` because `b` covers k x n (checked by gemm_with); `panels`
+                    // holds cols.div_ceil(nr) micro-panels of nr * kc elements.
+                    unsafe {
+                        let src = b
+                            .data
+                            .as_ptr()
+                            .add(b.offset + pc * b.row_stride + (jc + j0) * b.col_stride);
+                        (uk.pack_b)(src, cols, kc, b.col_stride, b.row_stride, panels)
+                    }
+                };
+                if threads > 1 {
+                    b_buf.par_chunks_mut(per_chunk * nr * kc).enumerate().for_each(pack_b);
+                } else {
+                    pack_b((0, b_buf));
                 }
-            };
-            if threads > 1 {
-                b_buf.par_chunks_mut(per_chunk * nr * kc).enumerate().for_each(pack_b);
-            } else {
-                pack_b((0, b_buf));
-            }
-            let b_buf = &*b_buf;
+                let b_buf = &*b_buf;
 
-            // One task: block `ib` of M times panels `panels` of N.
-            let task = |a_buf: &mut Aligned<T>, ib: usize, panels: std::ops::Range<usize>| {
-                let ic = ib * mc;
-                let rows = mc.min(m - ic);
-                let a_buf = &mut a_buf.as_mut_slice()[..rows.div_ceil(mr) * mr * kc];
-                // SAFETY: rows ic .. ic + rows and columns pc .. pc + kc of `a` are inside
-                // `a.data` because `a` covers m x k (checked by gemm_with).
-                unsafe {
-                    let src = a.data.as_ptr().add(a.offset + ic * a.row_stride + pc * a.col_stride);
-                    (uk.pack_a)(src, rows, kc, a.row_stride, a.col_stride, a_buf);
-                }
-                macrokernel(uk, kc, a_buf, rows, b_buf, panels, nc, c_ptr, ic * ldc + jc, ldc, acc);
-            };
+                // One task: block `ib` of M times panels `panels` of N.
+                let task = |a_buf: &mut [T], ib: usize, panels: std::ops::Range<usize>| {
+                    let ic = ib * mc;
+                    let rows = mc.min(m - ic);
+                    let a_buf = &mut a_buf[..rows.div_ceil(mr) * mr * kc];
+                    // SAFETY: rows ic .. ic + rows and columns pc .. pc + kc of `a` are inside
+                    // `a.data` because `a` covers m x k (checked by gemm_with).
+                    unsafe {
+                        let src = a.data.as_ptr().add(a.offset + ic * a.row_stride + pc * a.col_stride);
+                        (uk.pack_a)(src, rows, kc, a.row_stride, a.col_stride, a_buf);
+                    }
+                    macrokernel(
+                        uk,
+                        kc,
+                        a_buf,
+                        rows,
+                        b_buf,
+                        panels,
+                        nc,
+                        c_ptr,
+                        ic * c_rs + jc * c_cs,
+                        (c_rs, c_cs),
+                        acc,
+                    );
+                };
 
-            let a_len = mc.div_ceil(mr) * mr * kc;
-            if threads == 1 {
-                let mut a_buf = Aligned::new(a_len);
-                for ib in 0..m_blocks {
-                    task(&mut a_buf, ib, 0..n_panels);
-                }
-            } else {
-                // Too few blocks of M for the threads: cut each block's N panels into chunks.
-                let n_chunks = threads.div_ceil(m_blocks).min(n_panels);
-                let per_chunk = n_panels.div_ceil(n_chunks);
-                (0..m_blocks * n_chunks).into_par_iter().for_each_init(
-                    || Aligned::new(a_len),
-                    |a_buf, t| {
+                let a_len = mc.div_ceil(mr) * mr * kc;
+                if threads == 1 {
+                    T::with_pack_buffer(0, a_len, |a_buf| {
+                        for ib in 0..m_blocks {
+                            task(a_buf, ib, 0..n_panels);
+                        }
+                    });
+                } else {
+                    // When the blocks of M cannot be shared out evenly, cut each block's N panels
+                    // into one chunk per thread as well (each chunk packs its block of A again).
+                    let n_chunks = if m_blocks % threads == 0 {
+                        1
+                    } else {
+                        threads.min(n_panels)
+                    };
+                    let per_chunk = n_panels.div_ceil(n_chunks);
+                    (0..m_blocks * n_chunks).into_par_iter().for_each(|t| {
                         let (ib, chunk) = (t / n_chunks, t % n_chunks);
                         let panels = chunk * per_chunk..((chunk + 1) * per_chunk).min(n_panels);
                         if !panels.is_empty() {
-                            task(a_buf, ib, panels);
+                            T::with_pack_buffer(0, a_len, |a_buf| task(a_buf, ib, panels));
                         }
-                    },
-                );
+                    });
+                }
+            }
+        }
+    });
+}
+
+/// Picks the block height for `M`: at most `mc` and a multiple of `mr`. With several threads it
+/// looks (among the next few block counts) for the tallest height that gives a number of blocks
+/// divisible by `threads`, so every thread gets the same work; the caller splits `N` as well
+/// when there is none. Returns the height and the number of blocks.
+fn split_m(m: usize, mc: usize, mr: usize, threads: usize) -> (usize, usize) {
+    if threads > 1 {
+        let fewest = m.div_ceil(mc).next_multiple_of(threads);
+        for blocks in (fewest..fewest + threads * 8).step_by(threads) {
+            let height = m.div_ceil(blocks).next_multiple_of(mr);
+            if height <= mc && m.div_ceil(height) % threads == 0 {
+                return (height, m.div_ceil(height));
             }
         }
     }
-}
-
-/// Picks the block height for `M`: at most `mc`, a multiple of `mr`, and (when threads share
-/// the work) giving a number of blocks that is a multiple of `threads` where possible, so every
-/// thread gets the same amount of work. Returns the height and the number of blocks.
-fn split_m(m: usize, mc: usize, mr: usize, threads: usize) -> (usize, usize) {
-    let mut blocks = m.div_ceil(mc);
-    if threads > 1 && blocks >= threads {
-        blocks = blocks.next_multiple_of(threads);
-    }
-    let height = m.div_ceil(blocks).next_multiple_of(mr).min(mc);
+    let height = m.div_ceil(m.div_ceil(mc)).next_multiple_of(mr).min(mc);
     (height, m.div_ceil(height))
 }
 
 /// Sweeps the `mr x nr` tiles of one packed block of `A` (`rows x kc`) against the micro-panels
-/// `panels` of the packed `B` panel (`nc` columns wide), writing the tiles of `C` whose top-left
-/// element is at `c_start + i * ldc + j`. Edge tiles go through a scratch tile so the
-/// microkernel always writes a full `mr x nr`.
+/// `panels` of the packed `B` panel (`nc` columns wide), writing the tiles of `C` whose element
+/// `(i, j)` is at `c_start + i * c_rs + j * c_cs`. Full tiles of a row-major `C` go straight to
+/// the microkernel; edge tiles and transposed `C` go through a scratch tile, so the microkernel
+/// always writes a full row-major `mr x nr`.
 fn macrokernel<T: Copy + Default>(
     uk: &Microkernel<T>,
     kc: usize,
@@ -178,7 +188,7 @@ fn macrokernel<T: Copy + Default>(
     nc: usize,
     c: SharedMut<T>,
     c_start: usize,
-    ldc: usize,
+    (c_rs, c_cs): (usize, usize),
     accumulate: bool,
 ) {
     let (mr, nr) = (uk.mr, uk.nr);
@@ -188,24 +198,35 @@ fn macrokernel<T: Copy + Default>(
         let b_panel = &b_buf[jp * nr * kc..(jp + 1) * nr * kc];
         for (ip, a_panel) in a_buf.chunks_exact(mr * kc).enumerate() {
             let tile_rows = mr.min(rows - ip * mr);
-            let offset = c_start + ip * mr * ldc + jp * nr;
-            // SAFETY: the tile's rows ic + ip*mr + i (< m) and columns jc + jp*nr + j (< n) are
-            // inside `c` (checked by gemm_with), this task alone owns them, and the packed
-            // micro-panels hold kc * mr and kc * nr elements. `uk.run` matches this CPU (chosen
-            // by `select_*`).
+            let offset = c_start + ip * mr * c_rs + jp * nr * c_cs;
+            // SAFETY: the tile's elements (i, j), i < tile_rows, j < cols, are elements of the
+            // m x n matrix C that `c` covers (checked by gemm_with), this task alone owns them,
+            // and the packed micro-panels hold kc * mr and kc * nr elements. `uk.run` matches
+            // this CPU (chosen by `select_*`). The scratch tile has mr * nr <= MAX_TILE elements.
             unsafe {
                 let tile = c.0.add(offset);
-                if tile_rows == mr && cols == nr {
-                    (uk.run)(kc, a_panel.as_ptr(), b_panel.as_ptr(), tile, ldc, accumulate);
+                if tile_rows == mr && cols == nr && c_cs == 1 {
+                    (uk.run)(kc, a_panel.as_ptr(), b_panel.as_ptr(), tile, c_rs, accumulate);
                 } else {
                     if accumulate {
                         for i in 0..tile_rows {
-                            std::ptr::copy_nonoverlapping(tile.add(i * ldc), scratch.as_mut_ptr().add(i * nr), cols);
+                            for j in 0..cols {
+                                scratch[i * nr + j] = *tile.add(i * c_rs + j * c_cs);
+                            }
                         }
                     }
-                    (uk.run)(kc, a_panel.as_ptr(), b_panel.as_ptr(), scratch.as_mut_ptr(), nr, accumulate);
+                    (uk.run)(
+                        kc,
+                        a_panel.as_ptr(),
+                        b_panel.as_ptr(),
+                        scratch.as_mut_ptr(),
+                        nr,
+                        accumulate,
+                    );
                     for i in 0..tile_rows {
-                        std::ptr::copy_nonoverlapping(scratch.as_ptr().add(i * nr), tile.add(i * ldc), cols);
+                        for j in 0..cols {
+                            *tile.add(i * c_rs + j * c_cs) = scratch[i * nr + j];
+                        }
                     }
                 }
             }
@@ -220,9 +241,14 @@ mod tests {
     #[test]
     fn split_m_balances_blocks_over_threads() {
         assert_eq!(split_m(2048, 168, 14, 1), (168, 13));
-        let (h, blocks) = split_m(2048, 168, 14, 2);
-        assert_eq!((h % 14, blocks % 2), (0, 0));
-        assert!(h <= 168 && h * blocks >= 2048);
+        for (m, threads) in [(256, 2), (1000, 3), (300, 2), (600, 2)] {
+            let (h, blocks) = split_m(m, 56, 14, threads);
+            assert_eq!((h % 14, blocks % threads), (0, 0), "m = {m}");
+            assert!(h <= 56 && h * blocks >= m && h * (blocks - 1) < m, "m = {m}");
+        }
+        assert_eq!(split_m(256, 56, 14, 2), (28, 10));
+        // No balanced height near 56 for 2048 rows: 37 blocks, and the caller splits N too.
+        assert_eq!(split_m(2048, 56, 14, 2), (56, 37));
         assert_eq!(split_m(5, 168, 14, 2), (14, 1));
         assert_eq!(split_m(1, 64, 4, 1), (4, 1));
     }

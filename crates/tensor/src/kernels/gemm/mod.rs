@@ -123,19 +123,53 @@ pub trait GemmKernels: Copy + Default + Send + Sync + 'static {
     /// The microkernel [`gemm_with`] uses for this type on `isa`: that path's kernel when the
     /// CPU supports it, the scalar reference otherwise.
     fn microkernel(isa: Isa) -> Microkernel<Self>;
+
+    /// Runs `f` on this thread's packing buffer `slot` (0 for blocks of `A`, 1 for panels of
+    /// `B`), at least `len` elements starting on a 64-byte boundary. The buffers live as long
+    /// as the thread and only grow (at most `kc x nc` elements for `B`), so a product pays
+    /// neither an allocation nor page faults; a re-entrant use gets a fresh buffer.
+    #[doc(hidden)]
+    fn with_pack_buffer<R>(slot: usize, len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
 }
 
-impl GemmKernels for f32 {
-    fn microkernel(isa: Isa) -> Microkernel<f32> {
-        microkernel::select_f32(isa)
-    }
+macro_rules! impl_gemm_kernels {
+    ($t:ty, $select:path) => {
+        impl GemmKernels for $t {
+            fn microkernel(isa: Isa) -> Microkernel<$t> {
+                $select(isa)
+            }
+
+            fn with_pack_buffer<R>(slot: usize, len: usize, f: impl FnOnce(&mut [$t]) -> R) -> R {
+                thread_local! {
+                    static BUFFERS: [std::cell::RefCell<Vec<$t>>; 2] = Default::default();
+                }
+                // Room to move the start up to the next 64-byte boundary.
+                let pad = 64 / std::mem::size_of::<$t>();
+                let aligned = |buf: &mut Vec<$t>| -> std::ops::Range<usize> {
+                    if buf.len() < len + pad {
+                        *buf = vec![0.0; len + pad];
+                    }
+                    let start = buf.as_ptr().align_offset(64).min(pad);
+                    start..start + len
+                };
+                BUFFERS.with(|buffers| match buffers[slot].try_borrow_mut() {
+                    Ok(mut buf) => {
+                        let range = aligned(&mut buf);
+                        f(&mut buf[range])
+                    }
+                    Err(_) => {
+                        let mut buf = Vec::new();
+                        let range = aligned(&mut buf);
+                        f(&mut buf[range])
+                    }
+                })
+            }
+        }
+    };
 }
 
-impl GemmKernels for f64 {
-    fn microkernel(isa: Isa) -> Microkernel<f64> {
-        microkernel::select_f64(isa)
-    }
-}
+impl_gemm_kernels!(f32, microkernel::select_f32);
+impl_gemm_kernels!(f64, microkernel::select_f64);
 
 // ─── gemm ───────────────────────────────────────────────────────────────────────
 
@@ -193,7 +227,17 @@ pub fn gemm_with<T: Float>(
         }
         return;
     }
-    blocking::run(&T::microkernel(isa), m, n, k, a, b, c, ldc, accumulate);
+    let uk = T::microkernel(isa);
+    // A thin C wastes most of each mr x nr tile on zero padding (n = 10 against nr = 32, or a
+    // matrix-vector product). C^T = B^T A^T has the same elements: take whichever orientation
+    // pads less, when it pads clearly less. The choice depends on the shape only, never on the
+    // thread count.
+    let padded = |rows: usize, cols: usize| rows.next_multiple_of(uk.mr).saturating_mul(cols.next_multiple_of(uk.nr));
+    if padded(n, m).saturating_mul(5) < padded(m, n).saturating_mul(4) {
+        blocking::run(&uk, n, m, k, b.t(), a.t(), c, 1, ldc, accumulate);
+    } else {
+        blocking::run(&uk, m, n, k, a, b, c, ldc, 1, accumulate);
+    }
 }
 
 /// Panics with a message naming the broken part of [`gemm`]'s contract.

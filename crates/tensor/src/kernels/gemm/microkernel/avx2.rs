@@ -11,7 +11,7 @@
 use std::arch::x86_64::*;
 
 use super::simd_microkernel;
-use crate::kernels::gemm::packing::pack_panels;
+use crate::kernels::gemm::packing::x86::{pack_f32, pack_f64};
 use crate::kernels::gemm::Microkernel;
 use crate::kernels::Isa;
 
@@ -31,8 +31,8 @@ simd_microkernel! {
 
 /// The AVX2 f32 kernel and its blocking.
 pub(in crate::kernels::gemm) const AVX2_F32: Microkernel<f32> =
-    Microkernel { isa: Isa::Avx2, mr: 6, nr: 16, kc: 256, mc: 144, nc: 2048, run: kernel_f32, pack_a: pack_panels::<f32, 6>, pack_b: pack_panels::<f32, 16> };
+    Microkernel { isa: Isa::Avx2, mr: 6, nr: 16, kc: 256, mc: 144, nc: 2048, run: kernel_f32, pack_a: pack_f32::<6>, pack_b: pack_f32::<16> };
 
 /// The AVX2 f64 kernel and its blocking.
 pub(in crate::kernels::gemm) const AVX2_F64: Microkernel<f64> =
-    Microkernel { isa: Isa::Avx2, mr: 6, nr: 8, kc: 256, mc: 72, nc: 1024, run: kernel_f64, pack_a: pack_panels::<f64, 6>, pack_b: pack_panels::<f64, 8> };
+    Microkernel { isa: Isa::Avx2, mr: 6, nr: 8, kc: 256, mc: 72, nc: 1024, run: kernel_f64, pack_a: pack_f64::<6>, pack_b: pack_f64::<8> };

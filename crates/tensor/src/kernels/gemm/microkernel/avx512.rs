@@ -18,7 +18,7 @@
 use std::arch::x86_64::*;
 
 use super::simd_microkernel;
-use crate::kernels::gemm::packing::pack_panels;
+use crate::kernels::gemm::packing::x86::{pack_f32, pack_f64};
 use crate::kernels::gemm::Microkernel;
 use crate::kernels::Isa;
 
@@ -38,8 +38,8 @@ simd_microkernel! {
 
 /// The AVX-512 f32 kernel and its blocking.
 pub(in crate::kernels::gemm) const AVX512_F32: Microkernel<f32> =
-    Microkernel { isa: Isa::Avx512, mr: 14, nr: 32, kc: 1024, mc: 56, nc: 1024, run: kernel_f32, pack_a: pack_panels::<f32, 14>, pack_b: pack_panels::<f32, 32> };
+    Microkernel { isa: Isa::Avx512, mr: 14, nr: 32, kc: 1024, mc: 56, nc: 1024, run: kernel_f32, pack_a: pack_f32::<14>, pack_b: pack_f32::<32> };
 
 /// The AVX-512 f64 kernel and its blocking.
 pub(in crate::kernels::gemm) const AVX512_F64: Microkernel<f64> =
-    Microkernel { isa: Isa::Avx512, mr: 14, nr: 16, kc: 1024, mc: 28, nc: 1024, run: kernel_f64, pack_a: pack_panels::<f64, 14>, pack_b: pack_panels::<f64, 16> };
+    Microkernel { isa: Isa::Avx512, mr: 14, nr: 16, kc: 1024, mc: 28, nc: 1024, run: kernel_f64, pack_a: pack_f64::<14>, pack_b: pack_f64::<16> };
