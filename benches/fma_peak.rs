@@ -29,7 +29,10 @@ fn fma_peak(c: &mut Criterion) {
     for isa in available_isas() {
         let flops = fma_peak_flops(isa, 1) as u64 * ROUNDS as u64;
         for threads in [1usize, 2] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a rayon pool");
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a rayon pool");
             group.throughput(Throughput::Elements(flops * threads as u64));
             group.bench_function(format!("{}/t{threads}", isa.name()), |b| {
                 b.iter_custom(|iters| {

@@ -28,7 +28,15 @@ use tapegrad::tensor::{Float, Generator, Tensor};
 const SIZES: [usize; 6] = [64, 128, 256, 512, 1024, 2048];
 
 fn pools() -> [(usize, ThreadPool); 2] {
-    [1, 2].map(|t| (t, rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("a rayon pool")))
+    [1, 2].map(|t| {
+        (
+            t,
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .expect("a rayon pool"),
+        )
+    })
 }
 
 fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
@@ -64,7 +72,17 @@ fn square<T: Float>(group: &mut BenchmarkGroup<'_, WallTime>, isa: Isa, sizes: &
             group.bench_function(format!("{}/t{threads}/{n}", isa.name()), |bench| {
                 bench.iter_custom(|iters| {
                     timed(&pool, iters, || {
-                        gemm_with(isa, n, n, n, MatRef::row_major(&a, n), MatRef::row_major(&b, n), &mut c, n, false)
+                        gemm_with(
+                            isa,
+                            n,
+                            n,
+                            n,
+                            MatRef::row_major(&a, n),
+                            MatRef::row_major(&b, n),
+                            &mut c,
+                            n,
+                            false,
+                        )
                     })
                 })
             });
@@ -114,13 +132,16 @@ fn mlp(c: &mut Criterion) {
         let (m, k, n) = (lhs.shape()[0], lhs.shape()[1], rhs.shape()[1]);
         group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
         for (threads, pool) in pools() {
-            group.bench_function(format!("{}/t{threads}/{name}", active_isa().name()), |bench| {
-                bench.iter_custom(|iters| {
-                    timed(&pool, iters, || {
-                        std::hint::black_box(lhs.matmul(rhs).expect("matching shapes"));
+            group.bench_function(
+                format!("{}/t{threads}/{name}", active_isa().name()),
+                |bench| {
+                    bench.iter_custom(|iters| {
+                        timed(&pool, iters, || {
+                            std::hint::black_box(lhs.matmul(rhs).expect("matching shapes"));
+                        })
                     })
-                })
-            });
+                },
+            );
         }
     }
     group.finish();

@@ -94,7 +94,10 @@ pub(super) fn run<T: GemmKernels>(
                     }
                 };
                 if threads > 1 {
-                    b_buf.par_chunks_mut(per_chunk * nr * kc).enumerate().for_each(pack_b);
+                    b_buf
+                        .par_chunks_mut(per_chunk * nr * kc)
+                        .enumerate()
+                        .for_each(pack_b);
                 } else {
                     pack_b((0, b_buf));
                 }
@@ -108,7 +111,10 @@ pub(super) fn run<T: GemmKernels>(
                     // SAFETY: rows ic .. ic + rows and columns pc .. pc + kc of `a` are inside
                     // `a.data` because `a` covers m x k (checked by gemm_with).
                     unsafe {
-                        let src = a.data.as_ptr().add(a.offset + ic * a.row_stride + pc * a.col_stride);
+                        let src = a
+                            .data
+                            .as_ptr()
+                            .add(a.offset + ic * a.row_stride + pc * a.col_stride);
                         (uk.pack_a)(src, rows, kc, a.row_stride, a.col_stride, a_buf);
                     }
                     macrokernel(
@@ -206,7 +212,14 @@ fn macrokernel<T: Copy + Default>(
             unsafe {
                 let tile = c.0.add(offset);
                 if tile_rows == mr && cols == nr && c_cs == 1 {
-                    (uk.run)(kc, a_panel.as_ptr(), b_panel.as_ptr(), tile, c_rs, accumulate);
+                    (uk.run)(
+                        kc,
+                        a_panel.as_ptr(),
+                        b_panel.as_ptr(),
+                        tile,
+                        c_rs,
+                        accumulate,
+                    );
                 } else {
                     if accumulate {
                         for i in 0..tile_rows {
@@ -244,7 +257,10 @@ mod tests {
         for (m, threads) in [(256, 2), (1000, 3), (300, 2), (600, 2)] {
             let (h, blocks) = split_m(m, 56, 14, threads);
             assert_eq!((h % 14, blocks % threads), (0, 0), "m = {m}");
-            assert!(h <= 56 && h * blocks >= m && h * (blocks - 1) < m, "m = {m}");
+            assert!(
+                h <= 56 && h * blocks >= m && h * (blocks - 1) < m,
+                "m = {m}"
+            );
         }
         assert_eq!(split_m(256, 56, 14, 2), (28, 10));
         // No balanced height near 56 for 2048 rows: 37 blocks, and the caller splits N too.

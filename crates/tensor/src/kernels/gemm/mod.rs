@@ -48,12 +48,21 @@ pub struct MatRef<'a, T> {
 impl<'a, T> MatRef<'a, T> {
     /// A row-major matrix with `cols` columns starting at `data[0]` (`row_stride = cols`).
     pub fn row_major(data: &'a [T], cols: usize) -> MatRef<'a, T> {
-        MatRef { data, offset: 0, row_stride: cols, col_stride: 1 }
+        MatRef {
+            data,
+            offset: 0,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
 
     /// The transposed view: rows become columns, no element moves.
     pub fn t(self) -> MatRef<'a, T> {
-        MatRef { row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+        MatRef {
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
     }
 
     /// True when every element `(i, j)` with `i < rows`, `j < cols` lies inside `data`
@@ -64,7 +73,11 @@ impl<'a, T> MatRef<'a, T> {
         }
         let last = (rows - 1)
             .checked_mul(self.row_stride)
-            .and_then(|r| (cols - 1).checked_mul(self.col_stride).and_then(|c| r.checked_add(c)))
+            .and_then(|r| {
+                (cols - 1)
+                    .checked_mul(self.col_stride)
+                    .and_then(|c| r.checked_add(c))
+            })
             .and_then(|rc| rc.checked_add(self.offset));
         matches!(last, Some(last) if last < self.data.len())
     }
@@ -104,15 +117,15 @@ impl<T> Microkernel<T> {
     pub fn nr(&self) -> usize {
         self.nr
     }
-    /// Depth of one packed slice of `K` (sized so a `kc x nr` micro-panel of `B` stays in L1).
+    /// Depth of one packed slice of `K` (each slice is one pass over `C`).
     pub fn kc(&self) -> usize {
         self.kc
     }
-    /// Rows of one packed block of `A` (sized so the `mc x kc` block stays in L2).
+    /// Rows of one packed block of `A` (the `mc x kc` block stays in L2).
     pub fn mc(&self) -> usize {
         self.mc
     }
-    /// Columns of one packed panel of `B` (sized so the `kc x nc` panel stays in L3).
+    /// Columns of one packed panel of `B` (the `kc x nc` panel stays in L3).
     pub fn nc(&self) -> usize {
         self.nc
     }
@@ -195,8 +208,27 @@ impl_gemm_kernels!(f64, microkernel::select_f64);
 /// gemm(2, 2, 2, MatRef::row_major(&a, 2), MatRef::row_major(&b, 2), &mut c, 2, false);
 /// assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
 /// ```
-pub fn gemm<T: Float>(m: usize, n: usize, k: usize, a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, accumulate: bool) {
-    gemm_with(crate::kernels::active_isa(), m, n, k, a, b, c, ldc, accumulate)
+pub fn gemm<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [T],
+    ldc: usize,
+    accumulate: bool,
+) {
+    gemm_with(
+        crate::kernels::active_isa(),
+        m,
+        n,
+        k,
+        a,
+        b,
+        c,
+        ldc,
+        accumulate,
+    )
 }
 
 /// [`gemm`] on an explicit instruction-set path; a path this CPU does not support falls back to
@@ -232,7 +264,10 @@ pub fn gemm_with<T: Float>(
     // matrix-vector product). C^T = B^T A^T has the same elements: take whichever orientation
     // pads less, when it pads clearly less. The choice depends on the shape only, never on the
     // thread count.
-    let padded = |rows: usize, cols: usize| rows.next_multiple_of(uk.mr).saturating_mul(cols.next_multiple_of(uk.nr));
+    let padded = |rows: usize, cols: usize| {
+        rows.next_multiple_of(uk.mr)
+            .saturating_mul(cols.next_multiple_of(uk.nr))
+    };
     if padded(n, m).saturating_mul(5) < padded(m, n).saturating_mul(4) {
         blocking::run(&uk, n, m, k, b.t(), a.t(), c, 1, ldc, accumulate);
     } else {
@@ -241,7 +276,15 @@ pub fn gemm_with<T: Float>(
 }
 
 /// Panics with a message naming the broken part of [`gemm`]'s contract.
-fn check_contract<T>(m: usize, n: usize, k: usize, a: &MatRef<'_, T>, b: &MatRef<'_, T>, c_len: usize, ldc: usize) {
+fn check_contract<T>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+    c_len: usize,
+    ldc: usize,
+) {
     assert!(
         a.fits(m, k),
         "gemm: A ({m} x {k}, offset {}, strides [{}, {}]) reaches past its slice of {} elements",
@@ -261,7 +304,10 @@ fn check_contract<T>(m: usize, n: usize, k: usize, a: &MatRef<'_, T>, b: &MatRef
     if m == 0 || n == 0 {
         return;
     }
-    assert!(m == 1 || ldc >= n, "gemm: ldc {ldc} is smaller than n {n}: rows of C would overlap");
+    assert!(
+        m == 1 || ldc >= n,
+        "gemm: ldc {ldc} is smaller than n {n}: rows of C would overlap"
+    );
     let need = (m - 1).checked_mul(ldc).and_then(|r| r.checked_add(n));
     assert!(
         matches!(need, Some(need) if need <= c_len),
@@ -278,9 +324,27 @@ mod tests {
         let data = [0.0f32; 6];
         assert!(MatRef::row_major(&data, 3).fits(2, 3));
         assert!(!MatRef::row_major(&data, 3).fits(3, 3));
-        assert!(MatRef { data: &data, offset: 5, row_stride: 0, col_stride: 0 }.fits(1000, 1000));
-        assert!(!MatRef { data: &data, offset: 0, row_stride: usize::MAX, col_stride: 1 }.fits(2, 1));
-        assert!(MatRef { data: &[] as &[f32], offset: 99, row_stride: 1, col_stride: 1 }.fits(0, 5));
+        assert!(MatRef {
+            data: &data,
+            offset: 5,
+            row_stride: 0,
+            col_stride: 0
+        }
+        .fits(1000, 1000));
+        assert!(!MatRef {
+            data: &data,
+            offset: 0,
+            row_stride: usize::MAX,
+            col_stride: 1
+        }
+        .fits(2, 1));
+        assert!(MatRef {
+            data: &[] as &[f32],
+            offset: 99,
+            row_stride: 1,
+            col_stride: 1
+        }
+        .fits(0, 5));
     }
 
     #[test]
@@ -288,7 +352,16 @@ mod tests {
     fn out_of_bounds_a_is_a_clear_panic() {
         let data = [0.0f32; 5];
         let mut c = [0.0f32; 4];
-        gemm(2, 2, 3, MatRef::row_major(&data, 3), MatRef::row_major(&data, 2), &mut c, 2, false);
+        gemm(
+            2,
+            2,
+            3,
+            MatRef::row_major(&data, 3),
+            MatRef::row_major(&data, 2),
+            &mut c,
+            2,
+            false,
+        );
     }
 
     #[test]
@@ -296,6 +369,15 @@ mod tests {
     fn overlapping_c_rows_are_rejected() {
         let data = [0.0f32; 16];
         let mut c = [0.0f32; 16];
-        gemm(2, 4, 2, MatRef::row_major(&data, 2), MatRef::row_major(&data, 4), &mut c, 2, false);
+        gemm(
+            2,
+            4,
+            2,
+            MatRef::row_major(&data, 2),
+            MatRef::row_major(&data, 4),
+            &mut c,
+            2,
+            false,
+        );
     }
 }

@@ -27,7 +27,12 @@ unsafe fn kernel<T: Copy + Default + Add<Output = T> + Mul<Output = T>>(
     accumulate: bool,
 ) {
     // SAFETY: the contract makes both packed micro-panels readable for these lengths.
-    let (a, b) = unsafe { (std::slice::from_raw_parts(a, kc * MR), std::slice::from_raw_parts(b, kc * NR)) };
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts(a, kc * MR),
+            std::slice::from_raw_parts(b, kc * NR),
+        )
+    };
     let mut acc = [[T::default(); NR]; MR];
     for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
         for i in 0..MR {
@@ -41,15 +46,37 @@ unsafe fn kernel<T: Copy + Default + Add<Output = T> + Mul<Output = T>>(
         // thread touches them (contract).
         let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), NR) };
         for j in 0..NR {
-            row[j] = if accumulate { row[j] + acc[i][j] } else { acc[i][j] };
+            row[j] = if accumulate {
+                row[j] + acc[i][j]
+            } else {
+                acc[i][j]
+            };
         }
     }
 }
 
 /// The scalar f32 kernel and its blocking.
-pub(in crate::kernels::gemm) const SCALAR_F32: Microkernel<f32> =
-    Microkernel { isa: Isa::Scalar, mr: MR, nr: NR, kc: 256, mc: 64, nc: 1024, run: kernel::<f32>, pack_a: pack_panels::<f32, MR>, pack_b: pack_panels::<f32, NR> };
+pub(in crate::kernels::gemm) const SCALAR_F32: Microkernel<f32> = Microkernel {
+    isa: Isa::Scalar,
+    mr: MR,
+    nr: NR,
+    kc: 256,
+    mc: 64,
+    nc: 1024,
+    run: kernel::<f32>,
+    pack_a: pack_panels::<f32, MR>,
+    pack_b: pack_panels::<f32, NR>,
+};
 
 /// The scalar f64 kernel and its blocking.
-pub(in crate::kernels::gemm) const SCALAR_F64: Microkernel<f64> =
-    Microkernel { isa: Isa::Scalar, mr: MR, nr: NR, kc: 256, mc: 64, nc: 1024, run: kernel::<f64>, pack_a: pack_panels::<f64, MR>, pack_b: pack_panels::<f64, NR> };
+pub(in crate::kernels::gemm) const SCALAR_F64: Microkernel<f64> = Microkernel {
+    isa: Isa::Scalar,
+    mr: MR,
+    nr: NR,
+    kc: 256,
+    mc: 64,
+    nc: 1024,
+    run: kernel::<f64>,
+    pack_a: pack_panels::<f64, MR>,
+    pack_b: pack_panels::<f64, NR>,
+};
