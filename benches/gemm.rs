@@ -1,2 +1,151 @@
-//! (placeholder bench)
-fn main() {}
+//! GEMM throughput: SGEMM on every kernel path for square sizes at 1 and 2 threads, a DGEMM
+//! sample, and the f32 products of a 784-1024-10 MLP at batch 128 (forward and both backward
+//! products, which read transposed operands in place).
+//!
+//! Throughput is declared as `Elements(2 m n k)`, so criterion's "elem/s" reads as FLOP/s
+//! (`Gelem/s` = GFLOP/s); compare with `benches/fma_peak.rs`. Names are
+//! `group/path/threads/size`, so criterion's filter picks a subset:
+//!
+//! ```text
+//! cargo bench --bench gemm                            # everything (a few minutes)
+//! cargo bench --bench gemm -- 'sgemm/avx512/t1/1024'  # one point
+//! cargo bench --bench gemm -- 'sgemm/.*/2048'         # every path at n = 2048
+//! cargo bench --bench gemm -- mlp --quick             # shorter run
+//! ```
+//!
+//! The scalar path is skipped at n = 2048 (tens of seconds per sample; it is the reference,
+//! not a contender).
+
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use rayon::ThreadPool;
+use tapegrad::tensor::kernels::gemm::{gemm_with, MatRef};
+use tapegrad::tensor::kernels::{active_isa, available_isas, Isa};
+use tapegrad::tensor::{Float, Generator, Tensor};
+
+const SIZES: [usize; 6] = [64, 128, 256, 512, 1024, 2048];
+
+fn pools() -> [(usize, ThreadPool); 2] {
+    [1, 2].map(|t| {
+        (
+            t,
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .expect("a rayon pool"),
+        )
+    })
+}
+
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+}
+
+/// Times `iters` runs of `f` inside `pool` (one `install` per sample, not per run).
+fn timed(pool: &ThreadPool, iters: u64, mut f: impl FnMut() + Send) -> Duration {
+    pool.install(|| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        start.elapsed()
+    })
+}
+
+/// `C = A · B` for square `n x n` row-major operands on `isa`.
+fn square<T: Float>(group: &mut BenchmarkGroup<'_, WallTime>, isa: Isa, sizes: &[usize]) {
+    let mut gen = Generator::new(0);
+    for &n in sizes {
+        if isa == Isa::Scalar && n > 1024 {
+            continue;
+        }
+        let a = Tensor::<T>::randn(&[n, n], &mut gen).to_vec();
+        let b = Tensor::<T>::randn(&[n, n], &mut gen).to_vec();
+        let mut c = vec![T::ZERO; n * n];
+        group.throughput(Throughput::Elements(2 * (n * n * n) as u64));
+        for (threads, pool) in pools() {
+            group.bench_function(format!("{}/t{threads}/{n}", isa.name()), |bench| {
+                bench.iter_custom(|iters| {
+                    timed(&pool, iters, || {
+                        gemm_with(
+                            isa,
+                            n,
+                            n,
+                            n,
+                            MatRef::row_major(&a, n),
+                            MatRef::row_major(&b, n),
+                            &mut c,
+                            n,
+                            false,
+                        )
+                    })
+                })
+            });
+        }
+    }
+}
+
+fn sgemm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sgemm");
+    configure(&mut group);
+    for isa in available_isas() {
+        square::<f32>(&mut group, isa, &SIZES);
+    }
+    group.finish();
+}
+
+fn dgemm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dgemm");
+    configure(&mut group);
+    square::<f64>(&mut group, active_isa(), &[256, 1024]);
+    group.finish();
+}
+
+/// The products of one training step of a 784-1024-10 MLP at batch 128, through
+/// `Tensor::matmul` on the active path: `(name, lhs, rhs)` with transposed views where the
+/// backward pass reads them.
+fn mlp(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mlp");
+    configure(&mut group);
+    let mut gen = Generator::new(1);
+    let x = Tensor::<f32>::randn(&[128, 784], &mut gen);
+    let w1 = Tensor::<f32>::randn(&[784, 1024], &mut gen);
+    let h = Tensor::<f32>::randn(&[128, 1024], &mut gen);
+    let w2 = Tensor::<f32>::randn(&[1024, 10], &mut gen);
+    let dy2 = Tensor::<f32>::randn(&[128, 10], &mut gen);
+    let dh = Tensor::<f32>::randn(&[128, 1024], &mut gen);
+    let t = |v: &Tensor<f32>| v.t().expect("a 2-D tensor");
+    let products: [(&str, Tensor<f32>, Tensor<f32>); 6] = [
+        ("fc1_fwd_128x784x1024", x.clone(), w1.clone()), // h = x W1
+        ("fc1_dw_AtB_784x128x1024", t(&x), dh.clone()),  // dW1 = x^T dh
+        ("fc1_dx_ABt_128x1024x784", dh.clone(), t(&w1)), // dx = dh W1^T
+        ("fc2_fwd_128x1024x10", h.clone(), w2.clone()),  // y = h W2
+        ("fc2_dw_AtB_1024x128x10", t(&h), dy2.clone()),  // dW2 = h^T dy
+        ("fc2_dx_ABt_128x10x1024", dy2.clone(), t(&w2)), // dh = dy W2^T
+    ];
+    for (name, lhs, rhs) in &products {
+        let (m, k, n) = (lhs.shape()[0], lhs.shape()[1], rhs.shape()[1]);
+        group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        for (threads, pool) in pools() {
+            group.bench_function(
+                format!("{}/t{threads}/{name}", active_isa().name()),
+                |bench| {
+                    bench.iter_custom(|iters| {
+                        timed(&pool, iters, || {
+                            std::hint::black_box(lhs.matmul(rhs).expect("matching shapes"));
+                        })
+                    })
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, sgemm, dgemm, mlp);
+criterion_main!(benches);

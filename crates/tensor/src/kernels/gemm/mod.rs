@@ -1,17 +1,38 @@
-//! General matrix multiply, `C = A · B (+ C)`, over strided operands.
+//! General matrix multiply, `C = A · B` or `C += A · B`, over strided operands.
 //!
-//! (Placeholder: a plain triple loop until the blocked, packed GEMM lands.)
+//! The GotoBLAS / BLIS design, in three layers:
+//!
+//! - `blocking.rs`: the loop nest. `B` is cut into `kc x nc` panels (kept in L3), `A` into
+//!   `mc x kc` blocks (kept in L2); both are packed, then a macrokernel sweeps `mr x nr` tiles of
+//!   `C`, each one a call of the microkernel over a `kc`-long slice of `K`.
+//! - `packing.rs`: copies a block of `A` (any strides: row-major, transposed, narrowed, expanded)
+//!   into `mr`-row micro-panels and a panel of `B` into `nr`-column micro-panels, in the order
+//!   the microkernel reads them, zero-padding the ragged edges so the microkernel never branches.
+//!   Transposed operands therefore cost nothing extra: packing reads them where they are.
+//! - `microkernel/`: one `mr x nr` register-blocked kernel per instruction set (scalar, AVX2+FMA,
+//!   AVX-512, NEON), each file documenting its tile and its blocking sizes.
+//!
+//! Large problems run on the current rayon pool: the `mc` blocks of `M` (or, when `M` is small,
+//! chunks of the `nr` panels of `N`) are split across threads. Every element of `C` is computed by
+//! exactly one thread, summing over `K` in the same order whatever the split, so the result is
+//! bit-identical for any thread count. (Different instruction sets may round differently: FMA
+//! paths fuse the multiply and the add.)
+//!
+//! [`peak`] holds a small FMA-throughput loop that measures the core's floating-point peak, the
+//! yardstick the GEMM benchmark is read against.
 
 use crate::dtype::Float;
 use crate::kernels::Isa;
 
-/// The GEMM kernels for one element type (implemented for `f32` and `f64`).
-pub trait GemmKernels: Sized {}
-
-impl GemmKernels for f32 {}
-impl GemmKernels for f64 {}
+mod blocking;
+mod microkernel;
+mod packing;
+pub mod peak;
 
 /// A read-only strided matrix: element `(i, j)` is `data[offset + i * row_stride + j * col_stride]`.
+///
+/// Any strides are allowed (0 repeats a row or a column, as an expanded tensor does); [`gemm`]
+/// checks that every element it will read lies inside `data`.
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a, T> {
     /// The storage the matrix lives in.
@@ -24,11 +45,169 @@ pub struct MatRef<'a, T> {
     pub col_stride: usize,
 }
 
-/// `C = A · B`, or `C += A · B` when `accumulate`, for `A` of `m x k`, `B` of `k x n` and `C`
-/// row-major `m x n` with row stride `ldc`, on the active ISA and the current rayon pool.
+impl<'a, T> MatRef<'a, T> {
+    /// A row-major matrix with `cols` columns starting at `data[0]` (`row_stride = cols`).
+    pub fn row_major(data: &'a [T], cols: usize) -> MatRef<'a, T> {
+        MatRef {
+            data,
+            offset: 0,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transposed view: rows become columns, no element moves.
+    pub fn t(self) -> MatRef<'a, T> {
+        MatRef {
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// True when every element `(i, j)` with `i < rows`, `j < cols` lies inside `data`
+    /// (vacuously true for an empty matrix), computed without overflow.
+    pub fn fits(&self, rows: usize, cols: usize) -> bool {
+        if rows == 0 || cols == 0 {
+            return true;
+        }
+        let last = (rows - 1)
+            .checked_mul(self.row_stride)
+            .and_then(|r| {
+                (cols - 1)
+                    .checked_mul(self.col_stride)
+                    .and_then(|c| r.checked_add(c))
+            })
+            .and_then(|rc| rc.checked_add(self.offset));
+        matches!(last, Some(last) if last < self.data.len())
+    }
+}
+
+/// One instruction set's GEMM microkernel with the blocking sizes tuned for it.
+///
+/// The packed operands are `mr x kc` micro-panels of `A` and `kc x nr` micro-panels of `B`; a
+/// block of `A` has at most `mc` rows, a panel of `B` at most `nc` columns. [`GemmKernels::microkernel`]
+/// returns one; [`Microkernel::isa`] tells which path it really is (scalar when the asked-for
+/// path is not supported on this CPU).
+#[derive(Clone, Copy, Debug)]
+pub struct Microkernel<T> {
+    isa: Isa,
+    mr: usize,
+    nr: usize,
+    kc: usize,
+    mc: usize,
+    nc: usize,
+    run: microkernel::KernelFn<T>,
+    /// Packs `A` into `mr`-wide micro-panels.
+    pack_a: packing::PackFn<T>,
+    /// Packs `B` (as its transpose) into `nr`-wide micro-panels.
+    pack_b: packing::PackFn<T>,
+}
+
+impl<T> Microkernel<T> {
+    /// The path this kernel runs on.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    /// Rows of `C` per microkernel call (the register tile's height).
+    pub fn mr(&self) -> usize {
+        self.mr
+    }
+    /// Columns of `C` per microkernel call (the register tile's width).
+    pub fn nr(&self) -> usize {
+        self.nr
+    }
+    /// Depth of one packed slice of `K` (each slice is one pass over `C`).
+    pub fn kc(&self) -> usize {
+        self.kc
+    }
+    /// Rows of one packed block of `A` (the `mc x kc` block stays in L2).
+    pub fn mc(&self) -> usize {
+        self.mc
+    }
+    /// Columns of one packed panel of `B` (the `kc x nc` panel stays in L3).
+    pub fn nc(&self) -> usize {
+        self.nc
+    }
+}
+
+/// The GEMM kernels for one element type (implemented for `f32` and `f64`); `Float` requires it.
+pub trait GemmKernels: Copy + Default + Send + Sync + 'static {
+    /// The microkernel [`gemm_with`] uses for this type on `isa`: that path's kernel when the
+    /// CPU supports it, the scalar reference otherwise.
+    fn microkernel(isa: Isa) -> Microkernel<Self>;
+
+    /// Runs `f` on this thread's packing buffer `slot` (0 for blocks of `A`, 1 for panels of
+    /// `B`), at least `len` elements starting on a 64-byte boundary. The buffers live as long
+    /// as the thread and only grow (at most `kc x nc` elements for `B`), so a product pays
+    /// neither an allocation nor page faults; a re-entrant use gets a fresh buffer.
+    #[doc(hidden)]
+    fn with_pack_buffer<R>(slot: usize, len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+}
+
+macro_rules! impl_gemm_kernels {
+    ($t:ty, $select:path) => {
+        impl GemmKernels for $t {
+            fn microkernel(isa: Isa) -> Microkernel<$t> {
+                $select(isa)
+            }
+
+            fn with_pack_buffer<R>(slot: usize, len: usize, f: impl FnOnce(&mut [$t]) -> R) -> R {
+                thread_local! {
+                    static BUFFERS: [std::cell::RefCell<Vec<$t>>; 2] = Default::default();
+                }
+                // Room to move the start up to the next 64-byte boundary.
+                let pad = 64 / std::mem::size_of::<$t>();
+                let aligned = |buf: &mut Vec<$t>| -> std::ops::Range<usize> {
+                    if buf.len() < len + pad {
+                        *buf = vec![0.0; len + pad];
+                    }
+                    let start = buf.as_ptr().align_offset(64).min(pad);
+                    start..start + len
+                };
+                BUFFERS.with(|buffers| match buffers[slot].try_borrow_mut() {
+                    Ok(mut buf) => {
+                        let range = aligned(&mut buf);
+                        f(&mut buf[range])
+                    }
+                    Err(_) => {
+                        let mut buf = Vec::new();
+                        let range = aligned(&mut buf);
+                        f(&mut buf[range])
+                    }
+                })
+            }
+        }
+    };
+}
+
+impl_gemm_kernels!(f32, microkernel::select_f32);
+impl_gemm_kernels!(f64, microkernel::select_f64);
+
+// ─── gemm ───────────────────────────────────────────────────────────────────────
+
+/// `C = A · B`, or `C += A · B` when `accumulate`, on the active instruction set
+/// ([`crate::kernels::active_isa`]) and the current rayon pool.
+///
+/// `A` is `m x k`, `B` is `k x n` (any strides, see [`MatRef`]), `C` is row-major `m x n` with
+/// row stride `ldc`: `c[i * ldc + j] (+)= Σ_p a(i, p) · b(p, j)`. With `k = 0` the product is
+/// zero (so `C` is zeroed, or left as is when accumulating). The result does not depend on the
+/// number of rayon threads.
 ///
 /// # Panics
-/// If an operand's strides reach outside its slice (a caller bug: tensor ops check shapes first).
+/// When the arguments break the caller contract: an operand whose strides reach outside its
+/// slice, `C` too short for `m` rows of stride `ldc`, or `ldc < n` with more than one row.
+/// Tensor ops check shapes before calling, so they never panic here. Nothing is read or
+/// written out of bounds whatever the arguments.
+///
+/// ```
+/// use tapegrad_tensor::kernels::gemm::{gemm, MatRef};
+/// let a = [1.0f32, 2.0, 3.0, 4.0]; // [[1, 2], [3, 4]]
+/// let b = [5.0f32, 6.0, 7.0, 8.0]; // [[5, 6], [7, 8]]
+/// let mut c = [0.0f32; 4];
+/// gemm(2, 2, 2, MatRef::row_major(&a, 2), MatRef::row_major(&b, 2), &mut c, 2, false);
+/// assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
+/// ```
 pub fn gemm<T: Float>(
     m: usize,
     n: usize,
@@ -39,12 +218,26 @@ pub fn gemm<T: Float>(
     ldc: usize,
     accumulate: bool,
 ) {
-    gemm_with(crate::kernels::active_isa(), m, n, k, a, b, c, ldc, accumulate)
+    gemm_with(
+        crate::kernels::active_isa(),
+        m,
+        n,
+        k,
+        a,
+        b,
+        c,
+        ldc,
+        accumulate,
+    )
 }
 
-/// [`gemm`] on an explicit ISA path (which must be supported; tests use this to compare paths).
+/// [`gemm`] on an explicit instruction-set path; a path this CPU does not support falls back to
+/// the scalar reference. Tests and benchmarks use it to compare paths.
+///
+/// # Panics
+/// As [`gemm`].
 pub fn gemm_with<T: Float>(
-    _isa: Isa,
+    isa: Isa,
     m: usize,
     n: usize,
     k: usize,
@@ -54,15 +247,137 @@ pub fn gemm_with<T: Float>(
     ldc: usize,
     accumulate: bool,
 ) {
-    for i in 0..m {
-        for j in 0..n {
-            let mut acc = T::ZERO;
-            for p in 0..k {
-                acc += a.data[a.offset + i * a.row_stride + p * a.col_stride]
-                    * b.data[b.offset + p * b.row_stride + j * b.col_stride];
+    check_contract(m, n, k, &a, &b, c.len(), ldc);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for row in c.chunks_mut(ldc.max(n)).take(m) {
+                row[..n].fill(T::ZERO);
             }
-            let cij = &mut c[i * ldc + j];
-            *cij = if accumulate { *cij + acc } else { acc };
         }
+        return;
+    }
+    let uk = T::microkernel(isa);
+    // A thin C wastes most of each mr x nr tile on zero padding (n = 10 against nr = 32, or a
+    // matrix-vector product). C^T = B^T A^T has the same elements: take whichever orientation
+    // pads less, when it pads clearly less. The choice depends on the shape only, never on the
+    // thread count.
+    let padded = |rows: usize, cols: usize| {
+        rows.next_multiple_of(uk.mr)
+            .saturating_mul(cols.next_multiple_of(uk.nr))
+    };
+    if padded(n, m).saturating_mul(5) < padded(m, n).saturating_mul(4) {
+        blocking::run(&uk, n, m, k, b.t(), a.t(), c, 1, ldc, accumulate);
+    } else {
+        blocking::run(&uk, m, n, k, a, b, c, ldc, 1, accumulate);
+    }
+}
+
+/// Panics with a message naming the broken part of [`gemm`]'s contract.
+fn check_contract<T>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+    c_len: usize,
+    ldc: usize,
+) {
+    assert!(
+        a.fits(m, k),
+        "gemm: A ({m} x {k}, offset {}, strides [{}, {}]) reaches past its slice of {} elements",
+        a.offset,
+        a.row_stride,
+        a.col_stride,
+        a.data.len()
+    );
+    assert!(
+        b.fits(k, n),
+        "gemm: B ({k} x {n}, offset {}, strides [{}, {}]) reaches past its slice of {} elements",
+        b.offset,
+        b.row_stride,
+        b.col_stride,
+        b.data.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        m == 1 || ldc >= n,
+        "gemm: ldc {ldc} is smaller than n {n}: rows of C would overlap"
+    );
+    let need = (m - 1).checked_mul(ldc).and_then(|r| r.checked_add(n));
+    assert!(
+        matches!(need, Some(need) if need <= c_len),
+        "gemm: C ({m} x {n}, ldc {ldc}) needs more than the {c_len} elements of its slice"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fits_checks_the_last_element_without_overflow() {
+        let data = [0.0f32; 6];
+        assert!(MatRef::row_major(&data, 3).fits(2, 3));
+        assert!(!MatRef::row_major(&data, 3).fits(3, 3));
+        assert!(MatRef {
+            data: &data,
+            offset: 5,
+            row_stride: 0,
+            col_stride: 0
+        }
+        .fits(1000, 1000));
+        assert!(!MatRef {
+            data: &data,
+            offset: 0,
+            row_stride: usize::MAX,
+            col_stride: 1
+        }
+        .fits(2, 1));
+        assert!(MatRef {
+            data: &[] as &[f32],
+            offset: 99,
+            row_stride: 1,
+            col_stride: 1
+        }
+        .fits(0, 5));
+    }
+
+    #[test]
+    #[should_panic(expected = "gemm: A (2 x 3")]
+    fn out_of_bounds_a_is_a_clear_panic() {
+        let data = [0.0f32; 5];
+        let mut c = [0.0f32; 4];
+        gemm(
+            2,
+            2,
+            3,
+            MatRef::row_major(&data, 3),
+            MatRef::row_major(&data, 2),
+            &mut c,
+            2,
+            false,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "rows of C would overlap")]
+    fn overlapping_c_rows_are_rejected() {
+        let data = [0.0f32; 16];
+        let mut c = [0.0f32; 16];
+        gemm(
+            2,
+            4,
+            2,
+            MatRef::row_major(&data, 2),
+            MatRef::row_major(&data, 4),
+            &mut c,
+            2,
+            false,
+        );
     }
 }

@@ -1,0 +1,146 @@
+//! The `mr x nr` microkernels, one file per instruction set, and the table that picks one.
+//!
+//! # The microkernel contract
+//! Every kernel has the type [`KernelFn`]: `run(kc, a, b, c, ldc, accumulate)` computes
+//!
+//! ```text
+//! c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0) + Σ_{p < kc} a[p * mr + i] · b[p * nr + j]
+//! ```
+//!
+//! for `i < mr`, `j < nr`, where the sum is formed in a register starting from zero, in
+//! increasing `p`, and added to `C` once at the end. The caller guarantees (the `unsafe` part):
+//! `a` is readable for `kc * mr` elements (a packed micro-panel of `A`), `b` for `kc * nr` (a
+//! packed micro-panel of `B`), `c` is readable and writable for `mr` rows of `nr` elements at
+//! row stride `ldc` with no other thread touching them, and the CPU supports the kernel's
+//! instruction set (checked once by `select_*` via [`Isa::is_supported`]). No alignment is
+//! required. Because every element's sum has one fixed order, the driver may split the work
+//! between threads however it likes without changing a bit of the result.
+
+use super::Microkernel;
+use crate::kernels::Isa;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+mod scalar;
+
+/// A microkernel: `unsafe fn(kc, a, b, c, ldc, accumulate)`, see the module's contract.
+pub(super) type KernelFn<T> = unsafe fn(usize, *const T, *const T, *mut T, usize, bool);
+
+/// The largest `mr * nr` of any kernel: the driver's scratch tile for ragged edges has this size.
+pub(super) const MAX_TILE: usize = 16 * 64;
+
+/// The f32 kernel for `isa`, or the scalar one when this CPU cannot run `isa`.
+pub(super) fn select_f32(isa: Isa) -> Microkernel<f32> {
+    let uk = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_supported() => avx512::AVX512_F32,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.is_supported() => avx2::AVX2_F32,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon if isa.is_supported() => neon::NEON_F32,
+        _ => scalar::SCALAR_F32,
+    };
+    debug_assert!(uk.mr * uk.nr <= MAX_TILE && uk.mc % uk.mr == 0);
+    uk
+}
+
+/// The f64 kernel for `isa`, or the scalar one when this CPU cannot run `isa`.
+pub(super) fn select_f64(isa: Isa) -> Microkernel<f64> {
+    let uk = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_supported() => avx512::AVX512_F64,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.is_supported() => avx2::AVX2_F64,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon if isa.is_supported() => neon::NEON_F64,
+        _ => scalar::SCALAR_F64,
+    };
+    debug_assert!(uk.mr * uk.nr <= MAX_TILE && uk.mc % uk.mr == 0);
+    uk
+}
+
+/// Hints the cache to fetch the line holding `p` (never faults, whatever `p` is).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_t0<T>(p: *const T) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    // SAFETY: a prefetch is a hint: it does not access memory architecturally and cannot fault.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
+}
+
+/// No prefetch: stable Rust has no aarch64 prefetch intrinsic yet; the hardware prefetcher
+/// and the out-of-order window cover the C tile.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+fn no_prefetch<T>(_p: *const T) {}
+
+/// Writes one SIMD microkernel from a register type and its intrinsics: `MR` rows of `NV`
+/// vectors of `LANES` elements, the broadcast of `A` fused into the FMA, `C` touched only at
+/// the end (prefetched before the loop). Expands to an `unsafe fn` with the [`KernelFn`]
+/// contract.
+#[allow(unused_macros)]
+macro_rules! simd_microkernel {
+    (
+        $(#[$doc:meta])*
+        $name:ident: $t:ty, $feature:literal, mr = $mr:expr, nv = $nv:expr, lanes = $lanes:expr,
+        zero = $zero:expr, load = $load:path, store = $store:path, splat = $splat:path,
+        fma = $fma:path, add = $add:path, prefetch = $prefetch:path
+    ) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The contract of `microkernel/mod.rs`: `a` holds `kc * mr` and `b` `kc * nr` readable
+        /// elements, `c` has `mr` rows of `nr` writable elements at stride `ldc`, and the CPU
+        /// supports this kernel's features.
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn $name(kc: usize, a: *const $t, b: *const $t, c: *mut $t, ldc: usize, accumulate: bool) {
+            const MR: usize = $mr;
+            const NV: usize = $nv;
+            const NR: usize = NV * $lanes;
+            // Ask for the tile of C now: it is only touched after the k loop, and on large
+            // problems it comes from L3 or memory, a latency the loop hides.
+            for i in 0..MR {
+                for v in 0..NV {
+                    $prefetch(c.wrapping_add(i * ldc + v * $lanes));
+                }
+            }
+            let mut acc = [[$zero; NV]; MR];
+            let (mut a, mut b) = (a, b);
+            for _ in 0..kc {
+                let mut bv = [$zero; NV];
+                for v in 0..NV {
+                    // SAFETY: `b` has `NR` readable elements left in this step (contract).
+                    bv[v] = unsafe { $load(b.add(v * $lanes)) };
+                }
+                for i in 0..MR {
+                    // SAFETY: `a` has `MR` readable elements left in this step (contract).
+                    let ai = $splat(unsafe { *a.add(i) });
+                    for v in 0..NV {
+                        acc[i][v] = $fma(ai, bv[v], acc[i][v]);
+                    }
+                }
+                // SAFETY: at most one past the end of the packed micro-panels.
+                unsafe {
+                    a = a.add(MR);
+                    b = b.add(NR);
+                }
+            }
+            for i in 0..MR {
+                for v in 0..NV {
+                    // SAFETY: row `i < MR` of `C` has `NR` writable elements at stride `ldc`.
+                    unsafe {
+                        let cp = c.add(i * ldc + v * $lanes);
+                        let sum = if accumulate { $add($load(cp), acc[i][v]) } else { acc[i][v] };
+                        $store(cp, sum);
+                    }
+                }
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(super) use simd_microkernel;

@@ -1,0 +1,312 @@
+//! Packing: copies a block of an operand into the order the microkernel reads it.
+//!
+//! Both operands use one routine. A block of `A` (`rows x depth`, `depth` running along `K`) is
+//! cut into micro-panels of `width = mr` rows; a panel of `B` is packed as its transpose, cut
+//! into micro-panels of `width = nr` columns. Micro-panel `q` holds element `(q * width + i, p)`
+//! at `q * depth * width + p * width + i`, so the microkernel walks each panel front to back.
+//! Rows past the edge of the last panel are zero, which lets the microkernel always compute a
+//! full tile (the zeros add nothing; the driver writes back only the valid part).
+//!
+//! The source is read through its strides, so transposed, narrowed and expanded operands are
+//! packed straight from their storage. The two common layouts get contiguous inner loops:
+//! `depth_stride == 1` (`A` row-major, `B` transposed) and `row_stride == 1` (`A` transposed,
+//! `B` row-major).
+
+/// A packing routine for one micro-panel width (see [`pack_panels`]):
+/// `unsafe fn(src, rows, depth, row_stride, depth_stride, dst)`.
+pub(super) type PackFn<T> = unsafe fn(*const T, usize, usize, usize, usize, &mut [T]);
+
+/// Packs `rows x depth` elements, element `(i, p)` at `src + i * row_stride + p * depth_stride`,
+/// into `rows.div_ceil(W)` zero-padded micro-panels of width `W` at the start of `dst`. `W` is
+/// a compile-time constant (each kernel instantiates its `mr` and `nr`), so the per-step
+/// copies are fixed-size moves rather than calls to `memcpy`.
+///
+/// # Safety
+/// Every element `(i, p)` with `i < rows`, `p < depth` must be readable at that address (the
+/// driver derives `src` from a [`MatRef`](super::MatRef) that `gemm` checked), and `dst` must
+/// hold at least `rows.div_ceil(W) * W * depth` elements (checked here with an assert).
+pub(super) unsafe fn pack_panels<T: Copy + Default, const W: usize>(
+    src: *const T,
+    rows: usize,
+    depth: usize,
+    row_stride: usize,
+    depth_stride: usize,
+    dst: &mut [T],
+) {
+    let panel_len = W * depth;
+    let panels = rows.div_ceil(W);
+    assert!(
+        dst.len() >= panels * panel_len,
+        "pack_panels: destination too short"
+    );
+    if row_stride == 1 {
+        // Each step of `depth` is a contiguous run across all panels (B row-major, A
+        // transposed): read it front to back once, scattering W-long pieces to the panels.
+        for p in 0..depth {
+            // SAFETY: elements (i, p) for i < rows are `rows` consecutive readable elements
+            // (row_stride is 1; contract).
+            let run = unsafe { std::slice::from_raw_parts(src.add(p * depth_stride), rows) };
+            let mut pieces = run.chunks_exact(W);
+            for (q, piece) in pieces.by_ref().enumerate() {
+                let at = q * panel_len + p * W;
+                let step: &mut [T; W] = (&mut dst[at..at + W]).try_into().expect("W elements");
+                *step = piece.try_into().expect("W elements");
+            }
+            let rest = pieces.remainder();
+            if !rest.is_empty() {
+                let at = (panels - 1) * panel_len + p * W;
+                let step = &mut dst[at..at + W];
+                step[..rest.len()].copy_from_slice(rest);
+                step[rest.len()..].fill(T::default());
+            }
+        }
+        return;
+    }
+    for (q, panel) in dst.chunks_exact_mut(panel_len).take(panels).enumerate() {
+        let r = W.min(rows - q * W);
+        // SAFETY: row `q * W` is below `rows`, so its elements are readable (contract).
+        let base = unsafe { src.add(q * W * row_stride) };
+        if r == W {
+            // A full panel: gather one element from each of the W rows per step, so the
+            // stores are whole W-long steps.
+            for (p, step) in panel.chunks_exact_mut(W).enumerate() {
+                let step: &mut [T; W] = step.try_into().expect("W elements");
+                for (i, v) in step.iter_mut().enumerate() {
+                    // SAFETY: row i < W = r of this panel is below `rows` and p < depth:
+                    // readable (contract).
+                    *v = unsafe { *base.add(i * row_stride + p * depth_stride) };
+                }
+            }
+        } else {
+            for (p, step) in panel.chunks_exact_mut(W).enumerate() {
+                for (i, v) in step.iter_mut().enumerate() {
+                    *v = if i < r {
+                        // SAFETY: row i < r of this panel is below `rows` and p < depth:
+                        // readable (contract).
+                        unsafe { *base.add(i * row_stride + p * depth_stride) }
+                    } else {
+                        T::default()
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Packing with AVX2 register transposes, for the x86 kernel tables.
+///
+/// The common layout `A` row-major (and `B` transposed) has each panel row contiguous along
+/// `depth`, while the packed panel wants each depth step contiguous across rows: a transpose.
+/// Element by element that costs a load and a store per element (about 5% of a large SGEMM and
+/// most of a thin one); in 8 x 8 (f32) or 4 x 4 (f64) register blocks it costs two vector
+/// moves per block row. Row blocks of a panel whose width is not a multiple of the block
+/// overlap (the last block ends at row `W`), rewriting a few elements with the same values.
+#[cfg(target_arch = "x86_64")]
+pub(super) mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::pack_panels;
+
+    /// f32 [`pack_panels`] with 8 x 8 AVX2 transposes for full, depth-contiguous panels.
+    ///
+    /// # Safety
+    /// The contract of [`pack_panels`], and the CPU supports AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(in crate::kernels::gemm) unsafe fn pack_f32<const W: usize>(
+        src: *const f32,
+        rows: usize,
+        depth: usize,
+        row_stride: usize,
+        depth_stride: usize,
+        dst: &mut [f32],
+    ) {
+        const B: usize = 8;
+        if depth_stride != 1 || W < B || rows < W {
+            // SAFETY: the same contract.
+            return unsafe {
+                pack_panels::<f32, W>(src, rows, depth, row_stride, depth_stride, dst)
+            };
+        }
+        let panel_len = W * depth;
+        let full_panels = rows / W;
+        assert!(
+            dst.len() >= rows.div_ceil(W) * panel_len,
+            "pack_f32: destination too short"
+        );
+        for (q, panel) in dst
+            .chunks_exact_mut(panel_len)
+            .take(full_panels)
+            .enumerate()
+        {
+            // SAFETY: rows q * W .. q * W + W are below `rows` (a full panel): each has `depth`
+            // contiguous readable elements (depth_stride is 1; contract).
+            let base = unsafe { src.add(q * W * row_stride) };
+            let out = panel.as_mut_ptr();
+            let full = depth / B * B;
+            for p0 in (0..full).step_by(B) {
+                let mut i0 = 0;
+                loop {
+                    // SAFETY: rows i0 .. i0 + 8 <= W of the panel, columns p0 .. p0 + 8 <= depth
+                    // are readable; the stores go to panel[(p0 + t) * W + i0 ..][..8], inside the
+                    // panel because p0 + t < depth and i0 + 8 <= W.
+                    unsafe {
+                        let row =
+                            |ii: usize| _mm256_loadu_ps(base.add((i0 + ii) * row_stride + p0));
+                        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                        let (r4, r5, r6, r7) = (row(4), row(5), row(6), row(7));
+                        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+                        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+                        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+                        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+                        let (u0, u1) = (
+                            _mm256_shuffle_ps::<0x44>(t0, t2),
+                            _mm256_shuffle_ps::<0xEE>(t0, t2),
+                        );
+                        let (u2, u3) = (
+                            _mm256_shuffle_ps::<0x44>(t1, t3),
+                            _mm256_shuffle_ps::<0xEE>(t1, t3),
+                        );
+                        let (u4, u5) = (
+                            _mm256_shuffle_ps::<0x44>(t4, t6),
+                            _mm256_shuffle_ps::<0xEE>(t4, t6),
+                        );
+                        let (u6, u7) = (
+                            _mm256_shuffle_ps::<0x44>(t5, t7),
+                            _mm256_shuffle_ps::<0xEE>(t5, t7),
+                        );
+                        let col = |t: usize| out.add((p0 + t) * W + i0);
+                        _mm256_storeu_ps(col(0), _mm256_permute2f128_ps::<0x20>(u0, u4));
+                        _mm256_storeu_ps(col(1), _mm256_permute2f128_ps::<0x20>(u1, u5));
+                        _mm256_storeu_ps(col(2), _mm256_permute2f128_ps::<0x20>(u2, u6));
+                        _mm256_storeu_ps(col(3), _mm256_permute2f128_ps::<0x20>(u3, u7));
+                        _mm256_storeu_ps(col(4), _mm256_permute2f128_ps::<0x31>(u0, u4));
+                        _mm256_storeu_ps(col(5), _mm256_permute2f128_ps::<0x31>(u1, u5));
+                        _mm256_storeu_ps(col(6), _mm256_permute2f128_ps::<0x31>(u2, u6));
+                        _mm256_storeu_ps(col(7), _mm256_permute2f128_ps::<0x31>(u3, u7));
+                    }
+                    if i0 + B == W {
+                        break;
+                    }
+                    i0 = (i0 + B).min(W - B);
+                }
+            }
+            for p in full..depth {
+                for i in 0..W {
+                    // SAFETY: row i < W of a full panel and p < depth: readable (contract).
+                    panel[p * W + i] = unsafe { *base.add(i * row_stride + p) };
+                }
+            }
+        }
+        if full_panels * W < rows {
+            // The ragged last panel, zero-padded by the generic routine.
+            // SAFETY: its rows are readable (contract); the rest of `dst` holds one panel.
+            unsafe {
+                pack_panels::<f32, W>(
+                    src.add(full_panels * W * row_stride),
+                    rows - full_panels * W,
+                    depth,
+                    row_stride,
+                    depth_stride,
+                    &mut dst[full_panels * panel_len..],
+                )
+            };
+        }
+    }
+
+    /// f64 [`pack_panels`] with 4 x 4 AVX2 transposes for full, depth-contiguous panels.
+    ///
+    /// # Safety
+    /// The contract of [`pack_panels`], and the CPU supports AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(in crate::kernels::gemm) unsafe fn pack_f64<const W: usize>(
+        src: *const f64,
+        rows: usize,
+        depth: usize,
+        row_stride: usize,
+        depth_stride: usize,
+        dst: &mut [f64],
+    ) {
+        const B: usize = 4;
+        if depth_stride != 1 || W < B || rows < W {
+            // SAFETY: the same contract.
+            return unsafe {
+                pack_panels::<f64, W>(src, rows, depth, row_stride, depth_stride, dst)
+            };
+        }
+        let panel_len = W * depth;
+        let full_panels = rows / W;
+        assert!(
+            dst.len() >= rows.div_ceil(W) * panel_len,
+            "pack_f64: destination too short"
+        );
+        for (q, panel) in dst
+            .chunks_exact_mut(panel_len)
+            .take(full_panels)
+            .enumerate()
+        {
+            // SAFETY: as in `pack_f32`: a full panel of depth-contiguous readable rows.
+            let base = unsafe { src.add(q * W * row_stride) };
+            let out = panel.as_mut_ptr();
+            let full = depth / B * B;
+            for p0 in (0..full).step_by(B) {
+                let mut i0 = 0;
+                loop {
+                    // SAFETY: rows i0 .. i0 + 4 <= W, columns p0 .. p0 + 4 <= depth are
+                    // readable; the stores stay inside the panel as in `pack_f32`.
+                    unsafe {
+                        let row =
+                            |ii: usize| _mm256_loadu_pd(base.add((i0 + ii) * row_stride + p0));
+                        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                        let (t0, t1) = (_mm256_unpacklo_pd(r0, r1), _mm256_unpackhi_pd(r0, r1));
+                        let (t2, t3) = (_mm256_unpacklo_pd(r2, r3), _mm256_unpackhi_pd(r2, r3));
+                        let col = |t: usize| out.add((p0 + t) * W + i0);
+                        _mm256_storeu_pd(col(0), _mm256_permute2f128_pd::<0x20>(t0, t2));
+                        _mm256_storeu_pd(col(1), _mm256_permute2f128_pd::<0x20>(t1, t3));
+                        _mm256_storeu_pd(col(2), _mm256_permute2f128_pd::<0x31>(t0, t2));
+                        _mm256_storeu_pd(col(3), _mm256_permute2f128_pd::<0x31>(t1, t3));
+                    }
+                    if i0 + B == W {
+                        break;
+                    }
+                    i0 = (i0 + B).min(W - B);
+                }
+            }
+            for p in full..depth {
+                for i in 0..W {
+                    // SAFETY: row i < W of a full panel and p < depth: readable (contract).
+                    panel[p * W + i] = unsafe { *base.add(i * row_stride + p) };
+                }
+            }
+        }
+        if full_panels * W < rows {
+            // SAFETY: as in `pack_f32`.
+            unsafe {
+                pack_panels::<f64, W>(
+                    src.add(full_panels * W * row_stride),
+                    rows - full_panels * W,
+                    depth,
+                    row_stride,
+                    depth_stride,
+                    &mut dst[full_panels * panel_len..],
+                )
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panels_are_depth_major_and_zero_padded() {
+        // A 3 x 2 row-major matrix packed in panels of width 2: rows (0, 1) then (2, pad).
+        let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        for (rs, ds, src) in [(2, 1, a), (1, 3, [1.0, 3.0, 5.0, 2.0, 4.0, 6.0])] {
+            let mut dst = [9.0f32; 8];
+            // SAFETY: the 3 x 2 view of `src` with these strides stays inside its 6 elements.
+            unsafe { pack_panels::<f32, 2>(src.as_ptr(), 3, 2, rs, ds, &mut dst) };
+            assert_eq!(dst, [1.0, 3.0, 2.0, 4.0, 5.0, 0.0, 6.0, 0.0]);
+        }
+    }
+}

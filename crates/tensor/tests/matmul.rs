@@ -1,0 +1,622 @@
+//! `gemm` on every instruction-set path and `Tensor::matmul` against a naive reference computed
+//! in f64: tile-edge sizes, strided operands, batch broadcasting, thread-count independence.
+
+use proptest::prelude::*;
+use tapegrad_tensor::kernels::gemm::{gemm_with, GemmKernels, MatRef};
+use tapegrad_tensor::kernels::{available_isas, Isa};
+use tapegrad_tensor::{Float, Generator, Tensor};
+
+// ─── references ─────────────────────────────────────────────────────────────────
+
+/// `Σ_p a(i, p) b(p, j)` and `Σ_p |a(i, p) b(p, j)|` in f64 (the second scales the tolerance).
+fn reference<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+) -> (Vec<f64>, Vec<f64>) {
+    let at = |i: usize, p: usize| a.data[a.offset + i * a.row_stride + p * a.col_stride].to_f64();
+    let bt = |p: usize, j: usize| b.data[b.offset + p * b.row_stride + j * b.col_stride].to_f64();
+    let (mut sum, mut mag) = (vec![0.0; m * n], vec![0.0; m * n]);
+    for i in 0..m {
+        for j in 0..n {
+            for p in 0..k {
+                sum[i * n + j] += at(i, p) * bt(p, j);
+                mag[i * n + j] += (at(i, p) * bt(p, j)).abs();
+            }
+        }
+    }
+    (sum, mag)
+}
+
+/// The rounding error a length-`k` dot product may pick up in `T`, relative to `Σ |a b|`.
+fn tolerance<T: Float>(k: usize) -> f64 {
+    4.0 * (k as f64 + 2.0) * T::EPSILON.to_f64()
+}
+
+fn random_vec<T: Float>(len: usize, seed: u64) -> Vec<T> {
+    Tensor::<T>::randn(&[len], &mut Generator::new(seed)).to_vec()
+}
+
+// ─── gemm on every path ─────────────────────────────────────────────────────────
+
+/// One product's operands: `A` (`m x k`) and `B` (`k x n`) stored transposed or not, with a
+/// leading-dimension pad and an offset, and `C` with its own pad.
+#[derive(Clone, Debug)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    a_t: bool,
+    b_t: bool,
+    pad: usize,
+    offset: usize,
+    accumulate: bool,
+    seed: u64,
+}
+
+impl Case {
+    /// Runs the case on `isa` and checks it against the f64 reference; returns `C`.
+    fn check<T: Float>(&self, isa: Isa) -> Vec<T> {
+        let Case {
+            m,
+            n,
+            k,
+            a_t,
+            b_t,
+            pad,
+            offset,
+            accumulate,
+            seed,
+        } = *self;
+        let (a_rows, a_cols) = if a_t { (k, m) } else { (m, k) };
+        let (b_rows, b_cols) = if b_t { (n, k) } else { (k, n) };
+        let (lda, ldb, ldc) = (a_cols + pad, b_cols + pad, n + pad);
+        let a_data = random_vec::<T>(offset + a_rows * lda, seed);
+        let b_data = random_vec::<T>(offset + b_rows * ldb, seed + 1);
+        let mut a = MatRef {
+            data: &a_data,
+            offset,
+            row_stride: lda,
+            col_stride: 1,
+        };
+        let mut b = MatRef {
+            data: &b_data,
+            offset,
+            row_stride: ldb,
+            col_stride: 1,
+        };
+        if a_t {
+            a = a.t();
+        }
+        if b_t {
+            b = b.t();
+        }
+        let c0 = random_vec::<T>(m * ldc, seed + 2);
+        let mut c = c0.clone();
+        gemm_with(isa, m, n, k, a, b, &mut c, ldc, accumulate);
+        let (sum, mag) = reference(m, n, k, &a, &b);
+        for i in 0..m {
+            for j in 0..ldc {
+                let (got, before) = (c[i * ldc + j].to_f64(), c0[i * ldc + j].to_f64());
+                if j >= n {
+                    assert_eq!(
+                        got, before,
+                        "{isa:?} wrote outside C at ({i}, {j}) in {self:?}"
+                    );
+                    continue;
+                }
+                let want = sum[i * n + j] + if accumulate { before } else { 0.0 };
+                let tol = tolerance::<T>(k) * (mag[i * n + j] + before.abs()) + 1e-30;
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{isa:?} {}: C({i}, {j}) = {got}, want {want} in {self:?}",
+                    T::NAME
+                );
+            }
+        }
+        c
+    }
+}
+
+/// Sizes where tile edges hide: 0, 1, every kernel's `mr` and `nr` and their neighbours, odd
+/// sizes that are not multiples of any vector width.
+fn edge_sizes() -> Vec<usize> {
+    let mut sizes = vec![0, 1, 2, 3, 5, 7, 9, 15, 17, 31, 33, 47, 65];
+    for isa in available_isas() {
+        for (mr, nr) in [
+            (f32::microkernel(isa).mr(), f32::microkernel(isa).nr()),
+            (f64::microkernel(isa).mr(), f64::microkernel(isa).nr()),
+        ] {
+            for s in [mr, nr] {
+                sizes.extend([s - 1, s, s + 1]);
+            }
+        }
+    }
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    let sizes = edge_sizes();
+    let size = move || prop::sample::select(sizes.clone());
+    (
+        size(),
+        size(),
+        prop_oneof![size(), 0usize..300],
+        any::<bool>(),
+        any::<bool>(),
+        0usize..3,
+        0usize..4,
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(|(m, n, k, a_t, b_t, pad, offset, accumulate, seed)| Case {
+            m,
+            n,
+            k,
+            a_t,
+            b_t,
+            pad,
+            offset,
+            accumulate,
+            seed,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_path_matches_the_reference_and_the_scalar_path(case in case_strategy()) {
+        for isa in available_isas() {
+            let c32 = case.check::<f32>(isa);
+            let c64 = case.check::<f64>(isa);
+            if isa == Isa::Scalar {
+                continue;
+            }
+            // Against the scalar path on the same inputs (both already match the reference;
+            // this pins the two paths together independently of it).
+            let s32 = case.check::<f32>(Isa::Scalar);
+            let s64 = case.check::<f64>(Isa::Scalar);
+            let tol32 = tolerance::<f32>(case.k) * (case.k as f64 + 2.0) * 4.0;
+            for (x, y) in c32.iter().zip(&s32) {
+                prop_assert!((x - y).abs() as f64 <= tol32 * (1.0 + x.abs().max(y.abs()) as f64));
+            }
+            for (x, y) in c64.iter().zip(&s64) {
+                prop_assert!((x - y).abs() <= 1e-9 * (1.0 + x.abs().max(y.abs())));
+            }
+        }
+    }
+}
+
+#[test]
+fn blocks_larger_than_every_cache_block_are_stitched_correctly() {
+    // m > mc, n > nc and k > kc for every kernel, so every loop of the nest runs more than once.
+    for isa in available_isas() {
+        let uk = f32::microkernel(isa);
+        let case = Case {
+            m: uk.mc() + 3,
+            n: uk.nc() + 5,
+            k: uk.kc() + 7,
+            a_t: false,
+            b_t: true,
+            pad: 1,
+            offset: 2,
+            accumulate: true,
+            seed: 7,
+        };
+        case.check::<f32>(isa);
+        let uk = f64::microkernel(isa);
+        let case = Case {
+            m: uk.mc() + 1,
+            n: uk.nc() + 3,
+            k: uk.kc() * 2 + 1,
+            a_t: true,
+            b_t: false,
+            pad: 0,
+            offset: 0,
+            accumulate: false,
+            seed: 8,
+        };
+        case.check::<f64>(isa);
+    }
+}
+
+#[test]
+fn unsupported_paths_fall_back_to_scalar() {
+    for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon] {
+        let uk = f32::microkernel(isa);
+        assert_eq!(uk.isa(), if isa.is_supported() { isa } else { Isa::Scalar });
+        // Runs (on whatever path) and is right.
+        Case {
+            m: 9,
+            n: 17,
+            k: 5,
+            a_t: false,
+            b_t: false,
+            pad: 0,
+            offset: 0,
+            accumulate: false,
+            seed: 1,
+        }
+        .check::<f32>(isa);
+    }
+}
+
+#[test]
+fn expanded_operands_with_zero_strides() {
+    // Every row of A is the same row; every column of B the same column.
+    let a = [1.0f32, 2.0, 3.0];
+    let b = [4.0f32, 5.0, 6.0];
+    for isa in available_isas() {
+        let mut c = vec![0.0f32; 20 * 30];
+        let am = MatRef {
+            data: &a,
+            offset: 0,
+            row_stride: 0,
+            col_stride: 1,
+        };
+        let bm = MatRef {
+            data: &b,
+            offset: 0,
+            row_stride: 1,
+            col_stride: 0,
+        };
+        gemm_with(isa, 20, 30, 3, am, bm, &mut c, 30, false);
+        assert!(c.iter().all(|&v| v == 32.0), "{isa:?}");
+    }
+}
+
+/// Runs `f` on a fresh rayon pool of `threads` threads.
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a rayon pool")
+        .install(f)
+}
+
+#[test]
+fn results_are_bit_identical_for_one_and_two_threads() {
+    // Large enough to be split: many blocks of M; then few rows, so N is split instead.
+    for (m, n, k) in [(301, 203, 301), (9, 1000, 300), (1, 3000, 700)] {
+        for isa in available_isas() {
+            let run = |threads: usize| {
+                on_threads(threads, || {
+                    let case = Case {
+                        m,
+                        n,
+                        k,
+                        a_t: false,
+                        b_t: false,
+                        pad: 0,
+                        offset: 0,
+                        accumulate: false,
+                        seed: 3,
+                    };
+                    (case.check::<f32>(isa), case.check::<f64>(isa))
+                })
+            };
+            let (one, two) = (run(1), run(2));
+            assert!(
+                one.0
+                    .iter()
+                    .zip(&two.0)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{isa:?} f32 {m}x{n}x{k}"
+            );
+            assert!(
+                one.1
+                    .iter()
+                    .zip(&two.1)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{isa:?} f64 {m}x{n}x{k}"
+            );
+        }
+    }
+}
+
+// ─── Tensor::matmul ─────────────────────────────────────────────────────────────
+
+/// PyTorch's matmul on row-major data, in f64, written from the definition.
+fn matmul_reference(x: &[f64], xs: &[usize], y: &[f64], ys: &[usize]) -> (Vec<f64>, Vec<usize>) {
+    let xs2: Vec<usize> = if xs.len() == 1 {
+        vec![1, xs[0]]
+    } else {
+        xs.to_vec()
+    };
+    let ys2: Vec<usize> = if ys.len() == 1 {
+        vec![ys[0], 1]
+    } else {
+        ys.to_vec()
+    };
+    let (xb, yb) = (&xs2[..xs2.len() - 2], &ys2[..ys2.len() - 2]);
+    let nb = xb.len().max(yb.len());
+    let dim = |s: &[usize], i: usize| {
+        if i + s.len() >= nb {
+            s[i + s.len() - nb]
+        } else {
+            1
+        }
+    };
+    let batch: Vec<usize> = (0..nb).map(|i| dim(xb, i).max(dim(yb, i))).collect();
+    let (m, k, n) = (xs2[xs2.len() - 2], xs2[xs2.len() - 1], ys2[ys2.len() - 1]);
+    let count: usize = batch.iter().product();
+    let mut out = Vec::with_capacity(count * m * n);
+    for bi in 0..count {
+        // The operand's batch index: each broadcast dim of size 1 stays at 0.
+        let (mut rem, mut xi, mut yi, mut xstride, mut ystride) = (bi, 0, 0, 1, 1);
+        for d in (0..nb).rev() {
+            let i = rem % batch[d];
+            rem /= batch[d];
+            let (xd, yd) = (dim(xb, d), dim(yb, d));
+            xi += if xd == 1 { 0 } else { i * xstride };
+            yi += if yd == 1 { 0 } else { i * ystride };
+            xstride *= xd;
+            ystride *= yd;
+        }
+        for i in 0..m {
+            for j in 0..n {
+                out.push(
+                    (0..k)
+                        .map(|p| x[(xi * m + i) * k + p] * y[(yi * k + p) * n + j])
+                        .sum(),
+                );
+            }
+        }
+    }
+    let mut shape = batch;
+    if xs.len() > 1 {
+        shape.push(m);
+    }
+    if ys.len() > 1 {
+        shape.push(n);
+    }
+    (out, shape)
+}
+
+/// How an operand of the wanted shape is built: plain, as a transposed view, as a narrowed
+/// view, or (for a leading dim of size 1 in the wanted shape) as an expanded view.
+#[derive(Clone, Copy, Debug)]
+enum View {
+    Plain,
+    Transposed,
+    Narrowed,
+    Offset,
+}
+
+fn make<T: Float>(shape: &[usize], view: View, seed: u64) -> Tensor<T> {
+    let mut gen = Generator::new(seed);
+    let nd = shape.len();
+    match view {
+        View::Transposed if nd >= 2 => {
+            let mut s = shape.to_vec();
+            s.swap(nd - 2, nd - 1);
+            Tensor::randn(&s, &mut gen)
+                .transpose(nd - 2, nd - 1)
+                .expect("a valid transpose")
+        }
+        View::Narrowed => {
+            let mut s = shape.to_vec();
+            s[nd - 1] += 3;
+            Tensor::randn(&s, &mut gen)
+                .narrow(nd - 1, 1, shape[nd - 1])
+                .expect("a valid narrow")
+        }
+        View::Offset => {
+            let mut s = shape.to_vec();
+            s[0] += 1;
+            Tensor::randn(&s, &mut gen)
+                .narrow(0, 1, shape[0])
+                .expect("a valid narrow")
+        }
+        _ => Tensor::randn(shape, &mut gen),
+    }
+}
+
+fn view_strategy() -> impl Strategy<Value = View> {
+    prop_oneof![
+        Just(View::Plain),
+        Just(View::Transposed),
+        Just(View::Narrowed),
+        Just(View::Offset)
+    ]
+}
+
+/// A pair of shapes matmul accepts: 1-D operands, or matrices with up to three batch dims that
+/// broadcast (each operand keeps a suffix of the batch dims, some of them turned into 1).
+fn shapes_strategy() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    let d = || prop_oneof![Just(0usize), Just(1usize), 1usize..20];
+    let batch = prop::collection::vec((1usize..4, any::<bool>(), any::<bool>()), 0..4);
+    (
+        d(),
+        d(),
+        d(),
+        batch,
+        0usize..4,
+        0usize..4,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(m, k, n, batch, x_drop, y_drop, x_vec, y_vec)| {
+            let keep = |drop: usize, ones: fn(&(usize, bool, bool)) -> bool| -> Vec<usize> {
+                batch
+                    .iter()
+                    .skip(drop.min(batch.len()))
+                    .map(|b| if ones(b) { 1 } else { b.0 })
+                    .collect()
+            };
+            let xb = keep(x_drop, |b| b.1);
+            let yb = keep(y_drop, |b| b.2);
+            let xs = if x_vec {
+                vec![k]
+            } else {
+                [xb, vec![m, k]].concat()
+            };
+            let ys = if y_vec {
+                vec![k]
+            } else {
+                [yb, vec![k, n]].concat()
+            };
+            (xs, ys)
+        })
+}
+
+fn check_matmul<T: Float>(
+    xs: &[usize],
+    ys: &[usize],
+    xv: View,
+    yv: View,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let x = make::<T>(xs, xv, seed);
+    let y = make::<T>(ys, yv, seed + 1);
+    let z = x
+        .matmul(&y)
+        .map_err(|e| TestCaseError::fail(format!("{xs:?} @ {ys:?}: {e}")))?;
+    let to64 = |t: &Tensor<T>| {
+        t.to_vec()
+            .into_iter()
+            .map(|v| v.to_f64())
+            .collect::<Vec<_>>()
+    };
+    let (want, shape) = matmul_reference(&to64(&x), xs, &to64(&y), ys);
+    prop_assert_eq!(z.shape(), shape.as_slice(), "{:?} @ {:?}", xs, ys);
+    let k = xs[xs.len() - 1];
+    let scale = x
+        .to_vec()
+        .iter()
+        .fold(0.0f64, |s, v| s.max(v.to_f64().abs()))
+        * y.to_vec()
+            .iter()
+            .fold(0.0f64, |s, v| s.max(v.to_f64().abs()));
+    for (got, want) in z.to_vec().iter().zip(&want) {
+        prop_assert!(
+            (got.to_f64() - want).abs() <= tolerance::<T>(k) * k as f64 * scale + 1e-30,
+            "{:?} @ {:?}: {} vs {}",
+            xs,
+            ys,
+            got,
+            want
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matmul_matches_the_reference((xs, ys) in shapes_strategy(), xv in view_strategy(), yv in view_strategy(), seed in any::<u64>()) {
+        check_matmul::<f32>(&xs, &ys, xv, yv, seed)?;
+        check_matmul::<f64>(&xs, &ys, xv, yv, seed)?;
+    }
+}
+
+#[test]
+fn vector_promotion_follows_pytorch() {
+    let v = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], &[3]).unwrap();
+    let m = Tensor::from_vec((0..6).map(f64::from).collect(), &[3, 2]).unwrap();
+    let dot = v.matmul(&v).unwrap();
+    assert_eq!((dot.shape(), dot.item().unwrap()), (&[][..], 14.0));
+    let vm = v.matmul(&m).unwrap();
+    assert_eq!((vm.shape(), vm.to_vec()), (&[2][..], vec![16.0, 22.0]));
+    let mv = m.t().unwrap().matmul(&v).unwrap();
+    assert_eq!((mv.shape(), mv.to_vec()), (&[2][..], vec![16.0, 22.0]));
+    let batched = Tensor::<f64>::ones(&[4, 2, 3]).matmul(&v).unwrap();
+    assert_eq!(
+        (batched.shape(), batched.to_vec()),
+        (&[4, 2][..], vec![6.0; 8])
+    );
+    let vb = v.matmul(&Tensor::<f64>::ones(&[5, 3, 2])).unwrap();
+    assert_eq!(vb.shape(), &[5, 2]);
+}
+
+#[test]
+fn expanded_and_stacked_batches() {
+    // A batch of rows times one shared matrix (folded into one tall product) and an expanded
+    // batch on the left (stride 0), both against the per-batch loop.
+    let mut gen = Generator::new(5);
+    let x = Tensor::<f32>::randn(&[3, 4, 5, 6], &mut gen);
+    let w = Tensor::<f32>::randn(&[6, 7], &mut gen);
+    let x1 = Tensor::<f32>::randn(&[1, 5, 6], &mut gen)
+        .expand(&[4, 5, 6])
+        .unwrap();
+    for (lhs, rhs) in [(&x, &w), (&x1, &w)] {
+        let z = lhs.matmul(rhs).unwrap();
+        let per = lhs
+            .contiguous()
+            .reshape(&[lhs.numel() / 6, 6])
+            .unwrap()
+            .matmul(rhs)
+            .unwrap();
+        let diff = z
+            .to_vec()
+            .iter()
+            .zip(per.to_vec())
+            .fold(0.0f32, |d, (a, b)| d.max((a - b).abs()));
+        assert!(diff < 1e-5, "{diff}");
+    }
+}
+
+#[test]
+fn batched_matmul_is_thread_count_independent() {
+    let mut gen = Generator::new(9);
+    let x = Tensor::<f32>::randn(&[6, 40, 50], &mut gen);
+    let y = Tensor::<f32>::randn(&[1, 50, 30], &mut gen);
+    let big = Tensor::<f32>::randn(&[2, 200, 300], &mut gen);
+    let bigy = Tensor::<f32>::randn(&[300, 150], &mut gen)
+        .t()
+        .unwrap()
+        .contiguous()
+        .t()
+        .unwrap();
+    let run = |t| {
+        on_threads(t, || {
+            (
+                x.matmul(&y).unwrap().to_vec(),
+                big.matmul(&bigy).unwrap().to_vec(),
+            )
+        })
+    };
+    let (one, two) = (run(1), run(2));
+    assert!(one
+        .0
+        .iter()
+        .zip(&two.0)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(one
+        .1
+        .iter()
+        .zip(&two.1)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+#[test]
+fn bad_shapes_are_errors_that_name_the_op_and_shapes() {
+    let a = Tensor::<f32>::zeros(&[2, 3]);
+    let b = Tensor::<f32>::zeros(&[2, 4]);
+    assert_eq!(
+        a.matmul(&b).unwrap_err().to_string(),
+        "matmul: [2, 3] and [2, 4]: inner dimensions 3 and 2 differ"
+    );
+    let s = Tensor::<f32>::scalar(1.0);
+    assert_eq!(
+        s.matmul(&a).unwrap_err().to_string(),
+        "matmul: [] and [2, 3]: both operands need at least one dim"
+    );
+    let x = Tensor::<f32>::zeros(&[2, 2, 3]);
+    let y = Tensor::<f32>::zeros(&[3, 3, 4]);
+    assert_eq!(
+        x.matmul(&y).unwrap_err().to_string(),
+        "matmul: [2, 2, 3] and [3, 3, 4]: the batch dims cannot be broadcast"
+    );
+    let v = Tensor::<f32>::zeros(&[4]);
+    assert_eq!(
+        v.matmul(&a).unwrap_err().to_string(),
+        "matmul: [4] and [2, 3]: inner dimensions 4 and 2 differ"
+    );
+}
