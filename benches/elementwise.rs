@@ -24,12 +24,7 @@ fn elementwise(c: &mut Criterion) {
         .iter()
         .map(|&n| {
             let shape = [n / COLS, COLS];
-            (
-                n,
-                Tensor::randn(&shape, &mut gen),
-                Tensor::randn(&shape, &mut gen),
-                Tensor::randn(&[COLS], &mut gen),
-            )
+            (n, Tensor::randn(&shape, &mut gen), Tensor::randn(&shape, &mut gen), Tensor::randn(&[COLS], &mut gen))
         })
         .collect();
     type Op = fn(&Tensor, &Tensor, &Tensor) -> Tensor;
@@ -47,10 +42,7 @@ fn elementwise(c: &mut Criterion) {
         let mut group = c.benchmark_group(name);
         group.sample_size(10);
         for threads in [1usize, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             for (n, x, y, row) in &inputs {
                 group.throughput(Throughput::Bytes(moved * (*n as u64) * 4));
                 let id = BenchmarkId::new(format!("f32/{threads}t"), format!("{}M", n >> 20));

@@ -22,17 +22,11 @@ const ROUNDS: usize = 1 << 20;
 
 fn fma_peak(c: &mut Criterion) {
     let mut group = c.benchmark_group("fma_peak");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1));
+    group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
     for isa in available_isas() {
         let flops = fma_peak_flops(isa, 1) as u64 * ROUNDS as u64;
         for threads in [1usize, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("a rayon pool");
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a rayon pool");
             group.throughput(Throughput::Elements(flops * threads as u64));
             group.bench_function(format!("{}/t{threads}", isa.name()), |b| {
                 b.iter_custom(|iters| {

@@ -28,22 +28,11 @@ use tapegrad::tensor::{Float, Generator, Tensor};
 const SIZES: [usize; 6] = [64, 128, 256, 512, 1024, 2048];
 
 fn pools() -> [(usize, ThreadPool); 2] {
-    [1, 2].map(|t| {
-        (
-            t,
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .expect("a rayon pool"),
-        )
-    })
+    [1, 2].map(|t| (t, rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("a rayon pool")))
 }
 
 fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2));
+    group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
 }
 
 /// Times `iters` runs of `f` inside `pool` (one `install` per sample, not per run).
@@ -72,17 +61,7 @@ fn square<T: Float>(group: &mut BenchmarkGroup<'_, WallTime>, isa: Isa, sizes: &
             group.bench_function(format!("{}/t{threads}/{n}", isa.name()), |bench| {
                 bench.iter_custom(|iters| {
                     timed(&pool, iters, || {
-                        gemm_with(
-                            isa,
-                            n,
-                            n,
-                            n,
-                            MatRef::row_major(&a, n),
-                            MatRef::row_major(&b, n),
-                            &mut c,
-                            n,
-                            false,
-                        )
+                        gemm_with(isa, n, n, n, MatRef::row_major(&a, n), MatRef::row_major(&b, n), &mut c, n, false)
                     })
                 })
             });
@@ -132,16 +111,13 @@ fn mlp(c: &mut Criterion) {
         let (m, k, n) = (lhs.shape()[0], lhs.shape()[1], rhs.shape()[1]);
         group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
         for (threads, pool) in pools() {
-            group.bench_function(
-                format!("{}/t{threads}/{name}", active_isa().name()),
-                |bench| {
-                    bench.iter_custom(|iters| {
-                        timed(&pool, iters, || {
-                            std::hint::black_box(lhs.matmul(rhs).expect("matching shapes"));
-                        })
+            group.bench_function(format!("{}/t{threads}/{name}", active_isa().name()), |bench| {
+                bench.iter_custom(|iters| {
+                    timed(&pool, iters, || {
+                        std::hint::black_box(lhs.matmul(rhs).expect("matching shapes"));
                     })
-                },
-            );
+                })
+            });
         }
     }
     group.finish();

@@ -14,10 +14,7 @@ struct Lcg(u64);
 
 impl Lcg {
     fn unit(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 
@@ -80,11 +77,8 @@ fn make<T: Float>(shape: &[usize], view: View, rng: &mut Lcg) -> Tensor<T> {
             t
         }
         View::Expanded(mask) => {
-            let small: Vec<usize> = shape
-                .iter()
-                .enumerate()
-                .map(|(d, &n)| if mask >> d & 1 == 1 { 1 } else { n })
-                .collect();
+            let small: Vec<usize> =
+                shape.iter().enumerate().map(|(d, &n)| if mask >> d & 1 == 1 { 1 } else { n }).collect();
             fill::<T>(&small, rng).expand(shape).unwrap()
         }
     }
@@ -108,16 +102,8 @@ fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let n = a.len().max(b.len());
     (0..n)
         .map(|i| {
-            let l = if i + a.len() >= n {
-                a[i + a.len() - n]
-            } else {
-                1
-            };
-            let r = if i + b.len() >= n {
-                b[i + b.len() - n]
-            } else {
-                1
-            };
+            let l = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+            let r = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
             if l == r || r == 1 {
                 Some(l)
             } else if l == 1 {
@@ -132,9 +118,7 @@ fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 /// The row-major index into `shape` (right-aligned, broadcast) of the output multi-index.
 fn source_index(out_index: &[usize], shape: &[usize]) -> usize {
     let lead = out_index.len() - shape.len();
-    shape.iter().enumerate().fold(0, |acc, (d, &n)| {
-        acc * n + if n == 1 { 0 } else { out_index[lead + d] }
-    })
+    shape.iter().enumerate().fold(0, |acc, (d, &n)| acc * n + if n == 1 { 0 } else { out_index[lead + d] })
 }
 
 fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
@@ -168,11 +152,7 @@ fn reference_binary(
 /// A broadcast-compatible pair of shapes from one output shape: each drops some leading dims
 /// and sets the dims a mask selects to 1.
 fn operand_shape(out: &[usize], drop: usize, ones: u32) -> Vec<usize> {
-    out[drop.min(out.len())..]
-        .iter()
-        .enumerate()
-        .map(|(d, &n)| if ones >> d & 1 == 1 { 1 } else { n })
-        .collect()
+    out[drop.min(out.len())..].iter().enumerate().map(|(d, &n)| if ones >> d & 1 == 1 { 1 } else { n }).collect()
 }
 
 fn f64_ref(op: BinaryOp) -> fn(f64, f64) -> f64 {
@@ -198,20 +178,10 @@ fn f64_ref(op: BinaryOp) -> fn(f64, f64) -> f64 {
     }
 }
 
-const BINARY_OPS: [BinaryOp; 6] = [
-    BinaryOp::Add,
-    BinaryOp::Sub,
-    BinaryOp::Mul,
-    BinaryOp::Div,
-    BinaryOp::Maximum,
-    BinaryOp::Minimum,
-];
+const BINARY_OPS: [BinaryOp; 6] =
+    [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Maximum, BinaryOp::Minimum];
 
-fn apply_method<T: Float>(
-    op: BinaryOp,
-    a: &Tensor<T>,
-    b: &Tensor<T>,
-) -> tapegrad_tensor::Result<Tensor<T>> {
+fn apply_method<T: Float>(op: BinaryOp, a: &Tensor<T>, b: &Tensor<T>) -> tapegrad_tensor::Result<Tensor<T>> {
     match op {
         BinaryOp::Add => a.add(b),
         BinaryOp::Sub => a.sub(b),
@@ -225,22 +195,10 @@ fn apply_method<T: Float>(
 // ─── binary ops with broadcasting ──────────────────────────────────────────────
 
 #[allow(clippy::too_many_arguments)]
-fn check_binary<T: Float>(
-    shape: &[usize],
-    drops: (usize, usize),
-    ones: (u32, u32),
-    views: (View, View),
-    seed: u64,
-) {
+fn check_binary<T: Float>(shape: &[usize], drops: (usize, usize), ones: (u32, u32), views: (View, View), seed: u64) {
     let mut rng = Lcg(seed);
-    let (ash, bsh) = (
-        operand_shape(shape, drops.0, ones.0),
-        operand_shape(shape, drops.1, ones.1),
-    );
-    let (a, b) = (
-        make::<T>(&ash, views.0, &mut rng),
-        make::<T>(&bsh, views.1, &mut rng),
-    );
+    let (ash, bsh) = (operand_shape(shape, drops.0, ones.0), operand_shape(shape, drops.1, ones.1));
+    let (a, b) = (make::<T>(&ash, views.0, &mut rng), make::<T>(&bsh, views.1, &mut rng));
     for op in BINARY_OPS {
         let got = apply_method(op, &a, &b).unwrap();
         let (want_shape, want) = reference_binary(&f64s(&a), &ash, &f64s(&b), &bsh, f64_ref(op));
@@ -248,12 +206,7 @@ fn check_binary<T: Float>(
         assert!(got.is_contiguous());
         // +, -, ×, ÷ are correctly rounded, so T's result is the f64 result rounded to T.
         for (g, w) in f64s(&got).into_iter().zip(want) {
-            assert!(
-                same(g, T::from_f64(w).to_f64()),
-                "{op:?} {ash:?} {:?} {bsh:?} {:?}: {g} vs {w}",
-                views.0,
-                views.1
-            );
+            assert!(same(g, T::from_f64(w).to_f64()), "{op:?} {ash:?} {:?} {bsh:?} {:?}: {g} vs {w}", views.0, views.1);
         }
     }
 }
@@ -309,68 +262,30 @@ fn check_unary<T: Float>(shape: &[usize], view: View, seed: u64, rtol: f64, atol
     let mut rng = Lcg(seed);
     let x = make::<T>(shape, view, &mut rng);
     let xs = f64s(&x);
-    type Case<T> = (
-        &'static str,
-        fn(&Tensor<T>) -> Tensor<T>,
-        fn(f64) -> f64,
-        bool,
-    );
+    type Case<T> = (&'static str, fn(&Tensor<T>) -> Tensor<T>, fn(f64) -> f64, bool);
     let cases: [Case<T>; 14] = [
         ("neg", |t| t.neg(), |v| -v, true),
         ("abs", |t| t.abs(), f64::abs, true),
-        (
-            "relu",
-            |t| t.relu(),
-            |v| if v > 0.0 { v } else { 0.0 },
-            true,
-        ),
+        ("relu", |t| t.relu(), |v| if v > 0.0 { v } else { 0.0 }, true),
         ("sqrt", |t| t.sqrt(), f64::sqrt, true),
-        (
-            "add_scalar",
-            |t| t.add_scalar(T::from_f64(0.75)),
-            |v| v + 0.75,
-            true,
-        ),
-        (
-            "mul_scalar",
-            |t| t.mul_scalar(T::from_f64(-1.5)),
-            |v| v * -1.5,
-            true,
-        ),
+        ("add_scalar", |t| t.add_scalar(T::from_f64(0.75)), |v| v + 0.75, true),
+        ("mul_scalar", |t| t.mul_scalar(T::from_f64(-1.5)), |v| v * -1.5, true),
         ("exp", |t| t.exp(), f64::exp, false),
         ("log", |t| t.log(), f64::ln, false),
         ("tanh", |t| t.tanh(), f64::tanh, false),
-        (
-            "sigmoid",
-            |t| t.sigmoid(),
-            |v| 1.0 / (1.0 + (-v).exp()),
-            false,
-        ),
+        ("sigmoid", |t| t.sigmoid(), |v| 1.0 / (1.0 + (-v).exp()), false),
         ("gelu", |t| t.gelu(), gelu, false),
         ("gelu_tanh", |t| t.gelu_tanh(), gelu_tanh, false),
         ("powf", |t| t.powf(T::from_f64(3.0)), |v| v.powf(3.0), false),
-        (
-            "powf",
-            |t| t.abs().powf(T::from_f64(0.5)),
-            |v| v.abs().powf(0.5),
-            false,
-        ),
+        ("powf", |t| t.abs().powf(T::from_f64(0.5)), |v| v.abs().powf(0.5), false),
     ];
     for (name, method, reference, exact) in cases {
         let got = method(&x);
         assert_eq!(got.shape(), x.shape(), "{name}");
         for (&v, g) in xs.iter().zip(f64s(&got)) {
             let want = reference(v);
-            let ok = if exact {
-                same(g, T::from_f64(want).to_f64())
-            } else {
-                close(g, want, rtol, atol)
-            };
-            assert!(
-                ok,
-                "{name}({v}) on {} {shape:?} {view:?}: got {g}, want {want}",
-                T::NAME
-            );
+            let ok = if exact { same(g, T::from_f64(want).to_f64()) } else { close(g, want, rtol, atol) };
+            assert!(ok, "{name}({v}) on {} {shape:?} {view:?}: got {g}, want {want}", T::NAME);
         }
     }
     // Operators: -x.
@@ -379,11 +294,7 @@ fn check_unary<T: Float>(shape: &[usize], view: View, seed: u64, rtol: f64, atol
 
 #[test]
 fn pytorch_special_values() {
-    let x = Tensor::from_vec(
-        vec![f32::NAN, -1.0, 0.0, 2.0, f32::INFINITY, f32::NEG_INFINITY],
-        &[6],
-    )
-    .unwrap();
+    let x = Tensor::from_vec(vec![f32::NAN, -1.0, 0.0, 2.0, f32::INFINITY, f32::NEG_INFINITY], &[6]).unwrap();
     let relu = x.relu().to_vec();
     assert!(relu[0].is_nan());
     assert_eq!(&relu[1..], &[0.0, 0.0, 2.0, f32::INFINITY, 0.0]);
@@ -395,29 +306,18 @@ fn pytorch_special_values() {
     assert_eq!(&m[1..], &[-1.0, 0.0, 1.0, 1.0, f32::NEG_INFINITY]);
     let s = x.sigmoid().to_vec();
     assert_eq!(&s[4..], &[1.0, 0.0]);
-    let big = Tensor::from_vec(vec![-800.0f64, 800.0, -40.0], &[3])
-        .unwrap()
-        .sigmoid()
-        .to_vec();
+    let big = Tensor::from_vec(vec![-800.0f64, 800.0, -40.0], &[3]).unwrap().sigmoid().to_vec();
     assert_eq!(&big[..2], &[0.0, 1.0]);
     assert!((big[2] - 4.248354255291589e-18).abs() < 1e-30);
     // From Python's math module:
     //   x * 0.5 * (1 + math.erf(x / math.sqrt(2)))
     //   0.5 * x * (1 + math.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
     let g = Tensor::from_vec(vec![-1.0f64, 0.5, 3.0], &[3]).unwrap();
-    for (got, want) in
-        g.gelu()
-            .to_vec()
-            .iter()
-            .zip([-0.15865525393145707, 0.34573123063700656, 2.99595030590511])
-    {
+    for (got, want) in g.gelu().to_vec().iter().zip([-0.15865525393145707, 0.34573123063700656, 2.99595030590511]) {
         assert!((got - want).abs() < 2e-15, "gelu {got} vs {want}");
     }
-    for (got, want) in g.gelu_tanh().to_vec().iter().zip([
-        -0.15880800939172324,
-        0.34571400982514394,
-        2.996362607918227,
-    ]) {
+    for (got, want) in g.gelu_tanh().to_vec().iter().zip([-0.15880800939172324, 0.34571400982514394, 2.996362607918227])
+    {
         assert!((got - want).abs() < 2e-15, "gelu_tanh {got} vs {want}");
     }
 }
@@ -426,8 +326,7 @@ fn pytorch_special_values() {
 /// PyTorch in float64).
 fn golden_case(name: &str) -> serde_json::Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/ops.json");
-    let all: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let all: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     all["cases"]
         .as_array()
         .unwrap()
@@ -438,18 +337,8 @@ fn golden_case(name: &str) -> serde_json::Value {
 }
 
 fn golden_tensor(v: &serde_json::Value) -> Tensor<f64> {
-    let shape: Vec<usize> = v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect();
-    let data: Vec<f64> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_f64().unwrap())
-        .collect();
+    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let data: Vec<f64> = v["data"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
     Tensor::from_vec(data, &shape).unwrap()
 }
 
@@ -494,34 +383,24 @@ fn operators_match_methods_and_panic_with_the_same_message() {
     let a = Tensor::<f32>::arange(6).reshape(&[2, 3]).unwrap();
     let b = Tensor::from_vec(vec![1.0f32, 2.0, 4.0], &[3]).unwrap();
     assert_eq!((&a + &b).to_vec(), a.add(&b).unwrap().to_vec());
-    assert_eq!(
-        (a.clone() - b.clone()).to_vec(),
-        a.sub(&b).unwrap().to_vec()
-    );
+    assert_eq!((a.clone() - b.clone()).to_vec(), a.sub(&b).unwrap().to_vec());
     assert_eq!((&a * b.clone()).to_vec(), a.mul(&b).unwrap().to_vec());
     assert_eq!((a.clone() / &b).to_vec(), a.div(&b).unwrap().to_vec());
     assert_eq!((-a.clone()).to_vec(), a.neg().to_vec());
 
     let c = Tensor::<f32>::zeros(&[4]);
     let err = a.add(&c).unwrap_err();
-    assert_eq!(err.to_string(), "add: [2, 3] and [4]: dims 3 and 4 at position 1 of the broadcast shape cannot be broadcast");
-    let panic = std::panic::catch_unwind(|| &a + &c).unwrap_err();
     assert_eq!(
-        panic.downcast_ref::<String>().map(String::as_str),
-        Some(err.to_string().as_str())
+        err.to_string(),
+        "add: [2, 3] and [4]: dims 3 and 4 at position 1 of the broadcast shape cannot be broadcast"
     );
+    let panic = std::panic::catch_unwind(|| &a + &c).unwrap_err();
+    assert_eq!(panic.downcast_ref::<String>().map(String::as_str), Some(err.to_string().as_str()));
     for op in BINARY_OPS {
         let e = apply_method(op, &a, &c).unwrap_err().to_string();
-        assert!(
-            e.starts_with(&format!("{}: [2, 3] and [4]", op.name())),
-            "{e}"
-        );
+        assert!(e.starts_with(&format!("{}: [2, 3] and [4]", op.name())), "{e}");
     }
-    assert!(a
-        .zip_map(&c, |x, _| x)
-        .unwrap_err()
-        .to_string()
-        .starts_with("zip_map: [2, 3] and [4]"));
+    assert!(a.zip_map(&c, |x, _| x).unwrap_err().to_string().starts_with("zip_map: [2, 3] and [4]"));
 }
 
 #[test]
@@ -532,13 +411,9 @@ fn outputs_are_fresh_contiguous_tensors() {
     assert!(!y.shares_storage(&x));
     assert_eq!(y.shape(), &[4, 3]);
     assert_eq!(y.to_vec()[..4], [1.0, 5.0, 9.0, 2.0]);
-    let e = Tensor::<f64>::zeros(&[0, 3])
-        .add(&Tensor::ones(&[3]))
-        .unwrap();
+    let e = Tensor::<f64>::zeros(&[0, 3]).add(&Tensor::ones(&[3])).unwrap();
     assert_eq!(e.shape(), &[0, 3]);
-    let s = Tensor::<f64>::scalar(2.0)
-        .mul(&Tensor::scalar(3.0))
-        .unwrap();
+    let s = Tensor::<f64>::scalar(2.0).mul(&Tensor::scalar(3.0)).unwrap();
     assert_eq!((s.shape(), s.item().unwrap()), (&[][..], 6.0));
 }
 
@@ -572,21 +447,14 @@ fn kernel_data<T: Float>(n: usize, seed: u64, specials: bool) -> Vec<T> {
 }
 
 fn same_slices<T: Float>(got: &[T], want: &[T]) -> bool {
-    got.len() == want.len()
-        && got
-            .iter()
-            .zip(want)
-            .all(|(g, w)| same(g.to_f64(), w.to_f64()))
+    got.len() == want.len() && got.iter().zip(want).all(|(g, w)| same(g.to_f64(), w.to_f64()))
 }
 
 fn check_kernels<T: Float>() {
     for isa in available_isas() {
         for n in kernel_lengths() {
             for specials in [false, true] {
-                let (a, b) = (
-                    kernel_data::<T>(n, n as u64, specials),
-                    kernel_data::<T>(n, 7 + n as u64, specials),
-                );
+                let (a, b) = (kernel_data::<T>(n, n as u64, specials), kernel_data::<T>(n, 7 + n as u64, specials));
                 let c = T::from_f64(-0.375);
                 let ctx = format!("{} on {isa:?}, n = {n}, specials = {specials}", T::NAME);
                 for op in BINARY_OPS {
@@ -606,31 +474,16 @@ fn check_kernels<T: Float>() {
                             Operand::Slice(s) => s[i],
                             Operand::Splat(v) => *v,
                         };
-                        assert!((0..n).all(|i| same(
-                            want[i].to_f64(),
-                            op.apply(at(&lhs, i), at(&rhs, i)).to_f64()
-                        )));
+                        assert!((0..n).all(|i| same(want[i].to_f64(), op.apply(at(&lhs, i), at(&rhs, i)).to_f64())));
                     }
                     let mut got = a.clone();
                     T::binary_assign(isa, op, &mut got, Operand::Slice(&b));
                     let mut want = vec![T::ZERO; n];
-                    T::binary(
-                        Isa::Scalar,
-                        op,
-                        Operand::Slice(&a),
-                        Operand::Slice(&b),
-                        &mut want,
-                    );
+                    T::binary(Isa::Scalar, op, Operand::Slice(&a), Operand::Slice(&b), &mut want);
                     assert!(same_slices(&got, &want), "binary_assign {op:?} {ctx}");
                     let mut got = a.clone();
                     T::binary_assign(isa, op, &mut got, Operand::Splat(c));
-                    T::binary(
-                        Isa::Scalar,
-                        op,
-                        Operand::Slice(&a),
-                        Operand::Splat(c),
-                        &mut want,
-                    );
+                    T::binary(Isa::Scalar, op, Operand::Slice(&a), Operand::Splat(c), &mut want);
                     assert!(same_slices(&got, &want), "binary_assign splat {op:?} {ctx}");
                 }
                 let unary_ops = [
@@ -651,12 +504,7 @@ fn check_kernels<T: Float>() {
                         // The SIMD exp is a polynomial of its own: a few ulp from the scalar one.
                         let eps = T::EPSILON.to_f64();
                         assert!(
-                            got.iter().zip(&want).all(|(g, w)| close(
-                                g.to_f64(),
-                                w.to_f64(),
-                                4.0 * eps,
-                                0.0
-                            )),
+                            got.iter().zip(&want).all(|(g, w)| close(g.to_f64(), w.to_f64(), 4.0 * eps, 0.0)),
                             "exp {ctx}"
                         );
                     } else {
@@ -665,10 +513,7 @@ fn check_kernels<T: Float>() {
                     assert!((0..n).all(|i| same(want[i].to_f64(), op.apply(a[i]).to_f64())));
                 }
                 // Reductions: max is exact; sums differ only by the order of the additions.
-                assert!(
-                    same(T::max(isa, &a).to_f64(), T::max(Isa::Scalar, &a).to_f64()),
-                    "max {ctx}"
-                );
+                assert!(same(T::max(isa, &a).to_f64(), T::max(Isa::Scalar, &a).to_f64()), "max {ctx}");
                 let naive_max = a.iter().fold(f64::NEG_INFINITY, |m, v| {
                     if m.is_nan() || v.to_f64().is_nan() {
                         f64::NAN
@@ -679,9 +524,7 @@ fn check_kernels<T: Float>() {
                 assert!(same(T::max(isa, &a).to_f64(), naive_max), "max {ctx}");
                 if !specials {
                     let exact: f64 = a.iter().map(|v| v.to_f64()).sum();
-                    let bound = a.iter().map(|v| v.to_f64().abs()).sum::<f64>()
-                        * n as f64
-                        * T::EPSILON.to_f64();
+                    let bound = a.iter().map(|v| v.to_f64().abs()).sum::<f64>() * n as f64 * T::EPSILON.to_f64();
                     let got = <T as ElementwiseKernels>::sum(isa, &a).to_f64();
                     assert!((got - exact).abs() <= bound, "sum {ctx}: {got} vs {exact}");
                     let (mut got_e, mut want_e) = (vec![T::ZERO; n], vec![T::ZERO; n]);
@@ -697,12 +540,7 @@ fn check_kernels<T: Float>() {
                         "exp_sum {ctx}"
                     );
                     assert!(
-                        close(
-                            s.to_f64(),
-                            s_ref.to_f64(),
-                            4.0 * n as f64 * T::EPSILON.to_f64(),
-                            0.0
-                        ),
+                        close(s.to_f64(), s_ref.to_f64(), 4.0 * n as f64 * T::EPSILON.to_f64(), 0.0),
                         "exp_sum {ctx}"
                     );
                 }
@@ -726,21 +564,8 @@ fn every_isa_matches_the_scalar_kernels_f64() {
 /// NaN.
 fn check_exp_accuracy<T: Float>(lo: f64, hi: f64, min_positive: f64, ulps: f64) {
     let n = 200_003;
-    let mut x: Vec<T> = (0..n)
-        .map(|i| T::from_f64(lo + (hi - lo) * i as f64 / n as f64))
-        .collect();
-    x.extend(
-        [
-            f64::NAN,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            0.0,
-            -0.0,
-            1e-30,
-            -1e-30,
-        ]
-        .map(T::from_f64),
-    );
+    let mut x: Vec<T> = (0..n).map(|i| T::from_f64(lo + (hi - lo) * i as f64 / n as f64)).collect();
+    x.extend([f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0, 1e-30, -1e-30].map(T::from_f64));
     for isa in available_isas() {
         let mut got = vec![T::ZERO; x.len()];
         T::unary(isa, UnaryOp::Exp, &x, &mut got);
@@ -767,9 +592,7 @@ fn simd_exp_is_accurate_over_the_whole_range() {
 
 #[test]
 fn an_unsupported_isa_falls_back_to_scalar() {
-    let unsupported = [Isa::Avx2, Isa::Avx512, Isa::Neon]
-        .into_iter()
-        .find(|i| !i.is_supported());
+    let unsupported = [Isa::Avx2, Isa::Avx512, Isa::Neon].into_iter().find(|i| !i.is_supported());
     if let Some(isa) = unsupported {
         let x = [1.0f32, -2.0, 3.0];
         let mut out = [0.0; 3];
@@ -782,11 +605,7 @@ fn an_unsupported_isa_falls_back_to_scalar() {
 // ─── thread-count independence ─────────────────────────────────────────────────
 
 fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-        .install(f)
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
 }
 
 fn bits<T: Float>(t: &Tensor<T>) -> Vec<u64> {

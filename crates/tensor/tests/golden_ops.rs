@@ -98,7 +98,14 @@ fn check_all<T: Float>(rtol: f64) {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} golden cases differ in {}:\n{}", failures.len(), cases.len(), T::NAME, failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} golden cases differ in {}:\n{}",
+        failures.len(),
+        cases.len(),
+        T::NAME,
+        failures.join("\n")
+    );
 }
 
 #[test]

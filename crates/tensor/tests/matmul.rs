@@ -9,13 +9,7 @@ use tapegrad_tensor::{Float, Generator, Tensor};
 // ─── references ─────────────────────────────────────────────────────────────────
 
 /// `Σ_p a(i, p) b(p, j)` and `Σ_p |a(i, p) b(p, j)|` in f64 (the second scales the tolerance).
-fn reference<T: Float>(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &MatRef<'_, T>,
-    b: &MatRef<'_, T>,
-) -> (Vec<f64>, Vec<f64>) {
+fn reference<T: Float>(m: usize, n: usize, k: usize, a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> (Vec<f64>, Vec<f64>) {
     let at = |i: usize, p: usize| a.data[a.offset + i * a.row_stride + p * a.col_stride].to_f64();
     let bt = |p: usize, j: usize| b.data[b.offset + p * b.row_stride + j * b.col_stride].to_f64();
     let (mut sum, mut mag) = (vec![0.0; m * n], vec![0.0; m * n]);
@@ -59,34 +53,14 @@ struct Case {
 impl Case {
     /// Runs the case on `isa` and checks it against the f64 reference; returns `C`.
     fn check<T: Float>(&self, isa: Isa) -> Vec<T> {
-        let Case {
-            m,
-            n,
-            k,
-            a_t,
-            b_t,
-            pad,
-            offset,
-            accumulate,
-            seed,
-        } = *self;
+        let Case { m, n, k, a_t, b_t, pad, offset, accumulate, seed } = *self;
         let (a_rows, a_cols) = if a_t { (k, m) } else { (m, k) };
         let (b_rows, b_cols) = if b_t { (n, k) } else { (k, n) };
         let (lda, ldb, ldc) = (a_cols + pad, b_cols + pad, n + pad);
         let a_data = random_vec::<T>(offset + a_rows * lda, seed);
         let b_data = random_vec::<T>(offset + b_rows * ldb, seed + 1);
-        let mut a = MatRef {
-            data: &a_data,
-            offset,
-            row_stride: lda,
-            col_stride: 1,
-        };
-        let mut b = MatRef {
-            data: &b_data,
-            offset,
-            row_stride: ldb,
-            col_stride: 1,
-        };
+        let mut a = MatRef { data: &a_data, offset, row_stride: lda, col_stride: 1 };
+        let mut b = MatRef { data: &b_data, offset, row_stride: ldb, col_stride: 1 };
         if a_t {
             a = a.t();
         }
@@ -101,19 +75,12 @@ impl Case {
             for j in 0..ldc {
                 let (got, before) = (c[i * ldc + j].to_f64(), c0[i * ldc + j].to_f64());
                 if j >= n {
-                    assert_eq!(
-                        got, before,
-                        "{isa:?} wrote outside C at ({i}, {j}) in {self:?}"
-                    );
+                    assert_eq!(got, before, "{isa:?} wrote outside C at ({i}, {j}) in {self:?}");
                     continue;
                 }
                 let want = sum[i * n + j] + if accumulate { before } else { 0.0 };
                 let tol = tolerance::<T>(k) * (mag[i * n + j] + before.abs()) + 1e-30;
-                assert!(
-                    (got - want).abs() <= tol,
-                    "{isa:?} {}: C({i}, {j}) = {got}, want {want} in {self:?}",
-                    T::NAME
-                );
+                assert!((got - want).abs() <= tol, "{isa:?} {}: C({i}, {j}) = {got}, want {want} in {self:?}", T::NAME);
             }
         }
         c
@@ -231,18 +198,8 @@ fn unsupported_paths_fall_back_to_scalar() {
         let uk = f32::microkernel(isa);
         assert_eq!(uk.isa(), if isa.is_supported() { isa } else { Isa::Scalar });
         // Runs (on whatever path) and is right.
-        Case {
-            m: 9,
-            n: 17,
-            k: 5,
-            a_t: false,
-            b_t: false,
-            pad: 0,
-            offset: 0,
-            accumulate: false,
-            seed: 1,
-        }
-        .check::<f32>(isa);
+        Case { m: 9, n: 17, k: 5, a_t: false, b_t: false, pad: 0, offset: 0, accumulate: false, seed: 1 }
+            .check::<f32>(isa);
     }
 }
 
@@ -253,18 +210,8 @@ fn expanded_operands_with_zero_strides() {
     let b = [4.0f32, 5.0, 6.0];
     for isa in available_isas() {
         let mut c = vec![0.0f32; 20 * 30];
-        let am = MatRef {
-            data: &a,
-            offset: 0,
-            row_stride: 0,
-            col_stride: 1,
-        };
-        let bm = MatRef {
-            data: &b,
-            offset: 0,
-            row_stride: 1,
-            col_stride: 0,
-        };
+        let am = MatRef { data: &a, offset: 0, row_stride: 0, col_stride: 1 };
+        let bm = MatRef { data: &b, offset: 0, row_stride: 1, col_stride: 0 };
         gemm_with(isa, 20, 30, 3, am, bm, &mut c, 30, false);
         assert!(c.iter().all(|&v| v == 32.0), "{isa:?}");
     }
@@ -272,11 +219,7 @@ fn expanded_operands_with_zero_strides() {
 
 /// Runs `f` on a fresh rayon pool of `threads` threads.
 fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("a rayon pool")
-        .install(f)
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a rayon pool").install(f)
 }
 
 #[test]
@@ -286,35 +229,13 @@ fn results_are_bit_identical_for_one_and_two_threads() {
         for isa in available_isas() {
             let run = |threads: usize| {
                 on_threads(threads, || {
-                    let case = Case {
-                        m,
-                        n,
-                        k,
-                        a_t: false,
-                        b_t: false,
-                        pad: 0,
-                        offset: 0,
-                        accumulate: false,
-                        seed: 3,
-                    };
+                    let case = Case { m, n, k, a_t: false, b_t: false, pad: 0, offset: 0, accumulate: false, seed: 3 };
                     (case.check::<f32>(isa), case.check::<f64>(isa))
                 })
             };
             let (one, two) = (run(1), run(2));
-            assert!(
-                one.0
-                    .iter()
-                    .zip(&two.0)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
-                "{isa:?} f32 {m}x{n}x{k}"
-            );
-            assert!(
-                one.1
-                    .iter()
-                    .zip(&two.1)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
-                "{isa:?} f64 {m}x{n}x{k}"
-            );
+            assert!(one.0.iter().zip(&two.0).all(|(x, y)| x.to_bits() == y.to_bits()), "{isa:?} f32 {m}x{n}x{k}");
+            assert!(one.1.iter().zip(&two.1).all(|(x, y)| x.to_bits() == y.to_bits()), "{isa:?} f64 {m}x{n}x{k}");
         }
     }
 }
@@ -323,16 +244,8 @@ fn results_are_bit_identical_for_one_and_two_threads() {
 
 /// PyTorch's matmul on row-major data, in f64, written from the definition.
 fn matmul_reference(x: &[f64], xs: &[usize], y: &[f64], ys: &[usize]) -> (Vec<f64>, Vec<usize>) {
-    let xs2: Vec<usize> = if xs.len() == 1 {
-        vec![1, xs[0]]
-    } else {
-        xs.to_vec()
-    };
-    let ys2: Vec<usize> = if ys.len() == 1 {
-        vec![ys[0], 1]
-    } else {
-        ys.to_vec()
-    };
+    let xs2: Vec<usize> = if xs.len() == 1 { vec![1, xs[0]] } else { xs.to_vec() };
+    let ys2: Vec<usize> = if ys.len() == 1 { vec![ys[0], 1] } else { ys.to_vec() };
     let (xb, yb) = (&xs2[..xs2.len() - 2], &ys2[..ys2.len() - 2]);
     let nb = xb.len().max(yb.len());
     let dim = |s: &[usize], i: usize| {
@@ -360,11 +273,7 @@ fn matmul_reference(x: &[f64], xs: &[usize], y: &[f64], ys: &[usize]) -> (Vec<f6
         }
         for i in 0..m {
             for j in 0..n {
-                out.push(
-                    (0..k)
-                        .map(|p| x[(xi * m + i) * k + p] * y[(yi * k + p) * n + j])
-                        .sum(),
-                );
+                out.push((0..k).map(|p| x[(xi * m + i) * k + p] * y[(yi * k + p) * n + j]).sum());
             }
         }
     }
@@ -395,35 +304,24 @@ fn make<T: Float>(shape: &[usize], view: View, seed: u64) -> Tensor<T> {
         View::Transposed if nd >= 2 => {
             let mut s = shape.to_vec();
             s.swap(nd - 2, nd - 1);
-            Tensor::randn(&s, &mut gen)
-                .transpose(nd - 2, nd - 1)
-                .expect("a valid transpose")
+            Tensor::randn(&s, &mut gen).transpose(nd - 2, nd - 1).expect("a valid transpose")
         }
         View::Narrowed => {
             let mut s = shape.to_vec();
             s[nd - 1] += 3;
-            Tensor::randn(&s, &mut gen)
-                .narrow(nd - 1, 1, shape[nd - 1])
-                .expect("a valid narrow")
+            Tensor::randn(&s, &mut gen).narrow(nd - 1, 1, shape[nd - 1]).expect("a valid narrow")
         }
         View::Offset => {
             let mut s = shape.to_vec();
             s[0] += 1;
-            Tensor::randn(&s, &mut gen)
-                .narrow(0, 1, shape[0])
-                .expect("a valid narrow")
+            Tensor::randn(&s, &mut gen).narrow(0, 1, shape[0]).expect("a valid narrow")
         }
         _ => Tensor::randn(shape, &mut gen),
     }
 }
 
 fn view_strategy() -> impl Strategy<Value = View> {
-    prop_oneof![
-        Just(View::Plain),
-        Just(View::Transposed),
-        Just(View::Narrowed),
-        Just(View::Offset)
-    ]
+    prop_oneof![Just(View::Plain), Just(View::Transposed), Just(View::Narrowed), Just(View::Offset)]
 }
 
 /// A pair of shapes matmul accepts: 1-D operands, or matrices with up to three batch dims that
@@ -431,68 +329,30 @@ fn view_strategy() -> impl Strategy<Value = View> {
 fn shapes_strategy() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
     let d = || prop_oneof![Just(0usize), Just(1usize), 1usize..20];
     let batch = prop::collection::vec((1usize..4, any::<bool>(), any::<bool>()), 0..4);
-    (
-        d(),
-        d(),
-        d(),
-        batch,
-        0usize..4,
-        0usize..4,
-        any::<bool>(),
-        any::<bool>(),
-    )
-        .prop_map(|(m, k, n, batch, x_drop, y_drop, x_vec, y_vec)| {
+    (d(), d(), d(), batch, 0usize..4, 0usize..4, any::<bool>(), any::<bool>()).prop_map(
+        |(m, k, n, batch, x_drop, y_drop, x_vec, y_vec)| {
             let keep = |drop: usize, ones: fn(&(usize, bool, bool)) -> bool| -> Vec<usize> {
-                batch
-                    .iter()
-                    .skip(drop.min(batch.len()))
-                    .map(|b| if ones(b) { 1 } else { b.0 })
-                    .collect()
+                batch.iter().skip(drop.min(batch.len())).map(|b| if ones(b) { 1 } else { b.0 }).collect()
             };
             let xb = keep(x_drop, |b| b.1);
             let yb = keep(y_drop, |b| b.2);
-            let xs = if x_vec {
-                vec![k]
-            } else {
-                [xb, vec![m, k]].concat()
-            };
-            let ys = if y_vec {
-                vec![k]
-            } else {
-                [yb, vec![k, n]].concat()
-            };
+            let xs = if x_vec { vec![k] } else { [xb, vec![m, k]].concat() };
+            let ys = if y_vec { vec![k] } else { [yb, vec![k, n]].concat() };
             (xs, ys)
-        })
+        },
+    )
 }
 
-fn check_matmul<T: Float>(
-    xs: &[usize],
-    ys: &[usize],
-    xv: View,
-    yv: View,
-    seed: u64,
-) -> Result<(), TestCaseError> {
+fn check_matmul<T: Float>(xs: &[usize], ys: &[usize], xv: View, yv: View, seed: u64) -> Result<(), TestCaseError> {
     let x = make::<T>(xs, xv, seed);
     let y = make::<T>(ys, yv, seed + 1);
-    let z = x
-        .matmul(&y)
-        .map_err(|e| TestCaseError::fail(format!("{xs:?} @ {ys:?}: {e}")))?;
-    let to64 = |t: &Tensor<T>| {
-        t.to_vec()
-            .into_iter()
-            .map(|v| v.to_f64())
-            .collect::<Vec<_>>()
-    };
+    let z = x.matmul(&y).map_err(|e| TestCaseError::fail(format!("{xs:?} @ {ys:?}: {e}")))?;
+    let to64 = |t: &Tensor<T>| t.to_vec().into_iter().map(|v| v.to_f64()).collect::<Vec<_>>();
     let (want, shape) = matmul_reference(&to64(&x), xs, &to64(&y), ys);
     prop_assert_eq!(z.shape(), shape.as_slice(), "{:?} @ {:?}", xs, ys);
     let k = xs[xs.len() - 1];
-    let scale = x
-        .to_vec()
-        .iter()
-        .fold(0.0f64, |s, v| s.max(v.to_f64().abs()))
-        * y.to_vec()
-            .iter()
-            .fold(0.0f64, |s, v| s.max(v.to_f64().abs()));
+    let scale = x.to_vec().iter().fold(0.0f64, |s, v| s.max(v.to_f64().abs()))
+        * y.to_vec().iter().fold(0.0f64, |s, v| s.max(v.to_f64().abs()));
     for (got, want) in z.to_vec().iter().zip(&want) {
         prop_assert!(
             (got.to_f64() - want).abs() <= tolerance::<T>(k) * k as f64 * scale + 1e-30,
@@ -527,10 +387,7 @@ fn vector_promotion_follows_pytorch() {
     let mv = m.t().unwrap().matmul(&v).unwrap();
     assert_eq!((mv.shape(), mv.to_vec()), (&[2][..], vec![16.0, 22.0]));
     let batched = Tensor::<f64>::ones(&[4, 2, 3]).matmul(&v).unwrap();
-    assert_eq!(
-        (batched.shape(), batched.to_vec()),
-        (&[4, 2][..], vec![6.0; 8])
-    );
+    assert_eq!((batched.shape(), batched.to_vec()), (&[4, 2][..], vec![6.0; 8]));
     let vb = v.matmul(&Tensor::<f64>::ones(&[5, 3, 2])).unwrap();
     assert_eq!(vb.shape(), &[5, 2]);
 }
@@ -542,22 +399,11 @@ fn expanded_and_stacked_batches() {
     let mut gen = Generator::new(5);
     let x = Tensor::<f32>::randn(&[3, 4, 5, 6], &mut gen);
     let w = Tensor::<f32>::randn(&[6, 7], &mut gen);
-    let x1 = Tensor::<f32>::randn(&[1, 5, 6], &mut gen)
-        .expand(&[4, 5, 6])
-        .unwrap();
+    let x1 = Tensor::<f32>::randn(&[1, 5, 6], &mut gen).expand(&[4, 5, 6]).unwrap();
     for (lhs, rhs) in [(&x, &w), (&x1, &w)] {
         let z = lhs.matmul(rhs).unwrap();
-        let per = lhs
-            .contiguous()
-            .reshape(&[lhs.numel() / 6, 6])
-            .unwrap()
-            .matmul(rhs)
-            .unwrap();
-        let diff = z
-            .to_vec()
-            .iter()
-            .zip(per.to_vec())
-            .fold(0.0f32, |d, (a, b)| d.max((a - b).abs()));
+        let per = lhs.contiguous().reshape(&[lhs.numel() / 6, 6]).unwrap().matmul(rhs).unwrap();
+        let diff = z.to_vec().iter().zip(per.to_vec()).fold(0.0f32, |d, (a, b)| d.max((a - b).abs()));
         assert!(diff < 1e-5, "{diff}");
     }
 }
@@ -568,46 +414,20 @@ fn batched_matmul_is_thread_count_independent() {
     let x = Tensor::<f32>::randn(&[6, 40, 50], &mut gen);
     let y = Tensor::<f32>::randn(&[1, 50, 30], &mut gen);
     let big = Tensor::<f32>::randn(&[2, 200, 300], &mut gen);
-    let bigy = Tensor::<f32>::randn(&[300, 150], &mut gen)
-        .t()
-        .unwrap()
-        .contiguous()
-        .t()
-        .unwrap();
-    let run = |t| {
-        on_threads(t, || {
-            (
-                x.matmul(&y).unwrap().to_vec(),
-                big.matmul(&bigy).unwrap().to_vec(),
-            )
-        })
-    };
+    let bigy = Tensor::<f32>::randn(&[300, 150], &mut gen).t().unwrap().contiguous().t().unwrap();
+    let run = |t| on_threads(t, || (x.matmul(&y).unwrap().to_vec(), big.matmul(&bigy).unwrap().to_vec()));
     let (one, two) = (run(1), run(2));
-    assert!(one
-        .0
-        .iter()
-        .zip(&two.0)
-        .all(|(a, b)| a.to_bits() == b.to_bits()));
-    assert!(one
-        .1
-        .iter()
-        .zip(&two.1)
-        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(one.0.iter().zip(&two.0).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(one.1.iter().zip(&two.1).all(|(a, b)| a.to_bits() == b.to_bits()));
 }
 
 #[test]
 fn bad_shapes_are_errors_that_name_the_op_and_shapes() {
     let a = Tensor::<f32>::zeros(&[2, 3]);
     let b = Tensor::<f32>::zeros(&[2, 4]);
-    assert_eq!(
-        a.matmul(&b).unwrap_err().to_string(),
-        "matmul: [2, 3] and [2, 4]: inner dimensions 3 and 2 differ"
-    );
+    assert_eq!(a.matmul(&b).unwrap_err().to_string(), "matmul: [2, 3] and [2, 4]: inner dimensions 3 and 2 differ");
     let s = Tensor::<f32>::scalar(1.0);
-    assert_eq!(
-        s.matmul(&a).unwrap_err().to_string(),
-        "matmul: [] and [2, 3]: both operands need at least one dim"
-    );
+    assert_eq!(s.matmul(&a).unwrap_err().to_string(), "matmul: [] and [2, 3]: both operands need at least one dim");
     let x = Tensor::<f32>::zeros(&[2, 2, 3]);
     let y = Tensor::<f32>::zeros(&[3, 3, 4]);
     assert_eq!(
@@ -615,8 +435,5 @@ fn bad_shapes_are_errors_that_name_the_op_and_shapes() {
         "matmul: [2, 2, 3] and [3, 3, 4]: the batch dims cannot be broadcast"
     );
     let v = Tensor::<f32>::zeros(&[4]);
-    assert_eq!(
-        v.matmul(&a).unwrap_err().to_string(),
-        "matmul: [4] and [2, 3]: inner dimensions 4 and 2 differ"
-    );
+    assert_eq!(v.matmul(&a).unwrap_err().to_string(), "matmul: [4] and [2, 3]: inner dimensions 4 and 2 differ");
 }

@@ -13,10 +13,7 @@ struct Lcg(u64);
 
 impl Lcg {
     fn unit(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 
@@ -54,19 +51,12 @@ fn view_strategy() -> impl Strategy<Value = View> {
 }
 
 fn shape_strategy(max_ndim: usize) -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(
-        prop_oneof![1 => Just(0usize), 3 => Just(1usize), 8 => 2usize..=7],
-        0..=max_ndim,
-    )
+    prop::collection::vec(prop_oneof![1 => Just(0usize), 3 => Just(1usize), 8 => 2usize..=7], 0..=max_ndim)
 }
 
 fn fill<T: Float>(shape: &[usize], rng: &mut Lcg, integer: bool) -> Tensor<T> {
     let n = shape.iter().product();
-    Tensor::from_vec(
-        (0..n).map(|_| T::from_f64(rng.value(integer))).collect(),
-        shape,
-    )
-    .unwrap()
+    Tensor::from_vec((0..n).map(|_| T::from_f64(rng.value(integer))).collect(), shape).unwrap()
 }
 
 /// A tensor of logical shape `shape` with the memory layout `view`.
@@ -88,11 +78,8 @@ fn make<T: Float>(shape: &[usize], view: View, rng: &mut Lcg, integer: bool) -> 
             t
         }
         View::Expanded(mask) => {
-            let small: Vec<usize> = shape
-                .iter()
-                .enumerate()
-                .map(|(d, &n)| if mask >> d & 1 == 1 { 1 } else { n })
-                .collect();
+            let small: Vec<usize> =
+                shape.iter().enumerate().map(|(d, &n)| if mask >> d & 1 == 1 { 1 } else { n }).collect();
             fill::<T>(&small, rng, integer).expand(shape).unwrap()
         }
     }
@@ -128,42 +115,21 @@ fn dims_of(mask: u32, ndim: usize) -> Vec<usize> {
 /// Naive reduction in f64: for every kept position, the list of reduced values in row-major
 /// order. Returns the keepdim=false output shape and the groups.
 fn reduce_groups(x: &[f64], shape: &[usize], dims: &[usize]) -> (Vec<usize>, Vec<Vec<f64>>) {
-    let reduced: Vec<bool> = (0..shape.len())
-        .map(|d| dims.is_empty() || dims.contains(&d))
-        .collect();
-    let out_shape: Vec<usize> = shape
-        .iter()
-        .zip(&reduced)
-        .filter(|(_, &r)| !r)
-        .map(|(&n, _)| n)
-        .collect();
+    let reduced: Vec<bool> = (0..shape.len()).map(|d| dims.is_empty() || dims.contains(&d)).collect();
+    let out_shape: Vec<usize> = shape.iter().zip(&reduced).filter(|(_, &r)| !r).map(|(&n, _)| n).collect();
     let k: usize = out_shape.iter().product();
     let mut out = vec![Vec::new(); k];
     for (i, &v) in x.iter().enumerate() {
         let index = unravel(i, shape);
-        let j = index
-            .iter()
-            .zip(&reduced)
-            .zip(shape)
-            .filter(|((_, &r), _)| !r)
-            .fold(0, |acc, ((&ix, _), &n)| acc * n + ix);
+        let j =
+            index.iter().zip(&reduced).zip(shape).filter(|((_, &r), _)| !r).fold(0, |acc, ((&ix, _), &n)| acc * n + ix);
         out[j].push(v);
     }
     (out_shape, out)
 }
 
 fn keepdim_shape(shape: &[usize], dims: &[usize]) -> Vec<usize> {
-    shape
-        .iter()
-        .enumerate()
-        .map(|(d, &n)| {
-            if dims.is_empty() || dims.contains(&d) {
-                1
-            } else {
-                n
-            }
-        })
-        .collect()
+    shape.iter().enumerate().map(|(d, &n)| if dims.is_empty() || dims.contains(&d) { 1 } else { n }).collect()
 }
 
 /// The worst-case rounding error of any summation order: `n · ε · Σ|x|` (twice the classic
@@ -174,30 +140,16 @@ fn sum_bound<T: Float>(values: &[f64]) -> f64 {
 
 // ─── sum / mean ────────────────────────────────────────────────────────────────
 
-fn check_sum<T: Float>(
-    shape: &[usize],
-    view: View,
-    mask: u32,
-    keepdim: bool,
-    integer: bool,
-    seed: u64,
-) {
+fn check_sum<T: Float>(shape: &[usize], view: View, mask: u32, keepdim: bool, integer: bool, seed: u64) {
     let mut rng = Lcg(seed);
     let x = make::<T>(shape, view, &mut rng, integer);
     let dims = dims_of(mask, shape.len());
     let (out_shape, groups) = reduce_groups(&f64s(&x), shape, &dims);
-    let ctx = format!(
-        "{} {shape:?} {view:?} dims {dims:?} keepdim {keepdim}",
-        T::NAME
-    );
+    let ctx = format!("{} {shape:?} {view:?} dims {dims:?} keepdim {keepdim}", T::NAME);
 
     let sum = x.sum(&dims, keepdim).unwrap();
     let mean = x.mean(&dims, keepdim).unwrap();
-    let want_shape = if keepdim {
-        keepdim_shape(shape, &dims)
-    } else {
-        out_shape
-    };
+    let want_shape = if keepdim { keepdim_shape(shape, &dims) } else { out_shape };
     assert_eq!(sum.shape(), &want_shape[..], "{ctx}");
     assert_eq!(mean.shape(), &want_shape[..], "{ctx}");
     for ((g, m), values) in f64s(&sum).into_iter().zip(f64s(&mean)).zip(&groups) {
@@ -206,22 +158,11 @@ fn check_sum<T: Float>(
         if integer {
             // Every partial sum is an integer below 2^24: exact in any order.
             assert_eq!(g, want, "sum {ctx}");
-            assert!(
-                same(m, T::from_f64(want_mean).to_f64()),
-                "mean {ctx}: {m} vs {want_mean}"
-            );
+            assert!(same(m, T::from_f64(want_mean).to_f64()), "mean {ctx}: {m} vs {want_mean}");
         } else {
+            assert!((g - want).abs() <= sum_bound::<T>(values), "sum {ctx}: {g} vs {want}");
             assert!(
-                (g - want).abs() <= sum_bound::<T>(values),
-                "sum {ctx}: {g} vs {want}"
-            );
-            assert!(
-                close(
-                    m,
-                    want_mean,
-                    4.0 * T::EPSILON.to_f64(),
-                    sum_bound::<T>(values) / values.len() as f64
-                ),
+                close(m, want_mean, 4.0 * T::EPSILON.to_f64(), sum_bound::<T>(values) / values.len() as f64),
                 "mean {ctx}"
             );
         }
@@ -229,18 +170,8 @@ fn check_sum<T: Float>(
     if dims.is_empty() || dims.len() == shape.len() {
         let all = x.sum_all();
         assert_eq!(all.shape(), &[] as &[usize]);
-        assert_eq!(
-            all.item().unwrap().to_f64(),
-            f64s(&x.sum(&[], false).unwrap())[0],
-            "sum_all {ctx}"
-        );
-        assert!(
-            same(
-                x.mean_all().item().unwrap().to_f64(),
-                f64s(&x.mean(&[], false).unwrap())[0]
-            ),
-            "mean_all {ctx}"
-        );
+        assert_eq!(all.item().unwrap().to_f64(), f64s(&x.sum(&[], false).unwrap())[0], "sum_all {ctx}");
+        assert!(same(x.mean_all().item().unwrap().to_f64(), f64s(&x.mean(&[], false).unwrap())[0]), "mean_all {ctx}");
     }
 }
 
@@ -260,20 +191,11 @@ fn check_max<T: Float>(shape: &[usize], view: View, dim: usize, keepdim: bool, s
     let (out_shape, groups) = reduce_groups(&f64s(&x), shape, &[dim]);
     let values = x.max(dim, keepdim).unwrap();
     let (values2, indices) = x.max_with_indices(dim, keepdim).unwrap();
-    let want_shape = if keepdim {
-        keepdim_shape(shape, &[dim])
-    } else {
-        out_shape
-    };
+    let want_shape = if keepdim { keepdim_shape(shape, &[dim]) } else { out_shape };
     assert_eq!(values.shape(), &want_shape[..], "{ctx}");
     assert_eq!(values2.shape(), &want_shape[..], "{ctx}");
     assert_eq!(x.argmax(dim).unwrap(), indices, "{ctx}");
-    for (((v, v2), &i), group) in f64s(&values)
-        .into_iter()
-        .zip(f64s(&values2))
-        .zip(&indices)
-        .zip(&groups)
-    {
+    for (((v, v2), &i), group) in f64s(&values).into_iter().zip(f64s(&values2)).zip(&indices).zip(&groups) {
         let m = group.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let first = group.iter().position(|&g| g == m).unwrap();
         assert_eq!((v, v2, i), (m, m, first), "{ctx}");
@@ -295,24 +217,16 @@ fn check_softmax<T: Float>(shape: &[usize], view: View, dim: usize, seed: u64) {
     let rows = |t: &Tensor<T>| f64s(&t.transpose(dim, last).unwrap());
     let (xs, ps, lps) = (rows(&x), rows(&p), rows(&lp));
     let eps = T::EPSILON.to_f64();
-    for ((x, p), lp) in xs
-        .chunks(shape[dim].max(1))
-        .zip(ps.chunks(shape[dim].max(1)))
-        .zip(lps.chunks(shape[dim].max(1)))
+    for ((x, p), lp) in
+        xs.chunks(shape[dim].max(1)).zip(ps.chunks(shape[dim].max(1))).zip(lps.chunks(shape[dim].max(1)))
     {
         let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let s: f64 = x.iter().map(|v| (v - m).exp()).sum();
         for ((&v, &got), &got_log) in x.iter().zip(p).zip(lp) {
             let want = (v - m).exp() / s;
             let want_log = (v - m) - s.ln();
-            assert!(
-                close(got, want, 16.0 * eps, 1e-30),
-                "softmax {ctx}: {got} vs {want}"
-            );
-            assert!(
-                close(got_log, want_log, 16.0 * eps, 16.0 * eps),
-                "log_softmax {ctx}: {got_log} vs {want_log}"
-            );
+            assert!(close(got, want, 16.0 * eps, 1e-30), "softmax {ctx}: {got} vs {want}");
+            assert!(close(got_log, want_log, 16.0 * eps, 16.0 * eps), "log_softmax {ctx}: {got_log} vs {want_log}");
         }
     }
 }
@@ -323,11 +237,8 @@ fn check_sum_to<T: Float>(shape: &[usize], view: View, drop: usize, ones: u32, s
     let mut rng = Lcg(seed);
     let x = make::<T>(shape, view, &mut rng, true);
     let drop = drop.min(shape.len());
-    let target: Vec<usize> = shape[drop..]
-        .iter()
-        .enumerate()
-        .map(|(d, &n)| if ones >> d & 1 == 1 { 1 } else { n })
-        .collect();
+    let target: Vec<usize> =
+        shape[drop..].iter().enumerate().map(|(d, &n)| if ones >> d & 1 == 1 { 1 } else { n }).collect();
     let got = x.sum_to(&target).unwrap();
     assert_eq!(got.shape(), &target[..]);
     // Reference: every element added into its broadcast source position.
@@ -335,17 +246,10 @@ fn check_sum_to<T: Float>(shape: &[usize], view: View, drop: usize, ones: u32, s
     let mut want = vec![0.0; n];
     for (i, v) in f64s(&x).into_iter().enumerate() {
         let index = unravel(i, shape);
-        let j = target.iter().enumerate().fold(0, |acc, (d, &t)| {
-            acc * t + if t == 1 { 0 } else { index[drop + d] }
-        });
+        let j = target.iter().enumerate().fold(0, |acc, (d, &t)| acc * t + if t == 1 { 0 } else { index[drop + d] });
         want[j] += v;
     }
-    assert_eq!(
-        f64s(&got),
-        want,
-        "{} {shape:?} {view:?} -> {target:?}",
-        T::NAME
-    );
+    assert_eq!(f64s(&got), want, "{} {shape:?} {view:?} -> {target:?}", T::NAME);
 }
 
 proptest! {
@@ -416,28 +320,21 @@ fn large_reductions_take_every_path_correctly() {
                     } else {
                         // Blocked and pairwise: far tighter than the worst-case bound.
                         let tight = values.iter().map(|v| v.abs()).sum::<f64>() * 1e-5;
-                        assert!(
-                            (g - want).abs() <= tight,
-                            "{shape:?} {dims:?} {view:?}: {g} vs {want}"
-                        );
+                        assert!((g - want).abs() <= tight, "{shape:?} {dims:?} {view:?}: {g} vs {want}");
                     }
                 }
                 let dim = dims.first().copied().unwrap_or(0);
                 let maxes = f64s(&x.max(dim, false).unwrap());
                 let (_, max_groups) = reduce_groups(&f64s(&x), shape, &[dim]);
-                let want: Vec<f64> = max_groups
-                    .iter()
-                    .map(|g| g.iter().copied().fold(f64::NEG_INFINITY, f64::max))
-                    .collect();
+                let want: Vec<f64> =
+                    max_groups.iter().map(|g| g.iter().copied().fold(f64::NEG_INFINITY, f64::max)).collect();
                 assert!(maxes == want, "max {shape:?} dim {dim} {view:?}");
             }
         }
     }
     // One long softmax row (longer than a chunk) still sums to 1.
     let mut rng = Lcg(9);
-    let row = fill::<f32>(&[1, 100_000], &mut rng, false)
-        .softmax(1)
-        .unwrap();
+    let row = fill::<f32>(&[1, 100_000], &mut rng, false).softmax(1).unwrap();
     let total: f64 = f64s(&row).iter().sum();
     assert!((total - 1.0).abs() < 1e-5, "{total}");
 }
@@ -448,12 +345,7 @@ fn large_reductions_take_every_path_correctly() {
 fn empty_and_nan_cases_follow_pytorch() {
     let e = Tensor::<f32>::zeros(&[3, 0]);
     assert_eq!(e.sum(&[1], false).unwrap().to_vec(), vec![0.0; 3]);
-    assert!(e
-        .mean(&[1], false)
-        .unwrap()
-        .to_vec()
-        .iter()
-        .all(|v| v.is_nan()));
+    assert!(e.mean(&[1], false).unwrap().to_vec().iter().all(|v| v.is_nan()));
     assert!(e.mean_all().item().unwrap().is_nan());
     assert_eq!(e.sum_all().item().unwrap(), 0.0);
     assert_eq!(e.sum(&[0], true).unwrap().shape(), &[1, 0]);
@@ -490,42 +382,17 @@ fn empty_and_nan_cases_follow_pytorch() {
 #[test]
 fn errors_name_the_op_and_the_shape() {
     let x = Tensor::<f32>::zeros(&[2, 3]);
-    assert_eq!(
-        x.sum(&[2], false).unwrap_err().to_string(),
-        "sum: dim 2 is out of range for shape [2, 3] (2 dims)"
-    );
-    assert_eq!(
-        x.mean(&[0, 5], true).unwrap_err().to_string(),
-        "mean: dim 5 is out of range for shape [2, 3] (2 dims)"
-    );
+    assert_eq!(x.sum(&[2], false).unwrap_err().to_string(), "sum: dim 2 is out of range for shape [2, 3] (2 dims)");
+    assert_eq!(x.mean(&[0, 5], true).unwrap_err().to_string(), "mean: dim 5 is out of range for shape [2, 3] (2 dims)");
     assert_eq!(
         x.sum(&[1, 1], false).unwrap_err().to_string(),
         "sum: shape [2, 3]: dim 1 appears more than once in dims [1, 1]"
     );
-    assert_eq!(
-        x.max(2, false).unwrap_err().to_string(),
-        "max: dim 2 is out of range for shape [2, 3] (2 dims)"
-    );
-    assert!(x
-        .argmax(7)
-        .unwrap_err()
-        .to_string()
-        .starts_with("argmax: dim 7"));
-    assert!(x
-        .max_with_indices(3, true)
-        .unwrap_err()
-        .to_string()
-        .starts_with("max_with_indices: dim 3"));
-    assert!(x
-        .softmax(2)
-        .unwrap_err()
-        .to_string()
-        .starts_with("softmax: dim 2"));
-    assert!(x
-        .log_softmax(2)
-        .unwrap_err()
-        .to_string()
-        .starts_with("log_softmax: dim 2"));
+    assert_eq!(x.max(2, false).unwrap_err().to_string(), "max: dim 2 is out of range for shape [2, 3] (2 dims)");
+    assert!(x.argmax(7).unwrap_err().to_string().starts_with("argmax: dim 7"));
+    assert!(x.max_with_indices(3, true).unwrap_err().to_string().starts_with("max_with_indices: dim 3"));
+    assert!(x.softmax(2).unwrap_err().to_string().starts_with("softmax: dim 2"));
+    assert!(x.log_softmax(2).unwrap_err().to_string().starts_with("log_softmax: dim 2"));
     assert_eq!(
         x.sum_to(&[2]).unwrap_err().to_string(),
         "sum_to: [2, 3] and [2]: the target shape does not broadcast to the tensor's shape"
@@ -542,8 +409,7 @@ fn errors_name_the_op_and_the_shape() {
 /// PyTorch in float64).
 fn golden_case(name: &str) -> serde_json::Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/ops.json");
-    let all: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let all: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     all["cases"]
         .as_array()
         .unwrap()
@@ -554,18 +420,8 @@ fn golden_case(name: &str) -> serde_json::Value {
 }
 
 fn golden_tensor(v: &serde_json::Value) -> Tensor<f64> {
-    let shape: Vec<usize> = v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect();
-    let data: Vec<f64> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_f64().unwrap())
-        .collect();
+    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let data: Vec<f64> = v["data"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
     Tensor::from_vec(data, &shape).unwrap()
 }
 
@@ -596,11 +452,7 @@ fn forward_values_match_pytorch() {
 // ─── thread-count independence ─────────────────────────────────────────────────
 
 fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-        .install(f)
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
 }
 
 fn bits<T: Float>(t: &Tensor<T>) -> Vec<u64> {

@@ -13,9 +13,7 @@ use rayon::prelude::*;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::kernels::active_isa;
-use crate::kernels::elementwise::{
-    binary_strided, unary_strided, BinaryOp, Operand, Strided, UnaryOp,
-};
+use crate::kernels::elementwise::{binary_strided, unary_strided, BinaryOp, Operand, Strided, UnaryOp};
 use crate::layout::{broadcast_shapes, checked_numel, contiguous_strides, Dims, Layout};
 use crate::strided::for_each_run_in;
 use crate::tensor::Tensor;
@@ -29,31 +27,20 @@ pub(crate) const CHUNK: usize = 1 << 15;
 /// `start..start + piece.len()`. Pieces are `chunk` long (the caller fixes it from the shape,
 /// never from the thread count) and run in parallel when there are several; a buffer of one
 /// piece is filled on the calling thread.
-pub(crate) fn fill_chunked<T: Float>(
-    numel: usize,
-    chunk: usize,
-    fill: impl Fn(usize, &mut [T]) + Sync,
-) -> Vec<T> {
+pub(crate) fn fill_chunked<T: Float>(numel: usize, chunk: usize, fill: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
     let mut out = vec![T::ZERO; numel];
     let chunk = chunk.max(1);
     if numel <= chunk {
         fill(0, &mut out);
     } else {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, piece)| fill(i * chunk, piece));
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, piece)| fill(i * chunk, piece));
     }
     out
 }
 
 /// The kernel operand for a run of `len` elements at `data[offset + i * stride]`, or `None` when
 /// the stride needs the scalar strided loop.
-pub(crate) fn run_operand<T: Float>(
-    data: &[T],
-    offset: usize,
-    stride: usize,
-    len: usize,
-) -> Option<Operand<'_, T>> {
+pub(crate) fn run_operand<T: Float>(data: &[T], offset: usize, stride: usize, len: usize) -> Option<Operand<'_, T>> {
     if stride == 1 || len == 1 {
         Some(Operand::Slice(&data[offset..offset + len]))
     } else if stride == 0 {
@@ -71,12 +58,7 @@ fn broadcast_layouts<T: Float>(
 ) -> Result<(Dims, Layout, Layout, usize)> {
     let shape = broadcast_shapes(op, lhs.shape(), rhs.shape())?;
     let numel = checked_numel(&shape).ok_or_else(|| {
-        Error::mismatch(
-            op,
-            lhs.shape(),
-            rhs.shape(),
-            "the broadcast shape has more elements than fit in memory",
-        )
+        Error::mismatch(op, lhs.shape(), rhs.shape(), "the broadcast shape has more elements than fit in memory")
     })?;
     let (l, r) = (lhs.layout().expand(&shape)?, rhs.layout().expand(&shape)?);
     Ok((shape, l, r, numel))
@@ -94,32 +76,18 @@ impl<T: Float> Tensor<T> {
         let data = fill_chunked(numel, CHUNK, |start, out: &mut [T]| {
             let range = start..start + out.len();
             let strides = [out_strides.as_slice(), l.strides(), r.strides()];
-            for_each_run_in(
-                &shape,
-                strides,
-                [0, l.offset(), r.offset()],
-                range,
-                |[o, a, b], len, [_, sa, sb]| {
-                    let out = &mut out[o - start..o - start + len];
-                    match (run_operand(ld, a, sa, len), run_operand(rd, b, sb, len)) {
-                        (Some(x), Some(y)) => T::binary(isa, op, x, y, out),
-                        _ => binary_strided(
-                            op,
-                            Strided {
-                                data: ld,
-                                offset: a,
-                                stride: sa,
-                            },
-                            Strided {
-                                data: rd,
-                                offset: b,
-                                stride: sb,
-                            },
-                            out,
-                        ),
-                    }
-                },
-            );
+            for_each_run_in(&shape, strides, [0, l.offset(), r.offset()], range, |[o, a, b], len, [_, sa, sb]| {
+                let out = &mut out[o - start..o - start + len];
+                match (run_operand(ld, a, sa, len), run_operand(rd, b, sb, len)) {
+                    (Some(x), Some(y)) => T::binary(isa, op, x, y, out),
+                    _ => binary_strided(
+                        op,
+                        Strided { data: ld, offset: a, stride: sa },
+                        Strided { data: rd, offset: b, stride: sb },
+                        out,
+                    ),
+                }
+            });
         });
         Ok(Tensor::from_contiguous(data, &shape))
     }
@@ -132,16 +100,8 @@ impl<T: Float> Tensor<T> {
             Some(x) => T::binary(isa, op, x, Operand::Splat(c), out),
             None => binary_strided(
                 op,
-                Strided {
-                    data,
-                    offset: x,
-                    stride: s,
-                },
-                Strided {
-                    data: &[c],
-                    offset: 0,
-                    stride: 0,
-                },
+                Strided { data, offset: x, stride: s },
+                Strided { data: &[c], offset: 0, stride: 0 },
                 out,
             ),
         })
@@ -157,15 +117,7 @@ impl<T: Float> Tensor<T> {
             } else if s == 0 {
                 out.fill(op.apply(data[x]));
             } else {
-                unary_strided(
-                    op,
-                    Strided {
-                        data,
-                        offset: x,
-                        stride: s,
-                    },
-                    out,
-                );
+                unary_strided(op, Strided { data, offset: x, stride: s }, out);
             }
         })
     }
@@ -179,15 +131,9 @@ impl<T: Float> Tensor<T> {
         let data = fill_chunked(self.numel(), CHUNK, |start, out: &mut [T]| {
             let range = start..start + out.len();
             let strides = [out_strides.as_slice(), layout.strides()];
-            for_each_run_in(
-                shape,
-                strides,
-                [0, layout.offset()],
-                range,
-                |[o, x], len, [_, s]| {
-                    run(x, s, &mut out[o - start..o - start + len]);
-                },
-            );
+            for_each_run_in(shape, strides, [0, layout.offset()], range, |[o, x], len, [_, s]| {
+                run(x, s, &mut out[o - start..o - start + len]);
+            });
         });
         Tensor::from_contiguous(data, shape)
     }
@@ -430,17 +376,11 @@ impl<T: Float> Tensor<T> {
         let data = fill_chunked(numel, CHUNK, |start, out: &mut [T]| {
             let range = start..start + out.len();
             let strides = [out_strides.as_slice(), l.strides(), r.strides()];
-            for_each_run_in(
-                &shape,
-                strides,
-                [0, l.offset(), r.offset()],
-                range,
-                |[o, a, b], len, [_, sa, sb]| {
-                    for (i, o) in out[o - start..o - start + len].iter_mut().enumerate() {
-                        *o = f(ld[a + i * sa], rd[b + i * sb]);
-                    }
-                },
-            );
+            for_each_run_in(&shape, strides, [0, l.offset(), r.offset()], range, |[o, a, b], len, [_, sa, sb]| {
+                for (i, o) in out[o - start..o - start + len].iter_mut().enumerate() {
+                    *o = f(ld[a + i * sa], rd[b + i * sb]);
+                }
+            });
         });
         Ok(Tensor::from_contiguous(data, &shape))
     }

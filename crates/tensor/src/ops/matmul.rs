@@ -50,43 +50,24 @@ impl<T: Float> Tensor<T> {
     pub fn matmul(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
         let (ls, rs) = (self.shape(), rhs.shape());
         if ls.is_empty() || rs.is_empty() {
-            return Err(Error::mismatch(
-                "matmul",
-                ls,
-                rs,
-                "both operands need at least one dim",
-            ));
+            return Err(Error::mismatch("matmul", ls, rs, "both operands need at least one dim"));
         }
         // Promote 1-D operands to matrices, remembering which dim to drop from the result.
-        let lhs = if ls.len() == 1 {
-            self.unsqueeze(0)?
-        } else {
-            self.clone()
-        };
-        let rhs_m = if rs.len() == 1 {
-            rhs.unsqueeze(1)?
-        } else {
-            rhs.clone()
-        };
+        let lhs = if ls.len() == 1 { self.unsqueeze(0)? } else { self.clone() };
+        let rhs_m = if rs.len() == 1 { rhs.unsqueeze(1)? } else { rhs.clone() };
         let (lnd, rnd) = (lhs.ndim(), rhs_m.ndim());
         let (m, k) = (lhs.shape()[lnd - 2], lhs.shape()[lnd - 1]);
         let (k2, n) = (rhs_m.shape()[rnd - 2], rhs_m.shape()[rnd - 1]);
         if k != k2 {
-            return Err(Error::mismatch(
-                "matmul",
-                ls,
-                rs,
-                format!("inner dimensions {k} and {k2} differ"),
-            ));
+            return Err(Error::mismatch("matmul", ls, rs, format!("inner dimensions {k} and {k2} differ")));
         }
         let batch = broadcast_shapes("matmul", &lhs.shape()[..lnd - 2], &rhs_m.shape()[..rnd - 2])
             .map_err(|_| Error::mismatch("matmul", ls, rs, "the batch dims cannot be broadcast"))?;
 
         let mut full: Dims = batch.clone();
         full.extend_from_slice(&[m, n]);
-        let numel = checked_numel(&full).ok_or_else(|| {
-            Error::mismatch("matmul", ls, rs, "the result's size overflows usize")
-        })?;
+        let numel = checked_numel(&full)
+            .ok_or_else(|| Error::mismatch("matmul", ls, rs, "the result's size overflows usize"))?;
         let mut out = vec![T::ZERO; numel];
         if numel > 0 {
             let lhs = lhs.expand(&[batch.as_slice(), &[m, k]].concat())?;
@@ -126,18 +107,8 @@ fn batched_gemm<T: Float>(
     if rst[..nb].iter().all(|&s| s == 0) {
         if let Some(row_stride) = merged_stride(&lhs.shape()[..=nb], &lst[..=nb]) {
             let rows = out.len() / n;
-            let a = MatRef {
-                data: la,
-                offset: lhs.offset(),
-                row_stride,
-                col_stride: l_cs,
-            };
-            let b = MatRef {
-                data: ra,
-                offset: rhs.offset(),
-                row_stride: r_rs,
-                col_stride: r_cs,
-            };
+            let a = MatRef { data: la, offset: lhs.offset(), row_stride, col_stride: l_cs };
+            let b = MatRef { data: ra, offset: rhs.offset(), row_stride: r_rs, col_stride: r_cs };
             gemm(rows, n, k, a, b, out, n, false);
             return;
         }
@@ -145,23 +116,11 @@ fn batched_gemm<T: Float>(
 
     let one = |(index, c): (usize, &mut [T])| {
         let (lo, ro) = batch_offsets(index, batch, lhs, rhs);
-        let a = MatRef {
-            data: la,
-            offset: lo,
-            row_stride: l_rs,
-            col_stride: l_cs,
-        };
-        let b = MatRef {
-            data: ra,
-            offset: ro,
-            row_stride: r_rs,
-            col_stride: r_cs,
-        };
+        let a = MatRef { data: la, offset: lo, row_stride: l_rs, col_stride: l_cs };
+        let b = MatRef { data: ra, offset: ro, row_stride: r_rs, col_stride: r_cs };
         gemm(m, n, k, a, b, c, n, false);
     };
-    if m.saturating_mul(n).saturating_mul(k).saturating_mul(2) < SMALL_PRODUCT_FLOPS
-        && out.len() > m * n
-    {
+    if m.saturating_mul(n).saturating_mul(k).saturating_mul(2) < SMALL_PRODUCT_FLOPS && out.len() > m * n {
         out.par_chunks_mut(m * n).enumerate().for_each(one);
     } else {
         out.chunks_mut(m * n).enumerate().for_each(one);
@@ -169,12 +128,7 @@ fn batched_gemm<T: Float>(
 }
 
 /// The storage offsets of batch element `index` (row-major over `batch`) in both operands.
-fn batch_offsets<T: Float>(
-    mut index: usize,
-    batch: &[usize],
-    lhs: &Tensor<T>,
-    rhs: &Tensor<T>,
-) -> (usize, usize) {
+fn batch_offsets<T: Float>(mut index: usize, batch: &[usize], lhs: &Tensor<T>, rhs: &Tensor<T>) -> (usize, usize) {
     let (mut lo, mut ro) = (lhs.offset(), rhs.offset());
     for d in (0..batch.len()).rev() {
         let i = index % batch[d];
@@ -188,18 +142,12 @@ fn batch_offsets<T: Float>(
 /// The single stride that walks dims `shape` in row-major order, when they are evenly spaced
 /// (`strides[d] == strides[d + 1] * shape[d + 1]`, ignoring dims of size 1); `None` otherwise.
 fn merged_stride(shape: &[usize], strides: &[usize]) -> Option<usize> {
-    let dims: SmallVec<[(usize, usize); 6]> = shape
-        .iter()
-        .zip(strides)
-        .filter(|(&d, _)| d != 1)
-        .map(|(&d, &s)| (d, s))
-        .collect();
+    let dims: SmallVec<[(usize, usize); 6]> =
+        shape.iter().zip(strides).filter(|(&d, _)| d != 1).map(|(&d, &s)| (d, s)).collect();
     let Some(&(_, inner)) = dims.last() else {
         return Some(0);
     };
-    dims.windows(2)
-        .all(|w| w[0].1 == w[1].1 * w[1].0)
-        .then_some(inner)
+    dims.windows(2).all(|w| w[0].1 == w[1].1 * w[1].0).then_some(inner)
 }
 
 #[cfg(test)]

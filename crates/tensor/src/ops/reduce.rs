@@ -85,10 +85,7 @@ impl Reduction {
         match partials.len() {
             0 => self.identity(),
             1 => partials[0],
-            n => self.combine(
-                self.pairwise(&partials[..n / 2]),
-                self.pairwise(&partials[n / 2..]),
-            ),
+            n => self.combine(self.pairwise(&partials[..n / 2]), self.pairwise(&partials[n / 2..])),
         }
     }
 
@@ -163,12 +160,7 @@ impl<T: Float> RowCascade<T> {
                     return;
                 }
                 Some(mut lower) => {
-                    T::binary_assign(
-                        self.isa,
-                        self.red.row_op(),
-                        &mut lower,
-                        Operand::Slice(&carry),
-                    );
+                    T::binary_assign(self.isa, self.red.row_op(), &mut lower, Operand::Slice(&carry));
                     self.spare.push(std::mem::replace(&mut carry, lower));
                 }
             }
@@ -214,25 +206,14 @@ struct Plan {
 
 /// True when the innermost dim of size > 1 has stride 1 (or there is none).
 fn inner_contiguous(shape: &[usize], strides: &[usize]) -> bool {
-    shape
-        .iter()
-        .zip(strides)
-        .rev()
-        .find(|(&d, _)| d > 1)
-        .is_none_or(|(_, &s)| s == 1)
+    shape.iter().zip(strides).rev().find(|(&d, _)| d > 1).is_none_or(|(_, &s)| s == 1)
 }
 
 /// `(offset, len, stride)` of every run of a sub-layout over positions `range`, relative to
 /// offset 0.
-fn collect_runs(
-    shape: &[usize],
-    strides: &[usize],
-    range: std::ops::Range<usize>,
-) -> Vec<(usize, usize, usize)> {
+fn collect_runs(shape: &[usize], strides: &[usize], range: std::ops::Range<usize>) -> Vec<(usize, usize, usize)> {
     let mut runs = Vec::new();
-    for_each_run_in(shape, [strides], [0], range, |[o], len, [s]| {
-        runs.push((o, len, s))
-    });
+    for_each_run_in(shape, [strides], [0], range, |[o], len, [s]| runs.push((o, len, s)));
     runs
 }
 
@@ -296,18 +277,12 @@ impl Plan {
         fill_chunked(self.k, group, |start, out: &mut [T]| {
             let mut j = 0;
             let range = start..start + out.len();
-            for_each_run_in(
-                &self.kept_shape,
-                [&self.kept_strides[..]],
-                [self.offset],
-                range,
-                |[o], len, [s]| {
-                    for i in 0..len {
-                        out[j] = reduce_one(o + i * s);
-                        j += 1;
-                    }
-                },
-            );
+            for_each_run_in(&self.kept_shape, [&self.kept_strides[..]], [self.offset], range, |[o], len, [s]| {
+                for i in 0..len {
+                    out[j] = reduce_one(o + i * s);
+                    j += 1;
+                }
+            });
         })
     }
 
@@ -374,11 +349,7 @@ impl<T: Float> Tensor<T> {
                 return Err(Error::dim(op, d, self.shape()));
             }
             if mask[d] {
-                return Err(Error::shape(
-                    op,
-                    self.shape(),
-                    format!("dim {d} appears more than once in dims {dims:?}"),
-                ));
+                return Err(Error::shape(op, self.shape(), format!("dim {d} appears more than once in dims {dims:?}")));
             }
             mask[d] = true;
         }
@@ -478,15 +449,12 @@ impl<T: Float> Tensor<T> {
     pub fn mean(&self, dims: &[usize], keepdim: bool) -> Result<Tensor<T>> {
         let mask = self.reduced_mask("mean", dims)?;
         let n = self.plan(&mask).r;
-        Ok(self
-            .reduce(Reduction::Sum, &mask, keepdim)
-            .scalar_op(BinaryOp::Div, T::from_usize(n)))
+        Ok(self.reduce(Reduction::Sum, &mask, keepdim).scalar_op(BinaryOp::Div, T::from_usize(n)))
     }
 
     /// The mean of every element, as a 0-dim tensor (NaN for an empty tensor).
     pub fn mean_all(&self) -> Tensor<T> {
-        self.sum_all()
-            .scalar_op(BinaryOp::Div, T::from_usize(self.numel()))
+        self.sum_all().scalar_op(BinaryOp::Div, T::from_usize(self.numel()))
     }
 
     // ─── max / argmax ──────────────────────────────────────────────────────────
@@ -556,25 +524,16 @@ impl<T: Float> Tensor<T> {
             best
         };
         let mut bases = Vec::with_capacity(plan.k);
-        for_each_run(
-            &plan.kept_shape,
-            [&plan.kept_strides[..]],
-            [plan.offset],
-            |[o], n, [s]| bases.extend((0..n).map(|i| o + i * s)),
-        );
+        for_each_run(&plan.kept_shape, [&plan.kept_strides[..]], [plan.offset], |[o], n, [s]| {
+            bases.extend((0..n).map(|i| o + i * s))
+        });
         let group = (CHUNK / len).max(1);
         let parallel = plan.k.saturating_mul(len) > CHUNK;
         let pairs: Vec<Vec<(T, usize)>> = map_indices(plan.k.div_ceil(group), parallel, |g| {
-            bases[g * group..plan.k.min((g + 1) * group)]
-                .iter()
-                .map(|&b| first_max(b))
-                .collect()
+            bases[g * group..plan.k.min((g + 1) * group)].iter().map(|&b| first_max(b)).collect()
         });
         let (values, indices): (Vec<T>, Vec<usize>) = pairs.into_iter().flatten().unzip();
-        Ok((
-            Tensor::from_contiguous(values, &self.reduced_shape(&mask, keepdim)),
-            indices,
-        ))
+        Ok((Tensor::from_contiguous(values, &self.reduced_shape(&mask, keepdim)), indices))
     }
 
     /// The index along `dim` of the largest value of each slice (first maximum; first NaN if
@@ -601,11 +560,7 @@ impl<T: Float> Tensor<T> {
     fn softmax_impl(&self, op: &'static str, dim: usize, log: bool) -> Result<Tensor<T>> {
         self.layout().check_dim(op, dim)?;
         let last = self.ndim() - 1;
-        let x = if dim == last {
-            self.contiguous()
-        } else {
-            self.transpose(dim, last)?.contiguous()
-        };
+        let x = if dim == last { self.contiguous() } else { self.transpose(dim, last)?.contiguous() };
         let (len, numel) = (x.shape()[last], x.numel());
         if numel == 0 {
             return Ok(Tensor::zeros(self.shape()));
@@ -681,12 +636,7 @@ impl<T: Float> Tensor<T> {
     /// ```
     pub fn sum_to(&self, shape: &[usize]) -> Result<Tensor<T>> {
         let fail = || {
-            Error::mismatch(
-                "sum_to",
-                self.shape(),
-                shape,
-                "the target shape does not broadcast to the tensor's shape",
-            )
+            Error::mismatch("sum_to", self.shape(), shape, "the target shape does not broadcast to the tensor's shape")
         };
         let n = self.ndim();
         if shape.len() > n {
@@ -714,21 +664,12 @@ impl<T: Float> Tensor<T> {
 /// exponentiated and summed in chunks whose partial sums are added pairwise.
 fn softmax_row<T: Float>(isa: Isa, x: &[T], out: &mut [T], log: bool) {
     let m = T::max(isa, x);
-    let partials: Vec<T> = x
-        .chunks(CHUNK)
-        .zip(out.chunks_mut(CHUNK))
-        .map(|(x, out)| T::exp_sum(isa, x, m, out))
-        .collect();
+    let partials: Vec<T> =
+        x.chunks(CHUNK).zip(out.chunks_mut(CHUNK)).map(|(x, out)| T::exp_sum(isa, x, m, out)).collect();
     let s = Reduction::Sum.pairwise(&partials);
     if log {
         // `(x − m) − ln s`, in this order: `x − m` is exact near the maximum.
-        T::binary(
-            isa,
-            BinaryOp::Sub,
-            Operand::Slice(x),
-            Operand::Splat(m),
-            out,
-        );
+        T::binary(isa, BinaryOp::Sub, Operand::Slice(x), Operand::Splat(m), out);
         T::binary_assign(isa, BinaryOp::Sub, out, Operand::Splat(s.ln()));
     } else {
         T::binary_assign(isa, BinaryOp::Div, out, Operand::Splat(s));
@@ -742,14 +683,9 @@ mod tests {
     #[test]
     fn rows_and_inner_orders_agree_with_a_plain_sum() {
         // [3, 50000] summed over dim 0 takes the rows order, over dim 1 the inner one.
-        let x = Tensor::<f64>::arange(150_000)
-            .reshape(&[3, 50_000])
-            .unwrap();
+        let x = Tensor::<f64>::arange(150_000).reshape(&[3, 50_000]).unwrap();
         let cols = x.sum(&[0], false).unwrap().to_vec();
-        assert!(cols
-            .iter()
-            .enumerate()
-            .all(|(j, &v)| v == (3 * j + 150_000) as f64));
+        assert!(cols.iter().enumerate().all(|(j, &v)| v == (3 * j + 150_000) as f64));
         let rows = x.sum(&[1], false).unwrap().to_vec();
         for (i, &v) in rows.iter().enumerate() {
             let want: f64 = (0..50_000).map(|j| (i * 50_000 + j) as f64).sum();

@@ -74,25 +74,13 @@ macro_rules! impl_lanes {
             #[inline(always)]
             fn max_nan(self, rhs: Self) -> Self {
                 // SAFETY: `self` exists, so the CPU supports AVX-512F (see `Lanes`).
-                $name(unsafe {
-                    $mask_mov(
-                        $max(self.0, rhs.0),
-                        $cmp::<_CMP_UNORD_Q>(self.0, self.0),
-                        self.0,
-                    )
-                })
+                $name(unsafe { $mask_mov($max(self.0, rhs.0), $cmp::<_CMP_UNORD_Q>(self.0, self.0), self.0) })
             }
 
             #[inline(always)]
             fn min_nan(self, rhs: Self) -> Self {
                 // SAFETY: `self` exists, so the CPU supports AVX-512F (see `Lanes`).
-                $name(unsafe {
-                    $mask_mov(
-                        $min(self.0, rhs.0),
-                        $cmp::<_CMP_UNORD_Q>(self.0, self.0),
-                        self.0,
-                    )
-                })
+                $name(unsafe { $mask_mov($min(self.0, rhs.0), $cmp::<_CMP_UNORD_Q>(self.0, self.0), self.0) })
             }
 
             #[inline(always)]
@@ -129,9 +117,7 @@ macro_rules! impl_lanes {
             #[inline(always)]
             fn pow2i(self) -> Self {
                 // SAFETY: `self` exists, so the CPU supports AVX-512F (see `Lanes`).
-                $name(unsafe {
-                    $from_int($slli::<$mbits>($to_int($add(self.0, $set1($pow2_magic)))))
-                })
+                $name(unsafe { $from_int($slli::<$mbits>($to_int($add(self.0, $set1($pow2_magic))))) })
             }
 
             #[inline(always)]

@@ -88,12 +88,7 @@ pub enum Operand<'a, T> {
 impl<T> Operand<'_, T> {
     fn check_len(&self, n: usize) {
         if let Operand::Slice(s) = self {
-            assert_eq!(
-                s.len(),
-                n,
-                "elementwise kernel: operand of length {} for an output of {n}",
-                s.len()
-            );
+            assert_eq!(s.len(), n, "elementwise kernel: operand of length {} for an output of {n}", s.len());
         }
     }
 }
@@ -110,13 +105,7 @@ pub trait ElementwiseKernels: Sized + Copy {
     ///
     /// # Panics
     /// If a slice operand's length differs from `out.len()` (a caller bug).
-    fn binary(
-        isa: Isa,
-        op: BinaryOp,
-        lhs: Operand<'_, Self>,
-        rhs: Operand<'_, Self>,
-        out: &mut [Self],
-    );
+    fn binary(isa: Isa, op: BinaryOp, lhs: Operand<'_, Self>, rhs: Operand<'_, Self>, out: &mut [Self]);
 
     /// `acc[i] = acc[i] op rhs[i]`, in place (row accumulation in reductions, scaling in softmax).
     ///
@@ -158,13 +147,7 @@ fn usable(isa: Isa) -> Isa {
 macro_rules! impl_elementwise {
     ($t:ty, avx2: $avx2:ty, avx512: $avx512:ty, neon: $neon:ty) => {
         impl ElementwiseKernels for $t {
-            fn binary(
-                isa: Isa,
-                op: BinaryOp,
-                lhs: Operand<'_, $t>,
-                rhs: Operand<'_, $t>,
-                out: &mut [$t],
-            ) {
+            fn binary(isa: Isa, op: BinaryOp, lhs: Operand<'_, $t>, rhs: Operand<'_, $t>, out: &mut [$t]) {
                 lhs.check_len(out.len());
                 rhs.check_len(out.len());
                 match usable(isa) {

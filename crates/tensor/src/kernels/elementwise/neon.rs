@@ -118,9 +118,7 @@ macro_rules! impl_lanes {
             #[inline(always)]
             fn pow2i(self) -> Self {
                 // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
-                $name(unsafe {
-                    $from_int($shl::<$mbits>($to_int($add(self.0, $dup($pow2_magic)))))
-                })
+                $name(unsafe { $from_int($shl::<$mbits>($to_int($add(self.0, $dup($pow2_magic))))) })
             }
 
             #[inline(always)]

@@ -77,14 +77,10 @@ impl<T: Float> UnaryOp<T> {
             UnaryOp::Log => x.ln(),
             UnaryOp::Tanh => x.tanh(),
             UnaryOp::Sigmoid => sigmoid(x),
-            UnaryOp::Gelu => {
-                x * T::from_f64(0.5)
-                    * (T::ONE + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf())
-            }
+            UnaryOp::Gelu => x * T::from_f64(0.5) * (T::ONE + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf()),
             UnaryOp::GeluTanh => {
                 // √(2/π), the constant PyTorch builds from M_SQRT2 · M_2_SQRTPI / 2.
-                let beta =
-                    T::from_f64(std::f64::consts::SQRT_2 * std::f64::consts::FRAC_2_SQRT_PI * 0.5);
+                let beta = T::from_f64(std::f64::consts::SQRT_2 * std::f64::consts::FRAC_2_SQRT_PI * 0.5);
                 let inner = beta * (x + T::from_f64(0.044715) * x * x * x);
                 T::from_f64(0.5) * x * (T::ONE + inner.tanh())
             }
@@ -107,12 +103,7 @@ fn sigmoid<T: Float>(x: T) -> T {
 // ─── contiguous kernels ────────────────────────────────────────────────────────
 
 /// `out[i] = lhs[i] op rhs[i]`; lengths already checked.
-pub(super) fn binary<T: Float>(
-    op: BinaryOp,
-    lhs: Operand<'_, T>,
-    rhs: Operand<'_, T>,
-    out: &mut [T],
-) {
+pub(super) fn binary<T: Float>(op: BinaryOp, lhs: Operand<'_, T>, rhs: Operand<'_, T>, out: &mut [T]) {
     match (lhs, rhs) {
         (Operand::Slice(a), Operand::Slice(b)) => {
             for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
@@ -201,11 +192,7 @@ pub struct Cascade<T> {
 impl<T: Float> Cascade<T> {
     /// An empty cascade combining with `op` (`Add` for sums; `Maximum`, `Minimum` also work).
     pub fn new(op: BinaryOp) -> Cascade<T> {
-        Cascade {
-            op,
-            levels: [T::ZERO; 64],
-            filled: 0,
-        }
+        Cascade { op, levels: [T::ZERO; 64], filled: 0 }
     }
 
     /// Adds one value.
@@ -226,9 +213,7 @@ impl<T: Float> Cascade<T> {
     pub fn finish(&self, empty: T) -> T {
         (0..64)
             .filter(|&l| self.filled >> l & 1 == 1)
-            .fold(None, |acc, l| {
-                Some(acc.map_or(self.levels[l], |a| self.op.apply(self.levels[l], a)))
-            })
+            .fold(None, |acc, l| Some(acc.map_or(self.levels[l], |a| self.op.apply(self.levels[l], a))))
             .unwrap_or(empty)
     }
 }
@@ -270,12 +255,7 @@ impl<T: Copy> Strided<'_, T> {
 ///
 /// # Panics
 /// If a run reaches past its slice (a caller bug).
-pub fn binary_strided<T: Float>(
-    op: BinaryOp,
-    lhs: Strided<'_, T>,
-    rhs: Strided<'_, T>,
-    out: &mut [T],
-) {
+pub fn binary_strided<T: Float>(op: BinaryOp, lhs: Strided<'_, T>, rhs: Strided<'_, T>, out: &mut [T]) {
     for (i, o) in out.iter_mut().enumerate() {
         *o = op.apply(lhs.at(i), rhs.at(i));
     }
@@ -332,17 +312,7 @@ mod tests {
 
     #[test]
     fn sum_adds_every_element_once() {
-        for n in [
-            0usize,
-            1,
-            7,
-            8,
-            9,
-            39,
-            SUM_BLOCK - 1,
-            SUM_BLOCK,
-            3 * SUM_BLOCK + 5,
-        ] {
+        for n in [0usize, 1, 7, 8, 9, 39, SUM_BLOCK - 1, SUM_BLOCK, 3 * SUM_BLOCK + 5] {
             let x: Vec<f64> = (0..n).map(|i| i as f64).collect();
             assert_eq!(sum(&x), (n * n.saturating_sub(1) / 2) as f64);
         }

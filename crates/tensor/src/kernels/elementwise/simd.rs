@@ -262,12 +262,8 @@ unsafe fn binary_any<V: Lanes, const SPLAT_A: bool, const SPLAT_B: bool>(
             BinaryOp::Sub => binary_loop::<V, SUB, SPLAT_A, SPLAT_B>(a, a_val, b, b_val, out, n),
             BinaryOp::Mul => binary_loop::<V, MUL, SPLAT_A, SPLAT_B>(a, a_val, b, b_val, out, n),
             BinaryOp::Div => binary_loop::<V, DIV, SPLAT_A, SPLAT_B>(a, a_val, b, b_val, out, n),
-            BinaryOp::Maximum => {
-                binary_loop::<V, MAXIMUM, SPLAT_A, SPLAT_B>(a, a_val, b, b_val, out, n)
-            }
-            BinaryOp::Minimum => {
-                binary_loop::<V, MINIMUM, SPLAT_A, SPLAT_B>(a, a_val, b, b_val, out, n)
-            }
+            BinaryOp::Maximum => binary_loop::<V, MAXIMUM, SPLAT_A, SPLAT_B>(a, a_val, b, b_val, out, n),
+            BinaryOp::Minimum => binary_loop::<V, MINIMUM, SPLAT_A, SPLAT_B>(a, a_val, b, b_val, out, n),
         }
     }
 }
@@ -294,12 +290,8 @@ pub(super) unsafe fn binary<V: Lanes>(
             (Operand::Slice(a), Operand::Slice(b)) => {
                 binary_any::<V, false, false>(op, a.as_ptr(), zero, b.as_ptr(), zero, o, n)
             }
-            (Operand::Slice(a), Operand::Splat(b)) => {
-                binary_any::<V, false, true>(op, a.as_ptr(), zero, none, b, o, n)
-            }
-            (Operand::Splat(a), Operand::Slice(b)) => {
-                binary_any::<V, true, false>(op, none, a, b.as_ptr(), zero, o, n)
-            }
+            (Operand::Slice(a), Operand::Splat(b)) => binary_any::<V, false, true>(op, a.as_ptr(), zero, none, b, o, n),
+            (Operand::Splat(a), Operand::Slice(b)) => binary_any::<V, true, false>(op, none, a, b.as_ptr(), zero, o, n),
             (Operand::Splat(a), Operand::Splat(b)) => out.fill(op.apply(a, b)),
         }
     }
@@ -310,11 +302,7 @@ pub(super) unsafe fn binary<V: Lanes>(
 /// # Safety
 /// The CPU supports `V`'s instruction set; a slice `rhs` is as long as `acc`.
 #[inline(always)]
-pub(super) unsafe fn binary_assign<V: Lanes>(
-    op: BinaryOp,
-    acc: &mut [V::Elem],
-    rhs: Operand<'_, V::Elem>,
-) {
+pub(super) unsafe fn binary_assign<V: Lanes>(op: BinaryOp, acc: &mut [V::Elem], rhs: Operand<'_, V::Elem>) {
     let n = acc.len();
     let o = acc.as_mut_ptr();
     let zero = V::Elem::ZERO;
@@ -323,9 +311,7 @@ pub(super) unsafe fn binary_assign<V: Lanes>(
     unsafe {
         match rhs {
             Operand::Slice(b) => binary_any::<V, false, false>(op, o, zero, b.as_ptr(), zero, o, n),
-            Operand::Splat(b) => {
-                binary_any::<V, false, true>(op, o, zero, std::ptr::null(), b, o, n)
-            }
+            Operand::Splat(b) => binary_any::<V, false, true>(op, o, zero, std::ptr::null(), b, o, n),
         }
     }
 }
@@ -477,13 +463,8 @@ pub(super) unsafe fn max<V: Lanes>(x: &[V::Elem]) -> V::Elem {
             acc[0] = V::load(p.add(i)).max_nan(acc[0]);
             i += w;
         }
-        let lanes = acc[0]
-            .max_nan(acc[1])
-            .max_nan(acc[2].max_nan(acc[3]))
-            .to_array();
-        let m = lanes[..w]
-            .iter()
-            .fold(V::Elem::NEG_INFINITY, |m, &v| max_nan(v, m));
+        let lanes = acc[0].max_nan(acc[1]).max_nan(acc[2].max_nan(acc[3])).to_array();
+        let m = lanes[..w].iter().fold(V::Elem::NEG_INFINITY, |m, &v| max_nan(v, m));
         max_nan(scalar::max(&x[i..]), m)
     }
 }
@@ -523,11 +504,7 @@ unsafe fn exp_loop<V: Lanes>(x: *const V::Elem, shift: V::Elem, out: *mut V::Ele
 /// # Safety
 /// The CPU supports `V`'s instruction set; `x` is as long as `out`.
 #[inline(always)]
-pub(super) unsafe fn exp_sum<V: Lanes>(
-    x: &[V::Elem],
-    shift: V::Elem,
-    out: &mut [V::Elem],
-) -> V::Elem {
+pub(super) unsafe fn exp_sum<V: Lanes>(x: &[V::Elem], shift: V::Elem, out: &mut [V::Elem]) -> V::Elem {
     let mut total = Cascade::new(BinaryOp::Add);
     for (x, out) in x.chunks(SUM_BLOCK).zip(out.chunks_mut(SUM_BLOCK)) {
         // SAFETY: forwarded from this function's contract; the chunks have equal lengths.
@@ -567,11 +544,7 @@ macro_rules! simd_entry_points {
         /// # Safety
         /// As [`binary`].
         #[target_feature(enable = $feature)]
-        pub(super) unsafe fn binary_assign<V: Lanes>(
-            op: BinaryOp,
-            acc: &mut [V::Elem],
-            rhs: Operand<'_, V::Elem>,
-        ) {
+        pub(super) unsafe fn binary_assign<V: Lanes>(op: BinaryOp, acc: &mut [V::Elem], rhs: Operand<'_, V::Elem>) {
             // SAFETY: forwarded from this function's contract.
             unsafe { simd::binary_assign::<V>(op, acc, rhs) }
         }
@@ -581,11 +554,7 @@ macro_rules! simd_entry_points {
         /// # Safety
         /// As [`binary`].
         #[target_feature(enable = $feature)]
-        pub(super) unsafe fn unary<V: Lanes>(
-            op: UnaryOp<V::Elem>,
-            x: &[V::Elem],
-            out: &mut [V::Elem],
-        ) {
+        pub(super) unsafe fn unary<V: Lanes>(op: UnaryOp<V::Elem>, x: &[V::Elem], out: &mut [V::Elem]) {
             // SAFETY: forwarded from this function's contract.
             unsafe { simd::unary::<V>(op, x, out) }
         }
@@ -615,11 +584,7 @@ macro_rules! simd_entry_points {
         /// # Safety
         /// As [`binary`].
         #[target_feature(enable = $feature)]
-        pub(super) unsafe fn exp_sum<V: Lanes>(
-            x: &[V::Elem],
-            shift: V::Elem,
-            out: &mut [V::Elem],
-        ) -> V::Elem {
+        pub(super) unsafe fn exp_sum<V: Lanes>(x: &[V::Elem], shift: V::Elem, out: &mut [V::Elem]) -> V::Elem {
             // SAFETY: forwarded from this function's contract.
             unsafe { simd::exp_sum::<V>(x, shift, out) }
         }

@@ -86,18 +86,12 @@ pub(super) fn run<T: GemmKernels>(
                     // inside `b.data` because `b` covers k x n (checked by gemm_with); `panels`
                     // holds cols.div_ceil(nr) micro-panels of nr * kc elements.
                     unsafe {
-                        let src = b
-                            .data
-                            .as_ptr()
-                            .add(b.offset + pc * b.row_stride + (jc + j0) * b.col_stride);
+                        let src = b.data.as_ptr().add(b.offset + pc * b.row_stride + (jc + j0) * b.col_stride);
                         (uk.pack_b)(src, cols, kc, b.col_stride, b.row_stride, panels)
                     }
                 };
                 if threads > 1 {
-                    b_buf
-                        .par_chunks_mut(per_chunk * nr * kc)
-                        .enumerate()
-                        .for_each(pack_b);
+                    b_buf.par_chunks_mut(per_chunk * nr * kc).enumerate().for_each(pack_b);
                 } else {
                     pack_b((0, b_buf));
                 }
@@ -111,10 +105,7 @@ pub(super) fn run<T: GemmKernels>(
                     // SAFETY: rows ic .. ic + rows and columns pc .. pc + kc of `a` are inside
                     // `a.data` because `a` covers m x k (checked by gemm_with).
                     unsafe {
-                        let src = a
-                            .data
-                            .as_ptr()
-                            .add(a.offset + ic * a.row_stride + pc * a.col_stride);
+                        let src = a.data.as_ptr().add(a.offset + ic * a.row_stride + pc * a.col_stride);
                         (uk.pack_a)(src, rows, kc, a.row_stride, a.col_stride, a_buf);
                     }
                     macrokernel(
@@ -142,11 +133,7 @@ pub(super) fn run<T: GemmKernels>(
                 } else {
                     // When the blocks of M cannot be shared out evenly, cut each block's N panels
                     // into one chunk per thread as well (each chunk packs its block of A again).
-                    let n_chunks = if m_blocks % threads == 0 {
-                        1
-                    } else {
-                        threads.min(n_panels)
-                    };
+                    let n_chunks = if m_blocks % threads == 0 { 1 } else { threads.min(n_panels) };
                     let per_chunk = n_panels.div_ceil(n_chunks);
                     (0..m_blocks * n_chunks).into_par_iter().for_each(|t| {
                         let (ib, chunk) = (t / n_chunks, t % n_chunks);
@@ -212,14 +199,7 @@ fn macrokernel<T: Copy + Default>(
             unsafe {
                 let tile = c.0.add(offset);
                 if tile_rows == mr && cols == nr && c_cs == 1 {
-                    (uk.run)(
-                        kc,
-                        a_panel.as_ptr(),
-                        b_panel.as_ptr(),
-                        tile,
-                        c_rs,
-                        accumulate,
-                    );
+                    (uk.run)(kc, a_panel.as_ptr(), b_panel.as_ptr(), tile, c_rs, accumulate);
                 } else {
                     if accumulate {
                         for i in 0..tile_rows {
@@ -228,14 +208,7 @@ fn macrokernel<T: Copy + Default>(
                             }
                         }
                     }
-                    (uk.run)(
-                        kc,
-                        a_panel.as_ptr(),
-                        b_panel.as_ptr(),
-                        scratch.as_mut_ptr(),
-                        nr,
-                        accumulate,
-                    );
+                    (uk.run)(kc, a_panel.as_ptr(), b_panel.as_ptr(), scratch.as_mut_ptr(), nr, accumulate);
                     for i in 0..tile_rows {
                         for j in 0..cols {
                             *tile.add(i * c_rs + j * c_cs) = scratch[i * nr + j];
@@ -257,10 +230,7 @@ mod tests {
         for (m, threads) in [(256, 2), (1000, 3), (300, 2), (600, 2)] {
             let (h, blocks) = split_m(m, 56, 14, threads);
             assert_eq!((h % 14, blocks % threads), (0, 0), "m = {m}");
-            assert!(
-                h <= 56 && h * blocks >= m && h * (blocks - 1) < m,
-                "m = {m}"
-            );
+            assert!(h <= 56 && h * blocks >= m && h * (blocks - 1) < m, "m = {m}");
         }
         assert_eq!(split_m(256, 56, 14, 2), (28, 10));
         // No balanced height near 56 for 2048 rows: 37 blocks, and the caller splits N too.

@@ -48,21 +48,12 @@ pub struct MatRef<'a, T> {
 impl<'a, T> MatRef<'a, T> {
     /// A row-major matrix with `cols` columns starting at `data[0]` (`row_stride = cols`).
     pub fn row_major(data: &'a [T], cols: usize) -> MatRef<'a, T> {
-        MatRef {
-            data,
-            offset: 0,
-            row_stride: cols,
-            col_stride: 1,
-        }
+        MatRef { data, offset: 0, row_stride: cols, col_stride: 1 }
     }
 
     /// The transposed view: rows become columns, no element moves.
     pub fn t(self) -> MatRef<'a, T> {
-        MatRef {
-            row_stride: self.col_stride,
-            col_stride: self.row_stride,
-            ..self
-        }
+        MatRef { row_stride: self.col_stride, col_stride: self.row_stride, ..self }
     }
 
     /// True when every element `(i, j)` with `i < rows`, `j < cols` lies inside `data`
@@ -73,11 +64,7 @@ impl<'a, T> MatRef<'a, T> {
         }
         let last = (rows - 1)
             .checked_mul(self.row_stride)
-            .and_then(|r| {
-                (cols - 1)
-                    .checked_mul(self.col_stride)
-                    .and_then(|c| r.checked_add(c))
-            })
+            .and_then(|r| (cols - 1).checked_mul(self.col_stride).and_then(|c| r.checked_add(c)))
             .and_then(|rc| rc.checked_add(self.offset));
         matches!(last, Some(last) if last < self.data.len())
     }
@@ -218,17 +205,7 @@ pub fn gemm<T: Float>(
     ldc: usize,
     accumulate: bool,
 ) {
-    gemm_with(
-        crate::kernels::active_isa(),
-        m,
-        n,
-        k,
-        a,
-        b,
-        c,
-        ldc,
-        accumulate,
-    )
+    gemm_with(crate::kernels::active_isa(), m, n, k, a, b, c, ldc, accumulate)
 }
 
 /// [`gemm`] on an explicit instruction-set path; a path this CPU does not support falls back to
@@ -264,10 +241,7 @@ pub fn gemm_with<T: Float>(
     // matrix-vector product). C^T = B^T A^T has the same elements: take whichever orientation
     // pads less, when it pads clearly less. The choice depends on the shape only, never on the
     // thread count.
-    let padded = |rows: usize, cols: usize| {
-        rows.next_multiple_of(uk.mr)
-            .saturating_mul(cols.next_multiple_of(uk.nr))
-    };
+    let padded = |rows: usize, cols: usize| rows.next_multiple_of(uk.mr).saturating_mul(cols.next_multiple_of(uk.nr));
     if padded(n, m).saturating_mul(5) < padded(m, n).saturating_mul(4) {
         blocking::run(&uk, n, m, k, b.t(), a.t(), c, 1, ldc, accumulate);
     } else {
@@ -276,15 +250,7 @@ pub fn gemm_with<T: Float>(
 }
 
 /// Panics with a message naming the broken part of [`gemm`]'s contract.
-fn check_contract<T>(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &MatRef<'_, T>,
-    b: &MatRef<'_, T>,
-    c_len: usize,
-    ldc: usize,
-) {
+fn check_contract<T>(m: usize, n: usize, k: usize, a: &MatRef<'_, T>, b: &MatRef<'_, T>, c_len: usize, ldc: usize) {
     assert!(
         a.fits(m, k),
         "gemm: A ({m} x {k}, offset {}, strides [{}, {}]) reaches past its slice of {} elements",
@@ -304,10 +270,7 @@ fn check_contract<T>(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        m == 1 || ldc >= n,
-        "gemm: ldc {ldc} is smaller than n {n}: rows of C would overlap"
-    );
+    assert!(m == 1 || ldc >= n, "gemm: ldc {ldc} is smaller than n {n}: rows of C would overlap");
     let need = (m - 1).checked_mul(ldc).and_then(|r| r.checked_add(n));
     assert!(
         matches!(need, Some(need) if need <= c_len),
@@ -324,27 +287,9 @@ mod tests {
         let data = [0.0f32; 6];
         assert!(MatRef::row_major(&data, 3).fits(2, 3));
         assert!(!MatRef::row_major(&data, 3).fits(3, 3));
-        assert!(MatRef {
-            data: &data,
-            offset: 5,
-            row_stride: 0,
-            col_stride: 0
-        }
-        .fits(1000, 1000));
-        assert!(!MatRef {
-            data: &data,
-            offset: 0,
-            row_stride: usize::MAX,
-            col_stride: 1
-        }
-        .fits(2, 1));
-        assert!(MatRef {
-            data: &[] as &[f32],
-            offset: 99,
-            row_stride: 1,
-            col_stride: 1
-        }
-        .fits(0, 5));
+        assert!(MatRef { data: &data, offset: 5, row_stride: 0, col_stride: 0 }.fits(1000, 1000));
+        assert!(!MatRef { data: &data, offset: 0, row_stride: usize::MAX, col_stride: 1 }.fits(2, 1));
+        assert!(MatRef { data: &[] as &[f32], offset: 99, row_stride: 1, col_stride: 1 }.fits(0, 5));
     }
 
     #[test]
@@ -352,16 +297,7 @@ mod tests {
     fn out_of_bounds_a_is_a_clear_panic() {
         let data = [0.0f32; 5];
         let mut c = [0.0f32; 4];
-        gemm(
-            2,
-            2,
-            3,
-            MatRef::row_major(&data, 3),
-            MatRef::row_major(&data, 2),
-            &mut c,
-            2,
-            false,
-        );
+        gemm(2, 2, 3, MatRef::row_major(&data, 3), MatRef::row_major(&data, 2), &mut c, 2, false);
     }
 
     #[test]
@@ -369,15 +305,6 @@ mod tests {
     fn overlapping_c_rows_are_rejected() {
         let data = [0.0f32; 16];
         let mut c = [0.0f32; 16];
-        gemm(
-            2,
-            4,
-            2,
-            MatRef::row_major(&data, 2),
-            MatRef::row_major(&data, 4),
-            &mut c,
-            2,
-            false,
-        );
+        gemm(2, 4, 2, MatRef::row_major(&data, 2), MatRef::row_major(&data, 4), &mut c, 2, false);
     }
 }

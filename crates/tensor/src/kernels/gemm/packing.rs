@@ -35,10 +35,7 @@ pub(super) unsafe fn pack_panels<T: Copy + Default, const W: usize>(
 ) {
     let panel_len = W * depth;
     let panels = rows.div_ceil(W);
-    assert!(
-        dst.len() >= panels * panel_len,
-        "pack_panels: destination too short"
-    );
+    assert!(dst.len() >= panels * panel_len, "pack_panels: destination too short");
     if row_stride == 1 {
         // Each step of `depth` is a contiguous run across all panels (B row-major, A
         // transposed): read it front to back once, scattering W-long pieces to the panels.
@@ -123,21 +120,12 @@ pub(super) mod x86 {
         const B: usize = 8;
         if depth_stride != 1 || W < B || rows < W {
             // SAFETY: the same contract.
-            return unsafe {
-                pack_panels::<f32, W>(src, rows, depth, row_stride, depth_stride, dst)
-            };
+            return unsafe { pack_panels::<f32, W>(src, rows, depth, row_stride, depth_stride, dst) };
         }
         let panel_len = W * depth;
         let full_panels = rows / W;
-        assert!(
-            dst.len() >= rows.div_ceil(W) * panel_len,
-            "pack_f32: destination too short"
-        );
-        for (q, panel) in dst
-            .chunks_exact_mut(panel_len)
-            .take(full_panels)
-            .enumerate()
-        {
+        assert!(dst.len() >= rows.div_ceil(W) * panel_len, "pack_f32: destination too short");
+        for (q, panel) in dst.chunks_exact_mut(panel_len).take(full_panels).enumerate() {
             // SAFETY: rows q * W .. q * W + W are below `rows` (a full panel): each has `depth`
             // contiguous readable elements (depth_stride is 1; contract).
             let base = unsafe { src.add(q * W * row_stride) };
@@ -150,30 +138,17 @@ pub(super) mod x86 {
                     // are readable; the stores go to panel[(p0 + t) * W + i0 ..][..8], inside the
                     // panel because p0 + t < depth and i0 + 8 <= W.
                     unsafe {
-                        let row =
-                            |ii: usize| _mm256_loadu_ps(base.add((i0 + ii) * row_stride + p0));
+                        let row = |ii: usize| _mm256_loadu_ps(base.add((i0 + ii) * row_stride + p0));
                         let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
                         let (r4, r5, r6, r7) = (row(4), row(5), row(6), row(7));
                         let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
                         let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
                         let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
                         let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
-                        let (u0, u1) = (
-                            _mm256_shuffle_ps::<0x44>(t0, t2),
-                            _mm256_shuffle_ps::<0xEE>(t0, t2),
-                        );
-                        let (u2, u3) = (
-                            _mm256_shuffle_ps::<0x44>(t1, t3),
-                            _mm256_shuffle_ps::<0xEE>(t1, t3),
-                        );
-                        let (u4, u5) = (
-                            _mm256_shuffle_ps::<0x44>(t4, t6),
-                            _mm256_shuffle_ps::<0xEE>(t4, t6),
-                        );
-                        let (u6, u7) = (
-                            _mm256_shuffle_ps::<0x44>(t5, t7),
-                            _mm256_shuffle_ps::<0xEE>(t5, t7),
-                        );
+                        let (u0, u1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
+                        let (u2, u3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
+                        let (u4, u5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
+                        let (u6, u7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
                         let col = |t: usize| out.add((p0 + t) * W + i0);
                         _mm256_storeu_ps(col(0), _mm256_permute2f128_ps::<0x20>(u0, u4));
                         _mm256_storeu_ps(col(1), _mm256_permute2f128_ps::<0x20>(u1, u5));
@@ -229,21 +204,12 @@ pub(super) mod x86 {
         const B: usize = 4;
         if depth_stride != 1 || W < B || rows < W {
             // SAFETY: the same contract.
-            return unsafe {
-                pack_panels::<f64, W>(src, rows, depth, row_stride, depth_stride, dst)
-            };
+            return unsafe { pack_panels::<f64, W>(src, rows, depth, row_stride, depth_stride, dst) };
         }
         let panel_len = W * depth;
         let full_panels = rows / W;
-        assert!(
-            dst.len() >= rows.div_ceil(W) * panel_len,
-            "pack_f64: destination too short"
-        );
-        for (q, panel) in dst
-            .chunks_exact_mut(panel_len)
-            .take(full_panels)
-            .enumerate()
-        {
+        assert!(dst.len() >= rows.div_ceil(W) * panel_len, "pack_f64: destination too short");
+        for (q, panel) in dst.chunks_exact_mut(panel_len).take(full_panels).enumerate() {
             // SAFETY: as in `pack_f32`: a full panel of depth-contiguous readable rows.
             let base = unsafe { src.add(q * W * row_stride) };
             let out = panel.as_mut_ptr();
@@ -254,8 +220,7 @@ pub(super) mod x86 {
                     // SAFETY: rows i0 .. i0 + 4 <= W, columns p0 .. p0 + 4 <= depth are
                     // readable; the stores stay inside the panel as in `pack_f32`.
                     unsafe {
-                        let row =
-                            |ii: usize| _mm256_loadu_pd(base.add((i0 + ii) * row_stride + p0));
+                        let row = |ii: usize| _mm256_loadu_pd(base.add((i0 + ii) * row_stride + p0));
                         let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
                         let (t0, t1) = (_mm256_unpacklo_pd(r0, r1), _mm256_unpackhi_pd(r0, r1));
                         let (t2, t3) = (_mm256_unpacklo_pd(r2, r3), _mm256_unpackhi_pd(r2, r3));

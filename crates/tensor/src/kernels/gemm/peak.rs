@@ -52,10 +52,7 @@ pub fn fma_peak_flops(isa: Isa, iterations: usize) -> f64 {
 /// The scalar loop: `ACCUMULATORS` independent chains of `acc * x + y` (decaying towards a
 /// fixed point, so no value overflows or turns subnormal however long it runs).
 fn peak_scalar(iterations: usize) -> f32 {
-    let (x, y) = (
-        std::hint::black_box(0.999_999f32),
-        std::hint::black_box(1e-6f32),
-    );
+    let (x, y) = (std::hint::black_box(0.999_999f32), std::hint::black_box(1e-6f32));
     let mut acc = [0.0f32; ACCUMULATORS];
     for _ in 0..iterations {
         for v in &mut acc {
@@ -85,9 +82,7 @@ mod x86 {
                 *v = _mm512_fmadd_ps(*v, x, y);
             }
         }
-        let sum = acc
-            .iter()
-            .fold(_mm512_setzero_ps(), |s, &v| _mm512_add_ps(s, v));
+        let sum = acc.iter().fold(_mm512_setzero_ps(), |s, &v| _mm512_add_ps(s, v));
         _mm512_reduce_add_ps(sum)
     }
 
@@ -105,9 +100,7 @@ mod x86 {
                 *v = _mm256_fmadd_ps(*v, x, y);
             }
         }
-        let sum = acc
-            .iter()
-            .fold(_mm256_setzero_ps(), |s, &v| _mm256_add_ps(s, v));
+        let sum = acc.iter().fold(_mm256_setzero_ps(), |s, &v| _mm256_add_ps(s, v));
         let mut lanes = [0.0f32; 8];
         // SAFETY: `lanes` has room for the 8 floats of a ymm register.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };

@@ -27,12 +27,7 @@ unsafe fn kernel<T: Copy + Default + Add<Output = T> + Mul<Output = T>>(
     accumulate: bool,
 ) {
     // SAFETY: the contract makes both packed micro-panels readable for these lengths.
-    let (a, b) = unsafe {
-        (
-            std::slice::from_raw_parts(a, kc * MR),
-            std::slice::from_raw_parts(b, kc * NR),
-        )
-    };
+    let (a, b) = unsafe { (std::slice::from_raw_parts(a, kc * MR), std::slice::from_raw_parts(b, kc * NR)) };
     let mut acc = [[T::default(); NR]; MR];
     for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
         for i in 0..MR {
@@ -46,11 +41,7 @@ unsafe fn kernel<T: Copy + Default + Add<Output = T> + Mul<Output = T>>(
         // thread touches them (contract).
         let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), NR) };
         for j in 0..NR {
-            row[j] = if accumulate {
-                row[j] + acc[i][j]
-            } else {
-                acc[i][j]
-            };
+            row[j] = if accumulate { row[j] + acc[i][j] } else { acc[i][j] };
         }
     }
 }
