@@ -1,5 +1,40 @@
-//! The reverse-mode tape of tapegrad (issue 3: not built yet). Until it lands this crate
-//! re-exports the tensor types the tape will record.
+//! The reverse-mode tape of tapegrad.
+//!
+//! A [`Var`] is a tensor recorded on the tape. Every differentiable tensor op has the same name
+//! on `Var`; each records a node holding exactly what its backward needs (nothing at all when no
+//! input requires a gradient, or inside [`no_grad`]). [`Var::backward`] walks the recorded graph
+//! in reverse execution order and accumulates gradients into parameters, as PyTorch does.
+//!
+//! Dropout is a stochastic op on the tape ([`dropout`], [`Var::dropout`]): its entry stores the
+//! generator seed and offset, `p` and the mask at one bit per element, so backward uses exactly
+//! the mask forward drew and a step can be replayed bit for bit.
+//!
+//! ```
+//! use tapegrad_autograd::{Var, manual_seed};
+//! use tapegrad_tensor::Tensor;
+//! manual_seed(0);
+//! let w = Var::parameter(Tensor::<f32>::ones(&[4, 2]));
+//! let x = Var::new(Tensor::<f32>::ones(&[3, 4]));
+//! let loss = x.matmul(&w)?.relu().dropout(0.5)?.sum_all();
+//! loss.backward()?;
+//! assert_eq!(w.grad().unwrap().shape(), &[4, 2]);
+//! # Ok::<(), tapegrad_autograd::Error>(())
+//! ```
 #![forbid(unsafe_code)]
 
-pub use tapegrad_tensor::{Error, Generator, Result, Tensor};
+mod error;
+mod gradcheck;
+mod no_grad;
+pub mod ops;
+mod tape;
+mod var;
+
+pub use error::{Error, Result};
+pub use gradcheck::{gradcheck, gradcheck_with, GradcheckOptions};
+pub use no_grad::{
+    detect_anomaly, is_anomaly_enabled, is_grad_enabled, manual_seed, no_grad, with_default_generator, DEFAULT_SEED,
+};
+pub use ops::dropout::{dropout, DropoutRecord};
+pub use tape::TapeEntry;
+pub use tapegrad_tensor::{Float, Generator, Tensor};
+pub use var::{Backward, Grads, Var};

@@ -1,0 +1,104 @@
+//! Gradient checking: the tape's gradients against central finite differences, in f64.
+
+use tapegrad_tensor::{Generator, Tensor};
+
+use crate::error::{Error, Result};
+use crate::no_grad::no_grad;
+use crate::var::Var;
+
+/// Step and tolerances for [`gradcheck_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct GradcheckOptions {
+    /// The finite-difference step.
+    pub eps: f64,
+    /// Absolute tolerance.
+    pub atol: f64,
+    /// Relative tolerance (of the finite difference's magnitude).
+    pub rtol: f64,
+}
+
+impl Default for GradcheckOptions {
+    /// `eps = 1e-6`, `atol = 1e-5`, `rtol = 1e-4`, as `torch.autograd.gradcheck` roughly uses.
+    fn default() -> Self {
+        GradcheckOptions { eps: 1e-6, atol: 1e-5, rtol: 1e-4 }
+    }
+}
+
+/// Checks `f`'s gradients at `inputs` with a fixed random (non-trivial) upstream gradient and the
+/// default options. See [`gradcheck_with`].
+///
+/// ```
+/// use tapegrad_autograd::gradcheck;
+/// use tapegrad_tensor::Tensor;
+/// let x = Tensor::<f64>::from_vec(vec![0.5, -1.0, 2.0], &[3])?;
+/// gradcheck(|v| Ok(v[0].tanh().mul(&v[0])?), &[x])?;
+/// # Ok::<(), tapegrad_autograd::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::GradcheckMismatch`] naming the op, the input, the index and both values at the first
+/// disagreement; any error `f` returns.
+pub fn gradcheck(f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>, inputs: &[Tensor<f64>]) -> Result<()> {
+    gradcheck_with(f, inputs, None, GradcheckOptions::default())
+}
+
+/// Compares the tape's vector-Jacobian product `upstream · ∂f/∂inputs` with central finite
+/// differences of `Σ f(inputs) · upstream`, element by element, in f64. `upstream` defaults to
+/// a fixed standard-normal tensor of the output's shape, so that every output element counts
+/// with a different weight. `f` must be deterministic (a dropout inside it must draw from a
+/// generator created inside `f` with a fixed seed).
+///
+/// # Errors
+/// As [`gradcheck`].
+pub fn gradcheck_with(
+    f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>,
+    inputs: &[Tensor<f64>],
+    upstream: Option<&Tensor<f64>>,
+    options: GradcheckOptions,
+) -> Result<()> {
+    let vars: Vec<Var<f64>> = inputs.iter().map(|t| Var::parameter(t.clone())).collect();
+    let out = f(&vars)?;
+    let op = out.tape().last().map_or("constant", |e| e.name).to_string();
+    let upstream = match upstream {
+        Some(u) => u.clone(),
+        None => Tensor::randn(out.value().shape(), &mut Generator::new(0x6AD_C4EC)),
+    };
+    if out.requires_grad() {
+        out.backward_with(&upstream, false)?;
+    }
+    let objective = |xs: &[Tensor<f64>]| -> Result<f64> {
+        let vars: Vec<Var<f64>> = xs.iter().map(|t| Var::new(t.clone())).collect();
+        let y = no_grad(|| f(&vars))?.value();
+        Ok(y.mul(&upstream)?.sum_all().item()?)
+    };
+    for (i, input) in inputs.iter().enumerate() {
+        let analytic = vars[i].grad().map(|g| g.to_vec()).unwrap_or_else(|| vec![0.0; input.numel()]);
+        let base = input.to_vec();
+        let shape = input.shape();
+        for j in 0..base.len() {
+            let mut xs: Vec<Tensor<f64>> = inputs.to_vec();
+            let mut plus = base.clone();
+            plus[j] += options.eps;
+            xs[i] = Tensor::from_vec(plus, shape)?;
+            let f_plus = objective(&xs)?;
+            let mut minus = base.clone();
+            minus[j] -= options.eps;
+            xs[i] = Tensor::from_vec(minus, shape)?;
+            let f_minus = objective(&xs)?;
+            let numeric = (f_plus - f_minus) / (2.0 * options.eps);
+            let a = analytic[j];
+            // Written so that a NaN on either side counts as a mismatch.
+            let close = (a - numeric).abs() <= options.atol + options.rtol * numeric.abs();
+            if !close {
+                let mut index = vec![0; shape.len()];
+                let mut rest = j;
+                for d in (0..shape.len()).rev() {
+                    index[d] = rest % shape[d];
+                    rest /= shape[d];
+                }
+                return Err(Error::GradcheckMismatch { op, input: i, index, analytic: a, numeric });
+            }
+        }
+    }
+    Ok(())
+}

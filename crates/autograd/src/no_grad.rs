@@ -1,0 +1,69 @@
+//! Per-thread switches: gradient recording (`no_grad`), anomaly detection, and the default
+//! generator that `Var::dropout` draws from (`manual_seed`).
+
+use std::cell::{Cell, RefCell};
+
+use tapegrad_tensor::Generator;
+
+/// The default generator's seed until `manual_seed` is called (fixed, so that a program that
+/// never seeds is still reproducible).
+pub const DEFAULT_SEED: u64 = 0x5EED_DA7A;
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+    static ANOMALY: Cell<bool> = const { Cell::new(false) };
+    static DEFAULT_GEN: RefCell<Generator> = RefCell::new(Generator::new(DEFAULT_SEED));
+}
+
+/// Restores the previous recording state when dropped, so a panic inside `no_grad` cannot leave
+/// recording switched off.
+struct Restore(bool);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.0));
+    }
+}
+
+/// Runs `f` with recording switched off on this thread: ops inside return constants and save
+/// nothing, as under PyTorch's `torch.no_grad()`.
+///
+/// ```
+/// use tapegrad_autograd::{no_grad, Var};
+/// use tapegrad_tensor::Tensor;
+/// let w = Var::parameter(Tensor::<f32>::ones(&[2]));
+/// let y = no_grad(|| w.mul_scalar(3.0));
+/// assert!(!y.requires_grad());
+/// ```
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(false)));
+    f()
+}
+
+/// True unless inside [`no_grad`] on this thread.
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(Cell::get)
+}
+
+/// Switches anomaly detection on or off for backward passes run on this thread: when on,
+/// `backward` returns [`Error::Anomaly`](crate::Error::Anomaly) naming the first op (in backward
+/// order) whose gradient contains a NaN or an infinity.
+pub fn detect_anomaly(on: bool) {
+    ANOMALY.with(|a| a.set(on));
+}
+
+/// True when anomaly detection is on for this thread.
+pub fn is_anomaly_enabled() -> bool {
+    ANOMALY.with(Cell::get)
+}
+
+/// Seeds this thread's default generator (used by `Var::dropout` and modules without their own
+/// generator), like `torch.manual_seed`.
+pub fn manual_seed(seed: u64) {
+    DEFAULT_GEN.with(|g| *g.borrow_mut() = Generator::new(seed));
+}
+
+/// Runs `f` with this thread's default generator.
+pub fn with_default_generator<R>(f: impl FnOnce(&mut Generator) -> R) -> R {
+    DEFAULT_GEN.with(|g| f(&mut g.borrow_mut()))
+}

@@ -1,0 +1,377 @@
+//! Elementwise ops: broadcasting binary ops (their gradients are summed back to each input's
+//! shape with `sum_to`), scalar ops and unary maths.
+
+use tapegrad_tensor::{Float, Tensor};
+
+use super::{one, two};
+use crate::error::Result;
+use crate::var::{Backward, Grads, Var};
+
+// ─── Add ─────────────────────────  z = x + y
+struct Add {
+    x_shape: Vec<usize>,
+    y_shape: Vec<usize>,
+}
+impl<T: Float> Backward<T> for Add {
+    fn name(&self) -> &'static str {
+        "add"
+    }
+    fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        two(needs, || dz.sum_to(&self.x_shape), || dz.sum_to(&self.y_shape))
+    }
+}
+
+// ─── Sub ─────────────────────────  z = x - y
+struct Sub {
+    x_shape: Vec<usize>,
+    y_shape: Vec<usize>,
+}
+impl<T: Float> Backward<T> for Sub {
+    fn name(&self) -> &'static str {
+        "sub"
+    }
+    fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        two(needs, || dz.sum_to(&self.x_shape), || Ok(dz.sum_to(&self.y_shape)?.neg()))
+    }
+}
+
+// ─── Mul ─────────────────────────  z = x * y
+struct Mul<T: Float> {
+    x: Tensor<T>,
+    y: Tensor<T>,
+}
+impl<T: Float> Backward<T> for Mul<T> {
+    fn name(&self) -> &'static str {
+        "mul"
+    }
+    fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        two(needs, || dz.mul(&self.y)?.sum_to(self.x.shape()), || dz.mul(&self.x)?.sum_to(self.y.shape()))
+    }
+    fn saved(&self) -> Vec<&Tensor<T>> {
+        vec![&self.x, &self.y]
+    }
+}
+
+// ─── Div ─────────────────────────  z = x / y;  dx = dz / y,  dy = -dz * z / y
+struct Div<T: Float> {
+    y: Tensor<T>,
+    z: Tensor<T>,
+    x_shape: Vec<usize>,
+}
+impl<T: Float> Backward<T> for Div<T> {
+    fn name(&self) -> &'static str {
+        "div"
+    }
+    fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        two(
+            needs,
+            || dz.div(&self.y)?.sum_to(&self.x_shape),
+            || dz.mul(&self.z)?.div(&self.y)?.neg().sum_to(self.y.shape()),
+        )
+    }
+    fn saved(&self) -> Vec<&Tensor<T>> {
+        vec![&self.y, &self.z]
+    }
+}
+
+// ─── Maximum / Minimum ───────────  the gradient goes to the selected input; ties split it in
+// half, as PyTorch does.
+struct Select<T: Float> {
+    name: &'static str,
+    x: Tensor<T>,
+    y: Tensor<T>,
+    /// +1 for maximum, -1 for minimum.
+    sign: T,
+}
+impl<T: Float> Backward<T> for Select<T> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        let half = T::from_f64(0.5);
+        // w = weight of x in the output: 1 where x wins, 0.5 on ties, 0 where y wins.
+        let w = self.x.zip_map(&self.y, |a, b| {
+            let d = (a - b) * self.sign;
+            if d > T::ZERO {
+                T::ONE
+            } else if d == T::ZERO {
+                half
+            } else {
+                T::ZERO
+            }
+        })?;
+        two(needs, || dz.mul(&w)?.sum_to(self.x.shape()), || dz.mul(&w.map(|v| T::ONE - v))?.sum_to(self.y.shape()))
+    }
+    fn saved(&self) -> Vec<&Tensor<T>> {
+        vec![&self.x, &self.y]
+    }
+}
+
+// ─── unary ops ───────────────────  each saves the input or, where the derivative is cheaper
+// from it, the output.
+macro_rules! unary_backward {
+    ($(#[$doc:meta])* $name:ident, $label:literal, |$dz:ident, $s:ident| $body:expr) => {
+        $(#[$doc])*
+        struct $name<T: Float> {
+            saved: Tensor<T>,
+        }
+        impl<T: Float> Backward<T> for $name<T> {
+            fn name(&self) -> &'static str {
+                $label
+            }
+            fn backward(&self, $dz: &Tensor<T>, _needs: &[bool]) -> Result<Grads<T>> {
+                let $s = &self.saved;
+                Ok(one($body))
+            }
+            fn saved(&self) -> Vec<&Tensor<T>> {
+                vec![&self.saved]
+            }
+        }
+    };
+}
+
+unary_backward!(
+    /// y = e^x (saves y): dx = dy * y
+    Exp, "exp", |dz, y| dz.mul(y)?);
+unary_backward!(
+    /// y = ln x (saves x): dx = dy / x
+    Log, "log", |dz, x| dz.div(x)?);
+unary_backward!(
+    /// y = sqrt x (saves y): dx = dy / (2 y)
+    Sqrt, "sqrt", |dz, y| dz.zip_map(y, |g, y| g / (y + y))?);
+unary_backward!(
+    /// y = tanh x (saves y): dx = dy (1 - y^2)
+    Tanh, "tanh", |dz, y| dz.zip_map(y, |g, y| g * (T::ONE - y * y))?);
+unary_backward!(
+    /// y = 1 / (1 + e^-x) (saves y): dx = dy y (1 - y)
+    Sigmoid, "sigmoid", |dz, y| dz.zip_map(y, |g, y| g * y * (T::ONE - y))?);
+unary_backward!(
+    /// y = max(x, 0) (saves y): dx = dy where y > 0
+    Relu, "relu", |dz, y| dz.zip_map(y, |g, y| if y > T::ZERO { g } else { T::ZERO })?);
+unary_backward!(
+    /// y = |x| (saves x): dx = dy sign(x), 0 at 0
+    Abs, "abs", |dz, x| dz.zip_map(x, |g, x| if x > T::ZERO { g } else if x < T::ZERO { -g } else { T::ZERO })?);
+unary_backward!(
+    /// y = x Φ(x) (saves x): dx = dy (Φ(x) + x φ(x))
+    Gelu, "gelu", |dz, x| dz.zip_map(x, |g, x| g * gelu_grad(x))?);
+unary_backward!(
+    /// y = x/2 (1 + tanh(√(2/π)(x + 0.044715 x³))) (saves x)
+    GeluTanh, "gelu_tanh", |dz, x| dz.zip_map(x, |g, x| g * gelu_tanh_grad(x))?);
+
+fn gelu_grad<T: Float>(x: T) -> T {
+    let x = x.to_f64();
+    let cdf = 0.5 * (1.0 + libm_erf(x / std::f64::consts::SQRT_2));
+    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    T::from_f64(cdf + x * pdf)
+}
+
+fn libm_erf(x: f64) -> f64 {
+    <f64 as Float>::erf(x)
+}
+
+fn gelu_tanh_grad<T: Float>(x: T) -> T {
+    let x = x.to_f64();
+    let k = (2.0 / std::f64::consts::PI).sqrt();
+    let inner = k * (x + 0.044715 * x * x * x);
+    let t = inner.tanh();
+    let dinner = k * (1.0 + 3.0 * 0.044715 * x * x);
+    T::from_f64(0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
+}
+
+// ─── Neg ─────────────────────────  y = -x
+struct Neg;
+impl<T: Float> Backward<T> for Neg {
+    fn name(&self) -> &'static str {
+        "neg"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        Ok(one(dz.neg()))
+    }
+}
+
+// ─── AddScalar ───────────────────  y = x + c
+struct AddScalar;
+impl<T: Float> Backward<T> for AddScalar {
+    fn name(&self) -> &'static str {
+        "add_scalar"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        Ok(one(dz.clone()))
+    }
+}
+
+// ─── MulScalar ───────────────────  y = c x
+struct MulScalar<T: Float> {
+    c: T,
+}
+impl<T: Float> Backward<T> for MulScalar<T> {
+    fn name(&self) -> &'static str {
+        "mul_scalar"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        Ok(one(dz.mul_scalar(self.c)))
+    }
+}
+
+// ─── Powf ────────────────────────  y = x^e (saves x): dx = dy e x^(e-1)
+struct Powf<T: Float> {
+    x: Tensor<T>,
+    e: T,
+}
+impl<T: Float> Backward<T> for Powf<T> {
+    fn name(&self) -> &'static str {
+        "powf"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        let e = self.e;
+        Ok(one(dz.zip_map(&self.x, |g, x| g * e * x.powf(e - T::ONE))?))
+    }
+    fn saved(&self) -> Vec<&Tensor<T>> {
+        vec![&self.x]
+    }
+}
+
+fn shape<T: Float>(v: &Var<T>) -> Vec<usize> {
+    v.shape()
+}
+
+impl<T: Float> Var<T> {
+    /// `self + rhs`, broadcasting. Backward: each input gets `dz` summed to its shape.
+    ///
+    /// # Errors
+    /// `add` names both shapes when they do not broadcast.
+    pub fn add(&self, rhs: &Var<T>) -> Result<Var<T>> {
+        let z = self.value().add(&rhs.value())?;
+        Ok(Var::record(z, &[self, rhs], || Add { x_shape: shape(self), y_shape: shape(rhs) }))
+    }
+
+    /// `self - rhs`, broadcasting.
+    ///
+    /// # Errors
+    /// `sub` names both shapes when they do not broadcast.
+    pub fn sub(&self, rhs: &Var<T>) -> Result<Var<T>> {
+        let z = self.value().sub(&rhs.value())?;
+        Ok(Var::record(z, &[self, rhs], || Sub { x_shape: shape(self), y_shape: shape(rhs) }))
+    }
+
+    /// `self * rhs` elementwise, broadcasting.
+    ///
+    /// # Errors
+    /// `mul` names both shapes when they do not broadcast.
+    pub fn mul(&self, rhs: &Var<T>) -> Result<Var<T>> {
+        let (x, y) = (self.value(), rhs.value());
+        let z = x.mul(&y)?;
+        Ok(Var::record(z, &[self, rhs], || Mul { x, y }))
+    }
+
+    /// `self / rhs` elementwise, broadcasting.
+    ///
+    /// # Errors
+    /// `div` names both shapes when they do not broadcast.
+    pub fn div(&self, rhs: &Var<T>) -> Result<Var<T>> {
+        let y = rhs.value();
+        let z = self.value().div(&y)?;
+        let saved = z.clone();
+        Ok(Var::record(z, &[self, rhs], || Div { y, z: saved, x_shape: shape(self) }))
+    }
+
+    /// The elementwise maximum, broadcasting (NaN propagates).
+    ///
+    /// # Errors
+    /// `maximum` names both shapes when they do not broadcast.
+    pub fn maximum(&self, rhs: &Var<T>) -> Result<Var<T>> {
+        let (x, y) = (self.value(), rhs.value());
+        let z = x.maximum(&y)?;
+        Ok(Var::record(z, &[self, rhs], || Select { name: "maximum", x, y, sign: T::ONE }))
+    }
+
+    /// The elementwise minimum, broadcasting (NaN propagates).
+    ///
+    /// # Errors
+    /// `minimum` names both shapes when they do not broadcast.
+    pub fn minimum(&self, rhs: &Var<T>) -> Result<Var<T>> {
+        let (x, y) = (self.value(), rhs.value());
+        let z = x.minimum(&y)?;
+        Ok(Var::record(z, &[self, rhs], || Select { name: "minimum", x, y, sign: -T::ONE }))
+    }
+
+    /// `self + c`.
+    pub fn add_scalar(&self, c: T) -> Var<T> {
+        Var::record(self.value().add_scalar(c), &[self], || AddScalar)
+    }
+
+    /// `c * self`.
+    pub fn mul_scalar(&self, c: T) -> Var<T> {
+        Var::record(self.value().mul_scalar(c), &[self], || MulScalar { c })
+    }
+
+    /// `self ^ e` elementwise.
+    pub fn powf(&self, e: T) -> Var<T> {
+        let x = self.value();
+        Var::record(x.powf(e), &[self], || Powf { x, e })
+    }
+
+    /// `-self`.
+    pub fn neg(&self) -> Var<T> {
+        Var::record(self.value().neg(), &[self], || Neg)
+    }
+
+    /// `e^self`.
+    pub fn exp(&self) -> Var<T> {
+        let y = self.value().exp();
+        let saved = y.clone();
+        Var::record(y, &[self], || Exp { saved })
+    }
+
+    /// The natural logarithm.
+    pub fn log(&self) -> Var<T> {
+        let x = self.value();
+        Var::record(x.log(), &[self], || Log { saved: x })
+    }
+
+    /// The square root.
+    pub fn sqrt(&self) -> Var<T> {
+        let y = self.value().sqrt();
+        let saved = y.clone();
+        Var::record(y, &[self], || Sqrt { saved })
+    }
+
+    /// The hyperbolic tangent.
+    pub fn tanh(&self) -> Var<T> {
+        let y = self.value().tanh();
+        let saved = y.clone();
+        Var::record(y, &[self], || Tanh { saved })
+    }
+
+    /// The logistic sigmoid.
+    pub fn sigmoid(&self) -> Var<T> {
+        let y = self.value().sigmoid();
+        let saved = y.clone();
+        Var::record(y, &[self], || Sigmoid { saved })
+    }
+
+    /// `max(self, 0)`.
+    pub fn relu(&self) -> Var<T> {
+        let y = self.value().relu();
+        let saved = y.clone();
+        Var::record(y, &[self], || Relu { saved })
+    }
+
+    /// `|self|`.
+    pub fn abs(&self) -> Var<T> {
+        let x = self.value();
+        Var::record(x.abs(), &[self], || Abs { saved: x })
+    }
+
+    /// GELU with the exact normal CDF: `x Φ(x)`.
+    pub fn gelu(&self) -> Var<T> {
+        let x = self.value();
+        Var::record(x.gelu(), &[self], || Gelu { saved: x })
+    }
+
+    /// GELU with PyTorch's tanh approximation.
+    pub fn gelu_tanh(&self) -> Var<T> {
+        let x = self.value();
+        Var::record(x.gelu_tanh(), &[self], || GeluTanh { saved: x })
+    }
+}

@@ -1,0 +1,31 @@
+//! The differentiable ops, one file per family: each op is a struct implementing
+//! [`Backward`](crate::Backward) whose fields are exactly what it saves, next to the `Var`
+//! method that records it.
+
+pub mod conv;
+pub mod dropout;
+pub mod elementwise;
+pub mod matmul;
+pub mod movement;
+pub mod reduce;
+
+use smallvec::smallvec;
+use tapegrad_tensor::{Float, Tensor};
+
+use crate::var::Grads;
+
+/// One gradient, for a one-input op.
+pub(crate) fn one<T: Float>(g: Tensor<T>) -> Grads<T> {
+    smallvec![Some(g)]
+}
+
+/// Gradients for a two-input op, computing each only when `needs` asks for it.
+pub(crate) fn two<T: Float>(
+    needs: &[bool],
+    dx: impl FnOnce() -> tapegrad_tensor::Result<Tensor<T>>,
+    dy: impl FnOnce() -> tapegrad_tensor::Result<Tensor<T>>,
+) -> crate::Result<Grads<T>> {
+    let a = if needs[0] { Some(dx()?) } else { None };
+    let b = if needs[1] { Some(dy()?) } else { None };
+    Ok(smallvec![a, b])
+}

@@ -1,0 +1,325 @@
+//! Views and the ops that assemble or pick pieces. Each backward routes the gradient back to
+//! where the elements came from (views invert their layout change; selections scatter-add).
+
+use smallvec::SmallVec;
+use tapegrad_tensor::{Float, Tensor};
+
+use super::one;
+use crate::error::Result;
+use crate::var::{Backward, Grads, Var};
+
+// ─── Reshape ─────────────────────  dx = dz reshaped back
+struct Reshape {
+    in_shape: Vec<usize>,
+}
+impl<T: Float> Backward<T> for Reshape {
+    fn name(&self) -> &'static str {
+        "reshape"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        Ok(one(dz.reshape(&self.in_shape)?))
+    }
+}
+
+// ─── Transpose ───────────────────  dx = dz with the same dims swapped back
+struct Transpose {
+    a: usize,
+    b: usize,
+}
+impl<T: Float> Backward<T> for Transpose {
+    fn name(&self) -> &'static str {
+        "transpose"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        Ok(one(dz.transpose(self.a, self.b)?))
+    }
+}
+
+// ─── Permute ─────────────────────  dx = dz permuted by the inverse permutation
+struct Permute {
+    inverse: Vec<usize>,
+}
+impl<T: Float> Backward<T> for Permute {
+    fn name(&self) -> &'static str {
+        "permute"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        Ok(one(dz.permute(&self.inverse)?))
+    }
+}
+
+// ─── Narrow ──────────────────────  dx = zeros with dz added at start..start+len of dim
+struct Narrow {
+    in_shape: Vec<usize>,
+    dim: usize,
+    start: usize,
+}
+impl<T: Float> Backward<T> for Narrow {
+    fn name(&self) -> &'static str {
+        "narrow"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        let index: Vec<usize> = (self.start..self.start + dz.shape()[self.dim]).collect();
+        Ok(one(Tensor::zeros(&self.in_shape).index_add(self.dim, &index, dz)?))
+    }
+}
+
+// ─── Expand ──────────────────────  dx = dz summed over the broadcast dims
+struct Expand {
+    in_shape: Vec<usize>,
+}
+impl<T: Float> Backward<T> for Expand {
+    fn name(&self) -> &'static str {
+        "expand"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        Ok(one(dz.sum_to(&self.in_shape)?))
+    }
+}
+
+// ─── Unsqueeze / Squeeze ─────────  each is the other's backward
+struct Unsqueeze {
+    dim: usize,
+}
+impl<T: Float> Backward<T> for Unsqueeze {
+    fn name(&self) -> &'static str {
+        "unsqueeze"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        Ok(one(dz.squeeze(self.dim)?))
+    }
+}
+
+struct Squeeze {
+    dim: usize,
+}
+impl<T: Float> Backward<T> for Squeeze {
+    fn name(&self) -> &'static str {
+        "squeeze"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        Ok(one(dz.unsqueeze(self.dim)?))
+    }
+}
+
+// ─── Contiguous ──────────────────  a copy: the gradient passes through
+struct Contiguous;
+impl<T: Float> Backward<T> for Contiguous {
+    fn name(&self) -> &'static str {
+        "contiguous"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        Ok(one(dz.clone()))
+    }
+}
+
+// ─── Cat ─────────────────────────  input i gets its slice of dz along dim
+struct Cat {
+    dim: usize,
+    sizes: Vec<usize>,
+}
+impl<T: Float> Backward<T> for Cat {
+    fn name(&self) -> &'static str {
+        "cat"
+    }
+    fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        let mut start = 0;
+        let mut grads = Grads::new();
+        for (i, &len) in self.sizes.iter().enumerate() {
+            grads.push(if needs[i] { Some(dz.narrow(self.dim, start, len)?) } else { None });
+            start += len;
+        }
+        Ok(grads)
+    }
+}
+
+// ─── Stack ───────────────────────  input i gets entry i of dz along dim
+struct Stack {
+    dim: usize,
+}
+impl<T: Float> Backward<T> for Stack {
+    fn name(&self) -> &'static str {
+        "stack"
+    }
+    fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        let mut grads = Grads::new();
+        for (i, &need) in needs.iter().enumerate() {
+            grads.push(if need { Some(dz.narrow(self.dim, i, 1)?.squeeze(self.dim)?) } else { None });
+        }
+        Ok(grads)
+    }
+}
+
+// ─── IndexSelect ─────────────────  dx = zeros with dz index-added along dim
+struct IndexSelect {
+    in_shape: Vec<usize>,
+    dim: usize,
+    index: Vec<usize>,
+}
+impl<T: Float> Backward<T> for IndexSelect {
+    fn name(&self) -> &'static str {
+        "index_select"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        Ok(one(Tensor::zeros(&self.in_shape).index_add(self.dim, &self.index, dz)?))
+    }
+    fn extra_bytes(&self) -> usize {
+        self.index.len() * std::mem::size_of::<usize>()
+    }
+}
+
+// ─── Gather ──────────────────────  dx = zeros with dz scatter-added along dim
+struct Gather {
+    in_shape: Vec<usize>,
+    dim: usize,
+    index: Vec<usize>,
+    index_shape: Vec<usize>,
+}
+impl<T: Float> Backward<T> for Gather {
+    fn name(&self) -> &'static str {
+        "gather"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        Ok(one(Tensor::zeros(&self.in_shape).scatter_add(self.dim, &self.index, &self.index_shape, dz)?))
+    }
+    fn extra_bytes(&self) -> usize {
+        self.index.len() * std::mem::size_of::<usize>()
+    }
+}
+
+impl<T: Float> Var<T> {
+    /// The same elements in a new shape (a view when the layout allows).
+    ///
+    /// # Errors
+    /// `reshape` when the element counts differ.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Var<T>> {
+        let x = self.value();
+        let z = x.reshape(shape)?;
+        Ok(Var::record(z, &[self], || Reshape { in_shape: x.shape().to_vec() }))
+    }
+
+    /// Swaps dims `a` and `b` (a view).
+    ///
+    /// # Errors
+    /// `transpose` for a dim out of range.
+    pub fn transpose(&self, a: usize, b: usize) -> Result<Var<T>> {
+        let z = self.value().transpose(a, b)?;
+        Ok(Var::record(z, &[self], || Transpose { a, b }))
+    }
+
+    /// The transpose of a matrix (0-D and 1-D values are returned as they are).
+    ///
+    /// # Errors
+    /// `t` for more than 2 dims.
+    pub fn t(&self) -> Result<Var<T>> {
+        let z = self.value().t()?;
+        if z.ndim() < 2 {
+            return Ok(self.clone());
+        }
+        Ok(Var::record(z, &[self], || Transpose { a: 0, b: 1 }))
+    }
+
+    /// Reorders the dims (a view).
+    ///
+    /// # Errors
+    /// `permute` when `dims` is not a permutation.
+    pub fn permute(&self, dims: &[usize]) -> Result<Var<T>> {
+        let z = self.value().permute(dims)?;
+        let mut inverse = vec![0; dims.len()];
+        for (i, &d) in dims.iter().enumerate() {
+            inverse[d] = i;
+        }
+        Ok(Var::record(z, &[self], || Permute { inverse }))
+    }
+
+    /// Entries `start..start + len` of `dim` (a view).
+    ///
+    /// # Errors
+    /// `narrow` for a dim or range out of bounds.
+    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Var<T>> {
+        let x = self.value();
+        let z = x.narrow(dim, start, len)?;
+        Ok(Var::record(z, &[self], || Narrow { in_shape: x.shape().to_vec(), dim, start }))
+    }
+
+    /// Broadcasts to `shape` (a view with stride 0 on repeated dims).
+    ///
+    /// # Errors
+    /// `expand` when a dim that is not 1 would change.
+    pub fn expand(&self, shape: &[usize]) -> Result<Var<T>> {
+        let x = self.value();
+        let z = x.expand(shape)?;
+        Ok(Var::record(z, &[self], || Expand { in_shape: x.shape().to_vec() }))
+    }
+
+    /// Inserts a dim of size 1 (a view).
+    ///
+    /// # Errors
+    /// `unsqueeze` when `dim > ndim`.
+    pub fn unsqueeze(&self, dim: usize) -> Result<Var<T>> {
+        let z = self.value().unsqueeze(dim)?;
+        Ok(Var::record(z, &[self], || Unsqueeze { dim }))
+    }
+
+    /// Removes a dim of size 1 (a view).
+    ///
+    /// # Errors
+    /// `squeeze` when the dim is out of range or not of size 1.
+    pub fn squeeze(&self, dim: usize) -> Result<Var<T>> {
+        let z = self.value().squeeze(dim)?;
+        Ok(Var::record(z, &[self], || Squeeze { dim }))
+    }
+
+    /// A contiguous copy when the value is not contiguous (recorded; the gradient passes through).
+    pub fn contiguous(&self) -> Var<T> {
+        Var::record(self.value().contiguous(), &[self], || Contiguous)
+    }
+
+    /// Concatenates along `dim`.
+    ///
+    /// # Errors
+    /// `cat` for an empty list or shapes that differ outside `dim`.
+    pub fn cat(vars: &[&Var<T>], dim: usize) -> Result<Var<T>> {
+        let values: Vec<Tensor<T>> = vars.iter().map(|v| v.value()).collect();
+        let refs: Vec<&Tensor<T>> = values.iter().collect();
+        let z = Tensor::cat(&refs, dim)?;
+        let sizes = values.iter().map(|v| v.shape()[dim]).collect();
+        Ok(Var::record(z, vars, || Cat { dim, sizes }))
+    }
+
+    /// Stacks equally shaped values along a new dim.
+    ///
+    /// # Errors
+    /// `stack` for an empty list or differing shapes.
+    pub fn stack(vars: &[&Var<T>], dim: usize) -> Result<Var<T>> {
+        let values: SmallVec<[Tensor<T>; 4]> = vars.iter().map(|v| v.value()).collect();
+        let refs: Vec<&Tensor<T>> = values.iter().collect();
+        let z = Tensor::stack(&refs, dim)?;
+        Ok(Var::record(z, vars, || Stack { dim }))
+    }
+
+    /// The entries `index` along `dim`.
+    ///
+    /// # Errors
+    /// `index_select` for an index out of range.
+    pub fn index_select(&self, dim: usize, index: &[usize]) -> Result<Var<T>> {
+        let x = self.value();
+        let z = x.index_select(dim, index)?;
+        Ok(Var::record(z, &[self], || IndexSelect { in_shape: x.shape().to_vec(), dim, index: index.to_vec() }))
+    }
+
+    /// `torch.gather`: `out[i][j] = self[i][index[i][j]]` for `dim = 1`, and so on.
+    ///
+    /// # Errors
+    /// `gather` for an index out of range or an index shape that does not fit.
+    pub fn gather(&self, dim: usize, index: &[usize], index_shape: &[usize]) -> Result<Var<T>> {
+        let x = self.value();
+        let z = x.gather(dim, index, index_shape)?;
+        Ok(Var::record(z, &[self], || Gather {
+            in_shape: x.shape().to_vec(),
+            dim,
+            index: index.to_vec(),
+            index_shape: index_shape.to_vec(),
+        }))
+    }
+}

@@ -1,0 +1,193 @@
+//! Backward over the recorded graph, and the tape listing.
+//!
+//! `backward` collects the nodes reachable from the output, sorts them by id (execution order,
+//! hence a topological order) and walks them in reverse, summing gradients where a value fans
+//! out. Parameters accumulate into their `grad` across passes, as in PyTorch. Afterwards each
+//! visited op's saved tensors and input handles are dropped, unless the graph is retained.
+
+use std::collections::{HashMap, HashSet};
+
+use smallvec::SmallVec;
+use tapegrad_tensor::{Float, Tensor};
+
+use crate::error::{Error, Result};
+use crate::no_grad::{is_anomaly_enabled, no_grad};
+use crate::ops::dropout::DropoutRecord;
+use crate::var::{lock, EdgeState, Var};
+
+/// One recorded op, as listed by [`Var::tape`].
+#[derive(Clone, Debug)]
+pub struct TapeEntry {
+    /// The node id (execution order).
+    pub id: u64,
+    /// The op's name (`"matmul"`, `"dropout"`, ...).
+    pub name: &'static str,
+    /// The output's shape.
+    pub shape: Vec<usize>,
+    /// Bytes the op holds for backward (saved tensors plus masks).
+    pub saved_bytes: usize,
+    /// For a dropout op: its seed, offset, p and bit mask.
+    pub dropout: Option<DropoutRecord>,
+}
+
+/// Every op node reachable from `root` (and the root), plus the leaves that require grad.
+/// Errors if a reachable op was freed.
+fn reachable<T: Float>(root: &Var<T>) -> Result<Vec<Var<T>>> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![root.clone()];
+    let mut nodes = vec![];
+    seen.insert(root.id());
+    while let Some(var) = stack.pop() {
+        match &*lock(&var.0.edge) {
+            EdgeState::Leaf => {}
+            EdgeState::Freed(op) => return Err(Error::GraphFreed { op }),
+            EdgeState::Live(edge) => {
+                for input in &edge.inputs {
+                    if input.requires_grad() && seen.insert(input.id()) {
+                        stack.push(input.clone());
+                    }
+                }
+            }
+        }
+        nodes.push(var);
+    }
+    nodes.sort_by_key(|v| v.id());
+    Ok(nodes)
+}
+
+impl<T: Float> Var<T> {
+    /// Backpropagates from this one-element output: every parameter it depends on gets
+    /// d(self)/d(parameter) added to its gradient. The graph's saved tensors are freed afterwards;
+    /// a second backward through it is an error (use [`Var::backward_retain`] to keep it).
+    ///
+    /// # Errors
+    /// [`Error::NonScalar`] for an output with more than one element, [`Error::GraphFreed`] for a
+    /// freed graph, [`Error::Anomaly`] under [`detect_anomaly`](crate::detect_anomaly), and any
+    /// tensor error from a backward formula.
+    pub fn backward(&self) -> Result<()> {
+        self.backward_impl(None, false)
+    }
+
+    /// [`Var::backward`], keeping the graph so that it can be backpropagated again.
+    pub fn backward_retain(&self) -> Result<()> {
+        self.backward_impl(None, true)
+    }
+
+    /// Backpropagates from an output of any shape with an explicit upstream gradient (of the
+    /// output's shape): parameters get the vector-Jacobian product `upstream · d(self)/d(param)`.
+    ///
+    /// # Errors
+    /// As [`Var::backward`]; a wrongly shaped `upstream` is a shape error.
+    pub fn backward_with(&self, upstream: &Tensor<T>, retain_graph: bool) -> Result<()> {
+        self.backward_impl(Some(upstream), retain_graph)
+    }
+
+    fn backward_impl(&self, upstream: Option<&Tensor<T>>, retain: bool) -> Result<()> {
+        let value = self.value();
+        let seed = match upstream {
+            Some(g) if g.shape() == value.shape() => g.clone(),
+            Some(g) => {
+                return Err(tapegrad_tensor::Error::ShapeMismatch {
+                    op: "backward",
+                    lhs: value.shape().to_vec(),
+                    rhs: g.shape().to_vec(),
+                    reason: "the upstream gradient must have the output's shape".into(),
+                }
+                .into())
+            }
+            None if value.numel() == 1 => Tensor::ones(value.shape()),
+            None => return Err(Error::NonScalar { shape: value.shape().to_vec(), numel: value.numel() }),
+        };
+        if !self.requires_grad() {
+            return Err(Error::arg(
+                "backward",
+                "the output does not require a gradient: it depends on no parameter (or was computed under no_grad)",
+            ));
+        }
+        let nodes = reachable(self)?;
+        let anomaly = is_anomaly_enabled();
+        let mut grads: HashMap<u64, Tensor<T>> = HashMap::new();
+        grads.insert(self.id(), seed);
+        // Backward formulas are tensor code: record nothing while they run.
+        no_grad(|| -> Result<()> {
+            for var in nodes.iter().rev() {
+                let Some(dy) = grads.remove(&var.id()) else { continue };
+                let edge = lock(&var.0.edge);
+                let EdgeState::Live(edge) = &*edge else {
+                    drop(edge);
+                    // A parameter: accumulate, as a second backward in PyTorch adds.
+                    let mut g = lock(&var.0.grad);
+                    *g = Some(match g.take() {
+                        Some(old) => old.add(&dy)?,
+                        None => dy.contiguous(),
+                    });
+                    continue;
+                };
+                let needs: SmallVec<[bool; 2]> = edge.inputs.iter().map(Var::requires_grad).collect();
+                let input_grads = edge.op.backward(&dy, &needs)?;
+                for (i, (input, g)) in edge.inputs.iter().zip(input_grads).enumerate() {
+                    let Some(g) = g else { continue };
+                    if !input.requires_grad() {
+                        continue;
+                    }
+                    if anomaly {
+                        if let Some(e) = Error::anomaly(edge.op.name(), i, &g.to_vec()) {
+                            return Err(e);
+                        }
+                    }
+                    let sum = match grads.remove(&input.id()) {
+                        Some(acc) => acc.add(&g)?,
+                        None => g,
+                    };
+                    grads.insert(input.id(), sum);
+                }
+            }
+            Ok(())
+        })?;
+        if !retain {
+            for var in &nodes {
+                let mut edge = lock(&var.0.edge);
+                if let EdgeState::Live(e) = &*edge {
+                    let name = e.op.name();
+                    *edge = EdgeState::Freed(name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ops recorded in the graph that produces this value, in execution order (leaves are not
+    /// listed). Freed ops are listed with 0 saved bytes.
+    pub fn tape(&self) -> Vec<TapeEntry> {
+        let mut seen = HashSet::new();
+        let mut stack = vec![self.clone()];
+        let mut entries = vec![];
+        seen.insert(self.id());
+        while let Some(var) = stack.pop() {
+            let shape = var.shape();
+            match &*lock(&var.0.edge) {
+                EdgeState::Leaf => {}
+                EdgeState::Freed(name) => {
+                    entries.push(TapeEntry { id: var.id(), name, shape, saved_bytes: 0, dropout: None })
+                }
+                EdgeState::Live(edge) => {
+                    let saved: usize = edge.op.saved().iter().map(|t| t.numel() * std::mem::size_of::<T>()).sum();
+                    entries.push(TapeEntry {
+                        id: var.id(),
+                        name: edge.op.name(),
+                        shape,
+                        saved_bytes: saved + edge.op.extra_bytes(),
+                        dropout: edge.op.dropout().cloned(),
+                    });
+                    for input in &edge.inputs {
+                        if seen.insert(input.id()) {
+                            stack.push(input.clone());
+                        }
+                    }
+                }
+            }
+        }
+        entries.sort_by_key(|e| e.id);
+        entries
+    }
+}

@@ -1,0 +1,237 @@
+//! `Var<T>`: a tensor recorded on the tape, and the `Backward` trait every op implements.
+//!
+//! A `Var` is a cheap handle (`Arc`) to a node: its value, its gradient (for parameters), and for
+//! an op's output the *edge*: the op's saved tensors and the input `Var`s. The graph lives exactly
+//! as long as something can reach it: dropping the last handle to an output frees its edge, so a
+//! forward pass that never gets a backward leaks nothing, and two independent graphs never share
+//! state. Node ids grow in execution order, so sorting reachable nodes by id gives a topological
+//! order for backward.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use smallvec::SmallVec;
+use tapegrad_tensor::{Float, Tensor};
+
+use crate::error::Result;
+use crate::no_grad::is_grad_enabled;
+use crate::ops::dropout::DropoutRecord;
+
+/// The gradients an op's backward returns, one per input (`None` where no gradient is needed).
+pub type Grads<T> = SmallVec<[Option<Tensor<T>>; 2]>;
+
+/// The backward half of an op: what it saved in forward, and how to turn the output's gradient
+/// into its inputs' gradients.
+pub trait Backward<T: Float>: Send + Sync {
+    /// The op's name, as listed in `docs/derivatives.md`.
+    fn name(&self) -> &'static str;
+
+    /// The gradient of each input given `dy`, the gradient of the output. `needs[i]` says
+    /// whether input `i` wants one; return `None` for those that don't.
+    fn backward(&self, dy: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>>;
+
+    /// The tensors saved for backward (for the tape listing's byte count).
+    fn saved(&self) -> Vec<&Tensor<T>> {
+        Vec::new()
+    }
+
+    /// Bytes held for backward besides [`Backward::saved`] tensors (a dropout's bit mask).
+    fn extra_bytes(&self) -> usize {
+        0
+    }
+
+    /// The dropout record, for a dropout op.
+    fn dropout(&self) -> Option<&DropoutRecord> {
+        None
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) struct Edge<T: Float> {
+    pub(crate) op: Box<dyn Backward<T>>,
+    pub(crate) inputs: SmallVec<[Var<T>; 2]>,
+}
+
+pub(crate) enum EdgeState<T: Float> {
+    /// A leaf: a constant or a parameter.
+    Leaf,
+    /// An op output whose saved tensors are still held.
+    Live(Edge<T>),
+    /// An op output after a backward freed its saved tensors (the op's name is kept for errors).
+    Freed(&'static str),
+}
+
+pub(crate) struct Node<T: Float> {
+    pub(crate) id: u64,
+    pub(crate) value: RwLock<Tensor<T>>,
+    pub(crate) requires_grad: bool,
+    pub(crate) grad: Mutex<Option<Tensor<T>>>,
+    pub(crate) edge: Mutex<EdgeState<T>>,
+}
+
+impl<T: Float> Drop for Node<T> {
+    /// Frees a long chain iteratively: the default recursive drop of `inputs` would overflow the
+    /// stack on a graph of some hundred thousand ops.
+    fn drop(&mut self) {
+        let edge = self.edge.get_mut().unwrap_or_else(|e| e.into_inner());
+        let mut stack: Vec<Var<T>> = match std::mem::replace(edge, EdgeState::Leaf) {
+            EdgeState::Live(edge) => edge.inputs.into_vec(),
+            _ => return,
+        };
+        while let Some(var) = stack.pop() {
+            if let Some(mut node) = Arc::into_inner(var.0) {
+                let edge = node.edge.get_mut().unwrap_or_else(|e| e.into_inner());
+                if let EdgeState::Live(edge) = std::mem::replace(edge, EdgeState::Leaf) {
+                    stack.extend(edge.inputs);
+                }
+                // `node` drops here with a Leaf edge: no recursion.
+            }
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the values are plain
+/// tensors: there is no invariant a panic could have broken half-way).
+pub(crate) fn lock<M>(m: &Mutex<M>) -> MutexGuard<'_, M> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A tensor on the tape. Cloning shares the node.
+///
+/// ```
+/// use tapegrad_autograd::Var;
+/// use tapegrad_tensor::Tensor;
+/// let w = Var::parameter(Tensor::from_vec(vec![1.0f32, -2.0], &[2])?);
+/// let loss = w.mul(&w)?.sum_all();
+/// loss.backward()?;
+/// assert_eq!(w.grad().unwrap().to_vec(), vec![2.0, -4.0]);
+/// # Ok::<(), tapegrad_autograd::Error>(())
+/// ```
+pub struct Var<T: Float = f32>(pub(crate) Arc<Node<T>>);
+
+impl<T: Float> Clone for Var<T> {
+    fn clone(&self) -> Self {
+        Var(Arc::clone(&self.0))
+    }
+}
+
+impl<T: Float> Var<T> {
+    fn leaf(value: Tensor<T>, requires_grad: bool) -> Var<T> {
+        Var(Arc::new(Node {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            value: RwLock::new(value),
+            requires_grad,
+            grad: Mutex::new(None),
+            edge: Mutex::new(EdgeState::Leaf),
+        }))
+    }
+
+    /// A constant leaf: no gradient flows into it.
+    pub fn new(value: Tensor<T>) -> Var<T> {
+        Var::leaf(value, false)
+    }
+
+    /// A leaf that requires a gradient and accumulates it across backward passes until
+    /// [`Var::zero_grad`], like `nn.Parameter`.
+    pub fn parameter(value: Tensor<T>) -> Var<T> {
+        Var::leaf(value, true)
+    }
+
+    /// Records an op's output. `make` builds the backward struct (its saved tensors) and is only
+    /// called when recording is on and some input requires a gradient: otherwise the output is a
+    /// constant and nothing is saved.
+    pub(crate) fn record<B: Backward<T> + 'static>(
+        value: Tensor<T>,
+        inputs: &[&Var<T>],
+        make: impl FnOnce() -> B,
+    ) -> Var<T> {
+        if !is_grad_enabled() || !inputs.iter().any(|v| v.requires_grad()) {
+            return Var::new(value);
+        }
+        Var(Arc::new(Node {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            value: RwLock::new(value),
+            requires_grad: true,
+            grad: Mutex::new(None),
+            edge: Mutex::new(EdgeState::Live(Edge {
+                op: Box::new(make()),
+                inputs: inputs.iter().map(|v| (*v).clone()).collect(),
+            })),
+        }))
+    }
+
+    /// The value (a cheap clone sharing storage).
+    pub fn value(&self) -> Tensor<T> {
+        self.0.value.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces a leaf's value (what optimisers do after a step). The shape may change only for
+    /// constants; the gradient is kept.
+    pub fn set_value(&self, value: Tensor<T>) {
+        *self.0.value.write().unwrap_or_else(|e| e.into_inner()) = value;
+    }
+
+    /// The shape of the value.
+    pub fn shape(&self) -> Vec<usize> {
+        self.value().shape().to_vec()
+    }
+
+    /// The accumulated gradient of a parameter, if a backward reached it.
+    pub fn grad(&self) -> Option<Tensor<T>> {
+        lock(&self.0.grad).clone()
+    }
+
+    /// Sets or clears the gradient (optimisers and gradient clipping use this).
+    pub fn set_grad(&self, grad: Option<Tensor<T>>) {
+        *lock(&self.0.grad) = grad;
+    }
+
+    /// Clears the accumulated gradient.
+    pub fn zero_grad(&self) {
+        self.set_grad(None);
+    }
+
+    /// True for parameters and for every op output that depends on one (while recording).
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad
+    }
+
+    /// True for leaves (constants and parameters).
+    pub fn is_leaf(&self) -> bool {
+        matches!(*lock(&self.0.edge), EdgeState::Leaf)
+    }
+
+    /// A constant sharing this value's storage: the graph stops here.
+    pub fn detach(&self) -> Var<T> {
+        Var::new(self.value())
+    }
+
+    /// True when both handles are the same node.
+    pub fn same_node(&self, other: &Var<T>) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The node's id: its position in execution order.
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+}
+
+impl<T: Float> std::fmt::Debug for Var<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = match &*lock(&self.0.edge) {
+            EdgeState::Leaf if self.requires_grad() => "parameter",
+            EdgeState::Leaf => "constant",
+            EdgeState::Live(e) => e.op.name(),
+            EdgeState::Freed(name) => name,
+        };
+        write!(f, "Var({op}, {})", self.value())
+    }
+}
+
+impl<T: Float> std::fmt::Display for Var<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.value(), f)
+    }
+}
