@@ -9,6 +9,9 @@ pub enum Error {
     /// A tensor op failed (a shape mismatch, a dim out of range, ...).
     #[error(transparent)]
     Tensor(#[from] tapegrad_tensor::Error),
+    /// An op on the tape, or a backward pass, failed.
+    #[error(transparent)]
+    Autograd(#[from] tapegrad_autograd::Error),
     /// The operating system refused a file operation (missing file, no permission, ...).
     #[error("{}: {source}", path.display())]
     Io {
