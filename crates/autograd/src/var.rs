@@ -138,10 +138,29 @@ impl<T: Float> Var<T> {
         Var::leaf(value, true)
     }
 
-    /// Records an op's output. `make` builds the backward struct (its saved tensors) and is only
-    /// called when recording is on and some input requires a gradient: otherwise the output is a
-    /// constant and nothing is saved.
-    pub(crate) fn record<B: Backward<T> + 'static>(
+    /// Records an op's output: the way to add a custom differentiable op (like PyTorch's
+    /// `autograd.Function`). `make` builds the backward struct (what it saves) and is only called
+    /// when recording is on and some input requires a gradient; otherwise the output is a
+    /// constant and nothing is saved. `value` must already be the op's output.
+    ///
+    /// ```
+    /// use tapegrad_autograd::{Backward, Grads, Result, Var};
+    /// use tapegrad_tensor::Tensor;
+    /// // y = 3 x, written as a custom op.
+    /// struct Triple;
+    /// impl Backward<f32> for Triple {
+    ///     fn name(&self) -> &'static str { "triple" }
+    ///     fn backward(&self, dy: &Tensor<f32>, _: &[bool]) -> Result<Grads<f32>> {
+    ///         Ok(Grads::from_iter([Some(dy.mul_scalar(3.0))]))
+    ///     }
+    /// }
+    /// let x = Var::parameter(Tensor::<f32>::ones(&[2]));
+    /// let y = Var::from_op(x.value().mul_scalar(3.0), &[&x], || Triple);
+    /// y.sum_all().backward()?;
+    /// assert_eq!(x.grad().unwrap().to_vec(), vec![3.0, 3.0]);
+    /// # Ok::<(), tapegrad_autograd::Error>(())
+    /// ```
+    pub fn from_op<B: Backward<T> + 'static>(
         value: Tensor<T>,
         inputs: &[&Var<T>],
         make: impl FnOnce() -> B,

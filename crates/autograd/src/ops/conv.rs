@@ -79,8 +79,8 @@ impl<T: Float> Var<T> {
         let y = x.conv2d(&w, b.as_ref(), stride, padding)?;
         let make = || Conv2d { x, w, stride, padding };
         Ok(match bias {
-            Some(b) => Var::record(y, &[self, weight, b], make),
-            None => Var::record(y, &[self, weight], make),
+            Some(b) => Var::from_op(y, &[self, weight, b], make),
+            None => Var::from_op(y, &[self, weight], make),
         })
     }
 
@@ -91,7 +91,7 @@ impl<T: Float> Var<T> {
     pub fn max_pool2d(&self, kernel: usize, stride: usize, padding: usize) -> Result<Var<T>> {
         let x = self.value();
         let (y, indices) = x.max_pool2d_with_indices(kernel, stride, padding)?;
-        Ok(Var::record(y, &[self], || MaxPool2d { in_shape: x.shape().to_vec(), indices }))
+        Ok(Var::from_op(y, &[self], || MaxPool2d { in_shape: x.shape().to_vec(), indices }))
     }
 
     /// Average pooling over `kernel x kernel` windows (padding counts as zeros in the average).
@@ -101,6 +101,6 @@ impl<T: Float> Var<T> {
     pub fn avg_pool2d(&self, kernel: usize, stride: usize, padding: usize) -> Result<Var<T>> {
         let x = self.value();
         let y = x.avg_pool2d(kernel, stride, padding)?;
-        Ok(Var::record(y, &[self], || AvgPool2d { in_shape: x.shape().to_vec(), kernel, stride, padding }))
+        Ok(Var::from_op(y, &[self], || AvgPool2d { in_shape: x.shape().to_vec(), kernel, stride, padding }))
     }
 }

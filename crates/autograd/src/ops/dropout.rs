@@ -159,7 +159,7 @@ pub fn dropout<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) -> Result<Var<
     let record = DropoutRecord::draw(value.numel(), p, gen);
     let data = value.as_slice().map(|s| record.apply(s)).unwrap_or_default();
     let y = Tensor::from_vec(data, value.shape())?;
-    Ok(Var::record(y, &[x], || Dropout { record }))
+    Ok(Var::from_op(y, &[x], || Dropout { record }))
 }
 
 impl<T: Float> Var<T> {

@@ -242,7 +242,7 @@ impl<T: Float> Var<T> {
     /// `add` names both shapes when they do not broadcast.
     pub fn add(&self, rhs: &Var<T>) -> Result<Var<T>> {
         let z = self.value().add(&rhs.value())?;
-        Ok(Var::record(z, &[self, rhs], || Add { x_shape: shape(self), y_shape: shape(rhs) }))
+        Ok(Var::from_op(z, &[self, rhs], || Add { x_shape: shape(self), y_shape: shape(rhs) }))
     }
 
     /// `self - rhs`, broadcasting.
@@ -251,7 +251,7 @@ impl<T: Float> Var<T> {
     /// `sub` names both shapes when they do not broadcast.
     pub fn sub(&self, rhs: &Var<T>) -> Result<Var<T>> {
         let z = self.value().sub(&rhs.value())?;
-        Ok(Var::record(z, &[self, rhs], || Sub { x_shape: shape(self), y_shape: shape(rhs) }))
+        Ok(Var::from_op(z, &[self, rhs], || Sub { x_shape: shape(self), y_shape: shape(rhs) }))
     }
 
     /// `self * rhs` elementwise, broadcasting.
@@ -261,7 +261,7 @@ impl<T: Float> Var<T> {
     pub fn mul(&self, rhs: &Var<T>) -> Result<Var<T>> {
         let (x, y) = (self.value(), rhs.value());
         let z = x.mul(&y)?;
-        Ok(Var::record(z, &[self, rhs], || Mul { x, y }))
+        Ok(Var::from_op(z, &[self, rhs], || Mul { x, y }))
     }
 
     /// `self / rhs` elementwise, broadcasting.
@@ -272,7 +272,7 @@ impl<T: Float> Var<T> {
         let y = rhs.value();
         let z = self.value().div(&y)?;
         let saved = z.clone();
-        Ok(Var::record(z, &[self, rhs], || Div { y, z: saved, x_shape: shape(self) }))
+        Ok(Var::from_op(z, &[self, rhs], || Div { y, z: saved, x_shape: shape(self) }))
     }
 
     /// The elementwise maximum, broadcasting (NaN propagates).
@@ -282,7 +282,7 @@ impl<T: Float> Var<T> {
     pub fn maximum(&self, rhs: &Var<T>) -> Result<Var<T>> {
         let (x, y) = (self.value(), rhs.value());
         let z = x.maximum(&y)?;
-        Ok(Var::record(z, &[self, rhs], || Select { name: "maximum", x, y, sign: T::ONE }))
+        Ok(Var::from_op(z, &[self, rhs], || Select { name: "maximum", x, y, sign: T::ONE }))
     }
 
     /// The elementwise minimum, broadcasting (NaN propagates).
@@ -292,86 +292,86 @@ impl<T: Float> Var<T> {
     pub fn minimum(&self, rhs: &Var<T>) -> Result<Var<T>> {
         let (x, y) = (self.value(), rhs.value());
         let z = x.minimum(&y)?;
-        Ok(Var::record(z, &[self, rhs], || Select { name: "minimum", x, y, sign: -T::ONE }))
+        Ok(Var::from_op(z, &[self, rhs], || Select { name: "minimum", x, y, sign: -T::ONE }))
     }
 
     /// `self + c`.
     pub fn add_scalar(&self, c: T) -> Var<T> {
-        Var::record(self.value().add_scalar(c), &[self], || AddScalar)
+        Var::from_op(self.value().add_scalar(c), &[self], || AddScalar)
     }
 
     /// `c * self`.
     pub fn mul_scalar(&self, c: T) -> Var<T> {
-        Var::record(self.value().mul_scalar(c), &[self], || MulScalar { c })
+        Var::from_op(self.value().mul_scalar(c), &[self], || MulScalar { c })
     }
 
     /// `self ^ e` elementwise.
     pub fn powf(&self, e: T) -> Var<T> {
         let x = self.value();
-        Var::record(x.powf(e), &[self], || Powf { x, e })
+        Var::from_op(x.powf(e), &[self], || Powf { x, e })
     }
 
     /// `-self`.
     pub fn neg(&self) -> Var<T> {
-        Var::record(self.value().neg(), &[self], || Neg)
+        Var::from_op(self.value().neg(), &[self], || Neg)
     }
 
     /// `e^self`.
     pub fn exp(&self) -> Var<T> {
         let y = self.value().exp();
         let saved = y.clone();
-        Var::record(y, &[self], || Exp { saved })
+        Var::from_op(y, &[self], || Exp { saved })
     }
 
     /// The natural logarithm.
     pub fn log(&self) -> Var<T> {
         let x = self.value();
-        Var::record(x.log(), &[self], || Log { saved: x })
+        Var::from_op(x.log(), &[self], || Log { saved: x })
     }
 
     /// The square root.
     pub fn sqrt(&self) -> Var<T> {
         let y = self.value().sqrt();
         let saved = y.clone();
-        Var::record(y, &[self], || Sqrt { saved })
+        Var::from_op(y, &[self], || Sqrt { saved })
     }
 
     /// The hyperbolic tangent.
     pub fn tanh(&self) -> Var<T> {
         let y = self.value().tanh();
         let saved = y.clone();
-        Var::record(y, &[self], || Tanh { saved })
+        Var::from_op(y, &[self], || Tanh { saved })
     }
 
     /// The logistic sigmoid.
     pub fn sigmoid(&self) -> Var<T> {
         let y = self.value().sigmoid();
         let saved = y.clone();
-        Var::record(y, &[self], || Sigmoid { saved })
+        Var::from_op(y, &[self], || Sigmoid { saved })
     }
 
     /// `max(self, 0)`.
     pub fn relu(&self) -> Var<T> {
         let y = self.value().relu();
         let saved = y.clone();
-        Var::record(y, &[self], || Relu { saved })
+        Var::from_op(y, &[self], || Relu { saved })
     }
 
     /// `|self|`.
     pub fn abs(&self) -> Var<T> {
         let x = self.value();
-        Var::record(x.abs(), &[self], || Abs { saved: x })
+        Var::from_op(x.abs(), &[self], || Abs { saved: x })
     }
 
     /// GELU with the exact normal CDF: `x Φ(x)`.
     pub fn gelu(&self) -> Var<T> {
         let x = self.value();
-        Var::record(x.gelu(), &[self], || Gelu { saved: x })
+        Var::from_op(x.gelu(), &[self], || Gelu { saved: x })
     }
 
     /// GELU with PyTorch's tanh approximation.
     pub fn gelu_tanh(&self) -> Var<T> {
         let x = self.value();
-        Var::record(x.gelu_tanh(), &[self], || GeluTanh { saved: x })
+        Var::from_op(x.gelu_tanh(), &[self], || GeluTanh { saved: x })
     }
 }

@@ -46,7 +46,7 @@ impl<T: Float> Var<T> {
         let y = if yn == 1 { rhs.unsqueeze(1)? } else { rhs.clone() };
         let (xv, yv) = (x.value(), y.value());
         let z = xv.matmul(&yv)?;
-        let mut z = Var::record(z, &[&x, &y], || MatMul { x: xv, y: yv });
+        let mut z = Var::from_op(z, &[&x, &y], || MatMul { x: xv, y: yv });
         let zn = z.value().ndim();
         if yn == 1 {
             z = z.squeeze(zn - 1)?;

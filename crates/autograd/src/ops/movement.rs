@@ -195,7 +195,7 @@ impl<T: Float> Var<T> {
     pub fn reshape(&self, shape: &[usize]) -> Result<Var<T>> {
         let x = self.value();
         let z = x.reshape(shape)?;
-        Ok(Var::record(z, &[self], || Reshape { in_shape: x.shape().to_vec() }))
+        Ok(Var::from_op(z, &[self], || Reshape { in_shape: x.shape().to_vec() }))
     }
 
     /// Swaps dims `a` and `b` (a view).
@@ -204,7 +204,7 @@ impl<T: Float> Var<T> {
     /// `transpose` for a dim out of range.
     pub fn transpose(&self, a: usize, b: usize) -> Result<Var<T>> {
         let z = self.value().transpose(a, b)?;
-        Ok(Var::record(z, &[self], || Transpose { a, b }))
+        Ok(Var::from_op(z, &[self], || Transpose { a, b }))
     }
 
     /// The transpose of a matrix (0-D and 1-D values are returned as they are).
@@ -216,7 +216,7 @@ impl<T: Float> Var<T> {
         if z.ndim() < 2 {
             return Ok(self.clone());
         }
-        Ok(Var::record(z, &[self], || Transpose { a: 0, b: 1 }))
+        Ok(Var::from_op(z, &[self], || Transpose { a: 0, b: 1 }))
     }
 
     /// Reorders the dims (a view).
@@ -229,7 +229,7 @@ impl<T: Float> Var<T> {
         for (i, &d) in dims.iter().enumerate() {
             inverse[d] = i;
         }
-        Ok(Var::record(z, &[self], || Permute { inverse }))
+        Ok(Var::from_op(z, &[self], || Permute { inverse }))
     }
 
     /// Entries `start..start + len` of `dim` (a view).
@@ -239,7 +239,7 @@ impl<T: Float> Var<T> {
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Var<T>> {
         let x = self.value();
         let z = x.narrow(dim, start, len)?;
-        Ok(Var::record(z, &[self], || Narrow { in_shape: x.shape().to_vec(), dim, start }))
+        Ok(Var::from_op(z, &[self], || Narrow { in_shape: x.shape().to_vec(), dim, start }))
     }
 
     /// Broadcasts to `shape` (a view with stride 0 on repeated dims).
@@ -249,7 +249,7 @@ impl<T: Float> Var<T> {
     pub fn expand(&self, shape: &[usize]) -> Result<Var<T>> {
         let x = self.value();
         let z = x.expand(shape)?;
-        Ok(Var::record(z, &[self], || Expand { in_shape: x.shape().to_vec() }))
+        Ok(Var::from_op(z, &[self], || Expand { in_shape: x.shape().to_vec() }))
     }
 
     /// Inserts a dim of size 1 (a view).
@@ -258,7 +258,7 @@ impl<T: Float> Var<T> {
     /// `unsqueeze` when `dim > ndim`.
     pub fn unsqueeze(&self, dim: usize) -> Result<Var<T>> {
         let z = self.value().unsqueeze(dim)?;
-        Ok(Var::record(z, &[self], || Unsqueeze { dim }))
+        Ok(Var::from_op(z, &[self], || Unsqueeze { dim }))
     }
 
     /// Removes a dim of size 1 (a view).
@@ -267,12 +267,12 @@ impl<T: Float> Var<T> {
     /// `squeeze` when the dim is out of range or not of size 1.
     pub fn squeeze(&self, dim: usize) -> Result<Var<T>> {
         let z = self.value().squeeze(dim)?;
-        Ok(Var::record(z, &[self], || Squeeze { dim }))
+        Ok(Var::from_op(z, &[self], || Squeeze { dim }))
     }
 
     /// A contiguous copy when the value is not contiguous (recorded; the gradient passes through).
     pub fn contiguous(&self) -> Var<T> {
-        Var::record(self.value().contiguous(), &[self], || Contiguous)
+        Var::from_op(self.value().contiguous(), &[self], || Contiguous)
     }
 
     /// Concatenates along `dim`.
@@ -284,7 +284,7 @@ impl<T: Float> Var<T> {
         let refs: Vec<&Tensor<T>> = values.iter().collect();
         let z = Tensor::cat(&refs, dim)?;
         let sizes = values.iter().map(|v| v.shape()[dim]).collect();
-        Ok(Var::record(z, vars, || Cat { dim, sizes }))
+        Ok(Var::from_op(z, vars, || Cat { dim, sizes }))
     }
 
     /// Stacks equally shaped values along a new dim.
@@ -295,7 +295,7 @@ impl<T: Float> Var<T> {
         let values: SmallVec<[Tensor<T>; 4]> = vars.iter().map(|v| v.value()).collect();
         let refs: Vec<&Tensor<T>> = values.iter().collect();
         let z = Tensor::stack(&refs, dim)?;
-        Ok(Var::record(z, vars, || Stack { dim }))
+        Ok(Var::from_op(z, vars, || Stack { dim }))
     }
 
     /// The entries `index` along `dim`.
@@ -305,7 +305,7 @@ impl<T: Float> Var<T> {
     pub fn index_select(&self, dim: usize, index: &[usize]) -> Result<Var<T>> {
         let x = self.value();
         let z = x.index_select(dim, index)?;
-        Ok(Var::record(z, &[self], || IndexSelect { in_shape: x.shape().to_vec(), dim, index: index.to_vec() }))
+        Ok(Var::from_op(z, &[self], || IndexSelect { in_shape: x.shape().to_vec(), dim, index: index.to_vec() }))
     }
 
     /// `torch.gather`: `out[i][j] = self[i][index[i][j]]` for `dim = 1`, and so on.
@@ -315,7 +315,7 @@ impl<T: Float> Var<T> {
     pub fn gather(&self, dim: usize, index: &[usize], index_shape: &[usize]) -> Result<Var<T>> {
         let x = self.value();
         let z = x.gather(dim, index, index_shape)?;
-        Ok(Var::record(z, &[self], || Gather {
+        Ok(Var::from_op(z, &[self], || Gather {
             in_shape: x.shape().to_vec(),
             dim,
             index: index.to_vec(),

@@ -125,14 +125,14 @@ impl<T: Float> Var<T> {
         let x = self.value();
         let z = x.sum(dims, keepdim)?;
         let dims = reduced_dims(x.ndim(), dims);
-        Ok(Var::record(z, &[self], || Sum { in_shape: x.shape().to_vec(), dims, keepdim }))
+        Ok(Var::from_op(z, &[self], || Sum { in_shape: x.shape().to_vec(), dims, keepdim }))
     }
 
     /// The sum of every element, as a 0-dim value.
     pub fn sum_all(&self) -> Var<T> {
         let x = self.value();
         let dims = (0..x.ndim()).collect();
-        Var::record(x.sum_all(), &[self], || Sum { in_shape: x.shape().to_vec(), dims, keepdim: false })
+        Var::from_op(x.sum_all(), &[self], || Sum { in_shape: x.shape().to_vec(), dims, keepdim: false })
     }
 
     /// The mean over `dims` (all dims when empty).
@@ -144,7 +144,7 @@ impl<T: Float> Var<T> {
         let z = x.mean(dims, keepdim)?;
         let dims = reduced_dims(x.ndim(), dims);
         let count = dims.iter().map(|&d| x.shape()[d]).product();
-        Ok(Var::record(z, &[self], || Mean { in_shape: x.shape().to_vec(), dims, keepdim, count }))
+        Ok(Var::from_op(z, &[self], || Mean { in_shape: x.shape().to_vec(), dims, keepdim, count }))
     }
 
     /// The mean of every element, as a 0-dim value.
@@ -152,7 +152,7 @@ impl<T: Float> Var<T> {
         let x = self.value();
         let dims = (0..x.ndim()).collect();
         let count = x.numel();
-        Var::record(x.mean_all(), &[self], || Mean { in_shape: x.shape().to_vec(), dims, keepdim: false, count })
+        Var::from_op(x.mean_all(), &[self], || Mean { in_shape: x.shape().to_vec(), dims, keepdim: false, count })
     }
 
     /// The maximum along `dim` (values; the gradient flows to the first maximal element).
@@ -162,7 +162,7 @@ impl<T: Float> Var<T> {
     pub fn max(&self, dim: usize, keepdim: bool) -> Result<Var<T>> {
         let x = self.value();
         let (z, indices) = x.max_with_indices(dim, keepdim)?;
-        Ok(Var::record(z, &[self], || Max { in_shape: x.shape().to_vec(), dim, keepdim, indices }))
+        Ok(Var::from_op(z, &[self], || Max { in_shape: x.shape().to_vec(), dim, keepdim, indices }))
     }
 
     /// Softmax along `dim` (stable: the maximum is subtracted first).
@@ -172,7 +172,7 @@ impl<T: Float> Var<T> {
     pub fn softmax(&self, dim: usize) -> Result<Var<T>> {
         let y = self.value().softmax(dim)?;
         let saved = y.clone();
-        Ok(Var::record(y, &[self], || Softmax { y: saved, dim }))
+        Ok(Var::from_op(y, &[self], || Softmax { y: saved, dim }))
     }
 
     /// Log-softmax along `dim` (stable).
@@ -182,6 +182,6 @@ impl<T: Float> Var<T> {
     pub fn log_softmax(&self, dim: usize) -> Result<Var<T>> {
         let y = self.value().log_softmax(dim)?;
         let saved = y.clone();
-        Ok(Var::record(y, &[self], || LogSoftmax { y: saved, dim }))
+        Ok(Var::from_op(y, &[self], || LogSoftmax { y: saved, dim }))
     }
 }
