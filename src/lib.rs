@@ -17,6 +17,9 @@
 //! # Ok::<(), Error>(())
 //! ```
 
+// Lets `#[derive(Module)]` name this crate by its absolute path from inside it too.
+extern crate self as tapegrad;
+
 pub use tapegrad_autograd as autograd;
 pub use tapegrad_nn as nn;
 pub use tapegrad_tensor as tensor;
@@ -26,7 +29,7 @@ pub use tapegrad_nn::{Error, Result};
 /// The names most programs need: `use tapegrad::prelude::*;`.
 pub mod prelude {
     pub use tapegrad_autograd::{manual_seed, no_grad, Var};
-    pub use tapegrad_nn::{Error, Result};
+    pub use tapegrad_nn::{Error, Module, Result};
     pub use tapegrad_tensor::{Generator, Tensor};
 }
 

@@ -34,7 +34,8 @@ pub use gradcheck::{gradcheck, gradcheck_with, GradcheckOptions};
 pub use no_grad::{
     detect_anomaly, is_anomaly_enabled, is_grad_enabled, manual_seed, no_grad, with_default_generator, DEFAULT_SEED,
 };
-pub use ops::dropout::{dropout, DropoutRecord};
+pub use ops::dropout::{check_p, dropout, DropoutRecord};
+pub use ops::feature_dropout::{alpha_dropout, dropout2d};
 pub use tape::TapeEntry;
 pub use tapegrad_tensor::{Float, Generator, Tensor};
 pub use var::{Backward, Grads, Var};

@@ -1,10 +1,26 @@
 //! Modules, layers, losses, optimisers, checkpoints and datasets for tapegrad.
 //!
-//! What is here today is [`data`]: the IDX reader and the MNIST / Fashion-MNIST loaders. The
-//! `Module` trait, the layers, the losses and the optimisers arrive with issue 4.
+//! - [`Module`] and [`Visit`]: the layer / model trait and the recursive walk that
+//!   `#[derive(Module)]` writes for a model struct; `train()` / `eval()` / `mc_dropout()` reach
+//!   every nested layer.
+//! - [`layers`]: `Linear`, the dropout family (`Dropout`, `Dropout2d`, `AlphaDropout`) and
+//!   [`mc_predict`] for Monte Carlo dropout.
+//! - [`data`]: the IDX reader and the MNIST / Fashion-MNIST loaders.
 #![forbid(unsafe_code)]
+
+// Lets `#[derive(Module)]` name this crate by its absolute path from inside it too.
+extern crate self as tapegrad_nn;
 
 pub mod data;
 mod error;
+pub mod layers;
+pub mod module;
 
 pub use error::{Error, Result};
+pub use layers::*;
+pub use module::{Mode, ModeChange, Module, Visit};
+/// `#[derive(Module)]`: see [`tapegrad_derive`].
+pub use tapegrad_derive::Module;
+
+pub use tapegrad_autograd::Var;
+pub use tapegrad_tensor::{Float, Generator, Tensor};

@@ -5,6 +5,7 @@
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;
+pub mod feature_dropout;
 pub mod matmul;
 pub mod movement;
 pub mod reduce;

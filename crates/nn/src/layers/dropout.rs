@@ -1,0 +1,186 @@
+//! The dropout layers: `Dropout`, `Dropout2d`, `AlphaDropout`, and Monte Carlo prediction.
+//!
+//! A layer holds only `p`, its mode and optionally its own generator; the maths and the stored
+//! masks live in `tapegrad_autograd` (as PyTorch splits `nn.Dropout` from `F.dropout`). In eval
+//! mode a dropout layer returns its input as is: nothing is copied or recorded.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Mutex;
+
+use tapegrad_autograd::{alpha_dropout, check_p, dropout, dropout2d, no_grad, with_default_generator, Var};
+use tapegrad_tensor::{Float, Generator, Tensor};
+
+use crate::error::{Error, Result};
+use crate::module::{Mode, ModeChange, Module, Visit};
+
+/// Which mask a dropout layer draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Element,
+    Channel,
+    Alpha,
+}
+
+/// The state every dropout layer shares.
+struct DropoutState {
+    p: f64,
+    mode: Mode,
+    kind: Kind,
+    gen: Option<Mutex<Generator>>,
+}
+
+impl DropoutState {
+    fn new(p: f64, kind: Kind, op: &'static str) -> Result<DropoutState> {
+        check_p(op, p)?;
+        Ok(DropoutState { p, mode: Mode::default(), kind, gen: None })
+    }
+
+    fn forward<T: Float>(&self, x: &Var<T>) -> Result<Var<T>> {
+        if !self.mode.dropout_active() || self.p == 0.0 {
+            return Ok(x.clone());
+        }
+        let run = |gen: &mut Generator| match self.kind {
+            Kind::Element => dropout(x, self.p, gen),
+            Kind::Channel => dropout2d(x, self.p, gen),
+            Kind::Alpha => alpha_dropout(x, self.p, gen),
+        };
+        let y = match &self.gen {
+            Some(gen) => run(&mut gen.lock().unwrap_or_else(|e| e.into_inner())),
+            None => with_default_generator(run),
+        };
+        Ok(y?)
+    }
+}
+
+macro_rules! dropout_layer {
+    ($(#[$doc:meta])* $name:ident, $kind:expr, $op:literal, $torch:literal) => {
+        $(#[$doc])*
+        pub struct $name<T: Float = f32> {
+            state: DropoutState,
+            _element: PhantomData<fn() -> T>,
+        }
+
+        impl<T: Float> $name<T> {
+            /// A layer with drop probability `p`, drawing from the thread's default generator
+            /// (seeded by `manual_seed`).
+            ///
+            /// # Errors
+            #[doc = concat!("`", $op, "` when `p` is outside [0, 1) or NaN.")]
+            pub fn new(p: f64) -> Result<$name<T>> {
+                Ok($name { state: DropoutState::new(p, $kind, $op)?, _element: PhantomData })
+            }
+
+            /// Gives the layer its own generator, so its masks do not depend on other draws.
+            pub fn with_generator(mut self, gen: Generator) -> $name<T> {
+                self.state.gen = Some(Mutex::new(gen));
+                self
+            }
+
+            /// The drop probability.
+            pub fn p(&self) -> f64 {
+                self.state.p
+            }
+
+            /// True when the layer samples (training, or Monte Carlo dropout on).
+            pub fn is_active(&self) -> bool {
+                self.state.mode.dropout_active()
+            }
+        }
+
+        impl<T: Float> Visit<T> for $name<T> {
+            fn visit_parameters(&self, _: &str, _: &mut dyn FnMut(&str, &Var<T>)) {}
+            fn set_mode(&mut self, change: ModeChange) {
+                self.state.mode.apply(change);
+            }
+            fn visit_modes(&self, f: &mut dyn FnMut(Mode)) {
+                f(self.state.mode);
+            }
+            fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
+                write!(f, "{self}")
+            }
+        }
+
+        impl<T: Float> Module<T> for $name<T> {
+            fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+                self.state.forward(x)
+            }
+        }
+
+        impl<T: Float> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}(p={})", $torch, self.state.p)
+            }
+        }
+    };
+}
+
+dropout_layer!(
+    /// Inverted dropout: in training, each element is zeroed with probability `p` and the rest
+    /// are scaled by `1 / (1 - p)`; in eval mode the input passes through untouched (so the test
+    /// pass needs no rescaling). A higher `p` regularises more.
+    ///
+    /// ```
+    /// use tapegrad_nn::{Dropout, Module, Var};
+    /// use tapegrad_tensor::Tensor;
+    /// let mut drop: Dropout = Dropout::new(0.5)?;
+    /// let x = Var::new(Tensor::<f32>::ones(&[8]));
+    /// drop.eval();
+    /// assert!(drop.forward(&x)?.same_node(&x)); // eval: the input itself
+    /// # Ok::<(), tapegrad_nn::Error>(())
+    /// ```
+    Dropout, Kind::Element, "dropout", "Dropout"
+);
+
+dropout_layer!(
+    /// Channel dropout for `[N, C, H, W]` feature maps: whole channels are zeroed with
+    /// probability `p` and the rest scaled by `1 / (1 - p)`, as `torch.nn.Dropout2d` does.
+    Dropout2d, Kind::Channel, "dropout2d", "Dropout2d"
+);
+
+dropout_layer!(
+    /// Alpha dropout for SELU networks: dropped units take SELU's negative saturation value and
+    /// an affine correction keeps the mean and variance of the activations, as
+    /// `torch.nn.AlphaDropout` does.
+    AlphaDropout, Kind::Alpha, "alpha_dropout", "AlphaDropout"
+);
+
+/// Monte Carlo dropout prediction: runs `model` on `x` `samples` times (without recording) with
+/// its dropout layers sampling, and returns the elementwise mean and (population) variance of
+/// the outputs over the samples. Switch the model to `eval()` and `mc_dropout(true)` first, so
+/// that dropout samples while BatchNorm uses its running statistics. Apply a softmax inside the
+/// model (or to its outputs before averaging) to average class probabilities.
+///
+/// # Errors
+/// `mc_predict` when `samples` is 0 or no dropout layer of the model samples (all samples would
+/// be equal); errors from `forward`.
+pub fn mc_predict<T: Float, M: Module<T> + ?Sized>(
+    model: &M,
+    x: &Var<T>,
+    samples: usize,
+) -> Result<(Tensor<T>, Tensor<T>)> {
+    if samples == 0 {
+        return Err(Error::from(tapegrad_autograd::Error::InvalidArgument {
+            op: "mc_predict",
+            reason: "samples must be at least 1".into(),
+        }));
+    }
+    let mut sampling = false;
+    model.visit_modes(&mut |m| sampling |= m.dropout_active());
+    if !sampling {
+        return Err(Error::from(tapegrad_autograd::Error::InvalidArgument {
+            op: "mc_predict",
+            reason: "no dropout layer of the model samples: call model.mc_dropout(true) (or train())".into(),
+        }));
+    }
+    // Welford's update keeps the variance accurate when the mean is large.
+    let mut mean = no_grad(|| model.forward(x))?.value();
+    let mut m2 = Tensor::zeros(mean.shape());
+    for i in 1..samples {
+        let y = no_grad(|| model.forward(x))?.value();
+        let delta = y.sub(&mean)?;
+        mean = mean.add(&delta.mul_scalar(T::ONE / T::from_usize(i + 1)))?;
+        m2 = m2.add(&delta.mul(&y.sub(&mean)?)?)?;
+    }
+    Ok((mean, m2.mul_scalar(T::ONE / T::from_usize(samples))))
+}

@@ -1,0 +1,128 @@
+//! `Linear`: `y = x Wᵀ + b`.
+
+use std::fmt;
+
+use tapegrad_autograd::Var;
+use tapegrad_tensor::{Float, Generator, Tensor};
+
+use crate::error::Result;
+use crate::module::{Mode, ModeChange, Module, Visit};
+
+/// A fully connected layer: `y = x Wᵀ + b` for `x` of shape `[..., in_features]`, `W` of shape
+/// `[out_features, in_features]` and `b` of shape `[out_features]`.
+///
+/// Initialised as PyTorch does: `W` and `b` uniform in `±1/√in_features`. The product reads `Wᵀ`
+/// as a transposed view: the GEMM's packing reads it in place, nothing is copied.
+///
+/// ```
+/// use tapegrad_nn::{Linear, Module, Var};
+/// use tapegrad_tensor::{Generator, Tensor};
+/// let fc: Linear = Linear::new(3, 2, &mut Generator::new(0));
+/// let y = fc.forward(&Var::new(Tensor::ones(&[4, 3])))?;
+/// assert_eq!(y.shape(), vec![4, 2]);
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub struct Linear<T: Float = f32> {
+    /// `[out_features, in_features]`.
+    pub weight: Var<T>,
+    /// `[out_features]`, or `None` for a layer built without bias.
+    pub bias: Option<Var<T>>,
+    in_features: usize,
+    out_features: usize,
+}
+
+/// Uniform samples in `[-bound, bound)`: PyTorch's default for Linear and Conv layers.
+pub(crate) fn uniform_bound<T: Float>(shape: &[usize], bound: f64, gen: &mut Generator) -> Tensor<T> {
+    Tensor::<T>::rand(shape, gen).mul_scalar(T::from_f64(2.0 * bound)).add_scalar(T::from_f64(-bound))
+}
+
+impl<T: Float> Linear<T> {
+    /// A layer with bias, initialised from `gen`.
+    pub fn new(in_features: usize, out_features: usize, gen: &mut Generator) -> Linear<T> {
+        let mut layer = Linear::new_no_bias(in_features, out_features, gen);
+        let bound = 1.0 / (in_features.max(1) as f64).sqrt();
+        layer.bias = Some(Var::parameter(uniform_bound(&[out_features], bound, gen)));
+        layer
+    }
+
+    /// A layer without bias.
+    pub fn new_no_bias(in_features: usize, out_features: usize, gen: &mut Generator) -> Linear<T> {
+        let bound = 1.0 / (in_features.max(1) as f64).sqrt();
+        let weight = Var::parameter(uniform_bound(&[out_features, in_features], bound, gen));
+        Linear { weight, bias: None, in_features, out_features }
+    }
+
+    /// A layer from given tensors (`weight` `[out, in]`, `bias` `[out]`).
+    ///
+    /// # Errors
+    /// `Linear::from_tensors` when the shapes do not fit together.
+    pub fn from_tensors(weight: Tensor<T>, bias: Option<Tensor<T>>) -> Result<Linear<T>> {
+        if weight.ndim() != 2 {
+            return Err(tapegrad_tensor::Error::InvalidShape {
+                op: "Linear::from_tensors",
+                shape: weight.shape().to_vec(),
+                reason: "the weight must be [out_features, in_features]".into(),
+            }
+            .into());
+        }
+        let (out_features, in_features) = (weight.shape()[0], weight.shape()[1]);
+        if let Some(b) = &bias {
+            if b.shape() != [out_features] {
+                return Err(tapegrad_tensor::Error::ShapeMismatch {
+                    op: "Linear::from_tensors",
+                    lhs: weight.shape().to_vec(),
+                    rhs: b.shape().to_vec(),
+                    reason: format!("the bias must be [{out_features}]"),
+                }
+                .into());
+            }
+        }
+        Ok(Linear { weight: Var::parameter(weight), bias: bias.map(Var::parameter), in_features, out_features })
+    }
+
+    /// The input width.
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// The output width.
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+}
+
+impl<T: Float> Visit<T> for Linear<T> {
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        f(&crate::module::join(prefix, "weight"), &self.weight);
+        if let Some(b) = &self.bias {
+            f(&crate::module::join(prefix, "bias"), b);
+        }
+    }
+    fn set_mode(&mut self, _: ModeChange) {}
+    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
+    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl<T: Float> Module<T> for Linear<T> {
+    fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+        let y = x.matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.add(b)?,
+            None => y,
+        })
+    }
+}
+
+impl<T: Float> fmt::Display for Linear<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Linear(in_features={}, out_features={}, bias={})",
+            self.in_features,
+            self.out_features,
+            self.bias.is_some()
+        )
+    }
+}

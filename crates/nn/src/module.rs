@@ -1,0 +1,275 @@
+//! `Module`: the trait every layer and every model implements, and `Visit`, the recursive walk
+//! over parameters, buffers and train / eval modes that `#[derive(Module)]` writes for a struct.
+//!
+//! The two are split so that a custom model derives the visiting code and writes only `forward`:
+//!
+//! ```
+//! use tapegrad_nn::{Dropout, Linear, Module, Result, Var};
+//! use tapegrad_tensor::{Generator, Tensor};
+//!
+//! #[derive(tapegrad_nn::Module)]
+//! struct Mlp { fc1: Linear, drop: Dropout, fc2: Linear }
+//!
+//! impl Module for Mlp {
+//!     fn forward(&self, x: &Var) -> Result<Var> {
+//!         let h = self.fc1.forward(x)?.relu();
+//!         self.fc2.forward(&self.drop.forward(&h)?)
+//!     }
+//! }
+//!
+//! let mut gen = Generator::new(0);
+//! let mut model = Mlp { fc1: Linear::new(4, 8, &mut gen), drop: Dropout::new(0.5)?, fc2: Linear::new(8, 2, &mut gen) };
+//! let names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
+//! assert_eq!(names, ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]);
+//! model.eval();
+//! assert!(!model.is_training());
+//! # Ok::<(), tapegrad_nn::Error>(())
+//! ```
+
+use std::fmt;
+
+use tapegrad_autograd::Var;
+use tapegrad_tensor::Float;
+
+use crate::error::Result;
+
+/// A change of mode, sent down the module tree by [`Module::train`], [`Module::eval`] and
+/// [`Module::mc_dropout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeChange {
+    /// Training mode: dropout samples, BatchNorm uses batch statistics and updates its running
+    /// ones.
+    Train,
+    /// Evaluation mode: dropout is the identity, BatchNorm uses its running statistics.
+    Eval,
+    /// Monte Carlo dropout on or off: while on, dropout layers keep sampling in eval mode (and
+    /// nothing else changes: BatchNorm stays as it is).
+    McDropout(bool),
+}
+
+/// The mode state a layer keeps: whether it is training, and whether Monte Carlo dropout is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode {
+    /// True in training mode (the default for a new layer, as in PyTorch).
+    pub training: bool,
+    /// True while Monte Carlo dropout is switched on.
+    pub mc_dropout: bool,
+}
+
+impl Default for Mode {
+    fn default() -> Self {
+        Mode { training: true, mc_dropout: false }
+    }
+}
+
+impl Mode {
+    /// Applies a change.
+    pub fn apply(&mut self, change: ModeChange) {
+        match change {
+            ModeChange::Train => self.training = true,
+            ModeChange::Eval => self.training = false,
+            ModeChange::McDropout(on) => self.mc_dropout = on,
+        }
+    }
+
+    /// True when a dropout layer in this mode samples: in training, or with MC dropout on.
+    pub fn dropout_active(&self) -> bool {
+        self.training || self.mc_dropout
+    }
+}
+
+/// Joins a parent's prefix and a child's name with a dot: `("fc1", "weight")` → `"fc1.weight"`.
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else if name.is_empty() {
+        prefix.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// The recursive walk over a module tree: parameters, buffers, modes and the printed form.
+/// `#[derive(Module)]` implements it for a struct of modules, parameters (`Var`), `Vec`s,
+/// `Option`s and `Box`es of them; fields marked `#[module(skip)]` are left out.
+pub trait Visit<T: Float = f32> {
+    /// Calls `f(name, parameter)` for every parameter, names dotted from `prefix`.
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>));
+
+    /// Calls `f(name, buffer)` for every buffer (state that is saved but not trained, such as
+    /// BatchNorm's running statistics).
+    fn visit_buffers(&self, _prefix: &str, _f: &mut dyn FnMut(&str, &Var<T>)) {}
+
+    /// Applies a mode change to this module and everything below it.
+    fn set_mode(&mut self, change: ModeChange);
+
+    /// Calls `f` with the mode of every layer below (and including) this one that keeps one.
+    fn visit_modes(&self, f: &mut dyn FnMut(Mode));
+
+    /// Writes the module like PyTorch's `print(model)`, children indented by `indent` levels.
+    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, indent: usize) -> fmt::Result;
+}
+
+/// A layer or a model: something with a `forward` and a tree of parameters.
+///
+/// Implement `forward`; derive the rest with `#[derive(Module)]` (which implements [`Visit`]).
+/// All the provided methods recurse over children, including those in `Vec`s and `Option`s.
+pub trait Module<T: Float = f32>: Visit<T> {
+    /// Applies the module to `x`.
+    ///
+    /// # Errors
+    /// Shape errors naming the op and the shapes; whatever the layers return.
+    fn forward(&self, x: &Var<T>) -> Result<Var<T>>;
+
+    /// Every parameter, in declaration order.
+    fn parameters(&self) -> Vec<Var<T>> {
+        let mut out = vec![];
+        self.visit_parameters("", &mut |_, p| out.push(p.clone()));
+        out
+    }
+
+    /// Every parameter with its dotted path (`"fc1.weight"`, `"layers.1.bias"`).
+    fn named_parameters(&self) -> Vec<(String, Var<T>)> {
+        let mut out = vec![];
+        self.visit_parameters("", &mut |name, p| out.push((name.to_string(), p.clone())));
+        out
+    }
+
+    /// Every buffer with its dotted path (`"bn.running_mean"`).
+    fn named_buffers(&self) -> Vec<(String, Var<T>)> {
+        let mut out = vec![];
+        self.visit_buffers("", &mut |name, b| out.push((name.to_string(), b.clone())));
+        out
+    }
+
+    /// Switches every layer to training mode.
+    fn train(&mut self) {
+        self.set_mode(ModeChange::Train);
+    }
+
+    /// Switches every layer to evaluation mode.
+    fn eval(&mut self) {
+        self.set_mode(ModeChange::Eval);
+    }
+
+    /// Switches Monte Carlo dropout on or off in every dropout layer: while on, dropout keeps
+    /// sampling in eval mode; BatchNorm and the rest follow train / eval as usual.
+    fn mc_dropout(&mut self, on: bool) {
+        self.set_mode(ModeChange::McDropout(on));
+    }
+
+    /// True when any layer is in training mode (a module with no mode-keeping layer counts as
+    /// training, like a fresh PyTorch module).
+    fn is_training(&self) -> bool {
+        let (mut any, mut seen) = (false, false);
+        self.visit_modes(&mut |m| {
+            seen = true;
+            any |= m.training;
+        });
+        any || !seen
+    }
+
+    /// Clears every parameter's gradient.
+    fn zero_grad(&self) {
+        self.visit_parameters("", &mut |_, p| p.zero_grad());
+    }
+}
+
+// ─── Visit for the building blocks of a model struct ───────────────────────────
+
+/// A `Var` field is a parameter.
+impl<T: Float> Visit<T> for Var<T> {
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        f(prefix, self);
+    }
+    fn set_mode(&mut self, _: ModeChange) {}
+    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
+    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
+        write!(f, "Parameter(shape={:?})", self.shape())
+    }
+}
+
+impl<T: Float, M: Visit<T>> Visit<T> for Vec<M> {
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        for (i, m) in self.iter().enumerate() {
+            m.visit_parameters(&join(prefix, &i.to_string()), f);
+        }
+    }
+    fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        for (i, m) in self.iter().enumerate() {
+            m.visit_buffers(&join(prefix, &i.to_string()), f);
+        }
+    }
+    fn set_mode(&mut self, change: ModeChange) {
+        for m in self {
+            m.set_mode(change);
+        }
+    }
+    fn visit_modes(&self, f: &mut dyn FnMut(Mode)) {
+        for m in self {
+            m.visit_modes(f);
+        }
+    }
+    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, indent: usize) -> fmt::Result {
+        writeln!(f, "ModuleList(")?;
+        for (i, m) in self.iter().enumerate() {
+            write!(f, "{}({i}): ", "  ".repeat(indent + 1))?;
+            m.fmt_module(f, indent + 1)?;
+            writeln!(f)?;
+        }
+        write!(f, "{})", "  ".repeat(indent))
+    }
+}
+
+impl<T: Float, M: Visit<T>> Visit<T> for Option<M> {
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        if let Some(m) = self {
+            m.visit_parameters(prefix, f);
+        }
+    }
+    fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        if let Some(m) = self {
+            m.visit_buffers(prefix, f);
+        }
+    }
+    fn set_mode(&mut self, change: ModeChange) {
+        if let Some(m) = self {
+            m.set_mode(change);
+        }
+    }
+    fn visit_modes(&self, f: &mut dyn FnMut(Mode)) {
+        if let Some(m) = self {
+            m.visit_modes(f);
+        }
+    }
+    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, indent: usize) -> fmt::Result {
+        match self {
+            Some(m) => m.fmt_module(f, indent),
+            None => write!(f, "None"),
+        }
+    }
+}
+
+impl<T: Float, M: Visit<T> + ?Sized> Visit<T> for Box<M> {
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        (**self).visit_parameters(prefix, f);
+    }
+    fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        (**self).visit_buffers(prefix, f);
+    }
+    fn set_mode(&mut self, change: ModeChange) {
+        (**self).set_mode(change);
+    }
+    fn visit_modes(&self, f: &mut dyn FnMut(Mode)) {
+        (**self).visit_modes(f);
+    }
+    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, indent: usize) -> fmt::Result {
+        (**self).fmt_module(f, indent)
+    }
+}
+
+impl<T: Float, M: Module<T> + ?Sized> Module<T> for Box<M> {
+    fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+        (**self).forward(x)
+    }
+}
