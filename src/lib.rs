@@ -19,6 +19,7 @@
 
 pub use tapegrad_autograd as autograd;
 pub use tapegrad_nn as nn;
+pub use tapegrad_nn::optim;
 pub use tapegrad_tensor as tensor;
 
 pub use tapegrad_nn::{Error, Result};

@@ -6,5 +6,9 @@
 
 pub mod data;
 mod error;
+pub mod init;
+pub mod loss;
+pub mod optim;
 
 pub use error::{Error, Result};
+pub use loss::{l1_penalty, l2_penalty};
