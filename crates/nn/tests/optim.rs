@@ -133,7 +133,7 @@ fn clip_grad_norm_matches_pytorch() {
 fn clip_grad_norm_leaves_small_gradients_alone() {
     let p = Var::parameter(Tensor::<f64>::zeros(&[2]));
     p.set_grad(Some(Tensor::from_vec(vec![0.3, 0.4], &[2]).unwrap()));
-    assert_eq!(clip_grad_norm_(&[p.clone()], 1.0).unwrap(), 0.5);
+    assert_eq!(clip_grad_norm_(std::slice::from_ref(&p), 1.0).unwrap(), 0.5);
     assert_eq!(p.grad().unwrap().to_vec(), vec![0.3, 0.4]);
     assert!(clip_grad_norm_(&[p], -1.0).is_err());
 }
@@ -220,7 +220,8 @@ fn zero_grad_clears_every_gradient() {
 #[test]
 fn training_through_the_tape_reduces_a_quadratic() {
     // f(w) = Σ (w − 3)²: every optimiser drives w towards 3.
-    let makers: Vec<(&str, Box<dyn Fn(Vec<Var<f32>>) -> Box<dyn Optimizer>>)> = vec![
+    type Make = Box<dyn Fn(Vec<Var<f32>>) -> Box<dyn Optimizer>>;
+    let makers: Vec<(&str, Make)> = vec![
         ("SGD", Box::new(|p| Box::new(Sgd::new(p, 0.1).momentum(0.5)))),
         ("Adam", Box::new(|p| Box::new(Adam::new(p, 0.1)))),
         ("AdamW", Box::new(|p| Box::new(AdamW::new(p, 0.1).weight_decay(0.0)))),
@@ -280,12 +281,12 @@ fn max_norm_handles_conv_weights_and_rejects_bad_c() {
     // A conv weight [2, 1, 2, 2]: each output channel's 4 weights form a row.
     let w =
         Var::parameter(Tensor::<f32>::from_vec(vec![2.0, 2.0, 2.0, 2.0, 0.1, 0.1, 0.1, 0.1], &[2, 1, 2, 2]).unwrap());
-    max_norm_(&[w.clone()], 1.0).unwrap();
+    max_norm_(std::slice::from_ref(&w), 1.0).unwrap();
     let x = w.value().to_vec();
     assert!(x[..4].iter().all(|v| (v - 0.5).abs() < 1e-6), "{x:?}");
     assert_eq!(&x[4..], &[0.1; 4]);
     assert_eq!(w.shape(), vec![2, 1, 2, 2]);
-    assert!(max_norm_(&[w.clone()], -1.0).is_err());
+    assert!(max_norm_(std::slice::from_ref(&w), -1.0).is_err());
     assert!(max_norm_(&[w], f64::NAN).is_err());
 }
 

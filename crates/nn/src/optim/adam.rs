@@ -4,7 +4,7 @@
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Float, Tensor};
 
-use super::{check_range, value_and_grad, Optimizer};
+use super::{check_range, Optimizer, Update};
 use crate::error::Result;
 
 /// The state both Adam variants share; `decoupled` chooses AdamW's weight decay.
@@ -48,7 +48,7 @@ impl<T: Float> AdamState<T> {
         let eps = T::from_f64(self.eps);
         let wd = T::from_f64(self.weight_decay);
         for (p, state) in self.params.iter().zip(&mut self.moments) {
-            let Some((value, mut x, mut g)) = value_and_grad(self.op, p)? else { continue };
+            let Some(Update { shape, mut x, mut g }) = Update::read(self.op, p)? else { continue };
             if self.weight_decay != 0.0 {
                 if self.decoupled {
                     let shrink = T::ONE - lr * wd;
@@ -74,7 +74,7 @@ impl<T: Float> AdamState<T> {
                 let denom = s.v[i].sqrt() / bias2_sqrt + eps;
                 x[i] -= step_size * s.m[i] / denom;
             }
-            p.set_value(Tensor::from_vec(x, value.shape())?);
+            p.set_value(Tensor::from_vec(x, &shape)?);
         }
         Ok(())
     }

@@ -33,7 +33,7 @@ pub use lr::{CosineLr, LrScheduler, StepLr};
 pub use sgd::Sgd;
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::Float;
 
 use crate::error::{Error, Result};
 
@@ -88,21 +88,30 @@ pub(crate) fn check_range(op: &'static str, what: &str, v: f64, lo: f64, hi: f64
     }
 }
 
-/// The parameter's value and gradient as contiguous vectors, or `None` when it has no gradient.
-///
-/// # Errors
-/// A gradient whose shape differs from the parameter's.
-pub(crate) fn value_and_grad<T: Float>(op: &'static str, p: &Var<T>) -> Result<Option<(Tensor<T>, Vec<T>, Vec<T>)>> {
-    let Some(g) = p.grad() else { return Ok(None) };
-    let value = p.value();
-    if g.shape() != value.shape() {
-        return Err(tapegrad_tensor::Error::ShapeMismatch {
-            op,
-            lhs: value.shape().to_vec(),
-            rhs: g.shape().to_vec(),
-            reason: "the gradient's shape differs from the parameter's".into(),
+/// A parameter's value and gradient as contiguous row-major vectors, for an update loop.
+pub(crate) struct Update<T> {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) x: Vec<T>,
+    pub(crate) g: Vec<T>,
+}
+
+impl<T: Float> Update<T> {
+    /// Reads `p`'s value and gradient, or `None` when it has no gradient.
+    ///
+    /// # Errors
+    /// A gradient whose shape differs from the parameter's.
+    pub(crate) fn read(op: &'static str, p: &Var<T>) -> Result<Option<Update<T>>> {
+        let Some(g) = p.grad() else { return Ok(None) };
+        let value = p.value();
+        if g.shape() != value.shape() {
+            return Err(tapegrad_tensor::Error::ShapeMismatch {
+                op,
+                lhs: value.shape().to_vec(),
+                rhs: g.shape().to_vec(),
+                reason: "the gradient's shape differs from the parameter's".into(),
+            }
+            .into());
         }
-        .into());
+        Ok(Some(Update { shape: value.shape().to_vec(), x: value.to_vec(), g: g.to_vec() }))
     }
-    Ok(Some((value.clone(), value.to_vec(), g.to_vec())))
 }

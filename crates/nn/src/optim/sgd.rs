@@ -4,7 +4,7 @@
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Float, Tensor};
 
-use super::{check_range, invalid, value_and_grad, Optimizer};
+use super::{check_range, invalid, Optimizer, Update};
 use crate::error::Result;
 
 /// Stochastic gradient descent, `torch.optim.SGD`.
@@ -113,7 +113,7 @@ impl<T: Float> Optimizer for Sgd<T> {
         let damp = T::ONE - T::from_f64(self.dampening);
         let wd = T::from_f64(self.weight_decay);
         for (p, buffer) in self.params.iter().zip(&mut self.buffers) {
-            let Some((value, mut x, mut g)) = value_and_grad("SGD", p)? else { continue };
+            let Some(Update { shape, mut x, mut g }) = Update::read("SGD", p)? else { continue };
             if self.weight_decay != 0.0 {
                 for (g, &x) in g.iter_mut().zip(&x) {
                     *g += wd * x;
@@ -141,7 +141,7 @@ impl<T: Float> Optimizer for Sgd<T> {
             for (x, &g) in x.iter_mut().zip(&g) {
                 *x -= lr * g;
             }
-            p.set_value(Tensor::from_vec(x, value.shape())?);
+            p.set_value(Tensor::from_vec(x, &shape)?);
         }
         Ok(())
     }
