@@ -160,7 +160,11 @@ impl<T: Float> Var<T> {
     /// assert_eq!(x.grad().unwrap().to_vec(), vec![3.0, 3.0]);
     /// # Ok::<(), tapegrad_autograd::Error>(())
     /// ```
-    pub fn from_op<B: Backward<T> + 'static>(value: Tensor<T>, inputs: &[&Var<T>], make: impl FnOnce() -> B) -> Var<T> {
+    pub fn from_op<B: Backward<T> + 'static>(
+        value: Tensor<T>,
+        inputs: &[&Var<T>],
+        make: impl FnOnce() -> B,
+    ) -> Var<T> {
         if !is_grad_enabled() || !inputs.iter().any(|v| v.requires_grad()) {
             return Var::new(value);
         }
