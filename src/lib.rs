@@ -22,6 +22,7 @@ extern crate self as tapegrad;
 
 pub use tapegrad_autograd as autograd;
 pub use tapegrad_nn as nn;
+pub use tapegrad_nn::optim;
 pub use tapegrad_tensor as tensor;
 
 pub use tapegrad_nn::{Error, Result};

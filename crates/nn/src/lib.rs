@@ -5,6 +5,8 @@
 //!   every nested layer.
 //! - [`layers`]: `Linear`, the dropout family (`Dropout`, `Dropout2d`, `AlphaDropout`) and
 //!   [`mc_predict`] for Monte Carlo dropout.
+//! - [`loss`], [`init`], [`optim`]: losses (fused cross-entropy), PyTorch's initialisers, and
+//!   the optimisers and schedulers (re-exported as `tapegrad::optim`).
 //! - [`data`]: the IDX reader and the MNIST / Fashion-MNIST loaders.
 #![forbid(unsafe_code)]
 
@@ -13,11 +15,15 @@ extern crate self as tapegrad_nn;
 
 pub mod data;
 mod error;
+pub mod init;
 pub mod layers;
+pub mod loss;
 pub mod module;
+pub mod optim;
 
 pub use error::{Error, Result};
 pub use layers::*;
+pub use loss::{l1_penalty, l2_penalty};
 pub use module::{Mode, ModeChange, Module, Visit};
 /// `#[derive(Module)]`: see [`tapegrad_derive`].
 pub use tapegrad_derive::Module;

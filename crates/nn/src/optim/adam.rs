@@ -1,0 +1,213 @@
+//! Adam with L2 weight decay (`torch.optim.Adam`) and with decoupled weight decay
+//! (`torch.optim.AdamW`).
+
+use tapegrad_autograd::Var;
+use tapegrad_tensor::{Float, Tensor};
+
+use super::{check_range, Optimizer, Update};
+use crate::error::Result;
+
+/// The state both Adam variants share; `decoupled` chooses AdamW's weight decay.
+struct AdamState<T: Float> {
+    op: &'static str,
+    params: Vec<Var<T>>,
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    decoupled: bool,
+    /// Per parameter: its step count and first and second moments, created at its first step.
+    moments: Vec<Option<Moments<T>>>,
+}
+
+struct Moments<T> {
+    step: i32,
+    m: Vec<T>,
+    v: Vec<T>,
+}
+
+impl<T: Float> AdamState<T> {
+    fn new(op: &'static str, params: Vec<Var<T>>, lr: f64, weight_decay: f64, decoupled: bool) -> AdamState<T> {
+        let moments = params.iter().map(|_| None).collect();
+        AdamState { op, params, lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, decoupled, moments }
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_range(self.op, "learning rate", self.lr, 0.0, f64::INFINITY, false)?;
+        check_range(self.op, "beta1", self.beta1, 0.0, 1.0, false)?;
+        check_range(self.op, "beta2", self.beta2, 0.0, 1.0, false)?;
+        check_range(self.op, "eps", self.eps, 0.0, f64::INFINITY, false)?;
+        check_range(self.op, "weight_decay", self.weight_decay, 0.0, f64::INFINITY, false)
+    }
+
+    fn step(&mut self) -> Result<()> {
+        self.validate()?;
+        let lr = T::from_f64(self.lr);
+        let (b1, b2) = (T::from_f64(self.beta1), T::from_f64(self.beta2));
+        let eps = T::from_f64(self.eps);
+        let wd = T::from_f64(self.weight_decay);
+        for (p, state) in self.params.iter().zip(&mut self.moments) {
+            let Some(Update { shape, mut x, mut g }) = Update::read(self.op, p)? else { continue };
+            if self.weight_decay != 0.0 {
+                if self.decoupled {
+                    let shrink = T::ONE - lr * wd;
+                    x.iter_mut().for_each(|x| *x *= shrink);
+                } else {
+                    for (g, &x) in g.iter_mut().zip(&x) {
+                        *g += wd * x;
+                    }
+                }
+            }
+            let s =
+                state.get_or_insert_with(|| Moments { step: 0, m: vec![T::ZERO; x.len()], v: vec![T::ZERO; x.len()] });
+            s.step += 1;
+            let bias1 = T::ONE - T::from_f64(self.beta1.powi(s.step));
+            let bias2_sqrt = (T::ONE - T::from_f64(self.beta2.powi(s.step))).sqrt();
+            let step_size = lr / bias1;
+            for i in 0..x.len() {
+                let g = g[i];
+                // m ← m + (1 − β1)(g − m): PyTorch's lerp, the same as β1 m + (1 − β1) g.
+                let m = s.m[i];
+                s.m[i] = m + (T::ONE - b1) * (g - m);
+                s.v[i] = b2 * s.v[i] + (T::ONE - b2) * g * g;
+                let denom = s.v[i].sqrt() / bias2_sqrt + eps;
+                x[i] -= step_size * s.m[i] / denom;
+            }
+            p.set_value(Tensor::from_vec(x, &shape)?);
+        }
+        Ok(())
+    }
+
+    fn zero_grad(&mut self) {
+        self.params.iter().for_each(Var::zero_grad);
+    }
+}
+
+macro_rules! adam_builders {
+    ($ty:ident) => {
+        impl<T: Float> $ty<T> {
+            /// Sets the moment decay rates (β1, β2), each in [0, 1).
+            pub fn betas(mut self, beta1: f64, beta2: f64) -> $ty<T> {
+                self.0.beta1 = beta1;
+                self.0.beta2 = beta2;
+                self
+            }
+
+            /// Sets ε ≥ 0, added to the denominator for numerical stability.
+            pub fn eps(mut self, eps: f64) -> $ty<T> {
+                self.0.eps = eps;
+                self
+            }
+
+            /// Sets the weight decay λ ≥ 0 (see the type's formula for how it applies).
+            pub fn weight_decay(mut self, weight_decay: f64) -> $ty<T> {
+                self.0.weight_decay = weight_decay;
+                self
+            }
+
+            /// The parameters this optimiser updates.
+            pub fn params(&self) -> &[Var<T>] {
+                &self.0.params
+            }
+
+            /// Checks the hyperparameters (what [`Optimizer::step`] does first).
+            ///
+            /// # Errors
+            /// An invalid-argument error naming the optimiser and the value.
+            pub fn validate(&self) -> Result<()> {
+                self.0.validate()
+            }
+        }
+
+        impl<T: Float> Optimizer for $ty<T> {
+            fn step(&mut self) -> Result<()> {
+                self.0.step()
+            }
+
+            fn zero_grad(&mut self) {
+                self.0.zero_grad()
+            }
+
+            fn lr(&self) -> f64 {
+                self.0.lr
+            }
+
+            fn set_lr(&mut self, lr: f64) {
+                self.0.lr = lr;
+            }
+        }
+    };
+}
+
+/// Adam, `torch.optim.Adam` (without amsgrad), with L2 weight decay added to the gradient.
+///
+/// For each parameter `p` with gradient `g`, at its step `t` (η = learning rate):
+///
+/// ```text
+/// g ← g + λ p                                   (when λ ≠ 0)
+/// m ← β1 m + (1 − β1) g
+/// v ← β2 v + (1 − β2) g²
+/// p ← p − η / (1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)
+/// ```
+///
+/// Defaults: β = (0.9, 0.999), ε = 1e-8, λ = 0. [`Optimizer::step`] checks `lr ≥ 0`,
+/// β ∈ [0, 1), ε ≥ 0, λ ≥ 0.
+///
+/// ```
+/// use tapegrad_autograd::Var;
+/// use tapegrad_nn::optim::{Adam, Optimizer};
+/// use tapegrad_tensor::Tensor;
+/// let w = Var::parameter(Tensor::<f64>::from_vec(vec![1.0, -2.0], &[2])?);
+/// let mut opt = Adam::new(vec![w.clone()], 0.1).betas(0.9, 0.99);
+/// w.mul(&w)?.sum_all().backward()?;
+/// opt.step()?; // the first Adam step moves each weight by about lr against its gradient's sign
+/// let x = w.value().to_vec();
+/// assert!((x[0] - 0.9).abs() < 1e-6 && (x[1] + 1.9).abs() < 1e-6);
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub struct Adam<T: Float = f32>(AdamState<T>);
+
+impl<T: Float> Adam<T> {
+    /// Adam over `params` with learning rate `lr` and the defaults above.
+    pub fn new(params: Vec<Var<T>>, lr: f64) -> Adam<T> {
+        Adam(AdamState::new("Adam", params, lr, 0.0, false))
+    }
+}
+
+adam_builders!(Adam);
+
+/// AdamW, `torch.optim.AdamW`: Adam with decoupled weight decay, which shrinks the parameter
+/// instead of adding to its gradient.
+///
+/// ```text
+/// p ← p (1 − η λ)
+/// m ← β1 m + (1 − β1) g
+/// v ← β2 v + (1 − β2) g²
+/// p ← p − η / (1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)
+/// ```
+///
+/// Defaults: β = (0.9, 0.999), ε = 1e-8, λ = 0.01 (PyTorch's default).
+///
+/// ```
+/// use tapegrad_autograd::Var;
+/// use tapegrad_nn::optim::{AdamW, Optimizer};
+/// use tapegrad_tensor::Tensor;
+/// let w = Var::parameter(Tensor::<f64>::from_vec(vec![1.0, -2.0], &[2])?);
+/// let mut opt = AdamW::new(vec![w.clone()], 0.1).weight_decay(0.5);
+/// w.mul(&w)?.sum_all().backward()?;
+/// opt.step()?; // p (1 - 0.05), then about 0.1 against the gradient's sign
+/// let x = w.value().to_vec();
+/// assert!((x[0] - 0.85).abs() < 1e-6 && (x[1] + 1.8).abs() < 1e-6);
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub struct AdamW<T: Float = f32>(AdamState<T>);
+
+impl<T: Float> AdamW<T> {
+    /// AdamW over `params` with learning rate `lr` and the defaults above.
+    pub fn new(params: Vec<Var<T>>, lr: f64) -> AdamW<T> {
+        AdamW(AdamState::new("AdamW", params, lr, 0.01, true))
+    }
+}
+
+adam_builders!(AdamW);

@@ -1,0 +1,117 @@
+//! Optimisers, gradient clipping, the max-norm constraint and learning-rate schedules: PyTorch's
+//! `torch.optim` (re-exported by the facade as `tapegrad::optim`).
+//!
+//! An optimiser owns handles to the parameters it updates ([`Var`] clones share the node), reads
+//! each parameter's accumulated gradient in [`Optimizer::step`] and writes the updated value
+//! back with [`Var::set_value`]. Parameters without a gradient are skipped, as in PyTorch.
+//!
+//! Constructors and builder methods never fail, so the usual one-liner reads like PyTorch's;
+//! the hyperparameters are validated by [`Optimizer::step`], which returns an `Err` naming the
+//! optimiser and the offending value before touching any parameter.
+//!
+//! ```
+//! use tapegrad_autograd::Var;
+//! use tapegrad_nn::optim::{Optimizer, Sgd};
+//! use tapegrad_tensor::Tensor;
+//! let w = Var::parameter(Tensor::<f32>::from_vec(vec![1.0, -2.0], &[2])?);
+//! let mut opt = Sgd::new(vec![w.clone()], 0.25).momentum(0.9);
+//! opt.zero_grad();
+//! w.mul(&w)?.sum_all().backward()?; // d/dw = 2 w
+//! opt.step()?; // the first momentum step is a plain step: w - 0.25 * 2 w
+//! assert_eq!(w.value().to_vec(), vec![0.5, -1.0]);
+//! # Ok::<(), tapegrad_nn::Error>(())
+//! ```
+
+mod adam;
+mod clip;
+mod lr;
+mod sgd;
+
+pub use adam::{Adam, AdamW};
+pub use clip::{clip_grad_norm_, max_norm_};
+pub use lr::{CosineLr, LrScheduler, StepLr};
+pub use sgd::Sgd;
+
+use tapegrad_autograd::Var;
+use tapegrad_tensor::Float;
+
+use crate::error::{Error, Result};
+
+/// What every optimiser does: update its parameters from their gradients, clear the gradients,
+/// and expose the learning rate to schedulers. Object safe, so a scheduler can drive any
+/// optimiser through `&mut dyn Optimizer`.
+///
+/// ```
+/// use tapegrad_autograd::Var;
+/// use tapegrad_nn::optim::{Adam, Optimizer};
+/// use tapegrad_tensor::Tensor;
+/// let w = Var::parameter(Tensor::<f64>::ones(&[3]));
+/// let mut opt: Box<dyn Optimizer> = Box::new(Adam::new(vec![w.clone()], 1e-3));
+/// opt.set_lr(1e-2);
+/// assert_eq!(opt.lr(), 1e-2);
+/// opt.step()?; // no gradient yet: nothing to do
+/// assert_eq!(w.value().to_vec(), vec![1.0; 3]);
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub trait Optimizer {
+    /// Applies one update to every parameter that has a gradient.
+    ///
+    /// # Errors
+    /// An invalid hyperparameter (naming the optimiser and the value), or a gradient whose shape
+    /// differs from its parameter's.
+    fn step(&mut self) -> Result<()>;
+
+    /// Clears every parameter's gradient (PyTorch's `zero_grad(set_to_none=True)`).
+    fn zero_grad(&mut self);
+
+    /// The current learning rate.
+    fn lr(&self) -> f64;
+
+    /// Sets the learning rate (what schedulers call); validated by the next [`Optimizer::step`].
+    fn set_lr(&mut self, lr: f64);
+}
+
+/// An invalid-argument error naming the optimiser (or function).
+pub(crate) fn invalid(op: &'static str, reason: impl Into<String>) -> Error {
+    tapegrad_tensor::Error::InvalidArgument { op, reason: reason.into() }.into()
+}
+
+/// `Err` unless `lo <= v` (and `v < hi` or `v <= hi` by `closed_hi`), with a message naming `op`.
+pub(crate) fn check_range(op: &'static str, what: &str, v: f64, lo: f64, hi: f64, closed_hi: bool) -> Result<()> {
+    let ok = v >= lo && if closed_hi { v <= hi } else { v < hi };
+    if ok {
+        Ok(())
+    } else {
+        let close = if closed_hi { ']' } else { ')' };
+        let hi = if hi.is_infinite() { "inf".to_string() } else { hi.to_string() };
+        Err(invalid(op, format!("{what} {v} is outside [{lo}, {hi}{close}")))
+    }
+}
+
+/// A parameter's value and gradient as contiguous row-major vectors, for an update loop.
+pub(crate) struct Update<T> {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) x: Vec<T>,
+    pub(crate) g: Vec<T>,
+}
+
+impl<T: Float> Update<T> {
+    /// Reads `p`'s value and gradient, or `None` when it has no gradient.
+    ///
+    /// # Errors
+    /// A gradient whose shape differs from the parameter's.
+    pub(crate) fn read(op: &'static str, p: &Var<T>) -> Result<Option<Update<T>>> {
+        let Some(g) = p.grad() else { return Ok(None) };
+        let value = p.value();
+        if g.shape() != value.shape() {
+            return Err(tapegrad_tensor::Error::ShapeMismatch {
+                op,
+                lhs: value.shape().to_vec(),
+                rhs: g.shape().to_vec(),
+                reason: "the gradient's shape differs from the parameter's".into(),
+            }
+            .into());
+        }
+        Ok(Some(Update { shape: value.shape().to_vec(), x: value.to_vec(), g: g.to_vec() }))
+    }
+}

@@ -1,0 +1,160 @@
+//! Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay, as
+//! `torch.optim.SGD`.
+
+use tapegrad_autograd::Var;
+use tapegrad_tensor::{Float, Tensor};
+
+use super::{check_range, invalid, Optimizer, Update};
+use crate::error::Result;
+
+/// Stochastic gradient descent, `torch.optim.SGD`.
+///
+/// For each parameter `p` with gradient `g`, at step `t` (μ = momentum, τ = dampening,
+/// λ = weight decay, η = learning rate):
+///
+/// ```text
+/// g ← g + λ p                          (when λ ≠ 0)
+/// b ← g                                (t = 1)
+/// b ← μ b + (1 − τ) g                  (t > 1)        (when μ ≠ 0)
+/// g ← g + μ b  (Nesterov)  or  g ← b   (otherwise)   (when μ ≠ 0)
+/// p ← p − η g
+/// ```
+///
+/// Defaults: no momentum, no dampening, no weight decay, no Nesterov. The builders never fail;
+/// [`Optimizer::step`] checks `lr ≥ 0`, `momentum ∈ [0, 1)`, `dampening ∈ [0, 1]`,
+/// `weight_decay ≥ 0`, and that Nesterov has momentum and no dampening.
+///
+/// ```
+/// use tapegrad_autograd::Var;
+/// use tapegrad_nn::optim::{Optimizer, Sgd};
+/// use tapegrad_tensor::Tensor;
+/// let w = Var::parameter(Tensor::<f64>::from_vec(vec![1.0, -2.0], &[2])?);
+/// let mut opt = Sgd::new(vec![w.clone()], 0.5).momentum(0.5).nesterov(true);
+/// w.sum_all().backward()?; // g = 1
+/// opt.step()?; // b = 1, g + 0.5 b = 1.5, step 0.5 * 1.5
+/// assert_eq!(w.value().to_vec(), vec![0.25, -2.75]);
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub struct Sgd<T: Float = f32> {
+    params: Vec<Var<T>>,
+    lr: f64,
+    momentum: f64,
+    dampening: f64,
+    nesterov: bool,
+    weight_decay: f64,
+    /// The momentum buffer per parameter, created at its first step.
+    buffers: Vec<Option<Vec<T>>>,
+}
+
+impl<T: Float> Sgd<T> {
+    /// Plain SGD over `params` with learning rate `lr`.
+    pub fn new(params: Vec<Var<T>>, lr: f64) -> Sgd<T> {
+        let buffers = vec![None; params.len()];
+        Sgd { params, lr, momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0, buffers }
+    }
+
+    /// Sets the momentum factor μ, in [0, 1).
+    pub fn momentum(mut self, momentum: f64) -> Sgd<T> {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Sets the dampening τ, in [0, 1]: the momentum buffer adds `(1 − τ) g`.
+    pub fn dampening(mut self, dampening: f64) -> Sgd<T> {
+        self.dampening = dampening;
+        self
+    }
+
+    /// Switches Nesterov momentum on or off (needs momentum > 0 and dampening 0).
+    pub fn nesterov(mut self, nesterov: bool) -> Sgd<T> {
+        self.nesterov = nesterov;
+        self
+    }
+
+    /// Sets the L2 weight decay λ ≥ 0, added to the gradient as `λ p`.
+    pub fn weight_decay(mut self, weight_decay: f64) -> Sgd<T> {
+        self.weight_decay = weight_decay;
+        self
+    }
+
+    /// The parameters this optimiser updates.
+    pub fn params(&self) -> &[Var<T>] {
+        &self.params
+    }
+
+    /// Checks the hyperparameters (what [`Optimizer::step`] does first).
+    ///
+    /// # Errors
+    /// An invalid-argument error naming `SGD` and the value.
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "SGD";
+        check_range(OP, "learning rate", self.lr, 0.0, f64::INFINITY, false)?;
+        check_range(OP, "momentum", self.momentum, 0.0, 1.0, false)?;
+        check_range(OP, "dampening", self.dampening, 0.0, 1.0, true)?;
+        check_range(OP, "weight_decay", self.weight_decay, 0.0, f64::INFINITY, false)?;
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            return Err(invalid(
+                OP,
+                format!(
+                    "Nesterov momentum requires momentum > 0 and dampening 0, got momentum {} and dampening {}",
+                    self.momentum, self.dampening
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<T: Float> Optimizer for Sgd<T> {
+    fn step(&mut self) -> Result<()> {
+        self.validate()?;
+        let lr = T::from_f64(self.lr);
+        let mu = T::from_f64(self.momentum);
+        let damp = T::ONE - T::from_f64(self.dampening);
+        let wd = T::from_f64(self.weight_decay);
+        for (p, buffer) in self.params.iter().zip(&mut self.buffers) {
+            let Some(Update { shape, mut x, mut g }) = Update::read("SGD", p)? else { continue };
+            if self.weight_decay != 0.0 {
+                for (g, &x) in g.iter_mut().zip(&x) {
+                    *g += wd * x;
+                }
+            }
+            if self.momentum != 0.0 {
+                match buffer {
+                    None => *buffer = Some(g.clone()),
+                    Some(b) => {
+                        for (b, &g) in b.iter_mut().zip(&g) {
+                            *b = mu * *b + damp * g;
+                        }
+                    }
+                }
+                if let Some(b) = buffer {
+                    if self.nesterov {
+                        for (g, &b) in g.iter_mut().zip(b.iter()) {
+                            *g += mu * b;
+                        }
+                    } else {
+                        g.copy_from_slice(b);
+                    }
+                }
+            }
+            for (x, &g) in x.iter_mut().zip(&g) {
+                *x -= lr * g;
+            }
+            p.set_value(Tensor::from_vec(x, &shape)?);
+        }
+        Ok(())
+    }
+
+    fn zero_grad(&mut self) {
+        self.params.iter().for_each(Var::zero_grad);
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+}
