@@ -58,7 +58,7 @@ impl<T: Float> MultiheadAttention<T> {
     /// `MultiheadAttention` when `num_heads` is 0 or does not divide `embed_dim`; `dropout`
     /// when `p` is outside [0, 1).
     pub fn new(embed_dim: usize, num_heads: usize, p: f64, gen: &mut Generator) -> Result<MultiheadAttention<T>> {
-        if num_heads == 0 || embed_dim % num_heads != 0 {
+        if num_heads == 0 || !embed_dim.is_multiple_of(num_heads) {
             return Err(Error::from(tapegrad_autograd::Error::InvalidArgument {
                 op: OP,
                 reason: format!("embed_dim {embed_dim} must be divisible by num_heads {num_heads}"),
