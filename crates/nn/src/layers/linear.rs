@@ -122,7 +122,7 @@ impl<T: Float> fmt::Display for Linear<T> {
             "Linear(in_features={}, out_features={}, bias={})",
             self.in_features,
             self.out_features,
-            self.bias.is_some()
+            if self.bias.is_some() { "True" } else { "False" }
         )
     }
 }

@@ -1,0 +1,140 @@
+//! Activation layers: `ReLU`, `GELU`, `Tanh`, `Sigmoid`. Each wraps the `Var` op of the same
+//! name, so that activations can sit in a `Sequential` and print like PyTorch's.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use tapegrad_autograd::Var;
+use tapegrad_tensor::Float;
+
+use crate::error::Result;
+use crate::module::{Mode, ModeChange, Module, Visit};
+
+macro_rules! activation {
+    ($(#[$doc:meta])* $name:ident, $label:literal, |$x:ident| $body:expr) => {
+        $(#[$doc])*
+        pub struct $name<T: Float = f32>(PhantomData<fn() -> T>);
+
+        impl<T: Float> $name<T> {
+            /// The layer (it has no parameters).
+            pub fn new() -> $name<T> {
+                $name(PhantomData)
+            }
+        }
+
+        impl<T: Float> Default for $name<T> {
+            fn default() -> Self {
+                $name::new()
+            }
+        }
+
+        impl<T: Float> Visit<T> for $name<T> {
+            fn visit_parameters(&self, _: &str, _: &mut dyn FnMut(&str, &Var<T>)) {}
+            fn set_mode(&mut self, _: ModeChange) {}
+            fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
+            fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
+                write!(f, "{self}")
+            }
+        }
+
+        impl<T: Float> Module<T> for $name<T> {
+            /// Elementwise; never fails.
+            fn forward(&self, $x: &Var<T>) -> Result<Var<T>> {
+                Ok($body)
+            }
+        }
+
+        impl<T: Float> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($label, "()"))
+            }
+        }
+    };
+}
+
+activation!(
+    /// `y = max(x, 0)`; backward `dx = dy · [x > 0]`.
+    ///
+    /// ```
+    /// use tapegrad_nn::{Module, ReLU, Var};
+    /// use tapegrad_tensor::Tensor;
+    /// let relu: ReLU = ReLU::new();
+    /// let y = relu.forward(&Var::new(Tensor::from_vec(vec![-1.0, 2.0], &[2])?))?;
+    /// assert_eq!(y.value().to_vec(), vec![0.0, 2.0]);
+    /// # Ok::<(), tapegrad_nn::Error>(())
+    /// ```
+    ReLU, "ReLU", |x| x.relu()
+);
+
+activation!(
+    /// `y = tanh(x)`; backward `dx = dy · (1 - y²)` from the saved output.
+    Tanh, "Tanh", |x| x.tanh()
+);
+
+activation!(
+    /// `y = 1 / (1 + e^(-x))`; backward `dx = dy · y (1 - y)` from the saved output.
+    Sigmoid, "Sigmoid", |x| x.sigmoid()
+);
+
+/// The Gaussian error linear unit, `y = x Φ(x)` with `Φ` the standard normal CDF (exact, with
+/// `erf`, by default), or PyTorch's `approximate='tanh'` form
+/// `y = x/2 · (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+///
+/// ```
+/// use tapegrad_nn::{GELU, Module, Var};
+/// use tapegrad_tensor::Tensor;
+/// let gelu: GELU = GELU::new();
+/// assert_eq!(gelu.to_string(), "GELU(approximate='none')");
+/// let y = gelu.forward(&Var::new(Tensor::from_vec(vec![0.0], &[1])?))?;
+/// assert_eq!(y.value().to_vec(), vec![0.0]);
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub struct GELU<T: Float = f32> {
+    tanh: bool,
+    _element: PhantomData<fn() -> T>,
+}
+
+impl<T: Float> GELU<T> {
+    /// The exact GELU (`approximate='none'`).
+    pub fn new() -> GELU<T> {
+        GELU { tanh: false, _element: PhantomData }
+    }
+
+    /// The tanh approximation (`approximate='tanh'`).
+    pub fn tanh_approximate() -> GELU<T> {
+        GELU { tanh: true, _element: PhantomData }
+    }
+
+    /// True for the tanh approximation.
+    pub fn is_approximate(&self) -> bool {
+        self.tanh
+    }
+}
+
+impl<T: Float> Default for GELU<T> {
+    fn default() -> Self {
+        GELU::new()
+    }
+}
+
+impl<T: Float> Visit<T> for GELU<T> {
+    fn visit_parameters(&self, _: &str, _: &mut dyn FnMut(&str, &Var<T>)) {}
+    fn set_mode(&mut self, _: ModeChange) {}
+    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
+    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl<T: Float> Module<T> for GELU<T> {
+    /// Elementwise; never fails.
+    fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+        Ok(if self.tanh { x.gelu_tanh() } else { x.gelu() })
+    }
+}
+
+impl<T: Float> fmt::Display for GELU<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GELU(approximate='{}')", if self.tanh { "tanh" } else { "none" })
+    }
+}

@@ -1,0 +1,211 @@
+//! `MultiheadAttention`: scaled dot-product attention over several heads, with PyTorch's packed
+//! parameter layout (`in_proj_weight = [W_q; W_k; W_v]`) and `batch_first = true`.
+
+use std::fmt;
+
+use tapegrad_autograd::Var;
+use tapegrad_tensor::{Float, Generator, Tensor};
+
+use crate::error::{Error, Result};
+use crate::layers::dropout::Dropout;
+use crate::layers::linear::{uniform_bound, Linear};
+use crate::module::{join, Mode, ModeChange, Module, Visit};
+
+fn input_error(op: &'static str, shape: &[usize], reason: impl Into<String>) -> Error {
+    tapegrad_tensor::Error::InvalidShape { op, shape: shape.to_vec(), reason: reason.into() }.into()
+}
+
+const OP: &str = "MultiheadAttention";
+
+/// Multi-head attention, batch first: for `query` `[N, L, E]` and `key`, `value` `[N, S, E]`,
+/// with `H` heads of width `D = E / H`,
+///
+/// `Q = query W_qᵀ + b_q`, `K = key W_kᵀ + b_k`, `V = value W_vᵀ + b_v`, split into heads;
+/// `A = dropout(softmax(Q Kᵀ / √D + mask))` per head; `y = concat_h(A V) W_oᵀ + b_o`.
+///
+/// Parameters as PyTorch names them: `in_proj_weight` `[3E, E]` (`W_q; W_k; W_v` stacked,
+/// xavier-uniform), `in_proj_bias` `[3E]` (zeros), `out_proj.weight` `[E, E]` (Linear's
+/// default) and `out_proj.bias` `[E]` (zeros). The dropout acts on the attention weights `A` in
+/// training (a `Dropout` layer, so it records a dropout entry with its stored mask). Backward
+/// is the chain rule through the recorded ops (matmul, softmax, dropout, reshapes).
+///
+/// ```
+/// use tapegrad_nn::{Module, MultiheadAttention, Var};
+/// use tapegrad_tensor::{Generator, Tensor};
+/// let mut gen = Generator::new(0);
+/// let mha: MultiheadAttention = MultiheadAttention::new(8, 2, 0.0, &mut gen)?;
+/// let x = Var::new(Tensor::randn(&[2, 5, 8], &mut gen));
+/// assert_eq!(mha.forward(&x)?.shape(), vec![2, 5, 8]); // self-attention
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub struct MultiheadAttention<T: Float = f32> {
+    /// `[3E, E]`: the query, key and value projections stacked.
+    pub in_proj_weight: Var<T>,
+    /// `[3E]`.
+    pub in_proj_bias: Var<T>,
+    /// The output projection, `E → E`.
+    pub out_proj: Linear<T>,
+    dropout: Dropout<T>,
+    embed_dim: usize,
+    num_heads: usize,
+}
+
+impl<T: Float> MultiheadAttention<T> {
+    /// A layer over `embed_dim` features with `num_heads` heads and attention dropout `p`,
+    /// initialised from `gen` as PyTorch does.
+    ///
+    /// # Errors
+    /// `MultiheadAttention` when `num_heads` is 0 or does not divide `embed_dim`; `dropout`
+    /// when `p` is outside [0, 1).
+    pub fn new(embed_dim: usize, num_heads: usize, p: f64, gen: &mut Generator) -> Result<MultiheadAttention<T>> {
+        if num_heads == 0 || !embed_dim.is_multiple_of(num_heads) {
+            return Err(Error::from(tapegrad_autograd::Error::InvalidArgument {
+                op: OP,
+                reason: format!("embed_dim {embed_dim} must be divisible by num_heads {num_heads}"),
+            }));
+        }
+        let dropout = Dropout::new(p)?;
+        let bound = (6.0 / (4 * embed_dim).max(1) as f64).sqrt();
+        let in_proj_weight = Var::parameter(uniform_bound(&[3 * embed_dim, embed_dim], bound, gen));
+        let in_proj_bias = Var::parameter(Tensor::zeros(&[3 * embed_dim]));
+        let mut out_proj = Linear::new_no_bias(embed_dim, embed_dim, gen);
+        out_proj.bias = Some(Var::parameter(Tensor::zeros(&[embed_dim])));
+        Ok(MultiheadAttention { in_proj_weight, in_proj_bias, out_proj, dropout, embed_dim, num_heads })
+    }
+
+    /// Gives the attention dropout its own generator (for reproducible masks, or a gradient
+    /// check).
+    pub fn with_generator(self, gen: Generator) -> MultiheadAttention<T> {
+        MultiheadAttention { dropout: self.dropout.with_generator(gen), ..self }
+    }
+
+    /// The model width `E`.
+    pub fn embed_dim(&self) -> usize {
+        self.embed_dim
+    }
+
+    /// The number of heads `H`.
+    pub fn num_heads(&self) -> usize {
+        self.num_heads
+    }
+
+    /// The attention dropout probability.
+    pub fn dropout_p(&self) -> f64 {
+        self.dropout.p()
+    }
+
+    /// Attention of `query` `[N, L, E]` over `key` and `value` `[N, S, E]`, returning `[N, L, E]`.
+    ///
+    /// - `attn_mask`: added to the scores before the softmax, of shape `[L, S]` (shared by every
+    ///   batch element and head) or `[N·H, L, S]`; use `-inf` to forbid a position (a causal
+    ///   mask has `-inf` above the diagonal).
+    /// - `key_padding_mask`: `N·S` flags, row-major `[N, S]`; `true` marks a key to ignore.
+    ///
+    /// A query row whose keys are all masked gets NaN, as in PyTorch.
+    ///
+    /// # Errors
+    /// `MultiheadAttention` naming the shapes when the inputs or masks do not fit.
+    pub fn attend(
+        &self,
+        query: &Var<T>,
+        key: &Var<T>,
+        value: &Var<T>,
+        attn_mask: Option<&Tensor<T>>,
+        key_padding_mask: Option<&[bool]>,
+    ) -> Result<Var<T>> {
+        let (e, h) = (self.embed_dim, self.num_heads);
+        let d = e / h;
+        let (qs, ks, vs) = (query.shape(), key.shape(), value.shape());
+        for s in [&qs, &ks, &vs] {
+            if s.len() != 3 || s[2] != e {
+                return Err(input_error(OP, s, format!("expected [N, L, {e}] (batch first)")));
+            }
+        }
+        if ks != vs || ks[0] != qs[0] {
+            return Err(tapegrad_tensor::Error::ShapeMismatch {
+                op: OP,
+                lhs: ks.clone(),
+                rhs: vs.clone(),
+                reason: format!("key and value must have the same shape and batch size {} of the query", qs[0]),
+            }
+            .into());
+        }
+        let (n, l, s) = (qs[0], qs[1], ks[1]);
+
+        let project = |x: &Var<T>, i: usize| -> Result<Var<T>> {
+            let w = self.in_proj_weight.narrow(0, i * e, e)?;
+            let b = self.in_proj_bias.narrow(0, i * e, e)?;
+            let y = x.matmul(&w.t()?)?.add(&b)?;
+            // [N, len, E] → [N, H, len, D]
+            Ok(y.reshape(&[n, x.shape()[1], h, d])?.permute(&[0, 2, 1, 3])?)
+        };
+        let q = project(query, 0)?;
+        let k = project(key, 1)?;
+        let v = project(value, 2)?;
+
+        let mut scores = q.matmul(&k.transpose(2, 3)?)?.mul_scalar(T::from_f64(1.0 / (d as f64).sqrt()));
+        if let Some(mask) = attn_mask {
+            let mask = match mask.shape() {
+                [ml, ms] if *ml == l && *ms == s => mask.reshape(&[1, 1, l, s])?,
+                [b, ml, ms] if *b == n * h && *ml == l && *ms == s => mask.reshape(&[n, h, l, s])?,
+                other => {
+                    return Err(input_error(
+                        OP,
+                        other,
+                        format!("attn_mask must be [{l}, {s}] or [{}, {l}, {s}]", n * h),
+                    ))
+                }
+            };
+            scores = scores.add(&Var::new(mask))?;
+        }
+        if let Some(pad) = key_padding_mask {
+            if pad.len() != n * s {
+                return Err(input_error(
+                    OP,
+                    &[pad.len()],
+                    format!("key_padding_mask must hold N·S = {} flags ([{n}, {s}])", n * s),
+                ));
+            }
+            let additive: Vec<T> = pad.iter().map(|&m| if m { T::NEG_INFINITY } else { T::ZERO }).collect();
+            scores = scores.add(&Var::new(Tensor::from_vec(additive, &[n, 1, 1, s])?))?;
+        }
+        let attn = self.dropout.forward(&scores.softmax(3)?)?;
+        let y = attn.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[n, l, e])?;
+        self.out_proj.forward(&y)
+    }
+}
+
+impl<T: Float> Visit<T> for MultiheadAttention<T> {
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        f(&join(prefix, "in_proj_weight"), &self.in_proj_weight);
+        f(&join(prefix, "in_proj_bias"), &self.in_proj_bias);
+        self.out_proj.visit_parameters(&join(prefix, "out_proj"), f);
+    }
+    fn set_mode(&mut self, change: ModeChange) {
+        self.dropout.set_mode(change);
+    }
+    fn visit_modes(&self, f: &mut dyn FnMut(Mode)) {
+        self.dropout.visit_modes(f);
+    }
+    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, indent: usize) -> fmt::Result {
+        writeln!(f, "MultiheadAttention(")?;
+        writeln!(f, "{}(out_proj): {}", "  ".repeat(indent + 1), self.out_proj)?;
+        write!(f, "{})", "  ".repeat(indent))
+    }
+}
+
+impl<T: Float> Module<T> for MultiheadAttention<T> {
+    /// Self-attention: `attend(x, x, x, None, None)` for `x` of shape `[N, L, E]`.
+    ///
+    /// # Errors
+    /// As [`MultiheadAttention::attend`].
+    fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+        self.attend(x, x, x, None, None)
+    }
+}
+
+impl<T: Float> fmt::Display for MultiheadAttention<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_module(f, 0)
+    }
+}

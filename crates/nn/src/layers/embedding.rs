@@ -1,0 +1,141 @@
+//! `Embedding`: a lookup table of learned vectors, indexed by integer ids.
+
+use std::fmt;
+
+use tapegrad_autograd::Var;
+use tapegrad_tensor::{Float, Generator, Tensor};
+
+use crate::error::{Error, Result};
+use crate::module::{join, Mode, ModeChange, Module, Visit};
+
+fn input_error(op: &'static str, shape: &[usize], reason: impl Into<String>) -> Error {
+    tapegrad_tensor::Error::InvalidShape { op, shape: shape.to_vec(), reason: reason.into() }.into()
+}
+
+/// A table of `num_embeddings` vectors of width `embedding_dim`: `y[i...] = W[indices[i...]]`,
+/// of shape `shape ++ [embedding_dim]` for indices of shape `shape`. Backward adds each row of
+/// `dy` into the row of `dW` it was read from (repeated indices accumulate), as
+/// `index_select`'s backward does.
+///
+/// Initialised as PyTorch does: `W ~ N(0, 1)`.
+///
+/// ```
+/// use tapegrad_nn::{Embedding, Module, Var};
+/// use tapegrad_tensor::{Generator, Tensor};
+/// let emb: Embedding = Embedding::new(10, 4, &mut Generator::new(0));
+/// let y = emb.forward_indices(&[1, 7, 1], &[3])?;
+/// assert_eq!(y.shape(), vec![3, 4]);
+/// // Through `Module::forward`, with the ids as integral floats:
+/// let ids = Var::new(Tensor::from_vec(vec![1.0, 7.0, 1.0, 0.0], &[2, 2])?);
+/// assert_eq!(emb.forward(&ids)?.shape(), vec![2, 2, 4]);
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub struct Embedding<T: Float = f32> {
+    /// `[num_embeddings, embedding_dim]`.
+    pub weight: Var<T>,
+    num_embeddings: usize,
+    embedding_dim: usize,
+}
+
+impl<T: Float> Embedding<T> {
+    /// A table initialised from `N(0, 1)` with `gen`.
+    pub fn new(num_embeddings: usize, embedding_dim: usize, gen: &mut Generator) -> Embedding<T> {
+        let weight = Var::parameter(Tensor::randn(&[num_embeddings, embedding_dim], gen));
+        Embedding { weight, num_embeddings, embedding_dim }
+    }
+
+    /// A table from a given `[num_embeddings, embedding_dim]` weight.
+    ///
+    /// # Errors
+    /// `Embedding::from_tensor` when the weight is not 2-D.
+    pub fn from_tensor(weight: Tensor<T>) -> Result<Embedding<T>> {
+        if weight.ndim() != 2 {
+            return Err(input_error(
+                "Embedding::from_tensor",
+                weight.shape(),
+                "the weight must be [num_embeddings, embedding_dim]",
+            ));
+        }
+        let (num_embeddings, embedding_dim) = (weight.shape()[0], weight.shape()[1]);
+        Ok(Embedding { weight: Var::parameter(weight), num_embeddings, embedding_dim })
+    }
+
+    /// The number of rows.
+    pub fn num_embeddings(&self) -> usize {
+        self.num_embeddings
+    }
+
+    /// The width of each row.
+    pub fn embedding_dim(&self) -> usize {
+        self.embedding_dim
+    }
+
+    /// Looks up `indices` (row-major, of shape `shape`): the result has shape
+    /// `shape ++ [embedding_dim]`.
+    ///
+    /// # Errors
+    /// `Embedding` when `shape` does not hold `indices.len()` elements or an index is not below
+    /// `num_embeddings`.
+    pub fn forward_indices(&self, indices: &[usize], shape: &[usize]) -> Result<Var<T>> {
+        if shape.iter().product::<usize>() != indices.len() {
+            return Err(input_error(
+                "Embedding",
+                shape,
+                format!("the index shape does not hold the {} indices given", indices.len()),
+            ));
+        }
+        if let Some(&bad) = indices.iter().find(|&&i| i >= self.num_embeddings) {
+            return Err(input_error(
+                "Embedding",
+                shape,
+                format!("index {bad} is out of range for {} embeddings", self.num_embeddings),
+            ));
+        }
+        let rows = self.weight.index_select(0, indices)?;
+        let mut out = shape.to_vec();
+        out.push(self.embedding_dim);
+        Ok(rows.reshape(&out)?)
+    }
+}
+
+impl<T: Float> Visit<T> for Embedding<T> {
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        f(&join(prefix, "weight"), &self.weight);
+    }
+    fn set_mode(&mut self, _: ModeChange) {}
+    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
+    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl<T: Float> Module<T> for Embedding<T> {
+    /// Looks up the ids held in `x` as floats (each must be a non-negative integer below
+    /// `num_embeddings`); the result has shape `x.shape() ++ [embedding_dim]`. No gradient
+    /// flows into `x`. Prefer [`Embedding::forward_indices`] when the ids are at hand.
+    ///
+    /// # Errors
+    /// `Embedding` when a value is not an integral id in range.
+    fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+        let value = x.value();
+        let mut indices = Vec::with_capacity(value.numel());
+        for v in value.to_vec() {
+            let f = v.to_f64();
+            if !(f >= 0.0 && f.fract() == 0.0 && f < self.num_embeddings as f64) {
+                return Err(input_error(
+                    "Embedding",
+                    value.shape(),
+                    format!("{f} is not an integral index below {}", self.num_embeddings),
+                ));
+            }
+            indices.push(f as usize);
+        }
+        self.forward_indices(&indices, value.shape())
+    }
+}
+
+impl<T: Float> fmt::Display for Embedding<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Embedding({}, {})", self.num_embeddings, self.embedding_dim)
+    }
+}

@@ -1,0 +1,386 @@
+//! Normalisation layers: `BatchNorm1d`, `BatchNorm2d` and `LayerNorm`.
+//!
+//! Both are composed from recorded `Var` ops (mean, sub, mul, sqrt, div), so their backward is
+//! the chain rule through those ops, checked by the gradchecks in `tests/layers.rs`.
+//! BatchNorm keeps its running statistics as buffers (constant `Var`s, visited by
+//! `visit_buffers` as `running_mean` and `running_var`, saved with the model).
+
+use std::fmt;
+
+use tapegrad_autograd::{no_grad, Var};
+use tapegrad_tensor::{Float, Tensor};
+
+use crate::error::{Error, Result};
+use crate::module::{join, Mode, ModeChange, Module, Visit};
+
+fn input_error(op: &'static str, shape: &[usize], reason: impl Into<String>) -> Error {
+    tapegrad_tensor::Error::InvalidShape { op, shape: shape.to_vec(), reason: reason.into() }.into()
+}
+
+/// Formats a float as Python's `repr` does (`1e-05`, `0.1`, `1.0`), for the printed layers.
+pub(crate) fn py_float(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && (v.abs() < 1e-4 || v.abs() >= 1e16) {
+        let s = format!("{v:e}");
+        match s.split_once('e') {
+            Some((mantissa, exp)) => {
+                let (sign, digits) = match exp.strip_prefix('-') {
+                    Some(d) => ('-', d),
+                    None => ('+', exp),
+                };
+                format!("{mantissa}e{sign}{digits:0>2}")
+            }
+            None => s,
+        }
+    } else if v.is_finite() && v.fract() == 0.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// `y = (x - mean) / √(var + eps) · weight + bias` over the given dims, with the given
+/// `weight` / `bias` already shaped to broadcast.
+fn normalize<T: Float>(x: &Var<T>, dims: &[usize], eps: f64) -> Result<(Var<T>, Var<T>, Var<T>)> {
+    let mean = x.mean(dims, true)?;
+    let xc = x.sub(&mean)?;
+    // The biased variance, as PyTorch normalises with.
+    let var = xc.mul(&xc)?.mean(dims, true)?;
+    let xhat = xc.div(&var.add_scalar(T::from_f64(eps)).sqrt())?;
+    Ok((xhat, mean, var))
+}
+
+// ─── BatchNorm ──────────────────────────────────────────────────────────────────
+
+/// The state and maths both BatchNorm layers share.
+struct BatchNorm<T: Float> {
+    weight: Var<T>,
+    bias: Var<T>,
+    running_mean: Var<T>,
+    running_var: Var<T>,
+    num_features: usize,
+    eps: f64,
+    momentum: f64,
+    mode: Mode,
+}
+
+impl<T: Float> BatchNorm<T> {
+    fn new(num_features: usize) -> BatchNorm<T> {
+        BatchNorm {
+            weight: Var::parameter(Tensor::ones(&[num_features])),
+            bias: Var::parameter(Tensor::zeros(&[num_features])),
+            running_mean: Var::new(Tensor::zeros(&[num_features])),
+            running_var: Var::new(Tensor::ones(&[num_features])),
+            num_features,
+            eps: 1e-5,
+            momentum: 0.1,
+            mode: Mode::default(),
+        }
+    }
+
+    fn forward(&self, op: &'static str, x: &Var<T>) -> Result<Var<T>> {
+        let shape = x.shape();
+        let c = self.num_features;
+        if shape[1] != c {
+            return Err(input_error(op, &shape, format!("expected {c} channels in dim 1, got {}", shape[1])));
+        }
+        let dims: Vec<usize> = std::iter::once(0).chain(2..shape.len()).collect();
+        let mut bshape = vec![1; shape.len()];
+        bshape[1] = c;
+        let weight = self.weight.reshape(&bshape)?;
+        let bias = self.bias.reshape(&bshape)?;
+        let xhat = if self.mode.training {
+            let n: usize = dims.iter().map(|&d| shape[d]).product();
+            if n < 2 {
+                return Err(input_error(op, &shape, "expected more than 1 value per channel when training"));
+            }
+            let (xhat, mean, var) = normalize(x, &dims, self.eps)?;
+            no_grad(|| -> Result<()> {
+                let m = T::from_f64(self.momentum);
+                let keep = T::from_f64(1.0 - self.momentum);
+                let mean = mean.value().reshape(&[c])?;
+                // Running variance with the unbiased batch variance, as PyTorch does.
+                let unbiased = var.value().reshape(&[c])?.mul_scalar(T::from_f64(n as f64 / (n - 1) as f64));
+                self.running_mean.set_value(self.running_mean.value().mul_scalar(keep).add(&mean.mul_scalar(m))?);
+                self.running_var.set_value(self.running_var.value().mul_scalar(keep).add(&unbiased.mul_scalar(m))?);
+                Ok(())
+            })?;
+            xhat
+        } else {
+            let mean = Var::new(self.running_mean.value().reshape(&bshape)?);
+            let std = Var::new(self.running_var.value().add_scalar(T::from_f64(self.eps)).sqrt().reshape(&bshape)?);
+            x.sub(&mean)?.div(&std)?
+        };
+        Ok(xhat.mul(&weight)?.add(&bias)?)
+    }
+
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        f(&join(prefix, "weight"), &self.weight);
+        f(&join(prefix, "bias"), &self.bias);
+    }
+
+    fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        f(&join(prefix, "running_mean"), &self.running_mean);
+        f(&join(prefix, "running_var"), &self.running_var);
+    }
+
+    fn fmt(&self, f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+        write!(
+            f,
+            "{name}({}, eps={}, momentum={}, affine=True, track_running_stats=True)",
+            self.num_features,
+            py_float(self.eps),
+            py_float(self.momentum)
+        )
+    }
+}
+
+macro_rules! batch_norm {
+    ($(#[$doc:meta])* $name:ident, $label:literal, $ranks:expr, $expected:literal) => {
+        $(#[$doc])*
+        pub struct $name<T: Float = f32>(BatchNorm<T>);
+
+        impl<T: Float> $name<T> {
+            /// A layer over `num_features` channels: weight 1, bias 0, running mean 0, running
+            /// variance 1, `eps = 1e-5`, `momentum = 0.1`, in training mode.
+            pub fn new(num_features: usize) -> $name<T> {
+                $name(BatchNorm::new(num_features))
+            }
+
+            /// Sets `eps`, added to the variance under the square root.
+            pub fn eps(mut self, eps: f64) -> $name<T> {
+                self.0.eps = eps;
+                self
+            }
+
+            /// Sets the momentum of the running statistics:
+            /// `running = (1 - momentum) · running + momentum · batch`.
+            pub fn momentum(mut self, momentum: f64) -> $name<T> {
+                self.0.momentum = momentum;
+                self
+            }
+
+            /// The scale `γ`, `[C]` (a parameter, initialised to 1).
+            pub fn weight(&self) -> &Var<T> {
+                &self.0.weight
+            }
+
+            /// The shift `β`, `[C]` (a parameter, initialised to 0).
+            pub fn bias(&self) -> &Var<T> {
+                &self.0.bias
+            }
+
+            /// The running mean, `[C]` (a buffer).
+            pub fn running_mean(&self) -> &Var<T> {
+                &self.0.running_mean
+            }
+
+            /// The running (unbiased) variance, `[C]` (a buffer).
+            pub fn running_var(&self) -> &Var<T> {
+                &self.0.running_var
+            }
+
+            /// Replaces the scale and shift by the given `Var`s (of shape `[C]`), for example
+            /// the inputs of a gradient check.
+            ///
+            /// # Errors
+            #[doc = concat!("`", $label, "` when either is not of shape `[C]`.")]
+            pub fn set_affine(&mut self, weight: Var<T>, bias: Var<T>) -> Result<()> {
+                for v in [&weight, &bias] {
+                    if v.shape() != [self.0.num_features] {
+                        return Err(input_error($label, &v.shape(), format!("expected [{}]", self.0.num_features)));
+                    }
+                }
+                self.0.weight = weight;
+                self.0.bias = bias;
+                Ok(())
+            }
+
+            /// The number of channels.
+            pub fn num_features(&self) -> usize {
+                self.0.num_features
+            }
+        }
+
+        impl<T: Float> Visit<T> for $name<T> {
+            fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+                self.0.visit_parameters(prefix, f);
+            }
+            fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+                self.0.visit_buffers(prefix, f);
+            }
+            fn set_mode(&mut self, change: ModeChange) {
+                self.0.mode.apply(change);
+            }
+            fn visit_modes(&self, f: &mut dyn FnMut(Mode)) {
+                f(self.0.mode);
+            }
+            fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
+                write!(f, "{self}")
+            }
+        }
+
+        impl<T: Float> Module<T> for $name<T> {
+            /// Training: normalises with the batch statistics and updates the running ones once.
+            /// Eval: normalises with the running statistics.
+            ///
+            /// # Errors
+            #[doc = concat!("`", $label, "` for an input that is not ", $expected,
+                ", a channel count that differs, or (training) one value per channel.")]
+            fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+                let shape = x.shape();
+                if !$ranks.contains(&shape.len()) {
+                    return Err(input_error($label, &shape, concat!("expected ", $expected)));
+                }
+                self.0.forward($label, x)
+            }
+        }
+
+        impl<T: Float> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f, $label)
+            }
+        }
+    };
+}
+
+batch_norm!(
+    /// Batch normalisation over `[N, C]` or `[N, C, L]`: per channel `c`,
+    /// `y = (x - μ_c) / √(σ²_c + eps) · γ_c + β_c`, with `μ`, `σ²` the batch mean and biased
+    /// variance over `N` (and `L`) in training, the running statistics in eval. Training also
+    /// updates `running_mean` and `running_var` (with the unbiased batch variance) by
+    /// `momentum`.
+    ///
+    /// ```
+    /// use tapegrad_nn::{BatchNorm1d, Module, Var};
+    /// use tapegrad_tensor::Tensor;
+    /// let bn: BatchNorm1d = BatchNorm1d::new(2);
+    /// let x = Var::new(Tensor::from_vec(vec![1.0, 2.0, 3.0, 6.0], &[2, 2])?);
+    /// bn.forward(&x)?;
+    /// assert_eq!(bn.running_mean().value().to_vec(), vec![0.2, 0.4]);
+    /// # Ok::<(), tapegrad_nn::Error>(())
+    /// ```
+    BatchNorm1d, "BatchNorm1d", [2usize, 3], "[N, C] or [N, C, L]"
+);
+
+batch_norm!(
+    /// Batch normalisation over `[N, C, H, W]` feature maps: per channel, statistics over
+    /// `N, H, W`; otherwise as [`BatchNorm1d`].
+    ///
+    /// ```
+    /// use tapegrad_nn::{BatchNorm2d, Module, Var};
+    /// use tapegrad_tensor::Tensor;
+    /// let mut bn: BatchNorm2d<f64> = BatchNorm2d::new(3);
+    /// bn.eval(); // running mean 0, variance 1: nearly the identity
+    /// let y = bn.forward(&Var::new(Tensor::ones(&[1, 3, 2, 2])))?;
+    /// assert!((y.value().to_vec()[0] - 1.0).abs() < 1e-5);
+    /// # Ok::<(), tapegrad_nn::Error>(())
+    /// ```
+    BatchNorm2d, "BatchNorm2d", [4usize], "[N, C, H, W]"
+);
+
+// ─── LayerNorm ──────────────────────────────────────────────────────────────────
+
+/// Layer normalisation over the last dims (`normalized_shape`): for each leading index,
+/// `y = (x - μ) / √(σ² + eps) · γ + β` with `μ`, `σ²` the mean and biased variance over those
+/// dims, and `γ` (ones), `β` (zeros) of shape `normalized_shape` when `elementwise_affine`.
+/// The same in training and eval.
+///
+/// ```
+/// use tapegrad_nn::{LayerNorm, Module, Var};
+/// use tapegrad_tensor::Tensor;
+/// let ln: LayerNorm = LayerNorm::new(&[4]);
+/// assert_eq!(ln.to_string(), "LayerNorm((4,), eps=1e-05, elementwise_affine=True)");
+/// let y = ln.forward(&Var::new(Tensor::arange(8).reshape(&[2, 4])?))?;
+/// assert!(y.value().sum_all().item()?.abs() < 1e-5);
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub struct LayerNorm<T: Float = f32> {
+    /// `γ`, of shape `normalized_shape`, or `None` without elementwise affine.
+    pub weight: Option<Var<T>>,
+    /// `β`, of shape `normalized_shape`, or `None` without elementwise affine.
+    pub bias: Option<Var<T>>,
+    normalized_shape: Vec<usize>,
+    eps: f64,
+}
+
+impl<T: Float> LayerNorm<T> {
+    /// A layer normalising over the trailing dims `normalized_shape`, with weight and bias.
+    pub fn new(normalized_shape: &[usize]) -> LayerNorm<T> {
+        LayerNorm {
+            weight: Some(Var::parameter(Tensor::ones(normalized_shape))),
+            bias: Some(Var::parameter(Tensor::zeros(normalized_shape))),
+            normalized_shape: normalized_shape.to_vec(),
+            eps: 1e-5,
+        }
+    }
+
+    /// A layer without weight and bias (`elementwise_affine=False`).
+    pub fn new_no_affine(normalized_shape: &[usize]) -> LayerNorm<T> {
+        LayerNorm { weight: None, bias: None, normalized_shape: normalized_shape.to_vec(), eps: 1e-5 }
+    }
+
+    /// Sets `eps`, added to the variance under the square root.
+    pub fn eps(mut self, eps: f64) -> LayerNorm<T> {
+        self.eps = eps;
+        self
+    }
+
+    /// The normalised trailing shape.
+    pub fn normalized_shape(&self) -> &[usize] {
+        &self.normalized_shape
+    }
+}
+
+impl<T: Float> Visit<T> for LayerNorm<T> {
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        if let Some(w) = &self.weight {
+            f(&join(prefix, "weight"), w);
+        }
+        if let Some(b) = &self.bias {
+            f(&join(prefix, "bias"), b);
+        }
+    }
+    fn set_mode(&mut self, _: ModeChange) {}
+    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
+    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl<T: Float> Module<T> for LayerNorm<T> {
+    /// # Errors
+    /// `LayerNorm` when the input's trailing dims are not `normalized_shape`.
+    fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+        let shape = x.shape();
+        let k = self.normalized_shape.len();
+        if shape.len() < k || shape[shape.len() - k..] != self.normalized_shape[..] || k == 0 {
+            return Err(input_error(
+                "LayerNorm",
+                &shape,
+                format!("expected trailing dims {:?}", self.normalized_shape),
+            ));
+        }
+        let dims: Vec<usize> = (shape.len() - k..shape.len()).collect();
+        let (mut y, _, _) = normalize(x, &dims, self.eps)?;
+        if let Some(w) = &self.weight {
+            y = y.mul(w)?;
+        }
+        if let Some(b) = &self.bias {
+            y = y.add(b)?;
+        }
+        Ok(y)
+    }
+}
+
+impl<T: Float> fmt::Display for LayerNorm<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dims: Vec<String> = self.normalized_shape.iter().map(|d| d.to_string()).collect();
+        let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+        write!(
+            f,
+            "LayerNorm({tuple}, eps={}, elementwise_affine={})",
+            py_float(self.eps),
+            if self.weight.is_some() { "True" } else { "False" }
+        )
+    }
+}

@@ -1,0 +1,126 @@
+//! `Sequential`: a chain of modules applied in order.
+
+use std::fmt;
+
+use tapegrad_autograd::Var;
+use tapegrad_tensor::Float;
+
+use crate::error::Result;
+use crate::module::{join, Mode, ModeChange, Module, Visit};
+
+/// Modules applied one after the other: `y = m_k(... m_1(m_0(x)))`. Children are named `"0"`,
+/// `"1"`, ... (so parameters are `"0.weight"`, `"2.bias"`, as in PyTorch), and `train()` /
+/// `eval()` reach each of them.
+///
+/// ```
+/// use tapegrad_nn::{Linear, Module, ReLU, Sequential, Var};
+/// use tapegrad_tensor::{Generator, Tensor};
+/// let mut gen = Generator::new(0);
+/// let model: Sequential = Sequential::new()
+///     .add(Linear::new(4, 8, &mut gen))
+///     .add(ReLU::new())
+///     .add(Linear::new(8, 2, &mut gen));
+/// assert_eq!(model.forward(&Var::new(Tensor::ones(&[3, 4])))?.shape(), vec![3, 2]);
+/// assert_eq!(model.named_parameters()[2].0, "2.weight");
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub struct Sequential<T: Float = f32> {
+    layers: Vec<Box<dyn Module<T>>>,
+}
+
+impl<T: Float> Default for Sequential<T> {
+    fn default() -> Self {
+        Sequential::new()
+    }
+}
+
+impl<T: Float> Sequential<T> {
+    /// An empty chain (the identity).
+    pub fn new() -> Sequential<T> {
+        Sequential { layers: Vec::new() }
+    }
+
+    /// Appends a module (builder form).
+    #[allow(clippy::should_implement_trait)]
+    pub fn add(mut self, module: impl Module<T> + 'static) -> Sequential<T> {
+        self.push(module);
+        self
+    }
+
+    /// Appends a module.
+    pub fn push(&mut self, module: impl Module<T> + 'static) {
+        self.layers.push(Box::new(module));
+    }
+
+    /// Appends an already boxed module.
+    pub fn push_boxed(&mut self, module: Box<dyn Module<T>>) {
+        self.layers.push(module);
+    }
+
+    /// The number of modules.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// True when the chain is empty.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// The `i`-th module, if any.
+    pub fn get(&self, i: usize) -> Option<&dyn Module<T>> {
+        self.layers.get(i).map(|m| &**m)
+    }
+}
+
+impl<T: Float> Visit<T> for Sequential<T> {
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        for (i, m) in self.layers.iter().enumerate() {
+            m.visit_parameters(&join(prefix, &i.to_string()), f);
+        }
+    }
+    fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
+        for (i, m) in self.layers.iter().enumerate() {
+            m.visit_buffers(&join(prefix, &i.to_string()), f);
+        }
+    }
+    fn set_mode(&mut self, change: ModeChange) {
+        for m in &mut self.layers {
+            m.set_mode(change);
+        }
+    }
+    fn visit_modes(&self, f: &mut dyn FnMut(Mode)) {
+        for m in &self.layers {
+            m.visit_modes(f);
+        }
+    }
+    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, indent: usize) -> fmt::Result {
+        writeln!(f, "Sequential(")?;
+        for (i, m) in self.layers.iter().enumerate() {
+            write!(f, "{}({i}): ", "  ".repeat(indent + 1))?;
+            m.fmt_module(f, indent + 1)?;
+            writeln!(f)?;
+        }
+        write!(f, "{})", "  ".repeat(indent))
+    }
+}
+
+impl<T: Float> Module<T> for Sequential<T> {
+    /// Applies each module in turn.
+    ///
+    /// # Errors
+    /// The first error a module returns.
+    fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+        let mut y = x.clone();
+        for m in &self.layers {
+            y = m.forward(&y)?;
+        }
+        Ok(y)
+    }
+}
+
+impl<T: Float> fmt::Display for Sequential<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_module(f, 0)
+    }
+}
