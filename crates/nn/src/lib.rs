@@ -6,16 +6,19 @@
 //! - [`layers`]: `Linear`, the dropout family (`Dropout`, `Dropout2d`, `AlphaDropout`) and
 //!   [`mc_predict`] for Monte Carlo dropout.
 //! - [`data`]: the IDX reader and the MNIST / Fashion-MNIST loaders.
+//! - [`save`] / [`load`]: checkpoints in the safetensors format.
 #![forbid(unsafe_code)]
 
 // Lets `#[derive(Module)]` name this crate by its absolute path from inside it too.
 extern crate self as tapegrad_nn;
 
+mod checkpoint;
 pub mod data;
 mod error;
 pub mod layers;
 pub mod module;
 
+pub use checkpoint::{load, load_tensors, save, save_tensors};
 pub use error::{Error, Result};
 pub use layers::*;
 pub use module::{Mode, ModeChange, Module, Visit};
