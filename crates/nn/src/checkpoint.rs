@@ -94,7 +94,7 @@ pub fn load<T: Float, M: Visit<T> + ?Sized>(model: &mut M, path: impl AsRef<Path
     }
 
     let bytes = read_bounded(path)?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| not_safetensors(path, &e))?;
+    let file = parse(path, &bytes)?;
     let in_file: HashMap<&str, TensorView<'_>> = file.iter().collect();
 
     let mut problems = vec![];
@@ -188,7 +188,7 @@ pub fn save_tensors<T: Float>(tensors: &[(String, Tensor<T>)], path: impl AsRef<
 pub fn load_tensors<T: Float>(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor<T>)>> {
     let path = path.as_ref();
     let bytes = read_bounded(path)?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| not_safetensors(path, &e))?;
+    let file = parse(path, &bytes)?;
     let mut views: Vec<(&str, TensorView<'_>)> = file.iter().collect();
     views.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let wrong: Vec<String> = views
@@ -281,9 +281,35 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The error for a file the safetensors crate rejects.
-fn not_safetensors(path: &Path, e: &safetensors::SafeTensorError) -> Error {
-    Error::format(path, format!("not a valid safetensors file: {e}"))
+/// Parses and validates a whole safetensors file.
+///
+/// The safetensors crate checks the header length, the JSON and that the byte ranges tile the
+/// data, but adds the last range's end to the header size without an overflow check (a panic in
+/// debug builds for ranges that sum to nearly 2^64). So the ranges' ends are first checked
+/// against the real data length here; everything else is left to the crate.
+fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
+    let invalid = |reason: String| Error::format(path, format!("not a valid safetensors file: {reason}"));
+    if let Some((n, header)) = header(bytes) {
+        let data_len = (bytes.len() - 8 - header.len()) as u64;
+        if let Ok(serde_json::Value::Object(entries)) = serde_json::from_slice::<serde_json::Value>(header) {
+            for (name, info) in entries.iter().filter(|(name, _)| *name != "__metadata__") {
+                let end = info.get("data_offsets").and_then(|o| o.get(1)).and_then(serde_json::Value::as_u64);
+                if let Some(end) = end.filter(|&end| end > data_len) {
+                    return Err(invalid(format!(
+                        "tensor {name:?} ends at byte {end} of the data, but the file holds {data_len} data bytes after its {n}-byte header"
+                    )));
+                }
+            }
+        }
+    }
+    SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))
+}
+
+/// The header length and the header bytes, when the length fits in the file.
+fn header(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let end = usize::try_from(n).ok()?.checked_add(8)?;
+    Some((n, bytes.get(8..end)?))
 }
 
 /// `"a", "b", "c"`.

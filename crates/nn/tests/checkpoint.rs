@@ -145,7 +145,7 @@ fn input<T: Float>() -> Var<T> {
 /// A safetensors file from a raw JSON header and data (the header padded with spaces to 8 bytes).
 fn raw_file(header: &str, data: &[u8]) -> Vec<u8> {
     let mut h = header.as_bytes().to_vec();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
@@ -451,6 +451,16 @@ fn lying_headers_are_refused_without_allocating_what_they_claim() {
         raw_file(r#"{"":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4]}}"#, &[0; 4]),
     ));
 
+    // Byte ranges that tile 2^64 - 8 bytes, so that adding the header's size overflows.
+    let size = (1u64 << 61) - 1;
+    let ranges: Vec<String> = (0..8)
+        .map(|i| {
+            format!(r#""t{i}":{{"dtype":"U8","shape":[{size}],"data_offsets":[{},{}]}}"#, i * size, (i + 1) * size)
+        })
+        .collect();
+    let tiling = raw_file(&format!("{{{}}}", ranges.join(",")), &[]);
+    cases.push(("offsets summing to 2^64", tiling));
+
     for (what, bytes) in cases {
         let path = dir.write("hostile.safetensors", &bytes);
         let mut leaf = Var::parameter(Tensor::<f32>::zeros(&[1]));
@@ -475,6 +485,25 @@ fn a_hand_written_valid_file_loads() {
 }
 
 // ─── random corruption ─────────────────────────────────────────────────────────
+
+/// The byte ranges of the runs of ASCII digits in `s`.
+fn digit_runs(s: &str) -> Vec<(usize, usize)> {
+    let b = s.as_bytes();
+    let mut runs = vec![];
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            runs.push((start, i));
+        } else {
+            i += 1;
+        }
+    }
+    runs
+}
 
 fn valid_bytes() -> &'static [u8] {
     static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
@@ -531,6 +560,26 @@ proptest! {
         let at = at % bytes.len();
         bytes[at] ^= x;
         check_corrupt(&dir.0, &bytes);
+    }
+
+    #[test]
+    fn lying_numbers_in_the_header_never_panic(
+        which in prop::collection::vec(any::<prop::sample::Index>(), 1..3),
+        values in prop::collection::vec(prop::sample::select(vec![
+            0u64, 1, 3, 4, 31, 32, 33, 255, 1 << 31, 1 << 32, (1 << 61) - 1, 1 << 61, 1 << 62, 1 << 63, u64::MAX - 7, u64::MAX,
+        ]), 1..3),
+    ) {
+        // Rewrite one or two of the header's numbers (shapes and byte offsets) to edge values.
+        let dir = Scratch::new("numbers");
+        let bytes = valid_bytes();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut header = std::str::from_utf8(&bytes[8..8 + n]).unwrap().trim_end().to_string();
+        for (w, v) in which.iter().zip(&values) {
+            let runs: Vec<(usize, usize)> = digit_runs(&header);
+            let (start, end) = runs[w.index(runs.len())];
+            header.replace_range(start..end, &v.to_string());
+        }
+        check_corrupt(&dir.0, &raw_file(&header, &bytes[8 + n..]));
     }
 
     #[test]
