@@ -30,6 +30,16 @@ pub enum Error {
         /// What was expected and what was found.
         reason: String,
     },
+    /// A checkpoint file is well formed but does not fit the model it is loaded into: tensors the
+    /// model has and the file lacks, tensors the file has and the model lacks, or tensors whose
+    /// shape or dtype differ. The reason lists every mismatch.
+    #[error("{}: checkpoint does not fit the model: {reason}", path.display())]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Every mismatch, one after another.
+        reason: String,
+    },
 }
 
 /// `std::result::Result` with the nn crate's [`Error`].

@@ -8,11 +8,13 @@
 //! - [`loss`], [`init`], [`optim`]: losses (fused cross-entropy), PyTorch's initialisers, and
 //!   the optimisers and schedulers (re-exported as `tapegrad::optim`).
 //! - [`data`]: the IDX reader and the MNIST / Fashion-MNIST loaders.
+//! - [`save`] / [`load`]: checkpoints in the safetensors format.
 #![forbid(unsafe_code)]
 
 // Lets `#[derive(Module)]` name this crate by its absolute path from inside it too.
 extern crate self as tapegrad_nn;
 
+mod checkpoint;
 pub mod data;
 mod error;
 pub mod init;
@@ -21,6 +23,7 @@ pub mod loss;
 pub mod module;
 pub mod optim;
 
+pub use checkpoint::{load, load_tensors, save, save_tensors};
 pub use error::{Error, Result};
 pub use layers::*;
 pub use loss::{l1_penalty, l2_penalty};

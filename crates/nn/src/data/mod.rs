@@ -1,4 +1,5 @@
-//! Datasets: the IDX reader and loaders for MNIST, Fashion-MNIST and the shipped `mnist-10k`.
+//! Datasets: the IDX reader and loaders for MNIST, Fashion-MNIST and the shipped `mnist-10k`;
+//! seeded shuffled mini-batches ([`Batches`]) and cross-validation splits ([`kfold`]).
 //!
 //! Like `torchvision.datasets.MNIST`, a [`Dataset`] holds all its samples in memory: images as
 //! one `f32` tensor of shape `[n, rows * cols]` scaled to [0, 1], labels as `Vec<usize>`.
@@ -15,7 +16,9 @@
 //! # Ok::<(), tapegrad_nn::Error>(())
 //! ```
 
+mod batches;
 mod idx;
+mod kfold;
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +26,9 @@ use tapegrad_tensor::Tensor;
 
 use crate::error::{Error, Result};
 
+pub use batches::{permutation, Batches};
 pub use idx::{read_idx, Idx};
+pub use kfold::kfold;
 
 // ─── loaders for single files ──────────────────────────────────────────────────
 
@@ -154,6 +159,36 @@ impl Dataset {
         let head = Dataset { images: self.images.narrow(0, 0, mid)?, labels: self.labels[..mid].to_vec() };
         let tail = Dataset { images: self.images.narrow(0, mid, n - mid)?, labels: self.labels[mid..].to_vec() };
         Ok((head, tail))
+    }
+
+    /// The samples at `indices`, in that order (repeats allowed), copied into a new dataset:
+    /// `images.index_select(0, indices)` and the matching labels. With [`kfold`]'s indices it
+    /// gives a fold's training or validation set.
+    ///
+    /// # Errors
+    /// [`Error::Tensor`] (invalid argument, op `Dataset::subset`) naming the first index that
+    /// is not below `len()`.
+    ///
+    /// ```
+    /// use tapegrad_nn::data::Dataset;
+    /// use tapegrad_tensor::Tensor;
+    /// let ds = Dataset::new(Tensor::arange(6).reshape(&[3, 2])?, vec![7, 8, 9])?;
+    /// let sub = ds.subset(&[2, 0])?;
+    /// assert_eq!((sub.images().to_vec(), sub.labels()), (vec![4.0, 5.0, 0.0, 1.0], &[9, 7][..]));
+    /// assert!(ds.subset(&[3]).is_err());
+    /// # Ok::<(), tapegrad_nn::Error>(())
+    /// ```
+    pub fn subset(&self, indices: &[usize]) -> Result<Dataset> {
+        let n = self.len();
+        if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
+            return Err(tapegrad_tensor::Error::InvalidArgument {
+                op: "Dataset::subset",
+                reason: format!("index {bad} is out of range for {n} samples"),
+            }
+            .into());
+        }
+        let images = self.images.index_select(0, indices)?;
+        Ok(Dataset { images, labels: indices.iter().map(|&i| self.labels[i]).collect() })
     }
 
     /// The images and labels, taken apart.

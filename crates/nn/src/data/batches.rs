@@ -1,0 +1,137 @@
+//! Mini-batches over a [`Dataset`], in order or shuffled by a seeded [`Generator`], like
+//! PyTorch's `DataLoader(dataset, batch_size, shuffle=True, generator=g)`.
+
+use tapegrad_tensor::{Generator, Tensor};
+
+use super::Dataset;
+use crate::error::Result;
+
+/// A uniformly random permutation of `0..n`, by Fisher-Yates from the last position down, each
+/// swap partner drawn with [`Generator::below`] (unbiased): the same generator state gives the
+/// same permutation on every machine.
+///
+/// ```
+/// use tapegrad_nn::data::permutation;
+/// use tapegrad_tensor::Generator;
+/// let p = permutation(5, &mut Generator::new(0));
+/// let mut sorted = p.clone();
+/// sorted.sort();
+/// assert_eq!(sorted, [0, 1, 2, 3, 4]);
+/// assert_eq!(p, permutation(5, &mut Generator::new(0)));
+/// ```
+pub fn permutation(n: usize, gen: &mut Generator) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        // `below(i + 1)` is at most `i`, so it fits in a usize.
+        let j = gen.below(i as u64 + 1) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// One epoch of mini-batches over a [`Dataset`]: an iterator of `(images, labels)` where
+/// `images` has shape `[b, ...]` (`[b, 784]` for MNIST) and `labels` has length `b`, with
+/// `b = batch_size` except for a last, smaller batch (kept unless [`Batches::drop_last`]).
+///
+/// With a generator the samples are visited in the order of [`permutation`]`(n, gen)`, drawn
+/// once when the epoch is created; the generator advances, so the next epoch created from it
+/// gets a new order, and the same seed replays the same sequence of epochs. Without one, the
+/// samples are visited in dataset order.
+///
+/// Each batch is gathered with `index_select` into a fresh contiguous tensor. Items are
+/// `Result`s; collect them with `collect::<Result<Vec<_>>>()`.
+///
+/// ```
+/// use tapegrad_nn::data::{Batches, Dataset};
+/// use tapegrad_tensor::{Generator, Tensor};
+/// let ds = Dataset::new(Tensor::zeros(&[10, 4]), (0..10).map(|i| i % 3).collect())?;
+/// let mut gen = Generator::new(0);
+/// let epoch: Vec<(Tensor, Vec<usize>)> = Batches::new(&ds, 4, Some(&mut gen))?.collect::<Result<_, _>>()?;
+/// let sizes: Vec<usize> = epoch.iter().map(|(x, y)| { assert_eq!(x.shape()[0], y.len()); y.len() }).collect();
+/// assert_eq!(sizes, [4, 4, 2]);
+/// assert_eq!(Batches::new(&ds, 4, None)?.drop_last(true).len(), 2);
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Batches {
+    dataset: Dataset,
+    order: Vec<usize>,
+    batch_size: usize,
+    drop_last: bool,
+    next: usize,
+}
+
+impl Batches {
+    /// The batches of one epoch over `dataset`, `batch_size` samples each, shuffled with `shuffle`
+    /// when given (the generator advances), in dataset order otherwise.
+    ///
+    /// # Errors
+    /// [`Error::Tensor`](crate::Error::Tensor) (invalid argument, op `Batches::new`) when
+    /// `batch_size` is 0.
+    pub fn new(dataset: &Dataset, batch_size: usize, shuffle: Option<&mut Generator>) -> Result<Batches> {
+        if batch_size == 0 {
+            return Err(tapegrad_tensor::Error::InvalidArgument {
+                op: "Batches::new",
+                reason: "batch_size must be at least 1".into(),
+            }
+            .into());
+        }
+        let n = dataset.len();
+        let order = match shuffle {
+            Some(gen) => permutation(n, gen),
+            None => (0..n).collect(),
+        };
+        Ok(Batches { dataset: dataset.clone(), order, batch_size, drop_last: false, next: 0 })
+    }
+
+    /// Drops the last batch when it is smaller than `batch_size` (PyTorch's `drop_last`), so
+    /// that every batch has the same size.
+    pub fn drop_last(mut self, drop: bool) -> Batches {
+        self.drop_last = drop;
+        self
+    }
+
+    /// The order in which this epoch visits the samples (indices into the dataset).
+    pub fn order(&self) -> &[usize] {
+        &self.order
+    }
+
+    /// The number of samples per batch (the last one may have fewer).
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Where the batches still to come end in [`Batches::order`].
+    fn end(&self) -> usize {
+        if self.drop_last {
+            self.order.len() - self.order.len() % self.batch_size
+        } else {
+            self.order.len()
+        }
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Result<(Tensor<f32>, Vec<usize>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let end = self.end();
+        if self.next >= end {
+            return None;
+        }
+        let stop = (self.next + self.batch_size).min(end);
+        let index = &self.order[self.next..stop];
+        self.next = stop;
+        let labels = index.iter().map(|&i| self.dataset.labels()[i]).collect();
+        Some(self.dataset.images().index_select(0, index).map(|x| (x, labels)).map_err(Into::into))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.end().saturating_sub(self.next).div_ceil(self.batch_size);
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Batches {}
+
+impl std::iter::FusedIterator for Batches {}

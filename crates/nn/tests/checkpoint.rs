@@ -1,0 +1,593 @@
+//! Checkpoints: save and load round trips in f32 and f64 (bit-identical outputs after loading
+//! into a differently initialised model), buffers, files that do not fit the model, and
+//! truncated, corrupt and hostile files, which must be an `Err` and never a panic.
+
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use tapegrad_autograd::Var;
+use tapegrad_nn::{load, load_tensors, save, save_tensors, Dropout, Error, Linear, Mode, ModeChange, Module, Visit};
+use tapegrad_tensor::{Float, Generator, Tensor};
+
+// ─── models ────────────────────────────────────────────────────────────────────
+
+#[derive(tapegrad_nn::Module)]
+struct Net<T: Float = f32> {
+    fc: Linear<T>,
+    drop: Dropout<T>,
+    hidden: Vec<Linear<T>>,
+}
+
+impl<T: Float> Net<T> {
+    fn new(seed: u64, depth: usize) -> Net<T> {
+        let mut gen = Generator::new(seed);
+        Net {
+            fc: Linear::new(5, 8, &mut gen),
+            drop: Dropout::new(0.5).unwrap(),
+            hidden: (0..depth).map(|_| Linear::new(8, 8, &mut gen)).collect(),
+        }
+    }
+}
+
+impl<T: Float> Module<T> for Net<T> {
+    fn forward(&self, x: &Var<T>) -> tapegrad_nn::Result<Var<T>> {
+        let mut h = self.drop.forward(&self.fc.forward(x)?.relu())?;
+        for layer in &self.hidden {
+            h = layer.forward(&h)?.tanh();
+        }
+        Ok(h)
+    }
+}
+
+/// A hand-written leaf with one parameter and one buffer (like BatchNorm's running mean).
+struct Stats {
+    scale: Var,
+    running_mean: Var,
+}
+
+impl Stats {
+    fn new(scale: f32, mean: &[f32]) -> Stats {
+        Stats {
+            scale: Var::parameter(Tensor::full(&[mean.len()], scale)),
+            running_mean: Var::new(Tensor::from_vec(mean.to_vec(), &[mean.len()]).unwrap()),
+        }
+    }
+}
+
+impl Visit for Stats {
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var)) {
+        f(&tapegrad_nn::module::join(prefix, "scale"), &self.scale);
+    }
+    fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var)) {
+        f(&tapegrad_nn::module::join(prefix, "running_mean"), &self.running_mean);
+    }
+    fn set_mode(&mut self, _: ModeChange) {}
+    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
+    fn fmt_module(&self, f: &mut std::fmt::Formatter<'_>, _: usize) -> std::fmt::Result {
+        write!(f, "Stats")
+    }
+}
+
+impl Module for Stats {
+    fn forward(&self, x: &Var) -> tapegrad_nn::Result<Var> {
+        Ok(x.sub(&Var::new(self.running_mean.value()))?.mul(&self.scale)?)
+    }
+}
+
+#[derive(tapegrad_nn::Module)]
+struct WithStats {
+    fc: Linear,
+    stats: Vec<Stats>,
+}
+
+// ─── helpers ───────────────────────────────────────────────────────────────────
+
+/// A directory under the system temp dir, unique to this process and test, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("tapegrad-nn-ckpt-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn bits32(t: &Tensor<f32>) -> Vec<u32> {
+    t.to_vec().iter().map(|x| x.to_bits()).collect()
+}
+
+fn bits64(t: &Tensor<f64>) -> Vec<u64> {
+    t.to_vec().iter().map(|x| x.to_bits()).collect()
+}
+
+/// Every parameter and buffer value, in order.
+fn snapshot<T: Float, M: Visit<T>>(m: &M) -> Vec<(String, Vec<usize>, Vec<u64>)> {
+    let mut out = vec![];
+    let mut push = |n: &str, v: &Var<T>| {
+        out.push((n.to_string(), v.shape(), v.value().to_vec().iter().map(|x| x.to_f64().to_bits()).collect()))
+    };
+    m.visit_parameters("", &mut push);
+    m.visit_buffers("", &mut push);
+    out
+}
+
+fn input<T: Float>() -> Var<T> {
+    Var::new(Tensor::randn(&[3, 5], &mut Generator::new(42)))
+}
+
+/// A safetensors file from a raw JSON header and data (the header padded with spaces to 8 bytes).
+fn raw_file(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = header.as_bytes().to_vec();
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out
+}
+
+fn expect_format(r: tapegrad_nn::Result<()>, what: &str) -> String {
+    match r {
+        Err(e @ Error::Format { .. }) => e.to_string(),
+        other => panic!("{what}: expected a Format error, got {other:?}"),
+    }
+}
+
+fn expect_checkpoint(r: tapegrad_nn::Result<()>) -> String {
+    match r {
+        Err(e @ Error::Checkpoint { .. }) => e.to_string(),
+        other => panic!("expected a Checkpoint error, got {other:?}"),
+    }
+}
+
+// ─── round trips ───────────────────────────────────────────────────────────────
+
+#[test]
+fn save_then_load_into_a_fresh_model_gives_bit_identical_outputs_f32() {
+    let dir = Scratch::new("roundtrip32");
+    let path = dir.path("net.safetensors");
+    let mut a: Net = Net::new(0, 2);
+    let mut b: Net = Net::new(1, 2);
+    a.eval();
+    b.eval();
+    let x = input::<f32>();
+    let (ya, yb) = (a.forward(&x).unwrap().value(), b.forward(&x).unwrap().value());
+    assert_ne!(bits32(&ya), bits32(&yb), "differently seeded models should differ before loading");
+
+    save(&a, &path).unwrap();
+    load(&mut b, &path).unwrap();
+    assert_eq!(bits32(&b.forward(&x).unwrap().value()), bits32(&ya));
+    for ((na, va), (nb, vb)) in a.named_parameters().into_iter().zip(b.named_parameters()) {
+        assert_eq!(na, nb);
+        assert_eq!(bits32(&va.value()), bits32(&vb.value()), "{na}");
+    }
+    // Only the parameters, with their dotted names, are in the file (Dropout has none).
+    let names: Vec<String> = load_tensors::<f32>(&path).unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["fc.bias", "fc.weight", "hidden.0.bias", "hidden.0.weight", "hidden.1.bias", "hidden.1.weight"]);
+    // No temporary file is left beside it.
+    assert_eq!(dir.files(), ["net.safetensors"]);
+}
+
+#[test]
+fn save_then_load_into_a_fresh_model_gives_bit_identical_outputs_f64() {
+    let dir = Scratch::new("roundtrip64");
+    let path = dir.path("net64.safetensors");
+    let mut a: Net<f64> = Net::new(3, 1);
+    let mut b: Net<f64> = Net::new(4, 1);
+    a.eval();
+    b.eval();
+    let x = input::<f64>();
+    let ya = a.forward(&x).unwrap().value();
+    assert_ne!(bits64(&ya), bits64(&b.forward(&x).unwrap().value()));
+    save(&a, &path).unwrap();
+    load(&mut b, &path).unwrap();
+    assert_eq!(bits64(&b.forward(&x).unwrap().value()), bits64(&ya));
+}
+
+#[test]
+fn load_writes_into_the_existing_vars_so_clones_see_it() {
+    let dir = Scratch::new("existing");
+    let path = dir.path("m.safetensors");
+    let a: Net = Net::new(0, 0);
+    let mut b: Net = Net::new(1, 0);
+    let held = b.fc.weight.clone(); // as an optimiser holds it
+    save(&a, &path).unwrap();
+    load(&mut b, &path).unwrap();
+    assert_eq!(bits32(&held.value()), bits32(&a.fc.weight.value()));
+    assert!(held.requires_grad(), "a parameter stays a parameter");
+}
+
+#[test]
+fn buffers_are_saved_and_loaded() {
+    let dir = Scratch::new("buffers");
+    let path = dir.path("stats.safetensors");
+    let mut gen = Generator::new(0);
+    let a = WithStats { fc: Linear::new(2, 3, &mut gen), stats: vec![Stats::new(2.0, &[0.5, -1.0, 3.0])] };
+    let mut b = WithStats { fc: Linear::new(2, 3, &mut gen), stats: vec![Stats::new(1.0, &[0.0, 0.0, 0.0])] };
+    save(&a, &path).unwrap();
+    let names: Vec<String> = load_tensors::<f32>(&path).unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["fc.bias", "fc.weight", "stats.0.running_mean", "stats.0.scale"]);
+    load(&mut b, &path).unwrap();
+    assert_eq!(b.stats[0].running_mean.value().to_vec(), [0.5, -1.0, 3.0]);
+    assert_eq!(snapshot(&a), snapshot(&b));
+    let x = Var::new(Tensor::ones(&[4, 3]));
+    assert_eq!(bits32(&a.stats[0].forward(&x).unwrap().value()), bits32(&b.stats[0].forward(&x).unwrap().value()));
+    // A buffer stays a buffer: loading does not make it require a gradient.
+    assert!(!b.stats[0].running_mean.requires_grad());
+}
+
+#[test]
+fn save_overwrites_an_existing_file() {
+    let dir = Scratch::new("overwrite");
+    let path = dir.write("m.safetensors", b"old contents");
+    let a: Net = Net::new(0, 1);
+    save(&a, &path).unwrap();
+    let mut b: Net = Net::new(9, 1);
+    load(&mut b, &path).unwrap();
+    assert_eq!(snapshot(&a), snapshot(&b));
+    assert_eq!(dir.files(), ["m.safetensors"]);
+}
+
+#[test]
+fn named_tensors_round_trip_bit_for_bit_including_odd_values() {
+    let dir = Scratch::new("tensors");
+    let path = dir.path("t.safetensors");
+    let odd = vec![0.0f32, -0.0, f32::MIN_POSITIVE / 2.0, f32::MAX, f32::INFINITY, f32::NAN, 1.0 / 3.0];
+    let tensors = vec![
+        ("b".to_string(), Tensor::from_vec(odd.clone(), &[7]).unwrap()),
+        ("a".to_string(), Tensor::<f32>::scalar(2.5)),
+        ("empty".to_string(), Tensor::<f32>::zeros(&[0, 3])),
+        // A transposed view is saved in its logical (row-major) order.
+        ("t".to_string(), Tensor::<f32>::arange(6).reshape(&[2, 3]).unwrap().t().unwrap()),
+    ];
+    save_tensors(&tensors, &path).unwrap();
+    let back = load_tensors::<f32>(&path).unwrap();
+    let names: Vec<&str> = back.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a", "b", "empty", "t"]);
+    assert_eq!(back[0].1.shape(), &[] as &[usize]);
+    assert_eq!(back[0].1.to_vec(), [2.5]);
+    assert_eq!(bits32(&back[1].1), odd.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+    assert_eq!(back[2].1.shape(), &[0, 3]);
+    assert_eq!(back[3].1.shape(), &[3, 2]);
+    assert_eq!(back[3].1.to_vec(), [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    // The wrong dtype is named.
+    let err = load_tensors::<f64>(&path).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err:?}");
+    assert!(err.to_string().contains("\"b\" (F32)"), "{err}");
+}
+
+#[test]
+fn duplicate_names_are_refused_on_save() {
+    let dir = Scratch::new("dup");
+    let t = Tensor::<f32>::zeros(&[1]);
+    let err = save_tensors(&[("x".to_string(), t.clone()), ("x".to_string(), t)], dir.path("d.safetensors"));
+    assert!(expect_format(err, "duplicate").contains("\"x\""));
+    assert!(dir.files().is_empty(), "nothing written");
+}
+
+// ─── files that do not fit the model ───────────────────────────────────────────
+
+#[test]
+fn missing_extra_and_wrongly_shaped_tensors_are_all_named_in_one_error() {
+    let dir = Scratch::new("mismatch");
+    let path = dir.path("m.safetensors");
+    let mut model: Net = Net::new(0, 2);
+    let mut tensors: Vec<(String, Tensor<f32>)> =
+        model.named_parameters().into_iter().map(|(n, v)| (n, v.value())).collect();
+    tensors.retain(|(n, _)| n != "hidden.1.bias"); // missing
+    tensors.push(("hidden.2.weight".into(), Tensor::zeros(&[8, 8]))); // extra
+    tensors.push(("zzz".into(), Tensor::zeros(&[1]))); // extra
+    for (n, t) in &mut tensors {
+        if n == "fc.weight" {
+            *t = Tensor::zeros(&[5, 8]); // transposed shape
+        }
+    }
+    save_tensors(&tensors, &path).unwrap();
+    let before = snapshot(&model);
+    let msg = expect_checkpoint(load(&mut model, &path));
+    for needle in
+        ["missing \"hidden.1.bias\"", "\"hidden.2.weight\"", "\"zzz\"", "\"fc.weight\" has shape [5, 8]", "[8, 5]"]
+    {
+        assert!(msg.contains(needle), "{needle:?} not in {msg}");
+    }
+    assert!(msg.contains("m.safetensors"), "the path is named: {msg}");
+    assert_eq!(snapshot(&model), before, "a failed load changes nothing");
+}
+
+#[test]
+fn a_model_of_another_depth_is_refused() {
+    let dir = Scratch::new("depth");
+    let path = dir.path("m.safetensors");
+    save(&Net::<f32>::new(0, 1), &path).unwrap();
+    let msg = expect_checkpoint(load(&mut Net::<f32>::new(0, 2), &path));
+    assert!(msg.contains("missing \"hidden.1.weight\", \"hidden.1.bias\""), "{msg}");
+    let msg = expect_checkpoint(load(&mut Net::<f32>::new(0, 0), &path));
+    assert!(msg.contains("unexpected \"hidden.0.bias\", \"hidden.0.weight\""), "{msg}");
+}
+
+#[test]
+fn the_wrong_dtype_is_refused_for_every_tensor() {
+    let dir = Scratch::new("dtype");
+    let path = dir.path("m.safetensors");
+    save(&Net::<f64>::new(0, 0), &path).unwrap();
+    let mut model: Net<f32> = Net::new(0, 0);
+    let before = snapshot(&model);
+    let msg = expect_checkpoint(load(&mut model, &path));
+    assert!(msg.contains("\"fc.weight\" has dtype F64, the model wants F32"), "{msg}");
+    assert!(msg.contains("\"fc.bias\" has dtype F64"), "{msg}");
+    assert_eq!(snapshot(&model), before);
+
+    // One tensor of a foreign dtype (I32) in an otherwise fitting file.
+    let header = r#"{"":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}"#;
+    let path = dir.write("i32.safetensors", &raw_file(header, &[0; 8]));
+    let mut leaf = Var::parameter(Tensor::<f32>::zeros(&[2]));
+    let msg = expect_checkpoint(load(&mut leaf, &path));
+    assert!(msg.contains("\"\" has dtype I32"), "{msg}");
+}
+
+// ─── truncated, corrupt and hostile files ──────────────────────────────────────
+
+#[test]
+fn a_missing_file_is_an_io_error_naming_the_path() {
+    let dir = Scratch::new("nofile");
+    let path = dir.path("does-not-exist.safetensors");
+    let err = load(&mut Net::<f32>::new(0, 0), &path).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("does-not-exist.safetensors"), "{err}");
+    // Saving into a directory that does not exist is an Io error too.
+    let err = save(&Net::<f32>::new(0, 0), dir.path("no/such/dir/m.safetensors")).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    // A directory is not a checkpoint.
+    assert!(load(&mut Net::<f32>::new(0, 0), &dir.0).is_err());
+}
+
+#[test]
+fn an_empty_file_is_refused() {
+    let dir = Scratch::new("empty");
+    let path = dir.write("empty.safetensors", b"");
+    expect_format(load(&mut Net::<f32>::new(0, 0), &path), "empty file");
+    assert!(matches!(load_tensors::<f32>(&path), Err(Error::Format { .. })));
+}
+
+#[test]
+fn truncated_files_are_refused_at_every_cut_point() {
+    let dir = Scratch::new("truncated");
+    let full_path = dir.path("full.safetensors");
+    let model: Net = Net::new(0, 1);
+    save(&model, &full_path).unwrap();
+    let bytes = std::fs::read(&full_path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut cuts = vec![1, 4, 7, 8, 9, 8 + header_len / 2, 8 + header_len - 1, 8 + header_len, 8 + header_len + 1];
+    cuts.extend([(8 + header_len + bytes.len()) / 2, bytes.len() - 4, bytes.len() - 1]);
+    for cut in cuts {
+        let path = dir.write("cut.safetensors", &bytes[..cut]);
+        let mut target: Net = Net::new(1, 1);
+        let before = snapshot(&target);
+        expect_format(load(&mut target, &path), &format!("cut at {cut} of {}", bytes.len()));
+        assert_eq!(snapshot(&target), before, "cut at {cut}");
+    }
+    // And one byte too many.
+    let mut long = bytes.clone();
+    long.push(0);
+    let path = dir.write("long.safetensors", &long);
+    expect_format(load(&mut Net::<f32>::new(1, 1), &path), "trailing byte");
+}
+
+#[test]
+fn lying_headers_are_refused_without_allocating_what_they_claim() {
+    let dir = Scratch::new("hostile");
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![];
+
+    // A header length of 2^60 bytes, and one just past the end of the file.
+    let mut huge = (1u64 << 60).to_le_bytes().to_vec();
+    huge.extend_from_slice(b"{}      ");
+    cases.push(("2^60 header", huge));
+    let mut past = 64u64.to_le_bytes().to_vec();
+    past.extend_from_slice(b"{}      ");
+    cases.push(("header past the end", past));
+    let mut max = u64::MAX.to_le_bytes().to_vec();
+    max.extend_from_slice(b"{}      ");
+    cases.push(("u64::MAX header", max));
+    // Headers that are not JSON, not UTF-8, or not the safetensors schema.
+    cases.push(("not JSON", raw_file("this is not json", &[])));
+    cases.push(("not UTF-8", raw_file("\u{0}", &[]).into_iter().map(|b| if b == 0 { 0xff } else { b }).collect()));
+    cases.push(("a JSON list", raw_file("[1, 2, 3]", &[])));
+    cases.push(("unknown dtype", raw_file(r#"{"":{"dtype":"F99","shape":[1],"data_offsets":[0,4]}}"#, &[0; 4])));
+    cases.push(("negative offset", raw_file(r#"{"":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}}"#, &[0; 4])));
+    // Offsets out of range, overlapping, with a gap, reversed.
+    cases
+        .push(("offsets past the end", raw_file(r#"{"":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, &[0; 8])));
+    cases.push((
+        "overlapping",
+        raw_file(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            &[0; 12],
+        ),
+    ));
+    cases.push((
+        "gap",
+        raw_file(
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
+            &[0; 12],
+        ),
+    ));
+    cases.push(("reversed", raw_file(r#"{"":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#, &[0; 4])));
+    // A shape whose element count overflows, and one that disagrees with its byte range.
+    cases.push((
+        "overflowing shape",
+        raw_file(r#"{"":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}}"#, &[0; 4]),
+    ));
+    cases.push(("shape vs bytes", raw_file(r#"{"":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, &[0; 8])));
+    cases.push((
+        "shape of 2^40",
+        raw_file(r#"{"":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4]}}"#, &[0; 4]),
+    ));
+
+    // Byte ranges that tile 2^64 - 8 bytes, so that adding the header's size overflows.
+    let size = (1u64 << 61) - 1;
+    let ranges: Vec<String> = (0..8)
+        .map(|i| {
+            format!(r#""t{i}":{{"dtype":"U8","shape":[{size}],"data_offsets":[{},{}]}}"#, i * size, (i + 1) * size)
+        })
+        .collect();
+    let tiling = raw_file(&format!("{{{}}}", ranges.join(",")), &[]);
+    cases.push(("offsets summing to 2^64", tiling));
+
+    for (what, bytes) in cases {
+        let path = dir.write("hostile.safetensors", &bytes);
+        let mut leaf = Var::parameter(Tensor::<f32>::zeros(&[1]));
+        expect_format(load(&mut leaf, &path), what);
+        assert!(matches!(load_tensors::<f32>(&path), Err(Error::Format { .. })), "{what}");
+        assert_eq!(leaf.value().to_vec(), [0.0], "{what}: the model is unchanged");
+    }
+}
+
+#[test]
+fn a_hand_written_valid_file_loads() {
+    // The format as documented, written without our writer: the reader is not only self-consistent.
+    let dir = Scratch::new("handwritten");
+    let data: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let path = dir.write(
+        "h.safetensors",
+        &raw_file(r#"{"__metadata__":{"format":"pt"},"":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, &data),
+    );
+    let mut leaf = Var::parameter(Tensor::<f32>::zeros(&[2]));
+    load(&mut leaf, &path).unwrap();
+    assert_eq!(leaf.value().to_vec(), [1.5, -2.0]);
+}
+
+// ─── random corruption ─────────────────────────────────────────────────────────
+
+/// The byte ranges of the runs of ASCII digits in `s`.
+fn digit_runs(s: &str) -> Vec<(usize, usize)> {
+    let b = s.as_bytes();
+    let mut runs = vec![];
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            runs.push((start, i));
+        } else {
+            i += 1;
+        }
+    }
+    runs
+}
+
+fn valid_bytes() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        let dir = Scratch::new("valid");
+        let path = dir.path("v.safetensors");
+        save(&Net::<f32>::new(0, 1), &path).unwrap();
+        std::fs::read(&path).unwrap()
+    })
+}
+
+/// Loads `bytes` into a fresh model: never panics; when it succeeds, the model holds exactly
+/// what `load_tensors` reads from the file, with the model's shapes.
+fn check_corrupt(dir: &Path, bytes: &[u8]) {
+    let path = dir.join("c.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    let mut model: Net = Net::new(7, 1);
+    let shapes: Vec<Vec<usize>> = model.named_parameters().iter().map(|(_, v)| v.shape()).collect();
+    let before = snapshot(&model);
+    match load(&mut model, &path) {
+        Ok(()) => {
+            let file = load_tensors::<f32>(&path).expect("load succeeded, so the file is readable");
+            for (i, (name, var)) in model.named_parameters().into_iter().enumerate() {
+                assert_eq!(var.shape(), shapes[i], "{name}");
+                let (_, t) = file.iter().find(|(n, _)| *n == name).expect("every loaded name is in the file");
+                assert_eq!(bits32(&var.value()), bits32(t), "{name}");
+            }
+        }
+        Err(e) => {
+            assert!(matches!(e, Error::Format { .. } | Error::Checkpoint { .. }), "{e:?}");
+            assert_eq!(snapshot(&model), before, "a failed load changes nothing");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_byte_flips_never_panic(flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4)) {
+        let dir = Scratch::new("flips");
+        let mut bytes = valid_bytes().to_vec();
+        for (i, x) in &flips {
+            let at = i.index(bytes.len());
+            bytes[at] ^= x;
+        }
+        check_corrupt(&dir.0, &bytes);
+    }
+
+    #[test]
+    fn flips_in_the_header_never_panic(at in 0usize..200, x in 1u8..=255) {
+        let dir = Scratch::new("header-flips");
+        let mut bytes = valid_bytes().to_vec();
+        let at = at % bytes.len();
+        bytes[at] ^= x;
+        check_corrupt(&dir.0, &bytes);
+    }
+
+    #[test]
+    fn lying_numbers_in_the_header_never_panic(
+        which in prop::collection::vec(any::<prop::sample::Index>(), 1..3),
+        values in prop::collection::vec(prop::sample::select(vec![
+            0u64, 1, 3, 4, 31, 32, 33, 255, 1 << 31, 1 << 32, (1 << 61) - 1, 1 << 61, 1 << 62, 1 << 63, u64::MAX - 7, u64::MAX,
+        ]), 1..3),
+    ) {
+        // Rewrite one or two of the header's numbers (shapes and byte offsets) to edge values.
+        let dir = Scratch::new("numbers");
+        let bytes = valid_bytes();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut header = std::str::from_utf8(&bytes[8..8 + n]).unwrap().trim_end().to_string();
+        for (w, v) in which.iter().zip(&values) {
+            let runs: Vec<(usize, usize)> = digit_runs(&header);
+            let (start, end) = runs[w.index(runs.len())];
+            header.replace_range(start..end, &v.to_string());
+        }
+        check_corrupt(&dir.0, &raw_file(&header, &bytes[8 + n..]));
+    }
+
+    #[test]
+    fn truncation_and_garbage_never_panic(cut in any::<prop::sample::Index>(), tail in prop::collection::vec(any::<u8>(), 0..16)) {
+        let dir = Scratch::new("garbage");
+        let bytes = valid_bytes();
+        let mut bytes = bytes[..cut.index(bytes.len())].to_vec();
+        bytes.extend_from_slice(&tail);
+        check_corrupt(&dir.0, &bytes);
+    }
+}
