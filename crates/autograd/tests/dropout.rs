@@ -411,3 +411,32 @@ fn non_contiguous_input_f32() {
 fn non_contiguous_input_f64() {
     non_contiguous_input::<f64>();
 }
+
+fn dropped_elements_are_exactly_zero<T: Float>() {
+    // Dropped elements are +0 even where x is NaN, infinite or negative (a multiply by a 0/1 mask
+    // would give NaN or -0 there); kept ones carry x's value through.
+    let n = 640;
+    let values: Vec<T> = (0..n).map(|i| [T::NAN, T::INFINITY, T::NEG_INFINITY, -T::ONE][i % 4]).collect();
+    let x = Var::parameter(Tensor::from_vec(values.clone(), &[n]).unwrap());
+    let y = dropout(&x, 0.5, &mut Generator::new(19)).unwrap();
+    let rec = record(&y);
+    let scale = T::from_f64(2.0);
+    for (i, &v) in y.value().to_vec().iter().enumerate() {
+        if rec.kept(i) {
+            assert_eq!(v.to_f64().to_bits(), (values[i] * scale).to_f64().to_bits(), "element {i}");
+        } else {
+            assert_eq!(v.to_f64().to_bits(), 0, "element {i}");
+        }
+    }
+    assert!(rec.kept_count() > 0 && rec.kept_count() < n);
+}
+
+#[test]
+fn dropped_elements_are_exactly_zero_f32() {
+    dropped_elements_are_exactly_zero::<f32>();
+}
+
+#[test]
+fn dropped_elements_are_exactly_zero_f64() {
+    dropped_elements_are_exactly_zero::<f64>();
+}
