@@ -90,9 +90,14 @@ impl DropoutRecord {
         let mut out = vec![T::ZERO; x.len()];
         out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).zip(self.mask.par_chunks(CHUNK / 64)).for_each(
             |((out, x), words)| {
-                for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-                    if words[i / 64] >> (i % 64) & 1 == 1 {
-                        *o = v * scale;
+                // Visit only the kept elements of each 64-element word (the output starts at 0):
+                // a branch per element on the bit would be mispredicted half the time at p = 0.5.
+                for ((out, x), &word) in out.chunks_mut(64).zip(x.chunks(64)).zip(words) {
+                    let mut rest = word;
+                    while rest != 0 {
+                        let b = rest.trailing_zeros() as usize;
+                        out[b] = x[b] * scale;
+                        rest &= rest - 1;
                     }
                 }
             },
