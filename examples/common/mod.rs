@@ -1,0 +1,191 @@
+//! What the examples share: command-line flags, the data split, threads, evaluation and one
+//! training epoch. Each example includes it with `mod common;`.
+#![allow(dead_code)] // each example uses a different part
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tapegrad::nn::data::{load_dataset, Batches, Dataset, Mnist};
+use tapegrad::nn::{self, Module};
+use tapegrad::optim::Optimizer;
+use tapegrad::prelude::*;
+
+/// The flags every example takes.
+#[derive(Clone, Debug)]
+pub struct Args {
+    /// `--data DIR`: an IDX dataset (full MNIST / Fashion-MNIST names, or mnist-10k's).
+    pub data: PathBuf,
+    /// `--epochs N`.
+    pub epochs: usize,
+    /// `--threads N` (0: rayon's default, all cores).
+    pub threads: usize,
+    /// `--seed N`.
+    pub seed: u64,
+    /// `--smoke` or `TAPEGRAD_SMOKE=1`: a tiny run (one short epoch on a few hundred digits) for CI.
+    pub smoke: bool,
+    /// `--out PATH`: where an example writes its plot or report.
+    pub out: Option<PathBuf>,
+    /// Flags the example handles itself (`--name value` pairs), in order.
+    pub extra: Vec<(String, String)>,
+}
+
+impl Args {
+    /// An extra flag's value parsed as `T`, or `default`.
+    pub fn extra<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
+        match self.extra.iter().find(|(k, _)| k == name) {
+            Some((_, v)) => v.parse().map_err(|_| format!("--{name}: cannot parse {v:?}")),
+            None => Ok(default),
+        }
+    }
+}
+
+/// The shipped digits.
+pub fn shipped_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-10k")
+}
+
+/// Parses `--data --epochs --threads --seed --smoke --out` and the example's own `--name value`
+/// flags (listed in `extra`), with `epochs` as the default epoch count.
+pub fn parse_args(epochs: usize, extra: &[&str]) -> Result<Args, String> {
+    let mut args = Args {
+        data: shipped_data(),
+        epochs,
+        threads: 0,
+        seed: 0,
+        smoke: std::env::var("TAPEGRAD_SMOKE").is_ok_and(|v| v == "1"),
+        out: None,
+        extra: vec![],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--smoke" {
+            args.smoke = true;
+            continue;
+        }
+        if flag == "--help" || flag == "-h" {
+            let own: String = extra.iter().map(|e| format!(" [--{e} V]")).collect();
+            return Err(format!(
+                "usage: [--data DIR] [--epochs N] [--threads N] [--seed N] [--out PATH] [--smoke]{own}"
+            ));
+        }
+        let name = flag.strip_prefix("--").ok_or_else(|| format!("unexpected argument {flag:?}"))?;
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = |v: &str| v.parse::<u64>().map_err(|_| format!("{flag}: {v:?} is not a number"));
+        match name {
+            "data" => args.data = PathBuf::from(value),
+            "epochs" => args.epochs = number(&value)? as usize,
+            "threads" => args.threads = number(&value)? as usize,
+            "seed" => args.seed = number(&value)?,
+            "out" => args.out = Some(PathBuf::from(value)),
+            other if extra.contains(&other) => args.extra.push((other.to_string(), value)),
+            other => return Err(format!("unknown flag --{other}")),
+        }
+    }
+    if args.smoke {
+        args.epochs = 1;
+    }
+    Ok(args)
+}
+
+/// Sizes the global rayon pool (`0` keeps the default). Results do not depend on it: every
+/// kernel splits work in fixed chunks.
+pub fn init_threads(threads: usize) -> Result<(), String> {
+    if threads > 0 {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A train / test split.
+pub struct Split {
+    /// Training digits.
+    pub train: Dataset,
+    /// Held-out digits.
+    pub test: Dataset,
+    /// Where they came from, for the log.
+    pub source: String,
+}
+
+/// Loads `args.data`: the standard train / test files, or a single set (the shipped mnist-10k)
+/// split 80% / 20% in file order (the shipped file is already shuffled and class-balanced).
+/// A smoke run keeps 512 training and 256 test digits.
+pub fn load_split(args: &Args) -> Result<Split> {
+    let (train, test, source) = match load_dataset(&args.data)? {
+        Mnist::TrainTest { train, test } => (train, test, format!("{} (train / t10k files)", args.data.display())),
+        Mnist::Single(all) => {
+            let cut = all.len() * 4 / 5;
+            let (train, test) = all.split_at(cut)?;
+            (train, test, format!("{} (first {cut} train, last {} test)", args.data.display(), all.len() - cut))
+        }
+    };
+    if args.smoke {
+        let (train, _) = train.split_at(train.len().min(512))?;
+        let (test, _) = test.split_at(test.len().min(256))?;
+        return Ok(Split { train, test, source: format!("{source}, smoke subset") });
+    }
+    Ok(Split { train, test, source })
+}
+
+/// Mean cross-entropy and accuracy of `model` on `data`, in eval mode (whatever mode the model
+/// was in is restored), without recording.
+pub fn evaluate<M: Module>(model: &mut M, data: &Dataset, batch: usize) -> Result<(f64, f64)> {
+    let was_training = model.is_training();
+    model.eval();
+    let (mut loss_sum, mut correct) = (0.0, 0usize);
+    for chunk in Batches::new(data, batch, None)? {
+        let (x, y) = chunk?;
+        let logits = no_grad(|| model.forward(&Var::new(x)))?;
+        loss_sum += nn::loss::cross_entropy(&logits, &y)?.value().item()? as f64 * y.len() as f64;
+        correct += logits.value().argmax(1)?.iter().zip(&y).filter(|(p, t)| p == t).count();
+    }
+    if was_training {
+        model.train();
+    }
+    Ok((loss_sum / data.len() as f64, correct as f64 / data.len() as f64))
+}
+
+/// One epoch of mini-batch training in shuffled order; returns the mean training loss (as
+/// measured with dropout active, like PyTorch's running loss).
+pub fn train_epoch<M: Module, O: Optimizer>(
+    model: &mut M,
+    opt: &mut O,
+    data: &Dataset,
+    batch: usize,
+    gen: &mut Generator,
+    bar: &ProgressBar,
+) -> Result<f64> {
+    model.train();
+    let batches = Batches::new(data, batch, Some(gen))?;
+    bar.set_length(batches.len() as u64);
+    bar.set_position(0);
+    let (mut loss_sum, mut seen) = (0.0, 0usize);
+    for chunk in batches {
+        let (x, y) = chunk?;
+        let loss = nn::loss::cross_entropy(&model.forward(&Var::new(x))?, &y)?;
+        opt.zero_grad();
+        loss.backward()?;
+        opt.step()?;
+        loss_sum += loss.value().item()? as f64 * y.len() as f64;
+        seen += y.len();
+        bar.inc(1);
+    }
+    Ok(loss_sum / seen.max(1) as f64)
+}
+
+/// A progress bar for one epoch (hidden when stderr is not a terminal, so logs stay clean).
+pub fn epoch_bar(label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} batches {elapsed_precise}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// Seconds since `start`, for the timings the examples print.
+pub fn seconds(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
+}

@@ -1,0 +1,80 @@
+//! The custom model of `API.md`, as a short tour of the API: a struct of layers with
+//! `#[derive(Module)]`, a hand-written `forward`, SGD with momentum, `train()` / `eval()`.
+//!
+//! ```sh
+//! cargo run --release --example custom_model            # 3 epochs on the shipped digits
+//! cargo run --release --example custom_model -- --smoke # a few hundred digits, one epoch
+//! ```
+
+mod common;
+
+use std::time::Instant;
+
+use tapegrad::nn::{Dropout, Linear};
+use tapegrad::optim::{Optimizer, Sgd};
+use tapegrad::prelude::*;
+
+#[derive(Module)]
+struct Mlp {
+    fc1: Linear,
+    drop: Dropout,
+    fc2: Linear,
+}
+
+impl Mlp {
+    fn new(gen: &mut Generator) -> Result<Mlp> {
+        Ok(Mlp { fc1: Linear::new(784, 256, gen), drop: Dropout::new(0.5)?, fc2: Linear::new(256, 10, gen) })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        let h = self.fc1.forward(x)?.relu();
+        self.fc2.forward(&self.drop.forward(&h)?)
+    }
+}
+
+fn run(args: &common::Args) -> Result<()> {
+    let split = common::load_split(args)?;
+    println!("data: {}", split.source);
+    manual_seed(args.seed);
+    let mut gen = Generator::new(args.seed);
+    let mut model = Mlp::new(&mut gen)?;
+    println!("{model}");
+    println!("parameters: {}", model.parameters().iter().map(|p| p.value().numel()).sum::<usize>());
+
+    let mut opt = Sgd::new(model.parameters(), 0.05).momentum(0.9);
+    for epoch in 1..=args.epochs {
+        let start = Instant::now();
+        let bar = common::epoch_bar(&format!("epoch {epoch}"));
+        let train_loss = common::train_epoch(&mut model, &mut opt, &split.train, 64, &mut gen, &bar)?;
+        bar.finish_and_clear();
+        let (test_loss, test_acc) = common::evaluate(&mut model, &split.test, 500)?;
+        println!(
+            "epoch {epoch}: train loss {train_loss:.4}, test loss {test_loss:.4}, test accuracy {:.2}% ({:.1} s)",
+            100.0 * test_acc,
+            common::seconds(start)
+        );
+    }
+    model.eval();
+    println!("first parameter: {} {:?}", model.named_parameters()[0].0, model.named_parameters()[0].1.shape());
+    println!("final learning rate: {}", opt.lr());
+    Ok(())
+}
+
+fn main() {
+    let args = match common::parse_args(3, &[]) {
+        Ok(args) => args,
+        Err(msg) => {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = common::init_threads(args.threads)
+        .map_err(|e| e.to_string())
+        .and_then(|_| run(&args).map_err(|e| e.to_string()))
+    {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
