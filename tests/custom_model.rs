@@ -77,3 +77,41 @@ fn the_api_md_model_learns_the_digits() -> Result<()> {
     assert!(after > 0.90, "test accuracy {after}");
     Ok(())
 }
+
+// ─── the derive on f64 and generic models ─────────────────────────────────────
+
+#[derive(Module)]
+#[module(float = f64)]
+struct Wide {
+    fc: Linear<f64>,
+    #[module(skip)]
+    _width: usize,
+}
+
+#[derive(Module)]
+struct Generic<T: tapegrad::tensor::Float = f32> {
+    layers: Vec<Linear<T>>,
+    head: Option<Linear<T>>,
+}
+
+#[test]
+fn the_derive_serves_f64_and_generic_models() {
+    let mut gen = Generator::new(1);
+    let wide = Wide { fc: Linear::new(3, 2, &mut gen), _width: 3 };
+    assert_eq!(wide.to_string(), "Wide(\n  (fc): Linear(in_features=3, out_features=2, bias=True)\n)");
+    let g: Generic<f64> =
+        Generic { layers: vec![Linear::new(2, 2, &mut gen), Linear::new(2, 1, &mut gen)], head: None };
+    let names: Vec<String> = Module::<f64>::named_parameters(&LinearStack(g)).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["0.layers.0.weight", "0.layers.0.bias", "0.layers.1.weight", "0.layers.1.bias"]);
+}
+
+/// A tuple struct wrapping a generic model.
+#[derive(Module)]
+#[module(float = f64)]
+struct LinearStack(Generic<f64>);
+
+impl Module<f64> for LinearStack {
+    fn forward(&self, x: &Var<f64>) -> Result<Var<f64>> {
+        self.0.layers.iter().try_fold(x.clone(), |h, l| l.forward(&h))
+    }
+}

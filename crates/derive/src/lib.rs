@@ -5,6 +5,10 @@
 //! marked `#[module(skip)]` (for configuration such as sizes or flags). A child may be a layer, a
 //! model, a `Var` (a parameter), or a `Vec`, `Option` or `Box` of those.
 //!
+//! `Display` prints the tree like PyTorch's `print(model)`. It is written for the struct's first
+//! type parameter when it has one (a model generic in its element type), else for `f32`; a
+//! non-generic `f64` model says so with `#[module(float = f64)]` on the struct.
+//!
 //! The generated impl is generic over the element type where the fields allow it:
 //! `impl<T: Float> Visit<T> for Model where Field: Visit<T>, ...`, so a struct of `f32` layers
 //! gets `Visit<f32>` and a struct generic in its element type gets both.
@@ -51,6 +55,22 @@ fn is_skipped(attrs: &[syn::Attribute]) -> syn::Result<bool> {
         })?;
     }
     Ok(skip)
+}
+
+/// The element type a struct-level `#[module(float = f64)]` names, if any.
+fn struct_float(attrs: &[syn::Attribute]) -> syn::Result<Option<syn::Type>> {
+    let mut float = None;
+    for attr in attrs.iter().filter(|a| a.path().is_ident("module")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("float") {
+                float = Some(meta.value()?.parse::<syn::Type>()?);
+                Ok(())
+            } else {
+                Err(meta.error("expected `#[module(float = f32)]` or `#[module(float = f64)]` on a struct"))
+            }
+        })?;
+    }
+    Ok(float)
 }
 
 /// Derives `Visit` and `Display` for a struct; see the crate docs.
@@ -105,13 +125,14 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
         where_clause.predicates.push(syn::parse_quote!(#ty: #nn::Visit<#t>));
     }
 
-    // Display: in the struct's own float type parameter if it has one named T (or any single
-    // type parameter), else in f32.
+    // Display: in the element type named by `#[module(float = f64)]`, else the struct's first
+    // type parameter (a struct generic in its element type), else f32.
     let own_float = input.generics.type_params().next().map(|p| p.ident.clone());
     let (display_impl_generics, _, _) = input.generics.split_for_impl();
-    let display_t = match &own_float {
-        Some(p) => quote!(#p),
-        None => quote!(f32),
+    let display_t = match (struct_float(&input.attrs)?, &own_float) {
+        (Some(ty), _) => quote!(#ty),
+        (None, Some(p)) => quote!(#p),
+        (None, None) => quote!(f32),
     };
     let display_bound = quote!(Self: #nn::Visit<#display_t>);
     let display_where = match input.generics.where_clause.as_ref() {
