@@ -198,7 +198,7 @@ fn macrokernel<T: Copy + Default>(
             // this CPU (chosen by `select_*`). The scratch tile has mr * nr <= MAX_TILE elements.
             unsafe {
                 let tile = c.0.add(offset);
-                if tile_rows == mr && cols == nr && c_cs == 1 {
+                if tile_rows == mr && cols == nr && c_cs == 1 && c_rs >= nr {
                     (uk.run)(kc, a_panel.as_ptr(), b_panel.as_ptr(), tile, c_rs, accumulate);
                 } else {
                     if accumulate {
