@@ -171,8 +171,9 @@ fn unary(
     }
 }
 
-/// Checks a broadcasting binary op; `far_apart` rejects inputs whose paired elements are within
-/// 1e-3 (the kink of maximum / minimum).
+/// Checks a broadcasting binary op, with both inputs as parameters or one a constant, and the
+/// default or a strided upstream gradient; `far_apart` rejects inputs whose paired elements are
+/// within 1e-3 (the kink of maximum / minimum).
 fn binary(
     (xs, ys): (Vec<usize>, Vec<usize>),
     (lx, ly): (Layout, Layout),
@@ -188,10 +189,18 @@ fn binary(
         let gap = x.sub(&y).expect("the shapes broadcast").abs().to_vec();
         prop_assume!(gap.iter().all(|d| *d > 1e-3));
     }
-    if seed.is_multiple_of(2) {
-        check(|v| f(&v[0], &v[1]), &[x, y])
-    } else {
-        check_strided_upstream(|v| f(&v[0], &v[1]), &[x, y], gen)
+    match seed % 4 {
+        0 => check(|v| f(&v[0], &v[1]), &[x, y]),
+        1 => check_strided_upstream(|v| f(&v[0], &v[1]), &[x, y], gen),
+        // One side a constant: its gradient is not asked for (`needs` is false for it).
+        2 => {
+            let y = Var::new(y);
+            check(|v| f(&v[0], &y), &[x])
+        }
+        _ => {
+            let x = Var::new(x);
+            check(|v| f(&x, &v[0]), &[y])
+        }
     }
 }
 
@@ -267,6 +276,16 @@ proptest! {
     #[test]
     fn grad_powf(s in shape(0..=3), l in layout(), e in -2.5f64..3.0, seed in any::<u64>()) {
         unary(&s, l, Values::Positive, seed, |x| Ok(x.powf(e)))?;
+    }
+
+    /// `x^0` is constant: its gradient is 0 everywhere, at `x = 0` too (as PyTorch special-cases),
+    /// not `0 * 0^-1 = NaN`. Integer exponents also take negative bases.
+    #[test]
+    fn grad_powf_integer_exponents(s in shape(0..=3), e in 0i32..=3, l in layout(), seed in any::<u64>()) {
+        let gen = &mut Generator::new(seed);
+        let x = input(&s, l, Values::Any, gen).map(|v| if v.abs() < 0.5 { 0.0 } else { v });
+        check(|v| Ok(v[0].powf(f64::from(e))), &[x])?;
+        check(|v| Ok(v[0].powf(0.0)), &[Tensor::zeros(&s)])?;
     }
 
     #[test]
@@ -602,7 +621,10 @@ proptest! {
             let b = input(&[c_out], Layout::Narrowed, Values::Any, gen);
             check_strided_upstream(|v| v[0].conv2d(&v[1], Some(&v[2]), stride, padding), &[x, weight, b], gen)?;
         } else {
-            check(|v| v[0].conv2d(&v[1], None, stride, padding), &[x, weight])?;
+            check(|v| v[0].conv2d(&v[1], None, stride, padding), &[x.clone(), weight.clone()])?;
+            // A constant input, as in a first layer: only the weight's gradient is computed.
+            let x = Var::new(x);
+            check(|v| x.conv2d(&v[0], None, stride, padding), &[weight])?;
         }
     }
 
