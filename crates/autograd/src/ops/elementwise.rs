@@ -213,7 +213,8 @@ impl<T: Float> Backward<T> for MulScalar<T> {
     }
 }
 
-// ─── Powf ────────────────────────  y = x^e (saves x): dx = dy e x^(e-1)
+// ─── Powf ────────────────────────  y = x^e (saves x): dx = dy e x^(e-1), and 0 for e = 0
+// (x^0 is constant; the formula would give 0 * 0^-1 = NaN at x = 0, where PyTorch gives 0).
 struct Powf<T: Float> {
     x: Tensor<T>,
     e: T,
@@ -224,6 +225,9 @@ impl<T: Float> Backward<T> for Powf<T> {
     }
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         let e = self.e;
+        if e == T::ZERO {
+            return Ok(one(Tensor::zeros(self.x.shape())));
+        }
         Ok(one(dz.zip_map(&self.x, |g, x| g * e * x.powf(e - T::ONE))?))
     }
     fn saved(&self) -> Vec<&Tensor<T>> {

@@ -1,0 +1,807 @@
+//! A gradient check, in f64 against central finite differences, for every differentiable op the
+//! crate records: random small shapes, broadcasting shapes for the binary ops, non-contiguous
+//! inputs (transposed, narrowed and expanded views), and a non-trivial upstream gradient (the
+//! default random one, or an explicit non-contiguous one). Each op `x` has a test `grad_x`;
+//! `every_recorded_op_has_a_gradient_check` reads the op names from `src/ops` and fails for an op
+//! that has none.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use tapegrad_autograd::{
+    dropout, gradcheck, gradcheck_with, no_grad, Generator, GradcheckOptions, Result, Tensor, Var,
+};
+
+type Outcome = std::result::Result<(), TestCaseError>;
+
+/// Cases per op: the whole file runs in well under a second in release.
+const CASES: u32 = 48;
+
+// ─── inputs ──────────────────────────────────────────────────────────────────
+
+/// How an input sits in memory when it reaches the op.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    Contiguous,
+    /// A transposed view of a contiguous tensor (the last two dims swapped).
+    Transposed,
+    /// A narrowed view: the last dim is a slice of a longer one.
+    Narrowed,
+    /// An expanded view: dim 0 has stride 0 (its entries repeat).
+    Expanded,
+}
+
+fn layout() -> impl Strategy<Value = Layout> {
+    prop_oneof![Just(Layout::Contiguous), Just(Layout::Transposed), Just(Layout::Narrowed), Just(Layout::Expanded)]
+}
+
+/// The values an input takes.
+#[derive(Clone, Copy, Debug)]
+enum Values {
+    /// Uniform in [-2, 2).
+    Any,
+    /// Uniform in [0.5, 2.5): for log, sqrt, powf.
+    Positive,
+    /// |v| in [0.1, 2), either sign: away from the kinks of relu and abs, and safe to divide by.
+    NonZero,
+    /// Pairwise at least 0.25 apart: a maximum is unique and stays so under the step.
+    Distinct,
+}
+
+fn fill(n: usize, values: Values, gen: &mut Generator) -> Vec<f64> {
+    let u = Tensor::<f64>::rand(&[n], gen).to_vec();
+    match values {
+        Values::Any => u.iter().map(|v| 4.0 * v - 2.0).collect(),
+        Values::Positive => u.iter().map(|v| 0.5 + 2.0 * v).collect(),
+        Values::NonZero => u
+            .iter()
+            .map(|v| {
+                let a = 2.0 * v;
+                let magnitude = 0.1 + 1.9 * a.fract();
+                if a < 1.0 {
+                    -magnitude
+                } else {
+                    magnitude
+                }
+            })
+            .collect(),
+        Values::Distinct => {
+            let mut order: Vec<usize> = (0..n).collect();
+            for i in (1..n).rev() {
+                order.swap(i, gen.below(i as u64 + 1) as usize);
+            }
+            order.iter().map(|&i| (i as f64 - n as f64 / 2.0) * 0.25).collect()
+        }
+    }
+}
+
+/// A tensor of `shape` laid out as `layout` asks (falling back to a layout the rank allows; an
+/// expanded view would repeat values, so `Distinct` values take a transposed view instead).
+fn input(shape: &[usize], layout: Layout, values: Values, gen: &mut Generator) -> Tensor<f64> {
+    let nd = shape.len();
+    let from = |storage: &[usize], gen: &mut Generator| {
+        let n = storage.iter().product();
+        Tensor::from_vec(fill(n, values, gen), storage).expect("the data fits the shape")
+    };
+    let layout = match (layout, values) {
+        (Layout::Expanded, Values::Distinct) => Layout::Transposed,
+        (l, _) => l,
+    };
+    match layout {
+        Layout::Transposed if nd >= 2 => {
+            let mut storage = shape.to_vec();
+            storage.swap(nd - 2, nd - 1);
+            from(&storage, gen).transpose(nd - 2, nd - 1).expect("dims in range")
+        }
+        Layout::Transposed | Layout::Narrowed if nd >= 1 => {
+            let mut storage = shape.to_vec();
+            storage[nd - 1] += 2;
+            from(&storage, gen).narrow(nd - 1, 1, shape[nd - 1]).expect("in range")
+        }
+        Layout::Expanded if nd >= 1 => {
+            let mut storage = shape.to_vec();
+            storage[0] = 1;
+            from(&storage, gen).expand(shape).expect("a 1 expands")
+        }
+        _ => from(shape, gen),
+    }
+}
+
+/// Shapes of rank `ranks` with dims in 1..=3.
+fn shape(ranks: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(1usize..=3, ranks)
+}
+
+/// Two shapes that broadcast together: a common shape, with leading dims dropped and some dims
+/// set to 1 in each.
+fn broadcast_pair(max_rank: usize) -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    (
+        shape(0..=max_rank),
+        prop::collection::vec(any::<bool>(), max_rank),
+        prop::collection::vec(any::<bool>(), max_rank),
+        0..=max_rank,
+        0..=max_rank,
+    )
+        .prop_map(|(full, ones_x, ones_y, drop_x, drop_y)| {
+            let derive = |ones: &[bool], drop: usize| -> Vec<usize> {
+                full[drop.min(full.len())..].iter().zip(ones).map(|(&n, &one)| if one { 1 } else { n }).collect()
+            };
+            (derive(&ones_x, drop_x), derive(&ones_y, drop_y))
+        })
+}
+
+// ─── checking ────────────────────────────────────────────────────────────────
+
+/// `gradcheck` with its default random upstream gradient.
+fn check(f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>, inputs: &[Tensor<f64>]) -> Outcome {
+    gradcheck(f, inputs).map_err(|e| TestCaseError::fail(e.to_string()))
+}
+
+/// `gradcheck_with` an explicit upstream gradient that is itself a non-contiguous view (so each
+/// backward formula also meets a strided `dy`).
+fn check_strided_upstream(
+    f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>,
+    inputs: &[Tensor<f64>],
+    gen: &mut Generator,
+) -> Outcome {
+    let vars: Vec<Var<f64>> = inputs.iter().map(|t| Var::new(t.clone())).collect();
+    let out = no_grad(|| f(&vars)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let upstream = input(&out.shape(), Layout::Transposed, Values::Any, gen);
+    gradcheck_with(f, inputs, Some(&upstream), GradcheckOptions::default())
+        .map_err(|e| TestCaseError::fail(e.to_string()))
+}
+
+/// Checks a one-input op on an input of `shape`, `layout` and `values`, alternating between the
+/// default and a strided upstream gradient.
+fn unary(
+    shape: &[usize],
+    layout: Layout,
+    values: Values,
+    seed: u64,
+    f: impl Fn(&Var<f64>) -> Result<Var<f64>>,
+) -> Outcome {
+    let gen = &mut Generator::new(seed);
+    let x = input(shape, layout, values, gen);
+    if seed.is_multiple_of(2) {
+        check(|v| f(&v[0]), &[x])
+    } else {
+        check_strided_upstream(|v| f(&v[0]), &[x], gen)
+    }
+}
+
+/// Checks a broadcasting binary op, with both inputs as parameters or one a constant, and the
+/// default or a strided upstream gradient; `far_apart` rejects inputs whose paired elements are
+/// within 1e-3 (the kink of maximum / minimum).
+fn binary(
+    (xs, ys): (Vec<usize>, Vec<usize>),
+    (lx, ly): (Layout, Layout),
+    (vx, vy): (Values, Values),
+    seed: u64,
+    far_apart: bool,
+    f: impl Fn(&Var<f64>, &Var<f64>) -> Result<Var<f64>>,
+) -> Outcome {
+    let gen = &mut Generator::new(seed);
+    let x = input(&xs, lx, vx, gen);
+    let y = input(&ys, ly, vy, gen);
+    if far_apart {
+        let gap = x.sub(&y).expect("the shapes broadcast").abs().to_vec();
+        prop_assume!(gap.iter().all(|d| *d > 1e-3));
+    }
+    match seed % 4 {
+        0 => check(|v| f(&v[0], &v[1]), &[x, y]),
+        1 => check_strided_upstream(|v| f(&v[0], &v[1]), &[x, y], gen),
+        // One side a constant: its gradient is not asked for (`needs` is false for it).
+        2 => {
+            let y = Var::new(y);
+            check(|v| f(&v[0], &y), &[x])
+        }
+        _ => {
+            let x = Var::new(x);
+            check(|v| f(&x, &v[0]), &[y])
+        }
+    }
+}
+
+/// A shape of rank 1..=3 and a dim of it.
+fn shape_and_dim() -> impl Strategy<Value = (Vec<usize>, usize)> {
+    shape(1..=3).prop_flat_map(|s| {
+        let r = s.len();
+        (Just(s), 0..r)
+    })
+}
+
+// ─── elementwise ─────────────────────────────────────────────────────────────
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn grad_add(shapes in broadcast_pair(3), lx in layout(), ly in layout(), seed in any::<u64>()) {
+        binary(shapes, (lx, ly), (Values::Any, Values::Any), seed, false, |x, y| x.add(y))?;
+    }
+
+    #[test]
+    fn grad_sub(shapes in broadcast_pair(3), lx in layout(), ly in layout(), seed in any::<u64>()) {
+        binary(shapes, (lx, ly), (Values::Any, Values::Any), seed, false, |x, y| x.sub(y))?;
+    }
+
+    #[test]
+    fn grad_mul(shapes in broadcast_pair(3), lx in layout(), ly in layout(), seed in any::<u64>()) {
+        binary(shapes, (lx, ly), (Values::Any, Values::Any), seed, false, |x, y| x.mul(y))?;
+    }
+
+    /// `x * x`: both inputs of one op are the same node, so the two gradients must add.
+    #[test]
+    fn grad_mul_fan_out(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| x.mul(x))?;
+    }
+
+    #[test]
+    fn grad_div(shapes in broadcast_pair(3), lx in layout(), ly in layout(), seed in any::<u64>()) {
+        binary(shapes, (lx, ly), (Values::Any, Values::NonZero), seed, false, |x, y| x.div(y))?;
+    }
+
+    #[test]
+    fn grad_maximum(shapes in broadcast_pair(3), lx in layout(), ly in layout(), seed in any::<u64>()) {
+        binary(shapes, (lx, ly), (Values::Any, Values::Any), seed, true, |x, y| x.maximum(y))?;
+    }
+
+    #[test]
+    fn grad_minimum(shapes in broadcast_pair(3), lx in layout(), ly in layout(), seed in any::<u64>()) {
+        binary(shapes, (lx, ly), (Values::Any, Values::Any), seed, true, |x, y| x.minimum(y))?;
+    }
+
+    /// At a tie, central differences give each side exactly half, which is the split the backward
+    /// makes (as PyTorch's does).
+    #[test]
+    fn grad_maximum_minimum_ties(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        let gen = &mut Generator::new(seed);
+        let x = input(&s, l, Values::Any, gen);
+        check(|v| v[0].maximum(&v[1]), &[x.clone(), x.contiguous()])?;
+        check(|v| v[0].minimum(&v[1]), &[x.contiguous(), x])?;
+    }
+
+    #[test]
+    fn grad_add_scalar(s in shape(0..=3), l in layout(), c in -3.0f64..3.0, seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.add_scalar(c)))?;
+    }
+
+    #[test]
+    fn grad_mul_scalar(s in shape(0..=3), l in layout(), c in -3.0f64..3.0, seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.mul_scalar(c)))?;
+    }
+
+    #[test]
+    fn grad_powf(s in shape(0..=3), l in layout(), e in -2.5f64..3.0, seed in any::<u64>()) {
+        unary(&s, l, Values::Positive, seed, |x| Ok(x.powf(e)))?;
+    }
+
+    /// `x^0` is constant: its gradient is 0 everywhere, at `x = 0` too (as PyTorch special-cases),
+    /// not `0 * 0^-1 = NaN`. Integer exponents also take negative bases.
+    #[test]
+    fn grad_powf_integer_exponents(s in shape(0..=3), e in 0i32..=3, l in layout(), seed in any::<u64>()) {
+        let gen = &mut Generator::new(seed);
+        let x = input(&s, l, Values::Any, gen).map(|v| if v.abs() < 0.5 { 0.0 } else { v });
+        check(|v| Ok(v[0].powf(f64::from(e))), &[x])?;
+        check(|v| Ok(v[0].powf(0.0)), &[Tensor::zeros(&s)])?;
+    }
+
+    #[test]
+    fn grad_neg(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.neg()))?;
+    }
+
+    #[test]
+    fn grad_exp(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.exp()))?;
+    }
+
+    #[test]
+    fn grad_log(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Positive, seed, |x| Ok(x.log()))?;
+    }
+
+    #[test]
+    fn grad_sqrt(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Positive, seed, |x| Ok(x.sqrt()))?;
+    }
+
+    #[test]
+    fn grad_tanh(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.tanh()))?;
+    }
+
+    #[test]
+    fn grad_sigmoid(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.sigmoid()))?;
+    }
+
+    #[test]
+    fn grad_relu(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::NonZero, seed, |x| Ok(x.relu()))?;
+    }
+
+    #[test]
+    fn grad_abs(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::NonZero, seed, |x| Ok(x.abs()))?;
+    }
+
+    /// At 0 the subgradient 0 is what central differences give for |x|.
+    #[test]
+    fn grad_abs_at_zero(s in shape(0..=3)) {
+        check(|v| Ok(v[0].abs()), &[Tensor::zeros(&s)])?;
+    }
+
+    #[test]
+    fn grad_gelu(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.gelu()))?;
+    }
+
+    #[test]
+    fn grad_gelu_tanh(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.gelu_tanh()))?;
+    }
+}
+
+// ─── reductions ──────────────────────────────────────────────────────────────
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// Any subset of dims (empty means all), in ascending or descending order, with and without
+    /// keepdim.
+    #[test]
+    fn grad_sum(
+        s in shape(1..=3),
+        pick in prop::collection::vec(any::<bool>(), 3),
+        descending in any::<bool>(),
+        keepdim in any::<bool>(),
+        l in layout(),
+        seed in any::<u64>(),
+    ) {
+        let mut dims: Vec<usize> = (0..s.len()).filter(|&d| pick[d]).collect();
+        if descending {
+            dims.reverse();
+        }
+        unary(&s, l, Values::Any, seed, |x| x.sum(&dims, keepdim))?;
+    }
+
+    #[test]
+    fn grad_sum_all(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.sum_all()))?;
+    }
+
+    #[test]
+    fn grad_mean(
+        s in shape(1..=3),
+        pick in prop::collection::vec(any::<bool>(), 3),
+        descending in any::<bool>(),
+        keepdim in any::<bool>(),
+        l in layout(),
+        seed in any::<u64>(),
+    ) {
+        let mut dims: Vec<usize> = (0..s.len()).filter(|&d| pick[d]).collect();
+        if descending {
+            dims.reverse();
+        }
+        unary(&s, l, Values::Any, seed, |x| x.mean(&dims, keepdim))?;
+    }
+
+    #[test]
+    fn grad_mean_all(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.mean_all()))?;
+    }
+
+    #[test]
+    fn grad_max((s, dim) in shape_and_dim(), keepdim in any::<bool>(), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Distinct, seed, |x| x.max(dim, keepdim))?;
+    }
+
+    #[test]
+    fn grad_softmax((s, dim) in shape_and_dim(), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| x.softmax(dim))?;
+    }
+
+    #[test]
+    fn grad_log_softmax((s, dim) in shape_and_dim(), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| x.log_softmax(dim))?;
+    }
+}
+
+// ─── matmul ──────────────────────────────────────────────────────────────────
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn grad_matmul(m in 1usize..=4, k in 1usize..=4, n in 1usize..=4, lx in layout(), ly in layout(), seed in any::<u64>()) {
+        binary((vec![m, k], vec![k, n]), (lx, ly), (Values::Any, Values::Any), seed, false, |x, y| x.matmul(y))?;
+    }
+
+    /// Batch dims that broadcast against each other (including a 2-D operand against a batch).
+    #[test]
+    fn grad_matmul_batched(
+        (bx, by) in broadcast_pair(2),
+        m in 1usize..=3,
+        k in 1usize..=3,
+        n in 1usize..=3,
+        lx in layout(),
+        ly in layout(),
+        seed in any::<u64>(),
+    ) {
+        let xs = [bx.as_slice(), &[m, k]].concat();
+        let ys = [by.as_slice(), &[k, n]].concat();
+        binary((xs, ys), (lx, ly), (Values::Any, Values::Any), seed, false, |x, y| x.matmul(y))?;
+    }
+
+    /// 1-D operands: vector-matrix, matrix-vector, dot, and a vector against a batch.
+    #[test]
+    fn grad_matmul_1d(case in 0usize..5, b in 1usize..=3, k in 1usize..=4, n in 1usize..=3, lx in layout(), ly in layout(), seed in any::<u64>()) {
+        let (xs, ys) = match case {
+            0 => (vec![k], vec![k, n]),
+            1 => (vec![n, k], vec![k]),
+            2 => (vec![k], vec![k]),
+            3 => (vec![b, n, k], vec![k]),
+            _ => (vec![k], vec![b, k, n]),
+        };
+        binary((xs, ys), (lx, ly), (Values::Any, Values::Any), seed, false, |x, y| x.matmul(y))?;
+    }
+}
+
+// ─── views and selections ────────────────────────────────────────────────────
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn grad_reshape(s in shape(1..=3), target in 0usize..3, l in layout(), seed in any::<u64>()) {
+        let to: Vec<usize> = match target {
+            0 => vec![s.iter().product()],
+            1 => s.iter().rev().copied().collect(),
+            _ => [&[1], s.as_slice()].concat(),
+        };
+        unary(&s, l, Values::Any, seed, |x| x.reshape(&to))?;
+    }
+
+    #[test]
+    fn grad_transpose(s in shape(1..=3), a in 0usize..3, b in 0usize..3, l in layout(), seed in any::<u64>()) {
+        let (a, b) = (a % s.len(), b % s.len());
+        unary(&s, l, Values::Any, seed, |x| x.transpose(a, b))?;
+    }
+
+    /// `t` records a transpose for a matrix and is the identity below 2 dims.
+    #[test]
+    fn grad_t(s in shape(0..=2), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| x.t())?;
+    }
+
+    #[test]
+    fn grad_permute(
+        (s, perm) in (1usize..=3).prop_flat_map(|r| (shape(r..=r), Just((0..r).collect::<Vec<_>>()).prop_shuffle())),
+        l in layout(),
+        seed in any::<u64>(),
+    ) {
+        unary(&s, l, Values::Any, seed, |x| x.permute(&perm))?;
+    }
+
+    #[test]
+    fn grad_narrow(
+        (s, dim, start, len) in shape_and_dim().prop_flat_map(|(s, d)| {
+            let n = s[d];
+            (Just(s), Just(d), 0..n).prop_flat_map(move |(s, d, start)| (Just(s), Just(d), Just(start), 1..=n - start))
+        }),
+        l in layout(),
+        seed in any::<u64>(),
+    ) {
+        unary(&s, l, Values::Any, seed, |x| x.narrow(dim, start, len))?;
+    }
+
+    /// Expands size-1 dims and adds leading ones.
+    #[test]
+    fn grad_expand((small, full) in broadcast_pair(3).prop_map(|(x, _)| x).prop_flat_map(|small| {
+        let full = prop::collection::vec(1usize..=3, small.len()..=3);
+        (Just(small), full)
+    }), l in layout(), seed in any::<u64>()) {
+        // Keep `full` where `small` has a 1 (or a new leading dim), `small`'s size elsewhere.
+        let lead = full.len() - small.len();
+        let target: Vec<usize> =
+            full.iter().enumerate().map(|(d, &n)| if d < lead || small[d - lead] == 1 { n } else { small[d - lead] }).collect();
+        unary(&small, l, Values::Any, seed, |x| x.expand(&target))?;
+    }
+
+    #[test]
+    fn grad_unsqueeze(s in shape(0..=3), dim in 0usize..4, l in layout(), seed in any::<u64>()) {
+        let dim = dim % (s.len() + 1);
+        unary(&s, l, Values::Any, seed, |x| x.unsqueeze(dim))?;
+    }
+
+    #[test]
+    fn grad_squeeze(s in shape(0..=2), dim in 0usize..3, l in layout(), seed in any::<u64>()) {
+        let dim = dim % (s.len() + 1);
+        let mut with_one = s.clone();
+        with_one.insert(dim, 1);
+        unary(&with_one, l, Values::Any, seed, |x| x.squeeze(dim))?;
+    }
+
+    /// A contiguous copy of a view: of a strided input, and of a transposed value inside the graph.
+    #[test]
+    fn grad_contiguous(s in shape(2..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.contiguous()))?;
+        unary(&s, l, Values::Any, seed, |x| Ok(x.transpose(0, 1)?.contiguous().mul_scalar(2.0)))?;
+    }
+
+    #[test]
+    fn grad_cat(
+        (s, dim) in shape_and_dim(),
+        sizes in prop::collection::vec(1usize..=3, 2..=3),
+        ls in prop::collection::vec(layout(), 3),
+        seed in any::<u64>(),
+    ) {
+        let gen = &mut Generator::new(seed);
+        let inputs: Vec<Tensor<f64>> = sizes
+            .iter()
+            .zip(&ls)
+            .map(|(&n, &l)| {
+                let mut shape = s.clone();
+                shape[dim] = n;
+                input(&shape, l, Values::Any, gen)
+            })
+            .collect();
+        check(|v| Var::cat(&v.iter().collect::<Vec<_>>(), dim), &inputs)?;
+    }
+
+    #[test]
+    fn grad_stack(s in shape(0..=2), count in 1usize..=3, dim in 0usize..3, ls in prop::collection::vec(layout(), 3), seed in any::<u64>()) {
+        let gen = &mut Generator::new(seed);
+        let dim = dim % (s.len() + 1);
+        let inputs: Vec<Tensor<f64>> = ls[..count].iter().map(|&l| input(&s, l, Values::Any, gen)).collect();
+        check_strided_upstream(|v| Var::stack(&v.iter().collect::<Vec<_>>(), dim), &inputs, gen)?;
+    }
+
+    /// Indices in any order, with repeats (whose gradients must add).
+    #[test]
+    fn grad_index_select(
+        (s, dim, index) in shape_and_dim().prop_flat_map(|(s, d)| {
+            let n = s[d];
+            (Just(s), Just(d), prop::collection::vec(0..n, 1..=4))
+        }),
+        l in layout(),
+        seed in any::<u64>(),
+    ) {
+        unary(&s, l, Values::Any, seed, |x| x.index_select(dim, &index))?;
+    }
+
+    /// An index of the input's rank, no larger outside `dim`, any length along it, with repeats.
+    #[test]
+    fn grad_gather(
+        (s, dim, index_shape, index) in shape_and_dim().prop_flat_map(|(s, d)| {
+            let dims: Vec<BoxedStrategy<usize>> =
+                s.iter().enumerate().map(|(i, &n)| if i == d { (1usize..=4).boxed() } else { (1..=n).boxed() }).collect();
+            (Just(s), Just(d), dims)
+        }).prop_flat_map(|(s, d, index_shape)| {
+            let count: usize = index_shape.iter().product();
+            let n = s[d];
+            (Just(s), Just(d), Just(index_shape), prop::collection::vec(0..n, count))
+        }),
+        l in layout(),
+        seed in any::<u64>(),
+    ) {
+        unary(&s, l, Values::Any, seed, |x| x.gather(dim, &index, &index_shape))?;
+    }
+}
+
+// ─── convolution and pooling ─────────────────────────────────────────────────
+
+/// `(n, c, h, w, kernel, stride, padding)` with the kernel fitting the padded input and, for
+/// pooling, `padding <= kernel / 2`.
+fn conv_geometry() -> impl Strategy<Value = (usize, usize, usize, usize, usize, usize, usize)> {
+    (1usize..=2, 1usize..=2, 2usize..=5, 2usize..=5, 1usize..=3, 1usize..=2, 0usize..=1)
+        .prop_filter("the kernel fits the padded input", |&(_, _, h, w, k, _, p)| h + 2 * p >= k && w + 2 * p >= k)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// With and without a bias, stride 1 and 2, padding 0 and 1.
+    #[test]
+    fn grad_conv2d(
+        (n, c, h, w, k, stride, padding) in conv_geometry(),
+        c_out in 1usize..=2,
+        bias in any::<bool>(),
+        lx in layout(),
+        lw in layout(),
+        seed in any::<u64>(),
+    ) {
+        let gen = &mut Generator::new(seed);
+        let x = input(&[n, c, h, w], lx, Values::Any, gen);
+        let weight = input(&[c_out, c, k, k], lw, Values::Any, gen);
+        if bias {
+            let b = input(&[c_out], Layout::Narrowed, Values::Any, gen);
+            check_strided_upstream(|v| v[0].conv2d(&v[1], Some(&v[2]), stride, padding), &[x, weight, b], gen)?;
+        } else {
+            check(|v| v[0].conv2d(&v[1], None, stride, padding), &[x.clone(), weight.clone()])?;
+            // A constant input, as in a first layer: only the weight's gradient is computed.
+            let x = Var::new(x);
+            check(|v| x.conv2d(&v[0], None, stride, padding), &[weight])?;
+        }
+    }
+
+    #[test]
+    fn grad_max_pool2d((n, c, h, w, k, stride, padding) in conv_geometry(), l in layout(), seed in any::<u64>()) {
+        let padding = padding.min(k / 2);
+        unary(&[n, c, h, w], l, Values::Distinct, seed, |x| x.max_pool2d(k, stride, padding))?;
+    }
+
+    #[test]
+    fn grad_avg_pool2d((n, c, h, w, k, stride, padding) in conv_geometry(), l in layout(), seed in any::<u64>()) {
+        let padding = padding.min(k / 2);
+        unary(&[n, c, h, w], l, Values::Any, seed, |x| x.avg_pool2d(k, stride, padding))?;
+    }
+
+    /// The mask comes from a generator created inside the closure, so every evaluation draws the
+    /// same one.
+    #[test]
+    fn grad_dropout(s in shape(0..=3), p in 0.05f64..0.9, mask_seed in any::<u64>(), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| dropout(x, p, &mut Generator::new(mask_seed)))?;
+    }
+}
+
+/// The layouts the checks rely on really are strided views.
+#[test]
+fn layouts_are_views() {
+    let gen = &mut Generator::new(7);
+    let t = input(&[2, 3], Layout::Transposed, Values::Any, gen);
+    assert!(!t.is_contiguous());
+    assert_eq!(t.strides(), &[1, 2]);
+    let n = input(&[2, 3], Layout::Narrowed, Values::Any, gen);
+    assert!(!n.is_contiguous());
+    assert_eq!((n.strides(), n.offset()), (&[5, 1][..], 1));
+    let e = input(&[2, 3], Layout::Expanded, Values::Any, gen);
+    assert_eq!(e.strides(), &[0, 1]);
+    let d = input(&[3, 4], Layout::Expanded, Values::Distinct, gen).to_vec();
+    let mut sorted = d.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert!(sorted.windows(2).all(|w| w[1] - w[0] >= 0.25), "distinct values: {d:?}");
+}
+
+/// Backward through empty tensors gives empty gradients of the inputs' shapes, not errors.
+#[test]
+fn backward_through_empty_tensors() -> Result<()> {
+    type Op = fn(&Var<f64>) -> Result<Var<f64>>;
+    let ops: [(&str, Op); 10] = [
+        ("mul", |x| x.mul(x)),
+        ("exp", |x| Ok(x.exp())),
+        ("sum", |x| x.sum(&[0], false)),
+        ("mean", |x| x.mean(&[1], true)),
+        ("softmax", |x| x.softmax(1)),
+        ("log_softmax", |x| x.log_softmax(0)),
+        ("transpose", |x| x.t()),
+        ("matmul", |x| x.matmul(&x.t()?)),
+        ("narrow", |x| x.narrow(1, 0, 2)),
+        ("dropout", |x| dropout(x, 0.5, &mut Generator::new(1))),
+    ];
+    for (name, op) in ops {
+        let x = Var::parameter(Tensor::<f64>::zeros(&[0, 3]));
+        let y = op(&x)?;
+        y.backward_with(&Tensor::ones(&y.shape()), false)?;
+        assert_eq!(x.grad().map(|g| g.shape().to_vec()), Some(vec![0, 3]), "{name}");
+    }
+    Ok(())
+}
+
+// ─── every op has a check ────────────────────────────────────────────────────
+
+/// The names `fn name(&self) -> &'static str` returns in one op source file: a literal, the
+/// `name: "..."` literals of a struct that stores its name (maximum / minimum), or a macro's
+/// `$label`, read from each invocation of that macro. Panics on any other form, so that a new way
+/// of naming an op cannot slip past this test.
+fn op_names(file: &str, src: &str) -> Vec<String> {
+    const SIGNATURE: &str = "fn name(&self) -> &'static str";
+    let literal = |s: &str| -> Option<String> {
+        let s = s.trim();
+        let rest = s.strip_prefix('"')?;
+        Some(rest[..rest.find('"')?].to_string())
+    };
+    assert_eq!(
+        src.matches("fn name(").count(),
+        src.matches(SIGNATURE).count(),
+        "{file}: a `fn name` with a signature this test cannot read"
+    );
+    assert_eq!(
+        src.matches("Backward<T> for").count(),
+        src.matches(SIGNATURE).count(),
+        "{file}: every Backward impl must have one `{SIGNATURE}`"
+    );
+    let mut names = vec![];
+    for (at, _) in src.match_indices(SIGNATURE) {
+        let open = at + src[at..].find('{').expect("a body") + 1;
+        let body = &src[open..open + src[open..].find('}').expect("a closed body")];
+        if let Some(name) = literal(body) {
+            names.push(name);
+        } else if body.trim() == "self.name" {
+            let stored: Vec<String> =
+                src.match_indices("name: \"").filter_map(|(i, _)| literal(&src[i + 6..])).collect();
+            assert!(!stored.is_empty(), "{file}: an op named by `self.name` but no `name: \"...\"` literal");
+            names.extend(stored);
+        } else if body.trim().starts_with('$') {
+            let defined = src[..at].rfind("macro_rules! ").expect("a `$label` inside a macro_rules");
+            let rest = &src[defined + "macro_rules! ".len()..];
+            let macro_name = &rest[..rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).expect("a macro name")];
+            let call = format!("{macro_name}!(");
+            let calls: Vec<String> = src
+                .match_indices(&call)
+                .map(|(i, _)| {
+                    // The first literal of the call, skipping its doc comments.
+                    let args: String = src[i + call.len()..]
+                        .lines()
+                        .filter(|l| !l.trim_start().starts_with("//"))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    literal(&args[args.find('"').expect("a label literal")..]).expect("a closed literal")
+                })
+                .collect();
+            assert!(!calls.is_empty(), "{file}: macro {macro_name} names ops but is never invoked");
+            names.extend(calls);
+        } else {
+            panic!("{file}: an op name this test cannot read: `{}`; teach op_names", body.trim());
+        }
+    }
+    names
+}
+
+fn collect_op_names(dir: &Path, names: &mut BTreeSet<String>) {
+    for entry in std::fs::read_dir(dir).expect("src/ops is readable") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            collect_op_names(&path, names);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let src = std::fs::read_to_string(&path).expect("an op source file");
+            names.extend(op_names(&path.display().to_string(), &src));
+        }
+    }
+}
+
+/// Fails when an op recorded anywhere under `src/ops` has no `fn grad_<op>` test in this file.
+#[test]
+fn every_recorded_op_has_a_gradient_check() {
+    let mut names = BTreeSet::new();
+    collect_op_names(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops"), &mut names);
+    // The reader itself must work: these are recorded in three different ways.
+    for known in ["add", "maximum", "minimum", "exp", "gelu_tanh", "matmul", "conv2d", "dropout", "gather"] {
+        assert!(names.contains(known), "op_names missed {known:?}; found {names:?}");
+    }
+    assert!(names.len() >= 40, "only {} op names found: {names:?}", names.len());
+    let own = include_str!("gradcheck.rs");
+    let missing: Vec<&String> = names.iter().filter(|n| !own.contains(&format!("fn grad_{n}("))).collect();
+    assert!(missing.is_empty(), "ops recorded in src/ops without a `fn grad_<op>` gradient check: {missing:?}");
+}
+
+/// The coverage test above would pass vacuously if `op_names` missed a way of naming; check it on
+/// each form.
+#[test]
+fn op_names_reads_every_form() {
+    let src = r#"
+        impl<T: Float> Backward<T> for A { fn name(&self) -> &'static str { "alpha" } }
+        struct S { name: &'static str }
+        impl<T: Float> Backward<T> for S<T> { fn name(&self) -> &'static str { self.name } }
+        fn make() { S { name: "beta" }; S { name: "gamma" }; }
+        macro_rules! m { ($n:ident, $label:literal) => {
+            impl<T: Float> Backward<T> for $n<T> { fn name(&self) -> &'static str { $label } }
+        } }
+        m!(
+            /// a "quoted" doc
+            D, "delta");
+        m!(E, "epsilon");
+    "#;
+    assert_eq!(op_names("test", src), ["alpha", "beta", "gamma", "delta", "epsilon"]);
+}
+
+/// A Backward impl whose name the reader cannot find is an error, not a silent pass.
+#[test]
+#[should_panic(expected = "cannot read")]
+fn op_names_rejects_an_unreadable_name() {
+    let src = r#"impl<T: Float> Backward<T> for A { fn name(&self) -> &'static str { NAME } }"#;
+    op_names("test", src);
+}
