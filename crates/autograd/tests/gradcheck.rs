@@ -11,7 +11,8 @@ use std::path::Path;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tapegrad_autograd::{
-    dropout, gradcheck, gradcheck_with, no_grad, Generator, GradcheckOptions, Result, Tensor, Var,
+    alpha_dropout, dropout, dropout2d, gradcheck, gradcheck_with, no_grad, Generator, GradcheckOptions, Result, Tensor,
+    Var,
 };
 
 type Outcome = std::result::Result<(), TestCaseError>;
@@ -645,6 +646,18 @@ proptest! {
     #[test]
     fn grad_dropout(s in shape(0..=3), p in 0.05f64..0.9, mask_seed in any::<u64>(), l in layout(), seed in any::<u64>()) {
         unary(&s, l, Values::Any, seed, |x| dropout(x, p, &mut Generator::new(mask_seed)))?;
+    }
+
+    /// Whole channels of an `[N, C, ...]` input share one mask bit.
+    #[test]
+    fn grad_dropout2d(s in shape(2..=4), p in 0.05f64..0.9, mask_seed in any::<u64>(), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| dropout2d(x, p, &mut Generator::new(mask_seed)))?;
+    }
+
+    /// Alpha dropout: kept units pass through the affine correction, dropped ones are constant.
+    #[test]
+    fn grad_alpha_dropout(s in shape(0..=3), p in 0.05f64..0.9, mask_seed in any::<u64>(), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| alpha_dropout(x, p, &mut Generator::new(mask_seed)))?;
     }
 }
 
