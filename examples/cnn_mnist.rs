@@ -87,7 +87,7 @@ impl Options {
             batch: args.extra("batch", 64)?,
             width: args.extra("width", if args.smoke { 4 } else { 16 })?,
         };
-        if options.batch == 0 || options.width == 0 || !(options.lr > 0.0) {
+        if options.batch == 0 || options.width == 0 || options.lr.is_nan() || options.lr <= 0.0 {
             return Err("--lr, --batch and --width must be positive".to_string());
         }
         Ok(options)
@@ -105,8 +105,10 @@ fn run(args: &common::Args, opts: &Options) -> Result<()> {
     println!("{model}");
     println!("parameters: {}", model.parameters().iter().map(|p| p.value().numel()).sum::<usize>());
 
-    // The timing probe draws from its own generators, so the run's numbers do not depend on it.
+    // The probe shuffles with its own generator and its dropout masks come from the default
+    // one: reseed that afterwards, so the run draws the same masks whether or not it was timed.
     let per_batch = time_batches(&mut model, &split.train, batch, &mut Generator::new(u64::MAX))?;
+    manual_seed(args.seed);
     let batches = split.train.len().div_ceil(batch);
     println!(
         "timing: {:.1} ms per batch of {batch} → about {:.1} s per epoch; {} epoch(s), Adam lr {lr} cosine-annealed to 0",
