@@ -1,0 +1,182 @@
+//! A small Transformer encoder reading each digit as a sequence of 28 rows: every row of 28
+//! pixels is projected to `d_model`, a learned positional embedding is added, `layers`
+//! `TransformerEncoderLayer`s (self-attention with dropout on the attention weights, the
+//! residual branches and the feed-forward block) mix the rows, and the mean over the sequence
+//! goes to a linear classifier.
+//!
+//! ```sh
+//! cargo run --release --example transformer                # the default run (8000 / 2000 digits)
+//! cargo run --release --example transformer -- --smoke     # a few hundred digits, one epoch
+//! cargo run --release --example transformer -- --threads 1 # same numbers as on 2 threads
+//! ```
+//!
+//! Own flags: `--lr` (AdamW's learning rate), `--batch`, `--d-model`, `--heads`, `--layers`,
+//! `--dropout`.
+
+mod common;
+
+use std::time::Instant;
+
+use tapegrad::nn::data::Dataset;
+use tapegrad::nn::{Linear, TransformerEncoderLayer};
+use tapegrad::optim::{AdamW, CosineLr, LrScheduler, Optimizer};
+use tapegrad::prelude::*;
+
+/// Rows of a 28 x 28 digit, and pixels per row.
+const ROWS: usize = 28;
+
+/// A digit as a sequence of rows → encoder → mean over rows → 10 logits.
+#[derive(Module)]
+struct RowTransformer {
+    /// A row of pixels → `d_model`.
+    embed: Linear,
+    /// The learned positional embedding, `[28, d_model]`, added to every digit.
+    pos: Var,
+    layers: Vec<TransformerEncoderLayer>,
+    head: Linear,
+}
+
+impl RowTransformer {
+    fn new(opts: &Options, gen: &mut Generator) -> Result<RowTransformer> {
+        let d = opts.d_model;
+        let layers = (0..opts.layers)
+            .map(|_| TransformerEncoderLayer::new(d, opts.heads, 2 * d, opts.dropout, gen))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RowTransformer {
+            embed: Linear::new(ROWS, d, gen),
+            // Small, as BERT and ViT initialise theirs, so the rows' content dominates at first.
+            pos: Var::parameter(Tensor::randn(&[ROWS, d], gen).mul_scalar(0.02)),
+            layers,
+            head: Linear::new(d, 10, gen),
+        })
+    }
+}
+
+impl Module for RowTransformer {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        let rows = x.reshape(&[x.shape()[0], ROWS, ROWS])?;
+        // [N, 28, d] + [28, d]: the positional embedding broadcasts over the batch.
+        let mut h = self.embed.forward(&rows)?.add(&self.pos)?;
+        for layer in &self.layers {
+            h = layer.forward(&h)?;
+        }
+        self.head.forward(&h.mean(&[1], false)?)
+    }
+}
+
+/// The example's own flags.
+struct Options {
+    lr: f64,
+    batch: usize,
+    d_model: usize,
+    heads: usize,
+    layers: usize,
+    dropout: f64,
+}
+
+impl Options {
+    fn parse(args: &common::Args) -> Result<Options, String> {
+        let options = Options {
+            lr: args.extra("lr", 2e-3)?,
+            batch: args.extra("batch", 64)?,
+            d_model: args.extra("d-model", if args.smoke { 16 } else { 64 })?,
+            heads: args.extra("heads", 4)?,
+            layers: args.extra("layers", if args.smoke { 1 } else { 2 })?,
+            dropout: args.extra("dropout", 0.1)?,
+        };
+        if options.batch == 0 || options.d_model == 0 || options.heads == 0 || options.lr.is_nan() || options.lr <= 0.0
+        {
+            return Err("--lr, --batch, --d-model and --heads must be positive".to_string());
+        }
+        if !options.d_model.is_multiple_of(options.heads) {
+            return Err(format!("--heads {} must divide --d-model {}", options.heads, options.d_model));
+        }
+        Ok(options)
+    }
+}
+
+/// Seconds per training batch, measured on a few batches before the real run (the parameters
+/// are put back afterwards, so the measurement does not change what the run learns).
+fn time_batches(model: &mut RowTransformer, train: &Dataset, batch: usize, gen: &mut Generator) -> Result<f64> {
+    let saved: Vec<Tensor> = model.parameters().iter().map(|p| p.value()).collect();
+    let mut opt = AdamW::new(model.parameters(), 1e-3);
+    let (probe, _) = train.split_at(train.len().min(4 * batch))?;
+    let bar = common::epoch_bar("timing");
+    let start = Instant::now();
+    common::train_epoch(model, &mut opt, &probe, batch, gen, &bar)?;
+    bar.finish_and_clear();
+    let per_batch = common::seconds(start) / probe.len().div_ceil(batch) as f64;
+    for (p, v) in model.parameters().iter().zip(saved) {
+        p.set_value(v);
+        p.zero_grad();
+    }
+    Ok(per_batch)
+}
+
+fn run(args: &common::Args, opts: &Options) -> Result<()> {
+    let split = common::load_split(args)?;
+    println!("data: {}", split.source);
+    println!("threads: {}", rayon::current_num_threads());
+    // The dropout layers draw from the thread's default generator.
+    manual_seed(args.seed);
+    let mut gen = Generator::new(args.seed);
+    let mut model = RowTransformer::new(opts, &mut gen)?;
+    println!("{model}");
+    println!("parameters: {}", model.parameters().iter().map(|p| p.value().numel()).sum::<usize>());
+
+    // The probe's dropout masks come from the default generator: reseed it afterwards so the run
+    // draws the same masks whether or not it was timed.
+    let per_batch = time_batches(&mut model, &split.train, opts.batch, &mut Generator::new(u64::MAX))?;
+    manual_seed(args.seed);
+    let batches = split.train.len().div_ceil(opts.batch);
+    println!(
+        "timing: {:.1} ms per batch of {} → about {:.1} s per epoch; {} epoch(s), AdamW lr {} cosine-annealed to 0",
+        1e3 * per_batch,
+        opts.batch,
+        per_batch * batches as f64,
+        args.epochs,
+        opts.lr
+    );
+
+    let mut opt = AdamW::new(model.parameters(), opts.lr);
+    let mut schedule = CosineLr::new(args.epochs.max(1), 0.0).base_lr(opts.lr);
+    println!("{:>5} {:>8} {:>10} {:>10} {:>9} {:>8}", "epoch", "lr", "train loss", "test loss", "test acc", "time");
+    let total = Instant::now();
+    for epoch in 1..=args.epochs {
+        let epoch_lr = opt.lr();
+        let start = Instant::now();
+        let bar = common::epoch_bar(&format!("epoch {epoch}"));
+        let train_loss = common::train_epoch(&mut model, &mut opt, &split.train, opts.batch, &mut gen, &bar)?;
+        bar.finish_and_clear();
+        let (test_loss, test_acc) = common::evaluate(&mut model, &split.test, 500)?;
+        schedule.step(&mut opt)?;
+        println!(
+            "{epoch:>5} {epoch_lr:>8.2e} {train_loss:>10.4} {test_loss:>10.4} {:>8.2}% {:>7.1}s",
+            100.0 * test_acc,
+            common::seconds(start)
+        );
+    }
+    println!("training time: {:.1} s", common::seconds(total));
+    let (_, acc) = common::evaluate(&mut model, &split.test, 500)?;
+    println!("final test accuracy: {:.2}% on {} digits", 100.0 * acc, split.test.len());
+    Ok(())
+}
+
+fn main() {
+    let (args, opts) = match common::parse_args(10, &["lr", "batch", "d-model", "heads", "layers", "dropout"])
+        .and_then(|args| Options::parse(&args).map(|opts| (args, opts)))
+    {
+        Ok(parsed) => parsed,
+        Err(msg) => {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = common::init_threads(args.threads)
+        .map_err(|e| e.to_string())
+        .and_then(|_| run(&args, &opts).map_err(|e| e.to_string()))
+    {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
