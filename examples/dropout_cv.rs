@@ -71,6 +71,7 @@ fn mean_std(xs: &[f64]) -> (f64, f64) {
 fn run(args: &common::Args, folds_k: usize) -> Result<()> {
     let total = Instant::now();
     let split = common::load_split(args)?;
+    let folds = kfold(split.train.len(), folds_k, args.seed)?;
     let rates: Vec<f64> = if args.smoke { vec![0.0, 0.5] } else { (0..=7).map(|i| i as f64 / 10.0).collect() };
     let classes = split.train.num_classes().max(split.test.num_classes());
     let inputs = split.train.images().shape()[1];
@@ -84,7 +85,6 @@ fn run(args: &common::Args, folds_k: usize) -> Result<()> {
         "training: SGD lr {LR} momentum {MOMENTUM}, batch {BATCH}, {} epoch(s) per run; seed {}",
         args.epochs, args.seed
     );
-    let folds = kfold(split.train.len(), folds_k, args.seed)?;
     let fold_sizes: Vec<String> = folds.iter().map(|(_, v)| v.len().to_string()).collect();
     println!(
         "cross-validation: {folds_k} folds of the {} training digits (validation sizes {}), rates {:?}\n",

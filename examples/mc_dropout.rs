@@ -24,6 +24,8 @@ use tapegrad::prelude::*;
 const HIDDEN: usize = 512;
 const P: f64 = 0.5;
 const BATCH: usize = 64;
+const LR: f64 = 0.01;
+const MOMENTUM: f64 = 0.9;
 const EVAL_BATCH: usize = 500;
 /// How many of the most uncertain test digits to draw.
 const SHOW: usize = 6;
@@ -214,8 +216,8 @@ fn run(args: &common::Args, samples: usize) -> Result<()> {
     let mut gen = Generator::new(args.seed);
     let mut model = Mlp::new(inputs, classes, &mut gen)?;
     println!("{model}");
-    let mut opt = Sgd::new(model.parameters(), 0.05).momentum(0.9);
-    println!("training: SGD lr 0.05 momentum 0.9, batch {BATCH}, {} epochs, seed {}", args.epochs, args.seed);
+    let mut opt = Sgd::new(model.parameters(), LR).momentum(MOMENTUM);
+    println!("training: SGD lr {LR} momentum {MOMENTUM}, batch {BATCH}, {} epoch(s), seed {}", args.epochs, args.seed);
     for epoch in 1..=args.epochs {
         let start = Instant::now();
         let bar = common::epoch_bar(&format!("epoch {epoch}"));
