@@ -141,15 +141,21 @@ fn run(args: &common::Args) -> Result<()> {
     let lr: f64 = args.extra("lr", LR).map_err(invalid)?;
     let batch: usize = args.extra("batch", BATCH).map_err(invalid)?;
     let max_norm: f64 = args.extra("max-norm", MAX_NORM).map_err(invalid)?;
-    if !(lr.is_finite() && lr > 0.0) || batch == 0 || args.epochs == 0 || !(max_norm.is_finite() && max_norm >= 0.0) {
-        return Err(invalid("--lr must be > 0, --batch and --epochs >= 1, --max-norm >= 0".into()));
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(invalid(format!("--lr {lr}: it must be a positive number")));
+    }
+    if batch == 0 || args.epochs == 0 {
+        return Err(invalid("--batch and --epochs must be at least 1".into()));
+    }
+    if !(max_norm.is_finite() && max_norm >= 0.0) {
+        return Err(invalid(format!("--max-norm {max_norm}: it must be >= 0 (0: off)")));
     }
     let max_norm = (max_norm > 0.0).then_some(max_norm);
     let out =
         args.out.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mnist_dropout.svg"));
 
     let split = common::load_split(args)?;
-    println!("data: {}: {} train, {} test digits", split.source, split.train.len(), split.test.len());
+    println!("data: {}: {} train, {} test images", split.source, split.train.len(), split.test.len());
     println!(
         "kernels: {}, threads: {}, seed: {}",
         tapegrad::tensor::kernels::active_isa().name(),
@@ -162,7 +168,7 @@ fn run(args: &common::Args) -> Result<()> {
     println!("model: 784-{HIDDEN}-{HIDDEN}-10, ReLU, {params} parameters; both runs start from the same weights");
     println!("dropout run: {}", runs[1].model);
     println!(
-        "SGD lr {lr} (cosine to 0), momentum 0.9, batch {batch}, {} epochs, same batch order for both; max-norm: {}",
+        "SGD: lr {lr} (cosine to 0), momentum 0.9, batch {batch}, epochs {}, same batch order for both; max-norm: {}",
         args.epochs,
         max_norm.map_or("off (--max-norm C turns it on)".to_string(), |c| format!(
             "c = {c} on the dropout run's weight rows"
@@ -191,7 +197,11 @@ fn run(args: &common::Args) -> Result<()> {
     let (pb, db) = (plain.best(), drop.best());
     let line = |label: &str, without: String, with: String| println!("{label:<36}{without:>17}{with:>15}");
     println!();
-    line(&format!("after {} epochs", args.epochs), "without dropout".into(), "with dropout".into());
+    line(
+        &format!("after {} epoch{}", args.epochs, if args.epochs == 1 { "" } else { "s" }),
+        "without dropout".into(),
+        "with dropout".into(),
+    );
     line("test accuracy", format!("{:.2}%", 100.0 * p.test_acc), format!("{:.2}%", 100.0 * d.test_acc));
     line("train loss (eval mode)", format!("{:.4}", p.train_loss), format!("{:.4}", d.train_loss));
     line("test loss", format!("{:.4}", p.test_loss), format!("{:.4}", d.test_loss));
@@ -222,7 +232,7 @@ fn plot(runs: &[Run; 2], dataset: &str, out: &std::path::Path) -> Result<()> {
     let curve = |run: &Run, f: fn(&Epoch) -> f64| -> Vec<(f64, f64)> {
         run.history.iter().enumerate().map(|(i, e)| ((i + 1) as f64, f(e))).collect()
     };
-    let mut loss = Chart::new("Cross-entropy loss", "epoch", "loss").y_from_zero();
+    let mut loss = Chart::new("Cross-entropy loss (train: eval mode)", "epoch", "loss").y_from_zero();
     let mut acc = Chart::new("Test accuracy", "epoch", "accuracy (%)");
     for (run, color) in runs.iter().zip(colors) {
         loss = loss
