@@ -2,6 +2,8 @@
 //! training epoch. Each example includes it with `mod common;`.
 #![allow(dead_code)] // each example uses a different part
 
+pub mod svg;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -155,6 +157,20 @@ pub fn train_epoch<M: Module, O: Optimizer>(
     gen: &mut Generator,
     bar: &ProgressBar,
 ) -> Result<f64> {
+    train_epoch_with(model, opt, data, batch, gen, bar, || Ok(()))
+}
+
+/// [`train_epoch`] with `after_step` called after every optimiser step, for a constraint on
+/// the weights such as the dropout paper's max-norm (`optim::max_norm_`).
+pub fn train_epoch_with<M: Module, O: Optimizer>(
+    model: &mut M,
+    opt: &mut O,
+    data: &Dataset,
+    batch: usize,
+    gen: &mut Generator,
+    bar: &ProgressBar,
+    mut after_step: impl FnMut() -> Result<()>,
+) -> Result<f64> {
     model.train();
     let batches = Batches::new(data, batch, Some(gen))?;
     bar.set_length(batches.len() as u64);
@@ -166,6 +182,7 @@ pub fn train_epoch<M: Module, O: Optimizer>(
         opt.zero_grad();
         loss.backward()?;
         opt.step()?;
+        after_step()?;
         loss_sum += loss.value().item()? as f64 * y.len() as f64;
         seen += y.len();
         bar.inc(1);

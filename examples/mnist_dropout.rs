@@ -1,0 +1,267 @@
+//! Dropout against overfitting, as in the dropout paper (Srivastava et al., 2014): the same MLP
+//! (784-1024-1024-10, ReLU) trained twice from the same initial weights and the same batch
+//! order, once without dropout and once with dropout 0.2 on the input and 0.5 after each hidden
+//! layer, then compared epoch by epoch: training loss (measured in eval mode, so that it is
+//! comparable with the test loss), test loss, test accuracy, and the generalisation gap.
+//!
+//! ```sh
+//! cargo run --release --example mnist_dropout                      # shipped mnist-10k, 8000 / 2000
+//! cargo run --release --example mnist_dropout -- --smoke           # a few hundred digits, one epoch
+//! cargo run --release --example mnist_dropout -- --data /usr/share/datasets/fashion-mnist
+//! ```
+//!
+//! Flags: `--data DIR --epochs N --threads N --seed N --out PATH --smoke`, and `--lr`, `--batch`,
+//! `--max-norm C` (the paper's max-norm constraint on the dropout run; 0 turns it off).
+//! The numbers do not depend on `--threads`; to check, diff two runs without the timings:
+//! `sed -E 's/[0-9]+\.[0-9]+ s\b//g'`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tapegrad::nn::data::Dataset;
+use tapegrad::nn::{Dropout, Linear};
+use tapegrad::optim::{max_norm_, CosineLr, LrScheduler, Sgd};
+use tapegrad::prelude::*;
+
+use common::svg::{Chart, Series};
+
+const HIDDEN: usize = 1024;
+const EPOCHS: usize = 15;
+const LR: f64 = 0.1;
+const BATCH: usize = 128;
+const MAX_NORM: f64 = 0.0;
+const EVAL_BATCH: usize = 1000;
+
+/// 784-1024-1024-10 with ReLU; the dropout layers are the identity when their `p` is 0.
+#[derive(Module)]
+struct Mlp {
+    drop_in: Dropout,
+    fc1: Linear,
+    drop1: Dropout,
+    fc2: Linear,
+    drop2: Dropout,
+    fc3: Linear,
+}
+
+impl Mlp {
+    /// The weights come from `seed` alone, so both runs start from the same network; each
+    /// dropout layer draws its masks from its own generator.
+    fn new(p_input: f64, p_hidden: f64, seed: u64) -> Result<Mlp> {
+        let mut gen = Generator::new(seed);
+        let masks = |layer: u64| Generator::new(seed.wrapping_mul(31).wrapping_add(1000 + layer));
+        Ok(Mlp {
+            drop_in: Dropout::new(p_input)?.with_generator(masks(0)),
+            fc1: Linear::new(784, HIDDEN, &mut gen),
+            drop1: Dropout::new(p_hidden)?.with_generator(masks(1)),
+            fc2: Linear::new(HIDDEN, HIDDEN, &mut gen),
+            drop2: Dropout::new(p_hidden)?.with_generator(masks(2)),
+            fc3: Linear::new(HIDDEN, 10, &mut gen),
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        let h = self.fc1.forward(&self.drop_in.forward(x)?)?.relu();
+        let h = self.fc2.forward(&self.drop1.forward(&h)?)?.relu();
+        self.fc3.forward(&self.drop2.forward(&h)?)
+    }
+}
+
+/// What one epoch measured.
+#[derive(Clone, Copy)]
+struct Epoch {
+    train_loss: f64,
+    test_loss: f64,
+    test_acc: f64,
+}
+
+/// One of the two trainings: its model, optimiser, batch order and history.
+struct Run {
+    name: &'static str,
+    model: Mlp,
+    opt: Sgd,
+    sched: CosineLr,
+    shuffle: Generator,
+    max_norm: Option<f64>,
+    history: Vec<Epoch>,
+}
+
+impl Run {
+    fn new(
+        name: &'static str,
+        p_input: f64,
+        p_hidden: f64,
+        max_norm: Option<f64>,
+        args: &common::Args,
+        lr: f64,
+    ) -> Result<Run> {
+        let model = Mlp::new(p_input, p_hidden, args.seed)?;
+        let opt = Sgd::new(model.parameters(), lr).momentum(0.9);
+        let shuffle = Generator::new(args.seed.wrapping_add(1));
+        let sched = CosineLr::new(args.epochs, 0.0).base_lr(lr);
+        Ok(Run { name, model, opt, sched, shuffle, max_norm, history: vec![] })
+    }
+
+    /// Trains one epoch, then measures the training and test sets in eval mode.
+    fn epoch(&mut self, train: &Dataset, test: &Dataset, batch: usize, label: &str) -> Result<Epoch> {
+        let bar = common::epoch_bar(label);
+        let params = self.model.parameters();
+        let max_norm = self.max_norm;
+        common::train_epoch_with(&mut self.model, &mut self.opt, train, batch, &mut self.shuffle, &bar, || {
+            match max_norm {
+                Some(c) => max_norm_(&params, c),
+                None => Ok(()),
+            }
+        })?;
+        bar.finish_and_clear();
+        self.sched.step(&mut self.opt)?;
+        let (train_loss, _) = common::evaluate(&mut self.model, train, EVAL_BATCH)?;
+        let (test_loss, test_acc) = common::evaluate(&mut self.model, test, EVAL_BATCH)?;
+        let e = Epoch { train_loss, test_loss, test_acc };
+        self.history.push(e);
+        Ok(e)
+    }
+
+    /// The epoch (1-based) with the best test accuracy, the first one on ties.
+    fn best(&self) -> (usize, Epoch) {
+        let mut best = (1, self.history[0]);
+        for (i, e) in self.history.iter().enumerate() {
+            if e.test_acc > best.1.test_acc {
+                best = (i + 1, *e);
+            }
+        }
+        best
+    }
+}
+
+fn run(args: &common::Args) -> Result<()> {
+    let lr: f64 = args.extra("lr", LR).map_err(invalid)?;
+    let batch: usize = args.extra("batch", BATCH).map_err(invalid)?;
+    let max_norm: f64 = args.extra("max-norm", MAX_NORM).map_err(invalid)?;
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(invalid(format!("--lr {lr}: it must be a positive number")));
+    }
+    if batch == 0 || args.epochs == 0 {
+        return Err(invalid("--batch and --epochs must be at least 1".into()));
+    }
+    if !(max_norm.is_finite() && max_norm >= 0.0) {
+        return Err(invalid(format!("--max-norm {max_norm}: it must be >= 0 (0: off)")));
+    }
+    let max_norm = (max_norm > 0.0).then_some(max_norm);
+    let out =
+        args.out.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mnist_dropout.svg"));
+
+    let split = common::load_split(args)?;
+    println!("data: {}: {} train, {} test images", split.source, split.train.len(), split.test.len());
+    println!(
+        "kernels: {}, threads: {}, seed: {}",
+        tapegrad::tensor::kernels::active_isa().name(),
+        rayon::current_num_threads(),
+        args.seed
+    );
+    let mut runs =
+        [Run::new("no dropout", 0.0, 0.0, None, args, lr)?, Run::new("dropout", 0.2, 0.5, max_norm, args, lr)?];
+    let params: usize = runs[0].model.parameters().iter().map(|p| p.value().numel()).sum();
+    println!("model: 784-{HIDDEN}-{HIDDEN}-10, ReLU, {params} parameters; both runs start from the same weights");
+    println!("dropout run: {}", runs[1].model);
+    println!(
+        "SGD: lr {lr} (cosine to 0), momentum 0.9, batch {batch}, epochs {}, same batch order for both; max-norm: {}",
+        args.epochs,
+        max_norm.map_or("off (--max-norm C turns it on)".to_string(), |c| format!(
+            "c = {c} on the dropout run's weight rows"
+        )),
+    );
+    println!("train loss: cross-entropy over the whole training set in eval mode after the epoch\n");
+    println!("      |        without dropout         |          with dropout          |");
+    println!("epoch | train loss  test loss  test acc | train loss  test loss  test acc |   time");
+    println!("------+--------------------------------+--------------------------------+--------");
+
+    let start = Instant::now();
+    for epoch in 1..=args.epochs {
+        let epoch_start = Instant::now();
+        let mut row = format!("{epoch:>5} |");
+        for run in runs.iter_mut() {
+            let label = format!("{epoch}/{} {}", args.epochs, run.name);
+            let e = run.epoch(&split.train, &split.test, batch, &label)?;
+            row += &format!(" {:>10.4} {:>10.4} {:>8.2}% |", e.train_loss, e.test_loss, 100.0 * e.test_acc);
+        }
+        println!("{row} {:>5.1} s", common::seconds(epoch_start));
+    }
+    let total = common::seconds(start);
+
+    let [plain, drop] = &runs;
+    let (p, d) = (plain.history[plain.history.len() - 1], drop.history[drop.history.len() - 1]);
+    let (pb, db) = (plain.best(), drop.best());
+    let line = |label: &str, without: String, with: String| println!("{label:<36}{without:>17}{with:>15}");
+    println!();
+    line(
+        &format!("after {} epoch{}", args.epochs, if args.epochs == 1 { "" } else { "s" }),
+        "without dropout".into(),
+        "with dropout".into(),
+    );
+    line("test accuracy", format!("{:.2}%", 100.0 * p.test_acc), format!("{:.2}%", 100.0 * d.test_acc));
+    line("train loss (eval mode)", format!("{:.4}", p.train_loss), format!("{:.4}", d.train_loss));
+    line("test loss", format!("{:.4}", p.test_loss), format!("{:.4}", d.test_loss));
+    let (gap_p, gap_d) = (p.test_loss - p.train_loss, d.test_loss - d.train_loss);
+    line("generalisation gap (test - train)", format!("{gap_p:.4}"), format!("{gap_d:.4}"));
+    line(
+        "best epoch (test accuracy)",
+        format!("{} ({:.2}%)", pb.0, 100.0 * pb.1.test_acc),
+        format!("{} ({:.2}%)", db.0, 100.0 * db.1.test_acc),
+    );
+    println!(
+        "dropout {} the train-test loss gap ({gap_p:.4} -> {gap_d:.4}) and {} test accuracy by {:.2} points",
+        if gap_d < gap_p { "narrows" } else { "does not narrow" },
+        if d.test_acc >= p.test_acc { "raises" } else { "lowers" },
+        100.0 * (d.test_acc - p.test_acc).abs()
+    );
+    println!("total time: {total:.1} s ({:.1} s per epoch for both runs)", total / args.epochs as f64);
+
+    let dataset = args.data.file_name().map_or("MNIST".into(), |n| n.to_string_lossy().into_owned());
+    plot(&runs, &dataset, &out)?;
+    println!("plot: {}", out.display());
+    Ok(())
+}
+
+/// Loss curves (train dashed, test solid) and test accuracy, for both runs.
+fn plot(runs: &[Run; 2], dataset: &str, out: &std::path::Path) -> Result<()> {
+    let colors = ["#d62728", "#1f77b4"];
+    let curve = |run: &Run, f: fn(&Epoch) -> f64| -> Vec<(f64, f64)> {
+        run.history.iter().enumerate().map(|(i, e)| ((i + 1) as f64, f(e))).collect()
+    };
+    let mut loss = Chart::new("Cross-entropy loss (train: eval mode)", "epoch", "loss").y_from_zero();
+    let mut acc = Chart::new("Test accuracy", "epoch", "accuracy (%)");
+    for (run, color) in runs.iter().zip(colors) {
+        loss = loss
+            .series(Series::new(format!("{} train", run.name), color, curve(run, |e| e.train_loss)).dashed())
+            .series(Series::new(format!("{} test", run.name), color, curve(run, |e| e.test_loss)));
+        acc = acc.series(Series::new(run.name, color, curve(run, |e| 100.0 * e.test_acc)));
+    }
+    let title = format!("MLP 784-{HIDDEN}-{HIDDEN}-10 on {dataset}: without and with dropout (0.2 input, 0.5 hidden)");
+    common::svg::write(out, &title, &[loss, acc]).map_err(|e| invalid(format!("cannot write {}: {e}", out.display())))
+}
+
+/// A flag or I/O problem as a `tapegrad::Error`.
+fn invalid(reason: String) -> Error {
+    tapegrad::tensor::Error::InvalidArgument { op: "mnist_dropout", reason }.into()
+}
+
+fn main() {
+    let args = match common::parse_args(EPOCHS, &["lr", "batch", "max-norm"]) {
+        Ok(args) => args,
+        Err(msg) => {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = common::init_threads(args.threads)
+        .map_err(|e| e.to_string())
+        .and_then(|_| run(&args).map_err(|e| e.to_string()))
+    {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
