@@ -3,11 +3,13 @@
 //! - [`Module`] and [`Visit`]: the layer / model trait and the recursive walk that
 //!   `#[derive(Module)]` writes for a model struct; `train()` / `eval()` / `mc_dropout()` reach
 //!   every nested layer.
-//! - [`layers`]: `Linear`, the dropout family (`Dropout`, `Dropout2d`, `AlphaDropout`) and
-//!   [`mc_predict`] for Monte Carlo dropout.
+//! - [`layers`]: `Linear`, `Conv2d`, pools, `Flatten`, activations, `BatchNorm1d` / `2d`,
+//!   `LayerNorm`, `Embedding`, `MultiheadAttention`, `TransformerEncoderLayer`, `Sequential`, the
+//!   dropout family (`Dropout`, `Dropout2d`, `AlphaDropout`) and [`mc_predict`] for Monte Carlo
+//!   dropout.
 //! - [`loss`], [`init`], [`optim`]: losses (fused cross-entropy), PyTorch's initialisers, and
 //!   the optimisers and schedulers (re-exported as `tapegrad::optim`).
-//! - [`data`]: the IDX reader and the MNIST / Fashion-MNIST loaders.
+//! - [`data`]: the IDX reader, the MNIST / Fashion-MNIST loaders, seeded batches and k-fold splits.
 //! - [`save`] / [`load`]: checkpoints in the safetensors format.
 #![forbid(unsafe_code)]
 
