@@ -142,20 +142,5 @@ fn run(args: &common::Args, opts: &Options) -> Result<()> {
 }
 
 fn main() {
-    let (args, opts) = match common::parse_args(15, &["lr", "batch", "width"])
-        .and_then(|args| Options::parse(&args).map(|opts| (args, opts)))
-    {
-        Ok(parsed) => parsed,
-        Err(msg) => {
-            eprintln!("{msg}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = common::init_threads(args.threads)
-        .map_err(|e| e.to_string())
-        .and_then(|_| run(&args, &opts).map_err(|e| e.to_string()))
-    {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    common::main(15, &["lr", "batch", "width"], Options::parse, |args, opts| run(args, &opts));
 }

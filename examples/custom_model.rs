@@ -63,18 +63,5 @@ fn run(args: &common::Args) -> Result<()> {
 }
 
 fn main() {
-    let args = match common::parse_args(3, &[]) {
-        Ok(args) => args,
-        Err(msg) => {
-            eprintln!("{msg}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = common::init_threads(args.threads)
-        .map_err(|e| e.to_string())
-        .and_then(|_| run(&args).map_err(|e| e.to_string()))
-    {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    common::main(3, &[], |_| Ok(()), |args, ()| run(args));
 }

@@ -151,20 +151,5 @@ fn run(args: &common::Args, folds_k: usize) -> Result<()> {
 }
 
 fn main() {
-    let parsed = common::parse_args(20, &["folds"])
-        .and_then(|args| Ok((args.extra("folds", if args.smoke { 2 } else { 5 })?, args)));
-    let (folds, args) = match parsed {
-        Ok(parsed) => parsed,
-        Err(msg) => {
-            eprintln!("{msg}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = common::init_threads(args.threads)
-        .map_err(|e| e.to_string())
-        .and_then(|_| run(&args, folds).map_err(|e| e.to_string()))
-    {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    common::main(20, &["folds"], |args| args.extra("folds", if args.smoke { 2 } else { 5 }), run);
 }

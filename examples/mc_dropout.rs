@@ -311,29 +311,16 @@ fn run(args: &common::Args, samples: usize) -> Result<()> {
 }
 
 fn main() {
-    let parsed = common::parse_args(20, &["samples"]).and_then(|args| {
-        let samples = args.extra("samples", if args.smoke { 5 } else { 30 })?;
-        if samples == 0 {
-            return Err("--samples: need at least 1 Monte Carlo sample".to_string());
-        }
-        Ok((samples, args))
-    });
     if let Err(msg) = check_auroc() {
         eprintln!("error: AUROC self-check failed: {msg}");
         std::process::exit(1);
     }
-    let (samples, args) = match parsed {
-        Ok(parsed) => parsed,
-        Err(msg) => {
-            eprintln!("{msg}");
-            std::process::exit(2);
+    let samples = |args: &common::Args| {
+        let samples = args.extra("samples", if args.smoke { 5 } else { 30 })?;
+        if samples == 0 {
+            return Err("--samples: need at least 1 Monte Carlo sample".to_string());
         }
+        Ok(samples)
     };
-    if let Err(e) = common::init_threads(args.threads)
-        .map_err(|e| e.to_string())
-        .and_then(|_| run(&args, samples).map_err(|e| e.to_string()))
-    {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    common::main(20, &["samples"], samples, run);
 }

@@ -250,18 +250,5 @@ fn invalid(reason: String) -> Error {
 }
 
 fn main() {
-    let args = match common::parse_args(EPOCHS, &["lr", "batch", "max-norm"]) {
-        Ok(args) => args,
-        Err(msg) => {
-            eprintln!("{msg}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = common::init_threads(args.threads)
-        .map_err(|e| e.to_string())
-        .and_then(|_| run(&args).map_err(|e| e.to_string()))
-    {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    common::main(EPOCHS, &["lr", "batch", "max-norm"], |_| Ok(()), |args, ()| run(args));
 }

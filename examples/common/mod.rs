@@ -90,6 +90,28 @@ pub fn parse_args(epochs: usize, extra: &[&str]) -> Result<Args, String> {
     Ok(args)
 }
 
+/// An example's `main`: parses the shared flags and the example's own (turned into `O` by
+/// `options`), sizes the thread pool, then runs `run`. Bad flags exit with code 2 and a usage
+/// message, a failed run with code 1 and the error: never a panic.
+pub fn main<O>(
+    epochs: usize,
+    extra: &[&str],
+    options: impl FnOnce(&Args) -> Result<O, String>,
+    run: impl FnOnce(&Args, O) -> Result<()>,
+) {
+    let (args, opts) = match parse_args(epochs, extra).and_then(|args| options(&args).map(|o| (args, o))) {
+        Ok(parsed) => parsed,
+        Err(msg) => {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = init_threads(args.threads).and_then(|_| run(&args, opts).map_err(|e| e.to_string())) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Sizes the global rayon pool (`0` keeps the default). Results do not depend on it: every
 /// kernel splits work in fixed chunks.
 pub fn init_threads(threads: usize) -> Result<(), String> {
