@@ -591,3 +591,50 @@ proptest! {
         check_corrupt(&dir.0, &bytes);
     }
 }
+
+/// A model with BatchNorm: its running statistics (buffers) travel with the parameters, so a
+/// loaded model evaluates exactly like the saved one.
+#[derive(tapegrad_nn::Module)]
+struct Normed {
+    fc: Linear,
+    bn: tapegrad_nn::BatchNorm1d,
+}
+
+impl Module for Normed {
+    fn forward(&self, x: &Var) -> tapegrad_nn::Result<Var> {
+        self.bn.forward(&self.fc.forward(x)?)
+    }
+}
+
+#[test]
+fn batchnorm_running_statistics_are_saved_and_loaded() {
+    let dir = Scratch::new("batchnorm");
+    let path = dir.path("bn.safetensors");
+    let mut gen = Generator::new(3);
+    let mut a = Normed { fc: Linear::new(4, 3, &mut gen), bn: tapegrad_nn::BatchNorm1d::new(3) };
+    // Two training steps move the running statistics away from their initial 0 and 1.
+    for _ in 0..2 {
+        a.forward(&Var::new(Tensor::randn(&[8, 4], &mut gen))).unwrap();
+    }
+    a.eval();
+    let mut b = Normed { fc: Linear::new(4, 3, &mut Generator::new(9)), bn: tapegrad_nn::BatchNorm1d::new(3) };
+    b.eval();
+    let x = Var::new(Tensor::randn(&[5, 4], &mut gen));
+    let before = a.forward(&x).unwrap().value();
+    assert_ne!(bits32(&b.forward(&x).unwrap().value()), bits32(&before));
+
+    save(&a, &path).unwrap();
+    load(&mut b, &path).unwrap();
+    assert_eq!(bits32(&b.forward(&x).unwrap().value()), bits32(&before));
+    let names: Vec<String> = load_tensors::<f32>(&path).unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        ["bn.bias", "bn.running_mean", "bn.running_var", "bn.weight", "fc.bias", "fc.weight"],
+        "parameters and BatchNorm's buffers, by dotted name"
+    );
+    for name in ["bn.running_mean", "bn.running_var"] {
+        let (_, saved) = a.named_buffers().into_iter().find(|(n, _)| n == name).unwrap();
+        let (_, loaded) = b.named_buffers().into_iter().find(|(n, _)| n == name).unwrap();
+        assert_eq!(bits32(&saved.value()), bits32(&loaded.value()), "{name}");
+    }
+}
