@@ -7,24 +7,12 @@
 
 use std::collections::BTreeMap;
 
+use golden::{tensor, usizes};
 use serde_json::Value;
-use tapegrad_autograd::{Float, Result, Tensor, Var};
+use tapegrad_autograd::{Float, Result, Var};
 
-fn cases() -> Vec<Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/ops.json");
-    let text = std::fs::read_to_string(path).expect("tests/golden/ops.json is in the repository");
-    let root: Value = serde_json::from_str(&text).expect("ops.json is valid JSON");
-    root["cases"].as_array().expect("ops.json has a cases array").clone()
-}
-
-fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array().expect("an array of integers").iter().map(|x| x.as_u64().expect("an integer") as usize).collect()
-}
-
-fn tensor<T: Float>(v: &Value) -> Tensor<T> {
-    let data = v["data"].as_array().expect("data").iter().map(|x| T::from_f64(x.as_f64().expect("a number"))).collect();
-    Tensor::from_vec(data, &usizes(&v["shape"])).expect("golden shapes match their data")
-}
+#[path = "../../../tests/golden/support.rs"]
+mod golden;
 
 /// Runs the op a case names on its inputs (all parameters), in `T`.
 fn run<T: Float>(case: &Value, inputs: &BTreeMap<String, Var<T>>) -> Result<Var<T>> {
@@ -128,7 +116,7 @@ fn check_case<T: Float>(case: &Value, rtol: f64) -> Vec<String> {
 }
 
 fn check_all<T: Float>(rtol: f64) {
-    let cases = cases();
+    let cases = golden::cases("ops.json");
     assert!(cases.len() >= 40, "expected the full golden file, found {} cases", cases.len());
     let failures: Vec<String> = cases.iter().flat_map(|case| check_case::<T>(case, rtol)).collect();
     assert!(
@@ -153,7 +141,7 @@ fn golden_gradients_f32() {
 /// The comparison is not vacuous: a gradient scaled by a tiny amount is reported.
 #[test]
 fn a_wrong_gradient_is_reported() {
-    let mut case = cases().into_iter().find(|c| c["name"] == "exp").expect("the exp case");
+    let mut case = golden::cases("ops.json").into_iter().find(|c| c["name"] == "exp").expect("the exp case");
     let first = case["grads"]["x"]["data"][0].as_f64().expect("a number");
     case["grads"]["x"]["data"][0] = Value::from(first * (1.0 + 1e-8));
     assert_eq!(check_case::<f64>(&case, 1e-10).len(), 1);

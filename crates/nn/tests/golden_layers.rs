@@ -21,35 +21,12 @@ use tapegrad_nn::{
 };
 use tapegrad_tensor::{Float, Generator, Tensor};
 
-fn golden() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/nn.json");
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read nn.json")).expect("parse nn.json")
-}
+#[path = "../../../tests/golden/support.rs"]
+mod golden;
+use golden::{assert_close, tensor};
 
 fn case(name: &str) -> Value {
-    let all = golden();
-    all["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no case {name}"))
-        .clone()
-}
-
-fn tensor<T: Float>(v: &Value) -> Tensor<T> {
-    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-    let data: Vec<T> = v["data"].as_array().unwrap().iter().map(|d| T::from_f64(d.as_f64().unwrap())).collect();
-    Tensor::from_vec(data, &shape).unwrap()
-}
-
-fn assert_close<T: Float>(what: &str, got: &Tensor<T>, want: &Value, tol: f64) {
-    let want: Tensor<f64> = tensor(want);
-    assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    for (i, (g, w)) in got.to_vec().into_iter().zip(want.to_vec()).enumerate() {
-        let g = g.to_f64();
-        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: got {g}, want {w}");
-    }
+    golden::case("nn.json", name)
 }
 
 /// Loads the case's parameters (named as PyTorch does, with `prefix` stripped) into `module`,
@@ -196,7 +173,7 @@ fn every_layer_case_is_covered() {
         "MultiheadAttention self-attention, 8 dims, 2 heads, batch_first",
         "TransformerEncoderLayer post-norm, relu, ff 16, eval",
     ];
-    for c in golden()["cases"].as_array().unwrap() {
+    for c in &golden::cases("nn.json") {
         let name = c["name"].as_str().unwrap();
         let is_layer = c.get("parameters").is_some();
         assert_eq!(is_layer, covered.contains(&name), "{name}");

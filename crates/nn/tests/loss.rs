@@ -13,25 +13,18 @@ use tapegrad_nn::loss::{
 use tapegrad_nn::{l1_penalty, l2_penalty};
 use tapegrad_tensor::{Generator, Tensor};
 
-// ─── helpers ───────────────────────────────────────────────────────────────────
+#[path = "../../../tests/golden/support.rs"]
+mod golden;
 
 fn case(name: &str) -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/nn.json");
-    let all: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("golden file")).expect("golden json");
-    all["cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no golden case {name:?}"))
-        .clone()
+    golden::case("nn.json", name)
 }
 
 fn tensor(v: &Value) -> Tensor<f64> {
-    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-    let data: Vec<f64> = v["data"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
-    Tensor::from_vec(data, &shape).unwrap()
+    golden::tensor(v)
 }
+
+// ─── helpers ───────────────────────────────────────────────────────────────────
 
 fn targets(c: &Value) -> Vec<usize> {
     c["args"]["targets"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as usize).collect()

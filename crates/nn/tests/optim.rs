@@ -10,28 +10,18 @@ use tapegrad_autograd::Var;
 use tapegrad_nn::optim::{clip_grad_norm_, max_norm_, Adam, AdamW, CosineLr, LrScheduler, Optimizer, Sgd, StepLr};
 use tapegrad_tensor::Tensor;
 
-// ─── helpers ───────────────────────────────────────────────────────────────────
-
-fn golden() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/optim.json");
-    serde_json::from_str(&std::fs::read_to_string(path).expect("golden file")).expect("golden json")
-}
+#[path = "../../../tests/golden/support.rs"]
+mod golden;
 
 fn case(name: &str) -> Value {
-    golden()["cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no golden case {name:?}"))
-        .clone()
+    golden::case("optim.json", name)
 }
 
 fn tensor(v: &Value) -> Tensor<f64> {
-    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-    let data: Vec<f64> = v["data"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
-    Tensor::from_vec(data, &shape).unwrap()
+    golden::tensor(v)
 }
+
+// ─── helpers ───────────────────────────────────────────────────────────────────
 
 fn assert_close(what: &str, got: &[f64], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");

@@ -3,24 +3,12 @@
 //! The file was produced by PyTorch; each case gives inputs, args and the output (see
 //! `tests/golden/README.md`). Gradients in the same file are checked by the autograd crate.
 
+use golden::{tensor, usizes};
 use serde_json::Value;
 use tapegrad_tensor::{Float, Result, Tensor};
 
-fn cases() -> Vec<Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/ops.json");
-    let text = std::fs::read_to_string(path).expect("tests/golden/ops.json is in the repository");
-    let root: Value = serde_json::from_str(&text).expect("ops.json is valid JSON");
-    root["cases"].as_array().expect("ops.json has a cases array").clone()
-}
-
-fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array().expect("an array of integers").iter().map(|x| x.as_u64().expect("an integer") as usize).collect()
-}
-
-fn tensor<T: Float>(v: &Value) -> Tensor<T> {
-    let data = v["data"].as_array().expect("data").iter().map(|x| T::from_f64(x.as_f64().expect("a number"))).collect();
-    Tensor::from_vec(data, &usizes(&v["shape"])).expect("golden shapes match their data")
-}
+#[path = "../../../tests/golden/support.rs"]
+mod golden;
 
 /// Runs the op a case names on its inputs, in `T`.
 fn run<T: Float>(case: &Value) -> Result<Tensor<T>> {
@@ -77,7 +65,7 @@ fn run<T: Float>(case: &Value) -> Result<Tensor<T>> {
 /// Compares every case in `T` with relative tolerance `rtol` (plus `rtol` absolute near zero).
 fn check_all<T: Float>(rtol: f64) {
     let mut failures = vec![];
-    let cases = cases();
+    let cases = golden::cases("ops.json");
     assert!(cases.len() >= 40, "expected the full golden file, found {} cases", cases.len());
     for case in &cases {
         let name = case["name"].as_str().unwrap_or("?");
