@@ -196,3 +196,41 @@ impl<T: Float> Var<T> {
         with_default_generator(|gen| dropout(self, p, gen))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapegrad_tensor::Stream;
+
+    /// The mask as first defined: element `i` keeps iff word `offset + i`, read one at a time
+    /// from the ChaCha8 stream, is below `(1 - p) 2^32`.
+    fn reference(seed: u64, offset: u64, p: f64, numel: usize) -> Vec<u64> {
+        let threshold = keep_threshold(p);
+        let mut s = Stream::new(seed, offset);
+        let mut mask = vec![0u64; numel.div_ceil(64)];
+        for i in 0..numel {
+            mask[i / 64] |= u64::from(u64::from(s.next_u32()) < threshold) << (i % 64);
+        }
+        mask
+    }
+
+    #[test]
+    fn masks_match_the_one_word_at_a_time_definition() {
+        for (seed, offset, p, numel) in
+            [(0, 0, 0.5, 1), (1, 16, 0.1, 1000), (7, 3, 0.9, 3 * CHUNK + 1037), (9, 160, 1e-30, 200)]
+        {
+            let want = reference(seed, offset, p, numel);
+            assert_eq!(DropoutRecord::regenerate(seed, offset, p, numel).mask_words(), &want[..]);
+            let x = vec![1.0f32; numel];
+            let mut gen = Generator::new(seed);
+            gen.reserve(offset);
+            if gen.offset() == offset {
+                let (rec, y) = DropoutRecord::draw_and_apply(&x, p, &mut gen);
+                assert_eq!(rec.mask_words(), &want[..]);
+                for (i, v) in y.iter().enumerate() {
+                    assert_eq!(*v != 0.0, rec.kept(i));
+                }
+            }
+        }
+    }
+}
