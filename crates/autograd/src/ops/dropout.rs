@@ -11,7 +11,8 @@
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use tapegrad_tensor::{Float, Generator, Stream, Tensor};
+use tapegrad_tensor::kernels::{active_isa, chacha, mask};
+use tapegrad_tensor::{Float, Generator, Tensor};
 
 use super::one;
 use crate::error::{Error, Result};
@@ -43,23 +44,29 @@ impl DropoutRecord {
         DropoutRecord::regenerate(seed, offset, p, numel)
     }
 
+    /// Draws the mask for `x` from the generator and returns `x * mask / (1 - p)` with it, both
+    /// in one parallel pass (each chunk draws its mask words, then scales its elements).
+    fn draw_and_apply<T: Float>(x: &[T], p: f64, gen: &mut Generator) -> (DropoutRecord, Vec<T>) {
+        let numel = x.len();
+        let (seed, offset) = gen.reserve(numel as u64);
+        let key = chacha::key_for_seed(seed);
+        let threshold = keep_threshold(p);
+        let mut mask = vec![0u64; numel.div_ceil(64)];
+        let y = mask::draw_and_scale_new(x, &mut mask, scale_of::<T>(p), CHUNK, |c, words| {
+            let first = c * CHUNK;
+            draw_words(&key, offset, threshold, first, (numel - first).min(CHUNK), words);
+        });
+        (DropoutRecord { seed, offset, p, numel, mask: Arc::new(mask) }, y)
+    }
+
     /// The mask that `(seed, offset, p)` gives for `numel` elements: what a replay recomputes.
     pub fn regenerate(seed: u64, offset: u64, p: f64, numel: usize) -> DropoutRecord {
-        // Keep iff the word is below (1 - p) 2^32; p > 0 here, so the threshold fits in u32 range.
-        let threshold = ((1.0 - p) * 4_294_967_296.0) as u64;
+        let key = chacha::key_for_seed(seed);
+        let threshold = keep_threshold(p);
         let mut mask = vec![0u64; numel.div_ceil(64)];
         mask.par_chunks_mut(CHUNK / 64).enumerate().for_each(|(c, words)| {
             let first = c * CHUNK;
-            let mut stream = Stream::new(seed, offset + first as u64);
-            let count = (numel - first).min(CHUNK);
-            for (w, word) in words.iter_mut().enumerate() {
-                let bits = (count - w * 64).min(64);
-                let mut acc = 0u64;
-                for b in 0..bits {
-                    acc |= u64::from(u64::from(stream.next_u32()) < threshold) << b;
-                }
-                *word = acc;
-            }
+            draw_words(&key, offset, threshold, first, (numel - first).min(CHUNK), words);
         });
         DropoutRecord { seed, offset, p, numel, mask: Arc::new(mask) }
     }
@@ -86,23 +93,33 @@ impl DropoutRecord {
 
     /// `x * mask / (1 - p)` for a contiguous `x` of `numel` elements.
     fn apply<T: Float>(&self, x: &[T]) -> Vec<T> {
-        let scale = T::from_f64(1.0 / (1.0 - self.p));
-        let mut out = vec![T::ZERO; x.len()];
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).zip(self.mask.par_chunks(CHUNK / 64)).for_each(
-            |((out, x), words)| {
-                // Visit only the kept elements of each 64-element word (the output starts at 0):
-                // a branch per element on the bit would be mispredicted half the time at p = 0.5.
-                for ((out, x), &word) in out.chunks_mut(64).zip(x.chunks(64)).zip(words) {
-                    let mut rest = word;
-                    while rest != 0 {
-                        let b = rest.trailing_zeros() as usize;
-                        out[b] = x[b] * scale;
-                        rest &= rest - 1;
-                    }
-                }
-            },
-        );
-        out
+        mask::scale_by_mask_new(x, &self.mask, scale_of::<T>(self.p), CHUNK)
+    }
+}
+
+/// Keep iff the word is below `(1 - p) 2^32` (p > 0, so the threshold is at most 2^32).
+fn keep_threshold(p: f64) -> u64 {
+    ((1.0 - p) * 4_294_967_296.0) as u64
+}
+
+/// The survivors' scale, `1 / (1 - p)`.
+fn scale_of<T: Float>(p: f64) -> T {
+    T::from_f64(1.0 / (1.0 - p))
+}
+
+/// Words of the stream drawn at a time: a buffer that stays in L1.
+const STAGE: usize = 1024;
+
+/// The mask words of elements `first .. first + count` (`first` a multiple of 64): element `i`
+/// keeps iff word `offset + i` of the stream of `key` is below `threshold`.
+fn draw_words(key: &[u32; 8], offset: u64, threshold: u64, first: usize, count: usize, words: &mut [u64]) {
+    let isa = active_isa();
+    let mut buf = [0u32; STAGE];
+    for (s, out) in words.chunks_mut(STAGE / 64).enumerate() {
+        let start = s * STAGE;
+        let len = (count - start).min(STAGE);
+        chacha::fill(key, offset.wrapping_add((first + start) as u64), &mut buf[..len]);
+        mask::pack_below(isa, &buf[..len], threshold, out);
     }
 }
 
@@ -161,8 +178,10 @@ pub fn dropout<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) -> Result<Var<
         return Ok(x.clone());
     }
     let value = x.value().contiguous();
-    let record = DropoutRecord::draw(value.numel(), p, gen);
-    let data = value.as_slice().map(|s| record.apply(s)).unwrap_or_default();
+    let (record, data) = match value.as_slice() {
+        Some(s) => DropoutRecord::draw_and_apply(s, p, gen),
+        None => (DropoutRecord::draw(value.numel(), p, gen), vec![]),
+    };
     let y = Tensor::from_vec(data, value.shape())?;
     Ok(Var::from_op(y, &[x], || Dropout { record }))
 }
@@ -175,5 +194,43 @@ impl<T: Float> Var<T> {
     /// `dropout` when `p` is outside [0, 1) or NaN.
     pub fn dropout(&self, p: f64) -> Result<Var<T>> {
         with_default_generator(|gen| dropout(self, p, gen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapegrad_tensor::Stream;
+
+    /// The mask as first defined: element `i` keeps iff word `offset + i`, read one at a time
+    /// from the ChaCha8 stream, is below `(1 - p) 2^32`.
+    fn reference(seed: u64, offset: u64, p: f64, numel: usize) -> Vec<u64> {
+        let threshold = keep_threshold(p);
+        let mut s = Stream::new(seed, offset);
+        let mut mask = vec![0u64; numel.div_ceil(64)];
+        for i in 0..numel {
+            mask[i / 64] |= u64::from(u64::from(s.next_u32()) < threshold) << (i % 64);
+        }
+        mask
+    }
+
+    #[test]
+    fn masks_match_the_one_word_at_a_time_definition() {
+        for (seed, offset, p, numel) in
+            [(0, 0, 0.5, 1), (1, 16, 0.1, 1000), (7, 3, 0.9, 3 * CHUNK + 1037), (9, 160, 1e-30, 200)]
+        {
+            let want = reference(seed, offset, p, numel);
+            assert_eq!(DropoutRecord::regenerate(seed, offset, p, numel).mask_words(), &want[..]);
+            let x = vec![1.0f32; numel];
+            let mut gen = Generator::new(seed);
+            gen.reserve(offset);
+            if gen.offset() == offset {
+                let (rec, y) = DropoutRecord::draw_and_apply(&x, p, &mut gen);
+                assert_eq!(rec.mask_words(), &want[..]);
+                for (i, v) in y.iter().enumerate() {
+                    assert_eq!(*v != 0.0, rec.kept(i));
+                }
+            }
+        }
     }
 }

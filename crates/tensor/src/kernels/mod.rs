@@ -8,8 +8,10 @@
 
 use std::sync::OnceLock;
 
+pub mod chacha;
 pub mod elementwise;
 pub mod gemm;
+pub mod mask;
 
 /// An instruction-set path for the kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
