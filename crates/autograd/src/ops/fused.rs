@@ -5,9 +5,9 @@
 //!   backward computes `dx = dy W`, `dW = dyᵀ x` and `db = Σ_rows dy` straight into fresh
 //!   buffers, the GEMM reading `dyᵀ` and `W` in place.
 //! - [`linear_relu_dropout`]: `y = dropout(relu(x Wᵀ + b), p)`, the hidden layer of an MLP, as one
-//!   op. After the GEMM one pass applies ReLU and the dropout mask and builds the one-bit-per-element
-//!   mask of the elements that pass both (kept and positive); backward turns `dy` into the
-//!   pre-activation gradient with that mask in one pass, then runs [`linear`]'s backward. The
+//!   op. After the GEMM one pass over the output applies ReLU, the scale and the one-bit-per-element
+//!   dropout mask; backward turns `dy` into the pre-activation gradient in one pass (the gradient
+//!   flows where the output is positive: kept and past the ReLU), then runs [`linear`]'s backward. The
 //!   mask is drawn exactly as [`dropout`](crate::dropout) draws it (same generator words, same
 //!   threshold), so the fused op and the unfused chain give the same values.
 //!
@@ -175,12 +175,14 @@ pub fn linear<T: Float>(x: &Var<T>, w: &Var<T>, b: Option<&Var<T>>) -> Result<Va
 }
 
 // ─── LinearReluDropout ─────────  y = dropout(relu(x Wᵀ + b), p)
-//   dz = dy · s / (1 - p) with s the bit "kept and z > 0";  then as Linear
+//   dz = dy / (1 - p) where y > 0 (kept and positive), else 0;  then as Linear
 struct LinearReluDropout<T: Float> {
     x: Tensor<T>,
     w: Tensor<T>,
-    /// Bit `i`: element `i` was kept by dropout and its pre-activation was positive.
-    pass: Vec<u64>,
+    /// The output: `y > 0` exactly where the element was kept and its pre-activation positive
+    /// (`z / (1 - p) > 0` iff `z > 0`, and NaN compares false as relu's gradient wants). It is
+    /// the next layer's input, so saving it costs no memory.
+    y: Tensor<T>,
     record: DropoutRecord,
 }
 impl<T: Float> Backward<T> for LinearReluDropout<T> {
@@ -191,27 +193,21 @@ impl<T: Float> Backward<T> for LinearReluDropout<T> {
         let dy = dy.contiguous();
         let scale = T::from_f64(1.0 / (1.0 - self.record.p));
         let mut dz = vec![T::ZERO; dy.numel()];
-        if let Some(dy) = dy.as_slice() {
-            dz.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK)).zip(self.pass.par_chunks(CHUNK / 64)).for_each(
-                |((dz, dy), words)| {
-                    for ((dz, dy), &word) in dz.chunks_mut(64).zip(dy.chunks(64)).zip(words) {
-                        for (b, (dz, &dy)) in dz.iter_mut().zip(dy).enumerate() {
-                            if word >> b & 1 == 1 {
-                                *dz = dy * scale;
-                            }
-                        }
-                    }
-                },
-            );
+        if let (Some(dy), Some(y)) = (dy.as_slice(), self.y.as_slice()) {
+            dz.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK)).zip(y.par_chunks(CHUNK)).for_each(|((dz, dy), y)| {
+                for ((dz, &dy), &y) in dz.iter_mut().zip(dy).zip(y) {
+                    *dz = if y > T::ZERO { dy * scale } else { T::ZERO };
+                }
+            });
         }
         let dz = Tensor::from_vec(dz, dy.shape())?;
         linear_backward(&self.x, &self.w, &dz, true, needs)
     }
     fn saved(&self) -> Vec<&Tensor<T>> {
-        vec![&self.x, &self.w]
+        vec![&self.x, &self.w, &self.y]
     }
     fn extra_bytes(&self) -> usize {
-        self.pass.len() * 8 + self.record.mask_bytes()
+        self.record.mask_bytes()
     }
     fn dropout(&self) -> Option<&DropoutRecord> {
         Some(&self.record)
@@ -220,8 +216,8 @@ impl<T: Float> Backward<T> for LinearReluDropout<T> {
 
 /// `dropout(relu(x Wᵀ + b), p)` with the mask drawn from `gen`, as one recorded op: the hidden
 /// layer of an MLP. The GEMM accumulates into the broadcast bias, then one pass applies ReLU and
-/// the mask; backward applies the combined bit mask to `dy` in one pass and runs the GEMMs of
-/// [`linear`]'s backward.
+/// the mask; backward masks `dy` where the output is positive (kept and past the ReLU) in one
+/// pass and runs the GEMMs of [`linear`]'s backward.
 ///
 /// The values and the mask are those of `dropout(&linear(x, w, Some(b))?.relu(), p, gen)`: the
 /// generator advances by the same number of words. The tape entry carries the
@@ -259,22 +255,22 @@ pub fn linear_relu_dropout<T: Float>(
     let (seed, offset) = gen.reserve(numel as u64);
     let record = DropoutRecord::regenerate(seed, offset, p, numel);
     let scale = T::from_f64(1.0 / (1.0 - p));
-    let mut pass = vec![0u64; numel.div_ceil(64)];
-    out.par_chunks_mut(CHUNK)
-        .zip(pass.par_chunks_mut(CHUNK / 64))
-        .zip(record.mask_words().par_chunks(CHUNK / 64))
-        .for_each(|((out, pass), keep)| {
-            for ((out, pass), &keep) in out.chunks_mut(64).zip(pass.iter_mut()).zip(keep) {
-                let mut bits = 0u64;
-                for (b, z) in out.iter_mut().enumerate() {
-                    let kept = keep >> b & 1 == 1;
-                    // relu keeps NaN (as `Tensor::relu`), and its gradient is 0 there.
-                    bits |= u64::from(kept && *z > T::ZERO) << b;
-                    *z = if kept && !(*z <= T::ZERO) { *z * scale } else { T::ZERO };
-                }
-                *pass = bits;
+    out.par_chunks_mut(CHUNK).zip(record.mask_words().par_chunks(CHUNK / 64)).for_each(|(out, keep)| {
+        // relu and the scale in a branch-free pass (NaN stays NaN, as in `Tensor::relu`), then
+        // zero the dropped elements, visiting only those: a branch per element on the mask bit
+        // would be mispredicted half the time at p = 0.5.
+        for z in out.iter_mut() {
+            *z = if *z <= T::ZERO { T::ZERO } else { *z * scale };
+        }
+        for (out, &keep) in out.chunks_mut(64).zip(keep) {
+            let mut dropped = !keep & (u64::MAX >> (64 - out.len()));
+            while dropped != 0 {
+                out[dropped.trailing_zeros() as usize] = T::ZERO;
+                dropped &= dropped - 1;
             }
-        });
+        }
+    });
     let out = Tensor::from_vec(out, &[dims.0, dims.1])?;
-    Ok(Var::from_op(out, &[x, w, b], || LinearReluDropout { x: xv, w: wv, pass, record }))
+    let y = out.clone();
+    Ok(Var::from_op(out, &[x, w, b], || LinearReluDropout { x: xv, w: wv, y, record }))
 }
