@@ -36,6 +36,7 @@ pub use no_grad::{
 };
 pub use ops::dropout::{check_p, dropout, DropoutRecord};
 pub use ops::feature_dropout::{alpha_dropout, dropout2d};
+pub use ops::fused;
 pub use tape::TapeEntry;
 pub use tapegrad_tensor::{Float, Generator, Tensor};
 pub use var::{Backward, Grads, Var};

@@ -659,6 +659,26 @@ proptest! {
     fn grad_alpha_dropout(s in shape(0..=3), p in 0.05f64..0.9, mask_seed in any::<u64>(), l in layout(), seed in any::<u64>()) {
         unary(&s, l, Values::Any, seed, |x| alpha_dropout(x, p, &mut Generator::new(mask_seed)))?;
     }
+
+    /// The fused `x Wᵀ + b` (more cases, and agreement with the unfused chain, in tests/fused.rs).
+    #[test]
+    fn grad_linear(m in 1usize..=4, n in 1usize..=4, k in 1usize..=4, lx in layout(), bias in any::<bool>(), seed in any::<u64>()) {
+        let gen = &mut Generator::new(seed);
+        let (x, w, b) = (input(&[m, k], lx, Values::Any, gen), input(&[n, k], Layout::Contiguous, Values::Any, gen), input(&[n], Layout::Narrowed, Values::Any, gen));
+        if bias {
+            check(|v| tapegrad_autograd::fused::linear(&v[0], &v[1], Some(&v[2])), &[x, w, b])?;
+        } else {
+            check(|v| tapegrad_autograd::fused::linear(&v[0], &v[1], None), &[x, w])?;
+        }
+    }
+
+    /// The fused `dropout(relu(x Wᵀ + b), p)` (more in tests/fused.rs).
+    #[test]
+    fn grad_linear_relu_dropout(m in 1usize..=4, n in 1usize..=4, k in 1usize..=4, p in 0.05f64..0.9, mask_seed in any::<u64>(), lx in layout(), seed in any::<u64>()) {
+        let gen = &mut Generator::new(seed);
+        let (x, w, b) = (input(&[m, k], lx, Values::Any, gen), input(&[n, k], Layout::Contiguous, Values::Any, gen), input(&[n], Layout::Contiguous, Values::Any, gen));
+        check(|v| tapegrad_autograd::fused::linear_relu_dropout(&v[0], &v[1], &v[2], p, &mut Generator::new(mask_seed)), &[x, w, b])?;
+    }
 }
 
 /// The layouts the checks rely on really are strided views.

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod dropout;
 pub mod elementwise;
 pub mod feature_dropout;
+pub mod fused;
 pub mod matmul;
 pub mod movement;
 pub mod reduce;

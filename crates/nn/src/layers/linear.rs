@@ -12,7 +12,9 @@ use crate::module::{Mode, ModeChange, Module, Visit};
 /// `[out_features, in_features]` and `b` of shape `[out_features]`.
 ///
 /// Initialised as PyTorch does: `W` and `b` uniform in `±1/√in_features`. The product reads `Wᵀ`
-/// as a transposed view: the GEMM's packing reads it in place, nothing is copied.
+/// as a transposed view: the GEMM's packing reads it in place, nothing is copied. A 2-D input
+/// records one fused op ([`fused::linear`](tapegrad_autograd::fused::linear)): the GEMM
+/// accumulates into the broadcast bias, and backward computes the three gradients directly.
 ///
 /// ```
 /// use tapegrad_nn::{Linear, Module, Var};
@@ -107,6 +109,11 @@ impl<T: Float> Visit<T> for Linear<T> {
 
 impl<T: Float> Module<T> for Linear<T> {
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+        if matches!(x.value().shape(), &[_, k] if k == self.in_features) {
+            // One recorded op: the GEMM accumulates into the broadcast bias. (Other shapes take
+            // the matmul path, which also names them in its error.)
+            return Ok(tapegrad_autograd::fused::linear(x, &self.weight, self.bias.as_ref())?);
+        }
         let y = x.matmul(&self.weight.t()?)?;
         Ok(match &self.bias {
             Some(b) => y.add(b)?,
