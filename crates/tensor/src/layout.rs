@@ -13,7 +13,8 @@ pub type Dims = SmallVec<[usize; 6]>;
 
 /// The row-major (C-order) strides of a contiguous tensor of `shape`.
 pub fn contiguous_strides(shape: &[usize]) -> Dims {
-    let mut strides: Dims = SmallVec::from_elem(0, shape.len());
+    // `from_slice` is a plain copy (inline up to six dims); every entry is overwritten.
+    let mut strides = Dims::from_slice(shape);
     let mut acc = 1usize;
     for i in (0..shape.len()).rev() {
         strides[i] = acc;
@@ -31,7 +32,8 @@ pub fn checked_numel(shape: &[usize]) -> Option<usize> {
 /// equal or contain a 1.
 pub fn broadcast_shapes(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Result<Dims> {
     let n = lhs.len().max(rhs.len());
-    let mut out: Dims = SmallVec::from_elem(0, n);
+    // A plain copy of the longer shape (every entry is overwritten below).
+    let mut out = Dims::from_slice(if lhs.len() >= rhs.len() { lhs } else { rhs });
     for i in 0..n {
         let l = if i + lhs.len() >= n { lhs[i + lhs.len() - n] } else { 1 };
         let r = if i + rhs.len() >= n { rhs[i + rhs.len() - n] } else { 1 };
@@ -52,24 +54,32 @@ pub fn broadcast_shapes(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Resul
 }
 
 /// Shape, strides (in elements) and the offset of the first element in the storage.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Layout {
     shape: Dims,
     strides: Dims,
     offset: usize,
 }
 
+impl Clone for Layout {
+    /// A plain copy of the inline dims (the derived clone goes element by element through
+    /// `SmallVec`'s iterator; this runs once per tensor clone, several times per op).
+    fn clone(&self) -> Self {
+        Layout { shape: Dims::from_slice(&self.shape), strides: Dims::from_slice(&self.strides), offset: self.offset }
+    }
+}
+
 impl Layout {
     /// A contiguous row-major layout starting at offset 0.
     pub fn contiguous(shape: &[usize]) -> Layout {
-        Layout { shape: shape.into(), strides: contiguous_strides(shape), offset: 0 }
+        Layout { shape: Dims::from_slice(shape), strides: contiguous_strides(shape), offset: 0 }
     }
 
     /// A layout from its parts. The caller guarantees every index stays inside the storage
     /// (checked where the storage is known: see [`Layout::max_offset`]).
     pub fn new(shape: &[usize], strides: &[usize], offset: usize) -> Layout {
         debug_assert_eq!(shape.len(), strides.len());
-        Layout { shape: shape.into(), strides: strides.into(), offset }
+        Layout { shape: Dims::from_slice(shape), strides: Dims::from_slice(strides), offset }
     }
 
     /// The dims.
@@ -194,7 +204,8 @@ impl Layout {
             return Err(Error::mismatch("expand", &self.shape, shape, "the target has fewer dims than the tensor"));
         }
         let lead = shape.len() - self.ndim();
-        let mut strides: Dims = SmallVec::from_elem(0, shape.len());
+        let mut strides = Dims::from_slice(shape);
+        strides[..lead].fill(0);
         for i in 0..self.ndim() {
             let (have, want) = (self.shape[i], shape[lead + i]);
             strides[lead + i] = if have == want {
@@ -210,7 +221,7 @@ impl Layout {
                 ));
             };
         }
-        Ok(Layout { shape: shape.into(), strides, offset: self.offset })
+        Ok(Layout { shape: Dims::from_slice(shape), strides, offset: self.offset })
     }
 
     /// Inserts a dim of size 1 at `dim` (`dim == ndim` appends).
@@ -242,7 +253,11 @@ impl Layout {
     /// is needed. The element counts must already match.
     pub fn reshape_view(&self, shape: &[usize]) -> Option<Layout> {
         if self.is_contiguous() {
-            return Some(Layout { shape: shape.into(), strides: contiguous_strides(shape), offset: self.offset });
+            return Some(Layout {
+                shape: Dims::from_slice(shape),
+                strides: contiguous_strides(shape),
+                offset: self.offset,
+            });
         }
         // Walk both shapes in groups of equal products; within a group the old dims must be
         // "chunk-contiguous" (stride[i] == stride[i+1] * shape[i+1]).
@@ -288,7 +303,7 @@ impl Layout {
         if oi != old.len() {
             return None;
         }
-        Some(Layout { shape: shape.into(), strides, offset: self.offset })
+        Some(Layout { shape: Dims::from_slice(shape), strides, offset: self.offset })
     }
 }
 

@@ -64,11 +64,28 @@ fn broadcast_layouts<T: Float>(
     Ok((shape, l, r, numel))
 }
 
+/// Both operands' elements in row-major order when they have the same shape and are both
+/// contiguous: the fast path that skips broadcasting and the run walk (most ops on small tensors).
+fn same_shape_slices<'a, T: Float>(lhs: &'a Tensor<T>, rhs: &'a Tensor<T>) -> Option<(&'a [T], &'a [T])> {
+    if lhs.shape() != rhs.shape() || lhs.numel() == 0 {
+        return None;
+    }
+    Some((lhs.as_slice()?, rhs.as_slice()?))
+}
+
 impl<T: Float> Tensor<T> {
     // ─── engines ───────────────────────────────────────────────────────────────
 
     /// `self op rhs` with broadcasting, through the binary kernels.
     fn binary_op(&self, rhs: &Tensor<T>, op: BinaryOp) -> Result<Tensor<T>> {
+        if let Some((ld, rd)) = same_shape_slices(self, rhs) {
+            let isa = active_isa();
+            let data = fill_chunked(ld.len(), CHUNK, |start, out: &mut [T]| {
+                let range = start..start + out.len();
+                T::binary(isa, op, Operand::Slice(&ld[range.clone()]), Operand::Slice(&rd[range]), out);
+            });
+            return Ok(Tensor::from_contiguous(data, self.shape()));
+        }
         let (shape, l, r, numel) = broadcast_layouts(op.name(), self, rhs)?;
         let out_strides = contiguous_strides(&shape);
         let (ld, rd) = (self.storage().as_slice(), rhs.storage().as_slice());
@@ -126,6 +143,12 @@ impl<T: Float> Tensor<T> {
     /// from this tensor's elements `offset + i * stride`.
     fn fill_runs(&self, run: impl Fn(usize, usize, &mut [T]) + Sync) -> Tensor<T> {
         let shape = self.shape();
+        if self.is_contiguous() && self.numel() > 0 {
+            // One run over the whole tensor, cut only into the fixed chunks.
+            let offset = self.offset();
+            let data = fill_chunked(self.numel(), CHUNK, |start, out: &mut [T]| run(offset + start, 1, out));
+            return Tensor::from_contiguous(data, shape);
+        }
         let out_strides = contiguous_strides(shape);
         let layout = self.layout();
         let data = fill_chunked(self.numel(), CHUNK, |start, out: &mut [T]| {
@@ -370,6 +393,15 @@ impl<T: Float> Tensor<T> {
     /// # Ok::<(), tapegrad_tensor::Error>(())
     /// ```
     pub fn zip_map(&self, rhs: &Tensor<T>, f: impl Fn(T, T) -> T + Sync) -> Result<Tensor<T>> {
+        if let Some((ld, rd)) = same_shape_slices(self, rhs) {
+            let data = fill_chunked(ld.len(), CHUNK, |start, out: &mut [T]| {
+                let (a, b) = (&ld[start..start + out.len()], &rd[start..start + out.len()]);
+                for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                    *o = f(x, y);
+                }
+            });
+            return Ok(Tensor::from_contiguous(data, self.shape()));
+        }
         let (shape, l, r, numel) = broadcast_layouts("zip_map", self, rhs)?;
         let out_strides = contiguous_strides(&shape);
         let (ld, rd) = (self.storage().as_slice(), rhs.storage().as_slice());
