@@ -7,7 +7,6 @@
 
 use std::collections::{BinaryHeap, HashSet};
 
-use smallvec::SmallVec;
 use tapegrad_tensor::{Float, Tensor};
 
 use crate::error::{Error, Result};
@@ -160,8 +159,19 @@ impl<T: Float> Var<T> {
                     });
                     continue;
                 };
-                let needs: SmallVec<[bool; 2]> = edge.inputs.iter().map(Var::requires_grad).collect();
-                let input_grads = edge.op.backward(&dy, &needs)?;
+                // Which inputs want a gradient, without a collection for the usual one or two.
+                let mut small = [false; 4];
+                let many: Vec<bool>;
+                let needs: &[bool] = if edge.inputs.len() <= small.len() {
+                    for (n, input) in small.iter_mut().zip(&edge.inputs) {
+                        *n = input.requires_grad();
+                    }
+                    &small[..edge.inputs.len()]
+                } else {
+                    many = edge.inputs.iter().map(Var::requires_grad).collect();
+                    &many
+                };
+                let input_grads = edge.op.backward(&dy, needs)?;
                 drop(dy);
                 for (i, (input, g)) in edge.inputs.iter().zip(input_grads).enumerate() {
                     let Some(g) = g else { continue };

@@ -171,7 +171,15 @@ impl<T: Float> Var<T> {
             grad: Mutex::new(None),
             edge: Mutex::new(EdgeState::Live(Edge {
                 op: Box::new(make()),
-                inputs: inputs.iter().map(|v| (*v).clone()).collect(),
+                inputs: match inputs {
+                    [a] => {
+                        let mut one = SmallVec::new();
+                        one.push((*a).clone());
+                        one
+                    }
+                    [a, b] => SmallVec::from_buf([(*a).clone(), (*b).clone()]),
+                    _ => inputs.iter().map(|v| (*v).clone()).collect(),
+                },
             })),
         }))
     }
