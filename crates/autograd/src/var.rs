@@ -189,6 +189,12 @@ impl<T: Float> Var<T> {
         self.0.value.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Runs `f` on the value without cloning it (under the value's read lock, so `f` must not
+    /// touch this or another `Var`'s value: ops take a second operand's value before calling this).
+    pub(crate) fn with_value<R>(&self, f: impl FnOnce(&Tensor<T>) -> R) -> R {
+        f(&self.0.value.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Replaces a leaf's value (what optimisers do after a step). The shape may change only for
     /// constants; the gradient is kept.
     pub fn set_value(&self, value: Tensor<T>) {

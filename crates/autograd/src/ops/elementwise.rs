@@ -246,9 +246,9 @@ impl<T: Float> Var<T> {
     /// # Errors
     /// `add` names both shapes when they do not broadcast.
     pub fn add(&self, rhs: &Var<T>) -> Result<Var<T>> {
-        let (x, y) = (self.value(), rhs.value());
-        let z = x.add(&y)?;
-        Ok(Var::from_op(z, &[self, rhs], || Add { x_shape: dims(&x), y_shape: dims(&y) }))
+        let y = rhs.value();
+        let (z, x_shape) = self.with_value(|x| Ok::<_, crate::Error>((x.add(&y)?, dims(x))))?;
+        Ok(Var::from_op(z, &[self, rhs], || Add { x_shape, y_shape: dims(&y) }))
     }
 
     /// `self - rhs`, broadcasting.
@@ -256,9 +256,9 @@ impl<T: Float> Var<T> {
     /// # Errors
     /// `sub` names both shapes when they do not broadcast.
     pub fn sub(&self, rhs: &Var<T>) -> Result<Var<T>> {
-        let (x, y) = (self.value(), rhs.value());
-        let z = x.sub(&y)?;
-        Ok(Var::from_op(z, &[self, rhs], || Sub { x_shape: dims(&x), y_shape: dims(&y) }))
+        let y = rhs.value();
+        let (z, x_shape) = self.with_value(|x| Ok::<_, crate::Error>((x.sub(&y)?, dims(x))))?;
+        Ok(Var::from_op(z, &[self, rhs], || Sub { x_shape, y_shape: dims(&y) }))
     }
 
     /// `self * rhs` elementwise, broadcasting.
@@ -304,12 +304,12 @@ impl<T: Float> Var<T> {
 
     /// `self + c`.
     pub fn add_scalar(&self, c: T) -> Var<T> {
-        Var::from_op(self.value().add_scalar(c), &[self], || AddScalar)
+        Var::from_op(self.with_value(|x| x.add_scalar(c)), &[self], || AddScalar)
     }
 
     /// `c * self`.
     pub fn mul_scalar(&self, c: T) -> Var<T> {
-        Var::from_op(self.value().mul_scalar(c), &[self], || MulScalar { c })
+        Var::from_op(self.with_value(|x| x.mul_scalar(c)), &[self], || MulScalar { c })
     }
 
     /// `self ^ e` elementwise.
@@ -320,12 +320,12 @@ impl<T: Float> Var<T> {
 
     /// `-self`.
     pub fn neg(&self) -> Var<T> {
-        Var::from_op(self.value().neg(), &[self], || Neg)
+        Var::from_op(self.with_value(Tensor::neg), &[self], || Neg)
     }
 
     /// `e^self`.
     pub fn exp(&self) -> Var<T> {
-        let y = self.value().exp();
+        let y = self.with_value(Tensor::exp);
         let saved = y.clone();
         Var::from_op(y, &[self], || Exp { saved })
     }
@@ -338,28 +338,28 @@ impl<T: Float> Var<T> {
 
     /// The square root.
     pub fn sqrt(&self) -> Var<T> {
-        let y = self.value().sqrt();
+        let y = self.with_value(Tensor::sqrt);
         let saved = y.clone();
         Var::from_op(y, &[self], || Sqrt { saved })
     }
 
     /// The hyperbolic tangent.
     pub fn tanh(&self) -> Var<T> {
-        let y = self.value().tanh();
+        let y = self.with_value(Tensor::tanh);
         let saved = y.clone();
         Var::from_op(y, &[self], || Tanh { saved })
     }
 
     /// The logistic sigmoid.
     pub fn sigmoid(&self) -> Var<T> {
-        let y = self.value().sigmoid();
+        let y = self.with_value(Tensor::sigmoid);
         let saved = y.clone();
         Var::from_op(y, &[self], || Sigmoid { saved })
     }
 
     /// `max(self, 0)`.
     pub fn relu(&self) -> Var<T> {
-        let y = self.value().relu();
+        let y = self.with_value(Tensor::relu);
         let saved = y.clone();
         Var::from_op(y, &[self], || Relu { saved })
     }

@@ -78,10 +78,16 @@ fn broadcast_layouts<T: Float>(
     Ok((shape, l, r, numel))
 }
 
+/// `a == b` for shapes, element by element (a slice `==` calls `memcmp`, dearer than the few
+/// compares of a shape).
+pub(crate) fn same_dims(a: &[usize], b: &[usize]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// Both operands' elements in row-major order when they have the same shape and are both
 /// contiguous: the fast path that skips broadcasting and the run walk (most ops on small tensors).
 fn same_shape_slices<'a, T: Float>(lhs: &'a Tensor<T>, rhs: &'a Tensor<T>) -> Option<(&'a [T], &'a [T])> {
-    if lhs.shape() != rhs.shape() || lhs.numel() == 0 {
+    if !same_dims(lhs.shape(), rhs.shape()) || lhs.numel() == 0 {
         return None;
     }
     Some((lhs.as_slice()?, rhs.as_slice()?))
