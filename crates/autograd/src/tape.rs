@@ -82,8 +82,12 @@ fn reachable<T: Float>(root: &Var<T>) -> Result<Vec<Var<T>>> {
     Ok(nodes)
 }
 
-/// The position of node `id` in `ids`, which is sorted in decreasing order.
-fn position(ids: &[u64], id: u64) -> usize {
+/// The position of node `id` in `ids`, which is sorted in decreasing order, for an input of the
+/// node at `slot`. The next node is tried first: in a chain of ops it is the input.
+fn position(ids: &[u64], id: u64, slot: usize) -> usize {
+    if ids.get(slot + 1) == Some(&id) {
+        return slot + 1;
+    }
     ids.binary_search_by(|probe| id.cmp(probe)).expect("every input that requires grad was collected")
 }
 
@@ -183,7 +187,7 @@ impl<T: Float> Var<T> {
                             return Err(e);
                         }
                     }
-                    let acc = &mut grads[position(&ids, input.id())];
+                    let acc = &mut grads[position(&ids, input.id(), slot)];
                     *acc = Some(match acc.take() {
                         Some(acc) => acc.add(&g)?,
                         None => g,
