@@ -5,9 +5,8 @@
 //! out. Parameters accumulate into their `grad` across passes, as in PyTorch. Afterwards each
 //! visited op's saved tensors and input handles are dropped, unless the graph is retained.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BinaryHeap, HashSet};
 
-use smallvec::SmallVec;
 use tapegrad_tensor::{Float, Tensor};
 
 use crate::error::{Error, Result};
@@ -30,29 +29,66 @@ pub struct TapeEntry {
     pub dropout: Option<DropoutRecord>,
 }
 
-/// Every op node reachable from `root` (and the root), plus the leaves that require grad.
-/// Errors if a reachable op was freed.
+/// A node ordered by id, for the max-heap that walks the graph in reverse execution order.
+struct ById<T: Float>(Var<T>);
+
+impl<T: Float> PartialEq for ById<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id() == other.0.id()
+    }
+}
+impl<T: Float> Eq for ById<T> {}
+impl<T: Float> PartialOrd for ById<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T: Float> Ord for ById<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.id().cmp(&other.0.id())
+    }
+}
+
+/// Every op node reachable from `root` (and the root), plus the leaves that require grad, in
+/// *decreasing* id order (a reverse topological order). Errors if a reachable op was freed.
+///
+/// The walk pops the largest id from a max-heap. An input's id is smaller than its output's, so
+/// every push of a node happens before its first pop, and the copies of a node (one per edge
+/// into it) pop one after the other: comparing with the last id popped removes them, with no
+/// hash set.
 fn reachable<T: Float>(root: &Var<T>) -> Result<Vec<Var<T>>> {
-    let mut seen = HashSet::new();
-    let mut stack = vec![root.clone()];
+    let mut heap = BinaryHeap::new();
+    heap.push(ById(root.clone()));
     let mut nodes = vec![];
-    seen.insert(root.id());
-    while let Some(var) = stack.pop() {
+    let mut last = None;
+    while let Some(ById(var)) = heap.pop() {
+        if last == Some(var.id()) {
+            continue;
+        }
+        last = Some(var.id());
         match &*lock(&var.0.edge) {
             EdgeState::Leaf => {}
             EdgeState::Freed(op) => return Err(Error::GraphFreed { op }),
             EdgeState::Live(edge) => {
                 for input in &edge.inputs {
-                    if input.requires_grad() && seen.insert(input.id()) {
-                        stack.push(input.clone());
+                    if input.requires_grad() {
+                        heap.push(ById(input.clone()));
                     }
                 }
             }
         }
         nodes.push(var);
     }
-    nodes.sort_by_key(|v| v.id());
     Ok(nodes)
+}
+
+/// The position of node `id` in `ids`, which is sorted in decreasing order, for an input of the
+/// node at `slot`. The next node is tried first: in a chain of ops it is the input.
+fn position(ids: &[u64], id: u64, slot: usize) -> usize {
+    if ids.get(slot + 1) == Some(&id) {
+        return slot + 1;
+    }
+    ids.binary_search_by(|probe| id.cmp(probe)).expect("every input that requires grad was collected")
 }
 
 impl<T: Float> Var<T> {
@@ -105,13 +141,17 @@ impl<T: Float> Var<T> {
             ));
         }
         let nodes = reachable(self)?;
+        let ids: Vec<u64> = nodes.iter().map(Var::id).collect();
         let anomaly = is_anomaly_enabled();
-        let mut grads: HashMap<u64, Tensor<T>> = HashMap::new();
-        grads.insert(self.id(), seed);
+        // The gradient flowing into each node, by position in `nodes` (ids are unique and
+        // sorted, so a binary search finds an input's slot).
+        let mut grads: Vec<Option<Tensor<T>>> = Vec::with_capacity(nodes.len());
+        grads.resize_with(nodes.len(), || None);
+        grads[0] = Some(seed);
         // Backward formulas are tensor code: record nothing while they run.
         no_grad(|| -> Result<()> {
-            for var in nodes.iter().rev() {
-                let Some(dy) = grads.remove(&var.id()) else { continue };
+            for (var, slot) in nodes.iter().zip(0..) {
+                let Some(dy) = grads[slot].take() else { continue };
                 let edge = lock(&var.0.edge);
                 let EdgeState::Live(edge) = &*edge else {
                     drop(edge);
@@ -123,11 +163,23 @@ impl<T: Float> Var<T> {
                     });
                     continue;
                 };
-                let needs: SmallVec<[bool; 2]> = edge.inputs.iter().map(Var::requires_grad).collect();
-                let input_grads = edge.op.backward(&dy, &needs)?;
+                // Which inputs want a gradient, without a collection for the usual one or two.
+                let mut small = [false; 4];
+                let many: Vec<bool>;
+                let needs: &[bool] = if edge.inputs.len() <= small.len() {
+                    for (n, input) in small.iter_mut().zip(&edge.inputs) {
+                        *n = input.requires_grad();
+                    }
+                    &small[..edge.inputs.len()]
+                } else {
+                    many = edge.inputs.iter().map(Var::requires_grad).collect();
+                    &many
+                };
+                let input_grads = edge.op.backward(&dy, needs)?;
+                drop(dy);
                 for (i, (input, g)) in edge.inputs.iter().zip(input_grads).enumerate() {
                     let Some(g) = g else { continue };
-                    if !input.requires_grad() {
+                    if !needs[i] {
                         continue;
                     }
                     if anomaly {
@@ -135,11 +187,11 @@ impl<T: Float> Var<T> {
                             return Err(e);
                         }
                     }
-                    let sum = match grads.remove(&input.id()) {
+                    let acc = &mut grads[position(&ids, input.id(), slot)];
+                    *acc = Some(match acc.take() {
                         Some(acc) => acc.add(&g)?,
                         None => g,
-                    };
-                    grads.insert(input.id(), sum);
+                    });
                 }
             }
             Ok(())

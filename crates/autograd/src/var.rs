@@ -171,7 +171,15 @@ impl<T: Float> Var<T> {
             grad: Mutex::new(None),
             edge: Mutex::new(EdgeState::Live(Edge {
                 op: Box::new(make()),
-                inputs: inputs.iter().map(|v| (*v).clone()).collect(),
+                inputs: match inputs {
+                    [a] => {
+                        let mut one = SmallVec::new();
+                        one.push((*a).clone());
+                        one
+                    }
+                    [a, b] => SmallVec::from_buf([(*a).clone(), (*b).clone()]),
+                    _ => inputs.iter().map(|v| (*v).clone()).collect(),
+                },
             })),
         }))
     }
@@ -179,6 +187,12 @@ impl<T: Float> Var<T> {
     /// The value (a cheap clone sharing storage).
     pub fn value(&self) -> Tensor<T> {
         self.0.value.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs `f` on the value without cloning it (under the value's read lock, so `f` must not
+    /// touch this or another `Var`'s value: ops take a second operand's value before calling this).
+    pub(crate) fn with_value<R>(&self, f: impl FnOnce(&Tensor<T>) -> R) -> R {
+        f(&self.0.value.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Replaces a leaf's value (what optimisers do after a step). The shape may change only for

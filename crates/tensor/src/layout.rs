@@ -11,15 +11,46 @@ use crate::error::{Error, Result};
 /// Dims or strides, inline up to six entries (no allocation for the shapes deep learning uses).
 pub type Dims = SmallVec<[usize; 6]>;
 
+/// A layout's dims or strides: inline up to four entries, so that a `Layout` (and with it a
+/// `Tensor`) stays small enough to be moved without a `memcpy` call; more dims spill to the heap.
+type LayoutDims = SmallVec<[usize; 4]>;
+
+/// `s` as layout dims. Up to four entries this builds the inline buffer from fixed-size patterns,
+/// which compiles to a few moves instead of a `memcpy` call of a variable length (this runs for
+/// every tensor clone and op output).
+fn to_dims(s: &[usize]) -> LayoutDims {
+    let buf = match *s {
+        [] => [0; 4],
+        [a] => [a, 0, 0, 0],
+        [a, b] => [a, b, 0, 0],
+        [a, b, c] => [a, b, c, 0],
+        [a, b, c, d] => [a, b, c, d],
+        _ => return LayoutDims::from_slice(s),
+    };
+    SmallVec::from_buf_and_len(buf, s.len())
+}
+
 /// The row-major (C-order) strides of a contiguous tensor of `shape`.
 pub fn contiguous_strides(shape: &[usize]) -> Dims {
-    let mut strides: Dims = SmallVec::from_elem(0, shape.len());
+    let mut strides = Dims::from_slice(shape);
+    fill_row_major(shape, &mut strides);
+    strides
+}
+
+/// [`contiguous_strides`] as layout dims.
+fn row_major(shape: &[usize]) -> LayoutDims {
+    let mut strides = to_dims(shape);
+    fill_row_major(shape, &mut strides);
+    strides
+}
+
+/// Overwrites `strides` (as long as `shape`) with the row-major strides of `shape`.
+fn fill_row_major(shape: &[usize], strides: &mut [usize]) {
     let mut acc = 1usize;
     for i in (0..shape.len()).rev() {
         strides[i] = acc;
         acc = acc.saturating_mul(shape[i]);
     }
-    strides
 }
 
 /// The number of elements of `shape`, or `None` when it overflows `usize`.
@@ -31,7 +62,8 @@ pub fn checked_numel(shape: &[usize]) -> Option<usize> {
 /// equal or contain a 1.
 pub fn broadcast_shapes(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Result<Dims> {
     let n = lhs.len().max(rhs.len());
-    let mut out: Dims = SmallVec::from_elem(0, n);
+    // A plain copy of the longer shape (every entry is overwritten below).
+    let mut out = Dims::from_slice(if lhs.len() >= rhs.len() { lhs } else { rhs });
     for i in 0..n {
         let l = if i + lhs.len() >= n { lhs[i + lhs.len() - n] } else { 1 };
         let r = if i + rhs.len() >= n { rhs[i + rhs.len() - n] } else { 1 };
@@ -52,24 +84,32 @@ pub fn broadcast_shapes(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Resul
 }
 
 /// Shape, strides (in elements) and the offset of the first element in the storage.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Layout {
-    shape: Dims,
-    strides: Dims,
+    shape: LayoutDims,
+    strides: LayoutDims,
     offset: usize,
+}
+
+impl Clone for Layout {
+    /// A plain copy of the inline dims (the derived clone goes element by element through
+    /// `SmallVec`'s iterator; this runs once per tensor clone, several times per op).
+    fn clone(&self) -> Self {
+        Layout { shape: to_dims(&self.shape), strides: to_dims(&self.strides), offset: self.offset }
+    }
 }
 
 impl Layout {
     /// A contiguous row-major layout starting at offset 0.
     pub fn contiguous(shape: &[usize]) -> Layout {
-        Layout { shape: shape.into(), strides: contiguous_strides(shape), offset: 0 }
+        Layout { shape: to_dims(shape), strides: row_major(shape), offset: 0 }
     }
 
     /// A layout from its parts. The caller guarantees every index stays inside the storage
     /// (checked where the storage is known: see [`Layout::max_offset`]).
     pub fn new(shape: &[usize], strides: &[usize], offset: usize) -> Layout {
         debug_assert_eq!(shape.len(), strides.len());
-        Layout { shape: shape.into(), strides: strides.into(), offset }
+        Layout { shape: to_dims(shape), strides: to_dims(strides), offset }
     }
 
     /// The dims.
@@ -194,7 +234,8 @@ impl Layout {
             return Err(Error::mismatch("expand", &self.shape, shape, "the target has fewer dims than the tensor"));
         }
         let lead = shape.len() - self.ndim();
-        let mut strides: Dims = SmallVec::from_elem(0, shape.len());
+        let mut strides = to_dims(shape);
+        strides[..lead].fill(0);
         for i in 0..self.ndim() {
             let (have, want) = (self.shape[i], shape[lead + i]);
             strides[lead + i] = if have == want {
@@ -210,7 +251,7 @@ impl Layout {
                 ));
             };
         }
-        Ok(Layout { shape: shape.into(), strides, offset: self.offset })
+        Ok(Layout { shape: to_dims(shape), strides, offset: self.offset })
     }
 
     /// Inserts a dim of size 1 at `dim` (`dim == ndim` appends).
@@ -242,13 +283,13 @@ impl Layout {
     /// is needed. The element counts must already match.
     pub fn reshape_view(&self, shape: &[usize]) -> Option<Layout> {
         if self.is_contiguous() {
-            return Some(Layout { shape: shape.into(), strides: contiguous_strides(shape), offset: self.offset });
+            return Some(Layout { shape: to_dims(shape), strides: row_major(shape), offset: self.offset });
         }
         // Walk both shapes in groups of equal products; within a group the old dims must be
         // "chunk-contiguous" (stride[i] == stride[i+1] * shape[i+1]).
         let old: Vec<(usize, usize)> =
             self.shape.iter().zip(&self.strides).filter(|(&d, _)| d != 1).map(|(&d, &s)| (d, s)).collect();
-        let mut strides: Dims = SmallVec::from_elem(0, shape.len());
+        let mut strides: LayoutDims = SmallVec::from_elem(0, shape.len());
         let (mut oi, mut ni) = (0usize, 0usize);
         while ni < shape.len() {
             if shape[ni] == 1 {
@@ -288,7 +329,7 @@ impl Layout {
         if oi != old.len() {
             return None;
         }
-        Some(Layout { shape: shape.into(), strides, offset: self.offset })
+        Some(Layout { shape: to_dims(shape), strides, offset: self.offset })
     }
 }
 

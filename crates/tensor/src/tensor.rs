@@ -69,6 +69,13 @@ impl<T: Float> Tensor<T> {
         Tensor { storage: Storage::new(data), layout: Layout::contiguous(shape) }
     }
 
+    /// A contiguous tensor over `storage`, whose length is `shape`'s numel; the internal
+    /// constructor for small op outputs built in a [`Storage::filled`] buffer.
+    pub(crate) fn from_contiguous_storage(storage: Storage<T>, shape: &[usize]) -> Tensor<T> {
+        debug_assert_eq!(checked_numel(shape), Some(storage.len()));
+        Tensor { storage, layout: Layout::contiguous(shape) }
+    }
+
     /// A tensor of `shape` holding `data` in row-major order.
     ///
     /// # Errors

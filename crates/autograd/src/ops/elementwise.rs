@@ -1,7 +1,7 @@
 //! Elementwise ops: broadcasting binary ops (their gradients are summed back to each input's
 //! shape with `sum_to`), scalar ops and unary maths.
 
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::{Dims, Float, Tensor};
 
 use super::{one, two};
 use crate::error::Result;
@@ -9,8 +9,8 @@ use crate::var::{Backward, Grads, Var};
 
 // ─── Add ─────────────────────────  z = x + y
 struct Add {
-    x_shape: Vec<usize>,
-    y_shape: Vec<usize>,
+    x_shape: Dims,
+    y_shape: Dims,
 }
 impl<T: Float> Backward<T> for Add {
     fn name(&self) -> &'static str {
@@ -23,8 +23,8 @@ impl<T: Float> Backward<T> for Add {
 
 // ─── Sub ─────────────────────────  z = x - y
 struct Sub {
-    x_shape: Vec<usize>,
-    y_shape: Vec<usize>,
+    x_shape: Dims,
+    y_shape: Dims,
 }
 impl<T: Float> Backward<T> for Sub {
     fn name(&self) -> &'static str {
@@ -56,7 +56,7 @@ impl<T: Float> Backward<T> for Mul<T> {
 struct Div<T: Float> {
     y: Tensor<T>,
     z: Tensor<T>,
-    x_shape: Vec<usize>,
+    x_shape: Dims,
 }
 impl<T: Float> Backward<T> for Div<T> {
     fn name(&self) -> &'static str {
@@ -235,8 +235,9 @@ impl<T: Float> Backward<T> for Powf<T> {
     }
 }
 
-fn shape<T: Float>(v: &Var<T>) -> Vec<usize> {
-    v.shape()
+/// A value's shape, kept by ops whose backward needs only the shape.
+fn dims<T: Float>(t: &Tensor<T>) -> Dims {
+    Dims::from_slice(t.shape())
 }
 
 impl<T: Float> Var<T> {
@@ -245,8 +246,9 @@ impl<T: Float> Var<T> {
     /// # Errors
     /// `add` names both shapes when they do not broadcast.
     pub fn add(&self, rhs: &Var<T>) -> Result<Var<T>> {
-        let z = self.value().add(&rhs.value())?;
-        Ok(Var::from_op(z, &[self, rhs], || Add { x_shape: shape(self), y_shape: shape(rhs) }))
+        let y = rhs.value();
+        let (z, x_shape) = self.with_value(|x| Ok::<_, crate::Error>((x.add(&y)?, dims(x))))?;
+        Ok(Var::from_op(z, &[self, rhs], || Add { x_shape, y_shape: dims(&y) }))
     }
 
     /// `self - rhs`, broadcasting.
@@ -254,8 +256,9 @@ impl<T: Float> Var<T> {
     /// # Errors
     /// `sub` names both shapes when they do not broadcast.
     pub fn sub(&self, rhs: &Var<T>) -> Result<Var<T>> {
-        let z = self.value().sub(&rhs.value())?;
-        Ok(Var::from_op(z, &[self, rhs], || Sub { x_shape: shape(self), y_shape: shape(rhs) }))
+        let y = rhs.value();
+        let (z, x_shape) = self.with_value(|x| Ok::<_, crate::Error>((x.sub(&y)?, dims(x))))?;
+        Ok(Var::from_op(z, &[self, rhs], || Sub { x_shape, y_shape: dims(&y) }))
     }
 
     /// `self * rhs` elementwise, broadcasting.
@@ -273,10 +276,10 @@ impl<T: Float> Var<T> {
     /// # Errors
     /// `div` names both shapes when they do not broadcast.
     pub fn div(&self, rhs: &Var<T>) -> Result<Var<T>> {
-        let y = rhs.value();
-        let z = self.value().div(&y)?;
+        let (x, y) = (self.value(), rhs.value());
+        let z = x.div(&y)?;
         let saved = z.clone();
-        Ok(Var::from_op(z, &[self, rhs], || Div { y, z: saved, x_shape: shape(self) }))
+        Ok(Var::from_op(z, &[self, rhs], || Div { y, z: saved, x_shape: dims(&x) }))
     }
 
     /// The elementwise maximum, broadcasting (NaN propagates).
@@ -301,12 +304,12 @@ impl<T: Float> Var<T> {
 
     /// `self + c`.
     pub fn add_scalar(&self, c: T) -> Var<T> {
-        Var::from_op(self.value().add_scalar(c), &[self], || AddScalar)
+        Var::from_op(self.with_value(|x| x.add_scalar(c)), &[self], || AddScalar)
     }
 
     /// `c * self`.
     pub fn mul_scalar(&self, c: T) -> Var<T> {
-        Var::from_op(self.value().mul_scalar(c), &[self], || MulScalar { c })
+        Var::from_op(self.with_value(|x| x.mul_scalar(c)), &[self], || MulScalar { c })
     }
 
     /// `self ^ e` elementwise.
@@ -317,12 +320,12 @@ impl<T: Float> Var<T> {
 
     /// `-self`.
     pub fn neg(&self) -> Var<T> {
-        Var::from_op(self.value().neg(), &[self], || Neg)
+        Var::from_op(self.with_value(Tensor::neg), &[self], || Neg)
     }
 
     /// `e^self`.
     pub fn exp(&self) -> Var<T> {
-        let y = self.value().exp();
+        let y = self.with_value(Tensor::exp);
         let saved = y.clone();
         Var::from_op(y, &[self], || Exp { saved })
     }
@@ -335,28 +338,28 @@ impl<T: Float> Var<T> {
 
     /// The square root.
     pub fn sqrt(&self) -> Var<T> {
-        let y = self.value().sqrt();
+        let y = self.with_value(Tensor::sqrt);
         let saved = y.clone();
         Var::from_op(y, &[self], || Sqrt { saved })
     }
 
     /// The hyperbolic tangent.
     pub fn tanh(&self) -> Var<T> {
-        let y = self.value().tanh();
+        let y = self.with_value(Tensor::tanh);
         let saved = y.clone();
         Var::from_op(y, &[self], || Tanh { saved })
     }
 
     /// The logistic sigmoid.
     pub fn sigmoid(&self) -> Var<T> {
-        let y = self.value().sigmoid();
+        let y = self.with_value(Tensor::sigmoid);
         let saved = y.clone();
         Var::from_op(y, &[self], || Sigmoid { saved })
     }
 
     /// `max(self, 0)`.
     pub fn relu(&self) -> Var<T> {
-        let y = self.value().relu();
+        let y = self.with_value(Tensor::relu);
         let saved = y.clone();
         Var::from_op(y, &[self], || Relu { saved })
     }

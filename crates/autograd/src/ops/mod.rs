@@ -11,14 +11,15 @@ pub mod matmul;
 pub mod movement;
 pub mod reduce;
 
-use smallvec::smallvec;
 use tapegrad_tensor::{Float, Tensor};
 
 use crate::var::Grads;
 
 /// One gradient, for a one-input op.
 pub(crate) fn one<T: Float>(g: Tensor<T>) -> Grads<T> {
-    smallvec![Some(g)]
+    let mut grads = Grads::new();
+    grads.push(Some(g));
+    grads
 }
 
 /// Gradients for a two-input op, computing each only when `needs` asks for it.
@@ -29,5 +30,5 @@ pub(crate) fn two<T: Float>(
 ) -> crate::Result<Grads<T>> {
     let a = if needs[0] { Some(dx()?) } else { None };
     let b = if needs[1] { Some(dy()?) } else { None };
-    Ok(smallvec![a, b])
+    Ok(Grads::from_buf([a, b]))
 }

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::kernels::active_isa;
 use crate::kernels::elementwise::{binary_strided, unary_strided, BinaryOp, Operand, Strided, UnaryOp};
 use crate::layout::{broadcast_shapes, checked_numel, contiguous_strides, Dims, Layout};
+use crate::storage::Storage;
 use crate::strided::for_each_run_in;
 use crate::tensor::Tensor;
 
@@ -36,6 +37,19 @@ pub(crate) fn fill_chunked<T: Float>(numel: usize, chunk: usize, fill: impl Fn(u
         out.par_chunks_mut(chunk).enumerate().for_each(|(i, piece)| fill(i * chunk, piece));
     }
     out
+}
+
+/// A new contiguous tensor of `shape` (`numel` elements) filled as [`fill_chunked`] fills its
+/// buffer. Up to one chunk, the buffer is a single allocation shared with its reference counts
+/// ([`Storage::filled`]): the common case of small op outputs pays for one allocation, not two.
+pub(crate) fn fill_tensor<T: Float>(shape: &[usize], numel: usize, fill: impl Fn(usize, &mut [T]) + Sync) -> Tensor<T> {
+    if numel <= CHUNK {
+        let mut storage = Storage::filled(numel, T::ZERO);
+        fill(0, storage.make_mut());
+        Tensor::from_contiguous_storage(storage, shape)
+    } else {
+        Tensor::from_contiguous(fill_chunked(numel, CHUNK, fill), shape)
+    }
 }
 
 /// The kernel operand for a run of `len` elements at `data[offset + i * stride]`, or `None` when
@@ -64,16 +78,38 @@ fn broadcast_layouts<T: Float>(
     Ok((shape, l, r, numel))
 }
 
+/// `a == b` for shapes, element by element (a slice `==` calls `memcmp`, dearer than the few
+/// compares of a shape).
+pub(crate) fn same_dims(a: &[usize], b: &[usize]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// Both operands' elements in row-major order when they have the same shape and are both
+/// contiguous: the fast path that skips broadcasting and the run walk (most ops on small tensors).
+fn same_shape_slices<'a, T: Float>(lhs: &'a Tensor<T>, rhs: &'a Tensor<T>) -> Option<(&'a [T], &'a [T])> {
+    if !same_dims(lhs.shape(), rhs.shape()) || lhs.numel() == 0 {
+        return None;
+    }
+    Some((lhs.as_slice()?, rhs.as_slice()?))
+}
+
 impl<T: Float> Tensor<T> {
     // ─── engines ───────────────────────────────────────────────────────────────
 
     /// `self op rhs` with broadcasting, through the binary kernels.
     fn binary_op(&self, rhs: &Tensor<T>, op: BinaryOp) -> Result<Tensor<T>> {
+        if let Some((ld, rd)) = same_shape_slices(self, rhs) {
+            let isa = active_isa();
+            return Ok(fill_tensor(self.shape(), ld.len(), |start, out: &mut [T]| {
+                let range = start..start + out.len();
+                T::binary(isa, op, Operand::Slice(&ld[range.clone()]), Operand::Slice(&rd[range]), out);
+            }));
+        }
         let (shape, l, r, numel) = broadcast_layouts(op.name(), self, rhs)?;
         let out_strides = contiguous_strides(&shape);
         let (ld, rd) = (self.storage().as_slice(), rhs.storage().as_slice());
         let isa = active_isa();
-        let data = fill_chunked(numel, CHUNK, |start, out: &mut [T]| {
+        Ok(fill_tensor(&shape, numel, |start, out: &mut [T]| {
             let range = start..start + out.len();
             let strides = [out_strides.as_slice(), l.strides(), r.strides()];
             for_each_run_in(&shape, strides, [0, l.offset(), r.offset()], range, |[o, a, b], len, [_, sa, sb]| {
@@ -88,8 +124,7 @@ impl<T: Float> Tensor<T> {
                     ),
                 }
             });
-        });
-        Ok(Tensor::from_contiguous(data, &shape))
+        }))
     }
 
     /// `self op c` for every element, through the binary kernels with a splat operand.
@@ -126,16 +161,20 @@ impl<T: Float> Tensor<T> {
     /// from this tensor's elements `offset + i * stride`.
     fn fill_runs(&self, run: impl Fn(usize, usize, &mut [T]) + Sync) -> Tensor<T> {
         let shape = self.shape();
+        if self.is_contiguous() && self.numel() > 0 {
+            // One run over the whole tensor, cut only into the fixed chunks.
+            let offset = self.offset();
+            return fill_tensor(shape, self.numel(), |start, out: &mut [T]| run(offset + start, 1, out));
+        }
         let out_strides = contiguous_strides(shape);
         let layout = self.layout();
-        let data = fill_chunked(self.numel(), CHUNK, |start, out: &mut [T]| {
+        fill_tensor(shape, self.numel(), |start, out: &mut [T]| {
             let range = start..start + out.len();
             let strides = [out_strides.as_slice(), layout.strides()];
             for_each_run_in(shape, strides, [0, layout.offset()], range, |[o, x], len, [_, s]| {
                 run(x, s, &mut out[o - start..o - start + len]);
             });
-        });
-        Tensor::from_contiguous(data, shape)
+        })
     }
 
     // ─── add / sub / mul / div ─────────────────────────────────────────────────
@@ -370,10 +409,18 @@ impl<T: Float> Tensor<T> {
     /// # Ok::<(), tapegrad_tensor::Error>(())
     /// ```
     pub fn zip_map(&self, rhs: &Tensor<T>, f: impl Fn(T, T) -> T + Sync) -> Result<Tensor<T>> {
+        if let Some((ld, rd)) = same_shape_slices(self, rhs) {
+            return Ok(fill_tensor(self.shape(), ld.len(), |start, out: &mut [T]| {
+                let (a, b) = (&ld[start..start + out.len()], &rd[start..start + out.len()]);
+                for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                    *o = f(x, y);
+                }
+            }));
+        }
         let (shape, l, r, numel) = broadcast_layouts("zip_map", self, rhs)?;
         let out_strides = contiguous_strides(&shape);
         let (ld, rd) = (self.storage().as_slice(), rhs.storage().as_slice());
-        let data = fill_chunked(numel, CHUNK, |start, out: &mut [T]| {
+        Ok(fill_tensor(&shape, numel, |start, out: &mut [T]| {
             let range = start..start + out.len();
             let strides = [out_strides.as_slice(), l.strides(), r.strides()];
             for_each_run_in(&shape, strides, [0, l.offset(), r.offset()], range, |[o, a, b], len, [_, sa, sb]| {
@@ -381,8 +428,7 @@ impl<T: Float> Tensor<T> {
                     *o = f(ld[a + i * sa], rd[b + i * sb]);
                 }
             });
-        });
-        Ok(Tensor::from_contiguous(data, &shape))
+        }))
     }
 }
 

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::kernels::elementwise::{BinaryOp, Cascade, ElementwiseKernels, Operand};
 use crate::kernels::{active_isa, Isa};
 use crate::layout::Dims;
-use crate::ops::elementwise::{fill_chunked, run_operand, CHUNK};
+use crate::ops::elementwise::{fill_chunked, run_operand, same_dims, CHUNK};
 use crate::strided::{for_each_run, for_each_run_in};
 use crate::tensor::Tensor;
 
@@ -638,6 +638,9 @@ impl<T: Float> Tensor<T> {
         let fail = || {
             Error::mismatch("sum_to", self.shape(), shape, "the target shape does not broadcast to the tensor's shape")
         };
+        if same_dims(shape, self.shape()) {
+            return Ok(self.clone());
+        }
         let n = self.ndim();
         if shape.len() > n {
             return Err(fail());
