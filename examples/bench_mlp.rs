@@ -7,15 +7,16 @@
 //! ```sh
 //! cargo run --release --example bench_mlp -- --threads 1              # 10 warm-up + 100 timed steps
 //! cargo run --release --example bench_mlp -- --threads 2 --steps 300
-//! cargo run --release --example bench_mlp -- --threads 1 --path layers # the unfused layer-by-layer model
+//! cargo run --release --example bench_mlp -- --threads 1 --path fused  # one fused op per hidden layer
 //! cargo run --release --example bench_mlp -- --smoke                   # 2 steps, for CI
 //! ```
 //!
 //! Flags: `--threads N` (0: all cores), `--steps N`, `--warmup N`, `--seed N`, `--smoke`, and
-//! `--path fused|layers`: `fused` (the default) runs each hidden layer as one recorded op
-//! (`linear_relu_dropout`: GEMM, bias, ReLU and dropout in one pass over the output, and the
-//! backward of ReLU and dropout through one bit mask), `layers` composes the plain modules
-//! (`Linear`, `relu`, `Dropout`). Both draw the same masks and give the same loss.
+//! `--path layers|fused`: `layers` (the default, what a user writes) composes the modules
+//! (`Linear`, whose GEMM adds the bias in place, then `relu` and `Dropout`, each on SIMD
+//! kernels); `fused` runs each hidden layer as one recorded op (`linear_relu_dropout`: GEMM,
+//! bias, ReLU and dropout in one scalar pass over the output). Both draw the same masks and give
+//! the same loss; today `layers` is the faster (see docs/benchmarks.md).
 //!
 //! Prints the median and mean milliseconds per step, the GFLOP/s they imply, the final loss and
 //! the process's peak resident set (`VmHWM` from `/proc/self/status`).
@@ -97,7 +98,7 @@ fn main() {
         0,
         &["steps", "warmup", "path"],
         |args| {
-            let path = match args.extra("path", "fused".to_string())?.as_str() {
+            let path = match args.extra("path", "layers".to_string())?.as_str() {
                 "fused" => Path::Fused,
                 "layers" => Path::Layers,
                 other => return Err(format!("--path: {other:?} is neither fused nor layers")),

@@ -201,6 +201,22 @@ impl<T: Float> Var<T> {
         *self.0.value.write().unwrap_or_else(|e| e.into_inner()) = value;
     }
 
+    /// Changes the value in place: `f` gets its elements in row-major order, copied first only
+    /// when another tensor still shares the storage (so a tensor taken with [`Var::value`] before
+    /// keeps its old elements). What optimisers use: no new buffer per step.
+    ///
+    /// ```
+    /// use tapegrad_autograd::Var;
+    /// use tapegrad_tensor::Tensor;
+    /// let w = Var::parameter(Tensor::<f32>::ones(&[2]));
+    /// let before = w.value();
+    /// w.update_value(|x| x.iter_mut().for_each(|v| *v -= 0.5));
+    /// assert_eq!((w.value().to_vec(), before.to_vec()), (vec![0.5, 0.5], vec![1.0, 1.0]));
+    /// ```
+    pub fn update_value(&self, f: impl FnOnce(&mut [T])) {
+        f(self.0.value.write().unwrap_or_else(|e| e.into_inner()).make_mut());
+    }
+
     /// The shape of the value.
     pub fn shape(&self) -> Vec<usize> {
         self.value().shape().to_vec()

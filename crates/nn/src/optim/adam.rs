@@ -2,9 +2,9 @@
 //! (`torch.optim.AdamW`).
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::Float;
 
-use super::{check_range, Optimizer, Update};
+use super::{check_range, gradient, Optimizer};
 use crate::error::Result;
 
 /// The state both Adam variants share; `decoupled` chooses AdamW's weight decay.
@@ -47,34 +47,35 @@ impl<T: Float> AdamState<T> {
         let (b1, b2) = (T::from_f64(self.beta1), T::from_f64(self.beta2));
         let eps = T::from_f64(self.eps);
         let wd = T::from_f64(self.weight_decay);
+        let (decay, decoupled) = (self.weight_decay != 0.0, self.decoupled);
         for (p, state) in self.params.iter().zip(&mut self.moments) {
-            let Some(Update { shape, mut x, mut g }) = Update::read(self.op, p)? else { continue };
-            if self.weight_decay != 0.0 {
-                if self.decoupled {
-                    let shrink = T::ONE - lr * wd;
-                    x.iter_mut().for_each(|x| *x *= shrink);
-                } else {
-                    for (g, &x) in g.iter_mut().zip(&x) {
-                        *g += wd * x;
-                    }
-                }
-            }
+            let Some(grad) = gradient(self.op, p)? else { continue };
+            let g = grad.as_slice().unwrap_or_default();
             let s =
-                state.get_or_insert_with(|| Moments { step: 0, m: vec![T::ZERO; x.len()], v: vec![T::ZERO; x.len()] });
+                state.get_or_insert_with(|| Moments { step: 0, m: vec![T::ZERO; g.len()], v: vec![T::ZERO; g.len()] });
             s.step += 1;
             let bias1 = T::ONE - T::from_f64(self.beta1.powi(s.step));
             let bias2_sqrt = (T::ONE - T::from_f64(self.beta2.powi(s.step))).sqrt();
             let step_size = lr / bias1;
-            for i in 0..x.len() {
-                let g = g[i];
-                // m ← m + (1 − β1)(g − m): PyTorch's lerp, the same as β1 m + (1 − β1) g.
-                let m = s.m[i];
-                s.m[i] = m + (T::ONE - b1) * (g - m);
-                s.v[i] = b2 * s.v[i] + (T::ONE - b2) * g * g;
-                let denom = s.v[i].sqrt() / bias2_sqrt + eps;
-                x[i] -= step_size * s.m[i] / denom;
-            }
-            p.set_value(Tensor::from_vec(x, &shape)?);
+            let shrink = T::ONE - lr * wd;
+            p.update_value(|x| {
+                for i in 0..x.len() {
+                    let mut g = g[i];
+                    if decay {
+                        if decoupled {
+                            x[i] *= shrink;
+                        } else {
+                            g += wd * x[i];
+                        }
+                    }
+                    // m ← m + (1 − β1)(g − m): PyTorch's lerp, the same as β1 m + (1 − β1) g.
+                    let m = s.m[i];
+                    s.m[i] = m + (T::ONE - b1) * (g - m);
+                    s.v[i] = b2 * s.v[i] + (T::ONE - b2) * g * g;
+                    let denom = s.v[i].sqrt() / bias2_sqrt + eps;
+                    x[i] -= step_size * s.m[i] / denom;
+                }
+            });
         }
         Ok(())
     }

@@ -33,7 +33,7 @@ pub use lr::{CosineLr, LrScheduler, StepLr};
 pub use sgd::Sgd;
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::Float;
+use tapegrad_tensor::{Float, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -88,30 +88,19 @@ pub(crate) fn check_range(op: &'static str, what: &str, v: f64, lo: f64, hi: f64
     }
 }
 
-/// A parameter's value and gradient as contiguous row-major vectors, for an update loop.
-pub(crate) struct Update<T> {
-    pub(crate) shape: Vec<usize>,
-    pub(crate) x: Vec<T>,
-    pub(crate) g: Vec<T>,
-}
-
-impl<T: Float> Update<T> {
-    /// Reads `p`'s value and gradient, or `None` when it has no gradient.
-    ///
-    /// # Errors
-    /// A gradient whose shape differs from the parameter's.
-    pub(crate) fn read(op: &'static str, p: &Var<T>) -> Result<Option<Update<T>>> {
-        let Some(g) = p.grad() else { return Ok(None) };
-        let value = p.value();
-        if g.shape() != value.shape() {
-            return Err(tapegrad_tensor::Error::ShapeMismatch {
-                op,
-                lhs: value.shape().to_vec(),
-                rhs: g.shape().to_vec(),
-                reason: "the gradient's shape differs from the parameter's".into(),
-            }
-            .into());
+/// A parameter's gradient, checked against the parameter's shape and made contiguous (a view
+/// of the gradient's own storage when it already is), for an in-place update loop.
+pub(crate) fn gradient<T: Float>(op: &'static str, p: &Var<T>) -> Result<Option<Tensor<T>>> {
+    let Some(g) = p.grad() else { return Ok(None) };
+    let shape = p.shape();
+    if g.shape() != shape.as_slice() {
+        return Err(tapegrad_tensor::Error::ShapeMismatch {
+            op,
+            lhs: shape,
+            rhs: g.shape().to_vec(),
+            reason: "the gradient's shape differs from the parameter's".into(),
         }
-        Ok(Some(Update { shape: value.shape().to_vec(), x: value.to_vec(), g: g.to_vec() }))
+        .into());
     }
+    Ok(Some(g.contiguous()))
 }

@@ -2,9 +2,9 @@
 //! `torch.optim.SGD`.
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::Float;
 
-use super::{check_range, invalid, Optimizer, Update};
+use super::{check_range, gradient, invalid, Optimizer};
 use crate::error::Result;
 
 /// Stochastic gradient descent, `torch.optim.SGD`.
@@ -112,36 +112,28 @@ impl<T: Float> Optimizer for Sgd<T> {
         let mu = T::from_f64(self.momentum);
         let damp = T::ONE - T::from_f64(self.dampening);
         let wd = T::from_f64(self.weight_decay);
+        let (decay, momentum, nesterov) = (self.weight_decay != 0.0, self.momentum != 0.0, self.nesterov);
         for (p, buffer) in self.params.iter().zip(&mut self.buffers) {
-            let Some(Update { shape, mut x, mut g }) = Update::read("SGD", p)? else { continue };
-            if self.weight_decay != 0.0 {
-                for (g, &x) in g.iter_mut().zip(&x) {
-                    *g += wd * x;
-                }
-            }
-            if self.momentum != 0.0 {
-                match buffer {
-                    None => *buffer = Some(g.clone()),
-                    Some(b) => {
-                        for (b, &g) in b.iter_mut().zip(&g) {
-                            *b = mu * *b + damp * g;
-                        }
+            let Some(grad) = gradient("SGD", p)? else { continue };
+            let g = grad.as_slice().unwrap_or_default();
+            let first = buffer.is_none();
+            let b = buffer.get_or_insert_with(|| if momentum { vec![T::ZERO; g.len()] } else { Vec::new() });
+            // One pass per parameter, in place, with PyTorch's operations in PyTorch's order:
+            // g ← g + wd x;  b ← g (first step) or μ b + (1 − dampening) g;  d ← g + μ b
+            // (Nesterov) or b;  x ← x − lr d.
+            p.update_value(|x| {
+                for i in 0..x.len() {
+                    let mut d = g[i];
+                    if decay {
+                        d += wd * x[i];
                     }
-                }
-                if let Some(b) = buffer {
-                    if self.nesterov {
-                        for (g, &b) in g.iter_mut().zip(b.iter()) {
-                            *g += mu * b;
-                        }
-                    } else {
-                        g.copy_from_slice(b);
+                    if momentum {
+                        b[i] = if first { d } else { mu * b[i] + damp * d };
+                        d = if nesterov { d + mu * b[i] } else { b[i] };
                     }
+                    x[i] -= lr * d;
                 }
-            }
-            for (x, &g) in x.iter_mut().zip(&g) {
-                *x -= lr * g;
-            }
-            p.set_value(Tensor::from_vec(x, &shape)?);
+            });
         }
         Ok(())
     }
