@@ -20,6 +20,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    # Pin the process to N cores: thread-count flags alone do not stop XLA from using every core.
+    os.sched_setaffinity(0, set(range(args.threads)))
     os.environ["XLA_FLAGS"] = (
         f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'} "
         f"intra_op_parallelism_threads={args.threads}"

@@ -19,6 +19,7 @@ Workloads (each the median of repeated runs after a warm-up):
 - and the peak resident memory of 100 MLP steps (ru_maxrss), in MiB.
 """
 import argparse
+import os
 import resource
 import statistics
 import time
@@ -103,6 +104,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    # Pin the process to N cores: thread-count flags alone do not stop XLA from using every core.
+    os.sched_setaffinity(0, set(range(args.threads)))
     torch.set_num_threads(args.threads)
     print(f"PyTorch {torch.__version__}, {args.threads} thread(s)")
     for n in (1024, 2048):
