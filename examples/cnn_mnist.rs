@@ -14,11 +14,8 @@
 
 mod common;
 
-use std::time::Instant;
-
-use tapegrad::nn::data::Dataset;
 use tapegrad::nn::{Conv2d, Dropout, Dropout2d, Flatten, Linear, MaxPool2d, ReLU, Sequential};
-use tapegrad::optim::{Adam, CosineLr, LrScheduler, Optimizer};
+use tapegrad::optim::Adam;
 use tapegrad::prelude::*;
 
 /// `[N, 784]` digits seen as `[N, 1, 28, 28]` images, then features and classifier.
@@ -55,24 +52,6 @@ impl Module for Cnn {
     }
 }
 
-/// Seconds per training batch, measured on a few batches before the real run (the parameters
-/// are put back afterwards, so the measurement does not change what the run learns).
-fn time_batches(model: &mut Cnn, train: &Dataset, batch: usize, gen: &mut Generator) -> Result<f64> {
-    let saved: Vec<Tensor> = model.parameters().iter().map(|p| p.value()).collect();
-    let mut opt = Adam::new(model.parameters(), 1e-3);
-    let (probe, _) = train.split_at(train.len().min(4 * batch))?;
-    let bar = common::epoch_bar("timing");
-    let start = Instant::now();
-    common::train_epoch(model, &mut opt, &probe, batch, gen, &bar)?;
-    bar.finish_and_clear();
-    let per_batch = common::seconds(start) / probe.len().div_ceil(batch) as f64;
-    for (p, v) in model.parameters().iter().zip(saved) {
-        p.set_value(v);
-        p.zero_grad();
-    }
-    Ok(per_batch)
-}
-
 /// The example's own flags.
 struct Options {
     lr: f64,
@@ -107,7 +86,7 @@ fn run(args: &common::Args, opts: &Options) -> Result<()> {
 
     // The probe shuffles with its own generator and its dropout masks come from the default
     // one: reseed that afterwards, so the run draws the same masks whether or not it was timed.
-    let per_batch = time_batches(&mut model, &split.train, batch, &mut Generator::new(u64::MAX))?;
+    let per_batch = common::time_batches(&mut model, &split.train, batch, &mut Generator::new(u64::MAX))?;
     manual_seed(args.seed);
     let batches = split.train.len().div_ceil(batch);
     println!(
@@ -118,26 +97,7 @@ fn run(args: &common::Args, opts: &Options) -> Result<()> {
     );
 
     let mut opt = Adam::new(model.parameters(), lr);
-    let mut schedule = CosineLr::new(args.epochs.max(1), 0.0).base_lr(lr);
-    println!("{:>5} {:>8} {:>10} {:>10} {:>9} {:>8}", "epoch", "lr", "train loss", "test loss", "test acc", "time");
-    let total = Instant::now();
-    for epoch in 1..=args.epochs {
-        let epoch_lr = opt.lr();
-        let start = Instant::now();
-        let bar = common::epoch_bar(&format!("epoch {epoch}"));
-        let train_loss = common::train_epoch(&mut model, &mut opt, &split.train, batch, &mut gen, &bar)?;
-        bar.finish_and_clear();
-        let (test_loss, test_acc) = common::evaluate(&mut model, &split.test, 500)?;
-        schedule.step(&mut opt)?;
-        println!(
-            "{epoch:>5} {epoch_lr:>8.2e} {train_loss:>10.4} {test_loss:>10.4} {:>8.2}% {:>7.1}s",
-            100.0 * test_acc,
-            common::seconds(start)
-        );
-    }
-    println!("training time: {:.1} s", common::seconds(total));
-    let (_, acc) = common::evaluate(&mut model, &split.test, 500)?;
-    println!("final test accuracy: {:.2}% on {} digits", 100.0 * acc, split.test.len());
+    common::fit_cosine(&mut model, &mut opt, lr, &split, batch, args.epochs, &mut gen)?;
     Ok(())
 }
 

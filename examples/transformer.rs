@@ -15,11 +15,8 @@
 
 mod common;
 
-use std::time::Instant;
-
-use tapegrad::nn::data::Dataset;
 use tapegrad::nn::{Linear, TransformerEncoderLayer};
-use tapegrad::optim::{AdamW, CosineLr, LrScheduler, Optimizer};
+use tapegrad::optim::AdamW;
 use tapegrad::prelude::*;
 
 /// Rows of a 28 x 28 digit, and pixels per row.
@@ -95,24 +92,6 @@ impl Options {
     }
 }
 
-/// Seconds per training batch, measured on a few batches before the real run (the parameters
-/// are put back afterwards, so the measurement does not change what the run learns).
-fn time_batches(model: &mut RowTransformer, train: &Dataset, batch: usize, gen: &mut Generator) -> Result<f64> {
-    let saved: Vec<Tensor> = model.parameters().iter().map(|p| p.value()).collect();
-    let mut opt = AdamW::new(model.parameters(), 1e-3);
-    let (probe, _) = train.split_at(train.len().min(4 * batch))?;
-    let bar = common::epoch_bar("timing");
-    let start = Instant::now();
-    common::train_epoch(model, &mut opt, &probe, batch, gen, &bar)?;
-    bar.finish_and_clear();
-    let per_batch = common::seconds(start) / probe.len().div_ceil(batch) as f64;
-    for (p, v) in model.parameters().iter().zip(saved) {
-        p.set_value(v);
-        p.zero_grad();
-    }
-    Ok(per_batch)
-}
-
 fn run(args: &common::Args, opts: &Options) -> Result<()> {
     let split = common::load_split(args)?;
     println!("data: {}", split.source);
@@ -126,7 +105,7 @@ fn run(args: &common::Args, opts: &Options) -> Result<()> {
 
     // The probe's dropout masks come from the default generator: reseed it afterwards so the run
     // draws the same masks whether or not it was timed.
-    let per_batch = time_batches(&mut model, &split.train, opts.batch, &mut Generator::new(u64::MAX))?;
+    let per_batch = common::time_batches(&mut model, &split.train, opts.batch, &mut Generator::new(u64::MAX))?;
     manual_seed(args.seed);
     let batches = split.train.len().div_ceil(opts.batch);
     println!(
@@ -139,26 +118,7 @@ fn run(args: &common::Args, opts: &Options) -> Result<()> {
     );
 
     let mut opt = AdamW::new(model.parameters(), opts.lr);
-    let mut schedule = CosineLr::new(args.epochs.max(1), 0.0).base_lr(opts.lr);
-    println!("{:>5} {:>8} {:>10} {:>10} {:>9} {:>8}", "epoch", "lr", "train loss", "test loss", "test acc", "time");
-    let total = Instant::now();
-    for epoch in 1..=args.epochs {
-        let epoch_lr = opt.lr();
-        let start = Instant::now();
-        let bar = common::epoch_bar(&format!("epoch {epoch}"));
-        let train_loss = common::train_epoch(&mut model, &mut opt, &split.train, opts.batch, &mut gen, &bar)?;
-        bar.finish_and_clear();
-        let (test_loss, test_acc) = common::evaluate(&mut model, &split.test, 500)?;
-        schedule.step(&mut opt)?;
-        println!(
-            "{epoch:>5} {epoch_lr:>8.2e} {train_loss:>10.4} {test_loss:>10.4} {:>8.2}% {:>7.1}s",
-            100.0 * test_acc,
-            common::seconds(start)
-        );
-    }
-    println!("training time: {:.1} s", common::seconds(total));
-    let (_, acc) = common::evaluate(&mut model, &split.test, 500)?;
-    println!("final test accuracy: {:.2}% on {} digits", 100.0 * acc, split.test.len());
+    common::fit_cosine(&mut model, &mut opt, opts.lr, &split, opts.batch, args.epochs, &mut gen)?;
     Ok(())
 }
 

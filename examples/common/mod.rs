@@ -212,6 +212,61 @@ pub fn train_epoch_with<M: Module, O: Optimizer>(
     Ok(loss_sum / seen.max(1) as f64)
 }
 
+/// Seconds per training batch, measured on a few batches before the real run. The parameters
+/// are put back afterwards, so the measurement does not change what the run learns (re-seed the
+/// default generator after it: the probe's dropout draws from it).
+pub fn time_batches<M: Module>(model: &mut M, train: &Dataset, batch: usize, gen: &mut Generator) -> Result<f64> {
+    let saved: Vec<Tensor> = model.parameters().iter().map(|p| p.value()).collect();
+    let mut opt = tapegrad::optim::Adam::new(model.parameters(), 1e-3);
+    let (probe, _) = train.split_at(train.len().min(4 * batch))?;
+    let bar = epoch_bar("timing");
+    let start = Instant::now();
+    train_epoch(model, &mut opt, &probe, batch, gen, &bar)?;
+    bar.finish_and_clear();
+    let per_batch = seconds(start) / probe.len().div_ceil(batch.max(1)) as f64;
+    for (p, v) in model.parameters().iter().zip(saved) {
+        p.set_value(v);
+        p.zero_grad();
+    }
+    Ok(per_batch)
+}
+
+/// Trains for `epochs` with the learning rate cosine-annealed from `lr` to 0, printing a table
+/// (epoch, lr, train loss, test loss, test accuracy, time), then the training time and the
+/// final test accuracy.
+pub fn fit_cosine<M: Module, O: Optimizer>(
+    model: &mut M,
+    opt: &mut O,
+    lr: f64,
+    split: &Split,
+    batch: usize,
+    epochs: usize,
+    gen: &mut Generator,
+) -> Result<()> {
+    use tapegrad::optim::{CosineLr, LrScheduler};
+    let mut schedule = CosineLr::new(epochs.max(1), 0.0).base_lr(lr);
+    println!("{:>5} {:>8} {:>10} {:>10} {:>9} {:>8}", "epoch", "lr", "train loss", "test loss", "test acc", "time");
+    let total = Instant::now();
+    for epoch in 1..=epochs {
+        let epoch_lr = opt.lr();
+        let start = Instant::now();
+        let bar = epoch_bar(&format!("epoch {epoch}"));
+        let train_loss = train_epoch(model, opt, &split.train, batch, gen, &bar)?;
+        bar.finish_and_clear();
+        let (test_loss, test_acc) = evaluate(model, &split.test, 500)?;
+        schedule.step(opt)?;
+        println!(
+            "{epoch:>5} {epoch_lr:>8.2e} {train_loss:>10.4} {test_loss:>10.4} {:>8.2}% {:>7.1}s",
+            100.0 * test_acc,
+            seconds(start)
+        );
+    }
+    println!("training time: {:.1} s", seconds(total));
+    let (_, acc) = evaluate(model, &split.test, 500)?;
+    println!("final test accuracy: {:.2}% on {} digits", 100.0 * acc, split.test.len());
+    Ok(())
+}
+
 /// A progress bar for one epoch (hidden when stderr is not a terminal, so logs stay clean).
 pub fn epoch_bar(label: &str) -> ProgressBar {
     let bar = ProgressBar::new(0);
