@@ -6,6 +6,18 @@ use proptest::prelude::*;
 use serde_json::Value;
 use tapegrad_tensor::{Error, Float, Generator, Tensor};
 
+#[path = "../../../tests/golden/support.rs"]
+mod golden_file;
+
+/// A case of PyTorch's golden file `tests/golden/ops.json`.
+fn golden(name: &str) -> Value {
+    golden_file::case("ops.json", name)
+}
+
+fn golden_tensor(v: &Value) -> Tensor<f64> {
+    golden_file::tensor(v)
+}
+
 // ─── naive references (f64) ────────────────────────────────────────────────────
 
 /// Element `(n, c, h, w)` of a row-major `[N, C, H, W]` buffer, or `None` in the padding.
@@ -550,18 +562,6 @@ fn pool_errors_are_errs_not_panics() {
 }
 
 // ─── golden values (PyTorch) ───────────────────────────────────────────────────
-
-fn golden(name: &str) -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/ops.json");
-    let all: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    all["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone()
-}
-
-fn golden_tensor(v: &Value) -> Tensor<f64> {
-    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-    let data: Vec<f64> = v["data"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
-    Tensor::from_vec(data, &shape).unwrap()
-}
 
 fn arg(case: &Value, name: &str) -> usize {
     case["args"][name].as_u64().map_or(0, |v| v as usize)

@@ -6,6 +6,20 @@ use proptest::prelude::*;
 use serde_json::Value;
 use tapegrad_tensor::{Error, Float, Tensor};
 
+#[path = "../../../tests/golden/support.rs"]
+mod golden_file;
+
+/// A case of PyTorch's golden file `tests/golden/ops.json`.
+fn golden(name: &str) -> Value {
+    golden_file::case("ops.json", name)
+}
+
+fn golden_tensor(v: &Value) -> Tensor<f64> {
+    golden_file::tensor(v)
+}
+
+use golden_file::usizes;
+
 // ─── helpers ───────────────────────────────────────────────────────────────────
 
 fn numel(shape: &[usize]) -> usize {
@@ -397,21 +411,6 @@ fn gather_errors_are_errs_not_panics() {
 }
 
 // ─── golden values (PyTorch) ───────────────────────────────────────────────────
-
-fn golden(name: &str) -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/ops.json");
-    let all: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    all["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone()
-}
-
-fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()
-}
-
-fn golden_tensor(v: &Value) -> Tensor<f64> {
-    let data: Vec<f64> = v["data"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
-    Tensor::from_vec(data, &usizes(&v["shape"])).unwrap()
-}
 
 fn assert_golden(name: &str, what: &str, got: &Tensor<f64>, want: &Value) {
     let want = golden_tensor(want);

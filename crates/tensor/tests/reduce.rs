@@ -6,6 +6,18 @@
 use proptest::prelude::*;
 use tapegrad_tensor::{Float, Tensor};
 
+#[path = "../../../tests/golden/support.rs"]
+mod golden_file;
+
+/// A case of PyTorch's golden file `tests/golden/ops.json`.
+fn golden_case(name: &str) -> serde_json::Value {
+    golden_file::case("ops.json", name)
+}
+
+fn golden_tensor(v: &serde_json::Value) -> Tensor<f64> {
+    golden_file::tensor(v)
+}
+
 // ─── helpers ───────────────────────────────────────────────────────────────────
 
 /// A small deterministic generator for test data (proptest picks the seed).
@@ -404,26 +416,6 @@ fn errors_name_the_op_and_the_shape() {
 }
 
 // ─── golden values from PyTorch ────────────────────────────────────────────────
-
-/// A case of the PyTorch golden file (`tests/golden/ops.json` at the repository root, written by
-/// PyTorch in float64).
-fn golden_case(name: &str) -> serde_json::Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/ops.json");
-    let all: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    all["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no golden case {name}"))
-        .clone()
-}
-
-fn golden_tensor(v: &serde_json::Value) -> Tensor<f64> {
-    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-    let data: Vec<f64> = v["data"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
-    Tensor::from_vec(data, &shape).unwrap()
-}
 
 #[test]
 fn forward_values_match_pytorch() {

@@ -5,6 +5,20 @@ use proptest::prelude::*;
 use serde_json::Value;
 use tapegrad_tensor::{Float, Tensor};
 
+#[path = "../../../tests/golden/support.rs"]
+mod golden_file;
+
+/// A case of PyTorch's golden file `tests/golden/ops.json`.
+fn golden(name: &str) -> Value {
+    golden_file::case("ops.json", name)
+}
+
+fn golden_tensor(v: &Value) -> Tensor<f64> {
+    golden_file::tensor(v)
+}
+
+use golden_file::usizes;
+
 // ─── naive reference: a row-major array and index maps ─────────────────────────
 
 #[derive(Clone, Debug, PartialEq)]
@@ -170,22 +184,6 @@ fn bad_view_arguments_are_errors() {
 }
 
 // ─── golden values (PyTorch) ───────────────────────────────────────────────────
-
-fn golden(name: &str) -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/ops.json");
-    let all: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    all["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone()
-}
-
-fn golden_tensor(v: &Value) -> Tensor<f64> {
-    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-    let data: Vec<f64> = v["data"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
-    Tensor::from_vec(data, &shape).unwrap()
-}
-
-fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()
-}
 
 #[test]
 fn views_match_pytorch() {
