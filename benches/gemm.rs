@@ -1,6 +1,6 @@
 //! GEMM throughput: SGEMM on every kernel path for square sizes at 1 and 2 threads, a DGEMM
-//! sample, and the f32 products of a 784-1024-10 MLP at batch 128 (forward and both backward
-//! products, which read transposed operands in place).
+//! sample, and the f32 products of issue 6's 784-1024-1024-10 MLP at batch 128 (forward and
+//! both backward products of each layer, which read transposed operands in place).
 //!
 //! Throughput is declared as `Elements(2 m n k)`, so criterion's "elem/s" reads as FLOP/s
 //! (`Gelem/s` = GFLOP/s); compare with `benches/fma_peak.rs`. Names are
@@ -85,27 +85,27 @@ fn dgemm(c: &mut Criterion) {
     group.finish();
 }
 
-/// The products of one training step of a 784-1024-10 MLP at batch 128, through
-/// `Tensor::matmul` on the active path: `(name, lhs, rhs)` with transposed views where the
-/// backward pass reads them.
+/// The products of one training step of issue 6's 784-1024-1024-10 MLP at batch 128 (weights
+/// stored `[out, in]` as `Linear` keeps them), through `Tensor::matmul` on the active path:
+/// `(name, lhs, rhs)` with transposed views where the layer reads them. Named
+/// `layer_role_m x k x n`.
 fn mlp(c: &mut Criterion) {
     let mut group = c.benchmark_group("mlp");
     configure(&mut group);
     let mut gen = Generator::new(1);
-    let x = Tensor::<f32>::randn(&[128, 784], &mut gen);
-    let w1 = Tensor::<f32>::randn(&[784, 1024], &mut gen);
-    let h = Tensor::<f32>::randn(&[128, 1024], &mut gen);
-    let w2 = Tensor::<f32>::randn(&[1024, 10], &mut gen);
-    let dy2 = Tensor::<f32>::randn(&[128, 10], &mut gen);
-    let dh = Tensor::<f32>::randn(&[128, 1024], &mut gen);
+    let mut randn = |shape: &[usize]| Tensor::<f32>::randn(shape, &mut gen);
+    let (x, h, dh, dy) = (randn(&[128, 784]), randn(&[128, 1024]), randn(&[128, 1024]), randn(&[128, 10]));
+    let (w1, w2, w3) = (randn(&[1024, 784]), randn(&[1024, 1024]), randn(&[10, 1024]));
     let t = |v: &Tensor<f32>| v.t().expect("a 2-D tensor");
-    let products: [(&str, Tensor<f32>, Tensor<f32>); 6] = [
-        ("fc1_fwd_128x784x1024", x.clone(), w1.clone()), // h = x W1
-        ("fc1_dw_AtB_784x128x1024", t(&x), dh.clone()),  // dW1 = x^T dh
-        ("fc1_dx_ABt_128x1024x784", dh.clone(), t(&w1)), // dx = dh W1^T
-        ("fc2_fwd_128x1024x10", h.clone(), w2.clone()),  // y = h W2
-        ("fc2_dw_AtB_1024x128x10", t(&h), dy2.clone()),  // dW2 = h^T dy
-        ("fc2_dx_ABt_128x10x1024", dy2.clone(), t(&w2)), // dh = dy W2^T
+    let products: [(&str, Tensor<f32>, Tensor<f32>); 8] = [
+        ("fc1_fwd_128x784x1024", x.clone(), t(&w1)),  // h1 = x W1ᵀ
+        ("fc1_dw_1024x128x784", t(&dh), x.clone()),   // dW1 = dh1ᵀ x
+        ("fc2_fwd_128x1024x1024", h.clone(), t(&w2)), // h2 = h1 W2ᵀ
+        ("fc2_dx_128x1024x1024", dh.clone(), w2),     // dh1 = dh2 W2
+        ("fc2_dw_1024x128x1024", t(&dh), h.clone()),  // dW2 = dh2ᵀ h1
+        ("fc3_fwd_128x1024x10", h.clone(), t(&w3)),   // y = h2 W3ᵀ
+        ("fc3_dx_128x10x1024", dy.clone(), w3),       // dh2 = dy W3
+        ("fc3_dw_10x128x1024", t(&dy), h),            // dW3 = dyᵀ h2
     ];
     for (name, lhs, rhs) in &products {
         let (m, k, n) = (lhs.shape()[0], lhs.shape()[1], rhs.shape()[1]);

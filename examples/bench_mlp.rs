@@ -18,8 +18,14 @@
 //! bias, ReLU and dropout in one scalar pass over the output). Both draw the same masks and give
 //! the same loss; today `layers` is the faster (see docs/benchmarks.md).
 //!
-//! Prints the median and mean milliseconds per step, the GFLOP/s they imply, the final loss and
-//! the process's peak resident set (`VmHWM` from `/proc/self/status`).
+//! Prints the median and mean milliseconds per step, the GFLOP/s they imply, the mean time of
+//! each phase (forward with the loss, backward, the SGD update with `zero_grad`), the final loss
+//! and the process's peak resident set (`VmHWM` from `/proc/self/status`).
+//!
+//! The steps run on rayon's pool (`examples/common` calls `run` inside `rayon::scope`), so the
+//! thread that records the tape is one of the pool's workers and shares each kernel's parallel
+//! work directly; called from a thread outside the pool, every parallel kernel hands its work
+//! across and waits to be woken (about 0.4 ms per step more at 2 threads).
 
 mod common;
 
@@ -130,6 +136,7 @@ fn run(args: &common::Args, opts: Options) -> Result<()> {
     let targets: Vec<usize> = (0..BATCH).map(|_| gen.below(CLASSES as u64) as usize).collect();
 
     let mut times = Vec::with_capacity(opts.steps);
+    let mut phases = [0.0f64; 3];
     let mut loss_value = 0.0;
     for step in 0..opts.warmup + opts.steps {
         let start = Instant::now();
@@ -138,9 +145,17 @@ fn run(args: &common::Args, opts: Options) -> Result<()> {
             Path::Layers => model.forward(&x)?,
         };
         let loss = nn::loss::cross_entropy(&logits, &targets)?;
+        let t1 = Instant::now();
         loss.backward()?;
+        let t2 = Instant::now();
         opt.step()?;
         opt.zero_grad();
+        let t3 = Instant::now();
+        if step >= opts.warmup {
+            for (sum, (from, to)) in phases.iter_mut().zip([(start, t1), (t1, t2), (t2, t3)]) {
+                *sum += (to - from).as_secs_f64() * 1e3;
+            }
+        }
         loss_value = loss.value().item()?;
         if step >= opts.warmup {
             times.push(start.elapsed().as_secs_f64() * 1e3);
@@ -163,6 +178,8 @@ fn run(args: &common::Args, opts: Options) -> Result<()> {
         FLOPS / median / 1e6,
         FLOPS / 1e9
     );
+    let [fwd, bwd, update] = phases.map(|ms| ms / opts.steps as f64);
+    println!("mean ms per phase: forward + loss {fwd:.3}, backward {bwd:.3}, SGD update + zero_grad {update:.3}");
     println!("final loss {loss_value:.6}");
     match peak_rss_kib() {
         Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),

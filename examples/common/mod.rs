@@ -93,11 +93,11 @@ pub fn parse_args(epochs: usize, extra: &[&str]) -> Result<Args, String> {
 /// An example's `main`: parses the shared flags and the example's own (turned into `O` by
 /// `options`), sizes the thread pool, then runs `run`. Bad flags exit with code 2 and a usage
 /// message, a failed run with code 1 and the error: never a panic.
-pub fn main<O>(
+pub fn main<O: Send>(
     epochs: usize,
     extra: &[&str],
     options: impl FnOnce(&Args) -> Result<O, String>,
-    run: impl FnOnce(&Args, O) -> Result<()>,
+    run: impl FnOnce(&Args, O) -> Result<()> + Send,
 ) {
     let (args, opts) = match parse_args(epochs, extra).and_then(|args| options(&args).map(|o| (args, o))) {
         Ok(parsed) => parsed,
@@ -106,7 +106,11 @@ pub fn main<O>(
             std::process::exit(2);
         }
     };
-    if let Err(e) = init_threads(args.threads).and_then(|_| run(&args, opts).map_err(|e| e.to_string())) {
+    // The run itself executes on one of the pool's threads, so the kernels' parallel work is
+    // shared with the thread that issues it instead of being handed across to a sleeping pool.
+    if let Err(e) =
+        init_threads(args.threads).and_then(|_| rayon::scope(|_| run(&args, opts)).map_err(|e| e.to_string()))
+    {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -83,6 +83,9 @@ pub trait Float:
     fn is_nan(self) -> bool;
     /// True for a finite value.
     fn is_finite(self) -> bool;
+    /// This type's cache of large buffers (see [`crate::buffers`]).
+    #[doc(hidden)]
+    fn buffer_cache() -> &'static crate::buffers::Cache<Self>;
 }
 
 macro_rules! impl_float {
@@ -95,6 +98,11 @@ macro_rules! impl_float {
             const NAN: Self = $t::NAN;
             const EPSILON: Self = $t::EPSILON;
             const NAME: &'static str = stringify!($t);
+
+            fn buffer_cache() -> &'static crate::buffers::Cache<$t> {
+                static CACHE: crate::buffers::Cache<$t> = crate::buffers::Cache::new();
+                &CACHE
+            }
 
             #[inline]
             fn from_f64(v: f64) -> Self {

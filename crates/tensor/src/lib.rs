@@ -15,6 +15,7 @@
 //! # Ok::<(), tapegrad_tensor::Error>(())
 //! ```
 
+pub mod buffers;
 mod dtype;
 mod error;
 pub mod kernels;

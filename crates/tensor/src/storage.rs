@@ -7,6 +7,8 @@
 
 use std::sync::{Arc, Weak};
 
+use crate::dtype::Float;
+
 /// The two ways a buffer is held.
 #[derive(Debug)]
 enum Buf<T> {
@@ -19,9 +21,20 @@ enum Buf<T> {
 /// A shared, immutable buffer of elements. Writes go through [`Storage::make_mut`], which copies
 /// only when another tensor still shares the buffer (copy-on-write).
 #[derive(Debug)]
-pub struct Storage<T>(Buf<T>);
+pub struct Storage<T: Float>(Buf<T>);
 
-impl<T> Clone for Storage<T> {
+/// A large buffer whose last handle goes away is kept for reuse ([`crate::buffers`]).
+impl<T: Float> Drop for Storage<T> {
+    fn drop(&mut self) {
+        if let Buf::Vec(v) = &mut self.0 {
+            if let Some(v) = Arc::get_mut(v) {
+                crate::buffers::recycle(std::mem::take(v));
+            }
+        }
+    }
+}
+
+impl<T: Float> Clone for Storage<T> {
     fn clone(&self) -> Self {
         Storage(match &self.0 {
             Buf::Vec(v) => Buf::Vec(Arc::clone(v)),
@@ -40,7 +53,7 @@ enum WeakBuf<T> {
     Slice(Weak<[T]>),
 }
 
-impl<T> WeakStorage<T> {
+impl<T: Float> WeakStorage<T> {
     /// The storage, if some tensor still holds it.
     pub fn upgrade(&self) -> Option<Storage<T>> {
         Some(Storage(match &self.0 {
@@ -50,7 +63,7 @@ impl<T> WeakStorage<T> {
     }
 }
 
-impl<T> Storage<T> {
+impl<T: Float> Storage<T> {
     /// Takes ownership of `data` (no copy).
     pub fn new(data: Vec<T>) -> Storage<T> {
         Storage(Buf::Vec(Arc::new(data)))
@@ -100,7 +113,7 @@ impl<T> Storage<T> {
     }
 }
 
-impl<T: Clone> Storage<T> {
+impl<T: Float> Storage<T> {
     /// A new buffer of `len` copies of `value` in a single allocation (counts and elements
     /// together); [`Storage::make_mut`] then fills it without copying, as nothing shares it yet.
     pub fn filled(len: usize, value: T) -> Storage<T> {

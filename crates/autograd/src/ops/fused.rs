@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 use smallvec::smallvec;
 use tapegrad_tensor::kernels::gemm::{gemm, MatRef};
-use tapegrad_tensor::{Float, Generator, Tensor};
+use tapegrad_tensor::{buffers, Float, Generator, Tensor};
 
 use crate::error::{Error, Result};
 use crate::ops::dropout::{check_p, DropoutRecord};
@@ -69,13 +69,13 @@ fn linear_forward<T: Float>(
         Some(b) if m > 0 && n > 0 => {
             let b = b.contiguous();
             let bias = b.as_slice().expect("a contiguous tensor has a slice");
-            let mut out = Vec::with_capacity(m * n);
+            let mut out = buffers::with_capacity(m * n);
             for _ in 0..m {
                 out.extend_from_slice(bias);
             }
             out
         }
-        _ => vec![T::ZERO; m * n],
+        _ => buffers::for_overwrite(m * n),
     };
     gemm(m, n, k, mat(x), mat(w).t(), &mut out, n, b.is_some());
     out
@@ -93,12 +93,12 @@ fn linear_backward<T: Float>(
     let (m, k, n) = (x.shape()[0], x.shape()[1], w.shape()[0]);
     let mut grads: Grads<T> = smallvec![None, None];
     if needs[0] {
-        let mut dx = vec![T::ZERO; m * k];
+        let mut dx = buffers::for_overwrite(m * k);
         gemm(m, k, n, mat(dz), mat(w), &mut dx, k, false);
         grads[0] = Some(Tensor::from_vec(dx, &[m, k])?);
     }
     if needs[1] {
-        let mut dw = vec![T::ZERO; n * k];
+        let mut dw = buffers::for_overwrite(n * k);
         gemm(n, k, m, mat(dz).t(), mat(x), &mut dw, k, false);
         grads[1] = Some(Tensor::from_vec(dw, &[n, k])?);
     }
@@ -192,7 +192,7 @@ impl<T: Float> Backward<T> for LinearReluDropout<T> {
     fn backward(&self, dy: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         let dy = dy.contiguous();
         let scale = T::from_f64(1.0 / (1.0 - self.record.p));
-        let mut dz = vec![T::ZERO; dy.numel()];
+        let mut dz = buffers::zeroed(dy.numel());
         if let (Some(dy), Some(y)) = (dy.as_slice(), self.y.as_slice()) {
             dz.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK)).zip(y.par_chunks(CHUNK)).for_each(|((dz, dy), y)| {
                 for ((dz, &dy), &y) in dz.iter_mut().zip(dy).zip(y) {

@@ -4,7 +4,7 @@
 use tapegrad_autograd::Var;
 use tapegrad_tensor::Float;
 
-use super::{check_range, gradient, Optimizer};
+use super::{check_range, gradient, update_in_pieces, Optimizer};
 use crate::error::Result;
 
 /// The state both Adam variants share; `decoupled` chooses AdamW's weight decay.
@@ -59,22 +59,23 @@ impl<T: Float> AdamState<T> {
             let step_size = lr / bias1;
             let shrink = T::ONE - lr * wd;
             p.update_value(|x| {
-                for i in 0..x.len() {
-                    let mut g = g[i];
-                    if decay {
-                        if decoupled {
-                            x[i] *= shrink;
-                        } else {
-                            g += wd * x[i];
+                update_in_pieces(x, &mut s.m, &mut s.v, g, |x, m, v, g| {
+                    for i in 0..x.len() {
+                        let mut g = g[i];
+                        if decay {
+                            if decoupled {
+                                x[i] *= shrink;
+                            } else {
+                                g += wd * x[i];
+                            }
                         }
+                        // m ← m + (1 − β1)(g − m): PyTorch's lerp, the same as β1 m + (1 − β1) g.
+                        m[i] = m[i] + (T::ONE - b1) * (g - m[i]);
+                        v[i] = b2 * v[i] + (T::ONE - b2) * g * g;
+                        let denom = v[i].sqrt() / bias2_sqrt + eps;
+                        x[i] -= step_size * m[i] / denom;
                     }
-                    // m ← m + (1 − β1)(g − m): PyTorch's lerp, the same as β1 m + (1 − β1) g.
-                    let m = s.m[i];
-                    s.m[i] = m + (T::ONE - b1) * (g - m);
-                    s.v[i] = b2 * s.v[i] + (T::ONE - b2) * g * g;
-                    let denom = s.v[i].sqrt() / bias2_sqrt + eps;
-                    x[i] -= step_size * s.m[i] / denom;
-                }
+                })
             });
         }
         Ok(())

@@ -104,3 +104,36 @@ pub(crate) fn gradient<T: Float>(op: &'static str, p: &Var<T>) -> Result<Option<
     }
     Ok(Some(g.contiguous()))
 }
+
+/// Elements per piece of an in-place update. Pieces run in parallel on rayon's pool; each
+/// element's update reads only its own parameter, state and gradient values, so the result is
+/// the same for any thread count.
+const PIECE: usize = 1 << 15;
+
+/// Runs `f` over matching pieces of a parameter `x`, two per-element state buffers `s1` and
+/// `s2` (each either `x.len()` long or empty, when the optimiser keeps no such state) and the
+/// gradient `g`, in parallel when `x` has more than one piece.
+pub(crate) fn update_in_pieces<T: Float>(
+    x: &mut [T],
+    s1: &mut [T],
+    s2: &mut [T],
+    g: &[T],
+    f: impl Fn(&mut [T], &mut [T], &mut [T], &[T]) + Sync,
+) {
+    use rayon::prelude::*;
+    debug_assert!(g.len() == x.len() && [s1.len(), s2.len()].iter().all(|&n| n == 0 || n == x.len()));
+    let pieces = x.len().div_ceil(PIECE);
+    if pieces <= 1 {
+        return f(x, s1, s2, g);
+    }
+    fn split<T>(s: &mut [T], pieces: usize) -> Vec<&mut [T]> {
+        if s.is_empty() {
+            (0..pieces).map(|_| &mut [][..]).collect()
+        } else {
+            s.chunks_mut(PIECE).collect()
+        }
+    }
+    let (s1, s2) = (split(s1, pieces), split(s2, pieces));
+    let work: Vec<_> = x.chunks_mut(PIECE).zip(s1).zip(s2).zip(g.chunks(PIECE)).collect();
+    work.into_par_iter().for_each(|(((x, s1), s2), g)| f(x, s1, s2, g));
+}

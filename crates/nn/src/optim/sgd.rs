@@ -4,7 +4,7 @@
 use tapegrad_autograd::Var;
 use tapegrad_tensor::Float;
 
-use super::{check_range, gradient, invalid, Optimizer};
+use super::{check_range, gradient, invalid, update_in_pieces, Optimizer};
 use crate::error::Result;
 
 /// Stochastic gradient descent, `torch.optim.SGD`.
@@ -122,17 +122,24 @@ impl<T: Float> Optimizer for Sgd<T> {
             // g ← g + wd x;  b ← g (first step) or μ b + (1 − dampening) g;  d ← g + μ b
             // (Nesterov) or b;  x ← x − lr d.
             p.update_value(|x| {
-                for i in 0..x.len() {
-                    let mut d = g[i];
-                    if decay {
-                        d += wd * x[i];
+                update_in_pieces(x, b, &mut [], g, |x, b, _, g| {
+                    if !decay && !momentum {
+                        // Plain SGD: a loop the compiler vectorises.
+                        x.iter_mut().zip(g).for_each(|(x, &g)| *x -= lr * g);
+                        return;
                     }
-                    if momentum {
-                        b[i] = if first { d } else { mu * b[i] + damp * d };
-                        d = if nesterov { d + mu * b[i] } else { b[i] };
+                    for i in 0..x.len() {
+                        let mut d = g[i];
+                        if decay {
+                            d += wd * x[i];
+                        }
+                        if momentum {
+                            b[i] = if first { d } else { mu * b[i] + damp * d };
+                            d = if nesterov { d + mu * b[i] } else { b[i] };
+                        }
+                        x[i] -= lr * d;
                     }
-                    x[i] -= lr * d;
-                }
+                })
             });
         }
         Ok(())

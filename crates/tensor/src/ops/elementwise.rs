@@ -29,7 +29,8 @@ pub(crate) const CHUNK: usize = 1 << 15;
 /// never from the thread count) and run in parallel when there are several; a buffer of one
 /// piece is filled on the calling thread.
 pub(crate) fn fill_chunked<T: Float>(numel: usize, chunk: usize, fill: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; numel];
+    // `fill` writes every position, so a reused buffer needs no clearing.
+    let mut out = crate::buffers::for_overwrite(numel);
     let chunk = chunk.max(1);
     if numel <= chunk {
         fill(0, &mut out);

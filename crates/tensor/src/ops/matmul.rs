@@ -68,7 +68,8 @@ impl<T: Float> Tensor<T> {
         full.extend_from_slice(&[m, n]);
         let numel = checked_numel(&full)
             .ok_or_else(|| Error::mismatch("matmul", ls, rs, "the result's size overflows usize"))?;
-        let mut out = vec![T::ZERO; numel];
+        // Every element is written by a product with `accumulate = false`.
+        let mut out = crate::buffers::for_overwrite(numel);
         if numel > 0 {
             let lhs = lhs.expand(&[batch.as_slice(), &[m, k]].concat())?;
             let rhs_m = rhs_m.expand(&[batch.as_slice(), &[k, n]].concat())?;

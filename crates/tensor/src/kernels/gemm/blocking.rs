@@ -16,11 +16,14 @@
 //! with each slice sum `s_q` formed by one microkernel call: the same arithmetic whatever the
 //! tiling of `M` and `N`, and therefore whatever the thread split.
 //!
-//! Threads: for problems of at least [`PAR_MIN_FLOPS`], each `(jc, pc)` step packs `B` in
-//! parallel, then runs the `ic` blocks as tasks on the rayon pool. `mc` is shrunk (to a multiple
-//! of `mr`) so the number of blocks is a multiple of the thread count; when no such height
-//! exists (few rows), each block's `jr` loop is split into one chunk per thread instead. Each
-//! task packs its own block of `A`, and tasks write disjoint tiles of `C`.
+//! Threads: a problem of at least [`PAR_MIN_FLOPS`] is cut into a grid of rectangles of `C`,
+//! one per thread, each a product of its own: it packs its rows of `A` and its columns of `B`
+//! and runs the loop nest above, and the threads meet only when all are done. The grid
+//! ([`grid`]) is the one that packs the fewest elements per thread, so with 2 threads the longer
+//! side of `C` is halved. (An earlier split shared each packed panel of `B` and parcelled out
+//! the blocks of `M` with two barriers per panel; measured on the MLP's 128-row products at 2
+//! threads it reached 256-339 GFLOP/s where the strips reach about 400, and it was no faster on
+//! square products either.)
 
 use rayon::prelude::*;
 
@@ -40,7 +43,7 @@ unsafe impl<T: Send> Send for SharedMut<T> {}
 // SAFETY: as above; the pointer itself is only copied, never used to create shared references.
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
-/// Runs the loop nest for `C (+)= A · B` with `m, n, k >= 1`.
+/// Runs `C (+)= A · B` with `m, n, k >= 1`, on the current rayon pool when it is large enough.
 ///
 /// The caller ([`super::gemm_with`]) has checked that `a` and `b` cover `m x k` and `k x n` and
 /// that `c` covers the `m x n` elements `c[i * c_rs + j * c_cs]` without two of them sharing an
@@ -57,113 +60,112 @@ pub(super) fn run<T: GemmKernels>(
     c_cs: usize,
     accumulate: bool,
 ) {
-    let (mr, nr) = (uk.mr, uk.nr);
+    let c = SharedMut(c.as_mut_ptr());
     let threads = if m.saturating_mul(n).saturating_mul(k).saturating_mul(2) >= PAR_MIN_FLOPS {
         rayon::current_num_threads()
     } else {
         1
     };
-    let (mc, m_blocks) = split_m(m, uk.mc, mr, threads);
-    let kc_max = uk.kc.min(k);
-    let nc_max = uk.nc.min(n.next_multiple_of(nr));
-    let c_ptr = SharedMut(c.as_mut_ptr());
-    T::with_pack_buffer(1, kc_max * nc_max, |b_pack| {
-        for jc in (0..n).step_by(uk.nc) {
-            let nc = uk.nc.min(n - jc);
-            let n_panels = nc.div_ceil(nr);
-            for pc in (0..k).step_by(uk.kc) {
-                let kc = uk.kc.min(k - pc);
-                let acc = accumulate || pc > 0;
-                let b_len = n_panels * nr * kc;
-                let b_buf = &mut b_pack[..b_len];
-                // B's panel is packed as its transpose (rows are the nc columns, depth runs along
-                // k), in one chunk of whole micro-panels per thread.
-                let per_chunk = n_panels.div_ceil(threads);
-                let pack_b = |(ch, panels): (usize, &mut [T])| {
-                    let j0 = ch * per_chunk * nr;
-                    let cols = (nc - j0).min(per_chunk * nr);
-                    // SAFETY: this chunk covers b(pc + p, jc + j0 + j) for p < kc, j < cols, all
-                    // inside `b.data` because `b` covers k x n (checked by gemm_with); `panels`
-                    // holds cols.div_ceil(nr) micro-panels of nr * kc elements.
-                    unsafe {
-                        let src = b.data.as_ptr().add(b.offset + pc * b.row_stride + (jc + j0) * b.col_stride);
-                        (uk.pack_b)(src, cols, kc, b.col_stride, b.row_stride, panels)
-                    }
-                };
-                if threads > 1 {
-                    b_buf.par_chunks_mut(per_chunk * nr * kc).enumerate().for_each(pack_b);
-                } else {
-                    pack_b((0, b_buf));
-                }
-                let b_buf = &*b_buf;
-
-                // One task: block `ib` of M times panels `panels` of N.
-                let task = |a_buf: &mut [T], ib: usize, panels: std::ops::Range<usize>| {
-                    let ic = ib * mc;
-                    let rows = mc.min(m - ic);
-                    let a_buf = &mut a_buf[..rows.div_ceil(mr) * mr * kc];
-                    // SAFETY: rows ic .. ic + rows and columns pc .. pc + kc of `a` are inside
-                    // `a.data` because `a` covers m x k (checked by gemm_with).
-                    unsafe {
-                        let src = a.data.as_ptr().add(a.offset + ic * a.row_stride + pc * a.col_stride);
-                        (uk.pack_a)(src, rows, kc, a.row_stride, a.col_stride, a_buf);
-                    }
-                    macrokernel(
-                        uk,
-                        kc,
-                        a_buf,
-                        rows,
-                        b_buf,
-                        panels,
-                        nc,
-                        c_ptr,
-                        ic * c_rs + jc * c_cs,
-                        (c_rs, c_cs),
-                        acc,
-                    );
-                };
-
-                let a_len = mc.div_ceil(mr) * mr * kc;
-                if threads == 1 {
-                    T::with_pack_buffer(0, a_len, |a_buf| {
-                        for ib in 0..m_blocks {
-                            task(a_buf, ib, 0..n_panels);
-                        }
-                    });
-                } else {
-                    // When the blocks of M cannot be shared out evenly, cut each block's N panels
-                    // into one chunk per thread as well (each chunk packs its block of A again).
-                    let n_chunks = if m_blocks % threads == 0 { 1 } else { threads.min(n_panels) };
-                    let per_chunk = n_panels.div_ceil(n_chunks);
-                    (0..m_blocks * n_chunks).into_par_iter().for_each(|t| {
-                        let (ib, chunk) = (t / n_chunks, t % n_chunks);
-                        let panels = chunk * per_chunk..((chunk + 1) * per_chunk).min(n_panels);
-                        if !panels.is_empty() {
-                            T::with_pack_buffer(0, a_len, |a_buf| task(a_buf, ib, panels));
-                        }
-                    });
-                }
-            }
+    let (rows, cols) = grid(uk, m, n, threads);
+    let (m_units, n_units) = (m.div_ceil(uk.mr), n.div_ceil(uk.nr));
+    if rows * cols == 1 {
+        return nest(uk, m, n, k, a, b, c, 0, (c_rs, c_cs), accumulate);
+    }
+    // Rectangle `t` of the grid: its share of the micro-panels of M and of N, as whole panels
+    // (so each element of C is still one microkernel call per kc slice).
+    let bounds = |part: usize, parts: usize, units: usize, unit: usize, len: usize| {
+        ((units * part / parts * unit).min(len), (units * (part + 1) / parts * unit).min(len))
+    };
+    (0..rows * cols).into_par_iter().for_each(|t| {
+        let (i0, i1) = bounds(t / cols, rows, m_units, uk.mr, m);
+        let (j0, j1) = bounds(t % cols, cols, n_units, uk.nr, n);
+        if i0 < i1 && j0 < j1 {
+            let a = MatRef { offset: a.offset + i0 * a.row_stride, ..a };
+            let b = MatRef { offset: b.offset + j0 * b.col_stride, ..b };
+            nest(uk, i1 - i0, j1 - j0, k, a, b, c, i0 * c_rs + j0 * c_cs, (c_rs, c_cs), accumulate);
         }
     });
 }
 
-/// Picks the block height for `M`: at most `mc` and a multiple of `mr`. With several threads it
-/// looks (among the next few block counts) for the tallest height that gives a number of blocks
-/// divisible by `threads`, so every thread gets the same work; the caller splits `N` as well
-/// when there is none. Returns the height and the number of blocks.
-fn split_m(m: usize, mc: usize, mr: usize, threads: usize) -> (usize, usize) {
-    if threads > 1 {
-        let fewest = m.div_ceil(mc).next_multiple_of(threads);
-        for blocks in (fewest..fewest + threads * 8).step_by(threads) {
-            let height = m.div_ceil(blocks).next_multiple_of(mr);
-            if height <= mc && m.div_ceil(height) % threads == 0 {
-                return (height, m.div_ceil(height));
-            }
+/// The grid of `rows x cols` rectangles (`rows * cols <= threads`) that an `m x n` `C` is cut
+/// into for `uk`'s tiles: among the factorisations of the thread count that give every
+/// rectangle at least one micro-panel each way, the one whose rectangles pack the fewest
+/// elements (per unit of `k`: each block of `A` once per `nc`-wide panel of `B`, plus `B`
+/// once), ties going to more columns.
+fn grid<T>(uk: &Microkernel<T>, m: usize, n: usize, threads: usize) -> (usize, usize) {
+    let (m_units, n_units) = (m.div_ceil(uk.mr), n.div_ceil(uk.nr));
+    let packed = |rows: usize, cols: usize| {
+        let (m_t, n_t) = (m_units.div_ceil(rows) * uk.mr, n_units.div_ceil(cols) * uk.nr);
+        m_t * n_t.div_ceil(uk.nc) + n_t
+    };
+    for threads in (2..=threads).rev() {
+        let best = (1..=threads)
+            .rev()
+            .filter(|rows| threads % rows == 0 && *rows <= m_units && threads / rows <= n_units)
+            .map(|rows| (rows, threads / rows))
+            .min_by_key(|&(rows, cols)| (packed(rows, cols), rows));
+        if let Some(best) = best {
+            return best;
         }
     }
-    let height = m.div_ceil(m.div_ceil(mc)).next_multiple_of(mr).min(mc);
-    (height, m.div_ceil(height))
+    (1, 1)
+}
+
+/// The loop nest for the `m x n` block of `C` whose element `(i, j)` is at
+/// `c_start + i * c_rs + j * c_cs`, on the calling thread. `a` and `b` cover `m x k` and
+/// `k x n`, and the caller owns that block of `C` for the whole call (see [`run`]).
+#[allow(clippy::too_many_arguments)]
+fn nest<T: GemmKernels>(
+    uk: &Microkernel<T>,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: SharedMut<T>,
+    c_start: usize,
+    (c_rs, c_cs): (usize, usize),
+    accumulate: bool,
+) {
+    let (mr, nr) = (uk.mr, uk.nr);
+    // Blocks of M as even as whole micro-panels allow, none taller than mc.
+    let mc = m.div_ceil(m.div_ceil(uk.mc)).next_multiple_of(mr).min(uk.mc);
+    let kc_max = uk.kc.min(k);
+    let nc_max = uk.nc.min(n.next_multiple_of(nr));
+    T::with_pack_buffer(1, kc_max * nc_max, |b_pack| {
+        T::with_pack_buffer(0, mc.div_ceil(mr) * mr * kc_max, |a_pack| {
+            for jc in (0..n).step_by(uk.nc) {
+                let nc = uk.nc.min(n - jc);
+                let n_panels = nc.div_ceil(nr);
+                for pc in (0..k).step_by(uk.kc) {
+                    let kc = uk.kc.min(k - pc);
+                    let acc = accumulate || pc > 0;
+                    // B's panel is packed as its transpose (rows are the nc columns, depth runs
+                    // along k).
+                    let b_buf = &mut b_pack[..n_panels * nr * kc];
+                    // SAFETY: b(pc + p, jc + j) for p < kc, j < nc is inside `b.data` because
+                    // `b` covers k x n (checked by gemm_with); `b_buf` holds n_panels
+                    // micro-panels of nr * kc elements.
+                    unsafe {
+                        let src = b.data.as_ptr().add(b.offset + pc * b.row_stride + jc * b.col_stride);
+                        (uk.pack_b)(src, nc, kc, b.col_stride, b.row_stride, b_buf);
+                    }
+                    for ic in (0..m).step_by(mc) {
+                        let rows = mc.min(m - ic);
+                        let a_buf = &mut a_pack[..rows.div_ceil(mr) * mr * kc];
+                        // SAFETY: rows ic .. ic + rows and columns pc .. pc + kc of `a` are
+                        // inside `a.data` because `a` covers m x k (checked by gemm_with).
+                        unsafe {
+                            let src = a.data.as_ptr().add(a.offset + ic * a.row_stride + pc * a.col_stride);
+                            (uk.pack_a)(src, rows, kc, a.row_stride, a.col_stride, a_buf);
+                        }
+                        let c_block = c_start + ic * c_rs + jc * c_cs;
+                        macrokernel(uk, kc, a_buf, rows, b_buf, 0..n_panels, nc, c, c_block, (c_rs, c_cs), acc);
+                    }
+                }
+            }
+        })
+    })
 }
 
 /// Sweeps the `mr x nr` tiles of one packed block of `A` (`rows x kc`) against the micro-panels
@@ -225,17 +227,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn split_m_balances_blocks_over_threads() {
-        assert_eq!(split_m(2048, 168, 14, 1), (168, 13));
-        for (m, threads) in [(256, 2), (1000, 3), (300, 2), (600, 2)] {
-            let (h, blocks) = split_m(m, 56, 14, threads);
-            assert_eq!((h % 14, blocks % threads), (0, 0), "m = {m}");
-            assert!(h <= 56 && h * blocks >= m && h * (blocks - 1) < m, "m = {m}");
+    fn grid_splits_the_side_that_packs_less_and_never_makes_empty_rectangles() {
+        fn kernel(mr: usize, nr: usize, nc: usize) -> Microkernel<f32> {
+            Microkernel { mr, nr, nc, mc: mr, ..super::super::microkernel::select_f32(crate::kernels::Isa::Scalar) }
         }
-        assert_eq!(split_m(256, 56, 14, 2), (28, 10));
-        // No balanced height near 56 for 2048 rows: 37 blocks, and the caller splits N too.
-        assert_eq!(split_m(2048, 56, 14, 2), (56, 37));
-        assert_eq!(split_m(5, 168, 14, 2), (14, 1));
-        assert_eq!(split_m(1, 64, 4, 1), (4, 1));
+        let uk = kernel(14, 32, 1024);
+        assert_eq!(grid(&uk, 128, 1024, 1), (1, 1));
+        assert_eq!(grid(&uk, 128, 1024, 2), (1, 2)); // the MLP's forward: split N
+        assert_eq!(grid(&uk, 1024, 128, 2), (2, 1));
+        assert_eq!(grid(&uk, 1024, 1024, 2), (2, 1)); // 518 rows + 1024 columns < 1036 + 512
+        assert_eq!(grid(&uk, 1024, 1080, 2), (1, 2)); // 1036 + 544 < 2 · 518 + 1088 (B wider than nc)
+        assert_eq!(grid(&uk, 2048, 2048, 2), (1, 2)); // A packed once per thread, not twice
+        assert_eq!(grid(&uk, 2048, 2048, 4), (2, 2));
+        assert_eq!(grid(&uk, 10, 1024, 4), (1, 4));
+        assert_eq!(grid(&uk, 1, 1, 8), (1, 1));
+        assert_eq!(grid(&uk, 40, 1, 8), (3, 1)); // 3 panels of 14 rows: 3 rectangles
+        let uk = kernel(4, 8, 64);
+        for (m, n, t) in [(5, 7, 6), (100, 3, 8), (2, 2, 3), (1, 9, 16), (17, 33, 7)] {
+            let (r, c) = grid(&uk, m, n, t);
+            assert!(r * c <= t && r <= m.div_ceil(4) && c <= n.div_ceil(8) && r * c >= 1, "{m} {n} {t}: {r} x {c}");
+        }
     }
 }

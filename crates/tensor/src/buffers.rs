@@ -1,0 +1,213 @@
+//! A cache of large element buffers, so that a training loop reuses the same memory step after
+//! step instead of returning it to the system allocator and taking it back.
+//!
+//! A training step allocates the same large buffers every time (activations, their gradients,
+//! the weight gradients) and frees them all by the end of the step. The system allocator may give
+//! such memory back to the kernel between steps (glibc trims the top of its heap once more than
+//! twice its mmap threshold is free there), and the next step then pays a page fault and a page
+//! clear for every 4 KiB it writes: measured on the MLP of `examples/bench_mlp.rs` at 2 threads,
+//! about 2,000 faults per step and a step twice as slow (docs/benchmarks.md).
+//!
+//! So when the last tensor holding a buffer of at least [`MIN_BYTES`] lets it go, the buffer goes
+//! into this cache, and the ops that allocate large outputs take a buffer of the same length
+//! from here first. The cache holds at most [`cache_limit`] bytes (256 MiB unless
+//! [`set_cache_limit`] says otherwise; 0 turns it off), dropping its oldest buffers first, and
+//! [`clear_cache`] empties it, like PyTorch's `empty_cache`. Contents are never observable: a
+//! reused buffer is zeroed or overwritten in full before any tensor shows it.
+//!
+//! ```
+//! use tapegrad_tensor::{buffers, Tensor};
+//! let t = Tensor::<f32>::zeros(&[512, 512]); // 1 MiB
+//! drop(t);
+//! assert!(buffers::cached_bytes() >= 1 << 20);
+//! let u = Tensor::<f32>::zeros(&[512, 512]); // reuses it, zeroed
+//! assert_eq!(u.sum_all().item()?, 0.0);
+//! buffers::clear_cache();
+//! # Ok::<(), tapegrad_tensor::Error>(())
+//! ```
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::dtype::Float;
+
+/// Buffers smaller than this (in bytes) are left to the system allocator, which recycles small
+/// blocks well on its own (128 KiB is glibc's default mmap threshold).
+pub const MIN_BYTES: usize = 128 << 10;
+
+static LIMIT: AtomicUsize = AtomicUsize::new(256 << 20);
+static CACHED: AtomicUsize = AtomicUsize::new(0);
+/// Held while a buffer goes into the cache or the cache shrinks, so that the check against the
+/// limit and the change of [`CACHED`] happen together for every element type.
+static ADMIT: Mutex<()> = Mutex::new(());
+
+fn admit() -> std::sync::MutexGuard<'static, ()> {
+    ADMIT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The most bytes the cache keeps (all element types together).
+pub fn cache_limit() -> usize {
+    LIMIT.load(Ordering::Relaxed)
+}
+
+/// Sets the most bytes the cache keeps; `0` turns caching off. Buffers already cached beyond a
+/// lowered limit are released.
+pub fn set_cache_limit(bytes: usize) {
+    LIMIT.store(bytes, Ordering::Relaxed);
+    f32::buffer_cache().shrink_to(bytes);
+    f64::buffer_cache().shrink_to(bytes);
+}
+
+/// The bytes the cache holds now.
+pub fn cached_bytes() -> usize {
+    CACHED.load(Ordering::Relaxed)
+}
+
+/// Releases every cached buffer to the system allocator.
+pub fn clear_cache() {
+    f32::buffer_cache().shrink_to(0);
+    f64::buffer_cache().shrink_to(0);
+}
+
+/// The cached buffers of one element type, oldest first.
+#[doc(hidden)]
+pub struct Cache<T> {
+    free: Mutex<Vec<Vec<T>>>,
+}
+
+impl<T: Float> Cache<T> {
+    /// An empty cache (for the per-type statics of `Float`).
+    pub(crate) const fn new() -> Cache<T> {
+        Cache { free: Mutex::new(Vec::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<T>>> {
+        // A panic while the lock is held cannot leave the list inconsistent (every change is
+        // one push or one remove), so a poisoned lock is still usable.
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently cached buffer of exactly `len` elements, if any.
+    fn take(&self, len: usize) -> Option<Vec<T>> {
+        if bytes::<T>(len) < MIN_BYTES {
+            return None;
+        }
+        let mut free = self.lock();
+        let i = free.iter().rposition(|v| v.len() == len)?;
+        let v = free.remove(i);
+        CACHED.fetch_sub(bytes::<T>(v.capacity()), Ordering::Relaxed);
+        Some(v)
+    }
+
+    /// Keeps `v` for reuse if it is large enough and fits under the limit (after dropping the
+    /// oldest buffers of this type if need be); otherwise frees it.
+    fn put(&self, v: Vec<T>) {
+        let size = bytes::<T>(v.capacity());
+        let limit = cache_limit();
+        if bytes::<T>(v.len()) < MIN_BYTES || v.len() != v.capacity() || size > limit {
+            return;
+        }
+        let _admit = admit();
+        let mut free = self.lock();
+        while CACHED.load(Ordering::Relaxed) + size > limit && !free.is_empty() {
+            let old = free.remove(0);
+            CACHED.fetch_sub(bytes::<T>(old.capacity()), Ordering::Relaxed);
+        }
+        if CACHED.load(Ordering::Relaxed) + size <= limit {
+            CACHED.fetch_add(size, Ordering::Relaxed);
+            free.push(v);
+        }
+    }
+
+    /// Drops the oldest buffers of this type until the whole cache is within `bytes`.
+    fn shrink_to(&self, bytes_left: usize) {
+        let _admit = admit();
+        let mut free = self.lock();
+        while CACHED.load(Ordering::Relaxed) > bytes_left && !free.is_empty() {
+            let old = free.remove(0);
+            CACHED.fetch_sub(bytes::<T>(old.capacity()), Ordering::Relaxed);
+        }
+    }
+}
+
+fn bytes<T>(len: usize) -> usize {
+    len.saturating_mul(std::mem::size_of::<T>())
+}
+
+/// Returns a buffer to the cache (what dropping a tensor's last handle does).
+pub(crate) fn recycle<T: Float>(v: Vec<T>) {
+    T::buffer_cache().put(v);
+}
+
+/// `len` zeros, in a cached buffer when there is one of that length.
+pub fn zeroed<T: Float>(len: usize) -> Vec<T> {
+    filled(len, T::ZERO)
+}
+
+/// `len` copies of `value`, in a cached buffer when there is one of that length.
+pub fn filled<T: Float>(len: usize, value: T) -> Vec<T> {
+    match T::buffer_cache().take(len) {
+        Some(mut v) => {
+            v.fill(value);
+            v
+        }
+        None => vec![value; len],
+    }
+}
+
+/// `len` initialised elements of unspecified value, for a caller that overwrites every one of
+/// them before anyone reads it (a product into `C` with `accumulate = false`, a kernel that
+/// writes its whole output): a cached buffer as it is, or fresh zeros.
+pub fn for_overwrite<T: Float>(len: usize) -> Vec<T> {
+    T::buffer_cache().take(len).unwrap_or_else(|| vec![T::ZERO; len])
+}
+
+/// An empty vector with room for at least `len` elements, to be filled by `push`, `extend` or
+/// through its spare capacity: a cached buffer, cleared, when there is one of that length.
+pub fn with_capacity<T: Float>(len: usize) -> Vec<T> {
+    match T::buffer_cache().take(len) {
+        Some(mut v) => {
+            v.clear();
+            v
+        }
+        None => Vec::with_capacity(len),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One test touches the global cache, so that parallel tests cannot race on its byte count.
+    #[test]
+    fn buffers_are_reused_bounded_and_released() {
+        let n = MIN_BYTES / 4 * 3; // 384 KiB of f32
+        clear_cache();
+        let a = for_overwrite::<f32>(n);
+        let ptr = a.as_ptr();
+        recycle(a);
+        assert!(cached_bytes() >= n * 4);
+        let mut b = for_overwrite::<f32>(n);
+        assert_eq!((b.as_ptr(), b.len()), (ptr, n), "the same buffer comes back");
+        b.fill(7.0);
+        recycle(b);
+        assert!(zeroed::<f32>(n).iter().all(|&v| v == 0.0), "zeroed clears a reused buffer");
+        // Small buffers and other lengths are not cached or handed out.
+        recycle(vec![1.0f32; 16]);
+        assert!(for_overwrite::<f32>(16).iter().all(|&v| v == 0.0));
+        recycle(vec![1.0f64; n]);
+        assert_eq!(with_capacity::<f64>(n).len(), 0);
+        // The limit bounds the cache; 0 turns it off.
+        let limit = cache_limit();
+        set_cache_limit(n * 4);
+        recycle(vec![1.0f32; n]);
+        recycle(vec![2.0f32; n]);
+        assert!(cached_bytes() <= n * 4);
+        set_cache_limit(0);
+        assert_eq!(cached_bytes(), 0);
+        recycle(vec![1.0f32; n]);
+        assert_eq!(cached_bytes(), 0);
+        set_cache_limit(limit);
+        clear_cache();
+    }
+}
