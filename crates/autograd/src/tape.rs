@@ -7,12 +7,13 @@
 
 use std::collections::{BinaryHeap, HashSet};
 
+use smallvec::SmallVec;
 use tapegrad_tensor::{Float, Tensor};
 
 use crate::error::{Error, Result};
 use crate::no_grad::{is_anomaly_enabled, no_grad};
 use crate::ops::dropout::DropoutRecord;
-use crate::var::{lock, EdgeState, Var};
+use crate::var::{lock, Backward, EdgeState, Var};
 
 /// One recorded op, as listed by [`Var::tape`].
 #[derive(Clone, Debug)]
@@ -49,6 +50,19 @@ impl<T: Float> Ord for ById<T> {
     }
 }
 
+/// One node of the walk: the node, and (when the walk freed its edge) its op with its inputs'
+/// ids and whether each wants a gradient.
+struct Visit<T: Float> {
+    var: Var<T>,
+    taken: Option<Taken<T>>,
+}
+
+/// An op taken out of its node's edge by a freeing walk.
+struct Taken<T: Float> {
+    op: Box<dyn Backward<T>>,
+    inputs: SmallVec<[(u64, bool); 2]>,
+}
+
 /// Every op node reachable from `root` (and the root), plus the leaves that require grad, in
 /// *decreasing* id order (a reverse topological order). Errors if a reachable op was freed.
 ///
@@ -56,7 +70,12 @@ impl<T: Float> Ord for ById<T> {
 /// every push of a node happens before its first pop, and the copies of a node (one per edge
 /// into it) pop one after the other: comparing with the last id popped removes them, with no
 /// hash set.
-fn reachable<T: Float>(root: &Var<T>) -> Result<Vec<Var<T>>> {
+///
+/// With `free`, each edge is taken out of its node as the walk passes (leaving the op's name for
+/// a later backward's error): its input handles move into the heap instead of being cloned, and
+/// the backward loop needs no second lock. (If the walk then meets an op freed by an earlier
+/// backward, it reports that, and the part it walked is freed too.)
+fn reachable<T: Float>(root: &Var<T>, free: bool) -> Result<Vec<Visit<T>>> {
     let mut heap = BinaryHeap::new();
     heap.push(ById(root.clone()));
     let mut nodes = vec![];
@@ -66,18 +85,35 @@ fn reachable<T: Float>(root: &Var<T>) -> Result<Vec<Var<T>>> {
             continue;
         }
         last = Some(var.id());
-        match &*lock(&var.0.edge) {
-            EdgeState::Leaf => {}
+        let mut guard = lock(&var.0.edge);
+        let taken = match &*guard {
+            EdgeState::Leaf => None,
             EdgeState::Freed(op) => return Err(Error::GraphFreed { op }),
-            EdgeState::Live(edge) => {
+            EdgeState::Live(edge) if !free => {
                 for input in &edge.inputs {
                     if input.requires_grad() {
                         heap.push(ById(input.clone()));
                     }
                 }
+                None
             }
-        }
-        nodes.push(var);
+            EdgeState::Live(edge) => {
+                let name = edge.op.name();
+                let EdgeState::Live(edge) = std::mem::replace(&mut *guard, EdgeState::Freed(name)) else {
+                    unreachable!("matched Live above")
+                };
+                let mut inputs = SmallVec::new();
+                for input in edge.inputs {
+                    inputs.push((input.id(), input.requires_grad()));
+                    if input.requires_grad() {
+                        heap.push(ById(input));
+                    }
+                }
+                Some(Taken { op: edge.op, inputs })
+            }
+        };
+        drop(guard);
+        nodes.push(Visit { var, taken });
     }
     Ok(nodes)
 }
@@ -89,6 +125,50 @@ fn position(ids: &[u64], id: u64, slot: usize) -> usize {
         return slot + 1;
     }
     ids.binary_search_by(|probe| id.cmp(probe)).expect("every input that requires grad was collected")
+}
+
+/// Runs one recorded op's backward with the gradient `dy` of its output (the node at `slot`) and
+/// adds each input's gradient into `grads`. `inputs` are the op's inputs' ids and whether each
+/// wants a gradient.
+fn backward_op<T: Float>(
+    op: &dyn Backward<T>,
+    inputs: &[(u64, bool)],
+    dy: Tensor<T>,
+    slot: usize,
+    ids: &[u64],
+    grads: &mut [Option<Tensor<T>>],
+    anomaly: bool,
+) -> Result<()> {
+    // Which inputs want a gradient, without a collection for the usual one or two.
+    let mut small = [false; 4];
+    let many: Vec<bool>;
+    let needs: &[bool] = if inputs.len() <= small.len() {
+        for (n, input) in small.iter_mut().zip(inputs) {
+            *n = input.1;
+        }
+        &small[..inputs.len()]
+    } else {
+        many = inputs.iter().map(|input| input.1).collect();
+        &many
+    };
+    let input_grads = op.backward_owned(dy, needs)?;
+    for (i, (&(id, wants), g)) in inputs.iter().zip(input_grads).enumerate() {
+        let Some(g) = g else { continue };
+        if !wants {
+            continue;
+        }
+        if anomaly {
+            if let Some(e) = Error::anomaly(op.name(), i, &g.to_vec()) {
+                return Err(e);
+            }
+        }
+        let acc = &mut grads[position(ids, id, slot)];
+        *acc = Some(match acc.take() {
+            Some(acc) => acc.add(&g)?,
+            None => g,
+        });
+    }
+    Ok(())
 }
 
 impl<T: Float> Var<T> {
@@ -140,8 +220,8 @@ impl<T: Float> Var<T> {
                 "the output does not require a gradient: it depends on no parameter (or was computed under no_grad)",
             ));
         }
-        let nodes = reachable(self)?;
-        let ids: Vec<u64> = nodes.iter().map(Var::id).collect();
+        let mut nodes = reachable(self, !retain)?;
+        let ids: Vec<u64> = nodes.iter().map(|v| v.var.id()).collect();
         let anomaly = is_anomaly_enabled();
         // The gradient flowing into each node, by position in `nodes` (ids are unique and
         // sorted, so a binary search finds an input's slot).
@@ -150,61 +230,33 @@ impl<T: Float> Var<T> {
         grads[0] = Some(seed);
         // Backward formulas are tensor code: record nothing while they run.
         no_grad(|| -> Result<()> {
-            for (var, slot) in nodes.iter().zip(0..) {
+            for (visit, slot) in nodes.iter_mut().zip(0..) {
+                // A taken op is dropped at the end of its turn, freeing its saved tensors (also
+                // when no gradient reached it).
+                let taken = visit.taken.take();
                 let Some(dy) = grads[slot].take() else { continue };
-                let edge = lock(&var.0.edge);
-                let EdgeState::Live(edge) = &*edge else {
-                    drop(edge);
-                    // A parameter: accumulate, as a second backward in PyTorch adds.
-                    let mut g = lock(&var.0.grad);
-                    *g = Some(match g.take() {
-                        Some(old) => old.add(&dy)?,
-                        None => dy.contiguous(),
-                    });
+                if let Some(Taken { op, inputs }) = &taken {
+                    backward_op(op.as_ref(), inputs, dy, slot, &ids, &mut grads, anomaly)?;
                     continue;
-                };
-                // Which inputs want a gradient, without a collection for the usual one or two.
-                let mut small = [false; 4];
-                let many: Vec<bool>;
-                let needs: &[bool] = if edge.inputs.len() <= small.len() {
-                    for (n, input) in small.iter_mut().zip(&edge.inputs) {
-                        *n = input.requires_grad();
-                    }
-                    &small[..edge.inputs.len()]
-                } else {
-                    many = edge.inputs.iter().map(Var::requires_grad).collect();
-                    &many
-                };
-                let input_grads = edge.op.backward(&dy, needs)?;
-                drop(dy);
-                for (i, (input, g)) in edge.inputs.iter().zip(input_grads).enumerate() {
-                    let Some(g) = g else { continue };
-                    if !needs[i] {
-                        continue;
-                    }
-                    if anomaly {
-                        if let Some(e) = Error::anomaly(edge.op.name(), i, &g.to_vec()) {
-                            return Err(e);
-                        }
-                    }
-                    let acc = &mut grads[position(&ids, input.id(), slot)];
-                    *acc = Some(match acc.take() {
-                        Some(acc) => acc.add(&g)?,
-                        None => g,
-                    });
                 }
+                let edge = lock(&visit.var.0.edge);
+                if let EdgeState::Live(e) = &*edge {
+                    // `retain`: the op stays on its node.
+                    let inputs: SmallVec<[(u64, bool); 2]> =
+                        e.inputs.iter().map(|input| (input.id(), input.requires_grad())).collect();
+                    backward_op(e.op.as_ref(), &inputs, dy, slot, &ids, &mut grads, anomaly)?;
+                    continue;
+                }
+                drop(edge);
+                // A parameter: accumulate, as a second backward in PyTorch adds.
+                let mut g = lock(&visit.var.0.grad);
+                *g = Some(match g.take() {
+                    Some(old) => old.add(&dy)?,
+                    None => dy.contiguous(),
+                });
             }
             Ok(())
         })?;
-        if !retain {
-            for var in &nodes {
-                let mut edge = lock(&var.0.edge);
-                if let EdgeState::Live(e) = &*edge {
-                    let name = e.op.name();
-                    *edge = EdgeState::Freed(name);
-                }
-            }
-        }
         Ok(())
     }
 

@@ -30,6 +30,14 @@ pub trait Backward<T: Float>: Send + Sync {
     /// whether input `i` wants one; return `None` for those that don't.
     fn backward(&self, dy: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>>;
 
+    /// [`Backward::backward`] given ownership of `dy`, which the tape no longer needs, so that
+    /// a formula may write its result into `dy`'s buffer when nothing else holds it (the small
+    /// elementwise ops do, through [`Tensor::try_zip_map_in_place`]). The tape calls this one;
+    /// the default borrows `dy` for [`Backward::backward`].
+    fn backward_owned(&self, dy: Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        self.backward(&dy, needs)
+    }
+
     /// The tensors saved for backward (for the tape listing's byte count).
     fn saved(&self) -> Vec<&Tensor<T>> {
         Vec::new()

@@ -393,3 +393,45 @@ fn backward_through_a_long_chain() {
     drop(loss);
     drop(y);
 }
+
+/// The ops whose backward writes into the incoming gradient's buffer when the tape owns it
+/// alone (`Backward::backward_owned`), by name.
+type VarOp = fn(&Var<f64>) -> Var<f64>;
+
+fn in_place_ops() -> Vec<(&'static str, VarOp)> {
+    let ops: Vec<(&'static str, VarOp)> = vec![
+        ("exp", |x| x.exp()),
+        ("log", |x| x.abs().add_scalar(0.5).log()),
+        ("sqrt", |x| x.abs().add_scalar(0.5).sqrt()),
+        ("tanh", |x| x.tanh()),
+        ("sigmoid", |x| x.sigmoid()),
+        ("relu", |x| x.relu()),
+        ("abs", |x| x.abs()),
+        ("gelu", |x| x.gelu()),
+        ("gelu_tanh", |x| x.gelu_tanh()),
+        ("neg", |x| x.neg()),
+        ("mul_scalar", |x| x.mul_scalar(-0.75)),
+        ("mul, constant right", |x| x.mul(&Var::new(Tensor::<f64>::full(&[40], 1.5))).unwrap()),
+        ("mul, constant left", |x| Var::new(Tensor::<f64>::full(&[40], 1.5)).mul(x).unwrap()),
+    ];
+    ops
+}
+
+#[test]
+fn a_gradient_written_in_place_equals_the_borrowed_formula_and_never_touches_a_shared_tensor() {
+    let values: Vec<f64> = (0..40).map(|i| (i as f64 - 19.5) * 0.37).collect();
+    let upstream = tensor(&(0..40).map(|i| 1.0 + (i % 7) as f64 * 0.25).collect::<Vec<_>>(), &[40]);
+    for (name, op) in in_place_ops() {
+        // Straight from `backward_with`: the tape's gradient shares the caller's `upstream`, so
+        // the op must not write into it (the borrowed formula runs).
+        let x = param(&values);
+        op(&x).backward_with(&upstream, false).unwrap();
+        let borrowed = grad(&x);
+        // Behind `mul_scalar(1.0)` (whose result is a fresh buffer only the tape holds): the op
+        // writes in place. `g * 1.0 == g` exactly, so both must agree to the bit.
+        let x = param(&values);
+        op(&x).mul_scalar(1.0).backward_with(&upstream, false).unwrap();
+        assert_eq!(grad(&x), borrowed, "{name}");
+        assert_eq!(upstream.to_vec(), (0..40).map(|i| 1.0 + (i % 7) as f64 * 0.25).collect::<Vec<_>>(), "{name}");
+    }
+}

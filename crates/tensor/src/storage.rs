@@ -120,6 +120,21 @@ impl<T: Float> Storage<T> {
         Storage(Buf::Slice(std::iter::repeat_n(value, len).collect()))
     }
 
+    /// A new buffer holding a copy of `data`, in a single allocation (counts and elements
+    /// together).
+    pub fn copied(data: &[T]) -> Storage<T> {
+        Storage(Buf::Slice(Arc::from(data)))
+    }
+
+    /// Mutable access without a copy, when this is the only handle on the buffer (and nothing
+    /// observes it through a weak handle).
+    pub fn get_mut(&mut self) -> Option<&mut [T]> {
+        match &mut self.0 {
+            Buf::Vec(v) => Arc::get_mut(v).map(Vec::as_mut_slice),
+            Buf::Slice(s) => Arc::get_mut(s),
+        }
+    }
+
     /// Mutable access, copying the buffer first if anything else shares it.
     pub fn make_mut(&mut self) -> &mut [T] {
         match &mut self.0 {

@@ -24,7 +24,7 @@ use crate::strided::gather_contiguous;
 /// # Ok::<(), tapegrad_tensor::Error>(())
 /// ```
 pub struct Tensor<T: Float = f32> {
-    storage: Storage<T>,
+    pub(crate) storage: Storage<T>,
     layout: Layout,
 }
 

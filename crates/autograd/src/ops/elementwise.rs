@@ -47,6 +47,14 @@ impl<T: Float> Backward<T> for Mul<T> {
     fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         two(needs, || dz.mul(&self.y)?.sum_to(self.x.shape()), || dz.mul(&self.x)?.sum_to(self.y.shape()))
     }
+    fn backward_owned(&self, mut dz: Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        // One input wants a gradient (a product with a constant): dz times the other, in place.
+        match needs {
+            [true, false] if dz.try_zip_map_in_place(&self.y, |g, y| g * y) => Ok(Grads::from_buf([Some(dz), None])),
+            [false, true] if dz.try_zip_map_in_place(&self.x, |g, x| g * x) => Ok(Grads::from_buf([None, Some(dz)])),
+            _ => self.backward(&dz, needs),
+        }
+    }
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.x, &self.y]
     }
@@ -110,7 +118,7 @@ impl<T: Float> Backward<T> for Select<T> {
 // ─── unary ops ───────────────────  each saves the input or, where the derivative is cheaper
 // from it, the output.
 macro_rules! unary_backward {
-    ($(#[$doc:meta])* $name:ident, $label:literal, |$dz:ident, $s:ident| $body:expr) => {
+    ($(#[$doc:meta])* $name:ident, $label:literal, |$g:ident, $v:ident| $f:expr) => {
         $(#[$doc])*
         struct $name<T: Float> {
             saved: Tensor<T>,
@@ -119,9 +127,14 @@ macro_rules! unary_backward {
             fn name(&self) -> &'static str {
                 $label
             }
-            fn backward(&self, $dz: &Tensor<T>, _needs: &[bool]) -> Result<Grads<T>> {
-                let $s = &self.saved;
-                Ok(one($body))
+            fn backward(&self, dz: &Tensor<T>, _needs: &[bool]) -> Result<Grads<T>> {
+                Ok(one(dz.zip_map(&self.saved, |$g, $v| $f)?))
+            }
+            fn backward_owned(&self, mut dz: Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+                if dz.try_zip_map_in_place(&self.saved, |$g, $v| $f) {
+                    return Ok(one(dz));
+                }
+                self.backward(&dz, needs)
             }
             fn saved(&self) -> Vec<&Tensor<T>> {
                 vec![&self.saved]
@@ -132,31 +145,31 @@ macro_rules! unary_backward {
 
 unary_backward!(
     /// y = e^x (saves y): dx = dy * y
-    Exp, "exp", |dz, y| dz.mul(y)?);
+    Exp, "exp", |g, y| g * y);
 unary_backward!(
     /// y = ln x (saves x): dx = dy / x
-    Log, "log", |dz, x| dz.div(x)?);
+    Log, "log", |g, x| g / x);
 unary_backward!(
     /// y = sqrt x (saves y): dx = dy / (2 y)
-    Sqrt, "sqrt", |dz, y| dz.zip_map(y, |g, y| g / (y + y))?);
+    Sqrt, "sqrt", |g, y| g / (y + y));
 unary_backward!(
     /// y = tanh x (saves y): dx = dy (1 - y^2)
-    Tanh, "tanh", |dz, y| dz.zip_map(y, |g, y| g * (T::ONE - y * y))?);
+    Tanh, "tanh", |g, y| g * (T::ONE - y * y));
 unary_backward!(
     /// y = 1 / (1 + e^-x) (saves y): dx = dy y (1 - y)
-    Sigmoid, "sigmoid", |dz, y| dz.zip_map(y, |g, y| g * y * (T::ONE - y))?);
+    Sigmoid, "sigmoid", |g, y| g * y * (T::ONE - y));
 unary_backward!(
     /// y = max(x, 0) (saves y): dx = dy where y > 0
-    Relu, "relu", |dz, y| dz.zip_map(y, |g, y| if y > T::ZERO { g } else { T::ZERO })?);
+    Relu, "relu", |g, y| if y > T::ZERO { g } else { T::ZERO });
 unary_backward!(
     /// y = |x| (saves x): dx = dy sign(x), 0 at 0
-    Abs, "abs", |dz, x| dz.zip_map(x, |g, x| if x > T::ZERO { g } else if x < T::ZERO { -g } else { T::ZERO })?);
+    Abs, "abs", |g, x| if x > T::ZERO { g } else if x < T::ZERO { -g } else { T::ZERO });
 unary_backward!(
     /// y = x Φ(x) (saves x): dx = dy (Φ(x) + x φ(x))
-    Gelu, "gelu", |dz, x| dz.zip_map(x, |g, x| g * gelu_grad(x))?);
+    Gelu, "gelu", |g, x| g * gelu_grad(x));
 unary_backward!(
     /// y = x/2 (1 + tanh(√(2/π)(x + 0.044715 x³))) (saves x)
-    GeluTanh, "gelu_tanh", |dz, x| dz.zip_map(x, |g, x| g * gelu_tanh_grad(x))?);
+    GeluTanh, "gelu_tanh", |g, x| g * gelu_tanh_grad(x));
 
 fn gelu_grad<T: Float>(x: T) -> T {
     let x = x.to_f64();
@@ -187,6 +200,12 @@ impl<T: Float> Backward<T> for Neg {
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(dz.neg()))
     }
+    fn backward_owned(&self, mut dz: Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        if dz.try_map_in_place(|g| -g) {
+            return Ok(one(dz));
+        }
+        self.backward(&dz, needs)
+    }
 }
 
 // ─── AddScalar ───────────────────  y = x + c
@@ -210,6 +229,12 @@ impl<T: Float> Backward<T> for MulScalar<T> {
     }
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(dz.mul_scalar(self.c)))
+    }
+    fn backward_owned(&self, mut dz: Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        if dz.try_map_in_place(|g| g * self.c) {
+            return Ok(one(dz));
+        }
+        self.backward(&dz, needs)
     }
 }
 

@@ -40,11 +40,20 @@ pub(crate) fn fill_chunked<T: Float>(numel: usize, chunk: usize, fill: impl Fn(u
     out
 }
 
+/// Outputs of at most this many elements are built on the stack by [`fill_tensor`].
+const STACK: usize = 64;
+
 /// A new contiguous tensor of `shape` (`numel` elements) filled as [`fill_chunked`] fills its
 /// buffer. Up to one chunk, the buffer is a single allocation shared with its reference counts
 /// ([`Storage::filled`]): the common case of small op outputs pays for one allocation, not two.
 pub(crate) fn fill_tensor<T: Float>(shape: &[usize], numel: usize, fill: impl Fn(usize, &mut [T]) + Sync) -> Tensor<T> {
-    if numel <= CHUNK {
+    if numel <= STACK {
+        // Tiny outputs are filled on the stack and copied into their buffer: cheaper than
+        // `make_mut`'s uniqueness check (an atomic compare-and-swap) on a fresh buffer.
+        let mut buf = [T::ZERO; STACK];
+        fill(0, &mut buf[..numel]);
+        Tensor::from_contiguous_storage(Storage::copied(&buf[..numel]), shape)
+    } else if numel <= CHUNK {
         let mut storage = Storage::filled(numel, T::ZERO);
         fill(0, storage.make_mut());
         Tensor::from_contiguous_storage(storage, shape)
@@ -430,6 +439,59 @@ impl<T: Float> Tensor<T> {
                 }
             });
         }))
+    }
+
+    /// The elements of a small tensor that nothing else holds, for writing in place: `Some` when
+    /// this tensor is the only handle on a contiguous buffer of at most one chunk (32K elements)
+    /// that it covers exactly.
+    fn small_unique_mut(&mut self) -> Option<&mut [T]> {
+        let n = self.numel();
+        if n > CHUNK || !self.is_contiguous() || self.offset() != 0 || self.storage().len() != n {
+            return None;
+        }
+        self.storage.get_mut()
+    }
+
+    /// `self = f(self)` elementwise, in place, when this small tensor is the only handle on its
+    /// buffer; returns whether it did (otherwise `self` is untouched). The small-size fast path
+    /// of backward formulas, which own the incoming gradient: no new buffer for the result.
+    ///
+    /// ```
+    /// # use tapegrad_tensor::Tensor;
+    /// let mut g = Tensor::from_vec(vec![1.0f32, -2.0], &[2])?;
+    /// assert!(g.try_map_in_place(|v| v * 3.0));
+    /// let shared = g.clone();
+    /// assert!(!g.try_map_in_place(|v| v * 3.0)); // `shared` holds the buffer too
+    /// assert_eq!(g.to_vec(), vec![3.0, -6.0]);
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn try_map_in_place(&mut self, f: impl Fn(T) -> T) -> bool {
+        match self.small_unique_mut() {
+            Some(out) => {
+                out.iter_mut().for_each(|v| *v = f(*v));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `self = f(self, rhs)` elementwise, in place, when `rhs` is contiguous with the same shape
+    /// and this small tensor is the only handle on its buffer; returns whether it did (otherwise
+    /// `self` is untouched). See [`Tensor::try_map_in_place`].
+    pub fn try_zip_map_in_place(&mut self, rhs: &Tensor<T>, f: impl Fn(T, T) -> T) -> bool {
+        if !same_dims(self.shape(), rhs.shape()) {
+            return false;
+        }
+        let Some(r) = rhs.as_slice() else { return false };
+        match self.small_unique_mut() {
+            Some(out) => {
+                for (o, &r) in out.iter_mut().zip(r) {
+                    *o = f(*o, r);
+                }
+                true
+            }
+            None => false,
+        }
     }
 }
 
