@@ -437,3 +437,23 @@ fn bad_shapes_are_errors_that_name_the_op_and_shapes() {
     let v = Tensor::<f32>::zeros(&[4]);
     assert_eq!(v.matmul(&a).unwrap_err().to_string(), "matmul: [4] and [2, 3]: inner dimensions 4 and 2 differ");
 }
+
+#[test]
+fn every_short_last_panel_of_m_is_right_and_matches_the_full_tile_bit_for_bit() {
+    // m = mr + t for every tail t < mr: the last panel runs an edge kernel (where the path has
+    // one) or the full tile on zero-padded rows. Rows computed by either agree to the bit with
+    // the same rows computed inside a full panel (the same FMAs in the same order).
+    for isa in available_isas() {
+        let mr = f32::microkernel(isa).mr();
+        let full =
+            Case { m: 2 * mr, n: 37, k: 45, a_t: false, b_t: true, pad: 1, offset: 0, accumulate: true, seed: 11 };
+        let c_full = full.check::<f32>(isa);
+        for tail in 1..mr {
+            let case = Case { m: mr + tail, ..full.clone() };
+            let c = case.check::<f32>(isa);
+            let ldc = full.n + full.pad;
+            assert_eq!(c[..(mr + tail) * ldc], c_full[..(mr + tail) * ldc], "{isa:?} tail {tail}");
+            Case { m: f64::microkernel(isa).mr() + tail, a_t: true, ..case }.check::<f64>(isa);
+        }
+    }
+}

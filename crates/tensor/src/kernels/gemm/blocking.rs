@@ -193,6 +193,11 @@ fn macrokernel<T: Copy + Default>(
         let b_panel = &b_buf[jp * nr * kc..(jp + 1) * nr * kc];
         for (ip, a_panel) in a_buf.chunks_exact(mr * kc).enumerate() {
             let tile_rows = mr.min(rows - ip * mr);
+            // A short last panel runs the smallest edge kernel that covers its rows.
+            let run = match uk.edges.iter().find(|&&(r, _)| tile_rows < mr && r >= tile_rows) {
+                Some(&(_, edge)) => edge,
+                None => uk.run,
+            };
             let offset = c_start + ip * mr * c_rs + jp * nr * c_cs;
             // SAFETY: the tile's elements (i, j), i < tile_rows, j < cols, are elements of the
             // m x n matrix C that `c` covers (checked by gemm_with), this task alone owns them,
@@ -210,7 +215,7 @@ fn macrokernel<T: Copy + Default>(
                             }
                         }
                     }
-                    (uk.run)(kc, a_panel.as_ptr(), b_panel.as_ptr(), scratch.as_mut_ptr(), nr, accumulate);
+                    (run)(kc, a_panel.as_ptr(), b_panel.as_ptr(), scratch.as_mut_ptr(), nr, accumulate);
                     for i in 0..tile_rows {
                         for j in 0..cols {
                             *tile.add(i * c_rs + j * c_cs) = scratch[i * nr + j];

@@ -77,7 +77,7 @@ impl<'a, T> MatRef<'a, T> {
 /// returns one; [`Microkernel::isa`] tells which path it really is (scalar when the asked-for
 /// path is not supported on this CPU).
 #[derive(Clone, Copy, Debug)]
-pub struct Microkernel<T> {
+pub struct Microkernel<T: 'static> {
     isa: Isa,
     mr: usize,
     nr: usize,
@@ -85,13 +85,17 @@ pub struct Microkernel<T> {
     mc: usize,
     nc: usize,
     run: microkernel::KernelFn<T>,
+    /// Edge kernels `(rows, kernel)` by increasing `rows < mr`: each computes only the first
+    /// `rows` rows of a tile from the same packed micro-panel of `A`, for the last panel of a
+    /// block of `M` when it is that short (`M = 128` on 14-row tiles leaves 2 rows).
+    edges: &'static [(usize, microkernel::KernelFn<T>)],
     /// Packs `A` into `mr`-wide micro-panels.
     pack_a: packing::PackFn<T>,
     /// Packs `B` (as its transpose) into `nr`-wide micro-panels.
     pack_b: packing::PackFn<T>,
 }
 
-impl<T> Microkernel<T> {
+impl<T: 'static> Microkernel<T> {
     /// The path this kernel runs on.
     pub fn isa(&self) -> Isa {
         self.isa

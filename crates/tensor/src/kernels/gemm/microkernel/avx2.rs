@@ -52,6 +52,7 @@ pub(in crate::kernels::gemm) const AVX2_F32: Microkernel<f32> = Microkernel {
     mc: 144,
     nc: 2048,
     run: kernel_f32,
+    edges: &[],
     pack_a: pack_f32::<F32_MR>,
     pack_b: pack_f32::<F32_NR>,
 };
@@ -65,6 +66,7 @@ pub(in crate::kernels::gemm) const AVX2_F64: Microkernel<f64> = Microkernel {
     mc: 72,
     nc: 1024,
     run: kernel_f64,
+    edges: &[],
     pack_a: pack_f64::<F64_MR>,
     pack_b: pack_f64::<F64_NR>,
 };

@@ -90,25 +90,41 @@ macro_rules! simd_microkernel {
         zero = $zero:expr, load = $load:path, store = $store:path, splat = $splat:path,
         fma = $fma:path, add = $add:path, prefetch = $prefetch:path
     ) => {
+        simd_microkernel! {
+            $(#[$doc])*
+            $name: $t, $feature, mr = $mr, rows = $mr, nv = $nv, lanes = $lanes,
+            zero = $zero, load = $load, store = $store, splat = $splat,
+            fma = $fma, add = $add, prefetch = $prefetch
+        }
+    };
+    // An edge kernel: computes only the first `rows` rows of an `mr`-row tile, reading the same
+    // packed micro-panel of `A` (stride `mr` per step of k) and writing only those rows of `C`.
+    (
+        $(#[$doc:meta])*
+        $name:ident: $t:ty, $feature:literal, mr = $mr:expr, rows = $rows:expr, nv = $nv:expr, lanes = $lanes:expr,
+        zero = $zero:expr, load = $load:path, store = $store:path, splat = $splat:path,
+        fma = $fma:path, add = $add:path, prefetch = $prefetch:path
+    ) => {
         $(#[$doc])*
         ///
         /// # Safety
         /// The contract of `microkernel/mod.rs`: `a` holds `kc * mr` and `b` `kc * nr` readable
-        /// elements, `c` has `mr` rows of `nr` writable elements at stride `ldc`, and the CPU
-        /// supports this kernel's features.
+        /// elements, `c` has `rows` (`mr` unless an edge kernel says fewer) rows of `nr`
+        /// writable elements at stride `ldc`, and the CPU supports this kernel's features.
         #[target_feature(enable = $feature)]
         pub(super) unsafe fn $name(kc: usize, a: *const $t, b: *const $t, c: *mut $t, ldc: usize, accumulate: bool) {
             const MR: usize = $mr;
+            const ROWS: usize = $rows;
             const NV: usize = $nv;
             const NR: usize = NV * $lanes;
             // Ask for the tile of C now: it is only touched after the k loop, and on large
             // problems it comes from L3 or memory, a latency the loop hides.
-            for i in 0..MR {
+            for i in 0..ROWS {
                 for v in 0..NV {
                     $prefetch(c.wrapping_add(i * ldc + v * $lanes));
                 }
             }
-            let mut acc = [[$zero; NV]; MR];
+            let mut acc = [[$zero; NV]; ROWS];
             let (mut a, mut b) = (a, b);
             for _ in 0..kc {
                 let mut bv = [$zero; NV];
@@ -116,8 +132,8 @@ macro_rules! simd_microkernel {
                     // SAFETY: `b` has `NR` readable elements left in this step (contract).
                     bv[v] = unsafe { $load(b.add(v * $lanes)) };
                 }
-                for i in 0..MR {
-                    // SAFETY: `a` has `MR` readable elements left in this step (contract).
+                for i in 0..ROWS {
+                    // SAFETY: `a` has `MR >= ROWS` readable elements left in this step (contract).
                     let ai = $splat(unsafe { *a.add(i) });
                     for v in 0..NV {
                         acc[i][v] = $fma(ai, bv[v], acc[i][v]);
@@ -129,9 +145,9 @@ macro_rules! simd_microkernel {
                     b = b.add(NR);
                 }
             }
-            for i in 0..MR {
+            for i in 0..ROWS {
                 for v in 0..NV {
-                    // SAFETY: row `i < MR` of `C` has `NR` writable elements at stride `ldc`.
+                    // SAFETY: row `i < ROWS` of `C` has `NR` writable elements at stride `ldc`.
                     unsafe {
                         let cp = c.add(i * ldc + v * $lanes);
                         let sum = if accumulate { $add($load(cp), acc[i][v]) } else { acc[i][v] };

@@ -63,6 +63,7 @@ pub(in crate::kernels::gemm) const NEON_F32: Microkernel<f32> = Microkernel {
     mc: 128,
     nc: 2048,
     run: kernel_f32,
+    edges: &[],
     pack_a: pack_panels::<f32, F32_MR>,
     pack_b: pack_panels::<f32, F32_NR>,
 };
@@ -76,6 +77,7 @@ pub(in crate::kernels::gemm) const NEON_F64: Microkernel<f64> = Microkernel {
     mc: 64,
     nc: 1024,
     run: kernel_f64,
+    edges: &[],
     pack_a: pack_panels::<f64, F64_MR>,
     pack_b: pack_panels::<f64, F64_NR>,
 };

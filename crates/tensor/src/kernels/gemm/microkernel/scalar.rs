@@ -55,6 +55,7 @@ pub(in crate::kernels::gemm) const SCALAR_F32: Microkernel<f32> = Microkernel {
     mc: 64,
     nc: 1024,
     run: kernel::<f32>,
+    edges: &[],
     pack_a: pack_panels::<f32, MR>,
     pack_b: pack_panels::<f32, NR>,
 };
@@ -68,6 +69,7 @@ pub(in crate::kernels::gemm) const SCALAR_F64: Microkernel<f64> = Microkernel {
     mc: 64,
     nc: 1024,
     run: kernel::<f64>,
+    edges: &[],
     pack_a: pack_panels::<f64, MR>,
     pack_b: pack_panels::<f64, NR>,
 };
