@@ -16,7 +16,9 @@ Workloads (each the median of repeated runs after a warm-up):
   `cargo bench --bench dropout`);
 - tape: a chain of 100 small ops (add, mul, relu, ...) on 16-element tensors, forward +
   backward, us per op (tapegrad's: `cargo bench --bench tape`);
-- and the peak resident memory of 100 MLP steps (ru_maxrss), in MiB.
+- and the peak resident memory (ru_maxrss) of the whole run, in MiB; with `--mlp-only` the
+  run is only the MLP's 10 warm-up and 100 timed steps, the counterpart of
+  `bench_mlp --steps 100`'s VmHWM (or `/usr/bin/time -v`'s maximum resident set).
 """
 import argparse
 import os
@@ -103,11 +105,19 @@ def tape_us_per_op(chain=100):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--mlp-only", action="store_true",
+        help="run only the MLP steps, so that the peak RSS is theirs (compare with bench_mlp's VmHWM)",
+    )
     args = parser.parse_args()
     # Pin the process to N cores: thread-count flags alone do not stop XLA from using every core.
     os.sched_setaffinity(0, set(range(args.threads)))
     torch.set_num_threads(args.threads)
     print(f"PyTorch {torch.__version__}, {args.threads} thread(s)")
+    if args.mlp_only:
+        print(f"mlp step: {mlp_step_ms():.2f} ms")
+        print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        return
     for n in (1024, 2048):
         print(f"sgemm {n}: {sgemm(n):.1f} GFLOP/s")
     print(f"mlp step: {mlp_step_ms():.2f} ms")

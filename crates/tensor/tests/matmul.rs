@@ -445,8 +445,10 @@ fn every_short_last_panel_of_m_is_right_and_matches_the_full_tile_bit_for_bit() 
     // the same rows computed inside a full panel (the same FMAs in the same order).
     for isa in available_isas() {
         let mr = f32::microkernel(isa).mr();
+        // B row-major (not contiguous along K), so that m = mr + t <= 16 stays on the packed
+        // path rather than the dot-product one.
         let full =
-            Case { m: 2 * mr, n: 37, k: 45, a_t: false, b_t: true, pad: 1, offset: 0, accumulate: true, seed: 11 };
+            Case { m: 2 * mr, n: 37, k: 45, a_t: false, b_t: false, pad: 1, offset: 0, accumulate: true, seed: 11 };
         let c_full = full.check::<f32>(isa);
         for tail in 1..mr {
             let case = Case { m: mr + tail, ..full.clone() };
@@ -454,6 +456,23 @@ fn every_short_last_panel_of_m_is_right_and_matches_the_full_tile_bit_for_bit() 
             let ldc = full.n + full.pad;
             assert_eq!(c[..(mr + tail) * ldc], c_full[..(mr + tail) * ldc], "{isa:?} tail {tail}");
             Case { m: f64::microkernel(isa).mr() + tail, a_t: true, ..case }.check::<f64>(isa);
+        }
+    }
+}
+
+#[test]
+fn thin_products_of_operands_contiguous_along_k_are_right_for_every_width() {
+    // A row-major and B the transpose of a row-major matrix (a linear layer's x · Wᵀ): the
+    // dot-product path where the instruction set has one, for every thin width and both
+    // orientations (thin n, and thin m with a wide n), full and partial vectors of K.
+    for isa in available_isas() {
+        for thin in 1..=16 {
+            for (k, accumulate) in [(16, false), (45, true), (1024, false)] {
+                let case = Case { m: 70, n: thin, k, a_t: false, b_t: true, pad: 3, offset: 1, accumulate, seed: 5 };
+                case.check::<f32>(isa);
+                Case { m: thin, n: 70, ..case }.check::<f32>(isa);
+                Case { m: 1, ..case }.check::<f32>(isa);
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //! [`scale_by_mask_new`] and [`draw_and_scale_new`] build the output vector in one parallel pass
 //! over fixed chunks, writing each element once into uninitialised memory (no zero-fill pass).
 
+#[cfg(target_arch = "x86_64")]
 use std::any::TypeId;
 use std::mem::MaybeUninit;
 

@@ -36,7 +36,14 @@ pub(super) const PAR_MIN_FLOPS: usize = 1 << 22;
 
 /// `*mut T` that may cross threads: tasks write disjoint tiles of `C` through it.
 #[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
+pub(super) struct SharedMut<T>(pub(super) *mut T);
+
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so that closures capture the whole `Send + Sync` wrapper).
+    pub(super) fn get(self) -> *mut T {
+        self.0
+    }
+}
 // SAFETY: the driver hands each task a disjoint set of `C` tiles, so no element is written by
 // two threads, and the pointer outlives the parallel region (it borrows `c` for the whole call).
 unsafe impl<T: Send> Send for SharedMut<T> {}

@@ -25,6 +25,8 @@ use crate::dtype::Float;
 use crate::kernels::Isa;
 
 mod blocking;
+#[cfg(target_arch = "x86_64")]
+mod dot;
 mod microkernel;
 mod packing;
 pub mod peak;
@@ -70,6 +72,21 @@ impl<'a, T> MatRef<'a, T> {
     }
 }
 
+/// The longest thin side of `C` that the dot-product path takes.
+const MAX_THIN: usize = 16;
+
+/// The shortest `K` for the dot-product path (one full vector of f32).
+const DOT_MIN_K: usize = 16;
+
+/// `unsafe fn(m, n, k, a, lda, b, ldb, c, (c_rs, c_cs), accumulate)`: for `i < m`, `j < n`,
+/// `C(i, j) (+)= Σ_{p < k} a[i * lda + p] · b[j * ldb + p]`, with `C(i, j)` at
+/// `c[i * c_rs + j * c_cs]`.
+///
+/// Safety contract: `1 <= n <= MAX_THIN`; every `a[i * lda + p]` and `b[j * ldb + p]` named
+/// above is readable, every `C(i, j)` is writable and no two share an address, and the CPU
+/// runs the function's instruction set.
+type DotFn<T> = unsafe fn(usize, usize, usize, *const T, usize, *const T, usize, *mut T, (usize, usize), bool);
+
 /// One instruction set's GEMM microkernel with the blocking sizes tuned for it.
 ///
 /// The packed operands are `mr x kc` micro-panels of `A` and `kc x nr` micro-panels of `B`; a
@@ -89,6 +106,9 @@ pub struct Microkernel<T: 'static> {
     /// `rows` rows of a tile from the same packed micro-panel of `A`, for the last panel of a
     /// block of `M` when it is that short (`M = 128` on 14-row tiles leaves 2 rows).
     edges: &'static [(usize, microkernel::KernelFn<T>)],
+    /// The unpacked dot-product path for thin products of operands contiguous along `K`
+    /// (`dot.rs`), where this instruction set has one.
+    dot: Option<DotFn<T>>,
     /// Packs `A` into `mr`-wide micro-panels.
     pack_a: packing::PackFn<T>,
     /// Packs `B` (as its transpose) into `nr`-wide micro-panels.
@@ -241,6 +261,19 @@ pub fn gemm_with<T: Float>(
         return;
     }
     let uk = T::microkernel(isa);
+    // Thin, with both operands contiguous along K (a linear layer's `x · Wᵀ` with few
+    // outputs): dot products straight from the operands. Cᵀ = Bᵀ Aᵀ has the same form, so a
+    // short M takes the path too.
+    if let Some(dot) = uk.dot {
+        if k >= DOT_MIN_K && a.col_stride == 1 && b.row_stride == 1 {
+            if n <= MAX_THIN {
+                return thin(dot, m, n, k, a, b, c, (ldc, 1), accumulate);
+            }
+            if m <= MAX_THIN {
+                return thin(dot, n, m, k, b.t(), a.t(), c, (1, ldc), accumulate);
+            }
+        }
+    }
     // A thin C wastes most of each mr x nr tile on zero padding (n = 10 against nr = 32, or a
     // matrix-vector product). C^T = B^T A^T has the same elements: take whichever orientation
     // pads less, when it pads clearly less. The choice depends on the shape only, never on the
@@ -250,6 +283,52 @@ pub fn gemm_with<T: Float>(
         blocking::run(&uk, n, m, k, b.t(), a.t(), c, 1, ldc, accumulate);
     } else {
         blocking::run(&uk, m, n, k, a, b, c, ldc, 1, accumulate);
+    }
+}
+
+/// Runs the dot-product path for `C (+)= A · B` (`n <= MAX_THIN`, `a.col_stride == 1`,
+/// `b.row_stride == 1`, operands checked by [`gemm_with`]), splitting rows of `C` between threads
+/// in fixed blocks when the product is large enough.
+#[allow(clippy::too_many_arguments)]
+fn thin<T: Float>(
+    dot: DotFn<T>,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [T],
+    cs: (usize, usize),
+    accumulate: bool,
+) {
+    use rayon::prelude::*;
+    /// Rows of `C` per task.
+    const ROWS: usize = 64;
+    let c = blocking::SharedMut(c.as_mut_ptr());
+    let run = |i0: usize, i1: usize| {
+        // SAFETY: rows i0..i1 < m of `a` and the n rows of `Bᵀ` (columns of `b`) are inside
+        // their slices over 0..k (checked by gemm_with), `C`'s elements are distinct and
+        // writable (checked by gemm_with), this call alone writes rows i0..i1, and `dot` came
+        // from the microkernel table for a supported instruction set.
+        unsafe {
+            dot(
+                i1 - i0,
+                n,
+                k,
+                a.data.as_ptr().add(a.offset + i0 * a.row_stride),
+                a.row_stride,
+                b.data.as_ptr().add(b.offset),
+                b.col_stride,
+                c.get().add(i0 * cs.0),
+                cs,
+                accumulate,
+            )
+        }
+    };
+    if m > ROWS && 2 * m * n * k >= blocking::PAR_MIN_FLOPS {
+        (0..m.div_ceil(ROWS)).into_par_iter().for_each(|t| run(t * ROWS, m.min((t + 1) * ROWS)));
+    } else {
+        run(0, m);
     }
 }
 

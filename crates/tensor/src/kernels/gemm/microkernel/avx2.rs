@@ -53,6 +53,7 @@ pub(in crate::kernels::gemm) const AVX2_F32: Microkernel<f32> = Microkernel {
     nc: 2048,
     run: kernel_f32,
     edges: &[],
+    dot: None,
     pack_a: pack_f32::<F32_MR>,
     pack_b: pack_f32::<F32_NR>,
 };
@@ -67,6 +68,7 @@ pub(in crate::kernels::gemm) const AVX2_F64: Microkernel<f64> = Microkernel {
     nc: 1024,
     run: kernel_f64,
     edges: &[],
+    dot: None,
     pack_a: pack_f64::<F64_MR>,
     pack_b: pack_f64::<F64_NR>,
 };

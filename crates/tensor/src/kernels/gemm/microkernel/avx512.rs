@@ -95,6 +95,7 @@ pub(in crate::kernels::gemm) const AVX512_F32: Microkernel<f32> = Microkernel {
     nc: 1024,
     run: kernel_f32,
     edges: &[(4, kernel_f32_rows4), (7, kernel_f32_rows7)],
+    dot: Some(crate::kernels::gemm::dot::dot_f32),
     pack_a: pack_f32::<F32_MR>,
     pack_b: pack_f32::<F32_NR>,
 };
@@ -109,6 +110,7 @@ pub(in crate::kernels::gemm) const AVX512_F64: Microkernel<f64> = Microkernel {
     nc: 1024,
     run: kernel_f64,
     edges: &[(4, kernel_f64_rows4), (7, kernel_f64_rows7)],
+    dot: None,
     pack_a: pack_f64::<F64_MR>,
     pack_b: pack_f64::<F64_NR>,
 };

@@ -64,6 +64,7 @@ pub(in crate::kernels::gemm) const NEON_F32: Microkernel<f32> = Microkernel {
     nc: 2048,
     run: kernel_f32,
     edges: &[],
+    dot: None,
     pack_a: pack_panels::<f32, F32_MR>,
     pack_b: pack_panels::<f32, F32_NR>,
 };
@@ -78,6 +79,7 @@ pub(in crate::kernels::gemm) const NEON_F64: Microkernel<f64> = Microkernel {
     nc: 1024,
     run: kernel_f64,
     edges: &[],
+    dot: None,
     pack_a: pack_panels::<f64, F64_MR>,
     pack_b: pack_panels::<f64, F64_NR>,
 };

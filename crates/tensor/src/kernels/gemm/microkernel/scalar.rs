@@ -56,6 +56,7 @@ pub(in crate::kernels::gemm) const SCALAR_F32: Microkernel<f32> = Microkernel {
     nc: 1024,
     run: kernel::<f32>,
     edges: &[],
+    dot: None,
     pack_a: pack_panels::<f32, MR>,
     pack_b: pack_panels::<f32, NR>,
 };
@@ -70,6 +71,7 @@ pub(in crate::kernels::gemm) const SCALAR_F64: Microkernel<f64> = Microkernel {
     nc: 1024,
     run: kernel::<f64>,
     edges: &[],
+    dot: None,
     pack_a: pack_panels::<f64, MR>,
     pack_b: pack_panels::<f64, NR>,
 };
