@@ -25,7 +25,7 @@
 use std::arch::x86_64::*;
 
 use super::simd_microkernel;
-use crate::kernels::gemm::packing::x86::{pack_f32, pack_f64};
+use crate::kernels::gemm::packing::x86::{pack_f32, pack_f32_avx512, pack_f64};
 use crate::kernels::gemm::Microkernel;
 use crate::kernels::Isa;
 
@@ -97,7 +97,7 @@ pub(in crate::kernels::gemm) const AVX512_F32: Microkernel<f32> = Microkernel {
     edges: &[(4, kernel_f32_rows4), (7, kernel_f32_rows7)],
     dot: Some(crate::kernels::gemm::dot::dot_f32),
     pack_a: pack_f32::<F32_MR>,
-    pack_b: pack_f32::<F32_NR>,
+    pack_b: pack_f32_avx512::<F32_NR>,
 };
 
 /// The AVX-512 f64 kernel and its blocking.
