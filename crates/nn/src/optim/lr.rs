@@ -25,6 +25,32 @@ pub trait LrScheduler {
     fn step(&mut self, opt: &mut dyn Optimizer) -> Result<f64>;
 }
 
+/// What every closed-form schedule tracks: the base learning rate (once known) and the epoch.
+#[derive(Clone, Debug, Default)]
+struct Progress {
+    base_lr: Option<f64>,
+    epoch: usize,
+}
+
+/// A schedule given by a formula of the epoch: validated configuration plus [`Progress`].
+trait ClosedForm: LrScheduler {
+    fn validate(&self) -> Result<()>;
+    fn progress(&mut self) -> &mut Progress;
+}
+
+/// [`LrScheduler::step`] for a closed-form schedule: check the configuration, take the base
+/// learning rate from `opt` at the first step, advance, set and return the new epoch's rate.
+fn step_closed_form<S: ClosedForm>(s: &mut S, opt: &mut dyn Optimizer) -> Result<f64> {
+    s.validate()?;
+    let progress = s.progress();
+    progress.base_lr.get_or_insert(opt.lr());
+    progress.epoch += 1;
+    let epoch = progress.epoch;
+    let lr = s.lr_at(epoch);
+    opt.set_lr(lr);
+    Ok(lr)
+}
+
 /// `torch.optim.lr_scheduler.StepLR`: the learning rate decays by `gamma` every `step_size`
 /// epochs.
 ///
@@ -47,28 +73,33 @@ pub trait LrScheduler {
 pub struct StepLr {
     step_size: usize,
     gamma: f64,
-    base_lr: Option<f64>,
-    epoch: usize,
+    progress: Progress,
 }
 
 impl StepLr {
     /// Decays by `gamma` every `step_size` epochs (`step_size ≥ 1`, `gamma ≥ 0`, checked by
     /// `step`).
     pub fn new(step_size: usize, gamma: f64) -> StepLr {
-        StepLr { step_size, gamma, base_lr: None, epoch: 0 }
+        StepLr { step_size, gamma, progress: Progress::default() }
     }
 
     /// Sets the base learning rate instead of taking the optimiser's at the first `step`.
     pub fn base_lr(mut self, base_lr: f64) -> StepLr {
-        self.base_lr = Some(base_lr);
+        self.progress.base_lr = Some(base_lr);
         self
     }
+}
 
+impl ClosedForm for StepLr {
     fn validate(&self) -> Result<()> {
         if self.step_size == 0 {
             return Err(invalid("StepLR", "step_size 0: it must be at least 1"));
         }
         check_range("StepLR", "gamma", self.gamma, 0.0, f64::INFINITY, false)
+    }
+
+    fn progress(&mut self) -> &mut Progress {
+        &mut self.progress
     }
 }
 
@@ -76,20 +107,15 @@ impl LrScheduler for StepLr {
     fn lr_at(&self, epoch: usize) -> f64 {
         let Some(k) = epoch.checked_div(self.step_size) else { return f64::NAN };
         let k = i32::try_from(k).unwrap_or(i32::MAX);
-        self.base_lr.unwrap_or(1.0) * self.gamma.powi(k)
+        self.progress.base_lr.unwrap_or(1.0) * self.gamma.powi(k)
     }
 
     fn epoch(&self) -> usize {
-        self.epoch
+        self.progress.epoch
     }
 
     fn step(&mut self, opt: &mut dyn Optimizer) -> Result<f64> {
-        self.validate()?;
-        self.base_lr.get_or_insert(opt.lr());
-        self.epoch += 1;
-        let lr = self.lr_at(self.epoch);
-        opt.set_lr(lr);
-        Ok(lr)
+        step_closed_form(self, opt)
     }
 }
 
@@ -112,27 +138,32 @@ impl LrScheduler for StepLr {
 pub struct CosineLr {
     t_max: usize,
     eta_min: f64,
-    base_lr: Option<f64>,
-    epoch: usize,
+    progress: Progress,
 }
 
 impl CosineLr {
     /// Anneals to `eta_min` over `t_max` epochs (`t_max ≥ 1`, `eta_min ≥ 0`, checked by `step`).
     pub fn new(t_max: usize, eta_min: f64) -> CosineLr {
-        CosineLr { t_max, eta_min, base_lr: None, epoch: 0 }
+        CosineLr { t_max, eta_min, progress: Progress::default() }
     }
 
     /// Sets the base learning rate instead of taking the optimiser's at the first `step`.
     pub fn base_lr(mut self, base_lr: f64) -> CosineLr {
-        self.base_lr = Some(base_lr);
+        self.progress.base_lr = Some(base_lr);
         self
     }
+}
 
+impl ClosedForm for CosineLr {
     fn validate(&self) -> Result<()> {
         if self.t_max == 0 {
             return Err(invalid("CosineAnnealingLR", "t_max 0: it must be at least 1"));
         }
         check_range("CosineAnnealingLR", "eta_min", self.eta_min, 0.0, f64::INFINITY, false)
+    }
+
+    fn progress(&mut self) -> &mut Progress {
+        &mut self.progress
     }
 }
 
@@ -141,21 +172,16 @@ impl LrScheduler for CosineLr {
         if self.t_max == 0 {
             return f64::NAN;
         }
-        let base = self.base_lr.unwrap_or(1.0);
+        let base = self.progress.base_lr.unwrap_or(1.0);
         let phase = std::f64::consts::PI * epoch as f64 / self.t_max as f64;
         self.eta_min + (base - self.eta_min) * (1.0 + phase.cos()) / 2.0
     }
 
     fn epoch(&self) -> usize {
-        self.epoch
+        self.progress.epoch
     }
 
     fn step(&mut self, opt: &mut dyn Optimizer) -> Result<f64> {
-        self.validate()?;
-        self.base_lr.get_or_insert(opt.lr());
-        self.epoch += 1;
-        let lr = self.lr_at(self.epoch);
-        opt.set_lr(lr);
-        Ok(lr)
+        step_closed_form(self, opt)
     }
 }
