@@ -305,6 +305,16 @@ fn thin<T: Float>(
     /// Rows of `C` per task.
     const ROWS: usize = 64;
     let c = blocking::SharedMut(c.as_mut_ptr());
+    // The thin operand's rows, copied with a stride that is not a multiple of 4 KiB: read
+    // together at the same offsets, rows 4 KiB apart (k = 1024 f32) would share one set of the
+    // L1 cache and evict each other. (n <= 16 rows: a few KiB to copy.)
+    let ldb = k.next_multiple_of(16) + 16;
+    let mut b_rows = vec![T::ZERO; n * ldb];
+    for (j, row) in b_rows.chunks_exact_mut(ldb).enumerate() {
+        for (p, v) in row[..k].iter_mut().enumerate() {
+            *v = b.data[b.offset + j * b.col_stride + p * b.row_stride];
+        }
+    }
     let run = |i0: usize, i1: usize| {
         // SAFETY: rows i0..i1 < m of `a` and the n rows of `Bᵀ` (columns of `b`) are inside
         // their slices over 0..k (checked by gemm_with), `C`'s elements are distinct and
@@ -317,8 +327,8 @@ fn thin<T: Float>(
                 k,
                 a.data.as_ptr().add(a.offset + i0 * a.row_stride),
                 a.row_stride,
-                b.data.as_ptr().add(b.offset),
-                b.col_stride,
+                b_rows.as_ptr(),
+                ldb,
                 c.get().add(i0 * cs.0),
                 cs,
                 accumulate,
