@@ -7,7 +7,9 @@
 //! pack all of the long operand for a few flops per element. Here each call takes `MB` rows of
 //! `A` against all `NB <= 16` rows of `Bᵀ`, keeps `MB x NB` vector accumulators running along
 //! `K` (the last partial vector through masked loads, which touch nothing past the end), and
-//! reduces each accumulator to its element at the end. No packing, no padding.
+//! reduces each accumulator to its element at the end. The long operand is read where it is;
+//! the driver (`gemm::thin`) only copies the few rows of the thin one, at a stride that is not a
+//! multiple of 4 KiB so that they do not all fall in one set of the L1 cache.
 //!
 //! Each element is summed in 16 interleaved partial sums and then reduced, an order that differs
 //! from the packed path's, so results match it to rounding, not to the bit; for a given shape
