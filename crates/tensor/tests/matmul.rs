@@ -476,3 +476,42 @@ fn thin_products_of_operands_contiguous_along_k_are_right_for_every_width() {
         }
     }
 }
+
+#[test]
+fn short_k_products_are_right_for_every_depth_and_match_the_packed_fma_order() {
+    // k <= 16 into a row-major C with B row-major (a classifier's input gradient dz · W): the
+    // short-K path where the instruction set has one. Each element is summed over p in order,
+    // one FMA at a time, as every SIMD microkernel does, so AVX-512 and AVX2 agree to the bit.
+    for k in 1..=16 {
+        for (m, n, accumulate, a_t) in [(37, 70, false, false), (5, 16, true, true), (1, 1030, false, false)] {
+            check_simd_paths_agree(&Case { m, n, k, a_t, b_t: false, pad: 2, offset: 3, accumulate, seed: k as u64 });
+        }
+    }
+}
+
+/// Runs `case` on every available path (each checked against the reference) and asserts that
+/// the AVX-512 and AVX2 results are equal to the bit, when both paths run here.
+fn check_simd_paths_agree(case: &Case) {
+    let isas = available_isas();
+    let results: Vec<Vec<f32>> = isas.iter().map(|&isa| case.check::<f32>(isa)).collect();
+    if let (Some(i512), Some(i2)) =
+        (isas.iter().position(|&i| i == Isa::Avx512), isas.iter().position(|&i| i == Isa::Avx2))
+    {
+        assert_eq!(results[i512], results[i2], "{case:?}");
+    }
+}
+
+#[test]
+fn few_row_products_are_right_for_every_height_and_match_the_packed_fma_order() {
+    // m <= 12 rows of a row-major C with B row-major (a classifier's weight gradient dzᵀ · h):
+    // the few-rows path where the instruction set has one. With k within every path's kc (256
+    // here) each element is one FMA chain over p in order, so AVX-512 and AVX2 agree to the bit.
+    for m in 1..=12 {
+        for (n, k, accumulate, a_t) in [(33, 17, false, true), (70, 128, true, false), (1030, 200, false, true)] {
+            check_simd_paths_agree(&Case { m, n, k, a_t, b_t: false, pad: 1, offset: 2, accumulate, seed: m as u64 });
+        }
+    }
+    // Past kc the path is not taken (the packed one sums K in slices); still right.
+    Case { m: 10, n: 64, k: 1500, a_t: true, b_t: false, pad: 0, offset: 0, accumulate: false, seed: 9 }
+        .check::<f32>(Isa::Avx512);
+}

@@ -27,9 +27,13 @@ use crate::kernels::Isa;
 mod blocking;
 #[cfg(target_arch = "x86_64")]
 mod dot;
+#[cfg(target_arch = "x86_64")]
+mod few_rows;
 mod microkernel;
 mod packing;
 pub mod peak;
+#[cfg(target_arch = "x86_64")]
+mod short_k;
 
 /// A read-only strided matrix: element `(i, j)` is `data[offset + i * row_stride + j * col_stride]`.
 ///
@@ -87,6 +91,50 @@ const DOT_MIN_K: usize = 16;
 /// runs the function's instruction set.
 type DotFn<T> = unsafe fn(usize, usize, usize, *const T, usize, *const T, usize, *mut T, (usize, usize), bool);
 
+/// The longest `K` that the short-`K` path takes.
+const MAX_SHORT_K: usize = 16;
+
+/// The most rows of `C` that the few-rows path takes.
+const MAX_FEW_ROWS: usize = 12;
+
+/// The operands of a [`DirectFn`]: `A(i, p)` at `a + i * a_rs + p * a_cs`, `B(p, j)` at
+/// `b + p * ldb + j` and `C(i, j)` at `c + i * ldc + j` (row-major), read and written where they
+/// are, and whether `C` accumulates.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the paths that read them are x86_64's
+struct Direct<T> {
+    a: *const T,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const T,
+    ldb: usize,
+    c: *mut T,
+    ldc: usize,
+    accumulate: bool,
+}
+
+impl<T> Direct<T> {
+    /// The same operands starting at row `i` of `A` and `C` and column `j` of `B` and `C` (the
+    /// addresses are only computed here; using them is the caller's contract).
+    fn at(self, i: usize, j: usize) -> Direct<T> {
+        Direct {
+            a: self.a.wrapping_add(i * self.a_rs),
+            b: self.b.wrapping_add(j),
+            c: self.c.wrapping_add(i * self.ldc + j),
+            ..self
+        }
+    }
+}
+
+/// `unsafe fn(m, n, k, ops)`: for `i < m`, `j < n`, `C(i, j) (+)= Σ_{p < k} A(i, p) · B(p, j)`
+/// with the operands of [`Direct`], no packing.
+///
+/// Safety contract: `1 <= k <= MAX_SHORT_K` (the short-`K` path) or `1 <= m <= MAX_FEW_ROWS`
+/// (the few-rows path); every element of `A` and `B` named above is readable, every element of
+/// `C` is writable and no two share an address (`ldc >= n` or `m == 1`), and the CPU runs the
+/// function's instruction set.
+type DirectFn<T> = unsafe fn(usize, usize, usize, Direct<T>);
+
 /// One instruction set's GEMM microkernel with the blocking sizes tuned for it.
 ///
 /// The packed operands are `mr x kc` micro-panels of `A` and `kc x nr` micro-panels of `B`; a
@@ -109,6 +157,12 @@ pub struct Microkernel<T: 'static> {
     /// The unpacked dot-product path for thin products of operands contiguous along `K`
     /// (`dot.rs`), where this instruction set has one.
     dot: Option<DotFn<T>>,
+    /// The short-`K` path into a row-major `C` (`short_k.rs`), where this instruction set has
+    /// one.
+    short_k: Option<DirectFn<T>>,
+    /// The few-rows path into a row-major `C` (`few_rows.rs`), where this instruction set has
+    /// one.
+    few_rows: Option<DirectFn<T>>,
     /// Packs `A` into `mr`-wide micro-panels.
     pack_a: packing::PackFn<T>,
     /// Packs `B` (as its transpose) into `nr`-wide micro-panels.
@@ -261,6 +315,21 @@ pub fn gemm_with<T: Float>(
         return;
     }
     let uk = T::microkernel(isa);
+    // A short K into rows of C, B's rows contiguous (a classifier's input gradient `dz · W`):
+    // each row of C swept once with A's few elements held in registers.
+    if let Some(short_k) = uk.short_k {
+        if k <= MAX_SHORT_K && n >= 16 && b.col_stride == 1 {
+            return direct(short_k, m, n, k, a, b, c, ldc, accumulate);
+        }
+    }
+    // Few rows of C, B's rows contiguous (a classifier's weight gradient `dzᵀ · h`): B read
+    // where it is, since each of its elements would be used by one tile only. Up to kc, so that
+    // the sums run in the packed path's order.
+    if let Some(few_rows) = uk.few_rows {
+        if m <= MAX_FEW_ROWS && k <= uk.kc && n >= 32 && b.col_stride == 1 {
+            return direct(few_rows, m, n, k, a, b, c, ldc, accumulate);
+        }
+    }
     // Thin, with both operands contiguous along K (a linear layer's `x · Wᵀ` with few
     // outputs): dot products straight from the operands. Cᵀ = Bᵀ Aᵀ has the same form, so a
     // short M takes the path too.
@@ -301,9 +370,6 @@ fn thin<T: Float>(
     cs: (usize, usize),
     accumulate: bool,
 ) {
-    use rayon::prelude::*;
-    /// Rows of `C` per task.
-    const ROWS: usize = 64;
     let c = blocking::SharedMut(c.as_mut_ptr());
     // The thin operand's rows, copied with a stride that is not a multiple of 4 KiB: read
     // together at the same offsets, rows 4 KiB apart (k = 1024 f32) would share one set of the
@@ -335,10 +401,64 @@ fn thin<T: Float>(
             )
         }
     };
-    if m > ROWS && 2 * m * n * k >= blocking::PAR_MIN_FLOPS {
+    in_row_blocks(m, 2 * m * n * k, run);
+}
+
+/// Runs `run(i0, i1)` over rows `0..m` of `C`: in fixed blocks of 64 rows on the rayon pool when
+/// the product has at least [`blocking::PAR_MIN_FLOPS`], else in one call. Each row's arithmetic
+/// is the same either way.
+fn in_row_blocks(m: usize, flops: usize, run: impl Fn(usize, usize) + Sync) {
+    use rayon::prelude::*;
+    /// Rows of `C` per task.
+    const ROWS: usize = 64;
+    if m > ROWS && flops >= blocking::PAR_MIN_FLOPS {
         (0..m.div_ceil(ROWS)).into_par_iter().for_each(|t| run(t * ROWS, m.min((t + 1) * ROWS)));
     } else {
         run(0, m);
+    }
+}
+
+/// Runs a [`DirectFn`] path for `C (+)= A · B` into row-major `C` (its shape conditions checked
+/// by the caller, operands checked by [`gemm_with`]): in fixed blocks of 64 rows, or for few rows
+/// in fixed blocks of 256 columns, on the rayon pool when the product is large enough.
+#[allow(clippy::too_many_arguments)]
+fn direct<T: Float>(
+    f: DirectFn<T>,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [T],
+    ldc: usize,
+    accumulate: bool,
+) {
+    use rayon::prelude::*;
+    /// Columns of `C` per task when there are few rows.
+    const COLUMNS: usize = 256;
+    let c = blocking::SharedMut(c.as_mut_ptr());
+    let run = |(i0, i1): (usize, usize), (j0, j1): (usize, usize)| {
+        let ops = Direct {
+            a: a.data.as_ptr().wrapping_add(a.offset),
+            a_rs: a.row_stride,
+            a_cs: a.col_stride,
+            b: b.data.as_ptr().wrapping_add(b.offset),
+            ldb: b.row_stride,
+            c: c.get(),
+            ldc,
+            accumulate,
+        };
+        // SAFETY: rows i0..i1 < m of `a` over 0..k and columns j0..j1 < n of `b` over 0..k are
+        // inside their slices (checked by gemm_with), that block of `C` is distinct, writable
+        // (checked by gemm_with) and written by this call alone, and `f` came from the
+        // microkernel table for a supported instruction set.
+        unsafe { f(i1 - i0, j1 - j0, k, ops.at(i0, j0)) }
+    };
+    let flops = 2 * m * n * k;
+    if m <= MAX_FEW_ROWS && n > COLUMNS && flops >= blocking::PAR_MIN_FLOPS {
+        (0..n.div_ceil(COLUMNS)).into_par_iter().for_each(|t| run((0, m), (t * COLUMNS, n.min((t + 1) * COLUMNS))));
+    } else {
+        in_row_blocks(m, flops, |i0, i1| run((i0, i1), (0, n)));
     }
 }
 

@@ -54,6 +54,8 @@ pub(in crate::kernels::gemm) const AVX2_F32: Microkernel<f32> = Microkernel {
     run: kernel_f32,
     edges: &[],
     dot: None,
+    short_k: None,
+    few_rows: None,
     pack_a: pack_f32::<F32_MR>,
     pack_b: pack_f32::<F32_NR>,
 };
@@ -69,6 +71,8 @@ pub(in crate::kernels::gemm) const AVX2_F64: Microkernel<f64> = Microkernel {
     run: kernel_f64,
     edges: &[],
     dot: None,
+    short_k: None,
+    few_rows: None,
     pack_a: pack_f64::<F64_MR>,
     pack_b: pack_f64::<F64_NR>,
 };

@@ -96,6 +96,8 @@ pub(in crate::kernels::gemm) const AVX512_F32: Microkernel<f32> = Microkernel {
     run: kernel_f32,
     edges: &[(4, kernel_f32_rows4), (7, kernel_f32_rows7)],
     dot: Some(crate::kernels::gemm::dot::dot_f32),
+    short_k: Some(crate::kernels::gemm::short_k::short_k_f32),
+    few_rows: Some(crate::kernels::gemm::few_rows::few_rows_f32),
     pack_a: pack_f32::<F32_MR>,
     pack_b: pack_f32_avx512::<F32_NR>,
 };
@@ -111,6 +113,8 @@ pub(in crate::kernels::gemm) const AVX512_F64: Microkernel<f64> = Microkernel {
     run: kernel_f64,
     edges: &[(4, kernel_f64_rows4), (7, kernel_f64_rows7)],
     dot: None,
+    short_k: None,
+    few_rows: None,
     pack_a: pack_f64::<F64_MR>,
     pack_b: pack_f64::<F64_NR>,
 };

@@ -65,6 +65,8 @@ pub(in crate::kernels::gemm) const NEON_F32: Microkernel<f32> = Microkernel {
     run: kernel_f32,
     edges: &[],
     dot: None,
+    short_k: None,
+    few_rows: None,
     pack_a: pack_panels::<f32, F32_MR>,
     pack_b: pack_panels::<f32, F32_NR>,
 };
@@ -80,6 +82,8 @@ pub(in crate::kernels::gemm) const NEON_F64: Microkernel<f64> = Microkernel {
     run: kernel_f64,
     edges: &[],
     dot: None,
+    short_k: None,
+    few_rows: None,
     pack_a: pack_panels::<f64, F64_MR>,
     pack_b: pack_panels::<f64, F64_NR>,
 };

@@ -57,6 +57,8 @@ pub(in crate::kernels::gemm) const SCALAR_F32: Microkernel<f32> = Microkernel {
     run: kernel::<f32>,
     edges: &[],
     dot: None,
+    short_k: None,
+    few_rows: None,
     pack_a: pack_panels::<f32, MR>,
     pack_b: pack_panels::<f32, NR>,
 };
@@ -72,6 +74,8 @@ pub(in crate::kernels::gemm) const SCALAR_F64: Microkernel<f64> = Microkernel {
     run: kernel::<f64>,
     edges: &[],
     dot: None,
+    short_k: None,
+    few_rows: None,
     pack_a: pack_panels::<f64, MR>,
     pack_b: pack_panels::<f64, NR>,
 };
