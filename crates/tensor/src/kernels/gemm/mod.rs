@@ -12,11 +12,18 @@
 //! - `microkernel/`: one `mr x nr` register-blocked kernel per instruction set (scalar, AVX2+FMA,
 //!   AVX-512, NEON), each file documenting its tile and its blocking sizes.
 //!
-//! Large problems run on the current rayon pool: the `mc` blocks of `M` (or, when `M` is small,
-//! chunks of the `nr` panels of `N`) are split across threads. Every element of `C` is computed by
-//! exactly one thread, summing over `K` in the same order whatever the split, so the result is
-//! bit-identical for any thread count. (Different instruction sets may round differently: FMA
-//! paths fuse the multiply and the add.)
+//! Thin shapes, where the tiles would be mostly padding and packing would cost as much as the
+//! product, take unpacked paths where the instruction set has them (AVX-512 f32 today): `dot.rs`
+//! (both operands contiguous along `K`, at most 16 columns or rows of `C`), `short_k.rs` (`K` at
+//! most 16) and `few_rows.rs` (at most 12 rows of `C`). [`gemm_with`] picks one from the shape
+//! and strides alone.
+//!
+//! Large problems run on the current rayon pool: `C` is cut into one rectangle per thread
+//! (`blocking.rs`), or the unpacked paths split fixed blocks of rows or columns. Every element of
+//! `C` is computed by exactly one thread, summing over `K` in the same order whatever the split,
+//! so the result is bit-identical for any thread count. (Different instruction sets may round
+//! differently: FMA paths fuse the multiply and the add; the dot-product path sums in 16 partial
+//! sums.)
 //!
 //! [`peak`] holds a small FMA-throughput loop that measures the core's floating-point peak, the
 //! yardstick the GEMM benchmark is read against.
