@@ -7,8 +7,11 @@ use tapegrad_tensor::kernels::elementwise::{BinaryOp, ElementwiseKernels, Operan
 use tapegrad_tensor::kernels::{available_isas, Isa};
 use tapegrad_tensor::{Float, Tensor};
 
+mod common;
 #[path = "../../../tests/golden/support.rs"]
 mod golden_file;
+
+use common::{close, f64s, fill, make, same, shape_strategy, unravel, view_strategy, Lcg, View};
 
 /// A case of PyTorch's golden file `tests/golden/ops.json`.
 fn golden_case(name: &str) -> serde_json::Value {
@@ -20,94 +23,6 @@ fn golden_tensor(v: &serde_json::Value) -> Tensor<f64> {
 }
 
 // ─── helpers ───────────────────────────────────────────────────────────────────
-
-/// A small deterministic generator for test data (proptest picks the seed).
-struct Lcg(u64);
-
-impl Lcg {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in [-10, 10).
-    fn value(&mut self) -> f64 {
-        self.unit() * 20.0 - 10.0
-    }
-}
-
-/// How a test tensor is laid out in memory.
-#[derive(Clone, Copy, Debug)]
-enum View {
-    Contiguous,
-    /// A permutation (dims reversed) of a contiguous tensor.
-    Transposed,
-    /// A window one element in from each edge of a larger tensor.
-    Narrowed,
-    /// Dims selected by a mask broadcast (stride 0) from size 1.
-    Expanded(u32),
-}
-
-fn view_strategy() -> impl Strategy<Value = View> {
-    prop_oneof![
-        Just(View::Contiguous),
-        Just(View::Transposed),
-        Just(View::Narrowed),
-        any::<u32>().prop_map(View::Expanded)
-    ]
-}
-
-fn dim_strategy() -> impl Strategy<Value = usize> {
-    prop_oneof![1 => Just(0usize), 3 => Just(1usize), 8 => 2usize..=7]
-}
-
-fn shape_strategy(max_ndim: usize) -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(dim_strategy(), 0..=max_ndim)
-}
-
-fn fill<T: Float>(shape: &[usize], rng: &mut Lcg) -> Tensor<T> {
-    let n = shape.iter().product();
-    Tensor::from_vec((0..n).map(|_| T::from_f64(rng.value())).collect(), shape).unwrap()
-}
-
-/// A tensor of logical shape `shape` with the memory layout `view`.
-fn make<T: Float>(shape: &[usize], view: View, rng: &mut Lcg) -> Tensor<T> {
-    let nd = shape.len();
-    match view {
-        View::Contiguous => fill(shape, rng),
-        View::Transposed => {
-            let rev: Vec<usize> = shape.iter().rev().copied().collect();
-            let perm: Vec<usize> = (0..nd).rev().collect();
-            fill::<T>(&rev, rng).permute(&perm).unwrap()
-        }
-        View::Narrowed => {
-            let big: Vec<usize> = shape.iter().map(|d| d + 2).collect();
-            let mut t = fill::<T>(&big, rng);
-            for (d, &len) in shape.iter().enumerate() {
-                t = t.narrow(d, 1, len).unwrap();
-            }
-            t
-        }
-        View::Expanded(mask) => {
-            let small: Vec<usize> =
-                shape.iter().enumerate().map(|(d, &n)| if mask >> d & 1 == 1 { 1 } else { n }).collect();
-            fill::<T>(&small, rng).expand(shape).unwrap()
-        }
-    }
-}
-
-fn f64s<T: Float>(t: &Tensor<T>) -> Vec<f64> {
-    t.to_vec().into_iter().map(|v| v.to_f64()).collect()
-}
-
-/// Equal, or both NaN.
-fn same(got: f64, want: f64) -> bool {
-    (got.is_nan() && want.is_nan()) || got == want
-}
-
-fn close(got: f64, want: f64, rtol: f64, atol: f64) -> bool {
-    same(got, want) || (got - want).abs() <= rtol * want.abs() + atol
-}
 
 /// NumPy's broadcast of two shapes, naively.
 fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
@@ -131,15 +46,6 @@ fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 fn source_index(out_index: &[usize], shape: &[usize]) -> usize {
     let lead = out_index.len() - shape.len();
     shape.iter().enumerate().fold(0, |acc, (d, &n)| acc * n + if n == 1 { 0 } else { out_index[lead + d] })
-}
-
-fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut index = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        index[d] = flat % shape[d];
-        flat /= shape[d];
-    }
-    index
 }
 
 /// `f` over `a` and `b` broadcast together, in f64.
@@ -210,7 +116,7 @@ fn apply_method<T: Float>(op: BinaryOp, a: &Tensor<T>, b: &Tensor<T>) -> tapegra
 fn check_binary<T: Float>(shape: &[usize], drops: (usize, usize), ones: (u32, u32), views: (View, View), seed: u64) {
     let mut rng = Lcg(seed);
     let (ash, bsh) = (operand_shape(shape, drops.0, ones.0), operand_shape(shape, drops.1, ones.1));
-    let (a, b) = (make::<T>(&ash, views.0, &mut rng), make::<T>(&bsh, views.1, &mut rng));
+    let (a, b) = (make::<T>(&ash, views.0, &mut rng, false), make::<T>(&bsh, views.1, &mut rng, false));
     for op in BINARY_OPS {
         let got = apply_method(op, &a, &b).unwrap();
         let (want_shape, want) = reference_binary(&f64s(&a), &ash, &f64s(&b), &bsh, f64_ref(op));
@@ -247,12 +153,12 @@ proptest! {
     #[test]
     fn map_and_zip_map_follow_the_closure(shape in shape_strategy(3), views in (view_strategy(), view_strategy()), seed in any::<u64>()) {
         let mut rng = Lcg(seed);
-        let x = make::<f32>(&shape, views.0, &mut rng);
+        let x = make::<f32>(&shape, views.0, &mut rng, false);
         let y = x.map(|v| v * 3.0 - 1.0);
         prop_assert_eq!(y.shape(), x.shape());
         prop_assert_eq!(y.to_vec(), x.to_vec().iter().map(|v| v * 3.0 - 1.0).collect::<Vec<_>>());
         let rshape = operand_shape(&shape, 1, 0b10);
-        let r = make::<f32>(&rshape, views.1, &mut rng);
+        let r = make::<f32>(&rshape, views.1, &mut rng, false);
         let z = x.zip_map(&r, |a, b| a * b + 1.0).unwrap();
         let (want_shape, want) = reference_binary(&f64s(&x), &shape, &f64s(&r), &rshape, |a, b| ((a as f32) * (b as f32) + 1.0) as f64);
         prop_assert_eq!(z.shape(), &want_shape[..]);
@@ -272,7 +178,7 @@ fn gelu_tanh(x: f64) -> f64 {
 
 fn check_unary<T: Float>(shape: &[usize], view: View, seed: u64, rtol: f64, atol: f64) {
     let mut rng = Lcg(seed);
-    let x = make::<T>(shape, view, &mut rng);
+    let x = make::<T>(shape, view, &mut rng, false);
     let xs = f64s(&x);
     type Case<T> = (&'static str, fn(&Tensor<T>) -> Tensor<T>, fn(f64) -> f64, bool);
     let cases: [Case<T>; 14] = [
@@ -424,7 +330,7 @@ fn kernel_data<T: Float>(n: usize, seed: u64, specials: bool) -> Vec<T> {
     let mut rng = Lcg(seed);
     (0..n)
         .map(|i| {
-            let v = rng.value();
+            let v = rng.value(false);
             let s = match (specials, i % 23) {
                 (true, 5) => f64::NAN,
                 (true, 11) => f64::INFINITY,
@@ -607,9 +513,9 @@ fn bits<T: Float>(t: &Tensor<T>) -> Vec<u64> {
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
     let mut rng = Lcg(42);
-    let x = fill::<f32>(&[300, 700], &mut rng);
-    let row = fill::<f32>(&[700], &mut rng);
-    let col = fill::<f32>(&[300, 1], &mut rng);
+    let x = fill::<f32>(&[300, 700], &mut rng, false);
+    let row = fill::<f32>(&[700], &mut rng, false);
+    let col = fill::<f32>(&[300, 1], &mut rng, false);
     let run = || {
         let xt = x.t().unwrap();
         vec![

@@ -6,8 +6,11 @@
 use proptest::prelude::*;
 use tapegrad_tensor::{Float, Tensor};
 
+mod common;
 #[path = "../../../tests/golden/support.rs"]
 mod golden_file;
+
+use common::{close, f64s, fill, make, same, shape_strategy, unravel, view_strategy, Lcg, View};
 
 /// A case of PyTorch's golden file `tests/golden/ops.json`.
 fn golden_case(name: &str) -> serde_json::Value {
@@ -19,105 +22,6 @@ fn golden_tensor(v: &serde_json::Value) -> Tensor<f64> {
 }
 
 // ─── helpers ───────────────────────────────────────────────────────────────────
-
-/// A small deterministic generator for test data (proptest picks the seed).
-struct Lcg(u64);
-
-impl Lcg {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in [-10, 10), or an integer in [-10, 10] when `integer` (so that every order of
-    /// summation is exact and sums can be compared bit for bit).
-    fn value(&mut self, integer: bool) -> f64 {
-        let v = self.unit() * 20.0 - 10.0;
-        if integer {
-            v.round()
-        } else {
-            v
-        }
-    }
-}
-
-/// How a test tensor is laid out in memory.
-#[derive(Clone, Copy, Debug)]
-enum View {
-    Contiguous,
-    /// A permutation (dims reversed) of a contiguous tensor.
-    Transposed,
-    /// A window one element in from each edge of a larger tensor.
-    Narrowed,
-    /// Dims selected by a mask broadcast (stride 0) from size 1.
-    Expanded(u32),
-}
-
-fn view_strategy() -> impl Strategy<Value = View> {
-    prop_oneof![
-        Just(View::Contiguous),
-        Just(View::Transposed),
-        Just(View::Narrowed),
-        any::<u32>().prop_map(View::Expanded)
-    ]
-}
-
-fn shape_strategy(max_ndim: usize) -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(prop_oneof![1 => Just(0usize), 3 => Just(1usize), 8 => 2usize..=7], 0..=max_ndim)
-}
-
-fn fill<T: Float>(shape: &[usize], rng: &mut Lcg, integer: bool) -> Tensor<T> {
-    let n = shape.iter().product();
-    Tensor::from_vec((0..n).map(|_| T::from_f64(rng.value(integer))).collect(), shape).unwrap()
-}
-
-/// A tensor of logical shape `shape` with the memory layout `view`.
-fn make<T: Float>(shape: &[usize], view: View, rng: &mut Lcg, integer: bool) -> Tensor<T> {
-    let nd = shape.len();
-    match view {
-        View::Contiguous => fill(shape, rng, integer),
-        View::Transposed => {
-            let rev: Vec<usize> = shape.iter().rev().copied().collect();
-            let perm: Vec<usize> = (0..nd).rev().collect();
-            fill::<T>(&rev, rng, integer).permute(&perm).unwrap()
-        }
-        View::Narrowed => {
-            let big: Vec<usize> = shape.iter().map(|d| d + 2).collect();
-            let mut t = fill::<T>(&big, rng, integer);
-            for (d, &len) in shape.iter().enumerate() {
-                t = t.narrow(d, 1, len).unwrap();
-            }
-            t
-        }
-        View::Expanded(mask) => {
-            let small: Vec<usize> =
-                shape.iter().enumerate().map(|(d, &n)| if mask >> d & 1 == 1 { 1 } else { n }).collect();
-            fill::<T>(&small, rng, integer).expand(shape).unwrap()
-        }
-    }
-}
-
-fn f64s<T: Float>(t: &Tensor<T>) -> Vec<f64> {
-    t.to_vec().into_iter().map(|v| v.to_f64()).collect()
-}
-
-/// Equal, or both NaN.
-fn same(got: f64, want: f64) -> bool {
-    (got.is_nan() && want.is_nan()) || got == want
-}
-
-fn close(got: f64, want: f64, rtol: f64, atol: f64) -> bool {
-    same(got, want) || (got - want).abs() <= rtol * want.abs() + atol
-}
-
-fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut index = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        index[d] = flat % shape[d];
-        flat /= shape[d];
-    }
-    index
-}
 
 /// The reduced dims a mask selects, as a dims list (empty means all, as in PyTorch).
 fn dims_of(mask: u32, ndim: usize) -> Vec<usize> {
