@@ -467,7 +467,7 @@ fn thin_products_of_operands_contiguous_along_k_are_right_for_every_width() {
     // orientations (thin n, and thin m with a wide n), full and partial vectors of K.
     for isa in available_isas() {
         for thin in 1..=16 {
-            for (k, accumulate) in [(16, false), (45, true), (1024, false)] {
+            for (k, accumulate) in [(16, false), (45, true), (1024, false), (2100, true)] {
                 let case = Case { m: 70, n: thin, k, a_t: false, b_t: true, pad: 3, offset: 1, accumulate, seed: 5 };
                 case.check::<f32>(isa);
                 Case { m: thin, n: 70, ..case }.check::<f32>(isa);
@@ -487,6 +487,33 @@ fn short_k_products_are_right_for_every_depth_and_match_the_packed_fma_order() {
             check_simd_paths_agree(&Case { m, n, k, a_t, b_t: false, pad: 2, offset: 3, accumulate, seed: k as u64 });
         }
     }
+}
+
+#[test]
+fn short_k_results_do_not_depend_on_where_b_starts() {
+    // The short-K path copies B's rows to 64-byte boundaries when they do not start on one;
+    // the copy must change nothing: the same operands at an aligned and at a misaligned
+    // address give the same bits, and the reference's values.
+    let (m, n, k): (usize, usize, usize) = (37, 1030, 10);
+    let ldb = n.next_multiple_of(16);
+    let a = random_vec::<f32>(m * k, 1);
+    let values = random_vec::<f32>(k * ldb, 2);
+    let mut store = vec![0.0f32; k * ldb + 32];
+    let aligned = store.as_ptr().align_offset(64);
+    let mut results = Vec::new();
+    for offset in [aligned, aligned + 1, aligned + 4] {
+        store[offset..offset + k * ldb].copy_from_slice(&values);
+        let b = MatRef { data: &store, offset, row_stride: ldb, col_stride: 1 };
+        let a = MatRef::row_major(&a, k);
+        let mut c = vec![0.0f32; m * n];
+        gemm_with(tapegrad_tensor::kernels::active_isa(), m, n, k, a, b, &mut c, n, false);
+        let (want, scale) = reference(m, n, k, &a, &b);
+        for (i, (&got, (&w, &s))) in c.iter().zip(want.iter().zip(&scale)).enumerate() {
+            assert!((got as f64 - w).abs() <= tolerance::<f32>(k) * s, "offset {offset}, element {i}: {got} vs {w}");
+        }
+        results.push(c);
+    }
+    assert!(results.iter().all(|c| c == &results[0]), "results differ with the alignment of B");
 }
 
 /// Runs `case` on every available path (each checked against the reference) and asserts that

@@ -20,7 +20,7 @@ pub enum Isa {
     Scalar,
     /// x86_64 AVX2 + FMA (256-bit).
     Avx2,
-    /// x86_64 AVX-512F (512-bit), with AVX2 + FMA.
+    /// x86_64 AVX-512F and AVX-512VL (512-bit), with AVX2 + FMA.
     Avx512,
     /// aarch64 NEON (128-bit).
     Neon,
@@ -57,6 +57,7 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
                 is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512vl")
                     && is_x86_feature_detected!("avx2")
                     && is_x86_feature_detected!("fma")
             }

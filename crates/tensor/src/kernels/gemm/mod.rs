@@ -326,7 +326,7 @@ pub fn gemm_with<T: Float>(
     // each row of C swept once with A's few elements held in registers.
     if let Some(short_k) = uk.short_k {
         if k <= MAX_SHORT_K && n >= 16 && b.col_stride == 1 {
-            return direct(short_k, m, n, k, a, b, c, ldc, accumulate);
+            return with_aligned_rows(k, n, b, |b| direct(short_k, m, n, k, a, b, c, ldc, accumulate));
         }
     }
     // Few rows of C, B's rows contiguous (a classifier's weight gradient `dzᵀ · h`): B read
@@ -378,37 +378,67 @@ fn thin<T: Float>(
     accumulate: bool,
 ) {
     let c = blocking::SharedMut(c.as_mut_ptr());
-    // The thin operand's rows, copied with a stride that is not a multiple of 4 KiB: read
-    // together at the same offsets, rows 4 KiB apart (k = 1024 f32) would share one set of the
-    // L1 cache and evict each other. (n <= 16 rows: a few KiB to copy.)
-    let ldb = k.next_multiple_of(16) + 16;
-    let mut b_rows = vec![T::ZERO; n * ldb];
-    for (j, row) in b_rows.chunks_exact_mut(ldb).enumerate() {
-        for (p, v) in row[..k].iter_mut().enumerate() {
-            *v = b.data[b.offset + j * b.col_stride + p * b.row_stride];
+    // The thin operand's rows, copied into this thread's (64-byte aligned) packing buffer for
+    // `B`: each row starts on a cache line, so that no vector load straddles two lines, and
+    // the stride is not a multiple of 4 KiB, so that rows read together at the same offsets
+    // (4 KiB apart for k = 1024 f32) do not all fall in one set of the L1 cache. (n <= 16
+    // rows: a few KiB to copy.)
+    let ldb = k.next_multiple_of(64 / std::mem::size_of::<T>()) + 64 / std::mem::size_of::<T>();
+    T::with_pack_buffer(1, n * ldb, |b_rows| {
+        for (j, row) in b_rows.chunks_exact_mut(ldb).enumerate() {
+            // Column j of B runs contiguously along K (b.row_stride == 1).
+            let start = b.offset + j * b.col_stride;
+            row[..k].copy_from_slice(&b.data[start..start + k]);
         }
+        let b_rows = &*b_rows;
+        let run = |i0: usize, i1: usize| {
+            // SAFETY: rows i0..i1 < m of `a` and the n rows of `Bᵀ` (columns of `b`) are inside
+            // their slices over 0..k (checked by gemm_with), `C`'s elements are distinct and
+            // writable (checked by gemm_with), this call alone writes rows i0..i1, and `dot`
+            // came from the microkernel table for a supported instruction set.
+            unsafe {
+                dot(
+                    i1 - i0,
+                    n,
+                    k,
+                    a.data.as_ptr().add(a.offset + i0 * a.row_stride),
+                    a.row_stride,
+                    b_rows.as_ptr(),
+                    ldb,
+                    c.get().add(i0 * cs.0),
+                    cs,
+                    accumulate,
+                )
+            }
+        };
+        in_row_blocks(m, 2 * m * n * k, run);
+    })
+}
+
+/// The most bytes of `B` that [`with_aligned_rows`] copies.
+const ALIGN_COPY_BYTES: usize = 256 << 10;
+
+/// Runs `f` on `B` (`k x n`, rows contiguous: `b.col_stride == 1`) with every row starting on
+/// a 64-byte boundary: `b` itself when it already does (or is too large to copy), else a copy
+/// in this thread's packing buffer for `B`. A path that loads whole vectors from the rows of
+/// `B` would otherwise split each load across two cache lines (a weight of 40 KiB comes from
+/// the heap at any 16-byte boundary); the copy costs a few percent of such a product and
+/// changes no result.
+fn with_aligned_rows<T: Float, R>(k: usize, n: usize, b: MatRef<'_, T>, f: impl FnOnce(MatRef<'_, T>) -> R) -> R {
+    let size = std::mem::size_of::<T>();
+    let aligned =
+        (b.data.as_ptr() as usize + b.offset * size).is_multiple_of(64) && (b.row_stride * size).is_multiple_of(64);
+    if aligned || k * n * size > ALIGN_COPY_BYTES {
+        return f(b);
     }
-    let run = |i0: usize, i1: usize| {
-        // SAFETY: rows i0..i1 < m of `a` and the n rows of `Bᵀ` (columns of `b`) are inside
-        // their slices over 0..k (checked by gemm_with), `C`'s elements are distinct and
-        // writable (checked by gemm_with), this call alone writes rows i0..i1, and `dot` came
-        // from the microkernel table for a supported instruction set.
-        unsafe {
-            dot(
-                i1 - i0,
-                n,
-                k,
-                a.data.as_ptr().add(a.offset + i0 * a.row_stride),
-                a.row_stride,
-                b_rows.as_ptr(),
-                ldb,
-                c.get().add(i0 * cs.0),
-                cs,
-                accumulate,
-            )
+    let ldb = n.next_multiple_of(64 / size);
+    T::with_pack_buffer(1, k * ldb, |rows| {
+        for (p, row) in rows.chunks_exact_mut(ldb).enumerate() {
+            let start = b.offset + p * b.row_stride;
+            row[..n].copy_from_slice(&b.data[start..start + n]);
         }
-    };
-    in_row_blocks(m, 2 * m * n * k, run);
+        f(MatRef { data: rows, offset: 0, row_stride: ldb, col_stride: 1 })
+    })
 }
 
 /// Runs `run(i0, i1)` over rows `0..m` of `C`: in fixed blocks of 64 rows on the rayon pool when
