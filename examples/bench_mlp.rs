@@ -14,9 +14,11 @@
 //! Flags: `--threads N` (0: all cores), `--steps N`, `--warmup N`, `--seed N`, `--smoke`, and
 //! `--path layers|fused`: `layers` (the default, what a user writes) composes the modules
 //! (`Linear`, whose GEMM adds the bias in place, then `relu` and `Dropout`, each on SIMD
-//! kernels); `fused` runs each hidden layer as one recorded op (`linear_relu_dropout`: GEMM,
-//! bias, ReLU and dropout in one scalar pass over the output). Both draw the same masks and give
-//! the same loss; today `layers` is the faster (see docs/benchmarks.md).
+//! kernels); `fused` runs each hidden layer as one recorded op (`linear_relu_dropout`: the GEMM
+//! into the broadcast bias, then ReLU and dropout in one SIMD pass over the output, and one pass
+//! back). Both draw the
+//! same masks and give the same loss; `fused` is a few percent the faster (see
+//! docs/benchmarks.md).
 //!
 //! Prints the median and mean milliseconds per step, the GFLOP/s they imply, the mean time of
 //! each phase (forward with the loss, backward, the SGD update with `zero_grad`), the final loss

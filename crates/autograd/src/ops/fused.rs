@@ -5,9 +5,10 @@
 //!   backward computes `dx = dy W`, `dW = dyᵀ x` and `db = Σ_rows dy` straight into fresh
 //!   buffers, the GEMM reading `dyᵀ` and `W` in place.
 //! - [`linear_relu_dropout`]: `y = dropout(relu(x Wᵀ + b), p)`, the hidden layer of an MLP, as one
-//!   op. After the GEMM one pass over the output applies ReLU, the scale and the one-bit-per-element
-//!   dropout mask; backward turns `dy` into the pre-activation gradient in one pass (the gradient
-//!   flows where the output is positive: kept and past the ReLU), then runs [`linear`]'s backward. The
+//!   op. After the GEMM one SIMD pass over the output applies ReLU, the scale and the
+//!   one-bit-per-element dropout mask; backward turns `dy` into the pre-activation gradient in one
+//!   SIMD pass (the gradient flows where the output is positive: kept and past the ReLU), then
+//!   runs [`linear`]'s backward (both passes: `tapegrad_tensor::kernels::relu_mask`). The
 //!   mask is drawn exactly as [`dropout`](crate::dropout) draws it (same generator words, same
 //!   threshold), so the fused op and the unfused chain give the same values.
 //!
@@ -16,7 +17,9 @@
 
 use rayon::prelude::*;
 use smallvec::smallvec;
+use tapegrad_tensor::kernels::active_isa;
 use tapegrad_tensor::kernels::gemm::{gemm, MatRef};
+use tapegrad_tensor::kernels::relu_mask::{relu_scale_by_mask_in_place, scale_where_positive};
 use tapegrad_tensor::{buffers, Float, Generator, Tensor};
 
 use crate::error::{Error, Result};
@@ -192,13 +195,16 @@ impl<T: Float> Backward<T> for LinearReluDropout<T> {
     fn backward(&self, dy: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         let dy = dy.contiguous();
         let scale = T::from_f64(1.0 / (1.0 - self.record.p));
-        let mut dz = buffers::zeroed(dy.numel());
-        if let (Some(dy), Some(y)) = (dy.as_slice(), self.y.as_slice()) {
-            dz.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK)).zip(y.par_chunks(CHUNK)).for_each(|((dz, dy), y)| {
-                for ((dz, &dy), &y) in dz.iter_mut().zip(dy).zip(y) {
-                    *dz = if y > T::ZERO { dy * scale } else { T::ZERO };
-                }
-            });
+        let mut dz = buffers::for_overwrite(dy.numel());
+        match (dy.as_slice(), self.y.as_slice()) {
+            (Some(dy), Some(y)) => {
+                let isa = active_isa();
+                dz.par_chunks_mut(CHUNK)
+                    .zip(dy.par_chunks(CHUNK))
+                    .zip(y.par_chunks(CHUNK))
+                    .for_each(|((dz, dy), y)| scale_where_positive(isa, y, dy, scale, dz));
+            }
+            _ => dz.fill(T::ZERO),
         }
         let dz = Tensor::from_vec(dz, dy.shape())?;
         linear_backward(&self.x, &self.w, &dz, true, needs)
@@ -255,21 +261,12 @@ pub fn linear_relu_dropout<T: Float>(
     let (seed, offset) = gen.reserve(numel as u64);
     let record = DropoutRecord::regenerate(seed, offset, p, numel);
     let scale = T::from_f64(1.0 / (1.0 - p));
-    out.par_chunks_mut(CHUNK).zip(record.mask_words().par_chunks(CHUNK / 64)).for_each(|(out, keep)| {
-        // relu and the scale in a branch-free pass (NaN stays NaN, as in `Tensor::relu`), then
-        // zero the dropped elements, visiting only those: a branch per element on the mask bit
-        // would be mispredicted half the time at p = 0.5.
-        for z in out.iter_mut() {
-            *z = if *z <= T::ZERO { T::ZERO } else { *z * scale };
-        }
-        for (out, &keep) in out.chunks_mut(64).zip(keep) {
-            let mut dropped = !keep & (u64::MAX >> (64 - out.len()));
-            while dropped != 0 {
-                out[dropped.trailing_zeros() as usize] = T::ZERO;
-                dropped &= dropped - 1;
-            }
-        }
-    });
+    // relu, the mask and the scale in one SIMD pass (NaN stays NaN where kept, as in
+    // `Tensor::relu`).
+    let isa = active_isa();
+    out.par_chunks_mut(CHUNK)
+        .zip(record.mask_words().par_chunks(CHUNK / 64))
+        .for_each(|(out, keep)| relu_scale_by_mask_in_place(isa, keep, out, scale));
     let out = Tensor::from_vec(out, &[dims.0, dims.1])?;
     let y = out.clone();
     Ok(Var::from_op(out, &[x, w, b], || LinearReluDropout { x: xv, w: wv, y, record }))

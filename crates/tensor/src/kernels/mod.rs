@@ -12,6 +12,7 @@ pub mod chacha;
 pub mod elementwise;
 pub mod gemm;
 pub mod mask;
+pub mod relu_mask;
 
 /// An instruction-set path for the kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
