@@ -474,6 +474,9 @@ fn thin_products_of_operands_contiguous_along_k_are_right_for_every_width() {
                 Case { m: 1, ..case }.check::<f32>(isa);
             }
         }
+        // A K long enough that the copy of Bᵀ (16 rows) outgrows the kept packing buffer.
+        Case { m: 3, n: 16, k: 70_000, a_t: false, b_t: true, pad: 0, offset: 0, accumulate: false, seed: 6 }
+            .check::<f32>(isa);
     }
 }
 

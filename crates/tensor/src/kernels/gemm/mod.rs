@@ -210,12 +210,18 @@ pub trait GemmKernels: Copy + Default + Send + Sync + 'static {
     fn microkernel(isa: Isa) -> Microkernel<Self>;
 
     /// Runs `f` on this thread's packing buffer `slot` (0 for blocks of `A`, 1 for panels of
-    /// `B`), at least `len` elements starting on a 64-byte boundary. The buffers live as long
-    /// as the thread and only grow (at most `kc x nc` elements for `B`), so a product pays
-    /// neither an allocation nor page faults; a re-entrant use gets a fresh buffer.
+    /// `B` and the thin paths' copies), at least `len` elements starting on a 64-byte boundary.
+    /// The buffers live as long as the thread and only grow, up to [`KEPT_PACK_ELEMENTS`] each
+    /// (a `kc x nc` panel of `B` fits), so a product pays neither an allocation nor page faults;
+    /// a larger request (a thin product with a very long `K`) or a re-entrant use gets a buffer
+    /// of its own for the call.
     #[doc(hidden)]
     fn with_pack_buffer<R>(slot: usize, len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
 }
+
+/// The most elements a thread keeps in each of its packing buffers
+/// ([`GemmKernels::with_pack_buffer`]): 4 MiB of f32, the largest `kc x nc` panel of `B`.
+const KEPT_PACK_ELEMENTS: usize = 1 << 20;
 
 macro_rules! impl_gemm_kernels {
     ($t:ty, $select:path) => {
@@ -237,16 +243,15 @@ macro_rules! impl_gemm_kernels {
                     let start = buf.as_ptr().align_offset(64).min(pad);
                     start..start + len
                 };
-                BUFFERS.with(|buffers| match buffers[slot].try_borrow_mut() {
-                    Ok(mut buf) => {
-                        let range = aligned(&mut buf);
-                        f(&mut buf[range])
-                    }
-                    Err(_) => {
-                        let mut buf = Vec::new();
-                        let range = aligned(&mut buf);
-                        f(&mut buf[range])
-                    }
+                BUFFERS.with(|buffers| {
+                    let mut own = Vec::new();
+                    let mut kept = if len <= KEPT_PACK_ELEMENTS { buffers[slot].try_borrow_mut().ok() } else { None };
+                    let buf: &mut Vec<$t> = match kept.as_deref_mut() {
+                        Some(kept) => kept,
+                        None => &mut own,
+                    };
+                    let range = aligned(buf);
+                    f(&mut buf[range])
                 })
             }
         }
