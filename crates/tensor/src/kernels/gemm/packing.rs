@@ -104,27 +104,30 @@ pub(super) mod x86 {
 
     use super::pack_panels;
 
-    /// f32 [`pack_panels`] with 8 x 8 AVX2 transposes for full, depth-contiguous panels.
+    /// The loops the transposing packers share: [`pack_panels`] for `depth_stride == 1` and
+    /// `W >= B`, each full panel in `B x B` blocks by `block(s, d)`, which reads rows
+    /// `i0 .. i0 + B` and columns `p0 .. p0 + B` from `s` (element `(i0, p0)`, rows
+    /// `row_stride` apart) and stores depth step `p0 + c` of rows `i0 .. i0 + B` at
+    /// `d + c * W` (`d` is packed element `(i0, p0)`). Row blocks overlap when `B` does not
+    /// divide `W` (the last ends at row `W`); the depth tail and the ragged last panel go
+    /// element by element and to [`pack_panels`]. Inlined into each packer, so that `block`
+    /// compiles with the packer's instruction set.
     ///
     /// # Safety
-    /// The contract of [`pack_panels`], and the CPU supports AVX2.
-    #[target_feature(enable = "avx2")]
-    pub(in crate::kernels::gemm) unsafe fn pack_f32<const W: usize>(
-        src: *const f32,
+    /// The contract of [`pack_panels`] with `depth_stride == 1` and `B <= W`, and `block` reads
+    /// and writes only the elements named above.
+    #[inline(always)]
+    unsafe fn transposing<T: Copy + Default, const W: usize, const B: usize>(
+        src: *const T,
         rows: usize,
         depth: usize,
         row_stride: usize,
-        depth_stride: usize,
-        dst: &mut [f32],
+        dst: &mut [T],
+        block: impl Fn(*const T, *mut T),
     ) {
-        const B: usize = 8;
-        if depth_stride != 1 || W < B || rows < W {
-            // SAFETY: the same contract.
-            return unsafe { pack_panels::<f32, W>(src, rows, depth, row_stride, depth_stride, dst) };
-        }
         let panel_len = W * depth;
         let full_panels = rows / W;
-        assert!(dst.len() >= rows.div_ceil(W) * panel_len, "pack_f32: destination too short");
+        assert!(dst.len() >= rows.div_ceil(W) * panel_len, "pack_panels: destination too short");
         for (q, panel) in dst.chunks_exact_mut(panel_len).take(full_panels).enumerate() {
             // SAFETY: rows q * W .. q * W + W are below `rows` (a full panel): each has `depth`
             // contiguous readable elements (depth_stride is 1; contract).
@@ -134,31 +137,10 @@ pub(super) mod x86 {
             for p0 in (0..full).step_by(B) {
                 let mut i0 = 0;
                 loop {
-                    // SAFETY: rows i0 .. i0 + 8 <= W of the panel, columns p0 .. p0 + 8 <= depth
-                    // are readable; the stores go to panel[(p0 + t) * W + i0 ..][..8], inside the
-                    // panel because p0 + t < depth and i0 + 8 <= W.
-                    unsafe {
-                        let row = |ii: usize| _mm256_loadu_ps(base.add((i0 + ii) * row_stride + p0));
-                        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
-                        let (r4, r5, r6, r7) = (row(4), row(5), row(6), row(7));
-                        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
-                        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
-                        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
-                        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
-                        let (u0, u1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
-                        let (u2, u3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
-                        let (u4, u5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
-                        let (u6, u7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
-                        let col = |t: usize| out.add((p0 + t) * W + i0);
-                        _mm256_storeu_ps(col(0), _mm256_permute2f128_ps::<0x20>(u0, u4));
-                        _mm256_storeu_ps(col(1), _mm256_permute2f128_ps::<0x20>(u1, u5));
-                        _mm256_storeu_ps(col(2), _mm256_permute2f128_ps::<0x20>(u2, u6));
-                        _mm256_storeu_ps(col(3), _mm256_permute2f128_ps::<0x20>(u3, u7));
-                        _mm256_storeu_ps(col(4), _mm256_permute2f128_ps::<0x31>(u0, u4));
-                        _mm256_storeu_ps(col(5), _mm256_permute2f128_ps::<0x31>(u1, u5));
-                        _mm256_storeu_ps(col(6), _mm256_permute2f128_ps::<0x31>(u2, u6));
-                        _mm256_storeu_ps(col(7), _mm256_permute2f128_ps::<0x31>(u3, u7));
-                    }
+                    // SAFETY: rows i0 .. i0 + B <= W of the panel and columns p0 .. p0 + B <=
+                    // depth are readable; depth steps p0 .. p0 + B < depth of rows
+                    // i0 .. i0 + B <= W lie inside the panel.
+                    unsafe { block(base.add(i0 * row_stride + p0), out.add(p0 * W + i0)) };
                     if i0 + B == W {
                         break;
                     }
@@ -176,16 +158,64 @@ pub(super) mod x86 {
             // The ragged last panel, zero-padded by the generic routine.
             // SAFETY: its rows are readable (contract); the rest of `dst` holds one panel.
             unsafe {
-                pack_panels::<f32, W>(
+                pack_panels::<T, W>(
                     src.add(full_panels * W * row_stride),
                     rows - full_panels * W,
                     depth,
                     row_stride,
-                    depth_stride,
+                    1,
                     &mut dst[full_panels * panel_len..],
                 )
             };
         }
+    }
+
+    /// f32 [`pack_panels`] with 8 x 8 AVX2 transposes for full, depth-contiguous panels.
+    ///
+    /// # Safety
+    /// The contract of [`pack_panels`], and the CPU supports AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(in crate::kernels::gemm) unsafe fn pack_f32<const W: usize>(
+        src: *const f32,
+        rows: usize,
+        depth: usize,
+        row_stride: usize,
+        depth_stride: usize,
+        dst: &mut [f32],
+    ) {
+        if depth_stride != 1 || W < 8 || rows < W {
+            // SAFETY: the same contract.
+            return unsafe { pack_panels::<f32, W>(src, rows, depth, row_stride, depth_stride, dst) };
+        }
+        let block = |s: *const f32, d: *mut f32| {
+            // SAFETY: 8 rows of 8 readable elements from `s`, 8 steps of 8 writable elements
+            // from `d` (the contract of `transposing`).
+            unsafe {
+                let row = |ii: usize| _mm256_loadu_ps(s.add(ii * row_stride));
+                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                let (r4, r5, r6, r7) = (row(4), row(5), row(6), row(7));
+                let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+                let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+                let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+                let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+                let (u0, u1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
+                let (u2, u3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
+                let (u4, u5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
+                let (u6, u7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
+                let col = |c: usize| d.add(c * W);
+                _mm256_storeu_ps(col(0), _mm256_permute2f128_ps::<0x20>(u0, u4));
+                _mm256_storeu_ps(col(1), _mm256_permute2f128_ps::<0x20>(u1, u5));
+                _mm256_storeu_ps(col(2), _mm256_permute2f128_ps::<0x20>(u2, u6));
+                _mm256_storeu_ps(col(3), _mm256_permute2f128_ps::<0x20>(u3, u7));
+                _mm256_storeu_ps(col(4), _mm256_permute2f128_ps::<0x31>(u0, u4));
+                _mm256_storeu_ps(col(5), _mm256_permute2f128_ps::<0x31>(u1, u5));
+                _mm256_storeu_ps(col(6), _mm256_permute2f128_ps::<0x31>(u2, u6));
+                _mm256_storeu_ps(col(7), _mm256_permute2f128_ps::<0x31>(u3, u7));
+            }
+        };
+        // SAFETY: the contract of `pack_panels`, depth_stride is 1 and 8 <= W (checked above);
+        // `block` touches only its 8 x 8 block.
+        unsafe { transposing::<f32, W, 8>(src, rows, depth, row_stride, dst, block) }
     }
 
     /// f32 [`pack_panels`] with 16 x 16 AVX-512 transposes for full, depth-contiguous panels at
@@ -209,85 +239,48 @@ pub(super) mod x86 {
             // SAFETY: the same contract (AVX-512F implies AVX2 on every CPU that has it).
             return unsafe { pack_f32::<W>(src, rows, depth, row_stride, depth_stride, dst) };
         }
-        let panel_len = W * depth;
-        let full_panels = rows / W;
-        assert!(dst.len() >= rows.div_ceil(W) * panel_len, "pack_f32_avx512: destination too short");
-        for (q, panel) in dst.chunks_exact_mut(panel_len).take(full_panels).enumerate() {
-            // SAFETY: rows q * W .. q * W + W are below `rows` (a full panel): each has `depth`
-            // contiguous readable elements (depth_stride is 1; contract).
-            let base = unsafe { src.add(q * W * row_stride) };
-            let out = panel.as_mut_ptr();
-            let full = depth / B * B;
-            for p0 in (0..full).step_by(B) {
-                let mut i0 = 0;
-                loop {
-                    // SAFETY: rows i0 .. i0 + 16 <= W of the panel, columns p0 .. p0 + 16 <=
-                    // depth are readable; the stores go to panel[(p0 + c) * W + i0 ..][..16],
-                    // inside the panel because p0 + c < depth and i0 + 16 <= W.
-                    unsafe {
-                        let r: [__m512; B] =
-                            std::array::from_fn(|ii| _mm512_loadu_ps(base.add((i0 + ii) * row_stride + p0)));
-                        // Within each 128-bit lane: pairs of rows interleaved, then groups of
-                        // four rows: u[4 g + j] holds, in lane L, rows 4g .. 4g + 3 of column
-                        // 4 L + j.
-                        let t: [__m512; B] = std::array::from_fn(|x| {
-                            let (a, b) = (r[x & !1], r[x | 1]);
-                            if x % 2 == 0 {
-                                _mm512_unpacklo_ps(a, b)
-                            } else {
-                                _mm512_unpackhi_ps(a, b)
-                            }
-                        });
-                        let u: [__m512; B] = std::array::from_fn(|x| {
-                            let (g, j) = (x / 4, x % 4);
-                            let (a, b) = (t[4 * g + j / 2], t[4 * g + 2 + j / 2]);
-                            if j % 2 == 0 {
-                                _mm512_shuffle_ps::<0x44>(a, b)
-                            } else {
-                                _mm512_shuffle_ps::<0xEE>(a, b)
-                            }
-                        });
-                        // Across lanes: column 4 L + j gathers lane L of u[j], u[4 + j],
-                        // u[8 + j], u[12 + j].
-                        for j in 0..4 {
-                            let v0 = _mm512_shuffle_f32x4::<0x88>(u[j], u[4 + j]);
-                            let v1 = _mm512_shuffle_f32x4::<0xDD>(u[j], u[4 + j]);
-                            let w0 = _mm512_shuffle_f32x4::<0x88>(u[8 + j], u[12 + j]);
-                            let w1 = _mm512_shuffle_f32x4::<0xDD>(u[8 + j], u[12 + j]);
-                            let col = |c: usize| out.add((p0 + c) * W + i0);
-                            _mm512_storeu_ps(col(j), _mm512_shuffle_f32x4::<0x88>(v0, w0));
-                            _mm512_storeu_ps(col(4 + j), _mm512_shuffle_f32x4::<0x88>(v1, w1));
-                            _mm512_storeu_ps(col(8 + j), _mm512_shuffle_f32x4::<0xDD>(v0, w0));
-                            _mm512_storeu_ps(col(12 + j), _mm512_shuffle_f32x4::<0xDD>(v1, w1));
-                        }
-                    }
-                    if i0 + B == W {
-                        break;
-                    }
-                    i0 = (i0 + B).min(W - B);
-                }
-            }
-            for p in full..depth {
-                for i in 0..W {
-                    // SAFETY: row i < W of a full panel and p < depth: readable (contract).
-                    panel[p * W + i] = unsafe { *base.add(i * row_stride + p) };
-                }
-            }
-        }
-        if full_panels * W < rows {
-            // The ragged last panel, zero-padded by the generic routine.
-            // SAFETY: its rows are readable (contract); the rest of `dst` holds one panel.
+        let block = |s: *const f32, d: *mut f32| {
+            // SAFETY: 16 rows of 16 readable elements from `s`, 16 steps of 16 writable
+            // elements from `d` (the contract of `transposing`).
             unsafe {
-                pack_panels::<f32, W>(
-                    src.add(full_panels * W * row_stride),
-                    rows - full_panels * W,
-                    depth,
-                    row_stride,
-                    depth_stride,
-                    &mut dst[full_panels * panel_len..],
-                )
-            };
-        }
+                let r: [__m512; B] = std::array::from_fn(|ii| _mm512_loadu_ps(s.add(ii * row_stride)));
+                // Within each 128-bit lane: pairs of rows interleaved, then groups of four rows:
+                // u[4 g + j] holds, in lane L, rows 4g .. 4g + 3 of column 4 L + j.
+                let t: [__m512; B] = std::array::from_fn(|x| {
+                    let (a, b) = (r[x & !1], r[x | 1]);
+                    if x % 2 == 0 {
+                        _mm512_unpacklo_ps(a, b)
+                    } else {
+                        _mm512_unpackhi_ps(a, b)
+                    }
+                });
+                let u: [__m512; B] = std::array::from_fn(|x| {
+                    let (g, j) = (x / 4, x % 4);
+                    let (a, b) = (t[4 * g + j / 2], t[4 * g + 2 + j / 2]);
+                    if j % 2 == 0 {
+                        _mm512_shuffle_ps::<0x44>(a, b)
+                    } else {
+                        _mm512_shuffle_ps::<0xEE>(a, b)
+                    }
+                });
+                // Across lanes: column 4 L + j gathers lane L of u[j], u[4 + j], u[8 + j],
+                // u[12 + j].
+                for j in 0..4 {
+                    let v0 = _mm512_shuffle_f32x4::<0x88>(u[j], u[4 + j]);
+                    let v1 = _mm512_shuffle_f32x4::<0xDD>(u[j], u[4 + j]);
+                    let w0 = _mm512_shuffle_f32x4::<0x88>(u[8 + j], u[12 + j]);
+                    let w1 = _mm512_shuffle_f32x4::<0xDD>(u[8 + j], u[12 + j]);
+                    let col = |c: usize| d.add(c * W);
+                    _mm512_storeu_ps(col(j), _mm512_shuffle_f32x4::<0x88>(v0, w0));
+                    _mm512_storeu_ps(col(4 + j), _mm512_shuffle_f32x4::<0x88>(v1, w1));
+                    _mm512_storeu_ps(col(8 + j), _mm512_shuffle_f32x4::<0xDD>(v0, w0));
+                    _mm512_storeu_ps(col(12 + j), _mm512_shuffle_f32x4::<0xDD>(v1, w1));
+                }
+            }
+        };
+        // SAFETY: the contract of `pack_panels`, depth_stride is 1 and 16 <= W (checked
+        // above); `block` touches only its 16 x 16 block.
+        unsafe { transposing::<f32, W, B>(src, rows, depth, row_stride, dst, block) }
     }
 
     /// f64 [`pack_panels`] with 4 x 4 AVX2 transposes for full, depth-contiguous panels.
@@ -303,61 +296,28 @@ pub(super) mod x86 {
         depth_stride: usize,
         dst: &mut [f64],
     ) {
-        const B: usize = 4;
-        if depth_stride != 1 || W < B || rows < W {
+        if depth_stride != 1 || W < 4 || rows < W {
             // SAFETY: the same contract.
             return unsafe { pack_panels::<f64, W>(src, rows, depth, row_stride, depth_stride, dst) };
         }
-        let panel_len = W * depth;
-        let full_panels = rows / W;
-        assert!(dst.len() >= rows.div_ceil(W) * panel_len, "pack_f64: destination too short");
-        for (q, panel) in dst.chunks_exact_mut(panel_len).take(full_panels).enumerate() {
-            // SAFETY: as in `pack_f32`: a full panel of depth-contiguous readable rows.
-            let base = unsafe { src.add(q * W * row_stride) };
-            let out = panel.as_mut_ptr();
-            let full = depth / B * B;
-            for p0 in (0..full).step_by(B) {
-                let mut i0 = 0;
-                loop {
-                    // SAFETY: rows i0 .. i0 + 4 <= W, columns p0 .. p0 + 4 <= depth are
-                    // readable; the stores stay inside the panel as in `pack_f32`.
-                    unsafe {
-                        let row = |ii: usize| _mm256_loadu_pd(base.add((i0 + ii) * row_stride + p0));
-                        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
-                        let (t0, t1) = (_mm256_unpacklo_pd(r0, r1), _mm256_unpackhi_pd(r0, r1));
-                        let (t2, t3) = (_mm256_unpacklo_pd(r2, r3), _mm256_unpackhi_pd(r2, r3));
-                        let col = |t: usize| out.add((p0 + t) * W + i0);
-                        _mm256_storeu_pd(col(0), _mm256_permute2f128_pd::<0x20>(t0, t2));
-                        _mm256_storeu_pd(col(1), _mm256_permute2f128_pd::<0x20>(t1, t3));
-                        _mm256_storeu_pd(col(2), _mm256_permute2f128_pd::<0x31>(t0, t2));
-                        _mm256_storeu_pd(col(3), _mm256_permute2f128_pd::<0x31>(t1, t3));
-                    }
-                    if i0 + B == W {
-                        break;
-                    }
-                    i0 = (i0 + B).min(W - B);
-                }
-            }
-            for p in full..depth {
-                for i in 0..W {
-                    // SAFETY: row i < W of a full panel and p < depth: readable (contract).
-                    panel[p * W + i] = unsafe { *base.add(i * row_stride + p) };
-                }
-            }
-        }
-        if full_panels * W < rows {
-            // SAFETY: as in `pack_f32`.
+        let block = |s: *const f64, d: *mut f64| {
+            // SAFETY: 4 rows of 4 readable elements from `s`, 4 steps of 4 writable elements
+            // from `d` (the contract of `transposing`).
             unsafe {
-                pack_panels::<f64, W>(
-                    src.add(full_panels * W * row_stride),
-                    rows - full_panels * W,
-                    depth,
-                    row_stride,
-                    depth_stride,
-                    &mut dst[full_panels * panel_len..],
-                )
-            };
-        }
+                let row = |ii: usize| _mm256_loadu_pd(s.add(ii * row_stride));
+                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                let (t0, t1) = (_mm256_unpacklo_pd(r0, r1), _mm256_unpackhi_pd(r0, r1));
+                let (t2, t3) = (_mm256_unpacklo_pd(r2, r3), _mm256_unpackhi_pd(r2, r3));
+                let col = |c: usize| d.add(c * W);
+                _mm256_storeu_pd(col(0), _mm256_permute2f128_pd::<0x20>(t0, t2));
+                _mm256_storeu_pd(col(1), _mm256_permute2f128_pd::<0x20>(t1, t3));
+                _mm256_storeu_pd(col(2), _mm256_permute2f128_pd::<0x31>(t0, t2));
+                _mm256_storeu_pd(col(3), _mm256_permute2f128_pd::<0x31>(t1, t3));
+            }
+        };
+        // SAFETY: the contract of `pack_panels`, depth_stride is 1 and 4 <= W (checked above);
+        // `block` touches only its 4 x 4 block.
+        unsafe { transposing::<f64, W, 4>(src, rows, depth, row_stride, dst, block) }
     }
 }
 
@@ -400,6 +360,33 @@ mod tests {
                 // SAFETY: as above, and the CPU has AVX2.
                 unsafe { x86::pack_f32::<32>(src.as_ptr(), rows, depth, row_stride, 1, &mut got) };
                 assert_eq!(got, want, "avx2, depth {depth}");
+                // f32 in 8 x 8 blocks on panels of 14 (the AVX-512 kernel's A: blocks overlap).
+                let mut want = vec![f32::NAN; rows.div_ceil(14) * 14 * depth];
+                let mut got = want.clone();
+                // SAFETY: as above.
+                unsafe {
+                    pack_panels::<f32, 14>(src.as_ptr(), rows, depth, row_stride, 1, &mut want);
+                    x86::pack_f32::<14>(src.as_ptr(), rows, depth, row_stride, 1, &mut got);
+                }
+                assert_eq!(got, want, "avx2 W 14, depth {depth}");
+                // f64 in 4 x 4 blocks, on panels of 14 (blocks overlap) and of 16.
+                let src: Vec<f64> = src.iter().map(|&v| f64::from(v) + 0.25).collect();
+                let mut want = vec![f64::NAN; rows.div_ceil(14) * 14 * depth];
+                let mut got = want.clone();
+                // SAFETY: as above.
+                unsafe {
+                    pack_panels::<f64, 14>(src.as_ptr(), rows, depth, row_stride, 1, &mut want);
+                    x86::pack_f64::<14>(src.as_ptr(), rows, depth, row_stride, 1, &mut got);
+                }
+                assert_eq!(got, want, "avx2 f64 W 14, depth {depth}");
+                let mut want = vec![f64::NAN; rows.div_ceil(16) * 16 * depth];
+                let mut got = want.clone();
+                // SAFETY: as above.
+                unsafe {
+                    pack_panels::<f64, 16>(src.as_ptr(), rows, depth, row_stride, 1, &mut want);
+                    x86::pack_f64::<16>(src.as_ptr(), rows, depth, row_stride, 1, &mut got);
+                }
+                assert_eq!(got, want, "avx2 f64 W 16, depth {depth}");
             }
         }
     }
