@@ -109,9 +109,9 @@ pub(super) mod x86 {
     /// `i0 .. i0 + B` and columns `p0 .. p0 + B` from `s` (element `(i0, p0)`, rows
     /// `row_stride` apart) and stores depth step `p0 + c` of rows `i0 .. i0 + B` at
     /// `d + c * W` (`d` is packed element `(i0, p0)`). Row blocks overlap when `B` does not
-    /// divide `W` (the last ends at row `W`); the depth tail and the ragged last panel go
-    /// element by element and to [`pack_panels`]. Inlined into each packer, so that `block`
-    /// compiles with the packer's instruction set.
+    /// divide `W` (the last ends at row `W`); the depth steps before the first aligned block and
+    /// after the last block go element by element, the ragged last panel to [`pack_panels`].
+    /// Inlined into each packer, so that `block` compiles with the packer's instruction set.
     ///
     /// # Safety
     /// The contract of [`pack_panels`] with `depth_stride == 1` and `B <= W`, and `block` reads
@@ -128,13 +128,24 @@ pub(super) mod x86 {
         let panel_len = W * depth;
         let full_panels = rows / W;
         assert!(dst.len() >= rows.div_ceil(W) * panel_len, "pack_panels: destination too short");
+        // When every row starts at the same offset from a B-element boundary, the first `lead`
+        // depth steps go element by element so that the blocks' loads are aligned: a vector
+        // load across two cache lines reads both, and rows a multiple of 4 KiB apart share a
+        // set of the L1 cache, so the second line would be evicted before the next block reads
+        // it. (Same packed values either way.)
+        let bytes = B * std::mem::size_of::<T>();
+        let lead = if (row_stride * std::mem::size_of::<T>()).is_multiple_of(bytes) {
+            ((bytes - src as usize % bytes) % bytes / std::mem::size_of::<T>()).min(depth)
+        } else {
+            0
+        };
+        let full = lead + (depth - lead) / B * B;
         for (q, panel) in dst.chunks_exact_mut(panel_len).take(full_panels).enumerate() {
             // SAFETY: rows q * W .. q * W + W are below `rows` (a full panel): each has `depth`
             // contiguous readable elements (depth_stride is 1; contract).
             let base = unsafe { src.add(q * W * row_stride) };
             let out = panel.as_mut_ptr();
-            let full = depth / B * B;
-            for p0 in (0..full).step_by(B) {
+            for p0 in (lead..full).step_by(B) {
                 let mut i0 = 0;
                 loop {
                     // SAFETY: rows i0 .. i0 + B <= W of the panel and columns p0 .. p0 + B <=
@@ -147,7 +158,7 @@ pub(super) mod x86 {
                     i0 = (i0 + B).min(W - B);
                 }
             }
-            for p in full..depth {
+            for p in (0..lead).chain(full..depth) {
                 for i in 0..W {
                     // SAFETY: row i < W of a full panel and p < depth: readable (contract).
                     panel[p * W + i] = unsafe { *base.add(i * row_stride + p) };
@@ -340,54 +351,48 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_simd_transposes_pack_exactly_what_the_generic_routine_packs() {
-        // Depth-contiguous rows (a transposed B), full and ragged panels, depth tails.
-        let (rows, row_stride): (usize, usize) = (70, 53);
-        let src: Vec<f32> = (0..rows * row_stride).map(|v| v as f32 * 0.5 - 7.0).collect();
-        for depth in [1, 15, 16, 17, 40, 53] {
-            let len = rows.div_ceil(32) * 32 * depth;
-            let mut want = vec![f32::NAN; len];
-            // SAFETY: element (i, p) is src[i * row_stride + p] with p < depth <= row_stride:
-            // inside `src`; `want` holds the padded panels.
-            unsafe { pack_panels::<f32, 32>(src.as_ptr(), rows, depth, row_stride, 1, &mut want) };
-            let mut got = vec![f32::NAN; len];
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: as above, and the CPU has AVX-512F.
-                unsafe { x86::pack_f32_avx512::<32>(src.as_ptr(), rows, depth, row_stride, 1, &mut got) };
-                assert_eq!(got, want, "avx512, depth {depth}");
+        // Depth-contiguous rows (a transposed B), full and ragged panels, depth tails; rows at
+        // an odd stride, and rows whose stride is a whole number of blocks starting off a block
+        // boundary (the packers first go element by element up to an aligned block).
+        let rows = 70;
+        for (row_stride, skew) in [(53usize, 0usize), (64, 3), (80, 13)] {
+            let data: Vec<f32> = (0..rows * row_stride + skew).map(|v| v as f32 * 0.5 - 7.0).collect();
+            let src = &data[skew..];
+            for depth in [1, 15, 16, 17, 40, 53] {
+                check_simd_packers(src, rows, depth, row_stride);
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                let mut got = vec![f32::NAN; len];
-                // SAFETY: as above, and the CPU has AVX2.
-                unsafe { x86::pack_f32::<32>(src.as_ptr(), rows, depth, row_stride, 1, &mut got) };
-                assert_eq!(got, want, "avx2, depth {depth}");
-                // f32 in 8 x 8 blocks on panels of 14 (the AVX-512 kernel's A: blocks overlap).
-                let mut want = vec![f32::NAN; rows.div_ceil(14) * 14 * depth];
-                let mut got = want.clone();
-                // SAFETY: as above.
+        }
+    }
+
+    /// Packs `rows x depth` of `src` (rows `row_stride` apart) with every SIMD packer this CPU
+    /// runs and with the generic routine, and asserts that they agree element for element.
+    #[cfg(target_arch = "x86_64")]
+    fn check_simd_packers(src: &[f32], rows: usize, depth: usize, row_stride: usize) {
+        /// Runs `$pack::<$t, $w>` and `pack_panels::<$t, $w>` on `$src` and compares.
+        macro_rules! same {
+            ($pack:path, $t:ty, $w:literal, $src:expr, $what:literal) => {{
+                let len = rows.div_ceil($w) * $w * depth;
+                let (mut want, mut got) = (vec![<$t>::NAN; len], vec![<$t>::NAN; len]);
+                // SAFETY: element (i, p) is src[i * row_stride + p] with i < rows and
+                // p < depth <= row_stride: inside `src`; both buffers hold the padded panels;
+                // the caller checked the CPU's features.
                 unsafe {
-                    pack_panels::<f32, 14>(src.as_ptr(), rows, depth, row_stride, 1, &mut want);
-                    x86::pack_f32::<14>(src.as_ptr(), rows, depth, row_stride, 1, &mut got);
+                    pack_panels::<$t, $w>($src.as_ptr(), rows, depth, row_stride, 1, &mut want);
+                    $pack($src.as_ptr(), rows, depth, row_stride, 1, &mut got);
                 }
-                assert_eq!(got, want, "avx2 W 14, depth {depth}");
-                // f64 in 4 x 4 blocks, on panels of 14 (blocks overlap) and of 16.
-                let src: Vec<f64> = src.iter().map(|&v| f64::from(v) + 0.25).collect();
-                let mut want = vec![f64::NAN; rows.div_ceil(14) * 14 * depth];
-                let mut got = want.clone();
-                // SAFETY: as above.
-                unsafe {
-                    pack_panels::<f64, 14>(src.as_ptr(), rows, depth, row_stride, 1, &mut want);
-                    x86::pack_f64::<14>(src.as_ptr(), rows, depth, row_stride, 1, &mut got);
-                }
-                assert_eq!(got, want, "avx2 f64 W 14, depth {depth}");
-                let mut want = vec![f64::NAN; rows.div_ceil(16) * 16 * depth];
-                let mut got = want.clone();
-                // SAFETY: as above.
-                unsafe {
-                    pack_panels::<f64, 16>(src.as_ptr(), rows, depth, row_stride, 1, &mut want);
-                    x86::pack_f64::<16>(src.as_ptr(), rows, depth, row_stride, 1, &mut got);
-                }
-                assert_eq!(got, want, "avx2 f64 W 16, depth {depth}");
-            }
+                assert_eq!(got, want, "{}, stride {row_stride}, depth {depth}", $what);
+            }};
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            same!(x86::pack_f32_avx512::<32>, f32, 32, src, "avx512 W 32");
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            same!(x86::pack_f32::<32>, f32, 32, src, "avx2 W 32");
+            // The AVX-512 kernel's A: 14-wide panels, so the 8 x 8 blocks overlap.
+            same!(x86::pack_f32::<14>, f32, 14, src, "avx2 W 14");
+            let src64: Vec<f64> = src.iter().map(|&v| f64::from(v) + 0.25).collect();
+            same!(x86::pack_f64::<14>, f64, 14, src64, "avx2 f64 W 14");
+            same!(x86::pack_f64::<16>, f64, 16, src64, "avx2 f64 W 16");
         }
     }
 }
