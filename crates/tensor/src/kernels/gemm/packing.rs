@@ -38,23 +38,22 @@ pub(super) unsafe fn pack_panels<T: Copy + Default, const W: usize>(
     assert!(dst.len() >= panels * panel_len, "pack_panels: destination too short");
     if row_stride == 1 {
         // Each step of `depth` is a contiguous run across all panels (B row-major, A
-        // transposed): read it front to back once, scattering W-long pieces to the panels.
-        for p in 0..depth {
-            // SAFETY: elements (i, p) for i < rows are `rows` consecutive readable elements
-            // (row_stride is 1; contract).
-            let run = unsafe { std::slice::from_raw_parts(src.add(p * depth_stride), rows) };
-            let mut pieces = run.chunks_exact(W);
-            for (q, piece) in pieces.by_ref().enumerate() {
-                let at = q * panel_len + p * W;
-                let step: &mut [T; W] = (&mut dst[at..at + W]).try_into().expect("W elements");
-                *step = piece.try_into().expect("W elements");
-            }
-            let rest = pieces.remainder();
-            if !rest.is_empty() {
-                let at = (panels - 1) * panel_len + p * W;
-                let step = &mut dst[at..at + W];
-                step[..rest.len()].copy_from_slice(rest);
-                step[rest.len()..].fill(T::default());
+        // transposed). Panel by panel, each panel written front to back: one output stream
+        // (scattering each run to every panel at once writes as many streams as panels, each a
+        // panel apart: a multiple of 4 KiB, so all in one set of the L1 cache).
+        for (q, panel) in dst.chunks_exact_mut(panel_len).take(panels).enumerate() {
+            let r = W.min(rows - q * W);
+            for (p, step) in panel.chunks_exact_mut(W).enumerate() {
+                // SAFETY: elements (q W + i, p) for i < r are `r` consecutive readable elements
+                // (row_stride is 1, q W + i < rows; contract).
+                let run = unsafe { std::slice::from_raw_parts(src.add(q * W + p * depth_stride), r) };
+                if r == W {
+                    let step: &mut [T; W] = step.try_into().expect("W elements");
+                    *step = run.try_into().expect("W elements");
+                } else {
+                    step[..r].copy_from_slice(run);
+                    step[r..].fill(T::default());
+                }
             }
         }
         return;
