@@ -494,9 +494,9 @@ fn short_k_products_are_right_for_every_depth_and_match_the_packed_fma_order() {
 
 #[test]
 fn short_k_results_do_not_depend_on_where_b_starts() {
-    // The short-K path copies B's rows to 64-byte boundaries when they do not start on one;
-    // the copy must change nothing: the same operands at an aligned and at a misaligned
-    // address give the same bits, and the reference's values.
+    // The short-K path starts its tiles at B's first 64-byte boundary, the columns before it
+    // first: that must change nothing. The same operands at an aligned and at misaligned
+    // addresses give the same bits, and the reference's values.
     let (m, n, k): (usize, usize, usize) = (37, 1030, 10);
     let ldb = n.next_multiple_of(16);
     let a = random_vec::<f32>(m * k, 1);

@@ -331,7 +331,7 @@ pub fn gemm_with<T: Float>(
     // each row of C swept once with A's few elements held in registers.
     if let Some(short_k) = uk.short_k {
         if k <= MAX_SHORT_K && n >= 16 && b.col_stride == 1 {
-            return with_aligned_rows(k, n, b, |b| direct(short_k, m, n, k, a, b, c, ldc, accumulate));
+            return direct(short_k, m, n, k, a, b, c, ldc, accumulate);
         }
     }
     // Few rows of C, B's rows contiguous (a classifier's weight gradient `dzᵀ · h`): B read
@@ -417,32 +417,6 @@ fn thin<T: Float>(
             }
         };
         in_row_blocks(m, 2 * m * n * k, run);
-    })
-}
-
-/// The most bytes of `B` that [`with_aligned_rows`] copies.
-const ALIGN_COPY_BYTES: usize = 256 << 10;
-
-/// Runs `f` on `B` (`k x n`, rows contiguous: `b.col_stride == 1`) with every row starting on
-/// a 64-byte boundary: `b` itself when it already does (or is too large to copy), else a copy
-/// in this thread's packing buffer for `B`. A path that loads whole vectors from the rows of
-/// `B` would otherwise split each load across two cache lines (a weight of 40 KiB comes from
-/// the heap at any 16-byte boundary); the copy costs a few percent of such a product and
-/// changes no result.
-fn with_aligned_rows<T: Float, R>(k: usize, n: usize, b: MatRef<'_, T>, f: impl FnOnce(MatRef<'_, T>) -> R) -> R {
-    let size = std::mem::size_of::<T>();
-    let aligned =
-        (b.data.as_ptr() as usize + b.offset * size).is_multiple_of(64) && (b.row_stride * size).is_multiple_of(64);
-    if aligned || k * n * size > ALIGN_COPY_BYTES {
-        return f(b);
-    }
-    let ldb = n.next_multiple_of(64 / size);
-    T::with_pack_buffer(1, k * ldb, |rows| {
-        for (p, row) in rows.chunks_exact_mut(ldb).enumerate() {
-            let start = b.offset + p * b.row_stride;
-            row[..n].copy_from_slice(&b.data[start..start + n]);
-        }
-        f(MatRef { data: rows, offset: 0, row_stride: ldb, col_stride: 1 })
     })
 }
 
