@@ -138,7 +138,8 @@ fn nest<T: GemmKernels>(
     // Blocks of M as even as whole micro-panels allow, none taller than mc.
     let mc = m.div_ceil(m.div_ceil(uk.mc)).next_multiple_of(mr).min(uk.mc);
     let kc_max = uk.kc.min(k);
-    let nc_max = uk.nc.min(n.next_multiple_of(nr));
+    // Whole micro-panels: nc need not be a multiple of nr (NEON's f32 2048 against 12).
+    let nc_max = uk.nc.min(n).next_multiple_of(nr);
     T::with_pack_buffer(1, kc_max * nc_max, |b_pack| {
         T::with_pack_buffer(0, mc.div_ceil(mr) * mr * kc_max, |a_pack| {
             for jc in (0..n).step_by(uk.nc) {
