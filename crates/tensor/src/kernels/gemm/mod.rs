@@ -388,7 +388,11 @@ fn thin<T: Float>(
     // the stride is not a multiple of 4 KiB, so that rows read together at the same offsets
     // (4 KiB apart for k = 1024 f32) do not all fall in one set of the L1 cache. (n <= 16
     // rows: a few KiB to copy.)
-    let ldb = k.next_multiple_of(64 / std::mem::size_of::<T>()) + 64 / std::mem::size_of::<T>();
+    let line = 64 / std::mem::size_of::<T>();
+    let mut ldb = k.next_multiple_of(line) + line;
+    if (ldb * std::mem::size_of::<T>()).is_multiple_of(4096) {
+        ldb += line;
+    }
     T::with_pack_buffer(1, n * ldb, |b_rows| {
         for (j, row) in b_rows.chunks_exact_mut(ldb).enumerate() {
             // Column j of B runs contiguously along K (b.row_stride == 1).
