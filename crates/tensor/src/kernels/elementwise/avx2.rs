@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 
 simd_entry_points!("avx2,fma");
 
-use super::simd::simd_entry_points;
+use super::simd::{common_lanes_methods, simd_entry_points};
 
 /// Implements [`Lanes`] for one 256-bit register type from its intrinsics.
 macro_rules! impl_lanes {
@@ -30,47 +30,13 @@ macro_rules! impl_lanes {
             type Elem = $elem;
             const LANES: usize = $lanes;
 
-            #[inline(always)]
-            unsafe fn splat(x: $elem) -> Self {
-                // SAFETY: the caller guarantees AVX2 (the `Lanes::splat` contract).
-                $name(unsafe { $set1(x) })
-            }
-
-            #[inline(always)]
-            unsafe fn load(p: *const $elem) -> Self {
-                // SAFETY: the caller guarantees AVX2 and that `p` is readable for the register.
-                $name(unsafe { $loadu(p) })
-            }
-
-            #[inline(always)]
-            unsafe fn store(self, p: *mut $elem) {
-                // SAFETY: `self` exists, so AVX2 is supported; the caller guarantees `p`.
-                unsafe { $storeu(p, self.0) }
-            }
-
-            #[inline(always)]
-            fn add(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
-                $name(unsafe { $add(self.0, rhs.0) })
-            }
-
-            #[inline(always)]
-            fn sub(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
-                $name(unsafe { $sub(self.0, rhs.0) })
-            }
-
-            #[inline(always)]
-            fn mul(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
-                $name(unsafe { $mul(self.0, rhs.0) })
-            }
-
-            #[inline(always)]
-            fn div(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
-                $name(unsafe { $div(self.0, rhs.0) })
-            }
+            common_lanes_methods!(
+                $name, $elem,
+                splat: $set1, load: $loadu, store: $storeu,
+                add: $add, sub: $sub, mul: $mul, div: $div, sqrt: $sqrt,
+                to_int: $to_int, from_int: $from_int, shift_left: $slli,
+                mantissa_bits: $mbits, pow2_magic: $pow2_magic
+            );
 
             #[inline(always)]
             fn max_nan(self, rhs: Self) -> Self {
@@ -104,29 +70,9 @@ macro_rules! impl_lanes {
             }
 
             #[inline(always)]
-            fn sqrt(self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
-                $name(unsafe { $sqrt(self.0) })
-            }
-
-            #[inline(always)]
             fn mul_add(self, b: Self, c: Self) -> Self {
                 // SAFETY: `self` exists, so the CPU supports AVX2 and FMA (see `Lanes`).
                 $name(unsafe { $fmadd(self.0, b.0, c.0) })
-            }
-
-            #[inline(always)]
-            fn pow2i(self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
-                $name(unsafe { $from_int($slli::<$mbits>($to_int($add(self.0, $set1($pow2_magic))))) })
-            }
-
-            #[inline(always)]
-            fn to_array(self) -> [$elem; 16] {
-                let mut out = [0.0; 16];
-                // SAFETY: `out` has room for the register's lanes; AVX2 is supported as above.
-                unsafe { $storeu(out.as_mut_ptr(), self.0) };
-                out
             }
         }
     };

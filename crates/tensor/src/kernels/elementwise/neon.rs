@@ -6,7 +6,7 @@
 
 use std::arch::aarch64::*;
 
-use super::simd::simd_entry_points;
+use super::simd::{common_lanes_methods, simd_entry_points};
 
 simd_entry_points!("neon");
 
@@ -29,47 +29,13 @@ macro_rules! impl_lanes {
             type Elem = $elem;
             const LANES: usize = $lanes;
 
-            #[inline(always)]
-            unsafe fn splat(x: $elem) -> Self {
-                // SAFETY: the caller guarantees NEON (the `Lanes::splat` contract).
-                $name(unsafe { $dup(x) })
-            }
-
-            #[inline(always)]
-            unsafe fn load(p: *const $elem) -> Self {
-                // SAFETY: the caller guarantees NEON and that `p` is readable for the register.
-                $name(unsafe { $load(p) })
-            }
-
-            #[inline(always)]
-            unsafe fn store(self, p: *mut $elem) {
-                // SAFETY: `self` exists, so NEON is supported; the caller guarantees `p`.
-                unsafe { $store(p, self.0) }
-            }
-
-            #[inline(always)]
-            fn add(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
-                $name(unsafe { $add(self.0, rhs.0) })
-            }
-
-            #[inline(always)]
-            fn sub(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
-                $name(unsafe { $sub(self.0, rhs.0) })
-            }
-
-            #[inline(always)]
-            fn mul(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
-                $name(unsafe { $mul(self.0, rhs.0) })
-            }
-
-            #[inline(always)]
-            fn div(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
-                $name(unsafe { $div(self.0, rhs.0) })
-            }
+            common_lanes_methods!(
+                $name, $elem,
+                splat: $dup, load: $load, store: $store,
+                add: $add, sub: $sub, mul: $mul, div: $div, sqrt: $sqrt,
+                to_int: $to_int, from_int: $from_int, shift_left: $shl,
+                mantissa_bits: $mbits, pow2_magic: $pow2_magic
+            );
 
             #[inline(always)]
             fn max_nan(self, rhs: Self) -> Self {
@@ -103,30 +69,10 @@ macro_rules! impl_lanes {
             }
 
             #[inline(always)]
-            fn sqrt(self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
-                $name(unsafe { $sqrt(self.0) })
-            }
-
-            #[inline(always)]
             fn mul_add(self, b: Self, c: Self) -> Self {
                 // `vfma(c, a, b)` is `c + a · b`.
                 // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
                 $name(unsafe { $fma(c.0, self.0, b.0) })
-            }
-
-            #[inline(always)]
-            fn pow2i(self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
-                $name(unsafe { $from_int($shl::<$mbits>($to_int($add(self.0, $dup($pow2_magic))))) })
-            }
-
-            #[inline(always)]
-            fn to_array(self) -> [$elem; 16] {
-                let mut out = [0.0; 16];
-                // SAFETY: `out` has room for the register's lanes; NEON is supported as above.
-                unsafe { $store(out.as_mut_ptr(), self.0) };
-                out
             }
         }
     };

@@ -1,7 +1,8 @@
 //! The loop bodies every SIMD path shares, written once over a register type ([`Lanes`]).
 //!
-//! Each ISA file defines its register types and expands [`simd_entry_points!`] with its target
-//! features: the `#[target_feature]` entry points there call these `#[inline(always)]` bodies, so
+//! Each ISA file defines its register types (the methods of [`Lanes`] that every instruction set
+//! writes alike come from [`common_lanes_methods!`]) and expands [`simd_entry_points!`] with its
+//! target features: the `#[target_feature]` entry points there call these `#[inline(always)]` bodies, so
 //! the whole loop, intrinsics included, is compiled for that instruction set. Loops run four
 //! registers per iteration, then one, then a scalar tail that uses the same per-element formula
 //! (`BinaryOp::apply` / `UnaryOp::apply`), so every length gives the reference's result.
@@ -515,6 +516,87 @@ pub(super) unsafe fn exp_sum<V: Lanes>(x: &[V::Elem], shift: V::Elem, out: &mut 
     }
     total.finish(V::Elem::ZERO)
 }
+
+/// The [`Lanes`] methods that every instruction set writes the same way, one intrinsic or a
+/// fixed chain of them each, expanded inside an ISA file's `impl Lanes for $name` (`$name` a
+/// tuple struct around the register): `splat`, `load`, `store`, the four arithmetic operators,
+/// `sqrt`, `pow2i` and `to_array`. The rest (`max_nan`, `min_nan`, `neg`, `abs`, `relu`,
+/// `mul_add`) differ between instruction sets and stay in their files.
+macro_rules! common_lanes_methods {
+    (
+        $name:ident, $elem:ty,
+        splat: $set1:ident, load: $load:ident, store: $store:ident,
+        add: $add:ident, sub: $sub:ident, mul: $mul:ident, div: $div:ident, sqrt: $sqrt:ident,
+        to_int: $to_int:ident, from_int: $from_int:ident, shift_left: $shl:ident,
+        mantissa_bits: $mbits:literal, pow2_magic: $pow2_magic:literal
+    ) => {
+        #[inline(always)]
+        unsafe fn splat(x: $elem) -> Self {
+            // SAFETY: the caller guarantees the instruction set (the `Lanes::splat` contract).
+            $name(unsafe { $set1(x) })
+        }
+
+        #[inline(always)]
+        unsafe fn load(p: *const $elem) -> Self {
+            // SAFETY: the caller guarantees the instruction set and that `p` is readable for the
+            // register.
+            $name(unsafe { $load(p) })
+        }
+
+        #[inline(always)]
+        unsafe fn store(self, p: *mut $elem) {
+            // SAFETY: `self` exists, so the instruction set is supported; the caller guarantees
+            // `p`.
+            unsafe { $store(p, self.0) }
+        }
+
+        #[inline(always)]
+        fn add(self, rhs: Self) -> Self {
+            // SAFETY: `self` exists, so the CPU supports the instruction set (see `Lanes`).
+            $name(unsafe { $add(self.0, rhs.0) })
+        }
+
+        #[inline(always)]
+        fn sub(self, rhs: Self) -> Self {
+            // SAFETY: as in `add`.
+            $name(unsafe { $sub(self.0, rhs.0) })
+        }
+
+        #[inline(always)]
+        fn mul(self, rhs: Self) -> Self {
+            // SAFETY: as in `add`.
+            $name(unsafe { $mul(self.0, rhs.0) })
+        }
+
+        #[inline(always)]
+        fn div(self, rhs: Self) -> Self {
+            // SAFETY: as in `add`.
+            $name(unsafe { $div(self.0, rhs.0) })
+        }
+
+        #[inline(always)]
+        fn sqrt(self) -> Self {
+            // SAFETY: as in `add`.
+            $name(unsafe { $sqrt(self.0) })
+        }
+
+        #[inline(always)]
+        fn pow2i(self) -> Self {
+            // SAFETY: as in `add`.
+            $name(unsafe { $from_int($shl::<$mbits>($to_int($add(self.0, $set1($pow2_magic))))) })
+        }
+
+        #[inline(always)]
+        fn to_array(self) -> [$elem; 16] {
+            let mut out = [0.0; 16];
+            // SAFETY: `out` has room for the register's lanes; the instruction set is supported
+            // as in `add`.
+            unsafe { $store(out.as_mut_ptr(), self.0) };
+            out
+        }
+    };
+}
+pub(super) use common_lanes_methods;
 
 /// The `#[target_feature]` entry points of one instruction-set file: each forwards to the body
 /// of the same name in this module, compiled with `$feature` enabled.
