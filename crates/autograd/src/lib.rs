@@ -2,7 +2,7 @@
 //!
 //! A [`Var`] is a tensor recorded on the tape. Every differentiable tensor op has the same name
 //! on `Var`; each records a node holding exactly what its backward needs (nothing at all when no
-//! input requires a gradient, or inside [`no_grad`]). [`Var::backward`] walks the recorded graph
+//! input requires a gradient, or inside [`no_grad()`]). [`Var::backward`] walks the recorded graph
 //! in reverse execution order and accumulates gradients into parameters, as PyTorch does.
 //!
 //! Dropout is a stochastic op on the tape ([`dropout`], [`Var::dropout`]): its entry stores the

@@ -1,5 +1,5 @@
 //! Datasets: the IDX reader and loaders for MNIST, Fashion-MNIST and the shipped `mnist-10k`;
-//! seeded shuffled mini-batches ([`Batches`]) and cross-validation splits ([`kfold`]).
+//! seeded shuffled mini-batches ([`Batches`]) and cross-validation splits ([`kfold()`]).
 //!
 //! Like `torchvision.datasets.MNIST`, a [`Dataset`] holds all its samples in memory: images as
 //! one `f32` tensor of shape `[n, rows * cols]` scaled to [0, 1], labels as `Vec<usize>`.
@@ -162,7 +162,7 @@ impl Dataset {
     }
 
     /// The samples at `indices`, in that order (repeats allowed), copied into a new dataset:
-    /// `images.index_select(0, indices)` and the matching labels. With [`kfold`]'s indices it
+    /// `images.index_select(0, indices)` and the matching labels. With [`kfold()`]'s indices it
     /// gives a fold's training or validation set.
     ///
     /// # Errors

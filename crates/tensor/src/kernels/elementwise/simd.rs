@@ -48,9 +48,9 @@ pub(super) trait Lanes: Copy {
     fn mul(self, rhs: Self) -> Self;
     /// Lane-wise `self / rhs`.
     fn div(self, rhs: Self) -> Self;
-    /// Lane-wise [`max_nan`](scalar::max_nan).
+    /// Lane-wise [`scalar::max_nan`].
     fn max_nan(self, rhs: Self) -> Self;
-    /// Lane-wise [`min_nan`](scalar::min_nan).
+    /// Lane-wise [`scalar::min_nan`].
     fn min_nan(self, rhs: Self) -> Self;
     /// Lane-wise `-self` (flips the sign bit, so `-0.0` and NaN behave as in scalar code).
     fn neg(self) -> Self;
