@@ -348,6 +348,15 @@ proptest! {
 
 // ─── reductions ──────────────────────────────────────────────────────────────
 
+/// The dims `d < ndim` with `pick[d]`, ascending or descending.
+fn picked_dims(ndim: usize, pick: &[bool], descending: bool) -> Vec<usize> {
+    let mut dims: Vec<usize> = (0..ndim).filter(|&d| pick[d]).collect();
+    if descending {
+        dims.reverse();
+    }
+    dims
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
@@ -362,10 +371,7 @@ proptest! {
         l in layout(),
         seed in any::<u64>(),
     ) {
-        let mut dims: Vec<usize> = (0..s.len()).filter(|&d| pick[d]).collect();
-        if descending {
-            dims.reverse();
-        }
+        let dims = picked_dims(s.len(), &pick, descending);
         unary(&s, l, Values::Any, seed, |x| x.sum(&dims, keepdim))?;
     }
 
@@ -383,10 +389,7 @@ proptest! {
         l in layout(),
         seed in any::<u64>(),
     ) {
-        let mut dims: Vec<usize> = (0..s.len()).filter(|&d| pick[d]).collect();
-        if descending {
-            dims.reverse();
-        }
+        let dims = picked_dims(s.len(), &pick, descending);
         unary(&s, l, Values::Any, seed, |x| x.mean(&dims, keepdim))?;
     }
 
