@@ -328,7 +328,7 @@ pub fn gemm_with<T: Float>(
     }
     let uk = T::microkernel(isa);
     // A short K into rows of C, B's rows contiguous (a classifier's input gradient `dz · W`):
-    // each row of C swept once with A's few elements held in registers.
+    // four rows of C at a time swept once, in tiles of 4 x 64 elements, A's few elements broadcast.
     if let Some(short_k) = uk.short_k {
         if k <= MAX_SHORT_K && n >= 16 && b.col_stride == 1 {
             return direct(short_k, m, n, k, a, b, c, ldc, accumulate);
