@@ -9,14 +9,14 @@
 //! [`scale_by_mask_new`] and [`draw_and_scale_new`] build the output vector in one parallel pass
 //! over fixed chunks, writing each element once into uninitialised memory (no zero-fill pass).
 
-#[cfg(target_arch = "x86_64")]
-use std::any::TypeId;
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
 use crate::dtype::Float;
 use crate::kernels::Isa;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::{cast_slice, cast_slice_mut};
 
 /// Sets bit `i` of `out` when `u64::from(words[i]) < threshold`; bits past `words.len()` are 0.
 /// `out` must hold `words.len().div_ceil(64)` words.
@@ -77,14 +77,9 @@ fn scale_by_mask_uninit<T: Float>(isa: Isa, mask: &[u64], x: &[T], scale: T, out
     {
         let avx512 = isa == Isa::Avx512 && isa.is_supported();
         let avx2 = matches!(isa, Isa::Avx2 | Isa::Avx512) && Isa::Avx2.is_supported();
-        if TypeId::of::<T>() == TypeId::of::<f32>() && (avx512 || avx2) {
-            // SAFETY: `T` is `f32` (same `TypeId`), so these are identity casts of the slices.
-            let (x32, out32) = unsafe {
-                (
-                    std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
-                    std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<MaybeUninit<f32>>(), out.len()),
-                )
-            };
+        if let (true, Some(x32), Some(out32)) =
+            (avx512 || avx2, cast_slice::<T, f32>(x), cast_slice_mut::<_, MaybeUninit<f32>>(out))
+        {
             let s = scale.to_f64() as f32;
             if avx512 {
                 // SAFETY: AVX-512F checked above; lengths checked by the asserts.
@@ -95,14 +90,9 @@ fn scale_by_mask_uninit<T: Float>(isa: Isa, mask: &[u64], x: &[T], scale: T, out
             }
             return;
         }
-        if TypeId::of::<T>() == TypeId::of::<f64>() && (avx512 || avx2) {
-            // SAFETY: `T` is `f64` (same `TypeId`), so these are identity casts of the slices.
-            let (x64, out64) = unsafe {
-                (
-                    std::slice::from_raw_parts(x.as_ptr().cast::<f64>(), x.len()),
-                    std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<MaybeUninit<f64>>(), out.len()),
-                )
-            };
+        if let (true, Some(x64), Some(out64)) =
+            (avx512 || avx2, cast_slice::<T, f64>(x), cast_slice_mut::<_, MaybeUninit<f64>>(out))
+        {
             let s = scale.to_f64();
             if avx512 {
                 // SAFETY: AVX-512F checked above; lengths checked by the asserts.

@@ -105,6 +105,22 @@ pub fn active_isa() -> Isa {
     })
 }
 
+/// `x` as a slice of `U` when `T` is `U`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn cast_slice<T: 'static, U: 'static>(x: &[T]) -> Option<&[U]> {
+    // SAFETY: `T` and `U` are the same type (same `TypeId`): an identity cast.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>())
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<U>(), x.len()) })
+}
+
+/// `x` as a mutable slice of `U` when `T` is `U`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn cast_slice_mut<T: 'static, U: 'static>(x: &mut [T]) -> Option<&mut [U]> {
+    // SAFETY: `T` and `U` are the same type (same `TypeId`): an identity cast.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<U>(), x.len()) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

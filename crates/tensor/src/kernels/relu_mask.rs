@@ -13,11 +13,10 @@
 //! scalar loops are the reference every path is tested against, bit for bit (one multiply per
 //! element passed, `+0` for the others).
 
-#[cfg(target_arch = "x86_64")]
-use std::any::TypeId;
-
 use crate::dtype::Float;
 use crate::kernels::Isa;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::{cast_slice, cast_slice_mut};
 
 /// `x[i] = x[i] · scale` where bit `i` of `mask` is set and `x[i]` is positive or NaN, else
 /// `x[i] = 0`.
@@ -31,7 +30,7 @@ pub fn relu_scale_by_mask_in_place<T: Float>(isa: Isa, mask: &[u64], x: &mut [T]
         let avx512 = isa == Isa::Avx512 && isa.is_supported();
         let avx2 = matches!(isa, Isa::Avx2 | Isa::Avx512) && Isa::Avx2.is_supported();
         if avx512 || avx2 {
-            if let Some(x) = cast_mut::<T, f32>(x) {
+            if let Some(x) = cast_slice_mut::<T, f32>(x) {
                 let s = scale.to_f64() as f32;
                 // SAFETY: the instruction set was checked above, the mask length asserted.
                 unsafe {
@@ -43,7 +42,7 @@ pub fn relu_scale_by_mask_in_place<T: Float>(isa: Isa, mask: &[u64], x: &mut [T]
                 }
                 return;
             }
-            if let Some(x) = cast_mut::<T, f64>(x) {
+            if let Some(x) = cast_slice_mut::<T, f64>(x) {
                 // SAFETY: as above.
                 unsafe {
                     if avx512 {
@@ -71,7 +70,9 @@ pub fn scale_where_positive<T: Float>(isa: Isa, y: &[T], g: &[T], scale: T, out:
         let avx512 = isa == Isa::Avx512 && isa.is_supported();
         let avx2 = matches!(isa, Isa::Avx2 | Isa::Avx512) && Isa::Avx2.is_supported();
         if avx512 || avx2 {
-            if let (Some(y), Some(g), Some(out)) = (cast::<T, f32>(y), cast::<T, f32>(g), cast_mut::<T, f32>(out)) {
+            if let (Some(y), Some(g), Some(out)) =
+                (cast_slice::<T, f32>(y), cast_slice::<T, f32>(g), cast_slice_mut::<T, f32>(out))
+            {
                 let s = scale.to_f64() as f32;
                 // SAFETY: the instruction set was checked above, the lengths asserted.
                 unsafe {
@@ -83,7 +84,9 @@ pub fn scale_where_positive<T: Float>(isa: Isa, y: &[T], g: &[T], scale: T, out:
                 }
                 return;
             }
-            if let (Some(y), Some(g), Some(out)) = (cast::<T, f64>(y), cast::<T, f64>(g), cast_mut::<T, f64>(out)) {
+            if let (Some(y), Some(g), Some(out)) =
+                (cast_slice::<T, f64>(y), cast_slice::<T, f64>(g), cast_slice_mut::<T, f64>(out))
+            {
                 // SAFETY: as above.
                 unsafe {
                     if avx512 {
@@ -114,22 +117,6 @@ fn positive_scalar<T: Float>(y: &[T], g: &[T], scale: T, out: &mut [T], start: u
     for ((o, &y), &g) in out.iter_mut().zip(y).zip(g).skip(start) {
         *o = if y > T::ZERO { g * scale } else { T::ZERO };
     }
-}
-
-/// `x` as a slice of `U` when `T` is `U`.
-#[cfg(target_arch = "x86_64")]
-fn cast<T: 'static, U: 'static>(x: &[T]) -> Option<&[U]> {
-    // SAFETY: `T` and `U` are the same type (same `TypeId`): an identity cast.
-    (TypeId::of::<T>() == TypeId::of::<U>())
-        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<U>(), x.len()) })
-}
-
-/// `x` as a mutable slice of `U` when `T` is `U`.
-#[cfg(target_arch = "x86_64")]
-fn cast_mut<T: 'static, U: 'static>(x: &mut [T]) -> Option<&mut [U]> {
-    // SAFETY: `T` and `U` are the same type (same `TypeId`): an identity cast.
-    (TypeId::of::<T>() == TypeId::of::<U>())
-        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<U>(), x.len()) })
 }
 
 #[cfg(target_arch = "x86_64")]
