@@ -24,6 +24,9 @@ use std::arch::x86_64::*;
 
 use super::{Direct, MAX_SHORT_K};
 
+/// Rows of `C` per call of `block` (its `MB`), the last few of `m` one by one.
+const ROWS: usize = 4;
+
 /// Vectors of 16 columns per tile: `MB x NV` accumulators, `NV` loads of `B` per step.
 const NV: usize = 4;
 
@@ -65,8 +68,8 @@ unsafe fn block<const MB: usize, const K: usize>(n: usize, ops: Direct<f32>) {
         store(j, mask, acc);
     };
     // Columns up to B's first line boundary first, so that the tiles' loads are aligned.
-    let line = 64 / std::mem::size_of::<f32>();
-    let lead = if ops.ldb.is_multiple_of(line) { ((64 - ops.b as usize % 64) % 64 / 4).min(n) } else { 0 };
+    let size = std::mem::size_of::<f32>();
+    let lead = if (ops.ldb * size).is_multiple_of(64) { ((64 - ops.b as usize % 64) % 64 / size).min(n) } else { 0 };
     if lead > 0 {
         vector(0, lead);
     }
@@ -100,19 +103,19 @@ unsafe fn block<const MB: usize, const K: usize>(n: usize, ops: Direct<f32>) {
     }
 }
 
-/// All `m` rows, `MB` per call and the last few one by one.
+/// All `m` rows, `ROWS` per call and the last few one by one.
 ///
 /// # Safety
 /// The contract of `DirectFn` with `k = K`.
 #[target_feature(enable = "avx512f,avx512vl")]
-unsafe fn rows<const MB: usize, const K: usize>(m: usize, n: usize, ops: Direct<f32>) {
+unsafe fn rows<const K: usize>(m: usize, n: usize, ops: Direct<f32>) {
     let mut i = 0;
     while i < m {
-        // SAFETY: rows `i..i + MB` (or `i` alone) are below `m`: inside the contract's ranges.
+        // SAFETY: rows `i..i + ROWS` (or `i` alone) are below `m`: inside the contract's ranges.
         unsafe {
-            if m - i >= MB {
-                block::<MB, K>(n, ops.at(i, 0));
-                i += MB;
+            if m - i >= ROWS {
+                block::<ROWS, K>(n, ops.at(i, 0));
+                i += ROWS;
             } else {
                 block::<1, K>(n, ops.at(i, 0));
                 i += 1;
@@ -129,16 +132,13 @@ unsafe fn rows<const MB: usize, const K: usize>(m: usize, n: usize, ops: Direct<
 #[target_feature(enable = "avx512f,avx512vl")]
 pub(super) unsafe fn short_k_f32(m: usize, n: usize, k: usize, ops: Direct<f32>) {
     macro_rules! by_depth {
-        ($($k:literal => $mb:literal),* $(,)?) => {
+        ($($k:literal),* $(,)?) => {
             match k {
                 // SAFETY: `k = K` (the contract of `rows`), the rest is the caller's contract.
-                $($k => unsafe { rows::<$mb, $k>(m, n, ops) },)*
+                $($k => unsafe { rows::<$k>(m, n, ops) },)*
                 _ => unreachable!("short_k_f32 takes K from 1 to {MAX_SHORT_K}, got {k}"),
             }
         };
     }
-    by_depth!(
-        1 => 4, 2 => 4, 3 => 4, 4 => 4, 5 => 4, 6 => 4, 7 => 4, 8 => 4,
-        9 => 4, 10 => 4, 11 => 4, 12 => 4, 13 => 4, 14 => 4, 15 => 4, 16 => 4,
-    );
+    by_depth!(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
 }
