@@ -137,20 +137,34 @@ impl Run {
     }
 }
 
-fn run(args: &common::Args) -> Result<()> {
-    let lr: f64 = args.extra("lr", LR).map_err(invalid)?;
-    let batch: usize = args.extra("batch", BATCH).map_err(invalid)?;
-    let max_norm: f64 = args.extra("max-norm", MAX_NORM).map_err(invalid)?;
-    if !(lr.is_finite() && lr > 0.0) {
-        return Err(invalid(format!("--lr {lr}: it must be a positive number")));
+/// The example's own flags, checked before anything runs.
+struct Options {
+    lr: f64,
+    batch: usize,
+    /// The max-norm constraint, `None` when off (`--max-norm 0`).
+    max_norm: Option<f64>,
+}
+
+impl Options {
+    fn parse(args: &common::Args) -> Result<Options, String> {
+        let lr: f64 = args.extra("lr", LR)?;
+        let batch: usize = args.extra("batch", BATCH)?;
+        let max_norm: f64 = args.extra("max-norm", MAX_NORM)?;
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(format!("--lr {lr}: it must be a positive number"));
+        }
+        if batch == 0 || args.epochs == 0 {
+            return Err("--batch and --epochs must be at least 1".into());
+        }
+        if !(max_norm.is_finite() && max_norm >= 0.0) {
+            return Err(format!("--max-norm {max_norm}: it must be >= 0 (0: off)"));
+        }
+        Ok(Options { lr, batch, max_norm: (max_norm > 0.0).then_some(max_norm) })
     }
-    if batch == 0 || args.epochs == 0 {
-        return Err(invalid("--batch and --epochs must be at least 1".into()));
-    }
-    if !(max_norm.is_finite() && max_norm >= 0.0) {
-        return Err(invalid(format!("--max-norm {max_norm}: it must be >= 0 (0: off)")));
-    }
-    let max_norm = (max_norm > 0.0).then_some(max_norm);
+}
+
+fn run(args: &common::Args, opts: Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Options { lr, batch, max_norm } = opts;
     let out =
         args.out.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mnist_dropout.svg"));
 
@@ -158,7 +172,7 @@ fn run(args: &common::Args) -> Result<()> {
     println!("data: {}: {} train, {} test images", split.source, split.train.len(), split.test.len());
     println!(
         "kernels: {}, threads: {}, seed: {}",
-        tapegrad::tensor::kernels::active_isa().name(),
+        tapegrad::tensor::cpu_capability(),
         rayon::current_num_threads(),
         args.seed
     );
@@ -227,7 +241,7 @@ fn run(args: &common::Args) -> Result<()> {
 }
 
 /// Loss curves (train dashed, test solid) and test accuracy, for both runs.
-fn plot(runs: &[Run; 2], dataset: &str, out: &std::path::Path) -> Result<()> {
+fn plot(runs: &[Run; 2], dataset: &str, out: &std::path::Path) -> Result<(), String> {
     let colors = ["#d62728", "#1f77b4"];
     let curve = |run: &Run, f: fn(&Epoch) -> f64| -> Vec<(f64, f64)> {
         run.history.iter().enumerate().map(|(i, e)| ((i + 1) as f64, f(e))).collect()
@@ -241,14 +255,9 @@ fn plot(runs: &[Run; 2], dataset: &str, out: &std::path::Path) -> Result<()> {
         acc = acc.series(Series::new(run.name, color, curve(run, |e| 100.0 * e.test_acc)));
     }
     let title = format!("MLP 784-{HIDDEN}-{HIDDEN}-10 on {dataset}: without and with dropout (0.2 input, 0.5 hidden)");
-    common::svg::write(out, &title, &[loss, acc]).map_err(|e| invalid(format!("cannot write {}: {e}", out.display())))
-}
-
-/// A flag or I/O problem as a `tapegrad::Error`.
-fn invalid(reason: String) -> Error {
-    tapegrad::tensor::Error::InvalidArgument { op: "mnist_dropout", reason }.into()
+    common::svg::write(out, &title, &[loss, acc]).map_err(|e| format!("cannot write {}: {e}", out.display()))
 }
 
 fn main() {
-    common::main(EPOCHS, &["lr", "batch", "max-norm"], |_| Ok(()), |args, ()| run(args));
+    common::main(EPOCHS, &["lr", "batch", "max-norm"], Options::parse, run);
 }

@@ -17,7 +17,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use tapegrad::nn::data::{load_dataset, Dataset, Mnist};
-use tapegrad::tensor::kernels::active_isa;
 use tapegrad::tensor::Tensor;
 
 const USAGE: &str = "usage: nearest_centroid [--data DIR]  (default: the shipped data/mnist-10k)";
@@ -46,7 +45,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let load_time = start.elapsed();
     println!("data: {} ({split})", dir.display());
     println!("train {} images, test {} images, {} pixels each", train.len(), test.len(), train.images().shape()[1]);
-    println!("kernels: {}", active_isa().name());
+    println!("kernels: {}", tapegrad::tensor::cpu_capability());
 
     let start = Instant::now();
     let centroids = class_centroids(&train)?;

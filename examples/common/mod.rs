@@ -93,11 +93,11 @@ pub fn parse_args(epochs: usize, extra: &[&str]) -> Result<Args, String> {
 /// An example's `main`: parses the shared flags and the example's own (turned into `O` by
 /// `options`), sizes the thread pool, then runs `run`. Bad flags exit with code 2 and a usage
 /// message, a failed run with code 1 and the error: never a panic.
-pub fn main<O: Send>(
+pub fn main<O: Send, E: std::fmt::Display + Send>(
     epochs: usize,
     extra: &[&str],
     options: impl FnOnce(&Args) -> Result<O, String>,
-    run: impl FnOnce(&Args, O) -> Result<()> + Send,
+    run: impl FnOnce(&Args, O) -> Result<(), E> + Send,
 ) {
     let (args, opts) = match parse_args(epochs, extra).and_then(|args| options(&args).map(|o| (args, o))) {
         Ok(parsed) => parsed,

@@ -1,8 +1,7 @@
 //! Gradient checking: the tape's gradients against central finite differences, in f64.
 
-use tapegrad_tensor::{Generator, Tensor};
+use tapegrad_tensor::{Error, Generator, Result, Tensor};
 
-use crate::error::{Error, Result};
 use crate::no_grad::no_grad;
 use crate::var::Var;
 

@@ -22,14 +22,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod error;
 mod gradcheck;
 mod no_grad;
 pub mod ops;
 mod tape;
 mod var;
 
-pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, gradcheck_with, GradcheckOptions};
 pub use no_grad::{
     detect_anomaly, is_anomaly_enabled, is_grad_enabled, manual_seed, no_grad, with_default_generator, DEFAULT_SEED,
@@ -38,5 +36,5 @@ pub use ops::dropout::{check_p, dropout, DropoutRecord};
 pub use ops::feature_dropout::{alpha_dropout, dropout2d};
 pub use ops::fused;
 pub use tape::TapeEntry;
-pub use tapegrad_tensor::{Float, Generator, Tensor};
+pub use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 pub use var::{Backward, Grads, Var};

@@ -8,9 +8,8 @@
 use std::collections::{BinaryHeap, HashSet};
 
 use smallvec::SmallVec;
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::{Error, Float, Result, Tensor};
 
-use crate::error::{Error, Result};
 use crate::no_grad::{is_anomaly_enabled, no_grad};
 use crate::ops::dropout::DropoutRecord;
 use crate::var::{lock, Backward, EdgeState, Var};
@@ -158,7 +157,7 @@ fn backward_op<T: Float>(
             continue;
         }
         if anomaly {
-            if let Some(e) = Error::anomaly(op.name(), i, &g.to_vec()) {
+            if let Some(e) = anomaly_in(op.name(), i, &g.to_vec()) {
                 return Err(e);
             }
         }
@@ -203,13 +202,12 @@ impl<T: Float> Var<T> {
         let seed = match upstream {
             Some(g) if g.shape() == value.shape() => g.clone(),
             Some(g) => {
-                return Err(tapegrad_tensor::Error::ShapeMismatch {
-                    op: "backward",
-                    lhs: value.shape().to_vec(),
-                    rhs: g.shape().to_vec(),
-                    reason: "the upstream gradient must have the output's shape".into(),
-                }
-                .into())
+                return Err(Error::mismatch(
+                    "backward",
+                    value.shape(),
+                    g.shape(),
+                    "the upstream gradient must have the output's shape",
+                ))
             }
             None if value.numel() == 1 => Tensor::ones(value.shape()),
             None => return Err(Error::NonScalar { shape: value.shape().to_vec(), numel: value.numel() }),
@@ -294,4 +292,16 @@ impl<T: Float> Var<T> {
         entries.sort_by_key(|e| e.id);
         entries
     }
+}
+
+/// The [`Error::Anomaly`] for a gradient with a NaN or infinite value, `None` when all are finite.
+fn anomaly_in<T: Float>(op: &'static str, input: usize, values: &[T]) -> Option<Error> {
+    let what = if values.iter().any(|v| v.is_nan()) {
+        "NaN"
+    } else if values.iter().any(|v| !v.is_finite()) {
+        "an infinite value"
+    } else {
+        return None;
+    };
+    Some(Error::Anomaly { op, input, what })
 }

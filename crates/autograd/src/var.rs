@@ -11,9 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use smallvec::SmallVec;
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::{Float, Result, Tensor};
 
-use crate::error::Result;
 use crate::no_grad::is_grad_enabled;
 use crate::ops::dropout::DropoutRecord;
 

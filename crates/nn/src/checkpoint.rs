@@ -37,9 +37,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use tapegrad_autograd::Var;
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::{Error, Float, Result, Tensor};
 
-use crate::error::{Error, Result};
 use crate::module::Visit;
 
 // ─── models ────────────────────────────────────────────────────────────────────

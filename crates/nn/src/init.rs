@@ -15,13 +15,7 @@
 //! # Ok::<(), tapegrad_nn::Error>(())
 //! ```
 
-use tapegrad_tensor::{Float, Generator, Tensor};
-
-use crate::error::{Error, Result};
-
-fn invalid(op: &'static str, reason: impl Into<String>) -> Error {
-    tapegrad_tensor::Error::InvalidArgument { op, reason: reason.into() }.into()
-}
+use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
 /// The nonlinearity that follows a layer, for [`calculate_gain`] (`torch.nn.init`'s
 /// `nonlinearity` argument).
@@ -89,12 +83,7 @@ pub enum FanMode {
 /// A shape with fewer than two dims (fans are undefined for a vector).
 pub fn fan_in_and_fan_out(shape: &[usize]) -> Result<(usize, usize)> {
     if shape.len() < 2 {
-        return Err(tapegrad_tensor::Error::InvalidShape {
-            op: "init",
-            shape: shape.to_vec(),
-            reason: "fan in and fan out need a weight with at least 2 dims".into(),
-        }
-        .into());
+        return Err(Error::shape("init", shape, "fan in and fan out need a weight with at least 2 dims"));
     }
     let receptive: usize = shape[2..].iter().product();
     Ok((shape[1] * receptive, shape[0] * receptive))
@@ -114,7 +103,7 @@ pub fn fan_in_and_fan_out(shape: &[usize]) -> Result<(usize, usize)> {
 /// `low > high`, or a bound that is not finite.
 pub fn uniform<T: Float>(shape: &[usize], low: f64, high: f64, gen: &mut Generator) -> Result<Tensor<T>> {
     if !(low.is_finite() && high.is_finite() && low <= high) {
-        return Err(invalid("uniform", format!("bounds [{low}, {high}) are not finite with low <= high")));
+        return Err(Error::arg("uniform", format!("bounds [{low}, {high}) are not finite with low <= high")));
     }
     let (low, width) = (T::from_f64(low), T::from_f64(high - low));
     Ok(Tensor::rand(shape, gen).map(|u| low + width * u))
@@ -134,7 +123,7 @@ pub fn uniform<T: Float>(shape: &[usize], low: f64, high: f64, gen: &mut Generat
 /// A negative or non-finite `std`, or a non-finite `mean`.
 pub fn normal<T: Float>(shape: &[usize], mean: f64, std: f64, gen: &mut Generator) -> Result<Tensor<T>> {
     if !(mean.is_finite() && std.is_finite() && std >= 0.0) {
-        return Err(invalid("normal", format!("mean {mean} and std {std}: need finite values and std >= 0")));
+        return Err(Error::arg("normal", format!("mean {mean} and std {std}: need finite values and std >= 0")));
     }
     let (mean, std) = (T::from_f64(mean), T::from_f64(std));
     Ok(Tensor::randn(shape, gen).map(|z| mean + std * z))
@@ -277,7 +266,7 @@ fn xavier_gain(op: &'static str, gain: f64) -> Result<f64> {
     if gain.is_finite() && gain >= 0.0 {
         Ok(gain)
     } else {
-        Err(invalid(op, format!("gain {gain} must be finite and >= 0")))
+        Err(Error::arg(op, format!("gain {gain} must be finite and >= 0")))
     }
 }
 

@@ -18,7 +18,6 @@ extern crate self as tapegrad_nn;
 
 mod checkpoint;
 pub mod data;
-mod error;
 pub mod init;
 pub mod layers;
 pub mod loss;
@@ -26,7 +25,6 @@ pub mod module;
 pub mod optim;
 
 pub use checkpoint::{load, load_tensors, save, save_tensors};
-pub use error::{Error, Result};
 pub use layers::*;
 pub use loss::{l1_penalty, l2_penalty};
 pub use module::{Mode, ModeChange, Module, Visit};
@@ -34,4 +32,4 @@ pub use module::{Mode, ModeChange, Module, Visit};
 pub use tapegrad_derive::Module;
 
 pub use tapegrad_autograd::Var;
-pub use tapegrad_tensor::{Float, Generator, Tensor};
+pub use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};

@@ -18,9 +18,7 @@
 //! ```
 
 use tapegrad_autograd::{Backward, Grads, Var};
-use tapegrad_tensor::{Float, Tensor};
-
-use crate::error::{Error, Result};
+use tapegrad_tensor::{Error, Float, Result, Tensor};
 
 /// How per-sample losses are combined, as PyTorch's `reduction` argument.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,24 +48,16 @@ pub struct CrossEntropyOptions {
     pub reduction: Reduction,
 }
 
-fn invalid(op: &'static str, reason: impl Into<String>) -> Error {
-    tapegrad_tensor::Error::InvalidArgument { op, reason: reason.into() }.into()
-}
-
-fn bad_shape(op: &'static str, shape: &[usize], reason: impl Into<String>) -> Error {
-    tapegrad_tensor::Error::InvalidShape { op, shape: shape.to_vec(), reason: reason.into() }.into()
-}
-
 /// Checks `[N, C]` input against `N` class indices below `C`; returns `(N, C)`.
 fn check_class_targets(op: &'static str, shape: &[usize], targets: &[usize]) -> Result<(usize, usize)> {
     let &[n, c] = shape else {
-        return Err(bad_shape(op, shape, "expected a 2-D input [N, C] (a batch of rows of class scores)"));
+        return Err(Error::shape(op, shape, "expected a 2-D input [N, C] (a batch of rows of class scores)"));
     };
     if targets.len() != n {
-        return Err(bad_shape(op, shape, format!("{} targets given for {n} rows: need one per row", targets.len())));
+        return Err(Error::shape(op, shape, format!("{} targets given for {n} rows: need one per row", targets.len())));
     }
     if let Some((i, &t)) = targets.iter().enumerate().find(|&(_, &t)| t >= c) {
-        return Err(invalid(op, format!("target {t} at row {i} is out of range for {c} classes (input {shape:?})")));
+        return Err(Error::arg(op, format!("target {t} at row {i} is out of range for {c} classes (input {shape:?})")));
     }
     Ok((n, c))
 }
@@ -189,13 +179,13 @@ pub fn cross_entropy_with<T: Float>(
     let (n, c) = check_class_targets(OP, x.shape(), targets)?;
     let eps = options.label_smoothing;
     if !(0.0..=1.0).contains(&eps) {
-        return Err(invalid(OP, format!("label_smoothing {eps} is outside [0, 1]")));
+        return Err(Error::arg(OP, format!("label_smoothing {eps} is outside [0, 1]")));
     }
     if n == 0 && options.reduction == Reduction::Mean {
-        return Err(bad_shape(OP, x.shape(), "the mean over an empty batch is undefined"));
+        return Err(Error::shape(OP, x.shape(), "the mean over an empty batch is undefined"));
     }
     if c == 0 {
-        return Err(bad_shape(OP, x.shape(), "no classes"));
+        return Err(Error::shape(OP, x.shape(), "no classes"));
     }
     let xs = x.to_vec();
     let mut probs = vec![T::ZERO; n * c];
@@ -294,7 +284,7 @@ pub fn nll_loss_with<T: Float>(log_probs: &Var<T>, targets: &[usize], reduction:
     let x = log_probs.value();
     let (n, c) = check_class_targets(OP, x.shape(), targets)?;
     if n == 0 && reduction == Reduction::Mean {
-        return Err(bad_shape(OP, x.shape(), "the mean over an empty batch is undefined"));
+        return Err(Error::shape(OP, x.shape(), "the mean over an empty batch is undefined"));
     }
     let xs = x.to_vec();
     let losses = targets.iter().enumerate().map(|(i, &t)| -xs[i * c + t].to_f64()).collect();
@@ -311,16 +301,10 @@ fn same_shape<T: Float>(
 ) -> Result<(Tensor<T>, Tensor<T>)> {
     let (x, y) = (x.value(), y.value());
     if x.shape() != y.shape() {
-        return Err(tapegrad_tensor::Error::ShapeMismatch {
-            op,
-            lhs: x.shape().to_vec(),
-            rhs: y.shape().to_vec(),
-            reason: "the input and the target must have the same shape".into(),
-        }
-        .into());
+        return Err(Error::mismatch(op, x.shape(), y.shape(), "the input and the target must have the same shape"));
     }
     if x.numel() == 0 && reduction == Reduction::Mean {
-        return Err(bad_shape(op, x.shape(), "the mean over an empty input is undefined"));
+        return Err(Error::shape(op, x.shape(), "the mean over an empty input is undefined"));
     }
     Ok((x, y))
 }

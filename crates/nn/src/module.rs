@@ -29,9 +29,7 @@
 use std::fmt;
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::Float;
-
-use crate::error::Result;
+use tapegrad_tensor::{Float, Result};
 
 /// A change of mode, sent down the module tree by [`Module::train`], [`Module::eval`] and
 /// [`Module::mc_dropout`].

@@ -2,7 +2,7 @@
 //! inputs and parameters in train and eval mode, errors that name the layer and the shapes,
 //! PyTorch's printed forms and default initialisation.
 
-use tapegrad_autograd::{gradcheck, Result as TapeResult};
+use tapegrad_autograd::gradcheck;
 use tapegrad_nn::{
     Activation, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear, MaxPool2d,
     Module, MultiheadAttention, ReLU, Sequential, Sigmoid, Tanh, TransformerEncoderLayer, Var, GELU,
@@ -11,15 +11,6 @@ use tapegrad_tensor::{Generator, Tensor};
 
 fn randn(shape: &[usize], seed: u64) -> Tensor<f64> {
     Tensor::randn(shape, &mut Generator::new(seed))
-}
-
-/// Runs a layer inside a gradcheck closure, turning the nn error into the tape's.
-fn tape<T>(r: tapegrad_nn::Result<T>) -> TapeResult<T> {
-    r.map_err(|e| match e {
-        tapegrad_nn::Error::Autograd(e) => e,
-        tapegrad_nn::Error::Tensor(e) => e.into(),
-        other => panic!("unexpected error {other}"),
-    })
 }
 
 fn err_text<T>(r: tapegrad_nn::Result<T>) -> String {
@@ -37,7 +28,7 @@ fn gradcheck_linear() {
         let mut fc = Linear::new(4, 3, &mut Generator::new(0));
         fc.weight = v[1].clone();
         fc.bias = Some(v[2].clone());
-        tape(fc.forward(&v[0]))
+        fc.forward(&v[0])
     };
     gradcheck(f, &[randn(&[5, 4], 1), randn(&[3, 4], 2), randn(&[3], 3)]).unwrap();
 }
@@ -49,7 +40,7 @@ fn gradcheck_conv2d() {
             let mut conv = Conv2d::new(2, 3, 3, stride, padding, &mut Generator::new(0));
             conv.weight = v[1].clone();
             conv.bias = Some(v[2].clone());
-            tape(conv.forward(&v[0]))
+            conv.forward(&v[0])
         };
         gradcheck(f, &[randn(&[2, 2, 5, 5], 1), randn(&[3, 2, 3, 3], 2), randn(&[3], 3)]).unwrap();
     }
@@ -60,7 +51,7 @@ fn gradcheck_pools_and_flatten() {
     let f = |v: &[Var<f64>]| {
         let model: Sequential<f64> =
             Sequential::new().add(MaxPool2d::new(2)).add(AvgPool2d::with_options(2, 1, 1)).add(Flatten::new());
-        tape(model.forward(&v[0]))
+        model.forward(&v[0])
     };
     gradcheck(f, &[randn(&[2, 2, 4, 4], 4)]).unwrap();
 }
@@ -70,20 +61,20 @@ fn gradcheck_activations() {
     let f = |v: &[Var<f64>]| {
         let model: Sequential<f64> =
             Sequential::new().add(GELU::new()).add(Tanh::new()).add(GELU::tanh_approximate()).add(Sigmoid::new());
-        tape(model.forward(&v[0]))
+        model.forward(&v[0])
     };
     gradcheck(f, &[randn(&[3, 4], 5)]).unwrap();
 }
 
-fn batch_norm_1d(v: &[Var<f64>], train: bool) -> TapeResult<Var<f64>> {
+fn batch_norm_1d(v: &[Var<f64>], train: bool) -> tapegrad_nn::Result<Var<f64>> {
     let mut bn = BatchNorm1d::new(3);
-    tape(bn.set_affine(v[1].clone(), v[2].clone()))?;
+    bn.set_affine(v[1].clone(), v[2].clone())?;
     bn.running_mean().set_value(Tensor::from_vec(vec![0.5, -0.2, 0.1], &[3])?);
     bn.running_var().set_value(Tensor::from_vec(vec![1.5, 0.7, 2.0], &[3])?);
     if !train {
         bn.eval();
     }
-    tape(bn.forward(&v[0]))
+    bn.forward(&v[0])
 }
 
 #[test]
@@ -102,13 +93,13 @@ fn gradcheck_batch_norm_2d_train_and_eval() {
     for train in [true, false] {
         let f = |v: &[Var<f64>]| {
             let mut bn = BatchNorm2d::new(2);
-            tape(bn.set_affine(v[1].clone(), v[2].clone()))?;
+            bn.set_affine(v[1].clone(), v[2].clone())?;
             bn.running_mean().set_value(Tensor::from_vec(vec![0.3, -0.4], &[2])?);
             bn.running_var().set_value(Tensor::from_vec(vec![0.8, 1.9], &[2])?);
             if !train {
                 bn.eval();
             }
-            tape(bn.forward(&v[0]))
+            bn.forward(&v[0])
         };
         gradcheck(f, &[randn(&[3, 2, 3, 3], 1), randn(&[2], 2), randn(&[2], 3)]).unwrap();
     }
@@ -120,7 +111,7 @@ fn gradcheck_layer_norm() {
         let mut ln = LayerNorm::new(&[3, 4]);
         ln.weight = Some(v[1].clone());
         ln.bias = Some(v[2].clone());
-        tape(ln.forward(&v[0]))
+        ln.forward(&v[0])
     };
     gradcheck(f, &[randn(&[2, 3, 4], 1), randn(&[3, 4], 2), randn(&[3, 4], 3)]).unwrap();
 }
@@ -130,13 +121,13 @@ fn gradcheck_embedding_weight() {
     let f = |v: &[Var<f64>]| {
         let mut emb = Embedding::new(5, 3, &mut Generator::new(0));
         emb.weight = v[0].clone();
-        tape(emb.forward_indices(&[4, 1, 1, 0, 4, 4], &[2, 3]))
+        emb.forward_indices(&[4, 1, 1, 0, 4, 4], &[2, 3])
     };
     gradcheck(f, &[randn(&[5, 3], 1)]).unwrap();
 }
 
-fn mha_with(v: &[Var<f64>], p: f64) -> TapeResult<MultiheadAttention<f64>> {
-    let mut mha = tape(MultiheadAttention::new(4, 2, p, &mut Generator::new(0)))?.with_generator(Generator::new(11));
+fn mha_with(v: &[Var<f64>], p: f64) -> tapegrad_nn::Result<MultiheadAttention<f64>> {
+    let mut mha = MultiheadAttention::new(4, 2, p, &mut Generator::new(0))?.with_generator(Generator::new(11));
     mha.in_proj_weight = v[0].clone();
     mha.in_proj_bias = v[1].clone();
     mha.out_proj.weight = v[2].clone();
@@ -156,7 +147,7 @@ fn gradcheck_multihead_attention_train_with_dropout_and_eval() {
             if !train {
                 mha.eval();
             }
-            tape(mha.forward(&v[0]))
+            mha.forward(&v[0])
         };
         let mut inputs = vec![randn(&[2, 3, 4], 1)];
         inputs.extend(mha_params());
@@ -177,7 +168,7 @@ fn gradcheck_attention_with_masks_and_cross_attention() {
     let causal = Tensor::from_vec(vec![0.0, inf, inf, 0.0, 0.0, inf, 0.0, 0.0, 0.0], &[3, 3]).unwrap();
     let f = |v: &[Var<f64>]| {
         let mha = mha_with(&v[3..], 0.0)?;
-        tape(mha.attend(&v[0], &v[1], &v[2], Some(&causal), Some(&[false, false, true, false, false, false])))
+        mha.attend(&v[0], &v[1], &v[2], Some(&causal), Some(&[false, false, true, false, false, false]))
     };
     let mut inputs = vec![randn(&[2, 3, 4], 1), randn(&[2, 3, 4], 2), randn(&[2, 3, 4], 3)];
     inputs.extend(mha_params());
@@ -187,7 +178,7 @@ fn gradcheck_attention_with_masks_and_cross_attention() {
     let mask = randn(&[4, 2, 5], 9);
     let f = |v: &[Var<f64>]| {
         let mha = mha_with(&v[2..], 0.0)?;
-        tape(mha.attend(&v[0], &v[1], &v[1], Some(&mask), None))
+        mha.attend(&v[0], &v[1], &v[1], Some(&mask), None)
     };
     let mut inputs = vec![randn(&[2, 2, 4], 4), randn(&[2, 5, 4], 5)];
     inputs.extend(mha_params());
@@ -227,8 +218,8 @@ fn transformer_with(
     p: f64,
     norm_first: bool,
     activation: Activation,
-) -> TapeResult<TransformerEncoderLayer<f64>> {
-    let mut t = tape(TransformerEncoderLayer::new(4, 2, 6, p, &mut Generator::new(0)))?
+) -> tapegrad_nn::Result<TransformerEncoderLayer<f64>> {
+    let mut t = TransformerEncoderLayer::new(4, 2, 6, p, &mut Generator::new(0))?
         .norm_first(norm_first)
         .activation(activation)
         .with_seed(5);
@@ -264,7 +255,7 @@ fn gradcheck_transformer_encoder_layer() {
             if !train {
                 t.eval();
             }
-            tape(t.forward(&v[0]))
+            t.forward(&v[0])
         };
         let mut inputs = vec![randn(&[2, 3, 4], 1)];
         inputs.extend(params.iter().cloned());
@@ -288,10 +279,10 @@ fn gradcheck_model_with_dropout_in_train_mode() {
         let model: Sequential<f64> = Sequential::new()
             .add(fc1)
             .add(Tanh::new())
-            .add(tape(Dropout::new(0.5))?.with_generator(Generator::new(42)))
+            .add(Dropout::new(0.5)?.with_generator(Generator::new(42)))
             .add(fc2);
         assert!(model.is_training());
-        tape(model.forward(&v[0]))
+        model.forward(&v[0])
     };
     let inputs = [randn(&[5, 4], 1), randn(&[6, 4], 2), randn(&[6], 3)];
     let vars: Vec<Var<f64>> = inputs.iter().map(|t| Var::parameter(t.clone())).collect();

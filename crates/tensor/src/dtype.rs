@@ -83,9 +83,9 @@ pub trait Float:
     fn is_nan(self) -> bool;
     /// True for a finite value.
     fn is_finite(self) -> bool;
-    /// This type's cache of large buffers (see [`crate::buffers`]).
+    /// This type's cache of large buffers (see [`crate::memory`]).
     #[doc(hidden)]
-    fn buffer_cache() -> &'static crate::buffers::Cache<Self>;
+    fn buffer_cache() -> &'static crate::memory::Cache<Self>;
 }
 
 macro_rules! impl_float {
@@ -99,8 +99,8 @@ macro_rules! impl_float {
             const EPSILON: Self = $t::EPSILON;
             const NAME: &'static str = stringify!($t);
 
-            fn buffer_cache() -> &'static crate::buffers::Cache<$t> {
-                static CACHE: crate::buffers::Cache<$t> = crate::buffers::Cache::new();
+            fn buffer_cache() -> &'static crate::memory::Cache<$t> {
+                static CACHE: crate::memory::Cache<$t> = crate::memory::Cache::new();
                 &CACHE
             }
 

@@ -1,9 +1,11 @@
 //! Strided tensors for tapegrad.
 //!
 //! A [`Tensor`] is a [`Layout`] (shape, strides, offset) over reference-counted [`Storage`]:
-//! views never copy, ops broadcast as NumPy and PyTorch do, and the heavy loops run in
-//! [`kernels`], chosen once per process for the CPU at hand (AVX-512, AVX2+FMA, NEON or scalar).
-//! Randomness comes from one seeded, counter-based [`Generator`].
+//! views never copy, ops broadcast as NumPy and PyTorch do, and the heavy loops run in SIMD
+//! kernels private to this crate, chosen once per process for the CPU at hand (AVX-512,
+//! AVX2+FMA, NEON or scalar: [`cpu_capability`]). Randomness comes from one seeded,
+//! counter-based [`Generator`]; [`BitMask`] holds dropout's masks at one bit per element.
+//! Every fallible function returns the library's one [`Error`].
 //!
 //! ```
 //! use tapegrad_tensor::{Generator, Tensor};
@@ -15,20 +17,42 @@
 //! # Ok::<(), tapegrad_tensor::Error>(())
 //! ```
 
-pub mod buffers;
+mod bitmask;
 mod dtype;
 mod error;
+// The kernels are this crate's own: other crates reach them only through `Tensor`'s methods. The
+// `internals` feature (off by default) exposes them to this workspace's kernel benchmarks and
+// tests; it is not a stable API.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod kernels;
+#[cfg(not(feature = "internals"))]
+mod kernels;
 mod layout;
+pub mod memory;
 pub mod ops;
 mod random;
 mod storage;
 pub mod strided;
 mod tensor;
 
+pub use bitmask::BitMask;
+
 pub use dtype::Float;
-pub use error::{Error, Result};
+pub use error::{Error, IoError, Result};
 pub use layout::{broadcast_shapes, contiguous_strides, Dims, Layout};
 pub use random::{Generator, Stream};
 pub use storage::Storage;
 pub use tensor::Tensor;
+
+/// The instruction-set path the kernels run on in this process: `"avx512"`, `"avx2"`, `"neon"` or
+/// `"scalar"`. The best one the CPU supports, unless the environment variable `TAPEGRAD_KERNELS`
+/// names another supported one; fixed on first use.
+///
+/// ```
+/// let isa = tapegrad_tensor::cpu_capability();
+/// assert!(["avx512", "avx2", "neon", "scalar"].contains(&isa));
+/// ```
+pub fn cpu_capability() -> &'static str {
+    kernels::active_isa().name()
+}

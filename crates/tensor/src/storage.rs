@@ -23,12 +23,12 @@ enum Buf<T> {
 #[derive(Debug)]
 pub struct Storage<T: Float>(Buf<T>);
 
-/// A large buffer whose last handle goes away is kept for reuse ([`crate::buffers`]).
+/// A large buffer whose last handle goes away is kept for reuse ([`crate::memory`]).
 impl<T: Float> Drop for Storage<T> {
     fn drop(&mut self) {
         if let Buf::Vec(v) = &mut self.0 {
             if let Some(v) = Arc::get_mut(v) {
-                crate::buffers::recycle(std::mem::take(v));
+                crate::memory::recycle(std::mem::take(v));
             }
         }
     }

@@ -99,7 +99,7 @@ impl<T: Float> Tensor<T> {
     /// If the shape's numel overflows `usize` (no such allocation could succeed anyway).
     pub fn full(shape: &[usize], value: T) -> Tensor<T> {
         let n = checked_numel(shape).expect("full: the number of elements overflows usize");
-        Tensor::from_contiguous(crate::buffers::filled(n, value), shape)
+        Tensor::from_contiguous(crate::memory::filled(n, value), shape)
     }
 
     /// Zeros of `shape`.

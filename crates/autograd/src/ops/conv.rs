@@ -1,10 +1,9 @@
 //! Convolution and pooling (NCHW).
 
 use smallvec::smallvec;
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::{Float, Result, Tensor};
 
 use super::one;
-use crate::error::Result;
 use crate::var::{Backward, Grads, Var};
 
 // ─── Conv2d ──────────────────────  y = x ⋆ w + b   (saves x and w)

@@ -1,10 +1,9 @@
 //! Elementwise ops: broadcasting binary ops (their gradients are summed back to each input's
 //! shape with `sum_to`), scalar ops and unary maths.
 
-use tapegrad_tensor::{Dims, Float, Tensor};
+use tapegrad_tensor::{Dims, Float, Result, Tensor};
 
 use super::{one, two};
-use crate::error::Result;
 use crate::var::{Backward, Grads, Var};
 
 // ─── Add ─────────────────────────  z = x + y
@@ -158,9 +157,30 @@ unary_backward!(
 unary_backward!(
     /// y = 1 / (1 + e^-x) (saves y): dx = dy y (1 - y)
     Sigmoid, "sigmoid", |g, y| g * y * (T::ONE - y));
-unary_backward!(
-    /// y = max(x, 0) (saves y): dx = dy where y > 0
-    Relu, "relu", |g, y| if y > T::ZERO { g } else { T::ZERO });
+
+// ─── Relu ────────────────────────  y = max(x, 0) (saves y): dx = dy where y > 0
+struct Relu<T: Float> {
+    saved: Tensor<T>,
+}
+impl<T: Float> Backward<T> for Relu<T> {
+    fn name(&self) -> &'static str {
+        "relu"
+    }
+    fn backward(&self, dz: &Tensor<T>, _needs: &[bool]) -> Result<Grads<T>> {
+        Ok(one(self.saved.relu_backward(dz)?))
+    }
+    fn backward_owned(&self, mut dz: Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        // A small gradient the tape holds alone is masked in place (the same values as the SIMD
+        // pass of `relu_backward`: `dz` or 0); anything else takes that pass.
+        if dz.try_zip_map_in_place(&self.saved, |g, y| if y > T::ZERO { g } else { T::ZERO }) {
+            return Ok(one(dz));
+        }
+        self.backward(&dz, needs)
+    }
+    fn saved(&self) -> Vec<&Tensor<T>> {
+        vec![&self.saved]
+    }
+}
 unary_backward!(
     /// y = |x| (saves x): dx = dy sign(x), 0 at 0
     Abs, "abs", |g, x| if x > T::ZERO { g } else if x < T::ZERO { -g } else { T::ZERO });

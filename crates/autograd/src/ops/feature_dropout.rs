@@ -2,43 +2,11 @@
 //! (for SELU networks). Both draw and store their masks exactly as [`dropout`](super::dropout)
 //! does (seeded, counter-based, one bit per mask entry) and backward uses the stored mask.
 
-use rayon::prelude::*;
-use tapegrad_tensor::{Float, Generator, Tensor};
+use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
 use super::dropout::{check_p, DropoutRecord};
 use super::one;
-use crate::error::Result;
 use crate::var::{Backward, Grads, Var};
-
-/// Elements per parallel chunk.
-const CHUNK: usize = 1 << 16;
-
-/// `out[i] = if bit(i / group) { x[i] * keep } else { x[i] * 0 + drop }` over a contiguous `x`,
-/// chunked so the split never depends on the thread count.
-fn apply_grouped<T: Float>(
-    record: &DropoutRecord,
-    group: usize,
-    x: &[T],
-    keep: T,
-    drop_value: T,
-    affine: Option<(T, T)>,
-) -> Vec<T> {
-    let words = record.mask_words();
-    let mut out = vec![T::ZERO; x.len()];
-    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).enumerate().for_each(|(c, (out, x))| {
-        for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-            let bit = (c * CHUNK + j) / group;
-            let kept = words[bit / 64] >> (bit % 64) & 1 == 1;
-            *o = match (kept, affine) {
-                (true, None) => v * keep,
-                (false, None) => drop_value,
-                (true, Some((a, b))) => a * v + b,
-                (false, Some((_, _))) => drop_value,
-            };
-        }
-    });
-    out
-}
 
 // ─── Dropout2d ───────────────────  y = x · m[n, c] / (1 - p);  dx = dy · m[n, c] / (1 - p)
 struct Dropout2d {
@@ -50,10 +18,7 @@ impl<T: Float> Backward<T> for Dropout2d {
         "dropout2d"
     }
     fn backward(&self, dy: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
-        let dy = dy.contiguous();
-        let keep = T::from_f64(1.0 / (1.0 - self.record.p));
-        let data = dy.as_slice().map(|s| apply_grouped(&self.record, self.group, s, keep, T::ZERO, None));
-        Ok(one(Tensor::from_vec(data.unwrap_or_default(), dy.shape())?))
+        Ok(one(self.record.mask().scale_groups(dy, self.group, self.record.scale())?))
     }
     fn extra_bytes(&self) -> usize {
         self.record.mask_bytes()
@@ -69,17 +34,12 @@ impl<T: Float> Backward<T> for Dropout2d {
 /// regularises little). The stored mask has one bit per channel.
 ///
 /// # Errors
-/// `dropout2d` when `p` is outside [0, 1) or the input has fewer than 2 dims.
+/// `dropout2d` when `p` is outside [0, 1] or NaN or the input has fewer than 2 dims.
 pub fn dropout2d<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) -> Result<Var<T>> {
     check_p("dropout2d", p)?;
     let value = x.value().contiguous();
     if value.ndim() < 2 {
-        return Err(tapegrad_tensor::Error::InvalidShape {
-            op: "dropout2d",
-            shape: value.shape().to_vec(),
-            reason: "expects [N, C, ...] with at least 2 dims".into(),
-        }
-        .into());
+        return Err(Error::shape("dropout2d", value.shape(), "expects [N, C, ...] with at least 2 dims"));
     }
     if p == 0.0 {
         return Ok(x.clone());
@@ -87,11 +47,9 @@ pub fn dropout2d<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) -> Result<Va
     let channels = value.shape()[0] * value.shape()[1];
     let group = value.shape()[2..].iter().product::<usize>();
     let (seed, offset) = gen.reserve(channels as u64);
-    let record = DropoutRecord::regenerate(seed, offset, p, channels);
-    let keep = T::from_f64(1.0 / (1.0 - p));
-    let data = value.as_slice().map(|s| apply_grouped(&record, group.max(1), s, keep, T::ZERO, None));
-    let y = Tensor::from_vec(data.unwrap_or_default(), value.shape())?;
-    Ok(Var::from_op(y, &[x], || Dropout2d { record, group: group.max(1) }))
+    let record = DropoutRecord::regenerate(seed, offset, p, channels)?;
+    let y = record.mask().scale_groups(&value, group, record.scale())?;
+    Ok(Var::from_op(y, &[x], || Dropout2d { record, group }))
 }
 
 /// SELU's negative saturation value, `-λ α`.
@@ -107,9 +65,7 @@ impl<T: Float> Backward<T> for AlphaDropout<T> {
         "alpha_dropout"
     }
     fn backward(&self, dy: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
-        let dy = dy.contiguous();
-        let data = dy.as_slice().map(|s| apply_grouped(&self.record, 1, s, self.a, T::ZERO, None));
-        Ok(one(Tensor::from_vec(data.unwrap_or_default(), dy.shape())?))
+        Ok(one(self.record.mask().scale(dy, self.a)?))
     }
     fn extra_bytes(&self) -> usize {
         self.record.mask_bytes()
@@ -125,7 +81,7 @@ impl<T: Float> Backward<T> for AlphaDropout<T> {
 /// unit variance, as `torch.nn.AlphaDropout` does.
 ///
 /// # Errors
-/// `alpha_dropout` when `p` is outside [0, 1).
+/// `alpha_dropout` when `p` is outside [0, 1] or NaN. `p = 1` gives zeros.
 pub fn alpha_dropout<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) -> Result<Var<T>> {
     check_p("alpha_dropout", p)?;
     if p == 0.0 {
@@ -137,10 +93,14 @@ pub fn alpha_dropout<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) -> Resul
     let b = -a * SELU_NEG_SAT * p;
     let n = value.numel();
     let (seed, offset) = gen.reserve(n as u64);
-    let record = DropoutRecord::regenerate(seed, offset, p, n);
+    let record = DropoutRecord::regenerate(seed, offset, p, n)?;
+    if p == 1.0 {
+        // Nothing is kept (and `a` is infinite): zeros, as PyTorch's `x * 0`.
+        let y = record.mask().scale(&value, T::ZERO)?;
+        return Ok(Var::from_op(y, &[x], || AlphaDropout { record, a: T::ZERO }));
+    }
     let (a_t, b_t) = (T::from_f64(a), T::from_f64(b));
     let dropped = T::from_f64(a * SELU_NEG_SAT + b);
-    let data = value.as_slice().map(|s| apply_grouped(&record, 1, s, T::ONE, dropped, Some((a_t, b_t))));
-    let y = Tensor::from_vec(data.unwrap_or_default(), value.shape())?;
+    let y = record.mask().affine(&value, a_t, b_t, dropped)?;
     Ok(Var::from_op(y, &[x], || AlphaDropout { record, a: a_t }))
 }

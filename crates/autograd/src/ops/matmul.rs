@@ -1,9 +1,8 @@
 //! Matrix products.
 
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::{Float, Result, Tensor};
 
 use super::two;
-use crate::error::Result;
 use crate::var::{Backward, Grads, Var};
 
 // ─── MatMul ──────────────────────  z = x @ y (ndim >= 2, batch dims broadcast)

@@ -2,10 +2,9 @@
 //! where the elements came from (views invert their layout change; selections scatter-add).
 
 use smallvec::SmallVec;
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::{Float, Result, Tensor};
 
 use super::one;
-use crate::error::Result;
 use crate::var::{Backward, Grads, Var};
 
 // ─── Reshape ─────────────────────  dx = dz reshaped back

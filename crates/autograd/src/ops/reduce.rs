@@ -1,9 +1,8 @@
 //! Reductions and the softmax family.
 
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::{Float, Result, Tensor};
 
 use super::one;
-use crate::error::Result;
 use crate::var::{Backward, Grads, Var};
 
 /// The dims a reduction removed, ascending (an empty list means all of them, as in `sum`).

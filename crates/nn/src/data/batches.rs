@@ -1,10 +1,9 @@
 //! Mini-batches over a [`Dataset`], in order or shuffled by a seeded [`Generator`], like
 //! PyTorch's `DataLoader(dataset, batch_size, shuffle=True, generator=g)`.
 
-use tapegrad_tensor::{Generator, Tensor};
+use tapegrad_tensor::{Error, Generator, Result, Tensor};
 
 use super::Dataset;
-use crate::error::Result;
 
 /// A uniformly random permutation of `0..n`, by Fisher-Yates from the last position down, each
 /// swap partner drawn with [`Generator::below`] (unbiased): the same generator state gives the
@@ -70,11 +69,7 @@ impl Batches {
     /// `batch_size` is 0.
     pub fn new(dataset: &Dataset, batch_size: usize, shuffle: Option<&mut Generator>) -> Result<Batches> {
         if batch_size == 0 {
-            return Err(tapegrad_tensor::Error::InvalidArgument {
-                op: "Batches::new",
-                reason: "batch_size must be at least 1".into(),
-            }
-            .into());
+            return Err(Error::arg("Batches::new", "batch_size must be at least 1"));
         }
         let n = dataset.len();
         let order = match shuffle {

@@ -1,9 +1,8 @@
 //! K-fold cross-validation splits, like scikit-learn's `KFold(n_splits=k, shuffle=True)`.
 
-use tapegrad_tensor::Generator;
+use tapegrad_tensor::{Error, Generator, Result};
 
 use super::batches::permutation;
-use crate::error::Result;
 
 /// Splits `0..n` into `k` folds for cross-validation: the indices are shuffled once with
 /// `Generator::new(seed)` (see [`permutation`]) and cut into `k` consecutive folds whose sizes
@@ -27,11 +26,7 @@ use crate::error::Result;
 /// ```
 pub fn kfold(n: usize, k: usize, seed: u64) -> Result<Vec<(Vec<usize>, Vec<usize>)>> {
     if k < 2 || k > n {
-        return Err(tapegrad_tensor::Error::InvalidArgument {
-            op: "kfold",
-            reason: format!("k = {k} folds of n = {n} samples: need 2 <= k <= n"),
-        }
-        .into());
+        return Err(Error::arg("kfold", format!("k = {k} folds of n = {n} samples: need 2 <= k <= n")));
     }
     let order = permutation(n, &mut Generator::new(seed));
     let (size, bigger) = (n / k, n % k);

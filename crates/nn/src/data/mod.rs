@@ -22,9 +22,7 @@ mod kfold;
 
 use std::path::{Path, PathBuf};
 
-use tapegrad_tensor::Tensor;
-
-use crate::error::{Error, Result};
+use tapegrad_tensor::{Error, Result, Tensor};
 
 pub use batches::{permutation, Batches};
 pub use idx::{read_idx, Idx};
@@ -106,13 +104,12 @@ impl Dataset {
     /// ```
     pub fn new(images: Tensor<f32>, labels: Vec<usize>) -> Result<Dataset> {
         if images.shape().first() != Some(&labels.len()) {
-            return Err(tapegrad_tensor::Error::ShapeMismatch {
-                op: "Dataset::new",
-                lhs: images.shape().to_vec(),
-                rhs: vec![labels.len()],
-                reason: "the images' first dim must be the number of labels".into(),
-            }
-            .into());
+            return Err(Error::mismatch(
+                "Dataset::new",
+                images.shape(),
+                &[labels.len()],
+                "the images' first dim must be the number of labels",
+            ));
         }
         Ok(Dataset { images, labels })
     }
@@ -150,11 +147,7 @@ impl Dataset {
     pub fn split_at(&self, mid: usize) -> Result<(Dataset, Dataset)> {
         let n = self.len();
         if mid > n {
-            return Err(tapegrad_tensor::Error::InvalidArgument {
-                op: "Dataset::split_at",
-                reason: format!("split point {mid} is past the {n} samples"),
-            }
-            .into());
+            return Err(Error::arg("Dataset::split_at", format!("split point {mid} is past the {n} samples")));
         }
         let head = Dataset { images: self.images.narrow(0, 0, mid)?, labels: self.labels[..mid].to_vec() };
         let tail = Dataset { images: self.images.narrow(0, mid, n - mid)?, labels: self.labels[mid..].to_vec() };
@@ -181,11 +174,7 @@ impl Dataset {
     pub fn subset(&self, indices: &[usize]) -> Result<Dataset> {
         let n = self.len();
         if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
-            return Err(tapegrad_tensor::Error::InvalidArgument {
-                op: "Dataset::subset",
-                reason: format!("index {bad} is out of range for {n} samples"),
-            }
-            .into());
+            return Err(Error::arg("Dataset::subset", format!("index {bad} is out of range for {n} samples")));
         }
         let images = self.images.index_select(0, indices)?;
         Ok(Dataset { images, labels: indices.iter().map(|&i| self.labels[i]).collect() })

@@ -5,9 +5,8 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::Float;
+use tapegrad_tensor::{Float, Result};
 
-use crate::error::Result;
 use crate::module::{Mode, ModeChange, Module, Visit};
 
 macro_rules! activation {

@@ -4,16 +4,11 @@
 use std::fmt;
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::{Float, Generator, Tensor};
+use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
-use crate::error::{Error, Result};
 use crate::layers::dropout::Dropout;
 use crate::layers::linear::{uniform_bound, Linear};
 use crate::module::{join, Mode, ModeChange, Module, Visit};
-
-fn input_error(op: &'static str, shape: &[usize], reason: impl Into<String>) -> Error {
-    tapegrad_tensor::Error::InvalidShape { op, shape: shape.to_vec(), reason: reason.into() }.into()
-}
 
 const OP: &str = "MultiheadAttention";
 
@@ -56,13 +51,10 @@ impl<T: Float> MultiheadAttention<T> {
     ///
     /// # Errors
     /// `MultiheadAttention` when `num_heads` is 0 or does not divide `embed_dim`; `dropout`
-    /// when `p` is outside [0, 1).
+    /// when `p` is outside [0, 1].
     pub fn new(embed_dim: usize, num_heads: usize, p: f64, gen: &mut Generator) -> Result<MultiheadAttention<T>> {
         if num_heads == 0 || !embed_dim.is_multiple_of(num_heads) {
-            return Err(Error::from(tapegrad_autograd::Error::InvalidArgument {
-                op: OP,
-                reason: format!("embed_dim {embed_dim} must be divisible by num_heads {num_heads}"),
-            }));
+            return Err(Error::arg(OP, format!("embed_dim {embed_dim} must be divisible by num_heads {num_heads}")));
         }
         let dropout = Dropout::new(p)?;
         let bound = (6.0 / (4 * embed_dim).max(1) as f64).sqrt();
@@ -118,17 +110,16 @@ impl<T: Float> MultiheadAttention<T> {
         let (qs, ks, vs) = (query.shape(), key.shape(), value.shape());
         for s in [&qs, &ks, &vs] {
             if s.len() != 3 || s[2] != e {
-                return Err(input_error(OP, s, format!("expected [N, L, {e}] (batch first)")));
+                return Err(Error::shape(OP, s, format!("expected [N, L, {e}] (batch first)")));
             }
         }
         if ks != vs || ks[0] != qs[0] {
-            return Err(tapegrad_tensor::Error::ShapeMismatch {
-                op: OP,
-                lhs: ks.clone(),
-                rhs: vs.clone(),
-                reason: format!("key and value must have the same shape and batch size {} of the query", qs[0]),
-            }
-            .into());
+            return Err(Error::mismatch(
+                OP,
+                &ks,
+                &vs,
+                format!("key and value must have the same shape and batch size {} of the query", qs[0]),
+            ));
         }
         let (n, l, s) = (qs[0], qs[1], ks[1]);
 
@@ -149,7 +140,7 @@ impl<T: Float> MultiheadAttention<T> {
                 [ml, ms] if *ml == l && *ms == s => mask.reshape(&[1, 1, l, s])?,
                 [b, ml, ms] if *b == n * h && *ml == l && *ms == s => mask.reshape(&[n, h, l, s])?,
                 other => {
-                    return Err(input_error(
+                    return Err(Error::shape(
                         OP,
                         other,
                         format!("attn_mask must be [{l}, {s}] or [{}, {l}, {s}]", n * h),
@@ -160,7 +151,7 @@ impl<T: Float> MultiheadAttention<T> {
         }
         if let Some(pad) = key_padding_mask {
             if pad.len() != n * s {
-                return Err(input_error(
+                return Err(Error::shape(
                     OP,
                     &[pad.len()],
                     format!("key_padding_mask must hold N·S = {} flags ([{n}, {s}])", n * s),

@@ -8,24 +8,19 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::{Float, Generator, Tensor};
+use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
-use crate::error::{Error, Result};
 use crate::layers::linear::uniform_bound;
 use crate::module::{join, Mode, ModeChange, Module, Visit};
-
-fn input_error(op: &'static str, shape: &[usize], reason: impl Into<String>) -> Error {
-    tapegrad_tensor::Error::InvalidShape { op, shape: shape.to_vec(), reason: reason.into() }.into()
-}
 
 /// Checks a 4-D `[N, C, H, W]` input (and, if given, its channel count).
 fn check_4d(op: &'static str, shape: &[usize], channels: Option<usize>) -> Result<()> {
     if shape.len() != 4 {
-        return Err(input_error(op, shape, format!("expected a 4-D input [N, C, H, W], got {} dims", shape.len())));
+        return Err(Error::shape(op, shape, format!("expected a 4-D input [N, C, H, W], got {} dims", shape.len())));
     }
     if let Some(c) = channels {
         if shape[1] != c {
-            return Err(input_error(op, shape, format!("expected {c} input channels, got {}", shape[1])));
+            return Err(Error::shape(op, shape, format!("expected {c} input channels, got {}", shape[1])));
         }
     }
     Ok(())
@@ -106,20 +101,14 @@ impl<T: Float> Conv2d<T> {
         const OP: &str = "Conv2d::from_tensors";
         let w = weight.shape().to_vec();
         if w.len() != 4 || w[2] != w[3] {
-            return Err(input_error(OP, &w, "the weight must be [out_channels, in_channels, k, k]"));
+            return Err(Error::shape(OP, &w, "the weight must be [out_channels, in_channels, k, k]"));
         }
         if stride == 0 {
-            return Err(input_error(OP, &w, "the stride must be at least 1"));
+            return Err(Error::shape(OP, &w, "the stride must be at least 1"));
         }
         if let Some(b) = &bias {
             if b.shape() != [w[0]] {
-                return Err(tapegrad_tensor::Error::ShapeMismatch {
-                    op: OP,
-                    lhs: w.clone(),
-                    rhs: b.shape().to_vec(),
-                    reason: format!("the bias must be [{}]", w[0]),
-                }
-                .into());
+                return Err(Error::mismatch(OP, &w, b.shape(), format!("the bias must be [{}]", w[0])));
             }
         }
         Ok(Conv2d {
@@ -332,7 +321,7 @@ impl<T: Float> Module<T> for Flatten<T> {
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
         let shape = x.shape();
         if shape.len() <= self.start_dim {
-            return Err(input_error(
+            return Err(Error::shape(
                 "Flatten",
                 &shape,
                 format!("start_dim {} is out of range for {} dims", self.start_dim, shape.len()),

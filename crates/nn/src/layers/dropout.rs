@@ -9,9 +9,8 @@ use std::marker::PhantomData;
 use std::sync::Mutex;
 
 use tapegrad_autograd::{alpha_dropout, check_p, dropout, dropout2d, no_grad, with_default_generator, Var};
-use tapegrad_tensor::{Float, Generator, Tensor};
+use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
-use crate::error::{Error, Result};
 use crate::module::{Mode, ModeChange, Module, Visit};
 
 /// Which mask a dropout layer draws.
@@ -66,7 +65,7 @@ macro_rules! dropout_layer {
             /// (seeded by `manual_seed`).
             ///
             /// # Errors
-            #[doc = concat!("`", $op, "` when `p` is outside [0, 1) or NaN.")]
+            #[doc = concat!("`", $op, "` when `p` is outside [0, 1] or NaN.")]
             pub fn new(p: f64) -> Result<$name<T>> {
                 Ok($name { state: DropoutState::new(p, $kind, $op)?, _element: PhantomData })
             }
@@ -160,18 +159,15 @@ pub fn mc_predict<T: Float, M: Module<T> + ?Sized>(
     samples: usize,
 ) -> Result<(Tensor<T>, Tensor<T>)> {
     if samples == 0 {
-        return Err(Error::from(tapegrad_autograd::Error::InvalidArgument {
-            op: "mc_predict",
-            reason: "samples must be at least 1".into(),
-        }));
+        return Err(Error::arg("mc_predict", "samples must be at least 1"));
     }
     let mut sampling = false;
     model.visit_modes(&mut |m| sampling |= m.dropout_active());
     if !sampling {
-        return Err(Error::from(tapegrad_autograd::Error::InvalidArgument {
-            op: "mc_predict",
-            reason: "no dropout layer of the model samples: call model.mc_dropout(true) (or train())".into(),
-        }));
+        return Err(Error::arg(
+            "mc_predict",
+            "no dropout layer of the model samples: call model.mc_dropout(true) (or train())",
+        ));
     }
     // Welford's update keeps the variance accurate when the mean is large.
     let mut mean = no_grad(|| model.forward(x))?.value();

@@ -3,14 +3,9 @@
 use std::fmt;
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::{Float, Generator, Tensor};
+use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
-use crate::error::{Error, Result};
 use crate::module::{join, Mode, ModeChange, Module, Visit};
-
-fn input_error(op: &'static str, shape: &[usize], reason: impl Into<String>) -> Error {
-    tapegrad_tensor::Error::InvalidShape { op, shape: shape.to_vec(), reason: reason.into() }.into()
-}
 
 /// A table of `num_embeddings` vectors of width `embedding_dim`: `y[i...] = W[indices[i...]]`,
 /// of shape `shape ++ [embedding_dim]` for indices of shape `shape`. Backward adds each row of
@@ -50,7 +45,7 @@ impl<T: Float> Embedding<T> {
     /// `Embedding::from_tensor` when the weight is not 2-D.
     pub fn from_tensor(weight: Tensor<T>) -> Result<Embedding<T>> {
         if weight.ndim() != 2 {
-            return Err(input_error(
+            return Err(Error::shape(
                 "Embedding::from_tensor",
                 weight.shape(),
                 "the weight must be [num_embeddings, embedding_dim]",
@@ -78,14 +73,14 @@ impl<T: Float> Embedding<T> {
     /// `num_embeddings`.
     pub fn forward_indices(&self, indices: &[usize], shape: &[usize]) -> Result<Var<T>> {
         if shape.iter().product::<usize>() != indices.len() {
-            return Err(input_error(
+            return Err(Error::shape(
                 "Embedding",
                 shape,
                 format!("the index shape does not hold the {} indices given", indices.len()),
             ));
         }
         if let Some(&bad) = indices.iter().find(|&&i| i >= self.num_embeddings) {
-            return Err(input_error(
+            return Err(Error::shape(
                 "Embedding",
                 shape,
                 format!("index {bad} is out of range for {} embeddings", self.num_embeddings),
@@ -122,7 +117,7 @@ impl<T: Float> Module<T> for Embedding<T> {
         for v in value.to_vec() {
             let f = v.to_f64();
             if !(f >= 0.0 && f.fract() == 0.0 && f < self.num_embeddings as f64) {
-                return Err(input_error(
+                return Err(Error::shape(
                     "Embedding",
                     value.shape(),
                     format!("{f} is not an integral index below {}", self.num_embeddings),

@@ -3,9 +3,8 @@
 use std::fmt;
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::{Float, Generator, Tensor};
+use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
-use crate::error::Result;
 use crate::module::{Mode, ModeChange, Module, Visit};
 
 /// A fully connected layer: `y = x Wᵀ + b` for `x` of shape `[..., in_features]`, `W` of shape
@@ -60,23 +59,21 @@ impl<T: Float> Linear<T> {
     /// `Linear::from_tensors` when the shapes do not fit together.
     pub fn from_tensors(weight: Tensor<T>, bias: Option<Tensor<T>>) -> Result<Linear<T>> {
         if weight.ndim() != 2 {
-            return Err(tapegrad_tensor::Error::InvalidShape {
-                op: "Linear::from_tensors",
-                shape: weight.shape().to_vec(),
-                reason: "the weight must be [out_features, in_features]".into(),
-            }
-            .into());
+            return Err(Error::shape(
+                "Linear::from_tensors",
+                weight.shape(),
+                "the weight must be [out_features, in_features]",
+            ));
         }
         let (out_features, in_features) = (weight.shape()[0], weight.shape()[1]);
         if let Some(b) = &bias {
             if b.shape() != [out_features] {
-                return Err(tapegrad_tensor::Error::ShapeMismatch {
-                    op: "Linear::from_tensors",
-                    lhs: weight.shape().to_vec(),
-                    rhs: b.shape().to_vec(),
-                    reason: format!("the bias must be [{out_features}]"),
-                }
-                .into());
+                return Err(Error::mismatch(
+                    "Linear::from_tensors",
+                    weight.shape(),
+                    b.shape(),
+                    format!("the bias must be [{out_features}]"),
+                ));
             }
         }
         Ok(Linear { weight: Var::parameter(weight), bias: bias.map(Var::parameter), in_features, out_features })

@@ -8,14 +8,9 @@
 use std::fmt;
 
 use tapegrad_autograd::{no_grad, Var};
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::{Error, Float, Result, Tensor};
 
-use crate::error::{Error, Result};
 use crate::module::{join, Mode, ModeChange, Module, Visit};
-
-fn input_error(op: &'static str, shape: &[usize], reason: impl Into<String>) -> Error {
-    tapegrad_tensor::Error::InvalidShape { op, shape: shape.to_vec(), reason: reason.into() }.into()
-}
 
 /// Formats a float as Python's `repr` does (`1e-05`, `0.1`, `1.0`), for the printed layers.
 pub(crate) fn py_float(v: f64) -> String {
@@ -81,7 +76,7 @@ impl<T: Float> BatchNorm<T> {
         let shape = x.shape();
         let c = self.num_features;
         if shape[1] != c {
-            return Err(input_error(op, &shape, format!("expected {c} channels in dim 1, got {}", shape[1])));
+            return Err(Error::shape(op, &shape, format!("expected {c} channels in dim 1, got {}", shape[1])));
         }
         let dims: Vec<usize> = std::iter::once(0).chain(2..shape.len()).collect();
         let mut bshape = vec![1; shape.len()];
@@ -91,7 +86,7 @@ impl<T: Float> BatchNorm<T> {
         let xhat = if self.mode.training {
             let n: usize = dims.iter().map(|&d| shape[d]).product();
             if n < 2 {
-                return Err(input_error(op, &shape, "expected more than 1 value per channel when training"));
+                return Err(Error::shape(op, &shape, "expected more than 1 value per channel when training"));
             }
             let (xhat, mean, var) = normalize(x, &dims, self.eps)?;
             no_grad(|| -> Result<()> {
@@ -187,7 +182,7 @@ macro_rules! batch_norm {
             pub fn set_affine(&mut self, weight: Var<T>, bias: Var<T>) -> Result<()> {
                 for v in [&weight, &bias] {
                     if v.shape() != [self.0.num_features] {
-                        return Err(input_error($label, &v.shape(), format!("expected [{}]", self.0.num_features)));
+                        return Err(Error::shape($label, &v.shape(), format!("expected [{}]", self.0.num_features)));
                     }
                 }
                 self.0.weight = weight;
@@ -229,7 +224,7 @@ macro_rules! batch_norm {
             fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
                 let shape = x.shape();
                 if !$ranks.contains(&shape.len()) {
-                    return Err(input_error($label, &shape, concat!("expected ", $expected)));
+                    return Err(Error::shape($label, &shape, concat!("expected ", $expected)));
                 }
                 self.0.forward($label, x)
             }
@@ -354,7 +349,7 @@ impl<T: Float> Module<T> for LayerNorm<T> {
         let shape = x.shape();
         let k = self.normalized_shape.len();
         if shape.len() < k || shape[shape.len() - k..] != self.normalized_shape[..] || k == 0 {
-            return Err(input_error(
+            return Err(Error::shape(
                 "LayerNorm",
                 &shape,
                 format!("expected trailing dims {:?}", self.normalized_shape),

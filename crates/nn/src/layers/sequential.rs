@@ -3,9 +3,8 @@
 use std::fmt;
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::Float;
+use tapegrad_tensor::{Float, Result};
 
-use crate::error::Result;
 use crate::module::{join, Mode, ModeChange, Module, Visit};
 
 /// Modules applied one after the other: `y = m_k(... m_1(m_0(x)))`. Children are named `"0"`,

@@ -2,9 +2,8 @@
 //! connection and a LayerNorm, as PyTorch's `nn.TransformerEncoderLayer` (batch first).
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::{Float, Generator, Tensor};
+use tapegrad_tensor::{Float, Generator, Result, Tensor};
 
-use crate::error::Result;
 use crate::layers::attention::MultiheadAttention;
 use crate::layers::dropout::Dropout;
 use crate::layers::linear::Linear;
@@ -74,7 +73,7 @@ impl<T: Float> TransformerEncoderLayer<T> {
     ///
     /// # Errors
     /// `MultiheadAttention` when `nhead` does not divide `d_model`; `dropout` when `p` is
-    /// outside [0, 1).
+    /// outside [0, 1].
     pub fn new(
         d_model: usize,
         nhead: usize,

@@ -2,10 +2,9 @@
 //! (`torch.optim.AdamW`).
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::Float;
+use tapegrad_tensor::{Float, Result};
 
 use super::{check_range, gradient, update_in_pieces, Optimizer};
-use crate::error::Result;
 
 /// The state both Adam variants share; `decoupled` chooses AdamW's weight decay.
 struct AdamState<T: Float> {

@@ -2,10 +2,9 @@
 //! PyTorch's `clip_grad_norm_`.
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::{Error, Float, Result, Tensor};
 
-use super::{check_range, invalid};
-use crate::error::Result;
+use super::check_range;
 
 /// The max-norm constraint (Srivastava et al., 2014, the dropout paper, §5.1): rescales each
 /// row of every parameter with two or more dims so that its L2 norm is at most `c`, in place.
@@ -90,7 +89,7 @@ pub fn max_norm_<T: Float>(params: &[Var<T>], c: f64) -> Result<()> {
 /// `max_norm` negative or NaN.
 pub fn clip_grad_norm_<T: Float>(params: &[Var<T>], max_norm: f64) -> Result<f64> {
     if max_norm.is_nan() || max_norm < 0.0 {
-        return Err(invalid("clip_grad_norm_", format!("max_norm {max_norm} is negative or NaN")));
+        return Err(Error::arg("clip_grad_norm_", format!("max_norm {max_norm} is negative or NaN")));
     }
     let grads: Vec<(&Var<T>, Tensor<T>)> = params.iter().filter_map(|p| p.grad().map(|g| (p, g))).collect();
     // As PyTorch: the norm of the per-tensor norms.

@@ -5,8 +5,8 @@
 //! rate to [`LrScheduler::lr_at`] of the new epoch. The base learning rate is the optimiser's
 //! learning rate at the first `step`, unless it was set with the `base_lr` builder.
 
-use super::{check_range, invalid, Optimizer};
-use crate::error::Result;
+use super::{check_range, Optimizer};
+use tapegrad_tensor::{Error, Result};
 
 /// A learning-rate schedule: a learning rate per epoch, applied to an optimiser.
 pub trait LrScheduler {
@@ -93,7 +93,7 @@ impl StepLr {
 impl ClosedForm for StepLr {
     fn validate(&self) -> Result<()> {
         if self.step_size == 0 {
-            return Err(invalid("StepLR", "step_size 0: it must be at least 1"));
+            return Err(Error::arg("StepLR", "step_size 0: it must be at least 1"));
         }
         check_range("StepLR", "gamma", self.gamma, 0.0, f64::INFINITY, false)
     }
@@ -157,7 +157,7 @@ impl CosineLr {
 impl ClosedForm for CosineLr {
     fn validate(&self) -> Result<()> {
         if self.t_max == 0 {
-            return Err(invalid("CosineAnnealingLR", "t_max 0: it must be at least 1"));
+            return Err(Error::arg("CosineAnnealingLR", "t_max 0: it must be at least 1"));
         }
         check_range("CosineAnnealingLR", "eta_min", self.eta_min, 0.0, f64::INFINITY, false)
     }

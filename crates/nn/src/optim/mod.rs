@@ -33,9 +33,7 @@ pub use lr::{CosineLr, LrScheduler, StepLr};
 pub use sgd::Sgd;
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::{Float, Tensor};
-
-use crate::error::{Error, Result};
+use tapegrad_tensor::{Error, Float, Result, Tensor};
 
 /// What every optimiser does: update its parameters from their gradients, clear the gradients,
 /// and expose the learning rate to schedulers. Object safe, so a scheduler can drive any
@@ -71,11 +69,6 @@ pub trait Optimizer {
     fn set_lr(&mut self, lr: f64);
 }
 
-/// An invalid-argument error naming the optimiser (or function).
-pub(crate) fn invalid(op: &'static str, reason: impl Into<String>) -> Error {
-    tapegrad_tensor::Error::InvalidArgument { op, reason: reason.into() }.into()
-}
-
 /// `Err` unless `lo <= v` (and `v < hi` or `v <= hi` by `closed_hi`), with a message naming `op`.
 pub(crate) fn check_range(op: &'static str, what: &str, v: f64, lo: f64, hi: f64, closed_hi: bool) -> Result<()> {
     let ok = v >= lo && if closed_hi { v <= hi } else { v < hi };
@@ -84,7 +77,7 @@ pub(crate) fn check_range(op: &'static str, what: &str, v: f64, lo: f64, hi: f64
     } else {
         let close = if closed_hi { ']' } else { ')' };
         let hi = if hi.is_infinite() { "inf".to_string() } else { hi.to_string() };
-        Err(invalid(op, format!("{what} {v} is outside [{lo}, {hi}{close}")))
+        Err(Error::arg(op, format!("{what} {v} is outside [{lo}, {hi}{close}")))
     }
 }
 
@@ -94,13 +87,7 @@ pub(crate) fn gradient<T: Float>(op: &'static str, p: &Var<T>) -> Result<Option<
     let Some(g) = p.grad() else { return Ok(None) };
     let shape = p.shape();
     if g.shape() != shape.as_slice() {
-        return Err(tapegrad_tensor::Error::ShapeMismatch {
-            op,
-            lhs: shape,
-            rhs: g.shape().to_vec(),
-            reason: "the gradient's shape differs from the parameter's".into(),
-        }
-        .into());
+        return Err(Error::mismatch(op, &shape, g.shape(), "the gradient's shape differs from the parameter's"));
     }
     Ok(Some(g.contiguous()))
 }

@@ -2,10 +2,9 @@
 //! `torch.optim.SGD`.
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::Float;
+use tapegrad_tensor::{Error, Float, Result};
 
-use super::{check_range, gradient, invalid, update_in_pieces, Optimizer};
-use crate::error::Result;
+use super::{check_range, gradient, update_in_pieces, Optimizer};
 
 /// Stochastic gradient descent, `torch.optim.SGD`.
 ///
@@ -93,7 +92,7 @@ impl<T: Float> Sgd<T> {
         check_range(OP, "dampening", self.dampening, 0.0, 1.0, true)?;
         check_range(OP, "weight_decay", self.weight_decay, 0.0, f64::INFINITY, false)?;
         if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
-            return Err(invalid(
+            return Err(Error::arg(
                 OP,
                 format!(
                     "Nesterov momentum requires momentum > 0 and dampening 0, got momentum {} and dampening {}",

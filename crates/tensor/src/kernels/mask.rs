@@ -130,7 +130,7 @@ fn new_by_chunks<T: Float>(
     assert!(chunk > 0 && chunk.is_multiple_of(64), "chunk must be a positive multiple of 64");
     let n = x.len();
     let isa = crate::kernels::active_isa();
-    let mut out: Vec<T> = crate::buffers::with_capacity(n);
+    let mut out: Vec<T> = crate::memory::with_capacity(n);
     advise_huge_pages(&mut out);
     let spare = &mut out.spare_capacity_mut()[..n];
     let words = chunk / 64;

@@ -30,7 +30,7 @@ pub(crate) const CHUNK: usize = 1 << 15;
 /// piece is filled on the calling thread.
 pub(crate) fn fill_chunked<T: Float>(numel: usize, chunk: usize, fill: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
     // `fill` writes every position, so a reused buffer needs no clearing.
-    let mut out = crate::buffers::for_overwrite(numel);
+    let mut out = crate::memory::for_overwrite(numel);
     let chunk = chunk.max(1);
     if numel <= chunk {
         fill(0, &mut out);

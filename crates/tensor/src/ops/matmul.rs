@@ -69,7 +69,7 @@ impl<T: Float> Tensor<T> {
         let numel = checked_numel(&full)
             .ok_or_else(|| Error::mismatch("matmul", ls, rs, "the result's size overflows usize"))?;
         // Every element is written by a product with `accumulate = false`.
-        let mut out = crate::buffers::for_overwrite(numel);
+        let mut out = crate::memory::for_overwrite(numel);
         if numel > 0 {
             let lhs = lhs.expand(&[batch.as_slice(), &[m, k]].concat())?;
             let rhs_m = rhs_m.expand(&[batch.as_slice(), &[k, n]].concat())?;

@@ -2,6 +2,7 @@
 
 pub mod conv;
 pub mod elementwise;
+pub mod linear;
 pub mod matmul;
 pub mod movement;
 pub mod reduce;

@@ -148,7 +148,7 @@ impl<T: Float> Tensor<T> {
         let w_data = w.storage().as_slice();
         let w_ref = MatRef { data: w_data, offset: w.offset(), row_stride: g.col_rows(), col_stride: 1 };
         let plane = g.col_cols();
-        let mut out = crate::buffers::for_overwrite(n * c_out * plane);
+        let mut out = crate::memory::for_overwrite(n * c_out * plane);
         if !out.is_empty() {
             out.par_chunks_mut(c_out * plane).enumerate().for_each_init(Vec::new, |buf, (i, y)| {
                 let cols = columns(self, i, &g, buf);

@@ -16,13 +16,13 @@
 //! reused buffer is zeroed or overwritten in full before any tensor shows it.
 //!
 //! ```
-//! use tapegrad_tensor::{buffers, Tensor};
+//! use tapegrad_tensor::{memory, Tensor};
 //! let t = Tensor::<f32>::zeros(&[512, 512]); // 1 MiB
 //! drop(t);
-//! assert!(buffers::cached_bytes() >= 1 << 20);
+//! assert!(memory::cached_bytes() >= 1 << 20);
 //! let u = Tensor::<f32>::zeros(&[512, 512]); // reuses it, zeroed
 //! assert_eq!(u.sum_all().item()?, 0.0);
-//! buffers::clear_cache();
+//! memory::clear_cache();
 //! # Ok::<(), tapegrad_tensor::Error>(())
 //! ```
 
@@ -139,13 +139,8 @@ pub(crate) fn recycle<T: Float>(v: Vec<T>) {
     T::buffer_cache().put(v);
 }
 
-/// `len` zeros, in a cached buffer when there is one of that length.
-pub fn zeroed<T: Float>(len: usize) -> Vec<T> {
-    filled(len, T::ZERO)
-}
-
 /// `len` copies of `value`, in a cached buffer when there is one of that length.
-pub fn filled<T: Float>(len: usize, value: T) -> Vec<T> {
+pub(crate) fn filled<T: Float>(len: usize, value: T) -> Vec<T> {
     match T::buffer_cache().take(len) {
         Some(mut v) => {
             v.fill(value);
@@ -155,16 +150,19 @@ pub fn filled<T: Float>(len: usize, value: T) -> Vec<T> {
     }
 }
 
-/// `len` initialised elements of unspecified value, for a caller that overwrites every one of
-/// them before anyone reads it (a product into `C` with `accumulate = false`, a kernel that
-/// writes its whole output): a cached buffer as it is, or fresh zeros.
-pub fn for_overwrite<T: Float>(len: usize) -> Vec<T> {
+/// `len` initialised elements of unspecified value: a cached buffer as it is, or fresh zeros.
+///
+/// Only for a caller in this crate that overwrites every element before any tensor shows the
+/// buffer (a product into `C` with `accumulate = false`, a kernel that writes its whole output):
+/// that is what keeps the module's promise that a reused buffer's old contents are never
+/// observable. Every other caller takes [`filled`] or [`with_capacity`].
+pub(crate) fn for_overwrite<T: Float>(len: usize) -> Vec<T> {
     T::buffer_cache().take(len).unwrap_or_else(|| vec![T::ZERO; len])
 }
 
 /// An empty vector with room for at least `len` elements, to be filled by `push`, `extend` or
 /// through its spare capacity: a cached buffer, cleared, when there is one of that length.
-pub fn with_capacity<T: Float>(len: usize) -> Vec<T> {
+pub(crate) fn with_capacity<T: Float>(len: usize) -> Vec<T> {
     match T::buffer_cache().take(len) {
         Some(mut v) => {
             v.clear();
@@ -191,7 +189,7 @@ mod tests {
         assert_eq!((b.as_ptr(), b.len()), (ptr, n), "the same buffer comes back");
         b.fill(7.0);
         recycle(b);
-        assert!(zeroed::<f32>(n).iter().all(|&v| v == 0.0), "zeroed clears a reused buffer");
+        assert!(filled::<f32>(n, 0.0).iter().all(|&v| v == 0.0), "filled clears a reused buffer");
         // Small buffers and other lengths are not cached or handed out.
         recycle(vec![1.0f32; 16]);
         assert!(for_overwrite::<f32>(16).iter().all(|&v| v == 0.0));

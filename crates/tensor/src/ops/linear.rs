@@ -1,0 +1,75 @@
+//! The fused linear op `x Wᵀ + b`: a Linear layer's forward in one GEMM call, with no
+//! intermediate product and no second pass to add the bias.
+//!
+//! Its backward needs no fused pass of its own: `dx = dy W` and `dW = dyᵀ x` are [`matmul`]s that
+//! read `W`, `x` and the transposed `dy` in place, and `db = Σ_rows dy` is a [`sum`] over dim 0,
+//! so the backward is made of ops that have their own derivatives.
+//!
+//! [`matmul`]: Tensor::matmul
+//! [`sum`]: Tensor::sum
+
+use crate::dtype::Float;
+use crate::error::{Error, Result};
+use crate::kernels::gemm::{gemm, MatRef};
+use crate::tensor::Tensor;
+
+// ─── linear ─────────────────────────  y = x Wᵀ + b
+//   dx = dy W,  dW = dyᵀ x,  db = Σ_rows dy
+
+/// A 2-D tensor as a strided GEMM operand, read in place.
+fn mat<T: Float>(t: &Tensor<T>) -> MatRef<'_, T> {
+    MatRef { data: t.storage().as_slice(), offset: t.offset(), row_stride: t.strides()[0], col_stride: t.strides()[1] }
+}
+
+impl<T: Float> Tensor<T> {
+    /// `self Wᵀ + b` for `self` `[batch, in]`, `w` `[out, in]` and `b` `[out]`: what
+    /// `self.matmul(&w.t()?)?.add(b)?` computes, in one pass. The output starts as the broadcast
+    /// bias and the GEMM accumulates the product into it; `w` is read in place as its transpose.
+    ///
+    /// Backward: `dx = dy.matmul(w)`, `dW = dy.t().matmul(x)`, `db = dy.sum(&[0], false)`.
+    ///
+    /// # Errors
+    /// `linear` when an operand is not 2-D (the bias 1-D) or the shapes do not fit together.
+    ///
+    /// ```
+    /// use tapegrad_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], &[1, 2])?;
+    /// let w = Tensor::from_vec(vec![1.0f32, 1.0, 0.0, 1.0], &[2, 2])?;
+    /// let b = Tensor::from_vec(vec![10.0f32, 20.0], &[2])?;
+    /// assert_eq!(x.linear(&w, Some(&b))?.to_vec(), vec![13.0, 22.0]);
+    /// assert_eq!(x.linear(&w, None)?.to_vec(), x.matmul(&w.t()?)?.to_vec());
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn linear(&self, w: &Tensor<T>, b: Option<&Tensor<T>>) -> Result<Tensor<T>> {
+        const OP: &str = "linear";
+        let (x, xs, ws) = (self, self.shape(), w.shape());
+        if x.ndim() != 2 || w.ndim() != 2 {
+            return Err(Error::mismatch(OP, xs, ws, "the input must be [batch, in] and the weight [out, in]"));
+        }
+        let (m, k, n) = (xs[0], xs[1], ws[0]);
+        if ws[1] != k {
+            return Err(Error::mismatch(OP, xs, ws, format!("the input has {k} features, the weight {}", ws[1])));
+        }
+        if let Some(b) = b {
+            if b.shape() != [n] {
+                return Err(Error::mismatch(OP, ws, b.shape(), format!("the bias must be [{n}]")));
+            }
+        }
+        let numel = m.checked_mul(n).ok_or_else(|| Error::mismatch(OP, xs, ws, "the result's size overflows usize"))?;
+        let mut out = match b {
+            Some(b) if numel > 0 => {
+                let b = b.contiguous();
+                let bias = b.as_slice().expect("a contiguous tensor has a slice");
+                let mut out = crate::memory::with_capacity(numel);
+                for _ in 0..m {
+                    out.extend_from_slice(bias);
+                }
+                out
+            }
+            // Every element is written by the product with `accumulate = false`.
+            _ => crate::memory::for_overwrite(numel),
+        };
+        gemm(m, n, k, mat(x), mat(w).t(), &mut out, n, b.is_some());
+        Ok(Tensor::from_contiguous(out, &[m, n]))
+    }
+}
