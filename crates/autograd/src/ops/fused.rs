@@ -18,7 +18,7 @@
 use rayon::prelude::*;
 use smallvec::smallvec;
 use tapegrad_tensor::kernels::active_isa;
-use tapegrad_tensor::kernels::gemm::{gemm, MatRef};
+use tapegrad_tensor::kernels::gemm::{gemm, MatMut};
 use tapegrad_tensor::kernels::relu_mask::{relu_scale_by_mask_in_place, scale_where_positive};
 use tapegrad_tensor::{buffers, Float, Generator, Tensor};
 
@@ -29,11 +29,6 @@ use crate::var::{Backward, Grads, Var};
 /// Elements per parallel chunk of the elementwise passes: a multiple of 64 (whole mask words),
 /// fixed so that the split never depends on the thread count.
 const CHUNK: usize = 1 << 14;
-
-/// A 2-D tensor as a strided GEMM operand, read in place.
-fn mat<T: Float>(t: &Tensor<T>) -> MatRef<'_, T> {
-    MatRef { data: t.storage().as_slice(), offset: t.offset(), row_stride: t.strides()[0], col_stride: t.strides()[1] }
-}
 
 /// Checks `x [m, k]`, `w [n, k]`, `b [n]` and returns `(m, n, k)`.
 fn check_linear<T: Float>(
@@ -66,7 +61,7 @@ fn linear_forward<T: Float>(
     x: &Tensor<T>,
     w: &Tensor<T>,
     b: Option<&Tensor<T>>,
-    (m, n, k): (usize, usize, usize),
+    (m, n, _): (usize, usize, usize),
 ) -> Vec<T> {
     let mut out = match b {
         Some(b) if m > 0 && n > 0 => {
@@ -80,7 +75,7 @@ fn linear_forward<T: Float>(
         }
         _ => buffers::for_overwrite(m * n),
     };
-    gemm(m, n, k, mat(x), mat(w).t(), &mut out, n, b.is_some());
+    gemm(MatMut::row_major(&mut out, m, n), x.as_mat(), w.as_mat().t(), b.is_some());
     out
 }
 
@@ -97,12 +92,12 @@ fn linear_backward<T: Float>(
     let mut grads: Grads<T> = smallvec![None, None];
     if needs[0] {
         let mut dx = buffers::for_overwrite(m * k);
-        gemm(m, k, n, mat(dz), mat(w), &mut dx, k, false);
+        gemm(MatMut::row_major(&mut dx, m, k), dz.as_mat(), w.as_mat(), false);
         grads[0] = Some(Tensor::from_vec(dx, &[m, k])?);
     }
     if needs[1] {
         let mut dw = buffers::for_overwrite(n * k);
-        gemm(n, k, m, mat(dz).t(), mat(x), &mut dw, k, false);
+        gemm(MatMut::row_major(&mut dw, n, k), dz.as_mat().t(), x.as_mat(), false);
         grads[1] = Some(Tensor::from_vec(dw, &[n, k])?);
     }
     if has_bias {
