@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use rayon::ThreadPool;
-use tapegrad::tensor::kernels::gemm::{gemm_with, MatRef};
+use tapegrad::tensor::kernels::gemm::{gemm_with, MatMut, MatRef};
 use tapegrad::tensor::kernels::{active_isa, available_isas, Isa};
 use tapegrad::tensor::{Float, Generator, Tensor};
 
@@ -61,7 +61,8 @@ fn square<T: Float>(group: &mut BenchmarkGroup<'_, WallTime>, isa: Isa, sizes: &
             group.bench_function(format!("{}/t{threads}/{n}", isa.name()), |bench| {
                 bench.iter_custom(|iters| {
                     timed(&pool, iters, || {
-                        gemm_with(isa, n, n, n, MatRef::row_major(&a, n), MatRef::row_major(&b, n), &mut c, n, false)
+                        let (a, b) = (MatRef::row_major(&a, n, n), MatRef::row_major(&b, n, n));
+                        gemm_with(isa, MatMut::row_major(&mut c, n, n), a, b, false)
                     })
                 })
             });

@@ -282,6 +282,14 @@ impl<T: Float> fmt::Display for Tensor<T> {
         let shape = self.shape().to_vec();
         let strides = crate::layout::contiguous_strides(&shape);
         let mut out = String::from("tensor(");
+        /// How every element is printed: summarised or not, the column width, scientific or not.
+        #[derive(Clone, Copy)]
+        struct Style {
+            summarise: bool,
+            width: usize,
+            sci: bool,
+        }
+        let style = Style { summarise, width, sci };
         fn rec<T: Float>(
             out: &mut String,
             data: &[T],
@@ -289,10 +297,9 @@ impl<T: Float> fmt::Display for Tensor<T> {
             strides: &[usize],
             base: usize,
             depth: usize,
-            summarise: bool,
-            width: usize,
-            sci: bool,
+            style: Style,
         ) {
+            let Style { summarise, width, sci } = style;
             if shape.is_empty() {
                 out.push_str(&format!("{:>width$}", format_value(data[base], sci)));
                 return;
@@ -315,17 +322,7 @@ impl<T: Float> fmt::Display for Tensor<T> {
                     }
                 }
                 match i {
-                    Some(i) => rec(
-                        out,
-                        data,
-                        &shape[1..],
-                        &strides[1..],
-                        base + i * strides[0],
-                        depth + 1,
-                        summarise,
-                        width,
-                        sci,
-                    ),
+                    Some(i) => rec(out, data, &shape[1..], &strides[1..], base + i * strides[0], depth + 1, style),
                     None => out.push_str("..."),
                 }
             }
@@ -337,7 +334,7 @@ impl<T: Float> fmt::Display for Tensor<T> {
                 out.push_str(&format!(", size={:?}", shape));
             }
         } else {
-            rec(&mut out, &data, &shape, &strides, 0, 0, summarise, width, sci);
+            rec(&mut out, &data, &shape, &strides, 0, 0, style);
         }
         if T::NAME == "f64" {
             out.push_str(", dtype=f64");

@@ -112,7 +112,6 @@ fn apply_method<T: Float>(op: BinaryOp, a: &Tensor<T>, b: &Tensor<T>) -> tapegra
 
 // ─── binary ops with broadcasting ──────────────────────────────────────────────
 
-#[allow(clippy::too_many_arguments)]
 fn check_binary<T: Float>(shape: &[usize], drops: (usize, usize), ones: (u32, u32), views: (View, View), seed: u64) {
     let mut rng = Lcg(seed);
     let (ash, bsh) = (operand_shape(shape, drops.0, ones.0), operand_shape(shape, drops.1, ones.1));

@@ -2,16 +2,17 @@
 //! in f64: tile-edge sizes, strided operands, batch broadcasting, thread-count independence.
 
 use proptest::prelude::*;
-use tapegrad_tensor::kernels::gemm::{gemm_with, GemmKernels, MatRef};
+use tapegrad_tensor::kernels::gemm::{gemm_with, GemmKernels, MatMut, MatRef};
 use tapegrad_tensor::kernels::{available_isas, Isa};
 use tapegrad_tensor::{Float, Generator, Tensor};
 
 // ─── references ─────────────────────────────────────────────────────────────────
 
 /// `Σ_p a(i, p) b(p, j)` and `Σ_p |a(i, p) b(p, j)|` in f64 (the second scales the tolerance).
-fn reference<T: Float>(m: usize, n: usize, k: usize, a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> (Vec<f64>, Vec<f64>) {
-    let at = |i: usize, p: usize| a.data[a.offset + i * a.row_stride + p * a.col_stride].to_f64();
-    let bt = |p: usize, j: usize| b.data[b.offset + p * b.row_stride + j * b.col_stride].to_f64();
+fn reference<T: Float>(a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> (Vec<f64>, Vec<f64>) {
+    let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    let at = |i: usize, p: usize| a.get(i, p).to_f64();
+    let bt = |p: usize, j: usize| b.get(p, j).to_f64();
     let (mut sum, mut mag) = (vec![0.0; m * n], vec![0.0; m * n]);
     for i in 0..m {
         for j in 0..n {
@@ -59,8 +60,8 @@ impl Case {
         let (lda, ldb, ldc) = (a_cols + pad, b_cols + pad, n + pad);
         let a_data = random_vec::<T>(offset + a_rows * lda, seed);
         let b_data = random_vec::<T>(offset + b_rows * ldb, seed + 1);
-        let mut a = MatRef { data: &a_data, offset, row_stride: lda, col_stride: 1 };
-        let mut b = MatRef { data: &b_data, offset, row_stride: ldb, col_stride: 1 };
+        let mut a = MatRef::new(&a_data, offset, [a_rows, a_cols], [lda, 1]);
+        let mut b = MatRef::new(&b_data, offset, [b_rows, b_cols], [ldb, 1]);
         if a_t {
             a = a.t();
         }
@@ -69,8 +70,8 @@ impl Case {
         }
         let c0 = random_vec::<T>(m * ldc, seed + 2);
         let mut c = c0.clone();
-        gemm_with(isa, m, n, k, a, b, &mut c, ldc, accumulate);
-        let (sum, mag) = reference(m, n, k, &a, &b);
+        gemm_with(isa, MatMut::new(&mut c, 0, [m, n], [ldc, 1]), a, b, accumulate);
+        let (sum, mag) = reference(&a, &b);
         for i in 0..m {
             for j in 0..ldc {
                 let (got, before) = (c[i * ldc + j].to_f64(), c0[i * ldc + j].to_f64());
@@ -210,9 +211,9 @@ fn expanded_operands_with_zero_strides() {
     let b = [4.0f32, 5.0, 6.0];
     for isa in available_isas() {
         let mut c = vec![0.0f32; 20 * 30];
-        let am = MatRef { data: &a, offset: 0, row_stride: 0, col_stride: 1 };
-        let bm = MatRef { data: &b, offset: 0, row_stride: 1, col_stride: 0 };
-        gemm_with(isa, 20, 30, 3, am, bm, &mut c, 30, false);
+        let am = MatRef::new(&a, 0, [20, 3], [0, 1]);
+        let bm = MatRef::new(&b, 0, [3, 30], [1, 0]);
+        gemm_with(isa, MatMut::row_major(&mut c, 20, 30), am, bm, false);
         assert!(c.iter().all(|&v| v == 32.0), "{isa:?}");
     }
 }
@@ -506,11 +507,11 @@ fn short_k_results_do_not_depend_on_where_b_starts() {
     let mut results = Vec::new();
     for offset in [aligned, aligned + 1, aligned + 4] {
         store[offset..offset + k * ldb].copy_from_slice(&values);
-        let b = MatRef { data: &store, offset, row_stride: ldb, col_stride: 1 };
-        let a = MatRef::row_major(&a, k);
+        let b = MatRef::new(&store, offset, [k, n], [ldb, 1]);
+        let a = MatRef::row_major(&a, m, k);
         let mut c = vec![0.0f32; m * n];
-        gemm_with(tapegrad_tensor::kernels::active_isa(), m, n, k, a, b, &mut c, n, false);
-        let (want, scale) = reference(m, n, k, &a, &b);
+        gemm_with(tapegrad_tensor::kernels::active_isa(), MatMut::row_major(&mut c, m, n), a, b, false);
+        let (want, scale) = reference(&a, &b);
         for (i, (&got, (&w, &s))) in c.iter().zip(want.iter().zip(&scale)).enumerate() {
             assert!((got as f64 - w).abs() <= tolerance::<f32>(k) * s, "offset {offset}, element {i}: {got} vs {w}");
         }

@@ -10,16 +10,11 @@
 
 use crate::dtype::Float;
 use crate::error::{Error, Result};
-use crate::kernels::gemm::{gemm, MatRef};
+use crate::kernels::gemm::{gemm, MatMut};
 use crate::tensor::Tensor;
 
 // ─── linear ─────────────────────────  y = x Wᵀ + b
 //   dx = dy W,  dW = dyᵀ x,  db = Σ_rows dy
-
-/// A 2-D tensor as a strided GEMM operand, read in place.
-fn mat<T: Float>(t: &Tensor<T>) -> MatRef<'_, T> {
-    MatRef { data: t.storage().as_slice(), offset: t.offset(), row_stride: t.strides()[0], col_stride: t.strides()[1] }
-}
 
 impl<T: Float> Tensor<T> {
     /// `self Wᵀ + b` for `self` `[batch, in]`, `w` `[out, in]` and `b` `[out]`: what
@@ -69,7 +64,7 @@ impl<T: Float> Tensor<T> {
             // Every element is written by the product with `accumulate = false`.
             _ => crate::memory::for_overwrite(numel),
         };
-        gemm(m, n, k, mat(x), mat(w).t(), &mut out, n, b.is_some());
+        gemm(MatMut::row_major(&mut out, m, n), x.as_mat(), w.as_mat().t(), b.is_some());
         Ok(Tensor::from_contiguous(out, &[m, n]))
     }
 }

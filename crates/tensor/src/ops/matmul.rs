@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 
 use crate::dtype::Float;
 use crate::error::{Error, Result};
-use crate::kernels::gemm::{gemm, MatRef};
+use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::layout::{broadcast_shapes, checked_numel, Dims};
 use crate::tensor::Tensor;
 
@@ -85,6 +85,18 @@ impl<T: Float> Tensor<T> {
         }
         Ok(Tensor::from_contiguous(out, &shape))
     }
+
+    /// This 2-D tensor as a strided GEMM operand, read in place: element `(i, j)` of the
+    /// [`MatRef`] is `self[[i, j]]`, whatever the tensor's strides (transposed, narrowed,
+    /// expanded). The one Tensor -> `MatRef` conversion.
+    ///
+    /// # Panics
+    /// When the tensor is not 2-D (a caller bug: every caller checks the shapes first).
+    pub(crate) fn as_mat(&self) -> MatRef<'_, T> {
+        let (dims, strides) = (self.shape(), self.strides());
+        assert!(dims.len() == 2, "Tensor::as_mat: a {dims:?} tensor is not 2-D");
+        MatRef::new(self.storage().as_slice(), self.offset(), [dims[0], dims[1]], [strides[0], strides[1]])
+    }
 }
 
 /// `out[b] = lhs[b] @ rhs[b]` for every index `b` of `batch`, with both operands already
@@ -108,18 +120,18 @@ fn batched_gemm<T: Float>(
     if rst[..nb].iter().all(|&s| s == 0) {
         if let Some(row_stride) = merged_stride(&lhs.shape()[..=nb], &lst[..=nb]) {
             let rows = out.len() / n;
-            let a = MatRef { data: la, offset: lhs.offset(), row_stride, col_stride: l_cs };
-            let b = MatRef { data: ra, offset: rhs.offset(), row_stride: r_rs, col_stride: r_cs };
-            gemm(rows, n, k, a, b, out, n, false);
+            let a = MatRef::new(la, lhs.offset(), [rows, k], [row_stride, l_cs]);
+            let b = MatRef::new(ra, rhs.offset(), [k, n], [r_rs, r_cs]);
+            gemm(MatMut::row_major(out, rows, n), a, b, false);
             return;
         }
     }
 
     let one = |(index, c): (usize, &mut [T])| {
         let (lo, ro) = batch_offsets(index, batch, lhs, rhs);
-        let a = MatRef { data: la, offset: lo, row_stride: l_rs, col_stride: l_cs };
-        let b = MatRef { data: ra, offset: ro, row_stride: r_rs, col_stride: r_cs };
-        gemm(m, n, k, a, b, c, n, false);
+        let a = MatRef::new(la, lo, [m, k], [l_rs, l_cs]);
+        let b = MatRef::new(ra, ro, [k, n], [r_rs, r_cs]);
+        gemm(MatMut::row_major(c, m, n), a, b, false);
     };
     if m.saturating_mul(n).saturating_mul(k).saturating_mul(2) < SMALL_PRODUCT_FLOPS && out.len() > m * n {
         out.par_chunks_mut(m * n).enumerate().for_each(one);

@@ -27,47 +27,18 @@
 
 use rayon::prelude::*;
 
+use super::mat::{Out, Product};
 use super::microkernel::MAX_TILE;
-use super::{GemmKernels, MatRef, Microkernel};
+use super::{GemmKernels, Microkernel};
 
 /// Below this many flops (`2 m n k`) a product runs on the calling thread: splitting it would
 /// cost more in synchronisation than it saves (about a 128^3 product).
 pub(super) const PAR_MIN_FLOPS: usize = 1 << 22;
 
-/// `*mut T` that may cross threads: tasks write disjoint tiles of `C` through it.
-#[derive(Clone, Copy)]
-pub(super) struct SharedMut<T>(pub(super) *mut T);
-
-impl<T> SharedMut<T> {
-    /// The pointer (a method, so that closures capture the whole `Send + Sync` wrapper).
-    pub(super) fn get(self) -> *mut T {
-        self.0
-    }
-}
-// SAFETY: the driver hands each task a disjoint set of `C` tiles, so no element is written by
-// two threads, and the pointer outlives the parallel region (it borrows `c` for the whole call).
-unsafe impl<T: Send> Send for SharedMut<T> {}
-// SAFETY: as above; the pointer itself is only copied, never used to create shared references.
-unsafe impl<T: Send> Sync for SharedMut<T> {}
-
-/// Runs `C (+)= A · B` with `m, n, k >= 1`, on the current rayon pool when it is large enough.
-///
-/// The caller ([`super::gemm_with`]) has checked that `a` and `b` cover `m x k` and `k x n` and
-/// that `c` covers the `m x n` elements `c[i * c_rs + j * c_cs]` without two of them sharing an
-/// index (`C` row-major with `ldc >= n`, or its transpose).
-pub(super) fn run<T: GemmKernels>(
-    uk: &Microkernel<T>,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
-    c: &mut [T],
-    c_rs: usize,
-    c_cs: usize,
-    accumulate: bool,
-) {
-    let c = SharedMut(c.as_mut_ptr());
+/// Runs the product `p` with `m, n, k >= 1`, on the current rayon pool when it is large enough.
+/// `C` may be row-major or its transpose (any strides its `MatMut` allowed).
+pub(super) fn run<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
+    let (m, n, k) = (p.m(), p.n(), p.k());
     let threads = if m.saturating_mul(n).saturating_mul(k).saturating_mul(2) >= PAR_MIN_FLOPS {
         rayon::current_num_threads()
     } else {
@@ -76,20 +47,18 @@ pub(super) fn run<T: GemmKernels>(
     let (rows, cols) = grid(uk, m, n, threads);
     let (m_units, n_units) = (m.div_ceil(uk.mr), n.div_ceil(uk.nr));
     if rows * cols == 1 {
-        return nest(uk, m, n, k, a, b, c, 0, (c_rs, c_cs), accumulate);
+        return nest(uk, p);
     }
     // Rectangle `t` of the grid: its share of the micro-panels of M and of N, as whole panels
     // (so each element of C is still one microkernel call per kc slice).
     let bounds = |part: usize, parts: usize, units: usize, unit: usize, len: usize| {
-        ((units * part / parts * unit).min(len), (units * (part + 1) / parts * unit).min(len))
+        (units * part / parts * unit).min(len)..(units * (part + 1) / parts * unit).min(len)
     };
     (0..rows * cols).into_par_iter().for_each(|t| {
-        let (i0, i1) = bounds(t / cols, rows, m_units, uk.mr, m);
-        let (j0, j1) = bounds(t % cols, cols, n_units, uk.nr, n);
-        if i0 < i1 && j0 < j1 {
-            let a = MatRef { offset: a.offset + i0 * a.row_stride, ..a };
-            let b = MatRef { offset: b.offset + j0 * b.col_stride, ..b };
-            nest(uk, i1 - i0, j1 - j0, k, a, b, c, i0 * c_rs + j0 * c_cs, (c_rs, c_cs), accumulate);
+        let i = bounds(t / cols, rows, m_units, uk.mr, m);
+        let j = bounds(t % cols, cols, n_units, uk.nr, n);
+        if !i.is_empty() && !j.is_empty() {
+            nest(uk, p.block(i, j));
         }
     });
 }
@@ -118,22 +87,11 @@ fn grid<T>(uk: &Microkernel<T>, m: usize, n: usize, threads: usize) -> (usize, u
     (1, 1)
 }
 
-/// The loop nest for the `m x n` block of `C` whose element `(i, j)` is at
-/// `c_start + i * c_rs + j * c_cs`, on the calling thread. `a` and `b` cover `m x k` and
-/// `k x n`, and the caller owns that block of `C` for the whole call (see [`run`]).
-#[allow(clippy::too_many_arguments)]
-fn nest<T: GemmKernels>(
-    uk: &Microkernel<T>,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
-    c: SharedMut<T>,
-    c_start: usize,
-    (c_rs, c_cs): (usize, usize),
-    accumulate: bool,
-) {
+/// The loop nest for the product `p` on the calling thread, which owns `p`'s block of `C` for
+/// the whole call (see [`run`]).
+fn nest<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
+    let (m, n, k) = (p.m(), p.n(), p.k());
+    let (a, b, c) = (p.a(), p.b(), p.c());
     let (mr, nr) = (uk.mr, uk.nr);
     // Blocks of M as even as whole micro-panels allow, none taller than mc.
     let mc = m.div_ceil(m.div_ceil(uk.mc)).next_multiple_of(mr).min(uk.mc);
@@ -147,28 +105,28 @@ fn nest<T: GemmKernels>(
                 let n_panels = nc.div_ceil(nr);
                 for pc in (0..k).step_by(uk.kc) {
                     let kc = uk.kc.min(k - pc);
-                    let acc = accumulate || pc > 0;
+                    let accumulate = p.accumulate() || pc > 0;
                     // B's panel is packed as its transpose (rows are the nc columns, depth runs
                     // along k).
                     let b_buf = &mut b_pack[..n_panels * nr * kc];
-                    // SAFETY: b(pc + p, jc + j) for p < kc, j < nc is inside `b.data` because
-                    // `b` covers k x n (checked by gemm_with); `b_buf` holds n_panels
-                    // micro-panels of nr * kc elements.
+                    // SAFETY: B(pc + q, jc + j) for q < kc, j < nc is inside `b`'s slice because
+                    // `b` is a checked k x n view; `b_buf` holds n_panels micro-panels of
+                    // nr * kc elements.
                     unsafe {
-                        let src = b.data.as_ptr().add(b.offset + pc * b.row_stride + jc * b.col_stride);
-                        (uk.pack_b)(src, nc, kc, b.col_stride, b.row_stride, b_buf);
+                        let src = b.as_ptr().add(pc * b.row_stride() + jc * b.col_stride());
+                        (uk.pack_b)(src, nc, kc, b.col_stride(), b.row_stride(), b_buf);
                     }
                     for ic in (0..m).step_by(mc) {
                         let rows = mc.min(m - ic);
                         let a_buf = &mut a_pack[..rows.div_ceil(mr) * mr * kc];
                         // SAFETY: rows ic .. ic + rows and columns pc .. pc + kc of `a` are
-                        // inside `a.data` because `a` covers m x k (checked by gemm_with).
+                        // inside its slice because `a` is a checked m x k view.
                         unsafe {
-                            let src = a.data.as_ptr().add(a.offset + ic * a.row_stride + pc * a.col_stride);
-                            (uk.pack_a)(src, rows, kc, a.row_stride, a.col_stride, a_buf);
+                            let src = a.as_ptr().add(ic * a.row_stride() + pc * a.col_stride());
+                            (uk.pack_a)(src, rows, kc, a.row_stride(), a.col_stride(), a_buf);
                         }
-                        let c_block = c_start + ic * c_rs + jc * c_cs;
-                        macrokernel(uk, kc, a_buf, rows, b_buf, 0..n_panels, nc, c, c_block, (c_rs, c_cs), acc);
+                        let packed = Packed { a: a_buf, rows, b: b_buf, cols: nc, kc };
+                        macrokernel(uk, packed, c.starting_at(ic, jc), accumulate);
                     }
                 }
             }
@@ -176,27 +134,26 @@ fn nest<T: GemmKernels>(
     })
 }
 
-/// Sweeps the `mr x nr` tiles of one packed block of `A` (`rows x kc`) against the micro-panels
-/// `panels` of the packed `B` panel (`nc` columns wide), writing the tiles of `C` whose element
-/// `(i, j)` is at `c_start + i * c_rs + j * c_cs`. Full tiles of a row-major `C` go straight to
-/// the microkernel; edge tiles and transposed `C` go through a scratch tile, so the microkernel
-/// always writes a full row-major `mr x nr`.
-fn macrokernel<T: Copy + Default>(
-    uk: &Microkernel<T>,
-    kc: usize,
-    a_buf: &[T],
+/// One packed block of `A` (`rows x kc`, in `mr`-row micro-panels) and one packed panel of `B`
+/// (`kc x cols`, in `nr`-column micro-panels), zero-padded to whole micro-panels.
+struct Packed<'a, T> {
+    a: &'a [T],
     rows: usize,
-    b_buf: &[T],
-    panels: std::ops::Range<usize>,
-    nc: usize,
-    c: SharedMut<T>,
-    c_start: usize,
-    (c_rs, c_cs): (usize, usize),
-    accumulate: bool,
-) {
+    b: &'a [T],
+    cols: usize,
+    kc: usize,
+}
+
+/// Sweeps the `mr x nr` tiles of the packed block of `A` against the micro-panels of the packed
+/// panel of `B`, writing the `rows x cols` block of `C` whose element `(0, 0)` is `c`'s. Full
+/// tiles of a row-major `C` go straight to the microkernel; edge tiles and transposed `C` go
+/// through a scratch tile, so the microkernel always writes a full row-major `mr x nr`.
+fn macrokernel<T: Copy + Default>(uk: &Microkernel<T>, packed: Packed<'_, T>, c: Out<'_, T>, accumulate: bool) {
+    let Packed { a: a_buf, rows, b: b_buf, cols: nc, kc } = packed;
     let (mr, nr) = (uk.mr, uk.nr);
+    let (c_rs, c_cs) = (c.row_stride(), c.col_stride());
     let mut scratch = [T::default(); MAX_TILE];
-    for jp in panels {
+    for jp in 0..nc.div_ceil(nr) {
         let cols = nr.min(nc - jp * nr);
         let b_panel = &b_buf[jp * nr * kc..(jp + 1) * nr * kc];
         for (ip, a_panel) in a_buf.chunks_exact(mr * kc).enumerate() {
@@ -206,13 +163,13 @@ fn macrokernel<T: Copy + Default>(
                 Some(&(_, edge)) => edge,
                 None => uk.run,
             };
-            let offset = c_start + ip * mr * c_rs + jp * nr * c_cs;
             // SAFETY: the tile's elements (i, j), i < tile_rows, j < cols, are elements of the
-            // m x n matrix C that `c` covers (checked by gemm_with), this task alone owns them,
-            // and the packed micro-panels hold kc * mr and kc * nr elements. `uk.run` matches
-            // this CPU (chosen by `select_*`). The scratch tile has mr * nr <= MAX_TILE elements.
+            // product's C (a checked `MatMut`: inside its slice and distinct), this task alone
+            // owns them, and the packed micro-panels hold kc * mr and kc * nr elements.
+            // `uk.run` matches this CPU (chosen by `select_*`). The scratch tile has
+            // mr * nr <= MAX_TILE elements.
             unsafe {
-                let tile = c.0.add(offset);
+                let tile = c.at(ip * mr, jp * nr);
                 if tile_rows == mr && cols == nr && c_cs == 1 && c_rs >= nr {
                     (uk.run)(kc, a_panel.as_ptr(), b_panel.as_ptr(), tile, c_rs, accumulate);
                 } else {

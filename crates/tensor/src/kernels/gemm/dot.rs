@@ -28,7 +28,7 @@
 
 use std::arch::x86_64::*;
 
-use super::MAX_THIN;
+use super::{Dot, MAX_THIN};
 
 /// Depth of one slice of `K`: the `NB <= 16` rows of `Bᵀ` over one slice take at most 64 KiB
 /// (40 KiB for a classifier's 10 outputs), which stay in a 48 KiB L1 cache while a group of rows
@@ -43,22 +43,19 @@ const GROUP: usize = 24;
 
 /// `MB` rows of `A` against `NB` rows of `Bᵀ` over `k` steps of `K` (one slice): the vector
 /// partial sums start at zero (`first`) or at `partial`, and end in `partial`, or, after the
-/// last slice (`c` is `Some`), reduced into `C`.
+/// last slice (`last`), reduced into `C`.
 ///
 /// # Safety
-/// The contract of `DotFn` with `m = MB`, `n = NB`, over this slice of `K`; `c`, when given,
-/// points at `C(0, 0)` of these rows.
+/// The contract of `DotFn` with `m = MB`, `n = NB`, over this slice of `K`.
 #[target_feature(enable = "avx512f,avx512vl")]
 unsafe fn block<const MB: usize, const NB: usize>(
     k: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
+    ops: Dot<f32>,
     partial: &mut [[__m512; NB]; MB],
     first: bool,
-    c: Option<(*mut f32, (usize, usize), bool)>,
+    last: bool,
 ) {
+    let Dot { a, lda, b, ldb, c, c_rs, c_cs, accumulate } = ops;
     let mut acc = if first { [[_mm512_setzero_ps(); NB]; MB] } else { *partial };
     // One step of 16 (or, under `mask`, fewer) along K at offset `off`.
     macro_rules! step {
@@ -88,10 +85,10 @@ unsafe fn block<const MB: usize, const NB: usize>(
     if rest > 0 {
         step!(full * 16, ((1u32 << rest) - 1) as __mmask16);
     }
-    let Some((c, (c_rs, c_cs), accumulate)) = c else {
+    if !last {
         *partial = acc;
         return;
-    };
+    }
     for (i, row) in acc.iter().enumerate() {
         for (j, &v) in row.iter().enumerate() {
             let sum = _mm512_reduce_add_ps(v);
@@ -110,38 +107,26 @@ unsafe fn block<const MB: usize, const NB: usize>(
 /// # Safety
 /// The contract of `DotFn` with `n = NB`.
 #[target_feature(enable = "avx512f,avx512vl")]
-unsafe fn rows<const MB: usize, const NB: usize>(
-    m: usize,
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    (c_rs, c_cs): (usize, usize),
-    accumulate: bool,
-) {
+unsafe fn rows<const MB: usize, const NB: usize>(m: usize, k: usize, ops: Dot<f32>) {
     let mut partial = [[_mm512_setzero_ps(); NB]; GROUP];
     for g in (0..m).step_by(GROUP) {
         let group = GROUP.min(m - g);
         for s in (0..k).step_by(SLICE) {
             let depth = SLICE.min(k - s);
-            let last = s + depth == k;
+            let (first, last) = (s == 0, s + depth == k);
             let mut i = 0;
             while i < group {
                 let mb = if group - i >= MB { MB } else { 1 };
-                let (a, c) = (a.wrapping_add((g + i) * lda + s), c.wrapping_add((g + i) * c_rs));
-                let c = last.then_some((c, (c_rs, c_cs), accumulate));
-                let (b, first) = (b.wrapping_add(s), s == 0);
+                let ops = ops.at(g + i, s);
                 let rows = &mut partial[i..i + mb];
                 // SAFETY: rows `g + i ..` (MB of them, or one) are below `m` and the slice
                 // `s..s + depth` is inside `0..k`: inside the contract's ranges; `rows` holds
                 // `mb` sets of partial sums.
                 unsafe {
                     if mb == MB {
-                        block::<MB, NB>(depth, a, lda, b, ldb, rows.try_into().expect("MB rows"), first, c);
+                        block::<MB, NB>(depth, ops, rows.try_into().expect("MB rows"), first, last);
                     } else {
-                        block::<1, NB>(depth, a, lda, b, ldb, rows.try_into().expect("one row"), first, c);
+                        block::<1, NB>(depth, ops, rows.try_into().expect("one row"), first, last);
                     }
                 }
                 i += mb;
@@ -156,23 +141,12 @@ unsafe fn rows<const MB: usize, const NB: usize>(
 /// # Safety
 /// The contract of `DotFn`.
 #[target_feature(enable = "avx512f,avx512vl")]
-pub(super) unsafe fn dot_f32(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    cs: (usize, usize),
-    accumulate: bool,
-) {
+pub(super) unsafe fn dot_f32(m: usize, n: usize, k: usize, ops: Dot<f32>) {
     macro_rules! by_width {
         ($($nb:literal => $mb:literal),* $(,)?) => {
             match n {
                 // SAFETY: `n = NB` (the contract of `rows`), the rest is the caller's contract.
-                $($nb => unsafe { rows::<$mb, $nb>(m, k, a, lda, b, ldb, c, cs, accumulate) },)*
+                $($nb => unsafe { rows::<$mb, $nb>(m, k, ops) },)*
                 _ => unreachable!("dot_f32 takes 1 to {MAX_THIN} columns, got {n}"),
             }
         };

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::dtype::Float;
 use crate::error::{Error, Result};
-use crate::kernels::gemm::{gemm, MatRef};
+use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::layout::checked_numel;
 use crate::tensor::Tensor;
 
@@ -92,12 +92,12 @@ fn columns<'a, T: Float>(x: &'a Tensor<T>, n: usize, g: &Geometry, buf: &'a mut 
             (s[2] == g.w * s[3]).then_some(s[3])
         };
         if let Some(col_stride) = col_stride {
-            return MatRef { data, offset: base, row_stride: s[1], col_stride };
+            return MatRef::new(data, base, [g.col_rows(), g.col_cols()], [s[1], col_stride]);
         }
     }
     buf.resize(g.col_rows() * g.col_cols(), T::ZERO);
     im2col(data, base, [s[1], s[2], s[3]], g, buf);
-    MatRef { data: buf, offset: 0, row_stride: g.col_cols(), col_stride: 1 }
+    MatRef::row_major(buf, g.col_rows(), g.col_cols())
 }
 
 impl<T: Float> Tensor<T> {
@@ -146,13 +146,13 @@ impl<T: Float> Tensor<T> {
         let bias = bias.map(Tensor::to_vec);
         let w = weight.contiguous();
         let w_data = w.storage().as_slice();
-        let w_ref = MatRef { data: w_data, offset: w.offset(), row_stride: g.col_rows(), col_stride: 1 };
+        let w_ref = MatRef::new(w_data, w.offset(), [c_out, g.col_rows()], [g.col_rows(), 1]);
         let plane = g.col_cols();
         let mut out = crate::memory::for_overwrite(n * c_out * plane);
         if !out.is_empty() {
             out.par_chunks_mut(c_out * plane).enumerate().for_each_init(Vec::new, |buf, (i, y)| {
                 let cols = columns(self, i, &g, buf);
-                gemm(c_out, plane, g.col_rows(), w_ref, cols, y, plane, false);
+                gemm(MatMut::row_major(y, c_out, plane), w_ref, cols, false);
                 if let Some(b) = &bias {
                     for (row, &bo) in y.chunks_exact_mut(plane).zip(b) {
                         row.iter_mut().for_each(|v| *v += bo);
@@ -211,7 +211,7 @@ impl<T: Float> Tensor<T> {
         let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
         let w = weight.contiguous();
         // Wᵀ as a GEMM operand: [rows, c_out], read through swapped strides, never copied.
-        let w_t = MatRef { data: w.storage().as_slice(), offset: w.offset(), row_stride: 1, col_stride: rows };
+        let w_t = MatRef::new(w.storage().as_slice(), w.offset(), [c_out, rows], [rows, 1]).t();
 
         let mut dbias = vec![T::ZERO; c_out];
         for dy_n in dy_data.chunks_exact((c_out * plane).max(1)) {
@@ -230,16 +230,15 @@ impl<T: Float> Tensor<T> {
                 if i >= n {
                     break;
                 }
-                let dy_ref = MatRef { data: dy_data, offset: i * c_out * plane, row_stride: plane, col_stride: 1 };
+                let dy_ref = MatRef::new(dy_data, i * c_out * plane, [c_out, plane], [plane, 1]);
                 let cols = columns(self, i, &g, &mut buf);
-                let cols_t = MatRef { row_stride: cols.col_stride, col_stride: cols.row_stride, ..cols };
-                gemm(c_out, rows, plane, dy_ref, cols_t, dw, rows, k > 0);
+                gemm(MatMut::row_major(dw, c_out, rows), dy_ref, cols.t(), k > 0);
                 let dx_i = &mut dx_group[k * image..(k + 1) * image];
                 if g.is_pointwise() {
-                    gemm(rows, plane, c_out, w_t, dy_ref, dx_i, plane, false);
+                    gemm(MatMut::row_major(dx_i, rows, plane), w_t, dy_ref, false);
                 } else {
                     dcols.resize(rows * plane, T::ZERO);
-                    gemm(rows, plane, c_out, w_t, dy_ref, &mut dcols, plane, false);
+                    gemm(MatMut::row_major(&mut dcols, rows, plane), w_t, dy_ref, false);
                     col2im(&dcols, &g, dx_i);
                 }
             }
