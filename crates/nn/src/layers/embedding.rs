@@ -6,7 +6,7 @@ use tapegrad_autograd::Var;
 use tapegrad_tensor::{Float, Generator, Tensor};
 
 use crate::error::{Error, Result};
-use crate::module::{join, Mode, ModeChange, Module, Visit};
+use crate::module::Module;
 
 fn input_error(op: &'static str, shape: &[usize], reason: impl Into<String>) -> Error {
     tapegrad_tensor::Error::InvalidShape { op, shape: shape.to_vec(), reason: reason.into() }.into()
@@ -30,10 +30,14 @@ fn input_error(op: &'static str, shape: &[usize], reason: impl Into<String>) -> 
 /// assert_eq!(emb.forward(&ids)?.shape(), vec![2, 2, 4]);
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
+#[derive(crate::Module)]
+#[module(float = T, display = false)]
 pub struct Embedding<T: Float = f32> {
     /// `[num_embeddings, embedding_dim]`.
     pub weight: Var<T>,
+    #[module(skip)]
     num_embeddings: usize,
+    #[module(skip)]
     embedding_dim: usize,
 }
 
@@ -95,17 +99,6 @@ impl<T: Float> Embedding<T> {
         let mut out = shape.to_vec();
         out.push(self.embedding_dim);
         Ok(rows.reshape(&out)?)
-    }
-}
-
-impl<T: Float> Visit<T> for Embedding<T> {
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
-        f(&join(prefix, "weight"), &self.weight);
-    }
-    fn set_mode(&mut self, _: ModeChange) {}
-    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
-    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
-        write!(f, "{self}")
     }
 }
 
