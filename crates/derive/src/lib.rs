@@ -1,17 +1,6 @@
-//! `#[derive(Module)]`: writes `tapegrad::nn::Visit` (the walk over parameters, buffers and
-//! modes) and `Display` for a struct of modules, so a custom model implements only `forward`.
-//!
-//! Every field is visited as a child named after the field (tuple fields by index), unless it is
-//! marked `#[module(skip)]` (for configuration such as sizes or flags). A child may be a layer, a
-//! model, a `Var` (a parameter), or a `Vec`, `Option` or `Box` of those.
-//!
-//! `Display` prints the tree like PyTorch's `print(model)`. It is written for the struct's first
-//! type parameter when it has one (a model generic in its element type), else for `f32`; a
-//! non-generic `f64` model says so with `#[module(float = f64)]` on the struct.
-//!
-//! The generated impl is generic over the element type where the fields allow it:
-//! `impl<T: Float> Visit<T> for Model where Field: Visit<T>, ...`, so a struct of `f32` layers
-//! gets `Visit<f32>` and a struct generic in its element type gets both.
+//! `#[derive(Module)]` for tapegrad: writes the `Visit` walk (parameters, buffers, modes, the
+//! printed form) and `Display` of a model or layer struct. Used as `tapegrad::nn::Module` (or
+//! `tapegrad_nn::Module`); the macro's own docs list exactly what it writes.
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -42,38 +31,134 @@ fn nn_path() -> TokenStream2 {
     }
 }
 
-fn is_skipped(attrs: &[syn::Attribute]) -> syn::Result<bool> {
-    let mut skip = false;
-    for attr in attrs.iter().filter(|a| a.path().is_ident("module")) {
-        attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("skip") {
-                skip = true;
-                Ok(())
-            } else {
-                Err(meta.error("expected `#[module(skip)]`"))
-            }
-        })?;
-    }
-    Ok(skip)
+/// What a field contributes; see `derive_module`'s docs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Child { printed: bool },
+    Buffer,
+    Mode,
+    Flatten,
+    Skip,
 }
 
-/// The element type a struct-level `#[module(float = f64)]` names, if any.
-fn struct_float(attrs: &[syn::Attribute]) -> syn::Result<Option<syn::Type>> {
-    let mut float = None;
+fn field_kind(attrs: &[syn::Attribute]) -> syn::Result<Kind> {
+    let mut kind = None;
+    for attr in attrs.iter().filter(|a| a.path().is_ident("module")) {
+        attr.parse_nested_meta(|meta| {
+            let this = if meta.path.is_ident("skip") {
+                Kind::Skip
+            } else if meta.path.is_ident("buffer") {
+                Kind::Buffer
+            } else if meta.path.is_ident("mode") {
+                Kind::Mode
+            } else if meta.path.is_ident("flatten") {
+                Kind::Flatten
+            } else if meta.path.is_ident("no_print") {
+                Kind::Child { printed: false }
+            } else {
+                return Err(meta.error(
+                    "expected `#[module(skip)]`, `#[module(buffer)]`, `#[module(mode)]`, \
+                     `#[module(flatten)]` or `#[module(no_print)]` on a field",
+                ));
+            };
+            if kind.replace(this).is_some() {
+                return Err(meta.error("a field takes one `#[module(...)]` attribute"));
+            }
+            Ok(())
+        })?;
+    }
+    Ok(kind.unwrap_or(Kind::Child { printed: true }))
+}
+
+/// The struct-level attributes: `#[module(float = f64)]`, `#[module(display = false)]`.
+struct StructAttrs {
+    float: Option<syn::Type>,
+    display: bool,
+}
+
+fn struct_attrs(attrs: &[syn::Attribute]) -> syn::Result<StructAttrs> {
+    let mut out = StructAttrs { float: None, display: true };
     for attr in attrs.iter().filter(|a| a.path().is_ident("module")) {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("float") {
-                float = Some(meta.value()?.parse::<syn::Type>()?);
+                out.float = Some(meta.value()?.parse::<syn::Type>()?);
+                Ok(())
+            } else if meta.path.is_ident("display") {
+                out.display = meta.value()?.parse::<syn::LitBool>()?.value;
                 Ok(())
             } else {
-                Err(meta.error("expected `#[module(float = f32)]` or `#[module(float = f64)]` on a struct"))
+                Err(meta.error("expected `#[module(float = T)]` or `#[module(display = false)]` on a struct"))
             }
         })?;
     }
-    Ok(float)
+    Ok(out)
 }
 
-/// Derives `Visit` and `Display` for a struct; see the crate docs.
+/// Derives `Visit` and (unless `#[module(display = false)]`) `Display` for a struct; **not**
+/// `Module`, despite the name: `forward` is always written by hand.
+///
+/// `Module`'s provided methods (`parameters`, `named_parameters`, `named_buffers`, `train`,
+/// `eval`, `mc_dropout`, `is_training`, `zero_grad`) are built on `Visit`, so a model derives the
+/// walk and implements only `forward`:
+///
+/// ```text
+/// #[derive(Module)]
+/// struct Mlp { fc1: Linear, drop: Dropout, fc2: Linear }
+///
+/// impl Module for Mlp {
+///     fn forward(&self, x: &Var) -> Result<Var> { ... }
+/// }
+/// ```
+///
+/// The derive writes two impls:
+///
+/// - `impl Visit<T> for Mlp`: `visit_parameters`, `visit_buffers`, `set_mode` and `visit_modes`
+///   go through the fields in declaration order, and `fmt_module` prints the tree below;
+/// - `impl Display for Mlp`: `fmt_module` at indent 0, PyTorch's `print(model)`:
+///
+/// ```text
+/// Mlp(
+///   (fc1): Linear(in_features=784, out_features=256, bias=True)
+///   (drop): Dropout(p=0.5)
+///   (fc2): Linear(in_features=256, out_features=10, bias=True)
+/// )
+/// ```
+///
+/// # Fields
+///
+/// - A field without attribute is a **child**: anything that implements `Visit` (a layer, a
+///   derived model, a `Var`, or a `Vec`, `Option` or `Box` of those). Its parameters and buffers
+///   are named under the field's name (`fc1.weight`: parameter `weight` of child `fc1`; a `Var`
+///   field is one parameter named after the field; `Vec` elements are named `0`, `1`, ...; a
+///   `None` contributes nothing; tuple fields are named `0`, `1`, ...). Mode changes reach it,
+///   it reports its modes, and it prints as a `(name): ...` line of the tree.
+/// - `#[module(skip)]`: left out of everything (sizes, flags, `PhantomData`).
+/// - `#[module(buffer)]`: a `Var` (or `Option<Var>`) of state that is saved with the model but
+///   not trained, such as BatchNorm's running statistics: visited by `visit_buffers` (named
+///   after the field), not by `visit_parameters`; not printed.
+/// - `#[module(mode)]`: the `Mode` a layer keeps: `set_mode` applies each change to it
+///   (`Mode::apply`) and `visit_modes` reports it; not printed.
+/// - `#[module(flatten)]`: a child whose names are the parent's own (`weight`, not
+///   `field.weight`): a newtype layer over shared state is visited as that state. Not printed.
+/// - `#[module(no_print)]`: a child left out of the printed tree only (as PyTorch's
+///   `MultiheadAttention` prints neither its packed projection weights nor its dropout).
+///
+/// # Struct attributes
+///
+/// - `#[module(float = T)]` (a type parameter of the struct, `f32` or `f64`): the element
+///   type. The impls are then exactly `Visit<T>` and `Display` in `T`, and add no bounds on the
+///   field types (a field whose type is a bare type parameter needs its `Visit<T>` bound on the
+///   struct). Without it the impl is generic over every element type the fields allow,
+///   `impl<F: Float> Visit<F> for Model where Field: Visit<F>, ...` (a struct of `f32` layers
+///   gets `Visit<f32>`), and `Display` is written for the struct's first type parameter if it has
+///   one, else for `f32`.
+/// - `#[module(display = false)]`: the type keeps its own `Display` (a layer printed on one
+///   line in PyTorch's style, `Linear(in_features=4, out_features=8, bias=True)`): the derive
+///   writes no `Display`, and `fmt_module` prints the type's `Display`.
+///
+/// The generated code names the nn crate by its absolute path (`::tapegrad::nn` for users of the
+/// facade, `::tapegrad_nn` inside the workspace and inside tapegrad-nn itself), found with
+/// `proc-macro-crate`.
 #[proc_macro_derive(Module, attributes(module))]
 pub fn derive_module(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -89,85 +174,129 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     let Data::Struct(data) = &input.data else {
         return Err(syn::Error::new_spanned(&input.ident, "#[derive(Module)] works on structs only"));
     };
-    let mut members = vec![];
-    let mut labels = vec![];
-    let mut types = vec![];
+    let attrs = struct_attrs(&input.attrs)?;
     let fields: Vec<&syn::Field> = match &data.fields {
         Fields::Named(f) => f.named.iter().collect(),
         Fields::Unnamed(f) => f.unnamed.iter().collect(),
         Fields::Unit => vec![],
     };
+
+    // The element type: the one `#[module(float = T)]` names, else a fresh parameter, so that
+    // the impl covers whatever the fields allow.
+    let fresh = format_ident!("__TapegradFloat");
+    let t = match &attrs.float {
+        Some(ty) => quote!(#ty),
+        None => quote!(#fresh),
+    };
+
+    let (mut params, mut buffers, mut set_mode, mut modes, mut prints, mut bounds) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for (i, field) in fields.into_iter().enumerate() {
-        if is_skipped(&field.attrs)? {
-            continue;
-        }
-        match &field.ident {
-            Some(ident) => {
-                labels.push(ident.to_string());
-                members.push(Member::Named(ident.clone()));
+        let kind = field_kind(&field.attrs)?;
+        let (member, label) = match &field.ident {
+            Some(ident) => (Member::Named(ident.clone()), ident.to_string()),
+            None => (Member::Unnamed(Index::from(i)), i.to_string()),
+        };
+        let ty = &field.ty;
+        let visit = quote!(#nn::Visit::<#t>);
+        match kind {
+            Kind::Skip => {}
+            Kind::Mode => {
+                set_mode.push(quote!(#nn::Mode::apply(&mut self.#member, change);));
+                modes.push(quote!(f(self.#member);));
             }
-            None => {
-                labels.push(i.to_string());
-                members.push(Member::Unnamed(Index::from(i)));
+            Kind::Buffer => {
+                bounds.push(quote!(#ty: #nn::Visit<#t>));
+                buffers.push(quote!(#visit::visit_parameters(&self.#member, &#nn::module::join(prefix, #label), f);));
+            }
+            Kind::Child { .. } | Kind::Flatten => {
+                bounds.push(quote!(#ty: #nn::Visit<#t>));
+                // A flattened field joins the empty name: its names are the parent's.
+                let label = if kind == Kind::Flatten { String::new() } else { label.clone() };
+                params.push(quote!(#visit::visit_parameters(&self.#member, &#nn::module::join(prefix, #label), f);));
+                buffers.push(quote!(#visit::visit_buffers(&self.#member, &#nn::module::join(prefix, #label), f);));
+                set_mode.push(quote!(#visit::set_mode(&mut self.#member, change);));
+                modes.push(quote!(#visit::visit_modes(&self.#member, f);));
+                if kind == (Kind::Child { printed: true }) {
+                    prints.push(quote! {
+                        ::std::write!(f, "{}({}): ", "  ".repeat(indent + 1), #label)?;
+                        #visit::fmt_module(&self.#member, f, indent + 1)?;
+                        ::std::writeln!(f)?;
+                    });
+                }
             }
         }
-        types.push(field.ty.clone());
     }
 
-    // The element type: a fresh parameter, so that the impl covers whatever the fields allow.
-    let t = format_ident!("__TapegradFloat");
     let mut generics = input.generics.clone();
-    generics.params.push(GenericParam::Type(syn::parse_quote!(#t: #nn::Float)));
+    if attrs.float.is_none() {
+        generics.params.push(GenericParam::Type(syn::parse_quote!(#fresh: #nn::Float)));
+    }
     let (impl_generics, _, _) = generics.split_for_impl();
     let (_, ty_generics, where_clause) = input.generics.split_for_impl();
     let mut where_clause = where_clause.cloned().unwrap_or_else(|| syn::parse_quote!(where));
-    for ty in &types {
-        where_clause.predicates.push(syn::parse_quote!(#ty: #nn::Visit<#t>));
+    if attrs.float.is_none() {
+        // With a fixed element type the body alone checks the fields (and a private field type
+        // stays out of the public impl's bounds).
+        for bound in &bounds {
+            where_clause.predicates.push(syn::parse_quote!(#bound));
+        }
+    }
+
+    let struct_name = name.to_string();
+    let fmt_module = if attrs.display {
+        quote! {
+            ::std::writeln!(f, "{}(", #struct_name)?;
+            #( #prints )*
+            ::std::write!(f, "{})", "  ".repeat(indent))
+        }
+    } else {
+        quote! {
+            let _ = indent;
+            ::std::write!(f, "{}", self)
+        }
+    };
+    // Unused-variable lints stay quiet for a struct without the fields that use them.
+    let visit_impl = quote! {
+        impl #impl_generics #nn::Visit<#t> for #name #ty_generics #where_clause {
+            #[allow(unused_variables)]
+            fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &#nn::Var<#t>)) {
+                #( #params )*
+            }
+            #[allow(unused_variables)]
+            fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &#nn::Var<#t>)) {
+                #( #buffers )*
+            }
+            #[allow(unused_variables)]
+            fn set_mode(&mut self, change: #nn::ModeChange) {
+                #( #set_mode )*
+            }
+            #[allow(unused_variables)]
+            fn visit_modes(&self, f: &mut dyn FnMut(#nn::Mode)) {
+                #( #modes )*
+            }
+            fn fmt_module(&self, f: &mut ::std::fmt::Formatter<'_>, indent: usize) -> ::std::fmt::Result {
+                #fmt_module
+            }
+        }
+    };
+    if !attrs.display {
+        return Ok(visit_impl);
     }
 
     // Display: in the element type named by `#[module(float = f64)]`, else the struct's first
     // type parameter (a struct generic in its element type), else f32.
     let own_float = input.generics.type_params().next().map(|p| p.ident.clone());
     let (display_impl_generics, _, _) = input.generics.split_for_impl();
-    let display_t = match (struct_float(&input.attrs)?, &own_float) {
+    let display_t = match (&attrs.float, &own_float) {
         (Some(ty), _) => quote!(#ty),
         (None, Some(p)) => quote!(#p),
         (None, None) => quote!(f32),
     };
-    let display_bound = quote!(Self: #nn::Visit<#display_t>);
-    let display_where = match input.generics.where_clause.as_ref() {
-        Some(w) => {
-            let preds = &w.predicates;
-            quote!(where #preds, #display_bound)
-        }
-        None => quote!(where #display_bound),
-    };
-    let struct_name = name.to_string();
-
+    let mut display_where = input.generics.where_clause.clone().unwrap_or_else(|| syn::parse_quote!(where));
+    display_where.predicates.push(syn::parse_quote!(Self: #nn::Visit<#display_t>));
     Ok(quote! {
-        impl #impl_generics #nn::Visit<#t> for #name #ty_generics #where_clause {
-            fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &#nn::Var<#t>)) {
-                #( #nn::Visit::<#t>::visit_parameters(&self.#members, &#nn::module::join(prefix, #labels), f); )*
-            }
-            fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &#nn::Var<#t>)) {
-                #( #nn::Visit::<#t>::visit_buffers(&self.#members, &#nn::module::join(prefix, #labels), f); )*
-            }
-            fn set_mode(&mut self, change: #nn::ModeChange) {
-                #( #nn::Visit::<#t>::set_mode(&mut self.#members, change); )*
-            }
-            fn visit_modes(&self, f: &mut dyn FnMut(#nn::Mode)) {
-                #( #nn::Visit::<#t>::visit_modes(&self.#members, f); )*
-            }
-            fn fmt_module(&self, f: &mut ::std::fmt::Formatter<'_>, indent: usize) -> ::std::fmt::Result {
-                ::std::writeln!(f, "{}(", #struct_name)?;
-                #(
-                    ::std::write!(f, "{}({}): ", "  ".repeat(indent + 1), #labels)?;
-                    #nn::Visit::<#t>::fmt_module(&self.#members, f, indent + 1)?;
-                    ::std::writeln!(f)?;
-                )*
-                ::std::write!(f, "{})", "  ".repeat(indent))
-            }
-        }
+        #visit_impl
 
         impl #display_impl_generics ::std::fmt::Display for #name #ty_generics #display_where {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {

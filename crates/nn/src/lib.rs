@@ -1,8 +1,8 @@
 //! Modules, layers, losses, optimisers, checkpoints and datasets for tapegrad.
 //!
 //! - [`Module`] and [`Visit`]: the layer / model trait and the recursive walk that
-//!   `#[derive(Module)]` writes for a model struct; `train()` / `eval()` / `mc_dropout()` reach
-//!   every nested layer.
+//!   `#[derive(Module)]` writes for a model struct (the walk and `Display`; `forward` is written
+//!   by hand); `train()` / `eval()` / `mc_dropout()` reach every nested layer.
 //! - [`layers`]: `Linear`, `Conv2d`, pools, `Flatten`, activations, `BatchNorm1d` / `2d`,
 //!   `LayerNorm`, `Embedding`, `MultiheadAttention`, `TransformerEncoderLayer`, `Sequential`, the
 //!   dropout family (`Dropout`, `Dropout2d`, `AlphaDropout`) and [`mc_predict`] for Monte Carlo
@@ -28,7 +28,6 @@ pub use checkpoint::{load, load_tensors, save, save_tensors};
 pub use layers::*;
 pub use loss::{l1_penalty, l2_penalty};
 pub use module::{Mode, ModeChange, Module, Visit};
-/// `#[derive(Module)]`: see [`tapegrad_derive`].
 pub use tapegrad_derive::Module;
 
 pub use tapegrad_autograd::Var;

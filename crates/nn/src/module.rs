@@ -1,7 +1,17 @@
 //! `Module`: the trait every layer and every model implements, and `Visit`, the recursive walk
-//! over parameters, buffers and train / eval modes that `#[derive(Module)]` writes for a struct.
+//! over parameters, buffers, train / eval modes and the printed form.
 //!
-//! The two are split so that a custom model derives the visiting code and writes only `forward`:
+//! The two are split so that the walk can be derived and `forward` written by hand:
+//! `#[derive(Module)]` implements [`Visit`] (and `Display`), never [`Module`] itself. It visits
+//! the fields in declaration order: a child field (a layer, a model, a `Var`, or a `Vec`,
+//! `Option` or `Box` of them) contributes its parameters and buffers under the field's name
+//! (`"fc1.weight"`, `"layers.0.bias"`), its modes, and a `(name): ...` line of the printed tree.
+//! `#[module(skip)]` leaves a field out, `#[module(buffer)]` makes a `Var` a buffer,
+//! `#[module(mode)]` marks the [`Mode`] a layer keeps, `#[module(flatten)]` visits a field under
+//! the parent's own names, `#[module(no_print)]` keeps a child out of the printed tree, and
+//! `#[module(display = false)]` on the struct keeps the type's own `Display`; the exact rules
+//! are in [`derive@crate::Module`]'s docs. nn's own layers use the same derive, except
+//! [`Sequential`](crate::Sequential) (a list of boxed modules printed under its own name).
 //!
 //! ```
 //! use tapegrad_nn::{Dropout, Linear, Module, Result, Var};
@@ -23,6 +33,53 @@
 //! assert_eq!(names, ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]);
 //! model.eval();
 //! assert!(!model.is_training());
+//! # Ok::<(), tapegrad_nn::Error>(())
+//! ```
+//!
+//! A layer with more than parameters says what each field is:
+//!
+//! ```
+//! use std::fmt;
+//! use tapegrad_nn::{Mode, Module, Result, Var};
+//! use tapegrad_tensor::Tensor;
+//!
+//! /// Scales its input; in eval mode it first subtracts a running mean.
+//! #[derive(tapegrad_nn::Module)]
+//! #[module(display = false)]
+//! struct Center {
+//!     scale: Var,
+//!     #[module(buffer)]
+//!     running_mean: Var,
+//!     #[module(mode)]
+//!     mode: Mode,
+//!     #[module(skip)]
+//!     width: usize,
+//! }
+//!
+//! impl fmt::Display for Center {
+//!     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+//!         write!(f, "Center({})", self.width)
+//!     }
+//! }
+//!
+//! impl Module for Center {
+//!     fn forward(&self, x: &Var) -> Result<Var> {
+//!         let x = if self.mode.training { x.clone() } else { x.sub(&self.running_mean)? };
+//!         Ok(x.mul(&self.scale)?)
+//!     }
+//! }
+//!
+//! let mut c = Center {
+//!     scale: Var::parameter(Tensor::ones(&[3])),
+//!     running_mean: Var::new(Tensor::zeros(&[3])),
+//!     mode: Mode::default(),
+//!     width: 3,
+//! };
+//! assert_eq!(c.named_parameters()[0].0, "scale");
+//! assert_eq!(c.named_buffers()[0].0, "running_mean");
+//! c.eval();
+//! assert!(!c.is_training());
+//! assert_eq!(c.to_string(), "Center(3)");
 //! # Ok::<(), tapegrad_nn::Error>(())
 //! ```
 
@@ -88,8 +145,11 @@ pub fn join(prefix: &str, name: &str) -> String {
 }
 
 /// The recursive walk over a module tree: parameters, buffers, modes and the printed form.
-/// `#[derive(Module)]` implements it for a struct of modules, parameters (`Var`), `Vec`s,
-/// `Option`s and `Box`es of them; fields marked `#[module(skip)]` are left out.
+///
+/// `#[derive(Module)]` writes it for a struct (see [`derive@crate::Module`] for what each field
+/// contributes); this file implements it for `Var` (one parameter, named by its prefix),
+/// `Vec` (elements named `0`, `1`, ...), `Option` and `Box`. Write it by hand only for a shape
+/// the derive does not cover, such as a list of boxed modules printed under its own name.
 pub trait Visit<T: Float = f32> {
     /// Calls `f(name, parameter)` for every parameter, names dotted from `prefix`.
     fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>));
@@ -110,8 +170,9 @@ pub trait Visit<T: Float = f32> {
 
 /// A layer or a model: something with a `forward` and a tree of parameters.
 ///
-/// Implement `forward`; derive the rest with `#[derive(Module)]` (which implements [`Visit`]).
-/// All the provided methods recurse over children, including those in `Vec`s and `Option`s.
+/// Implement `forward` by hand; `#[derive(Module)]` writes the [`Visit`] supertrait (not this
+/// trait). All the provided methods are built on `Visit` and recurse over children, including
+/// those in `Vec`s and `Option`s.
 pub trait Module<T: Float = f32>: Visit<T> {
     /// Applies the module to `x`.
     ///

@@ -7,12 +7,14 @@ use std::marker::PhantomData;
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Float, Result};
 
-use crate::module::{Mode, ModeChange, Module, Visit};
+use crate::module::Module;
 
 macro_rules! activation {
     ($(#[$doc:meta])* $name:ident, $label:literal, |$x:ident| $body:expr) => {
         $(#[$doc])*
-        pub struct $name<T: Float = f32>(PhantomData<fn() -> T>);
+        #[derive(crate::Module)]
+        #[module(float = T, display = false)]
+        pub struct $name<T: Float = f32>(#[module(skip)] PhantomData<fn() -> T>);
 
         impl<T: Float> $name<T> {
             /// The layer (it has no parameters).
@@ -24,15 +26,6 @@ macro_rules! activation {
         impl<T: Float> Default for $name<T> {
             fn default() -> Self {
                 $name::new()
-            }
-        }
-
-        impl<T: Float> Visit<T> for $name<T> {
-            fn visit_parameters(&self, _: &str, _: &mut dyn FnMut(&str, &Var<T>)) {}
-            fn set_mode(&mut self, _: ModeChange) {}
-            fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
-            fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
-                write!(f, "{self}")
             }
         }
 
@@ -88,8 +81,12 @@ activation!(
 /// assert_eq!(y.value().to_vec(), vec![0.0]);
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
+#[derive(crate::Module)]
+#[module(float = T, display = false)]
 pub struct GELU<T: Float = f32> {
+    #[module(skip)]
     tanh: bool,
+    #[module(skip)]
     _element: PhantomData<fn() -> T>,
 }
 
@@ -113,15 +110,6 @@ impl<T: Float> GELU<T> {
 impl<T: Float> Default for GELU<T> {
     fn default() -> Self {
         GELU::new()
-    }
-}
-
-impl<T: Float> Visit<T> for GELU<T> {
-    fn visit_parameters(&self, _: &str, _: &mut dyn FnMut(&str, &Var<T>)) {}
-    fn set_mode(&mut self, _: ModeChange) {}
-    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
-    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
-        write!(f, "{self}")
     }
 }
 

@@ -1,14 +1,12 @@
 //! `MultiheadAttention`: scaled dot-product attention over several heads, with PyTorch's packed
 //! parameter layout (`in_proj_weight = [W_q; W_k; W_v]`) and `batch_first = true`.
 
-use std::fmt;
-
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
 use crate::layers::dropout::Dropout;
 use crate::layers::linear::{uniform_bound, Linear};
-use crate::module::{join, Mode, ModeChange, Module, Visit};
+use crate::module::Module;
 
 const OP: &str = "MultiheadAttention";
 
@@ -33,15 +31,23 @@ const OP: &str = "MultiheadAttention";
 /// assert_eq!(mha.forward(&x)?.shape(), vec![2, 5, 8]); // self-attention
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
+// Printed as PyTorch prints it: only `out_proj`.
+#[derive(crate::Module)]
+#[module(float = T)]
 pub struct MultiheadAttention<T: Float = f32> {
     /// `[3E, E]`: the query, key and value projections stacked.
+    #[module(no_print)]
     pub in_proj_weight: Var<T>,
     /// `[3E]`.
+    #[module(no_print)]
     pub in_proj_bias: Var<T>,
     /// The output projection, `E → E`.
     pub out_proj: Linear<T>,
+    #[module(no_print)]
     dropout: Dropout<T>,
+    #[module(skip)]
     embed_dim: usize,
+    #[module(skip)]
     num_heads: usize,
 }
 
@@ -166,25 +172,6 @@ impl<T: Float> MultiheadAttention<T> {
     }
 }
 
-impl<T: Float> Visit<T> for MultiheadAttention<T> {
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
-        f(&join(prefix, "in_proj_weight"), &self.in_proj_weight);
-        f(&join(prefix, "in_proj_bias"), &self.in_proj_bias);
-        self.out_proj.visit_parameters(&join(prefix, "out_proj"), f);
-    }
-    fn set_mode(&mut self, change: ModeChange) {
-        self.dropout.set_mode(change);
-    }
-    fn visit_modes(&self, f: &mut dyn FnMut(Mode)) {
-        self.dropout.visit_modes(f);
-    }
-    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, indent: usize) -> fmt::Result {
-        writeln!(f, "MultiheadAttention(")?;
-        writeln!(f, "{}(out_proj): {}", "  ".repeat(indent + 1), self.out_proj)?;
-        write!(f, "{})", "  ".repeat(indent))
-    }
-}
-
 impl<T: Float> Module<T> for MultiheadAttention<T> {
     /// Self-attention: `attend(x, x, x, None, None)` for `x` of shape `[N, L, E]`.
     ///
@@ -192,11 +179,5 @@ impl<T: Float> Module<T> for MultiheadAttention<T> {
     /// As [`MultiheadAttention::attend`].
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
         self.attend(x, x, x, None, None)
-    }
-}
-
-impl<T: Float> fmt::Display for MultiheadAttention<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.fmt_module(f, 0)
     }
 }

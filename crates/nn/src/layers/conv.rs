@@ -11,7 +11,7 @@ use tapegrad_autograd::Var;
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
 use crate::layers::linear::uniform_bound;
-use crate::module::{join, Mode, ModeChange, Module, Visit};
+use crate::module::Module;
 
 /// Checks a 4-D `[N, C, H, W]` input (and, if given, its channel count).
 fn check_4d(op: &'static str, shape: &[usize], channels: Option<usize>) -> Result<()> {
@@ -45,15 +45,22 @@ fn check_4d(op: &'static str, shape: &[usize], channels: Option<usize>) -> Resul
 /// assert_eq!(conv.to_string(), "Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))");
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
+#[derive(crate::Module)]
+#[module(float = T, display = false)]
 pub struct Conv2d<T: Float = f32> {
     /// `[C_out, C_in, k, k]`.
     pub weight: Var<T>,
     /// `[C_out]`, or `None` for a layer built without bias.
     pub bias: Option<Var<T>>,
+    #[module(skip)]
     in_channels: usize,
+    #[module(skip)]
     out_channels: usize,
+    #[module(skip)]
     kernel_size: usize,
+    #[module(skip)]
     stride: usize,
+    #[module(skip)]
     padding: usize,
 }
 
@@ -148,20 +155,6 @@ impl<T: Float> Conv2d<T> {
     }
 }
 
-impl<T: Float> Visit<T> for Conv2d<T> {
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
-        f(&join(prefix, "weight"), &self.weight);
-        if let Some(b) = &self.bias {
-            f(&join(prefix, "bias"), b);
-        }
-    }
-    fn set_mode(&mut self, _: ModeChange) {}
-    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
-    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
-        write!(f, "{self}")
-    }
-}
-
 impl<T: Float> Module<T> for Conv2d<T> {
     /// # Errors
     /// `Conv2d` when the input is not `[N, C_in, H, W]`; `conv2d` when the kernel does not fit
@@ -191,10 +184,16 @@ impl<T: Float> fmt::Display for Conv2d<T> {
 macro_rules! pool_layer {
     ($(#[$doc:meta])* $name:ident, $op:ident, $label:literal, $extra:literal) => {
         $(#[$doc])*
+        #[derive(crate::Module)]
+        #[module(float = T, display = false)]
         pub struct $name<T: Float = f32> {
+            #[module(skip)]
             kernel_size: usize,
+            #[module(skip)]
             stride: usize,
+            #[module(skip)]
             padding: usize,
+            #[module(skip)]
             _element: PhantomData<fn() -> T>,
         }
 
@@ -208,15 +207,6 @@ macro_rules! pool_layer {
             /// Pooling with an explicit stride and padding.
             pub fn with_options(kernel_size: usize, stride: usize, padding: usize) -> $name<T> {
                 $name { kernel_size, stride, padding, _element: PhantomData }
-            }
-        }
-
-        impl<T: Float> Visit<T> for $name<T> {
-            fn visit_parameters(&self, _: &str, _: &mut dyn FnMut(&str, &Var<T>)) {}
-            fn set_mode(&mut self, _: ModeChange) {}
-            fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
-            fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
-                write!(f, "{self}")
             }
         }
 
@@ -283,8 +273,12 @@ pool_layer!(
 /// assert_eq!(flat.forward(&Var::new(Tensor::ones(&[2, 3, 4, 4])))?.shape(), vec![2, 48]);
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
+#[derive(crate::Module)]
+#[module(float = T, display = false)]
 pub struct Flatten<T: Float = f32> {
+    #[module(skip)]
     start_dim: usize,
+    #[module(skip)]
     _element: PhantomData<fn() -> T>,
 }
 
@@ -303,15 +297,6 @@ impl<T: Float> Flatten<T> {
     /// Flattens dims `start_dim..`.
     pub fn from_dim(start_dim: usize) -> Flatten<T> {
         Flatten { start_dim, _element: PhantomData }
-    }
-}
-
-impl<T: Float> Visit<T> for Flatten<T> {
-    fn visit_parameters(&self, _: &str, _: &mut dyn FnMut(&str, &Var<T>)) {}
-    fn set_mode(&mut self, _: ModeChange) {}
-    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
-    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
-        write!(f, "{self}")
     }
 }
 

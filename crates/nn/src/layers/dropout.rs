@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use tapegrad_autograd::{alpha_dropout, check_p, dropout, dropout2d, no_grad, with_default_generator, Var};
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
-use crate::module::{Mode, ModeChange, Module, Visit};
+use crate::module::{Mode, Module};
 
 /// Which mask a dropout layer draws.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,11 +21,16 @@ enum Kind {
     Alpha,
 }
 
-/// The state every dropout layer shares.
+/// The state every dropout layer shares (visited in the layer's place: only its mode).
+#[derive(crate::Module)]
 struct DropoutState {
+    #[module(skip)]
     p: f64,
+    #[module(mode)]
     mode: Mode,
+    #[module(skip)]
     kind: Kind,
+    #[module(skip)]
     gen: Option<Mutex<Generator>>,
 }
 
@@ -55,8 +60,12 @@ impl DropoutState {
 macro_rules! dropout_layer {
     ($(#[$doc:meta])* $name:ident, $kind:expr, $op:literal, $torch:literal) => {
         $(#[$doc])*
+        #[derive(crate::Module)]
+        #[module(float = T, display = false)]
         pub struct $name<T: Float = f32> {
+            #[module(flatten)]
             state: DropoutState,
+            #[module(skip)]
             _element: PhantomData<fn() -> T>,
         }
 
@@ -84,19 +93,6 @@ macro_rules! dropout_layer {
             /// True when the layer samples (training, or Monte Carlo dropout on).
             pub fn is_active(&self) -> bool {
                 self.state.mode.dropout_active()
-            }
-        }
-
-        impl<T: Float> Visit<T> for $name<T> {
-            fn visit_parameters(&self, _: &str, _: &mut dyn FnMut(&str, &Var<T>)) {}
-            fn set_mode(&mut self, change: ModeChange) {
-                self.state.mode.apply(change);
-            }
-            fn visit_modes(&self, f: &mut dyn FnMut(Mode)) {
-                f(self.state.mode);
-            }
-            fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
-                write!(f, "{self}")
             }
         }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
-use crate::module::{join, Mode, ModeChange, Module, Visit};
+use crate::module::Module;
 
 /// A table of `num_embeddings` vectors of width `embedding_dim`: `y[i...] = W[indices[i...]]`,
 /// of shape `shape ++ [embedding_dim]` for indices of shape `shape`. Backward adds each row of
@@ -25,10 +25,14 @@ use crate::module::{join, Mode, ModeChange, Module, Visit};
 /// assert_eq!(emb.forward(&ids)?.shape(), vec![2, 2, 4]);
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
+#[derive(crate::Module)]
+#[module(float = T, display = false)]
 pub struct Embedding<T: Float = f32> {
     /// `[num_embeddings, embedding_dim]`.
     pub weight: Var<T>,
+    #[module(skip)]
     num_embeddings: usize,
+    #[module(skip)]
     embedding_dim: usize,
 }
 
@@ -90,17 +94,6 @@ impl<T: Float> Embedding<T> {
         let mut out = shape.to_vec();
         out.push(self.embedding_dim);
         Ok(rows.reshape(&out)?)
-    }
-}
-
-impl<T: Float> Visit<T> for Embedding<T> {
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
-        f(&join(prefix, "weight"), &self.weight);
-    }
-    fn set_mode(&mut self, _: ModeChange) {}
-    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
-    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
-        write!(f, "{self}")
     }
 }
 

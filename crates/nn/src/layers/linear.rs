@@ -5,7 +5,7 @@ use std::fmt;
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
-use crate::module::{Mode, ModeChange, Module, Visit};
+use crate::module::Module;
 
 /// A fully connected layer: `y = x Wᵀ + b` for `x` of shape `[..., in_features]`, `W` of shape
 /// `[out_features, in_features]` and `b` of shape `[out_features]`.
@@ -23,12 +23,16 @@ use crate::module::{Mode, ModeChange, Module, Visit};
 /// assert_eq!(y.shape(), vec![4, 2]);
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
+#[derive(crate::Module)]
+#[module(float = T, display = false)]
 pub struct Linear<T: Float = f32> {
     /// `[out_features, in_features]`.
     pub weight: Var<T>,
     /// `[out_features]`, or `None` for a layer built without bias.
     pub bias: Option<Var<T>>,
+    #[module(skip)]
     in_features: usize,
+    #[module(skip)]
     out_features: usize,
 }
 
@@ -87,20 +91,6 @@ impl<T: Float> Linear<T> {
     /// The output width.
     pub fn out_features(&self) -> usize {
         self.out_features
-    }
-}
-
-impl<T: Float> Visit<T> for Linear<T> {
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
-        f(&crate::module::join(prefix, "weight"), &self.weight);
-        if let Some(b) = &self.bias {
-            f(&crate::module::join(prefix, "bias"), b);
-        }
-    }
-    fn set_mode(&mut self, _: ModeChange) {}
-    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
-    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
-        write!(f, "{self}")
     }
 }
 

@@ -10,7 +10,7 @@ use std::fmt;
 use tapegrad_autograd::{no_grad, Var};
 use tapegrad_tensor::{Error, Float, Result, Tensor};
 
-use crate::module::{join, Mode, ModeChange, Module, Visit};
+use crate::module::{Mode, Module};
 
 /// Formats a float as Python's `repr` does (`1e-05`, `0.1`, `1.0`), for the printed layers.
 pub(crate) fn py_float(v: f64) -> String {
@@ -46,15 +46,23 @@ fn normalize<T: Float>(x: &Var<T>, dims: &[usize], eps: f64) -> Result<(Var<T>, 
 
 // ─── BatchNorm ──────────────────────────────────────────────────────────────────
 
-/// The state and maths both BatchNorm layers share.
+/// The state and maths both BatchNorm layers share (visited in the layer's place).
+#[derive(crate::Module)]
+#[module(float = T)]
 struct BatchNorm<T: Float> {
     weight: Var<T>,
     bias: Var<T>,
+    #[module(buffer)]
     running_mean: Var<T>,
+    #[module(buffer)]
     running_var: Var<T>,
+    #[module(skip)]
     num_features: usize,
+    #[module(skip)]
     eps: f64,
+    #[module(skip)]
     momentum: f64,
+    #[module(mode)]
     mode: Mode,
 }
 
@@ -108,16 +116,6 @@ impl<T: Float> BatchNorm<T> {
         Ok(xhat.mul(&weight)?.add(&bias)?)
     }
 
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
-        f(&join(prefix, "weight"), &self.weight);
-        f(&join(prefix, "bias"), &self.bias);
-    }
-
-    fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
-        f(&join(prefix, "running_mean"), &self.running_mean);
-        f(&join(prefix, "running_var"), &self.running_var);
-    }
-
     fn fmt(&self, f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
         write!(
             f,
@@ -132,7 +130,9 @@ impl<T: Float> BatchNorm<T> {
 macro_rules! batch_norm {
     ($(#[$doc:meta])* $name:ident, $label:literal, $ranks:expr, $expected:literal) => {
         $(#[$doc])*
-        pub struct $name<T: Float = f32>(BatchNorm<T>);
+        #[derive(crate::Module)]
+        #[module(float = T, display = false)]
+        pub struct $name<T: Float = f32>(#[module(flatten)] BatchNorm<T>);
 
         impl<T: Float> $name<T> {
             /// A layer over `num_features` channels: weight 1, bias 0, running mean 0, running
@@ -193,24 +193,6 @@ macro_rules! batch_norm {
             /// The number of channels.
             pub fn num_features(&self) -> usize {
                 self.0.num_features
-            }
-        }
-
-        impl<T: Float> Visit<T> for $name<T> {
-            fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
-                self.0.visit_parameters(prefix, f);
-            }
-            fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
-                self.0.visit_buffers(prefix, f);
-            }
-            fn set_mode(&mut self, change: ModeChange) {
-                self.0.mode.apply(change);
-            }
-            fn visit_modes(&self, f: &mut dyn FnMut(Mode)) {
-                f(self.0.mode);
-            }
-            fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
-                write!(f, "{self}")
             }
         }
 
@@ -289,12 +271,16 @@ batch_norm!(
 /// assert!(y.value().sum_all().item()?.abs() < 1e-5);
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
+#[derive(crate::Module)]
+#[module(float = T, display = false)]
 pub struct LayerNorm<T: Float = f32> {
     /// `γ`, of shape `normalized_shape`, or `None` without elementwise affine.
     pub weight: Option<Var<T>>,
     /// `β`, of shape `normalized_shape`, or `None` without elementwise affine.
     pub bias: Option<Var<T>>,
+    #[module(skip)]
     normalized_shape: Vec<usize>,
+    #[module(skip)]
     eps: f64,
 }
 
@@ -323,22 +309,6 @@ impl<T: Float> LayerNorm<T> {
     /// The normalised trailing shape.
     pub fn normalized_shape(&self) -> &[usize] {
         &self.normalized_shape
-    }
-}
-
-impl<T: Float> Visit<T> for LayerNorm<T> {
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
-        if let Some(w) = &self.weight {
-            f(&join(prefix, "weight"), w);
-        }
-        if let Some(b) = &self.bias {
-            f(&join(prefix, "bias"), b);
-        }
-    }
-    fn set_mode(&mut self, _: ModeChange) {}
-    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
-    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
-        write!(f, "{self}")
     }
 }
 

@@ -72,6 +72,7 @@ impl<T: Float> Sequential<T> {
     }
 }
 
+// Hand-written: the derive cannot print one `Vec` field's elements as `Sequential`'s own `(0): ...` lines.
 impl<T: Float> Visit<T> for Sequential<T> {
     fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
         for (i, m) in self.layers.iter().enumerate() {

@@ -44,6 +44,7 @@ pub enum Activation {
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
 #[derive(crate::Module)]
+#[module(float = T)]
 pub struct TransformerEncoderLayer<T: Float = f32> {
     /// Self-attention over the sequence.
     pub self_attn: MultiheadAttention<T>,
