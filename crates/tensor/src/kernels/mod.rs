@@ -1,7 +1,7 @@
 //! Compute kernels: the only module with `unsafe` code.
 //!
-//! Each family (`elementwise`, `gemm`) has a scalar reference and one implementation per
-//! instruction set. The instruction set is chosen once per process at run time ([`active_isa`]):
+//! Each family (`elementwise`, `gemm`, and `mask` with `relu_mask` and `chacha`) has a scalar
+//! reference and one implementation per instruction set. The instruction set is chosen once per process at run time ([`active_isa`]):
 //! the best one the CPU supports, unless the environment variable `TAPEGRAD_KERNELS`
 //! (`scalar`, `avx2`, `avx512`, `neon`) forces one. Tests call each kernel with an explicit
 //! [`Isa`] and compare every available path against the scalar reference.
@@ -103,22 +103,6 @@ pub fn active_isa() -> Isa {
             Err(_) => best,
         }
     })
-}
-
-/// `x` as a slice of `U` when `T` is `U`.
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn cast_slice<T: 'static, U: 'static>(x: &[T]) -> Option<&[U]> {
-    // SAFETY: `T` and `U` are the same type (same `TypeId`): an identity cast.
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>())
-        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<U>(), x.len()) })
-}
-
-/// `x` as a mutable slice of `U` when `T` is `U`.
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn cast_slice_mut<T: 'static, U: 'static>(x: &mut [T]) -> Option<&mut [U]> {
-    // SAFETY: `T` and `U` are the same type (same `TypeId`): an identity cast.
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>())
-        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<U>(), x.len()) })
 }
 
 #[cfg(test)]

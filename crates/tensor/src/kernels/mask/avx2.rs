@@ -1,0 +1,208 @@
+//! AVX2 (+ FMA): 8 × f32 and 4 × f64 in a 256-bit register, 8 ChaCha blocks at a time. A mask
+//! byte (nibble for f64) is broadcast and compared against the lane's bit to make a lane mask.
+
+use std::arch::x86_64::*;
+
+use super::isa::{Kernel, MaskIsa, MaskLanes, WordLanes};
+
+/// AVX2 and FMA; a value proves the CPU has them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx2(());
+
+impl Avx2 {
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
+    pub(crate) unsafe fn new() -> Avx2 {
+        Avx2(())
+    }
+}
+
+impl MaskIsa for Avx2 {
+    type F32 = F32x8;
+    type F64 = F64x4;
+    type Words = U32x8;
+
+    #[inline(always)]
+    fn pack64(self, words: &[u32; 64], t: u32) -> u64 {
+        // SAFETY: `self` exists, so the CPU supports AVX2; the loads read words 8q .. 8q + 8 < 64.
+        unsafe {
+            let sign = _mm256_set1_epi32(i32::MIN);
+            let tv = _mm256_xor_si256(_mm256_set1_epi32(t as i32), sign);
+            let mut acc = 0u64;
+            for q in 0..8 {
+                let v = _mm256_loadu_si256(words.as_ptr().add(8 * q).cast());
+                // Unsigned w < t as signed (t ^ 2^31) > (w ^ 2^31).
+                let lt = _mm256_cmpgt_epi32(tv, _mm256_xor_si256(v, sign));
+                acc |= u64::from(_mm256_movemask_ps(_mm256_castsi256_ps(lt)) as u8) << (8 * q);
+            }
+            acc
+        }
+    }
+
+    #[inline(always)]
+    fn run<K: Kernel>(self, kernel: K) -> K::Output {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn with_avx2<K: Kernel>(isa: Avx2, kernel: K) -> K::Output {
+            kernel.call(isa)
+        }
+        // SAFETY: `self` exists, so the CPU supports AVX2 and FMA.
+        unsafe { with_avx2(self, kernel) }
+    }
+}
+
+/// Implements [`MaskLanes`] for one 256-bit register type from its intrinsics.
+macro_rules! impl_lanes {
+    (
+        $name:ident, $reg:ty, $elem:ty, $lanes:literal, $int:ty,
+        set1: $set1:ident, setzero: $setzero:ident, loadu: $loadu:ident, storeu: $storeu:ident,
+        mul: $mul:ident, max: $max:ident, and: $and:ident, cmp: $cmp:ident,
+        lane_bits: $lane_bits:expr, set1_int: $set1_int:ident, cmpeq_int: $cmpeq:ident, from_int: $from_int:ident
+    ) => {
+        /// A 256-bit register of
+        #[doc = concat!(stringify!($lanes), " × ", stringify!($elem), ".")]
+        #[derive(Clone, Copy)]
+        pub(crate) struct $name($reg);
+
+        impl MaskLanes for $name {
+            type Elem = $elem;
+            const LANES: usize = $lanes;
+
+            #[inline(always)]
+            unsafe fn splat(x: $elem) -> Self {
+                // SAFETY: the caller guarantees AVX2.
+                $name(unsafe { $set1(x) })
+            }
+
+            #[inline(always)]
+            unsafe fn load(p: *const $elem) -> Self {
+                // SAFETY: the caller guarantees AVX2 and a readable register at `p`.
+                $name(unsafe { $loadu(p) })
+            }
+
+            #[inline(always)]
+            unsafe fn store(self, p: *mut $elem) {
+                // SAFETY: `self` exists, so AVX2 is supported; the caller guarantees `p`.
+                unsafe { $storeu(p, self.0) }
+            }
+
+            #[inline(always)]
+            fn mul(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX2 (see `MaskLanes`).
+                $name(unsafe { $mul(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn relu(self) -> Self {
+                // `vmax(0, x)` returns its second operand, `x`, when x is NaN or a zero.
+                // SAFETY: as in `mul`.
+                $name(unsafe { $max($setzero(), self.0) })
+            }
+
+            #[inline(always)]
+            fn select_bits(self, bits: u64) -> Self {
+                // SAFETY: as in `mul`.
+                unsafe {
+                    let lane_bits = $lane_bits;
+                    let m =
+                        $cmpeq(_mm256_and_si256($set1_int((bits & ((1 << $lanes) - 1)) as $int), lane_bits), lane_bits);
+                    $name($and(self.0, $from_int(m)))
+                }
+            }
+
+            #[inline(always)]
+            fn where_positive(self, y: Self) -> Self {
+                // SAFETY: as in `mul`.
+                $name(unsafe { $and(self.0, $cmp::<_CMP_GT_OQ>(y.0, $setzero())) })
+            }
+        }
+    };
+}
+
+impl_lanes!(
+    F32x8, __m256, f32, 8, i32,
+    set1: _mm256_set1_ps, setzero: _mm256_setzero_ps, loadu: _mm256_loadu_ps, storeu: _mm256_storeu_ps,
+    mul: _mm256_mul_ps, max: _mm256_max_ps, and: _mm256_and_ps, cmp: _mm256_cmp_ps,
+    lane_bits: _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128), set1_int: _mm256_set1_epi32,
+    cmpeq_int: _mm256_cmpeq_epi32, from_int: _mm256_castsi256_ps
+);
+
+impl_lanes!(
+    F64x4, __m256d, f64, 4, i64,
+    set1: _mm256_set1_pd, setzero: _mm256_setzero_pd, loadu: _mm256_loadu_pd, storeu: _mm256_storeu_pd,
+    mul: _mm256_mul_pd, max: _mm256_max_pd, and: _mm256_and_pd, cmp: _mm256_cmp_pd,
+    lane_bits: _mm256_setr_epi64x(1, 2, 4, 8), set1_int: _mm256_set1_epi64x,
+    cmpeq_int: _mm256_cmpeq_epi64, from_int: _mm256_castsi256_pd
+);
+
+/// 8 ChaCha words, one block per lane.
+#[derive(Clone, Copy)]
+pub(crate) struct U32x8(__m256i);
+
+impl WordLanes for U32x8 {
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    unsafe fn splat(x: u32) -> Self {
+        // SAFETY: the caller guarantees AVX2.
+        U32x8(unsafe { _mm256_set1_epi32(x as i32) })
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const u32) -> Self {
+        // SAFETY: the caller guarantees AVX2 and 8 readable words at `p`.
+        U32x8(unsafe { _mm256_loadu_si256(p.cast()) })
+    }
+
+    #[inline(always)]
+    fn add(self, rhs: Self) -> Self {
+        // SAFETY: `self` exists, so the CPU supports AVX2 (see `WordLanes`).
+        U32x8(unsafe { _mm256_add_epi32(self.0, rhs.0) })
+    }
+
+    #[inline(always)]
+    fn xor(self, rhs: Self) -> Self {
+        // SAFETY: as in `add`.
+        U32x8(unsafe { _mm256_xor_si256(self.0, rhs.0) })
+    }
+
+    #[inline(always)]
+    fn rol<const R: i32>(self) -> Self {
+        // SAFETY: as in `add`.
+        U32x8(unsafe {
+            let a = self.0;
+            _mm256_or_si256(_mm256_sll_epi32(a, _mm_cvtsi32_si128(R)), _mm256_srl_epi32(a, _mm_cvtsi32_si128(32 - R)))
+        })
+    }
+
+    #[inline(always)]
+    unsafe fn store_blocks(rows: &[Self; 16], out: *mut u32) {
+        // SAFETY: `rows` exist, so the CPU supports AVX2; the caller guarantees 128 writable
+        // words at `out`, and every store below writes 8 of them (block b < 8, half 0 or 8).
+        unsafe {
+            let x = rows.map(|r| r.0);
+            // s[g][k] lane l (of 2) = words 4g..4g+4 of block 4l + k.
+            let mut s = [[_mm256_setzero_si256(); 4]; 4];
+            for g in 0..4 {
+                let t0 = _mm256_unpacklo_epi32(x[4 * g], x[4 * g + 1]);
+                let t1 = _mm256_unpackhi_epi32(x[4 * g], x[4 * g + 1]);
+                let t2 = _mm256_unpacklo_epi32(x[4 * g + 2], x[4 * g + 3]);
+                let t3 = _mm256_unpackhi_epi32(x[4 * g + 2], x[4 * g + 3]);
+                s[g][0] = _mm256_unpacklo_epi64(t0, t2);
+                s[g][1] = _mm256_unpackhi_epi64(t0, t2);
+                s[g][2] = _mm256_unpacklo_epi64(t1, t3);
+                s[g][3] = _mm256_unpackhi_epi64(t1, t3);
+            }
+            for k in 0..4 {
+                let halves = [
+                    (k, _mm256_permute2x128_si256::<0x20>(s[0][k], s[1][k]), 0),
+                    (k, _mm256_permute2x128_si256::<0x20>(s[2][k], s[3][k]), 8),
+                    (4 + k, _mm256_permute2x128_si256::<0x31>(s[0][k], s[1][k]), 0),
+                    (4 + k, _mm256_permute2x128_si256::<0x31>(s[2][k], s[3][k]), 8),
+                ];
+                for (b, half, at) in halves {
+                    _mm256_storeu_si256(out.add(b * 16 + at).cast(), half);
+                }
+            }
+        }
+    }
+}

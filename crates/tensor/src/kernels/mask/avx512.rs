@@ -1,0 +1,200 @@
+//! AVX-512F: 16 × f32 and 8 × f64 in a 512-bit register, 16 ChaCha blocks at a time. Mask bits
+//! go straight into a mask register (`vmovaps` with zero-masking makes the factor), and
+//! `vprold` rotates.
+
+use std::arch::x86_64::*;
+
+use super::isa::{Kernel, MaskIsa, MaskLanes, WordLanes};
+
+/// AVX-512F and AVX-512VL with AVX2 and FMA; a value proves the CPU has them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512(());
+
+impl Avx512 {
+    /// # Safety
+    /// The CPU supports AVX-512F, AVX-512VL, AVX2 and FMA.
+    pub(crate) unsafe fn new() -> Avx512 {
+        Avx512(())
+    }
+}
+
+impl MaskIsa for Avx512 {
+    type F32 = F32x16;
+    type F64 = F64x8;
+    type Words = U32x16;
+
+    #[inline(always)]
+    fn pack64(self, words: &[u32; 64], t: u32) -> u64 {
+        // SAFETY: `self` exists, so the CPU supports AVX-512F; the loads read words
+        // 16q .. 16q + 16 < 64.
+        unsafe {
+            let tv = _mm512_set1_epi32(t as i32);
+            let mut acc = 0u64;
+            for q in 0..4 {
+                let v = _mm512_loadu_si512(words.as_ptr().add(16 * q).cast());
+                acc |= u64::from(_mm512_cmplt_epu32_mask(v, tv)) << (16 * q);
+            }
+            acc
+        }
+    }
+
+    #[inline(always)]
+    fn run<K: Kernel>(self, kernel: K) -> K::Output {
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        unsafe fn with_avx512<K: Kernel>(isa: Avx512, kernel: K) -> K::Output {
+            kernel.call(isa)
+        }
+        // SAFETY: `self` exists, so the CPU supports these features.
+        unsafe { with_avx512(self, kernel) }
+    }
+}
+
+/// Implements [`MaskLanes`] for one 512-bit register type from its intrinsics.
+macro_rules! impl_lanes {
+    (
+        $name:ident, $reg:ty, $elem:ty, $lanes:literal, $kmask:ty,
+        set1: $set1:ident, setzero: $setzero:ident, loadu: $loadu:ident, storeu: $storeu:ident,
+        mul: $mul:ident, max: $max:ident, maskz_mov: $maskz_mov:ident, cmp_mask: $cmp:ident
+    ) => {
+        /// A 512-bit register of
+        #[doc = concat!(stringify!($lanes), " × ", stringify!($elem), ".")]
+        #[derive(Clone, Copy)]
+        pub(crate) struct $name($reg);
+
+        impl MaskLanes for $name {
+            type Elem = $elem;
+            const LANES: usize = $lanes;
+
+            #[inline(always)]
+            unsafe fn splat(x: $elem) -> Self {
+                // SAFETY: the caller guarantees AVX-512F.
+                $name(unsafe { $set1(x) })
+            }
+
+            #[inline(always)]
+            unsafe fn load(p: *const $elem) -> Self {
+                // SAFETY: the caller guarantees AVX-512F and a readable register at `p`.
+                $name(unsafe { $loadu(p) })
+            }
+
+            #[inline(always)]
+            unsafe fn store(self, p: *mut $elem) {
+                // SAFETY: `self` exists, so AVX-512F is supported; the caller guarantees `p`.
+                unsafe { $storeu(p, self.0) }
+            }
+
+            #[inline(always)]
+            fn mul(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports AVX-512F (see `MaskLanes`).
+                $name(unsafe { $mul(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn relu(self) -> Self {
+                // `vmax(0, x)` returns its second operand, `x`, when x is NaN or a zero.
+                // SAFETY: as in `mul`.
+                $name(unsafe { $max($setzero(), self.0) })
+            }
+
+            #[inline(always)]
+            fn select_bits(self, bits: u64) -> Self {
+                // SAFETY: as in `mul`.
+                $name(unsafe { $maskz_mov(bits as $kmask, self.0) })
+            }
+
+            #[inline(always)]
+            fn where_positive(self, y: Self) -> Self {
+                // SAFETY: as in `mul`.
+                $name(unsafe { $maskz_mov($cmp::<_CMP_GT_OQ>(y.0, $setzero()), self.0) })
+            }
+        }
+    };
+}
+
+impl_lanes!(
+    F32x16, __m512, f32, 16, __mmask16,
+    set1: _mm512_set1_ps, setzero: _mm512_setzero_ps, loadu: _mm512_loadu_ps, storeu: _mm512_storeu_ps,
+    mul: _mm512_mul_ps, max: _mm512_max_ps, maskz_mov: _mm512_maskz_mov_ps, cmp_mask: _mm512_cmp_ps_mask
+);
+
+impl_lanes!(
+    F64x8, __m512d, f64, 8, __mmask8,
+    set1: _mm512_set1_pd, setzero: _mm512_setzero_pd, loadu: _mm512_loadu_pd, storeu: _mm512_storeu_pd,
+    mul: _mm512_mul_pd, max: _mm512_max_pd, maskz_mov: _mm512_maskz_mov_pd, cmp_mask: _mm512_cmp_pd_mask
+);
+
+/// 16 ChaCha words, one block per lane.
+#[derive(Clone, Copy)]
+pub(crate) struct U32x16(__m512i);
+
+impl WordLanes for U32x16 {
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    unsafe fn splat(x: u32) -> Self {
+        // SAFETY: the caller guarantees AVX-512F.
+        U32x16(unsafe { _mm512_set1_epi32(x as i32) })
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const u32) -> Self {
+        // SAFETY: the caller guarantees AVX-512F and 16 readable words at `p`.
+        U32x16(unsafe { _mm512_loadu_si512(p.cast()) })
+    }
+
+    #[inline(always)]
+    fn add(self, rhs: Self) -> Self {
+        // SAFETY: `self` exists, so the CPU supports AVX-512F (see `WordLanes`).
+        U32x16(unsafe { _mm512_add_epi32(self.0, rhs.0) })
+    }
+
+    #[inline(always)]
+    fn xor(self, rhs: Self) -> Self {
+        // SAFETY: as in `add`.
+        U32x16(unsafe { _mm512_xor_si512(self.0, rhs.0) })
+    }
+
+    #[inline(always)]
+    fn rol<const R: i32>(self) -> Self {
+        // SAFETY: as in `add`.
+        U32x16(unsafe { _mm512_rol_epi32::<R>(self.0) })
+    }
+
+    #[inline(always)]
+    unsafe fn store_blocks(rows: &[Self; 16], out: *mut u32) {
+        // SAFETY: `rows` exist, so the CPU supports AVX-512F; the caller guarantees 256
+        // writable words at `out`, and each store writes block 4l + k < 16, words 0..16.
+        unsafe {
+            let x = rows.map(|r| r.0);
+            // First 4×4 within each 128-bit lane: s[g][k] lane l = words 4g..4g+4 of block
+            // 4l + k.
+            let mut s = [[_mm512_setzero_si512(); 4]; 4];
+            for g in 0..4 {
+                let t0 = _mm512_unpacklo_epi32(x[4 * g], x[4 * g + 1]);
+                let t1 = _mm512_unpackhi_epi32(x[4 * g], x[4 * g + 1]);
+                let t2 = _mm512_unpacklo_epi32(x[4 * g + 2], x[4 * g + 3]);
+                let t3 = _mm512_unpackhi_epi32(x[4 * g + 2], x[4 * g + 3]);
+                s[g][0] = _mm512_unpacklo_epi64(t0, t2);
+                s[g][1] = _mm512_unpackhi_epi64(t0, t2);
+                s[g][2] = _mm512_unpacklo_epi64(t1, t3);
+                s[g][3] = _mm512_unpackhi_epi64(t1, t3);
+            }
+            // Then a 4×4 transpose of 128-bit lanes: block 4l + k = lane l of s[0..4][k].
+            for k in 0..4 {
+                let a = _mm512_shuffle_i32x4::<0x44>(s[0][k], s[1][k]);
+                let b = _mm512_shuffle_i32x4::<0x44>(s[2][k], s[3][k]);
+                let c = _mm512_shuffle_i32x4::<0xEE>(s[0][k], s[1][k]);
+                let d = _mm512_shuffle_i32x4::<0xEE>(s[2][k], s[3][k]);
+                let blocks = [
+                    _mm512_shuffle_i32x4::<0x88>(a, b),
+                    _mm512_shuffle_i32x4::<0xDD>(a, b),
+                    _mm512_shuffle_i32x4::<0x88>(c, d),
+                    _mm512_shuffle_i32x4::<0xDD>(c, d),
+                ];
+                for (l, block) in blocks.into_iter().enumerate() {
+                    _mm512_storeu_si512(out.add((4 * l + k) * 16).cast(), block);
+                }
+            }
+        }
+    }
+}

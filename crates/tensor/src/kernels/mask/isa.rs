@@ -1,0 +1,193 @@
+//! The one way the mask, ReLU-mask and ChaCha kernels choose an instruction set: a
+//! [`MaskIsa`] value per instruction set (holding one proves the CPU supports it, as a
+//! `Lanes` value does for the elementwise kernels), its register types ([`MaskLanes`] for
+//! f32 and f64, [`WordLanes`] for ChaCha's u32 words), and [`dispatch`], which turns an
+//! [`Isa`] into that value and runs a [`Kernel`] under the instruction set's
+//! `#[target_feature]`s.
+//!
+//! A kernel's loop is written once, generic over the instruction set; the scalar reference is
+//! the same loop on one-lane "registers" (`f32`, `f64`, `u32` themselves). A new instruction set
+//! is one file implementing these traits and one arm in [`dispatch`].
+
+use std::any::Any;
+use std::mem::MaybeUninit;
+
+use crate::dtype::Float;
+use crate::kernels::Isa;
+
+pub(crate) use super::scalar::Scalar;
+
+/// An instruction set for the mask kernels. A value exists only when the CPU supports it.
+pub(crate) trait MaskIsa: Copy {
+    /// A register of f32 lanes.
+    type F32: MaskLanes<Elem = f32>;
+    /// A register of f64 lanes.
+    type F64: MaskLanes<Elem = f64>;
+    /// A register of u32 lanes, one ChaCha block per lane.
+    type Words: WordLanes;
+
+    /// Bit `i` of the result set when `words[i] < t`.
+    fn pack64(self, words: &[u32; 64], t: u32) -> u64;
+
+    /// Runs `kernel` compiled with this instruction set's target features.
+    fn run<K: Kernel>(self, kernel: K) -> K::Output;
+}
+
+/// A kernel body, generic over the instruction set it runs on. `call` must be
+/// `#[inline(always)]`, and so must everything it calls, so that [`MaskIsa::run`]'s
+/// `#[target_feature]` entry point compiles the whole loop for its instruction set.
+pub(crate) trait Kernel {
+    /// What the kernel returns.
+    type Output;
+    /// Runs the kernel on `isa`'s registers.
+    fn call<S: MaskIsa>(self, isa: S) -> Self::Output;
+}
+
+/// Runs `kernel` on `isa` when the CPU supports it, on the scalar reference otherwise (so no
+/// call is ever unsound; tests pass each of `available_isas` explicitly).
+#[inline]
+pub(crate) fn dispatch<K: Kernel>(isa: Isa, kernel: K) -> K::Output {
+    if isa.is_supported() {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU supports AVX-512F, AVX-512VL, AVX2 and FMA (checked above).
+            Isa::Avx512 => return unsafe { super::avx512::Avx512::new() }.run(kernel),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+            Isa::Avx2 => return unsafe { super::avx2::Avx2::new() }.run(kernel),
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: the CPU supports NEON (checked above).
+            Isa::Neon => return unsafe { super::neon::Neon::new() }.run(kernel),
+            _ => {}
+        }
+    }
+    Scalar.run(kernel)
+}
+
+/// One SIMD register of `LANES` floats, `LANES` dividing 64 (so a register never straddles two
+/// mask words).
+///
+/// A value is only created by [`MaskLanes::splat`] or [`MaskLanes::load`], whose callers
+/// guarantee that the CPU supports the type's instruction set: holding one is proof of support,
+/// which is why the lane-wise methods are safe.
+pub(crate) trait MaskLanes: Copy {
+    /// The element type.
+    type Elem: Float;
+    /// Elements per register.
+    const LANES: usize;
+
+    /// Every lane set to `x`.
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set.
+    unsafe fn splat(x: Self::Elem) -> Self;
+
+    /// `LANES` elements from `p` (no alignment needed).
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set and `p..p + LANES` is readable.
+    unsafe fn load(p: *const Self::Elem) -> Self;
+
+    /// Writes the lanes to `p..p + LANES` (no alignment needed).
+    ///
+    /// # Safety
+    /// `p..p + LANES` is writable.
+    unsafe fn store(self, p: *mut Self::Elem);
+
+    /// Lane-wise `self · rhs`.
+    fn mul(self, rhs: Self) -> Self;
+
+    /// Lane-wise `0 > x ? 0 : x`: the elementwise `relu` (NaN and `-0` pass through).
+    fn relu(self) -> Self;
+
+    /// Lane `j` of `self` where bit `j` of `bits` is set, `+0` where it is not (bits past
+    /// `LANES` are ignored): the dropout factor, `scale` or `0`.
+    fn select_bits(self, bits: u64) -> Self;
+
+    /// Lane-wise `y > 0 ? self : +0` (NaN is not positive).
+    fn where_positive(self, y: Self) -> Self;
+}
+
+/// One SIMD register of `LANES` u32 words: word `j` of `LANES` ChaCha blocks side by side, one
+/// block per lane. A value proves support as for [`MaskLanes`].
+pub(crate) trait WordLanes: Copy {
+    /// Blocks per register.
+    const LANES: usize;
+
+    /// Every lane set to `x`.
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set.
+    unsafe fn splat(x: u32) -> Self;
+
+    /// `LANES` words from `p`.
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set and `p..p + LANES` is readable.
+    unsafe fn load(p: *const u32) -> Self;
+
+    /// Lane-wise wrapping `self + rhs`.
+    fn add(self, rhs: Self) -> Self;
+    /// Lane-wise `self ^ rhs`.
+    fn xor(self, rhs: Self) -> Self;
+    /// Lane-wise rotation left by `R` bits (`0 < R < 32`).
+    fn rol<const R: i32>(self) -> Self;
+
+    /// Writes the blocks in stream order: lane `b` of `rows[j]` to `out[16 b + j]`.
+    ///
+    /// # Safety
+    /// `out..out + 16 · LANES` is writable.
+    unsafe fn store_blocks(rows: &[Self; 16], out: *mut u32);
+}
+
+/// An element type with a register on every instruction set: f32 and f64, each its own
+/// one-lane scalar register.
+pub(crate) trait MaskElem: Float + MaskLanes<Elem = Self> {
+    /// The register of `Self` on instruction set `S`.
+    type Reg<S: MaskIsa>: MaskLanes<Elem = Self>;
+}
+
+impl MaskElem for f32 {
+    type Reg<S: MaskIsa> = S::F32;
+}
+
+impl MaskElem for f64 {
+    type Reg<S: MaskIsa> = S::F64;
+}
+
+/// `mask::scale_by_mask` into uninitialised memory: `(isa, mask, x, scale, out)`.
+type ScaleByMaskFn<T> = fn(Isa, &[u64], &[T], T, &mut [MaybeUninit<T>]);
+
+/// The float kernels of one element type, as plain functions of [`MaskElem`] types.
+pub(crate) struct ElemKernels<T: 'static> {
+    /// `mask::scale_by_mask` into uninitialised memory.
+    pub scale_by_mask: ScaleByMaskFn<T>,
+    /// `relu_mask::relu_scale_by_mask_in_place`.
+    pub relu_scale_by_mask: fn(Isa, &[u64], &mut [T], T),
+    /// `relu_mask::scale_where_positive`.
+    pub scale_where_positive: fn(Isa, &[T], &[T], T, &mut [T]),
+}
+
+impl<T: MaskElem> ElemKernels<T> {
+    const OF: ElemKernels<T> = ElemKernels {
+        scale_by_mask: super::scale_by_mask_elem::<T>,
+        relu_scale_by_mask: crate::kernels::relu_mask::relu_scale_by_mask_elem::<T>,
+        scale_where_positive: crate::kernels::relu_mask::scale_where_positive_elem::<T>,
+    };
+}
+
+/// `T`'s float kernels, for callers generic over any [`Float`].
+///
+/// `Float` (dtype.rs) lists `ElementwiseKernels` and `GemmKernels` among its supertraits but
+/// not [`MaskElem`], so a `T: Float` caller cannot name `T::Reg` directly; since `Float` is
+/// sealed to f32 and f64, this picks the matching table by a safe `Any` downcast of a static
+/// (never a cast of the data). Adding `MaskElem` to `Float`'s supertraits would remove it.
+#[inline]
+pub(crate) fn elem_kernels<T: Float>() -> &'static ElemKernels<T> {
+    let f32s: &'static dyn Any = &ElemKernels::<f32>::OF;
+    let f64s: &'static dyn Any = &ElemKernels::<f64>::OF;
+    match (f32s.downcast_ref(), f64s.downcast_ref()) {
+        (Some(k), _) | (None, Some(k)) => k,
+        (None, None) => unreachable!("`Float` is sealed to f32 and f64"),
+    }
+}

@@ -1,0 +1,219 @@
+//! NEON: 4 × f32 and 2 × f64 in a 128-bit register, 4 ChaCha blocks at a time. Mask bits are
+//! broadcast and tested against the lane's bit (`cmtst`) to make a lane mask; ReLU is a compare
+//! and select (`fmax(x, 0)` would turn `-0` into `+0`, unlike the reference).
+
+use std::arch::aarch64::*;
+
+use super::isa::{Kernel, MaskIsa, MaskLanes, WordLanes};
+
+/// NEON; a value proves the CPU has it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Neon(());
+
+impl Neon {
+    /// # Safety
+    /// The CPU supports NEON.
+    pub(crate) unsafe fn new() -> Neon {
+        Neon(())
+    }
+}
+
+impl MaskIsa for Neon {
+    type F32 = F32x4;
+    type F64 = F64x2;
+    type Words = U32x4;
+
+    #[inline(always)]
+    fn pack64(self, words: &[u32; 64], t: u32) -> u64 {
+        // SAFETY: `self` exists, so the CPU supports NEON; the loads read words
+        // 4q .. 4q + 4 < 64.
+        unsafe {
+            let tv = vdupq_n_u32(t);
+            let lane_bits: [u32; 4] = [1, 2, 4, 8];
+            let lane_bits = vld1q_u32(lane_bits.as_ptr());
+            let mut acc = 0u64;
+            // Each half of 32 words: register q's lanes get bits 4q .. 4q + 4 (distinct bits, so
+            // adding the lanes across ORs them).
+            for half in 0..2 {
+                let mut bits = vdupq_n_u32(0);
+                for q in 0..8 {
+                    let v = vld1q_u32(words.as_ptr().add(32 * half + 4 * q));
+                    let lt = vandq_u32(vcltq_u32(v, tv), vshlq_u32(lane_bits, vdupq_n_s32(4 * q as i32)));
+                    bits = vorrq_u32(bits, lt);
+                }
+                acc |= u64::from(vaddvq_u32(bits)) << (32 * half);
+            }
+            acc
+        }
+    }
+
+    #[inline(always)]
+    fn run<K: Kernel>(self, kernel: K) -> K::Output {
+        #[target_feature(enable = "neon")]
+        unsafe fn with_neon<K: Kernel>(isa: Neon, kernel: K) -> K::Output {
+            kernel.call(isa)
+        }
+        // SAFETY: `self` exists, so the CPU supports NEON.
+        unsafe { with_neon(self, kernel) }
+    }
+}
+
+/// Implements [`MaskLanes`] for one 128-bit register type from its intrinsics.
+macro_rules! impl_lanes {
+    (
+        $name:ident, $reg:ty, $elem:ty, $lanes:literal, $uint:ty,
+        dup: $dup:ident, load: $load:ident, store: $store:ident, mul: $mul:ident,
+        clt: $clt:ident, cgt: $cgt:ident, bsl: $bsl:ident, and: $and:ident,
+        to_int: $to_int:ident, from_int: $from_int:ident,
+        dup_int: $dup_int:ident, load_int: $load_int:ident, tst: $tst:ident, lane_bits: $lane_bits:expr
+    ) => {
+        /// A 128-bit register of
+        #[doc = concat!(stringify!($lanes), " × ", stringify!($elem), ".")]
+        #[derive(Clone, Copy)]
+        pub(crate) struct $name($reg);
+
+        impl MaskLanes for $name {
+            type Elem = $elem;
+            const LANES: usize = $lanes;
+
+            #[inline(always)]
+            unsafe fn splat(x: $elem) -> Self {
+                // SAFETY: the caller guarantees NEON.
+                $name(unsafe { $dup(x) })
+            }
+
+            #[inline(always)]
+            unsafe fn load(p: *const $elem) -> Self {
+                // SAFETY: the caller guarantees NEON and a readable register at `p`.
+                $name(unsafe { $load(p) })
+            }
+
+            #[inline(always)]
+            unsafe fn store(self, p: *mut $elem) {
+                // SAFETY: `self` exists, so NEON is supported; the caller guarantees `p`.
+                unsafe { $store(p, self.0) }
+            }
+
+            #[inline(always)]
+            fn mul(self, rhs: Self) -> Self {
+                // SAFETY: `self` exists, so the CPU supports NEON (see `MaskLanes`).
+                $name(unsafe { $mul(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn relu(self) -> Self {
+                // x < 0 ? 0 : x, so NaN and -0 pass through as in the reference.
+                // SAFETY: as in `mul`.
+                $name(unsafe {
+                    let zero = $dup(0.0);
+                    $bsl($clt(self.0, zero), zero, self.0)
+                })
+            }
+
+            #[inline(always)]
+            fn select_bits(self, bits: u64) -> Self {
+                // SAFETY: as in `mul`.
+                unsafe {
+                    let lane_bits: [$uint; $lanes] = $lane_bits;
+                    let keep = $tst($dup_int(bits as $uint), $load_int(lane_bits.as_ptr()));
+                    $name($from_int($and($to_int(self.0), keep)))
+                }
+            }
+
+            #[inline(always)]
+            fn where_positive(self, y: Self) -> Self {
+                // SAFETY: as in `mul`.
+                $name(unsafe { $from_int($and($to_int(self.0), $cgt(y.0, $dup(0.0)))) })
+            }
+        }
+    };
+}
+
+impl_lanes!(
+    F32x4, float32x4_t, f32, 4, u32,
+    dup: vdupq_n_f32, load: vld1q_f32, store: vst1q_f32, mul: vmulq_f32,
+    clt: vcltq_f32, cgt: vcgtq_f32, bsl: vbslq_f32, and: vandq_u32,
+    to_int: vreinterpretq_u32_f32, from_int: vreinterpretq_f32_u32,
+    dup_int: vdupq_n_u32, load_int: vld1q_u32, tst: vtstq_u32, lane_bits: [1, 2, 4, 8]
+);
+
+impl_lanes!(
+    F64x2, float64x2_t, f64, 2, u64,
+    dup: vdupq_n_f64, load: vld1q_f64, store: vst1q_f64, mul: vmulq_f64,
+    clt: vcltq_f64, cgt: vcgtq_f64, bsl: vbslq_f64, and: vandq_u64,
+    to_int: vreinterpretq_u64_f64, from_int: vreinterpretq_f64_u64,
+    dup_int: vdupq_n_u64, load_int: vld1q_u64, tst: vtstq_u64, lane_bits: [1, 2]
+);
+
+/// 4 ChaCha words, one block per lane.
+#[derive(Clone, Copy)]
+pub(crate) struct U32x4(uint32x4_t);
+
+impl WordLanes for U32x4 {
+    const LANES: usize = 4;
+
+    #[inline(always)]
+    unsafe fn splat(x: u32) -> Self {
+        // SAFETY: the caller guarantees NEON.
+        U32x4(unsafe { vdupq_n_u32(x) })
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const u32) -> Self {
+        // SAFETY: the caller guarantees NEON and 4 readable words at `p`.
+        U32x4(unsafe { vld1q_u32(p) })
+    }
+
+    #[inline(always)]
+    fn add(self, rhs: Self) -> Self {
+        // SAFETY: `self` exists, so the CPU supports NEON (see `WordLanes`).
+        U32x4(unsafe { vaddq_u32(self.0, rhs.0) })
+    }
+
+    #[inline(always)]
+    fn xor(self, rhs: Self) -> Self {
+        // SAFETY: as in `add`.
+        U32x4(unsafe { veorq_u32(self.0, rhs.0) })
+    }
+
+    #[inline(always)]
+    fn rol<const R: i32>(self) -> Self {
+        // SAFETY: as in `add`.
+        U32x4(unsafe {
+            let a = self.0;
+            match R {
+                // Swapping the 16-bit halves of each word.
+                16 => vreinterpretq_u32_u16(vrev32q_u16(vreinterpretq_u16_u32(a))),
+                // Shift left, then insert the bits shifted out from the right.
+                12 => vsriq_n_u32::<20>(vshlq_n_u32::<12>(a), a),
+                8 => vsriq_n_u32::<24>(vshlq_n_u32::<8>(a), a),
+                7 => vsriq_n_u32::<25>(vshlq_n_u32::<7>(a), a),
+                // Any other rotation: a negative count shifts right.
+                _ => vorrq_u32(vshlq_u32(a, vdupq_n_s32(R)), vshlq_u32(a, vdupq_n_s32(R - 32))),
+            }
+        })
+    }
+
+    #[inline(always)]
+    unsafe fn store_blocks(rows: &[Self; 16], out: *mut u32) {
+        // SAFETY: `rows` exist, so the CPU supports NEON; the caller guarantees 64 writable
+        // words at `out`, and each store writes words 4g .. 4g + 4 of a block b < 4.
+        unsafe {
+            for g in 0..4 {
+                let [a, b, c, d] = [rows[4 * g].0, rows[4 * g + 1].0, rows[4 * g + 2].0, rows[4 * g + 3].0];
+                // Lanes: ab.0 = a0 b0 a2 b2, ab.1 = a1 b1 a3 b3; likewise cd.
+                let ab = vtrnq_u32(a, b);
+                let cd = vtrnq_u32(c, d);
+                let blocks = [
+                    vcombine_u32(vget_low_u32(ab.0), vget_low_u32(cd.0)),
+                    vcombine_u32(vget_low_u32(ab.1), vget_low_u32(cd.1)),
+                    vcombine_u32(vget_high_u32(ab.0), vget_high_u32(cd.0)),
+                    vcombine_u32(vget_high_u32(ab.1), vget_high_u32(cd.1)),
+                ];
+                for (l, block) in blocks.into_iter().enumerate() {
+                    vst1q_u32(out.add(16 * l + 4 * g), block);
+                }
+            }
+        }
+    }
+}
