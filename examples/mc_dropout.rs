@@ -69,7 +69,7 @@ struct Probabilities {
 
 impl Module for Probabilities {
     fn forward(&self, x: &Var) -> Result<Var> {
-        Ok(self.net.forward(x)?.softmax(1)?)
+        self.net.forward(x)?.softmax(1)
     }
 }
 

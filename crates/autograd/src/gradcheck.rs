@@ -68,7 +68,7 @@ pub fn gradcheck_with(
     let objective = |xs: &[Tensor<f64>]| -> Result<f64> {
         let vars: Vec<Var<f64>> = xs.iter().map(|t| Var::new(t.clone())).collect();
         let y = no_grad(|| f(&vars))?.value();
-        Ok(y.mul(&upstream)?.sum_all().item()?)
+        y.mul(&upstream)?.sum_all().item()
     };
     for (i, input) in inputs.iter().enumerate() {
         let analytic = vars[i].grad().map(|g| g.to_vec()).unwrap_or_else(|| vec![0.0; input.numel()]);

@@ -27,7 +27,7 @@ fn bits<T: Float>(t: &Tensor<T>) -> Vec<u64> {
 fn invalid_p_is_an_error<T: Float>() {
     let x = Var::parameter(Tensor::<T>::ones(&[8]));
     let mut gen = Generator::new(0);
-    for p in [-0.1, -0.0 - f64::MIN_POSITIVE, 1.0, 1.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+    for p in [-0.1, -0.0 - f64::MIN_POSITIVE, 1.0 + f64::EPSILON, 1.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
         let err = dropout(&x, p, &mut gen).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { op: "dropout", .. }), "p = {p}: {err}");
         let msg = err.to_string();
@@ -412,9 +412,10 @@ fn non_contiguous_input_f64() {
     non_contiguous_input::<f64>();
 }
 
-fn dropped_elements_are_exactly_zero<T: Float>() {
-    // Dropped elements are +0 even where x is NaN, infinite or negative (a multiply by a 0/1 mask
-    // would give NaN or -0 there); kept ones carry x's value through.
+fn dropped_elements_are_multiplied_by_zero<T: Float>() {
+    // As PyTorch (`x * mask`): a dropped element is `x * 0`, so NaN and infinite inputs give NaN
+    // whether kept or dropped, and a dropped negative one is -0; kept ones are `x / (1 - p)`. The
+    // gradient is `dy * mask / (1 - p)`: a NaN upstream gradient stays NaN everywhere.
     let n = 640;
     let values: Vec<T> = (0..n).map(|i| [T::NAN, T::INFINITY, T::NEG_INFINITY, -T::ONE][i % 4]).collect();
     let x = Var::parameter(Tensor::from_vec(values.clone(), &[n]).unwrap());
@@ -422,21 +423,44 @@ fn dropped_elements_are_exactly_zero<T: Float>() {
     let rec = record(&y);
     let scale = T::from_f64(2.0);
     for (i, &v) in y.value().to_vec().iter().enumerate() {
-        if rec.kept(i) {
-            assert_eq!(v.to_f64().to_bits(), (values[i] * scale).to_f64().to_bits(), "element {i}");
-        } else {
-            assert_eq!(v.to_f64().to_bits(), 0, "element {i}");
-        }
+        let factor = if rec.kept(i) { scale } else { T::ZERO };
+        assert_eq!(v.to_f64().to_bits(), (values[i] * factor).to_f64().to_bits(), "element {i}");
+        assert_eq!(v.is_nan(), i % 4 != 3, "element {i}: NaN and infinities give NaN");
     }
     assert!(rec.kept_count() > 0 && rec.kept_count() < n);
+    let upstream = Tensor::from_vec(vec![T::NAN; n], &[n]).unwrap();
+    y.backward_with(&upstream, false).unwrap();
+    assert!(x.grad().unwrap().to_vec().iter().all(|g| g.is_nan()), "a NaN gradient stays NaN, dropped or kept");
 }
 
 #[test]
-fn dropped_elements_are_exactly_zero_f32() {
-    dropped_elements_are_exactly_zero::<f32>();
+fn dropped_elements_are_multiplied_by_zero_f32() {
+    dropped_elements_are_multiplied_by_zero::<f32>();
 }
 
 #[test]
-fn dropped_elements_are_exactly_zero_f64() {
-    dropped_elements_are_exactly_zero::<f64>();
+fn dropped_elements_are_multiplied_by_zero_f64() {
+    dropped_elements_are_multiplied_by_zero::<f64>();
+}
+
+fn p_one_gives_zeros_and_zero_gradients<T: Float>() {
+    // As PyTorch: `p = 1` drops everything (`x * 0`), and the gradient is zero.
+    let x = Var::parameter(nonzero::<T>(300, 4));
+    let y = dropout(&x, 1.0, &mut Generator::new(0)).unwrap();
+    assert!(y.value().to_vec().iter().all(|&v| v == T::ZERO));
+    assert_eq!(record(&y).kept_count(), 0);
+    y.sum_all().backward().unwrap();
+    assert!(x.grad().unwrap().to_vec().iter().all(|&g| g == T::ZERO));
+    let nan = Var::new(Tensor::from_vec(vec![T::NAN; 3], &[3]).unwrap());
+    assert!(dropout(&nan, 1.0, &mut Generator::new(0)).unwrap().value().to_vec().iter().all(|v| v.is_nan()));
+}
+
+#[test]
+fn p_one_gives_zeros_and_zero_gradients_f32() {
+    p_one_gives_zeros_and_zero_gradients::<f32>();
+}
+
+#[test]
+fn p_one_gives_zeros_and_zero_gradients_f64() {
+    p_one_gives_zeros_and_zero_gradients::<f64>();
 }

@@ -254,7 +254,7 @@ fn to_tensor<T: Float>(path: &Path, name: &str, view: &TensorView<'_>) -> Result
     };
     let values = values.downcast::<Vec<T>>().map_err(|_| bad(format!("no reader for {}", T::NAME)))?;
     debug_assert_eq!(values.len(), numel);
-    Ok(Tensor::from_vec(*values, view.shape())?)
+    Tensor::from_vec(*values, view.shape())
 }
 
 // ─── files ─────────────────────────────────────────────────────────────────────

@@ -70,7 +70,7 @@ impl Visit for Stats {
 
 impl Module for Stats {
     fn forward(&self, x: &Var) -> tapegrad_nn::Result<Var> {
-        Ok(x.sub(&Var::new(self.running_mean.value()))?.mul(&self.scale)?)
+        x.sub(&Var::new(self.running_mean.value()))?.mul(&self.scale)
     }
 }
 

@@ -77,7 +77,7 @@ impl BitMask {
         if words.len() != len.div_ceil(64) {
             return Err(Error::arg(OP, format!("{len} bits need {} words, got {}", len.div_ceil(64), words.len())));
         }
-        if len % 64 != 0 && words.last().is_some_and(|w| w >> (len % 64) != 0) {
+        if !len.is_multiple_of(64) && words.last().is_some_and(|w| w >> (len % 64) != 0) {
             return Err(Error::arg(OP, format!("bits past the mask's {len} are set")));
         }
         Ok(BitMask { words: Arc::new(words), len })

@@ -118,7 +118,7 @@ impl Iterator for Batches {
         let index = &self.order[self.next..stop];
         self.next = stop;
         let labels = index.iter().map(|&i| self.dataset.labels()[i]).collect();
-        Some(self.dataset.images().index_select(0, index).map(|x| (x, labels)).map_err(Into::into))
+        Some(self.dataset.images().index_select(0, index).map(|x| (x, labels)))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

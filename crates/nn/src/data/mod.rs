@@ -52,7 +52,7 @@ pub fn load_mnist_images(path: impl AsRef<Path>) -> Result<Tensor<f32>> {
         ));
     };
     let pixels = idx.data.iter().map(|&b| f32::from(b) / 255.0).collect();
-    Ok(Tensor::from_vec(pixels, &[n, rows * cols])?)
+    Tensor::from_vec(pixels, &[n, rows * cols])
 }
 
 /// Reads an IDX label file (`[n]` unsigned bytes, plain or gzip) as class indices.

@@ -134,7 +134,7 @@ impl<T: Float> MultiheadAttention<T> {
             let b = self.in_proj_bias.narrow(0, i * e, e)?;
             let y = x.matmul(&w.t()?)?.add(&b)?;
             // [N, len, E] → [N, H, len, D]
-            Ok(y.reshape(&[n, x.shape()[1], h, d])?.permute(&[0, 2, 1, 3])?)
+            y.reshape(&[n, x.shape()[1], h, d])?.permute(&[0, 2, 1, 3])
         };
         let q = project(query, 0)?;
         let k = project(key, 1)?;

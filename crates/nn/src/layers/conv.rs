@@ -161,7 +161,7 @@ impl<T: Float> Module<T> for Conv2d<T> {
     /// in the padded input.
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
         check_4d("Conv2d", &x.shape(), Some(self.in_channels))?;
-        Ok(x.conv2d(&self.weight, self.bias.as_ref(), self.stride, self.padding)?)
+        x.conv2d(&self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
 }
 
@@ -216,7 +216,7 @@ macro_rules! pool_layer {
                 "` for a zero kernel or stride, or padding over half the kernel.")]
             fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
                 check_4d($label, &x.shape(), None)?;
-                Ok(x.$op(self.kernel_size, self.stride, self.padding)?)
+                x.$op(self.kernel_size, self.stride, self.padding)
             }
         }
 
@@ -314,7 +314,7 @@ impl<T: Float> Module<T> for Flatten<T> {
         }
         let mut out = shape[..self.start_dim].to_vec();
         out.push(shape[self.start_dim..].iter().product());
-        Ok(x.reshape(&out)?)
+        x.reshape(&out)
     }
 }
 

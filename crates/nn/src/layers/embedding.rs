@@ -93,7 +93,7 @@ impl<T: Float> Embedding<T> {
         let rows = self.weight.index_select(0, indices)?;
         let mut out = shape.to_vec();
         out.push(self.embedding_dim);
-        Ok(rows.reshape(&out)?)
+        rows.reshape(&out)
     }
 }
 

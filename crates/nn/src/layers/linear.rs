@@ -99,7 +99,7 @@ impl<T: Float> Module<T> for Linear<T> {
         if matches!(x.value().shape(), &[_, k] if k == self.in_features) {
             // One recorded op: the GEMM accumulates into the broadcast bias. (Other shapes take
             // the matmul path, which also names them in its error.)
-            return Ok(tapegrad_autograd::fused::linear(x, &self.weight, self.bias.as_ref())?);
+            return tapegrad_autograd::fused::linear(x, &self.weight, self.bias.as_ref());
         }
         let y = x.matmul(&self.weight.t()?)?;
         Ok(match &self.bias {

@@ -113,7 +113,7 @@ impl<T: Float> BatchNorm<T> {
             let std = Var::new(self.running_var.value().add_scalar(T::from_f64(self.eps)).sqrt().reshape(&bshape)?);
             x.sub(&mean)?.div(&std)?
         };
-        Ok(xhat.mul(&weight)?.add(&bias)?)
+        xhat.mul(&weight)?.add(&bias)
     }
 
     fn fmt(&self, f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {

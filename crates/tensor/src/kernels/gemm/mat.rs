@@ -142,11 +142,13 @@ impl<'a, T> MatRef<'a, T> {
     }
 
     /// Number of rows.
+    #[cfg(any(test, feature = "internals"))]
     pub fn rows(&self) -> usize {
         self.rows
     }
 
     /// Number of columns.
+    #[cfg(any(test, feature = "internals"))]
     pub fn cols(&self) -> usize {
         self.cols
     }
@@ -175,6 +177,7 @@ impl<'a, T> MatRef<'a, T> {
     ///
     /// # Panics
     /// When `i >= rows` or `j >= cols`.
+    #[cfg(any(test, feature = "internals"))]
     pub fn get(&self, i: usize, j: usize) -> T
     where
         T: Copy,
@@ -263,26 +266,31 @@ impl<'a, T> MatMut<'a, T> {
     }
 
     /// The transposed view: rows become columns, no element moves.
+    #[cfg(any(test, feature = "internals"))]
     pub fn t(self) -> MatMut<'a, T> {
         MatMut { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
     }
 
     /// Number of rows.
+    #[cfg(any(test, feature = "internals"))]
     pub fn rows(&self) -> usize {
         self.rows
     }
 
     /// Number of columns.
+    #[cfg(any(test, feature = "internals"))]
     pub fn cols(&self) -> usize {
         self.cols
     }
 
     /// Distance between rows, in elements.
+    #[cfg(any(test, feature = "internals"))]
     pub fn row_stride(&self) -> usize {
         self.row_stride
     }
 
     /// Distance between columns, in elements.
+    #[cfg(any(test, feature = "internals"))]
     pub fn col_stride(&self) -> usize {
         self.col_stride
     }

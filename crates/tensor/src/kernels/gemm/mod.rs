@@ -39,6 +39,8 @@ mod few_rows;
 mod mat;
 mod microkernel;
 mod packing;
+// The FMA peak is measured by the benchmarks only.
+#[cfg(any(test, feature = "internals"))]
 pub mod peak;
 #[cfg(target_arch = "x86_64")]
 mod short_k;

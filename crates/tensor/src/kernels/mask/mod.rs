@@ -71,7 +71,9 @@ impl Kernel for PackBelow<'_> {
     }
 }
 
-/// `out[i] = x[i] · (bit i of mask ? scale : 0)`: a dropped element is `x[i] · 0`.
+/// `out[i] = x[i] · (bit i of mask ? scale : 0)`: a dropped element is `x[i] · 0`. (The tensor
+/// ops use the allocating [`scale_by_mask_new`]; this one is for the tests and benchmarks.)
+#[cfg(any(test, feature = "internals"))]
 ///
 /// # Panics
 /// When `out` and `x` differ in length or `mask` has fewer than `x.len().div_ceil(64)` words.
