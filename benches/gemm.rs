@@ -1,5 +1,5 @@
 //! GEMM throughput: SGEMM on every kernel path for square sizes at 1 and 2 threads, a DGEMM
-//! sample, and the f32 products of issue 6's 784-1024-1024-10 MLP at batch 128 (forward and
+//! sample, and the f32 products of the benchmark 784-1024-1024-10 MLP at batch 128 (forward and
 //! both backward products of each layer, which read transposed operands in place).
 //!
 //! Throughput is declared as `Elements(2 m n k)`, so criterion's "elem/s" reads as FLOP/s
@@ -86,7 +86,7 @@ fn dgemm(c: &mut Criterion) {
     group.finish();
 }
 
-/// The products of one training step of issue 6's 784-1024-1024-10 MLP at batch 128 (weights
+/// The products of one training step of the 784-1024-1024-10 MLP at batch 128 (weights
 /// stored `[out, in]` as `Linear` keeps them), through `Tensor::matmul` on the active path:
 /// `(name, lhs, rhs)` with transposed views where the layer reads them. Named
 /// `layer_role_m x k x n`.

@@ -1,4 +1,4 @@
-//! The MLP training step of issue 6, timed: 784-1024-1024-10, ReLU, dropout 0.5 after each
+//! The benchmark MLP training step, timed: 784-1024-1024-10, ReLU, dropout 0.5 after each
 //! hidden layer, cross-entropy, plain SGD (no momentum, lr 0.01), batch 128, random data from a
 //! fixed seed. One step is forward, backward, the SGD update and zeroing the gradients:
 //! `2 · 128 · (3 · (784·1024 + 1024·1024 + 1024·10) − 784·1024)` ≈ 1.22 GFLOP of matrix

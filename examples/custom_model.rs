@@ -1,4 +1,4 @@
-//! The custom model of `API.md`, as a short tour of the API: a struct of layers with
+//! A custom model written as a user writes one, as a short tour of the API: a struct of layers with
 //! `#[derive(Module)]`, a hand-written `forward`, SGD with momentum, `train()` / `eval()`.
 //!
 //! ```sh

@@ -1,4 +1,4 @@
-//! Every name of `API.md`, used once, so that renaming or removing one breaks the build.
+//! Every name of the public API, used once, so that renaming or removing one breaks the build.
 
 use tapegrad::nn::{self, Module as _};
 use tapegrad::optim::{self, Optimizer as _};

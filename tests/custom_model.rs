@@ -1,11 +1,11 @@
-//! The custom model of `API.md`, written exactly as a user writes it there, trained end to end on
+//! A custom model, written exactly as a user writes one with the public API, trained end to end on
 //! the shipped digits with fixed seeds.
 
 use tapegrad::nn::{self, Dropout, Linear};
 use tapegrad::optim::{Optimizer, Sgd};
 use tapegrad::prelude::*;
 
-// ─── as in API.md ─────────────────────────────────────────────────────────────
+// ─── as a user writes it ──────────────────────────────────────────────────────
 
 #[derive(Module)]
 struct Mlp {

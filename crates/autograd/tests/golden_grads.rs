@@ -1,8 +1,8 @@
-//! Every gradient in `tests/golden/ops.json` (PyTorch 2.15, float64), matched in f64 and f32.
+//! Every gradient in the golden crate's `ops.json` (PyTorch 2.15, float64), matched in f64 and f32.
 //!
 //! Each case gives inputs, args, an upstream gradient and PyTorch's gradient of
-//! `sum(output * upstream)` for each input (see `tests/golden/README.md`). Here every input is a
-//! parameter, the op runs on `Var` exactly as `crates/tensor/tests/golden_ops.rs` runs it on
+//! `sum(output * upstream)` for each input (see the golden crate's `data/README.md`). Here every input is a
+//! parameter, the op runs on `Var` exactly as the tensor crate's `tests/golden_ops.rs` runs it on
 //! `Tensor`, and `backward_with(upstream)` must reproduce PyTorch's gradients.
 
 use std::collections::BTreeMap;
@@ -11,8 +11,7 @@ use golden::{tensor, usizes};
 use serde_json::Value;
 use tapegrad_autograd::{Float, Result, Var};
 
-#[path = "../../../tests/golden/support.rs"]
-mod golden;
+use tapegrad_golden as golden;
 
 /// Runs the op a case names on its inputs (all parameters), in `T`.
 fn run<T: Float>(case: &Value, inputs: &BTreeMap<String, Var<T>>) -> Result<Var<T>> {

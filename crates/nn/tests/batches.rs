@@ -1,11 +1,11 @@
 //! Seeded mini-batches, permutations, `Dataset::subset` and k-fold splits, on small synthetic
-//! datasets (where each image row carries its own index) and on the shipped `data/mnist-10k`.
+//! datasets, where each image row carries its own index (the same on the shipped `mnist-10k`, which
+//! lies outside this crate, is in the facade package's `tests/mnist.rs`).
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use proptest::prelude::*;
-use tapegrad_nn::data::{kfold, load_dataset, permutation, Batches, Dataset, Mnist};
+use tapegrad_nn::data::{kfold, permutation, Batches, Dataset};
 use tapegrad_nn::Error;
 use tapegrad_tensor::{Generator, Tensor};
 
@@ -38,13 +38,6 @@ fn epoch(ds: &Dataset, batch_size: usize, gen: Option<&mut Generator>) -> Vec<(T
 
 fn epoch_ids(batches: &[(Tensor, Vec<usize>)]) -> Vec<usize> {
     batches.iter().flat_map(|(x, y)| ids(x, y)).collect()
-}
-
-fn mnist() -> Dataset {
-    match load_dataset(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-10k")).unwrap() {
-        Mnist::Single(all) => all,
-        Mnist::TrainTest { train, .. } => train,
-    }
 }
 
 // ─── permutations ──────────────────────────────────────────────────────────────
@@ -146,47 +139,6 @@ fn the_same_seed_replays_the_same_epochs_and_other_seeds_differ() {
     assert_eq!(a[0], permutation(50, &mut Generator::new(1)));
 }
 
-#[test]
-fn batches_are_bit_identical_for_the_same_seed_on_mnist() {
-    let ds = mnist();
-    let a = Batches::new(&ds, 64, Some(&mut Generator::new(3))).unwrap();
-    let b = Batches::new(&ds, 64, Some(&mut Generator::new(3))).unwrap();
-    assert_eq!(a.len(), 157);
-    let order = a.order().to_vec();
-    let mut counts = vec![0usize; 10];
-    let mut n = 0;
-    for (i, (ra, rb)) in a.zip(b).enumerate() {
-        let ((xa, ya), (xb, yb)) = (ra.unwrap(), rb.unwrap());
-        let b = if i < 156 { 64 } else { 10_000 - 156 * 64 };
-        assert_eq!(xa.shape(), &[b, 784]);
-        assert_eq!(ya.len(), b);
-        assert_eq!(
-            xa.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            xb.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        );
-        assert_eq!(ya, yb);
-        if i == 0 {
-            // The first batch is exactly the first 64 samples of the order, images with labels.
-            let want = ds.subset(&order[..64]).unwrap();
-            assert_eq!(xa.to_vec(), want.images().to_vec());
-            assert_eq!(ya, want.labels());
-        }
-        for &y in &ya {
-            counts[y] += 1;
-        }
-        n += ya.len();
-    }
-    assert_eq!(n, 10_000);
-    let mut want = vec![0usize; 10];
-    for &y in ds.labels() {
-        want[y] += 1;
-    }
-    assert_eq!(counts, want, "every sample once: the label histogram of an epoch is the dataset's");
-    let mut sorted = order;
-    sorted.sort_unstable();
-    assert_eq!(sorted, (0..10_000).collect::<Vec<_>>());
-}
-
 // ─── subset ────────────────────────────────────────────────────────────────────
 
 #[test]
@@ -256,18 +208,4 @@ fn kfold_shuffles_by_seed() {
     let loo = kfold(5, 5, 9).unwrap();
     check_partition(5, 5, &loo);
     assert!(loo.iter().all(|(t, v)| t.len() == 4 && v.len() == 1));
-}
-
-#[test]
-fn kfold_on_mnist_gives_usable_subsets() {
-    let ds = mnist();
-    let folds = kfold(ds.len(), 5, 42).unwrap();
-    check_partition(ds.len(), 5, &folds);
-    let (train, val) = &folds[2];
-    let (train, val) = (ds.subset(train).unwrap(), ds.subset(val).unwrap());
-    assert_eq!(train.images().shape(), &[8000, 784]);
-    assert_eq!(val.images().shape(), &[2000, 784]);
-    assert_eq!(val.num_classes(), 10, "a shuffled fold holds every digit");
-    let n = Batches::new(&train, 100, Some(&mut Generator::new(0))).unwrap().drop_last(true).count();
-    assert_eq!(n, 80);
 }

@@ -1,7 +1,8 @@
-//! The IDX reader and the MNIST loaders, on the shipped `data/mnist-10k` and on small hostile
-//! files written to a scratch directory.
+//! The IDX reader and the MNIST loaders, on small well-formed and hostile files written to a
+//! scratch directory (the shipped `mnist-10k` lies outside this crate: the facade package's
+//! `tests/mnist.rs` reads it).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tapegrad_nn::data::{load_dataset, load_labels, load_mnist_images, read_idx, Dataset, Idx, Mnist};
@@ -9,10 +10,6 @@ use tapegrad_nn::Error;
 use tapegrad_tensor::Tensor;
 
 // ─── helpers ───────────────────────────────────────────────────────────────────
-
-fn shipped(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-10k").join(name)
-}
 
 /// A directory under the system temp dir, unique to this process and test, removed on drop.
 struct Scratch(PathBuf);
@@ -54,12 +51,6 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
-fn gunzip(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
-    out
-}
-
 /// The error's message, after checking that it is a `Format` error naming `path`.
 fn format_error(result: Result<impl std::fmt::Debug, Error>, path: &Path) -> String {
     let err = result.expect_err("expected an error");
@@ -73,67 +64,6 @@ fn assert_contains(msg: &str, parts: &[&str]) {
     for part in parts {
         assert!(msg.contains(part), "message lacks {part:?}: {msg}");
     }
-}
-
-// ─── the shipped mnist-10k ─────────────────────────────────────────────────────
-
-#[test]
-fn shipped_labels_match_the_data_readme() {
-    let idx = read_idx(shipped("labels-idx1-ubyte.gz")).unwrap();
-    assert_eq!(idx.dims, vec![10000]);
-    assert_eq!(&idx.data[..10], &[6, 1, 0, 0, 4, 5, 3, 4, 7, 2]);
-    let mut counts = [0usize; 10];
-    for &y in &load_labels(shipped("labels-idx1-ubyte.gz")).unwrap() {
-        counts[y] += 1;
-    }
-    assert_eq!(counts, [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]);
-}
-
-#[test]
-fn shipped_images_are_10000_digits_of_28_by_28() {
-    let idx = read_idx(shipped("images-idx3-ubyte.gz")).unwrap();
-    assert_eq!(idx.dims, vec![10000, 28, 28]);
-    assert_eq!(idx.data.len(), 7_840_000);
-    // Real digits: ink on a background, not a constant image.
-    assert_eq!(idx.data.iter().min(), Some(&0));
-    assert_eq!(idx.data.iter().max(), Some(&255));
-
-    let x = load_mnist_images(shipped("images-idx3-ubyte.gz")).unwrap();
-    assert_eq!(x.shape(), &[10000, 784]);
-    let pixels = x.to_vec();
-    assert!(pixels.iter().all(|&p| (0.0..=1.0).contains(&p)));
-    for (p, &b) in pixels.iter().zip(&idx.data).step_by(997) {
-        assert_eq!(*p, f32::from(b) / 255.0);
-    }
-}
-
-#[test]
-fn plain_and_gzip_files_read_the_same_whatever_their_names() {
-    let dir = Scratch::new("plain-gz");
-    let gz = std::fs::read(shipped("images-idx3-ubyte.gz")).unwrap();
-    let from_gz = read_idx(shipped("images-idx3-ubyte.gz")).unwrap();
-    // Compression is detected from the bytes: a plain file named .gz and a gzip file without it.
-    let plain = dir.write("images.gz", &gunzip(&gz));
-    let renamed = dir.write("images-no-suffix", &gz);
-    assert_eq!(read_idx(&plain).unwrap(), from_gz);
-    assert_eq!(read_idx(&renamed).unwrap(), from_gz);
-}
-
-#[test]
-fn the_shipped_directory_is_a_single_set_to_split() {
-    let Mnist::Single(all) = load_dataset(shipped("")).unwrap() else {
-        panic!("mnist-10k is a single set");
-    };
-    assert_eq!((all.len(), all.num_classes()), (10000, 10));
-    assert_eq!(all.images().shape(), &[10000, 784]);
-    let (train, test) = all.split_at(8000).unwrap();
-    assert_eq!((train.len(), test.len()), (8000, 2000));
-    assert_eq!(train.images().shape(), &[8000, 784]);
-    assert_eq!(test.images().shape(), &[2000, 784]);
-    assert!(train.images().shares_storage(all.images()) && test.images().shares_storage(all.images()));
-    assert_eq!(&train.labels()[..3], &[6, 1, 0]);
-    assert_eq!(test.labels(), &all.labels()[8000..]);
-    assert_eq!(test.images().to_vec()[..784], all.images().to_vec()[8000 * 784..8001 * 784]);
 }
 
 // ─── directories in the standard layout ────────────────────────────────────────

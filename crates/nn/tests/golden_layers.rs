@@ -1,4 +1,4 @@
-//! Every layer case of `tests/golden/nn.json` (PyTorch 2.15, float64): PyTorch's parameters
+//! Every layer case of the golden crate's `nn.json` (PyTorch 2.15, float64): PyTorch's parameters
 //! are loaded into our layer by name, the input is forwarded in the case's mode, and the output,
 //! the gradient of `sum(output * upstream)` with respect to the input and every parameter, and
 //! BatchNorm's running statistics after the forward are compared (f64 at 1e-10, f32 at 1e-5).
@@ -21,9 +21,8 @@ use tapegrad_nn::{
 };
 use tapegrad_tensor::{Float, Generator, Tensor};
 
-#[path = "../../../tests/golden/support.rs"]
-mod golden;
 use golden::{assert_close, tensor};
+use tapegrad_golden as golden;
 
 fn case(name: &str) -> Value {
     golden::case("nn.json", name)

@@ -1,4 +1,4 @@
-//! The losses against PyTorch's values in `tests/golden/nn.json` (float64: `F.cross_entropy`
+//! The losses against PyTorch's values in the golden crate's `nn.json` (float64: `F.cross_entropy`
 //! with and without `label_smoothing=0.1`, `F.nll_loss(F.log_softmax(x, 1), t)`, `F.mse_loss`,
 //! `F.binary_cross_entropy_with_logits`; outputs and input gradients after
 //! `backward(upstream)`), gradient checks of every loss and reduction, stability at extreme
@@ -13,8 +13,7 @@ use tapegrad_nn::loss::{
 use tapegrad_nn::{l1_penalty, l2_penalty};
 use tapegrad_tensor::{Generator, Tensor};
 
-#[path = "../../../tests/golden/support.rs"]
-mod golden;
+use tapegrad_golden as golden;
 
 fn case(name: &str) -> Value {
     golden::case("nn.json", name)

@@ -1,6 +1,6 @@
 //! The optimisers, the max-norm constraint, gradient clipping and the schedulers against
-//! PyTorch's values in `tests/golden/optim.json` (float64, produced by the Python in
-//! `/work/shared/golden`: `torch.optim.SGD/Adam/AdamW` from one initial tensor with four fixed
+//! PyTorch's values in the golden crate's `optim.json` (float64, produced in Python by
+//! `torch.optim.SGD/Adam/AdamW` from one initial tensor with four fixed
 //! gradients, `torch.renorm` rows, `clip_grad_norm_`, `StepLR` and `CosineAnnealingLR`), plus
 //! the hyperparameter checks and a property test of `max_norm_`.
 
@@ -10,8 +10,7 @@ use tapegrad_autograd::Var;
 use tapegrad_nn::optim::{clip_grad_norm_, max_norm_, Adam, AdamW, CosineLr, LrScheduler, Optimizer, Sgd, StepLr};
 use tapegrad_tensor::Tensor;
 
-#[path = "../../../tests/golden/support.rs"]
-mod golden;
+use tapegrad_golden as golden;
 
 fn case(name: &str) -> Value {
     golden::case("optim.json", name)

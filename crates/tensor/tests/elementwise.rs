@@ -8,12 +8,11 @@ use tapegrad_tensor::kernels::{available_isas, Isa};
 use tapegrad_tensor::{Float, Tensor};
 
 mod common;
-#[path = "../../../tests/golden/support.rs"]
-mod golden_file;
+use tapegrad_golden as golden_file;
 
 use common::{close, f64s, fill, make, same, shape_strategy, unravel, view_strategy, Lcg, View};
 
-/// A case of PyTorch's golden file `tests/golden/ops.json`.
+/// A case of PyTorch's golden file `ops.json` (in the `tapegrad-golden` crate).
 fn golden_case(name: &str) -> serde_json::Value {
     golden_file::case("ops.json", name)
 }

@@ -1,14 +1,13 @@
-//! Every forward value in `tests/golden/ops.json` (PyTorch 2.15, float64), matched in f64 and f32.
+//! Every forward value in the golden crate's `ops.json` (PyTorch 2.15, float64), matched in f64 and f32.
 //!
-//! The file was produced by PyTorch; each case gives inputs, args and the output (see
-//! `tests/golden/README.md`). Gradients in the same file are checked by the autograd crate.
+//! The file was produced by PyTorch; each case gives inputs, args and the output (see the
+//! golden crate's `data/README.md`). Gradients in the same file are checked by the autograd crate.
 
 use golden::{tensor, usizes};
 use serde_json::Value;
 use tapegrad_tensor::{Float, Result, Tensor};
 
-#[path = "../../../tests/golden/support.rs"]
-mod golden;
+use tapegrad_golden as golden;
 
 /// Runs the op a case names on its inputs, in `T`.
 fn run<T: Float>(case: &Value) -> Result<Tensor<T>> {

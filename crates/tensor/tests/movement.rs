@@ -6,10 +6,9 @@ use proptest::prelude::*;
 use serde_json::Value;
 use tapegrad_tensor::{Error, Float, Tensor};
 
-#[path = "../../../tests/golden/support.rs"]
-mod golden_file;
+use tapegrad_golden as golden_file;
 
-/// A case of PyTorch's golden file `tests/golden/ops.json`.
+/// A case of PyTorch's golden file `ops.json` (in the `tapegrad-golden` crate).
 fn golden(name: &str) -> Value {
     golden_file::case("ops.json", name)
 }

@@ -38,9 +38,9 @@ pub struct Idx {
 /// how many bytes the header promises and how many were found), holds bytes past the data, or
 /// is corrupt gzip. A header that claims huge dims costs no more memory than the file's size.
 ///
-/// ```
+/// ```no_run
 /// use tapegrad_nn::data::read_idx;
-/// let labels = read_idx(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist-10k/labels-idx1-ubyte.gz"))?;
+/// let labels = read_idx("data/mnist-10k/labels-idx1-ubyte.gz")?;
 /// assert_eq!(labels.dims, vec![10000]);
 /// assert_eq!(&labels.data[..3], &[6, 1, 0]);
 /// # Ok::<(), tapegrad_nn::Error>(())

@@ -4,9 +4,13 @@
 //! Like `torchvision.datasets.MNIST`, a [`Dataset`] holds all its samples in memory: images as
 //! one `f32` tensor of shape `[n, rows * cols]` scaled to [0, 1], labels as `Vec<usize>`.
 //!
-//! ```
+//! The examples in this module read the `mnist-10k` that tapegrad's repository ships in `data/`,
+//! from the repository root; that folder is not part of this crate, so they are compiled but not
+//! run here (the facade package's `tests/mnist.rs` checks the same values).
+//!
+//! ```no_run
 //! use tapegrad_nn::data::{load_dataset, Mnist};
-//! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist-10k");
+//! let dir = "data/mnist-10k";
 //! let (train, test) = match load_dataset(dir)? {
 //!     Mnist::TrainTest { train, test } => (train, test),
 //!     Mnist::Single(all) => all.split_at(8000)?,
@@ -36,9 +40,9 @@ pub use kfold::kfold;
 /// # Errors
 /// Everything [`read_idx`] reports, and [`Error::Format`] when the file does not have 3 dims.
 ///
-/// ```
+/// ```no_run
 /// use tapegrad_nn::data::load_mnist_images;
-/// let x = load_mnist_images(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist-10k/images-idx3-ubyte.gz"))?;
+/// let x = load_mnist_images("data/mnist-10k/images-idx3-ubyte.gz")?;
 /// assert_eq!(x.shape(), &[10000, 784]);
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
@@ -60,9 +64,9 @@ pub fn load_mnist_images(path: impl AsRef<Path>) -> Result<Tensor<f32>> {
 /// # Errors
 /// Everything [`read_idx`] reports, and [`Error::Format`] when the file does not have 1 dim.
 ///
-/// ```
+/// ```no_run
 /// use tapegrad_nn::data::load_labels;
-/// let y = load_labels(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist-10k/labels-idx1-ubyte.gz"))?;
+/// let y = load_labels("data/mnist-10k/labels-idx1-ubyte.gz")?;
 /// assert_eq!(&y[..4], &[6, 1, 0, 0]);
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
