@@ -425,7 +425,9 @@ fn dropped_elements_are_multiplied_by_zero<T: Float>() {
     for (i, &v) in y.value().to_vec().iter().enumerate() {
         let factor = if rec.kept(i) { scale } else { T::ZERO };
         assert_eq!(v.to_f64().to_bits(), (values[i] * factor).to_f64().to_bits(), "element {i}");
-        assert_eq!(v.is_nan(), i % 4 != 3, "element {i}: NaN and infinities give NaN");
+        if !rec.kept(i) {
+            assert_eq!(v.is_nan(), i % 4 != 3, "element {i}: a dropped NaN or infinity gives NaN");
+        }
     }
     assert!(rec.kept_count() > 0 && rec.kept_count() < n);
     let upstream = Tensor::from_vec(vec![T::NAN; n], &[n]).unwrap();

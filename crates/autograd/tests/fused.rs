@@ -119,5 +119,5 @@ fn bad_shapes_are_errors() {
     let w = Var::parameter(Tensor::<f32>::ones(&[4, 3]));
     assert!(linear(&x, &w, Some(&Var::new(Tensor::ones(&[3])))).is_err());
     assert!(linear(&Var::new(Tensor::<f32>::ones(&[3])), &w, None).is_err());
-    assert!(linear_relu_dropout(&x, &w, &Var::new(Tensor::ones(&[4])), 1.0, &mut Generator::new(0)).is_err());
+    assert!(linear_relu_dropout(&x, &w, &Var::new(Tensor::ones(&[4])), 1.5, &mut Generator::new(0)).is_err());
 }
