@@ -60,7 +60,7 @@ impl Stream {
 
     /// Fills `out` with the next words: the same words as `out.len()` calls of
     /// [`next_u32`](Stream::next_u32), generated many blocks at a time on the SIMD path
-    /// ([`kernels::chacha`](crate::kernels::chacha)).
+    /// (the crate's ChaCha kernels).
     pub fn fill_u32(&mut self, out: &mut [u32]) {
         let pos = self.rng.get_word_pos();
         let key = crate::kernels::chacha::key_for_seed(self.seed);

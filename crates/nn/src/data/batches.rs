@@ -65,7 +65,7 @@ impl Batches {
     /// when given (the generator advances), in dataset order otherwise.
     ///
     /// # Errors
-    /// [`Error::Tensor`](crate::Error::Tensor) (invalid argument, op `Batches::new`) when
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) (op `Batches::new`) when
     /// `batch_size` is 0.
     pub fn new(dataset: &Dataset, batch_size: usize, shuffle: Option<&mut Generator>) -> Result<Batches> {
         if batch_size == 0 {

@@ -13,7 +13,7 @@ use super::batches::permutation;
 /// The same `(n, k, seed)` gives the same folds on every machine.
 ///
 /// # Errors
-/// [`Error::Tensor`](crate::Error::Tensor) (invalid argument, op `kfold`) unless
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) (op `kfold`) unless
 /// `2 <= k <= n`.
 ///
 /// ```

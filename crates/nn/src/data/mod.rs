@@ -95,7 +95,7 @@ impl Dataset {
     /// A dataset of `images` (shape `[n, ...]`) labelled by `labels` (length `n`).
     ///
     /// # Errors
-    /// [`Error::Tensor`] naming both shapes when `images` is 0-dimensional or its first dim is
+    /// [`Error::ShapeMismatch`] naming both shapes when `images` is 0-dimensional or its first dim is
     /// not `labels.len()`.
     ///
     /// ```
@@ -147,7 +147,7 @@ impl Dataset {
     /// `slice::split_at`, but fallible).
     ///
     /// # Errors
-    /// [`Error::Tensor`] when `mid > len()`.
+    /// [`Error::InvalidArgument`] when `mid > len()`.
     pub fn split_at(&self, mid: usize) -> Result<(Dataset, Dataset)> {
         let n = self.len();
         if mid > n {
@@ -163,7 +163,7 @@ impl Dataset {
     /// gives a fold's training or validation set.
     ///
     /// # Errors
-    /// [`Error::Tensor`] (invalid argument, op `Dataset::subset`) naming the first index that
+    /// [`Error::InvalidArgument`] (op `Dataset::subset`) naming the first index that
     /// is not below `len()`.
     ///
     /// ```

@@ -1,5 +1,5 @@
 //! Matrix products with PyTorch's `matmul` semantics, on the packed GEMM of
-//! [`kernels::gemm`](crate::kernels::gemm).
+//! the crate's private `kernels::gemm`.
 //!
 //! Operands are handed to the GEMM as strided views of their storage (transposed, narrowed and
 //! expanded inputs included): the GEMM's packing reads them in place, nothing is copied first.

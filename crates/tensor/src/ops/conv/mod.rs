@@ -1,7 +1,7 @@
 //! 2-D convolution and pooling over NCHW tensors, with the backward helpers autograd calls.
 //!
 //! - this file: `conv2d` and `conv2d_backward`, as `im2col` + one GEMM per image
-//!   ([`kernels::gemm::gemm`](crate::kernels::gemm::gemm));
+//!   (the crate's packed GEMM);
 //! - `im2col.rs`: the unfolding into a column matrix and its adjoint `col2im`;
 //! - `pool.rs`: `max_pool2d` (with indices), `avg_pool2d` and their backwards.
 //!
