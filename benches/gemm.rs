@@ -17,6 +17,7 @@
 //! not a contender).
 
 use std::time::{Duration, Instant};
+use tapegrad::tensor::TensorNew;
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};

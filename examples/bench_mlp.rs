@@ -94,13 +94,6 @@ impl FusedMlp<'_> {
     }
 }
 
-/// The peak resident set of this process in KiB (`VmHWM`), if the kernel reports it.
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 fn main() {
     common::main(
         0,
@@ -183,7 +176,7 @@ fn run(args: &common::Args, opts: Options) -> Result<()> {
     let [fwd, bwd, update] = phases.map(|ms| ms / opts.steps as f64);
     println!("mean ms per phase: forward + loss {fwd:.3}, backward {bwd:.3}, SGD update + zero_grad {update:.3}");
     println!("final loss {loss_value:.6}");
-    match peak_rss_kib() {
+    match common::peak_rss_kib() {
         Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("peak RSS: /proc/self/status has no VmHWM"),
     }

@@ -14,43 +14,9 @@
 
 mod common;
 
-use tapegrad::nn::{Conv2d, Dropout, Dropout2d, Flatten, Linear, MaxPool2d, ReLU, Sequential};
+use common::models::Cnn;
 use tapegrad::optim::Adam;
 use tapegrad::prelude::*;
-
-/// `[N, 784]` digits seen as `[N, 1, 28, 28]` images, then features and classifier.
-#[derive(Module)]
-struct Cnn {
-    features: Sequential,
-    classifier: Sequential,
-}
-
-impl Cnn {
-    fn new(width: usize, gen: &mut Generator) -> Result<Cnn> {
-        let features = Sequential::new()
-            .add(Conv2d::new(1, width, 3, 1, 1, gen))
-            .add(ReLU::new())
-            .add(MaxPool2d::new(2))
-            .add(Conv2d::new(width, 2 * width, 3, 1, 1, gen))
-            .add(ReLU::new())
-            .add(Dropout2d::new(0.1)?)
-            .add(MaxPool2d::new(2));
-        let classifier = Sequential::new()
-            .add(Flatten::new())
-            .add(Linear::new(2 * width * 7 * 7, 128, gen))
-            .add(ReLU::new())
-            .add(Dropout::new(0.5)?)
-            .add(Linear::new(128, 10, gen));
-        Ok(Cnn { features, classifier })
-    }
-}
-
-impl Module for Cnn {
-    fn forward(&self, x: &Var) -> Result<Var> {
-        let images = x.reshape(&[x.shape()[0], 1, 28, 28])?;
-        self.classifier.forward(&self.features.forward(&images)?)
-    }
-}
 
 /// The example's own flags.
 struct Options {

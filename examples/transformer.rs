@@ -15,51 +15,9 @@
 
 mod common;
 
-use tapegrad::nn::{Linear, TransformerEncoderLayer};
+use common::models::RowTransformer;
 use tapegrad::optim::AdamW;
 use tapegrad::prelude::*;
-
-/// Rows of a 28 x 28 digit, and pixels per row.
-const ROWS: usize = 28;
-
-/// A digit as a sequence of rows → encoder → mean over rows → 10 logits.
-#[derive(Module)]
-struct RowTransformer {
-    /// A row of pixels → `d_model`.
-    embed: Linear,
-    /// The learned positional embedding, `[28, d_model]`, added to every digit.
-    pos: Var,
-    layers: Vec<TransformerEncoderLayer>,
-    head: Linear,
-}
-
-impl RowTransformer {
-    fn new(opts: &Options, gen: &mut Generator) -> Result<RowTransformer> {
-        let d = opts.d_model;
-        let layers = (0..opts.layers)
-            .map(|_| TransformerEncoderLayer::new(d, opts.heads, 2 * d, opts.dropout, gen))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(RowTransformer {
-            embed: Linear::new(ROWS, d, gen),
-            // Small, as BERT and ViT initialise theirs, so the rows' content dominates at first.
-            pos: Var::parameter(Tensor::randn(&[ROWS, d], gen).mul_scalar(0.02)),
-            layers,
-            head: Linear::new(d, 10, gen),
-        })
-    }
-}
-
-impl Module for RowTransformer {
-    fn forward(&self, x: &Var) -> Result<Var> {
-        let rows = x.reshape(&[x.shape()[0], ROWS, ROWS])?;
-        // [N, 28, d] + [28, d]: the positional embedding broadcasts over the batch.
-        let mut h = self.embed.forward(&rows)?.add(&self.pos)?;
-        for layer in &self.layers {
-            h = layer.forward(&h)?;
-        }
-        self.head.forward(&h.mean(&[1], false)?)
-    }
-}
 
 /// The example's own flags.
 struct Options {
@@ -99,7 +57,7 @@ fn run(args: &common::Args, opts: &Options) -> Result<()> {
     // The dropout layers draw from the thread's default generator.
     manual_seed(args.seed);
     let mut gen = Generator::new(args.seed);
-    let mut model = RowTransformer::new(opts, &mut gen)?;
+    let mut model = RowTransformer::new(opts.d_model, opts.heads, opts.layers, opts.dropout, &mut gen)?;
     println!("{model}");
     println!("parameters: {}", model.parameters().iter().map(|p| p.value().numel()).sum::<usize>());
 

@@ -97,10 +97,10 @@ struct Generic<T: tapegrad::tensor::Float = f32> {
 #[test]
 fn the_derive_serves_f64_and_generic_models() {
     let mut gen = Generator::new(1);
-    let wide = Wide { fc: Linear::new(3, 2, &mut gen), _width: 3 };
+    let wide = Wide { fc: Linear::<f64>::new(3, 2, &mut gen), _width: 3 };
     assert_eq!(wide.to_string(), "Wide(\n  (fc): Linear(in_features=3, out_features=2, bias=True)\n)");
     let g: Generic<f64> =
-        Generic { layers: vec![Linear::new(2, 2, &mut gen), Linear::new(2, 1, &mut gen)], head: None };
+        Generic { layers: vec![Linear::<f64>::new(2, 2, &mut gen), Linear::<f64>::new(2, 1, &mut gen)], head: None };
     let names: Vec<String> = Module::<f64>::named_parameters(&LinearStack(g)).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["0.layers.0.weight", "0.layers.0.bias", "0.layers.1.weight", "0.layers.1.bias"]);
 }

@@ -2,6 +2,7 @@
 //! training epoch. Each example includes it with `mod common;`.
 #![allow(dead_code)] // each example uses a different part
 
+pub mod models;
 pub mod svg;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ pub struct Args {
     pub smoke: bool,
     /// `--out PATH`: where an example writes its plot or report.
     pub out: Option<PathBuf>,
+    /// `--loop plain`: run on the main thread, as a user's plain loop does, instead of on a
+    /// thread of rayon's pool (`--loop pool`, the default).
+    pub plain_loop: bool,
     /// Flags the example handles itself (`--name value` pairs), in order.
     pub extra: Vec<(String, String)>,
 }
@@ -49,7 +53,7 @@ pub fn shipped_data() -> PathBuf {
 
 /// Parses `--data --epochs --threads --seed --smoke --out` and the example's own `--name value`
 /// flags (listed in `extra`), with `epochs` as the default epoch count.
-pub fn parse_args(epochs: usize, extra: &[&str]) -> Result<Args, String> {
+pub fn parse_args(argv: Vec<String>, epochs: usize, extra: &[&str]) -> Result<Args, String> {
     let mut args = Args {
         data: shipped_data(),
         epochs,
@@ -57,9 +61,10 @@ pub fn parse_args(epochs: usize, extra: &[&str]) -> Result<Args, String> {
         seed: 0,
         smoke: std::env::var("TAPEGRAD_SMOKE").is_ok_and(|v| v == "1"),
         out: None,
+        plain_loop: false,
         extra: vec![],
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = argv.into_iter().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--smoke" {
             args.smoke = true;
@@ -68,7 +73,7 @@ pub fn parse_args(epochs: usize, extra: &[&str]) -> Result<Args, String> {
         if flag == "--help" || flag == "-h" {
             let own: String = extra.iter().map(|e| format!(" [--{e} V]")).collect();
             return Err(format!(
-                "usage: [--data DIR] [--epochs N] [--threads N] [--seed N] [--out PATH] [--smoke]{own}"
+                "usage: [--data DIR] [--epochs N] [--threads N] [--seed N] [--out PATH] [--loop pool|plain] [--smoke]{own}"
             ));
         }
         let name = flag.strip_prefix("--").ok_or_else(|| format!("unexpected argument {flag:?}"))?;
@@ -80,6 +85,13 @@ pub fn parse_args(epochs: usize, extra: &[&str]) -> Result<Args, String> {
             "threads" => args.threads = number(&value)? as usize,
             "seed" => args.seed = number(&value)?,
             "out" => args.out = Some(PathBuf::from(value)),
+            "loop" => {
+                args.plain_loop = match value.as_str() {
+                    "plain" => true,
+                    "pool" => false,
+                    other => return Err(format!("--loop: {other:?} is neither pool nor plain")),
+                }
+            }
             other if extra.contains(&other) => args.extra.push((other.to_string(), value)),
             other => return Err(format!("unknown flag --{other}")),
         }
@@ -99,18 +111,35 @@ pub fn main<O: Send, E: std::fmt::Display + Send>(
     options: impl FnOnce(&Args) -> Result<O, String>,
     run: impl FnOnce(&Args, O) -> Result<(), E> + Send,
 ) {
-    let (args, opts) = match parse_args(epochs, extra).and_then(|args| options(&args).map(|o| (args, o))) {
+    main_with(std::env::args().collect(), epochs, extra, options, run);
+}
+
+/// [`main`] with the command line given (`argv[0]` is the program).
+pub fn main_with<O: Send, E: std::fmt::Display + Send>(
+    argv: Vec<String>,
+    epochs: usize,
+    extra: &[&str],
+    options: impl FnOnce(&Args) -> Result<O, String>,
+    run: impl FnOnce(&Args, O) -> Result<(), E> + Send,
+) {
+    let (args, opts) = match parse_args(argv, epochs, extra).and_then(|args| options(&args).map(|o| (args, o))) {
         Ok(parsed) => parsed,
         Err(msg) => {
             eprintln!("{msg}");
             std::process::exit(2);
         }
     };
-    // The run itself executes on one of the pool's threads, so the kernels' parallel work is
-    // shared with the thread that issues it instead of being handed across to a sleeping pool.
-    if let Err(e) =
-        init_threads(args.threads).and_then(|_| rayon::scope(|_| run(&args, opts)).map_err(|e| e.to_string()))
-    {
+    // By default the run executes on one of the pool's threads, so the kernels' parallel work is
+    // shared with the thread that issues it instead of being handed across to a sleeping pool;
+    // `--loop plain` runs it on the main thread, as a user's own loop would.
+    let result = init_threads(args.threads).and_then(|_| {
+        if args.plain_loop {
+            run(&args, opts).map_err(|e| e.to_string())
+        } else {
+            rayon::scope(|_| run(&args, opts)).map_err(|e| e.to_string())
+        }
+    });
+    if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
@@ -123,6 +152,13 @@ pub fn init_threads(threads: usize) -> Result<(), String> {
         rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The peak resident set of this process in KiB (`VmHWM`), if the kernel reports it.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// A train / test split.

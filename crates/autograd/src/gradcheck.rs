@@ -1,5 +1,6 @@
 //! Gradient checking: the tape's gradients against central finite differences, in f64.
 
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Error, Generator, Result, Tensor};
 
 use crate::no_grad::no_grad;
@@ -60,7 +61,7 @@ pub fn gradcheck_with(
     let op = out.tape().last().map_or("constant", |e| e.name).to_string();
     let upstream = match upstream {
         Some(u) => u.clone(),
-        None => Tensor::randn(out.value().shape(), &mut Generator::new(0x6AD_C4EC)),
+        None => Tensor::<f64>::randn(out.value().shape(), &mut Generator::new(0x6AD_C4EC)),
     };
     if out.requires_grad() {
         out.backward_with(&upstream, false)?;

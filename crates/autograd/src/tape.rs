@@ -6,6 +6,7 @@
 //! visited op's saved tensors and input handles are dropped, unless the graph is retained.
 
 use std::collections::{BinaryHeap, HashSet};
+use tapegrad_tensor::TensorNew;
 
 use smallvec::SmallVec;
 use tapegrad_tensor::{Error, Float, Result, Tensor};
@@ -209,7 +210,7 @@ impl<T: Float> Var<T> {
                     "the upstream gradient must have the output's shape",
                 ))
             }
-            None if value.numel() == 1 => Tensor::ones(value.shape()),
+            None if value.numel() == 1 => Tensor::<T>::ones(value.shape()),
             None => return Err(Error::NonScalar { shape: value.shape().to_vec(), numel: value.numel() }),
         };
         if !self.requires_grad() {

@@ -7,6 +7,7 @@
 //! state. Node ids grow in execution order, so sorting reachable nodes by id gives a topological
 //! order for backward.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -16,8 +17,83 @@ use tapegrad_tensor::{Float, Result, Tensor};
 use crate::no_grad::is_grad_enabled;
 use crate::ops::dropout::DropoutRecord;
 
-/// The gradients an op's backward returns, one per input (`None` where no gradient is needed).
-pub type Grads<T> = SmallVec<[Option<Tensor<T>>; 2]>;
+/// The gradients an op's backward returns, one per input in the order `Var::from_op` was given
+/// them (`None` where no gradient is needed).
+///
+/// Built from an array or a `Vec` (`Grads::from([Some(dx), None])`), from an iterator, or with
+/// [`push`](Grads::push); read as a slice. Up to two gradients are stored inline, without an
+/// allocation.
+pub struct Grads<T: Float>(SmallVec<[Option<Tensor<T>>; 2]>);
+
+impl<T: Float> Grads<T> {
+    /// No gradients yet.
+    pub fn new() -> Grads<T> {
+        Grads(SmallVec::new())
+    }
+
+    /// One gradient, for a one-input op.
+    pub fn one(g: Tensor<T>) -> Grads<T> {
+        let mut grads = Grads::new();
+        grads.push(Some(g));
+        grads
+    }
+
+    /// Appends the next input's gradient.
+    pub fn push(&mut self, g: Option<Tensor<T>>) {
+        self.0.push(g);
+    }
+}
+
+impl<T: Float> Default for Grads<T> {
+    fn default() -> Self {
+        Grads::new()
+    }
+}
+
+impl<T: Float> std::ops::Deref for Grads<T> {
+    type Target = [Option<Tensor<T>>];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<T: Float> std::ops::DerefMut for Grads<T> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<T: Float, const N: usize> From<[Option<Tensor<T>>; N]> for Grads<T> {
+    fn from(grads: [Option<Tensor<T>>; N]) -> Self {
+        grads.into_iter().collect()
+    }
+}
+
+impl<T: Float> From<Vec<Option<Tensor<T>>>> for Grads<T> {
+    fn from(grads: Vec<Option<Tensor<T>>>) -> Self {
+        Grads(SmallVec::from_vec(grads))
+    }
+}
+
+impl<T: Float> FromIterator<Option<Tensor<T>>> for Grads<T> {
+    fn from_iter<I: IntoIterator<Item = Option<Tensor<T>>>>(iter: I) -> Self {
+        Grads(iter.into_iter().collect())
+    }
+}
+
+impl<T: Float> IntoIterator for Grads<T> {
+    type Item = Option<Tensor<T>>;
+    type IntoIter = smallvec::IntoIter<[Option<Tensor<T>>; 2]>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<T: Float> fmt::Debug for Grads<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter().map(|g| g.as_ref().map(|t| t.shape().to_vec()))).finish()
+    }
+}
 
 /// The backward half of an op: what it saved in forward, and how to turn the output's gradient
 /// into its inputs' gradients.
@@ -158,7 +234,7 @@ impl<T: Float> Var<T> {
     /// impl Backward<f32> for Triple {
     ///     fn name(&self) -> &'static str { "triple" }
     ///     fn backward(&self, dy: &Tensor<f32>, _: &[bool]) -> Result<Grads<f32>> {
-    ///         Ok(Grads::from_iter([Some(dy.mul_scalar(3.0))]))
+    ///         Ok(Grads::one(dy.mul_scalar(3.0)))
     ///     }
     /// }
     /// let x = Var::parameter(Tensor::<f32>::ones(&[2]));

@@ -3,6 +3,7 @@
 //! one-bit-per-element mask memory. Every property is checked in f32 and f64.
 
 use tapegrad_autograd::{dropout, manual_seed, DropoutRecord, Error, Float, Generator, Tensor, Var};
+use tapegrad_tensor::TensorNew;
 
 /// A size spanning three full 64K-element chunks plus a tail that is not a multiple of 64.
 const MULTI_CHUNK: usize = 3 * (1 << 16) + 1037;

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tapegrad_autograd::fused::{linear, linear_relu_dropout};
 use tapegrad_autograd::{dropout, gradcheck, Generator, Result, Tensor, Var};
+use tapegrad_tensor::TensorNew;
 
 type Outcome = std::result::Result<(), TestCaseError>;
 

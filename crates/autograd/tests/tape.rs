@@ -5,6 +5,7 @@
 //! dropped nor when backpropagated.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use tapegrad_tensor::TensorNew;
 
 use tapegrad_autograd::{detect_anomaly, is_anomaly_enabled, is_grad_enabled, no_grad, Error, Var};
 use tapegrad_tensor::Tensor;

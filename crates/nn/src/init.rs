@@ -15,6 +15,7 @@
 //! # Ok::<(), tapegrad_nn::Error>(())
 //! ```
 
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
 /// The nonlinearity that follows a layer, for [`calculate_gain`] (`torch.nn.init`'s
@@ -106,7 +107,7 @@ pub fn uniform<T: Float>(shape: &[usize], low: f64, high: f64, gen: &mut Generat
         return Err(Error::arg("uniform", format!("bounds [{low}, {high}) are not finite with low <= high")));
     }
     let (low, width) = (T::from_f64(low), T::from_f64(high - low));
-    Ok(Tensor::rand(shape, gen).map(|u| low + width * u))
+    Ok(Tensor::<T>::rand(shape, gen).map(|u| low + width * u))
 }
 
 /// A tensor of `shape` drawn from `N(mean, std²)`, as `torch.nn.init.normal_`.
@@ -126,7 +127,7 @@ pub fn normal<T: Float>(shape: &[usize], mean: f64, std: f64, gen: &mut Generato
         return Err(Error::arg("normal", format!("mean {mean} and std {std}: need finite values and std >= 0")));
     }
     let (mean, std) = (T::from_f64(mean), T::from_f64(std));
-    Ok(Tensor::randn(shape, gen).map(|z| mean + std * z))
+    Ok(Tensor::<T>::randn(shape, gen).map(|z| mean + std * z))
 }
 
 /// A tensor of zeros, as `torch.nn.init.zeros_`.
@@ -135,7 +136,7 @@ pub fn normal<T: Float>(shape: &[usize], mean: f64, std: f64, gen: &mut Generato
 /// assert_eq!(tapegrad_nn::init::zeros::<f32>(&[2]).to_vec(), vec![0.0, 0.0]);
 /// ```
 pub fn zeros<T: Float>(shape: &[usize]) -> Tensor<T> {
-    Tensor::zeros(shape)
+    Tensor::<T>::zeros(shape)
 }
 
 /// A tensor of ones, as `torch.nn.init.ones_`.
@@ -144,7 +145,7 @@ pub fn zeros<T: Float>(shape: &[usize]) -> Tensor<T> {
 /// assert_eq!(tapegrad_nn::init::ones::<f32>(&[2]).to_vec(), vec![1.0, 1.0]);
 /// ```
 pub fn ones<T: Float>(shape: &[usize]) -> Tensor<T> {
-    Tensor::ones(shape)
+    Tensor::<T>::ones(shape)
 }
 
 /// `1 / √fan`, or 0 for an empty fan (PyTorch's bias bound for a zero-element fan).

@@ -31,4 +31,23 @@ pub use module::{Mode, ModeChange, Module, Visit};
 pub use tapegrad_derive::Module;
 
 pub use tapegrad_autograd::Var;
+
+/// The traits behind the `f32` default of the constructors.
+///
+/// `Linear::new(..)`, `Dropout::new(p)`, `Tensor::zeros(..)` and the other constructors whose
+/// arguments do not name the element type mean `f32` when the call names no type. Another element
+/// type is one annotation away, `Linear::<f64>::new(..)` (or `Linear::<T>::new(..)` in generic
+/// code): those calls reach the same constructor through the trait named here, which must be in
+/// scope. `use tapegrad_nn::dtype::*;` brings them all (the facade's prelude includes them).
+/// A type written on the binding instead, `let l: Linear<f64> = Linear::new(..)`, does not
+/// work: the unannotated call has already chosen `f32`.
+pub mod dtype {
+    pub use crate::layers::{
+        AlphaDropoutNew as _, AvgPool2dNew as _, BatchNorm1dNew as _, BatchNorm2dNew as _, Conv2dNew as _,
+        Dropout2dNew as _, DropoutNew as _, EmbeddingNew as _, FlattenNew as _, GeluNew as _, LayerNormNew as _,
+        LinearNew as _, MaxPool2dNew as _, MultiheadAttentionNew as _, ReLUNew as _, SequentialNew as _,
+        SigmoidNew as _, TanhNew as _, TransformerEncoderLayerNew as _,
+    };
+    pub use tapegrad_tensor::TensorNew as _;
+}
 pub use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};

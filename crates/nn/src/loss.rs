@@ -18,6 +18,7 @@
 //! ```
 
 use tapegrad_autograd::{Backward, Grads, Var};
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Error, Float, Result, Tensor};
 
 /// How per-sample losses are combined, as PyTorch's `reduction` argument.
@@ -65,8 +66,8 @@ fn check_class_targets(op: &'static str, shape: &[usize], targets: &[usize]) -> 
 /// Reduces per-sample losses to the op's output.
 fn reduce<T: Float>(losses: Vec<f64>, shape: &[usize], reduction: Reduction) -> Result<Tensor<T>> {
     Ok(match reduction {
-        Reduction::Mean => Tensor::scalar(T::from_f64(losses.iter().sum::<f64>() / losses.len() as f64)),
-        Reduction::Sum => Tensor::scalar(T::from_f64(losses.iter().sum::<f64>())),
+        Reduction::Mean => Tensor::<T>::scalar(T::from_f64(losses.iter().sum::<f64>() / losses.len() as f64)),
+        Reduction::Sum => Tensor::<T>::scalar(T::from_f64(losses.iter().sum::<f64>())),
         Reduction::None => Tensor::from_vec(losses.into_iter().map(T::from_f64).collect(), shape)?,
     })
 }
@@ -159,7 +160,7 @@ pub fn cross_entropy<T: Float>(logits: &Var<T>, targets: &[usize]) -> Result<Var
 /// ```
 /// use tapegrad_autograd::Var;
 /// use tapegrad_nn::loss::{cross_entropy_with, CrossEntropyOptions, Reduction};
-/// use tapegrad_tensor::Tensor;
+/// use tapegrad_tensor::{Tensor, TensorNew};
 /// let logits = Var::parameter(Tensor::<f64>::zeros(&[3, 4]));
 /// let opts = CrossEntropyOptions { label_smoothing: 0.1, reduction: Reduction::None };
 /// let loss = cross_entropy_with(&logits, &[0, 1, 2], opts)?;
@@ -452,7 +453,7 @@ pub fn binary_cross_entropy_with_logits<T: Float>(logits: &Var<T>, targets: &Var
 /// ```
 /// use tapegrad_autograd::Var;
 /// use tapegrad_nn::loss::{binary_cross_entropy_with_logits_with, Reduction};
-/// use tapegrad_tensor::Tensor;
+/// use tapegrad_tensor::{Tensor, TensorNew};
 /// let x = Var::new(Tensor::<f64>::zeros(&[3]));
 /// let y = Var::new(Tensor::<f64>::ones(&[3]));
 /// let loss = binary_cross_entropy_with_logits_with(&x, &y, Reduction::Sum)?;
@@ -528,5 +529,5 @@ fn penalty<T: Float>(params: &[Var<T>], term: impl Fn(&Var<T>) -> Result<Var<T>>
             None => t,
         });
     }
-    Ok(total.unwrap_or_else(|| Var::new(Tensor::scalar(T::ZERO))))
+    Ok(total.unwrap_or_else(|| Var::new(Tensor::<T>::scalar(T::ZERO))))
 }

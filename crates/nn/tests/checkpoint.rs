@@ -3,6 +3,9 @@
 //! truncated, corrupt and hostile files, which must be an `Err` and never a panic.
 
 use std::path::{Path, PathBuf};
+use tapegrad_nn::DropoutNew;
+use tapegrad_nn::LinearNew;
+use tapegrad_tensor::TensorNew;
 
 use proptest::prelude::*;
 use tapegrad_autograd::Var;
@@ -22,9 +25,9 @@ impl<T: Float> Net<T> {
     fn new(seed: u64, depth: usize) -> Net<T> {
         let mut gen = Generator::new(seed);
         Net {
-            fc: Linear::new(5, 8, &mut gen),
-            drop: Dropout::new(0.5).unwrap(),
-            hidden: (0..depth).map(|_| Linear::new(8, 8, &mut gen)).collect(),
+            fc: Linear::<T>::new(5, 8, &mut gen),
+            drop: Dropout::<T>::new(0.5).unwrap(),
+            hidden: (0..depth).map(|_| Linear::<T>::new(8, 8, &mut gen)).collect(),
         }
     }
 }
@@ -139,7 +142,7 @@ fn snapshot<T: Float, M: Visit<T>>(m: &M) -> Vec<(String, Vec<usize>, Vec<u64>)>
 }
 
 fn input<T: Float>() -> Var<T> {
-    Var::new(Tensor::randn(&[3, 5], &mut Generator::new(42)))
+    Var::new(Tensor::<T>::randn(&[3, 5], &mut Generator::new(42)))
 }
 
 /// A safetensors file from a raw JSON header and data (the header padded with spaces to 8 bytes).

@@ -15,6 +15,7 @@
 //! ```
 
 use serde_json::Value;
+use tapegrad_nn::dtype::*;
 use tapegrad_nn::{
     BatchNorm1d, BatchNorm2d, Conv2d, Embedding, LayerNorm, Linear, Module, MultiheadAttention,
     TransformerEncoderLayer, Var,
@@ -73,40 +74,40 @@ fn arg(case: &Value, name: &str) -> usize {
 
 fn linear<T: Float>(tol: f64) {
     let c = case("Linear 4->3");
-    check::<T, _>(&c, &mut Linear::new(4, 3, &mut Generator::new(0)), "", tol);
+    check::<T, _>(&c, &mut Linear::<T>::new(4, 3, &mut Generator::new(0)), "", tol);
 }
 
 fn conv2d<T: Float>(tol: f64) {
     let c = case("Conv2d 3->4 k3 s1 p1");
     let (cin, cout, k, s, p) =
         (arg(&c, "in"), arg(&c, "out"), arg(&c, "kernel"), arg(&c, "stride"), arg(&c, "padding"));
-    check::<T, _>(&c, &mut Conv2d::new(cin, cout, k, s, p, &mut Generator::new(0)), "", tol);
+    check::<T, _>(&c, &mut Conv2d::<T>::new(cin, cout, k, s, p, &mut Generator::new(0)), "", tol);
 }
 
 fn batch_norm_1d_train<T: Float>(tol: f64) {
     let c = case("BatchNorm1d train (running stats updated once)");
     let momentum = c["args"]["momentum"].as_f64().unwrap();
     let eps = c["args"]["eps"].as_f64().unwrap();
-    check::<T, _>(&c, &mut BatchNorm1d::new(arg(&c, "features")).momentum(momentum).eps(eps), "", tol);
+    check::<T, _>(&c, &mut BatchNorm1d::<T>::new(arg(&c, "features")).momentum(momentum).eps(eps), "", tol);
 }
 
 fn batch_norm_2d_eval<T: Float>(tol: f64) {
     let c = case("BatchNorm2d eval (uses the given running stats)");
     let eps = c["args"]["eps"].as_f64().unwrap();
-    check::<T, _>(&c, &mut BatchNorm2d::new(arg(&c, "features")).eps(eps), "", tol);
+    check::<T, _>(&c, &mut BatchNorm2d::<T>::new(arg(&c, "features")).eps(eps), "", tol);
 }
 
 fn layer_norm<T: Float>(tol: f64) {
     let c = case("LayerNorm over last dim 5");
     let shape: Vec<usize> =
         c["args"]["normalized_shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-    check::<T, _>(&c, &mut LayerNorm::new(&shape).eps(c["args"]["eps"].as_f64().unwrap()), "", tol);
+    check::<T, _>(&c, &mut LayerNorm::<T>::new(&shape).eps(c["args"]["eps"].as_f64().unwrap()), "", tol);
 }
 
 fn embedding<T: Float>(tol: f64) {
     let c = case("Embedding 6x3, repeated index");
     let weight: Tensor<T> = tensor(&c["parameters"]["weight"]);
-    let emb = Embedding::new(weight.shape()[0], weight.shape()[1], &mut Generator::new(0));
+    let emb = Embedding::<T>::new(weight.shape()[0], weight.shape()[1], &mut Generator::new(0));
     emb.weight.set_value(weight);
     let idx = &c["args"]["indices"];
     let shape: Vec<usize> = idx["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
@@ -114,7 +115,7 @@ fn embedding<T: Float>(tol: f64) {
     let y = emb.forward_indices(&indices, &shape).unwrap();
     assert_close("output", &y.value(), &c["output"], tol);
     // Module::forward with the ids as integral floats gives the same rows.
-    let ids = Var::new(Tensor::from_vec(indices.iter().map(|&i| T::from_usize(i)).collect(), &shape).unwrap());
+    let ids = Var::<T>::new(Tensor::from_vec(indices.iter().map(|&i| T::from_usize(i)).collect(), &shape).unwrap());
     assert_close("output via forward", &emb.forward(&ids).unwrap().value(), &c["output"], tol);
     y.backward_with(&tensor(&c["upstream"]), false).unwrap();
     assert_close("grad weight", &emb.weight.grad().unwrap(), &c["grads"]["weight"], tol);
@@ -124,7 +125,7 @@ fn multihead_attention<T: Float>(tol: f64) {
     let c = case("MultiheadAttention self-attention, 8 dims, 2 heads, batch_first");
     assert_eq!(c["args"]["batch_first"], true);
     let mut mha =
-        MultiheadAttention::new(arg(&c, "embed_dim"), arg(&c, "num_heads"), 0.0, &mut Generator::new(0)).unwrap();
+        MultiheadAttention::<T>::new(arg(&c, "embed_dim"), arg(&c, "num_heads"), 0.0, &mut Generator::new(0)).unwrap();
     check::<T, _>(&c, &mut mha, "mha.", tol);
 }
 
@@ -134,7 +135,7 @@ fn transformer<T: Float>(tol: f64) {
     assert_eq!(c["args"]["activation"], "relu");
     let (d, h, ff) = (arg(&c, "d_model"), arg(&c, "nhead"), arg(&c, "dim_feedforward"));
     // Dropout 0.1 as PyTorch's default: the case runs in eval mode, so it must not act.
-    let mut layer = TransformerEncoderLayer::new(d, h, ff, 0.1, &mut Generator::new(0)).unwrap();
+    let mut layer = TransformerEncoderLayer::<T>::new(d, h, ff, 0.1, &mut Generator::new(0)).unwrap();
     check::<T, _>(&c, &mut layer, "", tol);
 }
 

@@ -3,6 +3,7 @@
 //! PyTorch's printed forms and default initialisation.
 
 use tapegrad_autograd::gradcheck;
+use tapegrad_nn::dtype::*;
 use tapegrad_nn::{
     Activation, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear, MaxPool2d,
     Module, MultiheadAttention, ReLU, Sequential, Sigmoid, Tanh, TransformerEncoderLayer, Var, GELU,
@@ -10,7 +11,7 @@ use tapegrad_nn::{
 use tapegrad_tensor::{Generator, Tensor};
 
 fn randn(shape: &[usize], seed: u64) -> Tensor<f64> {
-    Tensor::randn(shape, &mut Generator::new(seed))
+    Tensor::<f64>::randn(shape, &mut Generator::new(seed))
 }
 
 fn err_text<T>(r: tapegrad_nn::Result<T>) -> String {
@@ -25,7 +26,7 @@ fn err_text<T>(r: tapegrad_nn::Result<T>) -> String {
 #[test]
 fn gradcheck_linear() {
     let f = |v: &[Var<f64>]| {
-        let mut fc = Linear::new(4, 3, &mut Generator::new(0));
+        let mut fc = Linear::<f64>::new(4, 3, &mut Generator::new(0));
         fc.weight = v[1].clone();
         fc.bias = Some(v[2].clone());
         fc.forward(&v[0])
@@ -37,7 +38,7 @@ fn gradcheck_linear() {
 fn gradcheck_conv2d() {
     for (stride, padding) in [(1, 1), (2, 0), (2, 1)] {
         let f = |v: &[Var<f64>]| {
-            let mut conv = Conv2d::new(2, 3, 3, stride, padding, &mut Generator::new(0));
+            let mut conv = Conv2d::<f64>::new(2, 3, 3, stride, padding, &mut Generator::new(0));
             conv.weight = v[1].clone();
             conv.bias = Some(v[2].clone());
             conv.forward(&v[0])
@@ -49,8 +50,10 @@ fn gradcheck_conv2d() {
 #[test]
 fn gradcheck_pools_and_flatten() {
     let f = |v: &[Var<f64>]| {
-        let model: Sequential<f64> =
-            Sequential::new().add(MaxPool2d::new(2)).add(AvgPool2d::with_options(2, 1, 1)).add(Flatten::new());
+        let model: Sequential<f64> = Sequential::<f64>::new()
+            .add(MaxPool2d::<f64>::new(2))
+            .add(AvgPool2d::<f64>::with_options(2, 1, 1))
+            .add(Flatten::<f64>::new());
         model.forward(&v[0])
     };
     gradcheck(f, &[randn(&[2, 2, 4, 4], 4)]).unwrap();
@@ -59,15 +62,18 @@ fn gradcheck_pools_and_flatten() {
 #[test]
 fn gradcheck_activations() {
     let f = |v: &[Var<f64>]| {
-        let model: Sequential<f64> =
-            Sequential::new().add(GELU::new()).add(Tanh::new()).add(GELU::tanh_approximate()).add(Sigmoid::new());
+        let model: Sequential<f64> = Sequential::<f64>::new()
+            .add(GELU::<f64>::new())
+            .add(Tanh::<f64>::new())
+            .add(GELU::<f64>::tanh_approximate())
+            .add(Sigmoid::<f64>::new());
         model.forward(&v[0])
     };
     gradcheck(f, &[randn(&[3, 4], 5)]).unwrap();
 }
 
 fn batch_norm_1d(v: &[Var<f64>], train: bool) -> tapegrad_nn::Result<Var<f64>> {
-    let mut bn = BatchNorm1d::new(3);
+    let mut bn = BatchNorm1d::<f64>::new(3);
     bn.set_affine(v[1].clone(), v[2].clone())?;
     bn.running_mean().set_value(Tensor::from_vec(vec![0.5, -0.2, 0.1], &[3])?);
     bn.running_var().set_value(Tensor::from_vec(vec![1.5, 0.7, 2.0], &[3])?);
@@ -92,7 +98,7 @@ fn gradcheck_batch_norm_1d_train_and_eval() {
 fn gradcheck_batch_norm_2d_train_and_eval() {
     for train in [true, false] {
         let f = |v: &[Var<f64>]| {
-            let mut bn = BatchNorm2d::new(2);
+            let mut bn = BatchNorm2d::<f64>::new(2);
             bn.set_affine(v[1].clone(), v[2].clone())?;
             bn.running_mean().set_value(Tensor::from_vec(vec![0.3, -0.4], &[2])?);
             bn.running_var().set_value(Tensor::from_vec(vec![0.8, 1.9], &[2])?);
@@ -108,7 +114,7 @@ fn gradcheck_batch_norm_2d_train_and_eval() {
 #[test]
 fn gradcheck_layer_norm() {
     let f = |v: &[Var<f64>]| {
-        let mut ln = LayerNorm::new(&[3, 4]);
+        let mut ln = LayerNorm::<f64>::new(&[3, 4]);
         ln.weight = Some(v[1].clone());
         ln.bias = Some(v[2].clone());
         ln.forward(&v[0])
@@ -119,7 +125,7 @@ fn gradcheck_layer_norm() {
 #[test]
 fn gradcheck_embedding_weight() {
     let f = |v: &[Var<f64>]| {
-        let mut emb = Embedding::new(5, 3, &mut Generator::new(0));
+        let mut emb = Embedding::<f64>::new(5, 3, &mut Generator::new(0));
         emb.weight = v[0].clone();
         emb.forward_indices(&[4, 1, 1, 0, 4, 4], &[2, 3])
     };
@@ -127,7 +133,7 @@ fn gradcheck_embedding_weight() {
 }
 
 fn mha_with(v: &[Var<f64>], p: f64) -> tapegrad_nn::Result<MultiheadAttention<f64>> {
-    let mut mha = MultiheadAttention::new(4, 2, p, &mut Generator::new(0))?.with_generator(Generator::new(11));
+    let mut mha = MultiheadAttention::<f64>::new(4, 2, p, &mut Generator::new(0))?.with_generator(Generator::new(11));
     mha.in_proj_weight = v[0].clone();
     mha.in_proj_bias = v[1].clone();
     mha.out_proj.weight = v[2].clone();
@@ -188,8 +194,8 @@ fn gradcheck_attention_with_masks_and_cross_attention() {
 #[test]
 fn attention_masks_hide_positions() -> tapegrad_nn::Result<()> {
     let mut gen = Generator::new(0);
-    let mha: MultiheadAttention<f64> = MultiheadAttention::new(4, 2, 0.0, &mut gen)?;
-    let x = Tensor::randn(&[1, 3, 4], &mut gen);
+    let mha: MultiheadAttention<f64> = MultiheadAttention::<f64>::new(4, 2, 0.0, &mut gen)?;
+    let x = Tensor::<f64>::randn(&[1, 3, 4], &mut gen);
     let full = mha.attend(
         &Var::new(x.clone()),
         &Var::new(x.clone()),
@@ -219,7 +225,7 @@ fn transformer_with(
     norm_first: bool,
     activation: Activation,
 ) -> tapegrad_nn::Result<TransformerEncoderLayer<f64>> {
-    let mut t = TransformerEncoderLayer::new(4, 2, 6, p, &mut Generator::new(0))?
+    let mut t = TransformerEncoderLayer::<f64>::new(4, 2, 6, p, &mut Generator::new(0))?
         .norm_first(norm_first)
         .activation(activation)
         .with_seed(5);
@@ -272,14 +278,14 @@ fn gradcheck_transformer_encoder_layer() {
 fn gradcheck_model_with_dropout_in_train_mode() {
     let f = |v: &[Var<f64>]| {
         // The dropout's own generator, created inside the closure: the same mask every call.
-        let mut fc1 = Linear::new(4, 6, &mut Generator::new(0));
+        let mut fc1 = Linear::<f64>::new(4, 6, &mut Generator::new(0));
         fc1.weight = v[1].clone();
         fc1.bias = Some(v[2].clone());
-        let fc2 = Linear::new(6, 2, &mut Generator::new(1));
-        let model: Sequential<f64> = Sequential::new()
+        let fc2 = Linear::<f64>::new(6, 2, &mut Generator::new(1));
+        let model: Sequential<f64> = Sequential::<f64>::new()
             .add(fc1)
-            .add(Tanh::new())
-            .add(Dropout::new(0.5)?.with_generator(Generator::new(42)))
+            .add(Tanh::<f64>::new())
+            .add(Dropout::<f64>::new(0.5)?.with_generator(Generator::new(42)))
             .add(fc2);
         assert!(model.is_training());
         model.forward(&v[0])
@@ -297,7 +303,7 @@ fn gradcheck_model_with_dropout_in_train_mode() {
 
 #[test]
 fn batch_norm_running_stats_update_in_train_only() -> tapegrad_nn::Result<()> {
-    let mut bn: BatchNorm1d<f64> = BatchNorm1d::new(2);
+    let mut bn: BatchNorm1d<f64> = BatchNorm1d::<f64>::new(2);
     let x = Var::new(Tensor::from_vec(vec![1.0, 2.0, 3.0, 6.0, 5.0, 1.0], &[3, 2])?);
     bn.forward(&x)?;
     // mean [3, 3], unbiased var [4, 7]
@@ -318,27 +324,27 @@ fn batch_norm_running_stats_update_in_train_only() -> tapegrad_nn::Result<()> {
 #[test]
 fn default_initialisation_matches_pytorch() {
     let mut gen = Generator::new(0);
-    let conv: Conv2d<f64> = Conv2d::new(3, 8, 3, 1, 0, &mut gen);
+    let conv: Conv2d<f64> = Conv2d::<f64>::new(3, 8, 3, 1, 0, &mut gen);
     let bound = 1.0 / 27f64.sqrt();
     for t in [conv.weight.value(), conv.bias.as_ref().unwrap().value()] {
         let v = t.to_vec();
         assert!(v.iter().all(|x| x.abs() <= bound));
         assert!(v.iter().any(|x| x.abs() > 0.8 * bound), "uses the whole range");
     }
-    let bn: BatchNorm2d<f64> = BatchNorm2d::new(3);
+    let bn: BatchNorm2d<f64> = BatchNorm2d::<f64>::new(3);
     assert_eq!(bn.weight().value().to_vec(), vec![1.0; 3]);
     assert_eq!(bn.bias().value().to_vec(), vec![0.0; 3]);
     assert_eq!(bn.running_mean().value().to_vec(), vec![0.0; 3]);
     assert_eq!(bn.running_var().value().to_vec(), vec![1.0; 3]);
     assert!(bn.weight().requires_grad() && !bn.running_mean().requires_grad());
 
-    let emb: Embedding<f64> = Embedding::new(100, 100, &mut gen);
+    let emb: Embedding<f64> = Embedding::<f64>::new(100, 100, &mut gen);
     let v = emb.weight.value().to_vec();
     let mean = v.iter().sum::<f64>() / v.len() as f64;
     let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
     assert!(mean.abs() < 0.05 && (var - 1.0).abs() < 0.05, "N(0, 1): mean {mean}, var {var}");
 
-    let mha: MultiheadAttention<f64> = MultiheadAttention::new(8, 2, 0.0, &mut gen).unwrap();
+    let mha: MultiheadAttention<f64> = MultiheadAttention::<f64>::new(8, 2, 0.0, &mut gen).unwrap();
     let xavier = (6.0f64 / 32.0).sqrt();
     assert!(mha.in_proj_weight.value().to_vec().iter().all(|x| x.abs() <= xavier));
     assert_eq!(mha.in_proj_bias.value().to_vec(), vec![0.0; 24]);
@@ -347,9 +353,9 @@ fn default_initialisation_matches_pytorch() {
 
 #[test]
 fn gelu_variants_and_activation_values() -> tapegrad_nn::Result<()> {
-    let x = Var::new(Tensor::<f64>::from_vec(vec![-1.0, 0.5, 2.0], &[3])?);
-    let exact = GELU::new().forward(&x)?.value().to_vec();
-    let approx = GELU::tanh_approximate().forward(&x)?.value().to_vec();
+    let x = Var::<f64>::new(Tensor::<f64>::from_vec(vec![-1.0, 0.5, 2.0], &[3])?);
+    let exact = GELU::<f64>::new().forward(&x)?.value().to_vec();
+    let approx = GELU::<f64>::tanh_approximate().forward(&x)?.value().to_vec();
     for (i, &v) in [-1.0f64, 0.5, 2.0].iter().enumerate() {
         let phi = 0.5 * (1.0 + libm_erf(v / 2f64.sqrt()));
         assert!((exact[i] - v * phi).abs() < 1e-12);
@@ -357,7 +363,7 @@ fn gelu_variants_and_activation_values() -> tapegrad_nn::Result<()> {
         assert!((approx[i] - 0.5 * v * (1.0 + t.tanh())).abs() < 1e-12);
     }
     assert!((exact[0] - approx[0]).abs() > 1e-6, "the two forms differ");
-    assert_eq!(ReLU::new().forward(&x)?.value().to_vec(), vec![0.0, 0.5, 2.0]);
+    assert_eq!(ReLU::<f64>::new().forward(&x)?.value().to_vec(), vec![0.0, 0.5, 2.0]);
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use tapegrad_nn::loss::{
     mse_loss, mse_loss_with, nll_loss, nll_loss_with, CrossEntropyOptions, Reduction,
 };
 use tapegrad_nn::{l1_penalty, l2_penalty};
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Generator, Tensor};
 
 use tapegrad_golden as golden;
@@ -56,7 +57,7 @@ fn lift(r: tapegrad_nn::Result<Var<f64>>) -> tapegrad_autograd::Result<Var<f64>>
 }
 
 fn randn(shape: &[usize], seed: u64) -> Tensor<f64> {
-    Tensor::randn(shape, &mut Generator::new(seed))
+    Tensor::<f64>::randn(shape, &mut Generator::new(seed))
 }
 
 const REDUCTIONS: [Reduction; 3] = [Reduction::Mean, Reduction::Sum, Reduction::None];
@@ -133,7 +134,7 @@ fn mse_loss_gradchecks_both_inputs_for_every_reduction() {
 
 #[test]
 fn bce_with_logits_gradchecks_both_inputs_for_every_reduction() {
-    let y = Tensor::rand(&[3, 4], &mut Generator::new(6));
+    let y = Tensor::<f64>::rand(&[3, 4], &mut Generator::new(6));
     for reduction in REDUCTIONS {
         gradcheck(
             |v| lift(binary_cross_entropy_with_logits_with(&v[0], &v[1], reduction)),

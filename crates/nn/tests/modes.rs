@@ -3,7 +3,9 @@
 //! node, nothing recorded), Monte Carlo dropout samples while BatchNorm stays in eval, and
 //! `mc_predict` returns a mean and a variance.
 
+use tapegrad_nn::dtype::*;
 use tapegrad_nn::{mc_predict, BatchNorm1d, Dropout, Linear, Mode, Module, Result, Var, Visit};
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Float, Generator, Tensor};
 
 /// Third level: a dropout inside a struct inside a block inside a `Vec`.
@@ -161,10 +163,11 @@ impl<T: Float> Module<T> for BnDrop<T> {
 }
 
 fn bn_drop() -> Result<(BnDrop<f64>, Var<f64>, Vec<f64>)> {
-    let m = BnDrop { bn: BatchNorm1d::new(3), drop: Dropout::new(0.5)?.with_generator(Generator::new(9)) };
+    let m =
+        BnDrop { bn: BatchNorm1d::<f64>::new(3), drop: Dropout::<f64>::new(0.5)?.with_generator(Generator::new(9)) };
     m.bn.running_mean().set_value(Tensor::from_vec(vec![1.0, -2.0, 0.5], &[3])?);
     m.bn.running_var().set_value(Tensor::from_vec(vec![4.0, 0.25, 1.0], &[3])?);
-    let x = Var::new(Tensor::randn(&[8, 3], &mut Generator::new(3)));
+    let x = Var::new(Tensor::<f64>::randn(&[8, 3], &mut Generator::new(3)));
     // What BatchNorm gives in eval: (x - running_mean) / √(running_var + eps).
     let (rm, rv) = ([1.0, -2.0, 0.5], [4.0, 0.25, 1.0]);
     let expected =

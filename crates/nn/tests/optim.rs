@@ -9,6 +9,7 @@ use serde_json::Value;
 use tapegrad_autograd::Var;
 use tapegrad_nn::optim::{clip_grad_norm_, max_norm_, Adam, AdamW, CosineLr, LrScheduler, Optimizer, Sgd, StepLr};
 use tapegrad_tensor::Tensor;
+use tapegrad_tensor::TensorNew;
 
 use tapegrad_golden as golden;
 
@@ -102,7 +103,7 @@ fn clip_grad_norm_matches_pytorch() {
         .iter()
         .map(|g| {
             let g = tensor(g);
-            let p = Var::parameter(Tensor::zeros(g.shape()));
+            let p = Var::parameter(Tensor::<f64>::zeros(g.shape()));
             p.set_grad(Some(g));
             p
         })
@@ -189,7 +190,7 @@ fn parameters_without_a_gradient_are_skipped() {
     ];
     for opt in &mut opts {
         opt.zero_grad();
-        a.set_grad(Some(Tensor::ones(&[2])));
+        a.set_grad(Some(Tensor::<f64>::ones(&[2])));
         let before = a.value().to_vec();
         opt.step().unwrap();
         assert_eq!(b.value().to_vec(), vec![1.0, 1.0]);
@@ -252,7 +253,7 @@ fn invalid_hyperparameters_are_errors_naming_the_optimiser_and_value() {
     }
     // The error comes before any update.
     let w = Var::parameter(Tensor::<f64>::ones(&[2]));
-    w.set_grad(Some(Tensor::ones(&[2])));
+    w.set_grad(Some(Tensor::<f64>::ones(&[2])));
     assert!(Sgd::new(vec![w.clone()], 0.1).momentum(2.0).step().is_err());
     assert_eq!(w.value().to_vec(), vec![1.0, 1.0]);
 }
@@ -260,7 +261,7 @@ fn invalid_hyperparameters_are_errors_naming_the_optimiser_and_value() {
 #[test]
 fn a_gradient_of_the_wrong_shape_is_an_error() {
     let w = Var::parameter(Tensor::<f64>::ones(&[2, 3]));
-    w.set_grad(Some(Tensor::ones(&[3, 2])));
+    w.set_grad(Some(Tensor::<f64>::ones(&[3, 2])));
     let e = Sgd::new(vec![w], 0.1).step().unwrap_err().to_string();
     assert!(e.contains("SGD") && e.contains("[2, 3]") && e.contains("[3, 2]"), "{e}");
 }

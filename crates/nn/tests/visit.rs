@@ -3,6 +3,13 @@
 //! printed form inside a derived model, and that it visits exactly its own element type (so
 //! `nn::save(&layer, path)` infers `T` from the layer alone).
 
+use tapegrad_nn::AvgPool2dNew;
+use tapegrad_nn::BatchNorm2dNew;
+use tapegrad_nn::Conv2dNew;
+use tapegrad_nn::Dropout2dNew;
+use tapegrad_nn::GeluNew;
+use tapegrad_nn::LayerNormNew;
+use tapegrad_nn::LinearNew;
 use tapegrad_nn::{
     AlphaDropout, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Dropout2d, Embedding, Flatten, LayerNorm,
     Linear, MaxPool2d, Mode, Module, MultiheadAttention, ReLU, Result, Sequential, Sigmoid, Tanh,

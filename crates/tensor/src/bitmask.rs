@@ -298,6 +298,7 @@ impl<T: Float> Tensor<T> {
 mod tests {
     use super::*;
     use crate::random::Stream;
+    use crate::TensorNew;
 
     /// The mask as first defined: element `i` keeps iff word `offset + i`, read one at a time
     /// from the ChaCha8 stream, is below `(1 - p) 2^32`.

@@ -178,3 +178,64 @@ macro_rules! impl_float {
 
 impl_float!(f32, libm::erff);
 impl_float!(f64, libm::erf);
+
+/// Writes a type's element-type-generic constructors once and gives them `f32` as the default.
+///
+/// Rust does not use a type parameter's default (`Tensor<T = f32>`) to infer a call such as
+/// `Tensor::ones(&[2, 3])`: alone, it is "type annotations needed". So each constructor whose
+/// arguments do not name the element type is written as a method of a trait implemented for every
+/// element type (what `Tensor::<f64>::ones` and generic code call), and repeated as an inherent
+/// function of the `f32` type that calls it (what an unannotated call resolves to, because
+/// inherent functions are looked up before trait ones). The layers of `tapegrad-nn` use the same
+/// macro; the facade's prelude brings every such trait into scope.
+///
+/// An argument whose type names the element type gives its `f32` form after `=>`:
+/// `value: T => f32`.
+///
+/// Not a stable API: the workspace's crates use it, users do not need it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! f32_default {
+    (@f32 $ty:ty) => { $ty };
+    (@f32 $ty:ty => $f32:ty) => { $f32 };
+    (
+        $(#[$trait_doc:meta])*
+        $trait:ident for $ty:ident {
+            $(
+                $(#[$doc:meta])*
+                fn $fn:ident($($arg:ident: $arg_ty:ty $(=> $arg_f32:ty)?),* $(,)?) -> $ret:ty $body:block
+            )*
+        }
+    ) => {
+        $(#[$trait_doc])*
+        pub trait $trait<T: $crate::Float>: Sized {
+            $(
+                $(#[$doc])*
+                fn $fn($($arg: $arg_ty),*) -> $ret;
+            )*
+        }
+
+        impl<T: $crate::Float> $trait<T> for $ty<T> {
+            $(
+                fn $fn($($arg: $arg_ty),*) -> $ret $body
+            )*
+        }
+
+        impl $ty<f32> {
+            $(
+                $(#[$doc])*
+                ///
+                #[doc = concat!(
+                    "This is the `f32` version, what a call without a type means; `",
+                    stringify!($ty), "::<f64>::", stringify!($fn),
+                    "` (or generic code) reaches [`", stringify!($trait), "::", stringify!($fn),
+                    "`], in scope through the prelude."
+                )]
+                #[inline]
+                pub fn $fn($($arg: $crate::f32_default!(@f32 $arg_ty $(=> $arg_f32)?)),*) -> $ret {
+                    <Self as $trait<f32>>::$fn($($arg),*)
+                }
+            )*
+        }
+    };
+}

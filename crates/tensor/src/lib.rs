@@ -43,7 +43,7 @@ pub use error::{Error, IoError, Result};
 pub use layout::{broadcast_shapes, contiguous_strides, Dims, Layout};
 pub use random::{Generator, Stream};
 pub use storage::Storage;
-pub use tensor::Tensor;
+pub use tensor::{Tensor, TensorNew};
 
 /// The instruction-set path the kernels run on in this process: `"avx512"`, `"avx2"`, `"neon"` or
 /// `"scalar"`. The best one the CPU supports, unless the environment variable `TAPEGRAD_KERNELS`

@@ -93,49 +93,6 @@ impl<T: Float> Tensor<T> {
         }
     }
 
-    /// A tensor of `shape` with every element `value`.
-    ///
-    /// # Panics
-    /// If the shape's numel overflows `usize` (no such allocation could succeed anyway).
-    pub fn full(shape: &[usize], value: T) -> Tensor<T> {
-        let n = checked_numel(shape).expect("full: the number of elements overflows usize");
-        Tensor::from_contiguous(crate::memory::filled(n, value), shape)
-    }
-
-    /// Zeros of `shape`.
-    pub fn zeros(shape: &[usize]) -> Tensor<T> {
-        Tensor::full(shape, T::ZERO)
-    }
-
-    /// Ones of `shape`.
-    pub fn ones(shape: &[usize]) -> Tensor<T> {
-        Tensor::full(shape, T::ONE)
-    }
-
-    /// A 0-dimensional tensor holding `value`.
-    pub fn scalar(value: T) -> Tensor<T> {
-        Tensor::from_contiguous(vec![value], &[])
-    }
-
-    /// `[0, 1, ..., n - 1]`, shape `[n]`.
-    pub fn arange(n: usize) -> Tensor<T> {
-        Tensor::from_contiguous((0..n).map(T::from_usize).collect(), &[n])
-    }
-
-    /// Uniform samples in [0, 1) from `gen` (the same seed gives the same tensor everywhere).
-    pub fn rand(shape: &[usize], gen: &mut Generator) -> Tensor<T> {
-        let mut t = Tensor::zeros(shape);
-        gen.fill_uniform(t.storage.make_mut());
-        t
-    }
-
-    /// Standard-normal samples from `gen`.
-    pub fn randn(shape: &[usize], gen: &mut Generator) -> Tensor<T> {
-        let mut t = Tensor::zeros(shape);
-        gen.fill_normal(t.storage.make_mut());
-        t
-    }
-
     // ─── inspection ─────────────────────────────────────────────────────────────
 
     /// The dims.
@@ -381,5 +338,64 @@ mod tests {
     fn item_needs_one_element() {
         assert_eq!(Tensor::<f32>::full(&[1, 1], 2.5).item().unwrap(), 2.5);
         assert!(Tensor::<f32>::zeros(&[2]).item().is_err());
+    }
+}
+
+crate::f32_default! {
+    /// The constructors of [`Tensor`] whose arguments do not name the element type, for every
+    /// element type: `Tensor::<f64>::zeros(&[2, 3])`, or `Tensor::<T>::zeros` in generic code.
+    /// `Tensor::zeros(&[2, 3])` without a type means `f32` (the inherent functions of
+    /// `Tensor<f32>` call these).
+    ///
+    /// ```
+    /// use tapegrad_tensor::{Tensor, TensorNew};
+    /// let x = Tensor::ones(&[2, 3]); // f32
+    /// let y = Tensor::<f64>::ones(&[2, 3]);
+    /// assert_eq!((x.shape(), y.shape()), (&[2, 3][..], &[2, 3][..]));
+    /// ```
+    TensorNew for Tensor {
+    /// A tensor of `shape` with every element `value`.
+    ///
+    /// # Panics
+    /// If the shape's numel overflows `usize` (no such allocation could succeed anyway).
+    fn full(shape: &[usize], value: T => f32) -> Self {
+        let n = checked_numel(shape).expect("full: the number of elements overflows usize");
+        Tensor::from_contiguous(crate::memory::filled(n, value), shape)
+    }
+
+    /// Zeros of `shape`.
+    fn zeros(shape: &[usize]) -> Self {
+        Self::full(shape, T::ZERO)
+    }
+
+    /// Ones of `shape`.
+    fn ones(shape: &[usize]) -> Self {
+        Self::full(shape, T::ONE)
+    }
+
+    /// A 0-dimensional tensor holding `value`.
+    fn scalar(value: T => f32) -> Self {
+        Tensor::from_contiguous(vec![value], &[])
+    }
+
+    /// `[0, 1, ..., n - 1]`, shape `[n]`.
+    fn arange(n: usize) -> Self {
+        Tensor::from_contiguous((0..n).map(T::from_usize).collect(), &[n])
+    }
+
+    /// Uniform samples in [0, 1) from `gen` (the same seed gives the same tensor everywhere).
+    fn rand(shape: &[usize], gen: &mut Generator) -> Self {
+        let mut t = Self::zeros(shape);
+        gen.fill_uniform(t.storage.make_mut());
+        t
+    }
+
+    /// Standard-normal samples from `gen`.
+    fn randn(shape: &[usize], gen: &mut Generator) -> Self {
+        let mut t = Self::zeros(shape);
+        gen.fill_normal(t.storage.make_mut());
+        t
+    }
+
     }
 }

@@ -4,6 +4,7 @@
 
 use proptest::prelude::*;
 use serde_json::Value;
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Error, Float, Generator, Tensor};
 
 use tapegrad_golden as golden_file;
@@ -188,7 +189,7 @@ fn relayout<T: Float>(x: &Tensor<T>, kind: u8) -> Tensor<T> {
         1 => x.permute(&[0, 2, 3, 1]).unwrap().contiguous().permute(&[0, 3, 1, 2]).unwrap(),
         2 => {
             let s = x.shape();
-            let pad = Tensor::full(&[s[0], s[1], s[2], 2], T::NAN);
+            let pad = Tensor::<T>::full(&[s[0], s[1], s[2], 2], T::NAN);
             Tensor::cat(&[&x.clone(), &pad], 3).unwrap().narrow(3, 0, s[3]).unwrap()
         }
         _ => x.clone(),

@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 use tapegrad_tensor::kernels::elementwise::{BinaryOp, ElementwiseKernels, Operand, UnaryOp};
 use tapegrad_tensor::kernels::{available_isas, Isa};
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Float, Tensor};
 
 mod common;
@@ -307,9 +308,9 @@ fn outputs_are_fresh_contiguous_tensors() {
     assert!(!y.shares_storage(&x));
     assert_eq!(y.shape(), &[4, 3]);
     assert_eq!(y.to_vec()[..4], [1.0, 5.0, 9.0, 2.0]);
-    let e = Tensor::<f64>::zeros(&[0, 3]).add(&Tensor::ones(&[3])).unwrap();
+    let e = Tensor::<f64>::zeros(&[0, 3]).add(&Tensor::<f64>::ones(&[3])).unwrap();
     assert_eq!(e.shape(), &[0, 3]);
-    let s = Tensor::<f64>::scalar(2.0).mul(&Tensor::scalar(3.0)).unwrap();
+    let s = Tensor::<f64>::scalar(2.0).mul(&Tensor::<f64>::scalar(3.0)).unwrap();
     assert_eq!((s.shape(), s.item().unwrap()), (&[][..], 6.0));
 }
 

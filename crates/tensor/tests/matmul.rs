@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 use tapegrad_tensor::kernels::gemm::{gemm_with, GemmKernels, MatMut, MatRef};
 use tapegrad_tensor::kernels::{available_isas, Isa};
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Float, Generator, Tensor};
 
 // ─── references ─────────────────────────────────────────────────────────────────
@@ -305,19 +306,19 @@ fn make<T: Float>(shape: &[usize], view: View, seed: u64) -> Tensor<T> {
         View::Transposed if nd >= 2 => {
             let mut s = shape.to_vec();
             s.swap(nd - 2, nd - 1);
-            Tensor::randn(&s, &mut gen).transpose(nd - 2, nd - 1).expect("a valid transpose")
+            Tensor::<T>::randn(&s, &mut gen).transpose(nd - 2, nd - 1).expect("a valid transpose")
         }
         View::Narrowed => {
             let mut s = shape.to_vec();
             s[nd - 1] += 3;
-            Tensor::randn(&s, &mut gen).narrow(nd - 1, 1, shape[nd - 1]).expect("a valid narrow")
+            Tensor::<T>::randn(&s, &mut gen).narrow(nd - 1, 1, shape[nd - 1]).expect("a valid narrow")
         }
         View::Offset => {
             let mut s = shape.to_vec();
             s[0] += 1;
-            Tensor::randn(&s, &mut gen).narrow(0, 1, shape[0]).expect("a valid narrow")
+            Tensor::<T>::randn(&s, &mut gen).narrow(0, 1, shape[0]).expect("a valid narrow")
         }
-        _ => Tensor::randn(shape, &mut gen),
+        _ => Tensor::<T>::randn(shape, &mut gen),
     }
 }
 

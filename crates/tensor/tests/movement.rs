@@ -4,6 +4,7 @@
 
 use proptest::prelude::*;
 use serde_json::Value;
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Error, Float, Tensor};
 
 use tapegrad_golden as golden_file;
@@ -288,10 +289,10 @@ fn index_errors_are_errs_not_panics() {
     assert!(matches!(x.index_select(2, &[0]), Err(Error::DimOutOfRange { op: "index_select", .. })));
     assert!(Tensor::<f64>::zeros(&[0, 2]).index_select(0, &[0]).is_err());
     assert_eq!(Tensor::<f64>::zeros(&[0, 2]).index_select(0, &[]).unwrap().shape(), &[0, 2]);
-    assert!(x.index_add(0, &[3], &Tensor::zeros(&[1, 4])).is_err());
-    let e = x.index_add(0, &[0, 1], &Tensor::zeros(&[2, 3])).unwrap_err().to_string();
+    assert!(x.index_add(0, &[3], &Tensor::<f64>::zeros(&[1, 4])).is_err());
+    let e = x.index_add(0, &[0, 1], &Tensor::<f64>::zeros(&[2, 3])).unwrap_err().to_string();
     assert!(e.starts_with("index_add: [3, 4] and [2, 3]"), "{e}");
-    assert!(x.index_add(2, &[0], &Tensor::zeros(&[3, 4])).is_err());
+    assert!(x.index_add(2, &[0], &Tensor::<f64>::zeros(&[3, 4])).is_err());
 }
 
 // ─── gather / scatter_add ──────────────────────────────────────────────────────
@@ -441,13 +442,13 @@ fn forward_and_adjoint_match_pytorch() {
     let (x, dy) = (golden_tensor(&case["inputs"]["x"]), golden_tensor(&case["upstream"]));
     let index = usizes(&case["args"]["index"]);
     assert_golden("index_select", "output", &x.index_select(0, &index).unwrap(), &case["output"]);
-    let dx = Tensor::zeros(x.shape()).index_add(0, &index, &dy).unwrap();
+    let dx = Tensor::<f64>::zeros(x.shape()).index_add(0, &index, &dy).unwrap();
     assert_golden("index_select", "dx", &dx, &case["grads"]["x"]);
 
     let case = golden("gather dim 1");
     let (x, dy) = (golden_tensor(&case["inputs"]["x"]), golden_tensor(&case["upstream"]));
     let (index, index_shape) = (usizes(&case["args"]["index"]["data"]), usizes(&case["args"]["index"]["shape"]));
     assert_golden("gather", "output", &x.gather(1, &index, &index_shape).unwrap(), &case["output"]);
-    let dx = Tensor::zeros(x.shape()).scatter_add(1, &index, &index_shape, &dy).unwrap();
+    let dx = Tensor::<f64>::zeros(x.shape()).scatter_add(1, &index, &index_shape, &dy).unwrap();
     assert_golden("gather", "dx", &dx, &case["grads"]["x"]);
 }

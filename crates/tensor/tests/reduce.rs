@@ -4,6 +4,7 @@
 //! inputs that take the blocked and parallel paths; thread-count independence; error messages.
 
 use proptest::prelude::*;
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Float, Tensor};
 
 mod common;

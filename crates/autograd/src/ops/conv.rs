@@ -1,6 +1,5 @@
 //! Convolution and pooling (NCHW).
 
-use smallvec::smallvec;
 use tapegrad_tensor::{Float, Result, Tensor};
 
 use super::one;
@@ -21,7 +20,7 @@ impl<T: Float> Backward<T> for Conv2d<T> {
     fn backward(&self, dy: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         let (dx, dw, db) = self.x.conv2d_backward(&self.w, dy, self.stride, self.padding)?;
         let keep = |i: usize, g: Tensor<T>| needs.get(i).copied().unwrap_or(false).then_some(g);
-        let mut grads: Grads<T> = smallvec![keep(0, dx), keep(1, dw)];
+        let mut grads: Grads<T> = Grads::from([keep(0, dx), keep(1, dw)]);
         if needs.len() == 3 {
             grads.push(keep(2, db));
         }

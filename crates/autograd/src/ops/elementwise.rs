@@ -1,6 +1,7 @@
 //! Elementwise ops: broadcasting binary ops (their gradients are summed back to each input's
 //! shape with `sum_to`), scalar ops and unary maths.
 
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Dims, Float, Result, Tensor};
 
 use super::{one, two};
@@ -49,8 +50,8 @@ impl<T: Float> Backward<T> for Mul<T> {
     fn backward_owned(&self, mut dz: Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         // One input wants a gradient (a product with a constant): dz times the other, in place.
         match needs {
-            [true, false] if dz.try_zip_map_in_place(&self.y, |g, y| g * y) => Ok(Grads::from_buf([Some(dz), None])),
-            [false, true] if dz.try_zip_map_in_place(&self.x, |g, x| g * x) => Ok(Grads::from_buf([None, Some(dz)])),
+            [true, false] if dz.try_zip_map_in_place(&self.y, |g, y| g * y) => Ok(Grads::from([Some(dz), None])),
+            [false, true] if dz.try_zip_map_in_place(&self.x, |g, x| g * x) => Ok(Grads::from([None, Some(dz)])),
             _ => self.backward(&dz, needs),
         }
     }
@@ -271,7 +272,7 @@ impl<T: Float> Backward<T> for Powf<T> {
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         let e = self.e;
         if e == T::ZERO {
-            return Ok(one(Tensor::zeros(self.x.shape())));
+            return Ok(one(Tensor::<T>::zeros(self.x.shape())));
         }
         Ok(one(dz.zip_map(&self.x, |g, x| g * e * x.powf(e - T::ONE))?))
     }

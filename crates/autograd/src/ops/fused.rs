@@ -14,7 +14,6 @@
 //! Every pass splits its work in fixed chunks and the GEMM's result does not depend on the thread
 //! count, so neither do these ops.
 
-use smallvec::smallvec;
 use tapegrad_tensor::{Float, Generator, Result, Tensor};
 
 use crate::ops::dropout::{check_p, DropoutRecord};
@@ -29,7 +28,7 @@ fn linear_backward<T: Float>(
     has_bias: bool,
     needs: &[bool],
 ) -> Result<Grads<T>> {
-    let mut grads: Grads<T> = smallvec![None, None];
+    let mut grads: Grads<T> = Grads::from([None, None]);
     if needs[0] {
         grads[0] = Some(dz.matmul(w)?);
     }

@@ -17,9 +17,7 @@ use crate::var::Grads;
 
 /// One gradient, for a one-input op.
 pub(crate) fn one<T: Float>(g: Tensor<T>) -> Grads<T> {
-    let mut grads = Grads::new();
-    grads.push(Some(g));
-    grads
+    Grads::one(g)
 }
 
 /// Gradients for a two-input op, computing each only when `needs` asks for it.
@@ -30,5 +28,5 @@ pub(crate) fn two<T: Float>(
 ) -> crate::Result<Grads<T>> {
     let a = if needs[0] { Some(dx()?) } else { None };
     let b = if needs[1] { Some(dy()?) } else { None };
-    Ok(Grads::from_buf([a, b]))
+    Ok(Grads::from([a, b]))
 }

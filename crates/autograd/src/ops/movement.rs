@@ -2,6 +2,7 @@
 //! where the elements came from (views invert their layout change; selections scatter-add).
 
 use smallvec::SmallVec;
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Float, Result, Tensor};
 
 use super::one;
@@ -59,7 +60,7 @@ impl<T: Float> Backward<T> for Narrow {
     }
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         let index: Vec<usize> = (self.start..self.start + dz.shape()[self.dim]).collect();
-        Ok(one(Tensor::zeros(&self.in_shape).index_add(self.dim, &index, dz)?))
+        Ok(one(Tensor::<T>::zeros(&self.in_shape).index_add(self.dim, &index, dz)?))
     }
 }
 
@@ -160,7 +161,7 @@ impl<T: Float> Backward<T> for IndexSelect {
         "index_select"
     }
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
-        Ok(one(Tensor::zeros(&self.in_shape).index_add(self.dim, &self.index, dz)?))
+        Ok(one(Tensor::<T>::zeros(&self.in_shape).index_add(self.dim, &self.index, dz)?))
     }
     fn extra_bytes(&self) -> usize {
         self.index.len() * std::mem::size_of::<usize>()
@@ -179,7 +180,7 @@ impl<T: Float> Backward<T> for Gather {
         "gather"
     }
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
-        Ok(one(Tensor::zeros(&self.in_shape).scatter_add(self.dim, &self.index, &self.index_shape, dz)?))
+        Ok(one(Tensor::<T>::zeros(&self.in_shape).scatter_add(self.dim, &self.index, &self.index_shape, dz)?))
     }
     fn extra_bytes(&self) -> usize {
         self.index.len() * std::mem::size_of::<usize>()

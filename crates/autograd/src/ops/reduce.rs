@@ -1,5 +1,6 @@
 //! Reductions and the softmax family.
 
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Float, Result, Tensor};
 
 use super::one;
@@ -75,7 +76,7 @@ impl<T: Float> Backward<T> for Max {
         let mut index_shape = self.in_shape.clone();
         index_shape[self.dim] = 1;
         let dz = if self.keepdim { dz.clone() } else { dz.unsqueeze(self.dim)? };
-        Ok(one(Tensor::zeros(&self.in_shape).scatter_add(self.dim, &self.indices, &index_shape, &dz)?))
+        Ok(one(Tensor::<T>::zeros(&self.in_shape).scatter_add(self.dim, &self.indices, &index_shape, &dz)?))
     }
 }
 

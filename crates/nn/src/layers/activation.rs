@@ -10,22 +10,26 @@ use tapegrad_tensor::{Float, Result};
 use crate::module::Module;
 
 macro_rules! activation {
-    ($(#[$doc:meta])* $name:ident, $label:literal, |$x:ident| $body:expr) => {
+    ($(#[$doc:meta])* $name:ident, $new:ident, $label:literal, |$x:ident| $body:expr) => {
         $(#[$doc])*
         #[derive(crate::Module)]
         #[module(float = T, display = false)]
         pub struct $name<T: Float = f32>(#[module(skip)] PhantomData<fn() -> T>);
 
-        impl<T: Float> $name<T> {
-            /// The layer (it has no parameters).
-            pub fn new() -> $name<T> {
-                $name(PhantomData)
+        tapegrad_tensor::f32_default! {
+            /// The constructor of this layer for every element type (`::<f64>`, or `::<T>` in
+            /// generic code); a call without a type means `f32`.
+            $new for $name {
+                /// The layer (it has no parameters).
+                fn new() -> Self {
+                    $name(PhantomData)
+                }
             }
         }
 
         impl<T: Float> Default for $name<T> {
             fn default() -> Self {
-                $name::new()
+                <Self as $new<T>>::new()
             }
         }
 
@@ -55,17 +59,20 @@ activation!(
     /// assert_eq!(y.value().to_vec(), vec![0.0, 2.0]);
     /// # Ok::<(), tapegrad_nn::Error>(())
     /// ```
-    ReLU, "ReLU", |x| x.relu()
+    ReLU,
+    ReLUNew, "ReLU", |x| x.relu()
 );
 
 activation!(
     /// `y = tanh(x)`; backward `dx = dy · (1 - y²)` from the saved output.
-    Tanh, "Tanh", |x| x.tanh()
+    Tanh,
+    TanhNew, "Tanh", |x| x.tanh()
 );
 
 activation!(
     /// `y = 1 / (1 + e^(-x))`; backward `dx = dy · y (1 - y)` from the saved output.
-    Sigmoid, "Sigmoid", |x| x.sigmoid()
+    Sigmoid,
+    SigmoidNew, "Sigmoid", |x| x.sigmoid()
 );
 
 /// The Gaussian error linear unit, `y = x Φ(x)` with `Φ` the standard normal CDF (exact, with
@@ -91,25 +98,31 @@ pub struct GELU<T: Float = f32> {
 }
 
 impl<T: Float> GELU<T> {
-    /// The exact GELU (`approximate='none'`).
-    pub fn new() -> GELU<T> {
-        GELU { tanh: false, _element: PhantomData }
-    }
-
-    /// The tanh approximation (`approximate='tanh'`).
-    pub fn tanh_approximate() -> GELU<T> {
-        GELU { tanh: true, _element: PhantomData }
-    }
-
     /// True for the tanh approximation.
     pub fn is_approximate(&self) -> bool {
         self.tanh
     }
 }
 
+tapegrad_tensor::f32_default! {
+    /// The constructors of [`GELU`] for every element type: `GELU::<f64>::new(..)`, or
+    /// `GELU::<T>::new(..)` in generic code. `GELU::new(..)` without a type means `f32`.
+    GeluNew for GELU {
+        /// The exact GELU (`approximate='none'`).
+        fn new() -> Self {
+            GELU { tanh: false, _element: PhantomData }
+        }
+
+        /// The tanh approximation (`approximate='tanh'`).
+        fn tanh_approximate() -> Self {
+            GELU { tanh: true, _element: PhantomData }
+        }
+    }
+}
+
 impl<T: Float> Default for GELU<T> {
     fn default() -> Self {
-        GELU::new()
+        GELU::<T>::new()
     }
 }
 

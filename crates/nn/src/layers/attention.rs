@@ -1,7 +1,10 @@
 //! `MultiheadAttention`: scaled dot-product attention over several heads, with PyTorch's packed
 //! parameter layout (`in_proj_weight = [W_q; W_k; W_v]`) and `batch_first = true`.
 
+use crate::layers::DropoutNew;
+use crate::layers::LinearNew;
 use tapegrad_autograd::Var;
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
 use crate::layers::dropout::Dropout;
@@ -52,25 +55,6 @@ pub struct MultiheadAttention<T: Float = f32> {
 }
 
 impl<T: Float> MultiheadAttention<T> {
-    /// A layer over `embed_dim` features with `num_heads` heads and attention dropout `p`,
-    /// initialised from `gen` as PyTorch does.
-    ///
-    /// # Errors
-    /// `MultiheadAttention` when `num_heads` is 0 or does not divide `embed_dim`; `dropout`
-    /// when `p` is outside [0, 1].
-    pub fn new(embed_dim: usize, num_heads: usize, p: f64, gen: &mut Generator) -> Result<MultiheadAttention<T>> {
-        if num_heads == 0 || !embed_dim.is_multiple_of(num_heads) {
-            return Err(Error::arg(OP, format!("embed_dim {embed_dim} must be divisible by num_heads {num_heads}")));
-        }
-        let dropout = Dropout::new(p)?;
-        let bound = (6.0 / (4 * embed_dim).max(1) as f64).sqrt();
-        let in_proj_weight = Var::parameter(uniform_bound(&[3 * embed_dim, embed_dim], bound, gen));
-        let in_proj_bias = Var::parameter(Tensor::zeros(&[3 * embed_dim]));
-        let mut out_proj = Linear::new_no_bias(embed_dim, embed_dim, gen);
-        out_proj.bias = Some(Var::parameter(Tensor::zeros(&[embed_dim])));
-        Ok(MultiheadAttention { in_proj_weight, in_proj_bias, out_proj, dropout, embed_dim, num_heads })
-    }
-
     /// Gives the attention dropout its own generator (for reproducible masks, or a gradient
     /// check).
     pub fn with_generator(self, gen: Generator) -> MultiheadAttention<T> {
@@ -169,6 +153,31 @@ impl<T: Float> MultiheadAttention<T> {
         let attn = self.dropout.forward(&scores.softmax(3)?)?;
         let y = attn.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[n, l, e])?;
         self.out_proj.forward(&y)
+    }
+}
+
+tapegrad_tensor::f32_default! {
+    /// The constructors of [`MultiheadAttention`] for every element type: `MultiheadAttention::<f64>::new(..)`, or
+    /// `MultiheadAttention::<T>::new(..)` in generic code. `MultiheadAttention::new(..)` without a type means `f32`.
+    MultiheadAttentionNew for MultiheadAttention {
+        /// A layer over `embed_dim` features with `num_heads` heads and attention dropout `p`,
+        /// initialised from `gen` as PyTorch does.
+        ///
+        /// # Errors
+        /// `MultiheadAttention` when `num_heads` is 0 or does not divide `embed_dim`; `dropout`
+        /// when `p` is outside [0, 1].
+        fn new(embed_dim: usize, num_heads: usize, p: f64, gen: &mut Generator) -> Result<Self> {
+            if num_heads == 0 || !embed_dim.is_multiple_of(num_heads) {
+                return Err(Error::arg(OP, format!("embed_dim {embed_dim} must be divisible by num_heads {num_heads}")));
+            }
+            let dropout = Dropout::<T>::new(p)?;
+            let bound = (6.0 / (4 * embed_dim).max(1) as f64).sqrt();
+            let in_proj_weight = Var::parameter(uniform_bound(&[3 * embed_dim, embed_dim], bound, gen));
+            let in_proj_bias = Var::parameter(Tensor::<T>::zeros(&[3 * embed_dim]));
+            let mut out_proj = Linear::<T>::new_no_bias(embed_dim, embed_dim, gen);
+            out_proj.bias = Some(Var::parameter(Tensor::<T>::zeros(&[embed_dim])));
+            Ok(MultiheadAttention { in_proj_weight, in_proj_bias, out_proj, dropout, embed_dim, num_heads })
+        }
     }
 }
 

@@ -65,35 +65,6 @@ pub struct Conv2d<T: Float = f32> {
 }
 
 impl<T: Float> Conv2d<T> {
-    /// A layer with bias and a square `kernel_size` kernel, initialised from `gen`.
-    pub fn new(
-        in_channels: usize,
-        out_channels: usize,
-        kernel_size: usize,
-        stride: usize,
-        padding: usize,
-        gen: &mut Generator,
-    ) -> Conv2d<T> {
-        let mut layer = Conv2d::new_no_bias(in_channels, out_channels, kernel_size, stride, padding, gen);
-        let bound = 1.0 / ((in_channels * kernel_size * kernel_size).max(1) as f64).sqrt();
-        layer.bias = Some(Var::parameter(uniform_bound(&[out_channels], bound, gen)));
-        layer
-    }
-
-    /// A layer without bias.
-    pub fn new_no_bias(
-        in_channels: usize,
-        out_channels: usize,
-        kernel_size: usize,
-        stride: usize,
-        padding: usize,
-        gen: &mut Generator,
-    ) -> Conv2d<T> {
-        let bound = 1.0 / ((in_channels * kernel_size * kernel_size).max(1) as f64).sqrt();
-        let weight = Var::parameter(uniform_bound(&[out_channels, in_channels, kernel_size, kernel_size], bound, gen));
-        Conv2d { weight, bias: None, in_channels, out_channels, kernel_size, stride, padding }
-    }
-
     /// A layer from given tensors: `weight` `[C_out, C_in, k, k]`, `bias` `[C_out]`.
     ///
     /// # Errors
@@ -155,6 +126,41 @@ impl<T: Float> Conv2d<T> {
     }
 }
 
+tapegrad_tensor::f32_default! {
+    /// The constructors of [`Conv2d`] for every element type: `Conv2d::<f64>::new(..)`, or
+    /// `Conv2d::<T>::new(..)` in generic code. `Conv2d::new(..)` without a type means `f32`.
+    Conv2dNew for Conv2d {
+        /// A layer with bias and a square `kernel_size` kernel, initialised from `gen`.
+        fn new(
+            in_channels: usize,
+            out_channels: usize,
+            kernel_size: usize,
+            stride: usize,
+            padding: usize,
+            gen: &mut Generator,
+        ) -> Self {
+            let mut layer = Self::new_no_bias(in_channels, out_channels, kernel_size, stride, padding, gen);
+            let bound = 1.0 / ((in_channels * kernel_size * kernel_size).max(1) as f64).sqrt();
+            layer.bias = Some(Var::parameter(uniform_bound(&[out_channels], bound, gen)));
+            layer
+        }
+
+        /// A layer without bias.
+        fn new_no_bias(
+            in_channels: usize,
+            out_channels: usize,
+            kernel_size: usize,
+            stride: usize,
+            padding: usize,
+            gen: &mut Generator,
+        ) -> Self {
+            let bound = 1.0 / ((in_channels * kernel_size * kernel_size).max(1) as f64).sqrt();
+            let weight = Var::parameter(uniform_bound(&[out_channels, in_channels, kernel_size, kernel_size], bound, gen));
+            Conv2d { weight, bias: None, in_channels, out_channels, kernel_size, stride, padding }
+        }
+    }
+}
+
 impl<T: Float> Module<T> for Conv2d<T> {
     /// # Errors
     /// `Conv2d` when the input is not `[N, C_in, H, W]`; `conv2d` when the kernel does not fit
@@ -182,7 +188,7 @@ impl<T: Float> fmt::Display for Conv2d<T> {
 // ─── Pooling ────────────────────────────────────────────────────────────────────
 
 macro_rules! pool_layer {
-    ($(#[$doc:meta])* $name:ident, $op:ident, $label:literal, $extra:literal) => {
+    ($(#[$doc:meta])* $name:ident, $new:ident, $op:ident, $label:literal, $extra:literal) => {
         $(#[$doc])*
         #[derive(crate::Module)]
         #[module(float = T, display = false)]
@@ -197,16 +203,20 @@ macro_rules! pool_layer {
             _element: PhantomData<fn() -> T>,
         }
 
-        impl<T: Float> $name<T> {
-            /// Pooling over `kernel_size x kernel_size` windows with stride `kernel_size` and no
-            /// padding (PyTorch's defaults).
-            pub fn new(kernel_size: usize) -> $name<T> {
-                $name { kernel_size, stride: kernel_size, padding: 0, _element: PhantomData }
-            }
+        tapegrad_tensor::f32_default! {
+            /// The constructors of this layer for every element type (`::<f64>`, or `::<T>` in
+            /// generic code); a call without a type means `f32`.
+            $new for $name {
+                /// Pooling over `kernel_size x kernel_size` windows with stride `kernel_size` and
+                /// no padding (PyTorch's defaults).
+                fn new(kernel_size: usize) -> Self {
+                    $name { kernel_size, stride: kernel_size, padding: 0, _element: PhantomData }
+                }
 
-            /// Pooling with an explicit stride and padding.
-            pub fn with_options(kernel_size: usize, stride: usize, padding: usize) -> $name<T> {
-                $name { kernel_size, stride, padding, _element: PhantomData }
+                /// Pooling with an explicit stride and padding.
+                fn with_options(kernel_size: usize, stride: usize, padding: usize) -> Self {
+                    $name { kernel_size, stride, padding, _element: PhantomData }
+                }
             }
         }
 
@@ -244,7 +254,7 @@ pool_layer!(
     /// assert_eq!(pool.forward(&Var::new(Tensor::ones(&[1, 2, 4, 4])))?.shape(), vec![1, 2, 2, 2]);
     /// # Ok::<(), tapegrad_nn::Error>(())
     /// ```
-    MaxPool2d, max_pool2d, "MaxPool2d", ", dilation=1, ceil_mode=False"
+    MaxPool2d, MaxPool2dNew, max_pool2d, "MaxPool2d", ", dilation=1, ceil_mode=False"
 );
 
 pool_layer!(
@@ -258,7 +268,7 @@ pool_layer!(
     /// assert_eq!(pool.forward(&Var::new(Tensor::ones(&[1, 2, 4, 4])))?.shape(), vec![1, 2, 2, 2]);
     /// # Ok::<(), tapegrad_nn::Error>(())
     /// ```
-    AvgPool2d, avg_pool2d, "AvgPool2d", ""
+    AvgPool2d, AvgPool2dNew, avg_pool2d, "AvgPool2d", ""
 );
 
 // ─── Flatten ────────────────────────────────────────────────────────────────────
@@ -284,19 +294,23 @@ pub struct Flatten<T: Float = f32> {
 
 impl<T: Float> Default for Flatten<T> {
     fn default() -> Self {
-        Flatten::new()
+        Flatten::<T>::new()
     }
 }
 
-impl<T: Float> Flatten<T> {
-    /// Flattens every dim after the batch dim (`start_dim = 1`).
-    pub fn new() -> Flatten<T> {
-        Flatten::from_dim(1)
-    }
+tapegrad_tensor::f32_default! {
+    /// The constructors of [`Flatten`] for every element type: `Flatten::<f64>::new(..)`, or
+    /// `Flatten::<T>::new(..)` in generic code. `Flatten::new(..)` without a type means `f32`.
+    FlattenNew for Flatten {
+        /// Flattens every dim after the batch dim (`start_dim = 1`).
+        fn new() -> Self {
+            Self::from_dim(1)
+        }
 
-    /// Flattens dims `start_dim..`.
-    pub fn from_dim(start_dim: usize) -> Flatten<T> {
-        Flatten { start_dim, _element: PhantomData }
+        /// Flattens dims `start_dim..`.
+        fn from_dim(start_dim: usize) -> Self {
+            Flatten { start_dim, _element: PhantomData }
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Mutex;
+use tapegrad_tensor::TensorNew;
 
 use tapegrad_autograd::{alpha_dropout, check_p, dropout, dropout2d, no_grad, with_default_generator, Var};
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
@@ -58,7 +59,7 @@ impl DropoutState {
 }
 
 macro_rules! dropout_layer {
-    ($(#[$doc:meta])* $name:ident, $kind:expr, $op:literal, $torch:literal) => {
+    ($(#[$doc:meta])* $name:ident, $new:ident, $kind:expr, $op:literal, $torch:literal) => {
         $(#[$doc])*
         #[derive(crate::Module)]
         #[module(float = T, display = false)]
@@ -69,16 +70,22 @@ macro_rules! dropout_layer {
             _element: PhantomData<fn() -> T>,
         }
 
-        impl<T: Float> $name<T> {
-            /// A layer with drop probability `p`, drawing from the thread's default generator
-            /// (seeded by `manual_seed`).
-            ///
-            /// # Errors
-            #[doc = concat!("`", $op, "` when `p` is outside [0, 1] or NaN.")]
-            pub fn new(p: f64) -> Result<$name<T>> {
-                Ok($name { state: DropoutState::new(p, $kind, $op)?, _element: PhantomData })
+        tapegrad_tensor::f32_default! {
+            /// The constructor of this layer for every element type (`::<f64>`, or `::<T>` in
+            /// generic code); a call without a type means `f32`.
+            $new for $name {
+                /// A layer with drop probability `p`, drawing from the thread's default generator
+                /// (seeded by `manual_seed`).
+                ///
+                /// # Errors
+                #[doc = concat!("`", $op, "` when `p` is outside [0, 1] or NaN.")]
+                fn new(p: f64) -> Result<Self> {
+                    Ok($name { state: DropoutState::new(p, $kind, $op)?, _element: PhantomData })
+                }
             }
+        }
 
+        impl<T: Float> $name<T> {
             /// Gives the layer its own generator, so its masks do not depend on other draws.
             pub fn with_generator(mut self, gen: Generator) -> $name<T> {
                 self.state.gen = Some(Mutex::new(gen));
@@ -124,20 +131,23 @@ dropout_layer!(
     /// assert!(drop.forward(&x)?.same_node(&x)); // eval: the input itself
     /// # Ok::<(), tapegrad_nn::Error>(())
     /// ```
-    Dropout, Kind::Element, "dropout", "Dropout"
+    Dropout,
+    DropoutNew, Kind::Element, "dropout", "Dropout"
 );
 
 dropout_layer!(
     /// Channel dropout for `[N, C, H, W]` feature maps: whole channels are zeroed with
     /// probability `p` and the rest scaled by `1 / (1 - p)`, as `torch.nn.Dropout2d` does.
-    Dropout2d, Kind::Channel, "dropout2d", "Dropout2d"
+    Dropout2d,
+    Dropout2dNew, Kind::Channel, "dropout2d", "Dropout2d"
 );
 
 dropout_layer!(
     /// Alpha dropout for SELU networks: dropped units take SELU's negative saturation value and
     /// an affine correction keeps the mean and variance of the activations, as
     /// `torch.nn.AlphaDropout` does.
-    AlphaDropout, Kind::Alpha, "alpha_dropout", "AlphaDropout"
+    AlphaDropout,
+    AlphaDropoutNew, Kind::Alpha, "alpha_dropout", "AlphaDropout"
 );
 
 /// Monte Carlo dropout prediction: runs `model` on `x` `samples` times (without recording) with
@@ -167,7 +177,7 @@ pub fn mc_predict<T: Float, M: Module<T> + ?Sized>(
     }
     // Welford's update keeps the variance accurate when the mean is large.
     let mut mean = no_grad(|| model.forward(x))?.value();
-    let mut m2 = Tensor::zeros(mean.shape());
+    let mut m2 = Tensor::<T>::zeros(mean.shape());
     for i in 1..samples {
         let y = no_grad(|| model.forward(x))?.value();
         let delta = y.sub(&mean)?;

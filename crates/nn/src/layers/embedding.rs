@@ -1,6 +1,7 @@
 //! `Embedding`: a lookup table of learned vectors, indexed by integer ids.
 
 use std::fmt;
+use tapegrad_tensor::TensorNew;
 
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
@@ -37,12 +38,6 @@ pub struct Embedding<T: Float = f32> {
 }
 
 impl<T: Float> Embedding<T> {
-    /// A table initialised from `N(0, 1)` with `gen`.
-    pub fn new(num_embeddings: usize, embedding_dim: usize, gen: &mut Generator) -> Embedding<T> {
-        let weight = Var::parameter(Tensor::randn(&[num_embeddings, embedding_dim], gen));
-        Embedding { weight, num_embeddings, embedding_dim }
-    }
-
     /// A table from a given `[num_embeddings, embedding_dim]` weight.
     ///
     /// # Errors
@@ -94,6 +89,18 @@ impl<T: Float> Embedding<T> {
         let mut out = shape.to_vec();
         out.push(self.embedding_dim);
         rows.reshape(&out)
+    }
+}
+
+tapegrad_tensor::f32_default! {
+    /// The constructors of [`Embedding`] for every element type: `Embedding::<f64>::new(..)`, or
+    /// `Embedding::<T>::new(..)` in generic code. `Embedding::new(..)` without a type means `f32`.
+    EmbeddingNew for Embedding {
+        /// A table initialised from `N(0, 1)` with `gen`.
+        fn new(num_embeddings: usize, embedding_dim: usize, gen: &mut Generator) -> Self {
+            let weight = Var::parameter(Tensor::<T>::randn(&[num_embeddings, embedding_dim], gen));
+            Embedding { weight, num_embeddings, embedding_dim }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! `Linear`: `y = x Wᵀ + b`.
 
 use std::fmt;
+use tapegrad_tensor::TensorNew;
 
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
@@ -42,21 +43,6 @@ pub(crate) fn uniform_bound<T: Float>(shape: &[usize], bound: f64, gen: &mut Gen
 }
 
 impl<T: Float> Linear<T> {
-    /// A layer with bias, initialised from `gen`.
-    pub fn new(in_features: usize, out_features: usize, gen: &mut Generator) -> Linear<T> {
-        let mut layer = Linear::new_no_bias(in_features, out_features, gen);
-        let bound = 1.0 / (in_features.max(1) as f64).sqrt();
-        layer.bias = Some(Var::parameter(uniform_bound(&[out_features], bound, gen)));
-        layer
-    }
-
-    /// A layer without bias.
-    pub fn new_no_bias(in_features: usize, out_features: usize, gen: &mut Generator) -> Linear<T> {
-        let bound = 1.0 / (in_features.max(1) as f64).sqrt();
-        let weight = Var::parameter(uniform_bound(&[out_features, in_features], bound, gen));
-        Linear { weight, bias: None, in_features, out_features }
-    }
-
     /// A layer from given tensors (`weight` `[out, in]`, `bias` `[out]`).
     ///
     /// # Errors
@@ -91,6 +77,27 @@ impl<T: Float> Linear<T> {
     /// The output width.
     pub fn out_features(&self) -> usize {
         self.out_features
+    }
+}
+
+tapegrad_tensor::f32_default! {
+    /// The constructors of [`Linear`] for every element type: `Linear::<f64>::new(..)`, or
+    /// `Linear::<T>::new(..)` in generic code. `Linear::new(..)` without a type means `f32`.
+    LinearNew for Linear {
+        /// A layer with bias, initialised from `gen`.
+        fn new(in_features: usize, out_features: usize, gen: &mut Generator) -> Self {
+            let mut layer = Self::new_no_bias(in_features, out_features, gen);
+            let bound = 1.0 / (in_features.max(1) as f64).sqrt();
+            layer.bias = Some(Var::parameter(uniform_bound(&[out_features], bound, gen)));
+            layer
+        }
+
+        /// A layer without bias.
+        fn new_no_bias(in_features: usize, out_features: usize, gen: &mut Generator) -> Self {
+            let bound = 1.0 / (in_features.max(1) as f64).sqrt();
+            let weight = Var::parameter(uniform_bound(&[out_features, in_features], bound, gen));
+            Linear { weight, bias: None, in_features, out_features }
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! `visit_buffers` as `running_mean` and `running_var`, saved with the model).
 
 use std::fmt;
+use tapegrad_tensor::TensorNew;
 
 use tapegrad_autograd::{no_grad, Var};
 use tapegrad_tensor::{Error, Float, Result, Tensor};
@@ -69,10 +70,10 @@ struct BatchNorm<T: Float> {
 impl<T: Float> BatchNorm<T> {
     fn new(num_features: usize) -> BatchNorm<T> {
         BatchNorm {
-            weight: Var::parameter(Tensor::ones(&[num_features])),
-            bias: Var::parameter(Tensor::zeros(&[num_features])),
-            running_mean: Var::new(Tensor::zeros(&[num_features])),
-            running_var: Var::new(Tensor::ones(&[num_features])),
+            weight: Var::parameter(Tensor::<T>::ones(&[num_features])),
+            bias: Var::parameter(Tensor::<T>::zeros(&[num_features])),
+            running_mean: Var::new(Tensor::<T>::zeros(&[num_features])),
+            running_var: Var::new(Tensor::<T>::ones(&[num_features])),
             num_features,
             eps: 1e-5,
             momentum: 0.1,
@@ -128,19 +129,25 @@ impl<T: Float> BatchNorm<T> {
 }
 
 macro_rules! batch_norm {
-    ($(#[$doc:meta])* $name:ident, $label:literal, $ranks:expr, $expected:literal) => {
+    ($(#[$doc:meta])* $name:ident, $new:ident, $label:literal, $ranks:expr, $expected:literal) => {
         $(#[$doc])*
         #[derive(crate::Module)]
         #[module(float = T, display = false)]
         pub struct $name<T: Float = f32>(#[module(flatten)] BatchNorm<T>);
 
-        impl<T: Float> $name<T> {
-            /// A layer over `num_features` channels: weight 1, bias 0, running mean 0, running
-            /// variance 1, `eps = 1e-5`, `momentum = 0.1`, in training mode.
-            pub fn new(num_features: usize) -> $name<T> {
-                $name(BatchNorm::new(num_features))
+        tapegrad_tensor::f32_default! {
+            /// The constructor of this layer for every element type (`::<f64>`, or `::<T>` in
+            /// generic code); a call without a type means `f32`.
+            $new for $name {
+                /// A layer over `num_features` channels: weight 1, bias 0, running mean 0,
+                /// running variance 1, `eps = 1e-5`, `momentum = 0.1`, in training mode.
+                fn new(num_features: usize) -> Self {
+                    $name(BatchNorm::new(num_features))
+                }
             }
+        }
 
+        impl<T: Float> $name<T> {
             /// Sets `eps`, added to the variance under the square root.
             pub fn eps(mut self, eps: f64) -> $name<T> {
                 self.0.eps = eps;
@@ -236,7 +243,8 @@ batch_norm!(
     /// assert_eq!(bn.running_mean().value().to_vec(), vec![0.2, 0.4]);
     /// # Ok::<(), tapegrad_nn::Error>(())
     /// ```
-    BatchNorm1d, "BatchNorm1d", [2usize, 3], "[N, C] or [N, C, L]"
+    BatchNorm1d,
+    BatchNorm1dNew, "BatchNorm1d", [2usize, 3], "[N, C] or [N, C, L]"
 );
 
 batch_norm!(
@@ -246,13 +254,14 @@ batch_norm!(
     /// ```
     /// use tapegrad_nn::{BatchNorm2d, Module, Var};
     /// use tapegrad_tensor::Tensor;
-    /// let mut bn: BatchNorm2d<f64> = BatchNorm2d::new(3);
+    /// let mut bn = BatchNorm2d::new(3); // f32, as a call without a type means
     /// bn.eval(); // running mean 0, variance 1: nearly the identity
     /// let y = bn.forward(&Var::new(Tensor::ones(&[1, 3, 2, 2])))?;
     /// assert!((y.value().to_vec()[0] - 1.0).abs() < 1e-5);
     /// # Ok::<(), tapegrad_nn::Error>(())
     /// ```
-    BatchNorm2d, "BatchNorm2d", [4usize], "[N, C, H, W]"
+    BatchNorm2d,
+    BatchNorm2dNew, "BatchNorm2d", [4usize], "[N, C, H, W]"
 );
 
 // ─── LayerNorm ──────────────────────────────────────────────────────────────────
@@ -285,21 +294,6 @@ pub struct LayerNorm<T: Float = f32> {
 }
 
 impl<T: Float> LayerNorm<T> {
-    /// A layer normalising over the trailing dims `normalized_shape`, with weight and bias.
-    pub fn new(normalized_shape: &[usize]) -> LayerNorm<T> {
-        LayerNorm {
-            weight: Some(Var::parameter(Tensor::ones(normalized_shape))),
-            bias: Some(Var::parameter(Tensor::zeros(normalized_shape))),
-            normalized_shape: normalized_shape.to_vec(),
-            eps: 1e-5,
-        }
-    }
-
-    /// A layer without weight and bias (`elementwise_affine=False`).
-    pub fn new_no_affine(normalized_shape: &[usize]) -> LayerNorm<T> {
-        LayerNorm { weight: None, bias: None, normalized_shape: normalized_shape.to_vec(), eps: 1e-5 }
-    }
-
     /// Sets `eps`, added to the variance under the square root.
     pub fn eps(mut self, eps: f64) -> LayerNorm<T> {
         self.eps = eps;
@@ -309,6 +303,27 @@ impl<T: Float> LayerNorm<T> {
     /// The normalised trailing shape.
     pub fn normalized_shape(&self) -> &[usize] {
         &self.normalized_shape
+    }
+}
+
+tapegrad_tensor::f32_default! {
+    /// The constructors of [`LayerNorm`] for every element type: `LayerNorm::<f64>::new(..)`, or
+    /// `LayerNorm::<T>::new(..)` in generic code. `LayerNorm::new(..)` without a type means `f32`.
+    LayerNormNew for LayerNorm {
+        /// A layer normalising over the trailing dims `normalized_shape`, with weight and bias.
+        fn new(normalized_shape: &[usize]) -> Self {
+            LayerNorm {
+                weight: Some(Var::parameter(Tensor::<T>::ones(normalized_shape))),
+                bias: Some(Var::parameter(Tensor::<T>::zeros(normalized_shape))),
+                normalized_shape: normalized_shape.to_vec(),
+                eps: 1e-5,
+            }
+        }
+
+        /// A layer without weight and bias (`elementwise_affine=False`).
+        fn new_no_affine(normalized_shape: &[usize]) -> Self {
+            LayerNorm { weight: None, bias: None, normalized_shape: normalized_shape.to_vec(), eps: 1e-5 }
+        }
     }
 }
 

@@ -29,16 +29,11 @@ pub struct Sequential<T: Float = f32> {
 
 impl<T: Float> Default for Sequential<T> {
     fn default() -> Self {
-        Sequential::new()
+        Sequential::<T>::new()
     }
 }
 
 impl<T: Float> Sequential<T> {
-    /// An empty chain (the identity).
-    pub fn new() -> Sequential<T> {
-        Sequential { layers: Vec::new() }
-    }
-
     /// Appends a module (builder form).
     #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, module: impl Module<T> + 'static) -> Sequential<T> {
@@ -69,6 +64,17 @@ impl<T: Float> Sequential<T> {
     /// The `i`-th module, if any.
     pub fn get(&self, i: usize) -> Option<&dyn Module<T>> {
         self.layers.get(i).map(|m| &**m)
+    }
+}
+
+tapegrad_tensor::f32_default! {
+    /// The constructors of [`Sequential`] for every element type: `Sequential::<f64>::new(..)`, or
+    /// `Sequential::<T>::new(..)` in generic code. `Sequential::new(..)` without a type means `f32`.
+    SequentialNew for Sequential {
+        /// An empty chain (the identity).
+        fn new() -> Self {
+            Sequential { layers: Vec::new() }
+        }
     }
 }
 

@@ -1,6 +1,10 @@
 //! `TransformerEncoderLayer`: self-attention and a feed-forward block, each with a residual
 //! connection and a LayerNorm, as PyTorch's `nn.TransformerEncoderLayer` (batch first).
 
+use crate::layers::DropoutNew;
+use crate::layers::LayerNormNew;
+use crate::layers::LinearNew;
+use crate::layers::MultiheadAttentionNew;
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Float, Generator, Result, Tensor};
 
@@ -69,33 +73,6 @@ pub struct TransformerEncoderLayer<T: Float = f32> {
 }
 
 impl<T: Float> TransformerEncoderLayer<T> {
-    /// A post-norm ReLU layer with dropout `p` everywhere, initialised from `gen` as PyTorch
-    /// does (LayerNorm eps `1e-5`).
-    ///
-    /// # Errors
-    /// `MultiheadAttention` when `nhead` does not divide `d_model`; `dropout` when `p` is
-    /// outside [0, 1].
-    pub fn new(
-        d_model: usize,
-        nhead: usize,
-        dim_feedforward: usize,
-        p: f64,
-        gen: &mut Generator,
-    ) -> Result<TransformerEncoderLayer<T>> {
-        Ok(TransformerEncoderLayer {
-            self_attn: MultiheadAttention::new(d_model, nhead, p, gen)?,
-            linear1: Linear::new(d_model, dim_feedforward, gen),
-            dropout: Dropout::new(p)?,
-            linear2: Linear::new(dim_feedforward, d_model, gen),
-            norm1: LayerNorm::new(&[d_model]),
-            norm2: LayerNorm::new(&[d_model]),
-            dropout1: Dropout::new(p)?,
-            dropout2: Dropout::new(p)?,
-            activation: Activation::Relu,
-            norm_first: false,
-        })
-    }
-
     /// Sets the feed-forward activation.
     pub fn activation(mut self, activation: Activation) -> TransformerEncoderLayer<T> {
         self.activation = activation;
@@ -147,6 +124,39 @@ impl<T: Float> TransformerEncoderLayer<T> {
         } else {
             let x = self.norm1.forward(&x.add(&sa(x)?)?)?;
             self.norm2.forward(&x.add(&ff(&x)?)?)
+        }
+    }
+}
+
+tapegrad_tensor::f32_default! {
+    /// The constructors of [`TransformerEncoderLayer`] for every element type: `TransformerEncoderLayer::<f64>::new(..)`, or
+    /// `TransformerEncoderLayer::<T>::new(..)` in generic code. `TransformerEncoderLayer::new(..)` without a type means `f32`.
+    TransformerEncoderLayerNew for TransformerEncoderLayer {
+        /// A post-norm ReLU layer with dropout `p` everywhere, initialised from `gen` as PyTorch
+        /// does (LayerNorm eps `1e-5`).
+        ///
+        /// # Errors
+        /// `MultiheadAttention` when `nhead` does not divide `d_model`; `dropout` when `p` is
+        /// outside [0, 1].
+        fn new(
+            d_model: usize,
+            nhead: usize,
+            dim_feedforward: usize,
+            p: f64,
+            gen: &mut Generator,
+        ) -> Result<Self> {
+            Ok(TransformerEncoderLayer {
+                self_attn: MultiheadAttention::<T>::new(d_model, nhead, p, gen)?,
+                linear1: Linear::<T>::new(d_model, dim_feedforward, gen),
+                dropout: Dropout::<T>::new(p)?,
+                linear2: Linear::<T>::new(dim_feedforward, d_model, gen),
+                norm1: LayerNorm::<T>::new(&[d_model]),
+                norm2: LayerNorm::<T>::new(&[d_model]),
+                dropout1: Dropout::<T>::new(p)?,
+                dropout2: Dropout::<T>::new(p)?,
+                activation: Activation::Relu,
+                norm_first: false,
+            })
         }
     }
 }

@@ -75,7 +75,7 @@ pub fn max_norm_<T: Float>(params: &[Var<T>], c: f64) -> Result<()> {
 /// ```
 /// use tapegrad_autograd::Var;
 /// use tapegrad_nn::optim::clip_grad_norm_;
-/// use tapegrad_tensor::Tensor;
+/// use tapegrad_tensor::{Tensor, TensorNew};
 /// let w = Var::parameter(Tensor::<f64>::zeros(&[2]));
 /// w.set_grad(Some(Tensor::from_vec(vec![3.0, 4.0], &[2])?));
 /// let total = clip_grad_norm_(&[w.clone()], 1.0)?;

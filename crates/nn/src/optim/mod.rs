@@ -42,7 +42,7 @@ use tapegrad_tensor::{Error, Float, Result, Tensor};
 /// ```
 /// use tapegrad_autograd::Var;
 /// use tapegrad_nn::optim::{Adam, Optimizer};
-/// use tapegrad_tensor::Tensor;
+/// use tapegrad_tensor::{Tensor, TensorNew};
 /// let w = Var::parameter(Tensor::<f64>::ones(&[3]));
 /// let mut opt: Box<dyn Optimizer> = Box::new(Adam::new(vec![w.clone()], 1e-3));
 /// opt.set_lr(1e-2);

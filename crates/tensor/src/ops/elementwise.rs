@@ -198,7 +198,7 @@ impl<T: Float> Tensor<T> {
     /// `add` naming both shapes when they cannot be broadcast together.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2])?;
     /// let bias = Tensor::from_vec(vec![10.0f32, 20.0], &[2])?;
     /// assert_eq!(x.add(&bias)?.to_vec(), vec![11.0, 22.0, 13.0, 24.0]);
@@ -227,7 +227,7 @@ impl<T: Float> Tensor<T> {
     /// `mul` naming both shapes when they cannot be broadcast together.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], &[3, 1])?;
     /// let y = Tensor::from_vec(vec![1.0f64, 10.0], &[2])?;
     /// assert_eq!(x.mul(&y)?.to_vec(), vec![1.0, 10.0, 2.0, 20.0, 3.0, 30.0]);
@@ -258,7 +258,7 @@ impl<T: Float> Tensor<T> {
     /// `maximum` naming both shapes when they cannot be broadcast together.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let x = Tensor::from_vec(vec![1.0f32, 5.0, f32::NAN], &[3])?;
     /// let y = x.maximum(&Tensor::scalar(2.0))?.to_vec();
     /// assert_eq!(&y[..2], &[2.0, 5.0]);
@@ -283,7 +283,7 @@ impl<T: Float> Tensor<T> {
     /// `x + c` for every element. Backward: `dx = dz`.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// assert_eq!(Tensor::<f32>::arange(3).add_scalar(0.5).to_vec(), vec![0.5, 1.5, 2.5]);
     /// ```
     pub fn add_scalar(&self, c: T) -> Tensor<T> {
@@ -293,7 +293,7 @@ impl<T: Float> Tensor<T> {
     /// `x · c` for every element. Backward: `dx = c · dz`.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// assert_eq!(Tensor::<f32>::arange(3).mul_scalar(2.0).to_vec(), vec![0.0, 2.0, 4.0]);
     /// ```
     pub fn mul_scalar(&self, c: T) -> Tensor<T> {
@@ -304,7 +304,7 @@ impl<T: Float> Tensor<T> {
     /// non-integer exponent). Backward: `dx = e · xᵉ⁻¹ · dz`.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// assert_eq!(Tensor::<f64>::arange(4).powf(2.0).to_vec(), vec![0.0, 1.0, 4.0, 9.0]);
     /// ```
     pub fn powf(&self, e: T) -> Tensor<T> {
@@ -326,7 +326,7 @@ impl<T: Float> Tensor<T> {
     /// `eˣ`. Backward: `dx = z · dz` (the output is saved).
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// assert_eq!(Tensor::<f64>::zeros(&[2]).exp().to_vec(), vec![1.0, 1.0]);
     /// ```
     pub fn exp(&self) -> Tensor<T> {
@@ -352,7 +352,7 @@ impl<T: Float> Tensor<T> {
     /// Backward: `dx = z(1 − z) · dz`.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let y = Tensor::from_vec(vec![-1000.0f32, 0.0, 1000.0], &[3])?.sigmoid();
     /// assert_eq!(y.to_vec(), vec![0.0, 0.5, 1.0]);
     /// # Ok::<(), tapegrad_tensor::Error>(())
@@ -364,7 +364,7 @@ impl<T: Float> Tensor<T> {
     /// `max(x, 0)`; NaN stays NaN (like `torch.relu`). Backward: `dx = dz` where `x > 0`, else 0.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let y = Tensor::from_vec(vec![-1.0f32, 0.5], &[2])?.relu();
     /// assert_eq!(y.to_vec(), vec![0.0, 0.5]);
     /// # Ok::<(), tapegrad_tensor::Error>(())
@@ -391,7 +391,7 @@ impl<T: Float> Tensor<T> {
     /// several threads, in any order.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let y = Tensor::<f32>::arange(3).map(|v| v * v + 1.0);
     /// assert_eq!(y.to_vec(), vec![1.0, 2.0, 5.0]);
     /// ```
@@ -411,7 +411,7 @@ impl<T: Float> Tensor<T> {
     /// `zip_map` naming both shapes when they cannot be broadcast together.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let x = Tensor::from_vec(vec![1.0f32, -2.0], &[2, 1])?;
     /// let y = Tensor::from_vec(vec![3.0f32, 4.0], &[2])?;
     /// let z = x.zip_map(&y, |a, b| if a > 0.0 { b } else { 0.0 })?;
@@ -457,7 +457,7 @@ impl<T: Float> Tensor<T> {
     /// of backward formulas, which own the incoming gradient: no new buffer for the result.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let mut g = Tensor::from_vec(vec![1.0f32, -2.0], &[2])?;
     /// assert!(g.try_map_in_place(|v| v * 3.0));
     /// let shared = g.clone();

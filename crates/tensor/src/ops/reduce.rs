@@ -24,6 +24,7 @@ use crate::layout::Dims;
 use crate::ops::elementwise::{fill_chunked, run_operand, same_dims, CHUNK};
 use crate::strided::{for_each_run, for_each_run_in};
 use crate::tensor::Tensor;
+use crate::TensorNew;
 
 /// Kept positions per column block in the *rows* order: the accumulator row (16 KiB of f32)
 /// stays in L1 while rows stream past it.
@@ -410,7 +411,7 @@ impl<T: Float> Tensor<T> {
     /// `sum` naming the shape when a dim is out of range or repeated.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let x = Tensor::<f32>::arange(6).reshape(&[2, 3])?;
     /// assert_eq!(x.sum(&[1], false)?.to_vec(), vec![3.0, 12.0]);
     /// assert_eq!(x.sum(&[0], true)?.shape(), &[1, 3]);
@@ -425,7 +426,7 @@ impl<T: Float> Tensor<T> {
     /// The sum of every element, as a 0-dim tensor (0 for an empty tensor).
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// assert_eq!(Tensor::<f64>::ones(&[3, 4]).sum_all().item()?, 12.0);
     /// # Ok::<(), tapegrad_tensor::Error>(())
     /// ```
@@ -441,7 +442,7 @@ impl<T: Float> Tensor<T> {
     /// `mean` naming the shape when a dim is out of range or repeated.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let x = Tensor::<f32>::arange(6).reshape(&[2, 3])?;
     /// assert_eq!(x.mean(&[1], false)?.to_vec(), vec![1.0, 4.0]);
     /// # Ok::<(), tapegrad_tensor::Error>(())
@@ -481,7 +482,7 @@ impl<T: Float> Tensor<T> {
     /// `max` naming the shape when `dim` is out of range or has size 0.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let x = Tensor::from_vec(vec![1.0f32, 5.0, 3.0, 4.0], &[2, 2])?;
     /// assert_eq!(x.max(1, false)?.to_vec(), vec![5.0, 4.0]);
     /// # Ok::<(), tapegrad_tensor::Error>(())
@@ -500,7 +501,7 @@ impl<T: Float> Tensor<T> {
     /// `max_with_indices` naming the shape when `dim` is out of range or has size 0.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let x = Tensor::from_vec(vec![1.0f32, 5.0, 5.0, 4.0], &[2, 2])?;
     /// let (values, indices) = x.max_with_indices(0, false)?;
     /// assert_eq!(values.to_vec(), vec![5.0, 5.0]);
@@ -543,7 +544,7 @@ impl<T: Float> Tensor<T> {
     /// `argmax` naming the shape when `dim` is out of range or has size 0.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let logits = Tensor::from_vec(vec![0.1f32, 2.0, 0.3, 4.0, 0.0, 1.0], &[2, 3])?;
     /// assert_eq!(logits.argmax(1)?, vec![1, 0]);
     /// # Ok::<(), tapegrad_tensor::Error>(())
@@ -563,7 +564,7 @@ impl<T: Float> Tensor<T> {
         let x = if dim == last { self.contiguous() } else { self.transpose(dim, last)?.contiguous() };
         let (len, numel) = (x.shape()[last], x.numel());
         if numel == 0 {
-            return Ok(Tensor::zeros(self.shape()));
+            return Ok(Tensor::<T>::zeros(self.shape()));
         }
         let xs = &x.storage().as_slice()[x.offset()..x.offset() + numel];
         let isa = active_isa();
@@ -590,7 +591,7 @@ impl<T: Float> Tensor<T> {
     /// `softmax` naming the shape when `dim` is out of range.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let p = Tensor::from_vec(vec![1000.0f32, 1000.0], &[1, 2])?.softmax(1)?;
     /// assert_eq!(p.to_vec(), vec![0.5, 0.5]);
     /// # Ok::<(), tapegrad_tensor::Error>(())
@@ -607,7 +608,7 @@ impl<T: Float> Tensor<T> {
     /// `log_softmax` naming the shape when `dim` is out of range.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let y = Tensor::from_vec(vec![0.0f64, 0.0], &[2])?.log_softmax(0)?;
     /// assert!((y.to_vec()[0] + std::f64::consts::LN_2).abs() < 1e-15);
     /// # Ok::<(), tapegrad_tensor::Error>(())
@@ -628,7 +629,7 @@ impl<T: Float> Tensor<T> {
     /// `sum_to` naming both shapes when `shape` does not broadcast to `self.shape()`.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let dz = Tensor::<f32>::ones(&[4, 2, 3]);
     /// assert_eq!(dz.sum_to(&[2, 1])?.to_vec(), vec![12.0, 12.0]);
     /// assert!(dz.sum_to(&[4]).is_err());

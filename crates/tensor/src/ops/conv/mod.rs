@@ -116,7 +116,7 @@ impl<T: Float> Tensor<T> {
     /// `[C_out]`, the stride is 0, or the kernel is empty or larger than the padded input.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let x = Tensor::<f32>::ones(&[1, 1, 4, 4]);
     /// let w = Tensor::<f32>::ones(&[2, 1, 3, 3]);
     /// let y = x.conv2d(&w, None, 1, 1)?;
@@ -178,7 +178,7 @@ impl<T: Float> Tensor<T> {
     /// `conv2d` for the forward's errors; `conv2d_backward` when `dy` has the wrong shape.
     ///
     /// ```
-    /// # use tapegrad_tensor::Tensor;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
     /// let x = Tensor::<f64>::ones(&[1, 1, 3, 3]);
     /// let w = Tensor::<f64>::ones(&[1, 1, 2, 2]);
     /// let dy = Tensor::<f64>::ones(&[1, 1, 2, 2]);
