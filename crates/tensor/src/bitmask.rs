@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use crate::parallel::min_len;
+
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::kernels::{active_isa, chacha, mask, relu_mask};
@@ -105,7 +107,7 @@ impl BitMask {
         let key = chacha::key_for_seed(seed);
         let threshold = keep_threshold(p);
         let mut words = vec![0u64; len.div_ceil(64)];
-        words.par_chunks_mut(CHUNK / 64).enumerate().for_each(|(c, words)| {
+        words.par_chunks_mut(CHUNK / 64).enumerate().with_min_len(min_len(len)).for_each(|(c, words)| {
             let first = c * CHUNK;
             draw_words(&key, offset, threshold, first, (len - first).min(CHUNK), words);
         });
@@ -181,9 +183,11 @@ impl BitMask {
     pub fn relu_scale<T: Float>(&self, mut x: Tensor<T>, scale: T) -> Result<Tensor<T>> {
         self.check_len("BitMask::relu_scale", &x, 1)?;
         let isa = active_isa();
+        let min = min_len(x.numel());
         x.make_mut()
             .par_chunks_mut(CHUNK)
             .zip(self.words.par_chunks(CHUNK / 64))
+            .with_min_len(min)
             .for_each(|(x, keep)| relu_mask::relu_scale_by_mask_in_place(isa, keep, x, scale));
         Ok(x)
     }
@@ -214,11 +218,13 @@ impl BitMask {
         let data = x.as_slice().expect("a contiguous tensor has a slice");
         let group = group.max(1);
         let mut out = vec![T::ZERO; data.len()];
-        out.par_chunks_mut(CHUNK).zip(data.par_chunks(CHUNK)).enumerate().for_each(|(c, (out, x))| {
-            for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-                *o = f(v, self.get((c * CHUNK + j) / group));
-            }
-        });
+        out.par_chunks_mut(CHUNK).zip(data.par_chunks(CHUNK)).enumerate().with_min_len(min_len(data.len())).for_each(
+            |(c, (out, x))| {
+                for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+                    *o = f(v, self.get((c * CHUNK + j) / group));
+                }
+            },
+        );
         Tensor::from_contiguous(out, x.shape())
     }
 }

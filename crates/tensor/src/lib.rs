@@ -31,6 +31,7 @@ mod kernels;
 mod layout;
 pub mod memory;
 pub mod ops;
+pub mod parallel;
 mod random;
 mod storage;
 pub mod strided;

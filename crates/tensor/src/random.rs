@@ -131,7 +131,8 @@ impl Generator {
     /// reserved range.
     pub fn fill_uniform<T: Float>(&mut self, out: &mut [T]) {
         let (seed, offset) = self.reserve(2 * out.len() as u64);
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
+        let min = crate::parallel::min_len(out.len());
+        out.par_chunks_mut(CHUNK).enumerate().with_min_len(min).for_each(|(c, chunk)| {
             let mut s = Stream::new(seed, offset + 2 * (c * CHUNK) as u64);
             for v in chunk {
                 *v = s.next_uniform();
@@ -144,7 +145,7 @@ impl Generator {
     pub fn fill_normal<T: Float>(&mut self, out: &mut [T]) {
         let n = out.len();
         let (seed, offset) = self.reserve(2 * (n + 1) as u64);
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
+        out.par_chunks_mut(CHUNK).enumerate().with_min_len(crate::parallel::min_len(n)).for_each(|(c, chunk)| {
             let mut s = Stream::new(seed, offset + 2 * (c * CHUNK) as u64);
             for pair in chunk.chunks_mut(2) {
                 // 1 - u lies in (0, 1], so the logarithm is finite.

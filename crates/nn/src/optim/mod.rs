@@ -99,7 +99,8 @@ const PIECE: usize = 1 << 15;
 
 /// Runs `f` over matching pieces of a parameter `x`, two per-element state buffers `s1` and
 /// `s2` (each either `x.len()` long or empty, when the optimiser keeps no such state) and the
-/// gradient `g`, in parallel when `x` has more than one piece.
+/// gradient `g`, in parallel when `x` has more than one piece and is large enough to split (see
+/// `tapegrad_tensor::parallel`).
 pub(crate) fn update_in_pieces<T: Float>(
     x: &mut [T],
     s1: &mut [T],
@@ -109,7 +110,7 @@ pub(crate) fn update_in_pieces<T: Float>(
 ) {
     use rayon::prelude::*;
     debug_assert!(g.len() == x.len() && [s1.len(), s2.len()].iter().all(|&n| n == 0 || n == x.len()));
-    let pieces = x.len().div_ceil(PIECE);
+    let (x_len, pieces) = (x.len(), x.len().div_ceil(PIECE));
     if pieces <= 1 {
         return f(x, s1, s2, g);
     }
@@ -122,5 +123,6 @@ pub(crate) fn update_in_pieces<T: Float>(
     }
     let (s1, s2) = (split(s1, pieces), split(s2, pieces));
     let work: Vec<_> = x.chunks_mut(PIECE).zip(s1).zip(s2).zip(g.chunks(PIECE)).collect();
-    work.into_par_iter().for_each(|(((x, s1), s2), g)| f(x, s1, s2, g));
+    let min = tapegrad_tensor::parallel::min_len(x_len);
+    work.into_par_iter().with_min_len(min).for_each(|(((x, s1), s2), g)| f(x, s1, s2, g));
 }

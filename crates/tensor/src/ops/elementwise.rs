@@ -35,7 +35,10 @@ pub(crate) fn fill_chunked<T: Float>(numel: usize, chunk: usize, fill: impl Fn(u
     if numel <= chunk {
         fill(0, &mut out);
     } else {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, piece)| fill(i * chunk, piece));
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .with_min_len(crate::parallel::min_len(numel))
+            .for_each(|(i, piece)| fill(i * chunk, piece));
     }
     out
 }

@@ -134,7 +134,8 @@ fn batched_gemm<T: Float>(
         gemm(MatMut::row_major(c, m, n), a, b, false);
     };
     if m.saturating_mul(n).saturating_mul(k).saturating_mul(2) < SMALL_PRODUCT_FLOPS && out.len() > m * n {
-        out.par_chunks_mut(m * n).enumerate().for_each(one);
+        let work = out.len().saturating_mul(k);
+        out.par_chunks_mut(m * n).enumerate().with_min_len(crate::parallel::min_len(work)).for_each(one);
     } else {
         out.chunks_mut(m * n).enumerate().for_each(one);
     }

@@ -218,9 +218,10 @@ fn collect_runs(shape: &[usize], strides: &[usize], range: std::ops::Range<usize
     runs
 }
 
-/// `f(i)` for `i < n`, in order, on the rayon pool when `parallel`.
-fn map_indices<U: Send>(n: usize, parallel: bool, f: impl Fn(usize) -> U + Sync + Send) -> Vec<U> {
-    if parallel && n > 1 {
+/// `f(i)` for `i < n`, in order, on the rayon pool when `parallel` and the `work` (elements read
+/// in all) is worth splitting (see [`crate::parallel`]).
+fn map_indices<U: Send>(n: usize, parallel: bool, work: usize, f: impl Fn(usize) -> U + Sync + Send) -> Vec<U> {
+    if parallel && n > 1 && crate::parallel::split(work) {
         (0..n).into_par_iter().map(f).collect()
     } else {
         (0..n).map(f).collect()
@@ -262,7 +263,7 @@ impl Plan {
                     total.finish(red.identity())
                 }
                 None => {
-                    let partials = map_indices(r.div_ceil(CHUNK), true, |piece| {
+                    let partials = map_indices(r.div_ceil(CHUNK), true, r, |piece| {
                         let mut total = Cascade::new(red.row_op());
                         let range = piece * CHUNK..r.min((piece + 1) * CHUNK);
                         for_each_run_in(reduced.0, [reduced.1], [base], range, |[o], len, [s]| {
@@ -296,10 +297,10 @@ impl Plan {
         let rows_per_piece = CHUNK.div_ceil(block).max(MIN_ROWS_PER_PIECE);
         let pieces = r.div_ceil(rows_per_piece);
         let parallel = k.saturating_mul(r) > CHUNK;
-        let blocks = map_indices(k.div_ceil(block), parallel, |b| {
+        let blocks = map_indices(k.div_ceil(block), parallel, k.saturating_mul(r), |b| {
             let cols = b * block..k.min((b + 1) * block);
             let kept_runs = collect_runs(&self.kept_shape, &self.kept_strides, cols.clone());
-            let mut partials = map_indices(pieces, parallel, |piece| {
+            let mut partials = map_indices(pieces, parallel, cols.len().saturating_mul(r), |piece| {
                 let mut total = RowCascade::new(red, isa, cols.len());
                 let rows = piece * rows_per_piece..r.min((piece + 1) * rows_per_piece);
                 for_each_run_in(
@@ -530,9 +531,10 @@ impl<T: Float> Tensor<T> {
         });
         let group = (CHUNK / len).max(1);
         let parallel = plan.k.saturating_mul(len) > CHUNK;
-        let pairs: Vec<Vec<(T, usize)>> = map_indices(plan.k.div_ceil(group), parallel, |g| {
-            bases[g * group..plan.k.min((g + 1) * group)].iter().map(|&b| first_max(b)).collect()
-        });
+        let pairs: Vec<Vec<(T, usize)>> =
+            map_indices(plan.k.div_ceil(group), parallel, plan.k.saturating_mul(len), |g| {
+                bases[g * group..plan.k.min((g + 1) * group)].iter().map(|&b| first_max(b)).collect()
+            });
         let (values, indices): (Vec<T>, Vec<usize>) = pairs.into_iter().flatten().unzip();
         Ok((Tensor::from_contiguous(values, &self.reduced_shape(&mask, keepdim)), indices))
     }

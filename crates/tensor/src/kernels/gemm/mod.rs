@@ -388,13 +388,14 @@ fn thin<T: Float>(dot: DotFn<T>, p: Product<'_, T>) {
 }
 
 /// Runs `run(i0, i1)` over rows `0..m` of `C`: in fixed blocks of 64 rows on the rayon pool when
-/// the product has at least [`blocking::PAR_MIN_FLOPS`], else in one call. Each row's arithmetic
+/// the product has at least [`blocking::PAR_MIN_FLOPS`] and the pool has threads to spare, else
+/// in one call. Each row's arithmetic
 /// is the same either way.
 fn in_row_blocks(m: usize, flops: usize, run: impl Fn(usize, usize) + Sync) {
     use rayon::prelude::*;
     /// Rows of `C` per task.
     const ROWS: usize = 64;
-    if m > ROWS && flops >= blocking::PAR_MIN_FLOPS {
+    if m > ROWS && flops >= blocking::PAR_MIN_FLOPS && crate::parallel::split(flops / 2) {
         (0..m.div_ceil(ROWS)).into_par_iter().for_each(|t| run(t * ROWS, m.min((t + 1) * ROWS)));
     } else {
         run(0, m);
@@ -428,7 +429,7 @@ fn direct<T: Float>(f: DirectFn<T>, p: Product<'_, T>) {
         unsafe { f(i1 - i0, j1 - j0, k, ops.at(i0, j0)) }
     };
     let flops = 2 * m * n * k;
-    if m <= MAX_FEW_ROWS && n > COLUMNS && flops >= blocking::PAR_MIN_FLOPS {
+    if m <= MAX_FEW_ROWS && n > COLUMNS && flops >= blocking::PAR_MIN_FLOPS && crate::parallel::split(flops / 2) {
         (0..n.div_ceil(COLUMNS)).into_par_iter().for_each(|t| run((0, m), (t * COLUMNS, n.min((t + 1) * COLUMNS))));
     } else {
         in_row_blocks(m, flops, |i0, i1| run((i0, i1), (0, n)));

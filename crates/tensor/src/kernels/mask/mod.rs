@@ -170,16 +170,21 @@ fn new_by_chunks<T: Float>(
                 .par_chunks_mut(chunk)
                 .zip(x.par_chunks(chunk))
                 .zip(mask.par_chunks(words))
+                .with_min_len(crate::parallel::min_len(n))
                 .for_each(|((o, x), m)| scale_by_mask_uninit(isa, m, x, scale, o));
         }
         MaskArg::Draw(mask) => {
             assert_eq!(mask.len(), n.div_ceil(64), "mask length");
-            spare.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).zip(mask.par_chunks_mut(words)).enumerate().for_each(
-                |(c, ((o, x), m))| {
+            spare
+                .par_chunks_mut(chunk)
+                .zip(x.par_chunks(chunk))
+                .zip(mask.par_chunks_mut(words))
+                .enumerate()
+                .with_min_len(crate::parallel::min_len(n))
+                .for_each(|(c, ((o, x), m))| {
                     draw(c, m);
                     scale_by_mask_uninit(isa, m, x, scale, o);
-                },
-            );
+                });
         }
     }
     // SAFETY: the chunks cover `spare[..n]` exactly, and `scale_by_mask_uninit` writes every

@@ -150,15 +150,20 @@ impl<T: Float> Tensor<T> {
         let plane = g.col_cols();
         let mut out = crate::memory::for_overwrite(n * c_out * plane);
         if !out.is_empty() {
-            out.par_chunks_mut(c_out * plane).enumerate().for_each_init(Vec::new, |buf, (i, y)| {
-                let cols = columns(self, i, &g, buf);
-                gemm(MatMut::row_major(y, c_out, plane), w_ref, cols, false);
-                if let Some(b) = &bias {
-                    for (row, &bo) in y.chunks_exact_mut(plane).zip(b) {
-                        row.iter_mut().for_each(|v| *v += bo);
+            // Multiply-adds: the work that decides whether to split (see `crate::parallel`).
+            let macs = out.len().saturating_mul(g.col_rows());
+            out.par_chunks_mut(c_out * plane).enumerate().with_min_len(crate::parallel::min_len(macs)).for_each_init(
+                Vec::new,
+                |buf, (i, y)| {
+                    let cols = columns(self, i, &g, buf);
+                    gemm(MatMut::row_major(y, c_out, plane), w_ref, cols, false);
+                    if let Some(b) = &bias {
+                        for (row, &bo) in y.chunks_exact_mut(plane).zip(b) {
+                            row.iter_mut().for_each(|v| *v += bo);
+                        }
                     }
-                }
-            });
+                },
+            );
         }
         Ok(Tensor::from_contiguous(out, &[n, c_out, g.oh, g.ow]))
     }
@@ -246,9 +251,11 @@ impl<T: Float> Tensor<T> {
         // With no image elements, no output channel or no input channel, every gradient but
         // dbias is zero (or empty) already.
         if n > 0 && image > 0 && c_out * rows > 0 {
+            let macs = dy_data.len().saturating_mul(rows);
             dx.par_chunks_mut(BACKWARD_GROUP * image)
                 .zip(partial.par_chunks_mut(c_out * rows))
                 .enumerate()
+                .with_min_len(crate::parallel::min_len(macs))
                 .for_each(work);
         }
         let mut dweight = vec![T::ZERO; c_out * rows];

@@ -6,6 +6,8 @@
 
 use rayon::prelude::*;
 
+use crate::parallel::min_len;
+
 use super::im2col::Geometry;
 use super::out_size;
 use crate::dtype::Float;
@@ -109,26 +111,30 @@ impl<T: Float> Tensor<T> {
         let mut indices = vec![0usize; planes * plane];
         let (sh, sw) = (self.strides()[2], self.strides()[3]);
         let data = self.storage().as_slice();
-        out.par_chunks_mut(plane).zip(indices.par_chunks_mut(plane)).enumerate().for_each(|(pl, (y, idx))| {
-            let base = plane_base(self, pl);
-            for i in 0..g.oh {
-                let (h0, h1) = window(i, &g, g.h);
-                for j in 0..g.ow {
-                    let (w0, w1) = window(j, &g, g.w);
-                    let (mut best, mut at) = (T::NEG_INFINITY, h0 * g.w + w0);
-                    for h in h0..h1 {
-                        for w in w0..w1 {
-                            let v = data[base + h * sh + w * sw];
-                            if v > best || v.is_nan() {
-                                (best, at) = (v, h * g.w + w);
+        out.par_chunks_mut(plane)
+            .zip(indices.par_chunks_mut(plane))
+            .enumerate()
+            .with_min_len(min_len(self.numel()))
+            .for_each(|(pl, (y, idx))| {
+                let base = plane_base(self, pl);
+                for i in 0..g.oh {
+                    let (h0, h1) = window(i, &g, g.h);
+                    for j in 0..g.ow {
+                        let (w0, w1) = window(j, &g, g.w);
+                        let (mut best, mut at) = (T::NEG_INFINITY, h0 * g.w + w0);
+                        for h in h0..h1 {
+                            for w in w0..w1 {
+                                let v = data[base + h * sh + w * sw];
+                                if v > best || v.is_nan() {
+                                    (best, at) = (v, h * g.w + w);
+                                }
                             }
                         }
+                        y[i * g.ow + j] = best;
+                        idx[i * g.ow + j] = at;
                     }
-                    y[i * g.ow + j] = best;
-                    idx[i * g.ow + j] = at;
                 }
-            }
-        });
+            });
         Ok((Tensor::from_contiguous(out, &[self.shape()[0], self.shape()[1], g.oh, g.ow]), indices))
     }
 
@@ -169,13 +175,14 @@ impl<T: Float> Tensor<T> {
         let dy = dy.contiguous();
         let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
         if image > 0 && plane > 0 {
-            dx.par_chunks_mut(image).zip(dy_data.par_chunks(plane).zip(indices.par_chunks(plane))).for_each(
-                |(dx, (dy, idx))| {
+            dx.par_chunks_mut(image)
+                .zip(dy_data.par_chunks(plane).zip(indices.par_chunks(plane)))
+                .with_min_len(min_len(numel))
+                .for_each(|(dx, (dy, idx))| {
                     for (&g, &i) in dy.iter().zip(idx) {
                         dx[i] += g;
                     }
-                },
-            );
+                });
         }
         Ok(Tensor::from_contiguous(dx, input_shape))
     }
@@ -207,7 +214,7 @@ impl<T: Float> Tensor<T> {
         let mut out = vec![T::ZERO; planes * plane];
         let (sh, sw) = (self.strides()[2], self.strides()[3]);
         let data = self.storage().as_slice();
-        out.par_chunks_mut(plane).enumerate().for_each(|(pl, y)| {
+        out.par_chunks_mut(plane).enumerate().with_min_len(min_len(self.numel())).for_each(|(pl, y)| {
             let base = plane_base(self, pl);
             for i in 0..g.oh {
                 let (h0, h1) = window(i, &g, g.h);
@@ -258,18 +265,20 @@ impl<T: Float> Tensor<T> {
         let dy = dy.contiguous();
         let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
         if image > 0 {
-            dx.par_chunks_mut(image).zip(dy_data.par_chunks(plane)).for_each(|(dx, dy)| {
-                for i in 0..g.oh {
-                    let (h0, h1) = window(i, &g, g.h);
-                    for j in 0..g.ow {
-                        let (w0, w1) = window(j, &g, g.w);
-                        let d = dy[i * g.ow + j] * scale;
-                        for h in h0..h1 {
-                            dx[h * g.w + w0..h * g.w + w1].iter_mut().for_each(|v| *v += d);
+            dx.par_chunks_mut(image).zip(dy_data.par_chunks(plane)).with_min_len(min_len(planes * image)).for_each(
+                |(dx, dy)| {
+                    for i in 0..g.oh {
+                        let (h0, h1) = window(i, &g, g.h);
+                        for j in 0..g.ow {
+                            let (w0, w1) = window(j, &g, g.w);
+                            let d = dy[i * g.ow + j] * scale;
+                            for h in h0..h1 {
+                                dx[h * g.w + w0..h * g.w + w1].iter_mut().for_each(|v| *v += d);
+                            }
                         }
                     }
-                }
-            });
+                },
+            );
         }
         Ok(Tensor::from_contiguous(dx, input_shape))
     }
