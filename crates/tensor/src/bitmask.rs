@@ -199,7 +199,28 @@ impl BitMask {
     /// `BitMask::scale_groups` when `x` does not have `group` elements per bit.
     pub fn scale_groups<T: Float>(&self, x: &Tensor<T>, group: usize, scale: T) -> Result<Tensor<T>> {
         self.check_len("BitMask::scale_groups", x, group)?;
-        Ok(self.map_groups(x, group, |v, kept| v * if kept { scale } else { T::ZERO }))
+        let x = x.contiguous();
+        let data = x.as_slice().expect("a contiguous tensor has a slice");
+        let group = group.max(1);
+        let mut out = crate::memory::for_overwrite(data.len());
+        // One multiplier per group, then a plain multiply over the group's run (which the
+        // compiler vectorises): `x · 0` keeps a NaN or infinite input NaN, as `scale` does.
+        out.par_chunks_mut(CHUNK).zip(data.par_chunks(CHUNK)).enumerate().with_min_len(min_len(data.len())).for_each(
+            |(c, (out, x))| {
+                let mut j = 0;
+                while j < out.len() {
+                    let at = c * CHUNK + j;
+                    let end = (at / group + 1) * group - c * CHUNK;
+                    let end = end.min(out.len());
+                    let m = if self.get(at / group) { scale } else { T::ZERO };
+                    for (o, &v) in out[j..end].iter_mut().zip(&x[j..end]) {
+                        *o = v * m;
+                    }
+                    j = end;
+                }
+            },
+        );
+        Ok(Tensor::from_contiguous(out, x.shape()))
     }
 
     /// `bit ? a · x + b : dropped` elementwise: `alpha_dropout`'s forward, which sends a dropped
@@ -209,19 +230,19 @@ impl BitMask {
     /// `BitMask::affine` when `x` does not have one element per bit.
     pub fn affine<T: Float>(&self, x: &Tensor<T>, a: T, b: T, dropped: T) -> Result<Tensor<T>> {
         self.check_len("BitMask::affine", x, 1)?;
-        Ok(self.map_groups(x, 1, |v, kept| if kept { a * v + b } else { dropped }))
+        Ok(self.map_bits(x, |v, kept| if kept { a * v + b } else { dropped }))
     }
 
-    /// `f(x[i], bit[i / group])` for every element, in parallel over fixed chunks.
-    fn map_groups<T: Float>(&self, x: &Tensor<T>, group: usize, f: impl Fn(T, bool) -> T + Sync) -> Tensor<T> {
+    /// `f(x[i], bit[i])` for every element, in parallel over fixed chunks.
+    fn map_bits<T: Float>(&self, x: &Tensor<T>, f: impl Fn(T, bool) -> T + Sync) -> Tensor<T> {
         let x = x.contiguous();
         let data = x.as_slice().expect("a contiguous tensor has a slice");
-        let group = group.max(1);
-        let mut out = vec![T::ZERO; data.len()];
+        // Every position is written below.
+        let mut out = crate::memory::for_overwrite(data.len());
         out.par_chunks_mut(CHUNK).zip(data.par_chunks(CHUNK)).enumerate().with_min_len(min_len(data.len())).for_each(
             |(c, (out, x))| {
                 for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-                    *o = f(v, self.get((c * CHUNK + j) / group));
+                    *o = f(v, self.get(c * CHUNK + j));
                 }
             },
         );
@@ -374,6 +395,22 @@ mod tests {
         assert!(y[3] == 0.0 && y[3].is_sign_negative());
         let g = m.scale_groups(&Tensor::<f64>::ones(&[10]), 2, 4.0).unwrap().to_vec();
         assert_eq!(g, vec![4.0, 4.0, 0.0, 0.0, 4.0, 4.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn scale_groups_matches_the_per_element_rule_across_chunks() {
+        // Groups of 7 straddle the chunk boundaries; a NaN in a dropped group stays NaN.
+        let group = 7;
+        let n = group * (2 * CHUNK / group + 3);
+        let m = BitMask::bernoulli(5, 0, 0.5, n / group).unwrap();
+        let mut data: Vec<f32> = (0..n).map(|i| (i % 13) as f32 - 6.0).collect();
+        data[CHUNK + 1] = f32::NAN;
+        let x = Tensor::from_vec(data.clone(), &[n]).unwrap();
+        let y = m.scale_groups(&x, group, 2.0).unwrap().to_vec();
+        for (i, (&v, &got)) in data.iter().zip(&y).enumerate() {
+            let want = v * if m.get(i / group) { 2.0 } else { 0.0 };
+            assert!(got == want || (got.is_nan() && want.is_nan()), "element {i}: {got} vs {want}");
+        }
     }
 
     #[test]

@@ -532,6 +532,28 @@ fn max_pool_semantics_padding_ties_and_nan() {
     let (y, idx) = x.max_pool2d_with_indices(2, 2, 0).unwrap();
     assert!(y.item().unwrap().is_nan());
     assert_eq!(idx, vec![1]);
+    // The 2 x 2, stride-2 path (its own loop, for unit column strides) agrees with the general
+    // loop (which a channels-last layout takes) for every placement of one or two NaNs (the
+    // last NaN in window order wins, as in PyTorch), infinities and ties, on planes of odd width
+    // (the last column unused).
+    let specials = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1.0];
+    for a in 0..6 {
+        for b in a..6 {
+            for (sa, sb) in [(0, 0), (0, 1), (1, 3), (3, 3), (2, 0)] {
+                let mut v: Vec<f64> = (0..15).map(|i| (i % 4) as f64 * 0.5 - 1.0).collect();
+                v[a + 2 * (a / 2)] = specials[sa];
+                v[b + 5 * (b % 2)] = specials[sb];
+                let x = Tensor::from_vec([v.clone(), v.clone()].concat(), &[1, 2, 3, 5]).unwrap();
+                let channels_last = x.permute(&[0, 2, 3, 1]).unwrap().contiguous().permute(&[0, 3, 1, 2]).unwrap();
+                assert_eq!(channels_last.strides()[3], 2);
+                let (want, want_idx) = channels_last.max_pool2d_with_indices(2, 2, 0).unwrap();
+                let (y, idx) = x.max_pool2d_with_indices(2, 2, 0).unwrap();
+                assert_eq!(idx, want_idx, "{v:?}");
+                let (got, want) = (y.to_vec(), want.to_vec());
+                assert!(got.iter().zip(&want).all(|(g, w)| g == w || (g.is_nan() && w.is_nan())), "{v:?}");
+            }
+        }
+    }
     // Avg pooling counts padded cells in the divisor.
     let y = Tensor::<f64>::ones(&[1, 1, 2, 2]).avg_pool2d(2, 2, 1).unwrap();
     assert_eq!(y.to_vec(), vec![0.25, 0.25, 0.25, 0.25]);

@@ -78,8 +78,14 @@ pub(super) fn im2col<T: Float>(x: &[T], base: usize, [sc, sh, sw]: [usize; 3], g
                     let w0 = w_lo * g.stride + j - g.pad;
                     let src = base + c * sc + h * sh + w0 * sw;
                     out[..w_lo].fill(T::ZERO);
-                    for (k, o) in out[w_lo..w_hi].iter_mut().enumerate() {
-                        *o = x[src + k * g.stride * sw];
+                    let step = g.stride * sw;
+                    if step == 1 {
+                        // Stride 1 over a row of unit stride: a plain copy.
+                        out[w_lo..w_hi].copy_from_slice(&x[src..src + (w_hi - w_lo)]);
+                    } else {
+                        for (k, o) in out[w_lo..w_hi].iter_mut().enumerate() {
+                            *o = x[src + k * step];
+                        }
                     }
                     out[w_hi..].fill(T::ZERO);
                 }
@@ -108,8 +114,16 @@ pub(super) fn col2im<T: Float>(cols: &[T], g: &Geometry, dx: &mut [T]) {
                     let h = oh * g.stride + i - g.pad;
                     let w0 = w_lo * g.stride + j - g.pad;
                     let dst = (c * g.h + h) * g.w + w0;
-                    for (k, &v) in row[oh * g.ow + w_lo..oh * g.ow + w_hi].iter().enumerate() {
-                        dx[dst + k * g.stride] += v;
+                    let src = &row[oh * g.ow + w_lo..oh * g.ow + w_hi];
+                    if g.stride == 1 {
+                        // Contiguous on both sides: an add the compiler vectorises.
+                        for (d, &v) in dx[dst..dst + src.len()].iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    } else {
+                        for (k, &v) in src.iter().enumerate() {
+                            dx[dst + k * g.stride] += v;
+                        }
                     }
                 }
             }

@@ -61,6 +61,31 @@ fn window(o: usize, g: &Geometry, size: usize) -> (usize, usize) {
     (start.saturating_sub(g.pad), (start + g.kh).saturating_sub(g.pad).min(size))
 }
 
+/// `max_pool2d` of one plane with a 2 x 2 window, stride 2 and no padding (the common case)
+/// over rows of unit stride `sh` apart: the general loop's comparisons in the same order
+/// (`v > best || v.is_nan()`, rows then columns), with the window's four loads known.
+fn max_pool_2x2<T: Float>(data: &[T], base: usize, sh: usize, g: &Geometry, y: &mut [T], idx: &mut [usize]) {
+    for i in 0..g.oh {
+        let top = &data[base + 2 * i * sh..][..2 * g.ow];
+        let bottom = &data[base + (2 * i + 1) * sh..][..2 * g.ow];
+        let (y, idx) = (&mut y[i * g.ow..][..g.ow], &mut idx[i * g.ow..][..g.ow]);
+        let first = 2 * i * g.w;
+        for (j, ((y, idx), (t, b))) in
+            y.iter_mut().zip(idx.iter_mut()).zip(top.chunks_exact(2).zip(bottom.chunks_exact(2))).enumerate()
+        {
+            let at = first + 2 * j;
+            let (mut best, mut arg) = (T::NEG_INFINITY, at);
+            for (v, pos) in [(t[0], at), (t[1], at + 1), (b[0], at + g.w), (b[1], at + g.w + 1)] {
+                if v > best || v.is_nan() {
+                    (best, arg) = (v, pos);
+                }
+            }
+            *y = best;
+            *idx = arg;
+        }
+    }
+}
+
 /// The storage index of element `(0, 0)` of plane `n * C + c`, whatever the input's strides.
 fn plane_base<T: Float>(x: &Tensor<T>, plane: usize) -> usize {
     let (c, s) = (x.shape()[1], x.strides());
@@ -117,6 +142,9 @@ impl<T: Float> Tensor<T> {
             .with_min_len(min_len(self.numel()))
             .for_each(|(pl, (y, idx))| {
                 let base = plane_base(self, pl);
+                if g.kh == 2 && g.stride == 2 && g.pad == 0 && sw == 1 {
+                    return max_pool_2x2(data, base, sh, &g, y, idx);
+                }
                 for i in 0..g.oh {
                     let (h0, h1) = window(i, &g, g.h);
                     for j in 0..g.ow {
