@@ -111,6 +111,11 @@ fn run(args: &common::Args, opts: Options) -> Result<()> {
             format!("transformer (d_model {}, {} heads, {} layers)", opts.d_model, opts.heads, opts.layers)
         };
         println!("{label}: {stats}");
+        println!(
+            "  buffer cache after the steps: {:.1} MiB (limit {:.0} MiB)",
+            tapegrad::tensor::memory::cached_bytes() as f64 / (1 << 20) as f64,
+            tapegrad::tensor::memory::cache_limit() as f64 / (1 << 20) as f64
+        );
     }
     match common::peak_rss_kib() {
         Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),

@@ -225,7 +225,7 @@ impl<T: Float> Tensor<T> {
             }
         }
 
-        let mut dx = vec![T::ZERO; n * image];
+        let mut dx = crate::memory::filled(n * image, T::ZERO);
         let groups = n.div_ceil(BACKWARD_GROUP);
         let mut partial = vec![T::ZERO; groups * c_out * rows];
         let work = |(gi, (dx_group, dw)): (usize, (&mut [T], &mut [T]))| {

@@ -132,7 +132,8 @@ impl<T: Float> Tensor<T> {
     ) -> Result<(Tensor<T>, Vec<usize>)> {
         let (planes, g) = pool_geometry("max_pool2d", self.shape(), kernel, stride, padding)?;
         let plane = g.oh * g.ow;
-        let mut out = vec![T::ZERO; planes * plane];
+        // Every output element is written below (a cached buffer, no page faults).
+        let mut out = crate::memory::for_overwrite(planes * plane);
         let mut indices = vec![0usize; planes * plane];
         let (sh, sw) = (self.strides()[2], self.strides()[3]);
         let data = self.storage().as_slice();
@@ -198,7 +199,7 @@ impl<T: Float> Tensor<T> {
         }
         let numel = checked_numel(input_shape)
             .ok_or_else(|| Error::shape(OP, input_shape, "the number of elements overflows usize"))?;
-        let mut dx = vec![T::ZERO; numel];
+        let mut dx = crate::memory::filled(numel, T::ZERO);
         let plane = dy.shape()[2] * dy.shape()[3];
         let dy = dy.contiguous();
         let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
@@ -239,7 +240,8 @@ impl<T: Float> Tensor<T> {
         // With floor-mode output sizes every window lies inside the padded input, so the
         // count_include_pad divisor is always k².
         let scale = T::ONE / T::from_usize(kernel * kernel);
-        let mut out = vec![T::ZERO; planes * plane];
+        // Every output element is written below.
+        let mut out = crate::memory::for_overwrite(planes * plane);
         let (sh, sw) = (self.strides()[2], self.strides()[3]);
         let data = self.storage().as_slice();
         out.par_chunks_mut(plane).enumerate().with_min_len(min_len(self.numel())).for_each(|(pl, y)| {
@@ -289,7 +291,7 @@ impl<T: Float> Tensor<T> {
         let image = g.h * g.w;
         let plane = g.oh * g.ow;
         let scale = T::ONE / T::from_usize(kernel * kernel);
-        let mut dx = vec![T::ZERO; planes * image];
+        let mut dx = crate::memory::filled(planes * image, T::ZERO);
         let dy = dy.contiguous();
         let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
         if image > 0 {
