@@ -685,6 +685,36 @@ proptest! {
     }
 }
 
+// ─── normalisation ────────────────────────────────────────────────────────────
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// Layer normalisation over the last `k` dims, with and without weight and bias, on views.
+    #[test]
+    fn grad_layer_norm(s in shape(1..=3), k in 1usize..=3, affine in 0u8..4, l in layout(), seed in any::<u64>()) {
+        let k = k.min(s.len());
+        let normalized = s[s.len() - k..].to_vec();
+        let gen = &mut Generator::new(seed);
+        let mut inputs = vec![input(&s, l, Values::Any, gen)];
+        let (weight, bias) = (affine & 1 == 1, affine & 2 == 2);
+        if weight {
+            inputs.push(input(&normalized, Layout::Contiguous, Values::Any, gen));
+        }
+        if bias {
+            inputs.push(input(&normalized, Layout::Narrowed, Values::Any, gen));
+        }
+        check(
+            |v| {
+                let w = weight.then(|| &v[1]);
+                let b = bias.then(|| &v[v.len() - 1]);
+                v[0].layer_norm(&normalized, w, b, 1e-5)
+            },
+            &inputs,
+        )?;
+    }
+}
+
 /// The layouts the checks rely on really are strided views.
 #[test]
 fn layouts_are_views() {

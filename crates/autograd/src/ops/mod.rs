@@ -9,6 +9,7 @@ pub mod feature_dropout;
 pub mod fused;
 pub mod matmul;
 pub mod movement;
+pub mod norm;
 pub mod reduce;
 
 use tapegrad_tensor::{Float, Tensor};

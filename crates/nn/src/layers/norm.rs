@@ -340,15 +340,9 @@ impl<T: Float> Module<T> for LayerNorm<T> {
                 format!("expected trailing dims {:?}", self.normalized_shape),
             ));
         }
-        let dims: Vec<usize> = (shape.len() - k..shape.len()).collect();
-        let (mut y, _, _) = normalize(x, &dims, self.eps)?;
-        if let Some(w) = &self.weight {
-            y = y.mul(w)?;
-        }
-        if let Some(b) = &self.bias {
-            y = y.add(b)?;
-        }
-        Ok(y)
+        // One recorded op: the statistics, the normalisation and the affine map in one pass
+        // over each row, and all three gradients in one pass back.
+        x.layer_norm(&self.normalized_shape, self.weight.as_ref(), self.bias.as_ref(), self.eps)
     }
 }
 

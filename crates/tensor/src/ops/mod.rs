@@ -5,4 +5,5 @@ pub mod elementwise;
 pub mod linear;
 pub mod matmul;
 pub mod movement;
+pub mod norm;
 pub mod reduce;
