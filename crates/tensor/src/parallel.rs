@@ -15,9 +15,11 @@
 
 /// Elements a loop must touch before a caller outside the pool hands it over. Splitting saves
 /// about half the loop's time at two threads, the hand-off costs tens of microseconds: below
-/// this (about 4 of the elementwise ops' chunks, 0.1-0.3 ms of work on one core) the calling
-/// thread finishes sooner on its own.
-pub const OUTSIDE_POOL_MIN: usize = 1 << 17;
+/// this (two of the elementwise ops' chunks, some 50-150 µs of work on one core) the calling
+/// thread finishes about as soon on its own. (2^17 kept the transformer's `[64, 28, 64]`
+/// activations, 114,688 elements, on one thread at two; 2^16 splits them, and measured no
+/// slower on the Zen 1 of docs/benchmarks.md.)
+pub const OUTSIDE_POOL_MIN: usize = 1 << 16;
 
 /// Whether a parallel loop touching `work` elements in all should be split across the pool.
 pub fn split(work: usize) -> bool {
