@@ -49,7 +49,7 @@ impl<T: Float> AdamState<T> {
         let (decay, decoupled) = (self.weight_decay != 0.0, self.decoupled);
         for (p, state) in self.params.iter().zip(&mut self.moments) {
             let Some(grad) = gradient(self.op, p)? else { continue };
-            let g = grad.as_slice().unwrap_or_default();
+            let g = grad.as_slice().expect("`gradient` returns a contiguous tensor");
             let s =
                 state.get_or_insert_with(|| Moments { step: 0, m: vec![T::ZERO; g.len()], v: vec![T::ZERO; g.len()] });
             s.step += 1;
@@ -59,20 +59,27 @@ impl<T: Float> AdamState<T> {
             let shrink = T::ONE - lr * wd;
             p.update_value(|x| {
                 update_in_pieces(x, &mut s.m, &mut s.v, g, |x, m, v, g| {
-                    for i in 0..x.len() {
-                        let mut g = g[i];
-                        if decay {
-                            if decoupled {
-                                x[i] *= shrink;
-                            } else {
-                                g += wd * x[i];
-                            }
-                        }
+                    // One element's update, given its (possibly decayed) gradient.
+                    let adam = |x: &mut T, m: &mut T, v: &mut T, g: T| {
                         // m ← m + (1 − β1)(g − m): PyTorch's lerp, the same as β1 m + (1 − β1) g.
-                        m[i] = m[i] + (T::ONE - b1) * (g - m[i]);
-                        v[i] = b2 * v[i] + (T::ONE - b2) * g * g;
-                        let denom = v[i].sqrt() / bias2_sqrt + eps;
-                        x[i] -= step_size * m[i] / denom;
+                        *m = *m + (T::ONE - b1) * (g - *m);
+                        *v = b2 * *v + (T::ONE - b2) * g * g;
+                        let denom = v.sqrt() / bias2_sqrt + eps;
+                        *x -= step_size * *m / denom;
+                    };
+                    // The weight-decay choice outside the loop, and zipped slices (no index
+                    // checks): one pass the compiler vectorises.
+                    let elements = x.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g);
+                    match (decay, decoupled) {
+                        (true, true) => elements.for_each(|(((x, m), v), &g)| {
+                            *x *= shrink;
+                            adam(x, m, v, g)
+                        }),
+                        (true, false) => elements.for_each(|(((x, m), v), &g)| {
+                            let g = g + wd * *x;
+                            adam(x, m, v, g)
+                        }),
+                        (false, _) => elements.for_each(|(((x, m), v), &g)| adam(x, m, v, g)),
                     }
                 })
             });

@@ -114,7 +114,7 @@ impl<T: Float> Optimizer for Sgd<T> {
         let (decay, momentum, nesterov) = (self.weight_decay != 0.0, self.momentum != 0.0, self.nesterov);
         for (p, buffer) in self.params.iter().zip(&mut self.buffers) {
             let Some(grad) = gradient("SGD", p)? else { continue };
-            let g = grad.as_slice().unwrap_or_default();
+            let g = grad.as_slice().expect("`gradient` returns a contiguous tensor");
             let first = buffer.is_none();
             let b = buffer.get_or_insert_with(|| if momentum { vec![T::ZERO; g.len()] } else { Vec::new() });
             // One pass per parameter, in place, with PyTorch's operations in PyTorch's order:
