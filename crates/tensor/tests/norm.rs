@@ -77,7 +77,8 @@ proptest! {
 
 #[test]
 fn many_rows_split_across_pieces_and_threads_give_the_same_bits() {
-    // 4096 rows of 64: several pieces, so the weight and bias gradients sum partial blocks.
+    // 4096 rows of 64: the forward splits the rows into several pieces, and the backward's
+    // reductions run over many chunks.
     check(4096, 64, 3, 1);
     let gen = &mut Generator::new(2);
     let x = Tensor::<f32>::randn(&[4096, 64], gen);

@@ -47,7 +47,8 @@ impl<T: Float> Backward<T> for LayerNorm<T> {
 impl<T: Float> Var<T> {
     /// Layer normalisation over the trailing dims `normalized_shape`, with an optional weight
     /// and bias of that shape, as one recorded op (`torch.nn.functional.layer_norm`): see
-    /// [`Tensor::layer_norm`]. Backward computes the three gradients in one pass over the rows.
+    /// [`Tensor::layer_norm`]. Backward is [`Tensor::layer_norm_backward`], written with ops that
+    /// have derivatives of their own.
     ///
     /// # Errors
     /// `layer_norm` naming the shapes when the input does not end with `normalized_shape`, or

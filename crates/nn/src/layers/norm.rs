@@ -341,7 +341,7 @@ impl<T: Float> Module<T> for LayerNorm<T> {
             ));
         }
         // One recorded op: the statistics, the normalisation and the affine map in one pass
-        // over each row, and all three gradients in one pass back.
+        // over each row.
         x.layer_norm(&self.normalized_shape, self.weight.as_ref(), self.bias.as_ref(), self.eps)
     }
 }

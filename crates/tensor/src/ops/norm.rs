@@ -1,10 +1,9 @@
 //! Layer normalisation as one op: a pass over each row for its statistics and one for the
-//! output, and a backward that reads each row of `x` and `dy` once more.
+//! output; the backward is a handful of tensor ops that have derivatives of their own.
 //!
 //! Rows are the input's trailing `normalized` elements (the product of `normalized_shape`). Each
 //! row's mean and variance are accumulated in `f64` whatever `T` is, so an `f32` row of large
-//! offset keeps its precision; the weight and bias gradients are summed over rows in fixed
-//! blocks, then over blocks in order, so they are the same bits on any thread count.
+//! offset keeps its precision.
 
 use rayon::prelude::*;
 
@@ -155,6 +154,9 @@ impl<T: Float> Tensor<T> {
     /// `dx = rstd · (g - mean(g) - x̂ · mean(g · x̂))` per row, `dweight = Σ_rows dy · x̂`,
     /// `dbias = Σ_rows dy` (computed when `bias` is true).
     ///
+    /// Written with tensor ops that have derivatives of their own (`sub`, `mul`, `mean`, `sum`,
+    /// `reshape`), so that the same formula can be recorded and differentiated again.
+    ///
     /// # Errors
     /// `layer_norm_backward` naming the shapes when `dy`, `mean`, `rstd` or the weight do not
     /// fit the input.
@@ -182,67 +184,21 @@ impl<T: Float> Tensor<T> {
                 return Err(Error::mismatch(OP, self.shape(), t.shape(), format!("mean and rstd must be [{rows}]")));
             }
         }
-        let (x, dy, mean, rstd) = (self.contiguous(), dy.contiguous(), mean.contiguous(), rstd.contiguous());
-        let slice = |t: &Tensor<T>| -> Vec<T> { t.to_vec() };
-        let (xs, dys) = (x.as_slice().expect("contiguous"), dy.as_slice().expect("contiguous"));
-        let (mean, rstd) = (slice(&mean), slice(&rstd));
-        let w = weight.map(Tensor::contiguous);
-        let w = w.as_ref().and_then(Tensor::as_slice);
-        let mut dx = crate::memory::for_overwrite(rows * n);
-        let per = rows_per_piece(n);
-        let pieces = rows.div_ceil(per);
-        // Per piece: the partial dweight and dbias of its rows (`2 n` values), summed in order.
-        let mut partial = vec![T::ZERO; pieces * 2 * n];
-        if n > 0 && rows > 0 {
-            dx.par_chunks_mut(per * n)
-                .zip(partial.par_chunks_mut(2 * n))
-                .enumerate()
-                .with_min_len(min_len(rows * n))
-                .for_each(|(p, (dx, part))| {
-                    let (dw, db) = part.split_at_mut(n);
-                    let first = p * per;
-                    for (r, dx) in dx.chunks_exact_mut(n).enumerate() {
-                        let row = first + r;
-                        let (x, dy) = (&xs[row * n..(row + 1) * n], &dys[row * n..(row + 1) * n]);
-                        let (mu, inv) = (mean[row], rstd[row]);
-                        // Σ g and Σ g · x̂ over the row, in f64.
-                        let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-                        for j in 0..n {
-                            let xhat = (x[j] - mu) * inv;
-                            let g = match w {
-                                Some(w) => dy[j] * w[j],
-                                None => dy[j],
-                            };
-                            sg += g.to_f64();
-                            sgx += (g * xhat).to_f64();
-                            dw[j] += dy[j] * xhat;
-                            db[j] += dy[j];
-                        }
-                        let (a, b) = (T::from_f64(sg / n as f64), T::from_f64(sgx / n as f64));
-                        for j in 0..n {
-                            let xhat = (x[j] - mu) * inv;
-                            let g = match w {
-                                Some(w) => dy[j] * w[j],
-                                None => dy[j],
-                            };
-                            dx[j] = inv * (g - a - xhat * b);
-                        }
-                    }
-                });
-        }
-        let total = |offset: usize| -> Tensor<T> {
-            let mut sum = vec![T::ZERO; n];
-            for part in partial.chunks_exact(2 * n) {
-                for (s, &v) in sum.iter_mut().zip(&part[offset..offset + n]) {
-                    *s += v;
-                }
-            }
-            Tensor::from_contiguous(sum, normalized_shape)
+        let (x, dy) = (self.reshape(&[rows, n])?, dy.reshape(&[rows, n])?);
+        let (mean, rstd) = (mean.reshape(&[rows, 1])?, rstd.reshape(&[rows, 1])?);
+        let xhat = x.sub(&mean)?.mul(&rstd)?;
+        let g = match weight {
+            Some(w) => dy.mul(&w.reshape(&[n])?)?,
+            None => dy.clone(),
         };
-        Ok(LayerNormGrads {
-            dx: Tensor::from_contiguous(dx, self.shape()),
-            dweight: weight.map(|_| total(0)),
-            dbias: bias.then(|| total(n)),
-        })
+        let a = g.mean(&[1], true)?;
+        let b = g.mul(&xhat)?.mean(&[1], true)?;
+        let dx = g.sub(&a)?.sub(&xhat.mul(&b)?)?.mul(&rstd)?.reshape(self.shape())?;
+        let dweight = match weight {
+            Some(_) => Some(dy.mul(&xhat)?.sum(&[0], false)?.reshape(normalized_shape)?),
+            None => None,
+        };
+        let dbias = if bias { Some(dy.sum(&[0], false)?.reshape(normalized_shape)?) } else { None };
+        Ok(LayerNormGrads { dx, dweight, dbias })
     }
 }
