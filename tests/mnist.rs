@@ -2,12 +2,12 @@
 //! `data/mnist-10k` (a folder of this package, described by `data/README.md`). The same functions
 //! on small synthetic files are tested in the nn crate's `tests/data.rs` and `tests/batches.rs`.
 
-use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use tapegrad::nn::data::{kfold, load_dataset, load_labels, load_mnist_images, read_idx, Batches, Dataset, Mnist};
 use tapegrad::prelude::Generator;
+use tapegrad_golden::{check_partition, Scratch};
 
 // ─── helpers ───────────────────────────────────────────────────────────────────
 
@@ -22,55 +22,10 @@ fn mnist() -> Dataset {
     }
 }
 
-/// A directory under the system temp dir, unique to this process and test, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("tapegrad-mnist-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn gunzip(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
     out
-}
-
-/// Checks that `folds` are `k` sorted train/validation pairs whose validation parts partition `0..n`.
-fn check_partition(n: usize, k: usize, folds: &[(Vec<usize>, Vec<usize>)]) {
-    assert_eq!(folds.len(), k);
-    let mut in_validation = vec![0usize; n];
-    let sizes: Vec<usize> = folds.iter().map(|(_, v)| v.len()).collect();
-    let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
-    assert!(max - min <= 1, "fold sizes {sizes:?}");
-    assert!(*min >= 1);
-    for (train, val) in folds {
-        assert!(train.windows(2).all(|w| w[0] < w[1]) && val.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
-        let t: BTreeSet<usize> = train.iter().copied().collect();
-        assert!(val.iter().all(|i| !t.contains(i)), "train and validation are disjoint");
-        assert_eq!(train.len() + val.len(), n, "together they cover 0..n");
-        assert!(train.iter().chain(val).all(|&i| i < n));
-        for &i in val {
-            in_validation[i] += 1;
-        }
-    }
-    assert!(in_validation.iter().all(|&c| c == 1), "every index in exactly one validation fold");
 }
 
 // ─── the files ─────────────────────────────────────────────────────────────────
@@ -107,7 +62,7 @@ fn shipped_images_are_10000_digits_of_28_by_28() {
 
 #[test]
 fn plain_and_gzip_files_read_the_same_whatever_their_names() {
-    let dir = Scratch::new("plain-gz");
+    let dir = Scratch::new("mnist", "plain-gz");
     let gz = std::fs::read(shipped("images-idx3-ubyte.gz")).unwrap();
     let from_gz = read_idx(shipped("images-idx3-ubyte.gz")).unwrap();
     // Compression is detected from the bytes: a plain file named .gz and a gzip file without it.

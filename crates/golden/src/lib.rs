@@ -1,4 +1,5 @@
-//! PyTorch's golden values for tapegrad's tests, and the reader that turns them into tensors.
+//! PyTorch's golden values for tapegrad's tests and the reader that turns them into tensors,
+//! plus the small helpers several test files share (a scratch directory, the k-fold check).
 //!
 //! The data sits beside this file in `data/` (`ops.json`, `nn.json`, `optim.json`, described by
 //! `data/README.md`): forward values and gradients that PyTorch computed in float64. The crate is
@@ -70,4 +71,85 @@ pub fn assert_close<T: Float>(what: &str, got: &Tensor<T>, want: &Value, tol: f6
         let g = g.to_f64();
         assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: got {g}, PyTorch {w}");
     }
+}
+
+/// A directory under the system temp dir for one test, removed on drop: `tapegrad-{suite}-{pid}-{test}`,
+/// so tests of different binaries running at once never share one.
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    /// A fresh, empty directory for test `test` of the test binary `suite`.
+    ///
+    /// # Panics
+    /// When the directory cannot be created.
+    pub fn new(suite: &str, test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("tapegrad-{suite}-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    /// The directory itself.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// The path of `name` in the directory.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `bytes` to `name` in the directory and returns its path.
+    ///
+    /// # Panics
+    /// When the file cannot be written.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// The names of the files in the directory, sorted.
+    ///
+    /// # Panics
+    /// When the directory cannot be read.
+    pub fn files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Checks that `folds` are `k` sorted train / validation pairs whose validation parts partition
+/// `0..n` with sizes that differ by at most one (what `kfold` promises).
+///
+/// # Panics
+/// On the first property that does not hold.
+pub fn check_partition(n: usize, k: usize, folds: &[(Vec<usize>, Vec<usize>)]) {
+    assert_eq!(folds.len(), k);
+    let mut in_validation = vec![0usize; n];
+    let sizes: Vec<usize> = folds.iter().map(|(_, v)| v.len()).collect();
+    let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+    assert!(max - min <= 1, "fold sizes {sizes:?}");
+    assert!(*min >= 1);
+    for (train, val) in folds {
+        assert!(train.windows(2).all(|w| w[0] < w[1]) && val.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+        let t: std::collections::BTreeSet<usize> = train.iter().copied().collect();
+        assert!(val.iter().all(|i| !t.contains(i)), "train and validation are disjoint");
+        assert_eq!(train.len() + val.len(), n, "together they cover 0..n");
+        assert!(train.iter().chain(val).all(|&i| i < n));
+        for &i in val {
+            in_validation[i] += 1;
+        }
+    }
+    assert!(in_validation.iter().all(|&c| c == 1), "every index in exactly one validation fold");
 }

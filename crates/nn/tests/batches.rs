@@ -2,9 +2,8 @@
 //! datasets, where each image row carries its own index (the same on the shipped `mnist-10k`, which
 //! lies outside this crate, is in the facade package's `tests/mnist.rs`).
 
-use std::collections::BTreeSet;
-
 use proptest::prelude::*;
+use tapegrad_golden::check_partition;
 use tapegrad_nn::data::{kfold, permutation, Batches, Dataset};
 use tapegrad_nn::Error;
 use tapegrad_tensor::{Generator, Tensor};
@@ -153,26 +152,6 @@ fn subset_keeps_images_and_labels_together() {
 }
 
 // ─── kfold ─────────────────────────────────────────────────────────────────────
-
-fn check_partition(n: usize, k: usize, folds: &[(Vec<usize>, Vec<usize>)]) {
-    assert_eq!(folds.len(), k);
-    let mut in_validation = vec![0usize; n];
-    let sizes: Vec<usize> = folds.iter().map(|(_, v)| v.len()).collect();
-    let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
-    assert!(max - min <= 1, "fold sizes {sizes:?}");
-    assert!(*min >= 1);
-    for (train, val) in folds {
-        assert!(train.windows(2).all(|w| w[0] < w[1]) && val.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
-        let t: BTreeSet<usize> = train.iter().copied().collect();
-        assert!(val.iter().all(|i| !t.contains(i)), "train and validation are disjoint");
-        assert_eq!(train.len() + val.len(), n, "together they cover 0..n");
-        assert!(train.iter().chain(val).all(|&i| i < n));
-        for &i in val {
-            in_validation[i] += 1;
-        }
-    }
-    assert!(in_validation.iter().all(|&c| c == 1), "every index in exactly one validation fold");
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]

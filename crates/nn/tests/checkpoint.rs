@@ -2,13 +2,14 @@
 //! into a differently initialised model), buffers, files that do not fit the model, and
 //! truncated, corrupt and hostile files, which must be an `Err` and never a panic.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tapegrad_nn::DropoutNew;
 use tapegrad_nn::LinearNew;
 use tapegrad_tensor::TensorNew;
 
 use proptest::prelude::*;
 use tapegrad_autograd::Var;
+use tapegrad_golden::Scratch;
 use tapegrad_nn::{load, load_tensors, save, save_tensors, Dropout, Error, Linear, Mode, ModeChange, Module, Visit};
 use tapegrad_tensor::{Float, Generator, Tensor};
 
@@ -85,43 +86,6 @@ struct WithStats {
 
 // ─── helpers ───────────────────────────────────────────────────────────────────
 
-/// A directory under the system temp dir, unique to this process and test, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("tapegrad-nn-ckpt-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.path(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-
-    fn files(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn bits32(t: &Tensor<f32>) -> Vec<u32> {
     t.to_vec().iter().map(|x| x.to_bits()).collect()
 }
@@ -175,7 +139,7 @@ fn expect_checkpoint(r: tapegrad_nn::Result<()>) -> String {
 
 #[test]
 fn save_then_load_into_a_fresh_model_gives_bit_identical_outputs_f32() {
-    let dir = Scratch::new("roundtrip32");
+    let dir = Scratch::new("nn-ckpt", "roundtrip32");
     let path = dir.path("net.safetensors");
     let mut a: Net = Net::new(0, 2);
     let mut b: Net = Net::new(1, 2);
@@ -201,7 +165,7 @@ fn save_then_load_into_a_fresh_model_gives_bit_identical_outputs_f32() {
 
 #[test]
 fn save_then_load_into_a_fresh_model_gives_bit_identical_outputs_f64() {
-    let dir = Scratch::new("roundtrip64");
+    let dir = Scratch::new("nn-ckpt", "roundtrip64");
     let path = dir.path("net64.safetensors");
     let mut a: Net<f64> = Net::new(3, 1);
     let mut b: Net<f64> = Net::new(4, 1);
@@ -217,7 +181,7 @@ fn save_then_load_into_a_fresh_model_gives_bit_identical_outputs_f64() {
 
 #[test]
 fn load_writes_into_the_existing_vars_so_clones_see_it() {
-    let dir = Scratch::new("existing");
+    let dir = Scratch::new("nn-ckpt", "existing");
     let path = dir.path("m.safetensors");
     let a: Net = Net::new(0, 0);
     let mut b: Net = Net::new(1, 0);
@@ -230,7 +194,7 @@ fn load_writes_into_the_existing_vars_so_clones_see_it() {
 
 #[test]
 fn buffers_are_saved_and_loaded() {
-    let dir = Scratch::new("buffers");
+    let dir = Scratch::new("nn-ckpt", "buffers");
     let path = dir.path("stats.safetensors");
     let mut gen = Generator::new(0);
     let a = WithStats { fc: Linear::new(2, 3, &mut gen), stats: vec![Stats::new(2.0, &[0.5, -1.0, 3.0])] };
@@ -249,7 +213,7 @@ fn buffers_are_saved_and_loaded() {
 
 #[test]
 fn save_overwrites_an_existing_file() {
-    let dir = Scratch::new("overwrite");
+    let dir = Scratch::new("nn-ckpt", "overwrite");
     let path = dir.write("m.safetensors", b"old contents");
     let a: Net = Net::new(0, 1);
     save(&a, &path).unwrap();
@@ -261,7 +225,7 @@ fn save_overwrites_an_existing_file() {
 
 #[test]
 fn named_tensors_round_trip_bit_for_bit_including_odd_values() {
-    let dir = Scratch::new("tensors");
+    let dir = Scratch::new("nn-ckpt", "tensors");
     let path = dir.path("t.safetensors");
     let odd = vec![0.0f32, -0.0, f32::MIN_POSITIVE / 2.0, f32::MAX, f32::INFINITY, f32::NAN, 1.0 / 3.0];
     let tensors = vec![
@@ -289,7 +253,7 @@ fn named_tensors_round_trip_bit_for_bit_including_odd_values() {
 
 #[test]
 fn duplicate_names_are_refused_on_save() {
-    let dir = Scratch::new("dup");
+    let dir = Scratch::new("nn-ckpt", "dup");
     let t = Tensor::<f32>::zeros(&[1]);
     let err = save_tensors(&[("x".to_string(), t.clone()), ("x".to_string(), t)], dir.path("d.safetensors"));
     assert!(expect_format(err, "duplicate").contains("\"x\""));
@@ -300,7 +264,7 @@ fn duplicate_names_are_refused_on_save() {
 
 #[test]
 fn missing_extra_and_wrongly_shaped_tensors_are_all_named_in_one_error() {
-    let dir = Scratch::new("mismatch");
+    let dir = Scratch::new("nn-ckpt", "mismatch");
     let path = dir.path("m.safetensors");
     let mut model: Net = Net::new(0, 2);
     let mut tensors: Vec<(String, Tensor<f32>)> =
@@ -327,7 +291,7 @@ fn missing_extra_and_wrongly_shaped_tensors_are_all_named_in_one_error() {
 
 #[test]
 fn a_model_of_another_depth_is_refused() {
-    let dir = Scratch::new("depth");
+    let dir = Scratch::new("nn-ckpt", "depth");
     let path = dir.path("m.safetensors");
     save(&Net::<f32>::new(0, 1), &path).unwrap();
     let msg = expect_checkpoint(load(&mut Net::<f32>::new(0, 2), &path));
@@ -338,7 +302,7 @@ fn a_model_of_another_depth_is_refused() {
 
 #[test]
 fn the_wrong_dtype_is_refused_for_every_tensor() {
-    let dir = Scratch::new("dtype");
+    let dir = Scratch::new("nn-ckpt", "dtype");
     let path = dir.path("m.safetensors");
     save(&Net::<f64>::new(0, 0), &path).unwrap();
     let mut model: Net<f32> = Net::new(0, 0);
@@ -360,7 +324,7 @@ fn the_wrong_dtype_is_refused_for_every_tensor() {
 
 #[test]
 fn a_missing_file_is_an_io_error_naming_the_path() {
-    let dir = Scratch::new("nofile");
+    let dir = Scratch::new("nn-ckpt", "nofile");
     let path = dir.path("does-not-exist.safetensors");
     let err = load(&mut Net::<f32>::new(0, 0), &path).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
@@ -369,12 +333,12 @@ fn a_missing_file_is_an_io_error_naming_the_path() {
     let err = save(&Net::<f32>::new(0, 0), dir.path("no/such/dir/m.safetensors")).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
     // A directory is not a checkpoint.
-    assert!(load(&mut Net::<f32>::new(0, 0), &dir.0).is_err());
+    assert!(load(&mut Net::<f32>::new(0, 0), dir.dir()).is_err());
 }
 
 #[test]
 fn an_empty_file_is_refused() {
-    let dir = Scratch::new("empty");
+    let dir = Scratch::new("nn-ckpt", "empty");
     let path = dir.write("empty.safetensors", b"");
     expect_format(load(&mut Net::<f32>::new(0, 0), &path), "empty file");
     assert!(matches!(load_tensors::<f32>(&path), Err(Error::Format { .. })));
@@ -382,7 +346,7 @@ fn an_empty_file_is_refused() {
 
 #[test]
 fn truncated_files_are_refused_at_every_cut_point() {
-    let dir = Scratch::new("truncated");
+    let dir = Scratch::new("nn-ckpt", "truncated");
     let full_path = dir.path("full.safetensors");
     let model: Net = Net::new(0, 1);
     save(&model, &full_path).unwrap();
@@ -406,7 +370,7 @@ fn truncated_files_are_refused_at_every_cut_point() {
 
 #[test]
 fn lying_headers_are_refused_without_allocating_what_they_claim() {
-    let dir = Scratch::new("hostile");
+    let dir = Scratch::new("nn-ckpt", "hostile");
     let mut cases: Vec<(&str, Vec<u8>)> = vec![];
 
     // A header length of 2^60 bytes, and one just past the end of the file.
@@ -476,7 +440,7 @@ fn lying_headers_are_refused_without_allocating_what_they_claim() {
 #[test]
 fn a_hand_written_valid_file_loads() {
     // The format as documented, written without our writer: the reader is not only self-consistent.
-    let dir = Scratch::new("handwritten");
+    let dir = Scratch::new("nn-ckpt", "handwritten");
     let data: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
     let path = dir.write(
         "h.safetensors",
@@ -511,7 +475,7 @@ fn digit_runs(s: &str) -> Vec<(usize, usize)> {
 fn valid_bytes() -> &'static [u8] {
     static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     BYTES.get_or_init(|| {
-        let dir = Scratch::new("valid");
+        let dir = Scratch::new("nn-ckpt", "valid");
         let path = dir.path("v.safetensors");
         save(&Net::<f32>::new(0, 1), &path).unwrap();
         std::fs::read(&path).unwrap()
@@ -547,22 +511,22 @@ proptest! {
 
     #[test]
     fn random_byte_flips_never_panic(flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4)) {
-        let dir = Scratch::new("flips");
+        let dir = Scratch::new("nn-ckpt", "flips");
         let mut bytes = valid_bytes().to_vec();
         for (i, x) in &flips {
             let at = i.index(bytes.len());
             bytes[at] ^= x;
         }
-        check_corrupt(&dir.0, &bytes);
+        check_corrupt(dir.dir(), &bytes);
     }
 
     #[test]
     fn flips_in_the_header_never_panic(at in 0usize..200, x in 1u8..=255) {
-        let dir = Scratch::new("header-flips");
+        let dir = Scratch::new("nn-ckpt", "header-flips");
         let mut bytes = valid_bytes().to_vec();
         let at = at % bytes.len();
         bytes[at] ^= x;
-        check_corrupt(&dir.0, &bytes);
+        check_corrupt(dir.dir(), &bytes);
     }
 
     #[test]
@@ -573,7 +537,7 @@ proptest! {
         ]), 1..3),
     ) {
         // Rewrite one or two of the header's numbers (shapes and byte offsets) to edge values.
-        let dir = Scratch::new("numbers");
+        let dir = Scratch::new("nn-ckpt", "numbers");
         let bytes = valid_bytes();
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         let mut header = std::str::from_utf8(&bytes[8..8 + n]).unwrap().trim_end().to_string();
@@ -582,16 +546,16 @@ proptest! {
             let (start, end) = runs[w.index(runs.len())];
             header.replace_range(start..end, &v.to_string());
         }
-        check_corrupt(&dir.0, &raw_file(&header, &bytes[8 + n..]));
+        check_corrupt(dir.dir(), &raw_file(&header, &bytes[8 + n..]));
     }
 
     #[test]
     fn truncation_and_garbage_never_panic(cut in any::<prop::sample::Index>(), tail in prop::collection::vec(any::<u8>(), 0..16)) {
-        let dir = Scratch::new("garbage");
+        let dir = Scratch::new("nn-ckpt", "garbage");
         let bytes = valid_bytes();
         let mut bytes = bytes[..cut.index(bytes.len())].to_vec();
         bytes.extend_from_slice(&tail);
-        check_corrupt(&dir.0, &bytes);
+        check_corrupt(dir.dir(), &bytes);
     }
 }
 
@@ -611,7 +575,7 @@ impl Module for Normed {
 
 #[test]
 fn batchnorm_running_statistics_are_saved_and_loaded() {
-    let dir = Scratch::new("batchnorm");
+    let dir = Scratch::new("nn-ckpt", "batchnorm");
     let path = dir.path("bn.safetensors");
     let mut gen = Generator::new(3);
     let mut a = Normed { fc: Linear::new(4, 3, &mut gen), bn: tapegrad_nn::BatchNorm1d::new(3) };

@@ -3,37 +3,14 @@
 //! `tests/mnist.rs` reads it).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use tapegrad_golden::Scratch;
 use tapegrad_nn::data::{load_dataset, load_labels, load_mnist_images, read_idx, Dataset, Idx, Mnist};
 use tapegrad_nn::Error;
 use tapegrad_tensor::Tensor;
 
 // ─── helpers ───────────────────────────────────────────────────────────────────
-
-/// A directory under the system temp dir, unique to this process and test, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("tapegrad-nn-data-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// An IDX file: magic `00 00 type ndims`, big-endian dims, then `data`.
 fn idx_bytes(type_code: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
@@ -85,9 +62,9 @@ fn write_standard(dir: &Scratch, skip: Option<&str>) {
 
 #[test]
 fn a_standard_directory_loads_train_and_test() {
-    let dir = Scratch::new("standard");
+    let dir = Scratch::new("nn-data", "standard");
     write_standard(&dir, None);
-    let Mnist::TrainTest { train, test } = load_dataset(&dir.0).unwrap() else {
+    let Mnist::TrainTest { train, test } = load_dataset(dir.dir()).unwrap() else {
         panic!("the four standard files make a train/test pair");
     };
     assert_eq!(train.images().shape(), &[3, 4]);
@@ -99,20 +76,20 @@ fn a_standard_directory_loads_train_and_test() {
 
 #[test]
 fn an_incomplete_directory_names_the_missing_file() {
-    let dir = Scratch::new("incomplete");
+    let dir = Scratch::new("nn-data", "incomplete");
     write_standard(&dir, Some("t10k-labels-idx1-ubyte.gz"));
-    let msg = format_error(load_dataset(&dir.0), &dir.0);
+    let msg = format_error(load_dataset(dir.dir()), dir.dir());
     assert_contains(&msg, &["incomplete", "t10k-labels-idx1-ubyte"]);
     assert!(!msg.contains("train-images"), "only the missing file is listed: {msg}");
 }
 
 #[test]
 fn an_empty_or_missing_directory_is_an_error() {
-    let dir = Scratch::new("empty");
-    let msg = format_error(load_dataset(&dir.0), &dir.0);
+    let dir = Scratch::new("nn-data", "empty");
+    let msg = format_error(load_dataset(dir.dir()), dir.dir());
     assert_contains(&msg, &["no MNIST-style IDX files", "train-images-idx3-ubyte", "images-idx3-ubyte"]);
 
-    let missing = dir.0.join("nowhere");
+    let missing = dir.dir().join("nowhere");
     let err = load_dataset(&missing).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("nowhere"), "{err}");
@@ -120,10 +97,10 @@ fn an_empty_or_missing_directory_is_an_error() {
 
 #[test]
 fn images_and_labels_must_agree_on_the_count() {
-    let dir = Scratch::new("count");
+    let dir = Scratch::new("nn-data", "count");
     let images = dir.write("images-idx3-ubyte", &idx_bytes(8, &[3, 1, 1], &[1, 2, 3]));
     dir.write("labels-idx1-ubyte.gz", &gzip(&idx_bytes(8, &[2], &[0, 1])));
-    let msg = format_error(load_dataset(&dir.0), &images);
+    let msg = format_error(load_dataset(dir.dir()), &images);
     assert_contains(&msg, &["3 images", "2 labels", "labels-idx1-ubyte.gz"]);
 }
 
@@ -131,8 +108,8 @@ fn images_and_labels_must_agree_on_the_count() {
 
 #[test]
 fn a_missing_file_is_an_io_error_naming_it() {
-    let dir = Scratch::new("missing-file");
-    let path = dir.0.join("absent-idx1-ubyte");
+    let dir = Scratch::new("nn-data", "missing-file");
+    let path = dir.dir().join("absent-idx1-ubyte");
     let err = read_idx(&path).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("absent-idx1-ubyte"), "{err}");
@@ -140,7 +117,7 @@ fn a_missing_file_is_an_io_error_naming_it() {
 
 #[test]
 fn truncated_files_say_what_was_expected_and_found() {
-    let dir = Scratch::new("truncated");
+    let dir = Scratch::new("nn-data", "truncated");
     let full = idx_bytes(8, &[4, 3], &[7; 12]);
 
     let path = dir.write("payload", &full[..full.len() - 5]);
@@ -164,7 +141,7 @@ fn truncated_files_say_what_was_expected_and_found() {
 
 #[test]
 fn a_gzip_stream_cut_short_or_damaged_is_an_error() {
-    let dir = Scratch::new("bad-gz");
+    let dir = Scratch::new("nn-data", "bad-gz");
     let gz = gzip(&idx_bytes(8, &[100], &(0..100).collect::<Vec<u8>>()));
 
     let path = dir.write("cut.gz", &gz[..gz.len() / 2]);
@@ -190,7 +167,7 @@ fn a_gzip_stream_cut_short_or_damaged_is_an_error() {
 
 #[test]
 fn headers_claiming_huge_dims_allocate_nothing_huge() {
-    let dir = Scratch::new("huge");
+    let dir = Scratch::new("nn-data", "huge");
     // About 1.8e19 elements: any attempt to reserve them up front would abort the test.
     let lying = idx_bytes(8, &[u32::MAX, u32::MAX], &[1, 2, 3]);
     for (name, bytes) in [("lying", lying.clone()), ("lying.gz", gzip(&lying))] {
@@ -207,7 +184,7 @@ fn headers_claiming_huge_dims_allocate_nothing_huge() {
 
 #[test]
 fn trailing_bytes_after_the_data_are_an_error() {
-    let dir = Scratch::new("trailing");
+    let dir = Scratch::new("nn-data", "trailing");
     let path = dir.write("trailing", &idx_bytes(8, &[2, 2], &[1, 2, 3, 4, 5]));
     let msg = format_error(read_idx(&path), &path);
     assert_contains(&msg, &["[2, 2]", "promise 4 data bytes", "more bytes follow"]);
@@ -215,7 +192,7 @@ fn trailing_bytes_after_the_data_are_an_error() {
 
 #[test]
 fn a_wrong_magic_or_type_is_an_error() {
-    let dir = Scratch::new("magic");
+    let dir = Scratch::new("nn-data", "magic");
     let path = dir.write("zip", b"PK\x03\x04 not an idx file");
     let msg = format_error(read_idx(&path), &path);
     assert_contains(&msg, &["not an IDX file", "50 4b 03 04"]);
@@ -227,7 +204,7 @@ fn a_wrong_magic_or_type_is_an_error() {
 
 #[test]
 fn zero_sized_and_zero_dim_files_are_valid() {
-    let dir = Scratch::new("zero");
+    let dir = Scratch::new("nn-data", "zero");
     let path = dir.write("empty-images", &idx_bytes(8, &[0, 28, 28], &[]));
     assert_eq!(read_idx(&path).unwrap(), Idx { dims: vec![0, 28, 28], data: vec![] });
     assert_eq!(load_mnist_images(&path).unwrap().shape(), &[0, 784]);
@@ -239,7 +216,7 @@ fn zero_sized_and_zero_dim_files_are_valid() {
 
 #[test]
 fn images_and_labels_need_their_number_of_dims() {
-    let dir = Scratch::new("ndims");
+    let dir = Scratch::new("nn-data", "ndims");
     let labels = dir.write("labels", &idx_bytes(8, &[3], &[1, 2, 3]));
     let msg = format_error(load_mnist_images(&labels), &labels);
     assert_contains(&msg, &["3 dims", "[3]"]);
