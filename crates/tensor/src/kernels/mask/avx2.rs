@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::isa::{Kernel, MaskIsa, MaskLanes, WordLanes};
+use super::isa::{common_mask_methods, Kernel, MaskIsa, MaskLanes, WordLanes};
 
 /// AVX2 and FMA; a value proves the CPU has them.
 #[derive(Clone, Copy, Debug)]
@@ -67,40 +67,18 @@ macro_rules! impl_lanes {
             type Elem = $elem;
             const LANES: usize = $lanes;
 
-            #[inline(always)]
-            unsafe fn splat(x: $elem) -> Self {
-                // SAFETY: the caller guarantees AVX2.
-                $name(unsafe { $set1(x) })
-            }
-
-            #[inline(always)]
-            unsafe fn load(p: *const $elem) -> Self {
-                // SAFETY: the caller guarantees AVX2 and a readable register at `p`.
-                $name(unsafe { $loadu(p) })
-            }
-
-            #[inline(always)]
-            unsafe fn store(self, p: *mut $elem) {
-                // SAFETY: `self` exists, so AVX2 is supported; the caller guarantees `p`.
-                unsafe { $storeu(p, self.0) }
-            }
-
-            #[inline(always)]
-            fn mul(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX2 (see `MaskLanes`).
-                $name(unsafe { $mul(self.0, rhs.0) })
-            }
+            common_mask_methods!($name, $elem, splat: $set1, load: $loadu, store: $storeu, mul: $mul);
 
             #[inline(always)]
             fn relu(self) -> Self {
                 // `vmax(0, x)` returns its second operand, `x`, when x is NaN or a zero.
-                // SAFETY: as in `mul`.
+                // SAFETY: `self` exists, so the CPU supports AVX2 (see `MaskLanes`).
                 $name(unsafe { $max($setzero(), self.0) })
             }
 
             #[inline(always)]
             fn select_bits(self, bits: u64) -> Self {
-                // SAFETY: as in `mul`.
+                // SAFETY: as in `relu`.
                 unsafe {
                     let lane_bits = $lane_bits;
                     let m =
@@ -111,7 +89,7 @@ macro_rules! impl_lanes {
 
             #[inline(always)]
             fn where_positive(self, y: Self) -> Self {
-                // SAFETY: as in `mul`.
+                // SAFETY: as in `relu`.
                 $name(unsafe { $and(self.0, $cmp::<_CMP_GT_OQ>(y.0, $setzero())) })
             }
         }

@@ -4,7 +4,7 @@
 
 use std::arch::aarch64::*;
 
-use super::isa::{Kernel, MaskIsa, MaskLanes, WordLanes};
+use super::isa::{common_mask_methods, Kernel, MaskIsa, MaskLanes, WordLanes};
 
 /// NEON; a value proves the CPU has it.
 #[derive(Clone, Copy, Debug)]
@@ -76,34 +76,12 @@ macro_rules! impl_lanes {
             type Elem = $elem;
             const LANES: usize = $lanes;
 
-            #[inline(always)]
-            unsafe fn splat(x: $elem) -> Self {
-                // SAFETY: the caller guarantees NEON.
-                $name(unsafe { $dup(x) })
-            }
-
-            #[inline(always)]
-            unsafe fn load(p: *const $elem) -> Self {
-                // SAFETY: the caller guarantees NEON and a readable register at `p`.
-                $name(unsafe { $load(p) })
-            }
-
-            #[inline(always)]
-            unsafe fn store(self, p: *mut $elem) {
-                // SAFETY: `self` exists, so NEON is supported; the caller guarantees `p`.
-                unsafe { $store(p, self.0) }
-            }
-
-            #[inline(always)]
-            fn mul(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports NEON (see `MaskLanes`).
-                $name(unsafe { $mul(self.0, rhs.0) })
-            }
+            common_mask_methods!($name, $elem, splat: $dup, load: $load, store: $store, mul: $mul);
 
             #[inline(always)]
             fn relu(self) -> Self {
                 // x < 0 ? 0 : x, so NaN and -0 pass through as in the reference.
-                // SAFETY: as in `mul`.
+                // SAFETY: `self` exists, so the CPU supports NEON (see `MaskLanes`).
                 $name(unsafe {
                     let zero = $dup(0.0);
                     $bsl($clt(self.0, zero), zero, self.0)
@@ -112,7 +90,7 @@ macro_rules! impl_lanes {
 
             #[inline(always)]
             fn select_bits(self, bits: u64) -> Self {
-                // SAFETY: as in `mul`.
+                // SAFETY: as in `relu`.
                 unsafe {
                     let lane_bits: [$uint; $lanes] = $lane_bits;
                     let keep = $tst($dup_int(bits as $uint), $load_int(lane_bits.as_ptr()));
@@ -122,7 +100,7 @@ macro_rules! impl_lanes {
 
             #[inline(always)]
             fn where_positive(self, y: Self) -> Self {
-                // SAFETY: as in `mul`.
+                // SAFETY: as in `relu`.
                 $name(unsafe { $from_int($and($to_int(self.0), $cgt(y.0, $dup(0.0)))) })
             }
         }
