@@ -683,6 +683,34 @@ proptest! {
         let (x, w, b) = (input(&[m, k], lx, Values::Any, gen), input(&[n, k], Layout::Contiguous, Values::Any, gen), input(&[n], Layout::Contiguous, Values::Any, gen));
         check(|v| tapegrad_autograd::fused::linear_relu_dropout(&v[0], &v[1], &v[2], p, &mut Generator::new(mask_seed)), &[x, w, b])?;
     }
+
+    /// Fused attention over `[B, L, D]` / `[B, S, D]` / `[B, S, Dv]` (views included), with an
+    /// additive mask that broadcasts (`[L, S]` or `[B, 1, S]`), dropout of the weights, and a
+    /// scale given or defaulted.
+    #[test]
+    fn grad_scaled_dot_product_attention(
+        b in 1usize..=2, l in 1usize..=3, s in 1usize..=3, d in 1usize..=3, dv in 1usize..=3,
+        masked in 0u8..3, p in prop_oneof![Just(0.0f64), 0.05f64..0.9], scale in prop_oneof![Just(None), Just(Some(0.7f64))],
+        mask_seed in any::<u64>(), lq in layout(), lk in layout(), seed in any::<u64>(),
+    ) {
+        let gen = &mut Generator::new(seed);
+        let q = input(&[b, l, d], lq, Values::Any, gen);
+        let k = input(&[b, s, d], lk, Values::Any, gen);
+        let v = input(&[b, s, dv], Layout::Narrowed, Values::Any, gen);
+        let mask = match masked {
+            0 => None,
+            1 => Some(input(&[l, s], Layout::Transposed, Values::Any, gen)),
+            _ => Some(input(&[b, 1, s], Layout::Contiguous, Values::Any, gen)),
+        };
+        let f = |v: &[Var<f64>]| {
+            tapegrad_autograd::fused::scaled_dot_product_attention(&v[0], &v[1], &v[2], mask.as_ref(), p, scale, &mut Generator::new(mask_seed))
+        };
+        if seed.is_multiple_of(2) {
+            check(f, &[q, k, v])?;
+        } else {
+            check_strided_upstream(f, &[q, k, v], gen)?;
+        }
+    }
 }
 
 // ─── normalisation ────────────────────────────────────────────────────────────

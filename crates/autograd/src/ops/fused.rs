@@ -14,6 +14,7 @@
 //! Every pass splits its work in fixed chunks and the GEMM's result does not depend on the thread
 //! count, so neither do these ops.
 
+use tapegrad_tensor::ops::attention::{AttentionDropout, AttentionOptions};
 use tapegrad_tensor::{Float, Generator, Result, Tensor};
 
 use crate::ops::dropout::{check_p, DropoutRecord};
@@ -161,4 +162,97 @@ pub fn linear_relu_dropout<T: Float>(
     let out = record.mask().relu_scale(out, record.scale())?;
     let y = out.clone();
     Ok(Var::from_op(out, &[x, w, b], || LinearReluDropout { x: xv, w: wv, y, record }))
+}
+
+// ─── ScaledDotProductAttention ──  y = dropout(softmax(q kᵀ · scale + mask)) v
+//   dv = W'ᵀ dy,  dW = dropout(dy vᵀ),  dS = softmax_backward(W, dW) · scale,  dq = dS k,  dk = dSᵀ q
+struct ScaledDotProductAttention<T: Float> {
+    q: Tensor<T>,
+    k: Tensor<T>,
+    v: Tensor<T>,
+    /// The weights before dropout (softmax's output).
+    weights: Tensor<T>,
+    scale: f64,
+    record: Option<DropoutRecord>,
+}
+impl<T: Float> Backward<T> for ScaledDotProductAttention<T> {
+    fn name(&self) -> &'static str {
+        "scaled_dot_product_attention"
+    }
+    fn backward(&self, dy: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        let dropout = self.record.as_ref().map(|r| AttentionDropout { mask: r.mask(), p: r.p });
+        let options = AttentionOptions { attn_mask: None, scale: Some(self.scale), dropout };
+        let g = self.q.scaled_dot_product_attention_backward(
+            &self.k,
+            &self.v,
+            &self.weights,
+            dy,
+            &options,
+            [needs[0], needs[1], needs[2]],
+        )?;
+        Ok(Grads::from([g.dq, g.dk, g.dv]))
+    }
+    fn saved(&self) -> Vec<&Tensor<T>> {
+        vec![&self.q, &self.k, &self.v, &self.weights]
+    }
+    fn extra_bytes(&self) -> usize {
+        self.record.as_ref().map_or(0, DropoutRecord::mask_bytes)
+    }
+    fn dropout(&self) -> Option<&DropoutRecord> {
+        self.record.as_ref()
+    }
+}
+
+/// Scaled dot-product attention, PyTorch's `F.scaled_dot_product_attention`, as one recorded op:
+/// for `q` `[.., L, D]`, `k` `[.., S, D]` and `v` `[.., S, Dv]` with the same leading dims,
+/// `y = dropout(softmax(q kᵀ · scale + attn_mask), p) v`, `[.., L, Dv]`.
+///
+/// - `attn_mask` (no gradient) is added to the scaled scores and must broadcast to `[.., L, S]`;
+///   `-inf` forbids a position, and a row with every position forbidden gets NaN.
+/// - `scale` defaults to `1 / √D`.
+/// - `p > 0` drops attention weights with a mask drawn from `gen` exactly as
+///   [`dropout`](crate::dropout) draws it (the same generator words), stored on the tape at one
+///   bit per weight; `p = 0` draws nothing.
+///
+/// The values are those of the composition `(q.matmul(kᵀ) · scale + mask).softmax()`, dropout,
+/// `matmul(v)`; the op saves `q`, `k`, `v` and the weights instead of every intermediate, and
+/// scales, masks and normalises each row of scores in one pass ([`Tensor::scaled_dot_product_attention`]).
+///
+/// # Errors
+/// `scaled_dot_product_attention` naming the shapes when the operands or the mask do not fit,
+/// or when `p` is outside [0, 1] or NaN.
+///
+/// ```
+/// use tapegrad_autograd::{fused::scaled_dot_product_attention, Var};
+/// use tapegrad_tensor::{Generator, Tensor, TensorNew};
+/// let mut gen = Generator::new(0);
+/// let q = Var::parameter(Tensor::<f32>::randn(&[2, 4, 5, 8], &mut gen)); // [batch, heads, L, D]
+/// let kv = Var::parameter(Tensor::<f32>::randn(&[2, 4, 6, 8], &mut gen));
+/// let y = scaled_dot_product_attention(&q, &kv, &kv, None, 0.1, None, &mut gen)?;
+/// assert_eq!(y.shape(), vec![2, 4, 5, 8]);
+/// y.sum_all().backward()?;
+/// assert_eq!(kv.grad().unwrap().shape(), &[2, 4, 6, 8]);
+/// # Ok::<(), tapegrad_autograd::Error>(())
+/// ```
+pub fn scaled_dot_product_attention<T: Float>(
+    q: &Var<T>,
+    k: &Var<T>,
+    v: &Var<T>,
+    attn_mask: Option<&Tensor<T>>,
+    p: f64,
+    scale: Option<f64>,
+    gen: &mut Generator,
+) -> Result<Var<T>> {
+    const OP: &str = "scaled_dot_product_attention";
+    check_p(OP, p)?;
+    let (qv, kv, vv) = (q.value(), k.value(), v.value());
+    let d = qv.shape().last().copied().unwrap_or(1).max(1);
+    let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
+    // Shapes checked before anything is drawn: one draw per weight, `[.., L, S]`.
+    let weights = qv.attention_weights_shape(&kv, &vv)?.iter().product();
+    let record = if p > 0.0 { Some(DropoutRecord::draw(weights, p, gen)?) } else { None };
+    let dropout = record.as_ref().map(|r| AttentionDropout { mask: r.mask(), p });
+    let a = qv.scaled_dot_product_attention(&kv, &vv, &AttentionOptions { attn_mask, scale: Some(scale), dropout })?;
+    let weights = a.weights;
+    Ok(Var::from_op(a.out, &[q, k, v], || ScaledDotProductAttention { q: qv, k: kv, v: vv, weights, scale, record }))
 }

@@ -90,8 +90,8 @@ impl<T: Float> Backward<T> for Softmax<T> {
         "softmax"
     }
     fn backward(&self, dy: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
-        let dot = dy.mul(&self.y)?.sum(&[self.dim], true)?;
-        Ok(one(dy.sub(&dot)?.mul(&self.y)?))
+        // One pass per row; `Tensor::softmax_backward` documents its own derivatives.
+        Ok(one(self.y.softmax_backward(dy, self.dim)?))
     }
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.y]

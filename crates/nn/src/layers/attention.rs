@@ -3,6 +3,7 @@
 
 use crate::layers::DropoutNew;
 use crate::layers::LinearNew;
+use tapegrad_autograd::fused::scaled_dot_product_attention;
 use tapegrad_autograd::Var;
 use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
@@ -22,8 +23,10 @@ const OP: &str = "MultiheadAttention";
 /// Parameters as PyTorch names them: `in_proj_weight` `[3E, E]` (`W_q; W_k; W_v` stacked,
 /// xavier-uniform), `in_proj_bias` `[3E]` (zeros), `out_proj.weight` `[E, E]` (Linear's
 /// default) and `out_proj.bias` `[E]` (zeros). The dropout acts on the attention weights `A` in
-/// training (a `Dropout` layer, so it records a dropout entry with its stored mask). Backward
-/// is the chain rule through the recorded ops (matmul, softmax, dropout, reshapes).
+/// training, drawn from the layer's `Dropout` as that layer would draw it and stored on the
+/// tape at one bit per weight. The heads' attention is one fused op
+/// ([`scaled_dot_product_attention`]: scores, scale, mask, softmax, dropout and the weighted sum,
+/// with its own backward); the projections are `matmul` and `add`.
 ///
 /// ```
 /// use tapegrad_nn::{Module, MultiheadAttention, Var};
@@ -124,9 +127,8 @@ impl<T: Float> MultiheadAttention<T> {
         let k = project(key, 1)?;
         let v = project(value, 2)?;
 
-        let mut scores = q.matmul(&k.transpose(2, 3)?)?.mul_scalar(T::from_f64(1.0 / (d as f64).sqrt()));
-        if let Some(mask) = attn_mask {
-            let mask = match mask.shape() {
+        let mut mask = match attn_mask {
+            Some(mask) => Some(match mask.shape() {
                 [ml, ms] if *ml == l && *ms == s => mask.reshape(&[1, 1, l, s])?,
                 [b, ml, ms] if *b == n * h && *ml == l && *ms == s => mask.reshape(&[n, h, l, s])?,
                 other => {
@@ -136,9 +138,9 @@ impl<T: Float> MultiheadAttention<T> {
                         format!("attn_mask must be [{l}, {s}] or [{}, {l}, {s}]", n * h),
                     ))
                 }
-            };
-            scores = scores.add(&Var::new(mask))?;
-        }
+            }),
+            None => None,
+        };
         if let Some(pad) = key_padding_mask {
             if pad.len() != n * s {
                 return Err(Error::shape(
@@ -148,10 +150,19 @@ impl<T: Float> MultiheadAttention<T> {
                 ));
             }
             let additive: Vec<T> = pad.iter().map(|&m| if m { T::NEG_INFINITY } else { T::ZERO }).collect();
-            scores = scores.add(&Var::new(Tensor::from_vec(additive, &[n, 1, 1, s])?))?;
+            let pad = Tensor::from_vec(additive, &[n, 1, 1, s])?;
+            mask = Some(match mask {
+                Some(mask) => mask.add(&pad)?,
+                None => pad,
+            });
         }
-        let attn = self.dropout.forward(&scores.softmax(3)?)?;
-        let y = attn.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[n, l, e])?;
+        // One op for the heads' attention: scores, scale, mask, softmax and the dropout of the
+        // weights (drawn from this layer's dropout, as a `Dropout` layer would draw it).
+        let scale = 1.0 / (d as f64).sqrt();
+        let attended = self
+            .dropout
+            .draw_with(|p, gen| scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), p, Some(scale), gen))?;
+        let y = attended.permute(&[0, 2, 1, 3])?.reshape(&[n, l, e])?;
         self.out_proj.forward(&y)
     }
 }

@@ -50,11 +50,15 @@ impl DropoutState {
             Kind::Channel => dropout2d(x, self.p, gen),
             Kind::Alpha => alpha_dropout(x, self.p, gen),
         };
-        let y = match &self.gen {
-            Some(gen) => run(&mut gen.lock().unwrap_or_else(|e| e.into_inner())),
-            None => with_default_generator(run),
-        };
-        y
+        self.with_generator(run)
+    }
+
+    /// Runs `f` on the layer's own generator, or on the thread's default one.
+    fn with_generator<R>(&self, f: impl FnOnce(&mut Generator) -> R) -> R {
+        match &self.gen {
+            Some(gen) => f(&mut gen.lock().unwrap_or_else(|e| e.into_inner())),
+            None => with_default_generator(f),
+        }
     }
 }
 
@@ -185,4 +189,14 @@ pub fn mc_predict<T: Float, M: Module<T> + ?Sized>(
         m2 = m2.add(&delta.mul(&y.sub(&mean)?)?)?;
     }
     Ok((mean, m2.mul_scalar(T::ONE / T::from_usize(samples))))
+}
+
+impl<T: Float> Dropout<T> {
+    /// The drop probability this layer applies now (`p` when active, else 0), and `f` run with
+    /// it on the generator the layer draws from: how a layer that applies the dropout inside a
+    /// fused op (attention) draws the same masks this layer would.
+    pub(crate) fn draw_with<R>(&self, f: impl FnOnce(f64, &mut Generator) -> R) -> R {
+        let p = if self.is_active() { self.state.p } else { 0.0 };
+        self.state.with_generator(|gen| f(p, gen))
+    }
 }

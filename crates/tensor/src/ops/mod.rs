@@ -1,5 +1,6 @@
 //! Tensor ops, one file per family. Each file adds methods to [`Tensor`](crate::Tensor).
 
+pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod linear;

@@ -668,11 +668,15 @@ impl<T: Float> Tensor<T> {
 
 /// Softmax (or log-softmax) of one contiguous row into `out`. Rows longer than [`CHUNK`] are
 /// exponentiated and summed in chunks whose partial sums are added pairwise.
-fn softmax_row<T: Float>(isa: Isa, x: &[T], out: &mut [T], log: bool) {
+pub(crate) fn softmax_row<T: Float>(isa: Isa, x: &[T], out: &mut [T], log: bool) {
     let m = T::max(isa, x);
-    let partials: Vec<T> =
-        x.chunks(CHUNK).zip(out.chunks_mut(CHUNK)).map(|(x, out)| T::exp_sum(isa, x, m, out)).collect();
-    let s = Reduction::Sum.pairwise(&partials);
+    let s = if x.len() <= CHUNK {
+        T::exp_sum(isa, x, m, out)
+    } else {
+        let partials: Vec<T> =
+            x.chunks(CHUNK).zip(out.chunks_mut(CHUNK)).map(|(x, out)| T::exp_sum(isa, x, m, out)).collect();
+        Reduction::Sum.pairwise(&partials)
+    };
     if log {
         // `(x − m) − ln s`, in this order: `x − m` is exact near the maximum.
         T::binary(isa, BinaryOp::Sub, Operand::Slice(x), Operand::Splat(m), out);

@@ -157,6 +157,11 @@ pub(super) const SUM_BLOCK: usize = 2048;
 
 /// `Σ x[i]`: blocks of [`SUM_BLOCK`], each with eight interleaved partial sums, combined pairwise.
 pub(super) fn sum<T: Float>(x: &[T]) -> T {
+    if x.len() <= SUM_BLOCK {
+        // One block: what the cascade would return for it, without setting one up (a softmax
+        // row, a vector tail).
+        return sum_block(x);
+    }
     let mut total = Cascade::new(BinaryOp::Add);
     for block in x.chunks(SUM_BLOCK) {
         total.push(sum_block(block));

@@ -411,6 +411,11 @@ fn reduce_sum<V: Lanes>(v: V) -> V::Elem {
 /// The CPU supports `V`'s instruction set.
 #[inline(always)]
 pub(super) unsafe fn sum<V: Lanes>(x: &[V::Elem]) -> V::Elem {
+    if x.len() <= SUM_BLOCK {
+        // One block: the cascade's result for it, without the cascade.
+        // SAFETY: forwarded from this function's contract.
+        return unsafe { sum_block::<V>(x) };
+    }
     let mut total = Cascade::new(BinaryOp::Add);
     for block in x.chunks(SUM_BLOCK) {
         // SAFETY: forwarded from this function's contract.
@@ -477,7 +482,10 @@ pub(super) unsafe fn max<V: Lanes>(x: &[V::Elem]) -> V::Elem {
 #[inline(always)]
 unsafe fn exp_loop<V: Lanes>(x: *const V::Elem, shift: V::Elem, out: *mut V::Elem, n: usize) {
     let w = V::LANES;
-    // SAFETY: offsets stay below `n`; the caller guarantees the instruction set and lengths.
+    const { assert!(V::LANES <= 16, "the tail's padded copy holds 16 elements") };
+    // SAFETY: offsets stay below `n`; the caller guarantees the instruction set and lengths. The
+    // tail (fewer than `w <= 16` elements) is copied into and out of a 16-element local, which
+    // the vector load and store stay inside.
     unsafe {
         let k = ExpConsts::<V>::new();
         let s = V::splat(shift);
@@ -492,9 +500,15 @@ unsafe fn exp_loop<V: Lanes>(x: *const V::Elem, shift: V::Elem, out: *mut V::Ele
             exp_lanes(V::load(x.add(i)).sub(s), &k).store(out.add(i));
             i += w;
         }
-        while i < n {
-            *out.add(i) = (*x.add(i) - shift).exp();
-            i += 1;
+        if i < n {
+            // The tail through one more vector, from a padded copy: no call of the scalar `exp`
+            // per element (a softmax row of 28 has a tail on every ISA). 16 covers every
+            // register width (up to 16 f32 lanes).
+            let mut pad = [shift; 16];
+            let tail = n - i;
+            std::ptr::copy_nonoverlapping(x.add(i), pad.as_mut_ptr(), tail);
+            exp_lanes(V::load(pad.as_ptr()).sub(s), &k).store(pad.as_mut_ptr());
+            std::ptr::copy_nonoverlapping(pad.as_ptr(), out.add(i), tail);
         }
     }
 }
@@ -506,6 +520,14 @@ unsafe fn exp_loop<V: Lanes>(x: *const V::Elem, shift: V::Elem, out: *mut V::Ele
 /// The CPU supports `V`'s instruction set; `x` is as long as `out`.
 #[inline(always)]
 pub(super) unsafe fn exp_sum<V: Lanes>(x: &[V::Elem], shift: V::Elem, out: &mut [V::Elem]) -> V::Elem {
+    if x.len() <= SUM_BLOCK {
+        // One block (a softmax row): the cascade's result for it, without the cascade.
+        // SAFETY: forwarded from this function's contract.
+        return unsafe {
+            exp_loop::<V>(x.as_ptr(), shift, out.as_mut_ptr(), out.len());
+            sum_block::<V>(out)
+        };
+    }
     let mut total = Cascade::new(BinaryOp::Add);
     for (x, out) in x.chunks(SUM_BLOCK).zip(out.chunks_mut(SUM_BLOCK)) {
         // SAFETY: forwarded from this function's contract; the chunks have equal lengths.
