@@ -438,6 +438,31 @@ fn conv2d_does_not_depend_on_the_thread_count() {
     assert_eq!(one, run(3));
 }
 
+/// Asking for a subset of the gradients gives exactly those of the full backward, and `None`
+/// for the rest; on 1 and 2 threads.
+#[test]
+fn conv2d_backward_computes_only_what_is_needed() {
+    let mut gen = Generator::new(43);
+    let x = Tensor::<f32>::randn(&[9, 2, 7, 6], &mut gen);
+    let w = Tensor::<f32>::randn(&[3, 2, 3, 3], &mut gen);
+    let dy = Tensor::<f32>::randn(&[9, 3, 7, 6], &mut gen);
+    let (dx, dw, db) = x.conv2d_backward(&w, &dy, 1, 1).unwrap();
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        for mask in 0u8..8 {
+            let needs = [mask & 1 == 1, mask & 2 == 2, mask & 4 == 4];
+            let g = pool.install(|| x.conv2d_backward_needed(&w, &dy, 1, 1, needs).unwrap());
+            for (what, got, want, need) in [
+                ("dx", &g.dx, &dx, needs[0]),
+                ("dweight", &g.dweight, &dw, needs[1]),
+                ("dbias", &g.dbias, &db, needs[2]),
+            ] {
+                assert_eq!(got.as_ref().map(Tensor::to_vec), need.then(|| want.to_vec()), "{what} for {needs:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn conv2d_errors_name_the_op_and_the_shapes() {
     let x = Tensor::<f32>::zeros(&[1, 3, 5, 5]);

@@ -18,11 +18,12 @@ impl<T: Float> Backward<T> for Conv2d<T> {
         "conv2d"
     }
     fn backward(&self, dy: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
-        let (dx, dw, db) = self.x.conv2d_backward(&self.w, dy, self.stride, self.padding)?;
-        let keep = |i: usize, g: Tensor<T>| needs.get(i).copied().unwrap_or(false).then_some(g);
-        let mut grads: Grads<T> = Grads::from([keep(0, dx), keep(1, dw)]);
+        // Only what is needed: a first layer's input has no gradient to compute.
+        let need = |i: usize| needs.get(i).copied().unwrap_or(false);
+        let g = self.x.conv2d_backward_needed(&self.w, dy, self.stride, self.padding, [need(0), need(1), need(2)])?;
+        let mut grads: Grads<T> = Grads::from([g.dx, g.dweight]);
         if needs.len() == 3 {
-            grads.push(keep(2, db));
+            grads.push(g.dbias);
         }
         Ok(grads)
     }

@@ -10,7 +10,8 @@
 //!   the microkernel reads them, zero-padding the ragged edges so the microkernel never branches.
 //!   Transposed operands therefore cost nothing extra: packing reads them where they are.
 //! - `microkernel/`: one `mr x nr` register-blocked kernel per instruction set (scalar, AVX2+FMA,
-//!   AVX-512, NEON), each file documenting its tile and its blocking sizes.
+//!   AVX-512, NEON), each file documenting its tile and its `kc`; `caches.rs` derives `mc` and
+//!   `nc` from the caches the CPU reports.
 //!
 //! Thin shapes, where the tiles would be mostly padding and packing would cost as much as the
 //! product, take unpacked paths where the instruction set has them (AVX-512 f32 today): `dot.rs`
@@ -32,6 +33,7 @@ use crate::dtype::Float;
 use crate::kernels::Isa;
 
 mod blocking;
+mod caches;
 #[cfg(target_arch = "x86_64")]
 mod dot;
 #[cfg(target_arch = "x86_64")]
@@ -45,6 +47,7 @@ pub mod peak;
 #[cfg(target_arch = "x86_64")]
 mod short_k;
 
+pub use caches::CacheSizes;
 use mat::Product;
 pub use mat::{MatMut, MatRef};
 
@@ -170,6 +173,14 @@ pub struct Microkernel<T: 'static> {
 }
 
 impl<T: 'static> Microkernel<T> {
+    /// This kernel with `mc` and `nc` derived from `caches` (`caches.rs`); the tile and `kc`
+    /// (which fixes the order of each element's sum) stay its instruction set's.
+    pub fn with_caches(self, caches: &CacheSizes) -> Microkernel<T> {
+        let size = std::mem::size_of::<T>();
+        let (mc, nc) = caches::derive_mc_nc(caches, (self.mr, self.nr, self.kc), size, KEPT_PACK_ELEMENTS);
+        Microkernel { mc, nc, ..self }
+    }
+
     /// The path this kernel runs on.
     pub fn isa(&self) -> Isa {
         self.isa
@@ -220,7 +231,7 @@ macro_rules! impl_gemm_kernels {
     ($t:ty, $select:path) => {
         impl GemmKernels for $t {
             fn microkernel(isa: Isa) -> Microkernel<$t> {
-                $select(isa)
+                $select(isa).with_caches(&CacheSizes::get())
             }
 
             fn with_pack_buffer<R>(slot: usize, len: usize, f: impl FnOnce(&mut [$t]) -> R) -> R {

@@ -100,6 +100,17 @@ fn columns<'a, T: Float>(x: &'a Tensor<T>, n: usize, g: &Geometry, buf: &'a mut 
     MatRef::row_major(buf, g.col_rows(), g.col_cols())
 }
 
+/// The gradients [`Tensor::conv2d_backward_needed`] returns, each only when asked for.
+#[derive(Clone, Debug)]
+pub struct Conv2dGrads<T: Float> {
+    /// The input's gradient, like the input.
+    pub dx: Option<Tensor<T>>,
+    /// The weight's gradient, like the weight.
+    pub dweight: Option<Tensor<T>>,
+    /// The bias's gradient, `[C_out]` (also without a bias in the forward).
+    pub dbias: Option<Tensor<T>>,
+}
+
 impl<T: Float> Tensor<T> {
     // ─── conv2d ─────────────────────────────────────────────────────────────────
 
@@ -200,6 +211,27 @@ impl<T: Float> Tensor<T> {
         stride: usize,
         padding: usize,
     ) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
+        let g = self.conv2d_backward_needed(weight, dy, stride, padding, [true; 3])?;
+        match (g.dx, g.dweight, g.dbias) {
+            (Some(dx), Some(dw), Some(db)) => Ok((dx, dw, db)),
+            _ => unreachable!("every gradient was asked for"),
+        }
+    }
+
+    /// [`Tensor::conv2d_backward`] computing only the gradients `needs` asks for, in the order
+    /// `[dx, dweight, dbias]`: a first layer, whose input needs no gradient, skips the GEMM and
+    /// the `col2im` of `dx` for every image.
+    ///
+    /// # Errors
+    /// As [`Tensor::conv2d_backward`].
+    pub fn conv2d_backward_needed(
+        &self,
+        weight: &Tensor<T>,
+        dy: &Tensor<T>,
+        stride: usize,
+        padding: usize,
+        needs: [bool; 3],
+    ) -> Result<Conv2dGrads<T>> {
         let (n, c_out, g) = conv_geometry(self.shape(), weight.shape(), stride, padding)?;
         let y_shape = [n, c_out, g.oh, g.ow];
         if dy.shape() != y_shape {
@@ -210,6 +242,7 @@ impl<T: Float> Tensor<T> {
                 "the upstream gradient must have the forward's output shape",
             ));
         }
+        let [need_dx, need_dw, need_db] = needs;
         let (rows, plane) = (g.col_rows(), g.col_cols());
         let image = g.c * g.h * g.w;
         let dy = dy.contiguous();
@@ -218,17 +251,22 @@ impl<T: Float> Tensor<T> {
         // Wᵀ as a GEMM operand: [rows, c_out], read through swapped strides, never copied.
         let w_t = MatRef::new(w.storage().as_slice(), w.offset(), [c_out, rows], [rows, 1]).t();
 
-        let mut dbias = vec![T::ZERO; c_out];
-        for dy_n in dy_data.chunks_exact((c_out * plane).max(1)) {
-            for (db, row) in dbias.iter_mut().zip(dy_n.chunks_exact(plane.max(1))) {
-                *db += row.iter().copied().sum::<T>();
+        let dbias = need_db.then(|| {
+            let mut dbias = vec![T::ZERO; c_out];
+            for dy_n in dy_data.chunks_exact((c_out * plane).max(1)) {
+                for (db, row) in dbias.iter_mut().zip(dy_n.chunks_exact(plane.max(1))) {
+                    *db += row.iter().copied().sum::<T>();
+                }
             }
-        }
+            Tensor::from_contiguous(dbias, &[c_out])
+        });
 
-        let mut dx = crate::memory::filled(n * image, T::ZERO);
+        let mut dx = if need_dx { crate::memory::filled(n * image, T::ZERO) } else { Vec::new() };
         let groups = n.div_ceil(BACKWARD_GROUP);
-        let mut partial = vec![T::ZERO; groups * c_out * rows];
-        let work = |(gi, (dx_group, dw)): (usize, (&mut [T], &mut [T]))| {
+        let mut partial = if need_dw { vec![T::ZERO; groups * c_out * rows] } else { Vec::new() };
+        // One group of images: its slice of `dx` and its partial `dweight`, each when needed.
+        type Parts<'a, T> = (Option<&'a mut [T]>, Option<&'a mut [T]>);
+        let work = |(gi, (mut dx_group, mut dw)): (usize, Parts<'_, T>)| {
             let (mut buf, mut dcols) = (Vec::new(), Vec::new());
             for k in 0..BACKWARD_GROUP {
                 let i = gi * BACKWARD_GROUP + k;
@@ -236,38 +274,52 @@ impl<T: Float> Tensor<T> {
                     break;
                 }
                 let dy_ref = MatRef::new(dy_data, i * c_out * plane, [c_out, plane], [plane, 1]);
-                let cols = columns(self, i, &g, &mut buf);
-                gemm(MatMut::row_major(dw, c_out, rows), dy_ref, cols.t(), k > 0);
-                let dx_i = &mut dx_group[k * image..(k + 1) * image];
-                if g.is_pointwise() {
-                    gemm(MatMut::row_major(dx_i, rows, plane), w_t, dy_ref, false);
-                } else {
-                    dcols.resize(rows * plane, T::ZERO);
-                    gemm(MatMut::row_major(&mut dcols, rows, plane), w_t, dy_ref, false);
-                    col2im(&dcols, &g, dx_i);
+                if let Some(dw) = dw.as_deref_mut() {
+                    let cols = columns(self, i, &g, &mut buf);
+                    gemm(MatMut::row_major(dw, c_out, rows), dy_ref, cols.t(), k > 0);
+                }
+                if let Some(dx_group) = dx_group.as_deref_mut() {
+                    let dx_i = &mut dx_group[k * image..(k + 1) * image];
+                    if g.is_pointwise() {
+                        gemm(MatMut::row_major(dx_i, rows, plane), w_t, dy_ref, false);
+                    } else {
+                        dcols.resize(rows * plane, T::ZERO);
+                        gemm(MatMut::row_major(&mut dcols, rows, plane), w_t, dy_ref, false);
+                        col2im(&dcols, &g, dx_i);
+                    }
                 }
             }
         };
         // With no image elements, no output channel or no input channel, every gradient but
         // dbias is zero (or empty) already.
-        if n > 0 && image > 0 && c_out * rows > 0 {
+        if n > 0 && image > 0 && c_out * rows > 0 && (need_dx || need_dw) {
             let macs = dy_data.len().saturating_mul(rows);
-            dx.par_chunks_mut(BACKWARD_GROUP * image)
-                .zip(partial.par_chunks_mut(c_out * rows))
+            let dx_parts: Vec<Option<&mut [T]>> = if need_dx {
+                dx.chunks_mut(BACKWARD_GROUP * image).map(Some).collect()
+            } else {
+                (0..groups).map(|_| None).collect()
+            };
+            let dw_parts: Vec<Option<&mut [T]>> = if need_dw {
+                partial.chunks_mut(c_out * rows).map(Some).collect()
+            } else {
+                (0..groups).map(|_| None).collect()
+            };
+            dx_parts
+                .into_par_iter()
+                .zip(dw_parts)
                 .enumerate()
                 .with_min_len(crate::parallel::min_len(macs))
                 .for_each(work);
         }
-        let mut dweight = vec![T::ZERO; c_out * rows];
-        for part in partial.chunks_exact((c_out * rows).max(1)) {
-            for (d, &p) in dweight.iter_mut().zip(part) {
-                *d += p;
+        let dweight = need_dw.then(|| {
+            let mut dweight = vec![T::ZERO; c_out * rows];
+            for part in partial.chunks_exact((c_out * rows).max(1)) {
+                for (d, &p) in dweight.iter_mut().zip(part) {
+                    *d += p;
+                }
             }
-        }
-        Ok((
-            Tensor::from_contiguous(dx, self.shape()),
-            Tensor::from_contiguous(dweight, weight.shape()),
-            Tensor::from_contiguous(dbias, &[c_out]),
-        ))
+            Tensor::from_contiguous(dweight, weight.shape())
+        });
+        Ok(Conv2dGrads { dx: need_dx.then(|| Tensor::from_contiguous(dx, self.shape())), dweight, dbias })
     }
 }

@@ -7,6 +7,9 @@
 //! Blocking: f32 `mr = 6`, `nr = 16`, `kc = 256` (the `B` micro-panel is 16 KiB, in L1),
 //! `mc = 144` (A block 144 KiB, in L2), `nc = 2048`; f64 `mr = 6`, `nr = 8`, `kc = 256`,
 //! `mc = 72`, `nc = 1024`.
+//!
+//! The `mc` and `nc` written here are the values before `caches.rs` derives them from the
+//! caches this CPU reports (`GemmKernels::microkernel`); the tile and `kc` are used as written.
 
 use std::arch::x86_64::*;
 

@@ -21,6 +21,9 @@
 //! panel of a block of `M`: 128 rows are 9 full panels and 2 rows, which the full tile would
 //! compute as 14. Measured on the MLP's 128-row products at 1 thread
 //! (`cargo bench --bench gemm -- mlp/avx512/t1`): 196-218 -> 212-240 GFLOP/s.
+//!
+//! The `mc` and `nc` written here are the values before `caches.rs` derives them from the
+//! caches this CPU reports (`GemmKernels::microkernel`); the tile and `kc` are used as written.
 
 use std::arch::x86_64::*;
 

@@ -4,6 +4,9 @@
 //!
 //! Blocking: f32 `mr = 8`, `nr = 12`, `kc = 256`, `mc = 128`, `nc = 2048`; f64 `mr = 8`,
 //! `nr = 6`, `kc = 256`, `mc = 64`, `nc = 1024`.
+//!
+//! The `mc` and `nc` written here are the values before `caches.rs` derives them from the
+//! caches this CPU reports (`GemmKernels::microkernel`); the tile and `kc` are used as written.
 
 use std::arch::aarch64::*;
 

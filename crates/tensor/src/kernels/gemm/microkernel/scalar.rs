@@ -3,6 +3,9 @@
 //!
 //! Blocking: `mr = 4`, `nr = 8`, `kc = 256`, `mc = 64`, `nc = 1024` for both types (modest
 //! sizes: this path favours clarity over speed).
+//!
+//! The `mc` and `nc` written here are the values before `caches.rs` derives them from the
+//! caches this CPU reports (`GemmKernels::microkernel`); the tile and `kc` are used as written.
 
 use std::ops::{Add, Mul};
 
