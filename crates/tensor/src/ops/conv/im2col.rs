@@ -61,6 +61,9 @@ pub(super) fn valid_outputs(out: usize, k: usize, stride: usize, pad: usize, siz
 pub(super) fn im2col<T: Float>(x: &[T], base: usize, [sc, sh, sw]: [usize; 3], g: &Geometry, cols: &mut [T]) {
     let ncols = g.col_cols();
     debug_assert_eq!(cols.len(), g.col_rows() * ncols);
+    if g.stride == 1 && sw == 1 && sh == g.ow && ncols > 0 {
+        return im2col_shifted(x, base, sc, g, cols);
+    }
     let mut rows = cols.chunks_exact_mut(ncols.max(1));
     for c in 0..g.c {
         for i in 0..g.kh {
@@ -94,12 +97,53 @@ pub(super) fn im2col<T: Float>(x: &[T], base: usize, [sc, sh, sw]: [usize; 3], g
     }
 }
 
+/// [`im2col`] at stride 1 when an input row is as long in memory as an output row (`sh == ow`,
+/// unit column stride: a "same" convolution of a contiguous image). Then row `(c, i, j)` of
+/// `cols` is the channel's plane shifted by `(i - p) * sh + (j - p)` elements: one copy of the
+/// span from the first valid output to the last, then zeros where the span wrapped around a row
+/// edge and in the rows above and below. One copy per row of `cols` instead of one per output
+/// row.
+fn im2col_shifted<T: Float>(x: &[T], base: usize, sc: usize, g: &Geometry, cols: &mut [T]) {
+    let ow = g.ow;
+    for (r, row) in cols.chunks_exact_mut(g.col_cols()).enumerate() {
+        let (c, i, j) = (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw);
+        let (h_lo, h_hi) = valid_outputs(g.oh, i, 1, g.pad, g.h);
+        let (w_lo, w_hi) = valid_outputs(ow, j, 1, g.pad, g.w);
+        if h_lo == h_hi || w_lo == w_hi {
+            row.fill(T::ZERO);
+            continue;
+        }
+        // Output (oh, w) reads x[base + c sc + (oh + i - p) ow + (w + j - p)]: its own index
+        // plus a fixed shift, so the span between the first and the last valid output is one
+        // contiguous run of the plane.
+        let first = h_lo * ow + w_lo;
+        let last = (h_hi - 1) * ow + w_hi;
+        let src = base + c * sc + (h_lo + i - g.pad) * ow + (w_lo + j - g.pad);
+        row[..first].fill(T::ZERO);
+        row[first..last].copy_from_slice(&x[src..src + (last - first)]);
+        row[last..].fill(T::ZERO);
+        // The span's entries left and right of the valid columns came from the neighbouring
+        // rows: zero them.
+        if w_lo > 0 || w_hi < ow {
+            for oh in h_lo..h_hi {
+                let out = &mut row[oh * ow..(oh + 1) * ow];
+                out[..w_lo].fill(T::ZERO);
+                out[w_hi..].fill(T::ZERO);
+            }
+        }
+    }
+}
+
 /// The adjoint of [`im2col`]: adds every entry of `cols` into the contiguous image `dx`
 /// (`[c, h, w]`) at the position it was read from; padding entries are dropped.
-pub(super) fn col2im<T: Float>(cols: &[T], g: &Geometry, dx: &mut [T]) {
+/// `cols` is scratch: entries that map to no input position may be overwritten.
+pub(super) fn col2im<T: Float>(cols: &mut [T], g: &Geometry, dx: &mut [T]) {
     let ncols = g.col_cols();
     debug_assert_eq!(cols.len(), g.col_rows() * ncols);
     debug_assert_eq!(dx.len(), g.c * g.h * g.w);
+    if g.stride == 1 && g.w == g.ow && ncols > 0 {
+        return col2im_shifted(cols, g, dx);
+    }
     let mut rows = cols.chunks_exact(ncols.max(1));
     for c in 0..g.c {
         for i in 0..g.kh {
@@ -127,6 +171,34 @@ pub(super) fn col2im<T: Float>(cols: &[T], g: &Geometry, dx: &mut [T]) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// [`col2im`] at stride 1 when input and output rows have one length (a "same" convolution):
+/// row `(c, i, j)` of `cols` adds into the plane shifted by `(i - p) w + (j - p)`, so after
+/// zeroing its entries outside the valid columns (they would land on a neighbouring row), the
+/// span from the first to the last valid output is one vectorised add.
+fn col2im_shifted<T: Float>(cols: &mut [T], g: &Geometry, dx: &mut [T]) {
+    let ow = g.ow;
+    for (r, row) in cols.chunks_exact_mut(g.col_cols()).enumerate() {
+        let (c, i, j) = (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw);
+        let (h_lo, h_hi) = valid_outputs(g.oh, i, 1, g.pad, g.h);
+        let (w_lo, w_hi) = valid_outputs(ow, j, 1, g.pad, g.w);
+        if h_lo == h_hi || w_lo == w_hi {
+            continue;
+        }
+        if w_lo > 0 || w_hi < ow {
+            for oh in h_lo..h_hi {
+                let out = &mut row[oh * ow..(oh + 1) * ow];
+                out[..w_lo].fill(T::ZERO);
+                out[w_hi..].fill(T::ZERO);
+            }
+        }
+        let (first, last) = (h_lo * ow + w_lo, (h_hi - 1) * ow + w_hi);
+        let dst = (c * g.h + h_lo + i - g.pad) * g.w + (w_lo + j - g.pad);
+        for (d, &v) in dx[dst..dst + (last - first)].iter_mut().zip(&row[first..last]) {
+            *d += v;
         }
     }
 }
@@ -159,6 +231,50 @@ mod tests {
         }
     }
 
+    /// The shifted-plane path and the row-by-row loop fill the same columns.
+    #[test]
+    fn the_shifted_path_matches_the_general_loop() {
+        for (c, h, w, k, pad) in [(2, 5, 5, 3, 1), (1, 4, 6, 3, 1), (3, 7, 4, 5, 2), (2, 3, 3, 1, 0), (1, 2, 2, 3, 1)] {
+            let g = geometry(c, h, w, k, 1, pad);
+            assert_eq!(g.ow, w, "a same convolution");
+            let base = 3;
+            let x: Vec<f64> = (0..base + c * h * w + 2).map(|v| v as f64 + 0.5).collect();
+            let mut fast = vec![f64::NAN; g.col_rows() * g.col_cols()];
+            im2col(&x, base, [h * w, w, 1], &g, &mut fast);
+            // The same image read through a column stride of 1 but a row stride the fast path
+            // does not take: a copy with one spare element per row.
+            let mut wide = vec![-7.0; base + c * h * (w + 1)];
+            for (ci, hi, wi) in (0..c).flat_map(|ci| (0..h).flat_map(move |hi| (0..w).map(move |wi| (ci, hi, wi)))) {
+                wide[base + (ci * h + hi) * (w + 1) + wi] = x[base + (ci * h + hi) * w + wi];
+            }
+            let mut slow = vec![f64::NAN; fast.len()];
+            im2col(&wide, base, [h * (w + 1), w + 1, 1], &g, &mut slow);
+            assert_eq!(fast, slow, "{c} {h} {w} {k} {pad}");
+        }
+    }
+
+    /// The shifted `col2im` adds exactly what an entry-by-entry scatter adds.
+    #[test]
+    fn the_shifted_col2im_matches_a_scatter() {
+        for (c, h, w, k, pad) in [(2, 5, 5, 3, 1), (1, 4, 6, 3, 1), (3, 7, 4, 5, 2), (2, 3, 3, 1, 0), (1, 2, 2, 3, 1)] {
+            let g = geometry(c, h, w, k, 1, pad);
+            let mut cols: Vec<f64> = (0..g.col_rows() * g.col_cols()).map(|v| ((v * 7) % 13) as f64 - 6.0).collect();
+            let mut want = vec![0.5; c * h * w];
+            for (r, row) in cols.chunks_exact(g.col_cols()).enumerate() {
+                let (ci, i, j) = (r / (k * k), r / k % k, r % k);
+                for (o, &v) in row.iter().enumerate() {
+                    let (hh, ww) = ((o / g.ow + i) as isize - pad as isize, (o % g.ow + j) as isize - pad as isize);
+                    if (0..h as isize).contains(&hh) && (0..w as isize).contains(&ww) {
+                        want[(ci * h + hh as usize) * w + ww as usize] += v;
+                    }
+                }
+            }
+            let mut got = vec![0.5; c * h * w];
+            col2im(&mut cols, &g, &mut got);
+            assert_eq!(got, want, "{c} {h} {w} {k} {pad}");
+        }
+    }
+
     #[test]
     fn im2col_pads_with_zeros_and_col2im_is_its_adjoint() {
         let g = geometry(2, 4, 5, 3, 2, 1);
@@ -172,7 +288,7 @@ mod tests {
         // <im2col(x), y> == <x, col2im(y)>.
         let y: Vec<f64> = (0..cols.len()).map(|v| ((v * 7) % 11) as f64 - 5.0).collect();
         let mut dx = vec![0.0; x.len()];
-        col2im(&y, &g, &mut dx);
+        col2im(&mut y.clone(), &g, &mut dx);
         let lhs: f64 = cols.iter().zip(&y).map(|(a, b)| a * b).sum();
         let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
         assert_eq!(lhs, rhs);

@@ -285,7 +285,7 @@ impl<T: Float> Tensor<T> {
                     } else {
                         dcols.resize(rows * plane, T::ZERO);
                         gemm(MatMut::row_major(&mut dcols, rows, plane), w_t, dy_ref, false);
-                        col2im(&dcols, &g, dx_i);
+                        col2im(&mut dcols, &g, dx_i);
                     }
                 }
             }
