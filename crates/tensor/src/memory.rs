@@ -10,7 +10,8 @@
 //!
 //! So when the last tensor holding a buffer of at least [`MIN_BYTES`] lets it go, the buffer goes
 //! into this cache, and the ops that allocate large outputs take a buffer of the same length
-//! from here first. The cache holds at most [`cache_limit`] bytes (256 MiB unless
+//! from here first. Only lengths the ops ask for are kept, and of each only as many as were
+//! ever asked for at once (what the next step takes back). The cache holds at most [`cache_limit`] bytes (256 MiB unless
 //! [`set_cache_limit`] says otherwise; 0 turns it off), dropping its oldest buffers first, and
 //! [`clear_cache`] empties it, like PyTorch's `empty_cache`. Contents are never observable: a
 //! reused buffer is zeroed or overwritten in full before any tensor shows it.
@@ -69,38 +70,74 @@ pub fn clear_cache() {
     f64::buffer_cache().shrink_to(0);
 }
 
-/// The cached buffers of one element type, oldest first.
+/// How many buffers of one length the ops have asked the cache for.
+#[derive(Clone, Copy, Debug, Default)]
+struct Demand {
+    /// Asked for and not yet come back (as far as the cache can tell: a buffer of the same
+    /// length made elsewhere also counts as a return).
+    out: usize,
+    /// The most ever out at once: how many of this length a step holds together.
+    peak: usize,
+}
+
+/// The cached buffers of one element type, oldest first, and the demand for each length.
+struct Pool<T> {
+    free: Vec<Vec<T>>,
+    demand: Vec<(usize, Demand)>,
+}
+
+impl<T> Pool<T> {
+    fn demand(&mut self, len: usize) -> Option<&mut Demand> {
+        self.demand.iter_mut().find(|(l, _)| *l == len).map(|(_, d)| d)
+    }
+}
+
+/// The cached buffers of one element type.
+///
+/// Only lengths that the ops ask for are kept, and of each length only as many as were ever
+/// asked for at once: a step that allocates K activations of one shape finds K buffers waiting
+/// in the next step, while buffers that ops made elsewhere (and would never take back) are freed
+/// instead of piling up to the limit.
 #[doc(hidden)]
 pub struct Cache<T> {
-    free: Mutex<Vec<Vec<T>>>,
+    free: Mutex<Pool<T>>,
 }
 
 impl<T: Float> Cache<T> {
     /// An empty cache (for the per-type statics of `Float`).
     pub(crate) const fn new() -> Cache<T> {
-        Cache { free: Mutex::new(Vec::new()) }
+        Cache { free: Mutex::new(Pool { free: Vec::new(), demand: Vec::new() }) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<T>>> {
-        // A panic while the lock is held cannot leave the list inconsistent (every change is
-        // one push or one remove), so a poisoned lock is still usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool<T>> {
+        // A panic while the lock is held cannot leave the pool inconsistent (every change is
+        // one push, one remove or one counter), so a poisoned lock is still usable.
         self.free.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently cached buffer of exactly `len` elements, if any.
+    /// The most recently cached buffer of exactly `len` elements, if any; either way the ask is
+    /// counted in the demand for `len`.
     fn take(&self, len: usize) -> Option<Vec<T>> {
-        if bytes::<T>(len) < MIN_BYTES {
+        if bytes::<T>(len) < MIN_BYTES || cache_limit() == 0 {
             return None;
         }
-        let mut free = self.lock();
-        let i = free.iter().rposition(|v| v.len() == len)?;
-        let v = free.remove(i);
+        let mut pool = self.lock();
+        match pool.demand(len) {
+            Some(d) => {
+                d.out += 1;
+                d.peak = d.peak.max(d.out);
+            }
+            None => pool.demand.push((len, Demand { out: 1, peak: 1 })),
+        }
+        let i = pool.free.iter().rposition(|v| v.len() == len)?;
+        let v = pool.free.remove(i);
         CACHED.fetch_sub(bytes::<T>(v.capacity()), Ordering::Relaxed);
         Some(v)
     }
 
-    /// Keeps `v` for reuse if it is large enough and fits under the limit (after dropping the
-    /// oldest buffers of this type if need be); otherwise frees it.
+    /// Keeps `v` for reuse if it is large enough, its length is asked for and fewer of that
+    /// length are cached than were ever out at once, and it fits under the limit (after
+    /// dropping the oldest buffers of this type if need be); otherwise frees it.
     fn put(&self, v: Vec<T>) {
         let size = bytes::<T>(v.capacity());
         let limit = cache_limit();
@@ -108,7 +145,15 @@ impl<T: Float> Cache<T> {
             return;
         }
         let _admit = admit();
-        let mut free = self.lock();
+        let mut pool = self.lock();
+        let len = v.len();
+        let Some(d) = pool.demand(len) else { return };
+        d.out = d.out.saturating_sub(1);
+        let peak = d.peak;
+        if pool.free.iter().filter(|b| b.len() == len).count() >= peak {
+            return;
+        }
+        let free = &mut pool.free;
         while CACHED.load(Ordering::Relaxed) + size > limit && !free.is_empty() {
             let old = free.remove(0);
             CACHED.fetch_sub(bytes::<T>(old.capacity()), Ordering::Relaxed);
@@ -122,7 +167,8 @@ impl<T: Float> Cache<T> {
     /// Drops the oldest buffers of this type until the whole cache is within `bytes`.
     fn shrink_to(&self, bytes_left: usize) {
         let _admit = admit();
-        let mut free = self.lock();
+        let mut pool = self.lock();
+        let free = &mut pool.free;
         while CACHED.load(Ordering::Relaxed) > bytes_left && !free.is_empty() {
             let old = free.remove(0);
             CACHED.fetch_sub(bytes::<T>(old.capacity()), Ordering::Relaxed);
@@ -181,6 +227,9 @@ mod tests {
     fn buffers_are_reused_bounded_and_released() {
         let n = MIN_BYTES / 4 * 3; // 384 KiB of f32
         clear_cache();
+        // A length nobody asked for is not kept.
+        recycle(vec![1.0f32; n + 1]);
+        assert_eq!(cached_bytes(), 0);
         let a = for_overwrite::<f32>(n);
         let ptr = a.as_ptr();
         recycle(a);
@@ -195,6 +244,16 @@ mod tests {
         assert!(for_overwrite::<f32>(16).iter().all(|&v| v == 0.0));
         recycle(vec![1.0f64; n]);
         assert_eq!(with_capacity::<f64>(n).len(), 0);
+        // Of one length, no more than were ever out at once: two asked for together, three
+        // returned (one made elsewhere), two kept.
+        // (A length of its own: the demand for `n` counts the asks above.)
+        clear_cache();
+        let m = n + 64;
+        let (x, y) = (for_overwrite::<f32>(m), for_overwrite::<f32>(m));
+        recycle(x);
+        recycle(y);
+        recycle(vec![3.0f32; m]);
+        assert_eq!(cached_bytes(), 2 * m * 4);
         // The limit bounds the cache; 0 turns it off.
         let limit = cache_limit();
         set_cache_limit(n * 4);
