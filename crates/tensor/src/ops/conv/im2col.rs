@@ -97,6 +97,51 @@ pub(super) fn im2col<T: Float>(x: &[T], base: usize, [sc, sh, sw]: [usize; 3], g
     }
 }
 
+/// Row `(c, i, j)` of the column matrix of a stride-1 "same" convolution, and the outputs of it
+/// that read the image: rows `h` and columns `w` (half-open), where input and output rows have
+/// one length, so the row is the channel's plane shifted by `(i - p)` rows and `(j - p)`
+/// columns. `None` when no output of the row reads the image.
+struct ShiftedRow {
+    c: usize,
+    i: usize,
+    j: usize,
+    h: (usize, usize),
+    w: (usize, usize),
+}
+
+impl ShiftedRow {
+    fn of(r: usize, g: &Geometry) -> Option<ShiftedRow> {
+        let (c, i, j) = (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw);
+        let h = valid_outputs(g.oh, i, 1, g.pad, g.h);
+        let w = valid_outputs(g.ow, j, 1, g.pad, g.w);
+        (h.0 < h.1 && w.0 < w.1).then_some(ShiftedRow { c, i, j, h, w })
+    }
+
+    /// The span of the row from its first valid output to its last: one contiguous run of the
+    /// plane, `(first, last)`.
+    fn span(&self, ow: usize) -> (usize, usize) {
+        (self.h.0 * ow + self.w.0, (self.h.1 - 1) * ow + self.w.1)
+    }
+
+    /// The plane offset (channel `c`, row-major `[h, w]` with rows `ow` long in memory) of the
+    /// span's first element.
+    fn source(&self, g: &Geometry) -> usize {
+        (self.h.0 + self.i - g.pad) * g.ow + (self.w.0 + self.j - g.pad)
+    }
+
+    /// Zeroes the span's entries left and right of the valid columns (they belong to the
+    /// neighbouring rows of the plane).
+    fn zero_wrapped<T: Float>(&self, row: &mut [T], ow: usize) {
+        if self.w.0 > 0 || self.w.1 < ow {
+            for oh in self.h.0..self.h.1 {
+                let out = &mut row[oh * ow..(oh + 1) * ow];
+                out[..self.w.0].fill(T::ZERO);
+                out[self.w.1..].fill(T::ZERO);
+            }
+        }
+    }
+}
+
 /// [`im2col`] at stride 1 when an input row is as long in memory as an output row (`sh == ow`,
 /// unit column stride: a "same" convolution of a contiguous image). Then row `(c, i, j)` of
 /// `cols` is the channel's plane shifted by `(i - p) * sh + (j - p)` elements: one copy of the
@@ -104,33 +149,17 @@ pub(super) fn im2col<T: Float>(x: &[T], base: usize, [sc, sh, sw]: [usize; 3], g
 /// edge and in the rows above and below. One copy per row of `cols` instead of one per output
 /// row.
 fn im2col_shifted<T: Float>(x: &[T], base: usize, sc: usize, g: &Geometry, cols: &mut [T]) {
-    let ow = g.ow;
     for (r, row) in cols.chunks_exact_mut(g.col_cols()).enumerate() {
-        let (c, i, j) = (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw);
-        let (h_lo, h_hi) = valid_outputs(g.oh, i, 1, g.pad, g.h);
-        let (w_lo, w_hi) = valid_outputs(ow, j, 1, g.pad, g.w);
-        if h_lo == h_hi || w_lo == w_hi {
+        let Some(s) = ShiftedRow::of(r, g) else {
             row.fill(T::ZERO);
             continue;
-        }
-        // Output (oh, w) reads x[base + c sc + (oh + i - p) ow + (w + j - p)]: its own index
-        // plus a fixed shift, so the span between the first and the last valid output is one
-        // contiguous run of the plane.
-        let first = h_lo * ow + w_lo;
-        let last = (h_hi - 1) * ow + w_hi;
-        let src = base + c * sc + (h_lo + i - g.pad) * ow + (w_lo + j - g.pad);
+        };
+        let (first, last) = s.span(g.ow);
+        let src = base + s.c * sc + s.source(g);
         row[..first].fill(T::ZERO);
         row[first..last].copy_from_slice(&x[src..src + (last - first)]);
         row[last..].fill(T::ZERO);
-        // The span's entries left and right of the valid columns came from the neighbouring
-        // rows: zero them.
-        if w_lo > 0 || w_hi < ow {
-            for oh in h_lo..h_hi {
-                let out = &mut row[oh * ow..(oh + 1) * ow];
-                out[..w_lo].fill(T::ZERO);
-                out[w_hi..].fill(T::ZERO);
-            }
-        }
+        s.zero_wrapped(row, g.ow);
     }
 }
 
@@ -180,23 +209,11 @@ pub(super) fn col2im<T: Float>(cols: &mut [T], g: &Geometry, dx: &mut [T]) {
 /// zeroing its entries outside the valid columns (they would land on a neighbouring row), the
 /// span from the first to the last valid output is one vectorised add.
 fn col2im_shifted<T: Float>(cols: &mut [T], g: &Geometry, dx: &mut [T]) {
-    let ow = g.ow;
     for (r, row) in cols.chunks_exact_mut(g.col_cols()).enumerate() {
-        let (c, i, j) = (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw);
-        let (h_lo, h_hi) = valid_outputs(g.oh, i, 1, g.pad, g.h);
-        let (w_lo, w_hi) = valid_outputs(ow, j, 1, g.pad, g.w);
-        if h_lo == h_hi || w_lo == w_hi {
-            continue;
-        }
-        if w_lo > 0 || w_hi < ow {
-            for oh in h_lo..h_hi {
-                let out = &mut row[oh * ow..(oh + 1) * ow];
-                out[..w_lo].fill(T::ZERO);
-                out[w_hi..].fill(T::ZERO);
-            }
-        }
-        let (first, last) = (h_lo * ow + w_lo, (h_hi - 1) * ow + w_hi);
-        let dst = (c * g.h + h_lo + i - g.pad) * g.w + (w_lo + j - g.pad);
+        let Some(s) = ShiftedRow::of(r, g) else { continue };
+        s.zero_wrapped(row, g.ow);
+        let (first, last) = s.span(g.ow);
+        let dst = s.c * g.h * g.w + s.source(g);
         for (d, &v) in dx[dst..dst + (last - first)].iter_mut().zip(&row[first..last]) {
             *d += v;
         }
