@@ -60,7 +60,7 @@ fn draw_words(key: &[u32; 8], offset: u64, threshold: u64, first: usize, count: 
 }
 
 /// Checks a drop probability for `op`: in [0, 1], not NaN.
-fn check_p(op: &'static str, p: f64) -> Result<()> {
+pub(crate) fn check_p(op: &'static str, p: f64) -> Result<()> {
     if (0.0..=1.0).contains(&p) {
         Ok(())
     } else {

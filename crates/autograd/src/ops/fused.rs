@@ -172,7 +172,8 @@ struct ScaledDotProductAttention<T: Float> {
     v: Tensor<T>,
     /// The weights before dropout (softmax's output).
     weights: Tensor<T>,
-    scale: f64,
+    /// As given: `None` is the tensor op's default, `1 / √D`.
+    scale: Option<f64>,
     record: Option<DropoutRecord>,
 }
 impl<T: Float> Backward<T> for ScaledDotProductAttention<T> {
@@ -181,7 +182,7 @@ impl<T: Float> Backward<T> for ScaledDotProductAttention<T> {
     }
     fn backward(&self, dy: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         let dropout = self.record.as_ref().map(|r| AttentionDropout { mask: r.mask(), p: r.p });
-        let options = AttentionOptions { attn_mask: None, scale: Some(self.scale), dropout };
+        let options = AttentionOptions { attn_mask: None, scale: self.scale, dropout };
         let g = self.q.scaled_dot_product_attention_backward(
             &self.k,
             &self.v,
@@ -246,13 +247,11 @@ pub fn scaled_dot_product_attention<T: Float>(
     const OP: &str = "scaled_dot_product_attention";
     check_p(OP, p)?;
     let (qv, kv, vv) = (q.value(), k.value(), v.value());
-    let d = qv.shape().last().copied().unwrap_or(1).max(1);
-    let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
     // Shapes checked before anything is drawn: one draw per weight, `[.., L, S]`.
     let weights = qv.attention_weights_shape(&kv, &vv)?.iter().product();
     let record = if p > 0.0 { Some(DropoutRecord::draw(weights, p, gen)?) } else { None };
     let dropout = record.as_ref().map(|r| AttentionDropout { mask: r.mask(), p });
-    let a = qv.scaled_dot_product_attention(&kv, &vv, &AttentionOptions { attn_mask, scale: Some(scale), dropout })?;
+    let a = qv.scaled_dot_product_attention(&kv, &vv, &AttentionOptions { attn_mask, scale, dropout })?;
     let weights = a.weights;
     Ok(Var::from_op(a.out, &[q, k, v], || ScaledDotProductAttention { q: qv, k: kv, v: vv, weights, scale, record }))
 }

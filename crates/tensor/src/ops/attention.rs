@@ -7,7 +7,7 @@
 //! batched GEMMs around one pass per row ([`Tensor::softmax_backward`]), all of them tensor ops
 //! whose own derivatives are known, so the backward can be differentiated again.
 
-use crate::bitmask::BitMask;
+use crate::bitmask::{check_p, BitMask};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::kernels::active_isa;
@@ -97,7 +97,7 @@ fn scores_shape<T: Float>(q: &Tensor<T>, k: &Tensor<T>, v: &Tensor<T>) -> Result
     Ok(shape)
 }
 
-/// Checks that a dropout mask has one bit per attention weight.
+/// Checks that a dropout mask has one bit per attention weight and a valid `p`.
 fn check_dropout(dropout: Option<AttentionDropout<'_>>, numel: usize, shape: &[usize]) -> Result<()> {
     match dropout {
         Some(d) if d.mask.len() != numel => Err(Error::shape(
@@ -105,10 +105,15 @@ fn check_dropout(dropout: Option<AttentionDropout<'_>>, numel: usize, shape: &[u
             shape,
             format!("the dropout mask has {} bits, not one per attention weight", d.mask.len()),
         )),
-        Some(d) if !(0.0..=1.0).contains(&d.p) => {
-            Err(Error::arg(OP, format!("the drop probability p must be in [0, 1], got {}", d.p)))
-        }
-        _ => Ok(()),
+        Some(d) => check_p(OP, d.p),
+        None => Ok(()),
+    }
+}
+
+impl AttentionDropout<'_> {
+    /// `t · m / (1 - p)`: the weights (forward) or their gradient (backward) through the mask.
+    fn apply<T: Float>(&self, t: &Tensor<T>) -> Result<Tensor<T>> {
+        self.mask.scale(t, T::from_f64(BitMask::keep_scale(self.p)))
     }
 }
 
@@ -173,7 +178,7 @@ impl<T: Float> Tensor<T> {
         let scores = self.matmul(&key.transpose(n - 2, n - 1)?)?;
         let weights = masked_softmax(&scores, mask.as_ref(), options.scale_for(self.shape()[n - 1]));
         let out = match options.dropout {
-            Some(d) => d.mask.scale(&weights, T::from_f64(BitMask::keep_scale(d.p)))?.matmul(value)?,
+            Some(d) => d.apply(&weights)?.matmul(value)?,
             None => weights.matmul(value)?,
         };
         Ok(AttentionOutput { out, weights })
@@ -213,11 +218,9 @@ impl<T: Float> Tensor<T> {
         }
         let dropout = options.dropout;
         check_dropout(dropout, weights.numel(), &shape)?;
-        let keep = |t: &Tensor<T>| -> Result<Tensor<T>> {
-            match dropout {
-                Some(d) => d.mask.scale(t, T::from_f64(BitMask::keep_scale(d.p))),
-                None => Ok(t.clone()),
-            }
+        let keep = |t: &Tensor<T>| match dropout {
+            Some(d) => d.apply(t),
+            None => Ok(t.clone()),
         };
         let dv = if needs[2] { Some(keep(weights)?.transpose(n - 2, n - 1)?.matmul(dy)?) } else { None };
         let (mut dq, mut dk) = (None, None);
