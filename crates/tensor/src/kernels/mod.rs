@@ -8,6 +8,42 @@
 
 use std::sync::OnceLock;
 
+/// The methods every SIMD register wrapper (a tuple struct around the register) writes the same
+/// way, one intrinsic each, for both register traits (`elementwise`'s `Lanes` and `mask`'s
+/// `MaskLanes`, whose `splat`, `load`, `store` and `mul` have the same contracts): expanded
+/// inside an ISA file's `impl` (through `common_lanes_methods!` for `Lanes`).
+macro_rules! register_methods {
+    ($name:ident, $elem:ty, splat: $splat:ident, load: $load:ident, store: $store:ident, mul: $mul:ident) => {
+        #[inline(always)]
+        unsafe fn splat(x: $elem) -> Self {
+            // SAFETY: the caller guarantees the instruction set (the trait's `splat` contract).
+            $name(unsafe { $splat(x) })
+        }
+
+        #[inline(always)]
+        unsafe fn load(p: *const $elem) -> Self {
+            // SAFETY: the caller guarantees the instruction set and that `p` is readable for the
+            // register.
+            $name(unsafe { $load(p) })
+        }
+
+        #[inline(always)]
+        unsafe fn store(self, p: *mut $elem) {
+            // SAFETY: `self` exists, so the instruction set is supported; the caller guarantees
+            // `p`.
+            unsafe { $store(p, self.0) }
+        }
+
+        #[inline(always)]
+        fn mul(self, rhs: Self) -> Self {
+            // SAFETY: `self` exists, so the CPU supports its instruction set (see the trait).
+            $name(unsafe { $mul(self.0, rhs.0) })
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use register_methods;
+
 pub mod chacha;
 pub mod elementwise;
 pub mod gemm;

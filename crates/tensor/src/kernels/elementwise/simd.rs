@@ -552,25 +552,7 @@ macro_rules! common_lanes_methods {
         to_int: $to_int:ident, from_int: $from_int:ident, shift_left: $shl:ident,
         mantissa_bits: $mbits:literal, pow2_magic: $pow2_magic:literal
     ) => {
-        #[inline(always)]
-        unsafe fn splat(x: $elem) -> Self {
-            // SAFETY: the caller guarantees the instruction set (the `Lanes::splat` contract).
-            $name(unsafe { $set1(x) })
-        }
-
-        #[inline(always)]
-        unsafe fn load(p: *const $elem) -> Self {
-            // SAFETY: the caller guarantees the instruction set and that `p` is readable for the
-            // register.
-            $name(unsafe { $load(p) })
-        }
-
-        #[inline(always)]
-        unsafe fn store(self, p: *mut $elem) {
-            // SAFETY: `self` exists, so the instruction set is supported; the caller guarantees
-            // `p`.
-            unsafe { $store(p, self.0) }
-        }
+        $crate::kernels::register_methods!($name, $elem, splat: $set1, load: $load, store: $store, mul: $mul);
 
         #[inline(always)]
         fn add(self, rhs: Self) -> Self {
@@ -582,12 +564,6 @@ macro_rules! common_lanes_methods {
         fn sub(self, rhs: Self) -> Self {
             // SAFETY: as in `add`.
             $name(unsafe { $sub(self.0, rhs.0) })
-        }
-
-        #[inline(always)]
-        fn mul(self, rhs: Self) -> Self {
-            // SAFETY: as in `add`.
-            $name(unsafe { $mul(self.0, rhs.0) })
         }
 
         #[inline(always)]

@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::isa::{common_mask_methods, Kernel, MaskIsa, MaskLanes, WordLanes};
+use super::isa::{Kernel, MaskIsa, MaskLanes, WordLanes};
 
 /// AVX2 and FMA; a value proves the CPU has them.
 #[derive(Clone, Copy, Debug)]
@@ -67,7 +67,7 @@ macro_rules! impl_lanes {
             type Elem = $elem;
             const LANES: usize = $lanes;
 
-            common_mask_methods!($name, $elem, splat: $set1, load: $loadu, store: $storeu, mul: $mul);
+            register_methods!($name, $elem, splat: $set1, load: $loadu, store: $storeu, mul: $mul);
 
             #[inline(always)]
             fn relu(self) -> Self {

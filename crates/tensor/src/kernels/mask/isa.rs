@@ -191,38 +191,3 @@ pub(crate) fn elem_kernels<T: Float>() -> &'static ElemKernels<T> {
         (None, None) => unreachable!("`Float` is sealed to f32 and f64"),
     }
 }
-
-/// The [`MaskLanes`] methods every SIMD register type writes the same way, each one intrinsic
-/// on the wrapped register (the type is a tuple struct around it): `splat`, `load`, `store`
-/// and `mul`. `relu`, `select_bits` and `where_positive` differ between instruction sets and
-/// stay in their files.
-macro_rules! common_mask_methods {
-    ($name:ident, $elem:ty, splat: $splat:ident, load: $load:ident, store: $store:ident, mul: $mul:ident) => {
-        #[inline(always)]
-        unsafe fn splat(x: $elem) -> Self {
-            // SAFETY: the caller guarantees the instruction set (the `MaskLanes::splat` contract).
-            $name(unsafe { $splat(x) })
-        }
-
-        #[inline(always)]
-        unsafe fn load(p: *const $elem) -> Self {
-            // SAFETY: the caller guarantees the instruction set and a readable register at `p`.
-            $name(unsafe { $load(p) })
-        }
-
-        #[inline(always)]
-        unsafe fn store(self, p: *mut $elem) {
-            // SAFETY: `self` exists, so the instruction set is supported; the caller
-            // guarantees `p`.
-            unsafe { $store(p, self.0) }
-        }
-
-        #[inline(always)]
-        fn mul(self, rhs: Self) -> Self {
-            // SAFETY: `self` exists, so the CPU supports its instruction set (see `MaskLanes`).
-            $name(unsafe { $mul(self.0, rhs.0) })
-        }
-    };
-}
-#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(unused_imports))]
-pub(super) use common_mask_methods;

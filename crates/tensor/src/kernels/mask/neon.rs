@@ -4,7 +4,7 @@
 
 use std::arch::aarch64::*;
 
-use super::isa::{common_mask_methods, Kernel, MaskIsa, MaskLanes, WordLanes};
+use super::isa::{Kernel, MaskIsa, MaskLanes, WordLanes};
 
 /// NEON; a value proves the CPU has it.
 #[derive(Clone, Copy, Debug)]
@@ -76,7 +76,7 @@ macro_rules! impl_lanes {
             type Elem = $elem;
             const LANES: usize = $lanes;
 
-            common_mask_methods!($name, $elem, splat: $dup, load: $load, store: $store, mul: $mul);
+            register_methods!($name, $elem, splat: $dup, load: $load, store: $store, mul: $mul);
 
             #[inline(always)]
             fn relu(self) -> Self {
