@@ -1,5 +1,5 @@
 //! `layer_norm` and its backward against naive f64 loops: random row counts and widths, with
-//! and without weight and bias, f32 and f64, a transposed input; rows large enough to split
+//! and without weight and bias, f32 and f64, transposed inputs and upstream gradients; rows large enough to split
 //! across threads give the same bits on one and two threads; errors name the shapes.
 
 use proptest::prelude::*;
@@ -64,6 +64,20 @@ fn check(rows: usize, n: usize, affine: u8, seed: u64) {
     let y32 = xt.layer_norm(&[n], w32.as_ref(), b32.as_ref(), 1e-5).unwrap().y;
     let y32: Vec<f64> = y32.to_vec().iter().map(|&v| v as f64).collect();
     assert_close("y (f32)", &y32, &y, 1e-4);
+
+    // The f32 backward, with a transposed upstream gradient too.
+    let out32 = xt.layer_norm(&[n], w32.as_ref(), b32.as_ref(), 1e-5).unwrap();
+    let dy32 = Tensor::from_vec(dyv.iter().map(|&v| v as f32).collect(), &[rows, n]).unwrap();
+    let dyt = dy32.t().unwrap().contiguous().t().unwrap();
+    let g32 = xt.layer_norm_backward(&dyt, &[n], &out32.mean, &out32.rstd, w32.as_ref(), b32.is_some()).unwrap();
+    let wide = |t: &Tensor<f32>| -> Vec<f64> { t.to_vec().iter().map(|&v| v as f64).collect() };
+    assert_close("dx (f32)", &wide(&g32.dx), &dx, 1e-4);
+    if let Some(d) = g32.dweight {
+        assert_close("dw (f32)", &wide(&d), &dw, 1e-4);
+    }
+    if let Some(d) = g32.dbias {
+        assert_close("db (f32)", &wide(&d), &db, 1e-4);
+    }
 }
 
 proptest! {

@@ -86,7 +86,15 @@ impl Isa {
     }
 
     /// True when this CPU can run the path.
+    #[inline]
     pub fn is_supported(self) -> bool {
+        // Detected once: every kernel call asks (softmax rows of 28 elements, for one).
+        static SUPPORTED: OnceLock<[bool; 4]> = OnceLock::new();
+        SUPPORTED.get_or_init(|| [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon].map(Isa::detect))[self as usize]
+    }
+
+    /// Whether this CPU and build can run this path, asked of the CPU.
+    fn detect(self) -> bool {
         match self {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]

@@ -154,8 +154,11 @@ impl<T: Float> Tensor<T> {
     /// `dx = rstd · (g - mean(g) - x̂ · mean(g · x̂))` per row, `dweight = Σ_rows dy · x̂`,
     /// `dbias = Σ_rows dy` (computed when `bias` is true).
     ///
-    /// Written with tensor ops that have derivatives of their own (`sub`, `mul`, `mean`, `sum`,
-    /// `reshape`), so that the same formula can be recorded and differentiated again.
+    /// One pass over the rows, in `f64` whatever `T` is: each row's two means, its `dx`, and
+    /// the column sums of `dweight` and `dbias` over a fixed block of rows; the blocks' sums are
+    /// then added in order, so the result does not depend on the thread count. The formula is
+    /// written out in `docs/derivatives.md` with ops that have derivatives of their own (`sub`,
+    /// `mul`, `mean`, `sum`), the form a recorded backward takes.
     ///
     /// # Errors
     /// `layer_norm_backward` naming the shapes when `dy`, `mean`, `rstd` or the weight do not
@@ -184,21 +187,98 @@ impl<T: Float> Tensor<T> {
                 return Err(Error::mismatch(OP, self.shape(), t.shape(), format!("mean and rstd must be [{rows}]")));
             }
         }
-        let (x, dy) = (self.reshape(&[rows, n])?, dy.reshape(&[rows, n])?);
-        let (mean, rstd) = (mean.reshape(&[rows, 1])?, rstd.reshape(&[rows, 1])?);
-        let xhat = x.sub(&mean)?.mul(&rstd)?;
-        let g = match weight {
-            Some(w) => dy.mul(&w.reshape(&[n])?)?,
-            None => dy.clone(),
+        let (x, dy, mean, rstd) = (self.contiguous(), dy.contiguous(), mean.contiguous(), rstd.contiguous());
+        let w = weight.map(Tensor::contiguous);
+        let (xs, dys, ms, rs, w) = (slice(&x), slice(&dy), slice(&mean), slice(&rstd), w.as_ref().map(slice));
+        let mut dx = crate::memory::for_overwrite(rows * n);
+        let per = rows_per_piece(n);
+        // Per block of rows: the column sums of dy · x̂ (first n) and of dy (next n).
+        let mut partial = vec![0.0f64; rows.div_ceil(per) * 2 * n];
+        if n > 0 {
+            dx.par_chunks_mut(per * n)
+                .zip(partial.par_chunks_mut(2 * n))
+                .zip(xs.par_chunks(per * n).zip(dys.par_chunks(per * n)))
+                .zip(ms.par_chunks(per).zip(rs.par_chunks(per)))
+                .with_min_len(min_len(rows * n))
+                .for_each(|(((dx, partial), (x, dy)), (mean, rstd))| {
+                    let (col_wx, col_b) = partial.split_at_mut(n);
+                    let mut xhat = vec![0.0f64; n];
+                    let mut g = vec![0.0f64; n];
+                    let rows = dx.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(dy.chunks_exact(n));
+                    for (((dx, x), dy), (mu, r)) in rows.zip(mean.iter().zip(rstd)) {
+                        let (mu, r) = (mu.to_f64(), r.to_f64());
+                        for (((xh, g), &x), &dy) in xhat.iter_mut().zip(g.iter_mut()).zip(x).zip(dy) {
+                            *xh = (x.to_f64() - mu) * r;
+                            *g = dy.to_f64();
+                        }
+                        for (((wx, b), &xh), &dy) in col_wx.iter_mut().zip(col_b.iter_mut()).zip(&xhat).zip(&g) {
+                            *wx += dy * xh;
+                            *b += dy;
+                        }
+                        if let Some(w) = w {
+                            for (g, &w) in g.iter_mut().zip(w) {
+                                *g *= w.to_f64();
+                            }
+                        }
+                        let mean_g = sum8(&g) / n as f64;
+                        let mean_gx = sum8_zip(&g, &xhat) / n as f64;
+                        for ((dx, &g), &xh) in dx.iter_mut().zip(&g).zip(&xhat) {
+                            *dx = T::from_f64(r * (g - mean_g - xh * mean_gx));
+                        }
+                    }
+                });
+        }
+        // The blocks' column sums, added in block order.
+        let column = |offset: usize| -> Vec<T> {
+            let mut total = vec![0.0f64; n];
+            for block in partial.chunks_exact(2 * n) {
+                for (t, &v) in total.iter_mut().zip(&block[offset..offset + n]) {
+                    *t += v;
+                }
+            }
+            total.into_iter().map(T::from_f64).collect()
         };
-        let a = g.mean(&[1], true)?;
-        let b = g.mul(&xhat)?.mean(&[1], true)?;
-        let dx = g.sub(&a)?.sub(&xhat.mul(&b)?)?.mul(&rstd)?.reshape(self.shape())?;
-        let dweight = match weight {
-            Some(_) => Some(dy.mul(&xhat)?.sum(&[0], false)?.reshape(normalized_shape)?),
-            None => None,
-        };
-        let dbias = if bias { Some(dy.sum(&[0], false)?.reshape(normalized_shape)?) } else { None };
-        Ok(LayerNormGrads { dx, dweight, dbias })
+        let dweight = weight.map(|_| Tensor::from_contiguous(column(0), normalized_shape));
+        let dbias = bias.then(|| Tensor::from_contiguous(column(n), normalized_shape));
+        Ok(LayerNormGrads { dx: Tensor::from_contiguous(dx, self.shape()), dweight, dbias })
     }
+}
+
+/// The elements of a contiguous tensor.
+fn slice<T: Float>(t: &Tensor<T>) -> &[T] {
+    t.as_slice().expect("a contiguous tensor has a slice")
+}
+
+/// `Σ values` in `f64`, as eight interleaved partial sums (element `i` goes to sum
+/// `i % 8`) added pairwise at the end: a fixed order the compiler can keep in vector registers,
+/// where one running sum would wait on each addition.
+fn sum8(values: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = values.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(tail) {
+        *a += v;
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
+/// `Σ a · b` over two equally long slices, in the order of [`sum8`].
+fn sum8_zip(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for ((s, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    for ((s, &x), &y) in acc.iter_mut().zip(ta).zip(tb) {
+        *s += x * y;
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }

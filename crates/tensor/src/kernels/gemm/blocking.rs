@@ -25,6 +25,8 @@
 //! threads it reached 256-339 GFLOP/s where the strips reach about 400, and it was no faster on
 //! square products either.)
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::mat::{Out, Product};
@@ -152,7 +154,15 @@ fn macrokernel<T: Copy + Default>(uk: &Microkernel<T>, packed: Packed<'_, T>, c:
     let Packed { a: a_buf, rows, b: b_buf, cols: nc, kc } = packed;
     let (mr, nr) = (uk.mr, uk.nr);
     let (c_rs, c_cs) = (c.row_stride(), c.col_stride());
-    let mut scratch = [T::default(); MAX_TILE];
+    // The scratch tile for ragged edges: only its first mr * nr elements are used, and only those
+    // are zeroed (zeroing all MAX_TILE of them cost a 4 KiB memset per call).
+    let mut scratch_buf = [MaybeUninit::<T>::uninit(); MAX_TILE];
+    for e in &mut scratch_buf[..mr * nr] {
+        e.write(T::default());
+    }
+    // SAFETY: the first mr * nr <= MAX_TILE elements were initialised just above, and
+    // `MaybeUninit<T>` has `T`'s layout.
+    let scratch: &mut [T] = unsafe { std::slice::from_raw_parts_mut(scratch_buf.as_mut_ptr().cast::<T>(), mr * nr) };
     for jp in 0..nc.div_ceil(nr) {
         let cols = nr.min(nc - jp * nr);
         let b_panel = &b_buf[jp * nr * kc..(jp + 1) * nr * kc];

@@ -231,7 +231,10 @@ macro_rules! impl_gemm_kernels {
     ($t:ty, $select:path) => {
         impl GemmKernels for $t {
             fn microkernel(isa: Isa) -> Microkernel<$t> {
-                $select(isa).with_caches(&CacheSizes::get())
+                // Chosen once per path: every product asks, and the choice reads CPU features
+                // and divides the cache sizes.
+                static KERNELS: [std::sync::OnceLock<Microkernel<$t>>; 4] = [const { std::sync::OnceLock::new() }; 4];
+                *KERNELS[isa as usize].get_or_init(|| $select(isa).with_caches(&CacheSizes::get()))
             }
 
             fn with_pack_buffer<R>(slot: usize, len: usize, f: impl FnOnce(&mut [$t]) -> R) -> R {

@@ -132,11 +132,11 @@ impl ShiftedRow {
     /// Zeroes the span's entries left and right of the valid columns (they belong to the
     /// neighbouring rows of the plane).
     fn zero_wrapped<T: Float>(&self, row: &mut [T], ow: usize) {
-        if self.w.0 > 0 || self.w.1 < ow {
+        // Column by column: the runs are a padding's width (one or two elements), too short
+        // for a `fill` per output row (a memset call each).
+        for j in (0..self.w.0).chain(self.w.1..ow) {
             for oh in self.h.0..self.h.1 {
-                let out = &mut row[oh * ow..(oh + 1) * ow];
-                out[..self.w.0].fill(T::ZERO);
-                out[self.w.1..].fill(T::ZERO);
+                row[oh * ow + j] = T::ZERO;
             }
         }
     }
