@@ -1,9 +1,9 @@
 //! Layer normalisation as one op: a pass over each row for its statistics and one for the
-//! output; the backward is a handful of tensor ops that have derivatives of their own.
+//! output; the backward is one pass over the rows too.
 //!
 //! Rows are the input's trailing `normalized` elements (the product of `normalized_shape`). Each
-//! row's mean and variance are accumulated in `f64` whatever `T` is, so an `f32` row of large
-//! offset keeps its precision.
+//! row's mean and variance are accumulated in `f64` whatever `T` is (eight interleaved partial
+//! sums, a fixed order), so an `f32` row of large offset keeps its precision.
 
 use rayon::prelude::*;
 
@@ -110,9 +110,16 @@ impl<T: Float> Tensor<T> {
                 .zip(data.par_chunks(per * n))
                 .with_min_len(min_len(rows * n))
                 .for_each(|((y, (mean, rstd)), x)| {
+                    let mut wide = vec![0.0f64; n];
                     for (((y, x), m), r) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(mean).zip(rstd) {
-                        let mu = x.iter().map(|v| v.to_f64()).sum::<f64>() / n as f64;
-                        let var = x.iter().map(|v| (v.to_f64() - mu).powi(2)).sum::<f64>() / n as f64;
+                        for (w, v) in wide.iter_mut().zip(x) {
+                            *w = v.to_f64();
+                        }
+                        let mu = sum8(&wide) / n as f64;
+                        for w in &mut wide {
+                            *w -= mu;
+                        }
+                        let var = sum8_zip(&wide, &wide) / n as f64;
                         let inv = 1.0 / (var + eps).sqrt();
                         let (mu_t, inv_t) = (T::from_f64(mu), T::from_f64(inv));
                         match (w, b) {
