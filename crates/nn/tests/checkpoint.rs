@@ -418,6 +418,19 @@ fn lying_headers_are_refused_without_allocating_what_they_claim() {
         raw_file(r#"{"":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4]}}"#, &[0; 4]),
     ));
 
+    cases.push(("a name twice", raw_file(r#"{"":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, &[0; 8])));
+    cases.push((
+        "65 dims",
+        raw_file(
+            &format!(r#"{{"":{{"dtype":"F32","shape":[{}],"data_offsets":[0,4]}}}}"#, vec!["1"; 65].join(",")),
+            &[0; 4],
+        ),
+    ));
+    cases.push(("sub-byte dtype", raw_file(r#"{"":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#, &[0; 2])));
+    cases.push((
+        "metadata not strings",
+        raw_file(r#"{"__metadata__":{"a":1},"":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, &[0; 4]),
+    ));
     // Byte ranges that tile 2^64 - 8 bytes, so that adding the header's size overflows.
     let size = (1u64 << 61) - 1;
     let ranges: Vec<String> = (0..8)
@@ -435,6 +448,63 @@ fn lying_headers_are_refused_without_allocating_what_they_claim() {
         assert!(matches!(load_tensors::<f32>(&path), Err(Error::Format { .. })), "{what}");
         assert_eq!(leaf.value().to_vec(), [0.0], "{what}: the model is unchanged");
     }
+}
+
+#[test]
+fn a_header_length_over_the_limit_is_refused_before_the_header_is_read() {
+    let dir = Scratch::new("nn-ckpt", "header-limit");
+    let over = 100_000_001u64;
+    // A short file: the limit is checked first, so the message names it (not the file's end).
+    let mut short = over.to_le_bytes().to_vec();
+    short.extend_from_slice(b"{}      ");
+    let path = dir.write("short.safetensors", &short);
+    let msg = expect_format(load(&mut Var::parameter(Tensor::<f32>::zeros(&[1])), &path), "short");
+    assert!(msg.contains("100000001") && msg.contains("limit of 100000000 bytes"), "{msg}");
+    // A file really that long (sparse): still refused by the limit, not parsed.
+    let path = dir.path("long.safetensors");
+    let mut file = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut file, &over.to_le_bytes()).unwrap();
+    file.set_len(8 + over).unwrap();
+    drop(file);
+    let msg = load_tensors::<f32>(&path).unwrap_err().to_string();
+    assert!(msg.contains("limit of 100000000 bytes"), "{msg}");
+}
+
+#[test]
+fn headers_of_many_tiny_values_are_parsed_without_keeping_them_or_refused() {
+    let dir = Scratch::new("nn-ckpt", "tiny-values");
+    let data: Vec<u8> = [0.5f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let tensor = r#""":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#;
+    // A million metadata strings: valid, checked and dropped.
+    let metadata: Vec<String> = (0..1_000_000).map(|i| format!(r#""{i}":"""#)).collect();
+    let header = format!(r#"{{"__metadata__":{{{}}},{tensor}}}"#, metadata.join(","));
+    let path = dir.write("metadata.safetensors", &raw_file(&header, &data));
+    let mut w = Var::parameter(Tensor::<f32>::zeros(&[2]));
+    load(&mut w, &path).unwrap();
+    assert_eq!(w.value().to_vec(), [0.5, 2.0]);
+    // A shape of a million 1s, and metadata values that are not strings: refused.
+    let ones = vec!["1"; 1_000_000].join(",");
+    let header = format!(r#"{{"":{{"dtype":"F32","shape":[2,{ones}],"data_offsets":[0,8]}}}}"#);
+    let path = dir.write("dims.safetensors", &raw_file(&header, &data));
+    let msg = expect_format(load(&mut w, &path), "a million dims");
+    assert!(msg.contains("more than 64 dims"), "{msg}");
+    let zeros = vec!["0"; 1_000_000].join(",");
+    let header = format!(r#"{{"__metadata__":{{"a":[{zeros}]}},{tensor}}}"#);
+    let path = dir.write("numbers.safetensors", &raw_file(&header, &data));
+    expect_format(load(&mut w, &path), "metadata of numbers");
+    assert_eq!(w.value().to_vec(), [0.5, 2.0]);
+}
+
+#[test]
+fn many_empty_tensors_load() {
+    // Zero-sized tensors share byte offsets; they still tile the data.
+    let dir = Scratch::new("nn-ckpt", "empty-tensors");
+    let entries: Vec<String> =
+        (0..1000).map(|i| format!(r#""e{i:04}":{{"dtype":"F64","shape":[0,{i}],"data_offsets":[0,0]}}"#)).collect();
+    let path = dir.write("e.safetensors", &raw_file(&format!("{{{}}}", entries.join(",")), &[]));
+    let tensors = load_tensors::<f64>(&path).unwrap();
+    assert_eq!(tensors.len(), 1000);
+    assert_eq!((tensors[7].0.as_str(), tensors[7].1.shape()), ("e0007", &[0, 7][..]));
 }
 
 #[test]
