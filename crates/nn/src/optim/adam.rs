@@ -4,7 +4,7 @@
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Float, Result};
 
-use super::{check_range, gradient, update_in_pieces, Optimizer};
+use super::{check_range, gradients, shapes, update, Optimizer};
 
 /// The state both Adam variants share; `decoupled` chooses AdamW's weight decay.
 struct AdamState<T: Float> {
@@ -16,6 +16,8 @@ struct AdamState<T: Float> {
     eps: f64,
     weight_decay: f64,
     decoupled: bool,
+    /// Each parameter's shape when the optimiser took it.
+    shapes: Vec<Vec<usize>>,
     /// Per parameter: its step count and first and second moments, created at its first step.
     moments: Vec<Option<Moments<T>>>,
 }
@@ -28,8 +30,8 @@ struct Moments<T> {
 
 impl<T: Float> AdamState<T> {
     fn new(op: &'static str, params: Vec<Var<T>>, lr: f64, weight_decay: f64, decoupled: bool) -> AdamState<T> {
-        let moments = params.iter().map(|_| None).collect();
-        AdamState { op, params, lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, decoupled, moments }
+        let (shapes, moments) = (shapes(&params), params.iter().map(|_| None).collect());
+        AdamState { op, params, lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, decoupled, shapes, moments }
     }
 
     fn validate(&self) -> Result<()> {
@@ -47,42 +49,40 @@ impl<T: Float> AdamState<T> {
         let eps = T::from_f64(self.eps);
         let wd = T::from_f64(self.weight_decay);
         let (decay, decoupled) = (self.weight_decay != 0.0, self.decoupled);
-        for (p, state) in self.params.iter().zip(&mut self.moments) {
-            let Some(grad) = gradient(self.op, p)? else { continue };
-            let g = grad.as_slice().expect("`gradient` returns a contiguous tensor");
-            let s =
-                state.get_or_insert_with(|| Moments { step: 0, m: vec![T::ZERO; g.len()], v: vec![T::ZERO; g.len()] });
+        let grads = gradients(self.op, &self.params, &self.shapes)?;
+        for (i, ((p, state), grad)) in self.params.iter().zip(&mut self.moments).zip(grads).enumerate() {
+            let Some(g) = grad else { continue };
+            let n = g.numel();
+            let s = state.get_or_insert_with(|| Moments { step: 0, m: vec![T::ZERO; n], v: vec![T::ZERO; n] });
             s.step += 1;
             let bias1 = T::ONE - T::from_f64(self.beta1.powi(s.step));
             let bias2_sqrt = (T::ONE - T::from_f64(self.beta2.powi(s.step))).sqrt();
             let step_size = lr / bias1;
             let shrink = T::ONE - lr * wd;
-            p.update_value(|x| {
-                update_in_pieces(x, &mut s.m, &mut s.v, g, |x, m, v, g| {
-                    // One element's update, given its (possibly decayed) gradient.
-                    let adam = |x: &mut T, m: &mut T, v: &mut T, g: T| {
-                        // m ← m + (1 − β1)(g − m): PyTorch's lerp, the same as β1 m + (1 − β1) g.
-                        *m = *m + (T::ONE - b1) * (g - *m);
-                        *v = b2 * *v + (T::ONE - b2) * g * g;
-                        let denom = v.sqrt() / bias2_sqrt + eps;
-                        *x -= step_size * *m / denom;
-                    };
-                    // The weight-decay choice outside the loop, and zipped slices (no index
-                    // checks): one pass the compiler vectorises.
-                    let elements = x.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g);
-                    match (decay, decoupled) {
-                        (true, true) => elements.for_each(|(((x, m), v), &g)| {
-                            *x *= shrink;
-                            adam(x, m, v, g)
-                        }),
-                        (true, false) => elements.for_each(|(((x, m), v), &g)| {
-                            let g = g + wd * *x;
-                            adam(x, m, v, g)
-                        }),
-                        (false, _) => elements.for_each(|(((x, m), v), &g)| adam(x, m, v, g)),
-                    }
-                })
-            });
+            update(self.op, i, p, &mut s.m, &mut s.v, &g, |x, m, v, g| {
+                // One element's update, given its (possibly decayed) gradient.
+                let adam = |x: &mut T, m: &mut T, v: &mut T, g: T| {
+                    // m ← m + (1 − β1)(g − m): PyTorch's lerp, the same as β1 m + (1 − β1) g.
+                    *m = *m + (T::ONE - b1) * (g - *m);
+                    *v = b2 * *v + (T::ONE - b2) * g * g;
+                    let denom = v.sqrt() / bias2_sqrt + eps;
+                    *x -= step_size * *m / denom;
+                };
+                // The weight-decay choice outside the loop, and zipped slices (no index
+                // checks): one pass the compiler vectorises.
+                let elements = x.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g);
+                match (decay, decoupled) {
+                    (true, true) => elements.for_each(|(((x, m), v), &g)| {
+                        *x *= shrink;
+                        adam(x, m, v, g)
+                    }),
+                    (true, false) => elements.for_each(|(((x, m), v), &g)| {
+                        let g = g + wd * *x;
+                        adam(x, m, v, g)
+                    }),
+                    (false, _) => elements.for_each(|(((x, m), v), &g)| adam(x, m, v, g)),
+                }
+            })?;
         }
         Ok(())
     }
@@ -177,7 +177,8 @@ macro_rules! adam_builders {
 pub struct Adam<T: Float = f32>(AdamState<T>);
 
 impl<T: Float> Adam<T> {
-    /// Adam over `params` with learning rate `lr` and the defaults above.
+    /// Adam over `params` with learning rate `lr` and the defaults above. Each parameter's shape
+    /// is recorded now and must not change (see the [module docs](super)).
     pub fn new(params: Vec<Var<T>>, lr: f64) -> Adam<T> {
         Adam(AdamState::new("Adam", params, lr, 0.0, false))
     }
@@ -212,7 +213,8 @@ adam_builders!(Adam);
 pub struct AdamW<T: Float = f32>(AdamState<T>);
 
 impl<T: Float> AdamW<T> {
-    /// AdamW over `params` with learning rate `lr` and the defaults above.
+    /// AdamW over `params` with learning rate `lr` and the defaults above. Each parameter's shape
+    /// is recorded now and must not change (see the [module docs](super)).
     pub fn new(params: Vec<Var<T>>, lr: f64) -> AdamW<T> {
         AdamW(AdamState::new("AdamW", params, lr, 0.01, true))
     }
