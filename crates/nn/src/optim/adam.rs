@@ -23,7 +23,8 @@ struct AdamState<T: Float> {
 }
 
 struct Moments<T> {
-    step: i32,
+    /// Steps taken: a `u64`, which no training run can overflow.
+    step: u64,
     m: Vec<T>,
     v: Vec<T>,
 }
@@ -54,9 +55,9 @@ impl<T: Float> AdamState<T> {
             let Some(g) = grad else { continue };
             let n = g.numel();
             let s = state.get_or_insert_with(|| Moments { step: 0, m: vec![T::ZERO; n], v: vec![T::ZERO; n] });
-            s.step += 1;
-            let bias1 = T::ONE - T::from_f64(self.beta1.powi(s.step));
-            let bias2_sqrt = (T::ONE - T::from_f64(self.beta2.powi(s.step))).sqrt();
+            s.step = s.step.saturating_add(1);
+            let bias1 = T::ONE - T::from_f64(power(self.beta1, s.step));
+            let bias2_sqrt = (T::ONE - T::from_f64(power(self.beta2, s.step))).sqrt();
             let step_size = lr / bias1;
             let shrink = T::ONE - lr * wd;
             update(self.op, i, p, &mut s.m, &mut s.v, &g, |x, m, v, g| {
@@ -89,6 +90,15 @@ impl<T: Float> AdamState<T> {
 
     fn zero_grad(&mut self) {
         self.params.iter().for_each(Var::zero_grad);
+    }
+}
+
+/// `beta^t` for the bias corrections: `powi`, as always, while `t` fits in an `i32` (so results
+/// stay bit for bit what they were), `powf` past that, where `powi` would need a wrapped exponent.
+fn power(beta: f64, t: u64) -> f64 {
+    match i32::try_from(t) {
+        Ok(t) => beta.powi(t),
+        Err(_) => beta.powf(t as f64),
     }
 }
 
@@ -221,3 +231,41 @@ impl<T: Float> AdamW<T> {
 }
 
 adam_builders!(AdamW);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapegrad_tensor::Tensor;
+
+    #[test]
+    fn bias_powers_are_right_past_the_i32_range() {
+        for t in [1u64, 2, 7, 1000, 1 << 20, i32::MAX as u64] {
+            assert_eq!(power(0.9, t).to_bits(), 0.9f64.powi(t as i32).to_bits(), "t = {t}");
+        }
+        // (1 − 1e-9)^(3e9) = e^−3 (to about 1e-9): a wrapped i32 exponent gives a huge number.
+        let t = 3_000_000_000u64;
+        let beta: f64 = 1.0 - 1e-9;
+        let want = (t as f64 * (beta - 1.0).ln_1p()).exp();
+        assert!((power(beta, t) - want).abs() < 1e-12 && (want - (-3.0f64).exp()).abs() < 1e-6, "{}", power(beta, t));
+        assert_eq!(power(0.999, u64::MAX), 0.0);
+        assert_eq!(power(0.0, u64::MAX), 0.0);
+    }
+
+    #[test]
+    fn a_step_past_two_billion_steps_uses_the_converged_bias_corrections() {
+        let w = Var::parameter(Tensor::<f64>::from_vec(vec![1.0, -1.0], &[2]).unwrap());
+        let mut opt = Adam::new(vec![w.clone()], 0.01);
+        for start in [i32::MAX as u64, u64::MAX - 1, u64::MAX] {
+            w.set_value(Tensor::from_vec(vec![1.0, -1.0], &[2]).unwrap());
+            opt.0.moments[0] = Some(Moments { step: start, m: vec![0.0; 2], v: vec![0.0; 2] });
+            w.set_grad(Some(Tensor::from_vec(vec![1.0, -1.0], &[2]).unwrap()));
+            opt.step().unwrap();
+            // β1^t and β2^t are 0 here: m = 0.1 g, v = 0.001 g², x −= lr m / (√v + ε).
+            let delta = 0.01 * 0.1 / (0.001f64.sqrt() + 1e-8);
+            let x = w.value().to_vec();
+            assert!((x[0] - (1.0 - delta)).abs() < 1e-12 && (x[1] + 1.0 - delta).abs() < 1e-12, "{start}: {x:?}");
+            let step = opt.0.moments[0].as_ref().map(|s| s.step);
+            assert_eq!(step, Some(start.saturating_add(1)));
+        }
+    }
+}
