@@ -224,6 +224,81 @@ fn save_overwrites_an_existing_file() {
 }
 
 #[test]
+fn saves_leave_no_temporary_file_behind() {
+    let dir = Scratch::new("nn-ckpt", "no-temp");
+    let path = dir.path("m.safetensors");
+    for seed in 0..3 {
+        save(&Net::<f32>::new(seed, 1), &path).unwrap();
+        save_tensors(&[("t".to_string(), Tensor::<f64>::ones(&[2]))], dir.path("t.safetensors")).unwrap();
+        assert_eq!(dir.files(), ["m.safetensors", "t.safetensors"]);
+    }
+    let mut b: Net = Net::new(9, 1);
+    load(&mut b, &path).unwrap();
+    assert_eq!(snapshot(&b), snapshot(&Net::<f32>::new(2, 1)));
+}
+
+#[test]
+fn a_failed_save_leaves_no_temporary_file_and_the_old_file_intact() {
+    let dir = Scratch::new("nn-ckpt", "failed-save");
+    let model: Net = Net::new(0, 1);
+    // The directory is missing: the temporary file cannot even be created.
+    let missing = dir.path("missing").join("m.safetensors");
+    match save(&model, &missing) {
+        Err(e @ Error::Io { .. }) => assert!(e.to_string().contains("m.safetensors"), "{e}"),
+        other => panic!("expected an Io error, got {other:?}"),
+    }
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+    // The target is a non-empty directory: the temporary file is written, the rename fails.
+    let target = dir.path("m.safetensors");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep"), b"x").unwrap();
+    assert!(matches!(save(&model, &target), Err(Error::Io { .. })));
+    assert_eq!(dir.files(), ["m.safetensors"]);
+    assert_eq!(std::fs::read(target.join("keep")).unwrap(), b"x");
+    // Two tensors of one name: refused before anything is written; the old file stays.
+    let path = dir.write("t.safetensors", b"old");
+    let t = Tensor::<f32>::ones(&[1]);
+    let r = save_tensors(&[("a".to_string(), t.clone()), ("a".to_string(), t)], &path);
+    assert!(matches!(r, Err(Error::Format { .. })), "{r:?}");
+    assert_eq!(dir.files(), ["m.safetensors", "t.safetensors"]);
+    assert_eq!(std::fs::read(&path).unwrap(), b"old");
+}
+
+#[test]
+fn a_save_removes_the_temporary_files_of_crashed_saves_of_the_same_file() {
+    let dir = Scratch::new("nn-ckpt", "stale");
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let write = |name: &str, old: bool| {
+        let path = dir.write(name, b"half a checkpoint");
+        if old {
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(two_hours_ago).unwrap();
+        }
+    };
+    // No process has id 2^32 - 2 (Linux's pid_max is at most 2^22).
+    let gone = u32::MAX - 1;
+    let stale = format!(".m.safetensors.tmp-{gone}-0");
+    write(&stale, true);
+    let mut kept = vec![
+        format!(".m.safetensors.tmp-{gone}-1"),                 // changed a moment ago
+        format!(".m.safetensors.tmp-{}-7", std::process::id()), // this process's own
+        format!(".other.safetensors.tmp-{gone}-0"),             // another target's
+        ".m.safetensors.tmp-notes".to_string(),                 // not the pattern
+    ];
+    write(&kept[0], false);
+    for name in &kept[1..] {
+        write(name, true);
+    }
+    save(&Net::<f32>::new(0, 1), dir.path("m.safetensors")).unwrap();
+    kept.push("m.safetensors".to_string());
+    if !Path::new("/proc/self").exists() {
+        // Without /proc, a process cannot be looked up: a leftover goes after a day.
+        kept.push(stale);
+    }
+    kept.sort();
+    assert_eq!(dir.files(), kept);
+}
+
+#[test]
 fn named_tensors_round_trip_bit_for_bit_including_odd_values() {
     let dir = Scratch::new("nn-ckpt", "tensors");
     let path = dir.path("t.safetensors");
