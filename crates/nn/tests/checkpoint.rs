@@ -224,6 +224,81 @@ fn save_overwrites_an_existing_file() {
 }
 
 #[test]
+fn saves_leave_no_temporary_file_behind() {
+    let dir = Scratch::new("nn-ckpt", "no-temp");
+    let path = dir.path("m.safetensors");
+    for seed in 0..3 {
+        save(&Net::<f32>::new(seed, 1), &path).unwrap();
+        save_tensors(&[("t".to_string(), Tensor::<f64>::ones(&[2]))], dir.path("t.safetensors")).unwrap();
+        assert_eq!(dir.files(), ["m.safetensors", "t.safetensors"]);
+    }
+    let mut b: Net = Net::new(9, 1);
+    load(&mut b, &path).unwrap();
+    assert_eq!(snapshot(&b), snapshot(&Net::<f32>::new(2, 1)));
+}
+
+#[test]
+fn a_failed_save_leaves_no_temporary_file_and_the_old_file_intact() {
+    let dir = Scratch::new("nn-ckpt", "failed-save");
+    let model: Net = Net::new(0, 1);
+    // The directory is missing: the temporary file cannot even be created.
+    let missing = dir.path("missing").join("m.safetensors");
+    match save(&model, &missing) {
+        Err(e @ Error::Io { .. }) => assert!(e.to_string().contains("m.safetensors"), "{e}"),
+        other => panic!("expected an Io error, got {other:?}"),
+    }
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+    // The target is a non-empty directory: the temporary file is written, the rename fails.
+    let target = dir.path("m.safetensors");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep"), b"x").unwrap();
+    assert!(matches!(save(&model, &target), Err(Error::Io { .. })));
+    assert_eq!(dir.files(), ["m.safetensors"]);
+    assert_eq!(std::fs::read(target.join("keep")).unwrap(), b"x");
+    // Two tensors of one name: refused before anything is written; the old file stays.
+    let path = dir.write("t.safetensors", b"old");
+    let t = Tensor::<f32>::ones(&[1]);
+    let r = save_tensors(&[("a".to_string(), t.clone()), ("a".to_string(), t)], &path);
+    assert!(matches!(r, Err(Error::Format { .. })), "{r:?}");
+    assert_eq!(dir.files(), ["m.safetensors", "t.safetensors"]);
+    assert_eq!(std::fs::read(&path).unwrap(), b"old");
+}
+
+#[test]
+fn a_save_removes_the_temporary_files_of_crashed_saves_of_the_same_file() {
+    let dir = Scratch::new("nn-ckpt", "stale");
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let write = |name: &str, old: bool| {
+        let path = dir.write(name, b"half a checkpoint");
+        if old {
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(two_hours_ago).unwrap();
+        }
+    };
+    // No process has id 2^32 - 2 (Linux's pid_max is at most 2^22).
+    let gone = u32::MAX - 1;
+    let stale = format!(".m.safetensors.tmp-{gone}-0");
+    write(&stale, true);
+    let mut kept = vec![
+        format!(".m.safetensors.tmp-{gone}-1"),                 // changed a moment ago
+        format!(".m.safetensors.tmp-{}-7", std::process::id()), // this process's own
+        format!(".other.safetensors.tmp-{gone}-0"),             // another target's
+        ".m.safetensors.tmp-notes".to_string(),                 // not the pattern
+    ];
+    write(&kept[0], false);
+    for name in &kept[1..] {
+        write(name, true);
+    }
+    save(&Net::<f32>::new(0, 1), dir.path("m.safetensors")).unwrap();
+    kept.push("m.safetensors".to_string());
+    if !Path::new("/proc/self").exists() {
+        // Without /proc, a process cannot be looked up: a leftover goes after a day.
+        kept.push(stale);
+    }
+    kept.sort();
+    assert_eq!(dir.files(), kept);
+}
+
+#[test]
 fn named_tensors_round_trip_bit_for_bit_including_odd_values() {
     let dir = Scratch::new("nn-ckpt", "tensors");
     let path = dir.path("t.safetensors");
@@ -418,6 +493,19 @@ fn lying_headers_are_refused_without_allocating_what_they_claim() {
         raw_file(r#"{"":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4]}}"#, &[0; 4]),
     ));
 
+    cases.push(("a name twice", raw_file(r#"{"":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, &[0; 8])));
+    cases.push((
+        "65 dims",
+        raw_file(
+            &format!(r#"{{"":{{"dtype":"F32","shape":[{}],"data_offsets":[0,4]}}}}"#, vec!["1"; 65].join(",")),
+            &[0; 4],
+        ),
+    ));
+    cases.push(("sub-byte dtype", raw_file(r#"{"":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#, &[0; 2])));
+    cases.push((
+        "metadata not strings",
+        raw_file(r#"{"__metadata__":{"a":1},"":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, &[0; 4]),
+    ));
     // Byte ranges that tile 2^64 - 8 bytes, so that adding the header's size overflows.
     let size = (1u64 << 61) - 1;
     let ranges: Vec<String> = (0..8)
@@ -435,6 +523,63 @@ fn lying_headers_are_refused_without_allocating_what_they_claim() {
         assert!(matches!(load_tensors::<f32>(&path), Err(Error::Format { .. })), "{what}");
         assert_eq!(leaf.value().to_vec(), [0.0], "{what}: the model is unchanged");
     }
+}
+
+#[test]
+fn a_header_length_over_the_limit_is_refused_before_the_header_is_read() {
+    let dir = Scratch::new("nn-ckpt", "header-limit");
+    let over = 100_000_001u64;
+    // A short file: the limit is checked first, so the message names it (not the file's end).
+    let mut short = over.to_le_bytes().to_vec();
+    short.extend_from_slice(b"{}      ");
+    let path = dir.write("short.safetensors", &short);
+    let msg = expect_format(load(&mut Var::parameter(Tensor::<f32>::zeros(&[1])), &path), "short");
+    assert!(msg.contains("100000001") && msg.contains("limit of 100000000 bytes"), "{msg}");
+    // A file really that long (sparse): still refused by the limit, not parsed.
+    let path = dir.path("long.safetensors");
+    let mut file = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut file, &over.to_le_bytes()).unwrap();
+    file.set_len(8 + over).unwrap();
+    drop(file);
+    let msg = load_tensors::<f32>(&path).unwrap_err().to_string();
+    assert!(msg.contains("limit of 100000000 bytes"), "{msg}");
+}
+
+#[test]
+fn headers_of_many_tiny_values_are_parsed_without_keeping_them_or_refused() {
+    let dir = Scratch::new("nn-ckpt", "tiny-values");
+    let data: Vec<u8> = [0.5f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let tensor = r#""":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#;
+    // A million metadata strings: valid, checked and dropped.
+    let metadata: Vec<String> = (0..1_000_000).map(|i| format!(r#""{i}":"""#)).collect();
+    let header = format!(r#"{{"__metadata__":{{{}}},{tensor}}}"#, metadata.join(","));
+    let path = dir.write("metadata.safetensors", &raw_file(&header, &data));
+    let mut w = Var::parameter(Tensor::<f32>::zeros(&[2]));
+    load(&mut w, &path).unwrap();
+    assert_eq!(w.value().to_vec(), [0.5, 2.0]);
+    // A shape of a million 1s, and metadata values that are not strings: refused.
+    let ones = vec!["1"; 1_000_000].join(",");
+    let header = format!(r#"{{"":{{"dtype":"F32","shape":[2,{ones}],"data_offsets":[0,8]}}}}"#);
+    let path = dir.write("dims.safetensors", &raw_file(&header, &data));
+    let msg = expect_format(load(&mut w, &path), "a million dims");
+    assert!(msg.contains("more than 64 dims"), "{msg}");
+    let zeros = vec!["0"; 1_000_000].join(",");
+    let header = format!(r#"{{"__metadata__":{{"a":[{zeros}]}},{tensor}}}"#);
+    let path = dir.write("numbers.safetensors", &raw_file(&header, &data));
+    expect_format(load(&mut w, &path), "metadata of numbers");
+    assert_eq!(w.value().to_vec(), [0.5, 2.0]);
+}
+
+#[test]
+fn many_empty_tensors_load() {
+    // Zero-sized tensors share byte offsets; they still tile the data.
+    let dir = Scratch::new("nn-ckpt", "empty-tensors");
+    let entries: Vec<String> =
+        (0..1000).map(|i| format!(r#""e{i:04}":{{"dtype":"F64","shape":[0,{i}],"data_offsets":[0,0]}}"#)).collect();
+    let path = dir.write("e.safetensors", &raw_file(&format!("{{{}}}", entries.join(",")), &[]));
+    let tensors = load_tensors::<f64>(&path).unwrap();
+    assert_eq!(tensors.len(), 1000);
+    assert_eq!((tensors[7].0.as_str(), tensors[7].1.shape()), ("e0007", &[0, 7][..]));
 }
 
 #[test]

@@ -6,7 +6,10 @@ use std::io::Write;
 use std::path::Path;
 
 use tapegrad_golden::Scratch;
-use tapegrad_nn::data::{load_dataset, load_labels, load_mnist_images, read_idx, Dataset, Idx, Mnist};
+use tapegrad_nn::data::{
+    load_dataset, load_labels, load_mnist_images, read_idx, read_idx_with_limit, Dataset, Idx, Mnist,
+    DEFAULT_MAX_IDX_BYTES,
+};
 use tapegrad_nn::Error;
 use tapegrad_tensor::Tensor;
 
@@ -168,11 +171,14 @@ fn a_gzip_stream_cut_short_or_damaged_is_an_error() {
 #[test]
 fn headers_claiming_huge_dims_allocate_nothing_huge() {
     let dir = Scratch::new("nn-data", "huge");
-    // About 1.8e19 elements: any attempt to reserve them up front would abort the test.
+    // About 1.8e19 elements: any attempt to reserve them up front would abort the test. Past the
+    // default limit, so refused before the data is read; without a limit, found to be truncated.
     let lying = idx_bytes(8, &[u32::MAX, u32::MAX], &[1, 2, 3]);
     for (name, bytes) in [("lying", lying.clone()), ("lying.gz", gzip(&lying))] {
         let path = dir.write(name, &bytes);
         let msg = format_error(read_idx(&path), &path);
+        assert_contains(&msg, &["[4294967295, 4294967295]", "above the limit of 1073741824 bytes"]);
+        let msg = format_error(read_idx_with_limit(&path, u64::MAX), &path);
         assert_contains(&msg, &["truncated", "[4294967295, 4294967295]", "found 3"]);
     }
 
@@ -180,6 +186,54 @@ fn headers_claiming_huge_dims_allocate_nothing_huge() {
     let path = dir.write("overflow", &idx_bytes(8, &[u32::MAX, u32::MAX, u32::MAX], &[0; 16]));
     let msg = format_error(read_idx(&path), &path);
     assert_contains(&msg, &["[4294967295, 4294967295, 4294967295]", "more elements than a usize can count"]);
+}
+
+#[test]
+fn a_small_gzip_stream_declaring_huge_dims_is_refused_by_the_limit() {
+    let dir = Scratch::new("nn-data", "limit-dims");
+    assert_eq!(DEFAULT_MAX_IDX_BYTES, 1 << 30);
+    // 2^48 declared bytes in a stream of a few dozen bytes; one byte over the default limit.
+    for (name, dims) in [("huge.gz", vec![65536, 65536, 65536]), ("one-over.gz", vec![(1 << 30) + 1])] {
+        let path = dir.write(name, &gzip(&idx_bytes(8, &dims, &[0; 64])));
+        let msg = format_error(read_idx(&path), &path);
+        assert_contains(&msg, &[&format!("{dims:?}"), "above the limit of 1073741824 bytes"]);
+    }
+    // The limit counts data bytes: a file of exactly the limit loads, one more is refused.
+    let path = dir.write("exact.gz", &gzip(&idx_bytes(8, &[4, 4], &[7; 16])));
+    assert_eq!(read_idx_with_limit(&path, 16).unwrap().data, [7; 16]);
+    let msg = format_error(read_idx_with_limit(&path, 15), &path);
+    assert_contains(&msg, &["[4, 4]", "declare 16 data bytes", "above the limit of 15 bytes"]);
+    // And plain files too.
+    let path = dir.write("plain", &idx_bytes(8, &[4, 4], &[7; 16]));
+    format_error(read_idx_with_limit(&path, 15), &path);
+}
+
+#[test]
+fn a_gzip_bomb_stops_at_the_limit() {
+    let dir = Scratch::new("nn-data", "bomb");
+    // 16 MiB of zeros inflate from about 16 KiB: declared honestly, they pass the default limit
+    // but not a limit of 1 MiB.
+    let n = 16 << 20;
+    let zeros = vec![0u8; n];
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(&idx_bytes(8, &[n as u32], &zeros)).unwrap();
+    let bomb = enc.finish().unwrap();
+    assert!(bomb.len() < n / 500, "{} bytes", bomb.len());
+    let path = dir.write("bomb.gz", &bomb);
+    let msg = format_error(read_idx_with_limit(&path, 1 << 20), &path);
+    assert_contains(&msg, &["[16777216]", "above the limit of 1048576 bytes"]);
+    assert_eq!(read_idx(&path).unwrap().data.len(), n);
+    // Declaring 16 bytes and hiding the 16 MiB after them: only one byte past the 16 is inflated
+    // before the error.
+    let mut hidden = idx_bytes(8, &[16], &[1; 16]);
+    hidden.extend_from_slice(&zeros);
+    let path = dir.write("hidden.gz", &gzip(&hidden));
+    let msg = format_error(read_idx_with_limit(&path, 1 << 20), &path);
+    assert_contains(&msg, &["[16]", "promise 16 data bytes", "more bytes follow"]);
+    // A bomb cut short is an error, not a partial read.
+    let path = dir.write("cut.gz", &bomb[..bomb.len() / 2]);
+    let msg = format_error(read_idx(&path), &path);
+    assert_contains(&msg, &["corrupt or truncated gzip stream"]);
 }
 
 #[test]

@@ -266,6 +266,74 @@ fn a_gradient_of_the_wrong_shape_is_an_error() {
     assert!(e.contains("SGD") && e.contains("[2, 3]") && e.contains("[3, 2]"), "{e}");
 }
 
+type MakeF32 = Box<dyn Fn(Vec<Var<f32>>) -> Box<dyn Optimizer>>;
+
+/// Every optimiser, with state (momentum, moments) and without.
+fn every_optimiser() -> Vec<(&'static str, MakeF32)> {
+    vec![
+        ("SGD", Box::new(|p| Box::new(Sgd::new(p, 0.1)))),
+        ("SGD", Box::new(|p| Box::new(Sgd::new(p, 0.1).weight_decay(0.01)))),
+        ("SGD", Box::new(|p| Box::new(Sgd::new(p, 0.1).momentum(0.9)))),
+        ("SGD", Box::new(|p| Box::new(Sgd::new(p, 0.1).momentum(0.9).nesterov(true)))),
+        ("Adam", Box::new(|p| Box::new(Adam::new(p, 0.1)))),
+        ("AdamW", Box::new(|p| Box::new(AdamW::new(p, 0.1)))),
+    ]
+}
+
+#[test]
+fn a_parameter_whose_shape_changed_is_an_error_in_step_and_the_state_survives() {
+    let grad = |shape: &[usize]| Some(Tensor::<f32>::full(shape, 0.5));
+    for (name, make) in every_optimiser() {
+        // Uninterrupted: two steps.
+        let (a, w) = (Var::parameter(Tensor::<f32>::ones(&[3])), Var::parameter(Tensor::<f32>::ones(&[2, 3])));
+        let mut opt = make(vec![a.clone(), w.clone()]);
+        for _ in 0..2 {
+            a.set_grad(grad(&[3]));
+            w.set_grad(grad(&[2, 3]));
+            opt.step().unwrap();
+        }
+        let want = (a.value().to_vec(), w.value().to_vec());
+
+        // Interrupted: one step, then each of a larger, a smaller and a transposed shape.
+        for new_shape in [vec![4, 3], vec![2], vec![3, 2]] {
+            let (a, w) = (Var::parameter(Tensor::<f32>::ones(&[3])), Var::parameter(Tensor::<f32>::ones(&[2, 3])));
+            let mut opt = make(vec![a.clone(), w.clone()]);
+            a.set_grad(grad(&[3]));
+            w.set_grad(grad(&[2, 3]));
+            opt.step().unwrap();
+            let (a_after, w_after) = (a.value(), w.value());
+            w.set_value(Tensor::full(&new_shape, 2.0));
+            w.set_grad(grad(&new_shape));
+            a.set_grad(grad(&[3]));
+            for _ in 0..2 {
+                let e = opt.step().unwrap_err();
+                assert!(matches!(e, tapegrad_nn::Error::ShapeMismatch { .. }), "{name}: {e:?}");
+                let msg = e.to_string();
+                let new = format!("{new_shape:?}");
+                for part in [&format!("{name}:"), "parameter 1", "[2, 3]", new.as_str()] {
+                    assert!(msg.contains(part), "{name}: {part:?} not in {msg}");
+                }
+                // Nothing moved, not even the parameter before it.
+                assert_eq!(a.value().to_vec(), a_after.to_vec(), "{name}");
+                assert_eq!(w.value().to_vec(), vec![2.0; new_shape.iter().product()], "{name}");
+            }
+            // Back to its shape, the parameter continues from its state as if nothing happened.
+            w.set_value(w_after);
+            w.set_grad(grad(&[2, 3]));
+            opt.step().unwrap();
+            assert_eq!((a.value().to_vec(), w.value().to_vec()), want, "{name} after {new_shape:?}");
+        }
+
+        // A change before the first step is refused too: the shape is the one the optimiser took.
+        let w = Var::parameter(Tensor::<f32>::ones(&[2, 3]));
+        let mut opt = make(vec![w.clone()]);
+        w.set_value(Tensor::ones(&[5]));
+        w.set_grad(grad(&[5]));
+        let msg = opt.step().unwrap_err().to_string();
+        assert!(msg.contains("parameter 0") && msg.contains("[2, 3]") && msg.contains("[5]"), "{name}: {msg}");
+    }
+}
+
 #[test]
 fn max_norm_handles_conv_weights_and_rejects_bad_c() {
     // A conv weight [2, 1, 2, 2]: each output channel's 4 weights form a row.

@@ -3,6 +3,8 @@
 //!
 //! Like `torchvision.datasets.MNIST`, a [`Dataset`] holds all its samples in memory: images as
 //! one `f32` tensor of shape `[n, rows * cols]` scaled to [0, 1], labels as `Vec<usize>`.
+//! The loaders read each file with [`read_idx`], so at most [`DEFAULT_MAX_IDX_BYTES`] (1 GiB) of
+//! data per file; [`read_idx_with_limit`] reads larger files.
 //!
 //! The examples in this module read the `mnist-10k` that tapegrad's repository ships in `data/`,
 //! from the repository root; that folder is not part of this crate, so they are compiled but not
@@ -29,7 +31,7 @@ use std::path::{Path, PathBuf};
 use tapegrad_tensor::{Error, Result, Tensor};
 
 pub use batches::{permutation, Batches};
-pub use idx::{read_idx, Idx};
+pub use idx::{read_idx, read_idx_with_limit, Idx, DEFAULT_MAX_IDX_BYTES};
 pub use kfold::kfold;
 
 // ─── loaders for single files ──────────────────────────────────────────────────

@@ -4,7 +4,7 @@
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Float, Result};
 
-use super::{check_range, gradient, update_in_pieces, Optimizer};
+use super::{check_range, gradients, shapes, update, Optimizer};
 
 /// The state both Adam variants share; `decoupled` chooses AdamW's weight decay.
 struct AdamState<T: Float> {
@@ -16,20 +16,23 @@ struct AdamState<T: Float> {
     eps: f64,
     weight_decay: f64,
     decoupled: bool,
+    /// Each parameter's shape when the optimiser took it.
+    shapes: Vec<Vec<usize>>,
     /// Per parameter: its step count and first and second moments, created at its first step.
     moments: Vec<Option<Moments<T>>>,
 }
 
 struct Moments<T> {
-    step: i32,
+    /// Steps taken: a `u64`, which no training run can overflow.
+    step: u64,
     m: Vec<T>,
     v: Vec<T>,
 }
 
 impl<T: Float> AdamState<T> {
     fn new(op: &'static str, params: Vec<Var<T>>, lr: f64, weight_decay: f64, decoupled: bool) -> AdamState<T> {
-        let moments = params.iter().map(|_| None).collect();
-        AdamState { op, params, lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, decoupled, moments }
+        let (shapes, moments) = (shapes(&params), params.iter().map(|_| None).collect());
+        AdamState { op, params, lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, decoupled, shapes, moments }
     }
 
     fn validate(&self) -> Result<()> {
@@ -47,48 +50,55 @@ impl<T: Float> AdamState<T> {
         let eps = T::from_f64(self.eps);
         let wd = T::from_f64(self.weight_decay);
         let (decay, decoupled) = (self.weight_decay != 0.0, self.decoupled);
-        for (p, state) in self.params.iter().zip(&mut self.moments) {
-            let Some(grad) = gradient(self.op, p)? else { continue };
-            let g = grad.as_slice().expect("`gradient` returns a contiguous tensor");
-            let s =
-                state.get_or_insert_with(|| Moments { step: 0, m: vec![T::ZERO; g.len()], v: vec![T::ZERO; g.len()] });
-            s.step += 1;
-            let bias1 = T::ONE - T::from_f64(self.beta1.powi(s.step));
-            let bias2_sqrt = (T::ONE - T::from_f64(self.beta2.powi(s.step))).sqrt();
+        let grads = gradients(self.op, &self.params, &self.shapes)?;
+        for (i, ((p, state), grad)) in self.params.iter().zip(&mut self.moments).zip(grads).enumerate() {
+            let Some(g) = grad else { continue };
+            let n = g.numel();
+            let s = state.get_or_insert_with(|| Moments { step: 0, m: vec![T::ZERO; n], v: vec![T::ZERO; n] });
+            s.step = s.step.saturating_add(1);
+            let bias1 = T::ONE - T::from_f64(power(self.beta1, s.step));
+            let bias2_sqrt = (T::ONE - T::from_f64(power(self.beta2, s.step))).sqrt();
             let step_size = lr / bias1;
             let shrink = T::ONE - lr * wd;
-            p.update_value(|x| {
-                update_in_pieces(x, &mut s.m, &mut s.v, g, |x, m, v, g| {
-                    // One element's update, given its (possibly decayed) gradient.
-                    let adam = |x: &mut T, m: &mut T, v: &mut T, g: T| {
-                        // m ← m + (1 − β1)(g − m): PyTorch's lerp, the same as β1 m + (1 − β1) g.
-                        *m = *m + (T::ONE - b1) * (g - *m);
-                        *v = b2 * *v + (T::ONE - b2) * g * g;
-                        let denom = v.sqrt() / bias2_sqrt + eps;
-                        *x -= step_size * *m / denom;
-                    };
-                    // The weight-decay choice outside the loop, and zipped slices (no index
-                    // checks): one pass the compiler vectorises.
-                    let elements = x.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g);
-                    match (decay, decoupled) {
-                        (true, true) => elements.for_each(|(((x, m), v), &g)| {
-                            *x *= shrink;
-                            adam(x, m, v, g)
-                        }),
-                        (true, false) => elements.for_each(|(((x, m), v), &g)| {
-                            let g = g + wd * *x;
-                            adam(x, m, v, g)
-                        }),
-                        (false, _) => elements.for_each(|(((x, m), v), &g)| adam(x, m, v, g)),
-                    }
-                })
-            });
+            update(self.op, i, p, &mut s.m, &mut s.v, &g, |x, m, v, g| {
+                // One element's update, given its (possibly decayed) gradient.
+                let adam = |x: &mut T, m: &mut T, v: &mut T, g: T| {
+                    // m ← m + (1 − β1)(g − m): PyTorch's lerp, the same as β1 m + (1 − β1) g.
+                    *m = *m + (T::ONE - b1) * (g - *m);
+                    *v = b2 * *v + (T::ONE - b2) * g * g;
+                    let denom = v.sqrt() / bias2_sqrt + eps;
+                    *x -= step_size * *m / denom;
+                };
+                // The weight-decay choice outside the loop, and zipped slices (no index
+                // checks): one pass the compiler vectorises.
+                let elements = x.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g);
+                match (decay, decoupled) {
+                    (true, true) => elements.for_each(|(((x, m), v), &g)| {
+                        *x *= shrink;
+                        adam(x, m, v, g)
+                    }),
+                    (true, false) => elements.for_each(|(((x, m), v), &g)| {
+                        let g = g + wd * *x;
+                        adam(x, m, v, g)
+                    }),
+                    (false, _) => elements.for_each(|(((x, m), v), &g)| adam(x, m, v, g)),
+                }
+            })?;
         }
         Ok(())
     }
 
     fn zero_grad(&mut self) {
         self.params.iter().for_each(Var::zero_grad);
+    }
+}
+
+/// `beta^t` for the bias corrections: `powi`, as always, while `t` fits in an `i32` (so results
+/// stay bit for bit what they were), `powf` past that, where `powi` would need a wrapped exponent.
+fn power(beta: f64, t: u64) -> f64 {
+    match i32::try_from(t) {
+        Ok(t) => beta.powi(t),
+        Err(_) => beta.powf(t as f64),
     }
 }
 
@@ -177,7 +187,8 @@ macro_rules! adam_builders {
 pub struct Adam<T: Float = f32>(AdamState<T>);
 
 impl<T: Float> Adam<T> {
-    /// Adam over `params` with learning rate `lr` and the defaults above.
+    /// Adam over `params` with learning rate `lr` and the defaults above. Each parameter's shape
+    /// is recorded now and must not change (see the [module docs](super)).
     pub fn new(params: Vec<Var<T>>, lr: f64) -> Adam<T> {
         Adam(AdamState::new("Adam", params, lr, 0.0, false))
     }
@@ -212,10 +223,49 @@ adam_builders!(Adam);
 pub struct AdamW<T: Float = f32>(AdamState<T>);
 
 impl<T: Float> AdamW<T> {
-    /// AdamW over `params` with learning rate `lr` and the defaults above.
+    /// AdamW over `params` with learning rate `lr` and the defaults above. Each parameter's shape
+    /// is recorded now and must not change (see the [module docs](super)).
     pub fn new(params: Vec<Var<T>>, lr: f64) -> AdamW<T> {
         AdamW(AdamState::new("AdamW", params, lr, 0.01, true))
     }
 }
 
 adam_builders!(AdamW);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapegrad_tensor::Tensor;
+
+    #[test]
+    fn bias_powers_are_right_past_the_i32_range() {
+        for t in [1u64, 2, 7, 1000, 1 << 20, i32::MAX as u64] {
+            assert_eq!(power(0.9, t).to_bits(), 0.9f64.powi(t as i32).to_bits(), "t = {t}");
+        }
+        // (1 − 1e-9)^(3e9) = e^−3 (to about 1e-9): a wrapped i32 exponent gives a huge number.
+        let t = 3_000_000_000u64;
+        let beta: f64 = 1.0 - 1e-9;
+        let want = (t as f64 * (beta - 1.0).ln_1p()).exp();
+        assert!((power(beta, t) - want).abs() < 1e-12 && (want - (-3.0f64).exp()).abs() < 1e-6, "{}", power(beta, t));
+        assert_eq!(power(0.999, u64::MAX), 0.0);
+        assert_eq!(power(0.0, u64::MAX), 0.0);
+    }
+
+    #[test]
+    fn a_step_past_two_billion_steps_uses_the_converged_bias_corrections() {
+        let w = Var::parameter(Tensor::<f64>::from_vec(vec![1.0, -1.0], &[2]).unwrap());
+        let mut opt = Adam::new(vec![w.clone()], 0.01);
+        for start in [i32::MAX as u64, u64::MAX - 1, u64::MAX] {
+            w.set_value(Tensor::from_vec(vec![1.0, -1.0], &[2]).unwrap());
+            opt.0.moments[0] = Some(Moments { step: start, m: vec![0.0; 2], v: vec![0.0; 2] });
+            w.set_grad(Some(Tensor::from_vec(vec![1.0, -1.0], &[2]).unwrap()));
+            opt.step().unwrap();
+            // β1^t and β2^t are 0 here: m = 0.1 g, v = 0.001 g², x −= lr m / (√v + ε).
+            let delta = 0.01 * 0.1 / (0.001f64.sqrt() + 1e-8);
+            let x = w.value().to_vec();
+            assert!((x[0] - (1.0 - delta)).abs() < 1e-12 && (x[1] + 1.0 - delta).abs() < 1e-12, "{start}: {x:?}");
+            let step = opt.0.moments[0].as_ref().map(|s| s.step);
+            assert_eq!(step, Some(start.saturating_add(1)));
+        }
+    }
+}

@@ -9,6 +9,13 @@
 //! the hyperparameters are validated by [`Optimizer::step`], which returns an `Err` naming the
 //! optimiser and the offending value before touching any parameter.
 //!
+//! An optimiser records each parameter's shape when it takes the parameter, and its per-element
+//! state (momentum buffers, Adam's moments) is laid out for that shape. A parameter's shape must
+//! not change afterwards: if [`Var::set_value`] gives it another shape, the next
+//! [`Optimizer::step`] returns an `Err` naming the optimiser, the parameter's index and both
+//! shapes, before touching any parameter and without resetting any state. Build a new optimiser
+//! after reshaping a parameter.
+//!
 //! ```
 //! use tapegrad_autograd::Var;
 //! use tapegrad_nn::optim::{Optimizer, Sgd};
@@ -54,9 +61,13 @@ use tapegrad_tensor::{Error, Float, Result, Tensor};
 pub trait Optimizer {
     /// Applies one update to every parameter that has a gradient.
     ///
+    /// Every check comes before any update: an error leaves every parameter and every piece of
+    /// state as it was.
+    ///
     /// # Errors
-    /// An invalid hyperparameter (naming the optimiser and the value), or a gradient whose shape
-    /// differs from its parameter's.
+    /// An invalid hyperparameter (naming the optimiser and the value), a parameter whose shape
+    /// differs from the one it had when the optimiser took it, or a gradient whose shape differs
+    /// from its parameter's (each naming the optimiser, the parameter's index and both shapes).
     fn step(&mut self) -> Result<()>;
 
     /// Clears every parameter's gradient (PyTorch's `zero_grad(set_to_none=True)`).
@@ -81,15 +92,85 @@ pub(crate) fn check_range(op: &'static str, what: &str, v: f64, lo: f64, hi: f64
     }
 }
 
-/// A parameter's gradient, checked against the parameter's shape and made contiguous (a view
-/// of the gradient's own storage when it already is), for an in-place update loop.
-pub(crate) fn gradient<T: Float>(op: &'static str, p: &Var<T>) -> Result<Option<Tensor<T>>> {
-    let Some(g) = p.grad() else { return Ok(None) };
-    let shape = p.shape();
-    if g.shape() != shape.as_slice() {
-        return Err(Error::mismatch(op, &shape, g.shape(), "the gradient's shape differs from the parameter's"));
+/// The shape of each parameter, recorded when an optimiser takes them.
+pub(crate) fn shapes<T: Float>(params: &[Var<T>]) -> Vec<Vec<usize>> {
+    params.iter().map(Var::shape).collect()
+}
+
+/// Every parameter's gradient for one step (`None` for those without one), made contiguous (a
+/// view of the gradient's own storage when it already is) for an in-place update loop.
+///
+/// Checks every parameter before the step touches any: each must still have the shape it had
+/// when the optimiser took it (`taken`), and its gradient that shape too.
+pub(crate) fn gradients<T: Float>(
+    op: &'static str,
+    params: &[Var<T>],
+    taken: &[Vec<usize>],
+) -> Result<Vec<Option<Tensor<T>>>> {
+    let mut grads = Vec::with_capacity(params.len());
+    for (i, (p, taken)) in params.iter().zip(taken).enumerate() {
+        let shape = p.shape();
+        if shape != *taken {
+            return Err(Error::mismatch(
+                op,
+                taken,
+                &shape,
+                format!(
+                    "parameter {i} had shape {taken:?} when the optimiser took it and has shape {shape:?} now; \
+                     an optimiser's parameters must keep their shapes (build a new optimiser after changing one)"
+                ),
+            ));
+        }
+        let Some(g) = p.grad() else {
+            grads.push(None);
+            continue;
+        };
+        if g.shape() != shape.as_slice() {
+            return Err(Error::mismatch(
+                op,
+                &shape,
+                g.shape(),
+                format!("parameter {i}: the gradient's shape differs from the parameter's"),
+            ));
+        }
+        grads.push(Some(g.contiguous()));
     }
-    Ok(Some(g.contiguous()))
+    Ok(grads)
+}
+
+/// Updates parameter `index`, `p`, in place with [`update_in_pieces`], after checking that its
+/// value, the state buffers `s1` and `s2` (each its length or empty) and the gradient `g` all
+/// have one length: [`gradients`] checked the shapes, but another thread may have replaced the
+/// value since. `g` must be contiguous.
+pub(crate) fn update<T: Float>(
+    op: &'static str,
+    index: usize,
+    p: &Var<T>,
+    s1: &mut [T],
+    s2: &mut [T],
+    g: &Tensor<T>,
+    f: impl Fn(&mut [T], &mut [T], &mut [T], &[T]) + Sync,
+) -> Result<()> {
+    let Some(g_elems) = g.as_slice() else {
+        return Err(Error::shape(op, g.shape(), "the gradient must be contiguous"));
+    };
+    let mut fits = true;
+    p.update_value(|x| {
+        fits = g_elems.len() == x.len() && [s1.len(), s2.len()].iter().all(|&n| n == 0 || n == x.len());
+        if fits {
+            update_in_pieces(x, s1, s2, g_elems, f);
+        }
+    });
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::mismatch(
+            op,
+            &p.shape(),
+            g.shape(),
+            format!("parameter {index} changed shape during the step; its gradient and state no longer fit"),
+        ))
+    }
 }
 
 /// Elements per piece of an in-place update. Pieces run in parallel on rayon's pool; each
@@ -125,4 +206,24 @@ pub(crate) fn update_in_pieces<T: Float>(
     let work: Vec<_> = x.chunks_mut(PIECE).zip(s1).zip(s2).zip(g.chunks(PIECE)).collect();
     let min = tapegrad_tensor::parallel::min_len(x_len);
     work.into_par_iter().with_min_len(min).for_each(|(((x, s1), s2), g)| f(x, s1, s2, g));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_refuses_a_value_that_no_longer_fits_its_gradient_or_state() {
+        // What a concurrent `set_value` between the checks and the update would leave.
+        let p = Var::parameter(Tensor::<f32>::ones(&[3]));
+        let g = Tensor::<f32>::ones(&[2]);
+        let never = |x: &mut [f32], _: &mut [f32], _: &mut [f32], _: &[f32]| x.fill(9.0);
+        let e = update("SGD", 4, &p, &mut [], &mut [], &g, never).unwrap_err();
+        assert!(e.to_string().contains("parameter 4"), "{e}");
+        let g = Tensor::<f32>::ones(&[3]);
+        assert!(update("Adam", 0, &p, &mut [0.0; 2], &mut [0.0; 3], &g, never).is_err());
+        assert_eq!(p.value().to_vec(), [1.0; 3]);
+        update("Adam", 0, &p, &mut [0.0; 3], &mut [], &g, never).unwrap();
+        assert_eq!(p.value().to_vec(), [9.0; 3]);
+    }
 }

@@ -4,7 +4,7 @@
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Error, Float, Result};
 
-use super::{check_range, gradient, update_in_pieces, Optimizer};
+use super::{check_range, gradients, shapes, update, Optimizer};
 
 /// Stochastic gradient descent, `torch.optim.SGD`.
 ///
@@ -41,15 +41,18 @@ pub struct Sgd<T: Float = f32> {
     dampening: f64,
     nesterov: bool,
     weight_decay: f64,
+    /// Each parameter's shape when the optimiser took it.
+    shapes: Vec<Vec<usize>>,
     /// The momentum buffer per parameter, created at its first step.
     buffers: Vec<Option<Vec<T>>>,
 }
 
 impl<T: Float> Sgd<T> {
-    /// Plain SGD over `params` with learning rate `lr`.
+    /// Plain SGD over `params` with learning rate `lr`. Each parameter's shape is recorded now
+    /// and must not change (see the [module docs](super)).
     pub fn new(params: Vec<Var<T>>, lr: f64) -> Sgd<T> {
-        let buffers = vec![None; params.len()];
-        Sgd { params, lr, momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0, buffers }
+        let (shapes, buffers) = (shapes(&params), vec![None; params.len()]);
+        Sgd { params, lr, momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0, shapes, buffers }
     }
 
     /// Sets the momentum factor μ, in [0, 1).
@@ -112,34 +115,32 @@ impl<T: Float> Optimizer for Sgd<T> {
         let damp = T::ONE - T::from_f64(self.dampening);
         let wd = T::from_f64(self.weight_decay);
         let (decay, momentum, nesterov) = (self.weight_decay != 0.0, self.momentum != 0.0, self.nesterov);
-        for (p, buffer) in self.params.iter().zip(&mut self.buffers) {
-            let Some(grad) = gradient("SGD", p)? else { continue };
-            let g = grad.as_slice().expect("`gradient` returns a contiguous tensor");
+        let grads = gradients("SGD", &self.params, &self.shapes)?;
+        for (i, ((p, buffer), grad)) in self.params.iter().zip(&mut self.buffers).zip(grads).enumerate() {
+            let Some(g) = grad else { continue };
             let first = buffer.is_none();
-            let b = buffer.get_or_insert_with(|| if momentum { vec![T::ZERO; g.len()] } else { Vec::new() });
+            let b = buffer.get_or_insert_with(|| if momentum { vec![T::ZERO; g.numel()] } else { Vec::new() });
             // One pass per parameter, in place, with PyTorch's operations in PyTorch's order:
             // g ← g + wd x;  b ← g (first step) or μ b + (1 − dampening) g;  d ← g + μ b
             // (Nesterov) or b;  x ← x − lr d.
-            p.update_value(|x| {
-                update_in_pieces(x, b, &mut [], g, |x, b, _, g| {
-                    if !decay && !momentum {
-                        // Plain SGD: a loop the compiler vectorises.
-                        x.iter_mut().zip(g).for_each(|(x, &g)| *x -= lr * g);
-                        return;
+            update("SGD", i, p, b, &mut [], &g, |x, b, _, g| {
+                if !decay && !momentum {
+                    // Plain SGD: a loop the compiler vectorises.
+                    x.iter_mut().zip(g).for_each(|(x, &g)| *x -= lr * g);
+                    return;
+                }
+                for i in 0..x.len() {
+                    let mut d = g[i];
+                    if decay {
+                        d += wd * x[i];
                     }
-                    for i in 0..x.len() {
-                        let mut d = g[i];
-                        if decay {
-                            d += wd * x[i];
-                        }
-                        if momentum {
-                            b[i] = if first { d } else { mu * b[i] + damp * d };
-                            d = if nesterov { d + mu * b[i] } else { b[i] };
-                        }
-                        x[i] -= lr * d;
+                    if momentum {
+                        b[i] = if first { d } else { mu * b[i] + damp * d };
+                        d = if nesterov { d + mu * b[i] } else { b[i] };
                     }
-                })
-            });
+                    x[i] -= lr * d;
+                }
+            })?;
         }
         Ok(())
     }
