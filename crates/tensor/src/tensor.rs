@@ -37,23 +37,42 @@ impl<T: Float> Clone for Tensor<T> {
 impl<T: Float> Tensor<T> {
     // ─── construction ───────────────────────────────────────────────────────────
 
-    /// A tensor over existing storage. Returns an error if the layout reaches past the storage.
+    /// A tensor over existing storage: element `index` is
+    /// `storage[offset + Σ index[i] · strides[i]]` for the layout's offset and strides. The
+    /// layout itself is valid by construction ([`Layout::new`] checks its parts); this checks
+    /// that it fits the storage.
+    ///
+    /// # Errors
+    /// `from_storage` naming the shape when the layout reaches an element at or past the end of
+    /// the storage, or, for an empty tensor, when its offset is past the end.
+    ///
+    /// ```
+    /// use tapegrad_tensor::{Layout, Storage, Tensor};
+    /// let storage = Storage::new(vec![0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    /// let t = Tensor::from_storage(storage.clone(), Layout::new(&[3, 2], &[1, 3], 0)?)?;
+    /// assert_eq!(t.to_vec(), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    /// assert!(Tensor::from_storage(storage, Layout::new(&[3, 2], &[2, 1], 1)?).is_err());
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
     pub fn from_storage(storage: Storage<T>, layout: Layout) -> Result<Tensor<T>> {
-        if let Some(max) = layout.max_offset() {
-            if max >= storage.len() {
-                return Err(Error::shape(
-                    "from_storage",
-                    layout.shape(),
-                    format!(
-                        "strides {:?} and offset {} reach element {max} of a storage of {}",
-                        layout.strides(),
-                        layout.offset(),
-                        storage.len()
-                    ),
-                ));
-            }
+        let len = storage.len();
+        match layout.max_offset() {
+            Some(max) if max >= len => Err(Error::shape(
+                "from_storage",
+                layout.shape(),
+                format!(
+                    "strides {:?} and offset {} reach element {max} of a storage of {len}",
+                    layout.strides(),
+                    layout.offset()
+                ),
+            )),
+            None if layout.offset() > len => Err(Error::shape(
+                "from_storage",
+                layout.shape(),
+                format!("offset {} is past the end of a storage of {len}", layout.offset()),
+            )),
+            _ => Ok(Tensor { storage, layout }),
         }
-        Ok(Tensor { storage, layout })
     }
 
     /// A view of this tensor's storage with another layout, already known to be in bounds.
@@ -62,35 +81,37 @@ impl<T: Float> Tensor<T> {
         Tensor { storage: self.storage.clone(), layout }
     }
 
-    /// A contiguous tensor that owns `data`, with a shape whose numel is `data.len()`; the
-    /// internal constructor for op outputs.
+    /// A contiguous tensor that owns `data`, with a shape whose numel is `data.len()` (and that
+    /// is valid: [`checked_numel`]); the internal constructor for op outputs.
     pub(crate) fn from_contiguous(data: Vec<T>, shape: &[usize]) -> Tensor<T> {
-        debug_assert_eq!(checked_numel(shape), Some(data.len()));
-        Tensor { storage: Storage::new(data), layout: Layout::contiguous(shape) }
+        debug_assert_eq!(checked_numel("from_contiguous", shape).ok(), Some(data.len()));
+        Tensor { storage: Storage::new(data), layout: Layout::contiguous_valid(shape) }
     }
 
     /// A contiguous tensor over `storage`, whose length is `shape`'s numel; the internal
     /// constructor for small op outputs built in a [`Storage::filled`] buffer.
     pub(crate) fn from_contiguous_storage(storage: Storage<T>, shape: &[usize]) -> Tensor<T> {
-        debug_assert_eq!(checked_numel(shape), Some(storage.len()));
-        Tensor { storage, layout: Layout::contiguous(shape) }
+        debug_assert_eq!(checked_numel("from_contiguous", shape).ok(), Some(storage.len()));
+        Tensor { storage, layout: Layout::contiguous_valid(shape) }
     }
 
     /// A tensor of `shape` holding `data` in row-major order.
     ///
     /// # Errors
-    /// `from_vec` names the shape and both counts when `data.len()` is not the shape's numel.
+    /// `from_vec` names the shape and both counts when `data.len()` is not the shape's numel,
+    /// and the shape when it is too large ([`checked_numel`]).
     ///
     /// ```
     /// use tapegrad_tensor::Tensor;
     /// assert!(Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[2, 2]).is_err());
+    /// assert!(Tensor::<f32>::from_vec(vec![], &[0, 1 << 40, 1 << 40]).is_err());
     /// ```
     pub fn from_vec(data: Vec<T>, shape: &[usize]) -> Result<Tensor<T>> {
-        match checked_numel(shape) {
-            Some(n) if n == data.len() => Ok(Tensor::from_contiguous(data, shape)),
-            Some(n) => Err(Error::shape("from_vec", shape, format!("needs {n} elements, got {}", data.len()))),
-            None => Err(Error::shape("from_vec", shape, "the number of elements overflows usize")),
+        let n = checked_numel("from_vec", shape)?;
+        if n != data.len() {
+            return Err(Error::shape("from_vec", shape, format!("needs {n} elements, got {}", data.len())));
         }
+        Ok(Tensor::from_contiguous(data, shape))
     }
 
     // ─── inspection ─────────────────────────────────────────────────────────────
@@ -357,20 +378,59 @@ crate::f32_default! {
     /// A tensor of `shape` with every element `value`.
     ///
     /// # Panics
-    /// If the shape's numel overflows `usize` (no such allocation could succeed anyway).
+    /// With [`TensorNew::try_full`]'s message when the shape is too large
+    /// ([`checked_numel`](crate::checked_numel): more than [`MAX_NUMEL`](crate::MAX_NUMEL)
+    /// elements); call `try_full` to get the `Err` instead.
     fn full(shape: &[usize], value: T => f32) -> Self {
-        let n = checked_numel(shape).expect("full: the number of elements overflows usize");
-        Tensor::from_contiguous(crate::memory::filled(n, value), shape)
+        Self::try_full(shape, value).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A tensor of `shape` with every element `value`.
+    ///
+    /// # Errors
+    /// `full` naming the shape when it is too large ([`checked_numel`](crate::checked_numel)).
+    ///
+    /// ```
+    /// use tapegrad_tensor::Tensor;
+    /// assert_eq!(Tensor::try_full(&[2], 0.5)?.to_vec(), vec![0.5, 0.5]);
+    /// assert!(Tensor::try_full(&[1 << 32, 1 << 32], 0.5).is_err());
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    fn try_full(shape: &[usize], value: T => f32) -> Result<Self> {
+        let n = checked_numel("full", shape)?;
+        Ok(Tensor::from_contiguous(crate::memory::filled(n, value), shape))
     }
 
     /// Zeros of `shape`.
+    ///
+    /// # Panics
+    /// As [`TensorNew::full`]; [`TensorNew::try_zeros`] returns the `Err` instead.
     fn zeros(shape: &[usize]) -> Self {
         Self::full(shape, T::ZERO)
     }
 
+    /// Zeros of `shape`.
+    ///
+    /// # Errors
+    /// `full` naming the shape when it is too large ([`checked_numel`](crate::checked_numel)).
+    fn try_zeros(shape: &[usize]) -> Result<Self> {
+        Self::try_full(shape, T::ZERO)
+    }
+
     /// Ones of `shape`.
+    ///
+    /// # Panics
+    /// As [`TensorNew::full`]; [`TensorNew::try_ones`] returns the `Err` instead.
     fn ones(shape: &[usize]) -> Self {
         Self::full(shape, T::ONE)
+    }
+
+    /// Ones of `shape`.
+    ///
+    /// # Errors
+    /// `full` naming the shape when it is too large ([`checked_numel`](crate::checked_numel)).
+    fn try_ones(shape: &[usize]) -> Result<Self> {
+        Self::try_full(shape, T::ONE)
     }
 
     /// A 0-dimensional tensor holding `value`.
@@ -379,22 +439,59 @@ crate::f32_default! {
     }
 
     /// `[0, 1, ..., n - 1]`, shape `[n]`.
+    ///
+    /// # Panics
+    /// With [`TensorNew::try_arange`]'s message when `n` is more than
+    /// [`MAX_NUMEL`](crate::MAX_NUMEL).
     fn arange(n: usize) -> Self {
-        Tensor::from_contiguous((0..n).map(T::from_usize).collect(), &[n])
+        Self::try_arange(n).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `[0, 1, ..., n - 1]`, shape `[n]`.
+    ///
+    /// # Errors
+    /// `arange` naming the shape `[n]` when `n` is more than [`MAX_NUMEL`](crate::MAX_NUMEL).
+    fn try_arange(n: usize) -> Result<Self> {
+        checked_numel("arange", &[n])?;
+        Ok(Tensor::from_contiguous((0..n).map(T::from_usize).collect(), &[n]))
     }
 
     /// Uniform samples in [0, 1) from `gen` (the same seed gives the same tensor everywhere).
+    ///
+    /// # Panics
+    /// As [`TensorNew::full`]; [`TensorNew::try_rand`] returns the `Err` instead.
     fn rand(shape: &[usize], gen: &mut Generator) -> Self {
+        Self::try_rand(shape, gen).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Uniform samples in [0, 1) from `gen`; nothing is drawn when the shape is rejected.
+    ///
+    /// # Errors
+    /// `rand` naming the shape when it is too large ([`checked_numel`](crate::checked_numel)).
+    fn try_rand(shape: &[usize], gen: &mut Generator) -> Result<Self> {
+        checked_numel("rand", shape)?;
         let mut t = Self::zeros(shape);
         gen.fill_uniform(t.storage.make_mut());
-        t
+        Ok(t)
     }
 
     /// Standard-normal samples from `gen`.
+    ///
+    /// # Panics
+    /// As [`TensorNew::full`]; [`TensorNew::try_randn`] returns the `Err` instead.
     fn randn(shape: &[usize], gen: &mut Generator) -> Self {
+        Self::try_randn(shape, gen).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Standard-normal samples from `gen`; nothing is drawn when the shape is rejected.
+    ///
+    /// # Errors
+    /// `randn` naming the shape when it is too large ([`checked_numel`](crate::checked_numel)).
+    fn try_randn(shape: &[usize], gen: &mut Generator) -> Result<Self> {
+        checked_numel("randn", shape)?;
         let mut t = Self::zeros(shape);
         gen.fill_normal(t.storage.make_mut());
-        t
+        Ok(t)
     }
 
     }
