@@ -229,6 +229,27 @@ const EDGE_ITEMS: usize = 3;
 /// Tensors with more elements than this are summarised with `...`.
 const SUMMARY_THRESHOLD: usize = 1000;
 
+/// The indices of a dim of size `n` that a print shows, in order, with `None` where the `...`
+/// goes: the first and last [`EDGE_ITEMS`] when summarising a dim longer than twice that.
+fn shown(n: usize, summarise: bool) -> impl Iterator<Item = Option<usize>> {
+    let cut = summarise && n > 2 * EDGE_ITEMS;
+    let (head, tail) = if cut { (0..EDGE_ITEMS, n - EDGE_ITEMS..n) } else { (0..n, n..n) };
+    head.map(Some).chain(cut.then_some(None)).chain(tail.map(Some))
+}
+
+/// Calls `f` with the storage index of every element a print shows, in row-major order: only
+/// those are read, so printing a huge (or hugely expanded) tensor copies nothing.
+fn for_each_shown(shape: &[usize], strides: &[usize], base: usize, summarise: bool, f: &mut impl FnMut(usize)) {
+    match shape.split_first() {
+        None => f(base),
+        Some((&n, rest)) => {
+            for i in shown(n, summarise).flatten() {
+                for_each_shown(rest, &strides[1..], base + i * strides[0], summarise, f);
+            }
+        }
+    }
+}
+
 fn format_value<T: Float>(v: T, sci: bool) -> String {
     let x = v.to_f64();
     if x.is_nan() {
@@ -249,16 +270,23 @@ fn format_value<T: Float>(v: T, sci: bool) -> String {
 impl<T: Float> fmt::Display for Tensor<T> {
     /// Prints like PyTorch: `tensor([[1.0000, 2.0000],\n        [3.0000, 4.0000]])`, with four
     /// decimals (scientific when magnitudes span more than 1e8 or exceed 1e8), and `...` past
-    /// 1000 elements. f64 tensors add `, dtype=f64`.
+    /// 1000 elements, where only the first and last three entries of each dim are shown (and
+    /// only those are read: the column width and notation come from them, as in PyTorch).
+    /// f64 tensors add `, dtype=f64`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let summarise = self.numel() > SUMMARY_THRESHOLD;
-        let data = self.to_vec();
-        let finite: Vec<f64> = data.iter().map(|v| v.to_f64().abs()).filter(|v| v.is_finite() && *v > 0.0).collect();
-        let (lo, hi) = finite.iter().fold((f64::INFINITY, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        let sci = !finite.is_empty() && (hi >= 1e8 || (lo > 0.0 && hi / lo > 1e8) || hi < 1e-4);
-        let width = data.iter().map(|&v| format_value(v, sci).len()).max().unwrap_or(1);
-        let shape = self.shape().to_vec();
-        let strides = crate::layout::contiguous_strides(&shape);
+        let data = self.storage.as_slice();
+        let (shape, strides, offset) = (self.shape(), self.strides(), self.offset());
+        let (mut lo, mut hi, mut any_finite) = (f64::INFINITY, 0f64, false);
+        for_each_shown(shape, strides, offset, summarise, &mut |i| {
+            let v = data[i].to_f64().abs();
+            if v.is_finite() && v > 0.0 {
+                (lo, hi, any_finite) = (lo.min(v), hi.max(v), true);
+            }
+        });
+        let sci = any_finite && (hi >= 1e8 || (lo > 0.0 && hi / lo > 1e8) || hi < 1e-4);
+        let mut width = 1;
+        for_each_shown(shape, strides, offset, summarise, &mut |i| width = width.max(format_value(data[i], sci).len()));
         let mut out = String::from("tensor(");
         /// How every element is printed: summarised or not, the column width, scientific or not.
         #[derive(Clone, Copy)]
@@ -283,13 +311,7 @@ impl<T: Float> fmt::Display for Tensor<T> {
                 return;
             }
             out.push('[');
-            let n = shape[0];
-            let indices: Vec<Option<usize>> = if summarise && n > 2 * EDGE_ITEMS {
-                (0..EDGE_ITEMS).map(Some).chain([None]).chain((n - EDGE_ITEMS..n).map(Some)).collect()
-            } else {
-                (0..n).map(Some).collect()
-            };
-            for (j, i) in indices.iter().enumerate() {
+            for (j, i) in shown(shape[0], summarise).enumerate() {
                 if j > 0 {
                     if shape.len() == 1 {
                         out.push_str(", ");
@@ -306,13 +328,13 @@ impl<T: Float> fmt::Display for Tensor<T> {
             }
             out.push(']');
         }
-        if data.is_empty() {
+        if self.numel() == 0 {
             out.push_str("[]");
             if self.ndim() > 1 {
                 out.push_str(&format!(", size={:?}", shape));
             }
         } else {
-            rec(&mut out, &data, &shape, &strides, 0, 0, style);
+            rec(&mut out, data, shape, strides, offset, 0, style);
         }
         if T::NAME == "f64" {
             out.push_str(", dtype=f64");
@@ -347,6 +369,23 @@ mod tests {
         assert_eq!(Tensor::<f64>::scalar(-0.5).to_string(), "tensor(-0.5000, dtype=f64)");
         let big = Tensor::<f32>::zeros(&[2000]);
         assert_eq!(big.to_string(), "tensor([0.0000, 0.0000, 0.0000, ..., 0.0000, 0.0000, 0.0000])");
+    }
+
+    #[test]
+    fn a_summarised_print_is_formatted_from_the_shown_elements_only() {
+        // As PyTorch's formatter, which sees only the summarised data: a huge value in the
+        // hidden middle neither widens the columns nor switches to scientific notation.
+        let mut v = vec![0.5f64; 2000];
+        v[1000] = 1e12;
+        let x = Tensor::from_vec(v, &[2000]).unwrap();
+        assert_eq!(x.to_string(), "tensor([0.5000, 0.5000, 0.5000, ..., 0.5000, 0.5000, 0.5000], dtype=f64)");
+        // A strided view prints as its contiguous copy, summarised or not.
+        for n in [6, 40] {
+            let x = Tensor::<f32>::arange(n * n).reshape(&[n, n]).unwrap();
+            let t = x.t().unwrap().narrow(0, 1, n - 1).unwrap();
+            assert_eq!(t.to_string(), t.contiguous().to_string());
+            assert_eq!(format!("{t:?}").split_once("} ").unwrap().1, t.contiguous().to_string());
+        }
     }
 
     #[test]
