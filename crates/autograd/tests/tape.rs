@@ -436,3 +436,23 @@ fn a_gradient_written_in_place_equals_the_borrowed_formula_and_never_touches_a_s
         assert_eq!(upstream.to_vec(), (0..40).map(|i| 1.0 + (i % 7) as f64 * 0.25).collect::<Vec<_>>(), "{name}");
     }
 }
+
+#[test]
+fn views_and_products_to_overflowing_shapes_are_errors_that_record_nothing() {
+    // In a release build `expand` used to accept this, and its element count wrapped to 0.
+    let x = Var::parameter(Tensor::<f64>::ones(&[1, 1]));
+    let err = x.expand(&[1 << 32, 1 << 32]).unwrap_err();
+    assert!(matches!(err, Error::InvalidShape { op: "expand", .. }), "{err:?}");
+    assert_eq!(err.to_string(), "expand: shape [4294967296, 4294967296]: the number of elements overflows usize");
+    // A valid broadcast whose product with another is too large.
+    let col = x.expand(&[1 << 40, 1]).unwrap();
+    let row = x.expand(&[1, 1 << 40]).unwrap();
+    let err = col.add(&row).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { op: "add", .. }), "{err:?}");
+    let err = col.matmul(&row).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { op: "matmul", .. }), "{err:?}");
+    assert!(x.reshape(&[0, 1 << 40, 1 << 40]).is_err());
+    // The failed ops recorded nothing that gets in the way: a backward through a small view works.
+    x.expand(&[2, 3]).unwrap().sum_all().backward().unwrap();
+    assert_eq!(grad(&x), vec![6.0]);
+}

@@ -16,7 +16,7 @@
 //! ```
 
 use tapegrad_tensor::TensorNew;
-use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
+use tapegrad_tensor::{checked_numel, Error, Float, Generator, Result, Tensor};
 
 /// The nonlinearity that follows a layer, for [`calculate_gain`] (`torch.nn.init`'s
 /// `nonlinearity` argument).
@@ -81,11 +81,14 @@ pub enum FanMode {
 /// ```
 ///
 /// # Errors
-/// A shape with fewer than two dims (fans are undefined for a vector).
+/// A shape with fewer than two dims (fans are undefined for a vector), or one too large for a
+/// tensor ([`checked_numel`]).
 pub fn fan_in_and_fan_out(shape: &[usize]) -> Result<(usize, usize)> {
     if shape.len() < 2 {
         return Err(Error::shape("init", shape, "fan in and fan out need a weight with at least 2 dims"));
     }
+    // A valid shape's dims multiply without overflow in any grouping, so the fans below fit.
+    checked_numel("init", shape)?;
     let receptive: usize = shape[2..].iter().product();
     Ok((shape[1] * receptive, shape[0] * receptive))
 }
@@ -101,13 +104,14 @@ pub fn fan_in_and_fan_out(shape: &[usize]) -> Result<(usize, usize)> {
 /// ```
 ///
 /// # Errors
-/// `low > high`, or a bound that is not finite.
+/// `low > high`, a bound that is not finite, or a shape too large for a tensor
+/// ([`checked_numel`]).
 pub fn uniform<T: Float>(shape: &[usize], low: f64, high: f64, gen: &mut Generator) -> Result<Tensor<T>> {
     if !(low.is_finite() && high.is_finite() && low <= high) {
         return Err(Error::arg("uniform", format!("bounds [{low}, {high}) are not finite with low <= high")));
     }
     let (low, width) = (T::from_f64(low), T::from_f64(high - low));
-    Ok(Tensor::<T>::rand(shape, gen).map(|u| low + width * u))
+    Ok(Tensor::<T>::try_rand(shape, gen)?.map(|u| low + width * u))
 }
 
 /// A tensor of `shape` drawn from `N(mean, std²)`, as `torch.nn.init.normal_`.
@@ -121,13 +125,14 @@ pub fn uniform<T: Float>(shape: &[usize], low: f64, high: f64, gen: &mut Generat
 /// ```
 ///
 /// # Errors
-/// A negative or non-finite `std`, or a non-finite `mean`.
+/// A negative or non-finite `std`, a non-finite `mean`, or a shape too large for a tensor
+/// ([`checked_numel`]).
 pub fn normal<T: Float>(shape: &[usize], mean: f64, std: f64, gen: &mut Generator) -> Result<Tensor<T>> {
     if !(mean.is_finite() && std.is_finite() && std >= 0.0) {
         return Err(Error::arg("normal", format!("mean {mean} and std {std}: need finite values and std >= 0")));
     }
     let (mean, std) = (T::from_f64(mean), T::from_f64(std));
-    Ok(Tensor::<T>::randn(shape, gen).map(|z| mean + std * z))
+    Ok(Tensor::<T>::try_randn(shape, gen)?.map(|z| mean + std * z))
 }
 
 /// A tensor of zeros, as `torch.nn.init.zeros_`.

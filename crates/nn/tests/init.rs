@@ -35,6 +35,16 @@ fn fans_follow_pytorch() {
     assert_eq!(fan_in_and_fan_out(&[8, 2, 3]).unwrap(), (6, 24));
     let e = fan_in_and_fan_out(&[7]).unwrap_err().to_string();
     assert!(e.contains("[7]") && e.contains("2 dims"), "{e}");
+    // Fans of a shape whose product overflows used to wrap: an error now, naming the shape.
+    let e = fan_in_and_fan_out(&[2, 1 << 32, 1 << 32]).unwrap_err().to_string();
+    assert!(e.starts_with("init: shape [2, 4294967296, 4294967296]"), "{e}");
+    assert!(fan_in_and_fan_out(&[0, 1 << 32, 1 << 32]).is_err());
+    let gen = &mut Generator::new(0);
+    assert!(kaiming_uniform::<f32>(&[1 << 32, 1 << 32], FanMode::FanIn, Nonlinearity::Relu, gen).is_err());
+    assert!(xavier_normal::<f32>(&[1 << 40, 1 << 40], 1.0, gen).is_err());
+    let e = init::uniform::<f64>(&[1 << 61], 0.0, 1.0, gen).unwrap_err().to_string();
+    assert!(e.starts_with("rand: shape [2305843009213693952]"), "{e}");
+    assert!(init::normal::<f32>(&[1 << 32, 1 << 32], 0.0, 1.0, gen).is_err());
 }
 
 #[test]

@@ -445,6 +445,12 @@ fn wrong_inputs_are_errors_naming_layer_and_shapes() {
     assert!(e.contains("Embedding") && e.contains("index 6"), "{e}");
     let e = err_text(emb.forward_indices(&[1, 2, 3], &[2, 2]));
     assert!(e.contains("Embedding") && e.contains("[2, 2]"), "{e}");
+    // An index shape whose product overflows (it used to wrap, here to 0 = the index count).
+    let e = err_text(emb.forward_indices(&[], &[1 << 63, 2]));
+    assert!(e.starts_with("Embedding: shape [9223372036854775808, 2]") && e.contains("overflows"), "{e}");
+    // Valid alone, too large with the embedding dim appended.
+    let e = err_text(emb.forward_indices(&[], &[0, 1 << 59]));
+    assert!(e.starts_with("Embedding: shape [0, 576460752303423488, 3]"), "{e}");
     let e = err_text(emb.forward(&Var::new(Tensor::from_vec(vec![1.5, 2.0], &[2]).unwrap())));
     assert!(e.contains("Embedding") && e.contains("1.5"), "{e}");
     let e = err_text(emb.forward(&Var::new(Tensor::from_vec(vec![-1.0], &[1]).unwrap())));

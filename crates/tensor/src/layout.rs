@@ -6,7 +6,7 @@
 
 use smallvec::SmallVec;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ShapeFmt};
 
 /// Dims or strides, inline up to six entries (no allocation for the shapes deep learning uses).
 pub type Dims = SmallVec<[usize; 6]>;
@@ -30,7 +30,57 @@ fn to_dims(s: &[usize]) -> LayoutDims {
     SmallVec::from_buf_and_len(buf, s.len())
 }
 
-/// The row-major (C-order) strides of a contiguous tensor of `shape`.
+/// The most elements a tensor may have, view or not: `isize::MAX / 8` (2^60 - 1 on a 64-bit
+/// target), so that the elements of any valid shape, as `f64`, fit in one allocation, and an op
+/// that copies a view (an expanded one included) never asks for an impossible buffer size.
+pub const MAX_NUMEL: usize = isize::MAX as usize / std::mem::size_of::<f64>();
+
+/// The number of elements of `shape`, checked, for `op`.
+///
+/// A shape is valid when the product of its non-zero dims is at most [`MAX_NUMEL`]: then every
+/// product of some of its dims (a row length, a plane, a batch), in any order, fits in `usize`,
+/// even for an empty tensor (`[0, 1 << 40, 1 << 40]` is rejected, as its dims' product is
+/// meaningless). Every [`Layout`] and every tensor has a valid shape; ops check the shapes they
+/// compute (a broadcast, a product, a convolution's output) with this before allocating.
+///
+/// # Errors
+/// [`Error::InvalidShape`] naming `op` and `shape` when the product overflows or exceeds
+/// [`MAX_NUMEL`].
+///
+/// ```
+/// use tapegrad_tensor::checked_numel;
+/// assert_eq!(checked_numel("zeros", &[2, 3])?, 6);
+/// assert_eq!(checked_numel("zeros", &[0, 3])?, 0);
+/// let e = checked_numel("expand", &[1 << 32, 1 << 32]).unwrap_err();
+/// assert_eq!(e.to_string(), "expand: shape [4294967296, 4294967296]: the number of elements overflows usize");
+/// # Ok::<(), tapegrad_tensor::Error>(())
+/// ```
+pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
+    numel_or_reason(shape).map_err(|reason| Error::shape(op, shape, reason))
+}
+
+/// [`checked_numel`] with the reason a shape is rejected, for an op whose error names more
+/// than the one shape (a broadcast, a matmul).
+pub(crate) fn numel_or_reason(shape: &[usize]) -> std::result::Result<usize, String> {
+    let mut product = 1usize;
+    let mut empty = false;
+    for &d in shape {
+        if d == 0 {
+            empty = true;
+        } else {
+            product = product.checked_mul(d).ok_or("the number of elements overflows usize")?;
+        }
+    }
+    if product > MAX_NUMEL {
+        return Err(format!(
+            "{product} elements exceed the most a tensor can have ({MAX_NUMEL}, isize::MAX bytes of f64)"
+        ));
+    }
+    Ok(if empty { 0 } else { product })
+}
+
+/// The row-major (C-order) strides of a contiguous tensor of `shape`. Strides that would
+/// overflow `usize` saturate (only possible for a shape [`checked_numel`] rejects).
 pub fn contiguous_strides(shape: &[usize]) -> Dims {
     let mut strides = Dims::from_slice(shape);
     fill_row_major(shape, &mut strides);
@@ -53,14 +103,36 @@ fn fill_row_major(shape: &[usize], strides: &mut [usize]) {
     }
 }
 
-/// The number of elements of `shape`, or `None` when it overflows `usize`.
-pub fn checked_numel(shape: &[usize]) -> Option<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+/// The largest storage index `offset + Σ (dims[i] - 1) · strides[i]` over the non-empty dims, or
+/// `None` when it overflows `usize`. For a non-empty layout this is its last element's index.
+fn reach(shape: &[usize], strides: &[usize], offset: usize) -> Option<usize> {
+    shape.iter().zip(strides).try_fold(offset, |acc, (&d, &s)| acc.checked_add(d.saturating_sub(1).checked_mul(s)?))
 }
 
 /// The shape both operands broadcast to, NumPy's rule: align the trailing dims; each pair must be
 /// equal or contain a 1.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] naming `op` and both shapes when a pair of dims cannot be broadcast
+/// or the broadcast shape is too large ([`checked_numel`]).
 pub fn broadcast_shapes(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Result<Dims> {
+    let out = broadcast_dims(lhs, rhs).map_err(|(i, l, r)| {
+        Error::mismatch(
+            op,
+            lhs,
+            rhs,
+            format!("dims {l} and {r} at position {i} of the broadcast shape cannot be broadcast"),
+        )
+    })?;
+    if let Err(reason) = numel_or_reason(&out) {
+        return Err(Error::mismatch(op, lhs, rhs, format!("the broadcast shape {}: {reason}", ShapeFmt(&out))));
+    }
+    Ok(out)
+}
+
+/// The broadcast shape of `lhs` and `rhs` without the size check of [`broadcast_shapes`], or the
+/// first position that cannot be broadcast with its two dims.
+pub(crate) fn broadcast_dims(lhs: &[usize], rhs: &[usize]) -> std::result::Result<Dims, (usize, usize, usize)> {
     let n = lhs.len().max(rhs.len());
     // A plain copy of the longer shape (every entry is overwritten below).
     let mut out = Dims::from_slice(if lhs.len() >= rhs.len() { lhs } else { rhs });
@@ -72,18 +144,18 @@ pub fn broadcast_shapes(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Resul
         } else if l == 1 {
             r
         } else {
-            return Err(Error::mismatch(
-                op,
-                lhs,
-                rhs,
-                format!("dims {l} and {r} at position {i} of the broadcast shape cannot be broadcast"),
-            ));
+            return Err((i, l, r));
         };
     }
     Ok(out)
 }
 
 /// Shape, strides (in elements) and the offset of the first element in the storage.
+///
+/// Every layout keeps two invariants, checked where it is built ([`Layout::new`],
+/// [`Layout::contiguous`], [`Layout::expand`]) and kept by every view: its shape is valid
+/// ([`checked_numel`]: at most [`MAX_NUMEL`] elements, so no product of its dims overflows), and
+/// `offset + Σ (dims[i] - 1) · strides[i]` fits in `usize`, so no index it reaches overflows.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Layout {
     shape: LayoutDims,
@@ -100,16 +172,64 @@ impl Clone for Layout {
 }
 
 impl Layout {
-    /// A contiguous row-major layout starting at offset 0.
-    pub fn contiguous(shape: &[usize]) -> Layout {
+    /// A contiguous row-major layout of `shape` starting at offset 0.
+    ///
+    /// # Errors
+    /// `Layout::contiguous` naming the shape when it is too large ([`checked_numel`]).
+    ///
+    /// ```
+    /// use tapegrad_tensor::Layout;
+    /// assert_eq!(Layout::contiguous(&[2, 3])?.strides(), &[3, 1]);
+    /// assert!(Layout::contiguous(&[1 << 40, 1 << 40]).is_err());
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn contiguous(shape: &[usize]) -> Result<Layout> {
+        checked_numel("Layout::contiguous", shape)?;
+        Ok(Layout::contiguous_valid(shape))
+    }
+
+    /// [`Layout::contiguous`] of a shape already known to be valid (an op output whose numel
+    /// is the length of its buffer, or a shape already checked).
+    pub(crate) fn contiguous_valid(shape: &[usize]) -> Layout {
+        debug_assert!(checked_numel("Layout::contiguous", shape).is_ok());
         Layout { shape: to_dims(shape), strides: row_major(shape), offset: 0 }
     }
 
-    /// A layout from its parts. The caller guarantees every index stays inside the storage
-    /// (checked where the storage is known: see [`Layout::max_offset`]).
-    pub fn new(shape: &[usize], strides: &[usize], offset: usize) -> Layout {
-        debug_assert_eq!(shape.len(), strides.len());
-        Layout { shape: to_dims(shape), strides: to_dims(strides), offset }
+    /// A layout from its parts: element `index` is at storage index
+    /// `offset + Σ index[i] · strides[i]`. Whether it fits a storage is checked where the
+    /// storage is known ([`Tensor::from_storage`](crate::Tensor::from_storage)).
+    ///
+    /// # Errors
+    /// `Layout::new` naming the shape when `strides` has another length, the shape is too large
+    /// ([`checked_numel`]), or the largest index, `offset + Σ (dims[i] - 1) · strides[i]`,
+    /// overflows `usize`.
+    ///
+    /// ```
+    /// use tapegrad_tensor::Layout;
+    /// let l = Layout::new(&[2, 3], &[1, 2], 4)?; // a transposed [3, 2] at offset 4
+    /// assert_eq!(l.max_offset(), Some(9));
+    /// assert!(Layout::new(&[2, 3], &[1], 0).is_err());
+    /// assert!(Layout::new(&[3], &[usize::MAX / 2 + 1], 0).is_err()); // 2 strides past usize::MAX
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn new(shape: &[usize], strides: &[usize], offset: usize) -> Result<Layout> {
+        const OP: &str = "Layout::new";
+        if shape.len() != strides.len() {
+            return Err(Error::shape(
+                OP,
+                shape,
+                format!("{} strides {strides:?} for {} dims", strides.len(), shape.len()),
+            ));
+        }
+        checked_numel(OP, shape)?;
+        if reach(shape, strides, offset).is_none() {
+            return Err(Error::shape(
+                OP,
+                shape,
+                format!("strides {strides:?} from offset {offset} reach past usize::MAX"),
+            ));
+        }
+        Ok(Layout { shape: to_dims(shape), strides: to_dims(strides), offset })
     }
 
     /// The dims.
@@ -132,7 +252,7 @@ impl Layout {
         self.shape.len()
     }
 
-    /// The number of elements.
+    /// The number of elements (it fits: a layout's shape is valid).
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
@@ -142,7 +262,9 @@ impl Layout {
         if self.shape.contains(&0) {
             return None;
         }
-        Some(self.offset + self.shape.iter().zip(&self.strides).map(|(&d, &s)| (d - 1) * s).sum::<usize>())
+        // Some by the layout's invariant; saturating keeps a bound check against any storage
+        // failing rather than passing if it were ever broken.
+        Some(reach(&self.shape, &self.strides, self.offset).unwrap_or(usize::MAX))
     }
 
     /// True when the elements are laid out row-major without gaps (dims of size 1 may have any
@@ -229,6 +351,10 @@ impl Layout {
     }
 
     /// Broadcasts to `shape` (which may add leading dims) by giving repeated dims stride 0.
+    ///
+    /// # Errors
+    /// `expand` naming both shapes when `shape` has fewer dims or a dim that is not 1 would
+    /// change size, and naming `shape` when it is too large ([`checked_numel`]).
     pub fn expand(&self, shape: &[usize]) -> Result<Layout> {
         if shape.len() < self.ndim() {
             return Err(Error::mismatch("expand", &self.shape, shape, "the target has fewer dims than the tensor"));
@@ -251,6 +377,7 @@ impl Layout {
                 ));
             };
         }
+        checked_numel("expand", shape)?;
         Ok(Layout { shape: to_dims(shape), strides, offset: self.offset })
     }
 
@@ -260,7 +387,9 @@ impl Layout {
             return Err(Error::dim("unsqueeze", dim, &self.shape));
         }
         let mut out = self.clone();
-        let stride = if dim < self.ndim() { self.strides[dim] * self.shape[dim] } else { 1 };
+        // Any stride does for a dim of size 1; this one keeps the layout contiguous when it was
+        // (saturating: an empty tensor may have strides whose product with a dim overflows).
+        let stride = if dim < self.ndim() { self.strides[dim].saturating_mul(self.shape[dim]) } else { 1 };
         out.shape.insert(dim, 1);
         out.strides.insert(dim, stride);
         Ok(out)
@@ -280,10 +409,16 @@ impl Layout {
 
     /// The layout of a reshape to `shape` without moving any element, when the strides allow it
     /// (each group of merged or split dims must be contiguous within itself); `None` when a copy
-    /// is needed. The element counts must already match.
+    /// is needed, or when `shape` does not have this layout's number of elements (or is not a
+    /// valid shape), which the caller checks first to tell the two apart.
     pub fn reshape_view(&self, shape: &[usize]) -> Option<Layout> {
+        if checked_numel("reshape", shape).ok()? != self.numel() {
+            return None;
+        }
         if self.is_contiguous() {
-            return Some(Layout { shape: to_dims(shape), strides: row_major(shape), offset: self.offset });
+            let strides = row_major(shape);
+            reach(shape, &strides, self.offset)?;
+            return Some(Layout { shape: to_dims(shape), strides, offset: self.offset });
         }
         // Walk both shapes in groups of equal products; within a group the old dims must be
         // "chunk-contiguous" (stride[i] == stride[i+1] * shape[i+1]).
@@ -304,18 +439,18 @@ impl Layout {
             ni += 1;
             while op != np {
                 if op < np {
-                    op *= old.get(oi)?.0;
+                    op = op.checked_mul(old.get(oi)?.0)?;
                     oi += 1;
                 } else {
                     while ni < shape.len() && shape[ni] == 1 {
                         ni += 1;
                     }
-                    np *= *shape.get(ni)?;
+                    np = np.checked_mul(*shape.get(ni)?)?;
                     ni += 1;
                 }
             }
             for k in o_start..oi - 1 {
-                if old[k].1 != old[k + 1].1 * old[k + 1].0 {
+                if old[k + 1].1.checked_mul(old[k + 1].0) != Some(old[k].1) {
                     return None;
                 }
             }
@@ -323,12 +458,13 @@ impl Layout {
             let mut acc = old[oi - 1].1;
             for k in (n_start..ni).rev() {
                 strides[k] = acc;
-                acc *= shape[k];
+                acc = acc.saturating_mul(shape[k]);
             }
         }
         if oi != old.len() {
             return None;
         }
+        reach(shape, &strides, self.offset)?;
         Some(Layout { shape: to_dims(shape), strides, offset: self.offset })
     }
 }
@@ -357,7 +493,7 @@ mod tests {
 
     #[test]
     fn transposed_layout_is_not_contiguous_and_reshape_of_it_needs_a_copy() {
-        let l = Layout::contiguous(&[3, 4]).transpose(0, 1).unwrap();
+        let l = Layout::contiguous(&[3, 4]).unwrap().transpose(0, 1).unwrap();
         assert!(!l.is_contiguous());
         assert_eq!(l.strides(), &[1, 4]);
         assert!(l.reshape_view(&[12]).is_none());
@@ -366,21 +502,21 @@ mod tests {
     #[test]
     fn reshape_view_splits_and_merges_compatible_dims() {
         // A narrowed [4, 6] -> [4, 3] keeps rows of stride 6: splitting the row dim is fine.
-        let l = Layout::contiguous(&[4, 6]).narrow(1, 0, 3).unwrap();
+        let l = Layout::contiguous(&[4, 6]).unwrap().narrow(1, 0, 3).unwrap();
         let r = l.reshape_view(&[2, 2, 3]).unwrap();
         assert_eq!(r.strides(), &[12, 6, 1]);
         assert!(l.reshape_view(&[12]).is_none());
         // Permuted then merged back where the permutation keeps chunks together.
-        let p = Layout::contiguous(&[2, 3, 4]).permute(&[0, 1, 2]).unwrap();
+        let p = Layout::contiguous(&[2, 3, 4]).unwrap().permute(&[0, 1, 2]).unwrap();
         assert_eq!(p.reshape_view(&[6, 4]).unwrap().strides(), &[4, 1]);
-        let e = Layout::contiguous(&[3, 1]).expand(&[3, 4]).unwrap();
+        let e = Layout::contiguous(&[3, 1]).unwrap().expand(&[3, 4]).unwrap();
         assert_eq!(e.reshape_view(&[3, 2, 2]).unwrap().strides(), &[1, 0, 0]);
     }
 
     #[test]
     fn expand_and_narrow_report_bad_arguments() {
-        assert!(Layout::contiguous(&[3, 2]).expand(&[3, 4]).is_err());
-        assert!(Layout::contiguous(&[3, 2]).narrow(1, 1, 2).is_err());
-        assert!(Layout::contiguous(&[3, 2]).narrow(2, 0, 1).is_err());
+        assert!(Layout::contiguous(&[3, 2]).unwrap().expand(&[3, 4]).is_err());
+        assert!(Layout::contiguous(&[3, 2]).unwrap().narrow(1, 1, 2).is_err());
+        assert!(Layout::contiguous(&[3, 2]).unwrap().narrow(2, 0, 1).is_err());
     }
 }

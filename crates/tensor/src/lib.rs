@@ -41,7 +41,7 @@ pub use bitmask::BitMask;
 
 pub use dtype::Float;
 pub use error::{Error, IoError, Result};
-pub use layout::{broadcast_shapes, contiguous_strides, Dims, Layout};
+pub use layout::{broadcast_shapes, checked_numel, contiguous_strides, Dims, Layout, MAX_NUMEL};
 pub use random::{Generator, Stream};
 pub use storage::Storage;
 pub use tensor::{Tensor, TensorNew};

@@ -179,15 +179,47 @@ mod tests {
         assert!(x.iter().all(|&v| (0.0..1.0).contains(&v)));
     }
 
+    /// `n` normals drawn one pair at a time from one [`Stream`] at `(seed, offset)`: what the
+    /// chunked, parallel `fill_normal` must reproduce by seeking to each chunk's start.
+    fn normals_one_by_one(seed: u64, offset: u64, n: usize) -> Vec<f64> {
+        let mut s = Stream::new(seed, offset);
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let u1 = 1.0 - s.next_uniform::<f64>();
+            let u2 = s.next_uniform::<f64>();
+            let (r, theta) = ((-2.0 * u1.ln()).sqrt(), 2.0 * std::f64::consts::PI * u2);
+            out.push(r * theta.cos());
+            if out.len() < n {
+                out.push(r * theta.sin());
+            }
+        }
+        out
+    }
+
     #[test]
-    fn chunks_are_independent_of_the_thread_count() {
+    fn chunked_draws_match_one_stream_read_in_order() {
+        // Several chunks, an odd tail, and a generator that has drawn before (a non-zero offset).
         let n = 3 * CHUNK + 17;
+        let mut gen = Generator::new(9);
+        gen.fill_uniform(&mut [0f32; 5]);
+        let offset = gen.offset();
+        assert_ne!(offset, 0);
         let mut par = vec![0f64; n];
-        Generator::new(9).fill_normal(&mut par);
+        gen.fill_normal(&mut par);
+        assert_eq!(par, normals_one_by_one(9, offset, n), "fill_normal vs one Stream");
+
+        let offset = gen.offset();
+        let mut uniform = vec![0f32; n];
+        gen.fill_uniform(&mut uniform);
+        let mut s = Stream::new(9, offset);
+        let want: Vec<f32> = (0..n).map(|_| s.next_uniform::<f32>()).collect();
+        assert_eq!(uniform, want, "fill_uniform vs one Stream");
+
+        // And on one thread, the same numbers again.
         let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         let mut seq = vec![0f64; n];
         one.install(|| Generator::new(9).fill_normal(&mut seq));
-        assert_eq!(par, seq);
+        assert_eq!(seq, normals_one_by_one(9, 0, n));
         let mean = par.iter().sum::<f64>() / n as f64;
         let var = par.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
         assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.02, "mean {mean}, var {var}");

@@ -4,6 +4,10 @@
 //! offset) in row-major order, one innermost run at a time, so that callers write a tight loop over
 //! a run instead of recomputing offsets per element. Dims that are contiguous with their inner
 //! neighbour in every operand are merged first, so a contiguous tensor is a single run.
+//!
+//! The walks take each operand's shape, strides and offset as a [`Layout`] keeps them: every
+//! storage index they reach fits in `usize` (a layout's constructors check that), so the offset
+//! arithmetic here cannot overflow.
 
 use smallvec::SmallVec;
 
@@ -18,8 +22,8 @@ fn coalesce<const N: usize>(shape: &[usize], strides: [&[usize]; N]) -> (Dims, [
         if shape[d] == 1 {
             continue;
         }
-        let merge =
-            !out_shape.is_empty() && (0..N).all(|k| *out_strides[k].last().unwrap_or(&0) == strides[k][d] * shape[d]);
+        let merge = !out_shape.is_empty()
+            && (0..N).all(|k| strides[k][d].checked_mul(shape[d]) == out_strides[k].last().copied());
         if merge {
             let last = out_shape.len() - 1;
             out_shape[last] *= shape[d];
@@ -182,7 +186,7 @@ mod tests {
 
     #[test]
     fn transposed_runs_visit_row_major_order() {
-        let l = Layout::contiguous(&[2, 3]).transpose(0, 1).unwrap();
+        let l = Layout::contiguous(&[2, 3]).unwrap().transpose(0, 1).unwrap();
         let data = [0, 1, 2, 3, 4, 5];
         assert_eq!(gather_contiguous(&data, &l), vec![0, 3, 1, 4, 2, 5]);
     }
@@ -201,7 +205,7 @@ mod tests {
 
     #[test]
     fn runs_in_a_range_cover_exactly_that_range() {
-        let l = Layout::contiguous(&[3, 4, 5]).permute(&[2, 0, 1]).unwrap();
+        let l = Layout::contiguous(&[3, 4, 5]).unwrap().permute(&[2, 0, 1]).unwrap();
         let all = gather_contiguous(&(0..60).collect::<Vec<usize>>(), &l);
         for start in 0..=60 {
             for end in start..=61 {

@@ -32,6 +32,13 @@ fn out_dim(size: usize, k: usize, stride: usize, pad: usize) -> usize {
     (size + 2 * pad - k) / stride + 1
 }
 
+/// An input size whose output along one dim is `out` (at least 1) for a kernel `k`, `stride`
+/// and `pad`, `extra < stride` cells past the last window (cells no window reaches); at least 1
+/// (when the padding alone covers the kernel, the output is then at least `out`).
+fn in_dim(out: usize, k: usize, stride: usize, pad: usize, extra: usize) -> usize {
+    ((out - 1) * stride + k + extra % stride).saturating_sub(2 * pad).max(1)
+}
+
 /// The direct 7-loop convolution.
 fn naive_conv(x: &[f64], xs: [usize; 4], w: &[f64], ws: [usize; 4], b: Option<&[f64]>, s: usize, p: usize) -> Vec<f64> {
     let (oh, ow) = (out_dim(xs[2], ws[2], s, p), out_dim(xs[3], ws[3], s, p));
@@ -263,15 +270,30 @@ fn check_conv(case: ConvCase) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
+    /// Non-empty cases only: the input size is derived from the output size wanted, so that
+    /// every kernel fits (empty dims have their own test below).
     #[test]
     fn conv2d_and_its_backward_match_direct_loops(
-        n in 0..3usize, c_in in 0..4usize, c_out in 0..4usize,
-        h in 1..8usize, w in 1..8usize, kh_raw in 0..5usize, kw_raw in 0..5usize,
-        stride in 1..4usize, pad in 0..3usize, bias: bool, layout in 0..3u8, seed: u64,
+        n in 1..3usize, c_in in 1..4usize, c_out in 1..4usize,
+        oh in 1..5usize, ow in 1..5usize, kh in 1..5usize, kw in 1..5usize,
+        stride in 1..4usize, pad in 0..3usize, extra in 0..3usize, bias: bool, layout in 0..3u8, seed: u64,
     ) {
-        // Kernels from 1x1 up to the padded input size.
-        let (kh, kw) = (1 + kh_raw % (h + 2 * pad), 1 + kw_raw % (w + 2 * pad));
+        let (h, w) = (in_dim(oh, kh, stride, pad, extra), in_dim(ow, kw, stride, pad, extra + 1));
+        prop_assert!(out_dim(h, kh, stride, pad) >= oh && out_dim(w, kw, stride, pad) >= ow);
         check_conv(ConvCase { n, c_in, c_out, h, w, kh, kw, stride, pad, bias, layout, seed })?;
+    }
+}
+
+#[test]
+fn conv2d_with_empty_dims() {
+    // No image, no output channel, no input channel (the output is the bias), and all three:
+    // empty outputs (or an empty reduction) on every layout, forward and backward.
+    for layout in 0..3 {
+        for (n, c_in, c_out) in [(0, 2, 3), (2, 2, 0), (2, 0, 3), (0, 0, 0), (0, 2, 0)] {
+            let case =
+                ConvCase { n, c_in, c_out, h: 4, w: 3, kh: 2, kw: 3, stride: 2, pad: 1, bias: true, layout, seed: 5 };
+            check_conv(case).unwrap_or_else(|e| panic!("{case:?}: {e}"));
+        }
     }
 }
 
@@ -527,18 +549,46 @@ fn check_pools<T: Float>(
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
+    /// Non-empty cases only, every one valid: the input size is derived from the output size
+    /// (empty batches and channels have their own test below).
     #[test]
     fn pools_match_direct_loops(
-        n in 0..3usize, c in 0..3usize, h in 1..9usize, w in 1..9usize,
-        k in 1..5usize, s in 1..5usize, p_raw in 0..3usize, layout in 0..3u8, seed: u64,
+        n in 1..3usize, c in 1..3usize, oh in 1..5usize, ow in 1..5usize,
+        k in 1..5usize, s in 1..5usize, p_raw in 0..3usize, extra in 0..4usize, layout in 0..3u8, seed: u64,
     ) {
         let p = p_raw % (k / 2 + 1);
-        prop_assume!(k <= h + 2 * p && k <= w + 2 * p);
-        let mut gen = Generator::new(seed);
-        let x = Tensor::<f64>::randn(&[n, c, h, w], &mut gen);
-        let dy = Tensor::<f64>::randn(&[n, c, out_dim(h, k, s, p), out_dim(w, k, s, p)], &mut gen);
-        check_pools::<f32>(&x, k, s, p, layout, &dy)?;
-        check_pools::<f64>(&x, k, s, p, layout, &dy)?;
+        let (h, w) = (in_dim(oh, k, s, p, extra), in_dim(ow, k, s, p, extra + 1));
+        prop_assert!(out_dim(h, k, s, p) >= oh && out_dim(w, k, s, p) >= ow);
+        check_pool_case(n, c, h, w, k, s, p, layout, seed)?;
+    }
+}
+
+/// `check_pools` in f32 and f64 on a random input `[n, c, h, w]` and upstream gradient.
+#[allow(clippy::too_many_arguments)]
+fn check_pool_case(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    layout: u8,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let mut gen = Generator::new(seed);
+    let x = Tensor::<f64>::randn(&[n, c, h, w], &mut gen);
+    let dy = Tensor::<f64>::randn(&[n, c, out_dim(h, k, s, p), out_dim(w, k, s, p)], &mut gen);
+    check_pools::<f32>(&x, k, s, p, layout, &dy)?;
+    check_pools::<f64>(&x, k, s, p, layout, &dy)
+}
+
+#[test]
+fn pools_with_empty_batches_or_channels() {
+    for layout in 0..3 {
+        for (n, c) in [(0, 2), (2, 0), (0, 0)] {
+            check_pool_case(n, c, 5, 4, 3, 2, 1, layout, 3).unwrap_or_else(|e| panic!("{n} {c} {layout}: {e}"));
+        }
     }
 }
 

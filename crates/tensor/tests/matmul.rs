@@ -476,10 +476,33 @@ fn thin_products_of_operands_contiguous_along_k_are_right_for_every_width() {
                 Case { m: 1, ..case }.check::<f32>(isa);
             }
         }
-        // A K long enough that the copy of Bᵀ (16 rows) outgrows the kept packing buffer.
-        Case { m: 3, n: 16, k: 70_000, a_t: false, b_t: true, pad: 0, offset: 0, accumulate: false, seed: 6 }
-            .check::<f32>(isa);
+        // A K long enough that the copy of Bᵀ (16 rows) outgrows the kept packing buffer. Random
+        // values' rounding bound over 70,000 terms exceeds the sums themselves (an all-zero C
+        // would pass it), so this one uses small integers, whose sums f32 holds exactly.
+        check_exact_integers(isa, 3, 16, 70_000, 6);
     }
+}
+
+/// `A Bᵀ` for `A` `[m, k]` and `B` `[n, k]` row-major, of integers in `-4..=4`, on `isa`: every
+/// partial sum is an integer below 2^24 in magnitude, so f32 computes it exactly in any order and
+/// the result must equal the integer reference bit for bit.
+fn check_exact_integers(isa: Isa, m: usize, n: usize, k: usize, seed: u64) {
+    assert!(16 * k < 1 << 24, "k = {k} is too long for exact f32 sums");
+    let ints = |len, seed| -> Vec<f32> {
+        random_vec::<f32>(len, seed).iter().map(|v| (v * 2.0).round().clamp(-4.0, 4.0)).collect()
+    };
+    let (a, b) = (ints(m * k, seed), ints(n * k, seed + 1));
+    let mut c = vec![f32::NAN; m * n];
+    let bt = MatRef::row_major(&b, n, k).t();
+    gemm_with(isa, MatMut::row_major(&mut c, m, n), MatRef::row_major(&a, m, k), bt, false);
+    let want: Vec<f32> = (0..m * n)
+        .map(|ij| {
+            let (i, j) = (ij / n, ij % n);
+            (0..k).map(|p| (a[i * k + p] * b[j * k + p]) as i64).sum::<i64>() as f32
+        })
+        .collect();
+    assert!(want.iter().any(|&v| v.abs() > 100.0), "the reference is not trivially small: {want:?}");
+    assert_eq!(c, want, "{isa:?}: A Bᵀ with k = {k}");
 }
 
 #[test]

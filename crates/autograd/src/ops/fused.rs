@@ -248,7 +248,7 @@ pub fn scaled_dot_product_attention<T: Float>(
     check_p(OP, p)?;
     let (qv, kv, vv) = (q.value(), k.value(), v.value());
     // Shapes checked before anything is drawn: one draw per weight, `[.., L, S]`.
-    let weights = qv.attention_weights_shape(&kv, &vv)?.iter().product();
+    let weights = tapegrad_tensor::checked_numel(OP, &qv.attention_weights_shape(&kv, &vv)?)?;
     let record = if p > 0.0 { Some(DropoutRecord::draw(weights, p, gen)?) } else { None };
     let dropout = record.as_ref().map(|r| AttentionDropout { mask: r.mask(), p });
     let a = qv.scaled_dot_product_attention(&kv, &vv, &AttentionOptions { attn_mask, scale, dropout })?;

@@ -4,7 +4,7 @@ use std::fmt;
 use tapegrad_tensor::TensorNew;
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
+use tapegrad_tensor::{checked_numel, Error, Float, Generator, Result, Tensor};
 
 use crate::module::Module;
 
@@ -68,10 +68,11 @@ impl<T: Float> Embedding<T> {
     /// `shape ++ [embedding_dim]`.
     ///
     /// # Errors
-    /// `Embedding` when `shape` does not hold `indices.len()` elements or an index is not below
-    /// `num_embeddings`.
+    /// `Embedding` when `shape` does not hold `indices.len()` elements (or is too large for a
+    /// tensor, as is the output shape `shape ++ [embedding_dim]`: [`checked_numel`]) or an
+    /// index is not below `num_embeddings`.
     pub fn forward_indices(&self, indices: &[usize], shape: &[usize]) -> Result<Var<T>> {
-        if shape.iter().product::<usize>() != indices.len() {
+        if checked_numel("Embedding", shape)? != indices.len() {
             return Err(Error::shape(
                 "Embedding",
                 shape,
@@ -85,10 +86,10 @@ impl<T: Float> Embedding<T> {
                 format!("index {bad} is out of range for {} embeddings", self.num_embeddings),
             ));
         }
-        let rows = self.weight.index_select(0, indices)?;
         let mut out = shape.to_vec();
         out.push(self.embedding_dim);
-        rows.reshape(&out)
+        checked_numel("Embedding", &out)?;
+        self.weight.index_select(0, indices)?.reshape(&out)
     }
 }
 
@@ -97,6 +98,10 @@ tapegrad_tensor::f32_default! {
     /// `Embedding::<T>::new(..)` in generic code. `Embedding::new(..)` without a type means `f32`.
     EmbeddingNew for Embedding {
         /// A table initialised from `N(0, 1)` with `gen`.
+        ///
+        /// # Panics
+        /// When `[num_embeddings, embedding_dim]` is too large for a tensor, with the message of
+        /// [`TensorNew::try_randn`]'s error.
         fn new(num_embeddings: usize, embedding_dim: usize, gen: &mut Generator) -> Self {
             let weight = Var::parameter(Tensor::<T>::randn(&[num_embeddings, embedding_dim], gen));
             Embedding { weight, num_embeddings, embedding_dim }

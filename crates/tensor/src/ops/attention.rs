@@ -12,6 +12,7 @@ use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::kernels::active_isa;
 use crate::kernels::elementwise::{BinaryOp, ElementwiseKernels, Operand};
+use crate::layout::checked_numel;
 use crate::ops::elementwise::{fill_chunked, CHUNK};
 use crate::ops::reduce::softmax_row;
 use crate::tensor::Tensor;
@@ -76,7 +77,7 @@ pub struct AttentionGrads<T: Float> {
 }
 
 /// Checks `q [.., L, D]`, `k [.., S, D]`, `v [.., S, Dv]` (the same leading dims); returns the
-/// shape of the scores, `[.., L, S]`.
+/// shape of the scores, `[.., L, S]`, checked to be a valid shape ([`checked_numel`]).
 fn scores_shape<T: Float>(q: &Tensor<T>, k: &Tensor<T>, v: &Tensor<T>) -> Result<Vec<usize>> {
     let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
     let n = qs.len();
@@ -94,6 +95,7 @@ fn scores_shape<T: Float>(q: &Tensor<T>, k: &Tensor<T>, v: &Tensor<T>) -> Result
     }
     let mut shape = qs[..n - 1].to_vec();
     shape.push(ks[n - 2]);
+    checked_numel(OP, &shape)?;
     Ok(shape)
 }
 
@@ -166,7 +168,7 @@ impl<T: Float> Tensor<T> {
     ) -> Result<AttentionOutput<T>> {
         let shape = scores_shape(self, key, value)?;
         let n = shape.len();
-        let numel: usize = shape.iter().product();
+        let numel = checked_numel(OP, &shape)?;
         check_dropout(options.dropout, numel, &shape)?;
         let mask = match options.attn_mask {
             Some(m) => Some(

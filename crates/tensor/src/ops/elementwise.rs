@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use crate::dtype::Float;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels::active_isa;
 use crate::kernels::elementwise::{binary_strided, unary_strided, BinaryOp, Operand, Strided, UnaryOp};
 use crate::layout::{broadcast_shapes, checked_numel, contiguous_strides, Dims, Layout};
@@ -84,9 +84,7 @@ fn broadcast_layouts<T: Float>(
     rhs: &Tensor<T>,
 ) -> Result<(Dims, Layout, Layout, usize)> {
     let shape = broadcast_shapes(op, lhs.shape(), rhs.shape())?;
-    let numel = checked_numel(&shape).ok_or_else(|| {
-        Error::mismatch(op, lhs.shape(), rhs.shape(), "the broadcast shape has more elements than fit in memory")
-    })?;
+    let numel = checked_numel(op, &shape)?;
     let (l, r) = (lhs.layout().expand(&shape)?, rhs.layout().expand(&shape)?);
     Ok((shape, l, r, numel))
 }

@@ -11,6 +11,7 @@
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{gemm, MatMut};
+use crate::layout::numel_or_reason;
 use crate::tensor::Tensor;
 
 // ─── linear ─────────────────────────  y = x Wᵀ + b
@@ -50,7 +51,8 @@ impl<T: Float> Tensor<T> {
                 return Err(Error::mismatch(OP, ws, b.shape(), format!("the bias must be [{n}]")));
             }
         }
-        let numel = m.checked_mul(n).ok_or_else(|| Error::mismatch(OP, xs, ws, "the result's size overflows usize"))?;
+        let numel = numel_or_reason(&[m, n])
+            .map_err(|reason| Error::mismatch(OP, xs, ws, format!("the result's shape [{m}, {n}]: {reason}")))?;
         let mut out = match b {
             Some(b) if numel > 0 => {
                 let b = b.contiguous();

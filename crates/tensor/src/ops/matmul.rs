@@ -8,9 +8,9 @@ use rayon::prelude::*;
 use smallvec::SmallVec;
 
 use crate::dtype::Float;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ShapeFmt};
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
-use crate::layout::{broadcast_shapes, checked_numel, Dims};
+use crate::layout::{broadcast_dims, numel_or_reason, Dims};
 use crate::tensor::Tensor;
 
 /// A batch whose single product is smaller than this (in flops) is spread over threads one
@@ -61,13 +61,16 @@ impl<T: Float> Tensor<T> {
         if k != k2 {
             return Err(Error::mismatch("matmul", ls, rs, format!("inner dimensions {k} and {k2} differ")));
         }
-        let batch = broadcast_shapes("matmul", &lhs.shape()[..lnd - 2], &rhs_m.shape()[..rnd - 2])
+        let (lb, rb) = (&lhs.shape()[..lnd - 2], &rhs_m.shape()[..rnd - 2]);
+        // Too large a batch is caught with the whole result's shape below.
+        let batch = broadcast_dims(lb, rb)
             .map_err(|_| Error::mismatch("matmul", ls, rs, "the batch dims cannot be broadcast"))?;
 
         let mut full: Dims = batch.clone();
         full.extend_from_slice(&[m, n]);
-        let numel = checked_numel(&full)
-            .ok_or_else(|| Error::mismatch("matmul", ls, rs, "the result's size overflows usize"))?;
+        let numel = numel_or_reason(&full).map_err(|reason| {
+            Error::mismatch("matmul", ls, rs, format!("the result's shape {}: {reason}", ShapeFmt(&full)))
+        })?;
         // Every element is written by a product with `accumulate = false`.
         let mut out = crate::memory::for_overwrite(numel);
         if numel > 0 {

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use crate::dtype::Float;
 use crate::error::{Error, Result};
+use crate::layout::checked_numel;
 use crate::ops::elementwise::CHUNK;
 use crate::parallel::min_len;
 use crate::tensor::Tensor;
@@ -60,8 +61,8 @@ fn rows_and_width<T: Float>(
             }
         }
     }
-    let n: usize = normalized_shape.iter().product();
-    let rows = shape.iter().product::<usize>().checked_div(n).unwrap_or(0);
+    let n = checked_numel(op, normalized_shape)?;
+    let rows = checked_numel(op, shape)?.checked_div(n).unwrap_or(0);
     Ok((rows, n))
 }
 

@@ -12,9 +12,9 @@
 use rayon::prelude::*;
 
 use crate::dtype::Float;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ShapeFmt};
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
-use crate::layout::checked_numel;
+use crate::layout::{checked_numel, numel_or_reason};
 use crate::tensor::Tensor;
 
 mod im2col;
@@ -67,13 +67,15 @@ fn conv_geometry(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Result<
             ))
         }
     };
-    let g = Geometry { c: x[1], h: x[2], w: x[3], kh: w[2], kw: w[3], stride, pad, oh, ow };
-    // Every buffer conv allocates must have a representable size.
-    let sizes = [checked_numel(&[x[0], w[0], oh, ow]), checked_numel(&[g.col_rows(), oh, ow])];
-    if sizes.iter().any(Option::is_none) {
-        return Err(Error::mismatch(OP, x, w, "the output or column matrix size overflows usize"));
-    }
-    Ok((x[0], w[0], g))
+    // Every buffer conv allocates must have a valid size: the output and one image's column
+    // matrix (`c_in * kh * kw` rows, a sub-product of the weight's valid shape).
+    let check = |what: &str, shape: &[usize]| {
+        numel_or_reason(shape)
+            .map_err(|reason| Error::mismatch(OP, x, w, format!("the {what} {}: {reason}", ShapeFmt(shape))))
+    };
+    check("output", &[x[0], w[0], oh, ow])?;
+    check("column matrix", &[w[1] * w[2] * w[3], oh, ow])?;
+    Ok((x[0], w[0], Geometry { c: x[1], h: x[2], w: x[3], kh: w[2], kw: w[3], stride, pad, oh, ow }))
 }
 
 /// The column matrix of image `n` as a GEMM operand (`col_rows x col_cols`): the image itself
@@ -263,6 +265,10 @@ impl<T: Float> Tensor<T> {
 
         let mut dx = if need_dx { crate::memory::filled(n * image, T::ZERO) } else { Vec::new() };
         let groups = n.div_ceil(BACKWARD_GROUP);
+        // One partial weight gradient per group of images.
+        if need_dw {
+            checked_numel("conv2d_backward", &[groups, c_out, rows])?;
+        }
         let mut partial = if need_dw { vec![T::ZERO; groups * c_out * rows] } else { Vec::new() };
         // One group of images: its slice of `dx` and its partial `dweight`, each when needed.
         type Parts<'a, T> = (Option<&'a mut [T]>, Option<&'a mut [T]>);

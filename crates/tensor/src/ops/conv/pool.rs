@@ -12,7 +12,7 @@ use super::im2col::Geometry;
 use super::out_size;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
-use crate::layout::checked_numel;
+use crate::layout::{checked_numel, numel_or_reason, MAX_NUMEL};
 use crate::tensor::Tensor;
 
 /// Checks a pooling call on an input of `shape` and returns `(planes, geometry)` where planes
@@ -33,6 +33,12 @@ fn pool_geometry(
     if pad > kernel / 2 {
         return Err(Error::arg(op, format!("padding {pad} must be at most half the kernel size {kernel}")));
     }
+    // The window's size is a divisor (avg_pool2d) and bounds every window's end.
+    if kernel.checked_mul(kernel).is_none_or(|area| area > MAX_NUMEL) {
+        return Err(Error::arg(op, format!("a {kernel}x{kernel} window has more elements than a tensor can have")));
+    }
+    // Also the input's (`avg_pool2d_backward` takes its shape as given).
+    checked_numel(op, shape)?;
     let (h, w) = (shape[2], shape[3]);
     if h == 0 || w == 0 {
         return Err(Error::shape(op, shape, "the spatial dims must not be empty"));
@@ -48,8 +54,8 @@ fn pool_geometry(
         }
     };
     let planes = shape[0] * shape[1];
-    if checked_numel(&[planes, oh, ow]).is_none() {
-        return Err(Error::shape(op, shape, "the output size overflows usize"));
+    if let Err(reason) = numel_or_reason(&[planes, oh, ow]) {
+        return Err(Error::shape(op, shape, format!("the output's {planes} planes of {oh}x{ow}: {reason}")));
     }
     Ok((planes, Geometry { c: 1, h, w, kh: kernel, kw: kernel, stride, pad, oh, ow }))
 }
@@ -190,6 +196,7 @@ impl<T: Float> Tensor<T> {
         if indices.len() != dy.numel() {
             return Err(Error::shape(OP, dy.shape(), format!("needs one index per element, got {}", indices.len())));
         }
+        let numel = checked_numel(OP, input_shape)?;
         let image = input_shape[2] * input_shape[3];
         if let Some(&bad) = indices.iter().find(|&&i| i >= image) {
             return Err(Error::arg(
@@ -197,8 +204,6 @@ impl<T: Float> Tensor<T> {
                 format!("index {bad} is outside the {}x{} plane", input_shape[2], input_shape[3]),
             ));
         }
-        let numel = checked_numel(input_shape)
-            .ok_or_else(|| Error::shape(OP, input_shape, "the number of elements overflows usize"))?;
         let mut dx = crate::memory::filled(numel, T::ZERO);
         let plane = dy.shape()[2] * dy.shape()[3];
         let dy = dy.contiguous();

@@ -77,9 +77,8 @@ impl<T: Float> Tensor<T> {
                 .ok_or_else(|| Error::shape("cat", t.shape(), "the concatenated size overflows usize"))?;
         }
         shape[dim] = total;
-        let numel = checked_numel(&shape)
-            .ok_or_else(|| Error::shape("cat", &shape, "the number of elements overflows usize"))?;
-        let out_layout = Layout::contiguous(&shape);
+        let numel = checked_numel("cat", &shape)?;
+        let out_layout = Layout::contiguous_valid(&shape);
         let mut out = vec![T::ZERO; numel];
         let mut start = 0;
         for t in tensors {

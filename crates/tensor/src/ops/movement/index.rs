@@ -64,7 +64,7 @@ fn check_gather_index(
             format!("the index's size {} in dim {d} exceeds the tensor's {}", index_shape[d], shape[d]),
         ));
     }
-    if checked_numel(index_shape) != Some(index.len()) {
+    if checked_numel(op, index_shape)? != index.len() {
         return Err(Error::shape(
             op,
             index_shape,
@@ -99,8 +99,7 @@ impl<T: Float> Tensor<T> {
         check_indices("index_select", self.shape(), dim, index)?;
         let mut shape: Dims = self.shape().into();
         shape[dim] = index.len();
-        let numel = checked_numel(&shape)
-            .ok_or_else(|| Error::shape("index_select", &shape, "the number of elements overflows usize"))?;
+        let numel = checked_numel("index_select", &shape)?;
         let (outer, inner) = split_at_dim(self.shape(), dim);
         let size = self.shape()[dim];
         let x = row_major(self);

@@ -22,7 +22,8 @@ impl<T: Float> Tensor<T> {
     /// strides allow it, a copy otherwise (e.g. after a transpose), like `torch.reshape`.
     ///
     /// # Errors
-    /// `reshape` names both shapes when their element counts differ.
+    /// `reshape` names both shapes when their element counts differ, and the target shape when
+    /// it is too large ([`checked_numel`](crate::checked_numel)).
     ///
     /// ```
     /// # use tapegrad_tensor::Tensor;
@@ -32,7 +33,7 @@ impl<T: Float> Tensor<T> {
     /// # Ok::<(), tapegrad_tensor::Error>(())
     /// ```
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor<T>> {
-        if checked_numel(shape) != Some(self.numel()) {
+        if checked_numel("reshape", shape)? != self.numel() {
             return Err(Error::mismatch(
                 "reshape",
                 self.shape(),
@@ -87,7 +88,17 @@ impl<T: Float> Tensor<T> {
     /// leading dims may be added.
     ///
     /// # Errors
-    /// `expand` when a dim that is not 1 would change size.
+    /// `expand` when a dim that is not 1 would change size, or when the target shape is too
+    /// large ([`checked_numel`](crate::checked_numel)): a view of more than
+    /// [`MAX_NUMEL`](crate::MAX_NUMEL) elements, whose count could not even be summed over.
+    ///
+    /// ```
+    /// # use tapegrad_tensor::Tensor;
+    /// let x = Tensor::<f32>::ones(&[1, 1]);
+    /// assert_eq!(x.expand(&[3, 1 << 40])?.numel(), 3 << 40); // a view: nothing is allocated
+    /// assert!(x.expand(&[1 << 32, 1 << 32]).is_err());
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
     pub fn expand(&self, shape: &[usize]) -> Result<Tensor<T>> {
         Ok(self.with_layout(self.layout().expand(shape)?))
     }
