@@ -29,7 +29,7 @@ mod seed;
 mod tape;
 mod var;
 
-pub use gradcheck::{gradcheck, gradcheck_with, GradcheckOptions};
+pub use gradcheck::{gradcheck, gradcheck_with, gradchecked_ops, GradcheckOptions};
 pub use no_grad::{detect_anomaly, is_anomaly_enabled, is_grad_enabled, no_grad};
 pub use ops::dropout::{check_p, dropout, DropoutRecord};
 pub use ops::feature_dropout::{alpha_dropout, dropout2d};
