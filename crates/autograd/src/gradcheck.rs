@@ -1,10 +1,31 @@
 //! Gradient checking: the tape's gradients against central finite differences, in f64.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Error, Generator, Result, Tensor};
 
 use crate::no_grad::no_grad;
 use crate::var::Var;
+
+/// The ops on the tapes of the checks that passed in this process (see [`gradchecked_ops`]).
+static CHECKED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+
+/// The names ([`Backward::name`](crate::Backward::name)) of every op recorded on the tape of a
+/// [`gradcheck`] or [`gradcheck_with`] that passed so far in this process: what a test binary
+/// uses to assert that each op it owns had its gradient checked.
+///
+/// ```
+/// use tapegrad_autograd::{gradcheck, gradchecked_ops};
+/// use tapegrad_tensor::{Tensor, TensorNew};
+/// gradcheck(|v| Ok(v[0].tanh().sum_all()), &[Tensor::<f64>::ones(&[2])])?;
+/// assert!(gradchecked_ops().contains("tanh") && gradchecked_ops().contains("sum")); // sum_all records "sum"
+/// # Ok::<(), tapegrad_autograd::Error>(())
+/// ```
+pub fn gradchecked_ops() -> BTreeSet<&'static str> {
+    CHECKED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
 
 /// Step and tolerances for [`gradcheck_with`].
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +58,8 @@ impl Default for GradcheckOptions {
 ///
 /// # Errors
 /// [`Error::GradcheckMismatch`] naming the op, the input, the index and both values at the first
-/// disagreement; any error `f` returns.
+/// disagreement; [`Error::ShapeMismatch`] (op `gradcheck`) when the tape's gradient of an input
+/// does not have the input's shape; any error `f` returns.
 pub fn gradcheck(f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>, inputs: &[Tensor<f64>]) -> Result<()> {
     gradcheck_with(f, inputs, None, GradcheckOptions::default())
 }
@@ -47,6 +69,8 @@ pub fn gradcheck(f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>, inputs: &[Tensor<f
 /// a fixed standard-normal tensor of the output's shape, so that every output element counts
 /// with a different weight. `f` must be deterministic (a dropout inside it must draw from a
 /// generator created inside `f` with a fixed seed).
+///
+/// A check that passes adds the names of the ops on `f`'s tape to [`gradchecked_ops`].
 ///
 /// # Errors
 /// As [`gradcheck`].
@@ -58,7 +82,8 @@ pub fn gradcheck_with(
 ) -> Result<()> {
     let vars: Vec<Var<f64>> = inputs.iter().map(|t| Var::parameter(t.clone())).collect();
     let out = f(&vars)?;
-    let op = out.tape().last().map_or("constant", |e| e.name).to_string();
+    let tape = out.tape();
+    let op = tape.last().map_or("constant", |e| e.name).to_string();
     let upstream = match upstream {
         Some(u) => u.clone(),
         None => Tensor::<f64>::randn(out.value().shape(), &mut Generator::new(0x6AD_C4EC)),
@@ -72,7 +97,18 @@ pub fn gradcheck_with(
         y.mul(&upstream)?.sum_all().item()
     };
     for (i, input) in inputs.iter().enumerate() {
-        let analytic = vars[i].grad().map(|g| g.to_vec()).unwrap_or_else(|| vec![0.0; input.numel()]);
+        let analytic = match vars[i].grad() {
+            Some(g) if g.shape() != input.shape() => {
+                return Err(Error::mismatch(
+                    "gradcheck",
+                    g.shape(),
+                    input.shape(),
+                    format!("the tape's gradient of input {i} (through `{op}`) does not have the input's shape"),
+                ));
+            }
+            Some(g) => g.to_vec(),
+            None => vec![0.0; input.numel()],
+        };
         let base = input.to_vec();
         let shape = input.shape();
         for j in 0..base.len() {
@@ -100,5 +136,6 @@ pub fn gradcheck_with(
             }
         }
     }
+    CHECKED.lock().unwrap_or_else(|e| e.into_inner()).extend(tape.iter().map(|e| e.name));
     Ok(())
 }

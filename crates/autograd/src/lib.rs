@@ -25,16 +25,16 @@
 mod gradcheck;
 mod no_grad;
 pub mod ops;
+mod seed;
 mod tape;
 mod var;
 
-pub use gradcheck::{gradcheck, gradcheck_with, GradcheckOptions};
-pub use no_grad::{
-    detect_anomaly, is_anomaly_enabled, is_grad_enabled, manual_seed, no_grad, with_default_generator, DEFAULT_SEED,
-};
+pub use gradcheck::{gradcheck, gradcheck_with, gradchecked_ops, GradcheckOptions};
+pub use no_grad::{detect_anomaly, is_anomaly_enabled, is_grad_enabled, no_grad};
 pub use ops::dropout::{check_p, dropout, DropoutRecord};
 pub use ops::feature_dropout::{alpha_dropout, dropout2d};
 pub use ops::fused;
+pub use seed::{manual_seed, thread_stream_seed, with_default_generator, DEFAULT_SEED};
 pub use tape::TapeEntry;
 pub use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 pub use var::{Backward, Grads, Var};

@@ -1,18 +1,11 @@
-//! Per-thread switches: gradient recording (`no_grad`), anomaly detection, and the default
-//! generator that `Var::dropout` draws from (`manual_seed`).
+//! Per-thread switches: gradient recording (`no_grad`) and anomaly detection. (The default
+//! generator and `manual_seed` are in `seed.rs`.)
 
-use std::cell::{Cell, RefCell};
-
-use tapegrad_tensor::Generator;
-
-/// The default generator's seed until `manual_seed` is called (fixed, so that a program that
-/// never seeds is still reproducible).
-pub const DEFAULT_SEED: u64 = 0x5EED_DA7A;
+use std::cell::Cell;
 
 thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
     static ANOMALY: Cell<bool> = const { Cell::new(false) };
-    static DEFAULT_GEN: RefCell<Generator> = RefCell::new(Generator::new(DEFAULT_SEED));
 }
 
 /// Restores the previous recording state when dropped, so a panic inside `no_grad` cannot leave
@@ -55,15 +48,4 @@ pub fn detect_anomaly(on: bool) {
 /// True when anomaly detection is on for this thread.
 pub fn is_anomaly_enabled() -> bool {
     ANOMALY.with(Cell::get)
-}
-
-/// Seeds this thread's default generator (used by `Var::dropout` and modules without their own
-/// generator), like `torch.manual_seed`.
-pub fn manual_seed(seed: u64) {
-    DEFAULT_GEN.with(|g| *g.borrow_mut() = Generator::new(seed));
-}
-
-/// Runs `f` with this thread's default generator.
-pub fn with_default_generator<R>(f: impl FnOnce(&mut Generator) -> R) -> R {
-    DEFAULT_GEN.with(|g| f(&mut g.borrow_mut()))
 }

@@ -19,6 +19,10 @@ fn nonzero<T: Float>(numel: usize, seed: u64) -> Tensor<T> {
     Tensor::<T>::rand(&[numel], &mut Generator::new(seed)).add_scalar(T::ONE)
 }
 
+/// Held by a test while it calls `manual_seed` and draws: tests run in parallel threads of one
+/// process and the seed is process-wide.
+static SEEDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn bits<T: Float>(t: &Tensor<T>) -> Vec<u64> {
     t.to_vec().into_iter().map(|v| v.to_f64().to_bits()).collect()
 }
@@ -217,6 +221,9 @@ fn seeding<T: Float>() {
     assert_ne!(record(&d).mask_words(), record(&a).mask_words());
 
     // manual_seed + Var::dropout is reproducible, and matches an explicit generator of that seed.
+    // The seed is process-wide: no other test of this binary may seed meanwhile (a seed from
+    // another thread would re-derive this thread's stream).
+    let _only_seeder = SEEDING.lock().unwrap_or_else(|e| e.into_inner());
     manual_seed(42);
     let e1 = x.dropout(0.5).unwrap();
     let e2 = x.dropout(0.5).unwrap();

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tapegrad_autograd::fused::{linear, linear_relu_dropout};
-use tapegrad_autograd::{dropout, gradcheck, Generator, Result, Tensor, Var};
+use tapegrad_autograd::{dropout, gradcheck, Error, Generator, Result, Tensor, Var};
 use tapegrad_tensor::TensorNew;
 
 type Outcome = std::result::Result<(), TestCaseError>;
@@ -40,6 +40,11 @@ fn check_linear_relu_dropout(
     seed: u64,
 ) -> Outcome {
     let [x, w, b] = inputs(m, n, k, transposed, seed);
+    // Pre-activations within a finite-difference step of relu's kink (one input moves by 1e-6,
+    // a pre-activation by at most 2.5e-6 here) would compare one side's gradient with a
+    // difference quotient across both.
+    let pre = x.matmul(&w.t().unwrap()).unwrap().add(&b).unwrap();
+    prop_assume!(pre.to_vec().iter().all(|v| v.abs() > 1e-4));
     let ok = gradcheck(|v| linear_relu_dropout(&v[0], &v[1], &v[2], p, &mut Generator::new(mask_seed)), &[x, w, b]);
     ok.map_err(|e| TestCaseError::fail(e.to_string()))
 }
@@ -111,14 +116,39 @@ fn the_record_regenerates_the_mask() -> Result<()> {
     Ok(())
 }
 
-/// Shape errors are errors, not panics.
+/// Shape errors are errors naming the op and the shapes, not panics; each call is wrong in
+/// exactly one way (a valid `p`, 0.5 or 1, where the shape is what is wrong).
 #[test]
 fn bad_shapes_are_errors() {
+    let shape_error = |r: Result<Var<f32>>, op: &str| {
+        let err = r.unwrap_err();
+        assert!(
+            matches!(err, Error::ShapeMismatch { .. } | Error::InvalidShape { .. }),
+            "expected a shape error, got {err}"
+        );
+        assert!(err.to_string().starts_with(op), "{err}");
+    };
     let x = Var::new(Tensor::<f32>::ones(&[2, 3]));
-    let w = Var::parameter(Tensor::<f32>::ones(&[4, 5]));
-    assert!(linear(&x, &w, None).is_err());
     let w = Var::parameter(Tensor::<f32>::ones(&[4, 3]));
-    assert!(linear(&x, &w, Some(&Var::new(Tensor::ones(&[3])))).is_err());
-    assert!(linear(&Var::new(Tensor::<f32>::ones(&[3])), &w, None).is_err());
-    assert!(linear_relu_dropout(&x, &w, &Var::new(Tensor::ones(&[4])), 1.5, &mut Generator::new(0)).is_err());
+    let b = Var::new(Tensor::<f32>::ones(&[4]));
+    let mut gen = Generator::new(0);
+    // The well-formed calls succeed, p = 1 included (the fused op reports its shapes as `linear`,
+    // the product it computes first).
+    assert!(linear(&x, &w, Some(&b)).is_ok());
+    for p in [0.5, 1.0] {
+        assert!(linear_relu_dropout(&x, &w, &b, p, &mut gen).is_ok());
+    }
+
+    let w_wide = Var::parameter(Tensor::<f32>::ones(&[4, 5]));
+    shape_error(linear(&x, &w_wide, None), "linear");
+    shape_error(linear(&x, &w, Some(&Var::new(Tensor::ones(&[3])))), "linear");
+    shape_error(linear(&Var::new(Tensor::<f32>::ones(&[3])), &w, None), "linear");
+    for p in [0.5, 1.0] {
+        shape_error(linear_relu_dropout(&x, &w_wide, &b, p, &mut gen), "linear");
+        shape_error(linear_relu_dropout(&x, &w, &Var::new(Tensor::ones(&[3])), p, &mut gen), "linear");
+        shape_error(linear_relu_dropout(&Var::new(Tensor::ones(&[3])), &w, &b, p, &mut gen), "linear");
+    }
+    // And a p outside [0, 1] is an argument error of its own.
+    let err = linear_relu_dropout(&x, &w, &b, 1.5, &mut gen).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 }

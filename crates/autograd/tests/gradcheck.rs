@@ -2,8 +2,9 @@
 //! crate records: random small shapes, broadcasting shapes for the binary ops, non-contiguous
 //! inputs (transposed, narrowed and expanded views), and a non-trivial upstream gradient (the
 //! default random one, or an explicit non-contiguous one). Each op `x` has a test `grad_x`;
-//! `every_recorded_op_has_a_gradient_check` reads the op names from `src/ops` and fails for an op
-//! that has none.
+//! `every_recorded_op_is_gradchecked` runs them all, reads the op names from `src/ops` and fails
+//! for an op that no passing check had on its tape. `gradcheck` itself is shown to fail on a
+//! wrong backward and on a gradient of the wrong shape.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -12,9 +13,10 @@ use tapegrad_tensor::TensorNew;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tapegrad_autograd::{
-    alpha_dropout, dropout, dropout2d, gradcheck, gradcheck_with, no_grad, Generator, GradcheckOptions, Result, Tensor,
-    Var,
+    alpha_dropout, dropout, dropout2d, gradcheck, gradcheck_with, no_grad, Backward, Error, Generator,
+    GradcheckOptions, Grads, Result, Tensor, Var,
 };
+use tapegrad_golden as golden;
 
 type Outcome = std::result::Result<(), TestCaseError>;
 
@@ -204,6 +206,15 @@ fn binary(
             check(|v| f(&x, &v[0]), &[y])
         }
     }
+}
+
+/// True when every pre-activation of `relu(x Wᵀ + b)` is farther from 0 than a finite-difference
+/// step can move it (one element of `x`, `W` or `b` moves by `eps = 1e-6`, so a pre-activation
+/// by at most `eps · max(|x|, |W|, 1) ≤ 2.5e-6` for these inputs): a check that straddles the
+/// kink compares the gradient of one side with a difference quotient of both.
+fn away_from_relu_kink(x: &Tensor<f64>, w: &Tensor<f64>, b: &Tensor<f64>) -> bool {
+    let pre = x.matmul(&w.t().expect("2-D")).and_then(|y| y.add(b)).expect("the shapes fit");
+    pre.to_vec().iter().all(|v| v.abs() > 1e-4)
 }
 
 /// A shape of rank 1..=3 and a dim of it.
@@ -681,6 +692,7 @@ proptest! {
     fn grad_linear_relu_dropout(m in 1usize..=4, n in 1usize..=4, k in 1usize..=4, p in 0.05f64..0.9, mask_seed in any::<u64>(), lx in layout(), seed in any::<u64>()) {
         let gen = &mut Generator::new(seed);
         let (x, w, b) = (input(&[m, k], lx, Values::Any, gen), input(&[n, k], Layout::Contiguous, Values::Any, gen), input(&[n], Layout::Contiguous, Values::Any, gen));
+        prop_assume!(away_from_relu_kink(&x, &w, &b));
         check(|v| tapegrad_autograd::fused::linear_relu_dropout(&v[0], &v[1], &v[2], p, &mut Generator::new(mask_seed)), &[x, w, b])?;
     }
 
@@ -786,117 +798,196 @@ fn backward_through_empty_tensors() -> Result<()> {
     Ok(())
 }
 
+// ─── gradcheck itself fails on a wrong backward ─────────────────────────────────
+
+/// `y = c x` as a custom op whose backward may be deliberately wrong: it claims
+/// `dx = claimed dy`, and with `off_at` adds `off` to one element. Named `right_scale` for
+/// `claimed = 3` without an offset (right for the `c = 3` the tests use), else `wrong_scale`.
+struct Scale {
+    claimed: f64,
+    off_at: Option<(usize, f64)>,
+}
+
+impl Backward<f64> for Scale {
+    fn name(&self) -> &'static str {
+        if self.claimed == 3.0 && self.off_at.is_none() {
+            "right_scale"
+        } else {
+            "wrong_scale"
+        }
+    }
+    fn backward(&self, dy: &Tensor<f64>, _: &[bool]) -> Result<Grads<f64>> {
+        let mut g = dy.mul_scalar(self.claimed).to_vec();
+        if let Some((at, off)) = self.off_at {
+            g[at] += off;
+        }
+        Ok(Grads::one(Tensor::from_vec(g, dy.shape())?))
+    }
+}
+
+fn scale(x: &Var<f64>, c: f64, backward: Scale) -> Var<f64> {
+    Var::from_op(x.value().mul_scalar(c), &[x], || backward)
+}
+
+#[test]
+fn gradcheck_catches_a_wrong_backward() {
+    let x = input(&[2, 3], Layout::Contiguous, Values::Any, &mut Generator::new(1));
+    // The right backward passes (the harness is sound) ...
+    gradcheck(|v| Ok(scale(&v[0], 3.0, Scale { claimed: 3.0, off_at: None })), std::slice::from_ref(&x)).unwrap();
+    // ... a wrong factor fails at the first element, naming the op and both values ...
+    let err = gradcheck(|v| Ok(scale(&v[0], 3.0, Scale { claimed: 2.0, off_at: None })), std::slice::from_ref(&x))
+        .unwrap_err();
+    match err {
+        Error::GradcheckMismatch { op, input, index, analytic, numeric } => {
+            assert_eq!((op.as_str(), input, index), ("wrong_scale", 0, vec![0, 0]));
+            assert!((analytic / numeric - 2.0 / 3.0).abs() < 1e-6, "{analytic} vs {numeric}");
+        }
+        other => panic!("expected GradcheckMismatch, got {other}"),
+    }
+    // ... and so does an error of 1e-2 in one element, found at its index.
+    let err =
+        gradcheck(|v| Ok(scale(&v[0], 3.0, Scale { claimed: 3.0, off_at: Some((4, 1e-2)) })), std::slice::from_ref(&x))
+            .unwrap_err();
+    assert!(matches!(err, Error::GradcheckMismatch { input: 0, ref index, .. } if index == &[1, 1]), "{err}");
+    // A wrong gradient for the second input of a composite is reported as input 1, under the
+    // output's op.
+    let err =
+        gradcheck(|v| v[0].mul(&scale(&v[1], 0.5, Scale { claimed: -0.5, off_at: None })), &[x.clone(), x.clone()])
+            .unwrap_err();
+    assert!(matches!(err, Error::GradcheckMismatch { ref op, input: 1, .. } if op == "mul"), "{err}");
+    let seen = tapegrad_autograd::gradchecked_ops();
+    assert!(seen.contains("right_scale") && !seen.contains("wrong_scale"), "a failed check covers nothing");
+}
+
+/// A backward that returns a gradient of the wrong shape (same number of elements, or fewer):
+/// a shape error, not a flattened comparison that could pass or an index out of bounds.
+#[test]
+fn gradcheck_rejects_a_gradient_of_the_wrong_shape() {
+    struct Reshaped(Vec<usize>);
+    impl Backward<f64> for Reshaped {
+        fn name(&self) -> &'static str {
+            "reshaped_grad"
+        }
+        fn backward(&self, dy: &Tensor<f64>, _: &[bool]) -> Result<Grads<f64>> {
+            let n: usize = self.0.iter().product();
+            Ok(Grads::one(Tensor::from_vec(dy.contiguous().to_vec()[..n].to_vec(), &self.0)?))
+        }
+    }
+    let x = input(&[2, 3], Layout::Contiguous, Values::Any, &mut Generator::new(2));
+    for wrong in [vec![3, 2], vec![6], vec![1, 3]] {
+        let shape = wrong.clone();
+        // Upstream ones: with the transposed shape the flattened values would even agree.
+        let ones = Tensor::<f64>::ones(&[2, 3]);
+        let err = gradcheck_with(
+            |v| Ok(Var::from_op(v[0].value(), &[&v[0]], || Reshaped(shape.clone()))),
+            std::slice::from_ref(&x),
+            Some(&ones),
+            GradcheckOptions::default(),
+        )
+        .unwrap_err();
+        match err {
+            Error::ShapeMismatch { op: "gradcheck", lhs, rhs, reason } => {
+                assert_eq!((lhs, rhs), (wrong, vec![2, 3]));
+                assert!(reason.contains("input 0") && reason.contains("reshaped_grad"), "{reason}");
+            }
+            other => panic!("expected a shape error, got {other}"),
+        }
+    }
+}
+
 // ─── every op has a check ────────────────────────────────────────────────────
 
-/// The names `fn name(&self) -> &'static str` returns in one op source file: a literal, the
-/// `name: "..."` literals of a struct that stores its name (maximum / minimum), or a macro's
-/// `$label`, read from each invocation of that macro. Panics on any other form, so that a new way
-/// of naming an op cannot slip past this test.
-fn op_names(file: &str, src: &str) -> Vec<String> {
-    const SIGNATURE: &str = "fn name(&self) -> &'static str";
-    let literal = |s: &str| -> Option<String> {
-        let s = s.trim();
-        let rest = s.strip_prefix('"')?;
-        Some(rest[..rest.find('"')?].to_string())
-    };
-    assert_eq!(
-        src.matches("fn name(").count(),
-        src.matches(SIGNATURE).count(),
-        "{file}: a `fn name` with a signature this test cannot read"
-    );
-    assert_eq!(
-        src.matches("Backward<T> for").count(),
-        src.matches(SIGNATURE).count(),
-        "{file}: every Backward impl must have one `{SIGNATURE}`"
-    );
-    let mut names = vec![];
-    for (at, _) in src.match_indices(SIGNATURE) {
-        let open = at + src[at..].find('{').expect("a body") + 1;
-        let body = &src[open..open + src[open..].find('}').expect("a closed body")];
-        if let Some(name) = literal(body) {
-            names.push(name);
-        } else if body.trim() == "self.name" {
-            let stored: Vec<String> =
-                src.match_indices("name: \"").filter_map(|(i, _)| literal(&src[i + 6..])).collect();
-            assert!(!stored.is_empty(), "{file}: an op named by `self.name` but no `name: \"...\"` literal");
-            names.extend(stored);
-        } else if body.trim().starts_with('$') {
-            let defined = src[..at].rfind("macro_rules! ").expect("a `$label` inside a macro_rules");
-            let rest = &src[defined + "macro_rules! ".len()..];
-            let macro_name = &rest[..rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).expect("a macro name")];
-            let call = format!("{macro_name}!(");
-            let calls: Vec<String> = src
-                .match_indices(&call)
-                .map(|(i, _)| {
-                    // The first literal of the call, skipping its doc comments.
-                    let args: String = src[i + call.len()..]
-                        .lines()
-                        .filter(|l| !l.trim_start().starts_with("//"))
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                    literal(&args[args.find('"').expect("a label literal")..]).expect("a closed literal")
-                })
-                .collect();
-            assert!(!calls.is_empty(), "{file}: macro {macro_name} names ops but is never invoked");
-            names.extend(calls);
-        } else {
-            panic!("{file}: an op name this test cannot read: `{}`; teach op_names", body.trim());
-        }
-    }
-    names
-}
+/// Every gradient check of this file, run once more by the coverage test below: the harness
+/// runs tests in parallel and in any order, so a test cannot wait for the others.
+const CHECKS: &[(&str, fn())] = &[
+    ("grad_add", grad_add),
+    ("grad_sub", grad_sub),
+    ("grad_mul", grad_mul),
+    ("grad_mul_fan_out", grad_mul_fan_out),
+    ("grad_div", grad_div),
+    ("grad_maximum", grad_maximum),
+    ("grad_minimum", grad_minimum),
+    ("grad_maximum_minimum_ties", grad_maximum_minimum_ties),
+    ("grad_add_scalar", grad_add_scalar),
+    ("grad_mul_scalar", grad_mul_scalar),
+    ("grad_powf", grad_powf),
+    ("grad_powf_integer_exponents", grad_powf_integer_exponents),
+    ("grad_neg", grad_neg),
+    ("grad_exp", grad_exp),
+    ("grad_log", grad_log),
+    ("grad_sqrt", grad_sqrt),
+    ("grad_tanh", grad_tanh),
+    ("grad_sigmoid", grad_sigmoid),
+    ("grad_relu", grad_relu),
+    ("grad_abs", grad_abs),
+    ("grad_abs_at_zero", grad_abs_at_zero),
+    ("grad_gelu", grad_gelu),
+    ("grad_gelu_tanh", grad_gelu_tanh),
+    ("grad_sum", grad_sum),
+    ("grad_sum_all", grad_sum_all),
+    ("grad_mean", grad_mean),
+    ("grad_mean_all", grad_mean_all),
+    ("grad_max", grad_max),
+    ("grad_softmax", grad_softmax),
+    ("grad_log_softmax", grad_log_softmax),
+    ("grad_matmul", grad_matmul),
+    ("grad_matmul_batched", grad_matmul_batched),
+    ("grad_matmul_1d", grad_matmul_1d),
+    ("grad_reshape", grad_reshape),
+    ("grad_transpose", grad_transpose),
+    ("grad_t", grad_t),
+    ("grad_permute", grad_permute),
+    ("grad_narrow", grad_narrow),
+    ("grad_expand", grad_expand),
+    ("grad_unsqueeze", grad_unsqueeze),
+    ("grad_squeeze", grad_squeeze),
+    ("grad_contiguous", grad_contiguous),
+    ("grad_cat", grad_cat),
+    ("grad_stack", grad_stack),
+    ("grad_index_select", grad_index_select),
+    ("grad_gather", grad_gather),
+    ("grad_conv2d", grad_conv2d),
+    ("grad_max_pool2d", grad_max_pool2d),
+    ("grad_avg_pool2d", grad_avg_pool2d),
+    ("grad_dropout", grad_dropout),
+    ("grad_dropout2d", grad_dropout2d),
+    ("grad_alpha_dropout", grad_alpha_dropout),
+    ("grad_linear", grad_linear),
+    ("grad_linear_relu_dropout", grad_linear_relu_dropout),
+    ("grad_scaled_dot_product_attention", grad_scaled_dot_product_attention),
+    ("grad_layer_norm", grad_layer_norm),
+];
 
-fn collect_op_names(dir: &Path, names: &mut BTreeSet<String>) {
-    for entry in std::fs::read_dir(dir).expect("src/ops is readable") {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            collect_op_names(&path, names);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            let src = std::fs::read_to_string(&path).expect("an op source file");
-            names.extend(op_names(&path.display().to_string(), &src));
-        }
-    }
-}
-
-/// Fails when an op recorded anywhere under `src/ops` has no `fn grad_<op>` test in this file.
+/// Fails when an op recorded anywhere under `src/ops` was not on the tape of a passing gradient
+/// check of this file (`gradchecked_ops` records what each passing `gradcheck` saw).
 #[test]
-fn every_recorded_op_has_a_gradient_check() {
-    let mut names = BTreeSet::new();
-    collect_op_names(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops"), &mut names);
+fn every_recorded_op_is_gradchecked() {
+    // CHECKS lists every `fn grad_*` of this file.
+    let own = include_str!("gradcheck.rs");
+    let defined: BTreeSet<&str> = own
+        .match_indices("fn grad_")
+        .map(|(i, _)| {
+            let rest = &own[i + 3..];
+            let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            (&rest[..end], rest[end..].starts_with('('))
+        })
+        .filter(|&(name, is_fn)| is_fn && name.len() > "grad_".len())
+        .map(|(name, _)| name)
+        .collect();
+    let listed: BTreeSet<&str> = CHECKS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(defined, listed, "CHECKS must list every `fn grad_*` of this file");
+    assert_eq!(listed.len(), CHECKS.len(), "CHECKS lists a check twice");
+
+    for (_, check) in CHECKS {
+        check();
+    }
+    let seen = tapegrad_autograd::gradchecked_ops();
+    let names = golden::backward_op_names(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops"));
     // The reader itself must work: these are recorded in three different ways.
     for known in ["add", "maximum", "minimum", "exp", "gelu_tanh", "matmul", "conv2d", "dropout", "gather"] {
-        assert!(names.contains(known), "op_names missed {known:?}; found {names:?}");
+        assert!(names.contains(known), "backward_op_names missed {known:?}; found {names:?}");
     }
     assert!(names.len() >= 40, "only {} op names found: {names:?}", names.len());
-    let own = include_str!("gradcheck.rs");
-    let missing: Vec<&String> = names.iter().filter(|n| !own.contains(&format!("fn grad_{n}("))).collect();
-    assert!(missing.is_empty(), "ops recorded in src/ops without a `fn grad_<op>` gradient check: {missing:?}");
-}
-
-/// The coverage test above would pass vacuously if `op_names` missed a way of naming; check it on
-/// each form.
-#[test]
-fn op_names_reads_every_form() {
-    let src = r#"
-        impl<T: Float> Backward<T> for A { fn name(&self) -> &'static str { "alpha" } }
-        struct S { name: &'static str }
-        impl<T: Float> Backward<T> for S<T> { fn name(&self) -> &'static str { self.name } }
-        fn make() { S { name: "beta" }; S { name: "gamma" }; }
-        macro_rules! m { ($n:ident, $label:literal) => {
-            impl<T: Float> Backward<T> for $n<T> { fn name(&self) -> &'static str { $label } }
-        } }
-        m!(
-            /// a "quoted" doc
-            D, "delta");
-        m!(E, "epsilon");
-    "#;
-    assert_eq!(op_names("test", src), ["alpha", "beta", "gamma", "delta", "epsilon"]);
-}
-
-/// A Backward impl whose name the reader cannot find is an error, not a silent pass.
-#[test]
-#[should_panic(expected = "cannot read")]
-fn op_names_rejects_an_unreadable_name() {
-    let src = r#"impl<T: Float> Backward<T> for A { fn name(&self) -> &'static str { NAME } }"#;
-    op_names("test", src);
+    let missing: Vec<&String> = names.iter().filter(|n| !seen.contains(n.as_str())).collect();
+    assert!(missing.is_empty(), "ops recorded in src/ops that no passing gradient check of this file saw: {missing:?}");
 }

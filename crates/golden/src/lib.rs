@@ -1,5 +1,6 @@
 //! PyTorch's golden values for tapegrad's tests and the reader that turns them into tensors,
-//! plus the small helpers several test files share (a scratch directory, the k-fold check).
+//! plus the small helpers several test files share (a scratch directory, the k-fold check, the
+//! reader of the op names a crate records, for the gradient-check coverage tests).
 //!
 //! The data sits beside this file in `data/` (`ops.json`, `nn.json`, `optim.json`, described by
 //! `data/README.md`): forward values and gradients that PyTorch computed in float64. The crate is
@@ -20,6 +21,9 @@
 use std::path::Path;
 
 use serde_json::Value;
+
+mod op_names;
+pub use op_names::{backward_op_names, op_names};
 use tapegrad_tensor::{Float, Tensor};
 
 /// The `cases` array of the golden file `file` (e.g. `"ops.json"`), read from this crate's

@@ -83,6 +83,7 @@
 //! # Ok::<(), tapegrad_nn::Error>(())
 //! ```
 
+use std::cell::Cell;
 use std::fmt;
 
 use tapegrad_autograd::Var;
@@ -95,41 +96,80 @@ pub enum ModeChange {
     /// Training mode: dropout samples, BatchNorm uses batch statistics and updates its running
     /// ones.
     Train,
-    /// Evaluation mode: dropout is the identity, BatchNorm uses its running statistics.
+    /// Evaluation mode, the deterministic network: dropout is the identity (Monte Carlo dropout
+    /// is switched off too), BatchNorm uses its running statistics.
     Eval,
     /// Monte Carlo dropout on or off: while on, dropout layers keep sampling in eval mode (and
     /// nothing else changes: BatchNorm stays as it is).
     McDropout(bool),
 }
 
-/// The mode state a layer keeps: whether it is training, and whether Monte Carlo dropout is on.
+/// The mode state a layer keeps: whether it is training, whether Monte Carlo dropout is on, and
+/// whether the layer is a dropout layer (for which MC dropout means sampling).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mode {
     /// True in training mode (the default for a new layer, as in PyTorch).
     pub training: bool,
-    /// True while Monte Carlo dropout is switched on.
+    /// True while Monte Carlo dropout is switched on (set by [`Module::mc_dropout`], cleared
+    /// by [`Module::eval`]). Layers other than dropout keep it and ignore it.
     pub mc_dropout: bool,
+    /// True for the mode of a dropout layer ([`Mode::dropout`]), false for every other layer
+    /// ([`Mode::default`]): how [`mc_predict`](crate::mc_predict) tells the layers it may make
+    /// sample from those that must stay in eval.
+    pub is_dropout: bool,
 }
 
 impl Default for Mode {
+    /// The mode of a new layer that is not a dropout layer: training.
     fn default() -> Self {
-        Mode { training: true, mc_dropout: false }
+        Mode { training: true, mc_dropout: false, is_dropout: false }
     }
 }
 
 impl Mode {
-    /// Applies a change.
+    /// The mode of a new dropout layer: training, MC dropout off.
+    pub fn dropout() -> Mode {
+        Mode { is_dropout: true, ..Mode::default() }
+    }
+
+    /// Applies a change. `Eval` also switches Monte Carlo dropout off, so that `eval()` always
+    /// gives the deterministic network; switch it on again after `eval()`.
     pub fn apply(&mut self, change: ModeChange) {
         match change {
             ModeChange::Train => self.training = true,
-            ModeChange::Eval => self.training = false,
+            ModeChange::Eval => {
+                self.training = false;
+                self.mc_dropout = false;
+            }
             ModeChange::McDropout(on) => self.mc_dropout = on,
         }
     }
 
-    /// True when a dropout layer in this mode samples: in training, or with MC dropout on.
+    /// True when a dropout layer in this mode samples: in training, with MC dropout on, or,
+    /// for a dropout layer's mode, while [`mc_predict`](crate::mc_predict) runs on this thread.
     pub fn dropout_active(&self) -> bool {
-        self.training || self.mc_dropout
+        self.training || self.mc_dropout || (self.is_dropout && MC_PREDICT.with(Cell::get))
+    }
+}
+
+thread_local! {
+    /// True while `mc_predict` runs its forward passes on this thread.
+    static MC_PREDICT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While alive, the dropout layers' modes report [`Mode::dropout_active`] on this thread (and
+/// nothing else changes); restores the previous state when dropped, also on a panic.
+pub(crate) struct McSampling(bool);
+
+impl McSampling {
+    pub(crate) fn start() -> McSampling {
+        McSampling(MC_PREDICT.with(|m| m.replace(true)))
+    }
+}
+
+impl Drop for McSampling {
+    fn drop(&mut self) {
+        MC_PREDICT.with(|m| m.set(self.0));
     }
 }
 
@@ -206,13 +246,17 @@ pub trait Module<T: Float = f32>: Visit<T> {
         self.set_mode(ModeChange::Train);
     }
 
-    /// Switches every layer to evaluation mode.
+    /// Switches every layer to evaluation mode, the deterministic network: dropout is the
+    /// identity (Monte Carlo dropout is switched off as well) and BatchNorm uses its running
+    /// statistics.
     fn eval(&mut self) {
         self.set_mode(ModeChange::Eval);
     }
 
     /// Switches Monte Carlo dropout on or off in every dropout layer: while on, dropout keeps
-    /// sampling in eval mode; BatchNorm and the rest follow train / eval as usual.
+    /// sampling in eval mode; BatchNorm and the rest follow train / eval as usual. A later
+    /// [`eval`](Module::eval) switches it off again. ([`mc_predict`](crate::mc_predict) needs no
+    /// switch: it makes the dropout layers sample by itself.)
     fn mc_dropout(&mut self, on: bool) {
         self.set_mode(ModeChange::McDropout(on));
     }

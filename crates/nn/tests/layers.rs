@@ -5,8 +5,9 @@
 use tapegrad_autograd::gradcheck;
 use tapegrad_nn::dtype::*;
 use tapegrad_nn::{
-    Activation, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear, MaxPool2d,
-    Module, MultiheadAttention, ReLU, Sequential, Sigmoid, Tanh, TransformerEncoderLayer, Var, GELU,
+    Activation, AlphaDropout, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Dropout2d, Embedding, Flatten,
+    LayerNorm, Linear, MaxPool2d, Module, MultiheadAttention, ReLU, Sequential, Sigmoid, Tanh, TransformerEncoderLayer,
+    Var, GELU,
 };
 use tapegrad_tensor::{Generator, Tensor};
 
@@ -568,4 +569,39 @@ fn display_like_pytorch() {
             "norm2.bias"
         ]
     );
+}
+
+/// The feature-dropout layers apply their own op (whose values `tapegrad-autograd`'s
+/// `tests/feature_dropout.rs` checks) with the layer's generator: `Dropout2d` zeroes whole
+/// `[H, W]` planes and scales the rest by `1 / (1 - p)`, `AlphaDropout` is the alpha-dropout
+/// op; in eval mode both return the input itself.
+#[test]
+fn feature_dropout_layers_apply_their_ops() -> tapegrad_nn::Result<()> {
+    let x = Var::new(Tensor::<f64>::rand(&[6, 8, 3, 3], &mut Generator::new(1)).add_scalar(1.0));
+    let mut d2 = Dropout2d::<f64>::new(0.5)?.with_generator(Generator::new(7));
+    let y = d2.forward(&x)?.value().to_vec();
+    let want = tapegrad_autograd::dropout2d(&x, 0.5, &mut Generator::new(7))?.value().to_vec();
+    assert_eq!(y, want);
+    let xs = x.value().to_vec();
+    let (mut kept, mut dropped) = (0, 0);
+    for (plane, (ys, xs)) in y.chunks(9).zip(xs.chunks(9)).enumerate() {
+        if ys.iter().all(|&v| v == 0.0) {
+            dropped += 1;
+        } else {
+            kept += 1;
+            assert!(ys.iter().zip(xs).all(|(y, x)| (y - 2.0 * x).abs() < 1e-12), "plane {plane} scaled by 2");
+        }
+    }
+    assert!(kept > 0 && dropped > 0);
+
+    let z = Var::new(Tensor::<f64>::randn(&[4096], &mut Generator::new(2)));
+    let mut alpha = AlphaDropout::<f64>::new(0.2)?.with_generator(Generator::new(8));
+    let got = alpha.forward(&z)?.value().to_vec();
+    assert_eq!(got, tapegrad_autograd::alpha_dropout(&z, 0.2, &mut Generator::new(8))?.value().to_vec());
+    assert_ne!(got, z.value().to_vec());
+
+    d2.eval();
+    alpha.eval();
+    assert!(d2.forward(&x)?.same_node(&x) && alpha.forward(&z)?.same_node(&z));
+    Ok(())
 }

@@ -1,11 +1,15 @@
 //! The losses against PyTorch's values in the golden crate's `nn.json` (float64: `F.cross_entropy`
 //! with and without `label_smoothing=0.1`, `F.nll_loss(F.log_softmax(x, 1), t)`, `F.mse_loss`,
 //! `F.binary_cross_entropy_with_logits`; outputs and input gradients after
-//! `backward(upstream)`), gradient checks of every loss and reduction, stability at extreme
-//! logits, the errors, and the weight penalties.
+//! `backward(upstream)`), gradient checks of every loss and reduction (and a test that each of
+//! nn's own `Backward` ops was on the tape of one), stability at extreme logits, the errors, and
+//! the weight penalties.
+
+use std::collections::BTreeSet;
+use std::path::Path;
 
 use serde_json::Value;
-use tapegrad_autograd::{gradcheck, Var};
+use tapegrad_autograd::{gradcheck, gradchecked_ops, Var};
 use tapegrad_nn::loss::{
     binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_with, cross_entropy, cross_entropy_with,
     mse_loss, mse_loss_with, nll_loss, nll_loss_with, CrossEntropyOptions, Reduction,
@@ -151,6 +155,55 @@ fn penalties_gradcheck() {
     let b = Tensor::from_vec(vec![-0.75, 1.0], &[2]).unwrap();
     gradcheck(|v| lift(l1_penalty(v)), &[a.clone(), b.clone()]).unwrap();
     gradcheck(|v| lift(l2_penalty(v)), &[a, b]).unwrap();
+}
+
+/// The gradient checks above, run once more by the coverage test below (the harness runs tests
+/// in parallel and in any order, so a test cannot wait for the others).
+const CHECKS: &[(&str, fn())] = &[
+    (
+        "cross_entropy_gradchecks_for_every_reduction_and_smoothing",
+        cross_entropy_gradchecks_for_every_reduction_and_smoothing,
+    ),
+    ("cross_entropy_gradchecks_on_a_non_contiguous_input", cross_entropy_gradchecks_on_a_non_contiguous_input),
+    ("nll_loss_gradchecks_for_every_reduction", nll_loss_gradchecks_for_every_reduction),
+    ("mse_loss_gradchecks_both_inputs_for_every_reduction", mse_loss_gradchecks_both_inputs_for_every_reduction),
+    (
+        "bce_with_logits_gradchecks_both_inputs_for_every_reduction",
+        bce_with_logits_gradchecks_both_inputs_for_every_reduction,
+    ),
+    ("penalties_gradcheck", penalties_gradcheck),
+];
+
+/// nn's own ops (the custom `Backward` impls under `src`, the fused losses) were each on the
+/// tape of a passing gradient check of this file: `gradchecked_ops` records what every passing
+/// `gradcheck` saw.
+#[test]
+fn every_nn_backward_is_covered() {
+    // CHECKS lists every test of this file with "gradcheck" in its name.
+    let own = include_str!("loss.rs");
+    let defined: BTreeSet<&str> = own
+        .match_indices("fn ")
+        .map(|(i, _)| {
+            let rest = &own[i + 3..];
+            let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            (&rest[..end], rest[end..].starts_with("()"))
+        })
+        .filter(|&(name, is_test_fn)| is_test_fn && name.contains("gradcheck"))
+        .map(|(name, _)| name)
+        .collect();
+    let listed: BTreeSet<&str> = CHECKS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(defined, listed, "CHECKS must list every gradient-check test of this file");
+
+    for (_, check) in CHECKS {
+        check();
+    }
+    let seen = gradchecked_ops();
+    let names = golden::backward_op_names(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    for known in ["cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy_with_logits"] {
+        assert!(names.contains(known), "backward_op_names missed {known:?}; found {names:?}");
+    }
+    let missing: Vec<&String> = names.iter().filter(|n| !seen.contains(n.as_str())).collect();
+    assert!(missing.is_empty(), "nn ops that no passing gradient check of this file saw: {missing:?}");
 }
 
 // ─── values and behaviour ──────────────────────────────────────────────────────

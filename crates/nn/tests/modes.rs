@@ -211,15 +211,33 @@ fn mc_dropout_samples_while_batch_norm_stays_in_eval() -> Result<()> {
 }
 
 #[test]
+fn eval_switches_mc_dropout_off() -> Result<()> {
+    let (mut m, x, expected) = bn_drop()?;
+    m.eval();
+    m.mc_dropout(true);
+    assert!(m.drop.is_active());
+    // A later eval() is the deterministic network again, as documented.
+    m.eval();
+    assert!(!m.drop.is_active());
+    assert!(modes(&m).iter().all(|mode| !mode.training && !mode.mc_dropout && !mode.dropout_active()));
+    let a = m.forward(&x)?.value().to_vec();
+    let b = m.forward(&x)?.value().to_vec();
+    assert_eq!(a, b, "eval() does not sample");
+    assert!(a.iter().zip(&expected).all(|(v, e)| (v - e).abs() < 1e-12));
+    // Switching MC dropout on after eval() still works.
+    m.mc_dropout(true);
+    assert_ne!(m.forward(&x)?.value().to_vec(), a);
+    Ok(())
+}
+
+#[test]
 fn mc_predict_returns_mean_and_variance() -> Result<()> {
     let (mut m, x, expected) = bn_drop()?;
     m.eval();
-    let err = mc_predict(&m, &x, 10).unwrap_err().to_string();
-    assert!(err.contains("mc_predict") && err.contains("mc_dropout"), "{err}");
-    m.mc_dropout(true);
     let err = mc_predict(&m, &x, 0).unwrap_err().to_string();
-    assert!(err.contains("mc_predict"), "{err}");
+    assert!(err.contains("mc_predict") && err.contains("samples"), "{err}");
 
+    // Plain eval mode is enough: mc_predict makes the dropout layer sample by itself.
     let (mean, var) = mc_predict(&m, &x, 4000)?;
     assert_eq!(mean.shape(), &[8, 3]);
     assert_eq!(var.shape(), &[8, 3]);
@@ -231,6 +249,69 @@ fn mc_predict_returns_mean_and_variance() -> Result<()> {
         assert!((v - e * e).abs() < 0.15 * (1.0 + e * e), "variance {v} vs {}", e * e);
     }
     assert_eq!(m.bn.running_mean().value().to_vec(), vec![1.0, -2.0, 0.5], "BatchNorm untouched");
+    assert_eq!(m.bn.running_var().value().to_vec(), vec![4.0, 0.25, 1.0]);
+    // The sampling ends with mc_predict: the model is the deterministic eval network again.
+    assert!(!m.drop.is_active());
+    let y = m.forward(&x)?.value().to_vec();
+    assert!(y.iter().zip(&expected).all(|(v, e)| (v - e).abs() < 1e-12));
+
+    // With MC dropout switched on as well: the same.
+    m.mc_dropout(true);
+    let (mean2, _) = mc_predict(&m, &x, 10)?;
+    assert_eq!(mean2.shape(), &[8, 3]);
+    Ok(())
+}
+
+#[test]
+fn mc_predict_samples_only_dropout_layers() -> Result<()> {
+    // Training mode would make BatchNorm use batch statistics and update its running ones:
+    // an Err that says to call eval(), and the statistics are untouched.
+    let (mut m, x, _) = bn_drop()?;
+    m.train();
+    for mc in [false, true] {
+        m.mc_dropout(mc);
+        let err = mc_predict(&m, &x, 5).unwrap_err().to_string();
+        assert!(err.contains("mc_predict") && err.contains("eval()"), "{err}");
+        assert!(!err.contains("train()"), "must not suggest what corrupts BatchNorm: {err}");
+    }
+    assert_eq!(m.bn.running_mean().value().to_vec(), vec![1.0, -2.0, 0.5]);
+    assert_eq!(m.bn.running_var().value().to_vec(), vec![4.0, 0.25, 1.0]);
+
+    // A model whose only mode-keeping layer is a BatchNorm has nothing to sample, in either mode.
+    let mut bn = BatchNorm1d::<f64>::new(3);
+    for train in [true, false] {
+        if train {
+            bn.train();
+        } else {
+            bn.eval();
+        }
+        bn.mc_dropout(true);
+        let err = mc_predict(&bn, &x, 5).unwrap_err().to_string();
+        assert!(err.contains("mc_predict") && !err.contains("train()"), "{err}");
+    }
+    assert_eq!(bn.running_mean().value().to_vec(), vec![0.0; 3], "not updated");
+    bn.eval();
+    assert!(mc_predict(&bn, &x, 5).unwrap_err().to_string().contains("no dropout layer"));
+
+    // The nested model: dropout deep inside Vec / Option / struct, a BatchNorm, all in eval.
+    let mut deep = model(&mut Generator::new(0));
+    deep.eval();
+    let x6 = Var::new(Tensor::<f32>::randn(&[16, 6], &mut Generator::new(5)));
+    let stats = (deep.bn.running_mean().value().to_vec(), deep.bn.running_var().value().to_vec());
+    let (_, var) = mc_predict(&deep, &x6, 20)?;
+    assert!(var.to_vec().iter().any(|&v| v > 0.0), "the nested dropout layers sampled");
+    assert_eq!((deep.bn.running_mean().value().to_vec(), deep.bn.running_var().value().to_vec()), stats);
+    Ok(())
+}
+
+#[test]
+fn dropout_layers_say_they_are_dropout() -> Result<()> {
+    let m = model(&mut Generator::new(0));
+    let kinds: Vec<bool> = modes(&m).iter().map(|mode| mode.is_dropout).collect();
+    // Five dropouts, then the BatchNorm.
+    assert_eq!(kinds, [true, true, true, true, true, false]);
+    assert_eq!(Mode::default(), Mode { training: true, mc_dropout: false, is_dropout: false });
+    assert_eq!(Mode::dropout(), Mode { is_dropout: true, ..Mode::default() });
     Ok(())
 }
 

@@ -120,7 +120,7 @@ fn every_mode_keeping_layer_follows_train_eval_and_mc_dropout() -> Result<()> {
     // Every mode records every change (BatchNorm keeps the MC flag and ignores it).
     let all = |layer: &dyn Module, training: bool, mc_dropout: bool| {
         let m = modes(layer);
-        !m.is_empty() && m.iter().all(|m| *m == Mode { training, mc_dropout })
+        !m.is_empty() && m.iter().all(|m| (m.training, m.mc_dropout) == (training, mc_dropout))
     };
     for layer in &mut layers {
         assert!(all(&**layer, true, false));
@@ -132,6 +132,11 @@ fn every_mode_keeping_layer_follows_train_eval_and_mc_dropout() -> Result<()> {
         assert!(all(&**layer, true, true) && layer.is_training());
         layer.mc_dropout(false);
         assert!(all(&**layer, true, false));
+        // eval() is the deterministic network: it switches MC dropout off too.
+        layer.mc_dropout(true);
+        layer.eval();
+        assert!(all(&**layer, false, false));
+        layer.train();
     }
     Ok(())
 }

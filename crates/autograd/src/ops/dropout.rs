@@ -11,7 +11,7 @@
 use tapegrad_tensor::{BitMask, Error, Float, Generator, Result, Tensor};
 
 use super::one;
-use crate::no_grad::with_default_generator;
+use crate::seed::with_default_generator;
 use crate::var::{Backward, Grads, Var};
 
 /// What a dropout op stored: enough to regenerate the mask, and the mask itself.
@@ -141,8 +141,9 @@ pub fn dropout<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) -> Result<Var<
 }
 
 impl<T: Float> Var<T> {
-    /// [`dropout`] with this thread's default generator (seeded by
-    /// [`manual_seed`](crate::manual_seed)).
+    /// [`dropout`] with this thread's default generator (seeded, for every thread, by
+    /// [`manual_seed`](crate::manual_seed); see [`with_default_generator`] for which stream
+    /// each thread draws).
     ///
     /// # Errors
     /// `dropout` when `p` is outside [0, 1] or NaN.

@@ -12,7 +12,7 @@ use tapegrad_tensor::TensorNew;
 use tapegrad_autograd::{alpha_dropout, check_p, dropout, dropout2d, no_grad, with_default_generator, Var};
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
-use crate::module::{Mode, Module};
+use crate::module::{McSampling, Mode, Module};
 
 /// Which mask a dropout layer draws.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +38,7 @@ struct DropoutState {
 impl DropoutState {
     fn new(p: f64, kind: Kind, op: &'static str) -> Result<DropoutState> {
         check_p(op, p)?;
-        Ok(DropoutState { p, mode: Mode::default(), kind, gen: None })
+        Ok(DropoutState { p, mode: Mode::dropout(), kind, gen: None })
     }
 
     fn forward<T: Float>(&self, x: &Var<T>) -> Result<Var<T>> {
@@ -101,7 +101,8 @@ macro_rules! dropout_layer {
                 self.state.p
             }
 
-            /// True when the layer samples (training, or Monte Carlo dropout on).
+            /// True when the layer samples: training, Monte Carlo dropout on, or inside
+            /// [`mc_predict`].
             pub fn is_active(&self) -> bool {
                 self.state.mode.dropout_active()
             }
@@ -156,13 +157,20 @@ dropout_layer!(
 
 /// Monte Carlo dropout prediction: runs `model` on `x` `samples` times (without recording) with
 /// its dropout layers sampling, and returns the elementwise mean and (population) variance of
-/// the outputs over the samples. Switch the model to `eval()` and `mc_dropout(true)` first, so
-/// that dropout samples while BatchNorm uses its running statistics. Apply a softmax inside the
-/// model (or to its outputs before averaging) to average class probabilities.
+/// the outputs over the samples.
+///
+/// This is the standard MC-dropout recipe: only the dropout layers sample (`mc_predict` makes
+/// them sample for its duration, on this thread, whatever their mode), everything else runs
+/// as in eval mode, so call `model.eval()` first: BatchNorm then normalises with its running
+/// statistics and never updates them. (`model.mc_dropout(true)` is not needed, and harmless.)
+/// Apply a softmax inside the model (or to its outputs before averaging) to average class
+/// probabilities. The masks come from each layer's generator (or the default one), as in a
+/// training forward.
 ///
 /// # Errors
-/// `mc_predict` when `samples` is 0 or no dropout layer of the model samples (all samples would
-/// be equal); errors from `forward`.
+/// `mc_predict` when `samples` is 0, when the model has no dropout layer (every sample would
+/// be the same), or when a layer other than dropout is in training mode (a BatchNorm would
+/// normalise with batch statistics and update its running statistics); errors from `forward`.
 pub fn mc_predict<T: Float, M: Module<T> + ?Sized>(
     model: &M,
     x: &Var<T>,
@@ -171,14 +179,31 @@ pub fn mc_predict<T: Float, M: Module<T> + ?Sized>(
     if samples == 0 {
         return Err(Error::arg("mc_predict", "samples must be at least 1"));
     }
-    let mut sampling = false;
-    model.visit_modes(&mut |m| sampling |= m.dropout_active());
-    if !sampling {
+    let (mut dropouts, mut training) = (0usize, 0usize);
+    model.visit_modes(&mut |m| {
+        if m.is_dropout {
+            dropouts += 1;
+        } else if m.training {
+            training += 1;
+        }
+    });
+    if training > 0 {
         return Err(Error::arg(
             "mc_predict",
-            "no dropout layer of the model samples: call model.mc_dropout(true) (or train())",
+            format!(
+                "{training} layer(s) other than dropout (such as BatchNorm) are in training mode, where they \
+                 would use batch statistics and update their running statistics: call model.eval() first \
+                 (mc_predict makes the dropout layers sample by itself)"
+            ),
         ));
     }
+    if dropouts == 0 {
+        return Err(Error::arg(
+            "mc_predict",
+            "the model has no dropout layer to sample: every sample would be the same",
+        ));
+    }
+    let _sampling = McSampling::start();
     // Welford's update keeps the variance accurate when the mean is large.
     let mut mean = no_grad(|| model.forward(x))?.value();
     let mut m2 = Tensor::<T>::zeros(mean.shape());
