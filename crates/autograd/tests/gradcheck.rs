@@ -964,14 +964,9 @@ const CHECKS: &[(&str, fn())] = &[
 fn every_recorded_op_is_gradchecked() {
     // CHECKS lists every `fn grad_*` of this file.
     let own = include_str!("gradcheck.rs");
-    let defined: BTreeSet<&str> = own
-        .match_indices("fn grad_")
-        .map(|(i, _)| {
-            let rest = &own[i + 3..];
-            let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
-            (&rest[..end], rest[end..].starts_with('('))
-        })
-        .filter(|&(name, is_fn)| is_fn && name.len() > "grad_".len())
+    let defined: BTreeSet<&str> = golden::fn_names(own)
+        .into_iter()
+        .filter(|&(name, rest)| rest.starts_with('(') && name.len() > "grad_".len() && name.starts_with("grad_"))
         .map(|(name, _)| name)
         .collect();
     let listed: BTreeSet<&str> = CHECKS.iter().map(|(name, _)| *name).collect();

@@ -23,7 +23,7 @@ use std::path::Path;
 use serde_json::Value;
 
 mod op_names;
-pub use op_names::{backward_op_names, op_names};
+pub use op_names::{backward_op_names, fn_names, op_names};
 use tapegrad_tensor::{Float, Tensor};
 
 /// The `cases` array of the golden file `file` (e.g. `"ops.json"`), read from this crate's

@@ -181,14 +181,9 @@ const CHECKS: &[(&str, fn())] = &[
 fn every_nn_backward_is_covered() {
     // CHECKS lists every test of this file with "gradcheck" in its name.
     let own = include_str!("loss.rs");
-    let defined: BTreeSet<&str> = own
-        .match_indices("fn ")
-        .map(|(i, _)| {
-            let rest = &own[i + 3..];
-            let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
-            (&rest[..end], rest[end..].starts_with("()"))
-        })
-        .filter(|&(name, is_test_fn)| is_test_fn && name.contains("gradcheck"))
+    let defined: BTreeSet<&str> = golden::fn_names(own)
+        .into_iter()
+        .filter(|&(name, rest)| rest.starts_with("()") && name.contains("gradcheck"))
         .map(|(name, _)| name)
         .collect();
     let listed: BTreeSet<&str> = CHECKS.iter().map(|(name, _)| *name).collect();
