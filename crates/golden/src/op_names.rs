@@ -93,6 +93,19 @@ pub fn backward_op_names(dir: &Path) -> BTreeSet<String> {
     names
 }
 
+/// The functions `src` defines (the names after each `fn `), each with the text that follows its
+/// name (so that a caller can tell `name(` from `name<T>(` or `name()`): what the coverage tests
+/// read to check that their list of checks names every check of their file.
+pub fn fn_names(src: &str) -> Vec<(&str, &str)> {
+    src.match_indices("fn ")
+        .map(|(i, _)| {
+            let rest = &src[i + 3..];
+            let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            (&rest[..end], &rest[end..])
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,17 +146,4 @@ mod tests {
             impl<T: Float> Backward<T> for A { fn name(&self) -> &'static str { $label } } } }"#;
         assert_eq!(err(uncalled), "f.rs: macro m names ops but is never invoked");
     }
-}
-
-/// The functions `src` defines (the names after each `fn `), each with the text that follows its
-/// name (so that a caller can tell `name(` from `name<T>(` or `name()`): what the coverage tests
-/// read to check that their list of checks names every check of their file.
-pub fn fn_names(src: &str) -> Vec<(&str, &str)> {
-    src.match_indices("fn ")
-        .map(|(i, _)| {
-            let rest = &src[i + 3..];
-            let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
-            (&rest[..end], &rest[end..])
-        })
-        .collect()
 }
