@@ -99,9 +99,9 @@ impl<T: Float> Tensor<T> {
     ) -> Result<LayerNormOutput<T>> {
         let (rows, n) = rows_and_width("layer_norm", self.shape(), normalized_shape, weight, bias)?;
         let x = self.contiguous();
-        let data = x.as_slice().expect("a contiguous tensor has a slice");
+        let data = slice(&x);
         let (w, b) = (weight.map(Tensor::contiguous), bias.map(Tensor::contiguous));
-        let (w, b) = (w.as_ref().and_then(Tensor::as_slice), b.as_ref().and_then(Tensor::as_slice));
+        let (w, b) = (w.as_ref().map(slice), b.as_ref().map(slice));
         let mut y = crate::memory::for_overwrite(rows * n);
         let (mut mean, mut rstd) = (vec![T::ZERO; rows], vec![T::ZERO; rows]);
         let per = rows_per_piece(n);
