@@ -4,6 +4,7 @@
 
 use proptest::prelude::*;
 use serde_json::Value;
+use tapegrad_tensor::ops::conv::MaxPoolIndices;
 use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Error, Float, Generator, Tensor};
 
@@ -452,7 +453,7 @@ fn conv2d_does_not_depend_on_the_thread_count() {
             let (dx, dw, db) = x.conv2d_backward(&w, &dy, 2, 1).unwrap();
             let (mp, idx) = x.max_pool2d_with_indices(3, 2, 1).unwrap();
             let ap = x.avg_pool2d(2, 2, 1).unwrap();
-            (y.to_vec(), dx.to_vec(), dw.to_vec(), db.to_vec(), mp.to_vec(), idx, ap.to_vec())
+            (y.to_vec(), dx.to_vec(), dw.to_vec(), db.to_vec(), mp.to_vec(), idx.to_flat(), ap.to_vec())
         })
     };
     let one = run(1);
@@ -527,11 +528,11 @@ fn check_pools<T: Float>(
     let (y, idx) = xt.max_pool2d_with_indices(k, s, p).unwrap();
     prop_assert_eq!(y.shape(), &[xs[0], xs[1], out_dim(xs[2], k, s, p), out_dim(xs[3], k, s, p)][..]);
     prop_assert_eq!(values(&y), want);
-    prop_assert_eq!(&idx, &want_idx);
+    prop_assert_eq!(&idx.to_flat(), &want_idx);
     prop_assert_eq!(values(&xt.max_pool2d(k, s, p).unwrap()), values(&y));
 
     let dyt = relayout(&dy.cast::<T>(), layout);
-    let dx = Tensor::max_pool2d_backward(&dyt, &idx, &xs).unwrap();
+    let dx = Tensor::max_pool2d_backward(&dyt, &idx).unwrap();
     let mut want_dx = vec![0.0; xd.len()];
     let plane = xs[2] * xs[3];
     let out_plane = dyd.len() / (xs[0] * xs[1]).max(1);
@@ -598,15 +599,15 @@ fn max_pool_semantics_padding_ties_and_nan() {
     let x = Tensor::<f32>::from_vec(vec![-4.0, -3.0, -2.0, -1.0], &[1, 1, 2, 2]).unwrap();
     let (y, idx) = x.max_pool2d_with_indices(2, 1, 1).unwrap();
     assert_eq!(y.to_vec(), vec![-4.0, -3.0, -3.0, -2.0, -1.0, -1.0, -2.0, -1.0, -1.0]);
-    assert_eq!(idx, vec![0, 1, 1, 2, 3, 3, 2, 3, 3]);
+    assert_eq!(idx.to_flat(), vec![0, 1, 1, 2, 3, 3, 2, 3, 3]);
     // Ties keep the first element in row-major window order.
     let (_, idx) = Tensor::<f32>::ones(&[1, 1, 2, 2]).max_pool2d_with_indices(2, 2, 0).unwrap();
-    assert_eq!(idx, vec![0]);
+    assert_eq!(idx.to_flat(), vec![0]);
     // A NaN in the window wins.
     let x = Tensor::<f64>::from_vec(vec![1.0, f64::NAN, 3.0, 2.0], &[1, 1, 2, 2]).unwrap();
     let (y, idx) = x.max_pool2d_with_indices(2, 2, 0).unwrap();
     assert!(y.item().unwrap().is_nan());
-    assert_eq!(idx, vec![1]);
+    assert_eq!(idx.to_flat(), vec![1]);
     // The 2 x 2, stride-2 path (its own loop, for unit column strides) agrees with the general
     // loop (which a channels-last layout takes) for every placement of one or two NaNs (the
     // last NaN in window order wins, as in PyTorch), infinities and ties, on planes of odd width
@@ -623,7 +624,7 @@ fn max_pool_semantics_padding_ties_and_nan() {
                 assert_eq!(channels_last.strides()[3], 2);
                 let (want, want_idx) = channels_last.max_pool2d_with_indices(2, 2, 0).unwrap();
                 let (y, idx) = x.max_pool2d_with_indices(2, 2, 0).unwrap();
-                assert_eq!(idx, want_idx, "{v:?}");
+                assert_eq!(idx.to_flat(), want_idx.to_flat(), "{v:?}");
                 let (got, want) = (y.to_vec(), want.to_vec());
                 assert!(got.iter().zip(&want).all(|(g, w)| g == w || (g.is_nan() && w.is_nan())), "{v:?}");
             }
@@ -632,6 +633,30 @@ fn max_pool_semantics_padding_ties_and_nan() {
     // Avg pooling counts padded cells in the divisor.
     let y = Tensor::<f64>::ones(&[1, 1, 2, 2]).avg_pool2d(2, 2, 1).unwrap();
     assert_eq!(y.to_vec(), vec![0.25, 0.25, 0.25, 0.25]);
+}
+
+#[test]
+fn window_2x2_backward_matches_the_flat_scatter() {
+    // The 2 x 2 / stride 2 indices (a byte per window, written without a zero pass) route the
+    // gradient exactly as the flat indices' scatter into zeros does: odd sizes leave a row and a
+    // column outside every window, and dy holds -0 and NaN.
+    let mut gen = Generator::new(5);
+    for (h, w) in [(4, 4), (5, 7), (2, 3), (3, 2), (3, 3)] {
+        let x = Tensor::<f32>::randn(&[2, 3, h, w], &mut gen);
+        let (y, idx) = x.max_pool2d_with_indices(2, 2, 0).unwrap();
+        let mut g = Tensor::<f32>::randn(y.shape(), &mut gen).to_vec();
+        g.iter_mut().step_by(3).for_each(|v| *v = -0.0);
+        if let Some(v) = g.get_mut(1) {
+            *v = f32::NAN;
+        }
+        let dy = Tensor::from_vec(g, y.shape()).unwrap();
+        let flat = MaxPoolIndices::from_flat(idx.to_flat(), x.shape(), y.shape()).unwrap();
+        let want = Tensor::max_pool2d_backward(&dy, &flat).unwrap().to_vec();
+        let got = Tensor::max_pool2d_backward(&dy, &idx).unwrap().to_vec();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{h} x {w}");
+        assert_eq!(idx.len(), y.numel());
+    }
 }
 
 #[test]
@@ -647,12 +672,19 @@ fn pool_errors_are_errs_not_panics() {
     assert!(Tensor::<f32>::zeros(&[2, 4, 4]).avg_pool2d(2, 2, 0).is_err());
     assert!(Tensor::<f32>::zeros(&[1, 1, 0, 4]).max_pool2d(2, 2, 1).is_err());
     let dy = Tensor::<f32>::ones(&[1, 2, 2, 2]);
-    assert!(Tensor::max_pool2d_backward(&dy, &[0; 8], &[1, 2, 4, 4]).is_ok());
-    let e = Tensor::max_pool2d_backward(&dy, &[16; 8], &[1, 2, 4, 4]).unwrap_err().to_string();
+    let flat = |idx: Vec<usize>, input: &[usize]| MaxPoolIndices::from_flat(idx, input, &[1, 2, 2, 2]);
+    let idx = flat(vec![0; 8], &[1, 2, 4, 4]).unwrap();
+    assert!(Tensor::max_pool2d_backward(&dy, &idx).is_ok());
+    let e = flat(vec![16; 8], &[1, 2, 4, 4]).unwrap_err().to_string();
     assert!(e.starts_with("max_pool2d_backward: index 16"), "{e}");
-    assert!(Tensor::max_pool2d_backward(&dy, &[0; 7], &[1, 2, 4, 4]).is_err());
-    assert!(Tensor::max_pool2d_backward(&dy, &[0; 8], &[1, 3, 4, 4]).is_err());
-    assert!(Tensor::max_pool2d_backward(&dy, &[0; 8], &[2, 4, 4]).is_err());
+    assert!(flat(vec![0; 7], &[1, 2, 4, 4]).is_err());
+    assert!(flat(vec![0; 8], &[1, 3, 4, 4]).is_err());
+    assert!(flat(vec![0; 8], &[2, 4, 4]).is_err());
+    // dy of another shape than the indices were made for.
+    let e = Tensor::max_pool2d_backward(&Tensor::<f32>::ones(&[1, 2, 2, 3]), &idx).unwrap_err().to_string();
+    assert!(e.starts_with("max_pool2d_backward: [1, 2, 2, 2] and [1, 2, 2, 3]"), "{e}");
+    let (_, window_idx) = Tensor::<f32>::zeros(&[1, 2, 4, 4]).max_pool2d_with_indices(2, 2, 0).unwrap();
+    assert!(Tensor::max_pool2d_backward(&Tensor::<f32>::ones(&[1, 2, 2, 1]), &window_idx).is_err());
     assert!(Tensor::avg_pool2d_backward(&dy, &[1, 2, 4, 4], 2, 2, 0).is_ok());
     let e = Tensor::avg_pool2d_backward(&dy, &[1, 2, 4, 4], 2, 1, 0).unwrap_err().to_string();
     assert!(e.starts_with("avg_pool2d_backward: [1, 2, 3, 3] and [1, 2, 2, 2]"), "{e}");
@@ -692,7 +724,7 @@ fn golden_pool<T: Float>(name: &str) {
     let dx = if name.starts_with("max") {
         let (y, idx) = x.max_pool2d_with_indices(k, s, p).unwrap();
         assert_golden(name, "output", &y, &case["output"]);
-        Tensor::max_pool2d_backward(&dy, &idx, x.shape()).unwrap()
+        Tensor::max_pool2d_backward(&dy, &idx).unwrap()
     } else {
         assert_golden(name, "output", &x.avg_pool2d(k, s, p).unwrap(), &case["output"]);
         Tensor::avg_pool2d_backward(&dy, x.shape(), k, s, p).unwrap()

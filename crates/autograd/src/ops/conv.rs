@@ -1,5 +1,6 @@
 //! Convolution and pooling (NCHW).
 
+use tapegrad_tensor::ops::conv::MaxPoolIndices;
 use tapegrad_tensor::{Float, Result, Tensor};
 
 use super::one;
@@ -34,18 +35,17 @@ impl<T: Float> Backward<T> for Conv2d<T> {
 
 // ─── MaxPool2d ───────────────────  dx = dy routed to each window's maximum (saves indices)
 struct MaxPool2d {
-    in_shape: Vec<usize>,
-    indices: Vec<usize>,
+    indices: MaxPoolIndices,
 }
 impl<T: Float> Backward<T> for MaxPool2d {
     fn name(&self) -> &'static str {
         "max_pool2d"
     }
     fn backward(&self, dy: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
-        Ok(one(Tensor::max_pool2d_backward(dy, &self.indices, &self.in_shape)?))
+        Ok(one(Tensor::max_pool2d_backward(dy, &self.indices)?))
     }
     fn extra_bytes(&self) -> usize {
-        self.indices.len() * std::mem::size_of::<usize>()
+        self.indices.bytes()
     }
 }
 
@@ -90,7 +90,7 @@ impl<T: Float> Var<T> {
     pub fn max_pool2d(&self, kernel: usize, stride: usize, padding: usize) -> Result<Var<T>> {
         let x = self.value();
         let (y, indices) = x.max_pool2d_with_indices(kernel, stride, padding)?;
-        Ok(Var::from_op(y, &[self], || MaxPool2d { in_shape: x.shape().to_vec(), indices }))
+        Ok(Var::from_op(y, &[self], || MaxPool2d { indices }))
     }
 
     /// Average pooling over `kernel x kernel` windows (padding counts as zeros in the average).

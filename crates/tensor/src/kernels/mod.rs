@@ -1,6 +1,6 @@
 //! Compute kernels: the only module with `unsafe` code.
 //!
-//! Each family (`elementwise`, `gemm`, and `mask` with `relu_mask` and `chacha`) has a scalar
+//! Each family (`elementwise`, `gemm`, and `mask` with `relu_mask`, `pool` and `chacha`) has a scalar
 //! reference and one implementation per instruction set. The instruction set is chosen once per process at run time ([`active_isa`]):
 //! the best one the CPU supports, unless the environment variable `TAPEGRAD_KERNELS`
 //! (`scalar`, `avx2`, `avx512`, `neon`) forces one. Tests call each kernel with an explicit
@@ -48,6 +48,7 @@ pub mod chacha;
 pub mod elementwise;
 pub mod gemm;
 pub mod mask;
+pub mod pool;
 pub mod relu_mask;
 
 /// An instruction-set path for the kernels.

@@ -55,7 +55,8 @@ macro_rules! impl_lanes {
     (
         $name:ident, $reg:ty, $elem:ty, $lanes:literal, $int:ty,
         set1: $set1:ident, setzero: $setzero:ident, loadu: $loadu:ident, storeu: $storeu:ident,
-        mul: $mul:ident, max: $max:ident, and: $and:ident, cmp: $cmp:ident,
+        mul: $mul:ident, max: $max:ident, and: $and:ident, or: $or:ident, cmp: $cmp:ident,
+        blendv: $blendv:ident, movemask: $movemask:ident, pairs: $pairs:ident, unpairs: $unpairs:ident, add: $add:ident,
         lane_bits: $lane_bits:expr, set1_int: $set1_int:ident, cmpeq_int: $cmpeq:ident, from_int: $from_int:ident
     ) => {
         /// A 256-bit register of
@@ -92,14 +93,108 @@ macro_rules! impl_lanes {
                 // SAFETY: as in `relu`.
                 $name(unsafe { $and(self.0, $cmp::<_CMP_GT_OQ>(y.0, $setzero())) })
             }
+
+            #[inline(always)]
+            unsafe fn load_pairs(p: *const $elem) -> (Self, Self) {
+                // SAFETY: the caller guarantees AVX2 and `2 · LANES` readable elements at `p`.
+                unsafe {
+                    let (even, odd) = $pairs($loadu(p), $loadu(p.add($lanes)));
+                    ($name(even), $name(odd))
+                }
+            }
+
+            #[inline(always)]
+            unsafe fn store_pairs(even: Self, odd: Self, p: *mut $elem) {
+                // SAFETY: `even` exists, so the CPU supports AVX2; the caller guarantees
+                // `2 · LANES` writable elements at `p`.
+                unsafe {
+                    let (lo, hi) = $unpairs(even.0, odd.0);
+                    $storeu(p, lo);
+                    $storeu(p.add($lanes), hi);
+                }
+            }
+
+            #[inline(always)]
+            fn add(self, rhs: Self) -> Self {
+                // SAFETY: as in `relu`.
+                $name(unsafe { $add(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn take_later(self, later: Self) -> (Self, u64) {
+                // SAFETY: as in `relu`.
+                unsafe {
+                    let wins = $or($cmp::<_CMP_GT_OQ>(later.0, self.0), $cmp::<_CMP_UNORD_Q>(later.0, later.0));
+                    ($name($blendv(self.0, later.0, wins)), $movemask(wins) as u64)
+                }
+            }
         }
     };
+}
+
+/// The even and odd elements of `a` then `b` (8 f32 each), in order.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+unsafe fn pairs_f32(a: __m256, b: __m256) -> (__m256, __m256) {
+    // Per 128-bit half, [a0 a2 b0 b2 | a4 a6 b4 b6]; then 64-bit pieces 0, 2, 1, 3.
+    // SAFETY: the caller guarantees AVX2.
+    unsafe {
+        let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+        (order(_mm256_shuffle_ps::<0b10_00_10_00>(a, b)), order(_mm256_shuffle_ps::<0b11_01_11_01>(a, b)))
+    }
+}
+
+/// `even` and `odd` interleaved: the first 8 pairs, then the last 8 (the inverse of
+/// `pairs_f32`).
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+unsafe fn unpairs_f32(even: __m256, odd: __m256) -> (__m256, __m256) {
+    // Per 128-bit half, [e0 o0 e1 o1 | e4 o4 e5 o5] and [e2 o2 e3 o3 | e6 o6 e7 o7]; then the
+    // halves regrouped.
+    // SAFETY: the caller guarantees AVX2.
+    unsafe {
+        let (lo, hi) = (_mm256_unpacklo_ps(even, odd), _mm256_unpackhi_ps(even, odd));
+        (_mm256_permute2f128_ps::<0x20>(lo, hi), _mm256_permute2f128_ps::<0x31>(lo, hi))
+    }
+}
+
+/// `even` and `odd` interleaved (the inverse of `pairs_f64`).
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+unsafe fn unpairs_f64(even: __m256d, odd: __m256d) -> (__m256d, __m256d) {
+    // [e0 o0 e2 o2] and [e1 o1 e3 o3]; then the halves regrouped.
+    // SAFETY: the caller guarantees AVX2.
+    unsafe {
+        let (lo, hi) = (_mm256_unpacklo_pd(even, odd), _mm256_unpackhi_pd(even, odd));
+        (_mm256_permute2f128_pd::<0x20>(lo, hi), _mm256_permute2f128_pd::<0x31>(lo, hi))
+    }
+}
+
+/// The even and odd elements of `a` then `b` (4 f64 each), in order.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+unsafe fn pairs_f64(a: __m256d, b: __m256d) -> (__m256d, __m256d) {
+    // [a0 b0 a2 b2], then elements 0, 2, 1, 3.
+    // SAFETY: the caller guarantees AVX2.
+    unsafe {
+        let order = |v: __m256d| _mm256_permute4x64_pd::<0b11_01_10_00>(v);
+        (order(_mm256_unpacklo_pd(a, b)), order(_mm256_unpackhi_pd(a, b)))
+    }
 }
 
 impl_lanes!(
     F32x8, __m256, f32, 8, i32,
     set1: _mm256_set1_ps, setzero: _mm256_setzero_ps, loadu: _mm256_loadu_ps, storeu: _mm256_storeu_ps,
-    mul: _mm256_mul_ps, max: _mm256_max_ps, and: _mm256_and_ps, cmp: _mm256_cmp_ps,
+    mul: _mm256_mul_ps, max: _mm256_max_ps, and: _mm256_and_ps, or: _mm256_or_ps, cmp: _mm256_cmp_ps,
+    blendv: _mm256_blendv_ps, movemask: _mm256_movemask_ps, pairs: pairs_f32, unpairs: unpairs_f32, add: _mm256_add_ps,
     lane_bits: _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128), set1_int: _mm256_set1_epi32,
     cmpeq_int: _mm256_cmpeq_epi32, from_int: _mm256_castsi256_ps
 );
@@ -107,7 +202,8 @@ impl_lanes!(
 impl_lanes!(
     F64x4, __m256d, f64, 4, i64,
     set1: _mm256_set1_pd, setzero: _mm256_setzero_pd, loadu: _mm256_loadu_pd, storeu: _mm256_storeu_pd,
-    mul: _mm256_mul_pd, max: _mm256_max_pd, and: _mm256_and_pd, cmp: _mm256_cmp_pd,
+    mul: _mm256_mul_pd, max: _mm256_max_pd, and: _mm256_and_pd, or: _mm256_or_pd, cmp: _mm256_cmp_pd,
+    blendv: _mm256_blendv_pd, movemask: _mm256_movemask_pd, pairs: pairs_f64, unpairs: unpairs_f64, add: _mm256_add_pd,
     lane_bits: _mm256_setr_epi64x(1, 2, 4, 8), set1_int: _mm256_set1_epi64x,
     cmpeq_int: _mm256_cmpeq_epi64, from_int: _mm256_castsi256_pd
 );

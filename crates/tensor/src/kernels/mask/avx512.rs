@@ -54,7 +54,9 @@ macro_rules! impl_lanes {
     (
         $name:ident, $reg:ty, $elem:ty, $lanes:literal, $kmask:ty,
         set1: $set1:ident, setzero: $setzero:ident, loadu: $loadu:ident, storeu: $storeu:ident,
-        mul: $mul:ident, max: $max:ident, maskz_mov: $maskz_mov:ident, cmp_mask: $cmp:ident
+        mul: $mul:ident, max: $max:ident, maskz_mov: $maskz_mov:ident, cmp_mask: $cmp:ident,
+        blend: $blend:ident, permutex2var: $perm2:ident, even: $even:expr, odd: $odd:expr,
+        low_pairs: $low_pairs:expr, high_pairs: $high_pairs:expr, add: $add:ident
     ) => {
         /// A 512-bit register of
         #[doc = concat!(stringify!($lanes), " × ", stringify!($elem), ".")]
@@ -85,6 +87,42 @@ macro_rules! impl_lanes {
                 // SAFETY: as in `relu`.
                 $name(unsafe { $maskz_mov($cmp::<_CMP_GT_OQ>(y.0, $setzero()), self.0) })
             }
+
+            #[inline(always)]
+            unsafe fn load_pairs(p: *const $elem) -> (Self, Self) {
+                // SAFETY: the caller guarantees AVX-512F and `2 · LANES` readable elements at `p`;
+                // the indices pick lanes of the two loaded registers (bit 4 / bit 3: the second).
+                unsafe {
+                    let (a, b) = ($loadu(p), $loadu(p.add($lanes)));
+                    ($name($perm2(a, $even, b)), $name($perm2(a, $odd, b)))
+                }
+            }
+
+            #[inline(always)]
+            unsafe fn store_pairs(even: Self, odd: Self, p: *mut $elem) {
+                // SAFETY: `even` exists, so the CPU supports AVX-512F; the caller guarantees
+                // `2 · LANES` writable elements at `p`; the indices pick lanes of `even` and (bit
+                // 4 / bit 3 set) `odd`.
+                unsafe {
+                    $storeu(p, $perm2(even.0, $low_pairs, odd.0));
+                    $storeu(p.add($lanes), $perm2(even.0, $high_pairs, odd.0));
+                }
+            }
+
+            #[inline(always)]
+            fn add(self, rhs: Self) -> Self {
+                // SAFETY: as in `relu`.
+                $name(unsafe { $add(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn take_later(self, later: Self) -> (Self, u64) {
+                // SAFETY: as in `relu`.
+                unsafe {
+                    let wins = $cmp::<_CMP_GT_OQ>(later.0, self.0) | $cmp::<_CMP_UNORD_Q>(later.0, later.0);
+                    ($name($blend(wins, self.0, later.0)), u64::from(wins))
+                }
+            }
         }
     };
 }
@@ -92,13 +130,25 @@ macro_rules! impl_lanes {
 impl_lanes!(
     F32x16, __m512, f32, 16, __mmask16,
     set1: _mm512_set1_ps, setzero: _mm512_setzero_ps, loadu: _mm512_loadu_ps, storeu: _mm512_storeu_ps,
-    mul: _mm512_mul_ps, max: _mm512_max_ps, maskz_mov: _mm512_maskz_mov_ps, cmp_mask: _mm512_cmp_ps_mask
+    mul: _mm512_mul_ps, max: _mm512_max_ps, maskz_mov: _mm512_maskz_mov_ps, cmp_mask: _mm512_cmp_ps_mask,
+    blend: _mm512_mask_blend_ps, permutex2var: _mm512_permutex2var_ps,
+    even: _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+    odd: _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31),
+    low_pairs: _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23),
+    high_pairs: _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31),
+    add: _mm512_add_ps
 );
 
 impl_lanes!(
     F64x8, __m512d, f64, 8, __mmask8,
     set1: _mm512_set1_pd, setzero: _mm512_setzero_pd, loadu: _mm512_loadu_pd, storeu: _mm512_storeu_pd,
-    mul: _mm512_mul_pd, max: _mm512_max_pd, maskz_mov: _mm512_maskz_mov_pd, cmp_mask: _mm512_cmp_pd_mask
+    mul: _mm512_mul_pd, max: _mm512_max_pd, maskz_mov: _mm512_maskz_mov_pd, cmp_mask: _mm512_cmp_pd_mask,
+    blend: _mm512_mask_blend_pd, permutex2var: _mm512_permutex2var_pd,
+    even: _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14),
+    odd: _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15),
+    low_pairs: _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11),
+    high_pairs: _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15),
+    add: _mm512_add_pd
 );
 
 /// 16 ChaCha words, one block per lane.

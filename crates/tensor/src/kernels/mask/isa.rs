@@ -106,6 +106,29 @@ pub(crate) trait MaskLanes: Copy {
 
     /// Lane-wise `y > 0 ? self : +0` (NaN is not positive).
     fn where_positive(self, y: Self) -> Self;
+
+    /// The `2 · LANES` elements at `p` split into even and odd positions: lane `j` of the first
+    /// register is `p[2j]`, of the second `p[2j + 1]` (the left and right columns of `LANES`
+    /// side-by-side 2-wide windows).
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set and `p..p + 2 · LANES` is readable.
+    unsafe fn load_pairs(p: *const Self::Elem) -> (Self, Self);
+
+    /// Writes `even` and `odd` interleaved to `p..p + 2 · LANES`: `p[2j] = even[j]`,
+    /// `p[2j + 1] = odd[j]` (the inverse of [`MaskLanes::load_pairs`]).
+    ///
+    /// # Safety
+    /// `p..p + 2 · LANES` is writable.
+    unsafe fn store_pairs(even: Self, odd: Self, p: *mut Self::Elem);
+
+    /// Lane-wise `self + rhs`.
+    fn add(self, rhs: Self) -> Self;
+
+    /// One step of a max scan in PyTorch's order: lane-wise `later > self || later is NaN ?
+    /// later : self` (ties keep `self`; a NaN wins, a later NaN over an earlier one), with the
+    /// lanes where `later` won as bits `0..LANES`.
+    fn take_later(self, later: Self) -> (Self, u64);
 }
 
 /// One SIMD register of `LANES` u32 words: word `j` of `LANES` ChaCha blocks side by side, one
@@ -166,13 +189,25 @@ pub(crate) struct ElemKernels<T: 'static> {
     pub relu_scale_by_mask: fn(Isa, &[u64], &mut [T], T),
     /// `relu_mask::scale_where_positive`.
     pub scale_where_positive: fn(Isa, &[T], &[T], T, &mut [T]),
+    /// `pool::max_pool_2x2`.
+    pub max_pool_2x2: MaxPool2x2Fn<T>,
+    /// `pool::max_pool_2x2_backward`.
+    pub max_pool_2x2_backward: MaxPool2x2BackwardFn<T>,
 }
+
+/// `pool::max_pool_2x2`: `(isa, x, row_stride, ow, y, codes)`.
+type MaxPool2x2Fn<T> = fn(Isa, &[T], usize, usize, &mut [T], &mut [u64]);
+
+/// `pool::max_pool_2x2_backward`: `(isa, dy, codes, ow, w, dx)`.
+type MaxPool2x2BackwardFn<T> = fn(Isa, &[T], &[u64], usize, usize, &mut [T]);
 
 impl<T: MaskElem> ElemKernels<T> {
     const OF: ElemKernels<T> = ElemKernels {
         scale_by_mask: super::scale_by_mask_elem::<T>,
         relu_scale_by_mask: crate::kernels::relu_mask::relu_scale_by_mask_elem::<T>,
         scale_where_positive: crate::kernels::relu_mask::scale_where_positive_elem::<T>,
+        max_pool_2x2: crate::kernels::pool::max_pool_2x2_elem::<T>,
+        max_pool_2x2_backward: crate::kernels::pool::max_pool_2x2_backward_elem::<T>,
     };
 }
 

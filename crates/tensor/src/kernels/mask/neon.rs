@@ -65,7 +65,9 @@ macro_rules! impl_lanes {
         dup: $dup:ident, load: $load:ident, store: $store:ident, mul: $mul:ident,
         clt: $clt:ident, cgt: $cgt:ident, bsl: $bsl:ident, and: $and:ident,
         to_int: $to_int:ident, from_int: $from_int:ident,
-        dup_int: $dup_int:ident, load_int: $load_int:ident, tst: $tst:ident, lane_bits: $lane_bits:expr
+        dup_int: $dup_int:ident, load_int: $load_int:ident, tst: $tst:ident, lane_bits: $lane_bits:expr,
+        ld2: $ld2:ident, st2: $st2:ident, pair: $pair:ident, add: $add:ident,
+        ceq: $ceq:ident, orr: $orr:ident, eor: $eor:ident, addv: $addv:ident
     ) => {
         /// A 128-bit register of
         #[doc = concat!(stringify!($lanes), " × ", stringify!($elem), ".")]
@@ -103,6 +105,40 @@ macro_rules! impl_lanes {
                 // SAFETY: as in `relu`.
                 $name(unsafe { $from_int($and($to_int(self.0), $cgt(y.0, $dup(0.0)))) })
             }
+
+            #[inline(always)]
+            unsafe fn load_pairs(p: *const $elem) -> (Self, Self) {
+                // SAFETY: the caller guarantees NEON and `2 · LANES` readable elements at `p`
+                // (`ld2` splits them into even and odd positions).
+                let pair = unsafe { $ld2(p) };
+                ($name(pair.0), $name(pair.1))
+            }
+
+            #[inline(always)]
+            unsafe fn store_pairs(even: Self, odd: Self, p: *mut $elem) {
+                // SAFETY: `even` exists, so the CPU supports NEON; the caller guarantees
+                // `2 · LANES` writable elements at `p` (`st2` interleaves the two registers).
+                unsafe { $st2(p, $pair(even.0, odd.0)) }
+            }
+
+            #[inline(always)]
+            fn add(self, rhs: Self) -> Self {
+                // SAFETY: as in `relu`.
+                $name(unsafe { $add(self.0, rhs.0) })
+            }
+
+            #[inline(always)]
+            fn take_later(self, later: Self) -> (Self, u64) {
+                // SAFETY: as in `relu`.
+                unsafe {
+                    // A NaN is the lane that is not equal to itself.
+                    let nan = $eor($ceq(later.0, later.0), $dup_int(<$uint>::MAX));
+                    let wins = $orr($cgt(later.0, self.0), nan);
+                    let lane_bits: [$uint; $lanes] = $lane_bits;
+                    let bits = $addv($and(wins, $load_int(lane_bits.as_ptr())));
+                    ($name($bsl(wins, later.0, self.0)), u64::from(bits))
+                }
+            }
         }
     };
 }
@@ -112,7 +148,8 @@ impl_lanes!(
     dup: vdupq_n_f32, load: vld1q_f32, store: vst1q_f32, mul: vmulq_f32,
     clt: vcltq_f32, cgt: vcgtq_f32, bsl: vbslq_f32, and: vandq_u32,
     to_int: vreinterpretq_u32_f32, from_int: vreinterpretq_f32_u32,
-    dup_int: vdupq_n_u32, load_int: vld1q_u32, tst: vtstq_u32, lane_bits: [1, 2, 4, 8]
+    dup_int: vdupq_n_u32, load_int: vld1q_u32, tst: vtstq_u32, lane_bits: [1, 2, 4, 8],
+    ld2: vld2q_f32, st2: vst2q_f32, pair: float32x4x2_t, add: vaddq_f32, ceq: vceqq_f32, orr: vorrq_u32, eor: veorq_u32, addv: vaddvq_u32
 );
 
 impl_lanes!(
@@ -120,7 +157,8 @@ impl_lanes!(
     dup: vdupq_n_f64, load: vld1q_f64, store: vst1q_f64, mul: vmulq_f64,
     clt: vcltq_f64, cgt: vcgtq_f64, bsl: vbslq_f64, and: vandq_u64,
     to_int: vreinterpretq_u64_f64, from_int: vreinterpretq_f64_u64,
-    dup_int: vdupq_n_u64, load_int: vld1q_u64, tst: vtstq_u64, lane_bits: [1, 2]
+    dup_int: vdupq_n_u64, load_int: vld1q_u64, tst: vtstq_u64, lane_bits: [1, 2],
+    ld2: vld2q_f64, st2: vst2q_f64, pair: float64x2x2_t, add: vaddq_f64, ceq: vceqq_f64, orr: vorrq_u64, eor: veorq_u64, addv: vaddvq_u64
 );
 
 /// 4 ChaCha words, one block per lane.

@@ -79,6 +79,32 @@ macro_rules! impl_scalar_lanes {
                     0.0
                 }
             }
+
+            #[inline(always)]
+            unsafe fn load_pairs(p: *const $t) -> ($t, $t) {
+                // SAFETY: the caller guarantees `p..p + 2` is readable.
+                unsafe { (*p, *p.add(1)) }
+            }
+
+            #[inline(always)]
+            unsafe fn store_pairs(even: $t, odd: $t, p: *mut $t) {
+                // SAFETY: the caller guarantees `p..p + 2` is writable.
+                unsafe { (*p, *p.add(1)) = (even, odd) }
+            }
+
+            #[inline(always)]
+            fn add(self, rhs: $t) -> $t {
+                self + rhs
+            }
+
+            #[inline(always)]
+            fn take_later(self, later: $t) -> ($t, u64) {
+                if later > self || later.is_nan() {
+                    (later, 1)
+                } else {
+                    (self, 0)
+                }
+            }
         }
     };
 }

@@ -3,7 +3,7 @@
 //! - this file: `conv2d` and `conv2d_backward`, as `im2col` + one GEMM per image
 //!   (the crate's packed GEMM);
 //! - `im2col.rs`: the unfolding into a column matrix and its adjoint `col2im`;
-//! - `pool.rs`: `max_pool2d` (with indices), `avg_pool2d` and their backwards.
+//! - `pool/`: `max_pool2d` (with [`MaxPoolIndices`]), `avg_pool2d` and their backwards.
 //!
 //! Images of a batch are independent, so they run in parallel on the rayon pool; every output
 //! element is computed by the same sequence of operations whatever the thread count, and the
@@ -19,6 +19,8 @@ use crate::tensor::Tensor;
 
 mod im2col;
 mod pool;
+
+pub use pool::MaxPoolIndices;
 
 use im2col::{col2im, im2col, Geometry};
 

@@ -12,8 +12,14 @@ use super::im2col::Geometry;
 use super::out_size;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
+use crate::kernels::pool;
 use crate::layout::{checked_numel, numel_or_reason, MAX_NUMEL};
 use crate::tensor::Tensor;
+
+mod indices;
+
+use indices::Kind;
+pub use indices::MaxPoolIndices;
 
 /// Checks a pooling call on an input of `shape` and returns `(planes, geometry)` where planes
 /// is `N * C` (and `geometry.c` is 1: one plane at a time).
@@ -67,31 +73,6 @@ fn window(o: usize, g: &Geometry, size: usize) -> (usize, usize) {
     (start.saturating_sub(g.pad), (start + g.kh).saturating_sub(g.pad).min(size))
 }
 
-/// `max_pool2d` of one plane with a 2 x 2 window, stride 2 and no padding (the common case)
-/// over rows of unit stride `sh` apart: the general loop's comparisons in the same order
-/// (`v > best || v.is_nan()`, rows then columns), with the window's four loads known.
-fn max_pool_2x2<T: Float>(data: &[T], base: usize, sh: usize, g: &Geometry, y: &mut [T], idx: &mut [usize]) {
-    for i in 0..g.oh {
-        let top = &data[base + 2 * i * sh..][..2 * g.ow];
-        let bottom = &data[base + (2 * i + 1) * sh..][..2 * g.ow];
-        let (y, idx) = (&mut y[i * g.ow..][..g.ow], &mut idx[i * g.ow..][..g.ow]);
-        let first = 2 * i * g.w;
-        for (j, ((y, idx), (t, b))) in
-            y.iter_mut().zip(idx.iter_mut()).zip(top.chunks_exact(2).zip(bottom.chunks_exact(2))).enumerate()
-        {
-            let at = first + 2 * j;
-            let (mut best, mut arg) = (T::NEG_INFINITY, at);
-            for (v, pos) in [(t[0], at), (t[1], at + 1), (b[0], at + g.w), (b[1], at + g.w + 1)] {
-                if v > best || v.is_nan() {
-                    (best, arg) = (v, pos);
-                }
-            }
-            *y = best;
-            *idx = arg;
-        }
-    }
-}
-
 /// The storage index of element `(0, 0)` of plane `n * C + c`, whatever the input's strides.
 fn plane_base<T: Float>(x: &Tensor<T>, plane: usize) -> usize {
     let (c, s) = (x.shape()[1], x.strides());
@@ -124,100 +105,154 @@ impl<T: Float> Tensor<T> {
         Ok(self.max_pool2d_with_indices(kernel, stride, padding)?.0)
     }
 
-    /// [`Tensor::max_pool2d`] and, for every output element (row-major), the flat index
-    /// `h * W + w` of the chosen input element within its `(n, c)` plane, as PyTorch's
-    /// `return_indices=True` gives. Ties keep the first maximum in row-major window order.
+    /// [`Tensor::max_pool2d`] and which input element each output element took
+    /// ([`MaxPoolIndices`]; [`MaxPoolIndices::to_flat`] gives the flat index `h * W + w` within
+    /// its `(n, c)` plane, as PyTorch's `return_indices=True`). Ties keep the first maximum in
+    /// row-major window order; a NaN is taken over anything (the last NaN of a window).
+    ///
+    /// The 2 x 2 window with stride 2 and no padding runs as one vectorised pass per plane
+    /// (`kernels::pool`) and stores two bits per output.
     ///
     /// # Errors
     /// As [`Tensor::max_pool2d`].
+    ///
+    /// ```
+    /// # use tapegrad_tensor::Tensor;
+    /// let x = Tensor::<f32>::from_vec(vec![1.0, 4.0, 3.0, 2.0], &[1, 1, 2, 2])?;
+    /// let (y, idx) = x.max_pool2d_with_indices(2, 2, 0)?;
+    /// assert_eq!((y.to_vec(), idx.to_flat()), (vec![4.0], vec![1]));
+    /// let dx = Tensor::max_pool2d_backward(&Tensor::from_vec(vec![10.0], &[1, 1, 1, 1])?, &idx)?;
+    /// assert_eq!(dx.to_vec(), vec![0.0, 10.0, 0.0, 0.0]);
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
     pub fn max_pool2d_with_indices(
         &self,
         kernel: usize,
         stride: usize,
         padding: usize,
-    ) -> Result<(Tensor<T>, Vec<usize>)> {
+    ) -> Result<(Tensor<T>, MaxPoolIndices)> {
         let (planes, g) = pool_geometry("max_pool2d", self.shape(), kernel, stride, padding)?;
         let plane = g.oh * g.ow;
+        let s = self.shape();
+        let (input, output) = ([s[0], s[1], s[2], s[3]], [s[0], s[1], g.oh, g.ow]);
         // Every output element is written below (a cached buffer, no page faults).
         let mut out = crate::memory::for_overwrite(planes * plane);
-        let mut indices = vec![0usize; planes * plane];
         let (sh, sw) = (self.strides()[2], self.strides()[3]);
         let data = self.storage().as_slice();
-        out.par_chunks_mut(plane)
-            .zip(indices.par_chunks_mut(plane))
-            .enumerate()
-            .with_min_len(min_len(self.numel()))
-            .for_each(|(pl, (y, idx))| {
-                let base = plane_base(self, pl);
-                if g.kh == 2 && g.stride == 2 && g.pad == 0 && sw == 1 {
-                    return max_pool_2x2(data, base, sh, &g, y, idx);
-                }
-                for i in 0..g.oh {
-                    let (h0, h1) = window(i, &g, g.h);
-                    for j in 0..g.ow {
-                        let (w0, w1) = window(j, &g, g.w);
-                        let (mut best, mut at) = (T::NEG_INFINITY, h0 * g.w + w0);
-                        for h in h0..h1 {
-                            for w in w0..w1 {
-                                let v = data[base + h * sh + w * sw];
-                                if v > best || v.is_nan() {
-                                    (best, at) = (v, h * g.w + w);
-                                }
+        let window2 = g.kh == 2 && g.stride == 2 && g.pad == 0;
+        // The scan of every window, for any geometry and strides: `take(pos, i, j)` records the
+        // winner of window (i, j) at plane position `pos`.
+        let scan = |base: usize, y: &mut [T], take: &mut dyn FnMut(usize, usize, usize)| {
+            for i in 0..g.oh {
+                let (h0, h1) = window(i, &g, g.h);
+                for j in 0..g.ow {
+                    let (w0, w1) = window(j, &g, g.w);
+                    let (mut best, mut at) = (T::NEG_INFINITY, h0 * g.w + w0);
+                    for h in h0..h1 {
+                        for w in w0..w1 {
+                            let v = data[base + h * sh + w * sw];
+                            if v > best || v.is_nan() {
+                                (best, at) = (v, h * g.w + w);
                             }
                         }
-                        y[i * g.ow + j] = best;
-                        idx[i * g.ow + j] = at;
                     }
+                    y[i * g.ow + j] = best;
+                    take(at, i, j);
                 }
-            });
-        Ok((Tensor::from_contiguous(out, &[self.shape()[0], self.shape()[1], g.oh, g.ow]), indices))
+            }
+        };
+        let kind = if window2 {
+            let row_words = pool::words_per_row(g.ow);
+            let mut codes = vec![0u64; planes * g.oh * row_words];
+            let isa = crate::kernels::active_isa();
+            out.par_chunks_mut(plane.max(1))
+                .zip(codes.par_chunks_mut((g.oh * row_words).max(1)))
+                .enumerate()
+                .with_min_len(min_len(self.numel()))
+                .for_each(|(pl, (y, codes))| {
+                    let base = plane_base(self, pl);
+                    if sw == 1 {
+                        let rows = &data[base..base + (2 * g.oh - 1) * sh + 2 * g.ow];
+                        pool::max_pool_2x2(isa, rows, sh, g.ow, y, codes);
+                    } else {
+                        codes.fill(0);
+                        scan(base, y, &mut |at, i, j| {
+                            let code = 2 * (at / g.w - 2 * i) + at % g.w - 2 * j;
+                            let word = i * row_words + 2 * (j / 64);
+                            codes[word] |= (code as u64 & 1) << (j % 64);
+                            codes[word + 1] |= (code as u64 >> 1) << (j % 64);
+                        });
+                    }
+                });
+            Kind::Window2x2(codes)
+        } else {
+            let mut indices = vec![0usize; planes * plane];
+            out.par_chunks_mut(plane)
+                .zip(indices.par_chunks_mut(plane))
+                .enumerate()
+                .with_min_len(min_len(self.numel()))
+                .for_each(|(pl, (y, idx))| scan(plane_base(self, pl), y, &mut |at, i, j| idx[i * g.ow + j] = at));
+            Kind::Flat(indices)
+        };
+        Ok((Tensor::from_contiguous(out, &output), MaxPoolIndices::new(input, output, kind)))
     }
 
     /// The gradient of [`Tensor::max_pool2d`]: `dx[n, c, idx] += dy[n, c, i, j]` where `idx` is
-    /// the output element's entry in `indices` (from [`Tensor::max_pool2d_with_indices`]);
-    /// inputs chosen by several windows collect every window's gradient.
+    /// the input element output `(i, j)` took (from [`Tensor::max_pool2d_with_indices`], or
+    /// [`MaxPoolIndices::from_flat`]); inputs chosen by several windows collect every window's
+    /// gradient, the others get 0.
     ///
-    /// Shapes: `dy` `[N, C, OH, OW]`, `indices` one per element of `dy` (row-major),
-    /// `input_shape` `[N, C, H, W]`; returns `dx` of `input_shape`.
+    /// Shapes: `dy` the pooling's output shape ([`MaxPoolIndices::output_shape`]); returns `dx`
+    /// of the input's ([`MaxPoolIndices::input_shape`]).
     ///
     /// # Errors
-    /// `max_pool2d_backward` when the shapes are not 4-D, `N` or `C` differ, the number of
-    /// indices is not `dy.numel()`, or an index is `>= H * W`.
-    pub fn max_pool2d_backward(dy: &Tensor<T>, indices: &[usize], input_shape: &[usize]) -> Result<Tensor<T>> {
+    /// `max_pool2d_backward` when `dy` does not have the output shape the indices were made for.
+    pub fn max_pool2d_backward(dy: &Tensor<T>, indices: &MaxPoolIndices) -> Result<Tensor<T>> {
         const OP: &str = "max_pool2d_backward";
-        if input_shape.len() != 4 || dy.ndim() != 4 || dy.shape()[..2] != input_shape[..2] {
+        if dy.shape() != indices.output_shape() {
             return Err(Error::mismatch(
                 OP,
-                input_shape,
+                indices.output_shape(),
                 dy.shape(),
-                "expects an input [N, C, H, W] and dy [N, C, OH, OW]",
+                "dy must have the pooling's output shape",
             ));
         }
-        if indices.len() != dy.numel() {
-            return Err(Error::shape(OP, dy.shape(), format!("needs one index per element, got {}", indices.len())));
-        }
-        let numel = checked_numel(OP, input_shape)?;
-        let image = input_shape[2] * input_shape[3];
-        if let Some(&bad) = indices.iter().find(|&&i| i >= image) {
-            return Err(Error::arg(
-                OP,
-                format!("index {bad} is outside the {}x{} plane", input_shape[2], input_shape[3]),
-            ));
-        }
-        let mut dx = crate::memory::filled(numel, T::ZERO);
-        let plane = dy.shape()[2] * dy.shape()[3];
+        let input_shape = indices.input_shape();
+        let (h, w) = (input_shape[2], input_shape[3]);
+        let image = h * w;
+        let (oh, ow) = (dy.shape()[2], dy.shape()[3]);
+        let plane = oh * ow;
+        let numel = input_shape.iter().product::<usize>();
         let dy = dy.contiguous();
         let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
-        if image > 0 && plane > 0 {
-            dx.par_chunks_mut(image)
-                .zip(dy_data.par_chunks(plane).zip(indices.par_chunks(plane)))
-                .with_min_len(min_len(numel))
-                .for_each(|(dx, (dy, idx))| {
-                    for (&g, &i) in dy.iter().zip(idx) {
-                        dx[i] += g;
-                    }
-                });
+        if image == 0 || plane == 0 {
+            return Ok(Tensor::from_contiguous(crate::memory::filled(numel, T::ZERO), input_shape));
         }
+        let dx = match &indices.kind {
+            Kind::Window2x2(codes) => {
+                // Windows do not overlap: each input element gets its window's gradient or 0,
+                // written once, with no zero pass.
+                let mut dx = crate::memory::for_overwrite(numel);
+                let isa = crate::kernels::active_isa();
+                dx.par_chunks_mut(image)
+                    .zip(dy_data.par_chunks(plane).zip(codes.par_chunks(oh * pool::words_per_row(ow))))
+                    .with_min_len(min_len(numel))
+                    .for_each(|(dx, (dy, codes))| pool::max_pool_2x2_backward(isa, dy, codes, ow, w, dx));
+                dx
+            }
+            Kind::Flat(idx) => {
+                let mut dx = crate::memory::filled(numel, T::ZERO);
+                dx.par_chunks_mut(image)
+                    .zip(dy_data.par_chunks(plane).zip(idx.par_chunks(plane)))
+                    .with_min_len(min_len(numel))
+                    .for_each(|(dx, (dy, idx))| {
+                        for (&g, &i) in dy.iter().zip(idx) {
+                            dx[i] += g;
+                        }
+                    });
+                dx
+            }
+        };
         Ok(Tensor::from_contiguous(dx, input_shape))
     }
 
