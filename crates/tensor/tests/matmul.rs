@@ -518,6 +518,28 @@ fn short_k_products_are_right_for_every_depth_and_match_the_packed_fma_order() {
 }
 
 #[test]
+fn the_direct_paths_agree_with_the_packed_path_to_the_bit() {
+    // The short-K and few-rows paths sum each element over p in order, one FMA at a time from
+    // zero, as the packed microkernel does: C = A · B through them equals, bit for bit, Cᵀ =
+    // Bᵀ · Aᵀ computed by the packed path (whose operands are not contiguous where the direct
+    // paths need it), on every path this CPU has.
+    for isa in available_isas() {
+        for (m, n, k) in [(37, 70, 9), (16, 784, 9), (4, 1030, 16), (5, 33, 1), (10, 200, 64), (3, 40, 250)] {
+            let (a, b) = (random_vec::<f32>(m * k, 3), random_vec::<f32>(k * n, 4));
+            let (a, b) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+            let mut c = vec![0.0f32; m * n];
+            gemm_with(isa, MatMut::row_major(&mut c, m, n), a, b, false);
+            let mut ct = vec![0.0f32; n * m];
+            gemm_with(isa, MatMut::row_major(&mut ct, n, m), b.t(), a.t(), false);
+            for (ij, &v) in c.iter().enumerate() {
+                let (i, j) = (ij / n, ij % n);
+                assert_eq!(v.to_bits(), ct[j * m + i].to_bits(), "{isa:?} {m} x {n} x {k}: C({i}, {j})");
+            }
+        }
+    }
+}
+
+#[test]
 fn short_k_results_do_not_depend_on_where_b_starts() {
     // The short-K path starts its tiles at B's first 64-byte boundary, the columns before it
     // first: that must change nothing. The same operands at an aligned and at misaligned

@@ -14,9 +14,10 @@
 //!   `nc` from the caches the CPU reports.
 //!
 //! Thin shapes, where the tiles would be mostly padding and packing would cost as much as the
-//! product, take unpacked paths where the instruction set has them (AVX-512 f32 today): `dot.rs`
-//! (both operands contiguous along `K`, at most 16 columns or rows of `C`), `short_k.rs` (`K` at
-//! most 16) and `few_rows.rs` (at most 12 rows of `C`). [`gemm_with`] picks one from the shape
+//! product, take unpacked paths where the instruction set has them (f32 on AVX-512 all three,
+//! on AVX2 the first two): `dot.rs` and `dot_avx2.rs` (both operands contiguous along `K`, at
+//! most 16 columns or rows of `C`), `short_k.rs` and `short_k_avx2.rs` (`K` at most 16) and
+//! `few_rows.rs` (at most 12 rows of `C`). [`gemm_with`] picks one from the shape
 //! and strides alone.
 //!
 //! Large problems run on the current rayon pool: `C` is cut into one rectangle per thread
@@ -37,6 +38,8 @@ mod caches;
 #[cfg(target_arch = "x86_64")]
 mod dot;
 #[cfg(target_arch = "x86_64")]
+mod dot_avx2;
+#[cfg(target_arch = "x86_64")]
 mod few_rows;
 mod mat;
 mod microkernel;
@@ -46,6 +49,8 @@ mod packing;
 pub mod peak;
 #[cfg(target_arch = "x86_64")]
 mod short_k;
+#[cfg(target_arch = "x86_64")]
+mod short_k_avx2;
 
 pub use caches::CacheSizes;
 use mat::Product;
