@@ -244,6 +244,7 @@ impl<T: Float> Dropout<T> {
     /// ```
     /// use tapegrad_nn::{Dropout, Module, Var};
     /// use tapegrad_tensor::{Generator, Tensor};
+    /// use tapegrad_nn::dtype::*;
     /// let drop = Dropout::<f32>::new(0.5)?.with_shared_dims(&[1]).with_generator(Generator::new(1));
     /// assert_eq!(drop.to_string(), "Dropout(p=0.5, shared_dims=[1])");
     /// let y = drop.forward(&Var::new(Tensor::<f32>::ones(&[2, 3, 4])))?.value().to_vec();
@@ -348,6 +349,7 @@ dropout_layer!(
     /// ```
     /// use tapegrad_nn::{GaussianDropout, Module, Var};
     /// use tapegrad_tensor::{Generator, Tensor};
+    /// use tapegrad_nn::dtype::*;
     /// let mut drop = GaussianDropout::<f64>::new(0.5)?.with_generator(Generator::new(1));
     /// assert!(GaussianDropout::<f64>::new(1.0).is_err());
     /// let x = Var::new(Tensor::<f64>::ones(&[4]));
@@ -373,6 +375,7 @@ dropout_layer!(
     /// ```
     /// use tapegrad_nn::{DropPath, Module, Var};
     /// use tapegrad_tensor::{Generator, Tensor};
+    /// use tapegrad_nn::dtype::*;
     /// let drop = DropPath::<f32>::new(0.1)?.with_generator(Generator::new(2));
     /// assert_eq!(drop.to_string(), "DropPath(drop_prob=0.100)");
     /// let y = drop.forward(&Var::new(Tensor::<f32>::ones(&[16, 3])))?.value().to_vec();
