@@ -31,9 +31,12 @@ mod var;
 
 pub use gradcheck::{gradcheck, gradcheck_with, gradchecked_ops, GradcheckOptions};
 pub use no_grad::{detect_anomaly, is_anomaly_enabled, is_grad_enabled, no_grad};
+pub use ops::drop_path::drop_path;
 pub use ops::dropout::{check_p, dropout, DropoutRecord};
-pub use ops::feature_dropout::{alpha_dropout, dropout2d};
+pub use ops::feature_dropout::{alpha_dropout, dropout2d, feature_alpha_dropout};
 pub use ops::fused;
+pub use ops::gaussian_dropout::{check_gaussian_p, gaussian_dropout};
+pub use ops::shared_dropout::{dropout_shared, shared_noise_shape};
 pub use seed::{manual_seed, thread_stream_seed, with_default_generator, DEFAULT_SEED};
 pub use tape::TapeEntry;
 pub use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};

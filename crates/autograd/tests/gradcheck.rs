@@ -13,8 +13,8 @@ use tapegrad_tensor::TensorNew;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tapegrad_autograd::{
-    alpha_dropout, dropout, dropout2d, gradcheck, gradcheck_with, no_grad, Backward, Error, Generator,
-    GradcheckOptions, Grads, Result, Tensor, Var,
+    alpha_dropout, drop_path, dropout, dropout2d, dropout_shared, feature_alpha_dropout, gaussian_dropout, gradcheck,
+    gradcheck_with, no_grad, Backward, Error, Generator, GradcheckOptions, Grads, Result, Tensor, Var,
 };
 use tapegrad_golden as golden;
 
@@ -675,6 +675,31 @@ proptest! {
         unary(&s, l, Values::Any, seed, |x| alpha_dropout(x, p, &mut Generator::new(mask_seed)))?;
     }
 
+    /// Alpha dropout of whole channels of an `[N, C, ...]` input.
+    #[test]
+    fn grad_feature_alpha_dropout(s in shape(2..=4), p in 0.05f64..0.9, mask_seed in any::<u64>(), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| feature_alpha_dropout(x, p, &mut Generator::new(mask_seed)))?;
+    }
+
+    /// Multiplicative `N(1, p / (1 - p))` noise, drawn again identically at every evaluation.
+    #[test]
+    fn grad_gaussian_dropout(s in shape(0..=3), p in 0.05f64..0.9, mask_seed in any::<u64>(), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| gaussian_dropout(x, p, &mut Generator::new(mask_seed)))?;
+    }
+
+    /// One mask bit per row of dim 0.
+    #[test]
+    fn grad_drop_path(s in shape(1..=3), p in 0.05f64..0.9, mask_seed in any::<u64>(), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| drop_path(x, p, &mut Generator::new(mask_seed)))?;
+    }
+
+    /// A mask of the noise shape (1 at the shared dims) broadcast over the input.
+    #[test]
+    fn grad_dropout_shared(s in shape(1..=4), pick in any::<u8>(), p in 0.05f64..0.9, mask_seed in any::<u64>(), l in layout(), seed in any::<u64>()) {
+        let shared: Vec<usize> = (0..s.len()).filter(|d| pick >> d & 1 == 1).collect();
+        unary(&s, l, Values::Any, seed, |x| dropout_shared(x, p, &shared, &mut Generator::new(mask_seed)))?;
+    }
+
     /// The fused `x Wᵀ + b` (more cases, and agreement with the unfused chain, in tests/fused.rs).
     #[test]
     fn grad_linear(m in 1usize..=4, n in 1usize..=4, k in 1usize..=4, lx in layout(), bias in any::<bool>(), seed in any::<u64>()) {
@@ -952,6 +977,10 @@ const CHECKS: &[(&str, fn())] = &[
     ("grad_dropout", grad_dropout),
     ("grad_dropout2d", grad_dropout2d),
     ("grad_alpha_dropout", grad_alpha_dropout),
+    ("grad_feature_alpha_dropout", grad_feature_alpha_dropout),
+    ("grad_gaussian_dropout", grad_gaussian_dropout),
+    ("grad_drop_path", grad_drop_path),
+    ("grad_dropout_shared", grad_dropout_shared),
     ("grad_linear", grad_linear),
     ("grad_linear_relu_dropout", grad_linear_relu_dropout),
     ("grad_scaled_dot_product_attention", grad_scaled_dot_product_attention),

@@ -5,7 +5,7 @@
 //!   by hand); `train()` / `eval()` / `mc_dropout()` reach every nested layer.
 //! - [`layers`]: `Linear`, `Conv2d`, pools, `Flatten`, activations, `BatchNorm1d` / `2d`,
 //!   `LayerNorm`, `Embedding`, `MultiheadAttention`, `TransformerEncoderLayer`, `Sequential`, the
-//!   dropout family (`Dropout`, `Dropout2d`, `AlphaDropout`) and [`mc_predict`] for Monte Carlo
+//!   dropout family (`Dropout`, `Dropout2d`, `AlphaDropout`, `FeatureAlphaDropout`, `GaussianDropout`, `DropPath`) and [`mc_predict`] for Monte Carlo
 //!   dropout.
 //! - [`loss`], [`init`], [`optim`]: losses (fused cross-entropy), PyTorch's initialisers, and
 //!   the optimisers and schedulers (re-exported as `tapegrad::optim`).
@@ -44,9 +44,10 @@ pub use tapegrad_autograd::Var;
 pub mod dtype {
     pub use crate::layers::{
         AlphaDropoutNew as _, AvgPool2dNew as _, BatchNorm1dNew as _, BatchNorm2dNew as _, Conv2dNew as _,
-        Dropout2dNew as _, DropoutNew as _, EmbeddingNew as _, FlattenNew as _, GeluNew as _, LayerNormNew as _,
-        LinearNew as _, MaxPool2dNew as _, MultiheadAttentionNew as _, ReLUNew as _, SequentialNew as _,
-        SigmoidNew as _, TanhNew as _, TransformerEncoderLayerNew as _,
+        DropPathNew as _, Dropout2dNew as _, DropoutNew as _, EmbeddingNew as _, FeatureAlphaDropoutNew as _,
+        FlattenNew as _, GaussianDropoutNew as _, GeluNew as _, LayerNormNew as _, LinearNew as _, MaxPool2dNew as _,
+        MultiheadAttentionNew as _, ReLUNew as _, SequentialNew as _, SigmoidNew as _, TanhNew as _,
+        TransformerEncoderLayerNew as _,
     };
     pub use tapegrad_tensor::TensorNew as _;
 }

@@ -141,10 +141,38 @@ impl Generator {
     }
 
     /// Fills `out` with standard normals by the Box-Muller transform: elements `2 j` and `2 j + 1`
-    /// come from uniforms `2 j` and `2 j + 1`, computed in `f64`.
+    /// come from uniforms `2 j` and `2 j + 1`, computed in `f64`. Reserves
+    /// [`normal_words`](Generator::normal_words)`(out.len())` words and draws them with
+    /// [`fill_normal_at`](Generator::fill_normal_at).
     pub fn fill_normal<T: Float>(&mut self, out: &mut [T]) {
+        let (seed, offset) = self.reserve(Generator::normal_words(out.len()));
+        Generator::fill_normal_at(seed, offset, out);
+    }
+
+    /// The stream words a draw of `n` normals takes (two per element, and one pair more for an
+    /// odd `n`): what to [`reserve`](Generator::reserve) before
+    /// [`fill_normal_at`](Generator::fill_normal_at).
+    pub fn normal_words(n: usize) -> u64 {
+        2 * (n as u64 + 1)
+    }
+
+    /// The standard normals of the draw that starts at word `offset` of the stream of `seed`, as
+    /// [`fill_normal`](Generator::fill_normal) draws them: a pure function of
+    /// `(seed, offset, out.len())`, so a recorded draw (a Gaussian dropout's noise) can be
+    /// regenerated exactly, in fixed chunks on any number of threads.
+    ///
+    /// ```
+    /// use tapegrad_tensor::Generator;
+    /// let mut gen = Generator::new(5);
+    /// let (seed, offset) = (gen.seed(), gen.offset());
+    /// let mut a = vec![0f64; 7];
+    /// gen.fill_normal(&mut a);
+    /// let mut b = vec![0f64; 7];
+    /// Generator::fill_normal_at(seed, offset, &mut b);
+    /// assert_eq!(a, b);
+    /// ```
+    pub fn fill_normal_at<T: Float>(seed: u64, offset: u64, out: &mut [T]) {
         let n = out.len();
-        let (seed, offset) = self.reserve(2 * (n + 1) as u64);
         out.par_chunks_mut(CHUNK).enumerate().with_min_len(crate::parallel::min_len(n)).for_each(|(c, chunk)| {
             let mut s = Stream::new(seed, offset + 2 * (c * CHUNK) as u64);
             for pair in chunk.chunks_mut(2) {

@@ -14,7 +14,15 @@ use super::one;
 use crate::seed::with_default_generator;
 use crate::var::{Backward, Grads, Var};
 
-/// What a dropout op stored: enough to regenerate the mask, and the mask itself.
+/// What a dropout op stored: enough to regenerate the mask (or noise), and the mask itself.
+///
+/// A Bernoulli op (`dropout`, `dropout2d`, `alpha_dropout`, `feature_alpha_dropout`,
+/// `drop_path`, `dropout_shared`, the fused ones) stores its mask at one bit per mask entry.
+/// `gaussian_dropout` draws standard normals instead: its record has an empty [`mask`] and
+/// [`gaussian_noise`] regenerates the noise from `(seed, offset)`.
+///
+/// [`mask`]: DropoutRecord::mask
+/// [`gaussian_noise`]: DropoutRecord::gaussian_noise
 #[derive(Clone, Debug, PartialEq)]
 pub struct DropoutRecord {
     /// The generator's seed.
@@ -23,9 +31,11 @@ pub struct DropoutRecord {
     pub offset: u64,
     /// The drop probability.
     pub p: f64,
-    /// The number of elements.
+    /// The number of mask (or noise) entries: the elements, or the channels, rows or noise-shape
+    /// entries of a shared mask.
     pub numel: usize,
     mask: BitMask,
+    gaussian: bool,
 }
 
 impl DropoutRecord {
@@ -41,10 +51,36 @@ impl DropoutRecord {
     /// # Errors
     /// When `p` is outside [0, 1] or NaN.
     pub fn regenerate(seed: u64, offset: u64, p: f64, numel: usize) -> Result<DropoutRecord> {
-        Ok(DropoutRecord { seed, offset, p, numel, mask: BitMask::bernoulli(seed, offset, p, numel)? })
+        Ok(DropoutRecord { seed, offset, p, numel, mask: BitMask::bernoulli(seed, offset, p, numel)?, gaussian: false })
     }
 
-    /// The mask: bit `i` is set where element `i` was kept.
+    /// The record of a Gaussian draw of `numel` standard normals at `(seed, offset)`
+    /// ([`Generator::fill_normal_at`]); it holds no bit mask.
+    pub(crate) fn gaussian(seed: u64, offset: u64, p: f64, numel: usize) -> DropoutRecord {
+        DropoutRecord { seed, offset, p, numel, mask: BitMask::from_bools(&[]), gaussian: true }
+    }
+
+    /// True for a `gaussian_dropout` record (normal noise, no bit mask).
+    pub fn is_gaussian(&self) -> bool {
+        self.gaussian
+    }
+
+    /// The multiplicative noise `1 + σ z` (`σ² = p / (1 - p)`, `z` the standard normals of
+    /// `(seed, offset)`) that a `gaussian_dropout` record's op multiplied its input by,
+    /// regenerated from the seed and offset: what a replay recomputes. `None` for a Bernoulli
+    /// record.
+    pub fn gaussian_noise<T: Float>(&self) -> Option<Vec<T>> {
+        if !self.gaussian {
+            return None;
+        }
+        let mut z = vec![T::ZERO; self.numel];
+        Generator::fill_normal_at(self.seed, self.offset, &mut z);
+        let sigma = T::from_f64(gaussian_sigma(self.p));
+        Some(z.into_iter().map(|z| T::ONE + sigma * z).collect())
+    }
+
+    /// The mask: bit `i` is set where element (or channel, row, noise-shape entry) `i` was kept;
+    /// empty for a Gaussian record.
     pub fn mask(&self) -> &BitMask {
         &self.mask
     }
@@ -136,8 +172,13 @@ pub fn dropout<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) -> Result<Var<
     let value = x.value();
     let (seed, offset) = gen.reserve(value.numel() as u64);
     let (y, mask) = value.dropout_with_mask(seed, offset, p)?;
-    let record = DropoutRecord { seed, offset, p, numel: value.numel(), mask };
+    let record = DropoutRecord { seed, offset, p, numel: value.numel(), mask, gaussian: false };
     Ok(Var::from_op(y, &[x], || Dropout { record }))
+}
+
+/// The standard deviation `σ = √(p / (1 - p))` of Gaussian dropout's noise.
+pub(crate) fn gaussian_sigma(p: f64) -> f64 {
+    (p / (1.0 - p)).sqrt()
 }
 
 impl<T: Float> Var<T> {

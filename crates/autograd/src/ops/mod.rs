@@ -3,14 +3,17 @@
 //! method that records it.
 
 pub mod conv;
+pub mod drop_path;
 pub mod dropout;
 pub mod elementwise;
 pub mod feature_dropout;
 pub mod fused;
+pub mod gaussian_dropout;
 pub mod matmul;
 pub mod movement;
 pub mod norm;
 pub mod reduce;
+pub mod shared_dropout;
 
 use tapegrad_tensor::{Float, Tensor};
 

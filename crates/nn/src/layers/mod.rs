@@ -14,7 +14,10 @@ pub mod transformer;
 pub use activation::{GeluNew, ReLU, ReLUNew, Sigmoid, SigmoidNew, Tanh, TanhNew, GELU};
 pub use attention::{MultiheadAttention, MultiheadAttentionNew};
 pub use conv::{AvgPool2d, AvgPool2dNew, Conv2d, Conv2dNew, Flatten, FlattenNew, MaxPool2d, MaxPool2dNew};
-pub use dropout::{mc_predict, AlphaDropout, AlphaDropoutNew, Dropout, Dropout2d, Dropout2dNew, DropoutNew};
+pub use dropout::{
+    mc_predict, AlphaDropout, AlphaDropoutNew, DropPath, DropPathNew, Dropout, Dropout2d, Dropout2dNew, DropoutNew,
+    FeatureAlphaDropout, FeatureAlphaDropoutNew, GaussianDropout, GaussianDropoutNew,
+};
 pub use embedding::{Embedding, EmbeddingNew};
 pub use linear::{Linear, LinearNew};
 pub use norm::{BatchNorm1d, BatchNorm1dNew, BatchNorm2d, BatchNorm2dNew, LayerNorm, LayerNormNew};
