@@ -106,6 +106,14 @@ fn nan_and_infinity_stay_non_finite_kept_or_dropped() {
             assert_eq!(finite, rows * cols - bad.len(), "{name}, p = {p}: only the bad inputs are non-finite");
         }
     }
+    // Alpha dropout, as PyTorch's `x · (a m) + shift`: a kept infinity stays the same infinity
+    // (a > 0), a dropped one becomes NaN; with this seed both happen.
+    let y = alpha_dropout(&x, 0.5, &mut Generator::new(4)).unwrap().value().to_vec();
+    let xv = x.value().to_vec();
+    let infinities: Vec<usize> = bad.iter().copied().filter(|&at| xv[at].is_infinite()).collect();
+    let kept = infinities.iter().filter(|&&at| y[at] == xv[at]).count();
+    assert!(infinities.iter().all(|&at| y[at] == xv[at] || y[at].is_nan()), "alpha_dropout of ±∞");
+    assert!(kept > 0 && kept < infinities.len(), "{kept} of {} infinities kept", infinities.len());
     // The fused op: a NaN in a row of x makes that whole row of relu(x Wᵀ + b) NaN, kept or
     // dropped (an infinity may become -∞, which relu sends to 0, as in PyTorch).
     for p in [0.5, 1.0] {

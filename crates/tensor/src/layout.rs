@@ -343,7 +343,9 @@ impl Layout {
             ));
         }
         let mut out = self.clone();
-        if len > 0 {
+        // An empty result keeps its offset: it reads nothing, and an empty tensor's offset may
+        // already sit at the end of its storage.
+        if len > 0 && !self.shape.contains(&0) {
             out.offset += start * self.strides[dim];
         }
         out.shape[dim] = len;

@@ -278,15 +278,23 @@ impl<T: Float> fmt::Display for Tensor<T> {
         let data = self.storage.as_slice();
         let (shape, strides, offset) = (self.shape(), self.strides(), self.offset());
         let (mut lo, mut hi, mut any_finite) = (f64::INFINITY, 0f64, false);
-        for_each_shown(shape, strides, offset, summarise, &mut |i| {
-            let v = data[i].to_f64().abs();
-            if v.is_finite() && v > 0.0 {
-                (lo, hi, any_finite) = (lo.min(v), hi.max(v), true);
-            }
-        });
+        // An empty tensor shows no element: its dims are not walked (one may be 2^40 long).
+        let empty = self.numel() == 0;
+        if !empty {
+            for_each_shown(shape, strides, offset, summarise, &mut |i| {
+                let v = data[i].to_f64().abs();
+                if v.is_finite() && v > 0.0 {
+                    (lo, hi, any_finite) = (lo.min(v), hi.max(v), true);
+                }
+            });
+        }
         let sci = any_finite && (hi >= 1e8 || (lo > 0.0 && hi / lo > 1e8) || hi < 1e-4);
         let mut width = 1;
-        for_each_shown(shape, strides, offset, summarise, &mut |i| width = width.max(format_value(data[i], sci).len()));
+        if !empty {
+            for_each_shown(shape, strides, offset, summarise, &mut |i| {
+                width = width.max(format_value(data[i], sci).len())
+            });
+        }
         let mut out = String::from("tensor(");
         /// How every element is printed: summarised or not, the column width, scientific or not.
         #[derive(Clone, Copy)]
@@ -328,7 +336,7 @@ impl<T: Float> fmt::Display for Tensor<T> {
             }
             out.push(']');
         }
-        if self.numel() == 0 {
+        if empty {
             out.push_str("[]");
             if self.ndim() > 1 {
                 out.push_str(&format!(", size={:?}", shape));

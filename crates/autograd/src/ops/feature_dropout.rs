@@ -3,6 +3,7 @@
 //! [`dropout`](super::dropout) does (seeded, counter-based, one bit per mask entry) and backward
 //! uses the stored mask.
 
+use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
 use super::dropout::{check_p, DropoutRecord};
@@ -138,10 +139,12 @@ pub fn alpha_dropout<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) -> Resul
     }
     let (a, b, dropped) = alpha_affine(p);
     let a = T::from_f64(a);
-    // `x · 0` is 0 for a finite input and NaN otherwise: added to the affine pass, it sends a
-    // dropped NaN or infinity to NaN as PyTorch's `x · (a m) + b'` does, and changes no finite
-    // value (`v + 0 = v`).
-    let y = record.mask().affine(&value, a, T::from_f64(b), T::from_f64(dropped))?.add(&value.mul_scalar(T::ZERO))?;
+    // PyTorch's form, `x · (a m) + shift` with the shift `b` where kept and `a α' + b` where
+    // dropped: a kept infinity stays infinite (`∞ · a + b`), a dropped NaN or infinity becomes
+    // NaN (`x · 0`), as in PyTorch.
+    let zeros = Tensor::<T>::zeros(value.shape());
+    let shift = record.mask().affine(&zeros, T::ZERO, T::from_f64(b), T::from_f64(dropped))?;
+    let y = record.mask().scale(&value, a)?.add(&shift)?;
     Ok(Var::from_op(y, &[x], || AlphaDropout { record, a }))
 }
 
