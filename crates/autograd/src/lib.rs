@@ -34,7 +34,10 @@ pub use no_grad::{detect_anomaly, is_anomaly_enabled, is_grad_enabled, no_grad};
 pub use ops::dropout::{check_p, dropout, DropoutRecord};
 pub use ops::feature_dropout::{alpha_dropout, dropout2d};
 pub use ops::fused;
-pub use seed::{manual_seed, thread_stream_seed, with_default_generator, DEFAULT_SEED};
+pub use seed::{
+    default_generator_state, manual_seed, set_default_generator_state, thread_stream_seed, with_default_generator,
+    DEFAULT_SEED,
+};
 pub use tape::TapeEntry;
 pub use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 pub use var::{Backward, Grads, Var};
