@@ -142,12 +142,12 @@ impl<T: Float> AdamState<T> {
             moments.push(match (state.values.contains_key(&key), m, v) {
                 (false, None, None) => None,
                 (true, Some(m), Some(v)) => Some(Moments { step: state.get(op, &key)?, m, v }),
-                _ => return Err(Error::arg(
-                    op,
-                    format!(
-                        "parameter {i}: the state must hold all or none of step.{i}, exp_avg.{i} and exp_avg_sq.{i}"
-                    ),
-                )),
+                _ => {
+                    let reason = format!(
+                        "parameter {i}: the state must hold all or none of {key}, exp_avg.{i} and exp_avg_sq.{i}"
+                    );
+                    return Err(Error::arg(op, reason));
+                }
             });
         }
         let (lr, beta1, beta2) = (state.get(op, "lr")?, state.get(op, "beta1")?, state.get(op, "beta2")?);
