@@ -14,15 +14,21 @@
 //! `--max-norm C` (the paper's max-norm constraint on the dropout run; 0 turns it off).
 //! The numbers do not depend on `--threads`; to check, diff two runs without the timings:
 //! `sed -E 's/[0-9]+\.[0-9]+ s\b//g'`.
+//!
+//! `--save-checkpoint PATH` writes both runs' state (weights, optimiser moments and momentum,
+//! schedulers, the shuffling and dropout generators, the history) to PATH at the end of every
+//! epoch, as one [`TrainingCheckpoint`]; `--resume PATH` continues from it, with the same other
+//! flags, and ends with the numbers of an uninterrupted run, bit for bit (see
+//! `docs/checkpoints.md`).
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tapegrad::nn::data::Dataset;
-use tapegrad::nn::{Dropout, Linear};
-use tapegrad::optim::{max_norm_, CosineLr, LrScheduler, Sgd};
+use tapegrad::nn::{dropout_generator, set_dropout_generator, Dropout, Linear, Position, TrainingCheckpoint};
+use tapegrad::optim::{max_norm_, CosineLr, LrScheduler, Sgd, StateDict};
 use tapegrad::prelude::*;
 
 use common::svg::{Chart, Series};
@@ -125,6 +131,69 @@ impl Run {
         Ok(e)
     }
 
+    /// The part names of this run in a checkpoint start with this.
+    fn key(&self) -> &'static str {
+        if self.name == "dropout" {
+            "dropout"
+        } else {
+            "plain"
+        }
+    }
+
+    /// This run's dropout layers, by name.
+    fn dropouts(&self) -> [(&'static str, &Dropout); 3] {
+        [("drop_in", &self.model.drop_in), ("drop1", &self.model.drop1), ("drop2", &self.model.drop2)]
+    }
+
+    /// Adds everything this run needs to continue to `ckpt`.
+    fn save_into(&self, mut ckpt: TrainingCheckpoint) -> Result<TrainingCheckpoint> {
+        let k = self.key();
+        ckpt = ckpt
+            .with_model(&format!("{k}.model"), &self.model)?
+            .with(&format!("{k}.optimizer"), &self.opt)?
+            .with(&format!("{k}.scheduler"), &self.sched)?
+            .with(&format!("{k}.shuffle"), &self.shuffle)?;
+        for (name, layer) in self.dropouts() {
+            ckpt = ckpt.with(&format!("{k}.{name}"), &dropout_generator(layer))?;
+        }
+        let mut history = StateDict::of_kind("history");
+        for (i, e) in self.history.iter().enumerate() {
+            history.set(&format!("train_loss.{i}"), e.train_loss);
+            history.set(&format!("test_loss.{i}"), e.test_loss);
+            history.set(&format!("test_acc.{i}"), e.test_acc);
+        }
+        ckpt.insert(&format!("{k}.history"), history)?;
+        Ok(ckpt)
+    }
+
+    /// Restores what [`Run::save_into`] saved, with `epochs` epochs of history.
+    fn restore(&mut self, ckpt: &TrainingCheckpoint, epochs: usize) -> Result<()> {
+        let k = self.key();
+        ckpt.restore_model(&format!("{k}.model"), &mut self.model)?;
+        ckpt.restore(&format!("{k}.optimizer"), &mut self.opt)?;
+        ckpt.restore(&format!("{k}.scheduler"), &mut self.sched)?;
+        ckpt.restore(&format!("{k}.shuffle"), &mut self.shuffle)?;
+        for (name, layer) in self.dropouts() {
+            set_dropout_generator(layer, ckpt.generator(&format!("{k}.{name}"))?);
+        }
+        let history = ckpt.part(&format!("{k}.history"))?;
+        let value = |key: String| -> Result<f64> {
+            history.values.get(&key).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                tapegrad::Error::arg("mnist_dropout", format!("the checkpoint's {k}.history has no number {key:?}"))
+            })
+        };
+        self.history = (0..epochs)
+            .map(|i| {
+                Ok(Epoch {
+                    train_loss: value(format!("train_loss.{i}"))?,
+                    test_loss: value(format!("test_loss.{i}"))?,
+                    test_acc: value(format!("test_acc.{i}"))?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+
     /// The epoch (1-based) with the best test accuracy, the first one on ties.
     fn best(&self) -> (usize, Epoch) {
         let mut best = (1, self.history[0]);
@@ -143,6 +212,10 @@ struct Options {
     batch: usize,
     /// The max-norm constraint, `None` when off (`--max-norm 0`).
     max_norm: Option<f64>,
+    /// Where to save a checkpoint at the end of every epoch.
+    save_checkpoint: Option<PathBuf>,
+    /// The checkpoint to continue from.
+    resume: Option<PathBuf>,
 }
 
 impl Options {
@@ -159,12 +232,17 @@ impl Options {
         if !(max_norm.is_finite() && max_norm >= 0.0) {
             return Err(format!("--max-norm {max_norm}: it must be >= 0 (0: off)"));
         }
-        Ok(Options { lr, batch, max_norm: (max_norm > 0.0).then_some(max_norm) })
+        let path = |name: &str| -> Result<Option<PathBuf>, String> {
+            let p: String = args.extra(name, String::new())?;
+            Ok((!p.is_empty()).then(|| PathBuf::from(p)))
+        };
+        let (save_checkpoint, resume) = (path("save-checkpoint")?, path("resume")?);
+        Ok(Options { lr, batch, max_norm: (max_norm > 0.0).then_some(max_norm), save_checkpoint, resume })
     }
 }
 
 fn run(args: &common::Args, opts: Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let Options { lr, batch, max_norm } = opts;
+    let Options { lr, batch, max_norm, save_checkpoint, resume } = opts;
     let out =
         args.out.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mnist_dropout.svg"));
 
@@ -188,13 +266,40 @@ fn run(args: &common::Args, opts: Options) -> Result<(), Box<dyn std::error::Err
             "c = {c} on the dropout run's weight rows"
         )),
     );
+    // What must match for a checkpoint to continue this run.
+    let config = {
+        let mut c = StateDict::of_kind("mnist_dropout");
+        c.set("seed", args.seed);
+        c.set("lr", lr);
+        c.set("batch", batch);
+        c.set("max_norm", max_norm.unwrap_or(0.0));
+        c.set("epochs", args.epochs);
+        c.set("data", &split.source);
+        c
+    };
+    let done = match &resume {
+        Some(path) => {
+            let done = restore(path, &config, &mut runs)?;
+            println!("resumed from {} after epoch {done}", path.display());
+            done
+        }
+        None => 0,
+    };
     println!("train loss: cross-entropy over the whole training set in eval mode after the epoch\n");
     println!("      |        without dropout         |          with dropout          |");
     println!("epoch | train loss  test loss  test acc | train loss  test loss  test acc |   time");
     println!("------+--------------------------------+--------------------------------+--------");
 
+    if resume.is_some() {
+        for (i, (p, d)) in runs[0].history.iter().zip(&runs[1].history).enumerate() {
+            let cells =
+                |e: &Epoch| format!(" {:>10.4} {:>10.4} {:>8.2}% |", e.train_loss, e.test_loss, 100.0 * e.test_acc);
+            println!("{:>5} |{}{}   saved", i + 1, cells(p), cells(d));
+        }
+    }
+
     let start = Instant::now();
-    for epoch in 1..=args.epochs {
+    for epoch in done + 1..=args.epochs {
         let epoch_start = Instant::now();
         let mut row = format!("{epoch:>5} |");
         for run in runs.iter_mut() {
@@ -203,8 +308,17 @@ fn run(args: &common::Args, opts: Options) -> Result<(), Box<dyn std::error::Err
             row += &format!(" {:>10.4} {:>10.4} {:>8.2}% |", e.train_loss, e.test_loss, 100.0 * e.test_acc);
         }
         println!("{row} {:>5.1} s", common::seconds(epoch_start));
+        if let Some(path) = &save_checkpoint {
+            let mut ckpt = TrainingCheckpoint::new().with("position", &Position { epoch, batch: 0 })?;
+            ckpt.insert("config", config.clone())?;
+            for run in &runs {
+                ckpt = run.save_into(ckpt)?;
+            }
+            ckpt.save(path)?;
+        }
     }
     let total = common::seconds(start);
+    let trained = args.epochs.saturating_sub(done).max(1);
 
     let [plain, drop] = &runs;
     let (p, d) = (plain.history[plain.history.len() - 1], drop.history[drop.history.len() - 1]);
@@ -232,12 +346,39 @@ fn run(args: &common::Args, opts: Options) -> Result<(), Box<dyn std::error::Err
         if d.test_acc >= p.test_acc { "raises" } else { "lowers" },
         100.0 * (d.test_acc - p.test_acc).abs()
     );
-    println!("total time: {total:.1} s ({:.1} s per epoch for both runs)", total / args.epochs as f64);
+    println!("total time: {total:.1} s ({:.1} s per epoch for both runs)", total / trained as f64);
 
     let dataset = args.data.file_name().map_or("MNIST".into(), |n| n.to_string_lossy().into_owned());
     plot(&runs, &dataset, &out)?;
     println!("plot: {}", out.display());
     Ok(())
+}
+
+/// Restores both runs from the checkpoint at `path`, which must have been made with the same
+/// `config`; returns the number of epochs it had finished.
+fn restore(path: &Path, config: &StateDict, runs: &mut [Run; 2]) -> Result<usize, String> {
+    let ckpt = TrainingCheckpoint::load(path).map_err(|e| e.to_string())?;
+    let saved = ckpt.part("config").map_err(|e| e.to_string())?;
+    for (key, want) in &config.values {
+        let got = saved.values.get(key).map_or("nothing", String::as_str);
+        if got != want {
+            let flag = if key == "max_norm" { "max-norm".to_string() } else { key.clone() };
+            return Err(format!(
+                "--resume {}: the checkpoint was made with {flag} {got}, this run has {flag} {want}",
+                path.display()
+            ));
+        }
+    }
+    let mut position = Position::default();
+    ckpt.restore("position", &mut position).map_err(|e| e.to_string())?;
+    let epochs: usize = config.values.get("epochs").and_then(|e| e.parse().ok()).unwrap_or(0);
+    if position.epoch > epochs {
+        return Err(format!("--resume {}: the checkpoint is at epoch {} of {epochs}", path.display(), position.epoch));
+    }
+    for run in runs.iter_mut() {
+        run.restore(&ckpt, position.epoch).map_err(|e| e.to_string())?;
+    }
+    Ok(position.epoch)
 }
 
 /// Loss curves (train dashed, test solid) and test accuracy, for both runs.
@@ -259,5 +400,5 @@ fn plot(runs: &[Run; 2], dataset: &str, out: &std::path::Path) -> Result<(), Str
 }
 
 fn main() {
-    common::main(EPOCHS, &["lr", "batch", "max-norm"], Options::parse, run);
+    common::main(EPOCHS, &["lr", "batch", "max-norm", "save-checkpoint", "resume"], Options::parse, run);
 }

@@ -37,7 +37,10 @@ pub use ops::feature_dropout::{alpha_dropout, dropout2d, feature_alpha_dropout};
 pub use ops::fused;
 pub use ops::gaussian_dropout::{check_gaussian_p, gaussian_dropout};
 pub use ops::shared_dropout::{dropout_shared, shared_noise_shape};
-pub use seed::{manual_seed, thread_stream_seed, with_default_generator, DEFAULT_SEED};
+pub use seed::{
+    default_generator_state, manual_seed, set_default_generator_state, thread_stream_seed, with_default_generator,
+    DEFAULT_SEED,
+};
 pub use tape::TapeEntry;
 pub use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 pub use var::{Backward, Grads, Var};

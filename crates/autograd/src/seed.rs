@@ -212,3 +212,75 @@ pub fn with_default_generator<R>(f: impl FnOnce(&mut Generator) -> R) -> R {
     let mut lent = Lent { gen, depth, epoch };
     f(&mut lent.gen)
 }
+
+/// The name of the state functions' op in their errors.
+const STATE_OP: &str = "default_generator_state";
+
+/// A copy of this thread's default generator as it stands now (the one [`Var::dropout`] and
+/// dropout layers without a generator of their own draw from next): PyTorch's
+/// `torch.get_rng_state`. Save its [`seed`](Generator::seed) and [`offset`](Generator::offset)
+/// in a checkpoint and give it back with [`set_default_generator_state`] to resume the same
+/// masks.
+///
+/// The generators of calls nested inside [`with_default_generator`] are not part of it.
+///
+/// # Errors
+/// An invalid-argument error when called inside [`with_default_generator`] (the default
+/// generator is then lent to the running call, and its state is not settled).
+///
+/// [`Var::dropout`]: crate::Var::dropout
+///
+/// ```
+/// use tapegrad_autograd::{default_generator_state, manual_seed, set_default_generator_state, Tensor, Var};
+/// let draw = || Var::new(Tensor::<f32>::ones(&[32])).dropout(0.5).map(|y| y.value().to_vec());
+/// manual_seed(1);
+/// let saved = default_generator_state()?;
+/// let first = draw()?;
+/// set_default_generator_state(saved)?;
+/// assert_eq!(draw()?, first);
+/// # Ok::<(), tapegrad_autograd::Error>(())
+/// ```
+pub fn default_generator_state() -> crate::Result<Generator> {
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.depth > 0 {
+            return Err(lent_error());
+        }
+        l.refresh();
+        Ok(match l.gens.first() {
+            Some(Some(gen)) => gen.clone(),
+            _ => Generator::new(l.seed),
+        })
+    })
+}
+
+/// Makes `gen` this thread's default generator: the next [`Var::dropout`] (and dropout layer
+/// without a generator of its own) on this thread draws what `gen` draws next. PyTorch's
+/// `torch.set_rng_state`. Other threads, and a later [`manual_seed`], are unaffected by it and
+/// override it as usual.
+///
+/// # Errors
+/// An invalid-argument error when called inside [`with_default_generator`].
+///
+/// [`Var::dropout`]: crate::Var::dropout
+pub fn set_default_generator_state(gen: Generator) -> crate::Result<()> {
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.depth > 0 {
+            return Err(lent_error());
+        }
+        l.refresh();
+        match l.gens.first_mut() {
+            Some(slot) => *slot = Some(gen),
+            None => l.gens.push(Some(gen)),
+        }
+        Ok(())
+    })
+}
+
+fn lent_error() -> tapegrad_tensor::Error {
+    tapegrad_tensor::Error::arg(
+        STATE_OP,
+        "called inside with_default_generator, while the default generator is lent to the running call",
+    )
+}

@@ -10,7 +10,8 @@
 //! - [`loss`], [`init`], [`optim`]: losses (fused cross-entropy), PyTorch's initialisers, and
 //!   the optimisers and schedulers (re-exported as `tapegrad::optim`).
 //! - [`data`]: the IDX reader, the MNIST / Fashion-MNIST loaders, seeded batches and k-fold splits.
-//! - [`save`] / [`load`]: checkpoints in the safetensors format.
+//! - [`save`] / [`load`]: checkpoints in the safetensors format; [`TrainingCheckpoint`] with
+//!   [`state_dict`] and [`Stateful`]: a whole training run's state, to resume bit for bit.
 #![forbid(unsafe_code)]
 
 // Lets `#[derive(Module)]` name this crate by its absolute path from inside it too.
@@ -24,7 +25,10 @@ pub mod loss;
 pub mod module;
 pub mod optim;
 
-pub use checkpoint::{load, load_tensors, save, save_tensors};
+pub use checkpoint::{
+    dropout_generator, load, load_state_dict, load_tensors, save, save_tensors, set_dropout_generator, state_dict,
+    Position, StateDict, Stateful, TrainingCheckpoint,
+};
 pub use layers::*;
 pub use loss::{l1_penalty, l2_penalty};
 pub use module::{Mode, ModeChange, Module, Visit};

@@ -378,3 +378,89 @@ proptest! {
         prop_assert_eq!(b.value().to_vec(), data[..cols].to_vec());
     }
 }
+
+// ─── state dicts ─────────────────────────────────────────────────────────────────
+
+/// An optimiser restored from another's state dict, over other parameters with the same values,
+/// takes exactly the same steps afterwards, for every optimiser and configuration.
+#[test]
+fn a_restored_optimiser_continues_exactly_as_the_original() {
+    use tapegrad_nn::optim::Stateful;
+    type Make = fn(Vec<Var<f64>>) -> Box<dyn StatefulOptimizer>;
+    trait StatefulOptimizer: Optimizer + Stateful<f64> {}
+    impl<O: Optimizer + Stateful<f64>> StatefulOptimizer for O {}
+    let makes: [(&str, Make); 5] = [
+        ("sgd", |p| Box::new(Sgd::new(p, 0.1))),
+        ("sgd momentum", |p| Box::new(Sgd::new(p, 0.1).momentum(0.9).dampening(0.1).weight_decay(0.01))),
+        ("sgd nesterov", |p| Box::new(Sgd::new(p, 0.1).momentum(0.8).nesterov(true))),
+        ("adam", |p| Box::new(Adam::new(p, 0.01).betas(0.8, 0.99).weight_decay(0.1))),
+        ("adamw", |p| Box::new(AdamW::new(p, 0.01).eps(1e-6))),
+    ];
+    let params = || {
+        vec![
+            Var::parameter(Tensor::<f64>::from_vec(vec![0.5, -1.5, 2.0, 0.25], &[2, 2]).unwrap()),
+            Var::parameter(Tensor::<f64>::from_vec(vec![1.0, -0.5, 0.75], &[3]).unwrap()),
+        ]
+    };
+    // A loss whose gradient depends on the weights, so a wrong state shows in later steps.
+    let step = |opt: &mut Box<dyn StatefulOptimizer>, p: &[Var<f64>], k: usize| {
+        opt.zero_grad();
+        let loss = p[0].mul(&p[0]).unwrap().sum_all().add(&p[1].exp().sum_all()).unwrap();
+        // The second parameter has no gradient at the first step: its state starts later.
+        if k == 0 {
+            p[0].mul(&p[0]).unwrap().sum_all().backward().unwrap();
+        } else {
+            loss.backward().unwrap();
+        }
+        opt.step().unwrap();
+    };
+    for (name, make) in makes {
+        let (a, b) = (params(), params());
+        let mut first = make(a.clone());
+        step(&mut first, &a, 0);
+        first.set_lr(0.05);
+        let mut second = make(b.clone());
+        for (x, y) in a.iter().zip(&b) {
+            y.set_value(x.value());
+        }
+        second.load_state_dict(&first.state_dict()).unwrap();
+        assert_eq!(second.lr(), 0.05, "{name}: the learning rate is part of the state");
+        for k in 1..4 {
+            step(&mut first, &a, k);
+            step(&mut second, &b, k);
+        }
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.value().to_vec(), y.value().to_vec(), "{name}");
+        }
+        let (sa, sb) = (first.state_dict(), second.state_dict());
+        assert_eq!(sa.values, sb.values, "{name}");
+        for (k, t) in &sa.tensors {
+            assert_eq!(t.to_vec(), sb.tensors[k].to_vec(), "{name}: {k}");
+        }
+        // A state whose parameter count differs is refused, naming both counts.
+        let mut fewer = make(b[..1].to_vec());
+        let e = fewer.load_state_dict(&sa).unwrap_err().to_string();
+        assert!(e.contains("over 2 parameters, this one has 1"), "{name}: {e}");
+    }
+}
+
+/// A scheduler restored from a state dict continues the same schedule.
+#[test]
+fn a_restored_scheduler_continues_the_same_schedule() {
+    use tapegrad_nn::optim::Stateful;
+    let mut opt = Sgd::new(vec![Var::parameter(Tensor::<f32>::zeros(&[1]))], 0.1);
+    let (mut step, mut cosine) = (StepLr::new(2, 0.5), CosineLr::new(7, 0.01));
+    for _ in 0..3 {
+        step.step(&mut opt).unwrap();
+        cosine.step(&mut opt).unwrap();
+    }
+    let (mut step2, mut cosine2) = (StepLr::new(9, 0.9), CosineLr::new(1, 0.0));
+    Stateful::<f32>::load_state_dict(&mut step2, &Stateful::<f32>::state_dict(&step)).unwrap();
+    Stateful::<f32>::load_state_dict(&mut cosine2, &Stateful::<f32>::state_dict(&cosine)).unwrap();
+    for _ in 0..5 {
+        assert_eq!(step.step(&mut opt).unwrap(), step2.step(&mut opt).unwrap());
+        assert_eq!(cosine.step(&mut opt).unwrap(), cosine2.step(&mut opt).unwrap());
+    }
+    let e = Stateful::<f32>::load_state_dict(&mut step2, &Stateful::<f32>::state_dict(&cosine)).unwrap_err();
+    assert!(e.to_string().contains("not of a StepLR"), "{e}");
+}

@@ -190,6 +190,30 @@ impl Generator {
     }
 }
 
+/// Saving and restoring a generator's state, (seed, offset), as checkpoints do (PyTorch's
+/// `Generator.get_state` / `set_state`). The state is read with [`Generator::seed`] and
+/// [`Generator::offset`]; a generator restored from them draws exactly what the original would
+/// have drawn next.
+///
+/// ```
+/// use tapegrad_tensor::Generator;
+/// let mut gen = Generator::new(3);
+/// gen.next_u64();
+/// let mut copy = Generator::from_state(gen.seed(), gen.offset());
+/// assert_eq!(copy.next_u64(), gen.next_u64());
+/// ```
+impl Generator {
+    /// The generator of `seed` positioned at word `offset` of its stream.
+    pub fn from_state(seed: u64, offset: u64) -> Generator {
+        Generator { seed, offset }
+    }
+
+    /// Moves this generator to word `offset` of the stream of `seed`.
+    pub fn set_state(&mut self, seed: u64, offset: u64) {
+        *self = Generator::from_state(seed, offset);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

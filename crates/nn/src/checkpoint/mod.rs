@@ -32,7 +32,12 @@
 //! ```
 
 mod read;
+mod state;
+mod training;
 mod write;
+
+pub use state::{dropout_generator, load_state_dict, set_dropout_generator, state_dict, Position, StateDict, Stateful};
+pub use training::TrainingCheckpoint;
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -105,29 +110,10 @@ pub fn load<T: Float, M: Visit<T> + ?Sized>(model: &mut M, path: impl AsRef<Path
     }
 
     let file = read::Checkpoint::open(path)?;
-    let in_file: HashMap<&str, &read::Entry> = file.entries.iter().map(|e| (e.name.as_str(), e)).collect();
-
-    let mut problems = vec![];
-    let missing: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).filter(|n| !in_file.contains_key(n)).collect();
-    if !missing.is_empty() {
-        problems.push(format!("missing {}", quoted(&missing)));
-    }
-    let mut extra: Vec<&str> = in_file.keys().copied().filter(|n| !by_name.contains_key(n)).collect();
-    extra.sort_unstable();
-    if !extra.is_empty() {
-        problems.push(format!("unexpected {}", quoted(&extra)));
-    }
-    for (name, var) in &vars {
-        let Some(entry) = in_file.get(name.as_str()) else { continue };
-        let want = var.shape();
-        if entry.dtype != dtype::<T>() {
-            problems.push(format!("{name:?} has dtype {:?}, the model wants {:?}", entry.dtype, dtype::<T>()));
-        }
-        if entry.shape != want {
-            problems.push(format!("{name:?} has shape {:?}, the model wants {want:?}", entry.shape));
-        }
-    }
-    drop(in_file);
+    let found: Vec<(&str, Dtype, &[usize])> =
+        file.entries.iter().map(|e| (e.name.as_str(), e.dtype, e.shape.as_slice())).collect();
+    let problems = misfits::<T>(&vars, &found);
+    drop(found);
     if !problems.is_empty() {
         return Err(Error::Checkpoint { path: path.to_path_buf(), reason: problems.join("; ") });
     }
@@ -144,6 +130,34 @@ pub fn load<T: Float, M: Visit<T> + ?Sized>(model: &mut M, path: impl AsRef<Path
         var.set_value(value);
     }
     Ok(())
+}
+
+/// What keeps tensors `found` (name, dtype, shape) from fitting the model's `vars` exactly:
+/// every missing name, every extra name, every dtype or shape mismatch; empty when they fit.
+fn misfits<T: Float>(vars: &[(String, Var<T>)], found: &[(&str, Dtype, &[usize])]) -> Vec<String> {
+    let in_file: HashMap<&str, (Dtype, &[usize])> = found.iter().map(|&(n, d, s)| (n, (d, s))).collect();
+    let ours: HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+    let mut problems = vec![];
+    let missing: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).filter(|n| !in_file.contains_key(n)).collect();
+    if !missing.is_empty() {
+        problems.push(format!("missing {}", quoted(&missing)));
+    }
+    let mut extra: Vec<&str> = in_file.keys().copied().filter(|n| !ours.contains(n)).collect();
+    extra.sort_unstable();
+    if !extra.is_empty() {
+        problems.push(format!("unexpected {}", quoted(&extra)));
+    }
+    for (name, var) in vars {
+        let Some(&(dtype_found, shape)) = in_file.get(name.as_str()) else { continue };
+        let want = var.shape();
+        if dtype_found != dtype::<T>() {
+            problems.push(format!("{name:?} has dtype {dtype_found:?}, the model wants {:?}", dtype::<T>()));
+        }
+        if shape != want.as_slice() {
+            problems.push(format!("{name:?} has shape {shape:?}, the model wants {want:?}"));
+        }
+    }
+    problems
 }
 
 /// The parameters, then the buffers, of `model`, with their dotted names.
@@ -174,7 +188,15 @@ fn state<T: Float, M: Visit<T> + ?Sized>(model: &M) -> Vec<(String, Var<T>)> {
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
 pub fn save_tensors<T: Float>(tensors: &[(String, Tensor<T>)], path: impl AsRef<Path>) -> Result<()> {
-    let path = path.as_ref();
+    save_with_metadata(tensors, None, path.as_ref())
+}
+
+/// [`save_tensors`] with a `__metadata__` map of strings in the header.
+fn save_with_metadata<T: Float>(
+    tensors: &[(String, Tensor<T>)],
+    metadata: Option<HashMap<String, String>>,
+    path: &Path,
+) -> Result<()> {
     let mut seen = HashSet::with_capacity(tensors.len());
     for (name, _) in tensors {
         if !seen.insert(name.as_str()) {
@@ -188,7 +210,7 @@ pub fn save_tensors<T: Float>(tensors: &[(String, Tensor<T>)], path: impl AsRef<
             .map_err(|e| Error::format(path, format!("tensor {name:?}: {e}")))?;
         views.push((name.as_str(), view));
     }
-    let bytes = safetensors::serialize(views, None).map_err(|e| Error::format(path, e.to_string()))?;
+    let bytes = safetensors::serialize(views, metadata).map_err(|e| Error::format(path, e.to_string()))?;
     write::write_atomic(path, &bytes)
 }
 

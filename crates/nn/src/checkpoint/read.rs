@@ -3,20 +3,21 @@
 //! The 8-byte header length is checked against the format's limit and the file's size before a
 //! byte of the header is read. The JSON header is then parsed into exactly what a checkpoint
 //! needs, one typed [`Entry`] per tensor, never into a generic JSON tree: the `__metadata__`
-//! strings are validated and dropped, and a shape longer than [`MAX_DIMS`] is refused while it
+//! strings are kept as a map of strings (training checkpoints keep their small records there),
+//! and a shape longer than [`MAX_DIMS`] is refused while it
 //! is being parsed, so the parsed header costs a small multiple of the header's size. Every shape
 //! and byte range is checked before any tensor is allocated, and the tensors are then read one
 //! after another straight into their element vectors (no copy of the whole file in memory).
 
 use std::any::Any;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
 use safetensors::Dtype;
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use tapegrad_tensor::{Error, Float, Result, Tensor};
 
@@ -49,6 +50,8 @@ pub(super) struct Checkpoint<'p> {
     path: &'p Path,
     file: BufReader<File>,
     pub(super) entries: Vec<Entry>,
+    /// The header's `__metadata__` (empty when it has none).
+    pub(super) metadata: BTreeMap<String, String>,
 }
 
 impl<'p> Checkpoint<'p> {
@@ -68,7 +71,7 @@ impl<'p> Checkpoint<'p> {
         if len < 8 {
             return Err(invalid(format!("the file holds {len} bytes, fewer than the 8 of the header length")));
         }
-        let mut ckpt = Checkpoint { path, file: BufReader::new(file), entries: vec![] };
+        let mut ckpt = Checkpoint { path, file: BufReader::new(file), entries: vec![], metadata: BTreeMap::new() };
         let mut prefix = [0u8; 8];
         ckpt.read_exact(&mut prefix)?;
         let n = u64::from_le_bytes(prefix);
@@ -85,10 +88,11 @@ impl<'p> Checkpoint<'p> {
         // At most `MAX_HEADER_BYTES`, and no more than the file really holds.
         let mut header = vec![0u8; n as usize];
         ckpt.read_exact(&mut header)?;
-        let mut entries = parse_header(&header).map_err(invalid)?;
+        let Header(mut entries, metadata) = parse_header(&header).map_err(invalid)?;
         drop(header);
         validate(&mut entries, n, data_len).map_err(invalid)?;
         ckpt.entries = entries;
+        ckpt.metadata = metadata;
         Ok(ckpt)
     }
 
@@ -153,15 +157,16 @@ fn decode_into(bytes: &[u8], out: &mut dyn Any) {
 
 // ─── the header ────────────────────────────────────────────────────────────────
 
-/// The entries of a JSON header, in the order they appear; an error names what is wrong.
-fn parse_header(bytes: &[u8]) -> std::result::Result<Vec<Entry>, String> {
+/// The entries of a JSON header, in the order they appear, and its metadata; an error names
+/// what is wrong.
+fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("the header is not UTF-8: {e}"))?;
-    let Header(entries) = serde_json::from_str(text).map_err(|e| format!("the header is not valid: {e}"))?;
+    let Header(entries, metadata) = serde_json::from_str(text).map_err(|e| format!("the header is not valid: {e}"))?;
     let mut names = HashSet::with_capacity(entries.len());
     if let Some(dup) = entries.iter().find(|e| !names.insert(e.name.as_str())) {
         return Err(format!("the header names tensor {:?} twice", dup.name));
     }
-    Ok(entries)
+    Ok(Header(entries, metadata))
 }
 
 /// Checks the entries' shapes against their byte ranges and that the ranges tile the
@@ -209,9 +214,9 @@ fn validate(entries: &mut [Entry], header_len: u64, data_len: u64) -> std::resul
     Ok(())
 }
 
-/// The header's entries, parsed from its JSON object: the tensors in order of appearance, with
-/// `__metadata__` checked to map strings to strings and dropped.
-struct Header(Vec<Entry>);
+/// The header's entries, parsed from its JSON object: the tensors in order of appearance, and
+/// `__metadata__`, checked to map strings to strings.
+pub(super) struct Header(Vec<Entry>, BTreeMap<String, String>);
 
 impl<'de> Deserialize<'de> for Header {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Header, D::Error> {
@@ -230,19 +235,19 @@ impl<'de> Visitor<'de> for HeaderVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Header, A::Error> {
         let mut entries = vec![];
-        let mut metadata = false;
+        let mut metadata = None;
         while let Some(name) = map.next_key::<String>()? {
             if name == "__metadata__" {
-                if std::mem::replace(&mut metadata, true) {
+                if metadata.is_some() {
                     return Err(de::Error::custom("__metadata__ appears twice"));
                 }
-                map.next_value::<Metadata>()?;
+                metadata = Some(map.next_value::<Metadata>()?.0);
                 continue;
             }
             let Info { dtype, shape: Shape(shape), data_offsets: (start, end) } = map.next_value()?;
             entries.push(Entry { name, dtype, shape, start, end });
         }
-        Ok(Header(entries))
+        Ok(Header(entries, metadata.unwrap_or_default()))
     }
 }
 
@@ -280,8 +285,8 @@ impl<'de> Deserialize<'de> for Shape {
     }
 }
 
-/// `__metadata__`: an object of strings, checked and not kept.
-struct Metadata;
+/// `__metadata__`: an object of strings, each key at most once.
+struct Metadata(BTreeMap<String, String>);
 
 impl<'de> Deserialize<'de> for Metadata {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Metadata, D::Error> {
@@ -292,30 +297,17 @@ impl<'de> Deserialize<'de> for Metadata {
                 f.write_str("an object of strings")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Metadata, A::Error> {
-                while map.next_entry::<IgnoredAny, Text>()?.is_some() {}
-                Ok(Metadata)
+                let mut out = BTreeMap::new();
+                while let Some((key, value)) = map.next_entry::<String, String>()? {
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format!("__metadata__ has key {key:?} twice")));
+                    }
+                    out.insert(key, value);
+                }
+                Ok(Metadata(out))
             }
         }
         deserializer.deserialize_map(MetadataVisitor)
-    }
-}
-
-/// A JSON string, checked and not kept.
-struct Text;
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Text, D::Error> {
-        struct TextVisitor;
-        impl Visitor<'_> for TextVisitor {
-            type Value = Text;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<Text, E> {
-                Ok(Text)
-            }
-        }
-        deserializer.deserialize_str(TextVisitor)
     }
 }
 
@@ -324,10 +316,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn headers_parse_into_entries_and_metadata_is_dropped() {
+    fn headers_parse_into_entries_and_metadata() {
         let json = br#"{"__metadata__":{"format":"pt"},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},
             "a":{"dtype":"F64","shape":[],"data_offsets":[0,8]}}"#;
-        let mut entries = parse_header(json).unwrap();
+        let Header(mut entries, metadata) = parse_header(json).unwrap();
+        assert_eq!(metadata.get("format").map(String::as_str), Some("pt"));
         validate(&mut entries, json.len() as u64, 16).unwrap();
         let got: Vec<(&str, Dtype, &[usize], u64, u64)> =
             entries.iter().map(|e| (e.name.as_str(), e.dtype, e.shape.as_slice(), e.start, e.end)).collect();
@@ -336,9 +329,10 @@ mod tests {
 
     #[test]
     fn bad_headers_are_refused_with_a_reason() {
-        let cases: [(&[u8], &str); 6] = [
+        let cases: [(&[u8], &str); 7] = [
             (br#"{"__metadata__":{"format":1}}"#, "a string"),
             (br#"{"__metadata__":{},"__metadata__":{}}"#, "twice"),
+            (br#"{"__metadata__":{"k":"a","k":"b"}}"#, "\"k\" twice"),
             (br#"{"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[],"data_offsets":[4,8]}}"#, "\"a\" twice"),
             (br#"{"a":{"dtype":"F32","shape":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1],"data_offsets":[0,4]}}"#, "more than 64 dims"),
             (br#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, "invalid value"),
@@ -351,14 +345,14 @@ mod tests {
         // Exactly MAX_DIMS dims is fine.
         let ones = vec!["1"; MAX_DIMS].join(",");
         let json = format!(r#"{{"a":{{"dtype":"F32","shape":[{ones}],"data_offsets":[0,4]}}}}"#);
-        let mut entries = parse_header(json.as_bytes()).unwrap();
+        let Header(mut entries, _) = parse_header(json.as_bytes()).unwrap();
         validate(&mut entries, 0, 4).unwrap();
     }
 
     #[test]
     fn shapes_are_checked_against_their_byte_ranges() {
         let check = |json: &str, data_len: u64| {
-            let mut entries = parse_header(json.as_bytes()).unwrap();
+            let Header(mut entries, _) = parse_header(json.as_bytes()).unwrap();
             validate(&mut entries, 0, data_len).unwrap_err()
         };
         let e = check(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8);

@@ -58,6 +58,8 @@ pub struct Batches {
     batch_size: usize,
     drop_last: bool,
     next: usize,
+    /// The shuffling generator as it was before it drew `order`.
+    shuffled_from: Option<Generator>,
 }
 
 impl Batches {
@@ -72,11 +74,12 @@ impl Batches {
             return Err(Error::arg("Batches::new", "batch_size must be at least 1"));
         }
         let n = dataset.len();
+        let shuffled_from = shuffle.as_deref().cloned();
         let order = match shuffle {
             Some(gen) => permutation(n, gen),
             None => (0..n).collect(),
         };
-        Ok(Batches { dataset: dataset.clone(), order, batch_size, drop_last: false, next: 0 })
+        Ok(Batches { dataset: dataset.clone(), order, batch_size, drop_last: false, next: 0, shuffled_from })
     }
 
     /// Drops the last batch when it is smaller than `batch_size` (PyTorch's `drop_last`), so
@@ -94,6 +97,52 @@ impl Batches {
     /// The number of samples per batch (the last one may have fewer).
     pub fn batch_size(&self) -> usize {
         self.batch_size
+    }
+
+    /// The shuffling generator as it was when this epoch's order was drawn (`None` without
+    /// shuffling): with it and [`Batches::position`] a checkpoint taken mid-epoch gives back the
+    /// rest of the epoch, see [`Batches::resume_at`].
+    pub fn shuffled_from(&self) -> Option<&Generator> {
+        self.shuffled_from.as_ref()
+    }
+
+    /// How many batches this epoch has yielded so far.
+    pub fn position(&self) -> usize {
+        self.next.div_ceil(self.batch_size)
+    }
+
+    /// Skips the first `batch` batches without gathering them: with the same dataset, batch
+    /// size and a generator restored to [`Batches::shuffled_from`], the batches that follow are
+    /// those an epoch that was not interrupted yields after its `batch`-th.
+    ///
+    /// ```
+    /// use tapegrad_nn::data::{Batches, Dataset};
+    /// use tapegrad_tensor::{Generator, Tensor};
+    /// let ds = Dataset::new(Tensor::from_vec((0..10).map(|i| i as f32).collect(), &[10, 1])?, (0..10).collect())?;
+    /// let mut gen = Generator::new(3);
+    /// let mut epoch = Batches::new(&ds, 3, Some(&mut gen))?;
+    /// epoch.next();
+    /// let (mut again, at) = (epoch.shuffled_from().cloned().unwrap(), epoch.position());
+    /// let rest: Vec<Vec<usize>> = epoch.map(|b| b.map(|(_, y)| y)).collect::<Result<_, _>>()?;
+    /// let resumed = Batches::new(&ds, 3, Some(&mut again))?.resume_at(at)?;
+    /// assert_eq!(resumed.map(|b| b.map(|(_, y)| y)).collect::<Result<Vec<_>, _>>()?, rest);
+    /// assert_eq!(again, gen); // the generator continues as the uninterrupted one does
+    /// # Ok::<(), tapegrad_nn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) (op `Batches::resume_at`) when
+    /// the epoch has fewer than `batch` batches.
+    pub fn resume_at(mut self, batch: usize) -> Result<Batches> {
+        let total = self.end().div_ceil(self.batch_size);
+        if batch > total {
+            return Err(Error::arg(
+                "Batches::resume_at",
+                format!("batch {batch} is past the end of the epoch, which has {total} batches"),
+            ));
+        }
+        self.next = (batch * self.batch_size).min(self.end());
+        Ok(self)
     }
 
     /// Where the batches still to come end in [`Batches::order`].

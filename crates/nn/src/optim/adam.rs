@@ -2,9 +2,10 @@
 //! (`torch.optim.AdamW`).
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::{Float, Result};
+use tapegrad_tensor::{Error, Float, Result, Tensor};
 
 use super::{check_range, gradients, shapes, update, Optimizer};
+use crate::checkpoint::{StateDict, Stateful};
 
 /// The state both Adam variants share; `decoupled` chooses AdamW's weight decay.
 struct AdamState<T: Float> {
@@ -93,6 +94,70 @@ impl<T: Float> AdamState<T> {
     }
 }
 
+impl<T: Float> AdamState<T> {
+    /// See [`Stateful`] on [`Adam`].
+    fn state_dict(&self) -> StateDict<T> {
+        let mut s = StateDict::of_kind(self.op);
+        s.set("lr", self.lr);
+        s.set("beta1", self.beta1);
+        s.set("beta2", self.beta2);
+        s.set("eps", self.eps);
+        s.set("weight_decay", self.weight_decay);
+        s.set("params", self.params.len());
+        for (i, (state, shape)) in self.moments.iter().zip(&self.shapes).enumerate() {
+            let Some(Moments { step, m, v }) = state else { continue };
+            s.set(&format!("step.{i}"), step);
+            if let (Ok(m), Ok(v)) = (Tensor::from_vec(m.clone(), shape), Tensor::from_vec(v.clone(), shape)) {
+                s.tensors.insert(format!("exp_avg.{i}"), m);
+                s.tensors.insert(format!("exp_avg_sq.{i}"), v);
+            }
+        }
+        s
+    }
+
+    /// See [`Stateful`] on [`Adam`]; `op` names the type in errors.
+    fn load_state_dict(&mut self, op: &'static str, state: &StateDict<T>) -> Result<()> {
+        state.expect_kind(op, self.op)?;
+        let n = self.params.len();
+        let params: usize = state.get(op, "params")?;
+        if params != n {
+            return Err(Error::arg(
+                op,
+                format!("the state is of an {} over {params} parameters, this one has {n}", self.op),
+            ));
+        }
+        const VALUES: [&str; 7] = ["kind", "lr", "beta1", "beta2", "eps", "weight_decay", "params"];
+        state.refuse_unknown(op, |k, tensor| {
+            if tensor {
+                ["exp_avg", "exp_avg_sq"].iter().any(|p| StateDict::<T>::index_of(k, p, n).is_some())
+            } else {
+                VALUES.contains(&k) || StateDict::<T>::index_of(k, "step", n).is_some()
+            }
+        })?;
+        let mut moments = Vec::with_capacity(n);
+        for (i, shape) in self.shapes.iter().enumerate() {
+            let key = format!("step.{i}");
+            let m = state.tensor_of_shape(op, &format!("exp_avg.{i}"), shape)?;
+            let v = state.tensor_of_shape(op, &format!("exp_avg_sq.{i}"), shape)?;
+            moments.push(match (state.values.contains_key(&key), m, v) {
+                (false, None, None) => None,
+                (true, Some(m), Some(v)) => Some(Moments { step: state.get(op, &key)?, m, v }),
+                _ => {
+                    let reason = format!(
+                        "parameter {i}: the state must hold all or none of {key}, exp_avg.{i} and exp_avg_sq.{i}"
+                    );
+                    return Err(Error::arg(op, reason));
+                }
+            });
+        }
+        let (lr, beta1, beta2) = (state.get(op, "lr")?, state.get(op, "beta1")?, state.get(op, "beta2")?);
+        let (eps, weight_decay) = (state.get(op, "eps")?, state.get(op, "weight_decay")?);
+        (self.lr, self.beta1, self.beta2, self.eps, self.weight_decay) = (lr, beta1, beta2, eps, weight_decay);
+        self.moments = moments;
+        Ok(())
+    }
+}
+
 /// `beta^t` for the bias corrections: `powi`, as always, while `t` fits in an `i32` (so results
 /// stay bit for bit what they were), `powf` past that, where `powi` would need a wrapped exponent.
 fn power(beta: f64, t: u64) -> f64 {
@@ -135,6 +200,20 @@ macro_rules! adam_builders {
             /// An invalid-argument error naming the optimiser and the value.
             pub fn validate(&self) -> Result<()> {
                 self.0.validate()
+            }
+        }
+
+        /// The state: the hyperparameters, the number of parameters (`"params"`) and, for each
+        /// parameter that has taken a step, its step count (`"step.i"`) and moments
+        /// (`"exp_avg.i"`, `"exp_avg_sq.i"`, with the parameter's shape), PyTorch's names.
+        /// Loading it restores the hyperparameters too, as PyTorch does.
+        impl<T: Float> Stateful<T> for $ty<T> {
+            fn state_dict(&self) -> StateDict<T> {
+                self.0.state_dict()
+            }
+
+            fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
+                self.0.load_state_dict(concat!(stringify!($ty), "::load_state_dict"), state)
             }
         }
 

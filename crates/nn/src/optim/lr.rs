@@ -6,7 +6,8 @@
 //! learning rate at the first `step`, unless it was set with the `base_lr` builder.
 
 use super::{check_range, Optimizer};
-use tapegrad_tensor::{Error, Result};
+use crate::checkpoint::{StateDict, Stateful};
+use tapegrad_tensor::{Error, Float, Result};
 
 /// A learning-rate schedule: a learning rate per epoch, applied to an optimiser.
 pub trait LrScheduler {
@@ -183,5 +184,69 @@ impl LrScheduler for CosineLr {
 
     fn step(&mut self, opt: &mut dyn Optimizer) -> Result<f64> {
         step_closed_form(self, opt)
+    }
+}
+
+// ─── state ─────────────────────────────────────────────────────────────────────
+
+impl Progress {
+    /// Writes the base learning rate (`"none"` before it is known) and the epoch.
+    fn save<T: Float>(&self, s: &mut StateDict<T>) {
+        s.set("base_lr", self.base_lr.map_or("none".to_string(), |lr| lr.to_string()));
+        s.set("epoch", self.epoch);
+    }
+
+    /// Reads what [`Progress::save`] wrote.
+    fn load<T: Float>(op: &'static str, s: &StateDict<T>) -> Result<Progress> {
+        let base_lr = match s.values.get("base_lr").map(String::as_str) {
+            Some("none") => None,
+            _ => Some(s.get(op, "base_lr")?),
+        };
+        Ok(Progress { base_lr, epoch: s.get(op, "epoch")? })
+    }
+}
+
+/// The state: `step_size`, `gamma`, the base learning rate (`"none"` before it is known) and
+/// the epoch. Loading it restores the configuration too, as PyTorch does.
+impl<T: Float> Stateful<T> for StepLr {
+    fn state_dict(&self) -> StateDict<T> {
+        let mut s = StateDict::of_kind("StepLR");
+        s.set("step_size", self.step_size);
+        s.set("gamma", self.gamma);
+        self.progress.save(&mut s);
+        s
+    }
+
+    fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
+        const OP: &str = "StepLr::load_state_dict";
+        state.expect_kind(OP, "StepLR")?;
+        state.refuse_unknown(OP, |k, tensor| {
+            !tensor && ["kind", "step_size", "gamma", "base_lr", "epoch"].contains(&k)
+        })?;
+        let progress = Progress::load(OP, state)?;
+        *self = StepLr { step_size: state.get(OP, "step_size")?, gamma: state.get(OP, "gamma")?, progress };
+        Ok(())
+    }
+}
+
+/// The state: `t_max`, `eta_min`, the base learning rate (`"none"` before it is known) and
+/// the epoch. Loading it restores the configuration too, as PyTorch does.
+impl<T: Float> Stateful<T> for CosineLr {
+    fn state_dict(&self) -> StateDict<T> {
+        let mut s = StateDict::of_kind("CosineAnnealingLR");
+        s.set("t_max", self.t_max);
+        s.set("eta_min", self.eta_min);
+        self.progress.save(&mut s);
+        s
+    }
+
+    fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
+        const OP: &str = "CosineLr::load_state_dict";
+        state.expect_kind(OP, "CosineAnnealingLR")?;
+        state
+            .refuse_unknown(OP, |k, tensor| !tensor && ["kind", "t_max", "eta_min", "base_lr", "epoch"].contains(&k))?;
+        let progress = Progress::load(OP, state)?;
+        *self = CosineLr { t_max: state.get(OP, "t_max")?, eta_min: state.get(OP, "eta_min")?, progress };
+        Ok(())
     }
 }

@@ -38,6 +38,8 @@ pub use adam::{Adam, AdamW};
 pub use clip::{clip_grad_norm_, max_norm_};
 pub use lr::{CosineLr, LrScheduler, StepLr};
 pub use sgd::Sgd;
+// The state of optimisers and schedulers, `opt.state_dict()` / `opt.load_state_dict(..)`.
+pub use crate::checkpoint::{StateDict, Stateful};
 
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Error, Float, Result, Tensor};

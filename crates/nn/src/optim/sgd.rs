@@ -2,9 +2,10 @@
 //! `torch.optim.SGD`.
 
 use tapegrad_autograd::Var;
-use tapegrad_tensor::{Error, Float, Result};
+use tapegrad_tensor::{Error, Float, Result, Tensor};
 
 use super::{check_range, gradients, shapes, update, Optimizer};
+use crate::checkpoint::{StateDict, Stateful};
 
 /// Stochastic gradient descent, `torch.optim.SGD`.
 ///
@@ -155,5 +156,94 @@ impl<T: Float> Optimizer for Sgd<T> {
 
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
+    }
+}
+
+/// The state of an SGD: its hyperparameters, its number of parameters (`"params"`), the
+/// parameters that have taken a step (`"started"`, indices joined by commas) and each one's
+/// momentum buffer (`"momentum_buffer.i"`, with the parameter's shape). Loading it restores the
+/// hyperparameters too, as PyTorch does.
+impl<T: Float> Stateful<T> for Sgd<T> {
+    fn state_dict(&self) -> StateDict<T> {
+        let mut s = StateDict::of_kind("SGD");
+        s.set("lr", self.lr);
+        s.set("momentum", self.momentum);
+        s.set("dampening", self.dampening);
+        s.set("nesterov", self.nesterov);
+        s.set("weight_decay", self.weight_decay);
+        s.set("params", self.params.len());
+        let started: Vec<String> =
+            self.buffers.iter().enumerate().filter(|(_, b)| b.is_some()).map(|(i, _)| i.to_string()).collect();
+        s.set("started", started.join(","));
+        for (i, (b, shape)) in self.buffers.iter().zip(&self.shapes).enumerate() {
+            if let Some(b) = b.as_ref().filter(|b| !b.is_empty()) {
+                if let Ok(t) = Tensor::from_vec(b.clone(), shape) {
+                    s.tensors.insert(format!("momentum_buffer.{i}"), t);
+                }
+            }
+        }
+        s
+    }
+
+    fn load_state_dict(&mut self, state: &StateDict<T>) -> Result<()> {
+        const OP: &str = "SGD::load_state_dict";
+        state.expect_kind(OP, "SGD")?;
+        let n = self.params.len();
+        let params: usize = state.get(OP, "params")?;
+        if params != n {
+            return Err(Error::arg(OP, format!("the state is of an SGD over {params} parameters, this one has {n}")));
+        }
+        const VALUES: [&str; 8] =
+            ["kind", "lr", "momentum", "dampening", "nesterov", "weight_decay", "params", "started"];
+        state.refuse_unknown(OP, |k, tensor| {
+            if tensor {
+                StateDict::<T>::index_of(k, "momentum_buffer", n).is_some()
+            } else {
+                VALUES.contains(&k)
+            }
+        })?;
+        let momentum: f64 = state.get(OP, "momentum")?;
+        let started: String = state.get(OP, "started")?;
+        let mut buffers: Vec<Option<Vec<T>>> = vec![None; n];
+        for i in started.split(',').filter(|s| !s.is_empty()) {
+            let Some(i) = StateDict::<T>::parse_index(i, n) else {
+                return Err(Error::arg(OP, format!("\"started\" names parameter {i:?}, which is not one of the {n}")));
+            };
+            if buffers[i].is_some() {
+                return Err(Error::arg(OP, format!("\"started\" names parameter {i} twice")));
+            }
+            let key = format!("momentum_buffer.{i}");
+            buffers[i] = Some(match state.tensor_of_shape(OP, &key, &self.shapes[i])? {
+                Some(b) => b,
+                None if momentum == 0.0 => Vec::new(),
+                None => return Err(Error::arg(OP, format!("parameter {i} has started but the state has no {key:?}"))),
+            });
+        }
+        if let Some(key) = state.tensors.keys().find(|k| {
+            StateDict::<T>::index_of(k, "momentum_buffer", n)
+                .is_some_and(|i| !matches!(&buffers[i], Some(b) if !b.is_empty()))
+        }) {
+            return Err(Error::arg(
+                OP,
+                format!("tensor {key:?} belongs to a parameter that has not started, or without momentum"),
+            ));
+        }
+        let (lr, dampening, nesterov, weight_decay) = (
+            state.get(OP, "lr")?,
+            state.get(OP, "dampening")?,
+            state.get(OP, "nesterov")?,
+            state.get(OP, "weight_decay")?,
+        );
+        *self = Sgd {
+            params: std::mem::take(&mut self.params),
+            lr,
+            momentum,
+            dampening,
+            nesterov,
+            weight_decay,
+            shapes: std::mem::take(&mut self.shapes),
+            buffers,
+        };
+        Ok(())
     }
 }
