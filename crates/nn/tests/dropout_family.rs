@@ -16,6 +16,8 @@ trait Layer: Module<f64> {
     fn p(&self) -> f64;
     fn set_p(&mut self, p: f64) -> Result<()>;
     fn is_active(&self) -> bool;
+    fn generator(&self) -> Generator;
+    fn set_generator(&self, gen: Generator);
 }
 
 macro_rules! layer {
@@ -24,6 +26,8 @@ macro_rules! layer {
             fn p(&self) -> f64 { $t::p(self) }
             fn set_p(&mut self, p: f64) -> Result<()> { $t::set_p(self, p) }
             fn is_active(&self) -> bool { $t::is_active(self) }
+            fn generator(&self) -> Generator { $t::generator(self) }
+            fn set_generator(&self, gen: Generator) { $t::set_generator(self, gen) }
         }
     )*};
 }
@@ -79,6 +83,22 @@ fn set_p_validates_and_takes_effect() -> Result<()> {
     assert!(FeatureAlphaDropout::<f64>::new(f64::NAN)
         .err()
         .is_some_and(|e| e.to_string().contains("feature_alpha_dropout")));
+    Ok(())
+}
+
+/// Every layer's generator can be read and given back (what a training checkpoint saves): after
+/// restoring it, the layer draws the same mask again; without restoring, a different one.
+#[test]
+fn every_layer_replays_its_masks_from_a_restored_generator() -> Result<()> {
+    let x = input();
+    for (name, layer, _) in layers(0.5) {
+        let saved = layer.generator();
+        let first = layer.forward(&x)?.value().to_vec();
+        let second = layer.forward(&x)?.value().to_vec();
+        assert_ne!(first, second, "{name}: two draws in a row differ");
+        layer.set_generator(saved);
+        assert_eq!(layer.forward(&x)?.value().to_vec(), first, "{name}: the restored generator replays");
+    }
     Ok(())
 }
 

@@ -282,11 +282,11 @@ pub fn load_state_dict<T: Float, M: Visit<T> + ?Sized>(model: &mut M, state_dict
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
 pub fn dropout_generator<T: Float>(layer: &Dropout<T>) -> Generator {
-    layer.draw_with(|_, gen| gen.clone())
+    layer.generator()
 }
 
 /// Replaces the generator `layer` draws its masks from (its own, or else the thread's default
 /// one) by `gen`.
 pub fn set_dropout_generator<T: Float>(layer: &Dropout<T>, gen: Generator) {
-    layer.draw_with(|_, g| *g = gen);
+    layer.set_generator(gen);
 }

@@ -194,6 +194,19 @@ macro_rules! dropout_layer {
             pub fn is_active(&self) -> bool {
                 self.state.mode.dropout_active()
             }
+
+            /// A copy of the generator the layer draws from (its own, or else the thread's
+            /// default one): what a training checkpoint saves so that a resumed run draws the
+            /// same masks ([`crate::TrainingCheckpoint`]).
+            pub fn generator(&self) -> Generator {
+                self.state.with_generator(|gen| gen.clone())
+            }
+
+            /// Replaces the generator the layer draws from (its own, or else the thread's
+            /// default one) by `gen`: restoring what [`Self::generator`] saved.
+            pub fn set_generator(&self, gen: Generator) {
+                self.state.with_generator(|g| *g = gen)
+            }
         }
 
         impl<T: Float> Module<T> for $name<T> {
