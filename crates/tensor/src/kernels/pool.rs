@@ -33,6 +33,13 @@ pub fn code_at(row_words: &[u64], j: usize) -> usize {
     ((hi >> (j % 64) & 1) << 1 | (lo >> (j % 64) & 1)) as usize
 }
 
+/// Sets the position code of window `j` (`code < 4`) in an output row's zeroed `row_words`: what
+/// [`code_at`] reads back.
+pub fn set_code(row_words: &mut [u64], j: usize, code: usize) {
+    row_words[2 * (j / 64)] |= (code as u64 & 1) << (j % 64);
+    row_words[2 * (j / 64) + 1] |= (code as u64 >> 1 & 1) << (j % 64);
+}
+
 /// Max pooling of one plane over 2 x 2 windows with stride 2: for `i < oh` (`y.len() / ow`) and
 /// `j < ow`, `y[i·ow + j]` is the maximum of `x[r · row_stride + c]` over rows `r ∈ {2i, 2i+1}`
 /// and columns `c ∈ {2j, 2j+1}` in PyTorch's order (ties keep the first, NaN wins), and

@@ -19,6 +19,7 @@
 
 use std::arch::x86_64::*;
 
+use super::short_k_avx2::first_lanes;
 use super::{Dot, MAX_THIN};
 
 /// Depth of one slice of `K`: the `NB <= 16` rows of `Bᵀ` over one slice take at most 32 KiB,
@@ -28,16 +29,6 @@ const SLICE: usize = 512;
 /// Rows of `A` per group: the group's partial sums (`GROUP x NB` vectors, at most 24 KiB) are
 /// kept between slices of `K`. A multiple of every `MB`.
 const GROUP: usize = 24;
-
-/// The lane mask selecting the first `width` (at most 8) of 8 lanes.
-///
-/// # Safety
-/// The CPU supports AVX2.
-#[inline(always)]
-unsafe fn first_lanes(width: usize) -> __m256i {
-    // SAFETY: the caller guarantees AVX2.
-    unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(width.min(8) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
-}
 
 /// The sum of the 8 lanes of `v`: lanes `l + 4` onto `l`, then `l + 2`, then `l + 1`.
 ///

@@ -23,12 +23,13 @@ const ROWS: usize = 4;
 /// Vectors of 8 columns per tile.
 const NV: usize = 2;
 
-/// The lane mask selecting the first `width` (at most 8) of 8 lanes.
+/// The lane mask selecting the first `width` (at most 8) of 8 lanes, for `vmaskmov` (also the
+/// dot path's, `dot_avx2.rs`).
 ///
 /// # Safety
 /// The CPU supports AVX2.
 #[inline(always)]
-unsafe fn first_lanes(width: usize) -> __m256i {
+pub(super) unsafe fn first_lanes(width: usize) -> __m256i {
     // SAFETY: the caller guarantees AVX2.
     unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(width.min(8) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
 }

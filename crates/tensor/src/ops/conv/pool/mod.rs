@@ -178,9 +178,7 @@ impl<T: Float> Tensor<T> {
                         codes.fill(0);
                         scan(base, y, &mut |at, i, j| {
                             let code = 2 * (at / g.w - 2 * i) + at % g.w - 2 * j;
-                            let word = i * row_words + 2 * (j / 64);
-                            codes[word] |= (code as u64 & 1) << (j % 64);
-                            codes[word + 1] |= (code as u64 >> 1) << (j % 64);
+                            pool::set_code(&mut codes[i * row_words..], j, code);
                         });
                     }
                 });
