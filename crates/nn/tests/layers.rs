@@ -36,6 +36,35 @@ fn gradcheck_linear() {
 }
 
 #[test]
+fn linear_on_more_dims_is_the_rows_of_one_matrix() {
+    // `[.., in]` runs as `[rows, in]` (the fused op, one weight-gradient product over all rows):
+    // the same values and gradients as the 2-D layer on the flattened rows, and it gradchecks,
+    // also for an input that is not contiguous (a transposed view, copied by the reshape).
+    let f = |v: &[Var<f64>]| {
+        let mut fc = Linear::<f64>::new(4, 3, &mut Generator::new(0));
+        fc.weight = v[1].clone();
+        fc.bias = Some(v[2].clone());
+        fc.forward(&v[0])
+    };
+    let (w, b) = (randn(&[3, 4], 2), randn(&[3], 3));
+    gradcheck(f, &[randn(&[2, 5, 4], 1), w.clone(), b.clone()]).unwrap();
+    let g = |v: &[Var<f64>]| f(&[v[0].transpose(0, 1)?, v[1].clone(), v[2].clone()]);
+    gradcheck(g, &[randn(&[5, 2, 4], 4), w.clone(), b.clone()]).unwrap();
+
+    let x = randn(&[2, 5, 4], 1);
+    let run = |x: Tensor<f64>| {
+        let (w, b) = (Var::parameter(w.clone()), Var::parameter(b.clone()));
+        let y = f(&[Var::new(x), w.clone(), b.clone()]).unwrap();
+        y.mul(&y).unwrap().sum_all().backward().unwrap();
+        (y.value().to_vec(), y.value().shape().to_vec(), w.grad().unwrap().to_vec(), b.grad().unwrap().to_vec())
+    };
+    let (y3, shape3, dw3, db3) = run(x.clone());
+    let (y2, _, dw2, db2) = run(x.reshape(&[10, 4]).unwrap());
+    assert_eq!(shape3, vec![2, 5, 3]);
+    assert_eq!((y3, dw3, db3), (y2, dw2, db2));
+}
+
+#[test]
 fn gradcheck_conv2d() {
     for (stride, padding) in [(1, 1), (2, 0), (2, 1)] {
         let f = |v: &[Var<f64>]| {

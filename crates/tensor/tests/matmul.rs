@@ -540,6 +540,38 @@ fn the_direct_paths_agree_with_the_packed_path_to_the_bit() {
 }
 
 #[test]
+fn the_small_product_path_agrees_with_the_packed_path_to_the_bit() {
+    // Small products (every side at most 64, a row-major C) read A and B where they are (B
+    // copied once into a row-major scratch when its rows are not contiguous) and sum each element
+    // over p in order from zero, as the packed microkernel does. The same product into a
+    // column-major C takes the packed path: the bits must agree, for B row-major and B read
+    // through a transpose (attention's `q · kᵀ`), with and without accumulation.
+    for isa in available_isas() {
+        for (m, n, k) in [(28, 28, 16), (28, 16, 28), (64, 64, 64), (1, 8, 1), (5, 9, 33), (64, 8, 17), (13, 61, 64)] {
+            let a = random_vec::<f32>(m * k, 5);
+            let b_rows = random_vec::<f32>(k * n, 6);
+            let b_cols: Vec<f32> = (0..n * k).map(|i| b_rows[(i % k) * n + i / k]).collect();
+            let start = random_vec::<f32>(m * n, 7);
+            let a = MatRef::row_major(&a, m, k);
+            for b in [MatRef::row_major(&b_rows, k, n), MatRef::row_major(&b_cols, n, k).t()] {
+                for accumulate in [false, true] {
+                    let mut c = start.clone();
+                    gemm_with(isa, MatMut::row_major(&mut c, m, n), a, b, accumulate);
+                    // C column-major: element (i, j) at j · m + i.
+                    let mut packed: Vec<f32> = (0..m * n).map(|ji| start[(ji % m) * n + ji / m]).collect();
+                    gemm_with(isa, MatMut::new(&mut packed, 0, [m, n], [1, m]), a, b, accumulate);
+                    for (ij, &v) in c.iter().enumerate() {
+                        let (i, j) = (ij / n, ij % n);
+                        let want = packed[j * m + i];
+                        assert_eq!(v.to_bits(), want.to_bits(), "{isa:?} {m} x {n} x {k} ({accumulate}): C({i}, {j})");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn short_k_results_do_not_depend_on_where_b_starts() {
     // The short-K path starts its tiles at B's first 64-byte boundary, the columns before it
     // first: that must change nothing. The same operands at an aligned and at misaligned

@@ -20,7 +20,18 @@ impl<T: Float> Backward<T> for MatMul<T> {
         two(
             needs,
             || dz.matmul(&last2(&self.y)?)?.sum_to(self.x.shape()),
-            || last2(&self.x)?.matmul(dz)?.sum_to(self.y.shape()),
+            || {
+                let (x, y) = (&self.x, &self.y);
+                let (k, n) = (y.shape()[0], dz.shape().last().copied().unwrap_or(0));
+                if y.ndim() == 2 && x.ndim() > 2 && k > 0 && n > 0 {
+                    // `y` shared by the whole batch: its gradient is one product over all the
+                    // batch's rows, `[k, rows] · [rows, n]` (not a product per batch element
+                    // summed afterwards).
+                    let rows = x.numel() / k;
+                    return x.reshape(&[rows, k])?.t()?.matmul(&dz.reshape(&[rows, n])?);
+                }
+                last2(x)?.matmul(dz)?.sum_to(y.shape())
+            },
         )
     }
     fn saved(&self) -> Vec<&Tensor<T>> {

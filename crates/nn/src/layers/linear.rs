@@ -103,10 +103,25 @@ tapegrad_tensor::f32_default! {
 
 impl<T: Float> Module<T> for Linear<T> {
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
-        if matches!(x.value().shape(), &[_, k] if k == self.in_features) {
+        let shape = x.value().shape().to_vec();
+        if matches!(shape.as_slice(), &[_, k] if k == self.in_features) {
             // One recorded op: the GEMM accumulates into the broadcast bias. (Other shapes take
             // the matmul path, which also names them in its error.)
             return tapegrad_autograd::fused::linear(x, &self.weight, self.bias.as_ref());
+        }
+        if shape.len() > 2 && shape[shape.len() - 1] == self.in_features && self.in_features > 0 {
+            // `[.., in]` as the rows of one matrix (a view when `x` is contiguous): the fused op
+            // on `[rows, in]`, whose weight gradient is one product over all rows, then the
+            // leading dims back.
+            let rows = shape[..shape.len() - 1].iter().product();
+            let y = tapegrad_autograd::fused::linear(
+                &x.reshape(&[rows, self.in_features])?,
+                &self.weight,
+                self.bias.as_ref(),
+            )?;
+            let mut out_shape = shape;
+            *out_shape.last_mut().expect("more than two dims") = self.out_features;
+            return y.reshape(&out_shape);
         }
         let y = x.matmul(&self.weight.t()?)?;
         Ok(match &self.bias {

@@ -150,7 +150,8 @@ impl<T: MaskElem> Kernel for MaxPool2x2<'_, T> {
     }
 }
 
-/// One output row: `LANES` windows per step, the last few through a padded copy.
+/// One output row: `LANES` windows per step, the last few (`ow % LANES`) through the partial
+/// loads and stores.
 ///
 /// # Safety
 /// The CPU supports `V`'s instruction set; `top` and `bottom` hold `2 · y.len()` elements and
@@ -158,50 +159,44 @@ impl<T: MaskElem> Kernel for MaxPool2x2<'_, T> {
 #[inline(always)]
 unsafe fn pool_row<V: MaskLanes>(top: &[V::Elem], bottom: &[V::Elem], y: &mut [V::Elem], words: &mut [u64]) {
     let ow = y.len();
-    // Records the codes of windows j..j + n (`n <= LANES`, inside one word: LANES divides 64).
-    let mut record = |j: usize, n: usize, (lo, hi): (u64, u64)| {
+    let mut j = 0;
+    while j < ow {
+        let n = V::LANES.min(ow - j);
+        // SAFETY: windows j..j + n are below `ow`: their `2n` elements of each row and their `n`
+        // outputs are in bounds (the caller's lengths).
+        let (best, (lo, hi)) = unsafe { pool_step::<V>(top.as_ptr().add(2 * j), bottom.as_ptr().add(2 * j), n) };
+        // SAFETY: as above.
+        unsafe {
+            if n == V::LANES {
+                best.store(y.as_mut_ptr().add(j));
+            } else {
+                best.store_first(y.as_mut_ptr().add(j), n);
+            }
+        }
+        // Windows j..j + n lie inside one word pair (LANES divides 64).
         let keep = low_bits(n);
         words[2 * (j / 64)] |= (lo & keep) << (j % 64);
         words[2 * (j / 64) + 1] |= (hi & keep) << (j % 64);
-    };
-    let mut j = 0;
-    while j + V::LANES <= ow {
-        // SAFETY: windows j..j + LANES are below `ow`: their `2 · LANES` elements of each row
-        // and their outputs are in bounds (the caller's lengths).
-        unsafe {
-            let (best, code) = pool_step::<V>(top.as_ptr().add(2 * j), bottom.as_ptr().add(2 * j));
-            best.store(y.as_mut_ptr().add(j));
-            record(j, V::LANES, code);
-        }
-        j += V::LANES;
-    }
-    if j < ow {
-        // The last windows through copies padded to a whole register (-inf windows, dropped).
-        let n = ow - j;
-        let pad = <V::Elem as Float>::NEG_INFINITY;
-        let (mut t, mut b, mut out) = ([pad; 32], [pad; 32], [pad; 16]);
-        t[..2 * n].copy_from_slice(&top[2 * j..]);
-        b[..2 * n].copy_from_slice(&bottom[2 * j..]);
-        // SAFETY: the copies hold 2 · 16 >= 2 · LANES elements and `out` 16 >= LANES.
-        unsafe {
-            let (best, code) = pool_step::<V>(t.as_ptr(), b.as_ptr());
-            best.store(out.as_mut_ptr());
-            record(j, n, code);
-        }
-        y[j..].copy_from_slice(&out[..n]);
+        j += n;
     }
 }
 
-/// The maxima of `LANES` windows whose rows start at `top` and `bottom`, and their codes' low
-/// and high bits.
+/// The maxima of `n <= LANES` windows whose rows start at `top` and `bottom`, and their codes'
+/// low and high bits (lanes from `n` on unspecified).
 ///
 /// # Safety
-/// The CPU supports `V`'s instruction set; `top..top + 2 · LANES` and the same of `bottom` are
+/// The CPU supports `V`'s instruction set; `top..top + 2n` and the same of `bottom` are
 /// readable.
 #[inline(always)]
-unsafe fn pool_step<V: MaskLanes>(top: *const V::Elem, bottom: *const V::Elem) -> (V, (u64, u64)) {
+unsafe fn pool_step<V: MaskLanes>(top: *const V::Elem, bottom: *const V::Elem, n: usize) -> (V, (u64, u64)) {
     // SAFETY: the caller's contract.
-    let ((t0, t1), (b0, b1)) = unsafe { (V::load_pairs(top), V::load_pairs(bottom)) };
+    let ((t0, t1), (b0, b1)) = unsafe {
+        if n == V::LANES {
+            (V::load_pairs(top), V::load_pairs(bottom))
+        } else {
+            (V::load_pairs_first(top, n), V::load_pairs_first(bottom, n))
+        }
+    };
     let (t, right_top) = t0.take_later(t1);
     let (b, right_bottom) = b0.take_later(b1);
     let (best, from_bottom) = t.take_later(b);
@@ -238,7 +233,7 @@ impl<T: MaskElem> Kernel for MaxPool2x2Backward<'_, T> {
 }
 
 /// One output row's gradients into the two input rows under it, `LANES` windows per step, the
-/// last few through padded copies.
+/// last few (`ow % LANES`) through the partial loads and stores.
 ///
 /// # Safety
 /// The CPU supports `V`'s instruction set; `top` and `bottom` hold `2 · dy.len()` elements and
@@ -246,42 +241,47 @@ impl<T: MaskElem> Kernel for MaxPool2x2Backward<'_, T> {
 #[inline(always)]
 unsafe fn route_row<V: MaskLanes>(dy: &[V::Elem], words: &[u64], top: &mut [V::Elem], bottom: &mut [V::Elem]) {
     let ow = dy.len();
-    let code = |j: usize| (words[2 * (j / 64)] >> (j % 64), words[2 * (j / 64) + 1] >> (j % 64));
     let mut j = 0;
-    while j + V::LANES <= ow {
-        // SAFETY: windows j..j + LANES are below `ow`: their gradients and their `2 · LANES`
-        // elements of each row are in bounds (the caller's lengths).
+    while j < ow {
+        let n = V::LANES.min(ow - j);
+        let code = (words[2 * (j / 64)] >> (j % 64), words[2 * (j / 64) + 1] >> (j % 64));
+        // SAFETY: windows j..j + n are below `ow`: their `n` gradients and their `2n` elements of
+        // each row are in bounds (the caller's lengths).
         unsafe {
-            route_step::<V>(dy.as_ptr().add(j), code(j), top.as_mut_ptr().add(2 * j), bottom.as_mut_ptr().add(2 * j));
-        }
-        j += V::LANES;
-    }
-    if j < ow {
-        let n = ow - j;
-        let zero = <V::Elem as Float>::ZERO;
-        let (mut g, mut t, mut b) = ([zero; 16], [zero; 32], [zero; 32]);
-        g[..n].copy_from_slice(&dy[j..]);
-        // SAFETY: the copies hold 16 >= LANES gradients and 32 >= 2 · LANES elements per row.
-        unsafe { route_step::<V>(g.as_ptr(), code(j), t.as_mut_ptr(), b.as_mut_ptr()) };
-        top[2 * j..].copy_from_slice(&t[..2 * n]);
-        bottom[2 * j..].copy_from_slice(&b[..2 * n]);
+            route_step::<V>(dy.as_ptr().add(j), code, top.as_mut_ptr().add(2 * j), bottom.as_mut_ptr().add(2 * j), n)
+        };
+        j += n;
     }
 }
 
-/// `LANES` windows' gradients at `dy`, routed by their codes' (low, high) bits into the rows at
-/// `top` and `bottom`.
+/// `n <= LANES` windows' gradients at `dy`, routed by their codes' (low, high) bits into the
+/// rows at `top` and `bottom`.
 ///
 /// # Safety
-/// The CPU supports `V`'s instruction set; `dy..dy + LANES` is readable, `top..top + 2 · LANES`
-/// and the same of `bottom` are writable.
+/// The CPU supports `V`'s instruction set; `dy..dy + n` is readable, `top..top + 2n` and the
+/// same of `bottom` are writable.
 #[inline(always)]
-unsafe fn route_step<V: MaskLanes>(dy: *const V::Elem, (lo, hi): (u64, u64), top: *mut V::Elem, bottom: *mut V::Elem) {
+unsafe fn route_step<V: MaskLanes>(
+    dy: *const V::Elem,
+    (lo, hi): (u64, u64),
+    top: *mut V::Elem,
+    bottom: *mut V::Elem,
+    n: usize,
+) {
     // SAFETY: the caller's contract.
     unsafe {
+        let whole = n == V::LANES;
         // `dy + 0`: what a scatter into zeros gives (-0 becomes +0).
-        let g = V::load(dy).add(V::splat(<V::Elem as Float>::ZERO));
-        V::store_pairs(g.select_bits(!hi & !lo), g.select_bits(!hi & lo), top);
-        V::store_pairs(g.select_bits(hi & !lo), g.select_bits(hi & lo), bottom);
+        let g = if whole { V::load(dy) } else { V::load_first(dy, n) }.add(V::splat(<V::Elem as Float>::ZERO));
+        let rows = [(top, !hi), (bottom, hi)];
+        for (row, high) in rows {
+            let (left, right) = (g.select_bits(high & !lo), g.select_bits(high & lo));
+            if whole {
+                V::store_pairs(left, right, row);
+            } else {
+                V::store_pairs_first(left, right, row, n);
+            }
+        }
     }
 }
 

@@ -441,6 +441,18 @@ impl<'a, T> Product<'a, T> {
         self.accumulate
     }
 
+    /// The same product with `B` read from `b`, a matrix of the same shape (a copy of `B`).
+    ///
+    /// # Panics
+    /// When `b`'s shape differs from `B`'s.
+    pub(super) fn with_b<'b>(self, b: MatRef<'b, T>) -> Product<'b, T>
+    where
+        'a: 'b,
+    {
+        assert!(b.rows == self.b.rows && b.cols == self.b.cols, "gemm: a copy of B must keep its shape");
+        Product { a: self.a, b, c: self.c, accumulate: self.accumulate }
+    }
+
     /// The same elements as `Cᵀ (+)= Bᵀ · Aᵀ`.
     pub(super) fn t(self) -> Product<'a, T> {
         let c = Out { row_stride: self.c.col_stride, col_stride: self.c.row_stride, ..self.c };

@@ -105,6 +105,47 @@ const MAX_SHORT_K: usize = 16;
 /// The most rows of `C` that the few-rows path takes.
 const MAX_FEW_ROWS: usize = 12;
 
+/// The largest `M`, `N` and `K` of the small-product path: products that fit in the L1 cache
+/// many times over (the attention of a transformer: `28 x 28 x 16` per head), where packing
+/// both operands costs as much as the product.
+const MAX_SMALL: usize = 64;
+
+/// The depth `K` of a direct path's loop: fixed at compile time ([`Fixed`], so that the loop
+/// over `K` unrolls) or read at run time ([`Runtime`]).
+trait Depth: Copy {
+    /// Whether a block of rows copies its elements of `A` before the sweep (worth it when the
+    /// rows of `C` are long: the short-`K` path).
+    const COPY_A: bool;
+    /// The depth.
+    fn get(self) -> usize;
+}
+
+/// A depth known at compile time.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the paths that use it are x86_64's
+struct Fixed<const K: usize>;
+
+impl<const K: usize> Depth for Fixed<K> {
+    const COPY_A: bool = true;
+    #[inline(always)]
+    fn get(self) -> usize {
+        K
+    }
+}
+
+/// A depth read at run time.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the paths that use it are x86_64's
+struct Runtime(usize);
+
+impl Depth for Runtime {
+    const COPY_A: bool = false;
+    #[inline(always)]
+    fn get(self) -> usize {
+        self.0
+    }
+}
+
 /// The operands of a [`DirectFn`]: `A(i, p)` at `a + i * a_rs + p * a_cs`, `B(p, j)` at
 /// `b + p * ldb + j` and `C(i, j)` at `c + i * ldc + j` (row-major), read and written where they
 /// are, and whether `C` accumulates.
@@ -137,8 +178,8 @@ impl<T> Direct<T> {
 /// `unsafe fn(m, n, k, ops)`: for `i < m`, `j < n`, `C(i, j) (+)= Σ_{p < k} A(i, p) · B(p, j)`
 /// with the operands of [`Direct`], no packing.
 ///
-/// Safety contract: `1 <= k <= MAX_SHORT_K` (the short-`K` path) or `1 <= m <= MAX_FEW_ROWS`
-/// (the few-rows path); every element of `A` and `B` named above is readable, every element of
+/// Safety contract: `1 <= k <= MAX_SHORT_K` (the short-`K` path), `1 <= m <= MAX_FEW_ROWS`
+/// (the few-rows path) or `1 <= k` (the small-product path); every element of `A` and `B` named above is readable, every element of
 /// `C` is writable and no two share an address (`ldc >= n` or `m == 1`), and the CPU runs the
 /// function's instruction set.
 type DirectFn<T> = unsafe fn(usize, usize, usize, Direct<T>);
@@ -171,6 +212,9 @@ pub struct Microkernel<T: 'static> {
     /// The few-rows path into a row-major `C` (`few_rows.rs`), where this instruction set has
     /// one.
     few_rows: Option<DirectFn<T>>,
+    /// The small-product path into a row-major `C` (the short-`K` loop with `K` up to
+    /// [`MAX_SMALL`]), where this instruction set has one.
+    small: Option<DirectFn<T>>,
     /// Packs `A` into `mr`-wide micro-panels.
     pack_a: packing::PackFn<T>,
     /// Packs `B` (as its transpose) into `nr`-wide micro-panels.
@@ -346,6 +390,26 @@ pub fn gemm_with<T: Float>(isa: Isa, mut c: MatMut<'_, T>, a: MatRef<'_, T>, b: 
             if m <= MAX_THIN {
                 return thin(dot, p.t());
             }
+        }
+    }
+    // A small product (every side at most MAX_SMALL): B's rows read where they are, or copied
+    // once into a row-major scratch when they are not contiguous (`q · kᵀ`), and A's elements
+    // broadcast; no packing. Each element is summed over `p` in order from zero, as in the
+    // packed path (k <= kc), so the two agree to the bit.
+    if let Some(small) = uk.small {
+        if m <= MAX_SMALL && n <= MAX_SMALL && k <= MAX_SMALL.min(uk.kc) && n >= 8 && row_major_c {
+            if b.col_stride() == 1 {
+                return direct(small, p);
+            }
+            return T::with_pack_buffer(1, k * n, |scratch| {
+                let (data, (rs, cs)) = (b.data(), (b.row_stride(), b.col_stride()));
+                for (i, row) in scratch.chunks_exact_mut(n).enumerate() {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = data[b.offset() + i * rs + j * cs];
+                    }
+                }
+                direct(small, p.with_b(MatRef::row_major(scratch, k, n)));
+            });
         }
     }
     // A thin C wastes most of each mr x nr tile on zero padding (n = 10 against nr = 32, or a

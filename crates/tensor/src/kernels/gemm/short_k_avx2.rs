@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Direct, MAX_SHORT_K};
+use super::{Depth, Direct, Fixed, Runtime, MAX_SHORT_K};
 
 /// Rows of `C` per call of `block` (its `MB`), the last few of `m` one by one.
 const ROWS: usize = 4;
@@ -34,20 +34,34 @@ pub(super) unsafe fn first_lanes(width: usize) -> __m256i {
     unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(width.min(8) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
 }
 
-/// `MB` rows of `C` (the contract of `DirectFn` with `m = MB`, `k = K`).
+/// `MB` rows of `C` (the contract of `DirectFn` with `m = MB`, `k = depth.get() <= CAP`).
 ///
 /// # Safety
-/// The contract of `DirectFn` with `m = MB`, `k = K`; the CPU supports AVX2 and FMA.
+/// The contract of `DirectFn` with `m = MB`, `k = depth.get() <= CAP`; the CPU supports AVX2
+/// and FMA.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block<const MB: usize, const K: usize>(n: usize, ops: Direct<f32>) {
-    // The block's elements of A, copied once; each step broadcasts one of them per row.
-    let mut at = [[0.0f32; K]; MB];
-    for (i, row) in at.iter_mut().enumerate() {
-        for (p, v) in row.iter_mut().enumerate() {
-            // SAFETY: `A(i, p)` with `i < MB`, `p < K` is readable (contract).
-            *v = unsafe { *ops.a.add(i * ops.a_rs + p * ops.a_cs) };
+unsafe fn block<const MB: usize, const CAP: usize, D: Depth>(n: usize, depth: D, ops: Direct<f32>) {
+    let k = depth.get();
+    // The block's elements of A, copied once when the row of C is long (`D::COPY_A`; `CAP` is
+    // 0 otherwise); each step broadcasts one of them per row.
+    let mut at = [[0.0f32; CAP]; MB];
+    if D::COPY_A {
+        for (i, row) in at.iter_mut().enumerate() {
+            for (p, v) in row[..k].iter_mut().enumerate() {
+                // SAFETY: `A(i, p)` with `i < MB`, `p < k` is readable (contract).
+                *v = unsafe { *ops.a.add(i * ops.a_rs + p * ops.a_cs) };
+            }
         }
     }
+    // `A(i, p)`, from the copy or where it is.
+    let a_at = |i: usize, p: usize| -> f32 {
+        if D::COPY_A {
+            at[i][p]
+        } else {
+            // SAFETY: `A(i, p)` with `i < MB`, `p < k` is readable (contract).
+            unsafe { *ops.a.add(i * ops.a_rs + p * ops.a_cs) }
+        }
+    };
     // Stores `acc[i]` into `C(i, j ..)`, all 8 lanes or those `mask` selects.
     let store = |j: usize, mask: Option<__m256i>, acc: [__m256; MB]| {
         for (i, &sum) in acc.iter().enumerate() {
@@ -72,14 +86,14 @@ unsafe fn block<const MB: usize, const K: usize>(n: usize, ops: Direct<f32>) {
     // Tiles of NV full vectors: each loaded vector of B serves MB rows.
     while n - j >= 8 * NV {
         let mut acc = [[_mm256_setzero_ps(); NV]; MB];
-        for p in 0..K {
+        for p in 0..k {
             let mut bv = [_mm256_setzero_ps(); NV];
             for (q, v) in bv.iter_mut().enumerate() {
                 // SAFETY: `B(p, j + 8 q ..)`, 8 columns below `n`: readable (contract).
                 *v = unsafe { _mm256_loadu_ps(ops.b.add(p * ops.ldb + j + 8 * q)) };
             }
             for i in 0..MB {
-                let a = _mm256_set1_ps(at[i][p]);
+                let a = _mm256_set1_ps(a_at(i, p));
                 for q in 0..NV {
                     acc[i][q] = _mm256_fmadd_ps(a, bv[q], acc[i][q]);
                 }
@@ -96,7 +110,7 @@ unsafe fn block<const MB: usize, const K: usize>(n: usize, ops: Direct<f32>) {
         // SAFETY: AVX2 is enabled on this function.
         let mask = (width < 8).then(|| unsafe { first_lanes(width) });
         let mut acc = [_mm256_setzero_ps(); MB];
-        for p in 0..K {
+        for p in 0..k {
             // SAFETY: the lanes loaded are `B(p, j ..)` with columns below `n`: readable
             // (contract); a masked load touches no masked-off lane.
             let bv = unsafe {
@@ -107,7 +121,7 @@ unsafe fn block<const MB: usize, const K: usize>(n: usize, ops: Direct<f32>) {
                 }
             };
             for i in 0..MB {
-                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(at[i][p]), bv, acc[i]);
+                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(a_at(i, p)), bv, acc[i]);
             }
         }
         store(j, mask, acc);
@@ -118,18 +132,18 @@ unsafe fn block<const MB: usize, const K: usize>(n: usize, ops: Direct<f32>) {
 /// All `m` rows, `ROWS` per call and the last few one by one.
 ///
 /// # Safety
-/// The contract of `DirectFn` with `k = K`; the CPU supports AVX2 and FMA.
+/// The contract of `DirectFn` with `k = depth.get() <= CAP`; the CPU supports AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows<const K: usize>(m: usize, n: usize, ops: Direct<f32>) {
+unsafe fn rows<const CAP: usize, D: Depth>(m: usize, n: usize, depth: D, ops: Direct<f32>) {
     let mut i = 0;
     while i < m {
         // SAFETY: rows `i..i + ROWS` (or `i` alone) are below `m`: inside the contract's ranges.
         unsafe {
             if m - i >= ROWS {
-                block::<ROWS, K>(n, ops.at(i, 0));
+                block::<ROWS, CAP, D>(n, depth, ops.at(i, 0));
                 i += ROWS;
             } else {
-                block::<1, K>(n, ops.at(i, 0));
+                block::<1, CAP, D>(n, depth, ops.at(i, 0));
                 i += 1;
             }
         }
@@ -137,7 +151,7 @@ unsafe fn rows<const K: usize>(m: usize, n: usize, ops: Direct<f32>) {
 }
 
 /// The AVX2 f32 `DirectFn` for a short `K`: four rows per call (8 accumulators, 2 vectors of
-/// `B`) for every `K`.
+/// `B`) for every `K`, each depth compiled on its own.
 ///
 /// # Safety
 /// The contract of `DirectFn`; the CPU supports AVX2 and FMA.
@@ -147,10 +161,22 @@ pub(super) unsafe fn short_k_f32(m: usize, n: usize, k: usize, ops: Direct<f32>)
         ($($k:literal),* $(,)?) => {
             match k {
                 // SAFETY: `k = K` (the contract of `rows`), the rest is the caller's contract.
-                $($k => unsafe { rows::<$k>(m, n, ops) },)*
+                $($k => unsafe { rows::<$k, Fixed<$k>>(m, n, Fixed, ops) },)*
                 _ => unreachable!("short_k_f32 takes K from 1 to {MAX_SHORT_K}, got {k}"),
             }
         };
     }
     by_depth!(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+}
+
+/// The AVX2 f32 `DirectFn` for a small product: the short-`K` loop with the depth read at run
+/// time and `A` broadcast from where it is (a row of `C` of at most `MAX_SMALL` columns does not
+/// repay a copy).
+///
+/// # Safety
+/// The contract of `DirectFn`; the CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn small_f32(m: usize, n: usize, k: usize, ops: Direct<f32>) {
+    // SAFETY: the caller's contract (a `Runtime` depth reads `A` where it is: any `k` works).
+    unsafe { rows::<0, Runtime>(m, n, Runtime(k), ops) }
 }

@@ -57,7 +57,8 @@ macro_rules! impl_lanes {
         set1: $set1:ident, setzero: $setzero:ident, loadu: $loadu:ident, storeu: $storeu:ident,
         mul: $mul:ident, max: $max:ident, and: $and:ident, or: $or:ident, cmp: $cmp:ident,
         blendv: $blendv:ident, movemask: $movemask:ident, pairs: $pairs:ident, unpairs: $unpairs:ident, add: $add:ident,
-        lane_bits: $lane_bits:expr, set1_int: $set1_int:ident, cmpeq_int: $cmpeq:ident, from_int: $from_int:ident
+        lane_bits: $lane_bits:expr, set1_int: $set1_int:ident, cmpeq_int: $cmpeq:ident, from_int: $from_int:ident,
+        maskload: $maskload:ident, maskstore: $maskstore:ident
     ) => {
         /// A 256-bit register of
         #[doc = concat!(stringify!($lanes), " × ", stringify!($elem), ".")]
@@ -115,6 +116,53 @@ macro_rules! impl_lanes {
             }
 
             #[inline(always)]
+            unsafe fn load_first(p: *const $elem, n: usize) -> Self {
+                // SAFETY: the caller guarantees AVX2 and `n` readable elements at `p`; the masked
+                // load reads lanes `0..n` only.
+                $name(unsafe { $maskload(p, Self::first_lanes(n)) })
+            }
+
+            #[inline(always)]
+            unsafe fn store_first(self, p: *mut $elem, n: usize) {
+                // SAFETY: `self` exists, so the CPU supports AVX2; the caller guarantees `n`
+                // writable elements at `p`; the masked store writes lanes `0..n` only.
+                unsafe { $maskstore(p, Self::first_lanes(n), self.0) }
+            }
+
+            #[inline(always)]
+            unsafe fn load_pairs_first(p: *const $elem, n: usize) -> (Self, Self) {
+                let m = 2 * n;
+                // SAFETY: the caller guarantees AVX2 and `2n` readable elements at `p`: the first
+                // masked load reads `min(2n, LANES)` of them, the second (only when `2n > LANES`,
+                // so `p + LANES` is inside the readable range) the other `2n - LANES`.
+                unsafe {
+                    let a = $maskload(p, Self::first_lanes(m.min($lanes)));
+                    let b = if m > $lanes {
+                        $maskload(p.add($lanes), Self::first_lanes(m - $lanes))
+                    } else {
+                        $setzero()
+                    };
+                    let (even, odd) = $pairs(a, b);
+                    ($name(even), $name(odd))
+                }
+            }
+
+            #[inline(always)]
+            unsafe fn store_pairs_first(even: Self, odd: Self, p: *mut $elem, n: usize) {
+                let m = 2 * n;
+                // SAFETY: `even` exists, so the CPU supports AVX2; the caller guarantees `2n`
+                // writable elements at `p`, which the two masked stores cover exactly (the second
+                // only when `2n > LANES`).
+                unsafe {
+                    let (lo, hi) = $unpairs(even.0, odd.0);
+                    $maskstore(p, Self::first_lanes(m.min($lanes)), lo);
+                    if m > $lanes {
+                        $maskstore(p.add($lanes), Self::first_lanes(m - $lanes), hi);
+                    }
+                }
+            }
+
+            #[inline(always)]
             fn add(self, rhs: Self) -> Self {
                 // SAFETY: as in `relu`.
                 $name(unsafe { $add(self.0, rhs.0) })
@@ -126,6 +174,22 @@ macro_rules! impl_lanes {
                 unsafe {
                     let wins = $or($cmp::<_CMP_GT_OQ>(later.0, self.0), $cmp::<_CMP_UNORD_Q>(later.0, later.0));
                     ($name($blendv(self.0, later.0, wins)), $movemask(wins) as u64)
+                }
+            }
+        }
+
+        impl $name {
+            /// A lane mask with lanes `0..n` set (`n <= LANES`), for the masked loads and stores.
+            ///
+            /// # Safety
+            /// The CPU supports AVX2.
+            #[inline(always)]
+            unsafe fn first_lanes(n: usize) -> __m256i {
+                let low = if n >= $lanes { (1u64 << $lanes) - 1 } else { (1u64 << n) - 1 };
+                // SAFETY: the caller guarantees AVX2.
+                unsafe {
+                    let lane_bits = $lane_bits;
+                    $cmpeq(_mm256_and_si256($set1_int(low as $int), lane_bits), lane_bits)
                 }
             }
         }
@@ -196,7 +260,8 @@ impl_lanes!(
     mul: _mm256_mul_ps, max: _mm256_max_ps, and: _mm256_and_ps, or: _mm256_or_ps, cmp: _mm256_cmp_ps,
     blendv: _mm256_blendv_ps, movemask: _mm256_movemask_ps, pairs: pairs_f32, unpairs: unpairs_f32, add: _mm256_add_ps,
     lane_bits: _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128), set1_int: _mm256_set1_epi32,
-    cmpeq_int: _mm256_cmpeq_epi32, from_int: _mm256_castsi256_ps
+    cmpeq_int: _mm256_cmpeq_epi32, from_int: _mm256_castsi256_ps,
+    maskload: _mm256_maskload_ps, maskstore: _mm256_maskstore_ps
 );
 
 impl_lanes!(
@@ -205,7 +270,8 @@ impl_lanes!(
     mul: _mm256_mul_pd, max: _mm256_max_pd, and: _mm256_and_pd, or: _mm256_or_pd, cmp: _mm256_cmp_pd,
     blendv: _mm256_blendv_pd, movemask: _mm256_movemask_pd, pairs: pairs_f64, unpairs: unpairs_f64, add: _mm256_add_pd,
     lane_bits: _mm256_setr_epi64x(1, 2, 4, 8), set1_int: _mm256_set1_epi64x,
-    cmpeq_int: _mm256_cmpeq_epi64, from_int: _mm256_castsi256_pd
+    cmpeq_int: _mm256_cmpeq_epi64, from_int: _mm256_castsi256_pd,
+    maskload: _mm256_maskload_pd, maskstore: _mm256_maskstore_pd
 );
 
 /// 8 ChaCha words, one block per lane.

@@ -49,6 +49,12 @@ impl MaskIsa for Avx512 {
     }
 }
 
+/// The bits `0..n` of a lane mask (`n <= 16`).
+#[inline(always)]
+fn first_lanes(n: usize) -> u32 {
+    (1u32 << n) - 1
+}
+
 /// Implements [`MaskLanes`] for one 512-bit register type from its intrinsics.
 macro_rules! impl_lanes {
     (
@@ -56,7 +62,8 @@ macro_rules! impl_lanes {
         set1: $set1:ident, setzero: $setzero:ident, loadu: $loadu:ident, storeu: $storeu:ident,
         mul: $mul:ident, max: $max:ident, maskz_mov: $maskz_mov:ident, cmp_mask: $cmp:ident,
         blend: $blend:ident, permutex2var: $perm2:ident, even: $even:expr, odd: $odd:expr,
-        low_pairs: $low_pairs:expr, high_pairs: $high_pairs:expr, add: $add:ident
+        low_pairs: $low_pairs:expr, high_pairs: $high_pairs:expr, add: $add:ident,
+        maskz_loadu: $maskz_loadu:ident, mask_storeu: $mask_storeu:ident
     ) => {
         /// A 512-bit register of
         #[doc = concat!(stringify!($lanes), " × ", stringify!($elem), ".")]
@@ -110,6 +117,56 @@ macro_rules! impl_lanes {
             }
 
             #[inline(always)]
+            unsafe fn load_first(p: *const $elem, n: usize) -> Self {
+                // SAFETY: the caller guarantees AVX-512F and `n` readable elements at `p`; the
+                // masked load reads lanes `0..n` only.
+                $name(unsafe { $maskz_loadu(first_lanes(n) as $kmask, p) })
+            }
+
+            #[inline(always)]
+            unsafe fn store_first(self, p: *mut $elem, n: usize) {
+                // SAFETY: `self` exists, so the CPU supports AVX-512F; the caller guarantees `n`
+                // writable elements at `p`; the masked store writes lanes `0..n` only.
+                unsafe { $mask_storeu(p, first_lanes(n) as $kmask, self.0) }
+            }
+
+            #[inline(always)]
+            unsafe fn load_pairs_first(p: *const $elem, n: usize) -> (Self, Self) {
+                let m = 2 * n;
+                // SAFETY: the caller guarantees AVX-512F and `2n` readable elements at `p`: the
+                // first masked load reads `min(2n, LANES)` of them, the second (only when `2n >
+                // LANES`, so `p + LANES` is inside the readable range) the other `2n - LANES`;
+                // the indices pick lanes as in `load_pairs`.
+                unsafe {
+                    let a = $maskz_loadu(first_lanes(m.min($lanes)) as $kmask, p);
+                    let b = if m > $lanes {
+                        $maskz_loadu(first_lanes(m - $lanes) as $kmask, p.add($lanes))
+                    } else {
+                        $setzero()
+                    };
+                    ($name($perm2(a, $even, b)), $name($perm2(a, $odd, b)))
+                }
+            }
+
+            #[inline(always)]
+            unsafe fn store_pairs_first(even: Self, odd: Self, p: *mut $elem, n: usize) {
+                let m = 2 * n;
+                // SAFETY: `even` exists, so the CPU supports AVX-512F; the caller guarantees `2n`
+                // writable elements at `p`, which the two masked stores cover exactly (the second
+                // only when `2n > LANES`).
+                unsafe {
+                    $mask_storeu(p, first_lanes(m.min($lanes)) as $kmask, $perm2(even.0, $low_pairs, odd.0));
+                    if m > $lanes {
+                        $mask_storeu(
+                            p.add($lanes),
+                            first_lanes(m - $lanes) as $kmask,
+                            $perm2(even.0, $high_pairs, odd.0),
+                        );
+                    }
+                }
+            }
+
+            #[inline(always)]
             fn add(self, rhs: Self) -> Self {
                 // SAFETY: as in `relu`.
                 $name(unsafe { $add(self.0, rhs.0) })
@@ -136,7 +193,7 @@ impl_lanes!(
     odd: _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31),
     low_pairs: _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23),
     high_pairs: _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31),
-    add: _mm512_add_ps
+    add: _mm512_add_ps, maskz_loadu: _mm512_maskz_loadu_ps, mask_storeu: _mm512_mask_storeu_ps
 );
 
 impl_lanes!(
@@ -148,7 +205,7 @@ impl_lanes!(
     odd: _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15),
     low_pairs: _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11),
     high_pairs: _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15),
-    add: _mm512_add_pd
+    add: _mm512_add_pd, maskz_loadu: _mm512_maskz_loadu_pd, mask_storeu: _mm512_mask_storeu_pd
 );
 
 /// 16 ChaCha words, one block per lane.

@@ -129,7 +129,76 @@ pub(crate) trait MaskLanes: Copy {
     /// later : self` (ties keep `self`; a NaN wins, a later NaN over an earlier one), with the
     /// lanes where `later` won as bits `0..LANES`.
     fn take_later(self, later: Self) -> (Self, u64);
+
+    /// [`MaskLanes::load`] of the first `n` lanes (`n <= LANES`) from `p..p + n`; the other
+    /// lanes hold unspecified values. The default goes through a copy padded with zeros; an
+    /// instruction set with masked loads overrides it (no element past `p + n` is read).
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set and `p..p + n` is readable.
+    #[inline(always)]
+    unsafe fn load_first(p: *const Self::Elem, n: usize) -> Self {
+        let mut padded = [<Self::Elem as Float>::ZERO; MAX_LANES];
+        // SAFETY: the caller guarantees `n <= LANES <= MAX_LANES` readable elements at `p`, and
+        // the support `load` needs; `padded` holds `MAX_LANES >= LANES` elements.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, padded.as_mut_ptr(), n);
+            Self::load(padded.as_ptr())
+        }
+    }
+
+    /// [`MaskLanes::store`] of the first `n` lanes (`n <= LANES`) to `p..p + n`; nothing past
+    /// `p + n` is written.
+    ///
+    /// # Safety
+    /// `p..p + n` is writable.
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut Self::Elem, n: usize) {
+        let mut padded = [<Self::Elem as Float>::ZERO; MAX_LANES];
+        // SAFETY: `padded` holds `MAX_LANES >= LANES` elements; the caller guarantees `n <=
+        // LANES` writable elements at `p`.
+        unsafe {
+            self.store(padded.as_mut_ptr());
+            std::ptr::copy_nonoverlapping(padded.as_ptr(), p, n);
+        }
+    }
+
+    /// [`MaskLanes::load_pairs`] of the first `n` pairs (`n <= LANES`) at `p..p + 2n`: lanes
+    /// `0..n` as `load_pairs` gives them, the other lanes unspecified (read nowhere past `p +
+    /// 2n`).
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set and `p..p + 2n` is readable.
+    #[inline(always)]
+    unsafe fn load_pairs_first(p: *const Self::Elem, n: usize) -> (Self, Self) {
+        let mut padded = [<Self::Elem as Float>::ZERO; 2 * MAX_LANES];
+        // SAFETY: the caller guarantees `2n <= 2 · LANES` readable elements at `p` and the
+        // support `load_pairs` needs; `padded` holds `2 · MAX_LANES` elements.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, padded.as_mut_ptr(), 2 * n);
+            Self::load_pairs(padded.as_ptr())
+        }
+    }
+
+    /// [`MaskLanes::store_pairs`] of the first `n` lanes (`n <= LANES`): writes `p..p + 2n` and
+    /// nothing past it.
+    ///
+    /// # Safety
+    /// `p..p + 2n` is writable.
+    #[inline(always)]
+    unsafe fn store_pairs_first(even: Self, odd: Self, p: *mut Self::Elem, n: usize) {
+        let mut padded = [<Self::Elem as Float>::ZERO; 2 * MAX_LANES];
+        // SAFETY: `padded` holds `2 · MAX_LANES` elements; the caller guarantees `2n` writable
+        // elements at `p`.
+        unsafe {
+            Self::store_pairs(even, odd, padded.as_mut_ptr());
+            std::ptr::copy_nonoverlapping(padded.as_ptr(), p, 2 * n);
+        }
+    }
 }
+
+/// The most lanes any [`MaskLanes`] register has (16 f32 in AVX-512).
+pub(crate) const MAX_LANES: usize = 16;
 
 /// One SIMD register of `LANES` u32 words: word `j` of `LANES` ChaCha blocks side by side, one
 /// block per lane. A value proves support as for [`MaskLanes`].

@@ -13,6 +13,8 @@ use rayon::prelude::*;
 
 use crate::dtype::Float;
 use crate::error::{Error, Result, ShapeFmt};
+use crate::kernels::active_isa;
+use crate::kernels::elementwise::ElementwiseKernels;
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::layout::{checked_numel, numel_or_reason};
 use crate::tensor::Tensor;
@@ -256,10 +258,13 @@ impl<T: Float> Tensor<T> {
         let w_t = MatRef::new(w.storage().as_slice(), w.offset(), [c_out, rows], [rows, 1]).t();
 
         let dbias = need_db.then(|| {
+            // Each plane summed by the vector kernel (several accumulators, a fixed order), the
+            // images' sums added in order.
+            let isa = active_isa();
             let mut dbias = vec![T::ZERO; c_out];
             for dy_n in dy_data.chunks_exact((c_out * plane).max(1)) {
                 for (db, row) in dbias.iter_mut().zip(dy_n.chunks_exact(plane.max(1))) {
-                    *db += row.iter().copied().sum::<T>();
+                    *db += <T as ElementwiseKernels>::sum(isa, row);
                 }
             }
             Tensor::from_contiguous(dbias, &[c_out])

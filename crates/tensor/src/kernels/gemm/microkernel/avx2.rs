@@ -59,6 +59,7 @@ pub(in crate::kernels::gemm) const AVX2_F32: Microkernel<f32> = Microkernel {
     dot: Some(crate::kernels::gemm::dot_avx2::dot_f32),
     short_k: Some(crate::kernels::gemm::short_k_avx2::short_k_f32),
     few_rows: None,
+    small: Some(crate::kernels::gemm::short_k_avx2::small_f32),
     pack_a: pack_f32::<F32_MR>,
     pack_b: pack_f32::<F32_NR>,
 };
@@ -76,6 +77,7 @@ pub(in crate::kernels::gemm) const AVX2_F64: Microkernel<f64> = Microkernel {
     dot: None,
     short_k: None,
     few_rows: None,
+    small: None,
     pack_a: pack_f64::<F64_MR>,
     pack_b: pack_f64::<F64_NR>,
 };

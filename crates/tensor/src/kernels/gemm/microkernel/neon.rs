@@ -70,6 +70,7 @@ pub(in crate::kernels::gemm) const NEON_F32: Microkernel<f32> = Microkernel {
     dot: None,
     short_k: None,
     few_rows: None,
+    small: None,
     pack_a: pack_panels::<f32, F32_MR>,
     pack_b: pack_panels::<f32, F32_NR>,
 };
@@ -87,6 +88,7 @@ pub(in crate::kernels::gemm) const NEON_F64: Microkernel<f64> = Microkernel {
     dot: None,
     short_k: None,
     few_rows: None,
+    small: None,
     pack_a: pack_panels::<f64, F64_MR>,
     pack_b: pack_panels::<f64, F64_NR>,
 };

@@ -62,6 +62,7 @@ pub(in crate::kernels::gemm) const SCALAR_F32: Microkernel<f32> = Microkernel {
     dot: None,
     short_k: None,
     few_rows: None,
+    small: None,
     pack_a: pack_panels::<f32, MR>,
     pack_b: pack_panels::<f32, NR>,
 };
@@ -79,6 +80,7 @@ pub(in crate::kernels::gemm) const SCALAR_F64: Microkernel<f64> = Microkernel {
     dot: None,
     short_k: None,
     few_rows: None,
+    small: None,
     pack_a: pack_panels::<f64, MR>,
     pack_b: pack_panels::<f64, NR>,
 };
