@@ -3,6 +3,7 @@
 
 use std::fmt::Display;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use tapegrad_autograd::{set_default_generator_state, Var};
 use tapegrad_nn::{Module, TrainingCheckpoint};
@@ -68,6 +69,20 @@ pub struct DistributedDataParallel<M, C> {
     micro: usize,
     seed: u64,
     step: u64,
+    times: StepTimes,
+}
+
+/// Where the time of [`DistributedDataParallel::forward_backward`] went, summed over the calls
+/// since the wrapper was made (or [`DistributedDataParallel::reset_times`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepTimes {
+    /// Forward and backward passes of this rank's micro-batches, and their local sums.
+    pub compute: Duration,
+    /// The reduction across ranks (all-to-all and all-gather of the gradient, and of the
+    /// losses), including the wait for the slowest rank.
+    pub communicate: Duration,
+    /// Calls.
+    pub steps: u64,
 }
 
 impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
@@ -81,7 +96,7 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
     pub fn new(model: M, comm: C, micro: usize, seed: u64) -> Result<Self> {
         rank_micro_batches(micro, comm.world_size(), comm.rank())?;
         let params = model.parameters();
-        let ddp = DistributedDataParallel { model, comm, params, micro, seed, step: 0 };
+        let ddp = DistributedDataParallel { model, comm, params, micro, seed, step: 0, times: StepTimes::default() };
         ddp.broadcast_state()?;
         Ok(ddp)
     }
@@ -145,6 +160,7 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
             ));
         }
         let len: usize = self.params.iter().map(|p| p.shape().iter().product::<usize>()).sum();
+        let start = Instant::now();
         let mut losses = Vec::with_capacity(batch.micro.len());
         let mut nodes = Vec::new();
         for node in cover(self.micro, mine.start, mine.end) {
@@ -164,6 +180,7 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
             })?;
             nodes.push(sum);
         }
+        let computed = Instant::now();
         let blocks: Vec<_> = (0..world).map(|r| rank_micro_batches(self.micro, world, r)).collect::<Result<_>>()?;
         let total = ordered_all_reduce(&self.comm, self.micro, &blocks, &nodes, len)?;
         let mut at = 0;
@@ -176,6 +193,9 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
         let counts: Vec<usize> = blocks.iter().map(|b| b.len()).collect();
         let all = self.comm.all_gather(&losses, &counts)?;
         self.step += 1;
+        self.times.compute += computed - start;
+        self.times.communicate += computed.elapsed();
+        self.times.steps += 1;
         Ok(all.iter().map(|&l| f64::from(l)).sum())
     }
 
@@ -189,6 +209,16 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
             }
         }
         flat
+    }
+
+    /// The time spent computing and communicating so far.
+    pub fn times(&self) -> StepTimes {
+        self.times
+    }
+
+    /// Starts [`times`](Self::times) from zero (after warm-up steps, say).
+    pub fn reset_times(&mut self) {
+        self.times = StepTimes::default();
     }
 
     /// The wrapped model.

@@ -26,7 +26,7 @@ mod split;
 pub mod tree;
 
 pub use comm::{Communicator, LocalComm, LocalWorld};
-pub use ddp::{micro_batch_generator, DistributedDataParallel};
+pub use ddp::{micro_batch_generator, DistributedDataParallel, StepTimes};
 pub use sampler::{DistributedSampler, MicroBatch, RankBatch};
 pub use split::{micro_batch_rows, rank_micro_batches};
 
