@@ -140,3 +140,36 @@ impl DistributedSampler {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_world_size_sees_the_same_micro_batches() {
+        let (len, batch, micro) = (37, 8, 4);
+        let one = DistributedSampler::new(len, batch, micro, 0, 1, 3).unwrap();
+        for epoch in 0..3 {
+            let whole = one.epoch(epoch);
+            // Each epoch visits every row once, and the weights of a batch sum to 1.
+            let mut rows: Vec<usize> = whole.iter().flat_map(|b| b.micro.iter().flat_map(|m| m.rows.clone())).collect();
+            rows.sort();
+            assert_eq!(rows, (0..len).collect::<Vec<_>>());
+            for b in &whole {
+                assert!((b.micro.iter().map(|m| m.weight).sum::<f64>() - 1.0).abs() < 1e-12);
+            }
+            for world in [2, 3, 4] {
+                let parts: Vec<Vec<RankBatch>> = (0..world)
+                    .map(|r| DistributedSampler::new(len, batch, micro, r, world, 3).unwrap().epoch(epoch))
+                    .collect();
+                for (i, b) in whole.iter().enumerate() {
+                    let joined: Vec<MicroBatch> = parts.iter().flat_map(|p| p[i].micro.clone()).collect();
+                    assert_eq!(joined, b.micro, "world {world}, epoch {epoch}, batch {i}");
+                }
+            }
+        }
+        assert_ne!(one.order(0), one.order(1), "each epoch is shuffled anew");
+        assert_eq!(one.clone().drop_last(true).batches_per_epoch(), 4);
+        assert_eq!(one.clone().shuffle(false).order(5), (0..len).collect::<Vec<_>>());
+    }
+}

@@ -17,10 +17,11 @@ use tapegrad_tensor::{Error, Result};
 /// assert_eq!(cuts, [0..3, 3..6, 6..8, 8..10]);
 /// ```
 ///
-/// # Panics
-/// When `micro` is 0 or `m >= micro` (an index the caller made, never user input).
+/// An index past the last micro-batch (or `micro` = 0) has no rows: `len..len`.
 pub fn micro_batch_rows(len: usize, micro: usize, m: usize) -> Range<usize> {
-    assert!(m < micro, "micro-batch {m} of {micro}");
+    if m >= micro {
+        return len..len;
+    }
     let (base, extra) = (len / micro, len % micro);
     let start = m * base + m.min(extra);
     start..start + base + usize::from(m < extra)
@@ -90,6 +91,8 @@ mod tests {
             }
         }
         assert!(rank_micro_batches(4, 0, 0).is_err());
+        assert_eq!(micro_batch_rows(5, 0, 0), 5..5);
+        assert_eq!(micro_batch_rows(5, 2, 2), 5..5);
         assert!(rank_micro_batches(4, 2, 2).is_err());
     }
 }

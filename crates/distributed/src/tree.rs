@@ -158,7 +158,10 @@ pub fn ordered_all_reduce(
     }
     if world == 1 {
         // The whole tree is local: the only node is the root.
-        return Ok(local[0].clone());
+        return local
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::arg("ordered_all_reduce", "the only rank's block holds no micro-batch"));
     }
     let shards: Vec<_> = (0..world).map(|q| shard(len, world, q)).collect();
     // Reduce-scatter: rank q gets shard q of every node of every rank.

@@ -87,13 +87,13 @@ impl LocalWorld {
                 .into_iter()
                 .map(|comm| {
                     let rank = comm.rank;
-                    std::thread::Builder::new()
-                        .name(format!("rank-{rank}"))
-                        .spawn_scoped(s, move || f(comm))
-                        .expect("spawning a rank's thread")
+                    std::thread::Builder::new().name(format!("rank-{rank}")).spawn_scoped(s, move || f(comm)).map_err(
+                        |e| Error::arg("LocalWorld::run", format!("cannot start the thread of rank {rank}: {e}")),
+                    )
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join()).collect()
+            // A rank whose thread did not start has dropped its channels: the others fail fast.
+            handles.into_iter().map(|h| h.map_or_else(|e| Ok(Err(e)), |h| h.join())).collect()
         });
         let mut out = Vec::with_capacity(n);
         let mut first_err: Option<Error> = None;
