@@ -1,0 +1,236 @@
+//! The fixed order in which micro-batch gradients are summed, and the ordered reduce-scatter
+//! that computes it across processes.
+//!
+//! Floating-point addition is not associative, so "the sum of the micro-batch gradients" is only
+//! well defined once its bracketing is. Here it is the *reduction tree* over the micro-batch
+//! indices `0..micro`: a node `[lo, hi)` with more than one micro-batch is the sum
+//! `left + right` of its children `[lo, mid)` and `[mid, hi)`, `mid = lo + 2^⌈log2(hi-lo)⌉ / 2`
+//! (the largest power of two below `hi - lo`, so that for 8 micro-batches the tree is the
+//! balanced `((g0+g1)+(g2+g3))+((g4+g5)+(g6+g7))`). The tree depends on `micro` alone.
+//!
+//! A process that owns micro-batches `[a, b)` covers them with the fewest tree nodes
+//! ([`cover`]), sums each node locally (in tree order), and sends every owner of a gradient
+//! shard its piece of each node (all-to-all); the owner rebuilds the root from the nodes it got,
+//! adding children in tree order, and an all-gather gives every process the whole sum. When the
+//! world size and `micro` are powers of two, each process covers its block with one node, so it
+//! sends one gradient's worth in all, as a ring all-reduce does.
+
+use std::collections::BTreeMap;
+
+use tapegrad_tensor::{Error, Result};
+
+use crate::comm::Communicator;
+use crate::split::shard;
+
+/// A node of the reduction tree: the micro-batches `lo..hi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Node {
+    /// The first micro-batch.
+    pub lo: usize,
+    /// One past the last.
+    pub hi: usize,
+}
+
+impl Node {
+    /// The root over `micro` micro-batches.
+    pub fn root(micro: usize) -> Node {
+        Node { lo: 0, hi: micro }
+    }
+
+    /// The two children of a node of more than one micro-batch, `None` for a leaf.
+    pub fn children(self) -> Option<(Node, Node)> {
+        let n = self.hi - self.lo;
+        if n < 2 {
+            return None;
+        }
+        let mid = self.lo + n.next_power_of_two() / 2;
+        Some((Node { lo: self.lo, hi: mid }, Node { lo: mid, hi: self.hi }))
+    }
+}
+
+/// The fewest nodes of the tree over `micro` micro-batches that cover `lo..hi`, left to right.
+///
+/// ```
+/// use tapegrad_distributed::tree::{cover, Node};
+/// assert_eq!(cover(8, 4, 8), [Node { lo: 4, hi: 8 }]);
+/// assert_eq!(cover(4, 0, 3), [Node { lo: 0, hi: 2 }, Node { lo: 2, hi: 3 }]);
+/// ```
+pub fn cover(micro: usize, lo: usize, hi: usize) -> Vec<Node> {
+    fn walk(node: Node, lo: usize, hi: usize, out: &mut Vec<Node>) {
+        if node.hi <= lo || hi <= node.lo {
+            return;
+        }
+        if lo <= node.lo && node.hi <= hi {
+            out.push(node);
+            return;
+        }
+        if let Some((left, right)) = node.children() {
+            walk(left, lo, hi, out);
+            walk(right, lo, hi, out);
+        }
+    }
+    let mut out = vec![];
+    if lo < hi {
+        walk(Node::root(micro), lo, hi, &mut out);
+    }
+    out
+}
+
+/// `acc += x`, element by element: the one addition every sum here is made of.
+fn add_into(acc: &mut [f32], x: &[f32]) {
+    for (a, &b) in acc.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+/// The sum of `node`'s micro-batches in tree order, each leaf given by `leaf(m)` (called in
+/// increasing `m`). Holds at most one partial sum per tree level.
+///
+/// # Errors
+/// The first error of `leaf`, or a length mismatch between leaves.
+pub fn node_sum(node: Node, leaf: &mut dyn FnMut(usize) -> Result<Vec<f32>>) -> Result<Vec<f32>> {
+    match node.children() {
+        None => leaf(node.lo),
+        Some((left, right)) => {
+            let mut acc = node_sum(left, leaf)?;
+            let rhs = node_sum(right, leaf)?;
+            if acc.len() != rhs.len() {
+                return Err(Error::arg(
+                    "node_sum",
+                    format!("micro-batch gradients of {} and {} numbers", acc.len(), rhs.len()),
+                ));
+            }
+            add_into(&mut acc, &rhs);
+            Ok(acc)
+        }
+    }
+}
+
+/// The tree-ordered sum of all `partials` (one per micro-batch) in one process: the reference
+/// that the distributed reduction reproduces bit for bit.
+///
+/// ```
+/// use tapegrad_distributed::tree::ordered_sum;
+/// let g = [vec![1e8_f32], vec![1.0], vec![-1e8], vec![1.0]];
+/// assert_eq!(ordered_sum(&g)?, [0.0]); // (1e8 + 1) + (-1e8 + 1): each 1 is absorbed
+/// # Ok::<(), tapegrad_tensor::Error>(())
+/// ```
+///
+/// # Errors
+/// `node_sum` when the partials differ in length, `ordered_sum` when there are none.
+pub fn ordered_sum(partials: &[Vec<f32>]) -> Result<Vec<f32>> {
+    if partials.is_empty() {
+        return Err(Error::arg("ordered_sum", "no micro-batch gradients to sum"));
+    }
+    node_sum(Node::root(partials.len()), &mut |m| Ok(partials[m].clone()))
+}
+
+/// The tree-ordered sum over all processes: `local` holds this process's sums of the nodes of
+/// `cover(micro, lo, hi)` for its block `lo..hi` (as [`node_sum`] makes them), every process's
+/// blocks together cover `0..micro` once, and every process gets the whole root sum back,
+/// equal bit for bit to [`ordered_sum`] of all micro-batch gradients in one process.
+///
+/// `blocks[r]` is rank `r`'s block of micro-batches; `len` the gradient's length.
+///
+/// # Errors
+/// A communication error, or nodes of the wrong length.
+pub fn ordered_all_reduce(
+    comm: &dyn Communicator,
+    micro: usize,
+    blocks: &[std::ops::Range<usize>],
+    local: &[Vec<f32>],
+    len: usize,
+) -> Result<Vec<f32>> {
+    let (world, rank) = (comm.world_size(), comm.rank());
+    if blocks.len() != world {
+        return Err(Error::arg("ordered_all_reduce", format!("{} blocks for {world} ranks", blocks.len())));
+    }
+    let covers: Vec<Vec<Node>> = blocks.iter().map(|b| cover(micro, b.start, b.end)).collect();
+    if local.len() != covers[rank].len() || local.iter().any(|v| v.len() != len) {
+        return Err(Error::arg(
+            "ordered_all_reduce",
+            format!(
+                "rank {rank} has {} node sums, its block needs {} of {len} numbers",
+                local.len(),
+                covers[rank].len()
+            ),
+        ));
+    }
+    if world == 1 {
+        // The whole tree is local: the only node is the root.
+        return local
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::arg("ordered_all_reduce", "the only rank's block holds no micro-batch"));
+    }
+    let shards: Vec<_> = (0..world).map(|q| shard(len, world, q)).collect();
+    // Reduce-scatter: rank q gets shard q of every node of every rank.
+    let send: Vec<Vec<f32>> =
+        shards.iter().map(|s| local.iter().flat_map(|node| node[s.clone()].iter().copied()).collect()).collect();
+    let mine = shards[rank].clone();
+    let recv_counts: Vec<usize> = covers.iter().map(|c| c.len() * mine.len()).collect();
+    let recv = comm.all_to_all(&send, &recv_counts)?;
+    let mut pieces: BTreeMap<Node, Vec<f32>> = BTreeMap::new();
+    for (from, nodes) in covers.iter().enumerate() {
+        for (i, node) in nodes.iter().enumerate() {
+            pieces.insert(*node, recv[from][i * mine.len()..(i + 1) * mine.len()].to_vec());
+        }
+    }
+    let reduced = rebuild(Node::root(micro), &mut pieces)?;
+    // All-gather the owners' shards into the whole sum.
+    let counts: Vec<usize> = shards.iter().map(|s| s.len()).collect();
+    comm.all_gather(&reduced, &counts)
+}
+
+/// The sum of `node` from the received node pieces, adding children in tree order.
+fn rebuild(node: Node, pieces: &mut BTreeMap<Node, Vec<f32>>) -> Result<Vec<f32>> {
+    if let Some(piece) = pieces.remove(&node) {
+        return Ok(piece);
+    }
+    let (left, right) = node.children().ok_or_else(|| {
+        Error::arg(
+            "ordered_all_reduce",
+            format!("no rank sent micro-batch {}: the blocks do not cover the batch", node.lo),
+        )
+    })?;
+    let mut acc = rebuild(left, pieces)?;
+    add_into(&mut acc, &rebuild(right, pieces)?);
+    Ok(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covers_are_disjoint_tree_nodes() {
+        for micro in 1..17 {
+            for lo in 0..micro {
+                for hi in lo + 1..=micro {
+                    let nodes = cover(micro, lo, hi);
+                    let mut at = lo;
+                    for n in &nodes {
+                        assert_eq!(n.lo, at);
+                        at = n.hi;
+                    }
+                    assert_eq!(at, hi);
+                }
+            }
+        }
+        // Power-of-two blocks of a power-of-two tree are single nodes: one message's worth.
+        for world in [1, 2, 4, 8] {
+            for r in 0..world {
+                assert_eq!(cover(8, r * 8 / world, (r + 1) * 8 / world).len(), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn the_tree_brackets_pairwise() {
+        let g = [vec![0.5_f32], vec![0.5], vec![1e8], vec![-1e8]];
+        let left_fold = ((0.5_f32 + 0.5) + 1e8) + -1e8;
+        let tree = (0.5_f32 + 0.5) + (1e8 + -1e8);
+        assert_ne!(left_fold, tree);
+        assert_eq!(ordered_sum(&g).unwrap(), [tree]);
+    }
+}

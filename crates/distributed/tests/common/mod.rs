@@ -1,0 +1,127 @@
+//! The small training run that the in-process and the MPI tests repeat at several world sizes:
+//! an MLP with dropout on synthetic data, SGD with momentum.
+#![allow(dead_code)] // each test binary uses a part
+
+use std::path::Path;
+
+use tapegrad_autograd::Var;
+use tapegrad_distributed::{Communicator, DistributedDataParallel, DistributedSampler};
+use tapegrad_nn::data::Dataset;
+use tapegrad_nn::loss::cross_entropy;
+use tapegrad_nn::optim::{Optimizer, Sgd};
+use tapegrad_nn::{Dropout, Linear, Module, Position, TrainingCheckpoint};
+use tapegrad_tensor::{Error, Generator, Result, Tensor};
+
+/// Rows, features, classes of the synthetic data.
+pub const ROWS: usize = 52;
+pub const FEATURES: usize = 12;
+pub const CLASSES: usize = 3;
+/// Global batch (the last of an epoch is shorter: 52 = 3 x 16 + 4) and micro-batches per batch.
+pub const BATCH: usize = 16;
+pub const MICRO: usize = 4;
+pub const SEED: u64 = 11;
+
+/// 12-32-32-3 with ReLU and dropout 0.3 after each hidden layer, drawing from the thread's
+/// default generator (which the DDP step seeds per micro-batch).
+#[derive(tapegrad_nn::Module)]
+pub struct Mlp {
+    fc1: Linear,
+    drop1: Dropout,
+    fc2: Linear,
+    drop2: Dropout,
+    fc3: Linear,
+}
+
+impl Mlp {
+    /// Rank 0 builds it from `seed`; the others from other seeds, which the DDP's broadcast
+    /// must overwrite.
+    pub fn new(seed: u64) -> Result<Mlp> {
+        let mut gen = Generator::new(seed);
+        Ok(Mlp {
+            fc1: Linear::new(FEATURES, 32, &mut gen),
+            drop1: Dropout::new(0.3)?,
+            fc2: Linear::new(32, 32, &mut gen),
+            drop2: Dropout::new(0.3)?,
+            fc3: Linear::new(32, CLASSES, &mut gen),
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        let h = self.drop1.forward(&self.fc1.forward(x)?.relu())?;
+        let h = self.drop2.forward(&self.fc2.forward(&h)?.relu())?;
+        self.fc3.forward(&h)
+    }
+}
+
+/// Noisy labels from a random linear rule, so the loss keeps moving.
+pub fn data() -> Result<Dataset> {
+    let mut gen = Generator::new(5);
+    let x = Tensor::randn(&[ROWS, FEATURES], &mut gen);
+    let labels = (0..ROWS).map(|i| (i * 7 + (i / 5)) % CLASSES).collect();
+    Dataset::new(x, labels)
+}
+
+/// What a run does besides training.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Plan<'a> {
+    /// Epochs to train to (from 0 or from the checkpoint).
+    pub epochs: usize,
+    /// Rank `.0` fails with an error before step `.1`.
+    pub fail: Option<(usize, u64)>,
+    /// Rank `.0` panics before step `.1`.
+    pub panic: Option<(usize, u64)>,
+    /// Writes a checkpoint here after every epoch.
+    pub save: Option<&'a Path>,
+    /// Continues from this checkpoint.
+    pub resume: Option<&'a Path>,
+}
+
+/// Trains on `comm` and returns the final weights, flattened, as bits, and the losses.
+pub fn train<C: Communicator>(comm: C, plan: Plan<'_>) -> Result<(Vec<u32>, Vec<f64>)> {
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let data = data()?;
+    let mut model = Mlp::new(SEED + rank as u64)?;
+    model.train();
+    let mut ddp = DistributedDataParallel::new(model, comm, MICRO, SEED)?;
+    let mut opt = Sgd::new(ddp.module().parameters(), 0.1).momentum(0.9);
+    let sampler = DistributedSampler::new(ROWS, BATCH, MICRO, rank, world, SEED)?;
+    let mut first_epoch = 0;
+    if let Some(path) = plan.resume {
+        let ckpt = TrainingCheckpoint::load(path)?;
+        ckpt.restore_model("model", ddp.module_mut())?;
+        ckpt.restore("optimizer", &mut opt)?;
+        let mut at = Position::default();
+        ckpt.restore("position", &mut at)?;
+        first_epoch = at.epoch;
+        ddp.set_step_count((at.epoch * sampler.batches_per_epoch() + at.batch) as u64);
+    }
+    let mut losses = vec![];
+    for epoch in first_epoch..plan.epochs {
+        for batch in sampler.epoch(epoch as u64) {
+            let step = ddp.step_count();
+            if plan.fail == Some((rank, step)) {
+                return Err(Error::arg("train", format!("rank {rank} fails on purpose before step {step}")));
+            }
+            if plan.panic == Some((rank, step)) {
+                panic!("rank {rank} panics on purpose before step {step}");
+            }
+            let loss = ddp.forward_backward(&batch, |model, mb| {
+                let (x, y) = mb.gather(&data)?;
+                cross_entropy(&model.forward(&Var::new(x))?, &y)
+            })?;
+            opt.step()?;
+            losses.push(loss);
+        }
+        if let Some(path) = plan.save {
+            let ckpt = TrainingCheckpoint::new()
+                .with_model("model", ddp.module())?
+                .with("optimizer", &opt)?
+                .with("position", &Position { epoch: epoch + 1, batch: 0 })?;
+            ddp.save_checkpoint(&ckpt, path)?;
+        }
+    }
+    let bits = ddp.module().parameters().iter().flat_map(|p| p.value().to_vec()).map(f32::to_bits).collect();
+    Ok((bits, losses))
+}
