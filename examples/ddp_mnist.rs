@@ -23,12 +23,12 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use tapegrad::distributed::comm::mpi::{launch, MpiComm};
+use tapegrad::distributed::{Communicator, DistributedDataParallel, DistributedSampler};
 use tapegrad::nn::data::Dataset;
 use tapegrad::nn::{Dropout, Linear, Position, TrainingCheckpoint};
 use tapegrad::optim::{CosineLr, LrScheduler, Optimizer, Sgd, StateDict};
 use tapegrad::prelude::*;
-use tapegrad_distributed::comm::mpi::{launch, MpiComm};
-use tapegrad_distributed::{Communicator, DistributedDataParallel, DistributedSampler};
 
 const HIDDEN: usize = 1024;
 const EPOCHS: usize = 5;

@@ -44,6 +44,12 @@ pub mod nn {
     pub use tapegrad_nn::*;
 }
 
+/// Data-parallel training whose weights do not depend on the number of processes, over MPI (the
+/// `mpi` feature) or in-process ranks (the `tapegrad-distributed` crate).
+pub mod distributed {
+    pub use tapegrad_distributed::*;
+}
+
 /// Optimisers, learning-rate schedules and gradient clipping.
 pub mod optim {
     pub use tapegrad_nn::optim::*;
