@@ -22,6 +22,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod grad;
 mod gradcheck;
 mod no_grad;
 pub mod ops;
@@ -29,6 +30,7 @@ mod seed;
 mod tape;
 mod var;
 
+pub use grad::{grad, GradOptions};
 pub use gradcheck::{gradcheck, gradcheck_with, gradchecked_ops, GradcheckOptions};
 pub use no_grad::{detect_anomaly, is_anomaly_enabled, is_grad_enabled, no_grad};
 pub use ops::drop_path::drop_path;
@@ -43,4 +45,4 @@ pub use seed::{
 };
 pub use tape::TapeEntry;
 pub use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
-pub use var::{Backward, Grads, Var};
+pub use var::{Backward, Grads, Var, VarGrads};
