@@ -31,7 +31,10 @@ mod tape;
 mod var;
 
 pub use grad::{grad, GradOptions};
-pub use gradcheck::{gradcheck, gradcheck_with, gradchecked_ops, GradcheckOptions};
+pub use gradcheck::{
+    gradcheck, gradcheck_with, gradchecked_ops, gradgradcheck, gradgradcheck_with, gradgradchecked_ops,
+    GradcheckOptions,
+};
 pub use no_grad::{detect_anomaly, is_anomaly_enabled, is_grad_enabled, no_grad};
 pub use ops::drop_path::drop_path;
 pub use ops::dropout::{check_p, dropout, DropoutRecord};

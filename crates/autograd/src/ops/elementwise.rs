@@ -118,7 +118,7 @@ impl<T: Float> Backward<T> for Select<T> {
         let w = self.weights()?;
         let wy = constant(w.map(|v| T::ONE - v));
         let wx = constant(w);
-        two_var(needs, || dz.mul(&wy)?.sum_to(self.x.shape()), || dz.mul(&wx)?.sum_to(self.y.shape()))
+        two_var(needs, || dz.mul(&wx)?.sum_to(self.x.shape()), || dz.mul(&wy)?.sum_to(self.y.shape()))
     }
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.x, &self.y]
