@@ -24,6 +24,7 @@
 
 mod grad;
 mod gradcheck;
+mod hooks;
 mod no_grad;
 pub mod ops;
 mod seed;
@@ -35,6 +36,7 @@ pub use gradcheck::{
     gradcheck, gradcheck_with, gradchecked_ops, gradgradcheck, gradgradcheck_with, gradgradchecked_ops,
     GradcheckOptions,
 };
+pub use hooks::HookHandle;
 pub use no_grad::{detect_anomaly, is_anomaly_enabled, is_grad_enabled, no_grad};
 pub use ops::drop_path::drop_path;
 pub use ops::dropout::{check_p, dropout, DropoutRecord};

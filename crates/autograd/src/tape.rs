@@ -11,6 +11,7 @@ use tapegrad_tensor::TensorNew;
 use smallvec::SmallVec;
 use tapegrad_tensor::{Error, Float, Result, Tensor};
 
+use crate::hooks::{any_hooks, run_hooks};
 use crate::no_grad::{is_anomaly_enabled, no_grad};
 use crate::ops::dropout::DropoutRecord;
 use crate::var::{lock, Backward, EdgeState, Grads, Var, VarGrads};
@@ -154,6 +155,8 @@ pub(crate) trait Flow<T: Float>: Sized {
     fn add(self, other: Self) -> Result<Self>;
     /// The [`Error::Anomaly`] for a non-finite gradient of `op`'s input `input`.
     fn anomaly(&self, op: &'static str, input: usize) -> Option<Error>;
+    /// Runs the hooks registered on node `id` (see [`Var::register_hook`]) on this gradient.
+    fn hooked(&mut self, id: u64);
 }
 
 impl<T: Float> Flow<T> for Tensor<T> {
@@ -168,6 +171,11 @@ impl<T: Float> Flow<T> for Tensor<T> {
     }
     fn anomaly(&self, op: &'static str, input: usize) -> Option<Error> {
         anomaly_in(op, input, &self.to_vec())
+    }
+    fn hooked(&mut self, id: u64) {
+        if let Some(g) = run_hooks(id, self) {
+            *self = g;
+        }
     }
 }
 
@@ -191,6 +199,11 @@ impl<T: Float> Flow<T> for Var<T> {
     }
     fn anomaly(&self, op: &'static str, input: usize) -> Option<Error> {
         anomaly_in(op, input, &self.value().to_vec())
+    }
+    fn hooked(&mut self, id: u64) {
+        if let Some(g) = run_hooks(id, &self.value()) {
+            *self = Var::new(g);
+        }
     }
 }
 
@@ -256,6 +269,7 @@ pub(crate) fn walk<T: Float, F: Flow<T>>(
     mut at_leaf: impl FnMut(&Var<T>, F) -> Result<()>,
 ) -> Result<()> {
     let anomaly = is_anomaly_enabled();
+    let hooks = any_hooks();
     let wanted = |slot: usize, (id, wants): (u64, bool)| -> (u64, bool) {
         match needed {
             Some(needed) if wants => (id, needed[position(ids, id, slot)]),
@@ -271,6 +285,9 @@ pub(crate) fn walk<T: Float, F: Flow<T>>(
             continue;
         }
         let mut dy = dy;
+        if hooks {
+            dy.hooked(visit.var.id());
+        }
         at_node(slot, &visit.var, &mut dy)?;
         if let Some(Taken { op, inputs }) = &taken {
             let pruned: SmallVec<[(u64, bool); 2]>;

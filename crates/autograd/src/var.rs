@@ -184,6 +184,7 @@ impl<T: Float> Drop for Node<T> {
     /// Frees a long chain iteratively: the default recursive drop of `inputs` would overflow the
     /// stack on a graph of some hundred thousand ops.
     fn drop(&mut self) {
+        crate::hooks::forget(self.id);
         let edge = self.edge.get_mut().unwrap_or_else(|e| e.into_inner());
         let mut stack: Vec<Var<T>> = match std::mem::replace(edge, EdgeState::Leaf) {
             EdgeState::Live(edge) => edge.inputs.into_vec(),
