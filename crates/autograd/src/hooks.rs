@@ -16,8 +16,11 @@ use crate::var::{lock, Node, Var};
 /// A hook on the gradients of element type `T`.
 type HookFn<T> = Arc<dyn Fn(&Tensor<T>) -> Option<Tensor<T>> + Send + Sync>;
 
-/// The hooks of each node (by node id), in registration order, each with its own id.
-static HOOKS: Mutex<Option<HashMap<u64, Vec<(u64, Box<dyn Any + Send + Sync>)>>>> = Mutex::new(None);
+/// The hooks of each node (by node id), in registration order, each with its own id; a hook is
+/// a [`HookFn`] of the node's element type.
+type Table = HashMap<u64, Vec<(u64, Box<dyn Any + Send + Sync>)>>;
+
+static HOOKS: Mutex<Option<Table>> = Mutex::new(None);
 /// How many hooks are registered in the process: zero lets walks and drops skip the table.
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 static NEXT_HOOK: AtomicU64 = AtomicU64::new(1);

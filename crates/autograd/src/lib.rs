@@ -22,6 +22,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod functional;
 mod grad;
 mod gradcheck;
 mod hooks;
