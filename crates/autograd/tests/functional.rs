@@ -76,7 +76,7 @@ fn bad_arguments_are_errors() {
     let sq = |v: &[Var<f64>]| v[0].mul(&v[0]);
     let err = vjp(sq, std::slice::from_ref(&x), &t(&[1.0], &[1])).unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { op: "vjp", .. }), "{err}");
-    let err = hvp(sq, std::slice::from_ref(&x), &[x.clone()]).unwrap_err();
+    let err = hvp(sq, std::slice::from_ref(&x), std::slice::from_ref(&x)).unwrap_err();
     assert!(matches!(err, Error::NonScalar { .. }), "{err}");
     let err = jvp(sq, std::slice::from_ref(&x), &[]).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { op: "jvp", .. }), "{err}");
