@@ -62,7 +62,10 @@ fn main() -> Result<()> {
         println!("{eps:>8.0e}  {rel:>14.3e}");
     }
     if best > 1e-6 {
-        return Err(Error::arg("hvp example", format!("Hv and the finite differences differ: best relative error {best:.3e}")));
+        return Err(Error::arg(
+            "hvp example",
+            format!("Hv and the finite differences differ: best relative error {best:.3e}"),
+        ));
     }
     println!("ok: best relative error {best:.3e}");
     Ok(())
