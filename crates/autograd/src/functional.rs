@@ -50,6 +50,19 @@ fn grads_or_zeros<T: Float>(
     Ok(grads.into_iter().zip(xs).map(|(g, x)| g.unwrap_or_else(|| Var::new(Tensor::<T>::zeros(&x.shape())))).collect())
 }
 
+/// `Σ_i Σ g_i · v_i` over the inputs, recorded (`g` and `v` are not empty).
+fn dot<T: Float>(g: &[Var<T>], v: &[Tensor<T>]) -> Result<Var<T>> {
+    let mut total: Option<Var<T>> = None;
+    for (g, t) in g.iter().zip(v) {
+        let term = g.mul(&Var::new(t.clone()))?.sum_all();
+        total = Some(match total {
+            Some(d) => d.add(&term)?,
+            None => term,
+        });
+    }
+    total.ok_or_else(|| Error::arg("functional", "no inputs"))
+}
+
 /// The vector-Jacobian product `vᵀ J` of `f` at `inputs`: `f`'s value and, per input,
 /// `Σ_k v_k ∂f_k/∂x` (of the input's shape), as `torch.autograd.functional.vjp`.
 ///
@@ -108,15 +121,7 @@ pub fn jvp<T: Float>(
     }
     let u = Var::parameter(Tensor::<T>::zeros(out.value().shape()));
     let g = grads_or_zeros(&out, &xs, &u, CREATE)?;
-    let mut dot: Option<Var<T>> = None;
-    for (g, t) in g.iter().zip(v) {
-        let term = g.mul(&Var::new(t.clone()))?.sum_all();
-        dot = Some(match dot {
-            Some(d) => d.add(&term)?,
-            None => term,
-        });
-    }
-    let dot = dot.expect("at least one input");
+    let dot = dot(&g, v)?;
     let jv = if dot.requires_grad() {
         grad(&[&dot], &[&u], None, KEEP)?.remove(0).map_or_else(|| Tensor::<T>::zeros(u.value().shape()), |g| g.value())
     } else {
@@ -161,15 +166,7 @@ pub fn hvp<T: Float>(
         return Err(Error::NonScalar { shape: value.shape().to_vec(), numel: value.numel() });
     }
     let g = grads_or_zeros(&out, &xs, &Var::new(Tensor::<T>::ones(value.shape())), CREATE)?;
-    let mut dot: Option<Var<T>> = None;
-    for (g, t) in g.iter().zip(v) {
-        let term = g.mul(&Var::new(t.clone()))?.sum_all();
-        dot = Some(match dot {
-            Some(d) => d.add(&term)?,
-            None => term,
-        });
-    }
-    let dot = dot.expect("at least one input");
+    let dot = dot(&g, v)?;
     let hv = grads_or_zeros(&dot, &xs, &Var::new(Tensor::<T>::ones(&[])), KEEP)?;
     Ok((value, hv.iter().map(Var::value).collect()))
 }
