@@ -1,4 +1,6 @@
-//! Gradient checking: the tape's gradients against central finite differences, in f64.
+//! Gradient checking: the tape's gradients against central finite differences, in f64, and
+//! second derivatives (`gradgradcheck`): the recorded gradients of `create_graph` against finite
+//! differences of the first derivatives.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -6,11 +8,15 @@ use std::sync::Mutex;
 use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Error, Generator, Result, Tensor};
 
-use crate::no_grad::no_grad;
+use crate::grad::{grad, GradOptions};
+use crate::no_grad::{enable_grad, no_grad};
 use crate::var::Var;
 
 /// The ops on the tapes of the checks that passed in this process (see [`gradchecked_ops`]).
 static CHECKED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+
+/// The ops of the functions of the [`gradgradcheck`]s that passed (see [`gradgradchecked_ops`]).
+static GRADGRADCHECKED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
 
 /// The names ([`Backward::name`](crate::Backward::name)) of every op recorded on the tape of a
 /// [`gradcheck`] or [`gradcheck_with`] that passed so far in this process: what a test binary
@@ -137,5 +143,99 @@ pub fn gradcheck_with(
         }
     }
     CHECKED.lock().unwrap_or_else(|e| e.into_inner()).extend(tape.iter().map(|e| e.name));
+    Ok(())
+}
+
+/// The names of every op recorded by the function `f` of a [`gradgradcheck`] or
+/// [`gradgradcheck_with`] that passed so far in this process: the ops whose double backward
+/// (`create_graph`) was checked, for a coverage test.
+///
+/// ```
+/// use tapegrad_autograd::{gradgradcheck, gradgradchecked_ops};
+/// use tapegrad_tensor::{Tensor, TensorNew};
+/// gradgradcheck(|v| Ok(v[0].tanh()), &[Tensor::<f64>::ones(&[2])])?;
+/// assert!(gradgradchecked_ops().contains("tanh"));
+/// # Ok::<(), tapegrad_autograd::Error>(())
+/// ```
+pub fn gradgradchecked_ops() -> BTreeSet<&'static str> {
+    GRADGRADCHECKED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Checks `f`'s second derivatives at `inputs` with the default options. See
+/// [`gradgradcheck_with`].
+///
+/// ```
+/// use tapegrad_autograd::gradgradcheck;
+/// use tapegrad_tensor::Tensor;
+/// let x = Tensor::<f64>::from_vec(vec![0.5, -1.0, 2.0], &[3])?;
+/// gradgradcheck(|v| Ok(v[0].tanh().mul(&v[0])?), &[x])?;
+/// # Ok::<(), tapegrad_autograd::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`gradgradcheck_with`].
+pub fn gradgradcheck(f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>, inputs: &[Tensor<f64>]) -> Result<()> {
+    gradgradcheck_with(f, inputs, GradcheckOptions::default())
+}
+
+/// Compares second derivatives with finite differences of first ones, in f64, as
+/// `torch.autograd.gradgradcheck` does: the first derivatives
+/// `g(x, u) = u · ∂f/∂x` (every input's, flattened and concatenated), computed by [`grad`] with
+/// `create_graph`, are themselves checked by [`gradcheck_with`] as a function of the inputs
+/// *and* of the upstream gradient `u` (a fixed standard-normal tensor of `f`'s output shape), so
+/// both each op's recorded backward and its dependence on `dy` are tested. The finite
+/// differences take first derivatives with the plain tensor backward at perturbed inputs.
+///
+/// A check that passes adds the names of the ops on `f`'s tape to [`gradgradchecked_ops`].
+///
+/// # Errors
+/// [`Error::GradcheckMismatch`] at the first disagreement (input `inputs.len()` is `u`); the
+/// error of an op that cannot record its backward (it names the op); any error `f` returns.
+pub fn gradgradcheck_with(
+    f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>,
+    inputs: &[Tensor<f64>],
+    options: GradcheckOptions,
+) -> Result<()> {
+    let params: Vec<Var<f64>> = inputs.iter().map(|t| Var::parameter(t.clone())).collect();
+    let out = f(&params)?;
+    let ops: Vec<&'static str> = out.tape().iter().map(|e| e.name).collect();
+    let u = Tensor::<f64>::randn(out.value().shape(), &mut Generator::new(0x6AD_6AD));
+    let n = inputs.len();
+    let mut all = inputs.to_vec();
+    all.push(u);
+    // The first derivatives of every input, flattened and concatenated (zeros where unused).
+    // With `create_graph` (the analytic side) the recorded `backward_var` formulas; without (the
+    // finite differences' side) the plain tensor backward, which `gradcheck` checks: so a
+    // recorded formula must agree with the plain one in value, and with its own derivative.
+    let first = |vars: &[Var<f64>], create_graph: bool| -> Result<Var<f64>> {
+        let (xs, u) = vars.split_at(n);
+        let out = f(xs)?;
+        let refs: Vec<&Var<f64>> = xs.iter().collect();
+        let options = GradOptions { create_graph, allow_unused: true, ..GradOptions::default() };
+        let grads = if out.requires_grad() { grad(&[&out], &refs, Some(&[&u[0]]), options)? } else { vec![None; n] };
+        let flat = grads
+            .into_iter()
+            .zip(xs)
+            .map(|(g, x)| g.unwrap_or_else(|| Var::new(Tensor::<f64>::zeros(&x.shape()))).reshape(&[x.value().numel()]))
+            .collect::<Result<Vec<_>>>()?;
+        Var::cat(&flat.iter().collect::<Vec<_>>(), 0)
+    };
+    gradcheck_with(
+        |vars| {
+            if vars[0].requires_grad() {
+                return first(vars, true);
+            }
+            // The finite differences' side: constants under no_grad. Take the first derivatives
+            // of fresh parameters with their values, and return them as a constant.
+            enable_grad(|| {
+                let fresh: Vec<Var<f64>> = vars.iter().map(|v| Var::parameter(v.value())).collect();
+                Ok(Var::new(first(&fresh, false)?.value()))
+            })
+        },
+        &all,
+        None,
+        options,
+    )?;
+    GRADGRADCHECKED.lock().unwrap_or_else(|e| e.into_inner()).extend(ops);
     Ok(())
 }

@@ -22,14 +22,22 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod functional;
+mod grad;
 mod gradcheck;
+mod hooks;
 mod no_grad;
 pub mod ops;
 mod seed;
 mod tape;
 mod var;
 
-pub use gradcheck::{gradcheck, gradcheck_with, gradchecked_ops, GradcheckOptions};
+pub use grad::{grad, GradOptions};
+pub use gradcheck::{
+    gradcheck, gradcheck_with, gradchecked_ops, gradgradcheck, gradgradcheck_with, gradgradchecked_ops,
+    GradcheckOptions,
+};
+pub use hooks::HookHandle;
 pub use no_grad::{detect_anomaly, is_anomaly_enabled, is_grad_enabled, no_grad};
 pub use ops::drop_path::drop_path;
 pub use ops::dropout::{check_p, dropout, DropoutRecord};
@@ -43,4 +51,4 @@ pub use seed::{
 };
 pub use tape::TapeEntry;
 pub use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
-pub use var::{Backward, Grads, Var};
+pub use var::{Backward, Grads, Var, VarGrads};

@@ -33,6 +33,13 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` with recording switched on (inside a [`no_grad`] too): what `gradgradcheck`'s
+/// finite differences need to take first derivatives.
+pub(crate) fn enable_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(true)));
+    f()
+}
+
 /// True unless inside [`no_grad`] on this thread.
 pub fn is_grad_enabled() -> bool {
     GRAD_ENABLED.with(Cell::get)

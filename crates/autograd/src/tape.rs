@@ -11,9 +11,10 @@ use tapegrad_tensor::TensorNew;
 use smallvec::SmallVec;
 use tapegrad_tensor::{Error, Float, Result, Tensor};
 
+use crate::hooks::{any_hooks, run_hooks};
 use crate::no_grad::{is_anomaly_enabled, no_grad};
 use crate::ops::dropout::DropoutRecord;
-use crate::var::{lock, Backward, EdgeState, Var};
+use crate::var::{lock, Backward, EdgeState, Grads, Var, VarGrads};
 
 /// One recorded op, as listed by [`Var::tape`].
 #[derive(Clone, Debug)]
@@ -52,8 +53,8 @@ impl<T: Float> Ord for ById<T> {
 
 /// One node of the walk: the node, and (when the walk freed its edge) its op with its inputs'
 /// ids and whether each wants a gradient.
-struct Visit<T: Float> {
-    var: Var<T>,
+pub(crate) struct Visit<T: Float> {
+    pub(crate) var: Var<T>,
     taken: Option<Taken<T>>,
 }
 
@@ -63,7 +64,7 @@ struct Taken<T: Float> {
     inputs: SmallVec<[(u64, bool); 2]>,
 }
 
-/// Every op node reachable from `root` (and the root), plus the leaves that require grad, in
+/// Every op node reachable from `roots` (and the roots), plus the leaves that require grad, in
 /// *decreasing* id order (a reverse topological order). Errors if a reachable op was freed.
 ///
 /// The walk pops the largest id from a max-heap. An input's id is smaller than its output's, so
@@ -75,9 +76,11 @@ struct Taken<T: Float> {
 /// a later backward's error): its input handles move into the heap instead of being cloned, and
 /// the backward loop needs no second lock. (If the walk then meets an op freed by an earlier
 /// backward, it reports that, and the part it walked is freed too.)
-fn reachable<T: Float>(root: &Var<T>, free: bool) -> Result<Vec<Visit<T>>> {
+pub(crate) fn reachable<T: Float>(roots: &[&Var<T>], free: bool) -> Result<Vec<Visit<T>>> {
     let mut heap = BinaryHeap::new();
-    heap.push(ById(root.clone()));
+    for &root in roots {
+        heap.push(ById(root.clone()));
+    }
     let mut nodes = vec![];
     let mut last = None;
     while let Some(ById(var)) = heap.pop() {
@@ -118,25 +121,106 @@ fn reachable<T: Float>(root: &Var<T>, free: bool) -> Result<Vec<Visit<T>>> {
     Ok(nodes)
 }
 
+/// The ids of the op inputs of the node visited by `visit` that want a gradient (none for a leaf).
+pub(crate) fn input_ids<T: Float>(visit: &Visit<T>) -> SmallVec<[u64; 2]> {
+    if let Some(taken) = &visit.taken {
+        return taken.inputs.iter().filter(|i| i.1).map(|i| i.0).collect();
+    }
+    match &*lock(&visit.var.0.edge) {
+        EdgeState::Live(e) => e.inputs.iter().filter(|v| v.requires_grad()).map(Var::id).collect(),
+        _ => SmallVec::new(),
+    }
+}
+
 /// The position of node `id` in `ids`, which is sorted in decreasing order, for an input of the
 /// node at `slot`. The next node is tried first: in a chain of ops it is the input.
-fn position(ids: &[u64], id: u64, slot: usize) -> usize {
+#[inline]
+pub(crate) fn position(ids: &[u64], id: u64, slot: usize) -> usize {
     if ids.get(slot + 1) == Some(&id) {
         return slot + 1;
     }
     ids.binary_search_by(|probe| id.cmp(probe)).expect("every input that requires grad was collected")
 }
 
+/// What flows backward through the walk: plain tensors (`backward`, and `grad` without
+/// `create_graph`, run under `no_grad`), or recorded `Var`s (`grad` with `create_graph`, whose
+/// gradients can be differentiated again).
+pub(crate) trait Flow<T: Float>: Sized {
+    /// The input gradients an op's backward returns.
+    type Grads: IntoIterator<Item = Option<Self>>;
+    /// Runs `op`'s backward from `dy`, the gradient of `output`; `inputs` are the op's inputs
+    /// (empty when a freeing walk took them).
+    fn run(op: &dyn Backward<T>, inputs: &[Var<T>], output: &Var<T>, dy: Self, needs: &[bool]) -> Result<Self::Grads>;
+    /// `self + other`, where a value fans out.
+    fn add(self, other: Self) -> Result<Self>;
+    /// The [`Error::Anomaly`] for a non-finite gradient of `op`'s input `input`.
+    fn anomaly(&self, op: &'static str, input: usize) -> Option<Error>;
+    /// Runs the hooks registered on node `id` (see [`Var::register_hook`]) on this gradient.
+    fn hooked(&mut self, id: u64);
+}
+
+impl<T: Float> Flow<T> for Tensor<T> {
+    type Grads = Grads<T>;
+    #[inline]
+    fn run(op: &dyn Backward<T>, _: &[Var<T>], _: &Var<T>, dy: Self, needs: &[bool]) -> Result<Grads<T>> {
+        op.backward_owned(dy, needs)
+    }
+    #[inline]
+    fn add(self, other: Self) -> Result<Self> {
+        Tensor::add(&self, &other)
+    }
+    fn anomaly(&self, op: &'static str, input: usize) -> Option<Error> {
+        anomaly_in(op, input, &self.to_vec())
+    }
+    fn hooked(&mut self, id: u64) {
+        if let Some(g) = run_hooks(id, self) {
+            *self = g;
+        }
+    }
+}
+
+impl<T: Float> Flow<T> for Var<T> {
+    type Grads = VarGrads<T>;
+    fn run(op: &dyn Backward<T>, inputs: &[Var<T>], output: &Var<T>, dy: Self, needs: &[bool]) -> Result<VarGrads<T>> {
+        if inputs.len() != needs.len() {
+            return Err(Error::arg(op.name(), "create_graph needs the graph kept: it was freed by this walk"));
+        }
+        let grads = op.backward_var(&dy, inputs, output, needs)?;
+        if grads.len() != needs.len() {
+            return Err(Error::arg(
+                op.name(),
+                format!("backward_var returned {} gradients for {} inputs", grads.len(), needs.len()),
+            ));
+        }
+        Ok(grads)
+    }
+    fn add(self, other: Self) -> Result<Self> {
+        Var::add(&self, &other)
+    }
+    fn anomaly(&self, op: &'static str, input: usize) -> Option<Error> {
+        anomaly_in(op, input, &self.value().to_vec())
+    }
+    fn hooked(&mut self, id: u64) {
+        if let Some(g) = run_hooks(id, &self.value()) {
+            *self = Var::new(g);
+        }
+    }
+}
+
 /// Runs one recorded op's backward with the gradient `dy` of its output (the node at `slot`) and
 /// adds each input's gradient into `grads`. `inputs` are the op's inputs' ids and whether each
-/// wants a gradient.
-fn backward_op<T: Float>(
+/// wants a gradient; `vars` the input handles when the edge still holds them.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn backward_op<T: Float, F: Flow<T>>(
     op: &dyn Backward<T>,
     inputs: &[(u64, bool)],
-    dy: Tensor<T>,
+    vars: &[Var<T>],
+    output: &Var<T>,
+    dy: F,
     slot: usize,
     ids: &[u64],
-    grads: &mut [Option<Tensor<T>>],
+    grads: &mut [Option<F>],
     anomaly: bool,
 ) -> Result<()> {
     // Which inputs want a gradient, without a collection for the usual one or two.
@@ -151,22 +235,90 @@ fn backward_op<T: Float>(
         many = inputs.iter().map(|input| input.1).collect();
         &many
     };
-    let input_grads = op.backward_owned(dy, needs)?;
+    let input_grads = F::run(op, vars, output, dy, needs)?;
     for (i, (&(id, wants), g)) in inputs.iter().zip(input_grads).enumerate() {
         let Some(g) = g else { continue };
         if !wants {
             continue;
         }
         if anomaly {
-            if let Some(e) = anomaly_in(op.name(), i, &g.to_vec()) {
+            if let Some(e) = g.anomaly(op.name(), i) {
                 return Err(e);
             }
         }
         let acc = &mut grads[position(ids, id, slot)];
         *acc = Some(match acc.take() {
-            Some(acc) => acc.add(&g)?,
+            Some(acc) => acc.add(g)?,
             None => g,
         });
+    }
+    Ok(())
+}
+
+/// The reverse loop over `nodes` (from [`reachable`], `ids` their ids), with the roots'
+/// gradients already in `grads`. Each node with a gradient first goes through `at_node`
+/// (which may read, copy or replace it); an op node then runs its backward, a leaf goes to
+/// `at_leaf`. `needed`, when given, limits the walk to the nodes whose slot is true (and input
+/// gradients to those nodes). The caller chooses `no_grad` or recording.
+pub(crate) fn walk<T: Float, F: Flow<T>>(
+    nodes: &mut [Visit<T>],
+    ids: &[u64],
+    grads: &mut [Option<F>],
+    needed: Option<&[bool]>,
+    mut at_node: impl FnMut(usize, &Var<T>, &mut F) -> Result<()>,
+    mut at_leaf: impl FnMut(&Var<T>, F) -> Result<()>,
+) -> Result<()> {
+    let anomaly = is_anomaly_enabled();
+    let hooks = any_hooks();
+    let wanted = |slot: usize, (id, wants): (u64, bool)| -> (u64, bool) {
+        match needed {
+            Some(needed) if wants => (id, needed[position(ids, id, slot)]),
+            _ => (id, wants),
+        }
+    };
+    for (visit, slot) in nodes.iter_mut().zip(0..) {
+        // A taken op is dropped at the end of its turn, freeing its saved tensors (also
+        // when no gradient reached it).
+        let taken = visit.taken.take();
+        let Some(dy) = grads[slot].take() else { continue };
+        if needed.is_some_and(|needed| !needed[slot]) {
+            continue;
+        }
+        let mut dy = dy;
+        if hooks {
+            dy.hooked(visit.var.id());
+        }
+        at_node(slot, &visit.var, &mut dy)?;
+        if let Some(Taken { op, inputs }) = &taken {
+            let pruned: SmallVec<[(u64, bool); 2]>;
+            let inputs: &[(u64, bool)] = if needed.is_some() {
+                pruned = inputs.iter().map(|&i| wanted(slot, i)).collect();
+                &pruned
+            } else {
+                inputs
+            };
+            backward_op(op.as_ref(), inputs, &[], &visit.var, dy, slot, ids, grads, anomaly)?;
+            continue;
+        }
+        let mut guard = lock(&visit.var.0.edge);
+        if let EdgeState::Live(e) = &*guard {
+            // The graph is kept: the edge is lent out of its node for the op's turn and put
+            // back after, so that no lock is held while a recorded backward builds (and may
+            // walk) a graph of its own.
+            let name = e.op.name();
+            let EdgeState::Live(edge) = std::mem::replace(&mut *guard, EdgeState::Freed(name)) else {
+                unreachable!("matched Live above")
+            };
+            drop(guard);
+            let inputs: SmallVec<[(u64, bool); 2]> =
+                edge.inputs.iter().map(|input| wanted(slot, (input.id(), input.requires_grad()))).collect();
+            let done = backward_op(edge.op.as_ref(), &inputs, &edge.inputs, &visit.var, dy, slot, ids, grads, anomaly);
+            *lock(&visit.var.0.edge) = EdgeState::Live(edge);
+            done?;
+            continue;
+        }
+        drop(guard);
+        at_leaf(&visit.var, dy)?;
     }
     Ok(())
 }
@@ -199,64 +351,33 @@ impl<T: Float> Var<T> {
     }
 
     fn backward_impl(&self, upstream: Option<&Tensor<T>>, retain: bool) -> Result<()> {
-        let value = self.value();
-        let seed = match upstream {
-            Some(g) if g.shape() == value.shape() => g.clone(),
-            Some(g) => {
-                return Err(Error::mismatch(
-                    "backward",
-                    value.shape(),
-                    g.shape(),
-                    "the upstream gradient must have the output's shape",
-                ))
-            }
-            None if value.numel() == 1 => Tensor::<T>::ones(value.shape()),
-            None => return Err(Error::NonScalar { shape: value.shape().to_vec(), numel: value.numel() }),
-        };
-        if !self.requires_grad() {
-            return Err(Error::arg(
-                "backward",
-                "the output does not require a gradient: it depends on no parameter (or was computed under no_grad)",
-            ));
-        }
-        let mut nodes = reachable(self, !retain)?;
+        let seed = seed_gradient("backward", self, upstream)?;
+        let mut nodes = reachable(&[self], !retain)?;
         let ids: Vec<u64> = nodes.iter().map(|v| v.var.id()).collect();
-        let anomaly = is_anomaly_enabled();
         // The gradient flowing into each node, by position in `nodes` (ids are unique and
         // sorted, so a binary search finds an input's slot).
         let mut grads: Vec<Option<Tensor<T>>> = Vec::with_capacity(nodes.len());
         grads.resize_with(nodes.len(), || None);
         grads[0] = Some(seed);
         // Backward formulas are tensor code: record nothing while they run.
-        no_grad(|| -> Result<()> {
-            for (visit, slot) in nodes.iter_mut().zip(0..) {
-                // A taken op is dropped at the end of its turn, freeing its saved tensors (also
-                // when no gradient reached it).
-                let taken = visit.taken.take();
-                let Some(dy) = grads[slot].take() else { continue };
-                if let Some(Taken { op, inputs }) = &taken {
-                    backward_op(op.as_ref(), inputs, dy, slot, &ids, &mut grads, anomaly)?;
-                    continue;
-                }
-                let edge = lock(&visit.var.0.edge);
-                if let EdgeState::Live(e) = &*edge {
-                    // `retain`: the op stays on its node.
-                    let inputs: SmallVec<[(u64, bool); 2]> =
-                        e.inputs.iter().map(|input| (input.id(), input.requires_grad())).collect();
-                    backward_op(e.op.as_ref(), &inputs, dy, slot, &ids, &mut grads, anomaly)?;
-                    continue;
-                }
-                drop(edge);
-                // A parameter: accumulate, as a second backward in PyTorch adds.
-                let mut g = lock(&visit.var.0.grad);
-                *g = Some(match g.take() {
-                    Some(old) => old.add(&dy)?,
-                    None => dy.contiguous(),
-                });
-            }
-            Ok(())
-        })?;
-        Ok(())
+        no_grad(|| {
+            walk(
+                &mut nodes,
+                &ids,
+                &mut grads,
+                None,
+                |_, _, _| Ok(()),
+                |var, dy| {
+                    // A parameter: accumulate, as a second backward in PyTorch adds.
+                    let mut g = lock(&var.0.grad);
+                    *g = Some(match g.take() {
+                        Some(old) => Tensor::add(&old, &dy)?,
+                        None => dy.contiguous(),
+                    });
+                    Ok(())
+                },
+            )
+        })
     }
 
     /// The ops recorded in the graph that produces this value, in execution order (leaves are not
@@ -305,4 +426,38 @@ fn anomaly_in<T: Float>(op: &'static str, input: usize, values: &[T]) -> Option<
         return None;
     };
     Some(Error::Anomaly { op, input, what })
+}
+
+/// The gradient a walk from `output` starts with: `upstream` when given (of the output's shape),
+/// else ones for a one-element output. `op` names the caller in errors.
+///
+/// # Errors
+/// A shape mismatch for a wrongly shaped `upstream`, [`Error::NonScalar`] for a larger output
+/// without one, and an invalid argument when `output` does not require a gradient.
+pub(crate) fn seed_gradient<T: Float>(
+    op: &'static str,
+    output: &Var<T>,
+    upstream: Option<&Tensor<T>>,
+) -> Result<Tensor<T>> {
+    let value = output.value();
+    let seed = match upstream {
+        Some(g) if g.shape() == value.shape() => g.clone(),
+        Some(g) => {
+            return Err(Error::mismatch(
+                op,
+                value.shape(),
+                g.shape(),
+                "the upstream gradient must have the output's shape",
+            ))
+        }
+        None if value.numel() == 1 => Tensor::<T>::ones(value.shape()),
+        None => return Err(Error::NonScalar { shape: value.shape().to_vec(), numel: value.numel() }),
+    };
+    if !output.requires_grad() {
+        return Err(Error::arg(
+            op,
+            "the output does not require a gradient: it depends on no parameter (or was computed under no_grad)",
+        ));
+    }
+    Ok(seed)
 }

@@ -127,6 +127,33 @@ pub trait Backward<T: Float>: Send + Sync {
     fn dropout(&self) -> Option<&DropoutRecord> {
         None
     }
+
+    /// The gradient of each input as a recorded [`Var`], for `create_graph`
+    /// ([`grad`](crate::grad)): the same rule as [`Backward::backward`], written with `Var` ops
+    /// that have derivatives of their own, so that the gradient can be differentiated again.
+    /// `dy` is the output's gradient, `inputs` the op's inputs (in the order `Var::from_op` was
+    /// given them) and `output` the op's output, for formulas written with it (tanh's
+    /// `dy (1 - y²)`). `needs[i]` says whether input `i` wants a gradient.
+    ///
+    /// # Errors
+    /// The default is an [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming the op:
+    /// an op without this method cannot be differentiated twice, and says so rather than give a
+    /// wrong zero.
+    fn backward_var(&self, dy: &Var<T>, inputs: &[Var<T>], output: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        let _ = (dy, inputs, output, needs);
+        Err(no_double_backward(self.name()))
+    }
+}
+
+/// The gradients [`Backward::backward_var`] returns: one per input, `None` where none is needed.
+pub type VarGrads<T> = Vec<Option<Var<T>>>;
+
+/// The error of an op whose backward cannot be recorded (see [`Backward::backward_var`]).
+pub(crate) fn no_double_backward(op: &'static str) -> tapegrad_tensor::Error {
+    tapegrad_tensor::Error::arg(
+        op,
+        "this op does not support create_graph (double backward) yet: its gradient cannot be differentiated again",
+    )
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -157,6 +184,7 @@ impl<T: Float> Drop for Node<T> {
     /// Frees a long chain iteratively: the default recursive drop of `inputs` would overflow the
     /// stack on a graph of some hundred thousand ops.
     fn drop(&mut self) {
+        crate::hooks::forget(self.id);
         let edge = self.edge.get_mut().unwrap_or_else(|e| e.into_inner());
         let mut stack: Vec<Var<T>> = match std::mem::replace(edge, EdgeState::Leaf) {
             EdgeState::Live(edge) => edge.inputs.into_vec(),

@@ -528,6 +528,19 @@ proptest! {
     }
 
     #[test]
+    fn grad_sum_to((small, full) in broadcast_pair(3).prop_map(|(x, _)| x).prop_flat_map(|small| {
+        let full = prop::collection::vec(1usize..=3, small.len()..=3);
+        (Just(small), full)
+    }), l in layout(), seed in any::<u64>()) {
+        // `full` broadcast from `small` (as in grad_expand), summed back to `small`.
+        let lead = full.len() - small.len();
+        let big: Vec<usize> =
+            full.iter().enumerate().map(|(d, &n)| if d < lead || small[d - lead] == 1 { n } else { small[d - lead] }).collect();
+        prop_assume!(big != small);
+        unary(&big, l, Values::Any, seed, |x| x.sum_to(&small))?;
+    }
+
+    #[test]
     fn grad_unsqueeze(s in shape(0..=3), dim in 0usize..4, l in layout(), seed in any::<u64>()) {
         let dim = dim % (s.len() + 1);
         unary(&s, l, Values::Any, seed, |x| x.unsqueeze(dim))?;
@@ -964,6 +977,7 @@ const CHECKS: &[(&str, fn())] = &[
     ("grad_permute", grad_permute),
     ("grad_narrow", grad_narrow),
     ("grad_expand", grad_expand),
+    ("grad_sum_to", grad_sum_to),
     ("grad_unsqueeze", grad_unsqueeze),
     ("grad_squeeze", grad_squeeze),
     ("grad_contiguous", grad_contiguous),

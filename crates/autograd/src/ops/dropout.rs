@@ -12,7 +12,7 @@ use tapegrad_tensor::{BitMask, Error, Float, Generator, Result, Tensor};
 
 use super::one;
 use crate::seed::with_default_generator;
-use crate::var::{Backward, Grads, Var};
+use crate::var::{Backward, Grads, Var, VarGrads};
 
 /// What a dropout op stored: enough to regenerate the mask (or noise), and the mask itself.
 ///
@@ -128,6 +128,17 @@ impl<T: Float> Backward<T> for Dropout {
     fn dropout(&self) -> Option<&DropoutRecord> {
         Some(&self.record)
     }
+    fn backward_var(&self, dy: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        // Dropout is linear in its input: its backward is the same dropout, with the same stored
+        // mask (recorded as a dropout op again, so its own gradient uses that mask too).
+        Ok(vec![Some(with_record(dy, self.record.clone())?)])
+    }
+}
+
+/// `x` through the dropout whose mask `record` holds (no new draw), recorded as a `dropout` op.
+pub(crate) fn with_record<T: Float>(x: &Var<T>, record: DropoutRecord) -> Result<Var<T>> {
+    let y = record.mask().scale(&x.value(), record.scale())?;
+    Ok(Var::from_op(y, &[x], || Dropout { record }))
 }
 
 /// Checks a drop probability for `op`: in [0, 1], not NaN.

@@ -4,8 +4,8 @@
 use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Dims, Float, Result, Tensor};
 
-use super::{one, two};
-use crate::var::{Backward, Grads, Var};
+use super::{constant, one, two, two_var};
+use crate::var::{no_double_backward, Backward, Grads, Var, VarGrads};
 
 // ─── Add ─────────────────────────  z = x + y
 struct Add {
@@ -18,6 +18,9 @@ impl<T: Float> Backward<T> for Add {
     }
     fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         two(needs, || dz.sum_to(&self.x_shape), || dz.sum_to(&self.y_shape))
+    }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        two_var(needs, || dz.sum_to(&self.x_shape), || dz.sum_to(&self.y_shape))
     }
 }
 
@@ -33,6 +36,9 @@ impl<T: Float> Backward<T> for Sub {
     fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         two(needs, || dz.sum_to(&self.x_shape), || Ok(dz.sum_to(&self.y_shape)?.neg()))
     }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        two_var(needs, || dz.sum_to(&self.x_shape), || Ok(dz.sum_to(&self.y_shape)?.neg()))
+    }
 }
 
 // ─── Mul ─────────────────────────  z = x * y
@@ -46,6 +52,10 @@ impl<T: Float> Backward<T> for Mul<T> {
     }
     fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         two(needs, || dz.mul(&self.y)?.sum_to(self.x.shape()), || dz.mul(&self.x)?.sum_to(self.y.shape()))
+    }
+    fn backward_var(&self, dz: &Var<T>, xy: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        let (x, y) = (&xy[0], &xy[1]);
+        two_var(needs, || dz.mul(y)?.sum_to(self.x.shape()), || dz.mul(x)?.sum_to(self.y.shape()))
     }
     fn backward_owned(&self, mut dz: Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         // One input wants a gradient (a product with a constant): dz times the other, in place.
@@ -77,6 +87,10 @@ impl<T: Float> Backward<T> for Div<T> {
             || dz.mul(&self.z)?.div(&self.y)?.neg().sum_to(self.y.shape()),
         )
     }
+    fn backward_var(&self, dz: &Var<T>, xy: &[Var<T>], z: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        let y = &xy[1];
+        two_var(needs, || dz.div(y)?.sum_to(&self.x_shape), || dz.mul(z)?.div(y)?.neg().sum_to(self.y.shape()))
+    }
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.y, &self.z]
     }
@@ -96,9 +110,25 @@ impl<T: Float> Backward<T> for Select<T> {
         self.name
     }
     fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        let w = self.weights()?;
+        two(needs, || dz.mul(&w)?.sum_to(self.x.shape()), || dz.mul(&w.map(|v| T::ONE - v))?.sum_to(self.y.shape()))
+    }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        // The selection is piecewise constant: its weights are constants of the gradient.
+        let w = self.weights()?;
+        let wy = constant(w.map(|v| T::ONE - v));
+        let wx = constant(w);
+        two_var(needs, || dz.mul(&wx)?.sum_to(self.x.shape()), || dz.mul(&wy)?.sum_to(self.y.shape()))
+    }
+    fn saved(&self) -> Vec<&Tensor<T>> {
+        vec![&self.x, &self.y]
+    }
+}
+impl<T: Float> Select<T> {
+    /// The weight of x in the output: 1 where x wins, 0.5 on ties, 0 where y wins.
+    fn weights(&self) -> Result<Tensor<T>> {
         let half = T::from_f64(0.5);
-        // w = weight of x in the output: 1 where x wins, 0.5 on ties, 0 where y wins.
-        let w = self.x.zip_map(&self.y, |a, b| {
+        self.x.zip_map(&self.y, |a, b| {
             let d = (a - b) * self.sign;
             if d > T::ZERO {
                 T::ONE
@@ -107,18 +137,17 @@ impl<T: Float> Backward<T> for Select<T> {
             } else {
                 T::ZERO
             }
-        })?;
-        two(needs, || dz.mul(&w)?.sum_to(self.x.shape()), || dz.mul(&w.map(|v| T::ONE - v))?.sum_to(self.y.shape()))
-    }
-    fn saved(&self) -> Vec<&Tensor<T>> {
-        vec![&self.x, &self.y]
+        })
     }
 }
 
 // ─── unary ops ───────────────────  each saves the input or, where the derivative is cheaper
 // from it, the output.
+// `var: |dz, x, y| ...` is the same rule on recorded `Var`s (input `x`, output `y`), for
+// `create_graph`.
 macro_rules! unary_backward {
-    ($(#[$doc:meta])* $name:ident, $label:literal, |$g:ident, $v:ident| $f:expr) => {
+    ($(#[$doc:meta])* $name:ident, $label:literal, |$g:ident, $v:ident| $f:expr,
+     var: |$dz:ident, $x:ident, $y:ident| $fv:expr) => {
         $(#[$doc])*
         struct $name<T: Float> {
             saved: Tensor<T>,
@@ -139,25 +168,33 @@ macro_rules! unary_backward {
             fn saved(&self) -> Vec<&Tensor<T>> {
                 vec![&self.saved]
             }
+            #[allow(unused_variables)]
+            fn backward_var(&self, $dz: &Var<T>, inputs: &[Var<T>], $y: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+                let ($x, saved) = (&inputs[0], &self.saved);
+                let dx: Result<Var<T>> = $fv(saved);
+                Ok(vec![Some(dx?)])
+            }
         }
     };
 }
 
 unary_backward!(
     /// y = e^x (saves y): dx = dy * y
-    Exp, "exp", |g, y| g * y);
+    Exp, "exp", |g, y| g * y, var: |dz, x, y| |_| dz.mul(y));
 unary_backward!(
     /// y = ln x (saves x): dx = dy / x
-    Log, "log", |g, x| g / x);
+    Log, "log", |g, x| g / x, var: |dz, x, y| |_| dz.div(x));
 unary_backward!(
     /// y = sqrt x (saves y): dx = dy / (2 y)
-    Sqrt, "sqrt", |g, y| g / (y + y));
+    Sqrt, "sqrt", |g, y| g / (y + y), var: |dz, x, y| |_| dz.div(&y.mul_scalar(T::from_f64(2.0))));
 unary_backward!(
     /// y = tanh x (saves y): dx = dy (1 - y^2)
-    Tanh, "tanh", |g, y| g * (T::ONE - y * y));
+    Tanh, "tanh", |g, y| g * (T::ONE - y * y),
+    var: |dz, x, y| |_| dz.mul(&y.mul(y)?.neg().add_scalar(T::ONE)));
 unary_backward!(
     /// y = 1 / (1 + e^-x) (saves y): dx = dy y (1 - y)
-    Sigmoid, "sigmoid", |g, y| g * y * (T::ONE - y));
+    Sigmoid, "sigmoid", |g, y| g * y * (T::ONE - y),
+    var: |dz, x, y| |_| dz.mul(&y.mul(&y.neg().add_scalar(T::ONE))?));
 
 // ─── Relu ────────────────────────  y = max(x, 0) (saves y): dx = dy where y > 0
 struct Relu<T: Float> {
@@ -181,16 +218,48 @@ impl<T: Float> Backward<T> for Relu<T> {
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.saved]
     }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        // The mask y > 0 is piecewise constant (relu'' = 0 away from 0, as PyTorch).
+        let mask = self.saved.map(|y| if y > T::ZERO { T::ONE } else { T::ZERO });
+        Ok(vec![Some(dz.mul(&constant(mask))?)])
+    }
 }
 unary_backward!(
     /// y = |x| (saves x): dx = dy sign(x), 0 at 0
-    Abs, "abs", |g, x| if x > T::ZERO { g } else if x < T::ZERO { -g } else { T::ZERO });
+    Abs, "abs", |g, x| if x > T::ZERO { g } else if x < T::ZERO { -g } else { T::ZERO },
+    // sign(x) is piecewise constant.
+    var: |dz, x, y| |x: &Tensor<T>| dz.mul(&constant(x.map(|v| abs_sign(v)))));
 unary_backward!(
     /// y = x Φ(x) (saves x): dx = dy (Φ(x) + x φ(x))
-    Gelu, "gelu", |g, x| g * gelu_grad(x));
+    Gelu, "gelu", |g, x| g * gelu_grad(x),
+    var: |dz, x, y| |_| Err(no_double_backward("gelu")));
 unary_backward!(
     /// y = x/2 (1 + tanh(√(2/π)(x + 0.044715 x³))) (saves x)
-    GeluTanh, "gelu_tanh", |g, x| g * gelu_tanh_grad(x));
+    GeluTanh, "gelu_tanh", |g, x| g * gelu_tanh_grad(x),
+    var: |dz, x, y| |_| dz.mul(&gelu_tanh_grad_var(x)?));
+
+/// sign(x), 0 at 0 (and for NaN).
+fn abs_sign<T: Float>(x: T) -> T {
+    if x > T::ZERO {
+        T::ONE
+    } else if x < T::ZERO {
+        -T::ONE
+    } else {
+        T::ZERO
+    }
+}
+
+/// `gelu_tanh_grad` written with recorded ops, so that it can be differentiated again.
+fn gelu_tanh_grad_var<T: Float>(x: &Var<T>) -> Result<Var<T>> {
+    let k = (2.0 / std::f64::consts::PI).sqrt();
+    let c = 0.044715;
+    let x2 = x.mul(x)?;
+    let t = x.add(&x2.mul(x)?.mul_scalar(T::from_f64(c)))?.mul_scalar(T::from_f64(k)).tanh();
+    let dinner = x2.mul_scalar(T::from_f64(3.0 * c)).add_scalar(T::ONE).mul_scalar(T::from_f64(k));
+    let left = t.add_scalar(T::ONE);
+    let right = x.mul(&t.mul(&t)?.neg().add_scalar(T::ONE))?.mul(&dinner)?;
+    Ok(left.add(&right)?.mul_scalar(T::from_f64(0.5)))
+}
 
 fn gelu_grad<T: Float>(x: T) -> T {
     let x = x.to_f64();
@@ -227,6 +296,9 @@ impl<T: Float> Backward<T> for Neg {
         }
         self.backward(&dz, needs)
     }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        Ok(vec![Some(dz.neg())])
+    }
 }
 
 // ─── AddScalar ───────────────────  y = x + c
@@ -237,6 +309,9 @@ impl<T: Float> Backward<T> for AddScalar {
     }
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(dz.clone()))
+    }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        Ok(vec![Some(dz.clone())])
     }
 }
 
@@ -257,6 +332,9 @@ impl<T: Float> Backward<T> for MulScalar<T> {
         }
         self.backward(&dz, needs)
     }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        Ok(vec![Some(dz.mul_scalar(self.c))])
+    }
 }
 
 // ─── Powf ────────────────────────  y = x^e (saves x): dx = dy e x^(e-1), and 0 for e = 0
@@ -275,6 +353,12 @@ impl<T: Float> Backward<T> for Powf<T> {
             return Ok(one(Tensor::<T>::zeros(self.x.shape())));
         }
         Ok(one(dz.zip_map(&self.x, |g, x| g * e * x.powf(e - T::ONE))?))
+    }
+    fn backward_var(&self, dz: &Var<T>, x: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        if self.e == T::ZERO {
+            return Ok(vec![Some(constant(Tensor::<T>::zeros(self.x.shape())))]);
+        }
+        Ok(vec![Some(dz.mul(&x[0].powf(self.e - T::ONE).mul_scalar(self.e))?)])
     }
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.x]

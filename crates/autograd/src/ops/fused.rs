@@ -18,7 +18,7 @@ use tapegrad_tensor::ops::attention::{AttentionDropout, AttentionOptions};
 use tapegrad_tensor::{Float, Generator, Result, Tensor};
 
 use crate::ops::dropout::{check_p, DropoutRecord};
-use crate::var::{Backward, Grads, Var};
+use crate::var::{Backward, Grads, Var, VarGrads};
 
 /// The gradients of `x Wᵀ + b` given `dz` (`[m, n]`), each computed only when `needs` asks for it
 /// (inputs in the order `x, w, b`), from ops that have their own derivatives.
@@ -42,6 +42,22 @@ fn linear_backward<T: Float>(
     Ok(grads)
 }
 
+/// [`linear_backward`] on recorded values (for `backward_var`): the same formulas with `Var`
+/// ops, so that the gradients can be differentiated again.
+fn linear_backward_var<T: Float>(x: &Var<T>, w: &Var<T>, dz: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+    let mut grads = vec![None, None];
+    if needs[0] {
+        grads[0] = Some(dz.matmul(w)?);
+    }
+    if needs[1] {
+        grads[1] = Some(dz.t()?.matmul(x)?);
+    }
+    if needs.len() == 3 {
+        grads.push(if needs[2] { Some(dz.sum(&[0], false)?) } else { None });
+    }
+    Ok(grads)
+}
+
 // ─── Linear ──────────────────────  z = x Wᵀ + b
 //   dx = dz W,  dW = dzᵀ x,  db = Σ_rows dz
 struct Linear<T: Float> {
@@ -55,6 +71,9 @@ impl<T: Float> Backward<T> for Linear<T> {
     }
     fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         linear_backward(&self.x, &self.w, dz, self.has_bias, needs)
+    }
+    fn backward_var(&self, dz: &Var<T>, inputs: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        linear_backward_var(&inputs[0], &inputs[1], dz, needs)
     }
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.x, &self.w]
@@ -109,6 +128,12 @@ impl<T: Float> Backward<T> for LinearReluDropout<T> {
     fn backward(&self, dy: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         let dz = self.y.relu_backward_scaled(dy, self.record.scale())?;
         linear_backward(&self.x, &self.w, &dz, true, needs)
+    }
+    fn backward_var(&self, dy: &Var<T>, inputs: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        // The mask `y > 0` (kept and past the ReLU) is piecewise constant; then as Linear.
+        let scale = self.record.scale::<T>();
+        let mask = self.y.map(|y| if y > T::ZERO { scale } else { T::ZERO });
+        linear_backward_var(&inputs[0], &inputs[1], &dy.mul(&Var::new(mask))?, needs)
     }
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.x, &self.w, &self.y]

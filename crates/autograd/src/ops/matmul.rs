@@ -2,8 +2,8 @@
 
 use tapegrad_tensor::{Float, Result, Tensor};
 
-use super::two;
-use crate::var::{Backward, Grads, Var};
+use super::{two, two_var};
+use crate::var::{Backward, Grads, Var, VarGrads};
 
 // ─── MatMul ──────────────────────  z = x @ y (ndim >= 2, batch dims broadcast)
 //   dx = dz @ yᵀ summed to x's shape,  dy = xᵀ @ dz summed to y's shape
@@ -36,6 +36,17 @@ impl<T: Float> Backward<T> for MatMul<T> {
     }
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.x, &self.y]
+    }
+    fn backward_var(&self, dz: &Var<T>, xy: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        let last2 = |t: &Var<T>| {
+            let n = t.value().ndim();
+            t.transpose(n - 2, n - 1)
+        };
+        two_var(
+            needs,
+            || dz.matmul(&last2(&xy[1])?)?.sum_to(self.x.shape()),
+            || last2(&xy[0])?.matmul(dz)?.sum_to(self.y.shape()),
+        )
     }
 }
 

@@ -17,7 +17,7 @@ pub mod shared_dropout;
 
 use tapegrad_tensor::{Float, Tensor};
 
-use crate::var::Grads;
+use crate::var::{Grads, Var, VarGrads};
 
 /// One gradient, for a one-input op.
 pub(crate) fn one<T: Float>(g: Tensor<T>) -> Grads<T> {
@@ -33,4 +33,22 @@ pub(crate) fn two<T: Float>(
     let a = if needs[0] { Some(dx()?) } else { None };
     let b = if needs[1] { Some(dy()?) } else { None };
     Ok(Grads::from([a, b]))
+}
+
+/// The recorded gradients of a two-input op (for `backward_var`), each built only when `needs`
+/// asks for it.
+pub(crate) fn two_var<T: Float>(
+    needs: &[bool],
+    dx: impl FnOnce() -> crate::Result<Var<T>>,
+    dy: impl FnOnce() -> crate::Result<Var<T>>,
+) -> crate::Result<VarGrads<T>> {
+    let a = if needs[0] { Some(dx()?) } else { None };
+    let b = if needs[1] { Some(dy()?) } else { None };
+    Ok(vec![a, b])
+}
+
+/// A tensor computed from saved values that backward treats as a constant (a mask, a
+/// selection's weights): a leaf of the recorded gradient.
+pub(crate) fn constant<T: Float>(t: Tensor<T>) -> Var<T> {
+    Var::new(t)
 }

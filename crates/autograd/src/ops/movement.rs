@@ -6,7 +6,7 @@ use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Float, Result, Tensor};
 
 use super::one;
-use crate::var::{Backward, Grads, Var};
+use crate::var::{Backward, Grads, Var, VarGrads};
 
 // ─── Reshape ─────────────────────  dx = dz reshaped back
 struct Reshape {
@@ -18,6 +18,9 @@ impl<T: Float> Backward<T> for Reshape {
     }
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(dz.reshape(&self.in_shape)?))
+    }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        Ok(vec![Some(dz.reshape(&self.in_shape)?)])
     }
 }
 
@@ -33,6 +36,9 @@ impl<T: Float> Backward<T> for Transpose {
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(dz.transpose(self.a, self.b)?))
     }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        Ok(vec![Some(dz.transpose(self.a, self.b)?)])
+    }
 }
 
 // ─── Permute ─────────────────────  dx = dz permuted by the inverse permutation
@@ -45,6 +51,9 @@ impl<T: Float> Backward<T> for Permute {
     }
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(dz.permute(&self.inverse)?))
+    }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        Ok(vec![Some(dz.permute(&self.inverse)?)])
     }
 }
 
@@ -62,6 +71,17 @@ impl<T: Float> Backward<T> for Narrow {
         let index: Vec<usize> = (self.start..self.start + dz.shape()[self.dim]).collect();
         Ok(one(Tensor::<T>::zeros(&self.in_shape).index_add(self.dim, &index, dz)?))
     }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        // dz between zero blocks, through `cat`, whose backward narrows again.
+        let len = dz.value().shape()[self.dim];
+        let block = |n: usize| {
+            let mut shape = self.in_shape.clone();
+            shape[self.dim] = n;
+            Var::new(Tensor::<T>::zeros(&shape))
+        };
+        let (before, after) = (block(self.start), block(self.in_shape[self.dim] - self.start - len));
+        Ok(vec![Some(Var::cat(&[&before, dz, &after], self.dim)?)])
+    }
 }
 
 // ─── Expand ──────────────────────  dx = dz summed over the broadcast dims
@@ -74,6 +94,9 @@ impl<T: Float> Backward<T> for Expand {
     }
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(dz.sum_to(&self.in_shape)?))
+    }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        Ok(vec![Some(dz.sum_to(&self.in_shape)?)])
     }
 }
 
@@ -88,6 +111,9 @@ impl<T: Float> Backward<T> for Unsqueeze {
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(dz.squeeze(self.dim)?))
     }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        Ok(vec![Some(dz.squeeze(self.dim)?)])
+    }
 }
 
 struct Squeeze {
@@ -100,6 +126,9 @@ impl<T: Float> Backward<T> for Squeeze {
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(dz.unsqueeze(self.dim)?))
     }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        Ok(vec![Some(dz.unsqueeze(self.dim)?)])
+    }
 }
 
 // ─── Contiguous ──────────────────  a copy: the gradient passes through
@@ -110,6 +139,9 @@ impl<T: Float> Backward<T> for Contiguous {
     }
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(dz.clone()))
+    }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        Ok(vec![Some(dz.clone())])
     }
 }
 
@@ -131,6 +163,15 @@ impl<T: Float> Backward<T> for Cat {
         }
         Ok(grads)
     }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        let mut start = 0;
+        let mut grads = vec![];
+        for (i, &len) in self.sizes.iter().enumerate() {
+            grads.push(if needs[i] { Some(dz.narrow(self.dim, start, len)?) } else { None });
+            start += len;
+        }
+        Ok(grads)
+    }
 }
 
 // ─── Stack ───────────────────────  input i gets entry i of dz along dim
@@ -143,6 +184,13 @@ impl<T: Float> Backward<T> for Stack {
     }
     fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         let mut grads = Grads::new();
+        for (i, &need) in needs.iter().enumerate() {
+            grads.push(if need { Some(dz.narrow(self.dim, i, 1)?.squeeze(self.dim)?) } else { None });
+        }
+        Ok(grads)
+    }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        let mut grads = vec![];
         for (i, &need) in needs.iter().enumerate() {
             grads.push(if need { Some(dz.narrow(self.dim, i, 1)?.squeeze(self.dim)?) } else { None });
         }

@@ -4,6 +4,7 @@ use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Float, Result, Tensor};
 
 use super::one;
+use crate::var::VarGrads;
 use crate::var::{Backward, Grads, Var};
 
 /// The dims a reduction removed, ascending (an empty list means all of them, as in `sum`).
@@ -29,6 +30,34 @@ fn unreduce<T: Float>(
     g.expand(in_shape)
 }
 
+/// [`unreduce`] on a recorded gradient (for `backward_var`).
+fn unreduce_var<T: Float>(dz: &Var<T>, in_shape: &[usize], dims: &[usize], keepdim: bool) -> Result<Var<T>> {
+    let mut g = dz.clone();
+    if !keepdim {
+        for &d in dims {
+            g = g.unsqueeze(d)?;
+        }
+    }
+    g.expand(in_shape)
+}
+
+// ─── SumTo ───────────────────────  z = sum_to(x, shape);  dx = dz expanded back (the twin of
+// expand, each the other's backward)
+struct SumTo {
+    in_shape: Vec<usize>,
+}
+impl<T: Float> Backward<T> for SumTo {
+    fn name(&self) -> &'static str {
+        "sum_to"
+    }
+    fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
+        Ok(one(dz.expand(&self.in_shape)?))
+    }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        Ok(vec![Some(dz.expand(&self.in_shape)?)])
+    }
+}
+
 // ─── Sum ─────────────────────────  z = Σ_dims x;  dx = dz broadcast back
 struct Sum {
     in_shape: Vec<usize>,
@@ -41,6 +70,9 @@ impl<T: Float> Backward<T> for Sum {
     }
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(unreduce(dz, &self.in_shape, &self.dims, self.keepdim)?))
+    }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        Ok(vec![Some(unreduce_var(dz, &self.in_shape, &self.dims, self.keepdim)?)])
     }
 }
 
@@ -58,6 +90,10 @@ impl<T: Float> Backward<T> for Mean {
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         let scale = T::ONE / T::from_usize(self.count);
         Ok(one(unreduce(&dz.mul_scalar(scale), &self.in_shape, &self.dims, self.keepdim)?))
+    }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        let scale = T::ONE / T::from_usize(self.count);
+        Ok(vec![Some(unreduce_var(&dz.mul_scalar(scale), &self.in_shape, &self.dims, self.keepdim)?)])
     }
 }
 
@@ -93,6 +129,11 @@ impl<T: Float> Backward<T> for Softmax<T> {
         // One pass per row; `Tensor::softmax_backward` documents its own derivatives.
         Ok(one(self.y.softmax_backward(dy, self.dim)?))
     }
+    fn backward_var(&self, dy: &Var<T>, _: &[Var<T>], y: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        // dx = y (dy - Σ dy y), with y the recorded output.
+        let total = dy.mul(y)?.sum(&[self.dim], true)?;
+        Ok(vec![Some(y.mul(&dy.sub(&total)?)?)])
+    }
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.y]
     }
@@ -111,6 +152,10 @@ impl<T: Float> Backward<T> for LogSoftmax<T> {
         let total = dy.sum(&[self.dim], true)?;
         Ok(one(dy.sub(&self.y.exp().mul(&total)?)?))
     }
+    fn backward_var(&self, dy: &Var<T>, _: &[Var<T>], y: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        let total = dy.sum(&[self.dim], true)?;
+        Ok(vec![Some(dy.sub(&y.exp().mul(&total)?)?)])
+    }
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.y]
     }
@@ -126,6 +171,30 @@ impl<T: Float> Var<T> {
         let z = x.sum(dims, keepdim)?;
         let dims = reduced_dims(x.ndim(), dims);
         Ok(Var::from_op(z, &[self], || Sum { in_shape: x.shape().to_vec(), dims, keepdim }))
+    }
+
+    /// `torch.Tensor.sum_to_size`: sums over the dims that broadcasting from `shape` to this
+    /// value's shape added or stretched, giving a value of `shape` (what a broadcasting op's
+    /// backward does to its gradient). Backward: `dx = dz` expanded back. The value itself is
+    /// returned when the shapes are equal.
+    ///
+    /// # Errors
+    /// `sum_to` naming both shapes when `shape` does not broadcast to this value's shape.
+    ///
+    /// ```
+    /// use tapegrad_autograd::Var;
+    /// use tapegrad_tensor::{Tensor, TensorNew};
+    /// let x = Var::parameter(Tensor::<f32>::ones(&[2, 3]));
+    /// assert_eq!(x.sum_to(&[1, 3])?.value().to_vec(), vec![2.0, 2.0, 2.0]);
+    /// # Ok::<(), tapegrad_autograd::Error>(())
+    /// ```
+    pub fn sum_to(&self, shape: &[usize]) -> Result<Var<T>> {
+        let x = self.value();
+        if x.shape() == shape {
+            return Ok(self.clone());
+        }
+        let z = x.sum_to(shape)?;
+        Ok(Var::from_op(z, &[self], || SumTo { in_shape: x.shape().to_vec() }))
     }
 
     /// The sum of every element, as a 0-dim value.

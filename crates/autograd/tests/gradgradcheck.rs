@@ -1,0 +1,378 @@
+//! Second derivatives (`create_graph`) of every op that supports them, checked by
+//! `gradgradcheck` in f64 against finite differences of the first derivatives, over random
+//! shapes (broadcasting for the binary ops) and values; and a coverage test: every op recorded
+//! under `src/ops` either passed a check here or is listed in `NO_DOUBLE_BACKWARD`, where a probe
+//! shows that `create_graph` through it is an error naming it (never a silent zero).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use tapegrad_autograd::{
+    alpha_dropout, drop_path, dropout, dropout2d, dropout_shared, feature_alpha_dropout, fused, gaussian_dropout, grad,
+    gradgradcheck, Error, Generator, GradOptions, Result, Tensor, Var,
+};
+use tapegrad_golden as golden;
+use tapegrad_tensor::TensorNew;
+
+type Outcome = std::result::Result<(), TestCaseError>;
+
+/// Cases per op (each case runs the op some hundreds of times for the finite differences).
+const CASES: u32 = 12;
+
+/// The values an input takes.
+#[derive(Clone, Copy, Debug)]
+enum Values {
+    /// Uniform in [-2, 2).
+    Any,
+    /// Uniform in [0.5, 2.5): for log, sqrt, powf, a divisor.
+    Positive,
+    /// |v| in [0.2, 2), either sign: away from the kinks of relu and abs.
+    NonZero,
+}
+
+fn input(shape: &[usize], values: Values, gen: &mut Generator) -> Tensor<f64> {
+    let u = Tensor::<f64>::rand(shape, gen);
+    match values {
+        Values::Any => u.map(|v| 4.0 * v - 2.0),
+        Values::Positive => u.map(|v| 0.5 + 2.0 * v),
+        Values::NonZero => u.map(|v| {
+            let m = 0.2 + 1.8 * (2.0 * v).fract();
+            if v < 0.5 {
+                -m
+            } else {
+                m
+            }
+        }),
+    }
+}
+
+fn shape(ranks: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(1usize..=3, ranks)
+}
+
+/// Two shapes that broadcast together (some dims set to 1, leading dims dropped).
+fn broadcast_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    (shape(0..=3), prop::collection::vec(any::<bool>(), 3), prop::collection::vec(any::<bool>(), 3), 0..=3usize)
+        .prop_map(|(full, ones_x, ones_y, drop)| {
+            let x: Vec<usize> = full.iter().zip(&ones_x).map(|(&n, &one)| if one { 1 } else { n }).collect();
+            let y: Vec<usize> =
+                full[drop.min(full.len())..].iter().zip(&ones_y).map(|(&n, &one)| if one { 1 } else { n }).collect();
+            (x, y)
+        })
+}
+
+fn check(f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>, inputs: &[Tensor<f64>]) -> Outcome {
+    gradgradcheck(f, inputs).map_err(|e| TestCaseError::fail(e.to_string()))
+}
+
+fn unary(s: &[usize], values: Values, seed: u64, f: impl Fn(&Var<f64>) -> Result<Var<f64>>) -> Outcome {
+    let x = input(s, values, &mut Generator::new(seed));
+    check(|v| f(&v[0]), &[x])
+}
+
+fn binary(
+    (xs, ys): (Vec<usize>, Vec<usize>),
+    (vx, vy): (Values, Values),
+    seed: u64,
+    f: impl Fn(&Var<f64>, &Var<f64>) -> Result<Var<f64>>,
+) -> Outcome {
+    let gen = &mut Generator::new(seed);
+    let (x, y) = (input(&xs, vx, gen), input(&ys, vy, gen));
+    check(|v| f(&v[0], &v[1]), &[x, y])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn gg_add(p in broadcast_pair(), seed in any::<u64>()) {
+        // A linear op has no second derivative: the check is of the dependence on dy.
+        binary(p, (Values::Any, Values::Any), seed, |x, y| x.add(y)?.tanh().add(y))?;
+    }
+
+    #[test]
+    fn gg_sub(p in broadcast_pair(), seed in any::<u64>()) {
+        binary(p, (Values::Any, Values::Any), seed, |x, y| x.sub(y)?.mul(&x.sub(y)?))?;
+    }
+
+    #[test]
+    fn gg_mul(p in broadcast_pair(), seed in any::<u64>()) {
+        binary(p, (Values::Any, Values::Any), seed, |x, y| x.mul(y)?.mul(x))?;
+    }
+
+    #[test]
+    fn gg_div(p in broadcast_pair(), seed in any::<u64>()) {
+        binary(p, (Values::Any, Values::Positive), seed, |x, y| x.div(y))?;
+    }
+
+    #[test]
+    fn gg_maximum_minimum(p in broadcast_pair(), seed in any::<u64>()) {
+        let gen = &mut Generator::new(seed);
+        let (x, y) = (input(&p.0, Values::Any, gen), input(&p.1, Values::Any, gen));
+        let gap = x.sub(&y).unwrap().abs().to_vec();
+        prop_assume!(gap.iter().all(|d| *d > 1e-3));
+        check(|v| v[0].maximum(&v[1])?.mul(&v[0].minimum(&v[1])?), &[x, y])?;
+    }
+
+    #[test]
+    fn gg_scalar_ops(s in shape(0..=3), seed in any::<u64>()) {
+        unary(&s, Values::Any, seed, |x| x.add_scalar(0.5).mul(&x.mul_scalar(-1.5).neg()))?;
+    }
+
+    #[test]
+    fn gg_powf(s in shape(0..=3), e in prop::sample::select(vec![0.0, 1.0, 2.0, 3.0, -1.0, 0.5, 2.5]), seed in any::<u64>()) {
+        unary(&s, Values::Positive, seed, |x| Ok(x.powf(e)))?;
+    }
+
+    #[test]
+    fn gg_exp_log_sqrt(s in shape(0..=3), seed in any::<u64>()) {
+        unary(&s, Values::Positive, seed, |x| Ok(x.exp()))?;
+        unary(&s, Values::Positive, seed, |x| Ok(x.log()))?;
+        unary(&s, Values::Positive, seed, |x| Ok(x.sqrt()))?;
+    }
+
+    #[test]
+    fn gg_tanh_sigmoid(s in shape(0..=3), seed in any::<u64>()) {
+        unary(&s, Values::Any, seed, |x| Ok(x.tanh()))?;
+        unary(&s, Values::Any, seed, |x| Ok(x.sigmoid()))?;
+    }
+
+    #[test]
+    fn gg_relu_abs(s in shape(0..=3), seed in any::<u64>()) {
+        unary(&s, Values::NonZero, seed, |x| x.relu().mul(x))?;
+        unary(&s, Values::NonZero, seed, |x| x.abs().mul(x))?;
+    }
+
+    #[test]
+    fn gg_gelu_tanh(s in shape(0..=3), seed in any::<u64>()) {
+        unary(&s, Values::Any, seed, |x| Ok(x.gelu_tanh()))?;
+    }
+
+    #[test]
+    fn gg_sum_mean(s in shape(1..=3), dim in 0usize..3, keepdim in any::<bool>(), seed in any::<u64>()) {
+        let dim = dim % s.len();
+        unary(&s, Values::Any, seed, |x| x.mul(x)?.sum(&[dim], keepdim)?.mul(&x.mean(&[dim], keepdim)?))?;
+        unary(&s, Values::Any, seed, |x| x.mul(x)?.sum_all().mul(&x.mean_all()))?;
+    }
+
+    #[test]
+    fn gg_softmax(s in shape(1..=3), dim in 0usize..3, seed in any::<u64>()) {
+        let dim = dim % s.len();
+        unary(&s, Values::Any, seed, |x| x.softmax(dim))?;
+        unary(&s, Values::Any, seed, |x| x.log_softmax(dim))?;
+    }
+
+    #[test]
+    fn gg_matmul(m in 1usize..4, k in 1usize..4, n in 1usize..4, batch in 0usize..3, seed in any::<u64>()) {
+        let gen = &mut Generator::new(seed);
+        let (xs, ys) = if batch == 0 { (vec![m, k], vec![k, n]) } else { (vec![batch, m, k], vec![k, n]) };
+        let (x, y) = (input(&xs, Values::Any, gen), input(&ys, Values::Any, gen));
+        check(|v| v[0].matmul(&v[1])?.tanh().matmul(&v[1].t()?), &[x, y])?;
+    }
+
+    #[test]
+    fn gg_views(s in shape(2..=3), seed in any::<u64>()) {
+        let n = s.len();
+        let numel: usize = s.iter().product();
+        // Each view between two nonlinear ops, so that its backward meets a dy depending on x.
+        unary(&s, Values::Any, seed, |x| x.tanh().reshape(&[numel])?.mul(&x.reshape(&[numel])?))?;
+        unary(&s, Values::Any, seed, |x| x.tanh().transpose(0, n - 1)?.mul(&x.transpose(0, n - 1)?))?;
+        let perm: Vec<usize> = (0..n).rev().collect();
+        unary(&s, Values::Any, seed, |x| x.tanh().permute(&perm)?.mul(&x.permute(&perm)?))?;
+        unary(&s, Values::Any, seed, |x| x.tanh().unsqueeze(1)?.mul(&x.unsqueeze(1)?)?.squeeze(1))?;
+        unary(&s, Values::Any, seed, |x| x.t_or_transpose()?.tanh().contiguous().mul(&x.t_or_transpose()?))?;
+    }
+
+    #[test]
+    fn gg_narrow_cat_stack(s in shape(1..=3), seed in any::<u64>()) {
+        let last = s.len() - 1;
+        let len = s[last];
+        unary(&s, Values::Any, seed, |x| x.tanh().narrow(last, len / 2, len - len / 2)?.mul(&x.narrow(last, 0, len - len / 2)?))?;
+        unary(&s, Values::Any, seed, |x| Var::cat(&[&x.tanh(), &x.mul(x)?], last)?.sigmoid().mul(&Var::cat(&[x, x], last)?))?;
+        unary(&s, Values::Any, seed, |x| Var::stack(&[&x.tanh(), x], 0)?.mul(&Var::stack(&[x, &x.exp()], 0)?))?;
+    }
+
+    #[test]
+    fn gg_expand_sum_to(s in shape(1..=3), seed in any::<u64>()) {
+        let mut big = vec![2];
+        big.extend(s.iter().map(|&n| if n == 1 { 3 } else { n }));
+        unary(&s, Values::Any, seed, |x| x.tanh().expand(&big)?.mul(&x.expand(&big)?))?;
+        let small = s.clone();
+        let gen = &mut Generator::new(seed);
+        let x = input(&big, Values::Any, gen);
+        check(|v| v[0].tanh().sum_to(&small)?.mul(&v[0].sum_to(&small)?), &[x])?;
+    }
+
+    #[test]
+    fn gg_dropout(s in shape(1..=3), p in prop::sample::select(vec![0.2, 0.5, 0.8]), seed in any::<u64>()) {
+        // The mask is drawn inside f from a fixed seed: every evaluation draws the same one.
+        unary(&s, Values::Any, seed, |x| dropout(&x.mul(x)?, p, &mut Generator::new(seed))?.tanh().mul(x))?;
+    }
+
+    #[test]
+    fn gg_linear(b in 1usize..4, i in 1usize..4, o in 1usize..4, p in prop::sample::select(vec![0.3, 0.6]), seed in any::<u64>()) {
+        let gen = &mut Generator::new(seed);
+        let (x, w, bias) = (input(&[b, i], Values::Any, gen), input(&[o, i], Values::Any, gen), input(&[o], Values::Any, gen));
+        check(|v| fused::linear(&v[0], &v[1], Some(&v[2]))?.tanh().mul(&v[2]), &[x.clone(), w.clone(), bias.clone()])?;
+        check(|v| Ok(fused::linear(&v[0], &v[1], None)?.tanh()), &[x.clone(), w.clone()])?;
+        // Away from relu's kink: the pre-activations of this case must not be within 1e-3 of 0.
+        let z = x.matmul(&w.t().unwrap()).unwrap().add(&bias).unwrap();
+        prop_assume!(z.to_vec().iter().all(|v| v.abs() > 1e-3));
+        check(
+            |v| fused::linear_relu_dropout(&v[0], &v[1], &v[2], p, &mut Generator::new(seed))?.tanh().mul(&v[0].sum(&[1], true)?),
+            &[x, w, bias],
+        )?;
+    }
+}
+
+/// `t()` for a matrix, a transpose of the last two dims otherwise.
+trait TOrTranspose {
+    fn t_or_transpose(&self) -> Result<Var<f64>>;
+}
+impl TOrTranspose for Var<f64> {
+    fn t_or_transpose(&self) -> Result<Var<f64>> {
+        let n = self.value().ndim();
+        if n == 2 {
+            self.t()
+        } else {
+            self.transpose(n - 2, n - 1)
+        }
+    }
+}
+
+// ─── coverage ────────────────────────────────────────────────────────────────
+
+/// Every check of this file, run once more by the coverage test.
+const CHECKS: &[(&str, fn())] = &[
+    ("gg_add", gg_add),
+    ("gg_sub", gg_sub),
+    ("gg_mul", gg_mul),
+    ("gg_div", gg_div),
+    ("gg_maximum_minimum", gg_maximum_minimum),
+    ("gg_scalar_ops", gg_scalar_ops),
+    ("gg_powf", gg_powf),
+    ("gg_exp_log_sqrt", gg_exp_log_sqrt),
+    ("gg_tanh_sigmoid", gg_tanh_sigmoid),
+    ("gg_relu_abs", gg_relu_abs),
+    ("gg_gelu_tanh", gg_gelu_tanh),
+    ("gg_sum_mean", gg_sum_mean),
+    ("gg_softmax", gg_softmax),
+    ("gg_matmul", gg_matmul),
+    ("gg_views", gg_views),
+    ("gg_narrow_cat_stack", gg_narrow_cat_stack),
+    ("gg_expand_sum_to", gg_expand_sum_to),
+    ("gg_dropout", gg_dropout),
+    ("gg_linear", gg_linear),
+];
+
+/// A parameter and an output computed from it through one op.
+type Probe = fn() -> Result<(Var<f64>, Var<f64>)>;
+
+fn param(shape: &[usize]) -> Var<f64> {
+    Var::parameter(input(shape, Values::NonZero, &mut Generator::new(3)))
+}
+
+/// The ops whose backward cannot be recorded yet, each with a probe: `create_graph` through
+/// the op must be an error naming it.
+const NO_DOUBLE_BACKWARD: &[(&str, Probe)] = &[
+    ("gelu", || {
+        let x = param(&[3]);
+        Ok((x.clone(), x.gelu()))
+    }),
+    ("max", || {
+        let x = param(&[2, 3]);
+        Ok((x.clone(), x.max(1, false)?))
+    }),
+    ("index_select", || {
+        let x = param(&[3, 2]);
+        Ok((x.clone(), x.index_select(0, &[2, 0])?))
+    }),
+    ("gather", || {
+        let x = param(&[2, 3]);
+        Ok((x.clone(), x.gather(1, &[0, 2], &[2, 1])?))
+    }),
+    ("conv2d", || {
+        let x = param(&[1, 1, 3, 3]);
+        Ok((x.clone(), x.conv2d(&param(&[1, 1, 2, 2]), None, 1, 0)?))
+    }),
+    ("max_pool2d", || {
+        let x = param(&[1, 1, 2, 2]);
+        Ok((x.clone(), x.max_pool2d(2, 2, 0)?))
+    }),
+    ("avg_pool2d", || {
+        let x = param(&[1, 1, 2, 2]);
+        Ok((x.clone(), x.avg_pool2d(2, 2, 0)?))
+    }),
+    ("dropout2d", || {
+        let x = param(&[2, 4, 2]);
+        Ok((x.clone(), dropout2d(&x, 0.5, &mut Generator::new(1))?))
+    }),
+    ("alpha_dropout", || {
+        let x = param(&[8]);
+        Ok((x.clone(), alpha_dropout(&x, 0.5, &mut Generator::new(1))?))
+    }),
+    ("feature_alpha_dropout", || {
+        let x = param(&[2, 4, 2]);
+        Ok((x.clone(), feature_alpha_dropout(&x, 0.5, &mut Generator::new(1))?))
+    }),
+    ("gaussian_dropout", || {
+        let x = param(&[8]);
+        Ok((x.clone(), gaussian_dropout(&x, 0.5, &mut Generator::new(1))?))
+    }),
+    ("drop_path", || {
+        let x = param(&[4, 2]);
+        Ok((x.clone(), drop_path(&x, 0.5, &mut Generator::new(1))?))
+    }),
+    ("dropout_shared", || {
+        let x = param(&[4, 2]);
+        Ok((x.clone(), dropout_shared(&x, 0.5, &[1], &mut Generator::new(1))?))
+    }),
+    ("scaled_dot_product_attention", || {
+        let q = param(&[1, 2, 2]);
+        Ok((q.clone(), fused::scaled_dot_product_attention(&q, &q, &q, None, 0.0, None, &mut Generator::new(1))?))
+    }),
+    ("layer_norm", || {
+        let x = param(&[2, 3]);
+        Ok((x.clone(), x.layer_norm(&[3], None, None, 1e-5)?))
+    }),
+];
+
+#[test]
+fn ops_without_double_backward_say_so() {
+    for (name, probe) in NO_DOUBLE_BACKWARD {
+        let (x, y) = probe().unwrap();
+        assert!(y.tape().iter().any(|e| e.name == *name), "the probe of {name} does not record it");
+        let create = GradOptions { create_graph: true, ..GradOptions::default() };
+        let err = grad(&[&y.mul(&y).unwrap().sum_all()], &[&x], None, create).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument { op, reason } if op == name && reason.contains("double backward")),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[test]
+fn every_recorded_op_has_double_backward_checked_or_listed() {
+    let own = include_str!("gradgradcheck.rs");
+    let defined: BTreeSet<&str> = golden::fn_names(own)
+        .into_iter()
+        .filter(|&(name, rest)| rest.starts_with('(') && name.starts_with("gg_"))
+        .map(|(n, _)| n)
+        .collect();
+    let listed: BTreeSet<&str> = CHECKS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(defined, listed, "CHECKS must list every `fn gg_*` of this file");
+    for (_, check) in CHECKS {
+        check();
+    }
+    let seen = tapegrad_autograd::gradgradchecked_ops();
+    let unsupported: BTreeSet<&str> = NO_DOUBLE_BACKWARD.iter().map(|(n, _)| *n).collect();
+    let names = golden::backward_op_names(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops"));
+    assert!(names.len() >= 40, "only {} op names found: {names:?}", names.len());
+    let both: Vec<&&str> = unsupported.iter().filter(|n| seen.contains(**n)).collect();
+    assert!(both.is_empty(), "listed as without double backward but checked: {both:?}");
+    let missing: Vec<&String> =
+        names.iter().filter(|n| !seen.contains(n.as_str()) && !unsupported.contains(n.as_str())).collect();
+    assert!(missing.is_empty(), "ops with neither a passing gradgradcheck nor a NO_DOUBLE_BACKWARD entry: {missing:?}");
+}
