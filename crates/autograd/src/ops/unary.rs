@@ -43,13 +43,10 @@ fn f64_of<T: Float>(x: T, f: impl Fn(f64) -> f64) -> T {
     T::from_f64(f(x.to_f64()))
 }
 
+/// `σ(x) = (1 + tanh(x / 2)) / 2`: the logistic function without an exponential that could
+/// overflow.
 fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
+    0.5 * (1.0 + (0.5 * x).tanh())
 }
 
 // ─── Sin ─────────────────────────  y = sin x:  dx = dy cos x

@@ -102,6 +102,11 @@ impl<T: Float> Conv1d<T> {
     }
 }
 
+/// PyTorch's initialisation bound for weight and bias, `1/√fan_in` with `fan_in = C_in · k`.
+fn init_bound(in_channels: usize, kernel_size: usize) -> f64 {
+    1.0 / ((in_channels * kernel_size).max(1) as f64).sqrt()
+}
+
 tapegrad_tensor::f32_default! {
     /// The constructors of [`Conv1d`] for every element type: `Conv1d::<f64>::new(..)`, or
     /// `Conv1d::<T>::new(..)` in generic code. `Conv1d::new(..)` without a type means `f32`.
@@ -117,8 +122,7 @@ tapegrad_tensor::f32_default! {
             gen: &mut Generator,
         ) -> Self {
             let mut layer = Self::new_no_bias(in_channels, out_channels, kernel_size, stride, padding, gen);
-            let bound = 1.0 / ((in_channels * kernel_size).max(1) as f64).sqrt();
-            layer.bias = Some(Var::parameter(uniform_bound(&[out_channels], bound, gen)));
+            layer.bias = Some(Var::parameter(uniform_bound(&[out_channels], init_bound(in_channels, kernel_size), gen)));
             layer
         }
 
@@ -131,7 +135,7 @@ tapegrad_tensor::f32_default! {
             padding: usize,
             gen: &mut Generator,
         ) -> Self {
-            let bound = 1.0 / ((in_channels * kernel_size).max(1) as f64).sqrt();
+            let bound = init_bound(in_channels, kernel_size);
             let weight = Var::parameter(uniform_bound(&[out_channels, in_channels, kernel_size], bound, gen));
             Conv1d { weight, bias: None, stride: stride.max(1), padding }
         }
