@@ -57,7 +57,29 @@ pub mod optim {
 
 pub use tapegrad_nn::{Error, Result};
 
-/// The names most programs need: `use tapegrad::prelude::*;`.
+/// The names a training script needs: `use tapegrad::prelude::*;` brings the tensor and the
+/// tape, the `Module` trait and derive, every layer, the losses, the optimisers and schedulers,
+/// the datasets and batches, and checkpoints.
+///
+/// Only types, traits and functions whose names say what they are: no module names (`nn`,
+/// `loss`, `optim`, `data` stay paths), and nothing that clashes with a `Var` or `Tensor` method
+/// or with another prelude name (the functional `dropout` stays `tapegrad::autograd::dropout`;
+/// `x.dropout(p)` is the method). Imports written beside it (`use tapegrad::nn::Linear;`) take
+/// precedence, so adding it to a file that already names these does not break it.
+///
+/// ```
+/// use tapegrad::prelude::*;
+/// let mut gen = Generator::new(0);
+/// let model = Sequential::new().add(Linear::new(4, 8, &mut gen)).add(ReLU::new()).add(Linear::new(8, 3, &mut gen));
+/// let mut opt = Sgd::new(model.parameters(), 0.1).momentum(0.9);
+/// let logits = model.forward(&Var::new(Tensor::randn(&[2, 4], &mut gen)))?;
+/// let loss = cross_entropy(&logits, &[0, 2])?;
+/// opt.zero_grad();
+/// loss.backward()?;
+/// opt.step()?;
+/// assert!(loss.item()?.is_finite());
+/// # Ok::<(), Error>(())
+/// ```
 pub mod prelude {
     pub use tapegrad_autograd::{manual_seed, no_grad, Var};
     // The traits that make `Linear::<f64>::new(..)` and `Tensor::<f64>::zeros(..)` resolve
@@ -65,6 +87,27 @@ pub mod prelude {
     pub use tapegrad_nn::dtype::*;
     pub use tapegrad_nn::{Error, Module, Result};
     pub use tapegrad_tensor::{Float, Generator, Tensor};
+
+    // Layers.
+    pub use tapegrad_nn::{
+        causal_mask, mc_predict, sinusoidal_positional_encoding, AlphaDropout, AvgPool2d, BatchNorm1d, BatchNorm2d,
+        Conv1d, Conv2d, DropPath, Dropout, Dropout2d, Embedding, FeatureAlphaDropout, Flatten, GaussianDropout,
+        GroupNorm, LayerNorm, Linear, MaxPool2d, MultiheadAttention, RMSNorm, ReLU, Sequential, Sigmoid,
+        SinusoidalPositionalEncoding, Tanh, TransformerEncoder, TransformerEncoderLayer, GELU,
+    };
+    // Losses and penalties.
+    pub use tapegrad_nn::loss::{
+        binary_cross_entropy_with_logits, cross_entropy, cross_entropy_with, mse_loss, nll_loss, CrossEntropyOptions,
+        Reduction,
+    };
+    pub use tapegrad_nn::{l1_penalty, l2_penalty};
+    // Optimisers, schedulers, clipping.
+    pub use tapegrad_nn::optim::{
+        clip_grad_norm_, max_norm_, Adam, AdamW, CosineLr, LrScheduler, Optimizer, Sgd, StepLr,
+    };
+    // Data and checkpoints.
+    pub use tapegrad_nn::data::{kfold, load_dataset, read_idx, Batches, Dataset};
+    pub use tapegrad_nn::{load, save, TrainingCheckpoint};
 }
 
 /// The README's code blocks, compiled and run as doctests so that the README stays true.

@@ -999,6 +999,13 @@ const CHECKS: &[(&str, fn())] = &[
     ("grad_linear_relu_dropout", grad_linear_relu_dropout),
     ("grad_scaled_dot_product_attention", grad_scaled_dot_product_attention),
     ("grad_layer_norm", grad_layer_norm),
+    ("grad_sin", grad_sin),
+    ("grad_cos", grad_cos),
+    ("grad_silu", grad_silu),
+    ("grad_softplus", grad_softplus),
+    ("grad_leaky_relu", grad_leaky_relu),
+    ("grad_clamp", grad_clamp),
+    ("grad_operators", grad_operators),
 ];
 
 /// Fails when an op recorded anywhere under `src/ops` was not on the tape of a passing gradient
@@ -1028,4 +1035,54 @@ fn every_recorded_op_is_gradchecked() {
     assert!(names.len() >= 40, "only {} op names found: {names:?}", names.len());
     let missing: Vec<&String> = names.iter().filter(|n| !seen.contains(n.as_str())).collect();
     assert!(missing.is_empty(), "ops recorded in src/ops that no passing gradient check of this file saw: {missing:?}");
+}
+
+// ─── more unary maths (ops/unary.rs) and the operators (ops/operators.rs) ──────────────────
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn grad_sin(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.sin()))?;
+    }
+
+    #[test]
+    fn grad_cos(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.cos()))?;
+    }
+
+    #[test]
+    fn grad_silu(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.silu()))?;
+    }
+
+    /// Large arguments too: the stable formula's gradient is σ(x) on both tails.
+    #[test]
+    fn grad_softplus(s in shape(0..=3), l in layout(), seed in any::<u64>(), scale in prop_oneof![Just(1.0), Just(30.0)]) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.mul_scalar(scale).softplus()))?;
+    }
+
+    #[test]
+    fn grad_leaky_relu(s in shape(0..=3), l in layout(), seed in any::<u64>(), slope in -0.5f64..0.5) {
+        unary(&s, l, Values::NonZero, seed, |x| Ok(x.leaky_relu(slope)))?;
+    }
+
+    /// Bounds inside the inputs' range [-2, 2), so that elements fall below, between and above.
+    #[test]
+    fn grad_clamp(s in shape(0..=3), l in layout(), seed in any::<u64>(), lo in -1.5f64..0.0, width in 0.1f64..1.5) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.clamp(lo, lo + width)))?;
+    }
+
+    /// The operators record the ops of their methods: `(x + y) * x - y / 2 + 3 - (-x)`.
+    #[test]
+    fn grad_operators(shapes in broadcast_pair(3), seed in any::<u64>()) {
+        let gen = &mut Generator::new(seed);
+        let x = input(&shapes.0, Layout::Contiguous, Values::Any, gen);
+        let y = input(&shapes.1, Layout::Contiguous, Values::NonZero, gen);
+        check(|v| {
+            let (x, y) = (&v[0], &v[1]);
+            Ok(&(&(x + y) * x) - &(y / 2.0) + 3.0 - (-x) + 2.0 * y / y)
+        }, &[x, y])?;
+    }
 }

@@ -140,6 +140,18 @@ proptest! {
     }
 
     #[test]
+    fn gg_unary_maths(s in shape(0..=3), seed in any::<u64>()) {
+        unary(&s, Values::Any, seed, |x| Ok(x.sin()))?;
+        unary(&s, Values::Any, seed, |x| Ok(x.cos()))?;
+        unary(&s, Values::Any, seed, |x| Ok(x.silu()))?;
+        unary(&s, Values::Any, seed, |x| Ok(x.softplus()))?;
+        // Piecewise linear: the second derivative is the dependence on dy (times x, so that it
+        // is not zero).
+        unary(&s, Values::NonZero, seed, |x| x.leaky_relu(0.1).mul(x))?;
+        unary(&s, Values::NonZero, seed, |x| x.clamp(-1.0, 1.0).mul(x))?;
+    }
+
+    #[test]
     fn gg_relu_abs(s in shape(0..=3), seed in any::<u64>()) {
         unary(&s, Values::NonZero, seed, |x| x.relu().mul(x))?;
         unary(&s, Values::NonZero, seed, |x| x.abs().mul(x))?;
@@ -255,6 +267,7 @@ const CHECKS: &[(&str, fn())] = &[
     ("gg_powf", gg_powf),
     ("gg_exp_log_sqrt", gg_exp_log_sqrt),
     ("gg_tanh_sigmoid", gg_tanh_sigmoid),
+    ("gg_unary_maths", gg_unary_maths),
     ("gg_relu_abs", gg_relu_abs),
     ("gg_gelu_tanh", gg_gelu_tanh),
     ("gg_sum_mean", gg_sum_mean),

@@ -5,7 +5,8 @@
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use proc_macro_crate::{crate_name, FoundCrate};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 use syn::{parse_macro_input, Data, DeriveInput, Fields, GenericParam, Ident, Index, Member};
 
 /// The path to the nn crate as the deriving crate sees it: `::tapegrad::nn` for users of the
@@ -70,6 +71,47 @@ fn field_kind(attrs: &[syn::Attribute]) -> syn::Result<Kind> {
     Ok(kind.unwrap_or(Kind::Child { printed: true }))
 }
 
+/// Whether `ty` is plain data the derive skips without being told: a primitive number, `bool`,
+/// `char`, `String`, `&str`, `PhantomData<_>`, or an `Option`, `Vec`, `Box`, array, slice or
+/// tuple of those (written with these names; a type alias or a user type is not recognised, and
+/// a field of such a type needs `#[module(skip)]`).
+fn is_plain_data(ty: &syn::Type) -> bool {
+    const PRIMITIVES: &[&str] = &[
+        "bool", "char", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f32",
+        "f64", "String", "str",
+    ];
+    match ty {
+        syn::Type::Paren(p) => is_plain_data(&p.elem),
+        syn::Type::Group(g) => is_plain_data(&g.elem),
+        syn::Type::Array(a) => is_plain_data(&a.elem),
+        syn::Type::Slice(s) => is_plain_data(&s.elem),
+        syn::Type::Reference(r) => is_plain_data(&r.elem),
+        syn::Type::Tuple(t) => !t.elems.is_empty() && t.elems.iter().all(is_plain_data),
+        syn::Type::Path(p) if p.qself.is_none() => {
+            let Some(last) = p.path.segments.last() else { return false };
+            let name = last.ident.to_string();
+            let args: Vec<&syn::Type> = match &last.arguments {
+                syn::PathArguments::AngleBracketed(a) => a
+                    .args
+                    .iter()
+                    .filter_map(|arg| match arg {
+                        syn::GenericArgument::Type(t) => Some(t),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => vec![],
+            };
+            match (name.as_str(), args.as_slice()) {
+                ("PhantomData", _) => true,
+                (name, []) => PRIMITIVES.contains(&name) && matches!(last.arguments, syn::PathArguments::None),
+                ("Option" | "Vec" | "Box", [inner]) => is_plain_data(inner),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
 /// The struct-level attributes: `#[module(float = f64)]`, `#[module(display = false)]`.
 struct StructAttrs {
     float: Option<syn::Type>,
@@ -132,7 +174,15 @@ fn struct_attrs(attrs: &[syn::Attribute]) -> syn::Result<StructAttrs> {
 ///   field is one parameter named after the field; `Vec` elements are named `0`, `1`, ...; a
 ///   `None` contributes nothing; tuple fields are named `0`, `1`, ...). Mode changes reach it,
 ///   it reports its modes, and it prints as a `(name): ...` line of the tree.
-/// - `#[module(skip)]`: left out of everything (sizes, flags, `PhantomData`).
+/// - **Plain data** is skipped without an attribute: a field whose type is written as a
+///   primitive number, `bool`, `char`, `String`, `&str`, `PhantomData<_>`, or an `Option`,
+///   `Vec`, `Box`, array, slice or tuple of those (`hidden: usize`, `dims: Vec<usize>`,
+///   `name: Option<String>`). The macro sees only the tokens of the type: a type alias or a
+///   struct of your own is taken for a child, and if it is not one the compiler reports
+///   "`...` is not a module, a parameter or a list of them" at the field, with a note to add
+///   `#[module(skip)]`.
+/// - `#[module(skip)]`: left out of everything (sizes, flags, `PhantomData`, your own config
+///   types).
 /// - `#[module(buffer)]`: a `Var` (or `Option<Var>`) of state that is saved with the model but
 ///   not trained, such as BatchNorm's running statistics: visited by `visit_buffers` (named
 ///   after the field), not by `visit_parameters`; not printed.
@@ -192,7 +242,10 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     let (mut params, mut buffers, mut set_mode, mut modes, mut prints, mut bounds) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for (i, field) in fields.into_iter().enumerate() {
-        let kind = field_kind(&field.attrs)?;
+        let mut kind = field_kind(&field.attrs)?;
+        if kind == (Kind::Child { printed: true }) && is_plain_data(&field.ty) {
+            kind = Kind::Skip;
+        }
         let (member, label) = match &field.ident {
             Some(ident) => (Member::Named(ident.clone()), ident.to_string()),
             None => (Member::Unnamed(Index::from(i)), i.to_string()),
@@ -210,7 +263,9 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
                 buffers.push(quote!(#visit::visit_parameters(&self.#member, &#nn::module::join(prefix, #label), f);));
             }
             Kind::Child { .. } | Kind::Flatten => {
-                bounds.push(quote!(#ty: #nn::Visit<#t>));
+                // Spanned at the field's type, so that a field which is neither a module nor a
+                // parameter is reported there (with `Visit`'s note suggesting `#[module(skip)]`).
+                bounds.push(quote_spanned!(ty.span()=> #ty: #nn::Visit<#t>));
                 // A flattened field joins the empty name: its names are the parent's.
                 let label = if kind == Kind::Flatten { String::new() } else { label.clone() };
                 params.push(quote!(#visit::visit_parameters(&self.#member, &#nn::module::join(prefix, #label), f);));

@@ -3,8 +3,10 @@
 //! - [`Module`] and [`Visit`]: the layer / model trait and the recursive walk that
 //!   `#[derive(Module)]` writes for a model struct (the walk and `Display`; `forward` is written
 //!   by hand); `train()` / `eval()` / `mc_dropout()` reach every nested layer.
-//! - [`layers`]: `Linear`, `Conv2d`, pools, `Flatten`, activations, `BatchNorm1d` / `2d`,
-//!   `LayerNorm`, `Embedding`, `MultiheadAttention`, `TransformerEncoderLayer`, `Sequential`, the
+//! - [`layers`]: `Linear`, `Conv1d`, `Conv2d`, pools, `Flatten`, activations, `BatchNorm1d` /
+//!   `2d`, `LayerNorm`, `GroupNorm`, `RMSNorm`, `Embedding`, `MultiheadAttention`,
+//!   `TransformerEncoderLayer`, `TransformerEncoder` (with [`causal_mask`] and
+//!   [`SinusoidalPositionalEncoding`]), `Sequential`, the
 //!   dropout family (`Dropout`, `Dropout2d`, `AlphaDropout`, `FeatureAlphaDropout`, `GaussianDropout`, `DropPath`) and [`mc_predict`] for Monte Carlo
 //!   dropout.
 //! - [`loss`], [`init`], [`optim`]: losses (fused cross-entropy), PyTorch's initialisers, and
@@ -47,11 +49,11 @@ pub use tapegrad_autograd::Var;
 /// work: the unannotated call has already chosen `f32`.
 pub mod dtype {
     pub use crate::layers::{
-        AlphaDropoutNew as _, AvgPool2dNew as _, BatchNorm1dNew as _, BatchNorm2dNew as _, Conv2dNew as _,
-        DropPathNew as _, Dropout2dNew as _, DropoutNew as _, EmbeddingNew as _, FeatureAlphaDropoutNew as _,
-        FlattenNew as _, GaussianDropoutNew as _, GeluNew as _, LayerNormNew as _, LinearNew as _, MaxPool2dNew as _,
-        MultiheadAttentionNew as _, ReLUNew as _, SequentialNew as _, SigmoidNew as _, TanhNew as _,
-        TransformerEncoderLayerNew as _,
+        AlphaDropoutNew as _, AvgPool2dNew as _, BatchNorm1dNew as _, BatchNorm2dNew as _, Conv1dNew as _,
+        Conv2dNew as _, DropPathNew as _, Dropout2dNew as _, DropoutNew as _, EmbeddingNew as _,
+        FeatureAlphaDropoutNew as _, FlattenNew as _, GaussianDropoutNew as _, GeluNew as _, GroupNormNew as _,
+        LayerNormNew as _, LinearNew as _, MaxPool2dNew as _, MultiheadAttentionNew as _, RMSNormNew as _,
+        ReLUNew as _, SequentialNew as _, SigmoidNew as _, TanhNew as _, TransformerEncoderLayerNew as _,
     };
     pub use tapegrad_tensor::TensorNew as _;
 }

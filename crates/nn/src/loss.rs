@@ -34,12 +34,14 @@ pub enum Reduction {
     None,
 }
 
-/// Options of [`cross_entropy_with`]: PyTorch's `label_smoothing` and `reduction`.
+/// Options of [`cross_entropy_with`]: PyTorch's `label_smoothing`, `reduction` and
+/// `ignore_index`. Build it with `..Default::default()` for the fields left as PyTorch's
+/// defaults.
 ///
 /// ```
 /// use tapegrad_nn::loss::{CrossEntropyOptions, Reduction};
 /// let opts = CrossEntropyOptions { label_smoothing: 0.1, ..Default::default() };
-/// assert_eq!(opts.reduction, Reduction::Mean);
+/// assert_eq!((opts.reduction, opts.ignore_index), (Reduction::Mean, None));
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CrossEntropyOptions {
@@ -47,17 +49,29 @@ pub struct CrossEntropyOptions {
     pub label_smoothing: f64,
     /// How the per-sample losses are combined. `Mean` by default.
     pub reduction: Reduction,
+    /// A target value whose rows are ignored (`ignore_index` of PyTorch, whose default -100 has
+    /// no `usize` spelling: `None`, the default here, ignores nothing). An ignored row
+    /// contributes neither to the loss nor to the mean's count, and gets a zero gradient; with
+    /// `Reduction::None` its loss is 0. When every row is ignored the mean is NaN (0 / 0, as
+    /// PyTorch gives) and the sum is 0. The ignored value need not be a valid class.
+    pub ignore_index: Option<usize>,
 }
 
-/// Checks `[N, C]` input against `N` class indices below `C`; returns `(N, C)`.
-fn check_class_targets(op: &'static str, shape: &[usize], targets: &[usize]) -> Result<(usize, usize)> {
+/// Checks `[N, C]` input against `N` class indices below `C` (or equal to `ignore`); returns
+/// `(N, C)`.
+fn check_class_targets(
+    op: &'static str,
+    shape: &[usize],
+    targets: &[usize],
+    ignore: Option<usize>,
+) -> Result<(usize, usize)> {
     let &[n, c] = shape else {
         return Err(Error::shape(op, shape, "expected a 2-D input [N, C] (a batch of rows of class scores)"));
     };
     if targets.len() != n {
         return Err(Error::shape(op, shape, format!("{} targets given for {n} rows: need one per row", targets.len())));
     }
-    if let Some((i, &t)) = targets.iter().enumerate().find(|&(_, &t)| t >= c) {
+    if let Some((i, &t)) = targets.iter().enumerate().find(|&(_, &t)| t >= c && Some(t) != ignore) {
         return Err(Error::arg(op, format!("target {t} at row {i} is out of range for {c} classes (input {shape:?})")));
     }
     Ok((n, c))
@@ -91,6 +105,10 @@ struct CrossEntropy<T: Float> {
     targets: Vec<usize>,
     smoothing: f64,
     reduction: Reduction,
+    /// The ignored target value: its rows get a zero gradient.
+    ignore: Option<usize>,
+    /// The rows not ignored: the mean's divisor.
+    kept: usize,
 }
 
 impl<T: Float> Backward<T> for CrossEntropy<T> {
@@ -98,14 +116,22 @@ impl<T: Float> Backward<T> for CrossEntropy<T> {
         "cross_entropy"
     }
 
-    /// dx = (softmax(x) − q) · scale, with q = (1 − ε) onehot + ε / C.
+    /// dx = (softmax(x) − q) · scale, with q = (1 − ε) onehot + ε / C; 0 on ignored rows.
     fn backward(&self, dy: &Tensor<T>, _needs: &[bool]) -> tapegrad_autograd::Result<Grads<T>> {
         let (n, c) = (self.probs.shape()[0], self.probs.shape()[1]);
-        let scales = upstream_scales(dy, self.reduction, n)?;
+        let scales = match self.reduction {
+            // The mean is over the rows kept (every row without `ignore_index`).
+            Reduction::Mean => vec![dy.item()? / T::from_usize(self.kept); n],
+            _ => upstream_scales(dy, self.reduction, n)?,
+        };
         let off = T::from_f64(self.smoothing / c as f64);
         let on = T::from_f64(1.0 - self.smoothing) + off;
         let mut dx = self.probs.to_vec();
         for (i, row) in dx.chunks_mut(c.max(1)).enumerate() {
+            if Some(self.targets[i]) == self.ignore {
+                row.fill(T::ZERO);
+                continue;
+            }
             for (j, v) in row.iter_mut().enumerate() {
                 let q = if j == self.targets[i] { on } else { off };
                 *v = (*v - q) * scales[i];
@@ -146,7 +172,7 @@ pub fn cross_entropy<T: Float>(logits: &Var<T>, targets: &[usize]) -> Result<Var
     cross_entropy_with(logits, targets, CrossEntropyOptions::default())
 }
 
-/// [`cross_entropy`] with PyTorch's `label_smoothing` and `reduction`.
+/// [`cross_entropy`] with PyTorch's `label_smoothing`, `reduction` and `ignore_index`.
 ///
 /// With smoothing ε the target distribution is `q = (1 − ε) onehot(t) + ε / C`:
 ///
@@ -155,21 +181,33 @@ pub fn cross_entropy<T: Float>(logits: &Var<T>, targets: &[usize]) -> Result<Var
 /// ∂ℓᵢ/∂xᵢ = softmax(xᵢ) − qᵢ
 /// ```
 ///
-/// then reduced as `options.reduction` says (`None` gives the `[N]` per-sample losses).
+/// then reduced as `options.reduction` says (`None` gives the `[N]` per-sample losses). Rows
+/// whose target is `options.ignore_index` are left out: their loss and gradient are 0 and the
+/// mean divides by the number of rows kept (`K`), so a batch of only ignored rows has a NaN mean
+/// (as PyTorch):
+///
+/// ```text
+/// loss = (1/K) Σ_{i: tᵢ ≠ ignore} ℓᵢ        ∂loss/∂xᵢ = (softmax(xᵢ) − qᵢ) / K, 0 for ignored rows
+/// ```
 ///
 /// ```
 /// use tapegrad_autograd::Var;
 /// use tapegrad_nn::loss::{cross_entropy_with, CrossEntropyOptions, Reduction};
 /// use tapegrad_tensor::{Tensor, TensorNew};
 /// let logits = Var::parameter(Tensor::<f64>::zeros(&[3, 4]));
-/// let opts = CrossEntropyOptions { label_smoothing: 0.1, reduction: Reduction::None };
+/// let opts = CrossEntropyOptions { label_smoothing: 0.1, reduction: Reduction::None, ..Default::default() };
 /// let loss = cross_entropy_with(&logits, &[0, 1, 2], opts)?;
 /// assert_eq!(loss.shape(), vec![3]);
+/// // Padding positions marked with 99 are ignored: the mean is over the other two rows.
+/// let opts = CrossEntropyOptions { ignore_index: Some(99), ..Default::default() };
+/// let loss = cross_entropy_with(&logits, &[0, 99, 2], opts)?;
+/// assert!((loss.value().item()? - 4f64.ln()).abs() < 1e-12);
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
 ///
 /// # Errors
-/// As [`cross_entropy`]; a label smoothing outside [0, 1].
+/// As [`cross_entropy`] (a target equal to `ignore_index` is never out of range); a label
+/// smoothing outside [0, 1].
 pub fn cross_entropy_with<T: Float>(
     logits: &Var<T>,
     targets: &[usize],
@@ -177,7 +215,8 @@ pub fn cross_entropy_with<T: Float>(
 ) -> Result<Var<T>> {
     const OP: &str = "cross_entropy";
     let x = logits.value();
-    let (n, c) = check_class_targets(OP, x.shape(), targets)?;
+    let ignore = options.ignore_index;
+    let (n, c) = check_class_targets(OP, x.shape(), targets, ignore)?;
     let eps = options.label_smoothing;
     if !(0.0..=1.0).contains(&eps) {
         return Err(Error::arg(OP, format!("label_smoothing {eps} is outside [0, 1]")));
@@ -191,7 +230,7 @@ pub fn cross_entropy_with<T: Float>(
     let xs = x.to_vec();
     let mut probs = vec![T::ZERO; n * c];
     let mut losses = vec![0.0f64; n];
-    for i in 0..n {
+    for i in (0..n).filter(|&i| Some(targets[i]) != ignore) {
         let row = &xs[i * c..(i + 1) * c];
         // Shift by the row's maximum: exp never overflows and the largest term is exactly 1.
         let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
@@ -208,13 +247,20 @@ pub fn cross_entropy_with<T: Float>(
             *p = T::from_f64((v.to_f64() - m).exp() / sum);
         }
     }
-    let y = reduce(losses, &[n], options.reduction)?;
+    let kept = targets.iter().filter(|&&t| Some(t) != ignore).count();
+    let y = match options.reduction {
+        // Over the rows kept: 0 / 0 = NaN when every row is ignored, as PyTorch.
+        Reduction::Mean => Tensor::<T>::scalar(T::from_f64(losses.iter().sum::<f64>() / kept as f64)),
+        reduction => reduce(losses, &[n], reduction)?,
+    };
     let probs = Tensor::from_vec(probs, &[n, c])?;
     Ok(Var::from_op(y, &[logits], || CrossEntropy {
         probs,
         targets: targets.to_vec(),
         smoothing: eps,
         reduction: options.reduction,
+        ignore,
+        kept,
     }))
 }
 
@@ -283,7 +329,7 @@ pub fn nll_loss<T: Float>(log_probs: &Var<T>, targets: &[usize]) -> Result<Var<T
 pub fn nll_loss_with<T: Float>(log_probs: &Var<T>, targets: &[usize], reduction: Reduction) -> Result<Var<T>> {
     const OP: &str = "nll_loss";
     let x = log_probs.value();
-    let (n, c) = check_class_targets(OP, x.shape(), targets)?;
+    let (n, c) = check_class_targets(OP, x.shape(), targets, None)?;
     if n == 0 && reduction == Reduction::Mean {
         return Err(Error::shape(OP, x.shape(), "the mean over an empty batch is undefined"));
     }

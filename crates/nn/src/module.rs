@@ -190,6 +190,28 @@ pub fn join(prefix: &str, name: &str) -> String {
 /// contributes); this file implements it for `Var` (one parameter, named by its prefix),
 /// `Vec` (elements named `0`, `1`, ...), `Option` and `Box`. Write it by hand only for a shape
 /// the derive does not cover, such as a list of boxed modules printed under its own name.
+///
+/// A field of plain data written as a primitive, `String` or a container of those needs no
+/// attribute; a field of a type of your own that is not a module needs `#[module(skip)]`, and
+/// without it the compiler says "`Config` is not a module, a parameter or a list of them" with
+/// a note suggesting the attribute:
+///
+/// ```compile_fail,E0277
+/// use tapegrad_nn::{Linear, Module, Result, Var};
+/// struct Config { hidden: usize }
+/// #[derive(Module)]
+/// struct Model { fc: Linear, config: Config } // `#[module(skip)] config: Config` compiles
+/// impl Module for Model {
+///     fn forward(&self, x: &Var) -> Result<Var> { self.fc.forward(x) }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a module, a parameter or a list of them (it does not implement `Visit<{T}>`)",
+    label = "not a module or a parameter",
+    note = "a field of a `#[derive(Module)]` struct that holds plain data (a size, a flag, a config) \
+            needs `#[module(skip)]` unless its type is written as a primitive, `String`, or an \
+            `Option` / `Vec` / array / tuple of those, which are skipped on their own"
+)]
 pub trait Visit<T: Float = f32> {
     /// Calls `f(name, parameter)` for every parameter, names dotted from `prefix`.
     fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>));

@@ -106,8 +106,21 @@ fn cross_entropy_gradchecks_for_every_reduction_and_smoothing() {
     let t = vec![2, 0, 3, 3, 1];
     for reduction in REDUCTIONS {
         for label_smoothing in [0.0, 0.1, 1.0] {
-            let opts = CrossEntropyOptions { label_smoothing, reduction };
+            let opts = CrossEntropyOptions { label_smoothing, reduction, ..Default::default() };
             gradcheck(|v| lift(cross_entropy_with(&v[0], &t, opts)), &[randn(&[5, 4], 1).mul_scalar(3.0)])
+                .unwrap_or_else(|e| panic!("{reduction:?} ε={label_smoothing}: {e}"));
+        }
+    }
+}
+
+/// Rows with the ignored target (7, not a class) get no gradient; the others the mean's 1/K.
+#[test]
+fn cross_entropy_with_ignore_index_gradchecks_for_every_reduction_and_smoothing() {
+    let t = vec![2, 7, 3, 7, 1];
+    for reduction in REDUCTIONS {
+        for label_smoothing in [0.0, 0.1] {
+            let opts = CrossEntropyOptions { label_smoothing, reduction, ignore_index: Some(7) };
+            gradcheck(|v| lift(cross_entropy_with(&v[0], &t, opts)), &[randn(&[5, 4], 8).mul_scalar(3.0)])
                 .unwrap_or_else(|e| panic!("{reduction:?} ε={label_smoothing}: {e}"));
         }
     }
@@ -165,6 +178,10 @@ const CHECKS: &[(&str, fn())] = &[
         cross_entropy_gradchecks_for_every_reduction_and_smoothing,
     ),
     ("cross_entropy_gradchecks_on_a_non_contiguous_input", cross_entropy_gradchecks_on_a_non_contiguous_input),
+    (
+        "cross_entropy_with_ignore_index_gradchecks_for_every_reduction_and_smoothing",
+        cross_entropy_with_ignore_index_gradchecks_for_every_reduction_and_smoothing,
+    ),
     ("nll_loss_gradchecks_for_every_reduction", nll_loss_gradchecks_for_every_reduction),
     ("mse_loss_gradchecks_both_inputs_for_every_reduction", mse_loss_gradchecks_both_inputs_for_every_reduction),
     (
@@ -321,4 +338,73 @@ fn penalties_sum_over_all_parameters() {
     assert_eq!(a.grad().unwrap().to_vec(), vec![2.0, -4.0]);
     assert_eq!(l1_penalty::<f64>(&[]).unwrap().value().item().unwrap(), 0.0);
     assert_eq!(l2_penalty::<f32>(&[]).unwrap().value().item().unwrap(), 0.0);
+}
+
+// ─── ignore_index ──────────────────────────────────────────────────────────────
+
+fn ignoring(index: usize, reduction: Reduction) -> CrossEntropyOptions {
+    CrossEntropyOptions { ignore_index: Some(index), reduction, ..Default::default() }
+}
+
+/// By hand: row 0 (zeros, target 0) has ℓ = ln 4; row 2 ([5, 0, 0, 0], target 0) has
+/// ℓ = ln(e⁵ + 3) − 5; row 1 is ignored, so the mean is over 2 rows.
+#[test]
+fn ignore_index_leaves_rows_out_of_the_loss_and_the_count() {
+    let x = Var::parameter(
+        Tensor::from_vec(vec![0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 0.0, 0.0, 0.0], &[3, 4]).unwrap(),
+    );
+    let (l0, l2) = (4f64.ln(), (5f64.exp() + 3.0).ln() - 5.0);
+    let mean = cross_entropy_with(&x, &[0, 99, 0], ignoring(99, Reduction::Mean)).unwrap();
+    assert!((mean.value().item().unwrap() - (l0 + l2) / 2.0).abs() < 1e-14);
+    let sum = cross_entropy_with(&x, &[0, 99, 0], ignoring(99, Reduction::Sum)).unwrap();
+    assert!((sum.value().item().unwrap() - (l0 + l2)).abs() < 1e-14);
+    let none = cross_entropy_with(&x, &[0, 99, 0], ignoring(99, Reduction::None)).unwrap().value().to_vec();
+    assert!((none[0] - l0).abs() < 1e-14 && none[1] == 0.0 && (none[2] - l2).abs() < 1e-14, "{none:?}");
+
+    // The gradient: the kept rows' (softmax − onehot) / 2, and zeros on the ignored row.
+    mean.backward().unwrap();
+    let g = x.grad().unwrap().to_vec();
+    let e5 = 5f64.exp() + 3.0;
+    let want =
+        [-0.375, 0.125, 0.125, 0.125, 0.0, 0.0, 0.0, 0.0, (5f64.exp() / e5 - 1.0) / 2.0, 0.5 / e5, 0.5 / e5, 0.5 / e5];
+    assert_close("ignore_index grad", &g, &want);
+}
+
+/// Ignoring a valid class works too, and equals the loss over the other rows alone.
+#[test]
+fn ignore_index_equals_the_loss_of_the_rows_kept() {
+    let xs = randn(&[6, 3], 9);
+    let t = [1, 0, 2, 0, 0, 1];
+    let x = Var::parameter(xs.clone());
+    let loss = cross_entropy_with(&x, &t, ignoring(0, Reduction::Mean)).unwrap();
+    let kept =
+        Tensor::cat(&[&xs.narrow(0, 0, 1).unwrap(), &xs.narrow(0, 2, 1).unwrap(), &xs.narrow(0, 5, 1).unwrap()], 0)
+            .unwrap();
+    let sub = cross_entropy(&Var::new(kept), &[1, 2, 1]).unwrap();
+    assert!((loss.value().item().unwrap() - sub.value().item().unwrap()).abs() < 1e-14);
+}
+
+/// All rows ignored: the mean is NaN (PyTorch: `F.cross_entropy(x, full(-100))` is nan), the sum
+/// 0, and the gradient zero (not NaN) in every reduction.
+#[test]
+fn ignore_index_on_every_row_gives_a_nan_mean_and_zero_gradients() {
+    for reduction in REDUCTIONS {
+        let x = Var::parameter(randn(&[2, 3], 10));
+        let loss = cross_entropy_with(&x, &[5, 5], ignoring(5, reduction)).unwrap();
+        let v = loss.value().to_vec();
+        match reduction {
+            Reduction::Mean => assert!(v[0].is_nan(), "{v:?}"),
+            Reduction::Sum => assert_eq!(v, vec![0.0]),
+            Reduction::None => assert_eq!(v, vec![0.0, 0.0]),
+        }
+        loss.sum_all().backward().unwrap();
+        assert_eq!(x.grad().unwrap().to_vec(), vec![0.0; 6], "{reduction:?}");
+    }
+}
+
+#[test]
+fn a_target_out_of_range_is_still_an_error_beside_ignore_index() {
+    let x = Var::new(Tensor::<f64>::zeros(&[2, 3]));
+    let e = cross_entropy_with(&x, &[5, 3], ignoring(5, Reduction::Mean)).unwrap_err().to_string();
+    assert!(e.starts_with("cross_entropy: ") && e.contains("target 3 at row 1"), "{e}");
 }

@@ -12,8 +12,10 @@ pub mod gaussian_dropout;
 pub mod matmul;
 pub mod movement;
 pub mod norm;
+pub mod operators;
 pub mod reduce;
 pub mod shared_dropout;
+pub mod unary;
 
 use tapegrad_tensor::{Float, Tensor};
 

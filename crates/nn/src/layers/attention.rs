@@ -201,3 +201,24 @@ impl<T: Float> Module<T> for MultiheadAttention<T> {
         self.attend(x, x, x, None, None)
     }
 }
+
+/// The additive causal mask of a sequence of `len` positions, `[len, len]`: 0 where a query may
+/// look (its own position and earlier ones, `j ≤ i`) and `-inf` above the diagonal, the
+/// `attn_mask` [`MultiheadAttention::attend`] and
+/// [`TransformerEncoderLayer::forward_masked`](crate::TransformerEncoderLayer::forward_masked)
+/// take. PyTorch's `nn.Transformer.generate_square_subsequent_mask(len)`.
+///
+/// # Errors
+/// `causal_mask` when `len · len` elements overflow.
+///
+/// ```
+/// use tapegrad_nn::causal_mask;
+/// let m = causal_mask::<f32>(3)?;
+/// assert_eq!(m.to_vec(), vec![0.0, f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0, 0.0, f32::NEG_INFINITY, 0.0, 0.0, 0.0]);
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub fn causal_mask<T: Float>(len: usize) -> Result<Tensor<T>> {
+    tapegrad_tensor::checked_numel("causal_mask", &[len, len])?;
+    let data = (0..len * len).map(|k| if k % len > k / len { T::NEG_INFINITY } else { T::ZERO }).collect();
+    Tensor::from_vec(data, &[len, len])
+}

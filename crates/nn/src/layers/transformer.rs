@@ -170,3 +170,79 @@ impl<T: Float> Module<T> for TransformerEncoderLayer<T> {
         self.forward_masked(x, None, None)
     }
 }
+
+// ─── TransformerEncoder ─────────────────────────────────────────────────────────
+
+/// A stack of [`TransformerEncoderLayer`]s applied in order, then an optional final
+/// [`LayerNorm`], as PyTorch's `nn.TransformerEncoder` (batch first): `x = norm(layer_k(...
+/// layer_1(x)))`, each layer given the same masks.
+///
+/// Parameter names are PyTorch's (`layers.0.self_attn.in_proj_weight`, `norm.weight`). PyTorch
+/// builds its layers as copies of one layer, so they start from identical weights; here the
+/// layers are given (build each from the generator for independent initialisations, or load a
+/// state dict for PyTorch's).
+///
+/// ```
+/// use tapegrad_nn::{causal_mask, LayerNorm, Module, TransformerEncoder, TransformerEncoderLayer, Var};
+/// use tapegrad_tensor::{Generator, Tensor};
+/// let mut gen = Generator::new(0);
+/// let layers = (0..2).map(|_| TransformerEncoderLayer::new(8, 2, 16, 0.0, &mut gen)).collect::<Result<Vec<_>, _>>()?;
+/// let enc = TransformerEncoder::new(layers).with_norm(LayerNorm::new(&[8]));
+/// let x = Var::new(Tensor::randn(&[2, 5, 8], &mut gen));
+/// assert_eq!(enc.forward_masked(&x, Some(&causal_mask(5)?), None)?.shape(), vec![2, 5, 8]);
+/// assert_eq!(enc.named_parameters()[0].0, "layers.0.self_attn.in_proj_weight");
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+#[derive(crate::Module)]
+#[module(float = T)]
+pub struct TransformerEncoder<T: Float = f32> {
+    /// The layers, applied in order.
+    pub layers: Vec<TransformerEncoderLayer<T>>,
+    /// The final LayerNorm, if any.
+    pub norm: Option<LayerNorm<T>>,
+}
+
+impl<T: Float> TransformerEncoder<T> {
+    /// The stack of `layers`, without a final norm.
+    pub fn new(layers: Vec<TransformerEncoderLayer<T>>) -> TransformerEncoder<T> {
+        TransformerEncoder { layers, norm: None }
+    }
+
+    /// Adds the final LayerNorm (PyTorch's `norm=` argument; usual with pre-norm layers).
+    pub fn with_norm(mut self, norm: LayerNorm<T>) -> TransformerEncoder<T> {
+        self.norm = Some(norm);
+        self
+    }
+
+    /// The stack with masks passed to every layer's self-attention (see
+    /// [`MultiheadAttention::attend`]; [`causal_mask`](crate::causal_mask) builds the causal
+    /// `attn_mask`).
+    ///
+    /// # Errors
+    /// `MultiheadAttention` when `x` is not `[N, L, d_model]` or a mask does not fit.
+    pub fn forward_masked(
+        &self,
+        x: &Var<T>,
+        attn_mask: Option<&Tensor<T>>,
+        key_padding_mask: Option<&[bool]>,
+    ) -> Result<Var<T>> {
+        let mut h = x.clone();
+        for layer in &self.layers {
+            h = layer.forward_masked(&h, attn_mask, key_padding_mask)?;
+        }
+        match &self.norm {
+            Some(norm) => norm.forward(&h),
+            None => Ok(h),
+        }
+    }
+}
+
+impl<T: Float> Module<T> for TransformerEncoder<T> {
+    /// `x` of shape `[N, L, d_model]`, no masks; see the type's docs.
+    ///
+    /// # Errors
+    /// As [`TransformerEncoder::forward_masked`].
+    fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+        self.forward_masked(x, None, None)
+    }
+}

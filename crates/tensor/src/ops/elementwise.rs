@@ -569,3 +569,110 @@ impl<T: Float> std::ops::Neg for Tensor<T> {
         Tensor::neg(&self)
     }
 }
+
+// ─── more unary maths ──────────────────────────────────────────────────────────
+// PyTorch's common activations and trigonometry without a SIMD kernel of their own: each is a
+// `map` evaluated in f64 and rounded once to `T`, so f32 results are correctly rounded values
+// of the f64 functions.
+
+/// `f` evaluated in f64 for a `T`.
+fn in_f64<T: Float>(f: impl Fn(f64) -> f64) -> impl Fn(T) -> T {
+    move |x: T| T::from_f64(f(x.to_f64()))
+}
+
+impl<T: Float> Tensor<T> {
+    /// `sin x`. Backward: `dx = cos x · dy`.
+    ///
+    /// ```
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
+    /// assert_eq!(Tensor::<f64>::zeros(&[2]).sin().to_vec(), vec![0.0, 0.0]);
+    /// ```
+    pub fn sin(&self) -> Tensor<T> {
+        self.map(in_f64(f64::sin))
+    }
+
+    /// `cos x`. Backward: `dx = −sin x · dy`.
+    ///
+    /// ```
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
+    /// assert_eq!(Tensor::<f64>::zeros(&[2]).cos().to_vec(), vec![1.0, 1.0]);
+    /// ```
+    pub fn cos(&self) -> Tensor<T> {
+        self.map(in_f64(f64::cos))
+    }
+
+    /// SiLU (swish), `x · σ(x)`, like `torch.nn.functional.silu`.
+    /// Backward: `dx = σ(x) (1 + x (1 − σ(x))) · dy`.
+    ///
+    /// ```
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
+    /// let y = Tensor::from_vec(vec![0.0f64, 1000.0, -1000.0], &[3])?.silu();
+    /// assert_eq!(y.to_vec(), vec![0.0, 1000.0, 0.0]);
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn silu(&self) -> Tensor<T> {
+        self.map(in_f64(|x| x * sigmoid_f64(x)))
+    }
+
+    /// Softplus, `ln(1 + eˣ)`, computed as `max(x, 0) + ln(1 + e^−|x|)` so that it neither
+    /// overflows for large `x` nor loses small values for very negative ones (PyTorch's default
+    /// `beta = 1`; it switches to `x` above 20, this formula is exact there too).
+    /// Backward: `dx = σ(x) · dy`.
+    ///
+    /// ```
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
+    /// let y = Tensor::from_vec(vec![0.0f64, 1000.0], &[2])?.softplus();
+    /// assert_eq!(y.to_vec(), vec![std::f64::consts::LN_2, 1000.0]);
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn softplus(&self) -> Tensor<T> {
+        self.map(in_f64(|x| x.max(0.0) + (-x.abs()).exp().ln_1p()))
+    }
+
+    /// Leaky ReLU, `x` for `x > 0` and `slope · x` otherwise (`torch`'s default slope is 0.01).
+    /// Backward: `dx = dy` where `x > 0`, `slope · dy` otherwise.
+    ///
+    /// ```
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
+    /// let y = Tensor::from_vec(vec![-2.0f32, 3.0], &[2])?.leaky_relu(0.5);
+    /// assert_eq!(y.to_vec(), vec![-1.0, 3.0]);
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn leaky_relu(&self, slope: T) -> Tensor<T> {
+        self.map(move |x| if x > T::ZERO { x } else { x * slope })
+    }
+
+    /// Every element limited to `[min, max]` (NaN stays NaN), like `torch.clamp`. With
+    /// `min > max` every element becomes `max`, as in PyTorch.
+    /// Backward: `dx = dy` where `min ≤ x ≤ max`, 0 outside.
+    ///
+    /// ```
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
+    /// let y = Tensor::from_vec(vec![-2.0f32, 0.5, 3.0], &[3])?.clamp(-1.0, 1.0);
+    /// assert_eq!(y.to_vec(), vec![-1.0, 0.5, 1.0]);
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn clamp(&self, min: T, max: T) -> Tensor<T> {
+        self.map(move |x| {
+            if x.is_nan() {
+                x
+            } else if x > max || min > max {
+                max
+            } else if x < min {
+                min
+            } else {
+                x
+            }
+        })
+    }
+}
+
+/// `1 / (1 + e⁻ˣ)` without overflow for large `|x|`.
+fn sigmoid_f64(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}

@@ -14,6 +14,9 @@ use crate::tensor::Tensor;
 
 mod cat;
 mod index;
+mod infer;
+
+pub use infer::infer_shape;
 
 // ─── views ─────────────────────────────────────────────────────────────────────
 
