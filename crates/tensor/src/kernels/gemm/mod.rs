@@ -112,6 +112,7 @@ const MAX_SMALL: usize = 64;
 
 /// The depth `K` of a direct path's loop: fixed at compile time ([`Fixed`], so that the loop
 /// over `K` unrolls) or read at run time ([`Runtime`]).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the paths that use it are x86_64's
 trait Depth: Copy {
     /// Whether a block of rows copies its elements of `A` before the sweep (worth it when the
     /// rows of `C` are long: the short-`K` path).
