@@ -4,7 +4,7 @@
 //! so, or a tensor that stays inside its storage and whose kernels agree with naive loops over
 //! its layout; never a panic, never an out-of-bounds read.
 //!
-//! The oracles below are those of `crates/tensor/tests/raw_parts.rs` (the proptest of the same
+//! The oracles below are those of `crates/tensor/tests/suite/raw_parts.rs` (the proptest of the same
 //! entry points in the normal suite); keep the two in step.
 #![no_main]
 
@@ -125,7 +125,7 @@ fn assert_in_bounds<T: Float>(t: &Tensor<T>) {
 fn check_tensor<T: Float>(t: &Tensor<T>) {
     assert_in_bounds(t);
     // An empty tensor with a huge dim is not printed: its Display walks the huge dim (a known
-    // bug, `printing_an_empty_tensor_with_a_huge_dim` in crates/tensor/tests/raw_parts.rs).
+    // bug, `printing_an_empty_tensor_with_a_huge_dim` in crates/tensor/tests/suite/raw_parts.rs).
     if t.numel() > 0 || t.shape().iter().all(|&d| d <= COMPUTE_LIMIT) {
         let shown = format!("{t}");
         assert!(!shown.is_empty());

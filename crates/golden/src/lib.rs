@@ -26,6 +26,28 @@ mod op_names;
 pub use op_names::{backward_op_names, fn_names, op_names};
 use tapegrad_tensor::{Float, Tensor};
 
+/// The `.rs` files of the test-suite directory `dir` (a `tests/<name>/` folder that cargo builds
+/// into one binary from its `main.rs`) that `main.rs` does not declare with a `mod name;` line:
+/// such a file is never compiled, so its tests would silently not run. Sorted file stems.
+///
+/// # Panics
+/// When `dir` or its `main.rs` cannot be read.
+pub fn undeclared_suite_files(dir: &Path) -> Vec<String> {
+    let main = dir.join("main.rs");
+    let src = std::fs::read_to_string(&main).unwrap_or_else(|e| panic!("{}: {e}", main.display()));
+    let declared: std::collections::BTreeSet<&str> =
+        src.lines().filter_map(|line| line.trim().strip_prefix("mod ")?.strip_suffix(';')).map(str::trim).collect();
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut missing: Vec<String> = entries
+        .map(|entry| entry.unwrap_or_else(|e| panic!("{}: {e}", dir.display())).path())
+        .filter(|path| path.extension().is_some_and(|e| e == "rs"))
+        .filter_map(|path| path.file_stem().and_then(|s| s.to_str()).map(str::to_owned))
+        .filter(|stem| stem != "main" && !declared.contains(stem.as_str()))
+        .collect();
+    missing.sort();
+    missing
+}
+
 /// The `cases` array of the golden file `file` (e.g. `"ops.json"`), read from this crate's
 /// `data/` folder.
 ///

@@ -8,7 +8,7 @@
 //!
 //! The examples in this module read the `mnist-10k` that tapegrad's repository ships in `data/`,
 //! from the repository root; that folder is not part of this crate, so they are compiled but not
-//! run here (the facade package's `tests/mnist.rs` checks the same values).
+//! run here (the facade package's `tests/suite/mnist.rs` checks the same values).
 //!
 //! ```no_run
 //! use tapegrad_nn::data::{load_dataset, Mnist};

@@ -1,7 +1,7 @@
 //! Normalisation layers: `BatchNorm1d`, `BatchNorm2d` and `LayerNorm`.
 //!
 //! Both are composed from recorded `Var` ops (mean, sub, mul, sqrt, div), so their backward is
-//! the chain rule through those ops, checked by the gradchecks in `tests/layers.rs`.
+//! the chain rule through those ops, checked by the gradchecks in `tests/suite/layers.rs`.
 //! BatchNorm keeps its running statistics as buffers (constant `Var`s, visited by
 //! `visit_buffers` as `running_mean` and `running_var`, saved with the model).
 

@@ -7,10 +7,9 @@ use proptest::prelude::*;
 use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Float, Tensor};
 
-mod common;
 use tapegrad_golden as golden_file;
 
-use common::{close, f64s, fill, make, same, shape_strategy, unravel, view_strategy, Lcg, View};
+use crate::common::{close, f64s, fill, make, same, shape_strategy, unravel, view_strategy, Lcg, View};
 
 /// A case of PyTorch's golden file `ops.json` (in the `tapegrad-golden` crate).
 fn golden_case(name: &str) -> serde_json::Value {

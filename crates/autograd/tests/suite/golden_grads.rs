@@ -2,7 +2,7 @@
 //!
 //! Each case gives inputs, args, an upstream gradient and PyTorch's gradient of
 //! `sum(output * upstream)` for each input (see the golden crate's `data/README.md`). Here every input is a
-//! parameter, the op runs on `Var` exactly as the tensor crate's `tests/golden_ops.rs` runs it on
+//! parameter, the op runs on `Var` exactly as the tensor crate's `tests/suite/golden_ops.rs` runs it on
 //! `Tensor`, and `backward_with(upstream)` must reproduce PyTorch's gradients.
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! The IDX reader and the MNIST loaders, on small well-formed and hostile files written to a
 //! scratch directory (the shipped `mnist-10k` lies outside this crate: the facade package's
-//! `tests/mnist.rs` reads it).
+//! `tests/suite/mnist.rs` reads it).
 
 use std::io::Write;
 use std::path::Path;

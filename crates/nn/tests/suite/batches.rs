@@ -1,6 +1,6 @@
 //! Seeded mini-batches, permutations, `Dataset::subset` and k-fold splits, on small synthetic
 //! datasets, where each image row carries its own index (the same on the shipped `mnist-10k`, which
-//! lies outside this crate, is in the facade package's `tests/mnist.rs`).
+//! lies outside this crate, is in the facade package's `tests/suite/mnist.rs`).
 
 use proptest::prelude::*;
 use tapegrad_golden::check_partition;

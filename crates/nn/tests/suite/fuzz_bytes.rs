@@ -6,7 +6,7 @@
 //! as its dims say and no more than the limit); a failed load changes nothing; and a plain IDX
 //! file and its gzipped copy read the same.
 //!
-//! `tests/checkpoint.rs` already flips and truncates single checkpoints; this file adds
+//! `checkpoint.rs` already flips and truncates single checkpoints; this file adds
 //! insertions, deletions and sequences of mixed mutations, the f64 reader, and IDX files.
 
 use std::io::Write;

@@ -192,8 +192,8 @@ const CHECKS: &[(&str, fn())] = &[
 ];
 
 /// nn's own ops (the custom `Backward` impls under `src`, the fused losses) were each on the
-/// tape of a passing gradient check of this file: `gradchecked_ops` records what every passing
-/// `gradcheck` saw.
+/// tape of a passing gradient check: `gradchecked_ops` records what every passing `gradcheck` of
+/// the test binary saw, and this test runs every check of this file itself first.
 #[test]
 fn every_nn_backward_is_covered() {
     // CHECKS lists every test of this file with "gradcheck" in its name.
@@ -215,7 +215,7 @@ fn every_nn_backward_is_covered() {
         assert!(names.contains(known), "backward_op_names missed {known:?}; found {names:?}");
     }
     let missing: Vec<&String> = names.iter().filter(|n| !seen.contains(n.as_str())).collect();
-    assert!(missing.is_empty(), "nn ops that no passing gradient check of this file saw: {missing:?}");
+    assert!(missing.is_empty(), "nn ops that no passing gradient check saw: {missing:?}");
 }
 
 // ─── values and behaviour ──────────────────────────────────────────────────────

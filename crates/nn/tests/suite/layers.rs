@@ -601,7 +601,7 @@ fn display_like_pytorch() {
 }
 
 /// The feature-dropout layers apply their own op (whose values `tapegrad-autograd`'s
-/// `tests/feature_dropout.rs` checks) with the layer's generator: `Dropout2d` zeroes whole
+/// `tests/suite/feature_dropout.rs` checks) with the layer's generator: `Dropout2d` zeroes whole
 /// `[H, W]` planes and scales the rest by `1 / (1 - p)`, `AlphaDropout` is the alpha-dropout
 /// op; in eval mode both return the input itself.
 #[test]

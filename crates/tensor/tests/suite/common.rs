@@ -2,8 +2,6 @@
 //! data from a small deterministic generator, laid out contiguous, transposed, narrowed or
 //! expanded, and f64 comparisons.
 
-#![allow(dead_code)] // each test crate uses its own subset
-
 use proptest::prelude::*;
 use tapegrad_tensor::{Float, Tensor};
 

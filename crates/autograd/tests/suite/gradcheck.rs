@@ -713,7 +713,7 @@ proptest! {
         unary(&s, l, Values::Any, seed, |x| dropout_shared(x, p, &shared, &mut Generator::new(mask_seed)))?;
     }
 
-    /// The fused `x Wᵀ + b` (more cases, and agreement with the unfused chain, in tests/fused.rs).
+    /// The fused `x Wᵀ + b` (more cases, and agreement with the unfused chain, in `fused.rs`).
     #[test]
     fn grad_linear(m in 1usize..=4, n in 1usize..=4, k in 1usize..=4, lx in layout(), bias in any::<bool>(), seed in any::<u64>()) {
         let gen = &mut Generator::new(seed);
@@ -725,7 +725,7 @@ proptest! {
         }
     }
 
-    /// The fused `dropout(relu(x Wᵀ + b), p)` (more in tests/fused.rs).
+    /// The fused `dropout(relu(x Wᵀ + b), p)` (more in `fused.rs`).
     #[test]
     fn grad_linear_relu_dropout(m in 1usize..=4, n in 1usize..=4, k in 1usize..=4, p in 0.05f64..0.9, mask_seed in any::<u64>(), lx in layout(), seed in any::<u64>()) {
         let gen = &mut Generator::new(seed);
@@ -1009,7 +1009,8 @@ const CHECKS: &[(&str, fn())] = &[
 ];
 
 /// Fails when an op recorded anywhere under `src/ops` was not on the tape of a passing gradient
-/// check of this file (`gradchecked_ops` records what each passing `gradcheck` saw).
+/// check (`gradchecked_ops` records what each passing `gradcheck` of the test binary saw; this
+/// test runs every check of this file itself, so none can be missed by running later).
 #[test]
 fn every_recorded_op_is_gradchecked() {
     // CHECKS lists every `fn grad_*` of this file.
@@ -1034,7 +1035,7 @@ fn every_recorded_op_is_gradchecked() {
     }
     assert!(names.len() >= 40, "only {} op names found: {names:?}", names.len());
     let missing: Vec<&String> = names.iter().filter(|n| !seen.contains(n.as_str())).collect();
-    assert!(missing.is_empty(), "ops recorded in src/ops that no passing gradient check of this file saw: {missing:?}");
+    assert!(missing.is_empty(), "ops recorded in src/ops that no passing gradient check saw: {missing:?}");
 }
 
 // ─── more unary maths (ops/unary.rs) and the operators (ops/operators.rs) ──────────────────
