@@ -11,7 +11,7 @@ use crate::bitmask::{check_p, BitMask};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::kernels::active_isa;
-use crate::kernels::elementwise::{BinaryOp, ElementwiseKernels, Operand};
+use crate::kernels::elementwise::{BinaryOp, Operand};
 use crate::layout::checked_numel;
 use crate::ops::elementwise::{fill_chunked, CHUNK};
 use crate::ops::reduce::softmax_row;
@@ -280,17 +280,8 @@ impl<T: Float> Tensor<T> {
         let isa = active_isa();
         let group = (CHUNK / len).max(1) * len;
         let data = fill_chunked(numel, group, |start, out: &mut [T]| {
-            for (i, row) in out.chunks_mut(len).enumerate() {
-                let r = start + i * len..start + (i + 1) * len;
-                let (y, dy) = (&ys[r.clone()], &dys[r]);
-                T::binary(isa, BinaryOp::Mul, Operand::Slice(dy), Operand::Slice(y), row);
-                let dot = <T as ElementwiseKernels>::sum(isa, row);
-                T::binary(isa, BinaryOp::Sub, Operand::Slice(dy), Operand::Splat(dot), row);
-                T::binary_assign(isa, BinaryOp::Mul, row, Operand::Slice(y));
-                if scale != T::ONE {
-                    T::binary_assign(isa, BinaryOp::Mul, row, Operand::Splat(scale));
-                }
-            }
+            let rows = start..start + out.len();
+            T::softmax_backward_rows(isa, &ys[rows.clone()], &dys[rows], len, scale, out);
         });
         Ok(Tensor::from_contiguous(data, y.shape()))
     }
@@ -312,8 +303,15 @@ fn masked_softmax<T: Float>(scores: &Tensor<T>, mask: Option<&Tensor<T>>, scale:
     let group = (CHUNK / len).max(1) * len;
     let data = fill_chunked(numel, group, |start, out: &mut [T]| {
         let mut scratch = vec![T::ZERO; len];
+        let first = start / len;
+        if len <= CHUNK {
+            // All of the group's rows in one kernel call (the same arithmetic as the loop below).
+            let mask_of = |r: usize| mask.as_ref().map(|m| mask_row(m, first + r, len));
+            T::softmax_rows(isa, &xs[start..start + out.len()], scale, &mask_of, &mut scratch, out);
+            return;
+        }
         for (i, row) in out.chunks_mut(len).enumerate() {
-            let r = start / len + i;
+            let r = first + i;
             let x = &xs[r * len..(r + 1) * len];
             T::binary(isa, BinaryOp::Mul, Operand::Slice(x), Operand::Splat(scale), &mut scratch);
             if let Some(m) = &mask {

@@ -531,3 +531,68 @@ fn results_do_not_depend_on_the_thread_count() {
     let two = with_threads(2, run);
     assert!(one == two);
 }
+
+/// The fused softmax row kernels give, on every path, exactly the bits of the row-by-row
+/// composition of the separate kernels they replace: rows with and without a mask row (one of
+/// them all −∞, one with a NaN), every tail length, a scale of 1 and another.
+fn check_softmax_rows<T: Float>() {
+    let mut gen = Lcg(7);
+    for len in [1usize, 3, 7, 8, 9, 15, 16, 17, 28, 33, 64, 100] {
+        let rows = 5;
+        let mut x: Vec<T> = (0..rows * len).map(|_| T::from_f64(4.0 * gen.unit() - 2.0)).collect();
+        x[len / 2] = T::from_f64(f64::NAN);
+        let masks: Vec<Option<Vec<T>>> = (0..rows)
+            .map(|r| match r % 3 {
+                0 => None,
+                1 => Some((0..len).map(|j| T::from_f64(if j % 2 == 0 { 0.0 } else { f64::NEG_INFINITY })).collect()),
+                _ => Some(vec![T::from_f64(f64::NEG_INFINITY); len]),
+            })
+            .collect();
+        let dy: Vec<T> = (0..rows * len).map(|_| T::from_f64(2.0 * gen.unit() - 1.0)).collect();
+        for scale in [T::ONE, T::from_f64(0.25)] {
+            for isa in available_isas() {
+                // The composition, row by row.
+                let mut want = vec![T::ZERO; rows * len];
+                let mut want_back = vec![T::ZERO; rows * len];
+                let mut scratch = vec![T::ZERO; len];
+                for r in 0..rows {
+                    let (x, out) = (&x[r * len..(r + 1) * len], &mut want[r * len..(r + 1) * len]);
+                    T::binary(isa, BinaryOp::Mul, Operand::Slice(x), Operand::Splat(scale), &mut scratch);
+                    if let Some(m) = &masks[r] {
+                        T::binary_assign(isa, BinaryOp::Add, &mut scratch, Operand::Slice(m));
+                    }
+                    let m = T::max(isa, &scratch);
+                    let s = T::exp_sum(isa, &scratch, m, out);
+                    T::binary_assign(isa, BinaryOp::Div, out, Operand::Splat(s));
+                }
+                for r in 0..rows {
+                    let span = r * len..(r + 1) * len;
+                    let (y, dy) = (&want[span.clone()], &dy[span.clone()]);
+                    let row = &mut want_back[span];
+                    T::binary(isa, BinaryOp::Mul, Operand::Slice(dy), Operand::Slice(y), row);
+                    let dot = <T as ElementwiseKernels>::sum(isa, row);
+                    T::binary(isa, BinaryOp::Sub, Operand::Slice(dy), Operand::Splat(dot), row);
+                    T::binary_assign(isa, BinaryOp::Mul, row, Operand::Slice(y));
+                    if scale != T::ONE {
+                        T::binary_assign(isa, BinaryOp::Mul, row, Operand::Splat(scale));
+                    }
+                }
+                // The fused kernels, all rows in one call.
+                let mut got = vec![T::ZERO; rows * len];
+                let mask_of = |r: usize| masks[r].as_deref();
+                T::softmax_rows(isa, &x, scale, &mask_of, &mut scratch, &mut got);
+                let mut got_back = vec![T::ZERO; rows * len];
+                T::softmax_backward_rows(isa, &want, &dy, len, scale, &mut got_back);
+                let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{isa:?} {} softmax_rows, len {len}", T::NAME);
+                assert_eq!(bits(&got_back), bits(&want_back), "{isa:?} {} softmax_backward_rows, len {len}", T::NAME);
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_softmax_rows_match_the_row_by_row_kernels_to_the_bit() {
+    check_softmax_rows::<f32>();
+    check_softmax_rows::<f64>();
+}

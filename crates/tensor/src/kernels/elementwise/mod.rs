@@ -16,6 +16,7 @@
 
 use crate::kernels::Isa;
 
+mod rows;
 mod scalar;
 mod simd;
 
@@ -131,6 +132,31 @@ pub trait ElementwiseKernels: Sized + Copy {
     /// # Panics
     /// If `x` and `out` differ in length.
     fn exp_sum(isa: Isa, x: &[Self], shift: Self, out: &mut [Self]) -> Self;
+
+    /// Softmax over each row of `out` (rows of `scratch.len()` elements): for row `r`,
+    /// `scratch = x_r · scale`, plus `mask(r)` when it is `Some`, then
+    /// `out_r = e^(scratch − max scratch) / Σ e^(scratch − max scratch)`. Exactly what
+    /// `binary`, `binary_assign`, `max` and `exp_sum` give row by row, in one call.
+    ///
+    /// # Panics
+    /// If `scratch` is empty, `x` and `out` differ in length, `out` is not a whole number of rows,
+    /// or a mask row is not `scratch.len()` long.
+    fn softmax_rows<'m>(
+        isa: Isa,
+        x: &[Self],
+        scale: Self,
+        mask: &dyn Fn(usize) -> Option<&'m [Self]>,
+        scratch: &mut [Self],
+        out: &mut [Self],
+    );
+
+    /// Softmax's backward over rows of `len`: `out = (dy − Σ_row dy · y) · y · scale` (the
+    /// multiplication by `scale` skipped when it is 1), exactly as `binary`, `sum` and
+    /// `binary_assign` give it row by row, in one call.
+    ///
+    /// # Panics
+    /// If `len` is 0, the slices differ in length, or they are not a whole number of rows.
+    fn softmax_backward_rows(isa: Isa, y: &[Self], dy: &[Self], len: usize, scale: Self, out: &mut [Self]);
 }
 
 /// The path a kernel may actually take: `isa` when the CPU supports it, otherwise scalar.
@@ -252,6 +278,43 @@ macro_rules! impl_elementwise {
                     // SAFETY: as above, for NEON.
                     Isa::Neon => unsafe { neon::exp_sum::<$neon>(x, shift, out) },
                     _ => scalar::exp_sum(x, shift, out),
+                }
+            }
+
+            fn softmax_rows<'m>(
+                isa: Isa,
+                x: &[$t],
+                scale: $t,
+                mask: &dyn Fn(usize) -> Option<&'m [$t]>,
+                scratch: &mut [$t],
+                out: &mut [$t],
+            ) {
+                match usable(isa) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU supports AVX2 and FMA (`usable`); the kernel checks lengths.
+                    Isa::Avx2 => unsafe { avx2::softmax_rows::<$avx2>(x, scale, mask, scratch, out) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above, for AVX-512F.
+                    Isa::Avx512 => unsafe { avx512::softmax_rows::<$avx512>(x, scale, mask, scratch, out) },
+                    #[cfg(target_arch = "aarch64")]
+                    // SAFETY: as above, for NEON.
+                    Isa::Neon => unsafe { neon::softmax_rows::<$neon>(x, scale, mask, scratch, out) },
+                    _ => rows::softmax_rows(rows::Scalar, x, scale, mask, scratch, out),
+                }
+            }
+
+            fn softmax_backward_rows(isa: Isa, y: &[$t], dy: &[$t], len: usize, scale: $t, out: &mut [$t]) {
+                match usable(isa) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU supports AVX2 and FMA (`usable`); the kernel checks lengths.
+                    Isa::Avx2 => unsafe { avx2::softmax_backward_rows::<$avx2>(y, dy, len, scale, out) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above, for AVX-512F.
+                    Isa::Avx512 => unsafe { avx512::softmax_backward_rows::<$avx512>(y, dy, len, scale, out) },
+                    #[cfg(target_arch = "aarch64")]
+                    // SAFETY: as above, for NEON.
+                    Isa::Neon => unsafe { neon::softmax_backward_rows::<$neon>(y, dy, len, scale, out) },
+                    _ => rows::softmax_backward_rows(rows::Scalar, y, dy, len, scale, out),
                 }
             }
         }

@@ -668,6 +668,40 @@ macro_rules! simd_entry_points {
             // SAFETY: forwarded from this function's contract.
             unsafe { simd::exp_sum::<V>(x, shift, out) }
         }
+
+        /// `ElementwiseKernels::softmax_rows` on this instruction set.
+        ///
+        /// # Safety
+        /// The CPU supports this file's features and `V` is one of its register types.
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn softmax_rows<'m, V: Lanes>(
+            x: &[V::Elem],
+            scale: V::Elem,
+            mask: &dyn Fn(usize) -> Option<&'m [V::Elem]>,
+            scratch: &mut [V::Elem],
+            out: &mut [V::Elem],
+        ) {
+            // SAFETY: forwarded from this function's contract.
+            let p = unsafe { $crate::kernels::elementwise::rows::Simd::<V>::new() };
+            $crate::kernels::elementwise::rows::softmax_rows(p, x, scale, mask, scratch, out)
+        }
+
+        /// `ElementwiseKernels::softmax_backward_rows` on this instruction set.
+        ///
+        /// # Safety
+        /// As [`softmax_rows`].
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn softmax_backward_rows<V: Lanes>(
+            y: &[V::Elem],
+            dy: &[V::Elem],
+            len: usize,
+            scale: V::Elem,
+            out: &mut [V::Elem],
+        ) {
+            // SAFETY: forwarded from this function's contract.
+            let p = unsafe { $crate::kernels::elementwise::rows::Simd::<V>::new() };
+            $crate::kernels::elementwise::rows::softmax_backward_rows(p, y, dy, len, scale, out)
+        }
     };
 }
 
