@@ -103,3 +103,13 @@ pub fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
     }
     index
 }
+
+/// Runs `f` on a fresh pool of `threads` threads (thread-count independence tests).
+pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+}
+
+/// The bits of a tensor's values (as f64), for exact comparisons.
+pub fn bits<T: Float>(t: &Tensor<T>) -> Vec<u64> {
+    t.to_vec().iter().map(|v| v.to_f64().to_bits()).collect()
+}

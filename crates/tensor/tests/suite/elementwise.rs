@@ -10,7 +10,9 @@ use tapegrad_tensor::{Float, Tensor};
 
 use tapegrad_golden as golden_file;
 
-use crate::common::{close, f64s, fill, make, same, shape_strategy, unravel, view_strategy, Lcg, View};
+use crate::common::{
+    bits, close, f64s, fill, make, same, shape_strategy, unravel, view_strategy, with_threads, Lcg, View,
+};
 
 /// A case of PyTorch's golden file `ops.json` (in the `tapegrad-golden` crate).
 fn golden_case(name: &str) -> serde_json::Value {
@@ -500,14 +502,6 @@ fn an_unsupported_isa_falls_back_to_scalar() {
 
 // ─── thread-count independence ─────────────────────────────────────────────────
 
-fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
-}
-
-fn bits<T: Float>(t: &Tensor<T>) -> Vec<u64> {
-    t.to_vec().iter().map(|v| v.to_f64().to_bits()).collect()
-}
-
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
     let mut rng = Lcg(42);
@@ -583,9 +577,14 @@ fn check_softmax_rows<T: Float>() {
                 T::softmax_rows(isa, &x, scale, &mask_of, &mut scratch, &mut got);
                 let mut got_back = vec![T::ZERO; rows * len];
                 T::softmax_backward_rows(isa, &want, &dy, len, scale, &mut got_back);
-                let bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&want), "{isa:?} {} softmax_rows, len {len}", T::NAME);
-                assert_eq!(bits(&got_back), bits(&want_back), "{isa:?} {} softmax_backward_rows, len {len}", T::NAME);
+                let slice_bits = |v: &[T]| v.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+                assert_eq!(slice_bits(&got), slice_bits(&want), "{isa:?} {} softmax_rows, len {len}", T::NAME);
+                assert_eq!(
+                    slice_bits(&got_back),
+                    slice_bits(&want_back),
+                    "{isa:?} {} softmax_backward_rows, len {len}",
+                    T::NAME
+                );
             }
         }
     }

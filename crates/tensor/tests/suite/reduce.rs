@@ -9,7 +9,9 @@ use tapegrad_tensor::{Float, Tensor};
 
 use tapegrad_golden as golden_file;
 
-use crate::common::{close, f64s, fill, make, same, shape_strategy, unravel, view_strategy, Lcg, View};
+use crate::common::{
+    bits, close, f64s, fill, make, same, shape_strategy, unravel, view_strategy, with_threads, Lcg, View,
+};
 
 /// A case of PyTorch's golden file `ops.json` (in the `tapegrad-golden` crate).
 fn golden_case(name: &str) -> serde_json::Value {
@@ -345,14 +347,6 @@ fn forward_values_match_pytorch() {
 }
 
 // ─── thread-count independence ─────────────────────────────────────────────────
-
-fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
-}
-
-fn bits<T: Float>(t: &Tensor<T>) -> Vec<u64> {
-    t.to_vec().iter().map(|v| v.to_f64().to_bits()).collect()
-}
 
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
