@@ -3,8 +3,8 @@
 //! variational (locked) dropout on the inputs, the recurrent state and the outputs (Gal and
 //! Ghahramani, 2016).
 //!
-//! Both layers share [`Recurrent`]: the weights, the shape checks, the loop over layers and
-//! time steps and the dropouts; a [`Cell`] says how one step turns the gate pre-activations into
+//! Both layers share `Recurrent`: the weights, the shape checks, the loop over layers and
+//! time steps and the dropouts; a `Cell` says how one step turns the gate pre-activations into
 //! the next state. The input-to-hidden products of a whole sequence are one GEMM per layer
 //! (`[seq_len · batch, input] → [seq_len · batch, gates · hidden]`); only the hidden-to-hidden
 //! product runs once per step.
