@@ -70,7 +70,7 @@ enum Cell {
 
 impl Cell {
     /// The name errors and the printed form use.
-    fn name(self) -> &'static str {
+    fn op(self) -> &'static str {
         match self {
             Cell::Lstm => "LSTM",
             Cell::Gru => "GRU",
@@ -122,10 +122,10 @@ impl<T: Float> Recurrent<T> {
         gen: &mut Generator,
     ) -> Result<Recurrent<T>> {
         if hidden_size == 0 {
-            return Err(Error::arg(cell.name(), "hidden_size must be greater than zero"));
+            return Err(Error::arg(cell.op(), "hidden_size must be greater than zero"));
         }
         if num_layers == 0 {
-            return Err(Error::arg(cell.name(), "num_layers must be greater than zero"));
+            return Err(Error::arg(cell.op(), "num_layers must be greater than zero"));
         }
         let bound = 1.0 / (hidden_size as f64).sqrt();
         let rows = cell.gates() * hidden_size;
@@ -168,7 +168,7 @@ impl<T: Float> Recurrent<T> {
     /// Checks the weights (they are public, so they may have been replaced) and the input, and
     /// returns `(seq_len, batch, unbatched)`.
     fn check(&self, x: &[usize]) -> Result<(usize, usize, bool)> {
-        let name = self.cell.name();
+        let name = self.cell.op();
         let rows = self.cell.gates() * self.hidden_size;
         for (l, w) in self.layers.iter().enumerate() {
             let input = if l == 0 { self.input_size } else { self.hidden_size };
@@ -222,7 +222,7 @@ impl<T: Float> Recurrent<T> {
         if got != want {
             let form = if unbatched { "[num_layers, hidden_size]" } else { "[num_layers, batch, hidden_size]" };
             return Err(Error::mismatch(
-                self.cell.name(),
+                self.cell.op(),
                 &got,
                 x,
                 format!("{what} must be {form} = {want:?} for this input"),
@@ -352,7 +352,7 @@ impl<T: Float> fmt::Display for Recurrent<T> {
     /// PyTorch's repr (`LSTM(10, 20, num_layers=2, batch_first=True, dropout=0.5)`), then the
     /// variational rates that are not 0.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}({}, {}", self.cell.name(), self.input_size, self.hidden_size)?;
+        write!(f, "{}({}, {}", self.cell.op(), self.input_size, self.hidden_size)?;
         if self.layers.len() != 1 {
             write!(f, ", num_layers={}", self.layers.len())?;
         }
