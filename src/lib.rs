@@ -93,7 +93,7 @@ pub mod prelude {
         causal_mask, mc_predict, sinusoidal_positional_encoding, AlphaDropout, AvgPool2d, BatchNorm1d, BatchNorm2d,
         Conv1d, Conv2d, DropPath, Dropout, Dropout2d, Embedding, FeatureAlphaDropout, Flatten, GaussianDropout,
         GroupNorm, LayerNorm, Linear, MaxPool2d, MultiheadAttention, RMSNorm, ReLU, Sequential, Sigmoid,
-        SinusoidalPositionalEncoding, Tanh, TransformerEncoder, TransformerEncoderLayer, GELU,
+        SinusoidalPositionalEncoding, Tanh, TransformerEncoder, TransformerEncoderLayer, GELU, GRU, LSTM,
     };
     // Losses and penalties.
     pub use tapegrad_nn::loss::{

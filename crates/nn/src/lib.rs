@@ -51,9 +51,10 @@ pub mod dtype {
     pub use crate::layers::{
         AlphaDropoutNew as _, AvgPool2dNew as _, BatchNorm1dNew as _, BatchNorm2dNew as _, Conv1dNew as _,
         Conv2dNew as _, DropPathNew as _, Dropout2dNew as _, DropoutNew as _, EmbeddingNew as _,
-        FeatureAlphaDropoutNew as _, FlattenNew as _, GaussianDropoutNew as _, GeluNew as _, GroupNormNew as _,
-        LayerNormNew as _, LinearNew as _, MaxPool2dNew as _, MultiheadAttentionNew as _, RMSNormNew as _,
-        ReLUNew as _, SequentialNew as _, SigmoidNew as _, TanhNew as _, TransformerEncoderLayerNew as _,
+        FeatureAlphaDropoutNew as _, FlattenNew as _, GRUNew as _, GaussianDropoutNew as _, GeluNew as _,
+        GroupNormNew as _, LSTMNew as _, LayerNormNew as _, LinearNew as _, MaxPool2dNew as _,
+        MultiheadAttentionNew as _, RMSNormNew as _, ReLUNew as _, SequentialNew as _, SigmoidNew as _, TanhNew as _,
+        TransformerEncoderLayerNew as _,
     };
     pub use tapegrad_tensor::TensorNew as _;
 }

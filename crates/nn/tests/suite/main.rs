@@ -21,6 +21,7 @@ mod layers_first_hour;
 mod loss;
 mod modes;
 mod optim;
+mod recurrent;
 mod visit;
 
 /// A file of this folder that no `mod` line above declares would never be compiled, and its
