@@ -241,8 +241,9 @@ impl<T: Float> Backward<T> for Checkpoint<T> {
 /// ones, a layer's) draws a `(seed, offset)` from its generator, the thread's default one or an
 /// explicit one; the forward pass notes every draw in order, and the recomputation gets the
 /// same draws back without advancing any generator again. So the gradients are bit-identical to
-/// those of the same code run without `checkpoint`, and the generators stand where the plain run
-/// leaves them. (PyTorch instead saves and restores the RNG state around the recomputation.)
+/// those of the same code run without `checkpoint` (up to rounding only for a value used both
+/// inside and outside the segment, whose gradient is then summed in another order), and the
+/// generators stand where the plain run leaves them. (PyTorch instead saves and restores the RNG state around the recomputation.)
 /// Draws must happen on the calling thread, and only the dropout ops' draws are replayed: other
 /// uses of a generator inside `f` (`Tensor::rand`) draw again.
 ///

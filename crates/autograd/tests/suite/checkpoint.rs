@@ -179,6 +179,36 @@ fn nested_checkpoints_replay_exactly() -> Result<()> {
 }
 
 #[test]
+fn a_captured_intermediate_gets_its_gradient_once() -> Result<()> {
+    // The segment captures `h`, an op output made before it: its gradient flows back into
+    // `h`'s own graph through the outer walk, once (the replay's walk stops at `h`).
+    let (w0, w) = (param(&[4, 4], 101), param(&[4, 4], 102));
+    let x = param(&[3, 4], 103);
+    let run = |checkpointed: bool| -> Result<Vec<Vec<u32>>> {
+        grads_of(&[w0.clone(), w.clone()], &x, || {
+            let h = x.matmul(&w0)?.tanh();
+            let seg = {
+                let (h, w) = (h.clone(), w.clone());
+                move |xs: &[Var]| xs[0].matmul(&w)?.mul(&h)?.sigmoid().mul(&h)
+            };
+            let y = if checkpointed { checkpoint(seg, &[x.clone()])? } else { seg(&[x.clone()])? };
+            Ok(y.add(&h)?.sum_all())
+        })
+    };
+    let (plain, ckpt) = (run(false)?, run(true)?);
+    assert!(plain.iter().all(|g| !g.is_empty()));
+    // Equal up to rounding, not bit for bit: `h`'s gradient from inside the segment is summed
+    // before the outer use's is added, another order than the plain walk's.
+    for (p, c) in plain.iter().flatten().zip(ckpt.iter().flatten()) {
+        let (p, c) = (f32::from_bits(*p), f32::from_bits(*c));
+        assert!((p - c).abs() <= 1e-5 * (1.0 + p.abs()), "{p} against {c}");
+    }
+    // Counted twice, the gradient of `w0` would be far off.
+    assert_eq!(plain.iter().map(Vec::len).collect::<Vec<_>>(), ckpt.iter().map(Vec::len).collect::<Vec<_>>());
+    Ok(())
+}
+
+#[test]
 fn the_segment_graph_is_dropped_while_the_output_lives() -> Result<()> {
     let params = vec![param(&[64, 32], 41), param(&[64], 42), param(&[32, 64], 43), param(&[32], 44)];
     let x = param(&[16, 32], 45);
