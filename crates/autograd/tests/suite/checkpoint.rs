@@ -64,11 +64,12 @@ fn mlp_gradients_are_bit_identical_with_the_default_generator() -> Result<()> {
     let seg = mlp(&params);
     let start = Generator::new(77);
     let loss = |y: Var| y.mul(&y).map(|y| y.sum_all());
-    let (plain, plain_end) = from_default_state(&start, || grads_of(&params, &x, || loss(seg(&[x.clone()])?)))?;
+    let (plain, plain_end) =
+        from_default_state(&start, || grads_of(&params, &x, || loss(seg(std::slice::from_ref(&x))?)))?;
     let (ckpt, ckpt_end) = from_default_state(&start, || {
         grads_of(&params, &x, || {
             let seg = Arc::clone(&seg);
-            loss(checkpoint(move |xs: &[Var]| seg(xs), &[x.clone()])?)
+            loss(checkpoint(move |xs: &[Var]| seg(xs), std::slice::from_ref(&x))?)
         })
     })?;
     assert_eq!(plain, ckpt);
@@ -106,13 +107,16 @@ fn block_params(seed: u64) -> Vec<Var> {
     p
 }
 
+/// The gradients, and where each generator ended.
+type GradsAndEnds = (Vec<Vec<u32>>, Vec<(u64, u64)>);
+
 #[test]
 fn transformer_block_gradients_are_bit_identical_with_an_explicit_generator() -> Result<()> {
     let params = block_params(10);
     let x = param(&[3, 5, 4], 20);
     let loss = |y: Var| y.mul(&y).map(|y| y.sum_all());
     // Two blocks in sequence, each with its own generator.
-    let run = |checkpointed: bool| -> Result<(Vec<Vec<u32>>, Vec<(u64, u64)>)> {
+    let run = |checkpointed: bool| -> Result<GradsAndEnds> {
         let gens = [Arc::new(Mutex::new(Generator::new(3))), Arc::new(Mutex::new(Generator::new(4)))];
         let blocks = [block(&params, Arc::clone(&gens[0])), block(&params, Arc::clone(&gens[1]))];
         let grads = grads_of(&params, &x, || {
@@ -168,11 +172,11 @@ fn nested_checkpoints_replay_exactly() -> Result<()> {
     };
     let loss = |y: Var| Ok(y.sum_all());
     *gen.lock().unwrap() = Generator::new(9);
-    let plain = grads_of(&params, &x, || loss(outer(false)(&[x.clone()])?))?;
+    let plain = grads_of(&params, &x, || loss(outer(false)(std::slice::from_ref(&x))?))?;
     let plain_end = gen.lock().unwrap().offset();
     *gen.lock().unwrap() = Generator::new(9);
     let seg = outer(true);
-    let nested = grads_of(&params, &x, || loss(checkpoint(move |xs: &[Var]| seg(xs), &[x.clone()])?))?;
+    let nested = grads_of(&params, &x, || loss(checkpoint(move |xs: &[Var]| seg(xs), std::slice::from_ref(&x))?))?;
     assert_eq!(plain, nested);
     assert_eq!(gen.lock().unwrap().offset(), plain_end);
     Ok(())
@@ -191,7 +195,8 @@ fn a_captured_intermediate_gets_its_gradient_once() -> Result<()> {
                 let (h, w) = (h.clone(), w.clone());
                 move |xs: &[Var]| xs[0].matmul(&w)?.mul(&h)?.sigmoid().mul(&h)
             };
-            let y = if checkpointed { checkpoint(seg, &[x.clone()])? } else { seg(&[x.clone()])? };
+            let y =
+                if checkpointed { checkpoint(seg, std::slice::from_ref(&x))? } else { seg(std::slice::from_ref(&x))? };
             Ok(y.add(&h)?.sum_all())
         })
     };
@@ -213,12 +218,12 @@ fn the_segment_graph_is_dropped_while_the_output_lives() -> Result<()> {
     let params = vec![param(&[64, 32], 41), param(&[64], 42), param(&[32, 64], 43), param(&[32], 44)];
     let x = param(&[16, 32], 45);
     let seg = mlp(&params);
-    let plain = seg(&[x.clone()])?;
+    let plain = seg(std::slice::from_ref(&x))?;
     let tape = plain.tape();
     let plain_bytes: usize = tape.iter().map(|e| e.saved_bytes).sum();
     assert!(tape.len() >= 6, "{tape:?}");
     let seg2 = Arc::clone(&seg);
-    let ckpt = checkpoint(move |xs: &[Var]| seg2(xs), &[x.clone()])?;
+    let ckpt = checkpoint(move |xs: &[Var]| seg2(xs), std::slice::from_ref(&x))?;
     let tape = ckpt.tape();
     assert_eq!(tape.iter().map(|e| e.name).collect::<Vec<_>>(), ["checkpoint"]);
     // Only the input is held: 16 x 32 floats, against the hidden activations and masks.
@@ -243,7 +248,7 @@ fn a_replay_that_draws_differently_is_an_error_naming_checkpoint() -> Result<()>
             Ok(y)
         }
     };
-    let y = checkpoint(more, &[x.clone()])?;
+    let y = checkpoint(more, std::slice::from_ref(&x))?;
     let err = y.sum_all().backward().unwrap_err();
     assert!(matches!(&err, Error::InvalidArgument { op: "checkpoint", .. }), "{err}");
     assert!(err.to_string().contains("more dropout masks"), "{err}");
@@ -259,7 +264,7 @@ fn a_replay_that_draws_differently_is_an_error_naming_checkpoint() -> Result<()>
             Ok(y)
         }
     };
-    let err = checkpoint(fewer, &[x.clone()])?.sum_all().backward().unwrap_err();
+    let err = checkpoint(fewer, std::slice::from_ref(&x))?.sum_all().backward().unwrap_err();
     assert!(matches!(&err, Error::InvalidArgument { op: "checkpoint", .. }), "{err}");
     assert!(err.to_string().contains("drew 0 dropout masks, the forward pass 1"), "{err}");
     // Another p.
@@ -268,7 +273,7 @@ fn a_replay_that_draws_differently_is_an_error_naming_checkpoint() -> Result<()>
         let calls = Arc::clone(&calls);
         move |xs: &[Var]| xs[0].dropout(if calls.fetch_add(1, Ordering::Relaxed) == 0 { 0.5 } else { 0.25 })
     };
-    let err = checkpoint(other_p, &[x.clone()])?.sum_all().backward().unwrap_err();
+    let err = checkpoint(other_p, std::slice::from_ref(&x))?.sum_all().backward().unwrap_err();
     assert!(matches!(&err, Error::InvalidArgument { op: "checkpoint", .. }), "{err}");
     assert!(err.to_string().contains("p = 0.25"), "{err}");
     // The frames were popped: a plain dropout afterwards draws as usual.
@@ -287,7 +292,7 @@ fn no_grad_around_records_nothing_and_inside_holds_in_both_runs() -> Result<()> 
         move |xs: &[Var]| xs[0].matmul(&w)?.tanh().matmul(&w)
     };
     // Around: f(inputs), nothing recorded.
-    let y = no_grad(|| checkpoint(seg.clone(), &[x.clone()]))?;
+    let y = no_grad(|| checkpoint(seg.clone(), std::slice::from_ref(&x)))?;
     assert!(!y.requires_grad() && y.tape().is_empty());
     // Inside: the no_grad part is a constant in both runs, as in the plain run.
     let inside = {
@@ -297,8 +302,9 @@ fn no_grad_around_records_nothing_and_inside_holds_in_both_runs() -> Result<()> 
             xs[0].mul(&c.tanh())?.matmul(&w)
         }
     };
-    let plain = grads_of(&[w.clone()], &x, || Ok(inside(&[x.clone()])?.sum_all()))?;
-    let ckpt = grads_of(&[w.clone()], &x, || Ok(checkpoint(inside.clone(), &[x.clone()])?.sum_all()))?;
+    let plain = grads_of(std::slice::from_ref(&w), &x, || Ok(inside(std::slice::from_ref(&x))?.sum_all()))?;
+    let ckpt =
+        grads_of(std::slice::from_ref(&w), &x, || Ok(checkpoint(inside.clone(), std::slice::from_ref(&x))?.sum_all()))?;
     assert_eq!(plain, ckpt);
     Ok(())
 }
@@ -311,7 +317,7 @@ fn a_segment_with_nothing_requiring_grad_records_nothing() -> Result<()> {
         let k = k.clone();
         move |xs: &[Var]| xs[0].matmul(&k)?.dropout(0.5)
     };
-    let y = checkpoint(seg, &[c.clone()])?;
+    let y = checkpoint(seg, std::slice::from_ref(&c))?;
     assert!(!y.requires_grad() && y.tape().is_empty());
     // A constant input with a captured parameter: the parameter gets its gradient (PyTorch's
     // `use_reentrant=False`).
@@ -336,7 +342,7 @@ fn a_retained_graph_recomputes_at_each_backward() -> Result<()> {
         let (w, gen) = (w.clone(), Arc::clone(&gen));
         move |xs: &[Var]| dropout(&xs[0].matmul(&w)?, 0.5, &mut gen.lock().unwrap_or_else(|e| e.into_inner()))
     };
-    let y = checkpoint(seg, &[x.clone()])?.sum_all();
+    let y = checkpoint(seg, std::slice::from_ref(&x))?.sum_all();
     y.backward_retain()?;
     let once = w.grad().map(|g| g.to_vec()).unwrap_or_default();
     y.backward()?;
@@ -355,8 +361,8 @@ fn grad_without_create_graph_works_and_double_backward_says_so() -> Result<()> {
         let w = w.clone();
         move |xs: &[Var]| Ok(xs[0].matmul(&w)?.tanh())
     };
-    let plain = grad(&[&seg(&[x.clone()])?.sum_all()], &[&w, &x], None, GradOptions::default())?;
-    let y = checkpoint(seg, &[x.clone()])?.sum_all();
+    let plain = grad(&[&seg(std::slice::from_ref(&x))?.sum_all()], &[&w, &x], None, GradOptions::default())?;
+    let y = checkpoint(seg, std::slice::from_ref(&x))?.sum_all();
     let ckpt = grad(&[&y], &[&w, &x], None, GradOptions { retain_graph: true, ..GradOptions::default() })?;
     for (p, c) in plain.iter().zip(&ckpt) {
         assert_eq!(p.as_ref().map(|g| bits(&g.value())), c.as_ref().map(|g| bits(&g.value())));
