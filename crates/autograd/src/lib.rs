@@ -22,6 +22,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod checkpoint;
 pub mod functional;
 mod grad;
 mod gradcheck;
@@ -32,6 +33,7 @@ mod seed;
 mod tape;
 mod var;
 
+pub use checkpoint::checkpoint;
 pub use grad::{grad, GradOptions};
 pub use gradcheck::{
     gradcheck, gradcheck_with, gradchecked_ops, gradgradcheck, gradgradcheck_with, gradgradchecked_ops,

@@ -56,6 +56,9 @@ impl<T: Float> Ord for ById<T> {
 pub(crate) struct Visit<T: Float> {
     pub(crate) var: Var<T>,
     taken: Option<Taken<T>>,
+    /// A node below the walk's floor (see [`reachable_above`]): the walk hands its gradient to
+    /// `at_leaf` and goes no further.
+    stop: bool,
 }
 
 /// An op taken out of its node's edge by a freeing walk.
@@ -77,6 +80,13 @@ struct Taken<T: Float> {
 /// the backward loop needs no second lock. (If the walk then meets an op freed by an earlier
 /// backward, it reports that, and the part it walked is freed too.)
 pub(crate) fn reachable<T: Float>(roots: &[&Var<T>], free: bool) -> Result<Vec<Visit<T>>> {
+    reachable_above(roots, free, 0)
+}
+
+/// [`reachable`], not going below `floor`: a node with a smaller id (made before `floor`, as a
+/// checkpointed segment's captured values are) is listed as a stop, neither expanded nor freed,
+/// and the walk treats it as a leaf.
+pub(crate) fn reachable_above<T: Float>(roots: &[&Var<T>], free: bool, floor: u64) -> Result<Vec<Visit<T>>> {
     let mut heap = BinaryHeap::new();
     for &root in roots {
         heap.push(ById(root.clone()));
@@ -88,6 +98,10 @@ pub(crate) fn reachable<T: Float>(roots: &[&Var<T>], free: bool) -> Result<Vec<V
             continue;
         }
         last = Some(var.id());
+        if var.id() < floor {
+            nodes.push(Visit { var, taken: None, stop: true });
+            continue;
+        }
         let mut guard = lock(&var.0.edge);
         let taken = match &*guard {
             EdgeState::Leaf => None,
@@ -116,7 +130,7 @@ pub(crate) fn reachable<T: Float>(roots: &[&Var<T>], free: bool) -> Result<Vec<V
             }
         };
         drop(guard);
-        nodes.push(Visit { var, taken });
+        nodes.push(Visit { var, taken, stop: false });
     }
     Ok(nodes)
 }
@@ -289,6 +303,10 @@ pub(crate) fn walk<T: Float, F: Flow<T>>(
             dy.hooked(visit.var.id());
         }
         at_node(slot, &visit.var, &mut dy)?;
+        if visit.stop {
+            at_leaf(&visit.var, dy)?;
+            continue;
+        }
         if let Some(Taken { op, inputs }) = &taken {
             let pruned: SmallVec<[(u64, bool); 2]>;
             let inputs: &[(u64, bool)] = if needed.is_some() {

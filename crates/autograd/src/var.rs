@@ -158,6 +158,11 @@ pub(crate) fn no_double_backward(op: &'static str) -> tapegrad_tensor::Error {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The id the next node will get: every node made from now on has an id at least this.
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.load(Ordering::Relaxed)
+}
+
 pub(crate) struct Edge<T: Float> {
     pub(crate) op: Box<dyn Backward<T>>,
     pub(crate) inputs: SmallVec<[Var<T>; 2]>,

@@ -7,7 +7,7 @@
 //!   `2d`, `LayerNorm`, `GroupNorm`, `RMSNorm`, `Embedding`, `MultiheadAttention`,
 //!   `TransformerEncoderLayer`, `TransformerEncoder` (with [`causal_mask`] and
 //!   [`SinusoidalPositionalEncoding`]), `Sequential`, the
-//!   dropout family (`Dropout`, `Dropout2d`, `AlphaDropout`, `FeatureAlphaDropout`, `GaussianDropout`, `DropPath`) and [`mc_predict`] for Monte Carlo
+//!   dropout family (`Dropout`, `Dropout2d`, `AlphaDropout`, `FeatureAlphaDropout`, `GaussianDropout`, `DropPath`), `DropConnect` (dropout of a linear layer's weights) and [`mc_predict`] for Monte Carlo
 //!   dropout.
 //! - [`loss`], [`init`], [`optim`]: losses (fused cross-entropy), PyTorch's initialisers, and
 //!   the optimisers and schedulers (re-exported as `tapegrad::optim`).
@@ -50,7 +50,7 @@ pub use tapegrad_autograd::Var;
 pub mod dtype {
     pub use crate::layers::{
         AlphaDropoutNew as _, AvgPool2dNew as _, BatchNorm1dNew as _, BatchNorm2dNew as _, Conv1dNew as _,
-        Conv2dNew as _, DropPathNew as _, Dropout2dNew as _, DropoutNew as _, EmbeddingNew as _,
+        Conv2dNew as _, DropConnectNew as _, DropPathNew as _, Dropout2dNew as _, DropoutNew as _, EmbeddingNew as _,
         FeatureAlphaDropoutNew as _, FlattenNew as _, GRUNew as _, GaussianDropoutNew as _, GeluNew as _,
         GroupNormNew as _, LSTMNew as _, LayerNormNew as _, LinearNew as _, MaxPool2dNew as _,
         MultiheadAttentionNew as _, RMSNormNew as _, ReLUNew as _, SequentialNew as _, SigmoidNew as _, TanhNew as _,

@@ -60,7 +60,7 @@ pub fn drop_path<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) -> Result<Va
     }
     let rows = value.shape()[0];
     let row = value.shape()[1..].iter().product::<usize>();
-    let (seed, offset) = gen.reserve(rows as u64);
+    let (seed, offset) = crate::checkpoint::reserve(gen, rows as u64, p)?;
     let record = DropoutRecord::regenerate(seed, offset, p, rows)?;
     let y = record.mask().scale_groups(&value, row, record.scale())?;
     Ok(Var::from_op(y, &[x], || DropPath { record, row }))

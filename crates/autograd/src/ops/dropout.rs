@@ -41,7 +41,7 @@ pub struct DropoutRecord {
 impl DropoutRecord {
     /// Draws the mask for `numel` elements from the generator at its current position.
     pub(crate) fn draw(numel: usize, p: f64, gen: &mut Generator) -> Result<DropoutRecord> {
-        let (seed, offset) = gen.reserve(numel as u64);
+        let (seed, offset) = crate::checkpoint::reserve(gen, numel as u64, p)?;
         DropoutRecord::regenerate(seed, offset, p, numel)
     }
 
@@ -181,7 +181,7 @@ pub fn dropout<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) -> Result<Var<
         return Ok(x.clone());
     }
     let value = x.value();
-    let (seed, offset) = gen.reserve(value.numel() as u64);
+    let (seed, offset) = crate::checkpoint::reserve(gen, value.numel() as u64, p)?;
     let (y, mask) = value.dropout_with_mask(seed, offset, p)?;
     let record = DropoutRecord { seed, offset, p, numel: value.numel(), mask, gaussian: false };
     Ok(Var::from_op(y, &[x], || Dropout { record }))

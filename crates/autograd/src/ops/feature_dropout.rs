@@ -62,7 +62,7 @@ pub fn dropout2d<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) -> Result<Va
     }
     let channels = value.shape()[0] * value.shape()[1];
     let group = value.shape()[2..].iter().product::<usize>();
-    let (seed, offset) = gen.reserve(channels as u64);
+    let (seed, offset) = crate::checkpoint::reserve(gen, channels as u64, p)?;
     let record = DropoutRecord::regenerate(seed, offset, p, channels)?;
     let y = record.mask().scale_groups(&value, group, record.scale())?;
     Ok(Var::from_op(y, &[x], || Dropout2d { record, group }))
@@ -130,7 +130,7 @@ pub fn alpha_dropout<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) -> Resul
     }
     let value = x.value().contiguous();
     let n = value.numel();
-    let (seed, offset) = gen.reserve(n as u64);
+    let (seed, offset) = crate::checkpoint::reserve(gen, n as u64, p)?;
     let record = DropoutRecord::regenerate(seed, offset, p, n)?;
     if p == 1.0 {
         // Nothing is kept (and `a` is infinite): zeros, as PyTorch's `x * 0`.
@@ -203,7 +203,7 @@ pub fn feature_alpha_dropout<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) 
     }
     let channels = value.shape()[0] * value.shape()[1];
     let group = value.shape()[2..].iter().product::<usize>();
-    let (seed, offset) = gen.reserve(channels as u64);
+    let (seed, offset) = crate::checkpoint::reserve(gen, channels as u64, p)?;
     let record = DropoutRecord::regenerate(seed, offset, p, channels)?;
     if p == 1.0 {
         let y = record.mask().scale_groups(&value, group, T::ZERO)?;

@@ -80,7 +80,7 @@ pub fn gaussian_dropout<T: Float>(x: &Var<T>, p: f64, gen: &mut Generator) -> Re
     }
     let value = x.value();
     let n = value.numel();
-    let (seed, offset) = gen.reserve(Generator::normal_words(n));
+    let (seed, offset) = crate::checkpoint::reserve(gen, Generator::normal_words(n), p)?;
     let record = DropoutRecord::gaussian(seed, offset, p, n);
     let mut z = vec![T::ZERO; n];
     Generator::fill_normal_at(seed, offset, &mut z);

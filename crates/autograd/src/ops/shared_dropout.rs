@@ -86,7 +86,7 @@ pub fn dropout_shared<T: Float>(x: &Var<T>, p: f64, shared: &[usize], gen: &mut 
         return Ok(x.clone());
     }
     let n = noise_shape.iter().product::<usize>();
-    let (seed, offset) = gen.reserve(n as u64);
+    let (seed, offset) = crate::checkpoint::reserve(gen, n as u64, p)?;
     let op = DropoutShared { record: DropoutRecord::regenerate(seed, offset, p, n)?, noise_shape };
     let y = value.mul(&op.multiplier()?)?;
     Ok(Var::from_op(y, &[x], || op))

@@ -7,6 +7,7 @@
 //!
 //! One area: `cargo test --release -p tapegrad-autograd --test suite dropout::`.
 
+mod checkpoint;
 mod dropout;
 mod dropout_family;
 mod feature_dropout;

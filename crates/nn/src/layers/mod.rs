@@ -21,8 +21,8 @@ pub use attention::{causal_mask, MultiheadAttention, MultiheadAttentionNew};
 pub use conv::{AvgPool2d, AvgPool2dNew, Conv2d, Conv2dNew, Flatten, FlattenNew, MaxPool2d, MaxPool2dNew};
 pub use conv1d::{Conv1d, Conv1dNew};
 pub use dropout::{
-    mc_predict, AlphaDropout, AlphaDropoutNew, DropPath, DropPathNew, Dropout, Dropout2d, Dropout2dNew, DropoutNew,
-    FeatureAlphaDropout, FeatureAlphaDropoutNew, GaussianDropout, GaussianDropoutNew,
+    mc_predict, AlphaDropout, AlphaDropoutNew, DropConnect, DropConnectNew, DropPath, DropPathNew, Dropout, Dropout2d,
+    Dropout2dNew, DropoutNew, FeatureAlphaDropout, FeatureAlphaDropoutNew, GaussianDropout, GaussianDropoutNew,
 };
 pub use embedding::{Embedding, EmbeddingNew};
 pub use group_norm::{GroupNorm, GroupNormNew};

@@ -12,6 +12,7 @@ mod batches;
 mod checkpoint;
 mod data;
 mod derive_plain_data;
+mod drop_connect;
 mod dropout_family;
 mod fuzz_bytes;
 mod golden_layers;

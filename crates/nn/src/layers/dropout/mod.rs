@@ -1,12 +1,13 @@
 //! The dropout layers: `Dropout` (optionally with a mask shared along chosen dims),
 //! `Dropout2d`, `AlphaDropout`, `FeatureAlphaDropout`, `GaussianDropout`, `DropPath`, and Monte
-//! Carlo prediction ([`mc_predict`]).
+//! Carlo prediction ([`mc_predict`]); and `DropConnect`, a linear layer whose weights are dropped.
 //!
 //! A layer holds only `p`, its mode and optionally its own generator; the maths and the stored
 //! masks live in `tapegrad_autograd` (as PyTorch splits `nn.Dropout` from `F.dropout`). In eval
 //! mode a dropout layer returns its input as is: nothing is copied or recorded. `set_p` changes
 //! the rate in place, so a schedule needs no rebuilt model.
 
+mod drop_connect;
 mod mc;
 
 use std::fmt;
@@ -21,6 +22,7 @@ use tapegrad_tensor::{Error, Float, Generator, Result};
 
 use crate::module::{Mode, Module};
 
+pub use drop_connect::{DropConnect, DropConnectNew};
 pub use mc::mc_predict;
 
 /// Which mask (or noise) a dropout layer draws.
