@@ -58,10 +58,16 @@ impl<T: Float> Backward<T> for Mul<T> {
         two_var(needs, || dz.mul(y)?.sum_to(self.x.shape()), || dz.mul(x)?.sum_to(self.y.shape()))
     }
     fn backward_owned(&self, mut dz: Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
-        // One input wants a gradient (a product with a constant): dz times the other, in place.
+        // One input wants a gradient (a product with a constant): dz times the other, in place,
+        // when that input has dz's shape (a broadcast input needs the `sum_to` of `backward`).
+        let (x_full, y_full) = (self.x.shape() == dz.shape(), self.y.shape() == dz.shape());
         match needs {
-            [true, false] if dz.try_zip_map_in_place(&self.y, |g, y| g * y) => Ok(Grads::from([Some(dz), None])),
-            [false, true] if dz.try_zip_map_in_place(&self.x, |g, x| g * x) => Ok(Grads::from([None, Some(dz)])),
+            [true, false] if x_full && dz.try_zip_map_in_place(&self.y, |g, y| g * y) => {
+                Ok(Grads::from([Some(dz), None]))
+            }
+            [false, true] if y_full && dz.try_zip_map_in_place(&self.x, |g, x| g * x) => {
+                Ok(Grads::from([None, Some(dz)]))
+            }
             _ => self.backward(&dz, needs),
         }
     }

@@ -1176,3 +1176,25 @@ proptest! {
         check(|v| Var::conv2d_backward_weight(&v[0], &v[1], &[c_out, c, k, k], stride, padding), &[x, dy])?;
     }
 }
+
+/// A broadcast parameter times a constant, with a fresh (contiguous, unshared) gradient
+/// reaching the product: the in-place path of `mul`'s backward must not hand the parameter a
+/// gradient of the product's shape (it once did: `[2, 2]` for a 0-dim scale).
+#[test]
+fn mul_gives_a_broadcast_input_its_own_shape() {
+    let x = Var::new(Tensor::<f64>::from_vec(vec![0.1, 0.2, 0.3, 0.4], &[2, 2]).unwrap());
+    for shape in [&[][..], &[1, 2], &[2, 1]] {
+        for x_first in [true, false] {
+            let y = Var::parameter(Tensor::<f64>::ones(shape));
+            let z = if x_first { x.mul(&y) } else { y.mul(&x) }.unwrap();
+            z.tanh().sum_all().backward().unwrap();
+            assert_eq!(y.grad().unwrap().shape(), shape, "x_first {x_first}");
+        }
+        let y = Tensor::<f64>::ones(shape);
+        check_fixed(|v| Ok(Var::new(x.value()).mul(&v[0])?.tanh()), &[y]);
+    }
+}
+
+fn check_fixed(f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>, inputs: &[Tensor<f64>]) {
+    gradcheck(f, inputs).unwrap();
+}
