@@ -20,7 +20,7 @@ pub mod unary;
 
 use tapegrad_tensor::{Error, Float, Tensor, TensorNew};
 
-use crate::var::{Backward, Grads, Var, VarGrads};
+use crate::var::{Grads, Var, VarGrads};
 
 /// One gradient, for a one-input op.
 pub(crate) fn one<T: Float>(g: Tensor<T>) -> Grads<T> {
@@ -60,7 +60,7 @@ pub(crate) fn constant<T: Float>(t: Tensor<T>) -> Var<T> {
 /// stored factor (the dropout family: a stored mask and scale, or noise): `dy` times that
 /// factor, rebuilt as the op's backward of ones and held as a constant, so that every order of
 /// derivative uses the forward's mask (never a fresh draw).
-pub(crate) fn stored_factor_var<T: Float>(op: &dyn Backward<T>, dy: &Var<T>) -> crate::Result<VarGrads<T>> {
+pub(crate) fn stored_factor_var<T: Float>(op: &dyn crate::var::Backward<T>, dy: &Var<T>) -> crate::Result<VarGrads<T>> {
     let ones = Tensor::<T>::ones(&dy.shape());
     let factor = op.backward(&ones, &[true])?.into_iter().next().flatten();
     let factor = factor.ok_or_else(|| Error::arg(op.name(), "backward returned no gradient for its input"))?;
