@@ -17,7 +17,7 @@
 //! # Ok::<(), tapegrad_nn::Error>(())
 //! ```
 
-use tapegrad_autograd::{Backward, Grads, Var};
+use tapegrad_autograd::{Backward, Grads, Var, VarGrads};
 use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Error, Float, Result, Tensor};
 
@@ -95,6 +95,18 @@ fn upstream_scales<T: Float>(dy: &Tensor<T>, reduction: Reduction, count: usize)
     })
 }
 
+/// [`upstream_scales`] as a recorded value (for `backward_var`), shaped to broadcast over the
+/// input: `dy / count` or `dy` (0-dim) for `Mean` and `Sum`; for `None`, `dy` itself, with a
+/// trailing dim added when `per_row` (one loss per row of an `[N, C]` input).
+fn upstream_var<T: Float>(dy: &Var<T>, reduction: Reduction, count: usize, per_row: bool) -> Result<Var<T>> {
+    match reduction {
+        Reduction::Mean => Ok(dy.mul_scalar(T::ONE / T::from_usize(count))),
+        Reduction::Sum => Ok(dy.clone()),
+        Reduction::None if per_row => dy.unsqueeze(1),
+        Reduction::None => Ok(dy.clone()),
+    }
+}
+
 fn grads<T: Float>(gs: impl IntoIterator<Item = Option<Tensor<T>>>) -> Grads<T> {
     gs.into_iter().collect()
 }
@@ -142,6 +154,27 @@ impl<T: Float> Backward<T> for CrossEntropy<T> {
 
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.probs]
+    }
+
+    /// The same rule recorded: `(softmax(x) − q) · keep · scale`, with the target distribution
+    /// `q` and the kept rows `keep` as constants.
+    fn backward_var(&self, dy: &Var<T>, inputs: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        let (n, c) = (self.probs.shape()[0], self.probs.shape()[1]);
+        let off = T::from_f64(self.smoothing / c as f64);
+        let on = T::from_f64(1.0 - self.smoothing) + off;
+        let mut q = vec![off; n * c];
+        let mut keep = vec![T::ONE; n];
+        for (i, &t) in self.targets.iter().enumerate() {
+            if Some(t) == self.ignore {
+                keep[i] = T::ZERO;
+            } else {
+                q[i * c + t] = on;
+            }
+        }
+        let (q, keep) = (Var::new(Tensor::from_vec(q, &[n, c])?), Var::new(Tensor::from_vec(keep, &[n, 1])?));
+        // Every row ignored: the gradient is 0 (the mean's divisor does not matter).
+        let scale = upstream_var(dy, self.reduction, self.kept.max(1), true)?;
+        Ok(vec![Some(inputs[0].softmax(1)?.sub(&q)?.mul(&keep)?.mul(&scale)?)])
     }
 }
 
@@ -286,6 +319,17 @@ impl<T: Float> Backward<T> for NllLoss {
         }
         Ok(grads([Some(Tensor::from_vec(dx, &self.shape)?)]))
     }
+
+    /// The same rule recorded: `−onehot(t) · scale`, the one-hot rows a constant.
+    fn backward_var(&self, dy: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        let [n, c] = self.shape;
+        let mut onehot = vec![T::ZERO; n * c];
+        for (i, &t) in self.targets.iter().enumerate() {
+            onehot[i * c + t] = T::ONE;
+        }
+        let scale = upstream_var(dy, self.reduction, n, true)?;
+        Ok(vec![Some(Var::new(Tensor::from_vec(onehot, &self.shape)?).mul(&scale)?.neg())])
+    }
 }
 
 /// The negative log-likelihood of log-probabilities `log_probs` `[N, C]` (the output of a
@@ -377,6 +421,14 @@ impl<T: Float> Backward<T> for MseLoss<T> {
         Ok(grads([needs[0].then_some(dx), dt]))
     }
 
+    /// The same rule recorded: `2 (x − y) · scale` from the input `Var`s, and its negation.
+    fn backward_var(&self, dy: &Var<T>, inputs: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        let scale = upstream_var(dy, self.reduction, self.diff.numel(), false)?;
+        let dx = inputs[0].sub(&inputs[1])?.mul_scalar(T::from_f64(2.0)).mul(&scale)?;
+        let dt = needs[1].then(|| dx.neg());
+        Ok(vec![needs[0].then_some(dx), dt])
+    }
+
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.diff]
     }
@@ -459,6 +511,15 @@ impl<T: Float> Backward<T> for BceWithLogits<T> {
             None
         };
         Ok(grads([dx, dt]))
+    }
+
+    /// The same rule recorded: `(σ(x) − y) · scale` and `−x · scale` from the input `Var`s.
+    fn backward_var(&self, dy: &Var<T>, inputs: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        let (x, y) = (&inputs[0], &inputs[1]);
+        let scale = upstream_var(dy, self.reduction, self.x.numel(), false)?;
+        let dx = if needs[0] { Some(x.sigmoid().sub(y)?.mul(&scale)?) } else { None };
+        let dt = if needs[1] { Some(x.mul(&scale)?.neg()) } else { None };
+        Ok(vec![dx, dt])
     }
 
     fn saved(&self) -> Vec<&Tensor<T>> {

@@ -1,10 +1,36 @@
 //! Convolution and pooling (NCHW).
 
 use tapegrad_tensor::ops::conv::MaxPoolIndices;
-use tapegrad_tensor::{Float, Result, Tensor};
+use tapegrad_tensor::{Error, Float, Result, Tensor, TensorNew};
 
-use super::one;
-use crate::var::{Backward, Grads, Var};
+use super::{constant, one, two, two_var};
+use crate::var::{Backward, Grads, Var, VarGrads};
+
+/// The input gradient of a convolution of an `input_shape` input with `w`, given the output's
+/// gradient `dy` (a transposed convolution; the input's values do not enter it).
+fn input_grad<T: Float>(
+    input_shape: &[usize],
+    w: &Tensor<T>,
+    dy: &Tensor<T>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor<T>> {
+    let g = Tensor::<T>::zeros(input_shape).conv2d_backward_needed(w, dy, stride, padding, [true, false, false])?;
+    g.dx.ok_or_else(|| Error::arg("conv2d_backward_input", "the input gradient was not computed"))
+}
+
+/// The weight gradient of a convolution of `x` with a `weight_shape` weight, given the output's
+/// gradient `dy` (the weight's values do not enter it).
+fn weight_grad<T: Float>(
+    x: &Tensor<T>,
+    weight_shape: &[usize],
+    dy: &Tensor<T>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor<T>> {
+    let g = x.conv2d_backward_needed(&Tensor::<T>::zeros(weight_shape), dy, stride, padding, [false, true, false])?;
+    g.dweight.ok_or_else(|| Error::arg("conv2d_backward_weight", "the weight gradient was not computed"))
+}
 
 // ─── Conv2d ──────────────────────  y = x ⋆ w + b   (saves x and w)
 //   dx = col2im(wᵀ · dy),  dw = dy · im2col(x)ᵀ,  db = Σ dy over (n, h, w)
@@ -31,6 +57,71 @@ impl<T: Float> Backward<T> for Conv2d<T> {
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.x, &self.w]
     }
+    fn backward_var(&self, dy: &Var<T>, inputs: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        let (x, w) = (&inputs[0], &inputs[1]);
+        let (s, p) = (self.stride, self.padding);
+        let mut grads = two_var(
+            needs,
+            || Var::conv2d_backward_input(dy, w, self.x.shape(), s, p),
+            || Var::conv2d_backward_weight(x, dy, self.w.shape(), s, p),
+        )?;
+        if needs.len() == 3 {
+            grads.push(if needs[2] { Some(dy.sum(&[0, 2, 3], false)?) } else { None });
+        }
+        Ok(grads)
+    }
+}
+
+// ─── Conv2dBackwardInput ─────────  z = Dx(dy, w), the input gradient of a convolution
+//   (linear in each of dy and w):  d dy = g ⋆ w (a conv2d),  dw = Dw(g, dy)
+struct Conv2dBackwardInput<T: Float> {
+    dy: Tensor<T>,
+    w: Tensor<T>,
+    stride: usize,
+    padding: usize,
+}
+impl<T: Float> Backward<T> for Conv2dBackwardInput<T> {
+    fn name(&self) -> &'static str {
+        "conv2d_backward_input"
+    }
+    fn backward(&self, g: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        let (s, p) = (self.stride, self.padding);
+        two(needs, || g.conv2d(&self.w, None, s, p), || weight_grad(g, self.w.shape(), &self.dy, s, p))
+    }
+    fn backward_var(&self, g: &Var<T>, inputs: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        let (dy, w) = (&inputs[0], &inputs[1]);
+        let (s, p) = (self.stride, self.padding);
+        two_var(needs, || g.conv2d(w, None, s, p), || Var::conv2d_backward_weight(g, dy, self.w.shape(), s, p))
+    }
+    fn saved(&self) -> Vec<&Tensor<T>> {
+        vec![&self.dy, &self.w]
+    }
+}
+
+// ─── Conv2dBackwardWeight ────────  z = Dw(x, dy), the weight gradient of a convolution
+//   (linear in each of x and dy):  dx = Dx(dy, h),  d dy = x ⋆ h (a conv2d)
+struct Conv2dBackwardWeight<T: Float> {
+    x: Tensor<T>,
+    dy: Tensor<T>,
+    stride: usize,
+    padding: usize,
+}
+impl<T: Float> Backward<T> for Conv2dBackwardWeight<T> {
+    fn name(&self) -> &'static str {
+        "conv2d_backward_weight"
+    }
+    fn backward(&self, h: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        let (s, p) = (self.stride, self.padding);
+        two(needs, || input_grad(self.x.shape(), h, &self.dy, s, p), || self.x.conv2d(h, None, s, p))
+    }
+    fn backward_var(&self, h: &Var<T>, inputs: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        let (x, dy) = (&inputs[0], &inputs[1]);
+        let (s, p) = (self.stride, self.padding);
+        two_var(needs, || Var::conv2d_backward_input(dy, h, self.x.shape(), s, p), || x.conv2d(h, None, s, p))
+    }
+    fn saved(&self) -> Vec<&Tensor<T>> {
+        vec![&self.x, &self.dy]
+    }
 }
 
 // ─── MaxPool2d ───────────────────  dx = dy routed to each window's maximum (saves indices)
@@ -43,6 +134,16 @@ impl<T: Float> Backward<T> for MaxPool2d {
     }
     fn backward(&self, dy: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(Tensor::max_pool2d_backward(dy, &self.indices)?))
+    }
+    fn backward_var(&self, dy: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        // Each plane flattened, the pooling is a `gather` at the stored argmaxes: its recorded
+        // adjoint is a `scatter_add` of `dy` into zeros (overlapping windows add).
+        let (input, output) = (self.indices.input_shape(), self.indices.output_shape());
+        let (n, c) = (input[0], input[1]);
+        let index_shape = [n, c, output[2] * output[3]];
+        let zeros = Var::new(Tensor::<T>::zeros(&[n, c, input[2] * input[3]]));
+        let dx = zeros.scatter_add(2, &self.indices.to_flat(), &index_shape, &dy.reshape(&index_shape)?)?;
+        Ok(vec![Some(dx.reshape(input)?)])
     }
     fn extra_bytes(&self) -> usize {
         self.indices.bytes()
@@ -63,6 +164,17 @@ impl<T: Float> Backward<T> for AvgPool2d {
     fn backward(&self, dy: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(Tensor::avg_pool2d_backward(dy, &self.in_shape, self.kernel, self.stride, self.padding)?))
     }
+    fn backward_var(&self, dy: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        // Each plane on its own, the pooling is a convolution with a constant `kernel x kernel`
+        // weight of 1 / kernel² (padding counts as zeros, as in the average): its recorded
+        // backward is that convolution's input gradient.
+        let (k, [n, c, h, w]) = (self.kernel, [0, 1, 2, 3].map(|d| self.in_shape[d]));
+        let dy_shape = dy.shape();
+        let planes = dy.reshape(&[n * c, 1, dy_shape[2], dy_shape[3]])?;
+        let weight = constant(Tensor::<T>::full(&[1, 1, k, k], T::ONE / T::from_usize(k * k)));
+        let dx = Var::conv2d_backward_input(&planes, &weight, &[n * c, 1, h, w], self.stride, self.padding)?;
+        Ok(vec![Some(dx.reshape(&self.in_shape)?)])
+    }
 }
 
 impl<T: Float> Var<T> {
@@ -81,6 +193,68 @@ impl<T: Float> Var<T> {
             Some(b) => Var::from_op(y, &[self, weight, b], make),
             None => Var::from_op(y, &[self, weight], make),
         })
+    }
+
+    /// The input gradient of [`Var::conv2d`] (a transposed convolution, PyTorch's
+    /// `torch.nn.grad.conv2d_input`): given `dy`, the gradient of the output of a convolution
+    /// of an `input_shape` input with `weight` (`stride`, `padding`), the input's gradient. The
+    /// recorded backward of `conv2d`'s input. Linear in `dy` and in `weight`; backward:
+    /// `d dy = g ⋆ weight` (a `conv2d`), `d weight = conv2d_backward_weight(g, dy)`.
+    ///
+    /// # Errors
+    /// `conv2d` for an input shape and weight that do not make a convolution, and
+    /// `conv2d_backward` when `dy` does not have that convolution's output shape.
+    ///
+    /// ```
+    /// use tapegrad_autograd::Var;
+    /// use tapegrad_tensor::{Tensor, TensorNew};
+    /// let dy = Var::new(Tensor::<f64>::ones(&[1, 1, 2, 2]));
+    /// let w = Var::parameter(Tensor::<f64>::ones(&[1, 1, 2, 2]));
+    /// let dx = Var::conv2d_backward_input(&dy, &w, &[1, 1, 3, 3], 1, 0)?;
+    /// assert_eq!(dx.value().to_vec(), vec![1.0, 2.0, 1.0, 2.0, 4.0, 2.0, 1.0, 2.0, 1.0]);
+    /// # Ok::<(), tapegrad_autograd::Error>(())
+    /// ```
+    pub fn conv2d_backward_input(
+        dy: &Var<T>,
+        weight: &Var<T>,
+        input_shape: &[usize],
+        stride: usize,
+        padding: usize,
+    ) -> Result<Var<T>> {
+        let (g, w) = (dy.value(), weight.value());
+        let dx = input_grad(input_shape, &w, &g, stride, padding)?;
+        Ok(Var::from_op(dx, &[dy, weight], || Conv2dBackwardInput { dy: g, w, stride, padding }))
+    }
+
+    /// The weight gradient of [`Var::conv2d`] (PyTorch's `torch.nn.grad.conv2d_weight`): given
+    /// the convolution's input `input` and `dy`, the gradient of its output, the gradient of a
+    /// `weight_shape` weight (`stride`, `padding`). The recorded backward of `conv2d`'s weight.
+    /// Linear in `input` and in `dy`; backward: `d input = conv2d_backward_input(dy, h)`,
+    /// `d dy = input ⋆ h` (a `conv2d`).
+    ///
+    /// # Errors
+    /// `conv2d` for an input and weight shape that do not make a convolution, and
+    /// `conv2d_backward` when `dy` does not have that convolution's output shape.
+    ///
+    /// ```
+    /// use tapegrad_autograd::Var;
+    /// use tapegrad_tensor::{Tensor, TensorNew};
+    /// let x = Var::parameter(Tensor::<f64>::ones(&[1, 1, 3, 3]));
+    /// let dy = Var::new(Tensor::<f64>::ones(&[1, 1, 2, 2]));
+    /// let dw = Var::conv2d_backward_weight(&x, &dy, &[1, 1, 2, 2], 1, 0)?;
+    /// assert_eq!(dw.value().to_vec(), vec![4.0; 4]);
+    /// # Ok::<(), tapegrad_autograd::Error>(())
+    /// ```
+    pub fn conv2d_backward_weight(
+        input: &Var<T>,
+        dy: &Var<T>,
+        weight_shape: &[usize],
+        stride: usize,
+        padding: usize,
+    ) -> Result<Var<T>> {
+        let (x, g) = (input.value(), dy.value());
+        let dw = weight_grad(&x, weight_shape, &g, stride, padding)?;
+        Ok(Var::from_op(dw, &[input, dy], || Conv2dBackwardWeight { x, dy: g, stride, padding }))
     }
 
     /// Max pooling over `kernel x kernel` windows (padding counts as -inf).

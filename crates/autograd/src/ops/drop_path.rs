@@ -25,6 +25,10 @@ impl<T: Float> Backward<T> for DropPath {
     fn dropout(&self) -> Option<&DropoutRecord> {
         Some(&self.record)
     }
+    fn backward_var(&self, dy: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<crate::var::VarGrads<T>> {
+        // Linear in its input: dy times the stored factor, a constant.
+        super::stored_factor_var(self, dy)
+    }
 }
 
 /// Drop path, or stochastic depth, for the output of a residual branch: each sample (row of

@@ -5,7 +5,7 @@ use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Dims, Float, Result, Tensor};
 
 use super::{constant, one, two, two_var};
-use crate::var::{no_double_backward, Backward, Grads, Var, VarGrads};
+use crate::var::{Backward, Grads, Var, VarGrads};
 
 // ─── Add ─────────────────────────  z = x + y
 struct Add {
@@ -58,10 +58,16 @@ impl<T: Float> Backward<T> for Mul<T> {
         two_var(needs, || dz.mul(y)?.sum_to(self.x.shape()), || dz.mul(x)?.sum_to(self.y.shape()))
     }
     fn backward_owned(&self, mut dz: Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
-        // One input wants a gradient (a product with a constant): dz times the other, in place.
+        // One input wants a gradient (a product with a constant): dz times the other, in place,
+        // when that input has dz's shape (a broadcast input needs the `sum_to` of `backward`).
+        let (x_full, y_full) = (self.x.shape() == dz.shape(), self.y.shape() == dz.shape());
         match needs {
-            [true, false] if dz.try_zip_map_in_place(&self.y, |g, y| g * y) => Ok(Grads::from([Some(dz), None])),
-            [false, true] if dz.try_zip_map_in_place(&self.x, |g, x| g * x) => Ok(Grads::from([None, Some(dz)])),
+            [true, false] if x_full && dz.try_zip_map_in_place(&self.y, |g, y| g * y) => {
+                Ok(Grads::from([Some(dz), None]))
+            }
+            [false, true] if y_full && dz.try_zip_map_in_place(&self.x, |g, x| g * x) => {
+                Ok(Grads::from([None, Some(dz)]))
+            }
             _ => self.backward(&dz, needs),
         }
     }
@@ -232,7 +238,7 @@ unary_backward!(
 unary_backward!(
     /// y = x Φ(x) (saves x): dx = dy (Φ(x) + x φ(x))
     Gelu, "gelu", |g, x| g * gelu_grad(x),
-    var: |dz, x, y| |_| Err(no_double_backward("gelu")));
+    var: |dz, x, y| |_| dz.mul(&gelu_grad_var(x)?));
 unary_backward!(
     /// y = x/2 (1 + tanh(√(2/π)(x + 0.044715 x³))) (saves x)
     GeluTanh, "gelu_tanh", |g, x| g * gelu_tanh_grad(x),
@@ -247,6 +253,19 @@ fn abs_sign<T: Float>(x: T) -> T {
     } else {
         T::ZERO
     }
+}
+
+/// `gelu_grad`, `Φ(x) + x φ(x)`, written with recorded ops (`Φ(x) = (1 + erf(x / √2)) / 2`,
+/// `φ(x) = e^(-x²/2) / √(2π)`), so that it can be differentiated again.
+fn gelu_grad_var<T: Float>(x: &Var<T>) -> Result<Var<T>> {
+    let cdf = x
+        .mul_scalar(T::from_f64(std::f64::consts::FRAC_1_SQRT_2))
+        .erf()
+        .add_scalar(T::ONE)
+        .mul_scalar(T::from_f64(0.5));
+    let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+    let pdf = x.mul(x)?.mul_scalar(T::from_f64(-0.5)).exp().mul_scalar(T::from_f64(inv_sqrt_2pi));
+    cdf.add(&x.mul(&pdf)?)
 }
 
 /// `gelu_tanh_grad` written with recorded ops, so that it can be differentiated again.

@@ -28,6 +28,10 @@ impl<T: Float> Backward<T> for Dropout2d {
     fn dropout(&self) -> Option<&DropoutRecord> {
         Some(&self.record)
     }
+    fn backward_var(&self, dy: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<crate::var::VarGrads<T>> {
+        // Linear in its input: dy times the stored factor, a constant.
+        super::stored_factor_var(self, dy)
+    }
 }
 
 /// Channel dropout for `[N, C, ...]` inputs: each whole channel `(n, c)` is zeroed with
@@ -98,6 +102,10 @@ impl<T: Float> Backward<T> for AlphaDropout<T> {
     fn dropout(&self) -> Option<&DropoutRecord> {
         Some(&self.record)
     }
+    fn backward_var(&self, dy: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<crate::var::VarGrads<T>> {
+        // Linear in its input: dy times the stored factor, a constant.
+        super::stored_factor_var(self, dy)
+    }
 }
 
 /// Alpha dropout, for self-normalising (SELU) networks: dropped units are set to SELU's negative
@@ -166,6 +174,10 @@ impl<T: Float> Backward<T> for FeatureAlphaDropout<T> {
     }
     fn dropout(&self) -> Option<&DropoutRecord> {
         Some(&self.record)
+    }
+    fn backward_var(&self, dy: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<crate::var::VarGrads<T>> {
+        // Linear in its input: dy times the stored factor, a constant.
+        super::stored_factor_var(self, dy)
     }
 }
 

@@ -29,6 +29,10 @@ impl<T: Float> Backward<T> for GaussianDropout<T> {
     fn dropout(&self) -> Option<&DropoutRecord> {
         Some(&self.record)
     }
+    fn backward_var(&self, dy: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<crate::var::VarGrads<T>> {
+        // Linear in its input: dy times the stored factor, a constant.
+        super::stored_factor_var(self, dy)
+    }
 }
 
 /// Checks a Gaussian dropout probability for `op`: in [0, 1), not NaN. `p = 1` would give the

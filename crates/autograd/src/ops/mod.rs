@@ -14,10 +14,11 @@ pub mod movement;
 pub mod norm;
 pub mod operators;
 pub mod reduce;
+pub mod scatter;
 pub mod shared_dropout;
 pub mod unary;
 
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::{Error, Float, Tensor, TensorNew};
 
 use crate::var::{Grads, Var, VarGrads};
 
@@ -53,4 +54,15 @@ pub(crate) fn two_var<T: Float>(
 /// selection's weights): a leaf of the recorded gradient.
 pub(crate) fn constant<T: Float>(t: Tensor<T>) -> Var<T> {
     Var::new(t)
+}
+
+/// The recorded backward of a one-input op whose backward multiplies `dy` elementwise by a
+/// stored factor (the dropout family: a stored mask and scale, or noise): `dy` times that
+/// factor, rebuilt as the op's backward of ones and held as a constant, so that every order of
+/// derivative uses the forward's mask (never a fresh draw).
+pub(crate) fn stored_factor_var<T: Float>(op: &dyn crate::var::Backward<T>, dy: &Var<T>) -> crate::Result<VarGrads<T>> {
+    let ones = Tensor::<T>::ones(&dy.shape());
+    let factor = op.backward(&ones, &[true])?.into_iter().next().flatten();
+    let factor = factor.ok_or_else(|| Error::arg(op.name(), "backward returned no gradient for its input"))?;
+    Ok(vec![Some(dy.mul(&constant(factor))?)])
 }

@@ -211,6 +211,11 @@ impl<T: Float> Backward<T> for IndexSelect {
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(Tensor::<T>::zeros(&self.in_shape).index_add(self.dim, &self.index, dz)?))
     }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        // The recorded adjoint: `index_add`, whose own backward is `index_select` again.
+        let zeros = Var::new(Tensor::<T>::zeros(&self.in_shape));
+        Ok(vec![Some(zeros.index_add(self.dim, &self.index, dz)?)])
+    }
     fn extra_bytes(&self) -> usize {
         self.index.len() * std::mem::size_of::<usize>()
     }
@@ -229,6 +234,11 @@ impl<T: Float> Backward<T> for Gather {
     }
     fn backward(&self, dz: &Tensor<T>, _: &[bool]) -> Result<Grads<T>> {
         Ok(one(Tensor::<T>::zeros(&self.in_shape).scatter_add(self.dim, &self.index, &self.index_shape, dz)?))
+    }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        // The recorded adjoint: `scatter_add`, whose own backward is `gather` again.
+        let zeros = Var::new(Tensor::<T>::zeros(&self.in_shape));
+        Ok(vec![Some(zeros.scatter_add(self.dim, &self.index, &self.index_shape, dz)?)])
     }
     fn extra_bytes(&self) -> usize {
         self.index.len() * std::mem::size_of::<usize>()

@@ -2,7 +2,7 @@
 
 use tapegrad_tensor::{Float, Result, Tensor};
 
-use crate::var::{Backward, Grads, Var};
+use crate::var::{Backward, Grads, Var, VarGrads};
 
 // ─── LayerNorm ─────────  y = x̂ · w + b,  x̂ = (x - mean) · rstd per row
 //   dx = rstd · (g - mean(g) - x̂ · mean(g · x̂)) with g = dy · w;  dw = Σ_rows dy · x̂;  db = Σ_rows dy
@@ -13,6 +13,7 @@ struct LayerNorm<T: Float> {
     rstd: Tensor<T>,
     weight: Option<Tensor<T>>,
     has_bias: bool,
+    eps: f64,
 }
 impl<T: Float> Backward<T> for LayerNorm<T> {
     fn name(&self) -> &'static str {
@@ -42,13 +43,44 @@ impl<T: Float> Backward<T> for LayerNorm<T> {
         saved.extend(&self.weight);
         saved
     }
+    fn backward_var(&self, dy: &Var<T>, inputs: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        // The tensor formula with the statistics recomputed from the input `Var`, so that they
+        // are differentiated too: μ, r and x̂ are functions of x.
+        let x = &inputs[0];
+        let ndim = x.value().ndim();
+        let dims: Vec<usize> = (ndim - self.normalized_shape.len()..ndim).collect();
+        let mean = x.mean(&dims, true)?;
+        let centred = x.sub(&mean)?;
+        let var = centred.mul(&centred)?.mean(&dims, true)?;
+        let rstd = var.add_scalar(T::from_f64(self.eps)).powf(T::from_f64(-0.5));
+        let x_hat = centred.mul(&rstd)?;
+        let weight = self.weight.as_ref().map(|_| &inputs[1]);
+        let mut grads = vec![];
+        grads.push(if needs[0] {
+            let g = match weight {
+                Some(w) => dy.mul(w)?,
+                None => dy.clone(),
+            };
+            let inner = g.sub(&g.mean(&dims, true)?)?.sub(&x_hat.mul(&g.mul(&x_hat)?.mean(&dims, true)?)?)?;
+            Some(rstd.mul(&inner)?)
+        } else {
+            None
+        });
+        if weight.is_some() {
+            grads.push(if needs[1] { Some(dy.mul(&x_hat)?.sum_to(&self.normalized_shape)?) } else { None });
+        }
+        if self.has_bias {
+            grads.push(if needs[grads.len()] { Some(dy.sum_to(&self.normalized_shape)?) } else { None });
+        }
+        Ok(grads)
+    }
 }
 
 impl<T: Float> Var<T> {
     /// Layer normalisation over the trailing dims `normalized_shape`, with an optional weight
     /// and bias of that shape, as one recorded op (`torch.nn.functional.layer_norm`): see
-    /// [`Tensor::layer_norm`]. Backward is [`Tensor::layer_norm_backward`], written with ops that
-    /// have derivatives of their own.
+    /// [`Tensor::layer_norm`]. Backward is [`Tensor::layer_norm_backward`]; with `create_graph` it is
+    /// recorded with ops that have derivatives of their own (double backward).
     ///
     /// # Errors
     /// `layer_norm` naming the shapes when the input does not end with `normalized_shape`, or
@@ -85,6 +117,7 @@ impl<T: Float> Var<T> {
             rstd,
             weight: w,
             has_bias: b.is_some(),
+            eps,
         }))
     }
 }

@@ -114,6 +114,16 @@ impl<T: Float> Backward<T> for Max {
         let dz = if self.keepdim { dz.clone() } else { dz.unsqueeze(self.dim)? };
         Ok(one(Tensor::<T>::zeros(&self.in_shape).scatter_add(self.dim, &self.indices, &index_shape, &dz)?))
     }
+    fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
+        // The argmax selection is piecewise constant: dz broadcast back, times the constant
+        // one-hot mask of the argmax positions.
+        let mut index_shape = self.in_shape.clone();
+        index_shape[self.dim] = 1;
+        let ones = Tensor::<T>::ones(&index_shape);
+        let mask = Tensor::<T>::zeros(&self.in_shape).scatter_add(self.dim, &self.indices, &index_shape, &ones)?;
+        let dz = if self.keepdim { dz.clone() } else { dz.unsqueeze(self.dim)? };
+        Ok(vec![Some(dz.expand(&self.in_shape)?.mul(&super::constant(mask))?)])
+    }
 }
 
 // ─── Softmax ─────────────────────  y = softmax(x);  dx = y (dy - Σ dy y)   (saves y)

@@ -31,6 +31,10 @@ impl<T: Float> Backward<T> for DropoutShared {
     fn dropout(&self) -> Option<&DropoutRecord> {
         Some(&self.record)
     }
+    fn backward_var(&self, dy: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<crate::var::VarGrads<T>> {
+        // Linear in its input: dy times the stored factor, a constant.
+        super::stored_factor_var(self, dy)
+    }
 }
 
 /// The noise shape of a mask shared along `shared` dims of `shape`: `shape` with those dims set

@@ -87,7 +87,28 @@ saved_input_backward!(Clamp { min: T, max: T }, "clamp", |g, x, s| if x >= s.min
     // The pass-through mask is piecewise constant: a constant of the gradient.
     var: |dy, _x, s| dy.mul(&constant(s.x.map(|x| if x >= s.min && x <= s.max { T::ONE } else { T::ZERO })))?);
 
+// ─── Erf ─────────────────────────  y = erf x:  dx = dy 2/√π e^(-x²)
+saved_input_backward!(Erf {}, "erf", |g, x, _s| g * f64_of(x, |x| std::f64::consts::FRAC_2_SQRT_PI * (-x * x).exp()),
+    var: |dy, x, _s| dy.mul(&x.mul(x)?.neg().exp().mul_scalar(T::from_f64(std::f64::consts::FRAC_2_SQRT_PI)))?);
+
 impl<T: Float> Var<T> {
+    /// The error function `erf(self)`, elementwise (`torch.erf`). Backward: `dx = dy · 2/√π · e^(−x²)`. The exact `gelu`'s recorded backward
+    /// is written with it.
+    ///
+    /// ```
+    /// # use tapegrad_autograd::Var;
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
+    /// let x = Var::parameter(Tensor::<f64>::zeros(&[2]));
+    /// assert_eq!(x.erf().value().to_vec(), vec![0.0, 0.0]);
+    /// x.erf().sum_all().backward()?;
+    /// assert!((x.grad().unwrap().to_vec()[0] - 2.0 / std::f64::consts::PI.sqrt()).abs() < 1e-15);
+    /// # Ok::<(), tapegrad_autograd::Error>(())
+    /// ```
+    pub fn erf(&self) -> Var<T> {
+        let x = self.value();
+        Var::from_op(x.map(|v| v.erf()), &[self], || Erf { x })
+    }
+
     /// `sin(self)`, elementwise. Backward: `dx = dy · cos x`.
     ///
     /// ```

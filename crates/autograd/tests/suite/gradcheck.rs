@@ -1006,6 +1006,11 @@ const CHECKS: &[(&str, fn())] = &[
     ("grad_leaky_relu", grad_leaky_relu),
     ("grad_clamp", grad_clamp),
     ("grad_operators", grad_operators),
+    ("grad_erf", grad_erf),
+    ("grad_index_add", grad_index_add),
+    ("grad_scatter_add", grad_scatter_add),
+    ("grad_conv2d_backward_input", grad_conv2d_backward_input),
+    ("grad_conv2d_backward_weight", grad_conv2d_backward_weight),
 ];
 
 /// Fails when an op recorded anywhere under `src/ops` was not on the tape of a passing gradient
@@ -1086,4 +1091,110 @@ proptest! {
             Ok(&(&(x + y) * x) - &(y / 2.0) + 3.0 - (-x) + 2.0 * y / y)
         }, &[x, y])?;
     }
+}
+
+// ─── the recorded backwards' own ops (ops/unary.rs, ops/scatter.rs, ops/conv.rs) ─────────────
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn grad_erf(s in shape(0..=3), l in layout(), seed in any::<u64>()) {
+        unary(&s, l, Values::Any, seed, |x| Ok(x.erf()))?;
+    }
+
+    /// Both inputs, with repeated indices (which add).
+    #[test]
+    fn grad_index_add(
+        (s, dim, index) in shape_and_dim().prop_flat_map(|(s, d)| {
+            let n = s[d];
+            (Just(s), Just(d), prop::collection::vec(0..n, 1..=4))
+        }),
+        lx in layout(),
+        ls in layout(),
+        seed in any::<u64>(),
+    ) {
+        let gen = &mut Generator::new(seed);
+        let x = input(&s, lx, Values::Any, gen);
+        let mut src_shape = s.clone();
+        src_shape[dim] = index.len();
+        let src = input(&src_shape, ls, Values::Any, gen);
+        check_strided_upstream(|v| v[0].index_add(dim, &index, &v[1]), &[x, src], gen)?;
+    }
+
+    /// Both inputs; `src` of the index's shape, with repeated indices (which add).
+    #[test]
+    fn grad_scatter_add(
+        (s, dim, index_shape, index) in shape_and_dim().prop_flat_map(|(s, d)| {
+            let dims: Vec<BoxedStrategy<usize>> =
+                s.iter().enumerate().map(|(i, &n)| if i == d { (1usize..=4).boxed() } else { (1..=n).boxed() }).collect();
+            (Just(s), Just(d), dims)
+        }).prop_flat_map(|(s, d, index_shape)| {
+            let count: usize = index_shape.iter().product();
+            let n = s[d];
+            (Just(s), Just(d), Just(index_shape), prop::collection::vec(0..n, count))
+        }),
+        lx in layout(),
+        ls in layout(),
+        seed in any::<u64>(),
+    ) {
+        let gen = &mut Generator::new(seed);
+        let x = input(&s, lx, Values::Any, gen);
+        let src = input(&index_shape, ls, Values::Any, gen);
+        check(|v| v[0].scatter_add(dim, &index, &index_shape, &v[1]), &[x, src])?;
+    }
+
+    /// The transposed convolution of `conv2d`'s input gradient, in `dy` and the weight.
+    #[test]
+    fn grad_conv2d_backward_input(
+        (n, c, h, w, k, stride, padding) in conv_geometry(),
+        c_out in 1usize..=2,
+        ld in layout(),
+        lw in layout(),
+        seed in any::<u64>(),
+    ) {
+        let gen = &mut Generator::new(seed);
+        let (oh, ow) = ((h + 2 * padding - k) / stride + 1, (w + 2 * padding - k) / stride + 1);
+        let dy = input(&[n, c_out, oh, ow], ld, Values::Any, gen);
+        let weight = input(&[c_out, c, k, k], lw, Values::Any, gen);
+        check_strided_upstream(|v| Var::conv2d_backward_input(&v[0], &v[1], &[n, c, h, w], stride, padding), &[dy, weight], gen)?;
+    }
+
+    /// `conv2d`'s weight gradient, in the input and `dy`.
+    #[test]
+    fn grad_conv2d_backward_weight(
+        (n, c, h, w, k, stride, padding) in conv_geometry(),
+        c_out in 1usize..=2,
+        lx in layout(),
+        ld in layout(),
+        seed in any::<u64>(),
+    ) {
+        let gen = &mut Generator::new(seed);
+        let (oh, ow) = ((h + 2 * padding - k) / stride + 1, (w + 2 * padding - k) / stride + 1);
+        let x = input(&[n, c, h, w], lx, Values::Any, gen);
+        let dy = input(&[n, c_out, oh, ow], ld, Values::Any, gen);
+        check(|v| Var::conv2d_backward_weight(&v[0], &v[1], &[c_out, c, k, k], stride, padding), &[x, dy])?;
+    }
+}
+
+/// A broadcast parameter times a constant, with a fresh (contiguous, unshared) gradient
+/// reaching the product: the in-place path of `mul`'s backward must not hand the parameter a
+/// gradient of the product's shape (it once did: `[2, 2]` for a 0-dim scale).
+#[test]
+fn mul_gives_a_broadcast_input_its_own_shape() {
+    let x = Var::new(Tensor::<f64>::from_vec(vec![0.1, 0.2, 0.3, 0.4], &[2, 2]).unwrap());
+    for shape in [&[][..], &[1, 2], &[2, 1]] {
+        for x_first in [true, false] {
+            let y = Var::parameter(Tensor::<f64>::ones(shape));
+            let z = if x_first { x.mul(&y) } else { y.mul(&x) }.unwrap();
+            z.tanh().sum_all().backward().unwrap();
+            assert_eq!(y.grad().unwrap().shape(), shape, "x_first {x_first}");
+        }
+        let y = Tensor::<f64>::ones(shape);
+        check_fixed(|v| Ok(Var::new(x.value()).mul(&v[0])?.tanh()), &[y]);
+    }
+}
+
+fn check_fixed(f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>, inputs: &[Tensor<f64>]) {
+    gradcheck(f, inputs).unwrap();
 }

@@ -239,6 +239,199 @@ proptest! {
     }
 }
 
+/// A shape of rank 1..=3 and one of its dims.
+fn shape_and_dim() -> impl Strategy<Value = (Vec<usize>, usize)> {
+    shape(1..=3).prop_flat_map(|s| {
+        let r = s.len();
+        (Just(s), 0..r)
+    })
+}
+
+/// An index tensor for `gather` / `scatter_add` on `s` along `dim`: of `s`'s rank, no larger
+/// outside `dim`, any length along it, with repeats; and its row-major entries.
+fn gather_index() -> impl Strategy<Value = (Vec<usize>, usize, Vec<usize>, Vec<usize>)> {
+    shape_and_dim()
+        .prop_flat_map(|(s, d)| {
+            let dims: Vec<BoxedStrategy<usize>> = s
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| if i == d { (1usize..=3).boxed() } else { (1..=n).boxed() })
+                .collect();
+            (Just(s), Just(d), dims)
+        })
+        .prop_flat_map(|(s, d, index_shape)| {
+            let count: usize = index_shape.iter().product();
+            let n = s[d];
+            (Just(s), Just(d), Just(index_shape), prop::collection::vec(0..n, count))
+        })
+}
+
+/// `(N, C, H, W, kernel, stride, padding)` with the kernel fitting the padded input.
+fn conv_geometry() -> impl Strategy<Value = (usize, usize, usize, usize, usize, usize, usize)> {
+    (1usize..=2, 1usize..=2, 2usize..=4, 2usize..=4, 1usize..=3, 1usize..=2, 0usize..=1)
+        .prop_filter("the kernel fits the padded input", |&(_, _, h, w, k, _, p)| h + 2 * p >= k && w + 2 * p >= k)
+}
+
+/// A 4-D input stored with its last two dims swapped: `f` gets it back in `[N, C, H, W]` order
+/// as a transposed (non-contiguous) view with [`untranspose`].
+fn transposed_input(&[n, c, h, w]: &[usize; 4], values: Values, gen: &mut Generator) -> Tensor<f64> {
+    input(&[n, c, w, h], values, gen)
+}
+
+fn untranspose(v: &Var<f64>) -> Result<Var<f64>> {
+    v.transpose(2, 3)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn gg_gelu(s in shape(0..=3), seed in any::<u64>()) {
+        unary(&s, Values::Any, seed, |x| Ok(x.gelu()))?;
+        unary(&s, Values::Any, seed, |x| Ok(x.t_or_transpose_any()?.gelu()))?;
+    }
+
+    #[test]
+    fn gg_erf(s in shape(0..=3), seed in any::<u64>()) {
+        unary(&s, Values::Any, seed, |x| Ok(x.erf()))?;
+    }
+
+    #[test]
+    fn gg_layer_norm(
+        s in shape(1..=3),
+        trailing in 1usize..=2,
+        affine in 0usize..3,
+        seed in any::<u64>(),
+    ) {
+        let trailing = trailing.min(s.len());
+        let normalized = s[s.len() - trailing..].to_vec();
+        let gen = &mut Generator::new(seed);
+        let mut inputs = vec![input(&s, Values::Any, gen)];
+        if affine >= 1 {
+            inputs.push(input(&normalized, Values::Any, gen));
+        }
+        if affine == 2 {
+            inputs.push(input(&normalized, Values::Any, gen));
+        }
+        // eps large enough that a row of one element stays well conditioned.
+        check(
+            |v| {
+                let x = v[0].t_or_transpose_any()?.t_or_transpose_any()?;
+                x.layer_norm(&normalized, v.get(1), v.get(2), 0.1)
+            },
+            &inputs,
+        )?;
+    }
+
+    #[test]
+    fn gg_max(s in shape(1..=3), dim in 0usize..3, keepdim in any::<bool>(), seed in any::<u64>()) {
+        let dim = dim % s.len();
+        unary(&s, Values::Any, seed, |x| Ok(x.max(dim, keepdim)?.tanh()))?;
+        unary(&s, Values::Any, seed, |x| x.max(dim, keepdim)?.mul(&x.sum(&[dim], keepdim)?))?;
+    }
+
+    #[test]
+    fn gg_index_select(
+        (s, dim, index) in shape_and_dim().prop_flat_map(|(s, d)| {
+            let n = s[d];
+            (Just(s), Just(d), prop::collection::vec(0..n, 1..=4))
+        }),
+        seed in any::<u64>(),
+    ) {
+        unary(&s, Values::Any, seed, |x| Ok(x.index_select(dim, &index)?.tanh()))?;
+        // Its recorded backward's own op, in both inputs.
+        let gen = &mut Generator::new(seed);
+        let mut src_shape = s.clone();
+        src_shape[dim] = index.len();
+        let (x, src) = (input(&s, Values::Any, gen), input(&src_shape, Values::Any, gen));
+        check(|v| v[0].index_add(dim, &index, &v[1])?.tanh().mul(&v[0]), &[x, src])?;
+    }
+
+    #[test]
+    fn gg_gather((s, dim, index_shape, index) in gather_index(), seed in any::<u64>()) {
+        unary(&s, Values::Any, seed, |x| Ok(x.gather(dim, &index, &index_shape)?.tanh()))?;
+        // Its recorded backward's own op, in both inputs.
+        let gen = &mut Generator::new(seed);
+        let (x, src) = (input(&s, Values::Any, gen), input(&index_shape, Values::Any, gen));
+        check(|v| v[0].scatter_add(dim, &index, &index_shape, &v[1])?.tanh().mul(&v[0]), &[x, src])?;
+    }
+
+    /// Input, weight and bias, the input a transposed view.
+    #[test]
+    fn gg_conv2d((n, c, h, w, k, stride, padding) in conv_geometry(), c_out in 1usize..=2, bias in any::<bool>(), seed in any::<u64>()) {
+        let gen = &mut Generator::new(seed);
+        let x = transposed_input(&[n, c, h, w], Values::Any, gen);
+        let weight = input(&[c_out, c, k, k], Values::Any, gen);
+        if bias {
+            let b = input(&[c_out], Values::Any, gen);
+            check(|v| Ok(untranspose(&v[0])?.conv2d(&v[1], Some(&v[2]), stride, padding)?.tanh()), &[x, weight, b])?;
+        } else {
+            check(|v| Ok(untranspose(&v[0])?.conv2d(&v[1], None, stride, padding)?.tanh()), &[x, weight])?;
+        }
+    }
+
+    /// The ops of conv2d's recorded backward, each in both of its inputs.
+    #[test]
+    fn gg_conv2d_backward((n, c, h, w, k, stride, padding) in conv_geometry(), c_out in 1usize..=2, seed in any::<u64>()) {
+        let gen = &mut Generator::new(seed);
+        let (oh, ow) = ((h + 2 * padding - k) / stride + 1, (w + 2 * padding - k) / stride + 1);
+        let x = input(&[n, c, h, w], Values::Any, gen);
+        let dy = input(&[n, c_out, oh, ow], Values::Any, gen);
+        let weight = input(&[c_out, c, k, k], Values::Any, gen);
+        check(|v| Ok(Var::conv2d_backward_input(&v[0], &v[1], &[n, c, h, w], stride, padding)?.tanh()), &[dy.clone(), weight])?;
+        check(|v| Ok(Var::conv2d_backward_weight(&v[0], &v[1], &[c_out, c, k, k], stride, padding)?.tanh()), &[x, dy])?;
+    }
+
+    /// The input a transposed view; values far enough apart that the maximum of a window does
+    /// not change under the finite differences' step.
+    #[test]
+    fn gg_max_pool2d((n, c, h, w, k, stride, padding) in conv_geometry(), seed in any::<u64>()) {
+        let padding = padding.min(k / 2);
+        let gen = &mut Generator::new(seed);
+        let x = transposed_input(&[n, c, h, w], Values::Any, gen);
+        let mut sorted = x.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        prop_assume!(sorted.windows(2).all(|p| p[1] - p[0] > 1e-3));
+        check(|v| Ok(untranspose(&v[0])?.max_pool2d(k, stride, padding)?.tanh()), &[x])?;
+    }
+
+    #[test]
+    fn gg_avg_pool2d((n, c, h, w, k, stride, padding) in conv_geometry(), seed in any::<u64>()) {
+        let padding = padding.min(k / 2);
+        let gen = &mut Generator::new(seed);
+        let x = transposed_input(&[n, c, h, w], Values::Any, gen);
+        check(|v| Ok(untranspose(&v[0])?.avg_pool2d(k, stride, padding)?.tanh()), &[x])?;
+    }
+
+    /// Each mask is drawn inside f from a fixed seed: every evaluation draws the same one.
+    #[test]
+    fn gg_dropout_family(s in shape(2..=3), p in prop::sample::select(vec![0.2, 0.5]), seed in any::<u64>()) {
+        let gen = || Generator::new(seed);
+        unary(&s, Values::Any, seed, |x| dropout2d(&x.mul(x)?, p, &mut gen())?.tanh().mul(x))?;
+        unary(&s, Values::Any, seed, |x| alpha_dropout(&x.mul(x)?, p, &mut gen())?.tanh().mul(x))?;
+        unary(&s, Values::Any, seed, |x| feature_alpha_dropout(&x.mul(x)?, p, &mut gen())?.tanh().mul(x))?;
+        unary(&s, Values::Any, seed, |x| gaussian_dropout(&x.mul(x)?, p, &mut gen())?.tanh().mul(x))?;
+        unary(&s, Values::Any, seed, |x| drop_path(&x.mul(x)?, p, &mut gen())?.tanh().mul(x))?;
+        unary(&s, Values::Any, seed, |x| dropout_shared(&x.mul(x)?, p, &[1], &mut gen())?.tanh().mul(x))?;
+    }
+}
+
+/// A transpose of the last two dims for a value of rank 2 or more (itself otherwise): a
+/// non-contiguous view where the rank allows one.
+trait TransposeAny {
+    fn t_or_transpose_any(&self) -> Result<Var<f64>>;
+}
+impl TransposeAny for Var<f64> {
+    fn t_or_transpose_any(&self) -> Result<Var<f64>> {
+        let n = self.value().ndim();
+        if n >= 2 {
+            self.transpose(n - 2, n - 1)
+        } else {
+            Ok(self.clone())
+        }
+    }
+}
+
 /// `t()` for a matrix, a transpose of the last two dims otherwise.
 trait TOrTranspose {
     fn t_or_transpose(&self) -> Result<Var<f64>>;
@@ -278,6 +471,17 @@ const CHECKS: &[(&str, fn())] = &[
     ("gg_expand_sum_to", gg_expand_sum_to),
     ("gg_dropout", gg_dropout),
     ("gg_linear", gg_linear),
+    ("gg_gelu", gg_gelu),
+    ("gg_erf", gg_erf),
+    ("gg_layer_norm", gg_layer_norm),
+    ("gg_max", gg_max),
+    ("gg_index_select", gg_index_select),
+    ("gg_gather", gg_gather),
+    ("gg_conv2d", gg_conv2d),
+    ("gg_conv2d_backward", gg_conv2d_backward),
+    ("gg_max_pool2d", gg_max_pool2d),
+    ("gg_avg_pool2d", gg_avg_pool2d),
+    ("gg_dropout_family", gg_dropout_family),
 ];
 
 /// A parameter and an output computed from it through one op.
@@ -289,68 +493,10 @@ fn param(shape: &[usize]) -> Var<f64> {
 
 /// The ops whose backward cannot be recorded yet, each with a probe: `create_graph` through
 /// the op must be an error naming it.
-const NO_DOUBLE_BACKWARD: &[(&str, Probe)] = &[
-    ("gelu", || {
-        let x = param(&[3]);
-        Ok((x.clone(), x.gelu()))
-    }),
-    ("max", || {
-        let x = param(&[2, 3]);
-        Ok((x.clone(), x.max(1, false)?))
-    }),
-    ("index_select", || {
-        let x = param(&[3, 2]);
-        Ok((x.clone(), x.index_select(0, &[2, 0])?))
-    }),
-    ("gather", || {
-        let x = param(&[2, 3]);
-        Ok((x.clone(), x.gather(1, &[0, 2], &[2, 1])?))
-    }),
-    ("conv2d", || {
-        let x = param(&[1, 1, 3, 3]);
-        Ok((x.clone(), x.conv2d(&param(&[1, 1, 2, 2]), None, 1, 0)?))
-    }),
-    ("max_pool2d", || {
-        let x = param(&[1, 1, 2, 2]);
-        Ok((x.clone(), x.max_pool2d(2, 2, 0)?))
-    }),
-    ("avg_pool2d", || {
-        let x = param(&[1, 1, 2, 2]);
-        Ok((x.clone(), x.avg_pool2d(2, 2, 0)?))
-    }),
-    ("dropout2d", || {
-        let x = param(&[2, 4, 2]);
-        Ok((x.clone(), dropout2d(&x, 0.5, &mut Generator::new(1))?))
-    }),
-    ("alpha_dropout", || {
-        let x = param(&[8]);
-        Ok((x.clone(), alpha_dropout(&x, 0.5, &mut Generator::new(1))?))
-    }),
-    ("feature_alpha_dropout", || {
-        let x = param(&[2, 4, 2]);
-        Ok((x.clone(), feature_alpha_dropout(&x, 0.5, &mut Generator::new(1))?))
-    }),
-    ("gaussian_dropout", || {
-        let x = param(&[8]);
-        Ok((x.clone(), gaussian_dropout(&x, 0.5, &mut Generator::new(1))?))
-    }),
-    ("drop_path", || {
-        let x = param(&[4, 2]);
-        Ok((x.clone(), drop_path(&x, 0.5, &mut Generator::new(1))?))
-    }),
-    ("dropout_shared", || {
-        let x = param(&[4, 2]);
-        Ok((x.clone(), dropout_shared(&x, 0.5, &[1], &mut Generator::new(1))?))
-    }),
-    ("scaled_dot_product_attention", || {
-        let q = param(&[1, 2, 2]);
-        Ok((q.clone(), fused::scaled_dot_product_attention(&q, &q, &q, None, 0.0, None, &mut Generator::new(1))?))
-    }),
-    ("layer_norm", || {
-        let x = param(&[2, 3]);
-        Ok((x.clone(), x.layer_norm(&[3], None, None, 1e-5)?))
-    }),
-];
+const NO_DOUBLE_BACKWARD: &[(&str, Probe)] = &[("scaled_dot_product_attention", || {
+    let q = param(&[1, 2, 2]);
+    Ok((q.clone(), fused::scaled_dot_product_attention(&q, &q, &q, None, 0.0, None, &mut Generator::new(1))?))
+})];
 
 #[test]
 fn ops_without_double_backward_say_so() {

@@ -20,6 +20,7 @@ mod gradcheck;
 mod gradgradcheck;
 mod hooks;
 mod op_graphs;
+mod penalty;
 mod tape;
 
 /// A file of this folder that no `mod` line above declares would never be compiled, and its

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde_json::Value;
-use tapegrad_autograd::{gradcheck, gradchecked_ops, Var};
+use tapegrad_autograd::{gradcheck, gradchecked_ops, gradgradcheck, Var};
 use tapegrad_nn::loss::{
     binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_with, cross_entropy, cross_entropy_with,
     mse_loss, mse_loss_with, nll_loss, nll_loss_with, CrossEntropyOptions, Reduction,
@@ -407,4 +407,48 @@ fn a_target_out_of_range_is_still_an_error_beside_ignore_index() {
     let x = Var::new(Tensor::<f64>::zeros(&[2, 3]));
     let e = cross_entropy_with(&x, &[5, 3], ignoring(5, Reduction::Mean)).unwrap_err().to_string();
     assert!(e.starts_with("cross_entropy: ") && e.contains("target 3 at row 1"), "{e}");
+}
+
+// ─── double backward ───────────────────────────────────────────────────────────
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 16, failure_persistence: None, ..Default::default() })]
+
+    /// Each loss's recorded backward (`create_graph`): second derivatives against finite
+    /// differences of the first, for every reduction, label smoothing and ignored rows, both
+    /// inputs of the element-wise losses, and the logits a transposed (non-contiguous) view.
+    #[test]
+    fn losses_double_backward(
+        n in 1usize..=4,
+        c in 1usize..=4,
+        reduction in 0usize..3,
+        smoothing in proptest::sample::select(vec![0.0, 0.1]),
+        ignore_first in proptest::bool::ANY,
+        seed in 0u64..1_000_000,
+    ) {
+        let reduction = REDUCTIONS[reduction];
+        let gen = &mut Generator::new(seed);
+        let targets: Vec<usize> = (0..n).map(|_| gen.below(c as u64) as usize).collect();
+        let logits_t = Tensor::<f64>::randn(&[c, n], gen);
+        let grad_err = |e: tapegrad_autograd::Error| proptest::test_runner::TestCaseError::fail(e.to_string());
+        // Ignoring the first row's class: with n > 1 the mean is over the others.
+        let ignore = (ignore_first && n > 1).then_some(targets[0]);
+        let options = CrossEntropyOptions { label_smoothing: smoothing, reduction, ignore_index: ignore };
+        gradgradcheck(|v| cross_entropy_with(&v[0].t()?, &targets, options), std::slice::from_ref(&logits_t)).map_err(grad_err)?;
+        gradgradcheck(|v| nll_loss_with(&v[0].t()?.log_softmax(1)?, &targets, reduction), &[logits_t]).map_err(grad_err)?;
+        let (x, y) = (Tensor::<f64>::randn(&[n, c], gen), Tensor::<f64>::rand(&[n, c], gen));
+        gradgradcheck(|v| mse_loss_with(&v[0].tanh(), &v[1].tanh(), reduction), &[x.clone(), y.clone()]).map_err(grad_err)?;
+        gradgradcheck(|v| binary_cross_entropy_with_logits_with(&v[0], &v[1].tanh(), reduction), &[x, y]).map_err(grad_err)?;
+    }
+}
+
+/// The ops of the checks above were differentiated twice (`gradgradchecked_ops` records the ops
+/// of each passing `gradgradcheck`).
+#[test]
+fn every_loss_has_double_backward() {
+    losses_double_backward();
+    let seen = tapegrad_autograd::gradgradchecked_ops();
+    for op in ["cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy_with_logits"] {
+        assert!(seen.contains(op), "{op} has no passing gradgradcheck");
+    }
 }
