@@ -83,40 +83,7 @@ impl<T: Float> DropConnect<T> {
         })
     }
 
-    /// Gives the layer its own generator, so its masks do not depend on other draws.
-    pub fn with_generator(mut self, gen: Generator) -> DropConnect<T> {
-        self.state.gen = Some(std::sync::Mutex::new(gen));
-        self
-    }
-
-    /// The drop probability of each weight.
-    pub fn p(&self) -> f64 {
-        self.state.p
-    }
-
-    /// Sets the drop probability; the next forward uses it.
-    ///
-    /// # Errors
-    /// `dropout` when `p` is outside [0, 1] or NaN; `p` is then unchanged.
-    pub fn set_p(&mut self, p: f64) -> Result<()> {
-        self.state.set_p(p)
-    }
-
-    /// True when the layer samples a weight mask: training, or Monte Carlo dropout.
-    pub fn is_active(&self) -> bool {
-        self.state.mode.dropout_active()
-    }
-
-    /// A copy of the generator the layer draws from (its own, or else the thread's default one).
-    pub fn generator(&self) -> Generator {
-        self.state.with_generator(|gen| gen.clone())
-    }
-
-    /// Replaces the generator the layer draws from (its own, or else the thread's default one):
-    /// restoring what [`Self::generator`] saved replays the same masks.
-    pub fn set_generator(&self, gen: Generator) {
-        self.state.with_generator(|g| *g = gen)
-    }
+    super::dropout_state_methods!(DropConnect, "[0, 1]");
 
     /// The input width.
     pub fn in_features(&self) -> usize {

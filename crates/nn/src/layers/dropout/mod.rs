@@ -143,6 +143,53 @@ fn check_dropout2d_input(shape: &[usize]) -> Result<()> {
     }
 }
 
+/// The methods of every layer whose dropout lives in a `state: DropoutState` field (the dropout
+/// layers below and `DropConnect`): its own generator, `p` and `set_p`, whether it samples, and
+/// the generator's save and restore. Expanded inside the layer's `impl<T: Float> $name<T>`.
+macro_rules! dropout_state_methods {
+    ($name:ident, $range:literal) => {
+        /// Gives the layer its own generator, so its masks do not depend on other draws.
+        pub fn with_generator(mut self, gen: tapegrad_tensor::Generator) -> $name<T> {
+            self.state.gen = Some(std::sync::Mutex::new(gen));
+            self
+        }
+
+        /// The drop probability.
+        pub fn p(&self) -> f64 {
+            self.state.p
+        }
+
+        /// Sets the drop probability (a schedule changes it between steps without
+        /// rebuilding the model); the next forward uses it.
+        ///
+        /// # Errors
+        #[doc = concat!("When `p` is outside ", $range, " or NaN, naming the op; `p` is then unchanged.")]
+        pub fn set_p(&mut self, p: f64) -> tapegrad_tensor::Result<()> {
+            self.state.set_p(p)
+        }
+
+        /// True when the layer samples: training, Monte Carlo dropout on, or inside
+        /// [`mc_predict`](crate::mc_predict).
+        pub fn is_active(&self) -> bool {
+            self.state.mode.dropout_active()
+        }
+
+        /// A copy of the generator the layer draws from (its own, or else the thread's
+        /// default one): what a training checkpoint saves so that a resumed run draws the
+        /// same masks ([`crate::TrainingCheckpoint`]).
+        pub fn generator(&self) -> tapegrad_tensor::Generator {
+            self.state.with_generator(|gen| gen.clone())
+        }
+
+        /// Replaces the generator the layer draws from (its own, or else the thread's
+        /// default one) by `gen`: restoring what [`Self::generator`] saved.
+        pub fn set_generator(&self, gen: tapegrad_tensor::Generator) {
+            self.state.with_generator(|g| *g = gen)
+        }
+    };
+}
+pub(crate) use dropout_state_methods;
+
 macro_rules! dropout_layer {
     ($(#[$doc:meta])* $name:ident, $new:ident, $kind:expr, $range:literal) => {
         $(#[$doc])*
@@ -171,44 +218,7 @@ macro_rules! dropout_layer {
         }
 
         impl<T: Float> $name<T> {
-            /// Gives the layer its own generator, so its masks do not depend on other draws.
-            pub fn with_generator(mut self, gen: Generator) -> $name<T> {
-                self.state.gen = Some(Mutex::new(gen));
-                self
-            }
-
-            /// The drop probability.
-            pub fn p(&self) -> f64 {
-                self.state.p
-            }
-
-            /// Sets the drop probability (a schedule changes it between steps without
-            /// rebuilding the model); the next forward uses it.
-            ///
-            /// # Errors
-            #[doc = concat!("When `p` is outside ", $range, " or NaN, naming the op; `p` is then unchanged.")]
-            pub fn set_p(&mut self, p: f64) -> Result<()> {
-                self.state.set_p(p)
-            }
-
-            /// True when the layer samples: training, Monte Carlo dropout on, or inside
-            /// [`mc_predict`].
-            pub fn is_active(&self) -> bool {
-                self.state.mode.dropout_active()
-            }
-
-            /// A copy of the generator the layer draws from (its own, or else the thread's
-            /// default one): what a training checkpoint saves so that a resumed run draws the
-            /// same masks ([`crate::TrainingCheckpoint`]).
-            pub fn generator(&self) -> Generator {
-                self.state.with_generator(|gen| gen.clone())
-            }
-
-            /// Replaces the generator the layer draws from (its own, or else the thread's
-            /// default one) by `gen`: restoring what [`Self::generator`] saved.
-            pub fn set_generator(&self, gen: Generator) {
-                self.state.with_generator(|g| *g = gen)
-            }
+            dropout_state_methods!($name, $range);
         }
 
         impl<T: Float> Module<T> for $name<T> {
