@@ -71,7 +71,21 @@ fn check(rows: usize, n: usize, affine: u8, seed: u64) {
     let dyt = dy32.t().unwrap().contiguous().t().unwrap();
     let g32 = xt.layer_norm_backward(&dyt, &[n], &out32.mean, &out32.rstd, w32.as_ref(), b32.is_some()).unwrap();
     let wide = |t: &Tensor<f32>| -> Vec<f64> { t.to_vec().iter().map(|&v| v as f64).collect() };
-    assert_close("dx (f32)", &wide(&g32.dx), &dx, 1e-4);
+    // Rounding x to f32 moves a row's dx by up to about r² · max|x| · max|g| · ε₃₂ (r = 1/std:
+    // rows whose values nearly agree are ill-conditioned), so the f32 check allows that on top.
+    let got = wide(&g32.dx);
+    for (row, ((x, dy), (got, want))) in
+        xv.chunks(n).zip(dyv.chunks(n)).zip(got.chunks(n).zip(dx.chunks(n))).enumerate()
+    {
+        let mu = x.iter().sum::<f64>() / n as f64;
+        let r2 = 1.0 / (x.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / n as f64 + 1e-5);
+        let xmax = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let gmax = (0..n).map(|j| (dy[j] * wv.as_ref().map_or(1.0, |w| w[j])).abs()).fold(0.0, f64::max);
+        let slack = 8.0 * r2 * xmax * gmax * f64::from(f32::EPSILON);
+        for (j, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()) + slack, "dx (f32)[{row}, {j}]: {g} vs {w}");
+        }
+    }
     if let Some(d) = g32.dweight {
         assert_close("dw (f32)", &wide(&d), &dw, 1e-4);
     }
