@@ -32,6 +32,14 @@ use crate::kernels::gemm::packing::x86::{pack_f32, pack_f32_avx512, pack_f64};
 use crate::kernels::gemm::Microkernel;
 use crate::kernels::Isa;
 
+/// Steps of `k` ahead at which the kernels prefetch their packed micro-panels. With `kc = 1024`
+/// neither micro-panel fits a 48 KiB L1, so both stream from L2 on every call; on an Intel Xeon
+/// (2 MiB L2) the hardware prefetchers alone left the f32 kernel waiting: SGEMM 1024 at 1 thread
+/// went from 196-204 to 213-215 GFLOP/s (83-86% -> 90% of the FMA peak) with this, DGEMM from
+/// 87 to 95. 8 and 16 steps measured alike. (The AVX2 kernel, whose `kc = 256` micro-panels
+/// fit L1, lost 5% with it: it has none.)
+const PREFETCH_AHEAD: usize = 8;
+
 /// Rows of the f32 tile.
 const F32_MR: usize = 14;
 /// Vectors per row of the f32 tile (16 lanes each).
@@ -50,42 +58,42 @@ simd_microkernel! {
     /// f32 AVX-512 microkernel, a 14 x 32 tile.
     kernel_f32: f32, "avx512f", mr = F32_MR, nv = F32_NV, lanes = 16,
     zero = _mm512_setzero_ps(), load = _mm512_loadu_ps, store = _mm512_storeu_ps,
-    splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0
+    splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD
 }
 
 simd_microkernel! {
     /// f64 AVX-512 microkernel, a 14 x 16 tile.
     kernel_f64: f64, "avx512f", mr = F64_MR, nv = F64_NV, lanes = 8,
     zero = _mm512_setzero_pd(), load = _mm512_loadu_pd, store = _mm512_storeu_pd,
-    splat = _mm512_set1_pd, fma = _mm512_fmadd_pd, add = _mm512_add_pd, prefetch = super::prefetch_t0
+    splat = _mm512_set1_pd, fma = _mm512_fmadd_pd, add = _mm512_add_pd, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD
 }
 
 simd_microkernel! {
     /// f32 AVX-512 edge kernel: the first 4 rows of a 14 x 32 tile.
     kernel_f32_rows4: f32, "avx512f", mr = F32_MR, rows = 4, nv = F32_NV, lanes = 16,
     zero = _mm512_setzero_ps(), load = _mm512_loadu_ps, store = _mm512_storeu_ps,
-    splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0
+    splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD
 }
 
 simd_microkernel! {
     /// f32 AVX-512 edge kernel: the first 7 rows of a 14 x 32 tile.
     kernel_f32_rows7: f32, "avx512f", mr = F32_MR, rows = 7, nv = F32_NV, lanes = 16,
     zero = _mm512_setzero_ps(), load = _mm512_loadu_ps, store = _mm512_storeu_ps,
-    splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0
+    splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD
 }
 
 simd_microkernel! {
     /// f64 AVX-512 edge kernel: the first 4 rows of a 14 x 16 tile.
     kernel_f64_rows4: f64, "avx512f", mr = F64_MR, rows = 4, nv = F64_NV, lanes = 8,
     zero = _mm512_setzero_pd(), load = _mm512_loadu_pd, store = _mm512_storeu_pd,
-    splat = _mm512_set1_pd, fma = _mm512_fmadd_pd, add = _mm512_add_pd, prefetch = super::prefetch_t0
+    splat = _mm512_set1_pd, fma = _mm512_fmadd_pd, add = _mm512_add_pd, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD
 }
 
 simd_microkernel! {
     /// f64 AVX-512 edge kernel: the first 7 rows of a 14 x 16 tile.
     kernel_f64_rows7: f64, "avx512f", mr = F64_MR, rows = 7, nv = F64_NV, lanes = 8,
     zero = _mm512_setzero_pd(), load = _mm512_loadu_pd, store = _mm512_storeu_pd,
-    splat = _mm512_set1_pd, fma = _mm512_fmadd_pd, add = _mm512_add_pd, prefetch = super::prefetch_t0
+    splat = _mm512_set1_pd, fma = _mm512_fmadd_pd, add = _mm512_add_pd, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD
 }
 
 /// The AVX-512 f32 kernel and its blocking.

@@ -80,7 +80,8 @@ fn no_prefetch<T>(_p: *const T) {}
 
 /// Writes one SIMD microkernel from a register type and its intrinsics: `MR` rows of `NV`
 /// vectors of `LANES` elements, the broadcast of `A` fused into the FMA, `C` touched only at
-/// the end (prefetched before the loop). Expands to an `unsafe fn` with the [`KernelFn`]
+/// the end (prefetched before the loop), and, with `ahead = d`, the packed micro-panels
+/// prefetched `d` steps of `k` ahead. Expands to an `unsafe fn` with the [`KernelFn`]
 /// contract.
 #[allow(unused_macros)]
 macro_rules! simd_microkernel {
@@ -88,22 +89,23 @@ macro_rules! simd_microkernel {
         $(#[$doc:meta])*
         $name:ident: $t:ty, $feature:literal, mr = $mr:expr, nv = $nv:expr, lanes = $lanes:expr,
         zero = $zero:expr, load = $load:path, store = $store:path, splat = $splat:path,
-        fma = $fma:path, add = $add:path, prefetch = $prefetch:path
+        fma = $fma:path, add = $add:path, prefetch = $prefetch:path $(, ahead = $ahead:expr)?
     ) => {
         simd_microkernel! {
             $(#[$doc])*
             $name: $t, $feature, mr = $mr, rows = $mr, nv = $nv, lanes = $lanes,
             zero = $zero, load = $load, store = $store, splat = $splat,
-            fma = $fma, add = $add, prefetch = $prefetch
+            fma = $fma, add = $add, prefetch = $prefetch $(, ahead = $ahead)?
         }
     };
     // An edge kernel: computes only the first `rows` rows of an `mr`-row tile, reading the same
     // packed micro-panel of `A` (stride `mr` per step of k) and writing only those rows of `C`.
+    // `ahead` (0 when absent): prefetch the packed micro-panels that many steps of k ahead.
     (
         $(#[$doc:meta])*
         $name:ident: $t:ty, $feature:literal, mr = $mr:expr, rows = $rows:expr, nv = $nv:expr, lanes = $lanes:expr,
         zero = $zero:expr, load = $load:path, store = $store:path, splat = $splat:path,
-        fma = $fma:path, add = $add:path, prefetch = $prefetch:path
+        fma = $fma:path, add = $add:path, prefetch = $prefetch:path $(, ahead = $ahead:expr)?
     ) => {
         $(#[$doc])*
         ///
@@ -117,6 +119,9 @@ macro_rules! simd_microkernel {
             const ROWS: usize = $rows;
             const NV: usize = $nv;
             const NR: usize = NV * $lanes;
+            const AHEAD: usize = 0 $(+ $ahead)?;
+            /// Elements per cache line.
+            const LINE: usize = 64 / std::mem::size_of::<$t>();
             // Ask for the tile of C now: it is only touched after the k loop, and on large
             // problems it comes from L3 or memory, a latency the loop hides.
             for i in 0..ROWS {
@@ -127,6 +132,14 @@ macro_rules! simd_microkernel {
             let mut acc = [[$zero; NV]; ROWS];
             let (mut a, mut b) = (a, b);
             for _ in 0..kc {
+                if AHEAD > 0 {
+                    // The step `AHEAD` ahead: its `NR` elements of `B` and `MR` of `A` (a hint,
+                    // so an address past the panels is harmless).
+                    for l in 0..NR.div_ceil(LINE) {
+                        $prefetch(b.wrapping_add(AHEAD * NR + l * LINE));
+                    }
+                    $prefetch(a.wrapping_add(AHEAD * MR));
+                }
                 let mut bv = [$zero; NV];
                 for v in 0..NV {
                     // SAFETY: `b` has `NR` readable elements left in this step (contract).
