@@ -148,8 +148,9 @@ struct Packed<'a, T> {
 
 /// Sweeps the `mr x nr` tiles of the packed block of `A` against the micro-panels of the packed
 /// panel of `B`, writing the `rows x cols` block of `C` whose element `(0, 0)` is `c`'s. Full
-/// tiles of a row-major `C` go straight to the microkernel; edge tiles and transposed `C` go
-/// through a scratch tile, so the microkernel always writes a full row-major `mr x nr`.
+/// tiles of a row-major `C`, and short tiles whose rows an edge kernel computes exactly, go
+/// straight to the kernel; other edge tiles and transposed `C` go through a scratch tile, so a
+/// kernel always writes whole row-major rows of `nr`.
 fn macrokernel<T: Copy + Default>(uk: &Microkernel<T>, packed: Packed<'_, T>, c: Out<'_, T>, accumulate: bool) {
     let Packed { a: a_buf, rows, b: b_buf, cols: nc, kc } = packed;
     let (mr, nr) = (uk.mr, uk.nr);
@@ -168,20 +169,22 @@ fn macrokernel<T: Copy + Default>(uk: &Microkernel<T>, packed: Packed<'_, T>, c:
         let b_panel = &b_buf[jp * nr * kc..(jp + 1) * nr * kc];
         for (ip, a_panel) in a_buf.chunks_exact(mr * kc).enumerate() {
             let tile_rows = mr.min(rows - ip * mr);
-            // A short last panel runs the smallest edge kernel that covers its rows.
-            let run = match uk.edges.iter().find(|&&(r, _)| tile_rows < mr && r >= tile_rows) {
-                Some(&(_, edge)) => edge,
-                None => uk.run,
+            // A short last panel runs the smallest edge kernel that covers its rows, which
+            // writes `computed` rows.
+            let (computed, run) = match uk.edges.iter().find(|&&(r, _)| tile_rows < mr && r >= tile_rows) {
+                Some(&(r, edge)) => (r, edge),
+                None => (mr, uk.run),
             };
             // SAFETY: the tile's elements (i, j), i < tile_rows, j < cols, are elements of the
             // product's C (a checked `MatMut`: inside its slice and distinct), this task alone
             // owns them, and the packed micro-panels hold kc * mr and kc * nr elements.
-            // `uk.run` matches this CPU (chosen by `select_*`). The scratch tile has
-            // mr * nr <= MAX_TILE elements.
+            // `run` matches this CPU (chosen by `select_*`) and writes exactly `computed` rows of
+            // `nr` elements, so it writes C directly only when those are the tile's. The scratch
+            // tile has mr * nr <= MAX_TILE elements.
             unsafe {
                 let tile = c.at(ip * mr, jp * nr);
-                if tile_rows == mr && cols == nr && c_cs == 1 && c_rs >= nr {
-                    (uk.run)(kc, a_panel.as_ptr(), b_panel.as_ptr(), tile, c_rs, accumulate);
+                if computed == tile_rows && cols == nr && c_cs == 1 && c_rs >= nr {
+                    (run)(kc, a_panel.as_ptr(), b_panel.as_ptr(), tile, c_rs, accumulate);
                 } else {
                     if accumulate {
                         for i in 0..tile_rows {
