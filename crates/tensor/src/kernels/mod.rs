@@ -48,6 +48,7 @@ pub mod chacha;
 pub mod elementwise;
 pub mod gemm;
 pub mod mask;
+pub(crate) mod norm;
 pub mod pool;
 pub mod relu_mask;
 
