@@ -9,6 +9,7 @@ mod custom_model;
 mod dtype_default;
 mod mnist;
 mod prelude_script;
+mod threads;
 
 /// A file of this folder that no `mod` line above declares would never be compiled, and its
 /// tests would silently not run.
