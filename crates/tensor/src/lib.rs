@@ -17,6 +17,11 @@
 //! # Ok::<(), tapegrad_tensor::Error>(())
 //! ```
 
+/// The crate's README, compiled and run as a doctest so that its example stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
+
 mod bitmask;
 mod dtype;
 mod error;
