@@ -547,7 +547,17 @@ fn the_small_product_path_agrees_with_the_packed_path_to_the_bit() {
     // column-major C takes the packed path: the bits must agree, for B row-major and B read
     // through a transpose (attention's `q · kᵀ`), with and without accumulation.
     for isa in available_isas() {
-        for (m, n, k) in [(28, 28, 16), (28, 16, 28), (64, 64, 64), (1, 8, 1), (5, 9, 33), (64, 8, 17), (13, 61, 64)] {
+        for (m, n, k) in [
+            (28, 28, 16),
+            (28, 16, 28),
+            (64, 64, 64),
+            (1, 8, 1),
+            (5, 9, 33),
+            (64, 8, 17),
+            (13, 61, 64),
+            (9, 32, 5),
+            (17, 17, 3),
+        ] {
             let a = random_vec::<f32>(m * k, 5);
             let b_rows = random_vec::<f32>(k * n, 6);
             let b_cols: Vec<f32> = (0..n * k).map(|i| b_rows[(i % k) * n + i / k]).collect();
