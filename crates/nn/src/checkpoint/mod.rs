@@ -263,7 +263,8 @@ fn save_with_metadata<T: Float>(
 }
 
 /// Loads every tensor of a safetensors file of dtype `T` (`F32` for `f32`, `F64` for `f64`),
-/// sorted by name.
+/// sorted by name. Unlike [`load`], it converts nothing: a model file with BatchNorm layers also
+/// holds their `I64` `num_batches_tracked`, which only [`load`] reads.
 ///
 /// # Errors
 /// [`Error::Io`] naming the file when it cannot be read; [`Error::Format`] when it is not a
