@@ -5,8 +5,12 @@
 //! range, then the raw little-endian data. Names are the dotted paths of
 //! [`Module::named_parameters`](crate::Module::named_parameters) followed by those of
 //! [`Module::named_buffers`](crate::Module::named_buffers) (`"fc1.weight"`,
-//! `"bn.running_mean"`), so a model's file lines up with a PyTorch `state_dict` whose names map
-//! one to one.
+//! `"bn.running_mean"`) and the counters (`"bn.num_batches_tracked"`, an `I64` scalar), so a
+//! model's file lines up with a PyTorch `state_dict` whose names map one to one: [`load`] reads
+//! a PyTorch state dict saved with `safetensors.torch.save_file`, converting `F16`, `BF16` and
+//! `F64` tensors to the model's type, and PyTorch's strict `load_state_dict` takes a file
+//! [`save`] wrote. [`load`] is strict and lists every name that does not fit;
+//! [`load_non_strict`] loads what fits and returns a [`LoadReport`].
 //!
 //! Reading trusts nothing in the file. The header length is checked against the format's
 //! 100 MB limit and the file's size before the header is read; the header is parsed into typed
@@ -106,8 +110,9 @@ pub fn save<T: Float, M: Visit<T> + ?Sized>(model: &M, path: impl AsRef<Path>) -
 /// `state_dict` saved with `safetensors.torch.save_file(model.state_dict(), path)` for the
 /// equivalent model (see `docs/checkpoints.md` for the layers whose names match PyTorch's).
 /// Each tensor's value is written into the model's existing `Var` of the same name (with
-/// [`Var::set_value`](tapegrad_autograd::Var::set_value), so anything holding a clone of a parameter, such as an optimiser, sees
-/// the new value); counters (BatchNorm's `num_batches_tracked`) get the file's count.
+/// [`Var::set_value`](tapegrad_autograd::Var::set_value), so anything holding a clone of a
+/// parameter, such as an optimiser, sees the new value); counters (BatchNorm's
+/// `num_batches_tracked`) get the file's count.
 ///
 /// Tensors of any floating dtype are converted to the model's element type, as PyTorch's
 /// `load_state_dict` does: `F16`, `BF16` and `F32` exactly, `F64` rounded to nearest for an

@@ -163,9 +163,9 @@ impl<'p> Checkpoint<'p> {
                     format!("tensor {name:?} has dtype {found:?}, which is neither a float nor an integer count");
                 return Err(Error::format(self.path, reason));
             };
-            let mut floats: Vec<T> = vec![];
-            let mut ints: Vec<i64> = vec![];
-            if INTEGERS.contains(&found) {
+            let is_count = INTEGERS.contains(&found);
+            let (mut floats, mut ints): (Vec<T>, Vec<i64>) = (vec![], vec![]);
+            if is_count {
                 ints.reserve_exact(left / width);
             } else {
                 floats.reserve_exact(left / width);
@@ -175,18 +175,14 @@ impl<'p> Checkpoint<'p> {
                 let take = left.min(CHUNK);
                 chunk.resize(take, 0);
                 self.read_exact(&mut chunk)?;
-                if INTEGERS.contains(&found) {
+                if is_count {
                     decode_ints(found, &chunk, &mut ints);
                 } else {
                     decode_floats(found, &chunk, &mut floats);
                 }
                 left -= take;
             }
-            let values = if INTEGERS.contains(&found) {
-                Values::Int(ints)
-            } else {
-                Values::Float(Tensor::from_vec(floats, &shape)?)
-            };
+            let values = if is_count { Values::Int(ints) } else { Values::Float(Tensor::from_vec(floats, &shape)?) };
             out.push((name, values));
         }
         Ok(out)
