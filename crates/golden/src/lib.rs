@@ -48,13 +48,19 @@ pub fn undeclared_suite_files(dir: &Path) -> Vec<String> {
     missing
 }
 
+/// The path of `name` in this crate's `data/` folder (`"torch/linear.safetensors"`), for tests
+/// that read a fixture file themselves.
+pub fn data_path(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
+}
+
 /// The `cases` array of the golden file `file` (e.g. `"ops.json"`), read from this crate's
 /// `data/` folder.
 ///
 /// # Panics
 /// When the file cannot be read, is not JSON, or has no `cases` array.
 pub fn cases(file: &str) -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(file);
+    let path = data_path(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let root: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     root["cases"].as_array().unwrap_or_else(|| panic!("{file} has no cases array")).clone()

@@ -12,7 +12,8 @@
 //! - [`loss`], [`init`], [`optim`]: losses (fused cross-entropy), PyTorch's initialisers, and
 //!   the optimisers and schedulers (re-exported as `tapegrad::optim`).
 //! - [`data`]: the IDX reader, the MNIST / Fashion-MNIST loaders, seeded batches and k-fold splits.
-//! - [`save`] / [`load`]: checkpoints in the safetensors format; [`TrainingCheckpoint`] with
+//! - [`save`] / [`load`] / [`load_non_strict`]: checkpoints in the safetensors format, which
+//!   PyTorch state dicts saved as safetensors load into as well; [`TrainingCheckpoint`] with
 //!   [`state_dict`] and [`Stateful`]: a whole training run's state, to resume bit for bit.
 #![forbid(unsafe_code)]
 
@@ -28,12 +29,12 @@ pub mod module;
 pub mod optim;
 
 pub use checkpoint::{
-    dropout_generator, load, load_state_dict, load_tensors, save, save_tensors, set_dropout_generator, state_dict,
-    Position, StateDict, Stateful, TrainingCheckpoint,
+    dropout_generator, load, load_non_strict, load_state_dict, load_tensors, save, save_tensors, set_dropout_generator,
+    state_dict, LoadReport, Mismatch, Position, StateDict, Stateful, TrainingCheckpoint,
 };
 pub use layers::*;
 pub use loss::{l1_penalty, l2_penalty};
-pub use module::{Mode, ModeChange, Module, Visit};
+pub use module::{Counter, Mode, ModeChange, Module, Visit};
 pub use tapegrad_derive::Module;
 
 pub use tapegrad_autograd::Var;

@@ -85,6 +85,8 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Float, Result};
@@ -220,6 +222,10 @@ pub trait Visit<T: Float = f32> {
     /// BatchNorm's running statistics).
     fn visit_buffers(&self, _prefix: &str, _f: &mut dyn FnMut(&str, &Var<T>)) {}
 
+    /// Calls `f(name, counter)` for every [`Counter`]: integer state saved with the model, such
+    /// as BatchNorm's `num_batches_tracked`.
+    fn visit_counters(&self, _prefix: &str, _f: &mut dyn FnMut(&str, &Counter)) {}
+
     /// Applies a mode change to this module and everything below it.
     fn set_mode(&mut self, change: ModeChange);
 
@@ -260,6 +266,14 @@ pub trait Module<T: Float = f32>: Visit<T> {
     fn named_buffers(&self) -> Vec<(String, Var<T>)> {
         let mut out = vec![];
         self.visit_buffers("", &mut |name, b| out.push((name.to_string(), b.clone())));
+        out
+    }
+
+    /// Every [`Counter`] with its dotted path and its value (`"bn.num_batches_tracked"`): the
+    /// integer buffers, which [`named_buffers`](Module::named_buffers) (tensors) leaves out.
+    fn named_counters(&self) -> Vec<(String, u64)> {
+        let mut out = vec![];
+        self.visit_counters("", &mut |name, c| out.push((name.to_string(), c.get())));
         out
     }
 
@@ -314,6 +328,57 @@ impl<T: Float> Visit<T> for Var<T> {
     }
 }
 
+/// A count a layer keeps as part of its state, saved with the model as a 64-bit integer (dtype
+/// `I64`, shape `[]`): BatchNorm's `num_batches_tracked`, PyTorch's `int64` buffer. A field of
+/// this type in a `#[derive(Module)]` struct is visited by [`Visit::visit_counters`] under the
+/// field's name. Cloning shares the count, as cloning a [`Var`] shares its value, and the
+/// layer's `forward` (which takes `&self`) can advance it.
+///
+/// ```
+/// use tapegrad_nn::module::Counter;
+/// let c = Counter::new(2);
+/// let shared = c.clone();
+/// c.increment();
+/// assert_eq!(shared.get(), 3);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    /// A counter holding `value`.
+    pub fn new(value: u64) -> Counter {
+        Counter(Arc::new(AtomicU64::new(value)))
+    }
+
+    /// The count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Sets the count (what loading a checkpoint does).
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    /// Adds one (saturating at `u64::MAX`).
+    pub fn increment(&self) {
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_add(1)));
+    }
+}
+
+/// A `Counter` field is one counter, named by its prefix.
+impl<T: Float> Visit<T> for Counter {
+    fn visit_parameters(&self, _: &str, _: &mut dyn FnMut(&str, &Var<T>)) {}
+    fn visit_counters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Counter)) {
+        f(prefix, self);
+    }
+    fn set_mode(&mut self, _: ModeChange) {}
+    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
+    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
+        write!(f, "Counter({})", self.get())
+    }
+}
+
 impl<T: Float, M: Visit<T>> Visit<T> for Vec<M> {
     fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
         for (i, m) in self.iter().enumerate() {
@@ -323,6 +388,11 @@ impl<T: Float, M: Visit<T>> Visit<T> for Vec<M> {
     fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
         for (i, m) in self.iter().enumerate() {
             m.visit_buffers(&join(prefix, &i.to_string()), f);
+        }
+    }
+    fn visit_counters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Counter)) {
+        for (i, m) in self.iter().enumerate() {
+            m.visit_counters(&join(prefix, &i.to_string()), f);
         }
     }
     fn set_mode(&mut self, change: ModeChange) {
@@ -357,6 +427,11 @@ impl<T: Float, M: Visit<T>> Visit<T> for Option<M> {
             m.visit_buffers(prefix, f);
         }
     }
+    fn visit_counters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Counter)) {
+        if let Some(m) = self {
+            m.visit_counters(prefix, f);
+        }
+    }
     fn set_mode(&mut self, change: ModeChange) {
         if let Some(m) = self {
             m.set_mode(change);
@@ -381,6 +456,9 @@ impl<T: Float, M: Visit<T> + ?Sized> Visit<T> for Box<M> {
     }
     fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
         (**self).visit_buffers(prefix, f);
+    }
+    fn visit_counters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Counter)) {
+        (**self).visit_counters(prefix, f);
     }
     fn set_mode(&mut self, change: ModeChange) {
         (**self).set_mode(change);

@@ -5,8 +5,12 @@
 //! range, then the raw little-endian data. Names are the dotted paths of
 //! [`Module::named_parameters`](crate::Module::named_parameters) followed by those of
 //! [`Module::named_buffers`](crate::Module::named_buffers) (`"fc1.weight"`,
-//! `"bn.running_mean"`), so a model's file lines up with a PyTorch `state_dict` whose names map
-//! one to one.
+//! `"bn.running_mean"`) and the counters (`"bn.num_batches_tracked"`, an `I64` scalar), so a
+//! model's file lines up with a PyTorch `state_dict` whose names map one to one: [`load`] reads
+//! a PyTorch state dict saved with `safetensors.torch.save_file`, converting `F16`, `BF16` and
+//! `F64` tensors to the model's type, and PyTorch's strict `load_state_dict` takes a file
+//! [`save`] wrote. [`load`] is strict and lists every name that does not fit;
+//! [`load_non_strict`] loads what fits and returns a [`LoadReport`].
 //!
 //! Reading trusts nothing in the file. The header length is checked against the format's
 //! 100 MB limit and the file's size before the header is read; the header is parsed into typed
@@ -31,11 +35,13 @@
 //! # Ok::<(), tapegrad_nn::Error>(())
 //! ```
 
+mod fit;
 mod read;
 mod state;
 mod training;
 mod write;
 
+pub use fit::{LoadReport, Mismatch};
 pub use state::{dropout_generator, load_state_dict, set_dropout_generator, state_dict, Position, StateDict, Stateful};
 pub use training::TrainingCheckpoint;
 
@@ -45,15 +51,19 @@ use std::path::Path;
 
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
-use tapegrad_autograd::Var;
 use tapegrad_tensor::{Error, Float, Result, Tensor};
 
 use crate::module::Visit;
+use fit::Slot;
+use read::Values;
 
 // ─── models ────────────────────────────────────────────────────────────────────
 
 /// Saves every parameter and buffer of `model` to `path` in the safetensors format, keyed by
-/// their dotted names; dtype `F32` for an `f32` model, `F64` for an `f64` one.
+/// their dotted names; dtype `F32` for an `f32` model, `F64` for an `f64` one. Counters
+/// (BatchNorm's `num_batches_tracked`) are saved as `I64` scalars, as PyTorch keeps them, so
+/// that the file loads into the equivalent PyTorch model with
+/// `model.load_state_dict(safetensors.torch.load_file(path))` (see `docs/checkpoints.md`).
 ///
 /// Atomic and durable: the bytes go to a fresh temporary file `.<file name>.tmp-<pid>-<n>` in
 /// `path`'s directory, which is synced to disk and renamed over `path`, and then the directory
@@ -65,8 +75,9 @@ use crate::module::Visit;
 ///
 /// # Errors
 /// [`Error::Io`] naming the file when it cannot be written or renamed, or naming the directory
-/// when it cannot be synced; [`Error::Format`] when `path` does not name a file or two tensors
-/// of the model share a name (a hand-written [`Visit`] that repeats one).
+/// when it cannot be synced; [`Error::Format`] when `path` does not name a file, two tensors
+/// of the model share a name (a hand-written [`Visit`] that repeats one), or a counter is past
+/// `i64::MAX`.
 ///
 /// ```
 /// use tapegrad_nn::Linear;
@@ -80,15 +91,35 @@ use crate::module::Visit;
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
 pub fn save<T: Float, M: Visit<T> + ?Sized>(model: &M, path: impl AsRef<Path>) -> Result<()> {
-    let tensors: Vec<(String, Tensor<T>)> = state(model).into_iter().map(|(name, var)| (name, var.value())).collect();
-    save_tensors(&tensors, path)
+    let path = path.as_ref();
+    let (mut tensors, mut counters) = (vec![], vec![]);
+    for (name, slot) in fit::slots(model) {
+        match slot {
+            Slot::Tensor(var) => tensors.push((name, var.value())),
+            Slot::Counter(c) => {
+                let count = i64::try_from(c.get())
+                    .map_err(|_| Error::format(path, format!("counter {name:?} = {} does not fit an I64", c.get())))?;
+                counters.push((name, count));
+            }
+        }
+    }
+    save_with_metadata(&tensors, &counters, None, path)
 }
 
-/// Loads a file written by [`save`] into `model`: each tensor's value is written into the
-/// model's existing `Var` of the same name (with [`Var::set_value`], so anything holding a clone
-/// of a parameter, such as an optimiser, sees the new value).
+/// Loads a safetensors file into `model` by name: a file written by [`save`], or a PyTorch
+/// `state_dict` saved with `safetensors.torch.save_file(model.state_dict(), path)` for the
+/// equivalent model (see `docs/checkpoints.md` for the layers whose names match PyTorch's).
+/// Each tensor's value is written into the model's existing `Var` of the same name (with
+/// [`Var::set_value`](tapegrad_autograd::Var::set_value), so anything holding a clone of a
+/// parameter, such as an optimiser, sees the new value); counters (BatchNorm's
+/// `num_batches_tracked`) get the file's count.
 ///
-/// All or nothing: the model is changed only when every tensor fits.
+/// Tensors of any floating dtype are converted to the model's element type, as PyTorch's
+/// `load_state_dict` does: `F16`, `BF16` and `F32` exactly, `F64` rounded to nearest for an
+/// `f32` model. Counters are read from `I64` (or `I32`) scalars.
+///
+/// Strict, as PyTorch's `load_state_dict(strict=True)`, and all or nothing: the model is
+/// changed only when every name fits; [`load_non_strict`] loads what fits and reports the rest.
 ///
 /// # Errors
 /// - [`Error::Io`] naming the file when it cannot be read.
@@ -96,76 +127,90 @@ pub fn save<T: Float, M: Visit<T> + ?Sized>(model: &M, path: impl AsRef<Path>) -
 ///   length past the end of the file or above the format's 100 MB limit, a header that is not
 ///   JSON or not the format's schema, a name given twice, an unknown dtype, a shape of more than
 ///   64 dims or whose size overflows or differs from its byte range, byte ranges that overlap,
-///   leave gaps or run past the end.
+///   leave gaps or run past the end; or a negative count.
 /// - [`Error::Checkpoint`] when the file is valid but does not fit the model; the message lists
-///   every missing name, every extra name and every shape or dtype mismatch.
+///   every missing name, every unexpected name and every shape or dtype mismatch (the
+///   [`LoadReport`] [`load_non_strict`] returns).
 pub fn load<T: Float, M: Visit<T> + ?Sized>(model: &mut M, path: impl AsRef<Path>) -> Result<()> {
-    let path = path.as_ref();
-    let vars = state(model);
-    let mut by_name: HashMap<&str, &Var<T>> = HashMap::with_capacity(vars.len());
-    for (name, var) in &vars {
-        if by_name.insert(name, var).is_some() {
-            return Err(Error::format(path, format!("the model has two tensors named {name:?}")));
-        }
+    load_checked(model, path.as_ref(), true).map(drop)
+}
+
+/// [`load`] without strictness, as PyTorch's `load_state_dict(strict=False)`: loads every
+/// tensor whose name, dtype and shape fit the model and returns what did not (missing names
+/// keep their values, unexpected names are ignored, mismatched ones keep their values). Unlike
+/// PyTorch, which raises on a shape mismatch even then, a mismatch is reported, not an error.
+///
+/// All or nothing all the same: an `Err` (a file that cannot be read or is not valid) leaves
+/// the model as it was.
+///
+/// # Errors
+/// [`Error::Io`] and [`Error::Format`] as [`load`].
+///
+/// ```
+/// use tapegrad_nn::{Linear, Module, Sequential};
+/// use tapegrad_tensor::Generator;
+/// let path = std::env::temp_dir().join(format!("tapegrad-doc-nonstrict-{}.safetensors", std::process::id()));
+/// let mut gen = Generator::new(0);
+/// let backbone: Sequential = Sequential::new().add(Linear::new(4, 8, &mut gen));
+/// tapegrad_nn::save(&backbone, &path)?;
+/// // A model with one more layer: the first loads, the new head stays as initialised.
+/// let mut model: Sequential = Sequential::new().add(Linear::new(4, 8, &mut gen)).add(Linear::new(8, 2, &mut gen));
+/// let report = tapegrad_nn::load_non_strict(&mut model, &path)?;
+/// assert_eq!(report.missing, ["1.weight", "1.bias"]);
+/// assert!(report.unexpected.is_empty() && report.mismatched.is_empty());
+/// assert_eq!(model.named_parameters()[0].1.value().to_vec(), backbone.named_parameters()[0].1.value().to_vec());
+/// # std::fs::remove_file(&path).ok();
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub fn load_non_strict<T: Float, M: Visit<T> + ?Sized>(model: &mut M, path: impl AsRef<Path>) -> Result<LoadReport> {
+    load_checked(model, path.as_ref(), false)
+}
+
+/// [`load`] (`strict`) or [`load_non_strict`].
+fn load_checked<T: Float, M: Visit<T> + ?Sized>(model: &mut M, path: &Path, strict: bool) -> Result<LoadReport> {
+    let slots = fit::slots(model);
+    if let Some(name) = fit::duplicate(&slots) {
+        return Err(Error::format(path, format!("the model has two tensors named {name:?}")));
     }
 
     let file = read::Checkpoint::open(path)?;
     let found: Vec<(&str, Dtype, &[usize])> =
         file.entries.iter().map(|e| (e.name.as_str(), e.dtype, e.shape.as_slice())).collect();
-    let problems = misfits::<T>(&vars, &found);
+    let report = fit::misfits::<T>(&slots, &found);
     drop(found);
-    if !problems.is_empty() {
-        return Err(Error::Checkpoint { path: path.to_path_buf(), reason: problems.join("; ") });
+    if strict && !report.is_empty() {
+        return Err(Error::Checkpoint { path: path.to_path_buf(), reason: report.to_string() });
     }
 
-    // The file holds exactly the model's names, each with the model's dtype and shape. Read
-    // everything before touching the model, so that a failure leaves it as it was.
-    let mut read: HashMap<String, Tensor<T>> = file.read::<T>()?.into_iter().collect();
-    let mut values = Vec::with_capacity(vars.len());
-    for (name, _) in &vars {
-        let value = read.remove(name).ok_or_else(|| Error::format(path, format!("tensor {name:?} was not read")))?;
-        values.push(value);
-    }
-    for ((_, var), value) in vars.iter().zip(values) {
-        var.set_value(value);
-    }
-    Ok(())
-}
-
-/// What keeps tensors `found` (name, dtype, shape) from fitting the model's `vars` exactly:
-/// every missing name, every extra name, every dtype or shape mismatch; empty when they fit.
-fn misfits<T: Float>(vars: &[(String, Var<T>)], found: &[(&str, Dtype, &[usize])]) -> Vec<String> {
-    let in_file: HashMap<&str, (Dtype, &[usize])> = found.iter().map(|&(n, d, s)| (n, (d, s))).collect();
-    let ours: HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-    let mut problems = vec![];
-    let missing: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).filter(|n| !in_file.contains_key(n)).collect();
-    if !missing.is_empty() {
-        problems.push(format!("missing {}", quoted(&missing)));
-    }
-    let mut extra: Vec<&str> = in_file.keys().copied().filter(|n| !ours.contains(n)).collect();
-    extra.sort_unstable();
-    if !extra.is_empty() {
-        problems.push(format!("unexpected {}", quoted(&extra)));
-    }
-    for (name, var) in vars {
-        let Some(&(dtype_found, shape)) = in_file.get(name.as_str()) else { continue };
-        let want = var.shape();
-        if dtype_found != dtype::<T>() {
-            problems.push(format!("{name:?} has dtype {dtype_found:?}, the model wants {:?}", dtype::<T>()));
-        }
-        if shape != want.as_slice() {
-            problems.push(format!("{name:?} has shape {shape:?}, the model wants {want:?}"));
+    // Read everything that fits before touching the model, so that a failure leaves it as it
+    // was.
+    let skip: HashSet<&str> = report
+        .missing
+        .iter()
+        .chain(&report.unexpected)
+        .map(String::as_str)
+        .chain(report.mismatched.iter().map(|m| m.name.as_str()))
+        .collect();
+    let mut read: HashMap<String, Values<T>> = file.read_as::<T>(|name| !skip.contains(name))?.into_iter().collect();
+    let (mut tensors, mut counts) = (Vec::with_capacity(read.len()), vec![]);
+    for (name, slot) in &slots {
+        let Some(values) = read.remove(name) else { continue };
+        match (slot, values) {
+            (Slot::Tensor(var), Values::Float(t)) => tensors.push((var, t)),
+            (Slot::Counter(counter), Values::Int(v)) => match v.as_slice() {
+                &[count] if count >= 0 => counts.push((counter, count.unsigned_abs())),
+                _ => return Err(Error::format(path, format!("counter {name:?} is {v:?}, not a count"))),
+            },
+            _ => return Err(Error::format(path, format!("tensor {name:?} was read as the wrong kind"))),
         }
     }
-    problems
-}
-
-/// The parameters, then the buffers, of `model`, with their dotted names.
-fn state<T: Float, M: Visit<T> + ?Sized>(model: &M) -> Vec<(String, Var<T>)> {
-    let mut out = vec![];
-    model.visit_parameters("", &mut |name, p| out.push((name.to_string(), p.clone())));
-    model.visit_buffers("", &mut |name, b| out.push((name.to_string(), b.clone())));
-    out
+    for (var, t) in tensors {
+        var.set_value(t);
+    }
+    for (counter, count) in counts {
+        counter.set(count);
+    }
+    Ok(report)
 }
 
 // ─── named tensors ─────────────────────────────────────────────────────────────
@@ -188,26 +233,34 @@ fn state<T: Float, M: Visit<T> + ?Sized>(model: &M) -> Vec<(String, Var<T>)> {
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
 pub fn save_tensors<T: Float>(tensors: &[(String, Tensor<T>)], path: impl AsRef<Path>) -> Result<()> {
-    save_with_metadata(tensors, None, path.as_ref())
+    save_with_metadata(tensors, &[], None, path.as_ref())
 }
 
-/// [`save_tensors`] with a `__metadata__` map of strings in the header.
+/// [`save_tensors`] plus `counters` as `I64` scalars and a `__metadata__` map of strings in the
+/// header.
 fn save_with_metadata<T: Float>(
     tensors: &[(String, Tensor<T>)],
+    counters: &[(String, i64)],
     metadata: Option<HashMap<String, String>>,
     path: &Path,
 ) -> Result<()> {
-    let mut seen = HashSet::with_capacity(tensors.len());
-    for (name, _) in tensors {
+    let mut seen = HashSet::with_capacity(tensors.len() + counters.len());
+    for name in tensors.iter().map(|(n, _)| n).chain(counters.iter().map(|(n, _)| n)) {
         if !seen.insert(name.as_str()) {
             return Err(Error::format(path, format!("two tensors are named {name:?}")));
         }
     }
     let data: Vec<Vec<u8>> = tensors.iter().map(|(_, t)| to_le_bytes(t.to_vec())).collect();
-    let mut views = Vec::with_capacity(tensors.len());
+    let counts: Vec<[u8; 8]> = counters.iter().map(|(_, c)| c.to_le_bytes()).collect();
+    let mut views = Vec::with_capacity(tensors.len() + counters.len());
     for ((name, t), bytes) in tensors.iter().zip(&data) {
         let view = TensorView::new(dtype::<T>(), t.shape().to_vec(), bytes)
             .map_err(|e| Error::format(path, format!("tensor {name:?}: {e}")))?;
+        views.push((name.as_str(), view));
+    }
+    for ((name, _), bytes) in counters.iter().zip(&counts) {
+        let view = TensorView::new(Dtype::I64, vec![], bytes)
+            .map_err(|e| Error::format(path, format!("counter {name:?}: {e}")))?;
         views.push((name.as_str(), view));
     }
     let bytes = safetensors::serialize(views, metadata).map_err(|e| Error::format(path, e.to_string()))?;
@@ -215,7 +268,8 @@ fn save_with_metadata<T: Float>(
 }
 
 /// Loads every tensor of a safetensors file of dtype `T` (`F32` for `f32`, `F64` for `f64`),
-/// sorted by name.
+/// sorted by name. Unlike [`load`], it converts nothing: a model file with BatchNorm layers also
+/// holds their `I64` `num_batches_tracked`, which only [`load`] reads.
 ///
 /// # Errors
 /// [`Error::Io`] naming the file when it cannot be read; [`Error::Format`] when it is not a
@@ -258,11 +312,4 @@ fn to_le_bytes<T: Float>(values: Vec<T>) -> Vec<u8> {
             Err(_) => vec![],
         },
     }
-}
-
-// ─── files ─────────────────────────────────────────────────────────────────────
-
-/// `"a", "b", "c"`.
-fn quoted(names: &[&str]) -> String {
-    names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
 }

@@ -8,6 +8,11 @@
 //! is being parsed, so the parsed header costs a small multiple of the header's size. Every shape
 //! and byte range is checked before any tensor is allocated, and the tensors are then read one
 //! after another straight into their element vectors (no copy of the whole file in memory).
+//!
+//! A model's tensors are read from any floating dtype (`F16`, `BF16`, `F32`, `F64`) and
+//! converted to the model's element type, as PyTorch's `load_state_dict` copies a `float16`
+//! tensor into a `float32` parameter; a tensor already of that type is read bit for bit.
+//! Integer counters (BatchNorm's `num_batches_tracked`) are read from `I64` or `I32`.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashSet};
@@ -16,12 +21,14 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
+use half::{bf16, f16};
 use safetensors::Dtype;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use tapegrad_tensor::{Error, Float, Result, Tensor};
 
 use super::dtype;
+use super::fit::{FLOATS, INTEGERS};
 
 /// The largest JSON header accepted, in bytes: the safetensors format's limit of 100 MB, the
 /// one the `safetensors` crate and Hugging Face's loaders apply.
@@ -42,6 +49,14 @@ pub(super) struct Entry {
     pub(super) shape: Vec<usize>,
     pub(super) start: u64,
     pub(super) end: u64,
+}
+
+/// A tensor read from a file: floats converted to the model's `T`, or integers.
+pub(super) enum Values<T: Float> {
+    /// A floating tensor (any of `F16`, `BF16`, `F32`, `F64`), converted to `T`.
+    Float(Tensor<T>),
+    /// The elements of an `I64` or `I32` tensor, row-major.
+    Int(Vec<i64>),
 }
 
 /// A safetensors file whose header has been read and validated, positioned at its data: the
@@ -96,37 +111,79 @@ impl<'p> Checkpoint<'p> {
         Ok(ckpt)
     }
 
-    /// Reads every tensor, in the order of [`Checkpoint::entries`], with its name.
+    /// Reads every tensor, in the order of [`Checkpoint::entries`], with its name, each of
+    /// dtype `T`.
     ///
     /// # Errors
     /// [`Error::Format`] when a tensor's dtype is not `T`'s (callers check this first, to name
     /// every such tensor) or the file shrinks while it is read; [`Error::Io`] when reading fails.
-    pub(super) fn read<T: Float>(mut self) -> Result<Vec<(String, Tensor<T>)>> {
+    pub(super) fn read<T: Float>(self) -> Result<Vec<(String, Tensor<T>)>> {
+        if let Some(e) = self.entries.iter().find(|e| e.dtype != dtype::<T>()) {
+            let reason = format!("tensor {:?} has dtype {:?}, expected {:?}", e.name, e.dtype, dtype::<T>());
+            return Err(Error::format(self.path, reason));
+        }
+        let path = self.path;
+        self.read_as::<T>(|_| true)?
+            .into_iter()
+            .map(|(name, values)| match values {
+                Values::Float(t) => Ok((name, t)),
+                Values::Int(_) => {
+                    Err(Error::format(path, format!("tensor {name:?} is not of dtype {:?}", dtype::<T>())))
+                }
+            })
+            .collect()
+    }
+
+    /// Reads the tensors whose name `keep` accepts, in the order of [`Checkpoint::entries`],
+    /// with their names; the others are skipped without being read. Floating tensors are
+    /// converted to `T` (bit for bit when already of `T`'s dtype), integer ones kept as `i64`.
+    ///
+    /// # Errors
+    /// [`Error::Format`] when a kept tensor has a dtype that is neither (callers check this
+    /// first, to name every such tensor) or the file shrinks while it is read; [`Error::Io`]
+    /// when reading or skipping fails.
+    pub(super) fn read_as<T: Float>(mut self, keep: impl Fn(&str) -> bool) -> Result<Vec<(String, Values<T>)>> {
         let entries = std::mem::take(&mut self.entries);
-        let width = size_of::<T>();
         let mut chunk = vec![];
         let mut out = Vec::with_capacity(entries.len());
         for Entry { name, dtype: found, shape, start, end } in entries {
-            if found != dtype::<T>() {
-                let reason = format!("tensor {name:?} has dtype {found:?}, expected {:?}", dtype::<T>());
-                return Err(Error::format(self.path, reason));
-            }
             // `validate` checked that the range holds exactly the shape's elements of this dtype
-            // and lies within the file, so this allocation is backed by bytes on disk.
+            // and lies within the file, so the allocations below are backed by bytes on disk.
             let Ok(mut left) = usize::try_from(end - start) else {
                 return Err(Error::format(self.path, format!("tensor {name:?} is too large to load here")));
             };
-            let mut values: Vec<T> = Vec::with_capacity(left / width);
+            if !keep(&name) {
+                let skip = i64::try_from(end - start)
+                    .map_err(|_| Error::format(self.path, "a tensor is too large to skip"))?;
+                self.file.seek_relative(skip).map_err(|e| Error::io(self.path, e))?;
+                continue;
+            }
+            let Some(width) = element_width(found) else {
+                let reason =
+                    format!("tensor {name:?} has dtype {found:?}, which is neither a float nor an integer count");
+                return Err(Error::format(self.path, reason));
+            };
+            let is_count = INTEGERS.contains(&found);
+            let (mut floats, mut ints): (Vec<T>, Vec<i64>) = (vec![], vec![]);
+            if is_count {
+                ints.reserve_exact(left / width);
+            } else {
+                floats.reserve_exact(left / width);
+            }
             while left > 0 {
                 // CHUNK is a multiple of every width, so each chunk holds whole elements.
                 let take = left.min(CHUNK);
                 chunk.resize(take, 0);
                 self.read_exact(&mut chunk)?;
-                decode_into(&chunk, &mut values);
+                if is_count {
+                    decode_ints(found, &chunk, &mut ints);
+                } else {
+                    decode_floats(found, &chunk, &mut floats);
+                }
                 left -= take;
             }
-            let tensor = Tensor::from_vec(values, &shape)?;
-            out.push((name, tensor));
+            let values = if is_count { Values::Int(ints) } else { Values::Float(Tensor::from_vec(floats, &shape)?) };
+            out.push((name, values));
         }
         Ok(out)
     }
@@ -140,6 +197,51 @@ impl<'p> Checkpoint<'p> {
                 Error::io(self.path, e)
             }
         })
+    }
+}
+
+/// The bytes of one element of `dtype`, for the dtypes [`Checkpoint::read_as`] reads.
+fn element_width(dtype: Dtype) -> Option<usize> {
+    (FLOATS.contains(&dtype) || INTEGERS.contains(&dtype)).then(|| dtype.bitsize() / 8)
+}
+
+/// Appends the little-endian elements of `dtype` (one of [`FLOATS`]) in `bytes` to `out`,
+/// converted to `T`: bit for bit when `dtype` is `T`'s own, exactly when widening (`F16`, `BF16`
+/// and `F32` to `f64`; `F16` and `BF16` to `f32`), rounded to nearest when narrowing `F64` to
+/// `f32`.
+fn decode_floats<T: Float>(dtype: Dtype, bytes: &[u8], out: &mut Vec<T>) {
+    if dtype == super::dtype::<T>() {
+        decode_into(bytes, out);
+        return;
+    }
+    let convert = |v: f64| T::from_f64(v);
+    match dtype {
+        Dtype::F16 => out.extend(bytes.chunks_exact(2).map(|c| convert(f16::from_le_bytes([c[0], c[1]]).to_f64()))),
+        Dtype::BF16 => out.extend(bytes.chunks_exact(2).map(|c| convert(bf16::from_le_bytes([c[0], c[1]]).to_f64()))),
+        Dtype::F32 => {
+            out.extend(bytes.chunks_exact(4).map(|c| convert(f32::from_le_bytes([c[0], c[1], c[2], c[3]]).into())))
+        }
+        Dtype::F64 => out.extend(
+            bytes
+                .chunks_exact(8)
+                .map(|c| convert(f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))),
+        ),
+        // Callers pass only FLOATS (and a short vector would fail `Tensor::from_vec`).
+        _ => {}
+    }
+}
+
+/// Appends the little-endian `I64` or `I32` elements in `bytes` to `out`.
+fn decode_ints(dtype: Dtype, bytes: &[u8], out: &mut Vec<i64>) {
+    match dtype {
+        Dtype::I64 => out.extend(
+            bytes.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
+        ),
+        Dtype::I32 => {
+            out.extend(bytes.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))))
+        }
+        // Callers pass only INTEGERS.
+        _ => {}
     }
 }
 

@@ -13,7 +13,8 @@ use std::str::FromStr;
 use safetensors::Dtype;
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
-use super::{dtype, misfits, state};
+use super::dtype;
+use super::fit::{duplicate, misfits, slots, Slot};
 use crate::layers::Dropout;
 use crate::module::Visit;
 
@@ -213,8 +214,9 @@ impl<T: Float> Stateful<T> for Position {
 // ─── models ────────────────────────────────────────────────────────────────────
 
 /// A model's state dict: its parameters, then its buffers, by dotted name (the tensors
-/// [`save`](crate::save) writes), and `kind` `"model"`. The tensors are the values now (cheap
-/// handles: a later optimiser step does not change them).
+/// [`save`](crate::save) writes), its counters (BatchNorm's `num_batches_tracked`) as values of
+/// the same names, and `kind` `"model"`. The tensors are the values now (cheap handles: a later
+/// optimiser step does not change them).
 ///
 /// ```
 /// use tapegrad_nn::{load_state_dict, state_dict, Linear};
@@ -229,7 +231,14 @@ impl<T: Float> Stateful<T> for Position {
 /// ```
 pub fn state_dict<T: Float, M: Visit<T> + ?Sized>(model: &M) -> StateDict<T> {
     let mut s = StateDict::of_kind("model");
-    s.tensors = state(model).into_iter().map(|(name, var)| (name, var.value())).collect();
+    for (name, slot) in slots(model) {
+        match slot {
+            Slot::Tensor(var) => {
+                s.tensors.insert(name, var.value());
+            }
+            Slot::Counter(c) => s.set(&name, c.get()),
+        }
+    }
     s
 }
 
@@ -238,26 +247,38 @@ pub fn state_dict<T: Float, M: Visit<T> + ?Sized>(model: &M) -> StateDict<T> {
 ///
 /// # Errors
 /// An invalid-argument error (op `load_state_dict`) listing every missing name, every
-/// unexpected name and every shape mismatch; or naming a state of another kind.
+/// unexpected name and every shape mismatch; naming a counter whose value is not a count; or
+/// naming a state of another kind.
 pub fn load_state_dict<T: Float, M: Visit<T> + ?Sized>(model: &mut M, state_dict: &StateDict<T>) -> Result<()> {
     const OP: &str = "load_state_dict";
     state_dict.expect_kind(OP, "model")?;
-    state_dict.refuse_unknown(OP, |k, tensor| tensor || k == "kind")?;
-    let vars = state(model);
-    let found: Vec<(&str, Dtype, &[usize])> =
-        state_dict.tensors.iter().map(|(n, t)| (n.as_str(), dtype::<T>(), t.shape())).collect();
-    let problems = misfits(&vars, &found);
-    if !problems.is_empty() {
-        return Err(Error::arg(OP, format!("the state does not fit the model: {}", problems.join("; "))));
-    }
-    let mut names = std::collections::HashSet::with_capacity(vars.len());
-    if let Some((dup, _)) = vars.iter().find(|(n, _)| !names.insert(n.as_str())) {
+    let slots = slots(model);
+    if let Some(dup) = duplicate(&slots) {
         return Err(Error::arg(OP, format!("the model has two tensors named {dup:?}")));
     }
-    for (name, var) in &vars {
-        if let Some(t) = state_dict.tensors.get(name) {
+    // The values other than "kind" are the counters, integer scalars.
+    let counters = state_dict.values.keys().filter(|k| *k != "kind");
+    let found: Vec<(&str, Dtype, &[usize])> = (state_dict.tensors.iter())
+        .map(|(n, t)| (n.as_str(), dtype::<T>(), t.shape()))
+        .chain(counters.map(|n| (n.as_str(), Dtype::I64, &[][..])))
+        .collect();
+    let report = misfits(&slots, &found);
+    if !report.is_empty() {
+        return Err(Error::arg(OP, format!("the state does not fit the model: {report}")));
+    }
+    let mut counts = vec![];
+    for (name, slot) in &slots {
+        if let Slot::Counter(c) = slot {
+            counts.push((c, state_dict.get::<u64>(OP, name)?));
+        }
+    }
+    for (name, slot) in &slots {
+        if let (Slot::Tensor(var), Some(t)) = (slot, state_dict.tensors.get(name)) {
             var.set_value(t.clone());
         }
+    }
+    for (c, count) in counts {
+        c.set(count);
     }
     Ok(())
 }

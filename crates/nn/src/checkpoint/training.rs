@@ -187,7 +187,7 @@ impl<T: Float> TrainingCheckpoint<T> {
             tensors.extend(state.tensors.iter().map(|(k, t)| (format!("{part}/{k}"), t.clone())));
             metadata.extend(state.values.iter().map(|(k, v)| (format!("{part}/{k}"), v.clone())));
         }
-        save_with_metadata(&tensors, Some(metadata), path.as_ref())
+        save_with_metadata(&tensors, &[], Some(metadata), path.as_ref())
     }
 
     /// Loads a checkpoint written by [`TrainingCheckpoint::save`], checking the file as

@@ -3,7 +3,8 @@
 //! Both are composed from recorded `Var` ops (mean, sub, mul, sqrt, div), so their backward is
 //! the chain rule through those ops, checked by the gradchecks in `tests/suite/layers.rs`.
 //! BatchNorm keeps its running statistics as buffers (constant `Var`s, visited by
-//! `visit_buffers` as `running_mean` and `running_var`, saved with the model).
+//! `visit_buffers` as `running_mean` and `running_var`, saved with the model) and counts its
+//! training batches in `num_batches_tracked`, a [`Counter`] saved as PyTorch's int64 buffer.
 
 use std::fmt;
 use tapegrad_tensor::TensorNew;
@@ -11,7 +12,7 @@ use tapegrad_tensor::TensorNew;
 use tapegrad_autograd::{no_grad, Var};
 use tapegrad_tensor::{Error, Float, Result, Tensor};
 
-use crate::module::{Mode, Module};
+use crate::module::{Counter, Mode, Module};
 
 /// Formats a float as Python's `repr` does (`1e-05`, `0.1`, `1.0`), for the printed layers.
 pub(crate) fn py_float(v: f64) -> String {
@@ -57,6 +58,8 @@ struct BatchNorm<T: Float> {
     running_mean: Var<T>,
     #[module(buffer)]
     running_var: Var<T>,
+    #[module(no_print)]
+    num_batches_tracked: Counter,
     #[module(skip)]
     num_features: usize,
     #[module(skip)]
@@ -74,6 +77,7 @@ impl<T: Float> BatchNorm<T> {
             bias: Var::parameter(Tensor::<T>::zeros(&[num_features])),
             running_mean: Var::new(Tensor::<T>::zeros(&[num_features])),
             running_var: Var::new(Tensor::<T>::ones(&[num_features])),
+            num_batches_tracked: Counter::new(0),
             num_features,
             eps: 1e-5,
             momentum: 0.1,
@@ -106,6 +110,7 @@ impl<T: Float> BatchNorm<T> {
                 let unbiased = var.value().reshape(&[c])?.mul_scalar(T::from_f64(n as f64 / (n - 1) as f64));
                 self.running_mean.set_value(self.running_mean.value().mul_scalar(keep).add(&mean.mul_scalar(m))?);
                 self.running_var.set_value(self.running_var.value().mul_scalar(keep).add(&unbiased.mul_scalar(m))?);
+                self.num_batches_tracked.increment();
                 Ok(())
             })?;
             xhat
@@ -195,6 +200,12 @@ macro_rules! batch_norm {
                 self.0.weight = weight;
                 self.0.bias = bias;
                 Ok(())
+            }
+
+            /// The number of training batches seen (each training `forward` adds one), PyTorch's
+            /// `num_batches_tracked`; saved and loaded with the model as an `I64` scalar.
+            pub fn num_batches_tracked(&self) -> u64 {
+                self.0.num_batches_tracked.get()
             }
 
             /// The number of channels.

@@ -110,7 +110,7 @@ fn input<T: Float>() -> Var<T> {
 }
 
 /// A safetensors file from a raw JSON header and data (the header padded with spaces to 8 bytes).
-fn raw_file(header: &str, data: &[u8]) -> Vec<u8> {
+pub(crate) fn raw_file(header: &str, data: &[u8]) -> Vec<u8> {
     let mut h = header.as_bytes().to_vec();
     while !h.len().is_multiple_of(8) {
         h.push(b' ');
@@ -376,23 +376,34 @@ fn a_model_of_another_depth_is_refused() {
 }
 
 #[test]
-fn the_wrong_dtype_is_refused_for_every_tensor() {
+fn floats_of_another_dtype_are_converted_and_other_dtypes_are_refused() {
     let dir = Scratch::new("nn-ckpt", "dtype");
     let path = dir.path("m.safetensors");
-    save(&Net::<f64>::new(0, 0), &path).unwrap();
-    let mut model: Net<f32> = Net::new(0, 0);
-    let before = snapshot(&model);
-    let msg = expect_checkpoint(load(&mut model, &path));
-    assert!(msg.contains("\"fc.weight\" has dtype F64, the model wants F32"), "{msg}");
-    assert!(msg.contains("\"fc.bias\" has dtype F64"), "{msg}");
-    assert_eq!(snapshot(&model), before);
+    // F64 into an f32 model: each value rounded to nearest, as PyTorch's copy_ does.
+    let wide: Net<f64> = Net::new(0, 1);
+    save(&wide, &path).unwrap();
+    let mut model: Net<f32> = Net::new(1, 1);
+    load(&mut model, &path).unwrap();
+    for ((name, w), (_, n)) in wide.named_parameters().into_iter().zip(model.named_parameters()) {
+        let want: Vec<f32> = w.value().to_vec().iter().map(|&x| x as f32).collect();
+        assert_eq!(n.value().to_vec(), want, "{name}");
+    }
+    // And back: F32 into an f64 model, exactly.
+    save(&model, &path).unwrap();
+    let mut back: Net<f64> = Net::new(2, 1);
+    load(&mut back, &path).unwrap();
+    for ((name, b), (_, n)) in back.named_parameters().into_iter().zip(model.named_parameters()) {
+        let want: Vec<f64> = n.value().to_vec().iter().map(|&x| f64::from(x)).collect();
+        assert_eq!(b.value().to_vec(), want, "{name}");
+    }
 
-    // One tensor of a foreign dtype (I32) in an otherwise fitting file.
+    // One tensor of a dtype that is no float (I32) in an otherwise fitting file.
     let header = r#"{"":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}"#;
     let path = dir.write("i32.safetensors", &raw_file(header, &[0; 8]));
-    let mut leaf = Var::parameter(Tensor::<f32>::zeros(&[2]));
+    let mut leaf = Var::parameter(Tensor::<f32>::ones(&[2]));
     let msg = expect_checkpoint(load(&mut leaf, &path));
-    assert!(msg.contains("\"\" has dtype I32"), "{msg}");
+    assert!(msg.contains("\"\" has dtype I32, the model wants a float tensor"), "{msg}");
+    assert_eq!(leaf.value().to_vec(), vec![1.0, 1.0], "a failed load changes nothing");
 }
 
 // ─── truncated, corrupt and hostile files ──────────────────────────────────────
@@ -738,12 +749,23 @@ fn batchnorm_running_statistics_are_saved_and_loaded() {
     save(&a, &path).unwrap();
     load(&mut b, &path).unwrap();
     assert_eq!(bits32(&b.forward(&x).unwrap().value()), bits32(&before));
-    let names: Vec<String> = load_tensors::<f32>(&path).unwrap().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(
-        names,
-        ["bn.bias", "bn.running_mean", "bn.running_var", "bn.weight", "fc.bias", "fc.weight"],
-        "parameters and BatchNorm's buffers, by dotted name"
-    );
+    let bytes = std::fs::read(&path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<(String, String)> =
+        file.tensors().into_iter().map(|(n, t)| (n, format!("{:?} {:?}", t.dtype(), t.shape()))).collect();
+    names.sort();
+    let want = [
+        ("bn.bias", "F32 [3]"),
+        ("bn.num_batches_tracked", "I64 []"),
+        ("bn.running_mean", "F32 [3]"),
+        ("bn.running_var", "F32 [3]"),
+        ("bn.weight", "F32 [3]"),
+        ("fc.bias", "F32 [3]"),
+        ("fc.weight", "F32 [3, 4]"),
+    ];
+    let want: Vec<(String, String)> = want.iter().map(|(n, d)| (n.to_string(), d.to_string())).collect();
+    assert_eq!(names, want, "parameters, BatchNorm's buffers and its int64 counter, by dotted name");
+    assert_eq!((a.bn.num_batches_tracked(), b.bn.num_batches_tracked()), (2, 2), "the count travels too");
     for name in ["bn.running_mean", "bn.running_var"] {
         let (_, saved) = a.named_buffers().into_iter().find(|(n, _)| n == name).unwrap();
         let (_, loaded) = b.named_buffers().into_iter().find(|(n, _)| n == name).unwrap();

@@ -23,6 +23,7 @@ mod loss;
 mod modes;
 mod optim;
 mod recurrent;
+mod torch_state_dicts;
 mod visit;
 
 /// A file of this folder that no `mod` line above declares would never be compiled, and its
