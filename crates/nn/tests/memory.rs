@@ -149,6 +149,10 @@ fn spread(trace: &[isize]) -> (isize, isize) {
 }
 
 fn main() {
+    // Start rayon's global pool and wait until every worker has run: a worker allocates its own
+    // structures when it first runs, which on a loaded machine can be long after the pool was
+    // created (a run once saw 10 KiB appear between steps 100 and 2000 that way).
+    rayon::broadcast(|_| ());
     let start = Instant::now();
     let baseline = live();
     let (trace, loss) = train(STEPS, Leak::None);
