@@ -17,7 +17,8 @@
 use tapegrad_tensor::ops::attention::{AttentionDropout, AttentionOptions};
 use tapegrad_tensor::{Float, Generator, Result, Tensor};
 
-use crate::ops::dropout::{check_p, DropoutRecord};
+use crate::ops::constant;
+use crate::ops::dropout::{check_p, with_record, DropoutRecord};
 use crate::var::{Backward, Grads, Var, VarGrads};
 
 /// The gradients of `x Wᵀ + b` given `dz` (`[m, n]`), each computed only when `needs` asks for it
@@ -197,29 +198,80 @@ struct ScaledDotProductAttention<T: Float> {
     v: Tensor<T>,
     /// The weights before dropout (softmax's output).
     weights: Tensor<T>,
+    /// The additive mask as given (the caller's tensor, shared, not copied). The first-order
+    /// backward reads the saved weights and never needs it; the recorded backward rebuilds the
+    /// weights from `q` and `k` as `Var`s, and the mask is part of that formula.
+    attn_mask: Option<Tensor<T>>,
     /// As given: `None` is the tensor op's default, `1 / √D`.
     scale: Option<f64>,
     record: Option<DropoutRecord>,
+}
+impl<T: Float> ScaledDotProductAttention<T> {
+    /// The options of the forward this op recorded (its mask, scale and dropout).
+    fn options(&self) -> AttentionOptions<'_, T> {
+        let dropout = self.record.as_ref().map(|r| AttentionDropout { mask: r.mask(), p: r.p });
+        AttentionOptions { attn_mask: self.attn_mask.as_ref(), scale: self.scale, dropout }
+    }
 }
 impl<T: Float> Backward<T> for ScaledDotProductAttention<T> {
     fn name(&self) -> &'static str {
         "scaled_dot_product_attention"
     }
     fn backward(&self, dy: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
-        let dropout = self.record.as_ref().map(|r| AttentionDropout { mask: r.mask(), p: r.p });
-        let options = AttentionOptions { attn_mask: None, scale: self.scale, dropout };
         let g = self.q.scaled_dot_product_attention_backward(
             &self.k,
             &self.v,
             &self.weights,
             dy,
-            &options,
+            &self.options(),
             [needs[0], needs[1], needs[2]],
         )?;
         Ok(Grads::from([g.dq, g.dk, g.dv]))
     }
+    fn backward_var(&self, dy: &Var<T>, inputs: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        // The tensor backward's steps in the same order, as `Var` ops (so the same numbers, bit
+        // for bit, while a row of weights fits in one reduction chunk): the weights are rebuilt
+        // from the recorded `q` and `k` (`matmul`, `mul_scalar`, `add` of the mask as a constant,
+        // `softmax`) so that their dependence on `q` and `k` is differentiated too, and both
+        // dropouts are `dropout` ops with the forward's stored record, never a new draw.
+        let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+        let n = self.q.ndim();
+        let last2 = |t: &Var<T>| t.transpose(n - 2, n - 1);
+        let keep = |t: &Var<T>| match &self.record {
+            Some(record) => with_record(t, record.clone()),
+            None => Ok(t.clone()),
+        };
+        let scale = self.options().scale_for(self.q.shape()[n - 1]);
+        let w = if q.requires_grad() || k.requires_grad() {
+            let mut scores = q.matmul(&last2(k)?)?.mul_scalar(scale);
+            if let Some(mask) = &self.attn_mask {
+                scores = scores.add(&constant(mask.clone()))?;
+            }
+            scores.softmax(n - 1)?
+        } else {
+            // Nothing to differentiate the weights for: the saved ones, as a constant.
+            constant(self.weights.clone())
+        };
+        let dv = if needs[2] { Some(last2(&keep(&w)?)?.matmul(dy)?) } else { None };
+        let (mut dq, mut dk) = (None, None);
+        if needs[0] || needs[1] {
+            let dw = keep(&dy.matmul(&last2(v)?)?)?;
+            // softmax_backward(W, dW) · scale = (dW - Σ dW W) W · scale, as its kernel orders it.
+            let total = dw.mul(&w)?.sum(&[n - 1], true)?;
+            let ds = dw.sub(&total)?.mul(&w)?.mul_scalar(scale);
+            if needs[0] {
+                dq = Some(ds.matmul(k)?);
+            }
+            if needs[1] {
+                dk = Some(last2(&ds)?.matmul(q)?);
+            }
+        }
+        Ok(vec![dq, dk, dv])
+    }
     fn saved(&self) -> Vec<&Tensor<T>> {
-        vec![&self.q, &self.k, &self.v, &self.weights]
+        let mut saved = vec![&self.q, &self.k, &self.v, &self.weights];
+        saved.extend(&self.attn_mask);
+        saved
     }
     fn extra_bytes(&self) -> usize {
         self.record.as_ref().map_or(0, DropoutRecord::mask_bytes)
@@ -243,6 +295,13 @@ impl<T: Float> Backward<T> for ScaledDotProductAttention<T> {
 /// The values are those of the composition `(q.matmul(kᵀ) · scale + mask).softmax()`, dropout,
 /// `matmul(v)`; the op saves `q`, `k`, `v` and the weights instead of every intermediate, and
 /// scales, masks and normalises each row of scores in one pass ([`Tensor::scaled_dot_product_attention`]).
+///
+/// Backward: `dv = W'ᵀ dy`, `dS = softmax_backward(W, dropout(dy vᵀ)) · scale`, `dq = dS k`,
+/// `dk = dSᵀ q` (`W'` the weights after dropout). With `create_graph` ([`grad`](crate::grad))
+/// the same steps are recorded as `Var` ops, the weights rebuilt from `q`, `k` and the mask
+/// (which the op keeps, shared with the caller, for this) and both dropouts applied with the
+/// stored mask, so the gradient can be differentiated again (a gradient penalty through
+/// attention); its values are the first-order ones.
 ///
 /// # Errors
 /// `scaled_dot_product_attention` naming the shapes when the operands or the mask do not fit,
@@ -278,5 +337,14 @@ pub fn scaled_dot_product_attention<T: Float>(
     let dropout = record.as_ref().map(|r| AttentionDropout { mask: r.mask(), p });
     let a = qv.scaled_dot_product_attention(&kv, &vv, &AttentionOptions { attn_mask, scale, dropout })?;
     let weights = a.weights;
-    Ok(Var::from_op(a.out, &[q, k, v], || ScaledDotProductAttention { q: qv, k: kv, v: vv, weights, scale, record }))
+    let attn_mask = attn_mask.cloned();
+    Ok(Var::from_op(a.out, &[q, k, v], || ScaledDotProductAttention {
+        q: qv,
+        k: kv,
+        v: vv,
+        weights,
+        attn_mask,
+        scale,
+        record,
+    }))
 }

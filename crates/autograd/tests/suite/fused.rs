@@ -1,10 +1,11 @@
-//! The fused ops of `ops/fused.rs`: gradient checks in f64, and agreement with the unfused
-//! chains they replace (same values, same masks, same generator position).
+//! The fused ops of `ops/fused.rs`: gradient checks in f64, agreement with the unfused chains
+//! they replace (same values, same masks, same generator position), and attention's recorded
+//! backward against its first-order one.
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use tapegrad_autograd::fused::{linear, linear_relu_dropout};
-use tapegrad_autograd::{dropout, gradcheck, Error, Generator, Result, Tensor, Var};
+use tapegrad_autograd::fused::{linear, linear_relu_dropout, scaled_dot_product_attention};
+use tapegrad_autograd::{dropout, grad, gradcheck, Error, Float, Generator, GradOptions, Result, Tensor, Var};
 use tapegrad_tensor::TensorNew;
 
 type Outcome = std::result::Result<(), TestCaseError>;
@@ -114,6 +115,79 @@ fn the_record_regenerates_the_mask() -> Result<()> {
         assert_eq!(*v != 0.0, record.kept(i), "element {i}");
     }
     Ok(())
+}
+
+/// The gradients of attention's `q`, `k` and `v` for an upstream gradient `up`, from the
+/// first-order backward or (`create_graph`) the recorded one; `self_attention` passes one
+/// parameter as all three (its gradient then appears three times).
+fn attention_grads<T: Float>(
+    [q, k, v]: &[Tensor<T>; 3],
+    mask: Option<&Tensor<T>>,
+    p: f64,
+    self_attention: bool,
+    create_graph: bool,
+) -> Result<Vec<Var<T>>> {
+    let vars = if self_attention {
+        let x = Var::parameter(q.clone());
+        [x.clone(), x.clone(), x]
+    } else {
+        [q, k, v].map(|t| Var::parameter(t.clone()))
+    };
+    let y = scaled_dot_product_attention(&vars[0], &vars[1], &vars[2], mask, p, None, &mut Generator::new(5))?;
+    let up = Var::new(Tensor::<f64>::randn(&y.shape(), &mut Generator::new(6)).cast::<T>());
+    let options = GradOptions { create_graph, allow_unused: false, retain_graph: false };
+    let grads = grad(&[&y], &[&vars[0], &vars[1], &vars[2]], Some(&[&up]), options)?;
+    Ok(grads.into_iter().map(|g| g.expect("every input is used")).collect())
+}
+
+/// Attention's recorded backward (what `create_graph` differentiates again) gives the
+/// first-order backward's gradients bit for bit, in f32 (the SIMD kernels) and f64: the same
+/// tensor ops in the same order, the weights rebuilt from `q` and `k` with the forward's own
+/// numbers, the forward's stored dropout mask. With no mask, an additive one, a causal one
+/// (`-inf`) and a padding one (`[B, 1, 1, S]`), with and without dropout, for rows of weights
+/// shorter and longer than a vector.
+fn recorded_attention_backward_is_bit_identical<T: Float>() -> Result<()> {
+    for &(b, h, l, s, d, dv) in &[(2, 3, 5, 7, 4, 6), (1, 2, 33, 40, 16, 9), (2, 1, 1, 1, 1, 1)] {
+        let gen = &mut Generator::new(l as u64);
+        let mut randn = |shape: &[usize]| Tensor::<f64>::randn(shape, gen).cast::<T>();
+        let qkv = [randn(&[b, h, l, d]), randn(&[b, h, s, d]), randn(&[b, h, s, dv])];
+        let additive = randn(&[l, s]);
+        let causal = (0..l * s).map(|ij| if ij % s <= ij / s { 0.0 } else { f64::NEG_INFINITY }).collect();
+        let causal = Tensor::from_vec(causal, &[l, s])?.cast::<T>();
+        let padding = (0..b * s).map(|bj| if bj % s < s - (bj / s) % s { 0.0 } else { f64::NEG_INFINITY }).collect();
+        let padding = Tensor::from_vec(padding, &[b, 1, 1, s])?.cast::<T>();
+        for mask in [None, Some(&additive), Some(&causal), Some(&padding)] {
+            for p in [0.0, 0.25] {
+                for self_attention in [false, true] {
+                    if self_attention && (l != s || d != dv) {
+                        continue;
+                    }
+                    let first = attention_grads(&qkv, mask, p, self_attention, false)?;
+                    let recorded = attention_grads(&qkv, mask, p, self_attention, true)?;
+                    for (i, (a, r)) in first.iter().zip(&recorded).enumerate() {
+                        assert!(r.requires_grad() && !a.requires_grad(), "only create_graph records the gradient");
+                        let bits =
+                            |v: &Var<T>| v.value().to_vec().iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
+                        assert!(
+                            bits(a) == bits(r),
+                            "input {i} of {:?}, mask {}, p {p}: {:?} vs {:?}",
+                            [b, h, l, s, d, dv],
+                            mask.map_or("none".into(), |m| format!("{:?}", m.shape())),
+                            a.value().to_vec(),
+                            r.value().to_vec()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn attention_recorded_backward_equals_the_first_order_one() -> Result<()> {
+    recorded_attention_backward_is_bit_identical::<f32>()?;
+    recorded_attention_backward_is_bit_identical::<f64>()
 }
 
 /// Shape errors are errors naming the op and the shapes, not panics; each call is wrong in

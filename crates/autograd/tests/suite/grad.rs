@@ -2,7 +2,7 @@
 //! retain and create flags, errors), and higher derivatives through `create_graph` against closed
 //! forms.
 
-use tapegrad_autograd::{dropout, fused, grad, Error, Generator, GradOptions, Result, Tensor, Var};
+use tapegrad_autograd::{dropout, grad, Backward, Error, Generator, GradOptions, Grads, Result, Tensor, Var};
 
 fn t(v: &[f64], shape: &[usize]) -> Tensor<f64> {
     Tensor::from_vec(v.to_vec(), shape).unwrap()
@@ -186,26 +186,43 @@ fn dropout_second_pass_uses_the_stored_mask() -> Result<()> {
     Ok(())
 }
 
-/// Self-attention of `v` (`[1, T, d]`): the one op left without a double backward.
-fn attention_of(v: &Var<f64>) -> Result<Var<f64>> {
-    fused::scaled_dot_product_attention(v, v, v, None, 0.0, None, &mut Generator::new(1))
+/// `y = x²` as a custom op written with a first-order `backward` only, as a user's op may be:
+/// every op of the library has a recorded backward (`gradgradcheck`'s coverage test), so this
+/// is how an op without one looks.
+struct SquareFirstOrderOnly {
+    x: Tensor<f64>,
+}
+
+impl Backward<f64> for SquareFirstOrderOnly {
+    fn name(&self) -> &'static str {
+        "square_first_order_only"
+    }
+    fn backward(&self, dy: &Tensor<f64>, _: &[bool]) -> Result<Grads<f64>> {
+        Ok(Grads::one(dy.mul(&self.x)?.mul_scalar(2.0)))
+    }
+}
+
+/// `x²` through [`SquareFirstOrderOnly`].
+pub(crate) fn square_first_order_only(x: &Var<f64>) -> Var<f64> {
+    let xv = x.value();
+    Var::from_op(xv.mul(&xv).expect("one shape"), &[x], || SquareFirstOrderOnly { x: xv })
 }
 
 #[test]
 fn an_op_without_double_backward_is_an_error_naming_it() -> Result<()> {
     let x = Var::parameter(t(&[0.5, -0.5, 0.25, 1.0], &[1, 2, 2]));
-    let y = attention_of(&x)?.sum_all();
+    let y = square_first_order_only(&x).sum_all();
     let err = d(&y, &x, CREATE).unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidArgument { op: "scaled_dot_product_attention", reason } if reason.contains("double backward")),
+        matches!(&err, Error::InvalidArgument { op: "square_first_order_only", reason } if reason.contains("double backward")),
         "{err}"
     );
     // The first derivative alone still works.
-    d(&y, &x, plain())?;
+    assert_eq!(d(&y, &x, plain())?.value().to_vec(), vec![1.0, -1.0, 0.5, 2.0]);
     // Only the part of the graph between the outputs and the inputs is walked: an unsupported
     // op on another parameter's branch does not matter.
     let w = Var::parameter(t(&[1.0, 2.0, 0.5, -1.0], &[1, 2, 2]));
-    let y = x.tanh().mul(&attention_of(&w)?)?.sum_all();
+    let y = x.tanh().mul(&square_first_order_only(&w))?.sum_all();
     d(&y, &x, CREATE)?;
     Ok(())
 }

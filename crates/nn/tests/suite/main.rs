@@ -16,6 +16,7 @@ mod drop_connect;
 mod dropout_family;
 mod fuzz_bytes;
 mod golden_layers;
+mod gradient_penalty;
 mod init;
 mod layers;
 mod layers_first_hour;

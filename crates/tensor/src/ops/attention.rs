@@ -48,8 +48,17 @@ impl<T: Float> Default for AttentionOptions<'_, T> {
 }
 
 impl<T: Float> AttentionOptions<'_, T> {
-    /// The scale for a query of width `d`.
-    fn scale_for(&self, d: usize) -> T {
+    /// The factor the scores are multiplied by for a query of width `d`: `scale`, or `1 / √d`
+    /// when it is `None` (`1` for `d = 0`), rounded once to `T`. A recorded backward that
+    /// rebuilds the weights from `Var`s uses it to scale exactly as the forward did.
+    ///
+    /// ```
+    /// use tapegrad_tensor::ops::attention::AttentionOptions;
+    /// assert_eq!(AttentionOptions::<f64>::default().scale_for(4), 0.5);
+    /// let given = AttentionOptions::<f64> { scale: Some(0.7), ..AttentionOptions::default() };
+    /// assert_eq!(given.scale_for(4), 0.7);
+    /// ```
+    pub fn scale_for(&self, d: usize) -> T {
         T::from_f64(self.scale.unwrap_or(1.0 / (d.max(1) as f64).sqrt()))
     }
 }
