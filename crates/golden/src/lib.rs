@@ -48,13 +48,19 @@ pub fn undeclared_suite_files(dir: &Path) -> Vec<String> {
     missing
 }
 
+/// This crate's `data/` folder, where the golden files and the numpy fixtures (`data/npy/`,
+/// written by `data/npy.py`) are.
+pub fn data_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
 /// The `cases` array of the golden file `file` (e.g. `"ops.json"`), read from this crate's
 /// `data/` folder.
 ///
 /// # Panics
 /// When the file cannot be read, is not JSON, or has no `cases` array.
 pub fn cases(file: &str) -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(file);
+    let path = data_dir().join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let root: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     root["cases"].as_array().unwrap_or_else(|| panic!("{file} has no cases array")).clone()

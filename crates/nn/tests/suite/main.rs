@@ -21,6 +21,7 @@ mod layers;
 mod layers_first_hour;
 mod loss;
 mod modes;
+mod npy;
 mod optim;
 mod recurrent;
 mod visit;
