@@ -1,6 +1,6 @@
 //! Datasets: the IDX reader and loaders for MNIST, Fashion-MNIST and the shipped `mnist-10k`;
-//! numpy's `.npy` and `.npz` files ([`read_npy`], [`write_npy`], [`Npz`], [`read_npz`],
-//! [`write_npz`]); seeded shuffled mini-batches ([`Batches`]) and cross-validation splits
+//! numpy's `.npy` and `.npz` files ([`npy`]: [`read_npy`], [`write_npy`], [`Npz`],
+//! [`read_npz`], [`write_npz`]); seeded shuffled mini-batches ([`Batches`]) and cross-validation splits
 //! ([`kfold()`]).
 //!
 //! Like `torchvision.datasets.MNIST`, a [`Dataset`] holds all its samples in memory: images as
@@ -27,7 +27,7 @@
 mod batches;
 mod idx;
 mod kfold;
-mod npy;
+pub mod npy;
 
 use std::path::{Path, PathBuf};
 
