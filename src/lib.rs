@@ -106,7 +106,9 @@ pub mod prelude {
         clip_grad_norm_, max_norm_, Adam, AdamW, CosineLr, LrScheduler, Optimizer, Sgd, StepLr,
     };
     // Data and checkpoints.
-    pub use tapegrad_nn::data::{kfold, load_dataset, read_idx, Batches, Dataset};
+    pub use tapegrad_nn::data::{
+        kfold, load_dataset, read_idx, read_npy, read_npz, write_npy, write_npz, Batches, Dataset,
+    };
     pub use tapegrad_nn::{load, save, TrainingCheckpoint};
 }
 

@@ -8,6 +8,7 @@ mod api_names;
 mod custom_model;
 mod dtype_default;
 mod mnist;
+mod ndarray_interop;
 mod prelude_script;
 mod threads;
 

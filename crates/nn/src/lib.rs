@@ -11,7 +11,9 @@
 //!   dropout.
 //! - [`loss`], [`init`], [`optim`]: losses (fused cross-entropy), PyTorch's initialisers, and
 //!   the optimisers and schedulers (re-exported as `tapegrad::optim`).
-//! - [`data`]: the IDX reader, the MNIST / Fashion-MNIST loaders, seeded batches and k-fold splits.
+//! - [`data`]: the IDX reader, the MNIST / Fashion-MNIST loaders, numpy's `.npy` / `.npz` files
+//!   ([`read_npy`], [`write_npy`], [`read_npz`], [`write_npz`], re-exported here beside
+//!   [`load_tensors`] and [`save_tensors`]), seeded batches and k-fold splits.
 //! - [`save`] / [`load`] / [`load_non_strict`]: checkpoints in the safetensors format, which
 //!   PyTorch state dicts saved as safetensors load into as well; [`TrainingCheckpoint`] with
 //!   [`state_dict`] and [`Stateful`]: a whole training run's state, to resume bit for bit.
@@ -32,6 +34,7 @@ pub use checkpoint::{
     dropout_generator, load, load_non_strict, load_state_dict, load_tensors, save, save_tensors, set_dropout_generator,
     state_dict, LoadReport, Mismatch, Position, StateDict, Stateful, TrainingCheckpoint,
 };
+pub use data::{read_npy, read_npz, write_npy, write_npz};
 pub use layers::*;
 pub use loss::{l1_penalty, l2_penalty};
 pub use module::{Counter, Mode, ModeChange, Module, Visit};

@@ -7,6 +7,13 @@
 //! counter-based [`Generator`]; [`BitMask`] holds dropout's masks at one bit per element.
 //! Every fallible function returns the library's one [`Error`].
 //!
+//! With the `ndarray` cargo feature, a tensor converts to and from [`ndarray`](https://docs.rs/ndarray)'s
+//! arrays, moving the buffer instead of copying it where the layout allows:
+//! `Tensor::try_from(array)` takes any owned array (a copy only for negative strides),
+//! `ArrayD::try_from(tensor)` takes the tensor's buffer when nothing else shares it (a copy
+//! otherwise: the storage of a tensor cloned or viewed elsewhere is shared), and
+//! `tensor.as_ndarray()` borrows any tensor as an `ArrayViewD` without a copy.
+//!
 //! ```
 //! use tapegrad_tensor::{Generator, Tensor};
 //! let mut gen = Generator::new(0);
@@ -25,6 +32,8 @@ struct ReadmeDoctest;
 mod bitmask;
 mod dtype;
 mod error;
+#[cfg(feature = "ndarray")]
+mod interop;
 // The kernels are this crate's own: other crates reach them only through `Tensor`'s methods. The
 // `internals` feature (off by default) exposes them to this workspace's kernel benchmarks and
 // tests; it is not a stable API.

@@ -135,6 +135,19 @@ impl<T: Float> Storage<T> {
         }
     }
 
+    /// The buffer as the `Vec` it was made from, without a copy, when this is the only handle on
+    /// it (and nothing observes it through a weak handle); otherwise the storage, unchanged.
+    #[cfg(feature = "ndarray")]
+    pub(crate) fn try_into_vec(mut self) -> Result<Vec<T>, Storage<T>> {
+        if let Buf::Vec(v) = &mut self.0 {
+            if let Some(v) = Arc::get_mut(v) {
+                // `Drop` then finds an empty vector, which the buffer cache does not keep.
+                return Ok(std::mem::take(v));
+            }
+        }
+        Err(self)
+    }
+
     /// Mutable access, copying the buffer first if anything else shares it.
     pub fn make_mut(&mut self) -> &mut [T] {
         match &mut self.0 {

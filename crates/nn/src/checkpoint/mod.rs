@@ -42,6 +42,8 @@ mod training;
 mod write;
 
 pub use fit::{LoadReport, Mismatch};
+pub(crate) use write::write_atomic;
+
 pub use state::{dropout_generator, load_state_dict, set_dropout_generator, state_dict, Position, StateDict, Stateful};
 pub use training::TrainingCheckpoint;
 
@@ -264,7 +266,7 @@ fn save_with_metadata<T: Float>(
         views.push((name.as_str(), view));
     }
     let bytes = safetensors::serialize(views, metadata).map_err(|e| Error::format(path, e.to_string()))?;
-    write::write_atomic(path, &bytes)
+    write_atomic(path, &bytes)
 }
 
 /// Loads every tensor of a safetensors file of dtype `T` (`F32` for `f32`, `F64` for `f64`),
@@ -302,7 +304,7 @@ fn dtype<T: Float>() -> Dtype {
 }
 
 /// The little-endian bytes of `values`, bit for bit (NaN payloads included).
-fn to_le_bytes<T: Float>(values: Vec<T>) -> Vec<u8> {
+pub(crate) fn to_le_bytes<T: Float>(values: Vec<T>) -> Vec<u8> {
     let any: Box<dyn Any> = Box::new(values);
     match any.downcast::<Vec<f32>>() {
         Ok(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),

@@ -38,10 +38,10 @@ const ATTEMPTS: u32 = 64;
 /// [`Error::Format`] when `path` does not name a file; [`Error::Io`] naming `path` when the
 /// temporary file cannot be created, written or synced or the rename fails, or naming the
 /// directory when it cannot be synced.
-pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let Some(name) = path.file_name() else {
-        return Err(Error::format(path, "a checkpoint path must name a file"));
+        return Err(Error::format(path, "the path must name a file"));
     };
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),

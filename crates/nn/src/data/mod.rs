@@ -1,5 +1,7 @@
 //! Datasets: the IDX reader and loaders for MNIST, Fashion-MNIST and the shipped `mnist-10k`;
-//! seeded shuffled mini-batches ([`Batches`]) and cross-validation splits ([`kfold()`]).
+//! numpy's `.npy` and `.npz` files ([`npy`]: [`read_npy`], [`write_npy`], [`Npz`],
+//! [`read_npz`], [`write_npz`]); seeded shuffled mini-batches ([`Batches`]) and cross-validation splits
+//! ([`kfold()`]).
 //!
 //! Like `torchvision.datasets.MNIST`, a [`Dataset`] holds all its samples in memory: images as
 //! one `f32` tensor of shape `[n, rows * cols]` scaled to [0, 1], labels as `Vec<usize>`.
@@ -25,6 +27,7 @@
 mod batches;
 mod idx;
 mod kfold;
+pub mod npy;
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +36,9 @@ use tapegrad_tensor::{Error, Result, Tensor};
 pub use batches::{permutation, Batches};
 pub use idx::{read_idx, read_idx_with_limit, Idx, DEFAULT_MAX_IDX_BYTES};
 pub use kfold::kfold;
+pub use npy::{
+    read_npy, read_npy_labels, read_npz, write_npy, write_npz, write_npz_compressed, Npz, DEFAULT_MAX_NPZ_BYTES,
+};
 
 // ─── loaders for single files ──────────────────────────────────────────────────
 

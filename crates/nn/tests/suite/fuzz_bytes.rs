@@ -1,7 +1,7 @@
-//! Byte-mutation tests of the two readers of untrusted files, the proptest sibling of the
+//! Byte-mutation tests of the readers of untrusted files, the proptest sibling of the
 //! cargo-fuzz targets in `fuzz/`: valid checkpoints and IDX files (plain and gzipped) go through
 //! random sequences of byte flips, overwrites with edge bytes, truncations, insertions and
-//! deletions. Every result must be `Ok` or a `Format` / `Checkpoint` error, never a panic; what
+//! deletions, and so do numpy's `.npy` files and `.npz` archives (the fixtures numpy wrote). Every result must be `Ok` or a `Format` / `Checkpoint` error, never a panic; what
 //! loads must be consistent (a model holds exactly the file's values, an `Idx` holds as many bytes
 //! as its dims say and no more than the limit); a failed load changes nothing; and a plain IDX
 //! file and its gzipped copy read the same.
@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use tapegrad_golden::Scratch;
-use tapegrad_nn::data::{read_idx_with_limit, Idx};
+use tapegrad_nn::data::{read_idx_with_limit, read_npy, read_npy_labels, Idx, Npz};
 use tapegrad_nn::{load, load_tensors, save, Error, Linear, LinearNew, Module};
 use tapegrad_tensor::{Float, Generator, Tensor};
 
@@ -212,6 +212,71 @@ fn check_idx(dir: &Path, content: &[u8]) -> bool {
     plain.is_ok()
 }
 
+// ─── numpy ─────────────────────────────────────────────────────────────────────
+
+/// The limit on each array an archive may load here.
+const NPZ_LIMIT: u64 = 4096;
+
+/// A fixture numpy wrote (`crates/golden/data/npy.py`).
+fn numpy_file(name: &str) -> Vec<u8> {
+    std::fs::read(tapegrad_golden::data_path("npy").join(name)).unwrap()
+}
+
+/// Checks that a tensor read from a file holds as many elements as its shape says.
+fn check_read<T: Float>(result: Result<Tensor<T>, Error>) -> bool {
+    match result {
+        Ok(t) => {
+            assert_eq!(t.to_vec().len(), t.shape().iter().product::<usize>(), "{:?}", t.shape());
+            true
+        }
+        Err(e) => {
+            assert!(matches!(e, Error::Format { .. }), "{e:?}");
+            false
+        }
+    }
+}
+
+/// `read_npy` (f32 and f64) and `read_npy_labels` on `bytes`: `Ok` and consistent, or a format
+/// error. Returns whether it read.
+fn check_npy(dir: &Path, bytes: &[u8]) -> bool {
+    let path = dir.join("m.npy");
+    std::fs::write(&path, bytes).unwrap();
+    let read = check_read(read_npy::<f64>(&path));
+    check_read(read_npy::<f32>(&path));
+    if let Err(e) = read_npy_labels(&path) {
+        assert!(matches!(e, Error::Format { .. }), "{e:?}");
+    }
+    read
+}
+
+/// Every array of the archive `bytes`, with [`NPZ_LIMIT`]: `Ok` and consistent, or a format
+/// error. Returns how many arrays read.
+fn check_npz(dir: &Path, bytes: &[u8]) -> usize {
+    let path = dir.join("m.npz");
+    std::fs::write(&path, bytes).unwrap();
+    let mut npz = match Npz::open(&path) {
+        Ok(npz) => npz,
+        Err(e) => {
+            assert!(matches!(e, Error::Format { .. }), "{e:?}");
+            return 0;
+        }
+    };
+    npz.set_max_bytes(NPZ_LIMIT);
+    let names: Vec<String> = npz.names().into_iter().map(str::to_owned).collect();
+    let mut read = 0;
+    for name in &names {
+        let tensor = npz.tensor::<f64>(name);
+        if let Ok(t) = &tensor {
+            assert!(t.numel() as u64 <= NPZ_LIMIT, "{name}: {:?}", t.shape());
+        }
+        read += usize::from(check_read(tensor));
+        if let Err(e) = npz.labels(name) {
+            assert!(matches!(e, Error::Format { .. }), "{e:?}");
+        }
+    }
+    read
+}
+
 // ─── the tests ─────────────────────────────────────────────────────────────────
 
 #[test]
@@ -223,6 +288,9 @@ fn the_unmutated_files_read() {
     assert!(check_checkpoint::<f32>(dir.dir(), checkpoint::<f64>()), "an F64 file rounds into an f32 model");
     assert!(check_idx(dir.dir(), &idx_file()));
     assert!(read_idx(dir.dir(), "gz", &gzip(&idx_file())).is_ok());
+    assert!(check_npy(dir.dir(), &numpy_file("f64_f_2x3x4.npy")));
+    assert_eq!(check_npz(dir.dir(), &numpy_file("compressed.npz")), 4);
+    assert_eq!(check_npz(dir.dir(), &numpy_file("several.npz")), 3);
     // The mutations do what they say.
     let i = Pos;
     assert_eq!(mutate(b"abcd", &[Mutation::Insert(i(0), b"xy".to_vec())]), b"xyabcd");
@@ -255,5 +323,21 @@ proptest! {
     fn mutated_gzip_streams_read_or_fail_cleanly(mutations in prop::collection::vec(mutation(), 1..4)) {
         let dir = Scratch::new("nn-fuzz-bytes", "gz");
         read_idx(dir.dir(), "gz", &mutate(&gzip(&idx_file()), &mutations)).ok();
+    }
+
+    #[test]
+    fn mutated_npy_files_read_or_fail_cleanly(mutations in prop::collection::vec(mutation(), 1..5)) {
+        let dir = Scratch::new("nn-fuzz-bytes", "npy");
+        check_npy(dir.dir(), &mutate(&numpy_file("f64_f_2x3x4.npy"), &mutations));
+    }
+
+    #[test]
+    fn mutated_npz_archives_read_or_fail_cleanly(
+        mutations in prop::collection::vec(mutation(), 1..5),
+        compressed in any::<bool>(),
+    ) {
+        let dir = Scratch::new("nn-fuzz-bytes", "npz");
+        let file = numpy_file(if compressed { "compressed.npz" } else { "several.npz" });
+        check_npz(dir.dir(), &mutate(&file, &mutations));
     }
 }

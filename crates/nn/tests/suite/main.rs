@@ -22,6 +22,7 @@ mod layers;
 mod layers_first_hour;
 mod loss;
 mod modes;
+mod npy;
 mod optim;
 mod recurrent;
 mod torch_state_dicts;
