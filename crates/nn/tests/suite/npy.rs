@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use tapegrad_golden::Scratch;
 use tapegrad_nn::data::{
-    read_npy, read_npy_labels, read_npz, write_npy, write_npz, write_npz_compressed, Npz, DEFAULT_MAX_NPZ_BYTES,
+    read_npy, read_npy_labels, read_npz, write_npy, write_npy_labels, write_npz, write_npz_compressed, Npz,
+    DEFAULT_MAX_NPZ_BYTES,
 };
 use tapegrad_nn::Error;
 use tapegrad_tensor::{Float, Tensor, TensorNew};
@@ -222,6 +223,26 @@ fn written_files_are_byte_for_byte_numpys() {
     let path = dir.path("0d.npy");
     write_npy(&Tensor::<f64>::scalar(3.5), &path).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(fixture("f64_0d.npy")).unwrap());
+
+    // Labels as numpy's int64, as np.save writes np.array([3, 0, 9, 1, 1, 7], dtype=np.int64).
+    let path = dir.path("labels.npy");
+    write_npy_labels(&[3, 0, 9, 1, 1, 7], &path).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(fixture("i64_labels.npy")).unwrap());
+    assert_eq!(read_npy_labels(&path).unwrap(), [3, 0, 9, 1, 1, 7]);
+    write_npy_labels(&[], &path).unwrap();
+    assert!(read_npy_labels(&path).unwrap().is_empty());
+}
+
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn a_label_past_int64_is_refused_before_anything_is_written() {
+    let dir = Scratch::new("nn-npy", "labels");
+    let path = dir.path("big.npy");
+    let big = i64::MAX as usize + 1;
+    let err = write_npy_labels(&[1, big], &path).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    assert_contains(&err.to_string(), &["write_npy_labels", "label 1", &big.to_string(), "int64"]);
+    assert!(!path.exists());
 }
 
 #[test]

@@ -6,7 +6,8 @@
 //! rounds to nearest), integer and bool arrays convert exactly or not at all (an integer that the
 //! float type cannot represent, such as 2^53 + 1 into `f64` or 2^24 + 1 into `f32`, is an error
 //! naming it, not a silent rounding). Class labels stored as an integer array, a dataset's `y`,
-//! are read as `Vec<usize>` by [`read_npy_labels`] and [`Npz::labels`]. Both byte orders are
+//! are read as `Vec<usize>` by [`read_npy_labels`] and [`Npz::labels`], and written as `int64`
+//! by [`write_npy_labels`]. Both byte orders are
 //! read. An array in Fortran order (`fortran_order: True`, from `np.asfortranarray` or a
 //! transposed array) is the same logical array as in numpy, returned without a copy as a
 //! column-major view, as numpy returns it (`is_contiguous()` is false; `contiguous()` copies it
@@ -120,6 +121,36 @@ pub fn read_npy_labels(path: impl AsRef<Path>) -> Result<Vec<usize>> {
 /// See the [module docs](self) for an example.
 pub fn write_npy<T: Float>(tensor: &Tensor<T>, path: impl AsRef<Path>) -> Result<()> {
     crate::checkpoint::write_atomic(path.as_ref(), &npy_bytes(tensor, "write_npy")?)
+}
+
+/// Writes class labels to `path` as a 1-D `.npy` array of numpy's `int64` (`<i8`), the form a
+/// dataset's `y` usually takes: `np.load` gives an integer array and [`read_npy_labels`] reads
+/// it back. The file is replaced atomically, as [`save`](crate::save) does.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the label when one does not fit an `int64` (possible only
+/// on a 64-bit `usize` above 2^63 - 1), before anything is written; [`Error::Io`] when the file
+/// cannot be written; [`Error::Format`] when `path` does not name a file.
+///
+/// ```
+/// use tapegrad_nn::data::{read_npy_labels, write_npy_labels};
+/// let path = std::env::temp_dir().join(format!("tapegrad-doc-labels-{}.npy", std::process::id()));
+/// write_npy_labels(&[3, 0, 9, 9], &path)?;
+/// assert_eq!(read_npy_labels(&path)?, [3, 0, 9, 9]);
+/// # std::fs::remove_file(&path).ok();
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub fn write_npy_labels(labels: &[usize], path: impl AsRef<Path>) -> Result<()> {
+    let descr = Descr { kind: header::Kind::Int, size: 8, big_endian: false };
+    let mut bytes = header::to_bytes(descr, false, &[labels.len()]);
+    bytes.reserve(labels.len().saturating_mul(8));
+    for (i, &label) in labels.iter().enumerate() {
+        let value = i64::try_from(label).map_err(|_| {
+            Error::arg("write_npy_labels", format!("label {i} is {label}, which numpy's int64 cannot hold"))
+        })?;
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    crate::checkpoint::write_atomic(path.as_ref(), &bytes)
 }
 
 // ─── shared by .npy and .npz ───────────────────────────────────────────────────
