@@ -31,8 +31,9 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
-/// The error's message, after checking that it is a `Format` error naming `path`.
-fn format_error(result: Result<impl std::fmt::Debug, Error>, path: &Path) -> String {
+/// The error's message, after checking that it is a `Format` error naming `path` (also used by
+/// the `npy` tests).
+pub(crate) fn format_error(result: Result<impl std::fmt::Debug, Error>, path: &Path) -> String {
     let err = result.expect_err("expected an error");
     assert!(matches!(err, Error::Format { .. }), "expected a Format error, got {err:?}");
     let msg = err.to_string();
@@ -40,7 +41,8 @@ fn format_error(result: Result<impl std::fmt::Debug, Error>, path: &Path) -> Str
     msg
 }
 
-fn assert_contains(msg: &str, parts: &[&str]) {
+/// Checks that `msg` contains every one of `parts`.
+pub(crate) fn assert_contains(msg: &str, parts: &[&str]) {
     for part in parts {
         assert!(msg.contains(part), "message lacks {part:?}: {msg}");
     }

@@ -5,9 +5,11 @@
 //! names the file and what is wrong.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use proptest::prelude::*;
+
+use crate::data::{assert_contains, format_error};
 use tapegrad_golden::Scratch;
 use tapegrad_nn::data::{
     read_npy, read_npy_labels, read_npz, write_npy, write_npy_labels, write_npz, write_npz_compressed, Npz,
@@ -26,21 +28,6 @@ fn fixture(name: &str) -> PathBuf {
 /// `npy.py`'s `pattern`: element `i` of `n` is `(i * 37 % 101 - 50) / 8`, row-major.
 fn pattern(n: usize) -> Vec<f64> {
     (0..n).map(|i| ((i * 37 % 101) as f64 - 50.0) / 8.0).collect()
-}
-
-/// The error's message, after checking that it is a `Format` error naming `path`.
-fn format_error<V: std::fmt::Debug>(result: Result<V, Error>, path: &Path) -> String {
-    let err = result.expect_err("expected an error");
-    assert!(matches!(err, Error::Format { .. }), "expected a Format error, got {err:?}");
-    let msg = err.to_string();
-    assert!(msg.contains(&path.display().to_string()), "message does not name {}: {msg}", path.display());
-    msg
-}
-
-fn assert_contains(msg: &str, parts: &[&str]) {
-    for part in parts {
-        assert!(msg.contains(part), "message lacks {part:?}: {msg}");
-    }
 }
 
 /// An `.npy` file of version 1.0 with header dict `dict` (padded as numpy pads it) and `data`.
