@@ -20,6 +20,112 @@
 //! assert_eq!(w.grad().unwrap().to_vec(), vec![4.0; 6]);
 //! # Ok::<(), Error>(())
 //! ```
+//!
+//! # A first model
+//!
+//! A model is a struct of layers with `#[derive(Module)]` (which finds its parameters, buffers
+//! and dropout layers) and a `forward` written by hand, as a PyTorch `nn.Module`:
+//!
+//! ```
+//! use tapegrad::prelude::*;
+//!
+//! #[derive(Module)]
+//! struct Mlp {
+//!     fc1: Linear,
+//!     drop: Dropout,
+//!     fc2: Linear,
+//! }
+//!
+//! impl Module for Mlp {
+//!     fn forward(&self, x: &Var) -> Result<Var> {
+//!         self.fc2.forward(&self.drop.forward(&self.fc1.forward(x)?.relu())?)
+//!     }
+//! }
+//!
+//! let mut gen = Generator::new(0);
+//! let model = Mlp { fc1: Linear::new(4, 16, &mut gen), drop: Dropout::new(0.5)?, fc2: Linear::new(16, 3, &mut gen) };
+//! assert_eq!(model.parameters().len(), 4);
+//! assert_eq!(model.forward(&Var::new(Tensor::randn(&[8, 4], &mut gen)))?.shape(), &[8, 3]);
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! # Training
+//!
+//! The loop is PyTorch's: forward, loss, `zero_grad`, `backward`, `step`. `train()` and `eval()`
+//! switch dropout (and BatchNorm) between their two behaviours; dropout draws its masks from a
+//! seeded generator, so a run is the same on any number of threads.
+//!
+//! ```
+//! use tapegrad::prelude::*;
+//! let mut gen = Generator::new(0);
+//! let mut model = Sequential::new().add(Linear::new(4, 16, &mut gen)).add(ReLU::new()).add(Linear::new(16, 3, &mut gen));
+//! let mut opt = Adam::new(model.parameters(), 1e-2);
+//! let x = Var::new(Tensor::randn(&[32, 4], &mut gen));
+//! let targets: Vec<usize> = (0..32).map(|i| i % 3).collect();
+//! model.train();
+//! let first = cross_entropy(&model.forward(&x)?, &targets)?.value().item()?;
+//! for _ in 0..50 {
+//!     let loss = cross_entropy(&model.forward(&x)?, &targets)?;
+//!     opt.zero_grad();
+//!     loss.backward()?;
+//!     opt.step()?;
+//! }
+//! model.eval();
+//! let last = no_grad(|| cross_entropy(&model.forward(&x)?, &targets))?.value().item()?;
+//! assert!(last < first);
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! # Saving and loading
+//!
+//! [`save`](nn::save) writes a model's parameters and buffers to a safetensors file under their
+//! dotted names (`"0.weight"`, `"bn.running_mean"`), and [`load`](nn::load) reads them back by
+//! name, refusing a file whose names or shapes do not fit (and then changing nothing).
+//! [`TrainingCheckpoint`](nn::TrainingCheckpoint) saves a whole run (optimiser, schedulers,
+//! generators) to resume it bit for bit.
+//!
+//! ```
+//! use tapegrad::prelude::*;
+//! let path = std::env::temp_dir().join(format!("tapegrad-guide-{}.safetensors", std::process::id()));
+//! let model = Sequential::new().add(Linear::new(4, 3, &mut Generator::new(0)));
+//! save(&model, &path)?;
+//! let mut copy = Sequential::new().add(Linear::new(4, 3, &mut Generator::new(1)));
+//! load(&mut copy, &path)?;
+//! assert_eq!(copy.named_parameters()[0].1.value().to_vec(), model.named_parameters()[0].1.value().to_vec());
+//! # std::fs::remove_file(&path).ok();
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! # Loading PyTorch weights
+//!
+//! The names are PyTorch's, so a `state_dict` saved from PyTorch with
+//! `safetensors.torch.save_file(model.state_dict(), path)` loads into the equivalent tapegrad
+//! model with the same [`load`](nn::load) (f16, bf16 and f64 converted), and PyTorch's
+//! `load_state_dict(load_file(path))` reads tapegrad's files back. [`load_non_strict`](nn::load_non_strict)
+//! loads what fits and reports the rest, as `load_state_dict(strict=False)` does. Here a file
+//! with PyTorch's names for `nn.Sequential(nn.Linear(2, 2))` and one extra tensor:
+//!
+//! ```
+//! use tapegrad::prelude::*;
+//! let path = std::env::temp_dir().join(format!("tapegrad-guide-torch-{}.safetensors", std::process::id()));
+//! let tensors = vec![
+//!     ("0.weight".to_string(), Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2])?),
+//!     ("0.bias".to_string(), Tensor::from_vec(vec![0.5f32, -0.5], &[2])?),
+//!     ("head.weight".to_string(), Tensor::<f32>::ones(&[1, 2])),
+//! ];
+//! tapegrad::nn::save_tensors(&tensors, &path)?;
+//! let mut model = Sequential::new().add(Linear::new(2, 2, &mut Generator::new(0)));
+//! assert!(load(&mut model, &path).is_err()); // strict: "head.weight" is unexpected
+//! let report = tapegrad::nn::load_non_strict(&mut model, &path)?;
+//! assert_eq!(report.unexpected, ["head.weight"]);
+//! let y = model.forward(&Var::new(Tensor::from_vec(vec![1.0f32, 1.0], &[1, 2])?))?;
+//! assert_eq!(y.value().to_vec(), [3.5, 6.5]);
+//! # std::fs::remove_file(&path).ok();
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! `docs/checkpoints.md` lists the names per layer (MultiheadAttention's packed `in_proj`,
+//! BatchNorm's `num_batches_tracked`, LSTM and GRU) and what is checked.
 
 // Lets `#[derive(Module)]` name this crate by its absolute path from inside it too.
 extern crate self as tapegrad;
