@@ -225,6 +225,26 @@ fn shape_and_dim() -> impl Strategy<Value = (Vec<usize>, usize)> {
     })
 }
 
+/// A shape, a dim, and an index of the shape's rank for `gather` and `scatter_add`: no larger
+/// than the shape outside `dim`, any length from 1 to 4 along it, entries below the dim's size
+/// (with repeats).
+fn gather_index() -> impl Strategy<Value = (Vec<usize>, usize, Vec<usize>, Vec<usize>)> {
+    shape_and_dim()
+        .prop_flat_map(|(s, d)| {
+            let dims: Vec<BoxedStrategy<usize>> = s
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| if i == d { (1usize..=4).boxed() } else { (1..=n).boxed() })
+                .collect();
+            (Just(s), Just(d), dims)
+        })
+        .prop_flat_map(|(s, d, index_shape)| {
+            let count: usize = index_shape.iter().product();
+            let n = s[d];
+            (Just(s), Just(d), Just(index_shape), prop::collection::vec(0..n, count))
+        })
+}
+
 // ─── elementwise ─────────────────────────────────────────────────────────────
 
 proptest! {
@@ -605,15 +625,7 @@ proptest! {
     /// An index of the input's rank, no larger outside `dim`, any length along it, with repeats.
     #[test]
     fn grad_gather(
-        (s, dim, index_shape, index) in shape_and_dim().prop_flat_map(|(s, d)| {
-            let dims: Vec<BoxedStrategy<usize>> =
-                s.iter().enumerate().map(|(i, &n)| if i == d { (1usize..=4).boxed() } else { (1..=n).boxed() }).collect();
-            (Just(s), Just(d), dims)
-        }).prop_flat_map(|(s, d, index_shape)| {
-            let count: usize = index_shape.iter().product();
-            let n = s[d];
-            (Just(s), Just(d), Just(index_shape), prop::collection::vec(0..n, count))
-        }),
+        (s, dim, index_shape, index) in gather_index(),
         l in layout(),
         seed in any::<u64>(),
     ) {
@@ -1125,15 +1137,7 @@ proptest! {
     /// Both inputs; `src` of the index's shape, with repeated indices (which add).
     #[test]
     fn grad_scatter_add(
-        (s, dim, index_shape, index) in shape_and_dim().prop_flat_map(|(s, d)| {
-            let dims: Vec<BoxedStrategy<usize>> =
-                s.iter().enumerate().map(|(i, &n)| if i == d { (1usize..=4).boxed() } else { (1..=n).boxed() }).collect();
-            (Just(s), Just(d), dims)
-        }).prop_flat_map(|(s, d, index_shape)| {
-            let count: usize = index_shape.iter().product();
-            let n = s[d];
-            (Just(s), Just(d), Just(index_shape), prop::collection::vec(0..n, count))
-        }),
+        (s, dim, index_shape, index) in gather_index(),
         lx in layout(),
         ls in layout(),
         seed in any::<u64>(),
