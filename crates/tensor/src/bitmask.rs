@@ -7,9 +7,7 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
-use crate::parallel::min_len;
+use crate::parallel::for_each;
 
 use crate::dtype::Float;
 use crate::error::{Error, Result};
@@ -107,7 +105,7 @@ impl BitMask {
         let key = chacha::key_for_seed(seed);
         let threshold = keep_threshold(p);
         let mut words = vec![0u64; len.div_ceil(64)];
-        words.par_chunks_mut(CHUNK / 64).enumerate().with_min_len(min_len(len)).for_each(|(c, words)| {
+        for_each(words.chunks_mut(CHUNK / 64).enumerate(), len, |(c, words)| {
             let first = c * CHUNK;
             draw_words(&key, offset, threshold, first, (len - first).min(CHUNK), words);
         });
@@ -183,12 +181,9 @@ impl BitMask {
     pub fn relu_scale<T: Float>(&self, mut x: Tensor<T>, scale: T) -> Result<Tensor<T>> {
         self.check_len("BitMask::relu_scale", &x, 1)?;
         let isa = active_isa();
-        let min = min_len(x.numel());
-        x.make_mut()
-            .par_chunks_mut(CHUNK)
-            .zip(self.words.par_chunks(CHUNK / 64))
-            .with_min_len(min)
-            .for_each(|(x, keep)| relu_mask::relu_scale_by_mask_in_place(isa, keep, x, scale));
+        let work = x.numel();
+        let pieces = x.make_mut().chunks_mut(CHUNK).zip(self.words.chunks(CHUNK / 64));
+        for_each(pieces, work, |(x, keep)| relu_mask::relu_scale_by_mask_in_place(isa, keep, x, scale));
         Ok(x)
     }
 
@@ -205,21 +200,19 @@ impl BitMask {
         let mut out = crate::memory::for_overwrite(data.len());
         // One multiplier per group, then a plain multiply over the group's run (which the
         // compiler vectorises): `x · 0` keeps a NaN or infinite input NaN, as `scale` does.
-        out.par_chunks_mut(CHUNK).zip(data.par_chunks(CHUNK)).enumerate().with_min_len(min_len(data.len())).for_each(
-            |(c, (out, x))| {
-                let mut j = 0;
-                while j < out.len() {
-                    let at = c * CHUNK + j;
-                    let end = (at / group + 1) * group - c * CHUNK;
-                    let end = end.min(out.len());
-                    let m = if self.get(at / group) { scale } else { T::ZERO };
-                    for (o, &v) in out[j..end].iter_mut().zip(&x[j..end]) {
-                        *o = v * m;
-                    }
-                    j = end;
+        for_each(out.chunks_mut(CHUNK).zip(data.chunks(CHUNK)).enumerate(), data.len(), |(c, (out, x))| {
+            let mut j = 0;
+            while j < out.len() {
+                let at = c * CHUNK + j;
+                let end = (at / group + 1) * group - c * CHUNK;
+                let end = end.min(out.len());
+                let m = if self.get(at / group) { scale } else { T::ZERO };
+                for (o, &v) in out[j..end].iter_mut().zip(&x[j..end]) {
+                    *o = v * m;
                 }
-            },
-        );
+                j = end;
+            }
+        });
         Ok(Tensor::from_contiguous(out, x.shape()))
     }
 
@@ -239,13 +232,11 @@ impl BitMask {
         let data = x.as_slice().expect("a contiguous tensor has a slice");
         // Every position is written below.
         let mut out = crate::memory::for_overwrite(data.len());
-        out.par_chunks_mut(CHUNK).zip(data.par_chunks(CHUNK)).enumerate().with_min_len(min_len(data.len())).for_each(
-            |(c, (out, x))| {
-                for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-                    *o = f(v, self.get(c * CHUNK + j));
-                }
-            },
-        );
+        for_each(out.chunks_mut(CHUNK).zip(data.chunks(CHUNK)).enumerate(), data.len(), |(c, (out, x))| {
+            for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+                *o = f(v, self.get(c * CHUNK + j));
+            }
+        });
         Tensor::from_contiguous(out, x.shape())
     }
 }

@@ -8,7 +8,6 @@
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 
 use crate::dtype::Float;
 
@@ -131,8 +130,8 @@ impl Generator {
     /// reserved range.
     pub fn fill_uniform<T: Float>(&mut self, out: &mut [T]) {
         let (seed, offset) = self.reserve(2 * out.len() as u64);
-        let min = crate::parallel::min_len(out.len());
-        out.par_chunks_mut(CHUNK).enumerate().with_min_len(min).for_each(|(c, chunk)| {
+        let work = out.len();
+        crate::parallel::for_each(out.chunks_mut(CHUNK).enumerate(), work, |(c, chunk)| {
             let mut s = Stream::new(seed, offset + 2 * (c * CHUNK) as u64);
             for v in chunk {
                 *v = s.next_uniform();
@@ -173,7 +172,7 @@ impl Generator {
     /// ```
     pub fn fill_normal_at<T: Float>(seed: u64, offset: u64, out: &mut [T]) {
         let n = out.len();
-        out.par_chunks_mut(CHUNK).enumerate().with_min_len(crate::parallel::min_len(n)).for_each(|(c, chunk)| {
+        crate::parallel::for_each(out.chunks_mut(CHUNK).enumerate(), n, |(c, chunk)| {
             let mut s = Stream::new(seed, offset + 2 * (c * CHUNK) as u64);
             for pair in chunk.chunks_mut(2) {
                 // 1 - u lies in (0, 1], so the logarithm is finite.

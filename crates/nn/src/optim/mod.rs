@@ -191,7 +191,6 @@ pub(crate) fn update_in_pieces<T: Float>(
     g: &[T],
     f: impl Fn(&mut [T], &mut [T], &mut [T], &[T]) + Sync,
 ) {
-    use rayon::prelude::*;
     debug_assert!(g.len() == x.len() && [s1.len(), s2.len()].iter().all(|&n| n == 0 || n == x.len()));
     let (x_len, pieces) = (x.len(), x.len().div_ceil(PIECE));
     if pieces <= 1 {
@@ -205,9 +204,8 @@ pub(crate) fn update_in_pieces<T: Float>(
         }
     }
     let (s1, s2) = (split(s1, pieces), split(s2, pieces));
-    let work: Vec<_> = x.chunks_mut(PIECE).zip(s1).zip(s2).zip(g.chunks(PIECE)).collect();
-    let min = tapegrad_tensor::parallel::min_len(x_len);
-    work.into_par_iter().with_min_len(min).for_each(|(((x, s1), s2), g)| f(x, s1, s2, g));
+    let pieces = x.chunks_mut(PIECE).zip(s1).zip(s2).zip(g.chunks(PIECE));
+    tapegrad_tensor::parallel::for_each(pieces, x_len, |(((x, s1), s2), g)| f(x, s1, s2, g));
 }
 
 #[cfg(test)]

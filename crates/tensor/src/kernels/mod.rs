@@ -46,6 +46,7 @@ pub(crate) use register_methods;
 
 pub mod chacha;
 pub mod elementwise;
+pub(crate) mod fork;
 pub mod gemm;
 pub mod mask;
 pub(crate) mod norm;

@@ -8,8 +8,6 @@
 //! So `[n, m] + [m]` is `n` vectorised row adds, and `[n, m] + [n, 1]` is `n` vectorised
 //! row-plus-scalar adds. Results do not depend on the number of threads.
 
-use rayon::prelude::*;
-
 use crate::dtype::Float;
 use crate::error::Result;
 use crate::kernels::active_isa;
@@ -35,10 +33,7 @@ pub(crate) fn fill_chunked<T: Float>(numel: usize, chunk: usize, fill: impl Fn(u
     if numel <= chunk {
         fill(0, &mut out);
     } else {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .with_min_len(crate::parallel::min_len(numel))
-            .for_each(|(i, piece)| fill(i * chunk, piece));
+        crate::parallel::for_each(out.chunks_mut(chunk).enumerate(), numel, |(i, piece)| fill(i * chunk, piece));
     }
     out
 }

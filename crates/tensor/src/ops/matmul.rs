@@ -4,7 +4,6 @@
 //! Operands are handed to the GEMM as strided views of their storage (transposed, narrowed and
 //! expanded inputs included): the GEMM's packing reads them in place, nothing is copied first.
 
-use rayon::prelude::*;
 use smallvec::SmallVec;
 
 use crate::dtype::Float;
@@ -138,7 +137,7 @@ fn batched_gemm<T: Float>(
     };
     if m.saturating_mul(n).saturating_mul(k).saturating_mul(2) < SMALL_PRODUCT_FLOPS && out.len() > m * n {
         let work = out.len().saturating_mul(k);
-        out.par_chunks_mut(m * n).enumerate().with_min_len(crate::parallel::min_len(work)).for_each(one);
+        crate::parallel::for_each(out.chunks_mut(m * n).enumerate(), work, one);
     } else {
         out.chunks_mut(m * n).enumerate().for_each(one);
     }

@@ -5,8 +5,6 @@
 //! row's mean and variance are accumulated in `f64` whatever `T` is (eight interleaved partial
 //! sums, a fixed order), so an `f32` row of large offset keeps its precision.
 
-use rayon::prelude::*;
-
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::kernels::active_isa;
@@ -14,7 +12,7 @@ use crate::kernels::mask::isa::dispatch;
 use crate::kernels::norm::{BackwardRows, ForwardRows};
 use crate::layout::checked_numel;
 use crate::ops::elementwise::CHUNK;
-use crate::parallel::min_len;
+use crate::parallel::for_each;
 use crate::tensor::Tensor;
 
 /// What [`Tensor::layer_norm`] returns: the output and, per row, what backward needs.
@@ -110,11 +108,11 @@ impl<T: Float> Tensor<T> {
         let per = rows_per_piece(n);
         let isa = active_isa();
         if n > 0 {
-            y.par_chunks_mut(per * n)
-                .zip(mean.par_chunks_mut(per).zip(rstd.par_chunks_mut(per)))
-                .zip(data.par_chunks(per * n))
-                .with_min_len(min_len(rows * n))
-                .for_each(|((y, (mean, rstd)), x)| dispatch(isa, ForwardRows { x, w, b, n, eps, y, mean, rstd }));
+            let pieces =
+                y.chunks_mut(per * n).zip(mean.chunks_mut(per).zip(rstd.chunks_mut(per))).zip(data.chunks(per * n));
+            for_each(pieces, rows * n, |((y, (mean, rstd)), x)| {
+                dispatch(isa, ForwardRows { x, w, b, n, eps, y, mean, rstd })
+            });
         }
         Ok(LayerNormOutput {
             y: Tensor::from_contiguous(y, self.shape()),
@@ -171,14 +169,14 @@ impl<T: Float> Tensor<T> {
         let mut partial = vec![0.0f64; rows.div_ceil(per) * 2 * n];
         let isa = active_isa();
         if n > 0 {
-            dx.par_chunks_mut(per * n)
-                .zip(partial.par_chunks_mut(2 * n))
-                .zip(xs.par_chunks(per * n).zip(dys.par_chunks(per * n)))
-                .zip(ms.par_chunks(per).zip(rs.par_chunks(per)))
-                .with_min_len(min_len(rows * n))
-                .for_each(|(((dx, partial), (x, dy)), (mean, rstd))| {
-                    dispatch(isa, BackwardRows { x, dy, mean, rstd, w, n, dx, partial });
-                });
+            let pieces = dx
+                .chunks_mut(per * n)
+                .zip(partial.chunks_mut(2 * n))
+                .zip(xs.chunks(per * n).zip(dys.chunks(per * n)))
+                .zip(ms.chunks(per).zip(rs.chunks(per)));
+            for_each(pieces, rows * n, |(((dx, partial), (x, dy)), (mean, rstd))| {
+                dispatch(isa, BackwardRows { x, dy, mean, rstd, w, n, dx, partial });
+            });
         }
         // The blocks' column sums, added in block order.
         let column = |offset: usize| -> Vec<T> {

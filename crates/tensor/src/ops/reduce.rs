@@ -14,8 +14,6 @@
 //! number of threads; the pairwise combination keeps the rounding error growing like `log n`
 //! across blocks.
 
-use rayon::prelude::*;
-
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::{BinaryOp, Cascade, ElementwiseKernels, Operand};
@@ -221,8 +219,8 @@ fn collect_runs(shape: &[usize], strides: &[usize], range: std::ops::Range<usize
 /// `f(i)` for `i < n`, in order, on the rayon pool when `parallel` and the `work` (elements read
 /// in all) is worth splitting (see [`crate::parallel`]).
 fn map_indices<U: Send>(n: usize, parallel: bool, work: usize, f: impl Fn(usize) -> U + Sync + Send) -> Vec<U> {
-    if parallel && n > 1 && crate::parallel::split(work) {
-        (0..n).into_par_iter().map(f).collect()
+    if parallel && n > 1 {
+        crate::parallel::map(n, work, f)
     } else {
         (0..n).map(f).collect()
     }

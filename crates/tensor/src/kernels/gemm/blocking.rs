@@ -27,8 +27,6 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use super::mat::{Out, Product};
 use super::microkernel::MAX_TILE;
 use super::{GemmKernels, Microkernel};
@@ -56,7 +54,7 @@ pub(super) fn run<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
     let bounds = |part: usize, parts: usize, units: usize, unit: usize, len: usize| {
         (units * part / parts * unit).min(len)..(units * (part + 1) / parts * unit).min(len)
     };
-    (0..rows * cols).into_par_iter().for_each(|t| {
+    crate::parallel::for_each(0..rows * cols, usize::MAX, |t| {
         let i = bounds(t / cols, rows, m_units, uk.mr, m);
         let j = bounds(t % cols, cols, n_units, uk.nr, n);
         if !i.is_empty() && !j.is_empty() {

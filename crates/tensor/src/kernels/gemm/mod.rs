@@ -484,11 +484,10 @@ fn thin<T: Float>(dot: DotFn<T>, p: Product<'_, T>) {
 /// in one call. Each row's arithmetic
 /// is the same either way.
 fn in_row_blocks(m: usize, flops: usize, run: impl Fn(usize, usize) + Sync) {
-    use rayon::prelude::*;
     /// Rows of `C` per task.
     const ROWS: usize = 64;
-    if m > ROWS && flops >= blocking::PAR_MIN_FLOPS && crate::parallel::split(flops / 2) {
-        (0..m.div_ceil(ROWS)).into_par_iter().for_each(|t| run(t * ROWS, m.min((t + 1) * ROWS)));
+    if m > ROWS && flops >= blocking::PAR_MIN_FLOPS {
+        crate::parallel::for_each(0..m.div_ceil(ROWS), flops / 2, |t| run(t * ROWS, m.min((t + 1) * ROWS)));
     } else {
         run(0, m);
     }
@@ -498,7 +497,6 @@ fn in_row_blocks(m: usize, flops: usize, run: impl Fn(usize, usize) + Sync) {
 /// by the caller): in fixed blocks of 64 rows, or for few rows in fixed blocks of 256 columns,
 /// on the rayon pool when the product is large enough.
 fn direct<T: Float>(f: DirectFn<T>, p: Product<'_, T>) {
-    use rayon::prelude::*;
     /// Columns of `C` per task when there are few rows.
     const COLUMNS: usize = 256;
     let (m, n, k) = (p.m(), p.n(), p.k());
@@ -522,7 +520,9 @@ fn direct<T: Float>(f: DirectFn<T>, p: Product<'_, T>) {
     };
     let flops = 2 * m * n * k;
     if m <= MAX_FEW_ROWS && n > COLUMNS && flops >= blocking::PAR_MIN_FLOPS && crate::parallel::split(flops / 2) {
-        (0..n.div_ceil(COLUMNS)).into_par_iter().for_each(|t| run((0, m), (t * COLUMNS, n.min((t + 1) * COLUMNS))));
+        crate::parallel::for_each(0..n.div_ceil(COLUMNS), flops / 2, |t| {
+            run((0, m), (t * COLUMNS, n.min((t + 1) * COLUMNS)))
+        });
     } else {
         in_row_blocks(m, flops, |i0, i1| run((i0, i1), (0, n)));
     }

@@ -15,8 +15,6 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use crate::dtype::Float;
 use crate::kernels::Isa;
 
@@ -166,25 +164,16 @@ fn new_by_chunks<T: Float>(
     match mask {
         MaskArg::Ref(mask) => {
             assert!(mask.len() >= n.div_ceil(64), "mask too short");
-            spare
-                .par_chunks_mut(chunk)
-                .zip(x.par_chunks(chunk))
-                .zip(mask.par_chunks(words))
-                .with_min_len(crate::parallel::min_len(n))
-                .for_each(|((o, x), m)| scale_by_mask_uninit(isa, m, x, scale, o));
+            let pieces = spare.chunks_mut(chunk).zip(x.chunks(chunk)).zip(mask.chunks(words));
+            crate::parallel::for_each(pieces, n, |((o, x), m)| scale_by_mask_uninit(isa, m, x, scale, o));
         }
         MaskArg::Draw(mask) => {
             assert_eq!(mask.len(), n.div_ceil(64), "mask length");
-            spare
-                .par_chunks_mut(chunk)
-                .zip(x.par_chunks(chunk))
-                .zip(mask.par_chunks_mut(words))
-                .enumerate()
-                .with_min_len(crate::parallel::min_len(n))
-                .for_each(|(c, ((o, x), m))| {
-                    draw(c, m);
-                    scale_by_mask_uninit(isa, m, x, scale, o);
-                });
+            let pieces = spare.chunks_mut(chunk).zip(x.chunks(chunk)).zip(mask.chunks_mut(words)).enumerate();
+            crate::parallel::for_each(pieces, n, |(c, ((o, x), m))| {
+                draw(c, m);
+                scale_by_mask_uninit(isa, m, x, scale, o);
+            });
         }
     }
     // SAFETY: the chunks cover `spare[..n]` exactly, and `scale_by_mask_uninit` writes every

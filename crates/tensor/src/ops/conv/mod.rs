@@ -9,8 +9,6 @@
 //! element is computed by the same sequence of operations whatever the thread count, and the
 //! weight gradient is summed over fixed groups of images in a fixed order.
 
-use rayon::prelude::*;
-
 use crate::dtype::Float;
 use crate::error::{Error, Result, ShapeFmt};
 use crate::kernels::active_isa;
@@ -169,18 +167,15 @@ impl<T: Float> Tensor<T> {
         if !out.is_empty() {
             // Multiply-adds: the work that decides whether to split (see `crate::parallel`).
             let macs = out.len().saturating_mul(g.col_rows());
-            out.par_chunks_mut(c_out * plane).enumerate().with_min_len(crate::parallel::min_len(macs)).for_each_init(
-                Vec::new,
-                |buf, (i, y)| {
-                    let cols = columns(self, i, &g, buf);
-                    gemm(MatMut::row_major(y, c_out, plane), w_ref, cols, false);
-                    if let Some(b) = &bias {
-                        for (row, &bo) in y.chunks_exact_mut(plane).zip(b) {
-                            row.iter_mut().for_each(|v| *v += bo);
-                        }
+            crate::parallel::for_each_init(out.chunks_mut(c_out * plane).enumerate(), macs, Vec::new, |buf, (i, y)| {
+                let cols = columns(self, i, &g, buf);
+                gemm(MatMut::row_major(y, c_out, plane), w_ref, cols, false);
+                if let Some(b) = &bias {
+                    for (row, &bo) in y.chunks_exact_mut(plane).zip(b) {
+                        row.iter_mut().for_each(|v| *v += bo);
                     }
-                },
-            );
+                }
+            });
         }
         Ok(Tensor::from_contiguous(out, &[n, c_out, g.oh, g.ow]))
     }
@@ -317,12 +312,7 @@ impl<T: Float> Tensor<T> {
             } else {
                 (0..groups).map(|_| None).collect()
             };
-            dx_parts
-                .into_par_iter()
-                .zip(dw_parts)
-                .enumerate()
-                .with_min_len(crate::parallel::min_len(macs))
-                .for_each(work);
+            crate::parallel::for_each(dx_parts.into_iter().zip(dw_parts).enumerate(), macs, work);
         }
         let dweight = need_dw.then(|| {
             let mut dweight = vec![T::ZERO; c_out * rows];

@@ -4,9 +4,7 @@
 //! Each `(n, c)` plane is independent, so planes run in parallel; each output element is
 //! computed by the same loop whatever the thread count.
 
-use rayon::prelude::*;
-
-use crate::parallel::min_len;
+use crate::parallel::for_each;
 
 use super::im2col::Geometry;
 use super::out_size;
@@ -165,31 +163,27 @@ impl<T: Float> Tensor<T> {
             let row_words = pool::words_per_row(g.ow);
             let mut codes = vec![0u64; planes * g.oh * row_words];
             let isa = crate::kernels::active_isa();
-            out.par_chunks_mut(plane.max(1))
-                .zip(codes.par_chunks_mut((g.oh * row_words).max(1)))
-                .enumerate()
-                .with_min_len(min_len(self.numel()))
-                .for_each(|(pl, (y, codes))| {
-                    let base = plane_base(self, pl);
-                    if sw == 1 {
-                        let rows = &data[base..base + (2 * g.oh - 1) * sh + 2 * g.ow];
-                        pool::max_pool_2x2(isa, rows, sh, g.ow, y, codes);
-                    } else {
-                        codes.fill(0);
-                        scan(base, y, &mut |at, i, j| {
-                            let code = 2 * (at / g.w - 2 * i) + at % g.w - 2 * j;
-                            pool::set_code(&mut codes[i * row_words..], j, code);
-                        });
-                    }
-                });
+            let pieces = out.chunks_mut(plane.max(1)).zip(codes.chunks_mut((g.oh * row_words).max(1))).enumerate();
+            for_each(pieces, self.numel(), |(pl, (y, codes))| {
+                let base = plane_base(self, pl);
+                if sw == 1 {
+                    let rows = &data[base..base + (2 * g.oh - 1) * sh + 2 * g.ow];
+                    pool::max_pool_2x2(isa, rows, sh, g.ow, y, codes);
+                } else {
+                    codes.fill(0);
+                    scan(base, y, &mut |at, i, j| {
+                        let code = 2 * (at / g.w - 2 * i) + at % g.w - 2 * j;
+                        pool::set_code(&mut codes[i * row_words..], j, code);
+                    });
+                }
+            });
             Kind::Window2x2(codes)
         } else {
             let mut indices = vec![0usize; planes * plane];
-            out.par_chunks_mut(plane)
-                .zip(indices.par_chunks_mut(plane))
-                .enumerate()
-                .with_min_len(min_len(self.numel()))
-                .for_each(|(pl, (y, idx))| scan(plane_base(self, pl), y, &mut |at, i, j| idx[i * g.ow + j] = at));
+            let pieces = out.chunks_mut(plane).zip(indices.chunks_mut(plane)).enumerate();
+            for_each(pieces, self.numel(), |(pl, (y, idx))| {
+                scan(plane_base(self, pl), y, &mut |at, i, j| idx[i * g.ow + j] = at)
+            });
             Kind::Flat(indices)
         };
         Ok((Tensor::from_contiguous(out, &output), MaxPoolIndices::new(input, output, kind)))
@@ -232,22 +226,19 @@ impl<T: Float> Tensor<T> {
                 // written once, with no zero pass.
                 let mut dx = crate::memory::for_overwrite(numel);
                 let isa = crate::kernels::active_isa();
-                dx.par_chunks_mut(image)
-                    .zip(dy_data.par_chunks(plane).zip(codes.par_chunks(oh * pool::words_per_row(ow))))
-                    .with_min_len(min_len(numel))
-                    .for_each(|(dx, (dy, codes))| pool::max_pool_2x2_backward(isa, dy, codes, ow, w, dx));
+                let pieces =
+                    dx.chunks_mut(image).zip(dy_data.chunks(plane).zip(codes.chunks(oh * pool::words_per_row(ow))));
+                for_each(pieces, numel, |(dx, (dy, codes))| pool::max_pool_2x2_backward(isa, dy, codes, ow, w, dx));
                 dx
             }
             Kind::Flat(idx) => {
                 let mut dx = crate::memory::filled(numel, T::ZERO);
-                dx.par_chunks_mut(image)
-                    .zip(dy_data.par_chunks(plane).zip(idx.par_chunks(plane)))
-                    .with_min_len(min_len(numel))
-                    .for_each(|(dx, (dy, idx))| {
-                        for (&g, &i) in dy.iter().zip(idx) {
-                            dx[i] += g;
-                        }
-                    });
+                let pieces = dx.chunks_mut(image).zip(dy_data.chunks(plane).zip(idx.chunks(plane)));
+                for_each(pieces, numel, |(dx, (dy, idx))| {
+                    for (&g, &i) in dy.iter().zip(idx) {
+                        dx[i] += g;
+                    }
+                });
                 dx
             }
         };
@@ -282,7 +273,7 @@ impl<T: Float> Tensor<T> {
         let mut out = crate::memory::for_overwrite(planes * plane);
         let (sh, sw) = (self.strides()[2], self.strides()[3]);
         let data = self.storage().as_slice();
-        out.par_chunks_mut(plane).enumerate().with_min_len(min_len(self.numel())).for_each(|(pl, y)| {
+        for_each(out.chunks_mut(plane).enumerate(), self.numel(), |(pl, y)| {
             let base = plane_base(self, pl);
             for i in 0..g.oh {
                 let (h0, h1) = window(i, &g, g.h);
@@ -333,20 +324,18 @@ impl<T: Float> Tensor<T> {
         let dy = dy.contiguous();
         let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
         if image > 0 {
-            dx.par_chunks_mut(image).zip(dy_data.par_chunks(plane)).with_min_len(min_len(planes * image)).for_each(
-                |(dx, dy)| {
-                    for i in 0..g.oh {
-                        let (h0, h1) = window(i, &g, g.h);
-                        for j in 0..g.ow {
-                            let (w0, w1) = window(j, &g, g.w);
-                            let d = dy[i * g.ow + j] * scale;
-                            for h in h0..h1 {
-                                dx[h * g.w + w0..h * g.w + w1].iter_mut().for_each(|v| *v += d);
-                            }
+            for_each(dx.chunks_mut(image).zip(dy_data.chunks(plane)), planes * image, |(dx, dy)| {
+                for i in 0..g.oh {
+                    let (h0, h1) = window(i, &g, g.h);
+                    for j in 0..g.ow {
+                        let (w0, w1) = window(j, &g, g.w);
+                        let d = dy[i * g.ow + j] * scale;
+                        for h in h0..h1 {
+                            dx[h * g.w + w0..h * g.w + w1].iter_mut().for_each(|v| *v += d);
                         }
                     }
-                },
-            );
+                }
+            });
         }
         Ok(Tensor::from_contiguous(dx, input_shape))
     }
