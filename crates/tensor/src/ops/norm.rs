@@ -181,7 +181,7 @@ impl<T: Float> Tensor<T> {
         // The blocks' column sums, added in block order.
         let column = |offset: usize| -> Vec<T> {
             let mut total = vec![0.0f64; n];
-            for block in partial.chunks_exact(2 * n) {
+            for block in partial.chunks_exact((2 * n).max(1)) {
                 for (t, &v) in total.iter_mut().zip(&block[offset..offset + n]) {
                     *t += v;
                 }

@@ -138,3 +138,17 @@ fn normalised_trailing_dims_and_errors_name_the_shapes() {
     let e = x.layer_norm_backward(&Tensor::<f64>::zeros(&[2, 3]), &[4], &out.mean, &out.rstd, None, false).unwrap_err();
     assert!(e.to_string().starts_with("layer_norm_backward: [2, 3, 4] and [2, 3]"), "{e}");
 }
+
+#[test]
+fn rows_of_no_elements_have_empty_gradients() {
+    // A [2, 0] input normalised over its empty last dim (a narrow to nothing, then a layer norm
+    // with an affine part): the backward gives empty gradients instead of panicking.
+    let x = Tensor::<f64>::zeros(&[2, 0]);
+    let (w, b) = (Tensor::<f64>::zeros(&[0]), Tensor::<f64>::zeros(&[0]));
+    let out = x.layer_norm(&[0], Some(&w), Some(&b), 1e-5).unwrap();
+    assert_eq!(out.y.shape(), &[2, 0]);
+    let g = x.layer_norm_backward(&x, &[0], &out.mean, &out.rstd, Some(&w), true).unwrap();
+    assert_eq!(g.dx.shape(), &[2, 0]);
+    assert_eq!(g.dweight.map(|d| d.shape().to_vec()), Some(vec![0]));
+    assert_eq!(g.dbias.map(|d| d.shape().to_vec()), Some(vec![0]));
+}
