@@ -1,6 +1,6 @@
 //! Data-parallel training over MPI: the MLP of `mnist_dropout` (784-1024-1024-10, ReLU, dropout
-//! 0.2 on the input and 0.5 after each hidden layer) trained on the shipped digits with
-//! [`DistributedDataParallel`]. Every global batch is cut into `--micro` micro-batches; each
+//! 0.2 on the input and 0.5 after each hidden layer), or with `--model cnn` the CNN of
+//! `cnn_mnist`, trained on the shipped digits with [`DistributedDataParallel`]. Every global batch is cut into `--micro` micro-batches; each
 //! process computes its block of them and the gradients are summed in a fixed order, so the
 //! weights are bit-identical on 1, 2 or 4 processes (compare the `weights:` fingerprint line).
 //! Rank 0 alone prints, evaluates and writes the checkpoint. Needs the `mpi` feature and Open MPI
@@ -15,14 +15,18 @@
 //!
 //! Flags: `--data DIR --epochs N --threads N --seed N --smoke`, and `--lr` (0.1, cosine to 0),
 //! `--batch` (the global batch, 128), `--micro` (micro-batches per global batch, 8: at least the
-//! number of processes), `--save-checkpoint PATH` (rank 0 writes the run's state after every
-//! epoch), `--resume PATH` (every process reads it: a path all of them can see).
+//! number of processes), `--model mlp|cnn` (`--width`: the CNN's first channels, 16),
+//! `--overlap true|false` (reduce the gradient bucket by bucket during the last micro-batch's
+//! backward, or after it; true), `--bucket-cap-mb` (25), `--save-checkpoint PATH` (rank 0 writes
+//! the run's state after every epoch), `--resume PATH` (every process reads it: a path all of
+//! them can see).
 
 mod common;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use common::models::Cnn;
 use tapegrad::distributed::comm::mpi::{launch, MpiComm};
 use tapegrad::distributed::{Communicator, DistributedDataParallel, DistributedSampler};
 use tapegrad::nn::data::Dataset;
@@ -76,6 +80,10 @@ struct Options {
     lr: f64,
     batch: usize,
     micro: usize,
+    model: String,
+    width: usize,
+    overlap: bool,
+    bucket_cap_mb: f64,
     save_checkpoint: Option<PathBuf>,
     resume: Option<PathBuf>,
 }
@@ -85,22 +93,39 @@ impl Options {
         let lr: f64 = args.extra("lr", LR)?;
         let batch: usize = args.extra("batch", BATCH)?;
         let micro: usize = args.extra("micro", MICRO)?;
+        let model: String = args.extra("model", "mlp".to_string())?;
+        let width: usize = args.extra("width", 16)?;
+        let overlap: bool = args.extra("overlap", true)?;
+        let bucket_cap_mb: f64 = args.extra("bucket-cap-mb", 25.0)?;
         if !(lr.is_finite() && lr > 0.0) {
             return Err(format!("--lr {lr}: it must be a positive number"));
         }
-        if batch == 0 || micro == 0 || args.epochs == 0 {
-            return Err("--batch, --micro and --epochs must be at least 1".into());
+        if batch == 0 || micro == 0 || width == 0 || args.epochs == 0 {
+            return Err("--batch, --micro, --width and --epochs must be at least 1".into());
+        }
+        if model != "mlp" && model != "cnn" {
+            return Err(format!("--model {model}: mlp or cnn"));
         }
         let path = |name: &str| -> Result<Option<PathBuf>, String> {
             let p: String = args.extra(name, String::new())?;
             Ok((!p.is_empty()).then(|| PathBuf::from(p)))
         };
-        Ok(Options { lr, batch, micro, save_checkpoint: path("save-checkpoint")?, resume: path("resume")? })
+        Ok(Options {
+            lr,
+            batch,
+            micro,
+            model,
+            width,
+            overlap,
+            bucket_cap_mb,
+            save_checkpoint: path("save-checkpoint")?,
+            resume: path("resume")?,
+        })
     }
 }
 
 /// A short fingerprint of the weights' bits (FNV-1a), equal on every world size.
-fn fingerprint(model: &Mlp) -> u64 {
+fn fingerprint(model: &impl Module) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in model.parameters() {
         for v in p.value().to_vec() {
@@ -113,12 +138,24 @@ fn fingerprint(model: &Mlp) -> u64 {
 }
 
 fn run(comm: &MpiComm, args: &common::Args, opts: &Options) -> Result<()> {
+    if opts.model == "cnn" {
+        let model = Cnn::new(opts.width, &mut Generator::new(args.seed))?;
+        let described =
+            format!("CNN (conv {0}, conv {1}, 128, 10; Dropout2d 0.1, dropout 0.5)", opts.width, 2 * opts.width);
+        train(comm, args, opts, model, &described)
+    } else {
+        train(comm, args, opts, Mlp::new(args.seed)?, &format!("784-{HIDDEN}-{HIDDEN}-10, dropout 0.2 / 0.5"))
+    }
+}
+
+fn train<M: Module>(comm: &MpiComm, args: &common::Args, opts: &Options, mut model: M, described: &str) -> Result<()> {
     let (rank, world) = (comm.rank(), comm.world_size());
     let split = common::load_split(args)?;
     let train: &Dataset = &split.train;
-    let mut model = Mlp::new(args.seed)?;
     model.train();
-    let mut ddp = DistributedDataParallel::new(model, comm, opts.micro, args.seed)?;
+    let mut ddp = DistributedDataParallel::new(model, comm, opts.micro, args.seed)?
+        .overlap(opts.overlap)
+        .bucket_cap_mb(opts.bucket_cap_mb)?;
     let mut opt = Sgd::new(ddp.module().parameters(), opts.lr).momentum(0.9);
     let mut sched = CosineLr::new(args.epochs, 0.0).base_lr(opts.lr);
     let sampler = DistributedSampler::new(train.len(), opts.batch, opts.micro, rank, world, args.seed)?;
@@ -130,11 +167,16 @@ fn run(comm: &MpiComm, args: &common::Args, opts: &Options) -> Result<()> {
         args.seed
     ));
     ddp.print_main(format!(
-        "model: 784-{HIDDEN}-{HIDDEN}-10, dropout 0.2 / 0.5; SGD lr {} (cosine), momentum 0.9; global batch {}, {} micro-batches ({} per process)",
+        "model: {described}; SGD lr {} (cosine), momentum 0.9; global batch {}, {} micro-batches ({} per process)",
         opts.lr,
         opts.batch,
         opts.micro,
         opts.micro / world
+    ));
+    ddp.print_main(format!(
+        "gradient reduction: {}, buckets of {:?} numbers",
+        if opts.overlap { "overlapped with the last micro-batch's backward" } else { "after the backward" },
+        ddp.bucket_sizes()
     ));
     // What must match for a checkpoint to continue this run (not the world size: any fits).
     let config = {
@@ -146,6 +188,8 @@ fn run(comm: &MpiComm, args: &common::Args, opts: &Options) -> Result<()> {
         c.set("micro", opts.micro);
         c.set("epochs", args.epochs);
         c.set("data", &split.source);
+        c.set("model", &opts.model);
+        c.set("width", opts.width);
         c
     };
     let mut done = 0;
@@ -220,7 +264,7 @@ fn run(comm: &MpiComm, args: &common::Args, opts: &Options) -> Result<()> {
 }
 
 fn main() {
-    let extra = ["lr", "batch", "micro", "save-checkpoint", "resume"];
+    let extra = ["lr", "batch", "micro", "model", "width", "overlap", "bucket-cap-mb", "save-checkpoint", "resume"];
     let parsed = common::parse_args(std::env::args().collect(), EPOCHS, &extra)
         .and_then(|args| Options::parse(&args).map(|o| (args, o)))
         .and_then(|(args, o)| common::init_threads(args.threads).map(|_| (args, o)));

@@ -290,7 +290,25 @@ pub(crate) fn walk<T: Float, F: Flow<T>>(
             _ => (id, wants),
         }
     };
-    for (visit, slot) in nodes.iter_mut().zip(0..) {
+    // With hooks registered, a leaf is visited as soon as the last op that uses it has run (its
+    // gradient is final then), instead of at its place in id order, which for a parameter is
+    // after every op of the forward pass: a hook on a parameter (the data-parallel step's
+    // gradient buckets) sees its gradient while the backward goes on. Same gradient, earlier.
+    let early = if hooks { leaves_by_last_use(nodes, ids) } else { Vec::new() };
+    let mut next_early = 0;
+    for slot in 0..nodes.len() {
+        while let Some(&(_, leaf)) = early.get(next_early).filter(|&&(after, _)| after < slot) {
+            next_early += 1;
+            let Some(mut dy) = grads[leaf].take() else { continue };
+            if needed.is_some_and(|needed| !needed[leaf]) {
+                continue;
+            }
+            let var = &nodes[leaf].var;
+            dy.hooked(var.id());
+            at_node(leaf, var, &mut dy)?;
+            at_leaf(var, dy)?;
+        }
+        let visit = &mut nodes[slot];
         // A taken op is dropped at the end of its turn, freeing its saved tensors (also
         // when no gradient reached it).
         let taken = visit.taken.take();
@@ -339,6 +357,28 @@ pub(crate) fn walk<T: Float, F: Flow<T>>(
         at_leaf(&visit.var, dy)?;
     }
     Ok(())
+}
+
+/// The leaves (parameters) among `nodes`, each with the position of the last node of the walk
+/// that uses it, in walk order: `(last use, leaf)` pairs sorted by last use.
+fn leaves_by_last_use<T: Float>(nodes: &[Visit<T>], ids: &[u64]) -> Vec<(usize, usize)> {
+    let mut last_use = vec![None; nodes.len()];
+    for (slot, visit) in nodes.iter().enumerate() {
+        for id in input_ids(visit) {
+            last_use[position(ids, id, slot)] = Some(slot);
+        }
+    }
+    let mut out: Vec<(usize, usize)> = last_use
+        .into_iter()
+        .enumerate()
+        .filter_map(|(leaf, used)| used.map(|after| (after, leaf)))
+        .filter(|&(_, leaf)| {
+            let visit = &nodes[leaf];
+            !visit.stop && visit.taken.is_none() && matches!(*lock(&visit.var.0.edge), EdgeState::Leaf)
+        })
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 impl<T: Float> Var<T> {

@@ -9,11 +9,12 @@ use tapegrad_autograd::{set_default_generator_state, Var};
 use tapegrad_nn::{Module, TrainingCheckpoint};
 use tapegrad_tensor::{Error, Generator, Result, Tensor};
 
+use crate::bucket::{buckets, Bucket, Reduction, DEFAULT_BUCKET_BYTES};
 use crate::comm::Communicator;
 use crate::sampler::RankBatch;
 use crate::split::rank_micro_batches;
 use crate::stream_seed;
-use crate::tree::{cover, node_sum, ordered_all_reduce};
+use crate::tree::{cover, node_sum, PendingSum};
 
 /// The generator whose draws are the dropout masks of micro-batch `micro` of step `step` in a
 /// run seeded with `seed`: the masks depend on these three numbers only, never on which rank
@@ -70,6 +71,8 @@ pub struct DistributedDataParallel<M, C> {
     seed: u64,
     step: u64,
     times: StepTimes,
+    overlap: bool,
+    buckets: Vec<Bucket>,
 }
 
 /// Where the time of [`DistributedDataParallel::forward_backward`] went, summed over the calls
@@ -91,20 +94,101 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
     /// differently still start equal.
     ///
     /// # Errors
-    /// `DistributedDataParallel::new` when `micro` is smaller than the world size, or when the
-    /// ranks' models differ in shape; a communication error.
+    /// `DistributedDataParallel::new` (invalid argument) when `micro` is smaller than the world
+    /// size; [`Error::Distributed`] when the ranks' models differ in size or a collective fails.
     pub fn new(model: M, comm: C, micro: usize, seed: u64) -> Result<Self> {
         rank_micro_batches(micro, comm.world_size(), comm.rank())?;
         let params = model.parameters();
-        let ddp = DistributedDataParallel { model, comm, params, micro, seed, step: 0, times: StepTimes::default() };
+        let buckets = buckets(&numels(&params), DEFAULT_BUCKET_BYTES);
+        let ddp = DistributedDataParallel {
+            model,
+            comm,
+            params,
+            micro,
+            seed,
+            step: 0,
+            times: StepTimes::default(),
+            overlap: true,
+            buckets,
+        };
         ddp.broadcast_state()?;
         Ok(ddp)
+    }
+
+    /// Whether the reduction of the gradient overlaps the backward pass of the rank's last
+    /// micro-batch (on by default): each bucket of parameters (see
+    /// [`bucket_cap_mb`](Self::bucket_cap_mb)) is reduced as soon as that backward has
+    /// finished its parameters, the backward running on a thread of its own. Off, the whole gradient is
+    /// reduced after the backward. The weights are bit-identical either way; only the time
+    /// differs. Every rank must choose the same.
+    ///
+    /// ```
+    /// use tapegrad_distributed::{DistributedDataParallel, LocalWorld};
+    /// use tapegrad_nn::Linear;
+    /// use tapegrad_tensor::Generator;
+    /// LocalWorld::new(1).run(|comm| {
+    ///     let ddp = DistributedDataParallel::new(Linear::new(3, 2, &mut Generator::new(1)), comm, 4, 9)?
+    ///         .overlap(false);
+    ///     assert!(!ddp.overlaps());
+    ///     Ok(())
+    /// })?;
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn overlap(mut self, on: bool) -> Self {
+        self.overlap = on;
+        self
+    }
+
+    /// True when the reduction overlaps the backward pass (see [`overlap`](Self::overlap)).
+    pub fn overlaps(&self) -> bool {
+        self.overlap
+    }
+
+    /// Groups the parameters into buckets of at most `mb` MiB (25 by default, PyTorch DDP's
+    /// `bucket_cap_mb`) for the overlapped reduction: from the last parameter back (the order
+    /// in which backward finishes them), consecutive parameters while the bucket stays within
+    /// the cap; the first bucket within 1 MiB (PyTorch's first bucket), a parameter larger than
+    /// the cap alone. Smaller buckets start communicating earlier, in more messages. Every rank
+    /// must choose the same.
+    ///
+    /// ```
+    /// use tapegrad_distributed::{DistributedDataParallel, LocalWorld};
+    /// use tapegrad_nn::Linear;
+    /// use tapegrad_tensor::Generator;
+    /// LocalWorld::new(1).run(|comm| {
+    ///     let model = Linear::new(1000, 500, &mut Generator::new(1)); // 500,000 + 500 numbers
+    ///     let ddp = DistributedDataParallel::new(model, comm, 4, 9)?.bucket_cap_mb(1.0)?;
+    ///     assert_eq!(ddp.bucket_sizes(), [500, 500_000]); // the bias, then the 2 MB weight alone
+    ///     Ok(())
+    /// })?;
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `DistributedDataParallel::bucket_cap_mb` (invalid argument) for a cap that is not a
+    /// positive number.
+    pub fn bucket_cap_mb(mut self, mb: f64) -> Result<Self> {
+        if !(mb.is_finite() && mb > 0.0) {
+            return Err(Error::arg(
+                "DistributedDataParallel::bucket_cap_mb",
+                format!("the cap must be a positive number of MiB, got {mb}"),
+            ));
+        }
+        // `as` saturates: a cap past usize::MAX bytes is one bucket anyway.
+        self.buckets = buckets(&numels(&self.params), (mb * f64::from(1u32 << 20)) as usize);
+        Ok(self)
+    }
+
+    /// The number of gradient values in each bucket, in the order they are reduced.
+    pub fn bucket_sizes(&self) -> Vec<usize> {
+        self.buckets.iter().map(|b| b.elems.len()).collect()
     }
 
     /// Copies rank 0's parameters and buffers (BatchNorm running statistics) to every rank.
     ///
     /// # Errors
-    /// When the ranks' models have different numbers of values; a communication error.
+    /// [`Error::Distributed`] when the ranks' models have different numbers of values, or a
+    /// collective fails.
     pub fn broadcast_state(&self) -> Result<()> {
         let vars: Vec<Var> =
             self.params.iter().cloned().chain(self.model.named_buffers().into_iter().map(|(_, v)| v)).collect();
@@ -113,8 +197,10 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
         let world = self.comm.world_size();
         let lens = self.comm.all_gather(&[flat.len() as f32], &vec![1; world])?;
         if lens.iter().any(|&l| l != flat.len() as f32) {
-            return Err(Error::arg(
-                "DistributedDataParallel::new",
+            return Err(Error::distributed(
+                "broadcast_state",
+                self.comm.rank(),
+                world,
                 format!("the ranks' models differ: they hold {lens:?} numbers"),
             ));
         }
@@ -141,7 +227,8 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
     ///
     /// # Errors
     /// `DistributedDataParallel::forward_backward` when `batch` does not hold this rank's
-    /// micro-batches; the loss closure's or `backward`'s errors; a communication error.
+    /// micro-batches; the loss closure's or `backward`'s errors; a collective's
+    /// [`Error::Distributed`].
     pub fn forward_backward(
         &mut self,
         batch: &RankBatch,
@@ -159,30 +246,38 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
                 ),
             ));
         }
-        let len: usize = self.params.iter().map(|p| p.shape().iter().product::<usize>()).sum();
+        let len: usize = numels(&self.params).iter().sum();
         let start = Instant::now();
         let mut losses = Vec::with_capacity(batch.micro.len());
-        let mut nodes = Vec::new();
-        for node in cover(self.micro, mine.start, mine.end) {
-            let sum = node_sum(node, &mut |m| {
-                let mb = &batch.micro[m - mine.start];
-                self.model.zero_grad();
-                if mb.rows.is_empty() {
-                    losses.push(0.0);
-                    return Ok(vec![0.0; len]);
-                }
-                set_default_generator_state(micro_batch_generator(self.seed, self.step, m))?;
-                let l = loss(&self.model, mb)?;
-                let weighted = l.mul_scalar(mb.weight as f32);
-                losses.push((f64::from(l.value().item()?) * mb.weight) as f32);
-                weighted.backward()?;
-                Ok(self.flat_grad(len))
-            })?;
-            nodes.push(sum);
-        }
-        let computed = Instant::now();
+        let covers = cover(self.micro, mine.start, mine.end);
+        let (&last_node, earlier) = covers.split_last().ok_or_else(|| {
+            Error::arg("DistributedDataParallel::forward_backward", format!("rank {rank} holds no micro-batch"))
+        })?;
+        let first = mine.start;
+        let micro_batch = move |m: usize| &batch.micro[m - first];
+        // Every micro-batch but the last: forward, backward and its place in the tree.
+        let mut leaf = |m: usize| -> Result<Vec<f32>> {
+            if let Some(l) = self.micro_loss(micro_batch(m), &mut loss, &mut losses)? {
+                l.backward()?;
+            }
+            Ok(self.flat_grad(len))
+        };
+        let nodes: Vec<Vec<f32>> = earlier.iter().map(|&node| node_sum(node, &mut leaf)).collect::<Result<_>>()?;
+        let pending = PendingSum::new(last_node, &mut leaf)?;
+        // The last: its backward, and the reduction, which may overlap it.
+        let last = self.micro_loss(micro_batch(pending.last()), &mut loss, &mut losses)?;
         let blocks: Vec<_> = (0..world).map(|r| rank_micro_batches(self.micro, world, r)).collect::<Result<_>>()?;
-        let total = ordered_all_reduce(&self.comm, self.micro, &blocks, &nodes, len)?;
+        let reduction =
+            Reduction { comm: &self.comm, micro: self.micro, blocks: &blocks, nodes: &nodes, pending: &pending };
+        let (total, computed) = if self.overlap {
+            reduction.overlapped(&self.params, &self.buckets, last, len)?
+        } else {
+            if let Some(l) = last {
+                l.backward()?;
+            }
+            let computed = Instant::now();
+            (reduction.reduce(0..len, &self.flat_grad(len))?, computed)
+        };
         let mut at = 0;
         for p in &self.params {
             let shape = p.shape();
@@ -197,6 +292,26 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
         self.times.communicate += computed.elapsed();
         self.times.steps += 1;
         Ok(all.iter().map(|&l| f64::from(l)).sum())
+    }
+
+    /// One micro-batch's forward pass, with the gradients zeroed and the thread's default
+    /// generator seeded for it: its mean loss times its weight, to back-propagate (`None` for
+    /// an empty micro-batch), and that weighted loss's value pushed on `losses`.
+    fn micro_loss(
+        &self,
+        mb: &crate::MicroBatch,
+        loss: &mut impl FnMut(&M, &crate::MicroBatch) -> Result<Var>,
+        losses: &mut Vec<f32>,
+    ) -> Result<Option<Var>> {
+        self.model.zero_grad();
+        if mb.rows.is_empty() {
+            losses.push(0.0);
+            return Ok(None);
+        }
+        set_default_generator_state(micro_batch_generator(self.seed, self.step, mb.index))?;
+        let l = loss(&self.model, mb)?;
+        losses.push((f64::from(l.value().item()?) * mb.weight) as f32);
+        Ok(Some(l.mul_scalar(mb.weight as f32)))
     }
 
     /// The parameters' gradients, flattened in `parameters()` order (zeros where none).
@@ -283,19 +398,26 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
     /// rank learns whether it worked, so that all return the same outcome.
     ///
     /// # Errors
-    /// On rank 0, the write's error; on the others, an error saying rank 0 could not write;
-    /// a communication error.
+    /// On rank 0, the write's error; on the others, an [`Error::Distributed`] saying rank 0
+    /// could not write; a collective's error.
     pub fn save_checkpoint(&self, ckpt: &TrainingCheckpoint, path: &Path) -> Result<()> {
         let outcome = if self.is_main() { ckpt.save(path) } else { Ok(()) };
         let mut flag = [if outcome.is_ok() { 0.0 } else { 1.0 }];
         self.comm.broadcast(&mut flag, 0)?;
         match outcome {
             Err(e) => Err(e),
-            Ok(()) if flag[0] != 0.0 => Err(Error::arg(
-                "DistributedDataParallel::save_checkpoint",
+            Ok(()) if flag[0] != 0.0 => Err(Error::distributed(
+                "save_checkpoint",
+                self.comm.rank(),
+                self.comm.world_size(),
                 format!("rank 0 could not write {}", path.display()),
             )),
             Ok(()) => Ok(()),
         }
     }
+}
+
+/// The number of values of each parameter.
+fn numels(params: &[Var]) -> Vec<usize> {
+    params.iter().map(|p| p.shape().iter().product()).collect()
 }

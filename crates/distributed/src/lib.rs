@@ -10,7 +10,10 @@
 //! - [`DistributedSampler`]: each rank's rows of every global batch.
 //! - [`DistributedDataParallel`]: broadcasts rank 0's weights, runs a rank's micro-batches with
 //!   dropout seeded by (seed, step, micro-batch) ([`micro_batch_generator`]), reduces the
-//!   gradients; rank-0 printing and checkpointing.
+//!   gradients, by default bucket by bucket while the last micro-batch's backward runs
+//!   ([`overlap`](DistributedDataParallel::overlap),
+//!   [`bucket_cap_mb`](DistributedDataParallel::bucket_cap_mb)); rank-0 printing and
+//!   checkpointing.
 //! - [`Communicator`]: the collectives, in-process ([`LocalWorld`]) or MPI (`comm::mpi`).
 //!
 //! The guarantee, in `docs/distributed.md`: for the same seed, data order, global batch and
@@ -19,6 +22,7 @@
 //! the weights and the dropout generator (no per-replica statistics such as BatchNorm's).
 #![forbid(unsafe_code)]
 
+mod bucket;
 pub mod comm;
 mod ddp;
 mod sampler;

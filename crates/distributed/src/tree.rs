@@ -83,26 +83,102 @@ fn add_into(acc: &mut [f32], x: &[f32]) {
     }
 }
 
+/// The error of micro-batch gradients of different lengths.
+fn lengths_differ(a: usize, b: usize) -> Error {
+    Error::arg("node_sum", format!("micro-batch gradients of {a} and {b} numbers"))
+}
+
 /// The sum of `node`'s micro-batches in tree order, each leaf given by `leaf(m)` (called in
 /// increasing `m`). Holds at most one partial sum per tree level.
 ///
 /// # Errors
 /// The first error of `leaf`, or a length mismatch between leaves.
 pub fn node_sum(node: Node, leaf: &mut dyn FnMut(usize) -> Result<Vec<f32>>) -> Result<Vec<f32>> {
-    match node.children() {
-        None => leaf(node.lo),
-        Some((left, right)) => {
-            let mut acc = node_sum(left, leaf)?;
-            let rhs = node_sum(right, leaf)?;
-            if acc.len() != rhs.len() {
-                return Err(Error::arg(
-                    "node_sum",
-                    format!("micro-batch gradients of {} and {} numbers", acc.len(), rhs.len()),
-                ));
+    let pending = PendingSum::new(node, leaf)?;
+    let last = leaf(pending.last())?;
+    let len = pending.lefts.first().map_or(last.len(), Vec::len);
+    if last.len() != len {
+        return Err(lengths_differ(len, last.len()));
+    }
+    pending.finish(0..len, &last)
+}
+
+/// A node's sum while its last micro-batch's gradient is still being computed: the sums of the
+/// left children along the node's right spine, outermost first. For the node `[4, 8)` that is
+/// `g4+g5` and `g6`, and the sum is `(g4+g5) + (g6 + g7)` once `g7` is known.
+///
+/// Each element of the sum depends only on the same element of every micro-batch gradient, so
+/// the sum can be finished a range at a time ([`finish`](Self::finish)), as the last
+/// micro-batch's backward makes each parameter's gradient final, with the same bits as
+/// [`node_sum`] (which finishes the whole range at once).
+///
+/// ```
+/// use tapegrad_distributed::tree::{node_sum, Node, PendingSum};
+/// let g = [vec![1.0_f32, 2.0], vec![3.0, 4.0], vec![5.0, 6.0]];
+/// let node = Node { lo: 0, hi: 3 };
+/// let pending = PendingSum::new(node, &mut |m| Ok(g[m].clone()))?; // g0 and g1 only
+/// assert_eq!(pending.last(), 2);
+/// let (head, tail) = (pending.finish(0..1, &g[2][..1])?, pending.finish(1..2, &g[2][1..])?);
+/// assert_eq!([head, tail].concat(), node_sum(node, &mut |m| Ok(g[m].clone()))?);
+/// # Ok::<(), tapegrad_tensor::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct PendingSum {
+    /// The left children's sums on the right spine, outermost first.
+    lefts: Vec<Vec<f32>>,
+    /// The node's last micro-batch.
+    last: usize,
+}
+
+impl PendingSum {
+    /// Sums every micro-batch of `node` but the last, each given by `leaf(m)` (called in
+    /// increasing `m`), into the left children of the node's right spine.
+    ///
+    /// # Errors
+    /// The first error of `leaf`, or a length mismatch between leaves.
+    pub fn new(node: Node, leaf: &mut dyn FnMut(usize) -> Result<Vec<f32>>) -> Result<PendingSum> {
+        let mut lefts: Vec<Vec<f32>> = vec![];
+        let mut at = node;
+        while let Some((left, right)) = at.children() {
+            let sum = node_sum(left, leaf)?;
+            if let Some(first) = lefts.first().filter(|first| first.len() != sum.len()) {
+                return Err(lengths_differ(first.len(), sum.len()));
             }
-            add_into(&mut acc, &rhs);
-            Ok(acc)
+            lefts.push(sum);
+            at = right;
         }
+        Ok(PendingSum { lefts, last: at.lo })
+    }
+
+    /// The micro-batch whose gradient finishes the sum.
+    pub fn last(&self) -> usize {
+        self.last
+    }
+
+    /// Elements `range` of the node's sum, given the same elements of the last micro-batch's
+    /// gradient: `left + (left + (... + last))` along the spine, innermost first.
+    ///
+    /// # Errors
+    /// `node_sum` when `last` is not `range`'s length or `range` is past the gradient's end.
+    pub fn finish(&self, range: std::ops::Range<usize>, last: &[f32]) -> Result<Vec<f32>> {
+        let len = self.lefts.first().map_or(range.end, Vec::len);
+        if last.len() != range.len() || range.end > len {
+            return Err(Error::arg(
+                "node_sum",
+                format!(
+                    "micro-batch {}: {} numbers for elements {range:?} of a gradient of {len}",
+                    self.last,
+                    last.len()
+                ),
+            ));
+        }
+        let mut right = last.to_vec();
+        for left in self.lefts.iter().rev() {
+            let mut sum = left[range.clone()].to_vec();
+            add_into(&mut sum, &right);
+            right = sum;
+        }
+        Ok(right)
     }
 }
 
@@ -130,15 +206,18 @@ pub fn ordered_sum(partials: &[Vec<f32>]) -> Result<Vec<f32>> {
 /// blocks together cover `0..micro` once, and every process gets the whole root sum back,
 /// equal bit for bit to [`ordered_sum`] of all micro-batch gradients in one process.
 ///
+/// The sum is element by element, so a bucket of the gradient (the same elements of every
+/// node, on every rank) can be reduced on its own with the same bits.
+///
 /// `blocks[r]` is rank `r`'s block of micro-batches; `len` the gradient's length.
 ///
 /// # Errors
-/// A communication error, or nodes of the wrong length.
-pub fn ordered_all_reduce(
+/// A collective's [`Error::Distributed`], or nodes of the wrong length (invalid argument).
+pub fn ordered_all_reduce<V: AsRef<[f32]>>(
     comm: &dyn Communicator,
     micro: usize,
     blocks: &[std::ops::Range<usize>],
-    local: &[Vec<f32>],
+    local: &[V],
     len: usize,
 ) -> Result<Vec<f32>> {
     let (world, rank) = (comm.world_size(), comm.rank());
@@ -146,7 +225,7 @@ pub fn ordered_all_reduce(
         return Err(Error::arg("ordered_all_reduce", format!("{} blocks for {world} ranks", blocks.len())));
     }
     let covers: Vec<Vec<Node>> = blocks.iter().map(|b| cover(micro, b.start, b.end)).collect();
-    if local.len() != covers[rank].len() || local.iter().any(|v| v.len() != len) {
+    if local.len() != covers[rank].len() || local.iter().any(|v| v.as_ref().len() != len) {
         return Err(Error::arg(
             "ordered_all_reduce",
             format!(
@@ -160,13 +239,15 @@ pub fn ordered_all_reduce(
         // The whole tree is local: the only node is the root.
         return local
             .first()
-            .cloned()
+            .map(|v| v.as_ref().to_vec())
             .ok_or_else(|| Error::arg("ordered_all_reduce", "the only rank's block holds no micro-batch"));
     }
     let shards: Vec<_> = (0..world).map(|q| shard(len, world, q)).collect();
     // Reduce-scatter: rank q gets shard q of every node of every rank.
-    let send: Vec<Vec<f32>> =
-        shards.iter().map(|s| local.iter().flat_map(|node| node[s.clone()].iter().copied()).collect()).collect();
+    let send: Vec<Vec<f32>> = shards
+        .iter()
+        .map(|s| local.iter().flat_map(|node| node.as_ref()[s.clone()].iter().copied()).collect())
+        .collect();
     let mine = shards[rank].clone();
     let recv_counts: Vec<usize> = covers.iter().map(|c| c.len() * mine.len()).collect();
     let recv = comm.all_to_all(&send, &recv_counts)?;
@@ -223,6 +304,33 @@ mod tests {
                 assert_eq!(cover(8, r * 8 / world, (r + 1) * 8 / world).len(), 1);
             }
         }
+    }
+
+    #[test]
+    fn a_sum_finished_range_by_range_has_the_bits_of_the_whole_sum() {
+        let len = 37;
+        for micro in 1..12 {
+            // Magnitudes from 1e-3 to 1e3, so that the order of additions shows in the bits.
+            let g: Vec<Vec<f32>> = (0..micro)
+                .map(|m| (0..len).map(|i| ((i * 31 + m * 7) as f32).sin() * 10f32.powi((i % 7) as i32 - 3)).collect())
+                .collect();
+            for lo in 0..micro {
+                let node = cover(micro, lo, micro)[0];
+                let whole = node_sum(node, &mut |m| Ok(g[m].clone())).unwrap();
+                let pending = PendingSum::new(node, &mut |m| Ok(g[m].clone())).unwrap();
+                assert_eq!(pending.last(), node.hi - 1);
+                let mut parts = vec![];
+                for r in [0..5, 5..6, 6..6, 6..30, 30..37] {
+                    parts.extend(pending.finish(r.clone(), &g[node.hi - 1][r]).unwrap());
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&parts), bits(&whole), "micro {micro}, node {node:?}");
+            }
+        }
+        let pending = PendingSum::new(Node::root(2), &mut |_| Ok(vec![1.0; 4])).unwrap();
+        assert!(pending.finish(2..5, &[1.0; 3]).is_err(), "past the end");
+        assert!(pending.finish(0..2, &[1.0; 3]).is_err(), "a piece of the wrong length");
+        assert!(node_sum(Node::root(2), &mut |m| Ok(vec![1.0; 4 + m])).is_err(), "leaves of different lengths");
     }
 
     #[test]

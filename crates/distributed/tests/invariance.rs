@@ -1,14 +1,16 @@
 //! World-size invariance in one process: the same run on 1, 2, 3 and 4 in-process ranks
-//! ([`LocalWorld`]) ends with bit-identical weights; a failing rank stops the others with an
-//! error; a checkpoint written by rank 0 resumes at another world size.
+//! ([`LocalWorld`]) ends with bit-identical weights, with the reduction overlapped with
+//! backward or not; a failing rank (in its loss or in an overlapped backward) stops the others
+//! with an error; a checkpoint written by rank 0 resumes at another world size.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{train, Plan};
+use common::{train, Plan, Sabotage};
 use tapegrad_distributed::tree::ordered_sum;
-use tapegrad_distributed::LocalWorld;
+use tapegrad_distributed::{Communicator, LocalWorld};
+use tapegrad_tensor::Error;
 
 fn run(world: usize, plan: Plan<'_>) -> tapegrad_tensor::Result<Vec<(Vec<u32>, Vec<f64>)>> {
     LocalWorld::new(world).timeout(Duration::from_secs(20)).run(|comm| train(comm, plan))
@@ -30,6 +32,49 @@ fn weights_are_bit_identical_on_1_2_3_and_4_ranks() {
         for (rank, (bits, losses)) in ranks.iter().enumerate() {
             assert!(bits == &single.0, "world {world}, rank {rank}: the weights differ from the 1-rank run's");
             assert_eq!(losses, &single.1, "world {world}, rank {rank}: losses");
+        }
+    }
+}
+
+#[test]
+fn overlapped_and_sequential_reductions_give_the_same_bits() {
+    let plan = Plan { epochs: 2, ..Plan::default() };
+    let reference = run(1, Plan { sequential: true, ..plan }).unwrap().remove(0);
+    // The default buckets (one here) and buckets of 1 KiB (four: the reduction of the first
+    // runs while the backward computes the others' gradients).
+    let variants = [Plan { sequential: true, ..plan }, plan, Plan { bucket_mb: Some(0.001), ..plan }];
+    for world in [1, 2, 4] {
+        for variant in variants {
+            for (rank, (bits, losses)) in run(world, variant).unwrap().iter().enumerate() {
+                assert!(
+                    bits == &reference.0 && losses == &reference.1,
+                    "world {world}, rank {rank}, sequential {}, buckets {:?}: differs from the 1-rank sequential run",
+                    variant.sequential,
+                    variant.bucket_mb
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_backward_that_fails_during_the_overlapped_reduction_stops_every_rank() {
+    for world in [2, 4] {
+        for sequential in [false, true] {
+            let start = Instant::now();
+            let plan = Plan { epochs: 2, sequential, bucket_mb: Some(0.001), ..Plan::default() };
+            let err = run(world, Plan { sabotage: Some((1, 2, Sabotage::Error)), ..plan }).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidArgument { op: "sabotaged", reason } if reason == "rank 1 fails in backward on purpose"),
+                "world {world}: {err:?}"
+            );
+            let err = run(world, Plan { sabotage: Some((1, 3, Sabotage::Panic)), ..plan }).unwrap_err();
+            assert!(
+                matches!(&err, Error::Distributed { op: "LocalWorld::run", rank: 1, reason, .. }
+                    if reason == "panicked: rank 1 fails in backward on purpose"),
+                "world {world}: {err:?}"
+            );
+            assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
         }
     }
 }
@@ -59,9 +104,46 @@ fn a_failing_rank_stops_the_others_with_its_error() {
 #[test]
 fn a_panicking_rank_stops_the_others() {
     let start = Instant::now();
-    let err = run(2, Plan { epochs: 2, panic: Some((0, 3)), ..Plan::default() }).unwrap_err().to_string();
-    assert!(err.contains("rank 0 panicked: rank 0 panics on purpose before step 3"), "{err}");
+    let err = run(2, Plan { epochs: 2, panic: Some((0, 3)), ..Plan::default() }).unwrap_err();
+    assert!(
+        matches!(&err, Error::Distributed { op: "LocalWorld::run", rank: 0, world: 2, reason }
+            if reason == "panicked: rank 0 panics on purpose before step 3"),
+        "{err:?}"
+    );
     assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_rank_that_left_is_a_distributed_error_naming_it() {
+    let errors = LocalWorld::new(2).run(|comm| Ok(if comm.rank() == 0 { comm.barrier().err() } else { None })).unwrap();
+    let err = errors[0].as_ref().expect("rank 1 finished without the barrier: rank 0's barrier fails");
+    assert!(
+        matches!(err, Error::Distributed { op: "all_gather", rank: 0, world: 2, reason }
+            if reason.contains("rank 1 left the world")),
+        "{err:?}"
+    );
+    assert!(err.to_string().starts_with("all_gather: rank 0 of 2: rank 1 left the world"), "{err}");
+}
+
+#[test]
+fn a_rank_that_stops_answering_times_out_with_a_distributed_error() {
+    let start = Instant::now();
+    let err = LocalWorld::new(2)
+        .timeout(Duration::from_millis(300))
+        .run(|comm| {
+            if comm.rank() == 1 {
+                std::thread::sleep(Duration::from_secs(2)); // alive, but never joins the barrier
+                return Ok(());
+            }
+            comm.barrier()
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Distributed { op: "all_gather", rank: 0, world: 2, reason }
+            if reason == "waited 0.3 s for rank 1 and gave up"),
+        "{err:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
 }
 
 #[test]

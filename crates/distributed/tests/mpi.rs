@@ -2,9 +2,10 @@
 //! `mpirun -np 2` and `-np 4` (a test binary without the harness: every rank is a process).
 //!
 //! ```sh
-//! mpirun -np 4 <this binary> invariance DIR   # weights after 2 epochs bit-identical to 1 process; resume from rank 0's checkpoint
+//! mpirun -np 4 <this binary> invariance DIR   # weights after 2 epochs bit-identical to 1 process (overlap on and off); resume from rank 0's checkpoint
 //! mpirun -np 2 <this binary> fault error      # rank 1 returns an error: the job aborts at once
 //! mpirun -np 2 <this binary> fault panic      # rank 1 panics
+//! mpirun -np 2 <this binary> fault backward-panic  # rank 1's backward panics on its own thread, buckets in flight
 //! mpirun -np 2 <this binary> fault hang       # rank 1 stops answering: the others time out (TAPEGRAD_MPI_TIMEOUT)
 //! mpirun -np 2 <this binary> fault kill       # rank 1 is killed (SIGKILL)
 //! ```
@@ -16,7 +17,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{train, Plan};
+use common::{train, Plan, Sabotage};
 use tapegrad_distributed::comm::mpi::{launch, MpiComm};
 use tapegrad_distributed::{Communicator, LocalWorld};
 use tapegrad_tensor::{Error, Result};
@@ -46,9 +47,19 @@ fn invariance(comm: &MpiComm, dir: &Path) -> Result<()> {
     if losses != want_losses {
         return Err(fail(format!("rank {rank}: losses {losses:?}, the 1-process run's {want_losses:?}")));
     }
+    // The reduction overlapped with backward in 1 KiB buckets, and not overlapped: the same bits.
+    for variant in [Plan { bucket_mb: Some(0.001), ..full }, Plan { sequential: true, ..full }] {
+        if train(comm, variant)? != (want.clone(), want_losses.clone()) {
+            return Err(fail(format!(
+                "rank {rank} of {world}: sequential {}, buckets {:?}: the weights differ from the 1-process run",
+                variant.sequential, variant.bucket_mb
+            )));
+        }
+    }
     if rank == 0 {
         println!(
-            "ok: {world} processes: {} weights after {} steps bit-identical to the 1-process run ({:.2} s)",
+            "ok: {world} processes: {} weights after {} steps bit-identical to the 1-process run, with the \
+             reduction overlapped (default and 1 KiB buckets) and not ({:.2} s)",
             bits.len(),
             losses.len(),
             start.elapsed().as_secs_f64()
@@ -84,6 +95,9 @@ fn fault(comm: &MpiComm, kind: &str) -> Result<()> {
     match kind {
         "error" => train(comm, Plan { fail: Some((1, 2)), ..plan }).map(|_| ()),
         "panic" => train(comm, Plan { panic: Some((1, 2)), ..plan }).map(|_| ()),
+        "backward-panic" => {
+            train(comm, Plan { sabotage: Some((1, 2, Sabotage::Panic)), bucket_mb: Some(0.001), ..plan }).map(|_| ())
+        }
         "hang" | "kill" => {
             if rank == 1 {
                 if kind == "kill" {
@@ -95,7 +109,7 @@ fn fault(comm: &MpiComm, kind: &str) -> Result<()> {
             }
             train(comm, plan).map(|_| ())
         }
-        other => Err(fail(format!("unknown fault {other:?}: error, panic, hang or kill"))),
+        other => Err(fail(format!("unknown fault {other:?}: error, panic, backward-panic, hang or kill"))),
     }?;
     Err(fail(format!("rank {rank}: the run finished although a rank failed")))
 }
@@ -105,6 +119,6 @@ fn main() {
     launch(|comm| match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["invariance", dir] => invariance(comm, Path::new(dir)),
         ["fault", kind] => fault(comm, kind),
-        _ => Err(fail(format!("usage: invariance DIR | fault error|panic|hang|kill (got {args:?})"))),
+        _ => Err(fail(format!("usage: invariance DIR | fault error|panic|backward-panic|hang|kill (got {args:?})"))),
     });
 }

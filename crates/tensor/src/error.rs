@@ -27,7 +27,8 @@ impl fmt::Display for ShapeFmt<'_> {
 /// `"cross_entropy"`, ...) or the file that failed.
 ///
 /// Build the common cases with the constructors ([`Error::mismatch`], [`Error::shape`],
-/// [`Error::dim`], [`Error::arg`], [`Error::io`], [`Error::format`]) and match on the variants:
+/// [`Error::dim`], [`Error::arg`], [`Error::io`], [`Error::format`], [`Error::checkpoint`],
+/// [`Error::distributed`]) and match on the variants:
 ///
 /// ```
 /// use tapegrad_tensor::{Error, Tensor};
@@ -156,6 +157,21 @@ pub enum Error {
         /// Every mismatch, one after another.
         reason: String,
     },
+    /// A collective of data-parallel training (`tapegrad-distributed`) failed on one rank:
+    /// another rank left (it failed, panicked or finished early), the wait for the others timed
+    /// out, or a message did not have the length every rank agreed on.
+    #[error("{op}: rank {rank} of {world}: {reason}")]
+    Distributed {
+        /// The collective or the step that failed (`"all_to_all"`, `"all_gather"`,
+        /// `"broadcast"`, `"LocalWorld::run"`, ...).
+        op: &'static str,
+        /// The rank that reports the failure.
+        rank: usize,
+        /// The number of ranks.
+        world: usize,
+        /// What failed, naming the other rank when one is to blame.
+        reason: String,
+    },
 }
 
 /// An operating-system error inside [`Error::Io`]: shared, so that [`Error`] stays `Clone`, and
@@ -232,6 +248,11 @@ impl Error {
     pub fn checkpoint(path: impl Into<PathBuf>, reason: impl Into<String>) -> Error {
         Error::Checkpoint { path: path.into(), reason: reason.into() }
     }
+
+    /// [`Error::Distributed`]: the collective `op` failed on rank `rank` of `world`, for `reason`.
+    pub fn distributed(op: &'static str, rank: usize, world: usize, reason: impl Into<String>) -> Error {
+        Error::Distributed { op, rank, world, reason: reason.into() }
+    }
 }
 
 #[cfg(test)]
@@ -249,5 +270,7 @@ mod tests {
         let e = Error::io("/no/such", std::io::Error::from(std::io::ErrorKind::NotFound));
         assert!(e.to_string().starts_with("/no/such: "), "{e}");
         assert!(std::error::Error::source(&e).is_some());
+        let e = Error::distributed("all_to_all", 0, 2, "rank 1 left the world");
+        assert_eq!(e.to_string(), "all_to_all: rank 0 of 2: rank 1 left the world");
     }
 }

@@ -76,3 +76,32 @@ fn retain_grad_keeps_an_intermediate_gradient() -> Result<()> {
     assert_eq!(h2.grad().unwrap().to_vec(), vec![2.0, 2.0]);
     Ok(())
 }
+
+#[test]
+fn a_parameter_hook_runs_as_soon_as_its_gradient_is_final() -> Result<()> {
+    // Both parameters are made before any op, so in id order their turn comes after every op's
+    // backward. `p`'s last use is the op made last: its hook must run before the backward of
+    // the op made first (seen through the hook on that op's output, `y`), with the same
+    // gradient as at the end of the walk.
+    let (p, q) = (Var::parameter(t(&[1.0, 2.0])), Var::parameter(t(&[3.0, 4.0])));
+    let y = q.mul_scalar(2.0);
+    let z = p.mul(&p)?;
+    let order = Arc::new(Mutex::new(vec![]));
+    let log = |name: &'static str| {
+        let order = Arc::clone(&order);
+        move |g: &Tensor<f32>| {
+            order.lock().unwrap().push((name, g.to_vec()));
+            None
+        }
+    };
+    let handles = [p.register_hook(log("p")), q.register_hook(log("q")), y.register_hook(log("y"))];
+    y.add(&z)?.sum_all().backward()?;
+    let seen = order.lock().unwrap().clone();
+    assert_eq!(seen, [("p", vec![2.0, 4.0]), ("y", vec![1.0, 1.0]), ("q", vec![2.0, 2.0])]);
+    assert_eq!(p.grad().unwrap().to_vec(), [2.0, 4.0]);
+    assert_eq!(q.grad().unwrap().to_vec(), [2.0, 2.0]);
+    for h in handles {
+        h.remove();
+    }
+    Ok(())
+}

@@ -48,15 +48,16 @@ impl LocalWorld {
 
     /// Runs `f` on every rank, each on its own scoped thread, and returns their results in rank
     /// order. A rank that fails (returns an error or panics) drops its channels, so the others'
-    /// next collective fails at once with an error naming it.
+    /// next collective fails at once with an [`Error::Distributed`] naming it.
     ///
     /// # Errors
-    /// `LocalWorld::run` for a world of 0 ranks; otherwise the error of the lowest rank that
-    /// failed first in rank order, preferring a rank's own error to the "rank left" errors it
-    /// caused in the others.
+    /// `LocalWorld::run` (invalid argument) for a world of 0 ranks; otherwise the error of the
+    /// lowest rank that failed, preferring a rank's own error to the "rank left" errors it
+    /// caused in the others; a rank that panicked gives an [`Error::Distributed`] of
+    /// `LocalWorld::run` with its panic message.
     pub fn run<R: Send>(&self, f: impl Fn(LocalComm) -> Result<R> + Sync) -> Result<Vec<R>> {
         if self.size == 0 {
-            return Err(Error::arg("LocalWorld::run", "a world needs at least one rank"));
+            return Err(Error::arg(RUN, "a world needs at least one rank"));
         }
         let n = self.size;
         // channels[src][dst]
@@ -87,9 +88,10 @@ impl LocalWorld {
                 .into_iter()
                 .map(|comm| {
                     let rank = comm.rank;
-                    std::thread::Builder::new().name(format!("rank-{rank}")).spawn_scoped(s, move || f(comm)).map_err(
-                        |e| Error::arg("LocalWorld::run", format!("cannot start the thread of rank {rank}: {e}")),
-                    )
+                    std::thread::Builder::new()
+                        .name(format!("rank-{rank}"))
+                        .spawn_scoped(s, move || f(comm))
+                        .map_err(|e| Error::distributed(RUN, rank, n, format!("cannot start the rank's thread: {e}")))
                 })
                 .collect();
             // A rank whose thread did not start has dropped its channels: the others fail fast.
@@ -101,10 +103,7 @@ impl LocalWorld {
             match r {
                 Ok(Ok(v)) => out.push(v),
                 Ok(Err(e)) => {
-                    let caused = e.to_string().contains(LEFT);
-                    if first_err.is_none()
-                        || !caused && first_err.as_ref().is_some_and(|f| f.to_string().contains(LEFT))
-                    {
+                    if first_err.is_none() || !left(&e) && first_err.as_ref().is_some_and(left) {
                         first_err = Some(e);
                     }
                 }
@@ -114,8 +113,8 @@ impl LocalWorld {
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "a panic".into());
-                    if first_err.as_ref().is_none_or(|f| f.to_string().contains(LEFT)) {
-                        first_err = Some(Error::arg("LocalWorld::run", format!("rank {rank} panicked: {msg}")));
+                    if first_err.as_ref().is_none_or(left) {
+                        first_err = Some(Error::distributed(RUN, rank, n, format!("panicked: {msg}")));
                     }
                 }
             }
@@ -127,8 +126,16 @@ impl LocalWorld {
     }
 }
 
+/// The op named by the errors of [`LocalWorld::run`] itself.
+const RUN: &str = "LocalWorld::run";
+
 /// The words of the error a rank gets when another left the world.
 const LEFT: &str = "left the world";
+
+/// True for the error a rank gets because another one left: an effect, not the cause.
+fn left(e: &Error) -> bool {
+    matches!(e, Error::Distributed { reason, .. } if reason.contains(LEFT))
+}
 
 impl LocalComm {
     fn check(&self, op: &'static str, what: &str, len: usize) -> Result<()> {
@@ -138,27 +145,28 @@ impl LocalComm {
         Ok(())
     }
 
+    /// An [`Error::Distributed`] of `op` on this rank.
+    fn failed(&self, op: &'static str, reason: String) -> Error {
+        Error::distributed(op, self.rank, self.to.len(), reason)
+    }
+
     fn send(&self, op: &'static str, to: usize, data: Vec<f32>) -> Result<()> {
         self.to[to].send(data).map_err(|_| {
-            Error::arg(op, format!("rank {to} {LEFT} (it failed or finished) before rank {} sent to it", self.rank))
+            self.failed(op, format!("rank {to} {LEFT} (it failed or finished) before this rank sent to it"))
         })
     }
 
     fn recv(&self, op: &'static str, from: usize, count: usize) -> Result<Vec<f32>> {
         let data = self.from[from].recv_timeout(self.timeout).map_err(|e| match e {
-            RecvTimeoutError::Timeout => Error::arg(
-                op,
-                format!("rank {} waited {:.1} s for rank {from} and gave up", self.rank, self.timeout.as_secs_f64()),
-            ),
+            RecvTimeoutError::Timeout => {
+                self.failed(op, format!("waited {:.1} s for rank {from} and gave up", self.timeout.as_secs_f64()))
+            }
             RecvTimeoutError::Disconnected => {
-                Error::arg(op, format!("rank {from} {LEFT} (it failed or finished) while rank {} waited", self.rank))
+                self.failed(op, format!("rank {from} {LEFT} (it failed or finished) while this rank waited"))
             }
         })?;
         if data.len() != count {
-            return Err(Error::arg(
-                op,
-                format!("rank {} expected {count} numbers from rank {from}, got {}", self.rank, data.len()),
-            ));
+            return Err(self.failed(op, format!("expected {count} numbers from rank {from}, got {}", data.len())));
         }
         Ok(data)
     }

@@ -3,8 +3,9 @@
 //! the `mpi` feature, MPI processes (`MpiComm`).
 //!
 //! Every collective must be called by every rank of the world in the same order; each waits at
-//! most the communicator's timeout for the others and then fails (in-process) or aborts the job
-//! (MPI) with a message naming the collective, instead of hanging.
+//! most the communicator's timeout for the others and then fails (in-process, with an
+//! [`Error::Distributed`](tapegrad_tensor::Error::Distributed)) or aborts the job (MPI) with a
+//! message naming the collective, instead of hanging.
 
 mod local;
 #[cfg(feature = "mpi")]
@@ -26,8 +27,10 @@ pub trait Communicator {
     /// `recv_counts[r]` numbers from rank `r` (MPI's `Alltoallv`).
     ///
     /// # Errors
-    /// When `send` or `recv_counts` does not have one entry per rank, a count does not match,
-    /// a rank failed, or the wait timed out.
+    /// An invalid argument when `send` or `recv_counts` does not have one entry per rank; an
+    /// [`Error::Distributed`](tapegrad_tensor::Error::Distributed) naming the collective and
+    /// this rank when another rank failed or left, the wait timed out (in-process ranks: MPI
+    /// aborts the job instead), or a message's length differs from the agreed count.
     fn all_to_all(&self, send: &[Vec<f32>], recv_counts: &[usize]) -> Result<Vec<Vec<f32>>>;
 
     /// All-gather: every rank's `local`, `counts[r]` numbers from rank `r`, concatenated in rank

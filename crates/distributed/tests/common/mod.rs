@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use tapegrad_autograd::Var;
-use tapegrad_distributed::{Communicator, DistributedDataParallel, DistributedSampler};
+use tapegrad_autograd::{Backward, Grads, Var};
+use tapegrad_distributed::{rank_micro_batches, Communicator, DistributedDataParallel, DistributedSampler};
 use tapegrad_nn::data::Dataset;
 use tapegrad_nn::loss::cross_entropy;
 use tapegrad_nn::optim::{Optimizer, Sgd};
@@ -76,6 +76,43 @@ pub struct Plan<'a> {
     pub save: Option<&'a Path>,
     /// Continues from this checkpoint.
     pub resume: Option<&'a Path>,
+    /// Reduces the gradient after the last backward instead of overlapping it.
+    pub sequential: bool,
+    /// Buckets of at most this many MiB for the overlapped reduction (PyTorch's 25 if `None`).
+    pub bucket_mb: Option<f64>,
+    /// Rank `.0`'s backward of its last micro-batch at step `.1` fails in the way `.2` says,
+    /// after it has finished every parameter's gradient (while buckets are reduced).
+    pub sabotage: Option<(usize, u64, Sabotage)>,
+}
+
+/// How a sabotaged backward fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sabotage {
+    /// It returns an error.
+    Error,
+    /// It panics.
+    Panic,
+}
+
+/// The identity, whose backward fails: put on the input rows, it runs after every parameter's
+/// gradient is final.
+struct Sabotaged {
+    how: Sabotage,
+    rank: usize,
+}
+
+impl Backward<f32> for Sabotaged {
+    fn name(&self) -> &'static str {
+        "sabotaged"
+    }
+
+    fn backward(&self, _: &Tensor, _: &[bool]) -> Result<Grads<f32>> {
+        let what = format!("rank {} fails in backward on purpose", self.rank);
+        match self.how {
+            Sabotage::Error => Err(Error::arg("sabotaged", what)),
+            Sabotage::Panic => panic!("{what}"),
+        }
+    }
 }
 
 /// Trains on `comm` and returns the final weights, flattened, as bits, and the losses.
@@ -84,7 +121,11 @@ pub fn train<C: Communicator>(comm: C, plan: Plan<'_>) -> Result<(Vec<u32>, Vec<
     let data = data()?;
     let mut model = Mlp::new(SEED + rank as u64)?;
     model.train();
-    let mut ddp = DistributedDataParallel::new(model, comm, MICRO, SEED)?;
+    let mut ddp = DistributedDataParallel::new(model, comm, MICRO, SEED)?.overlap(!plan.sequential);
+    if let Some(mb) = plan.bucket_mb {
+        ddp = ddp.bucket_cap_mb(mb)?;
+    }
+    let last_micro = rank_micro_batches(MICRO, world, rank)?.end - 1;
     let mut opt = Sgd::new(ddp.module().parameters(), 0.1).momentum(0.9);
     let sampler = DistributedSampler::new(ROWS, BATCH, MICRO, rank, world, SEED)?;
     let mut first_epoch = 0;
@@ -107,9 +148,17 @@ pub fn train<C: Communicator>(comm: C, plan: Plan<'_>) -> Result<(Vec<u32>, Vec<
             if plan.panic == Some((rank, step)) {
                 panic!("rank {rank} panics on purpose before step {step}");
             }
+            let sabotage = plan.sabotage.filter(|&(r, s, _)| (r, s) == (rank, step)).map(|(.., how)| how);
             let loss = ddp.forward_backward(&batch, |model, mb| {
                 let (x, y) = mb.gather(&data)?;
-                cross_entropy(&model.forward(&Var::new(x))?, &y)
+                let x = match sabotage.filter(|_| mb.index == last_micro) {
+                    Some(how) => {
+                        let x = Var::parameter(x);
+                        Var::from_op(x.value(), &[&x], || Sabotaged { how, rank })
+                    }
+                    None => Var::new(x),
+                };
+                cross_entropy(&model.forward(&x)?, &y)
             })?;
             opt.step()?;
             losses.push(loss);
