@@ -45,12 +45,6 @@ pub use hooks::HookHandle;
 pub use no_grad::{detect_anomaly, is_anomaly_enabled, is_grad_enabled, no_grad};
 pub use ops::drop_path::drop_path;
 pub use ops::dropout::{dropout, DropoutRecord};
-// The checks of a dropout rate, shared with tapegrad-nn's dropout layers so that a layer and the
-// op reject the same `p` with the same message; not a stable API.
-#[doc(hidden)]
-pub use ops::dropout::check_p;
-#[doc(hidden)]
-pub use ops::gaussian_dropout::check_gaussian_p;
 pub use ops::feature_dropout::{alpha_dropout, dropout2d, feature_alpha_dropout};
 pub use ops::fused;
 pub use ops::gaussian_dropout::gaussian_dropout;
@@ -62,3 +56,8 @@ pub use seed::{
 pub use tape::TapeEntry;
 pub use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 pub use var::{Backward, Grads, Var, VarGrads};
+
+// The checks of a dropout rate, shared with tapegrad-nn's dropout layers so that a layer and the
+// op reject the same `p` with the same message; not a stable API.
+#[doc(hidden)]
+pub use ops::{dropout::check_p, gaussian_dropout::check_gaussian_p};
