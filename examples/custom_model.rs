@@ -1,5 +1,7 @@
 //! A custom model written as a user writes one, as a short tour of the API: a struct of layers with
-//! `#[derive(Module)]`, a hand-written `forward`, SGD with momentum, `train()` / `eval()`.
+//! `#[derive(Module)]`, a hand-written `forward`, SGD with momentum, `train()` / `eval()`. Each
+//! epoch's numbers go to `target/custom_model.csv`, their curves to `target/custom_model.svg`
+//! (`--out PATH.svg` puts both elsewhere).
 //!
 //! ```sh
 //! cargo run --release --example custom_model            # 3 epochs on the shipped digits
@@ -13,6 +15,8 @@ use std::time::Instant;
 use tapegrad::nn::{Dropout, Linear};
 use tapegrad::optim::{Optimizer, Sgd};
 use tapegrad::prelude::*;
+
+use common::metrics::{Epoch, Metrics};
 
 #[derive(Module)]
 struct Mlp {
@@ -44,18 +48,33 @@ fn run(args: &common::Args) -> Result<()> {
     println!("parameters: {}", model.parameters().iter().map(|p| p.value().numel()).sum::<usize>());
 
     let mut opt = Sgd::new(model.parameters(), 0.05).momentum(0.9);
+    let mut metrics = Metrics::create(&args.out_path("custom_model"), "Mlp 784-256-10, dropout 0.5: SGD lr 0.05", &[])?;
     for epoch in 1..=args.epochs {
         let start = Instant::now();
         let bar = common::epoch_bar(&format!("epoch {epoch}"));
         let train_loss = common::train_epoch(&mut model, &mut opt, &split.train, 64, &mut gen, &bar)?;
         bar.finish_and_clear();
+        let took = common::seconds(start);
         let (test_loss, test_acc) = common::evaluate(&mut model, &split.test, 500)?;
         println!(
             "epoch {epoch}: train loss {train_loss:.4}, test loss {test_loss:.4}, test accuracy {:.2}% ({:.1} s)",
             100.0 * test_acc,
             common::seconds(start)
         );
+        metrics.record(
+            "",
+            Epoch {
+                epoch,
+                lr: Some(opt.lr()),
+                train_loss: Some(train_loss),
+                test_loss: Some(test_loss),
+                test_acc: Some(test_acc),
+                seconds: Some(took),
+                ..Epoch::default()
+            },
+        )?;
     }
+    println!("metrics: {}, plot: {}", metrics.csv_path().display(), metrics.svg_path().display());
     model.eval();
     println!("first parameter: {} {:?}", model.named_parameters()[0].0, model.named_parameters()[0].1.shape());
     println!("final learning rate: {}", opt.lr());

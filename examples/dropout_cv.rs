@@ -10,6 +10,10 @@
 //! cargo run --release --example dropout_cv -- --smoke     # 2 folds, 2 rates, 1 epoch, a few hundred digits
 //! ```
 //!
+//! The final fit's epochs (train loss, test loss and accuracy, time) go to
+//! `target/dropout_cv.csv`, their curves to `target/dropout_cv.svg` (`--out PATH.svg` puts both
+//! elsewhere); the selection runs are not recorded.
+//!
 //! Every (rate, fold) run starts from the same initial weights and the same batch order for that
 //! fold, so the rates are compared on equal terms (common random numbers): the differences
 //! between rows come from the dropout rate, not from a luckier initialisation.
@@ -22,6 +26,8 @@ use tapegrad::nn::data::{kfold, Dataset};
 use tapegrad::nn::{Dropout, Linear, ReLU, Sequential};
 use tapegrad::optim::Sgd;
 use tapegrad::prelude::*;
+
+use common::metrics::{Epoch, Metrics};
 
 /// Hidden layer widths: 784-256-256-10 keeps the whole grid x folds within a few minutes on two
 /// cores.
@@ -45,16 +51,41 @@ fn mlp(p: f64, inputs: usize, classes: usize, gen: &mut Generator) -> Result<Seq
 }
 
 /// Trains a fresh model with dropout `p` on `train` for `epochs` epochs and returns it. The
-/// initial weights, the batch order and the dropout masks all come from `seed`.
-fn fit(p: f64, train: &Dataset, classes: usize, epochs: usize, seed: u64, label: &str) -> Result<Sequential> {
+/// initial weights, the batch order and the dropout masks all come from `seed`. With `monitor`,
+/// each epoch is scored on its dataset and recorded in its metrics (the final fit's curves; the
+/// selection never sees them).
+fn fit(
+    p: f64,
+    train: &Dataset,
+    classes: usize,
+    epochs: usize,
+    seed: u64,
+    label: &str,
+    mut monitor: Option<(&Dataset, &mut Metrics)>,
+) -> Result<Sequential> {
     let mut gen = Generator::new(seed);
     let mut model = mlp(p, train.images().shape()[1], classes, &mut gen)?;
     manual_seed(seed);
     let mut opt = Sgd::new(model.parameters(), LR).momentum(MOMENTUM);
     for epoch in 1..=epochs {
+        let start = Instant::now();
         let bar = common::epoch_bar(&format!("{label} e{epoch}"));
-        common::train_epoch(&mut model, &mut opt, train, BATCH, &mut gen, &bar)?;
+        let train_loss = common::train_epoch(&mut model, &mut opt, train, BATCH, &mut gen, &bar)?;
         bar.finish_and_clear();
+        if let Some((test, metrics)) = monitor.as_mut() {
+            let seconds = common::seconds(start);
+            let (test_loss, test_acc) = common::evaluate(&mut model, test, 500)?;
+            let row = Epoch {
+                epoch,
+                lr: Some(LR),
+                train_loss: Some(train_loss),
+                test_loss: Some(test_loss),
+                test_acc: Some(test_acc),
+                seconds: Some(seconds),
+                ..Epoch::default()
+            };
+            metrics.record(&format!("p = {p:.1}"), row)?;
+        }
     }
     model.eval();
     Ok(model)
@@ -106,7 +137,8 @@ fn run(args: &common::Args, folds_k: usize) -> Result<()> {
         for (i, (train, val)) in fold_data.iter().enumerate() {
             let label = format!("p={p:.1} k{}/{folds_k}", i + 1);
             // Seeded by the fold only: every rate sees the same start for a given fold.
-            let mut model = fit(p, train, classes, args.epochs, args.seed.wrapping_add(1 + i as u64), &label)?;
+            let seed = args.seed.wrapping_add(1 + i as u64);
+            let mut model = fit(p, train, classes, args.epochs, seed, &label, None)?;
             accs.push(common::evaluate(&mut model, val, 500)?.1);
         }
         let (mean, std) = mean_std(&accs);
@@ -133,7 +165,11 @@ fn run(args: &common::Args, folds_k: usize) -> Result<()> {
     println!("chosen rate: p = {:.1} (highest mean validation accuracy; an exact tie goes to the smaller p)\n", best.0);
 
     let start = Instant::now();
-    let mut model = fit(best.0, &split.train, classes, args.epochs, args.seed, &format!("final p={:.1}", best.0))?;
+    let title = format!("MLP 784-256-256-10 retrained with the chosen dropout p = {:.1}: SGD lr {LR}", best.0);
+    let mut metrics = Metrics::create(&args.out_path("dropout_cv"), title, &[])?;
+    let label = format!("final p={:.1}", best.0);
+    let monitor = Some((&split.test, &mut metrics));
+    let mut model = fit(best.0, &split.train, classes, args.epochs, args.seed, &label, monitor)?;
     let (train_loss, train_acc) = common::evaluate(&mut model, &split.train, 500)?;
     let (test_loss, test_acc) = common::evaluate(&mut model, &split.test, 500)?;
     println!(
@@ -146,6 +182,7 @@ fn run(args: &common::Args, folds_k: usize) -> Result<()> {
         split.test.len()
     );
     println!("time final fit: {:.1} s", common::seconds(start));
+    println!("metrics of the final fit: {}, plot: {}", metrics.csv_path().display(), metrics.svg_path().display());
     println!("time total: {:.1} s", common::seconds(total));
     Ok(())
 }

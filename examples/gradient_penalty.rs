@@ -12,6 +12,9 @@
 //! cargo run --release --example gradient_penalty -- --steps 300   # generator steps per epoch
 //! cargo run --release --example gradient_penalty -- --smoke       # 1 epoch of 20 steps
 //! ```
+//!
+//! Each epoch's critic loss, penalty and Wasserstein estimate go to `target/gradient_penalty.csv`,
+//! their curves to `target/gradient_penalty.svg` (`--out PATH.svg` puts both elsewhere).
 
 mod common;
 
@@ -22,6 +25,8 @@ use tapegrad::autograd::{grad, GradOptions};
 use tapegrad::nn::{Linear, Module, ReLU, Sequential};
 use tapegrad::optim::{Adam, Optimizer};
 use tapegrad::prelude::*;
+
+use common::metrics::{Epoch, Metrics};
 
 const HIDDEN: usize = 64;
 const BATCH: usize = 256;
@@ -117,8 +122,13 @@ fn run(args: &common::Args, steps: usize) -> Result<()> {
     };
     println!("WGAN-GP on {MODES} Gaussians (radius {RADIUS}, σ {SPREAD}): batch {BATCH}, λ {LAMBDA}, {CRITIC_STEPS} critic steps per generator step");
     report("before training", &mut gen)?;
+    let title = format!(
+        "WGAN-GP on {MODES} Gaussians: critic and generator {HIDDEN}-{HIDDEN} ReLU, Adam lr {LR}, betas (0.5, 0.9)"
+    );
+    let mut metrics = Metrics::create(&args.out_path("gradient_penalty"), title, &["penalty", "wasserstein_estimate"])?;
     let start = Instant::now();
     for epoch in 1..=args.epochs {
+        let epoch_start = Instant::now();
         let (mut penalty, mut wasserstein) = (0.0, 0.0);
         for _ in 0..steps {
             for _ in 0..CRITIC_STEPS {
@@ -148,7 +158,21 @@ fn run(args: &common::Args, steps: usize) -> Result<()> {
             wasserstein / count,
             steps * CRITIC_STEPS
         );
+        // The critic's loss is mean D(fake) - mean D(real) + λ GP.
+        let (penalty, wasserstein) = (penalty / count, wasserstein / count);
+        metrics.record(
+            "",
+            Epoch {
+                epoch,
+                lr: Some(LR),
+                train_loss: Some(penalty - wasserstein),
+                seconds: Some(common::seconds(epoch_start)),
+                extra: vec![penalty, wasserstein],
+                ..Epoch::default()
+            },
+        )?;
     }
+    println!("metrics: {}, plot: {}", metrics.csv_path().display(), metrics.svg_path().display());
     let took = start.elapsed().as_secs_f64();
     println!(
         "{} generator steps ({} critic steps) in {took:.1} s",

@@ -11,6 +11,9 @@
 //! cargo run --release --example mc_dropout -- --samples 100
 //! cargo run --release --example mc_dropout -- --smoke      # a few hundred digits, one epoch, T = 5
 //! ```
+//!
+//! The training epochs' losses, test accuracy and time go to `target/mc_dropout.csv`, their
+//! curves to `target/mc_dropout.svg` (`--out PATH.svg` puts both elsewhere).
 
 mod common;
 
@@ -20,6 +23,8 @@ use tapegrad::nn::data::{Batches, Dataset};
 use tapegrad::nn::{self, Dropout, Linear};
 use tapegrad::optim::Sgd;
 use tapegrad::prelude::*;
+
+use common::metrics::{Epoch, Metrics};
 
 const HIDDEN: usize = 512;
 const P: f64 = 0.5;
@@ -218,18 +223,35 @@ fn run(args: &common::Args, samples: usize) -> Result<()> {
     println!("{model}");
     let mut opt = Sgd::new(model.parameters(), LR).momentum(MOMENTUM);
     println!("training: SGD lr {LR} momentum {MOMENTUM}, batch {BATCH}, {} epoch(s), seed {}", args.epochs, args.seed);
+    let title = format!("MLP {inputs}-512-512-{classes}, dropout {P}: SGD lr {LR}, momentum {MOMENTUM}");
+    let mut metrics = Metrics::create(&args.out_path("mc_dropout"), title, &[])?;
     for epoch in 1..=args.epochs {
         let start = Instant::now();
         let bar = common::epoch_bar(&format!("epoch {epoch}"));
         let train_loss = common::train_epoch(&mut model, &mut opt, &split.train, BATCH, &mut gen, &bar)?;
         bar.finish_and_clear();
+        let took = common::seconds(start);
         let (test_loss, test_acc) = common::evaluate(&mut model, &split.test, EVAL_BATCH)?;
+        metrics.record(
+            "",
+            Epoch {
+                epoch,
+                lr: Some(LR),
+                train_loss: Some(train_loss),
+                test_loss: Some(test_loss),
+                test_acc: Some(test_acc),
+                seconds: Some(took),
+                ..Epoch::default()
+            },
+        )?;
         println!(
             "epoch {epoch:>2}: train loss {train_loss:.4}, test loss {test_loss:.4}, test accuracy {:.2}%",
             100.0 * test_acc
         );
         println!("time epoch {epoch}: {:.1} s", common::seconds(start));
     }
+
+    println!("metrics: {}, plot: {}", metrics.csv_path().display(), metrics.svg_path().display());
 
     // Deterministic pass: eval mode, dropout off (the usual test-time network).
     let mut probs_model = Probabilities { net: model };

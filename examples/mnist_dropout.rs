@@ -10,7 +10,11 @@
 //! cargo run --release --example mnist_dropout -- --data /usr/share/datasets/fashion-mnist
 //! ```
 //!
-//! Flags: `--data DIR --epochs N --threads N --seed N --out PATH --smoke`, and `--lr`, `--batch`,
+//! Each epoch of both runs (learning rate, train loss, test loss, test accuracy, time) goes to
+//! `target/mnist_dropout.csv` as it ends, and the curves to `target/mnist_dropout.svg`;
+//! `--out PATH.svg` writes the plot to PATH.svg and the metrics to PATH.csv.
+//!
+//! Flags: `--data DIR --epochs N --threads N --seed N --out PATH.svg --smoke`, and `--lr`, `--batch`,
 //! `--max-norm C` (the paper's max-norm constraint on the dropout run; 0 turns it off).
 //! The numbers do not depend on `--threads`; to check, diff two runs without the timings:
 //! `sed -E 's/[0-9]+\.[0-9]+ s\b//g'`.
@@ -28,10 +32,10 @@ use std::time::Instant;
 
 use tapegrad::nn::data::Dataset;
 use tapegrad::nn::{dropout_generator, set_dropout_generator, Dropout, Linear, Position, TrainingCheckpoint};
-use tapegrad::optim::{max_norm_, CosineLr, LrScheduler, Sgd, StateDict};
+use tapegrad::optim::{max_norm_, CosineLr, LrScheduler, Optimizer, Sgd, StateDict};
 use tapegrad::prelude::*;
 
-use common::svg::{Chart, Series};
+use common::metrics::{self, Metrics};
 
 const HIDDEN: usize = 1024;
 const EPOCHS: usize = 15;
@@ -243,9 +247,6 @@ impl Options {
 
 fn run(args: &common::Args, opts: Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let Options { lr, batch, max_norm, save_checkpoint, resume } = opts;
-    let out =
-        args.out.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mnist_dropout.svg"));
-
     let split = common::load_split(args)?;
     println!("data: {}: {} train, {} test images", split.source, split.train.len(), split.test.len());
     println!(
@@ -285,6 +286,29 @@ fn run(args: &common::Args, opts: Options) -> Result<(), Box<dyn std::error::Err
         }
         None => 0,
     };
+    let dataset = args.data.file_name().map_or("MNIST".into(), |n| n.to_string_lossy().into_owned());
+    let title = format!("MLP 784-{HIDDEN}-{HIDDEN}-10 on {dataset}: without and with dropout (0.2 input, 0.5 hidden)");
+    let mut metrics = Metrics::create(&args.out_path("mnist_dropout"), title, &[])?
+        .loss_title("Cross-entropy loss (train: eval mode)");
+    let record = |metrics: &mut Metrics, run: &Run, epoch: usize, lr: Option<f64>, seconds: Option<f64>| {
+        let e = run.history[epoch - 1];
+        let row = metrics::Epoch {
+            epoch,
+            lr,
+            train_loss: Some(e.train_loss),
+            test_loss: Some(e.test_loss),
+            test_acc: Some(e.test_acc),
+            seconds,
+            ..Default::default()
+        };
+        metrics.record(run.name, row)
+    };
+    // The epochs a checkpoint brought back go first (their learning rates and times were not saved).
+    for epoch in 1..=done {
+        for run in &runs {
+            record(&mut metrics, run, epoch, None, None)?;
+        }
+    }
     println!("train loss: cross-entropy over the whole training set in eval mode after the epoch\n");
     println!("      |        without dropout         |          with dropout          |");
     println!("epoch | train loss  test loss  test acc | train loss  test loss  test acc |   time");
@@ -304,7 +328,9 @@ fn run(args: &common::Args, opts: Options) -> Result<(), Box<dyn std::error::Err
         let mut row = format!("{epoch:>5} |");
         for run in runs.iter_mut() {
             let label = format!("{epoch}/{} {}", args.epochs, run.name);
+            let (lr, run_start) = (run.opt.lr(), Instant::now());
             let e = run.epoch(&split.train, &split.test, batch, &label)?;
+            record(&mut metrics, run, epoch, Some(lr), Some(common::seconds(run_start)))?;
             row += &format!(" {:>10.4} {:>10.4} {:>8.2}% |", e.train_loss, e.test_loss, 100.0 * e.test_acc);
         }
         println!("{row} {:>5.1} s", common::seconds(epoch_start));
@@ -347,10 +373,8 @@ fn run(args: &common::Args, opts: Options) -> Result<(), Box<dyn std::error::Err
         100.0 * (d.test_acc - p.test_acc).abs()
     );
     println!("total time: {total:.1} s ({:.1} s per epoch for both runs)", total / trained as f64);
-
-    let dataset = args.data.file_name().map_or("MNIST".into(), |n| n.to_string_lossy().into_owned());
-    plot(&runs, &dataset, &out)?;
-    println!("plot: {}", out.display());
+    println!("metrics: {}", metrics.csv_path().display());
+    println!("plot: {}", metrics.svg_path().display());
     Ok(())
 }
 
@@ -379,24 +403,6 @@ fn restore(path: &Path, config: &StateDict, runs: &mut [Run; 2]) -> Result<usize
         run.restore(&ckpt, position.epoch).map_err(|e| e.to_string())?;
     }
     Ok(position.epoch)
-}
-
-/// Loss curves (train dashed, test solid) and test accuracy, for both runs.
-fn plot(runs: &[Run; 2], dataset: &str, out: &std::path::Path) -> Result<(), String> {
-    let colors = ["#d62728", "#1f77b4"];
-    let curve = |run: &Run, f: fn(&Epoch) -> f64| -> Vec<(f64, f64)> {
-        run.history.iter().enumerate().map(|(i, e)| ((i + 1) as f64, f(e))).collect()
-    };
-    let mut loss = Chart::new("Cross-entropy loss (train: eval mode)", "epoch", "loss").y_from_zero();
-    let mut acc = Chart::new("Test accuracy", "epoch", "accuracy (%)");
-    for (run, color) in runs.iter().zip(colors) {
-        loss = loss
-            .series(Series::new(format!("{} train", run.name), color, curve(run, |e| e.train_loss)).dashed())
-            .series(Series::new(format!("{} test", run.name), color, curve(run, |e| e.test_loss)));
-        acc = acc.series(Series::new(run.name, color, curve(run, |e| 100.0 * e.test_acc)));
-    }
-    let title = format!("MLP 784-{HIDDEN}-{HIDDEN}-10 on {dataset}: without and with dropout (0.2 input, 0.5 hidden)");
-    common::svg::write(out, &title, &[loss, acc]).map_err(|e| format!("cannot write {}: {e}", out.display()))
 }
 
 fn main() {

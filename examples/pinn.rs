@@ -9,6 +9,11 @@
 //! cargo run --release --example pinn             # 1-32-32-1 tanh, 64 collocation points, 3000 Adam steps
 //! cargo run --release --example pinn -- --smoke  # 300 steps
 //! ```
+//!
+//! The loss and the mean residual every 10 steps go to `target/pinn.csv` (its `epoch` column
+//! holds the step), their curves to `target/pinn.svg` (`--out PATH.svg` puts both elsewhere).
+
+mod common;
 
 use std::f64::consts::PI;
 use std::time::Instant;
@@ -16,6 +21,8 @@ use std::time::Instant;
 use tapegrad::autograd::{grad, GradOptions};
 use tapegrad::optim::{Adam, Optimizer};
 use tapegrad::prelude::*;
+
+use common::metrics::{Epoch, Metrics};
 
 const HIDDEN: usize = 32;
 const POINTS: usize = 64;
@@ -55,12 +62,17 @@ impl Net {
 }
 
 fn main() -> Result<()> {
-    let smoke = std::env::args().any(|a| a == "--smoke");
+    let args = common::parse_args(std::env::args().collect(), 1, &[]).map_err(|e| Error::arg("pinn example", e))?;
+    let smoke = args.smoke;
     let steps = if smoke { 300 } else { 3000 };
     let mut gen = Generator::new(5);
     let net = Net::new(&mut gen);
     let grid: Vec<f64> = (0..POINTS).map(|i| SPAN * (i as f64 + 0.5) / POINTS as f64).collect();
     let mut opt = Adam::new(net.params.clone(), 3e-3);
+    let title =
+        format!("PINN for u'' = -u, u(0) = 0, u'(0) = 1: 1-{HIDDEN}-{HIDDEN}-1 tanh, {POINTS} points, Adam lr 3e-3");
+    let mut metrics =
+        Metrics::create(&args.out_path("pinn"), title, &["mean_abs_residual"])?.x_label("step").log_loss();
     let start = Instant::now();
     for step in 0..=steps {
         let x = Var::parameter(Tensor::from_vec(grid.clone(), &[POINTS, 1])?);
@@ -73,6 +85,16 @@ fn main() -> Result<()> {
         opt.zero_grad();
         loss.backward()?;
         opt.step()?;
+        if step % 10 == 0 {
+            let row = Epoch {
+                epoch: step,
+                lr: Some(3e-3),
+                train_loss: Some(loss.value().item()?),
+                extra: vec![residual.value().abs().mean_all().item()?],
+                ..Epoch::default()
+            };
+            metrics.record("", row)?;
+        }
         if step % (steps / 5) == 0 {
             println!(
                 "step {step:>5}: loss {:.3e} (residual {:.3e})",
@@ -88,6 +110,7 @@ fn main() -> Result<()> {
     let max_err = u.iter().zip(&fine).map(|(u, x)| (u - x.sin()).abs()).fold(0.0, f64::max);
     let rms = (u.iter().zip(&fine).map(|(u, x)| (u - x.sin()).powi(2)).sum::<f64>() / fine.len() as f64).sqrt();
     println!("{steps} steps in {:.1} s; |u - sin x| on [0, 2π]: max {max_err:.3e}, rms {rms:.3e}", took.as_secs_f64());
+    println!("metrics: {}, plot: {}", metrics.csv_path().display(), metrics.svg_path().display());
     if !smoke && max_err > 0.05 {
         return Err(Error::arg("pinn example", format!("the fit is off: max error {max_err:.3e}")));
     }

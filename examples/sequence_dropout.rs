@@ -11,7 +11,10 @@
 //! cargo run --release --example sequence_dropout -- --cell gru --p-rec 0.3
 //! ```
 //!
-//! Flags: `--data DIR --epochs N --threads N --seed N --smoke`, and `--cell lstm|gru`,
+//! Each epoch's learning rate, training loss (dropout on), training and test accuracy (eval mode)
+//! and time go to `target/sequence_dropout.csv`, their curves to `target/sequence_dropout.svg`.
+//!
+//! Flags: `--data DIR --epochs N --threads N --seed N --out PATH.svg --smoke`, and `--cell lstm|gru`,
 //! `--hidden N`, `--layers N`, `--lr`, `--batch`, `--p-in`, `--p-rec`, `--p-out` (the
 //! variational rates of the dropout run).
 
@@ -21,8 +24,10 @@ use std::time::Instant;
 
 use tapegrad::nn::data::Dataset;
 use tapegrad::nn::{Linear, GRU, LSTM};
-use tapegrad::optim::{Adam, CosineLr, LrScheduler};
+use tapegrad::optim::{Adam, CosineLr, LrScheduler, Optimizer};
 use tapegrad::prelude::*;
+
+use common::metrics::Metrics;
 
 const EPOCHS: usize = 8;
 const ROWS: usize = 28;
@@ -140,6 +145,8 @@ struct Run {
 
 /// What one epoch measured.
 struct Epoch {
+    lr: f64,
+    train_loss: f64,
     train_acc: f64,
     test_acc: f64,
     seconds: f64,
@@ -149,13 +156,14 @@ impl Run {
     fn epoch(&mut self, train: &Dataset, test: &Dataset, batch: usize, label: &str) -> Result<Epoch> {
         let bar = common::epoch_bar(label);
         let start = Instant::now();
-        common::train_epoch(&mut self.model, &mut self.opt, train, batch, &mut self.shuffle, &bar)?;
+        let lr = self.opt.lr();
+        let train_loss = common::train_epoch(&mut self.model, &mut self.opt, train, batch, &mut self.shuffle, &bar)?;
         let seconds = common::seconds(start);
         bar.finish_and_clear();
         self.sched.step(&mut self.opt)?;
         let (_, train_acc) = common::evaluate(&mut self.model, train, 500)?;
         let (_, test_acc) = common::evaluate(&mut self.model, test, 500)?;
-        Ok(Epoch { train_acc, test_acc, seconds })
+        Ok(Epoch { lr, train_loss, train_acc, test_acc, seconds })
     }
 }
 
@@ -183,6 +191,11 @@ fn run(args: &common::Args, opts: Options) -> Result<()> {
         let sched = CosineLr::new(args.epochs, 0.0).base_lr(opts.lr);
         runs.push(Run { name, model, opt, sched, shuffle: Generator::new(args.seed.wrapping_add(1)) });
     }
+    let title = format!(
+        "{cell} {} hidden, without and with variational dropout ({}, {}, {})",
+        opts.hidden, r.input, r.recurrent, r.output
+    );
+    let mut metrics = Metrics::create(&args.out_path("sequence_dropout"), title, &[])?;
     println!();
     println!("{:>5}  {:<12} {:>9} {:>9} {:>8} {:>9}", "epoch", "run", "train acc", "test acc", "gap", "time");
     let mut last = vec![];
@@ -201,6 +214,18 @@ fn run(args: &common::Args, opts: Options) -> Result<()> {
                 e.seconds
             );
             train_seconds[i] += e.seconds;
+            metrics.record(
+                run.name,
+                common::metrics::Epoch {
+                    epoch,
+                    lr: Some(e.lr),
+                    train_loss: Some(e.train_loss),
+                    train_acc: Some(e.train_acc),
+                    test_acc: Some(e.test_acc),
+                    seconds: Some(e.seconds),
+                    ..Default::default()
+                },
+            )?;
             last.push((run.name, e));
         }
     }
@@ -215,6 +240,7 @@ fn run(args: &common::Args, opts: Options) -> Result<()> {
             seconds / args.epochs as f64
         );
     }
+    println!("metrics: {}, plot: {}", metrics.csv_path().display(), metrics.svg_path().display());
     Ok(())
 }
 

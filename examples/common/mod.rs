@@ -2,6 +2,7 @@
 //! training epoch. Each example includes it with `mod common;`.
 #![allow(dead_code)] // each example uses a different part
 
+pub mod metrics;
 pub mod models;
 pub mod svg;
 
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use metrics::{Epoch, Metrics};
 use tapegrad::nn::data::{load_dataset, Batches, Dataset, Mnist};
 use tapegrad::nn::{self, Module};
 use tapegrad::optim::Optimizer;
@@ -27,7 +29,7 @@ pub struct Args {
     pub seed: u64,
     /// `--smoke` or `TAPEGRAD_SMOKE=1`: a tiny run (one short epoch on a few hundred digits) for CI.
     pub smoke: bool,
-    /// `--out PATH`: where an example writes its plot or report.
+    /// `--out PATH`: where an example writes its plot or report (see [`Args::out_path`]).
     pub out: Option<PathBuf>,
     /// `--loop plain`: run on the main thread, as a user's plain loop does, instead of on a
     /// thread of rayon's pool (`--loop pool`, the default).
@@ -43,6 +45,14 @@ impl Args {
             Some((_, v)) => v.parse().map_err(|_| format!("--{name}: cannot parse {v:?}")),
             None => Ok(default),
         }
+    }
+
+    /// `--out`, or `target/<name>.svg` in the repository (never the repository itself): where an
+    /// example writes its plot, with its metrics beside it ([`metrics::Metrics`]).
+    pub fn out_path(&self, name: &str) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(format!("{name}.svg")))
     }
 }
 
@@ -273,7 +283,7 @@ pub fn time_batches<M: Module>(model: &mut M, train: &Dataset, batch: usize, gen
 
 /// Trains for `epochs` with the learning rate cosine-annealed from `lr` to 0, printing a table
 /// (epoch, lr, train loss, test loss, test accuracy, time), then the training time and the
-/// final test accuracy.
+/// final test accuracy; [`fit_cosine_recorded`] also writes the metrics and their plot.
 pub fn fit_cosine<M: Module, O: Optimizer>(
     model: &mut M,
     opt: &mut O,
@@ -282,6 +292,21 @@ pub fn fit_cosine<M: Module, O: Optimizer>(
     batch: usize,
     epochs: usize,
     gen: &mut Generator,
+) -> Result<()> {
+    fit_cosine_recorded(model, opt, lr, split, batch, epochs, gen, None)
+}
+
+/// [`fit_cosine`], recording each epoch in `metrics` (its CSV file and plot) when given.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_cosine_recorded<M: Module, O: Optimizer>(
+    model: &mut M,
+    opt: &mut O,
+    lr: f64,
+    split: &Split,
+    batch: usize,
+    epochs: usize,
+    gen: &mut Generator,
+    mut metrics: Option<&mut Metrics>,
 ) -> Result<()> {
     use tapegrad::optim::{CosineLr, LrScheduler};
     let mut schedule = CosineLr::new(epochs.max(1), 0.0).base_lr(lr);
@@ -293,6 +318,7 @@ pub fn fit_cosine<M: Module, O: Optimizer>(
         let bar = epoch_bar(&format!("epoch {epoch}"));
         let train_loss = train_epoch(model, opt, &split.train, batch, gen, &bar)?;
         bar.finish_and_clear();
+        let took = seconds(start);
         let (test_loss, test_acc) = evaluate(model, &split.test, 500)?;
         schedule.step(opt)?;
         println!(
@@ -300,10 +326,27 @@ pub fn fit_cosine<M: Module, O: Optimizer>(
             100.0 * test_acc,
             seconds(start)
         );
+        if let Some(metrics) = metrics.as_deref_mut() {
+            metrics.record(
+                "",
+                Epoch {
+                    epoch,
+                    lr: Some(epoch_lr),
+                    train_loss: Some(train_loss),
+                    test_loss: Some(test_loss),
+                    test_acc: Some(test_acc),
+                    seconds: Some(took),
+                    ..Epoch::default()
+                },
+            )?;
+        }
     }
     println!("training time: {:.1} s", seconds(total));
     let (_, acc) = evaluate(model, &split.test, 500)?;
     println!("final test accuracy: {:.2}% on {} digits", 100.0 * acc, split.test.len());
+    if let Some(metrics) = metrics {
+        println!("metrics: {}, plot: {}", metrics.csv_path().display(), metrics.svg_path().display());
+    }
     Ok(())
 }
 

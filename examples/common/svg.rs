@@ -1,16 +1,21 @@
-//! A small SVG line-chart writer for the examples' plots: panels side by side, each with a
-//! title, axes, "nice" ticks, a grid, axis labels and a legend placed in the emptiest corner.
-//! No dependency and no font library: the SVG names a sans-serif family and the viewer draws
-//! the text.
+//! The examples' line charts, drawn by `plotters` (its SVG backend alone: no font files and no
+//! system library; the SVG names a sans-serif family and the viewer draws the text): panels side
+//! by side, each with a title, axes, ticks, a grid, axis labels and a legend in the inside corner
+//! that covers the fewest data points.
 
-use std::fmt::Write as _;
+use std::io;
 use std::path::Path;
+
+use plotters::prelude::*;
+
+/// Colours for successive lines (matplotlib's first five), for charts that do not pick their own.
+pub const PALETTE: [&str; 5] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"];
 
 /// One line of a chart.
 pub struct Series {
     /// The legend's text.
     pub label: String,
-    /// An SVG colour (`"#1f77b4"`).
+    /// An SVG colour written `"#rrggbb"` (`"#1f77b4"`).
     pub color: &'static str,
     /// Drawn dashed (for instance the training curve beside a solid test curve).
     pub dashed: bool,
@@ -28,6 +33,11 @@ impl Series {
     pub fn dashed(mut self) -> Series {
         self.dashed = true;
         self
+    }
+
+    /// The finite points.
+    fn finite(&self) -> impl Iterator<Item = (f64, f64)> + Clone + '_ {
+        self.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite())
     }
 }
 
@@ -68,50 +78,116 @@ impl Chart {
         self.y_from_zero = true;
         self
     }
+
+    /// Every finite point of every line.
+    fn points(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+        self.series.iter().flat_map(Series::finite)
+    }
 }
 
-const PANEL_W: f64 = 540.0;
-const PANEL_H: f64 = 400.0;
-const HEADER_H: f64 = 36.0;
-const FONT: &str = "DejaVu Sans, Helvetica, Arial, sans-serif";
+const PANEL_W: u32 = 540;
+const PANEL_H: u32 = 400;
+const HEADER_H: u32 = 36;
+/// The plotting area's margins inside a panel: left (tick labels and the y label), right, top
+/// (the panel's title), bottom (tick labels and the x label), in pixels.
+const MARGINS: (u32, u32, u32, u32) = (72, 24, 34, 56);
 
-/// Writes `charts` side by side under `title` to `path` (creating its folder).
-pub fn write(path: &Path, title: &str, charts: &[Chart]) -> std::io::Result<()> {
+/// Writes `charts` side by side under `title` to `path` as SVG (creating its folder).
+///
+/// # Errors
+/// A colour that is not `"#rrggbb"`, or the file cannot be written.
+pub fn write(path: &Path, title: &str, charts: &[Chart]) -> io::Result<()> {
+    let svg = render(title, charts)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, render(title, charts))
+    std::fs::write(path, svg)
 }
 
-/// The SVG document for `charts` side by side under `title`.
-pub fn render(title: &str, charts: &[Chart]) -> String {
-    let width = PANEL_W * charts.len().max(1) as f64;
-    let height = PANEL_H + HEADER_H;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="{FONT}">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="24" font-size="17" font-weight="bold" text-anchor="middle">{}</text>"#,
-        width / 2.0,
-        escape(title)
-    );
-    for (i, chart) in charts.iter().enumerate() {
-        panel(&mut s, chart, PANEL_W * i as f64, HEADER_H);
+/// The SVG document of `charts` side by side under `title`.
+///
+/// # Errors
+/// A colour that is not `"#rrggbb"` (or anything plotters reports while drawing).
+pub fn render(title: &str, charts: &[Chart]) -> io::Result<String> {
+    let mut svg = String::new();
+    {
+        let size = (PANEL_W * charts.len().max(1) as u32, PANEL_H + HEADER_H);
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(drawing_error)?;
+        let body = root.titled(title, ("sans-serif", 17).into_font().style(FontStyle::Bold)).map_err(drawing_error)?;
+        for (chart, area) in charts.iter().zip(body.split_evenly((1, charts.len().max(1)))) {
+            panel(&area, chart)?;
+        }
+        root.present().map_err(drawing_error)?;
     }
-    s.push_str("</svg>\n");
-    s
+    Ok(svg)
 }
 
-/// Draws one chart with its top-left corner at (`x0`, `y0`).
-fn panel(s: &mut String, chart: &Chart, x0: f64, y0: f64) {
-    let (left, right, top, bottom) = (x0 + 72.0, x0 + PANEL_W - 24.0, y0 + 34.0, y0 + PANEL_H - 56.0);
-    let points = || chart.series.iter().flat_map(|l| l.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
-    let (mut x_lo, mut x_hi) = bounds(points().map(|p| p.0));
-    let (mut y_lo, mut y_hi) = bounds(points().map(|p| p.1));
+/// Draws one chart on `area`.
+fn panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, chart: &Chart) -> io::Result<()> {
+    let (x_range, y_range) = ranges(chart);
+    let (left, right, top, bottom) = MARGINS;
+    let mut ctx = ChartBuilder::on(area)
+        .caption(&chart.title, ("sans-serif", 15).into_font().style(FontStyle::Bold))
+        .margin_top(top - 26)
+        .margin_right(right)
+        .x_label_area_size(bottom - 6)
+        .y_label_area_size(left - 8)
+        .build_cartesian_2d(x_range.clone(), y_range.clone())
+        .map_err(drawing_error)?;
+    let integer_x = chart.points().all(|(x, _)| x.fract() == 0.0);
+    // Whole epochs get whole ticks: at most one label per unit of x.
+    let x_labels = if integer_x { ((x_range.end - x_range.start) as usize + 1).clamp(2, 10) } else { 8 };
+    ctx.configure_mesh()
+        .x_desc(&chart.x_label)
+        .y_desc(&chart.y_label)
+        .x_labels(x_labels)
+        .y_labels(7)
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .label_style(("sans-serif", 12))
+        .axis_desc_style(("sans-serif", 13))
+        .bold_line_style(RGBColor(0xe4, 0xe4, 0xe4))
+        .light_line_style(TRANSPARENT)
+        .axis_style(RGBColor(0x33, 0x33, 0x33))
+        .draw()
+        .map_err(drawing_error)?;
+    for line in &chart.series {
+        let style = color(line.color)?.stroke_width(2);
+        let annotated = if line.dashed {
+            ctx.draw_series(DashedLineSeries::new(line.finite(), 7, 4, style)).map_err(drawing_error)?
+        } else {
+            ctx.draw_series(LineSeries::new(line.finite(), style)).map_err(drawing_error)?
+        };
+        // The legend's sample: three pieces of a 26-pixel line, with gaps when dashed.
+        let pieces = if line.dashed { [(0, 7), (10, 17), (20, 26)] } else { [(0, 9), (9, 18), (18, 26)] };
+        annotated.label(&line.label).legend(move |(x, y)| {
+            let piece = |(a, b): (i32, i32)| PathElement::new(vec![(a, 0), (b, 0)], style);
+            EmptyElement::at((x, y)) + piece(pieces[0]) + piece(pieces[1]) + piece(pieces[2])
+        });
+        // A dot per point when there are few, so single epochs stay visible.
+        if line.finite().count() <= 40 {
+            let fill = color(line.color)?.filled();
+            ctx.draw_series(line.finite().map(|p| Circle::new(p, 2.6, fill))).map_err(drawing_error)?;
+        }
+    }
+    if !chart.series.is_empty() {
+        ctx.configure_series_labels()
+            .position(legend_corner(chart, &x_range, &y_range))
+            .label_font(("sans-serif", 12))
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(0x99, 0x99, 0x99))
+            .draw()
+            .map_err(drawing_error)?;
+    }
+    Ok(())
+}
+
+/// The axes' ranges: x spans the data exactly (epochs 1..N), y is widened to whole ticks (and
+/// starts at 0 when asked); a single value gets a little room either side.
+fn ranges(chart: &Chart) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
+    let (mut x_lo, mut x_hi) = bounds(chart.points().map(|p| p.0));
+    let (mut y_lo, mut y_hi) = bounds(chart.points().map(|p| p.1));
     if chart.y_from_zero {
         y_lo = y_lo.min(0.0);
     }
@@ -121,149 +197,46 @@ fn panel(s: &mut String, chart: &Chart, x0: f64, y0: f64) {
     if y_hi <= y_lo {
         (y_lo, y_hi) = (y_lo - 0.5 * y_lo.abs().max(1e-3), y_hi + 0.5 * y_hi.abs().max(1e-3));
     }
-    // x spans the data exactly (epochs 1..N); y is widened to whole ticks.
-    let mut x_step = nice_step(x_hi - x_lo, 8);
-    if x_step < 1.0 && points().all(|p| p.0.fract() == 0.0) {
-        x_step = 1.0;
-    }
-    let y_step = nice_step(y_hi - y_lo, 6);
-    let (y_lo, y_hi) = ((y_lo / y_step).floor() * y_step, (y_hi / y_step).ceil() * y_step);
-    let px = |x: f64| left + (x - x_lo) / (x_hi - x_lo) * (right - left);
-    let py = |y: f64| bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top);
-
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" font-size="15" font-weight="bold" text-anchor="middle">{}</text>"#,
-        (left + right) / 2.0,
-        top - 12.0,
-        escape(&chart.title)
-    );
-    // Grid and tick labels.
-    let y_decimals = decimals(y_step);
-    let mut k = 0;
-    loop {
-        let y = y_lo + k as f64 * y_step;
-        if y > y_hi + y_step * 1e-6 {
-            break;
-        }
-        let v = py(y);
-        let _ = writeln!(s, r##"<line x1="{left}" y1="{v:.1}" x2="{right}" y2="{v:.1}" stroke="#e4e4e4"/>"##);
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{:.1}" font-size="12" text-anchor="end">{:.*}</text>"#,
-            left - 6.0,
-            v + 4.0,
-            y_decimals,
-            y
-        );
-        k += 1;
-    }
-    let x_decimals = decimals(x_step);
-    let mut x = (x_lo / x_step).ceil() * x_step;
-    while x <= x_hi + x_step * 1e-6 {
-        let h = px(x);
-        let _ = writeln!(s, r##"<line x1="{h:.1}" y1="{top}" x2="{h:.1}" y2="{bottom}" stroke="#efefef"/>"##);
-        let _ = writeln!(s, r##"<line x1="{h:.1}" y1="{bottom}" x2="{h:.1}" y2="{}" stroke="#333"/>"##, bottom + 5.0);
-        let _ = writeln!(
-            s,
-            r#"<text x="{h:.1}" y="{}" font-size="12" text-anchor="middle">{:.*}</text>"#,
-            bottom + 19.0,
-            x_decimals,
-            x
-        );
-        x += x_step;
-    }
-    // Axes and their labels.
-    let _ = writeln!(
-        s,
-        r##"<polyline points="{left},{top} {left},{bottom} {right},{bottom}" fill="none" stroke="#333" stroke-width="1.2"/>"##
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" font-size="13" text-anchor="middle">{}</text>"#,
-        (left + right) / 2.0,
-        bottom + 40.0,
-        escape(&chart.x_label)
-    );
-    let (lx, ly) = (x0 + 18.0, (top + bottom) / 2.0);
-    let _ = writeln!(
-        s,
-        r#"<text x="{lx}" y="{ly}" font-size="13" text-anchor="middle" transform="rotate(-90 {lx} {ly})">{}</text>"#,
-        escape(&chart.y_label)
-    );
-    // The lines, with a dot per point when there are few.
-    for line in &chart.series {
-        let pts: Vec<(f64, f64)> =
-            line.points.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| (px(x), py(y))).collect();
-        let coords: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
-        let dash = if line.dashed { r#" stroke-dasharray="7 4""# } else { "" };
-        let _ = writeln!(
-            s,
-            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"{dash}/>"#,
-            coords.join(" "),
-            line.color
-        );
-        if pts.len() <= 40 {
-            for (x, y) in &pts {
-                let _ = writeln!(s, r#"<circle cx="{x:.1}" cy="{y:.1}" r="2.6" fill="{}"/>"#, line.color);
-            }
-        }
-    }
-    legend(s, chart, (left, right, top, bottom), &px, &py);
+    let step = nice_step(y_hi - y_lo, 6);
+    (x_lo..x_hi, (y_lo / step).floor() * step..(y_hi / step).ceil() * step)
 }
 
-/// The legend box, in whichever inside corner covers the fewest data points.
-fn legend(s: &mut String, chart: &Chart, area: (f64, f64, f64, f64), px: &dyn Fn(f64) -> f64, py: &dyn Fn(f64) -> f64) {
-    if chart.series.is_empty() {
-        return;
-    }
-    let (left, right, top, bottom) = area;
+/// The inside corner whose legend box would cover the fewest points of the lines (sampled along
+/// each segment, so a line crossing the box counts, not only its vertices).
+fn legend_corner(chart: &Chart, x: &std::ops::Range<f64>, y: &std::ops::Range<f64>) -> SeriesLabelPosition {
+    // The plotting area's size in pixels, and the legend's, as plotters lays them out.
+    let (left, right, top, bottom) = MARGINS;
+    let (w, h) = (f64::from(PANEL_W - left - right), f64::from(PANEL_H - top - bottom));
     let chars = chart.series.iter().map(|l| l.label.chars().count()).max().unwrap_or(0) as f64;
-    let (w, h) = (44.0 + 6.6 * chars, 8.0 + 18.0 * chart.series.len() as f64);
-    // Sample along every segment so a line crossing a box counts, not only its vertices.
+    let (box_w, box_h) = ((44.0 + 6.6 * chars) / w, (8.0 + 18.0 * chart.series.len() as f64) / h);
+    // Points in the unit square, (0, 0) bottom left.
+    let unit = |(px, py): (f64, f64)| ((px - x.start) / (x.end - x.start), (py - y.start) / (y.end - y.start));
     let mut samples = vec![];
     for line in &chart.series {
-        let pts: Vec<(f64, f64)> =
-            line.points.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| (px(x), py(y))).collect();
-        for pair in pts.windows(2) {
-            for t in 0..=10 {
-                let t = t as f64 / 10.0;
-                samples.push((pair[0].0 + t * (pair[1].0 - pair[0].0), pair[0].1 + t * (pair[1].1 - pair[0].1)));
-            }
-        }
-        samples.extend(pts.iter().copied());
+        let pts: Vec<(f64, f64)> = line.finite().map(unit).collect();
+        samples.extend(pts.windows(2).flat_map(|pair| {
+            let (a, b) = (pair[0], pair[1]);
+            (0..=10).map(move |t| {
+                let t = f64::from(t) / 10.0;
+                (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1))
+            })
+        }));
+        samples.extend(pts);
     }
+    let (mx, my) = (8.0 / w, 8.0 / h);
     let corners = [
-        (right - w - 8.0, top + 8.0),
-        (right - w - 8.0, bottom - h - 8.0),
-        (left + 8.0, top + 8.0),
-        (left + 8.0, bottom - h - 8.0),
+        (SeriesLabelPosition::UpperRight, 1.0 - mx - box_w, 1.0 - my - box_h),
+        (SeriesLabelPosition::LowerRight, 1.0 - mx - box_w, my),
+        (SeriesLabelPosition::UpperLeft, mx, 1.0 - my - box_h),
+        (SeriesLabelPosition::LowerLeft, mx, my),
     ];
-    let covered = |&(bx, by): &(f64, f64)| {
+    let covered = |&(_, bx, by): &(SeriesLabelPosition, f64, f64)| {
         samples
             .iter()
-            .filter(|(x, y)| *x >= bx - 4.0 && *x <= bx + w + 4.0 && *y >= by - 4.0 && *y <= by + h + 4.0)
+            .filter(|(sx, sy)| *sx >= bx - mx && *sx <= bx + box_w + mx && *sy >= by - my && *sy <= by + box_h + my)
             .count()
     };
-    let (bx, by) = corners.iter().copied().min_by_key(covered).unwrap_or(corners[0]);
-    let _ = writeln!(
-        s,
-        r##"<rect x="{bx:.1}" y="{by:.1}" width="{w:.1}" height="{h:.1}" fill="white" fill-opacity="0.9" stroke="#999"/>"##
-    );
-    for (i, line) in chart.series.iter().enumerate() {
-        let y = by + 16.0 + 18.0 * i as f64;
-        let dash = if line.dashed { r#" stroke-dasharray="7 4""# } else { "" };
-        let _ = writeln!(
-            s,
-            r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{}" stroke-width="2"{dash}/>"#,
-            bx + 8.0,
-            y - 4.0,
-            bx + 34.0,
-            y - 4.0,
-            line.color
-        );
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{y:.1}" font-size="12">{}</text>"#, bx + 40.0, escape(&line.label));
-    }
+    corners.into_iter().min_by_key(covered).map_or(SeriesLabelPosition::UpperRight, |c| c.0)
 }
 
 /// The smallest and largest of `values` (0, 1 when there are none).
@@ -284,12 +257,27 @@ fn nice_step(range: f64, target: usize) -> f64 {
     step.unwrap_or(10.0 * magnitude)
 }
 
-/// Decimal places needed to print multiples of `step`.
-fn decimals(step: f64) -> usize {
-    (-step.log10().floor()).max(0.0) as usize
+/// A tick label: whole numbers without decimals, others with at most four, trailing zeros cut.
+fn tick(v: &f64) -> String {
+    if v.fract() == 0.0 {
+        return format!("{v:.0}");
+    }
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// Escapes text for an SVG text node.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+/// `"#rrggbb"` as a plotters colour.
+fn color(hex: &str) -> io::Result<RGBColor> {
+    let digits = hex.strip_prefix('#').filter(|d| d.len() == 6 && d.chars().all(|c| c.is_ascii_hexdigit()));
+    let channel = |d: &str, i: usize| u8::from_str_radix(&d[2 * i..2 * i + 2], 16).unwrap_or(0);
+    match digits {
+        Some(d) => Ok(RGBColor(channel(d, 0), channel(d, 1), channel(d, 2))),
+        None => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("colour {hex:?}: expected \"#rrggbb\""))),
+    }
+}
+
+/// A plotters drawing error as an I/O error (the SVG is written to a string, so a failure here
+/// is a layout or style problem, reported as such).
+fn drawing_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("drawing the plot: {e}"))
 }

@@ -9,6 +9,7 @@ mod custom_model;
 mod dtype_default;
 mod mnist;
 mod ndarray_interop;
+mod plots;
 mod prelude_script;
 mod threads;
 

@@ -1,12 +1,12 @@
-//! Gradient checking: the tape's gradients against central finite differences, in f64, and
-//! second derivatives (`gradgradcheck`): the recorded gradients of `create_graph` against finite
+//! Gradient checking: the tape's gradients against central finite differences (in f64, or in
+//! f32 with looser tolerances for an f32 model's ops), and second derivatives (`gradgradcheck`): the recorded gradients of `create_graph` against finite
 //! differences of the first derivatives.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use tapegrad_tensor::TensorNew;
-use tapegrad_tensor::{Error, Generator, Result, Tensor};
+use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
 use crate::grad::{grad, GradOptions};
 use crate::no_grad::{enable_grad, no_grad};
@@ -45,20 +45,44 @@ pub struct GradcheckOptions {
 }
 
 impl Default for GradcheckOptions {
-    /// `eps = 1e-6`, `atol = 1e-5`, `rtol = 1e-4`, as `torch.autograd.gradcheck` roughly uses.
+    /// `eps = 1e-6`, `atol = 1e-5`, `rtol = 1e-4`, as `torch.autograd.gradcheck` roughly uses:
+    /// the options for f64.
     fn default() -> Self {
         GradcheckOptions { eps: 1e-6, atol: 1e-5, rtol: 1e-4 }
     }
 }
 
+impl GradcheckOptions {
+    /// The options for an f32 function: `eps = 1e-3` (a smaller step drowns the difference in
+    /// f32's rounding, about 6e-8 of the output), `atol = 1e-3`, `rtol = 1e-2`. Loose enough for
+    /// f32's rounding on inputs and outputs of order 1, tight enough to catch a wrong formula (a
+    /// missing factor, a wrong sign, a swapped operand); check formulas in f64 first.
+    pub fn f32() -> GradcheckOptions {
+        GradcheckOptions { eps: 1e-3, atol: 1e-3, rtol: 1e-2 }
+    }
+
+    /// The default options for element type `T`: [`GradcheckOptions::default`] for f64,
+    /// [`GradcheckOptions::f32`] for f32.
+    pub fn of<T: Float>() -> GradcheckOptions {
+        if T::NAME == "f32" {
+            GradcheckOptions::f32()
+        } else {
+            GradcheckOptions::default()
+        }
+    }
+}
+
 /// Checks `f`'s gradients at `inputs` with a fixed random (non-trivial) upstream gradient and the
-/// default options. See [`gradcheck_with`].
+/// default options of the element type ([`GradcheckOptions::of`]). See [`gradcheck_with`].
 ///
 /// ```
 /// use tapegrad_autograd::gradcheck;
 /// use tapegrad_tensor::Tensor;
 /// let x = Tensor::<f64>::from_vec(vec![0.5, -1.0, 2.0], &[3])?;
 /// gradcheck(|v| Ok(v[0].tanh().mul(&v[0])?), &[x])?;
+/// // An f32 model's ops, checked in f32 (differences in f32, compared with f32's tolerances):
+/// let x = Tensor::<f32>::from_vec(vec![0.5, -1.0, 2.0], &[3])?;
+/// gradcheck(|v| Ok(v[0].sigmoid().mul(&v[0])?), &[x])?;
 /// # Ok::<(), tapegrad_autograd::Error>(())
 /// ```
 ///
@@ -66,44 +90,55 @@ impl Default for GradcheckOptions {
 /// [`Error::GradcheckMismatch`] naming the op, the input, the index and both values at the first
 /// disagreement; [`Error::ShapeMismatch`] (op `gradcheck`) when the tape's gradient of an input
 /// does not have the input's shape; any error `f` returns.
-pub fn gradcheck(f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>, inputs: &[Tensor<f64>]) -> Result<()> {
-    gradcheck_with(f, inputs, None, GradcheckOptions::default())
+pub fn gradcheck<T: Float>(f: impl Fn(&[Var<T>]) -> Result<Var<T>>, inputs: &[Tensor<T>]) -> Result<()> {
+    gradcheck_with(f, inputs, None, GradcheckOptions::of::<T>())
 }
 
 /// Compares the tape's vector-Jacobian product `upstream · ∂f/∂inputs` with central finite
-/// differences of `Σ f(inputs) · upstream`, element by element, in f64. `upstream` defaults to
-/// a fixed standard-normal tensor of the output's shape, so that every output element counts
-/// with a different weight. `f` must be deterministic (a dropout inside it must draw from a
+/// differences of `Σ f(inputs) · upstream`, element by element. `f` runs in its own element
+/// type (f64 for exact checks of a formula, f32 to check an f32 model's ops as they run, with
+/// [`GradcheckOptions::f32`]); the sum and the difference quotient are taken in f64, over the
+/// step actually representable in `T`. `upstream` defaults to a fixed standard-normal tensor of
+/// the output's shape, so that every output element counts with a different weight. `f` must be deterministic (a dropout inside it must draw from a
 /// generator created inside `f` with a fixed seed).
 ///
 /// A check that passes adds the names of the ops on `f`'s tape to [`gradchecked_ops`].
 ///
 /// # Errors
 /// As [`gradcheck`].
-pub fn gradcheck_with(
-    f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>,
-    inputs: &[Tensor<f64>],
-    upstream: Option<&Tensor<f64>>,
+pub fn gradcheck_with<T: Float>(
+    f: impl Fn(&[Var<T>]) -> Result<Var<T>>,
+    inputs: &[Tensor<T>],
+    upstream: Option<&Tensor<T>>,
     options: GradcheckOptions,
 ) -> Result<()> {
-    let vars: Vec<Var<f64>> = inputs.iter().map(|t| Var::parameter(t.clone())).collect();
+    let vars: Vec<Var<T>> = inputs.iter().map(|t| Var::parameter(t.clone())).collect();
     let out = f(&vars)?;
     let tape = out.tape();
     let op = tape.last().map_or("constant", |e| e.name).to_string();
     let upstream = match upstream {
         Some(u) => u.clone(),
-        None => Tensor::<f64>::randn(out.value().shape(), &mut Generator::new(0x6AD_C4EC)),
+        None => Tensor::<T>::randn(out.value().shape(), &mut Generator::new(0x6AD_C4EC)),
     };
     if out.requires_grad() {
         out.backward_with(&upstream, false)?;
     }
-    let objective = |xs: &[Tensor<f64>]| -> Result<f64> {
-        let vars: Vec<Var<f64>> = xs.iter().map(|t| Var::new(t.clone())).collect();
+    let weights: Vec<f64> = upstream.to_vec().into_iter().map(T::to_f64).collect();
+    let objective = |xs: &[Tensor<T>]| -> Result<f64> {
+        let vars: Vec<Var<T>> = xs.iter().map(|t| Var::new(t.clone())).collect();
         let y = no_grad(|| f(&vars))?.value();
-        y.mul(&upstream)?.sum_all().item()
+        if y.numel() != weights.len() {
+            return Err(Error::mismatch(
+                "gradcheck",
+                y.shape(),
+                upstream.shape(),
+                "f's output changed shape under a perturbed input",
+            ));
+        }
+        Ok(y.to_vec().into_iter().zip(&weights).map(|(y, w)| y.to_f64() * w).sum())
     };
     for (i, input) in inputs.iter().enumerate() {
-        let analytic = match vars[i].grad() {
+        let analytic: Vec<f64> = match vars[i].grad() {
             Some(g) if g.shape() != input.shape() => {
                 return Err(Error::mismatch(
                     "gradcheck",
@@ -112,22 +147,24 @@ pub fn gradcheck_with(
                     format!("the tape's gradient of input {i} (through `{op}`) does not have the input's shape"),
                 ));
             }
-            Some(g) => g.to_vec(),
+            Some(g) => g.to_vec().into_iter().map(T::to_f64).collect(),
             None => vec![0.0; input.numel()],
         };
         let base = input.to_vec();
         let shape = input.shape();
         for j in 0..base.len() {
-            let mut xs: Vec<Tensor<f64>> = inputs.to_vec();
+            let mut xs: Vec<Tensor<T>> = inputs.to_vec();
             let mut plus = base.clone();
-            plus[j] += options.eps;
+            plus[j] = T::from_f64(base[j].to_f64() + options.eps);
+            let mut minus = base.clone();
+            minus[j] = T::from_f64(base[j].to_f64() - options.eps);
+            // The step as `T` holds it: in f32, x ± eps rounds.
+            let step = plus[j].to_f64() - minus[j].to_f64();
             xs[i] = Tensor::from_vec(plus, shape)?;
             let f_plus = objective(&xs)?;
-            let mut minus = base.clone();
-            minus[j] -= options.eps;
             xs[i] = Tensor::from_vec(minus, shape)?;
             let f_minus = objective(&xs)?;
-            let numeric = (f_plus - f_minus) / (2.0 * options.eps);
+            let numeric = (f_plus - f_minus) / step;
             let a = analytic[j];
             // Written so that a NaN on either side counts as a mismatch.
             let close = (a - numeric).abs() <= options.atol + options.rtol * numeric.abs();

@@ -28,7 +28,9 @@ mod grad;
 mod gradcheck;
 mod hooks;
 mod no_grad;
-pub mod ops;
+// Each op's `Backward` and its `Var` method; the free functions and `fused` are re-exported
+// below, the methods are `Var`'s.
+mod ops;
 mod seed;
 mod tape;
 mod var;
@@ -42,11 +44,11 @@ pub use gradcheck::{
 pub use hooks::HookHandle;
 pub use no_grad::{detect_anomaly, is_anomaly_enabled, is_grad_enabled, no_grad};
 pub use ops::drop_path::drop_path;
-pub use ops::dropout::{check_p, dropout, DropoutRecord};
+pub use ops::dropout::{dropout, DropoutRecord};
 pub use ops::feature_dropout::{alpha_dropout, dropout2d, feature_alpha_dropout};
 pub use ops::fused;
-pub use ops::gaussian_dropout::{check_gaussian_p, gaussian_dropout};
-pub use ops::shared_dropout::{dropout_shared, shared_noise_shape};
+pub use ops::gaussian_dropout::gaussian_dropout;
+pub use ops::shared_dropout::dropout_shared;
 pub use seed::{
     default_generator_state, manual_seed, set_default_generator_state, thread_stream_seed, with_default_generator,
     DEFAULT_SEED,
@@ -54,3 +56,8 @@ pub use seed::{
 pub use tape::TapeEntry;
 pub use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 pub use var::{Backward, Grads, Var, VarGrads};
+
+// The checks of a dropout rate, shared with tapegrad-nn's dropout layers so that a layer and the
+// op reject the same `p` with the same message; not a stable API.
+#[doc(hidden)]
+pub use ops::{dropout::check_p, gaussian_dropout::check_gaussian_p};

@@ -48,7 +48,8 @@ pub mod ops;
 pub mod parallel;
 mod random;
 mod storage;
-pub mod strided;
+// The run-by-run walk over strided operands: the machinery of this crate's ops, not an API.
+mod strided;
 mod tensor;
 
 pub use bitmask::BitMask;

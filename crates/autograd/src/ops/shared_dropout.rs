@@ -42,7 +42,7 @@ impl<T: Float> Backward<T> for DropoutShared {
 ///
 /// # Errors
 /// `op` when a dim is out of range for `shape` or listed twice.
-pub fn shared_noise_shape(op: &'static str, shape: &[usize], shared: &[usize]) -> Result<Vec<usize>> {
+pub(crate) fn shared_noise_shape(op: &'static str, shape: &[usize], shared: &[usize]) -> Result<Vec<usize>> {
     let mut noise = shape.to_vec();
     for (i, &d) in shared.iter().enumerate() {
         if d >= shape.len() {

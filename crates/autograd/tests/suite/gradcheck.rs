@@ -945,6 +945,45 @@ fn gradcheck_rejects_a_gradient_of_the_wrong_shape() {
     }
 }
 
+/// An f32 model's ops checked as they run, in f32, with f32's tolerances: a layer's composite
+/// passes, and a backward 5% off is still caught.
+#[test]
+fn gradcheck_in_f32() {
+    let mut gen = Generator::new(3);
+    let x = Tensor::<f32>::randn(&[3, 4], &mut gen);
+    let w = Tensor::<f32>::randn(&[4, 5], &mut gen).mul_scalar(0.5);
+    let b = Tensor::<f32>::randn(&[5], &mut gen);
+    gradcheck(|v| v[0].matmul(&v[1])?.add(&v[2])?.tanh().log_softmax(1), &[x.clone(), w, b]).unwrap();
+
+    /// `y = 2 x` whose backward claims `dx = claimed dy`.
+    struct Doubled(f32);
+    impl Backward<f32> for Doubled {
+        fn name(&self) -> &'static str {
+            if self.0 == 2.0 {
+                "right_double_f32"
+            } else {
+                "wrong_double_f32"
+            }
+        }
+        fn backward(&self, dy: &Tensor<f32>, _: &[bool]) -> Result<Grads<f32>> {
+            Ok(Grads::one(dy.mul_scalar(self.0)))
+        }
+    }
+    let doubled =
+        |v: &[Var<f32>], claimed: f32| Ok(Var::from_op(v[0].value().mul_scalar(2.0), &[&v[0]], || Doubled(claimed)));
+    gradcheck(|v| doubled(v, 2.0), std::slice::from_ref(&x)).unwrap();
+    let err = gradcheck(|v| doubled(v, 2.1), std::slice::from_ref(&x)).unwrap_err();
+    match err {
+        Error::GradcheckMismatch { op, analytic, numeric, .. } => {
+            assert_eq!(op, "wrong_double_f32");
+            assert!((analytic / numeric - 1.05).abs() < 1e-3, "{analytic} vs {numeric}");
+        }
+        other => panic!("expected GradcheckMismatch, got {other}"),
+    }
+    assert_eq!(GradcheckOptions::of::<f64>().eps, GradcheckOptions::default().eps);
+    assert_eq!(GradcheckOptions::of::<f32>().eps, GradcheckOptions::f32().eps);
+}
+
 // ─── every op has a check ────────────────────────────────────────────────────
 
 /// Every gradient check of this file, run once more by the coverage test below: the harness

@@ -37,8 +37,8 @@ pub use batches::{permutation, Batches};
 pub use idx::{read_idx, read_idx_with_limit, Idx, DEFAULT_MAX_IDX_BYTES};
 pub use kfold::kfold;
 pub use npy::{
-    read_npy, read_npy_labels, read_npz, write_npy, write_npy_labels, write_npz, write_npz_compressed, Npz,
-    DEFAULT_MAX_NPZ_BYTES,
+    read_npy, read_npy_labels, read_npz, write_npy, write_npy_labels, write_npz, write_npz_compressed, NpyArray, Npz,
+    NpzWriter, DEFAULT_MAX_NPZ_BYTES,
 };
 
 // ─── loaders for single files ──────────────────────────────────────────────────

@@ -4,7 +4,7 @@
 //! over random shapes and layouts; and hostile headers and archives refused with an error that
 //! names the file and what is wrong.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use proptest::prelude::*;
@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use crate::data::{assert_contains, format_error};
 use tapegrad_golden::Scratch;
 use tapegrad_nn::data::{
-    read_npy, read_npy_labels, read_npz, write_npy, write_npy_labels, write_npz, write_npz_compressed, Npz,
-    DEFAULT_MAX_NPZ_BYTES,
+    read_npy, read_npy_labels, read_npz, write_npy, write_npy_labels, write_npz, write_npz_compressed, NpyArray, Npz,
+    NpzWriter, DEFAULT_MAX_NPZ_BYTES,
 };
 use tapegrad_nn::Error;
 use tapegrad_tensor::{Float, Tensor, TensorNew};
@@ -252,13 +252,124 @@ fn written_archives_read_back_and_names_must_be_unique() {
     }
     let twice = vec![("x".to_string(), x.clone()), ("x".to_string(), x)];
     let path = dir.path("twice.npz");
-    assert_contains(&format_error(write_npz(&twice, &path), &path), &["two tensors are named \"x\""]);
+    assert_contains(&format_error(write_npz(&twice, &path), &path), &["two arrays are named \"x\""]);
     assert!(!path.exists());
 
     let deep = Tensor::<f32>::zeros(&[1; 65]);
     let err = write_npy(&deep, dir.path("deep.npy")).unwrap_err();
     assert!(matches!(err, Error::InvalidShape { op: "write_npy", .. }), "{err:?}");
     assert!(err.to_string().contains("at most 64"), "{err}");
+}
+
+/// The bytes of member `name` of the archive at `path`, and whether it was deflated.
+fn member_bytes(path: &std::path::Path, name: &str) -> (Vec<u8>, bool) {
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut member = zip.by_name(name).unwrap();
+    let deflated = member.compression() == zip::CompressionMethod::Deflated;
+    let mut bytes = vec![];
+    member.read_to_end(&mut bytes).unwrap();
+    (bytes, deflated)
+}
+
+#[test]
+fn mixed_archives_hold_numpys_own_members_and_read_back() {
+    let dir = Scratch::new("nn-npy", "mixed");
+    let x = Tensor::from_vec(pattern(6).iter().map(|&v| v as f32).collect(), &[2, 3]).unwrap();
+    let w = Tensor::from_vec(pattern(24), &[2, 3, 4]).unwrap().permute(&[2, 1, 0]).unwrap().contiguous();
+    let w = w.permute(&[2, 1, 0]).unwrap(); // column-major: written in Fortran order
+    for compressed in [false, true] {
+        let path = dir.path(if compressed { "c.npz" } else { "s.npz" });
+        let mut writer = NpzWriter::new();
+        writer
+            .add("x", x.clone())
+            .add("y", NpyArray::labels(&[3, 0, 9, 1, 1, 7]).unwrap())
+            .add("mask", NpyArray::bool(vec![true, false, false, true], &[2, 2]).unwrap())
+            .add("w", w.clone());
+        if compressed {
+            writer.compressed();
+        }
+        assert_eq!(writer.names(), ["x", "y", "mask", "w"]);
+        writer.write(&path).unwrap();
+        // For a check by hand that numpy reads the archive: `TAPEGRAD_NPY_EXPORT=DIR cargo test
+        // ... npy::mixed`, then `np.load("DIR/mixed_stored.npz")` in Python.
+        if let Some(dir) = std::env::var_os("TAPEGRAD_NPY_EXPORT") {
+            let name = if compressed { "mixed_deflated.npz" } else { "mixed_stored.npz" };
+            std::fs::copy(&path, PathBuf::from(dir).join(name)).unwrap();
+        }
+        // Every member is byte for byte the .npy file numpy wrote for the same array (np.save of
+        // float32 pattern, int64 labels, a bool mask, a Fortran-order float64), as np.savez
+        // stores it.
+        for (member, numpys) in [
+            ("x.npy", "f32_c_2x3.npy"),
+            ("y.npy", "i64_labels.npy"),
+            ("mask.npy", "bool_2x2.npy"),
+            ("w.npy", "f64_f_2x3x4.npy"),
+        ] {
+            let (bytes, deflated) = member_bytes(&path, member);
+            assert_eq!(bytes, std::fs::read(fixture(numpys)).unwrap(), "{member}");
+            assert_eq!(deflated, compressed, "{member}");
+        }
+        let mut npz = Npz::open(&path).unwrap();
+        assert_eq!(npz.names(), ["x", "y", "mask", "w"]);
+        assert_eq!(npz.tensor::<f32>("x").unwrap().to_vec(), x.to_vec());
+        assert_eq!(npz.labels("y").unwrap(), [3, 0, 9, 1, 1, 7]);
+        let mask = npz.tensor::<f64>("mask").unwrap();
+        assert_eq!((mask.shape(), mask.to_vec()), (&[2, 2][..], vec![1.0, 0.0, 0.0, 1.0]));
+        assert_eq!(npz.tensor::<f64>("w").unwrap().to_vec(), pattern(24));
+    }
+}
+
+#[test]
+fn integer_arrays_keep_their_shape_and_sign() {
+    let dir = Scratch::new("nn-npy", "int64");
+    let path = dir.path("ids.npz");
+    // Token ids with padding -1, and the largest integers f64 holds exactly.
+    let ids = vec![5, 2, -1, 0, -(1 << 53), 1 << 53];
+    let array = NpyArray::int64(ids.clone(), &[2, 3]).unwrap();
+    assert_eq!((array.shape(), array.dtype()), (&[2, 3][..], "<i8"));
+    NpzWriter::new().add("ids", array).write(&path).unwrap();
+    let (bytes, _) = member_bytes(&path, "ids.npy");
+    assert!(bytes.starts_with(b"\x93NUMPY\x01\x00"));
+    let header = String::from_utf8_lossy(&bytes[10..128]);
+    assert!(header.contains("{'descr': '<i8', 'fortran_order': False, 'shape': (2, 3), }"), "{header}");
+    assert_eq!(bytes.len(), 128 + 6 * 8);
+    let mut npz = Npz::open(&path).unwrap();
+    let back = npz.tensor::<f64>("ids").unwrap();
+    assert_eq!((back.shape(), back.to_vec()), (&[2, 3][..], ids.iter().map(|&v| v as f64).collect::<Vec<_>>()));
+    assert_contains(&format_error(npz.labels("ids"), &path), &["1-D", "[2, 3]"]);
+    // ±2^53 are powers of two, exact in f32 as well; an odd integer past 2^24 is not.
+    assert_eq!(npz.tensor::<f32>("ids").unwrap().to_vec()[2], -1.0);
+    NpzWriter::new().add("odd", NpyArray::int64(vec![(1 << 24) + 1], &[1]).unwrap()).write(&path).unwrap();
+    let err = Npz::open(&path).unwrap().tensor::<f32>("odd").unwrap_err();
+    assert_contains(&err.to_string(), &["16777217", "f32"]);
+}
+
+#[test]
+fn bad_arrays_are_errors_before_anything_is_written() {
+    let dir = Scratch::new("nn-npy", "bad-arrays");
+    let err = NpyArray::int64(vec![1, 2, 3], &[2, 2]).unwrap_err();
+    assert!(matches!(err, Error::InvalidShape { op: "NpyArray::int64", .. }), "{err:?}");
+    assert_contains(&err.to_string(), &["[2, 2]", "needs 4 values, given 3"]);
+    let err = NpyArray::bool(vec![true], &[usize::MAX, 2]).unwrap_err();
+    assert_contains(&err.to_string(), &["NpyArray::bool", "too many"]);
+    let err = NpyArray::bool(vec![true], &[1; 65]).unwrap_err();
+    assert_contains(&err.to_string(), &["NpyArray::bool", "at most 64"]);
+    #[cfg(target_pointer_width = "64")]
+    {
+        let err = NpyArray::labels(&[0, i64::MAX as usize + 1]).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { op: "NpyArray::labels", .. }), "{err:?}");
+        assert_contains(&err.to_string(), &["label 1", "int64"]);
+    }
+    // Two arrays of one name: nothing is written.
+    let path = dir.path("twice.npz");
+    let mut writer = NpzWriter::new();
+    writer.add("y", NpyArray::labels(&[1]).unwrap()).add("y", Tensor::<f32>::zeros(&[1]));
+    assert_contains(&format_error(writer.write(&path), &path), &["two arrays are named \"y\""]);
+    assert!(!path.exists());
+    let path = dir.path("deep.npz");
+    let err = NpzWriter::new().add("deep", Tensor::<f64>::zeros(&[1; 65])).write(&path).unwrap_err();
+    assert!(matches!(err, Error::InvalidShape { op: "NpzWriter::write", .. }), "{err:?}");
+    assert!(!path.exists());
 }
 
 /// A tensor of `shape` holding distinct values, then permuted by `axes` and narrowed along its
@@ -302,6 +413,33 @@ proptest! {
             let y: Tensor<f64> = read_npy(&path).unwrap();
             prop_assert_eq!(y.to_vec(), x.to_vec().iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn integer_and_bool_members_round_trip(
+        (shape, ids, mask) in prop::collection::vec(0usize..4, 0..4).prop_flat_map(|shape| {
+            let n: usize = shape.iter().product();
+            let ids = prop::collection::vec(-(1i64 << 53)..=(1i64 << 53), n);
+            (Just(shape), ids, prop::collection::vec(any::<bool>(), n))
+        }),
+        compressed in any::<bool>(),
+    ) {
+        let dir = Scratch::new("nn-npy", "proptest-int");
+        let path = dir.path("a.npz");
+        let mut writer = NpzWriter::new();
+        writer.add("ids", NpyArray::int64(ids.clone(), &shape).unwrap());
+        writer.add("mask", NpyArray::bool(mask.clone(), &shape).unwrap());
+        if compressed {
+            writer.compressed();
+        }
+        writer.write(&path).unwrap();
+        let mut npz = Npz::open(&path).unwrap();
+        let back = npz.tensor::<f64>("ids").unwrap();
+        prop_assert_eq!(back.shape(), &shape[..]);
+        prop_assert_eq!(back.to_vec(), ids.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        let back = npz.tensor::<f32>("mask").unwrap();
+        prop_assert_eq!(back.shape(), &shape[..]);
+        prop_assert_eq!(back.to_vec(), mask.iter().map(|&b| f32::from(u8::from(b))).collect::<Vec<_>>());
     }
 }
 

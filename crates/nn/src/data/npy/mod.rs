@@ -11,8 +11,10 @@
 //! read. An array in Fortran order (`fortran_order: True`, from `np.asfortranarray` or a
 //! transposed array) is the same logical array as in numpy, returned without a copy as a
 //! column-major view, as numpy returns it (`is_contiguous()` is false; `contiguous()` copies it
-//! into row-major order). Written files hold little-endian `<f4` or `<f8`, in Fortran order when
-//! the tensor is a column-major view and not row-major, as `np.save` does.
+//! into row-major order). Written tensors are little-endian `<f4` or `<f8`, in Fortran order when
+//! the tensor is a column-major view and not row-major, as `np.save` does; integers are written
+//! as `<i8` and bools as `|b1` ([`NpyArray`]), and [`NpzWriter`] puts arrays of different types
+//! in one archive (a dataset's images beside its labels).
 //!
 //! Reading trusts nothing in the file. The header's length is limited to numpy's 10,000 bytes and
 //! to the file; its dict is parsed by hand as the few Python literals numpy writes; the shape's
@@ -39,7 +41,7 @@ mod elements;
 mod header;
 mod npz;
 
-pub use npz::{read_npz, write_npz, write_npz_compressed, Npz, DEFAULT_MAX_NPZ_BYTES};
+pub use npz::{read_npz, write_npz, write_npz_compressed, Npz, NpzWriter, DEFAULT_MAX_NPZ_BYTES};
 
 use std::fmt::Display;
 use std::fs::File;
@@ -141,16 +143,165 @@ pub fn write_npy<T: Float>(tensor: &Tensor<T>, path: impl AsRef<Path>) -> Result
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
 pub fn write_npy_labels(labels: &[usize], path: impl AsRef<Path>) -> Result<()> {
-    let descr = Descr { kind: header::Kind::Int, size: 8, big_endian: false };
-    let mut bytes = header::to_bytes(descr, false, &[labels.len()]);
-    bytes.reserve(labels.len().saturating_mul(8));
-    for (i, &label) in labels.iter().enumerate() {
-        let value = i64::try_from(label).map_err(|_| {
-            Error::arg("write_npy_labels", format!("label {i} is {label}, which numpy's int64 cannot hold"))
-        })?;
-        bytes.extend_from_slice(&value.to_le_bytes());
+    let array = NpyArray::labels_for(labels, "write_npy_labels")?;
+    crate::checkpoint::write_atomic(path.as_ref(), &array.npy_bytes("write_npy_labels")?)
+}
+
+/// One array to write for numpy, of any element type it is read back as: a tensor (`f32` or
+/// `f64`), integers (numpy's `int64`: class labels, token ids) or bools (masks). An
+/// [`NpzWriter`] puts arrays of different types in one `.npz`, such as images beside their
+/// labels.
+///
+/// ```
+/// use tapegrad_nn::data::NpyArray;
+/// use tapegrad_tensor::{Tensor, TensorNew};
+/// let images: NpyArray = Tensor::<f32>::zeros(&[4, 784]).into();
+/// let labels = NpyArray::labels(&[3, 0, 9, 9])?;
+/// let ids = NpyArray::int64(vec![5, 2, -1, 0, 7, 1], &[2, 3])?;
+/// let mask = NpyArray::bool(vec![true, false, true], &[3])?;
+/// assert_eq!((images.dtype(), images.shape()), ("<f4", &[4, 784][..]));
+/// assert_eq!((labels.dtype(), ids.dtype(), mask.dtype()), ("<i8", "<i8", "|b1"));
+/// assert!(NpyArray::int64(vec![1, 2, 3], &[2, 2]).is_err()); // 3 values for 4 elements
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct NpyArray(Elements);
+
+/// What an [`NpyArray`] holds; integer and bool arrays carry their shape, checked against the
+/// number of values when made.
+#[derive(Clone, Debug)]
+enum Elements {
+    F32(Tensor<f32>),
+    F64(Tensor<f64>),
+    I64(Vec<i64>, Vec<usize>),
+    Bool(Vec<bool>, Vec<usize>),
+}
+
+impl From<Tensor<f32>> for NpyArray {
+    /// The tensor, written as numpy's `float32` (`<f4`).
+    fn from(tensor: Tensor<f32>) -> NpyArray {
+        NpyArray(Elements::F32(tensor))
     }
-    crate::checkpoint::write_atomic(path.as_ref(), &bytes)
+}
+
+impl From<Tensor<f64>> for NpyArray {
+    /// The tensor, written as numpy's `float64` (`<f8`).
+    fn from(tensor: Tensor<f64>) -> NpyArray {
+        NpyArray(Elements::F64(tensor))
+    }
+}
+
+impl NpyArray {
+    /// Class labels as a 1-D array of numpy's `int64` (what [`write_npy_labels`] writes, and
+    /// [`read_npy_labels`] or [`Npz::labels`] read back).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the label when one does not fit an `int64` (possible
+    /// only on a 64-bit `usize` above 2^63 - 1).
+    pub fn labels(labels: &[usize]) -> Result<NpyArray> {
+        NpyArray::labels_for(labels, "NpyArray::labels")
+    }
+
+    /// Integers of numpy's `int64` with `shape`, in row-major (C) order: token ids, labels with
+    /// a shape, counts.
+    ///
+    /// # Errors
+    /// [`Error::InvalidShape`] when `values` does not hold one value per element of `shape`, or
+    /// `shape` has more than 64 dims (numpy's limit).
+    pub fn int64(values: Vec<i64>, shape: &[usize]) -> Result<NpyArray> {
+        check_len("NpyArray::int64", values.len(), shape)?;
+        Ok(NpyArray(Elements::I64(values, shape.to_vec())))
+    }
+
+    /// Bools (numpy's `bool`, one byte each) with `shape`, in row-major (C) order: masks.
+    ///
+    /// # Errors
+    /// As [`NpyArray::int64`].
+    pub fn bool(values: Vec<bool>, shape: &[usize]) -> Result<NpyArray> {
+        check_len("NpyArray::bool", values.len(), shape)?;
+        Ok(NpyArray(Elements::Bool(values, shape.to_vec())))
+    }
+
+    /// The array's shape.
+    pub fn shape(&self) -> &[usize] {
+        match &self.0 {
+            Elements::F32(t) => t.shape(),
+            Elements::F64(t) => t.shape(),
+            Elements::I64(_, shape) | Elements::Bool(_, shape) => shape,
+        }
+    }
+
+    /// numpy's name of the element type written: `<f4`, `<f8`, `<i8` or `|b1`.
+    pub fn dtype(&self) -> &'static str {
+        match self.0 {
+            Elements::F32(_) => "<f4",
+            Elements::F64(_) => "<f8",
+            Elements::I64(..) => "<i8",
+            Elements::Bool(..) => "|b1",
+        }
+    }
+
+    /// [`NpyArray::labels`], with errors naming `op`.
+    fn labels_for(labels: &[usize], op: &'static str) -> Result<NpyArray> {
+        let values = labels
+            .iter()
+            .enumerate()
+            .map(|(i, &label)| {
+                i64::try_from(label)
+                    .map_err(|_| Error::arg(op, format!("label {i} is {label}, which numpy's int64 cannot hold")))
+            })
+            .collect::<Result<Vec<i64>>>()?;
+        Ok(NpyArray(Elements::I64(values, vec![labels.len()])))
+    }
+
+    /// The bytes of an `.npy` file holding the array, for `op`.
+    fn npy_bytes(&self, op: &'static str) -> Result<Vec<u8>> {
+        let int_like = |kind, size, shape: &[usize], len: usize| {
+            let mut bytes = header::to_bytes(Descr { kind, size, big_endian: false }, false, shape);
+            bytes.reserve(len.saturating_mul(size));
+            bytes
+        };
+        match &self.0 {
+            Elements::F32(t) => npy_bytes(t, op),
+            Elements::F64(t) => npy_bytes(t, op),
+            Elements::I64(values, shape) => {
+                let mut bytes = int_like(header::Kind::Int, 8, shape, values.len());
+                values.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+                Ok(bytes)
+            }
+            Elements::Bool(values, shape) => {
+                let mut bytes = int_like(header::Kind::Bool, 1, shape, values.len());
+                bytes.extend(values.iter().map(|&b| u8::from(b)));
+                Ok(bytes)
+            }
+        }
+    }
+}
+
+/// Checks that `len` values fill `shape`, and that numpy can hold its dims, for `op`.
+fn check_len(op: &'static str, len: usize, shape: &[usize]) -> Result<()> {
+    check_dims(op, shape)?;
+    let numel = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if numel != Some(len) {
+        return Err(Error::shape(
+            op,
+            shape,
+            format!("needs {} values, given {len}", numel.map_or("too many".to_string(), |n| n.to_string())),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that an array of `shape` has at most numpy's 64 dims, for `op`.
+fn check_dims(op: &'static str, shape: &[usize]) -> Result<()> {
+    if shape.len() > header::MAX_DIMS {
+        return Err(Error::shape(
+            op,
+            shape,
+            format!("has {} dims; numpy arrays have at most {}", shape.len(), header::MAX_DIMS),
+        ));
+    }
+    Ok(())
 }
 
 // ─── shared by .npy and .npz ───────────────────────────────────────────────────
@@ -238,13 +389,7 @@ fn to_labels(header: &Header, data: &[u8], src: &Source<'_>) -> Result<Vec<usize
 /// The bytes of an `.npy` file holding `tensor`, for `op`.
 fn npy_bytes<T: Float>(tensor: &Tensor<T>, op: &'static str) -> Result<Vec<u8>> {
     let shape = tensor.shape();
-    if shape.len() > header::MAX_DIMS {
-        return Err(Error::shape(
-            op,
-            shape,
-            format!("has {} dims; numpy arrays have at most {}", shape.len(), header::MAX_DIMS),
-        ));
-    }
+    check_dims(op, shape)?;
     // As np.save: Fortran order for an array that is column-major and not row-major.
     let axes: Vec<usize> = (0..shape.len()).rev().collect();
     let column_major = tensor.permute(&axes)?;

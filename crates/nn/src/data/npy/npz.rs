@@ -13,7 +13,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
 use super::header::{self, Header};
-use super::{npy_bytes, read_data, to_labels, to_tensor, Source};
+use super::{npy_bytes, read_data, to_labels, to_tensor, NpyArray, Source};
 
 /// The most data bytes that one array of an `.npz` may declare when read: 1 GiB (256 Mi `f32`
 /// elements). A member whose header declares more is refused before anything is inflated or
@@ -201,7 +201,8 @@ pub fn read_npz<T: Float>(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor<
 
 /// Writes `tensors` to `path` as an uncompressed `.npz` archive, as `np.savez(path, **tensors)`:
 /// each tensor an `.npy` member (see [`write_npy`](super::write_npy)) named `<name>.npy`, in
-/// order. The file is replaced atomically, as [`save`](crate::save) does.
+/// order. The file is replaced atomically, as [`save`](crate::save) does. [`NpzWriter`] writes
+/// arrays of different types (labels beside images, say) in one archive.
 ///
 /// # Errors
 /// [`Error::Format`] when two tensors have the same name or `path` does not name a file;
@@ -220,20 +221,99 @@ pub fn write_npz_compressed<T: Float>(tensors: &[(String, Tensor<T>)], path: imp
     write(tensors, path.as_ref(), CompressionMethod::Deflated, "write_npz_compressed")
 }
 
-/// Writes the archive of `tensors` with `method`, for `op`.
-fn write<T: Float>(
-    tensors: &[(String, Tensor<T>)],
-    path: &Path,
-    method: CompressionMethod,
-    op: &'static str,
-) -> Result<()> {
-    let mut seen = HashSet::with_capacity(tensors.len());
-    if let Some((name, _)) = tensors.iter().find(|(name, _)| !seen.insert(name.as_str())) {
-        return Err(Error::format(path, format!("two tensors are named {name:?}")));
+/// An `.npz` archive of arrays of any types ([`NpyArray`]: `f32` and `f64` tensors, `int64`
+/// integers, bools), added by name and written in that order, as `np.savez(path, x=x, y=y)`
+/// writes a dataset's images and labels; [`NpzWriter::compressed`] deflates them, as
+/// `np.savez_compressed`. numpy's `np.load` reads each member as the type it was given; so do
+/// [`Npz::tensor`] and [`Npz::labels`].
+///
+/// ```
+/// use tapegrad_nn::data::{Npz, NpyArray, NpzWriter};
+/// use tapegrad_tensor::Tensor;
+/// let path = std::env::temp_dir().join(format!("tapegrad-doc-npz-writer-{}.npz", std::process::id()));
+/// let images = Tensor::<f32>::arange(6).reshape(&[3, 2])?;
+/// NpzWriter::new()
+///     .add("x", images)
+///     .add("y", NpyArray::labels(&[2, 0, 1])?)
+///     .add("valid", NpyArray::bool(vec![true, true, false], &[3])?)
+///     .write(&path)?;
+/// let mut npz = Npz::open(&path)?;
+/// assert_eq!(npz.names(), ["x", "y", "valid"]);
+/// assert_eq!(npz.labels("y")?, [2, 0, 1]);
+/// assert_eq!(npz.tensor::<f32>("valid")?.to_vec(), [1.0, 1.0, 0.0]);
+/// # std::fs::remove_file(&path).ok();
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct NpzWriter {
+    arrays: Vec<(String, NpyArray)>,
+    compressed: bool,
+}
+
+impl NpzWriter {
+    /// An empty archive, stored uncompressed (as `np.savez`).
+    pub fn new() -> NpzWriter {
+        NpzWriter::default()
+    }
+
+    /// Deflates every member when written (as `np.savez_compressed`).
+    pub fn compressed(&mut self) -> &mut NpzWriter {
+        self.compressed = true;
+        self
+    }
+
+    /// Adds the array `name` (numpy's key; its member is `<name>.npy`) after those already
+    /// added: a tensor, or an [`NpyArray`] of integers or bools.
+    pub fn add(&mut self, name: impl Into<String>, array: impl Into<NpyArray>) -> &mut NpzWriter {
+        self.arrays.push((name.into(), array.into()));
+        self
+    }
+
+    /// The arrays' names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.arrays.iter().map(|(name, _)| name.as_str()).collect()
+    }
+
+    /// Writes the archive to `path`, replacing the file atomically, as [`save`](crate::save)
+    /// does.
+    ///
+    /// # Errors
+    /// [`Error::Format`] when two arrays have the same name or `path` does not name a file;
+    /// [`Error::InvalidShape`] when a tensor has more than 64 dims; [`Error::Io`] when the file
+    /// cannot be written. Nothing is written then.
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
+        let method = if self.compressed { CompressionMethod::Deflated } else { CompressionMethod::Stored };
+        write(&self.arrays, path.as_ref(), method, "NpzWriter::write")
+    }
+}
+
+/// An array an archive's member is written from.
+trait Member {
+    /// Its `.npy` bytes, for `op`.
+    fn npy_bytes(&self, op: &'static str) -> Result<Vec<u8>>;
+}
+
+impl<T: Float> Member for Tensor<T> {
+    fn npy_bytes(&self, op: &'static str) -> Result<Vec<u8>> {
+        npy_bytes(self, op)
+    }
+}
+
+impl Member for NpyArray {
+    fn npy_bytes(&self, op: &'static str) -> Result<Vec<u8>> {
+        NpyArray::npy_bytes(self, op)
+    }
+}
+
+/// Writes the archive of `members` with `method`, for `op`.
+fn write<M: Member>(members: &[(String, M)], path: &Path, method: CompressionMethod, op: &'static str) -> Result<()> {
+    let mut seen = HashSet::with_capacity(members.len());
+    if let Some((name, _)) = members.iter().find(|(name, _)| !seen.insert(name.as_str())) {
+        return Err(Error::format(path, format!("two arrays are named {name:?}")));
     }
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-    for (name, tensor) in tensors {
-        let bytes = npy_bytes(tensor, op)?;
+    for (name, member) in members {
+        let bytes = member.npy_bytes(op)?;
         let options = SimpleFileOptions::default()
             .compression_method(method)
             .large_file(bytes.len() as u64 >= u64::from(u32::MAX));
