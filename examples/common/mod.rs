@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each example uses a different part
 
 pub mod models;
+pub mod science;
 pub mod svg;
 
 use std::path::{Path, PathBuf};
