@@ -153,10 +153,8 @@ fn run(args: &common::Args, folds_k: usize) -> Result<()> {
     let chart = Chart::new(format!("Mean over {folds_k} folds"), "dropout rate p (hidden layers)", "accuracy (%)")
         .series(Series::new("validation", science::COLORS[1], line(|r| r.val.as_slice())))
         .series(Series::new("train (k - 1 folds)", science::COLORS[0], line(|r| r.train.as_slice())).dashed());
-    let title = format!(
-        "Dropout rate by {folds_k}-fold cross-validation on {}: MLP 784-{width}-{width}-10",
-        science::dataset_name(args)
-    );
+    // One panel is 540 pixels wide: a short title.
+    let title = format!("{folds_k}-fold CV on {}, MLP 784-{width}-{width}-10", science::dataset_name(args));
     science::write_plot(args, "dropout_cv", &title, &[chart])
 }
 

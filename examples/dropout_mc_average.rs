@@ -101,11 +101,9 @@ fn run(args: &common::Args, opts: Options) -> Result<()> {
         .series(Series::new("mean - sd", science::COLORS[1], lo_line).dashed())
         .series(Series::new("mean + sd", science::COLORS[1], hi_line).dashed())
         .series(Series::new("deterministic pass", science::COLORS[0], flat));
-    let title = format!(
-        "Weight scaling vs Monte Carlo averaging on {}: MLP 784-{w}-{w}-10, dropout 0.2 / 0.5",
-        science::dataset_name(args),
-        w = opts.width
-    );
+    // One panel is 540 pixels wide: a short title.
+    let title =
+        format!("MC averaging vs weight scaling, {}, 784-{w}-{w}-10", science::dataset_name(args), w = opts.width);
     science::write_plot(args, "dropout_mc_average", &title, &[chart])
 }
 

@@ -126,8 +126,9 @@ fn run(args: &common::Args, opts: Options) -> Result<()> {
     for (((name, _), rs), color) in configs.iter().zip(&runs).zip(science::COLORS) {
         chart = chart.series(Series::new(*name, color, science::mean_curve(rs)));
     }
+    // One panel is 540 pixels wide: a short title.
     let title = format!(
-        "Max-norm vs L2 with and without dropout on {}: MLP 784-{w}-{w}-10, {} seeds",
+        "Max-norm vs L2, {}, 784-{w}-{w}-10, {} seeds",
         science::dataset_name(args),
         opts.seeds,
         w = opts.width
