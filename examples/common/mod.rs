@@ -4,6 +4,7 @@
 
 pub mod metrics;
 pub mod models;
+pub mod science;
 pub mod svg;
 
 use std::path::{Path, PathBuf};
