@@ -39,6 +39,7 @@ struct Rate {
 }
 
 fn run(args: &common::Args, folds_k: usize) -> Result<()> {
+    let mut metrics = science::epoch_metrics(args, "dropout_cv", "dropout_cv: every run, epoch by epoch")?;
     let total = Instant::now();
     let split = common::load_split(args)?;
     let folds = kfold(split.train.len(), folds_k, args.seed)?;
@@ -70,7 +71,7 @@ fn run(args: &common::Args, folds_k: usize) -> Result<()> {
         for (i, (train, val)) in fold_data.iter().enumerate() {
             // Seeded by the fold only: every rate sees the same start for a given fold.
             let seed = args.seed.wrapping_add(1 + i as u64);
-            let r = config(p).train(train, val, seed, &format!("p={p:.1} k{}/{folds_k}", i + 1))?;
+            let r = config(p).train(train, val, seed, &format!("p={p:.1} k{}/{folds_k}", i + 1), &mut metrics)?;
             rate.train.push(r.train_acc);
             rate.val.push(r.eval_acc);
         }
@@ -135,7 +136,7 @@ fn run(args: &common::Args, folds_k: usize) -> Result<()> {
 
     let start = Instant::now();
     let p = results[best].p;
-    let r = config(p).train(&split.train, &split.test, args.seed, &format!("final p={p:.1}"))?;
+    let r = config(p).train(&split.train, &split.test, args.seed, &format!("final p={p:.1}"), &mut metrics)?;
     println!(
         "retrained with p = {p:.1} on all {} training digits: train accuracy {}, test accuracy {} on the {} \
          held-out digits ({:.1} s)",

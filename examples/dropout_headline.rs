@@ -41,6 +41,7 @@ fn options(args: &common::Args) -> Result<Options, String> {
 }
 
 fn run(args: &common::Args, opts: Options) -> Result<()> {
+    let mut metrics = science::epoch_metrics(args, "dropout_headline", "dropout_headline: every run, epoch by epoch")?;
     let split = common::load_split(args)?;
     println!("data: {}: {} train, {} test", split.source, split.train.len(), split.test.len());
     let plain = Config::new(opts.width, args.epochs);
@@ -63,8 +64,8 @@ fn run(args: &common::Args, opts: Options) -> Result<()> {
         "time (s)",
     ]);
     for seed in args.seed..args.seed + opts.seeds {
-        let a = plain.train(&split.train, &split.test, seed, &format!("seed {seed} plain"))?;
-        let b = dropout.train(&split.train, &split.test, seed, &format!("seed {seed} dropout"))?;
+        let a = plain.train(&split.train, &split.test, seed, &format!("seed {seed} plain"), &mut metrics)?;
+        let b = dropout.train(&split.train, &split.test, seed, &format!("seed {seed} dropout"), &mut metrics)?;
         per_seed.row(vec![
             seed.to_string(),
             science::pct(a.eval_acc),

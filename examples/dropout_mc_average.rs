@@ -46,11 +46,13 @@ fn checkpoints(max: usize) -> Vec<usize> {
 }
 
 fn run(args: &common::Args, opts: Options) -> Result<()> {
+    let mut metrics =
+        science::epoch_metrics(args, "dropout_mc_average", "dropout_mc_average: training, epoch by epoch")?;
     let split = common::load_split(args)?;
     println!("data: {}: {} train, {} test", split.source, split.train.len(), split.test.len());
     let config = Config::new(opts.width, args.epochs).dropout(0.2, 0.5);
     println!("{}; seed {}", config.describe(), args.seed);
-    let mut trained = config.train(&split.train, &split.test, args.seed, "training")?;
+    let mut trained = config.train(&split.train, &split.test, args.seed, "training", &mut metrics)?;
     let (test, labels) = (&split.test, split.test.labels());
     let classes = test.num_classes().max(split.train.num_classes());
     let deterministic = 1.0 - science::accuracy(&science::probabilities(&trained.model, test)?, classes, labels);

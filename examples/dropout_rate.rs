@@ -40,11 +40,18 @@ fn options(args: &common::Args) -> Result<Options, String> {
 }
 
 /// Mean train and test error over the seeds, for hidden width `width` and keep probability `q`.
-fn errors(args: &common::Args, split: &common::Split, width: usize, q: f64, seeds: u64) -> Result<(f64, f64, f64)> {
+fn errors(
+    args: &common::Args,
+    split: &common::Split,
+    width: usize,
+    q: f64,
+    seeds: u64,
+    metrics: &mut common::metrics::Metrics,
+) -> Result<(f64, f64, f64)> {
     let config = Config::new(width, args.epochs).dropout(0.0, 1.0 - q);
     let (mut train, mut test, mut seconds) = (vec![], vec![], 0.0);
     for seed in args.seed..args.seed + seeds {
-        let r = config.train(&split.train, &split.test, seed, &format!("q={q:.1} n={width} s{seed}"))?;
+        let r = config.train(&split.train, &split.test, seed, &format!("q={q:.1} n={width} s{seed}"), metrics)?;
         train.push(1.0 - r.train_acc);
         test.push(1.0 - r.eval_acc);
         seconds += r.seconds;
@@ -53,6 +60,7 @@ fn errors(args: &common::Args, split: &common::Split, width: usize, q: f64, seed
 }
 
 fn run(args: &common::Args, opts: Options) -> Result<()> {
+    let mut metrics = science::epoch_metrics(args, "dropout_rate", "dropout_rate: every run, epoch by epoch")?;
     let split = common::load_split(args)?;
     println!("data: {}: {} train, {} test", split.source, split.train.len(), split.test.len());
     let keep: Vec<f64> = if args.smoke { vec![0.5, 1.0] } else { (2..=10).map(|i| i as f64 / 10.0).collect() };
@@ -77,9 +85,9 @@ fn run(args: &common::Args, opts: Options) -> Result<()> {
     ]);
     let (mut fixed, mut scaled) = (vec![], vec![]);
     for &q in &keep {
-        let (tr_f, te_f, s_f) = errors(args, &split, opts.width, q, opts.seeds)?;
+        let (tr_f, te_f, s_f) = errors(args, &split, opts.width, q, opts.seeds, &mut metrics)?;
         let width = (opts.kept as f64 / q).round() as usize;
-        let (tr_s, te_s, s_s) = errors(args, &split, width, q, opts.seeds)?;
+        let (tr_s, te_s, s_s) = errors(args, &split, width, q, opts.seeds, &mut metrics)?;
         println!("q = {q:.1}: fixed test error {}, scaled (n = {width}) {}", science::pct(te_f), science::pct(te_s));
         table.row(vec![
             format!("{q:.1}"),

@@ -63,6 +63,8 @@ fn at_bound(model: &impl Module, c: f64) -> f64 {
 }
 
 fn run(args: &common::Args, opts: Options) -> Result<()> {
+    let mut metrics =
+        science::epoch_metrics(args, "dropout_regularizers", "dropout_regularizers: every run, epoch by epoch")?;
     let split = common::load_split(args)?;
     println!("data: {}: {} train, {} test", split.source, split.train.len(), split.test.len());
     let base = Config::new(opts.width, args.epochs);
@@ -86,7 +88,7 @@ fn run(args: &common::Args, opts: Options) -> Result<()> {
     let mut runs: Vec<Vec<Outcome>> = configs.iter().map(|_| vec![]).collect();
     for seed in args.seed..args.seed + opts.seeds {
         for ((name, config), runs) in configs.iter().zip(&mut runs) {
-            let r = config.train(&split.train, &split.test, seed, &format!("s{seed} {name}"))?;
+            let r = config.train(&split.train, &split.test, seed, &format!("s{seed} {name}"), &mut metrics)?;
             println!("seed {seed} {name:<19} test error {} ({:.0} s)", science::pct(1.0 - r.eval_acc), r.seconds);
             runs.push(r);
         }

@@ -98,6 +98,7 @@ fn ascii_digit(pixels: &[f32], side: usize) -> Vec<String> {
 }
 
 fn run(args: &common::Args, samples: usize) -> Result<()> {
+    let mut metrics = science::epoch_metrics(args, "mc_dropout", "mc_dropout: training, epoch by epoch")?;
     let split = common::load_split(args)?;
     println!("data: {}: {} train, {} test", split.source, split.train.len(), split.test.len());
     let (test, labels) = (&split.test, split.test.labels());
@@ -108,8 +109,8 @@ fn run(args: &common::Args, samples: usize) -> Result<()> {
     println!("dropout network: {}\nplain network:   {}", dropout.describe(), plain.describe());
     println!("both from seed {} (same initial weights and batch order); T = {samples} MC samples\n", args.seed);
 
-    let mut with = dropout.train(&split.train, test, args.seed, "dropout")?;
-    let without = plain.train(&split.train, test, args.seed, "plain")?;
+    let mut with = dropout.train(&split.train, test, args.seed, "dropout", &mut metrics)?;
+    let without = plain.train(&split.train, test, args.seed, "plain", &mut metrics)?;
     let zeros = vec![0.0; test.len()];
     let predictives = [
         monte_carlo(&mut with.model, test, classes, samples)?,

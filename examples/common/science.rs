@@ -17,6 +17,8 @@ use tapegrad::nn::{Dropout, Linear, Module, ReLU, Sequential};
 use tapegrad::optim::{max_norm_, CosineLr, LrScheduler, Sgd};
 use tapegrad::prelude::*;
 
+use super::metrics::{Epoch, Metrics};
+
 // ─── Statistics ───────────────────────────────────────────────────────────────────────────────
 
 /// Arithmetic mean (NaN for no values).
@@ -356,8 +358,17 @@ impl Config {
     }
 
     /// Trains the network of [`Config::build`] on `train` (batch order from `seed` too) and
-    /// measures it in eval mode: on `eval` after every epoch, and on both sets at the end.
-    pub fn train(&self, train: &Dataset, eval: &Dataset, seed: u64, label: &str) -> Result<Outcome> {
+    /// measures it in eval mode: on `eval` after every epoch, and on both sets at the end. Each
+    /// epoch (learning rate, mean training loss, loss and accuracy on `eval`, time) goes to
+    /// `metrics` as a row of the run `label`.
+    pub fn train(
+        &self,
+        train: &Dataset,
+        eval: &Dataset,
+        seed: u64,
+        label: &str,
+        metrics: &mut Metrics,
+    ) -> Result<Outcome> {
         let start = Instant::now();
         let classes = train.num_classes().max(eval.num_classes());
         let mut model = self.build(train.images().shape()[1], classes, seed)?;
@@ -367,22 +378,56 @@ impl Config {
         let mut order = Generator::new(seed.wrapping_add(1));
         let mut curve = Vec::with_capacity(self.epochs);
         for epoch in 1..=self.epochs {
+            let (epoch_start, lr) = (Instant::now(), opt.lr());
             let bar = super::epoch_bar(&format!("{label} {epoch}/{}", self.epochs));
-            super::train_epoch_with(&mut model, &mut opt, train, self.batch, &mut order, &bar, || {
-                match self.max_norm {
-                    Some(c) => max_norm_(&params, c),
-                    None => Ok(()),
-                }
-            })?;
+            let train_loss =
+                super::train_epoch_with(&mut model, &mut opt, train, self.batch, &mut order, &bar, || {
+                    match self.max_norm {
+                        Some(c) => max_norm_(&params, c),
+                        None => Ok(()),
+                    }
+                })?;
             bar.finish_and_clear();
+            let seconds = super::seconds(epoch_start);
             schedule.step(&mut opt)?;
-            curve.push(super::evaluate(&mut model, eval, EVAL_BATCH)?.1);
+            let (eval_loss, eval_acc) = super::evaluate(&mut model, eval, EVAL_BATCH)?;
+            curve.push(eval_acc);
+            metrics.record(
+                label,
+                Epoch {
+                    epoch,
+                    lr: Some(lr),
+                    train_loss: Some(train_loss),
+                    test_loss: Some(eval_loss),
+                    test_acc: Some(eval_acc),
+                    seconds: Some(seconds),
+                    ..Epoch::default()
+                },
+            )?;
         }
         let (train_loss, train_acc) = super::evaluate(&mut model, train, EVAL_BATCH)?;
         let (eval_loss, eval_acc) = super::evaluate(&mut model, eval, EVAL_BATCH)?;
         model.eval();
         Ok(Outcome { model, train_loss, train_acc, eval_loss, eval_acc, curve, seconds: super::seconds(start) })
     }
+}
+
+/// Where an example's result plot goes: `--out`, else `target/<name>.svg`.
+fn plot_path(args: &super::Args, name: &str) -> std::path::PathBuf {
+    args.out
+        .clone()
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/{name}.svg")))
+}
+
+/// The epoch-by-epoch record of every run an example trains ([`Config::train`] writes it):
+/// `<plot>_epochs.csv` and its curves `<plot>_epochs.svg`, beside the result plot of
+/// [`write_plot`].
+pub fn epoch_metrics(args: &super::Args, name: &str, title: &str) -> Result<Metrics> {
+    let plot = plot_path(args, name);
+    let stem = plot.file_stem().map_or_else(|| name.into(), |s| s.to_string_lossy().into_owned());
+    let metrics = Metrics::create(&plot.with_file_name(format!("{stem}_epochs.svg")), title, &[])?;
+    println!("metrics: {}", metrics.csv_path().display());
+    Ok(metrics)
 }
 
 /// A trained network and what it measured (accuracies in [0, 1], eval mode).
@@ -481,10 +526,7 @@ pub fn dataset_name(args: &super::Args) -> String {
 
 /// Writes `charts` to `--out` or `target/<name>.svg` and prints where.
 pub fn write_plot(args: &super::Args, name: &'static str, title: &str, charts: &[super::svg::Chart]) -> Result<()> {
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/{name}.svg")));
+    let out = plot_path(args, name);
     super::svg::write(&out, title, charts)
         .map_err(|e| Error::arg(name, format!("cannot write {}: {e}", out.display())))?;
     println!("plot: {}", out.display());
