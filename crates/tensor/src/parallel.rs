@@ -181,7 +181,7 @@ impl<T> Shares<T> {
 }
 
 /// `f(i)` for `i` in `0..n`, in order, computed as [`for_each`] runs pieces.
-pub fn map<U: Send>(n: usize, work: usize, f: impl Fn(usize) -> U + Sync) -> Vec<U> {
+pub(crate) fn map<U: Send>(n: usize, work: usize, f: impl Fn(usize) -> U + Sync) -> Vec<U> {
     let mut out: Vec<Option<U>> = (0..n).map(|_| None).collect();
     for_each(out.iter_mut().enumerate(), work, |(i, slot)| *slot = Some(f(i)));
     out.into_iter().map(|v| v.expect("every index was computed")).collect()
