@@ -1,6 +1,6 @@
 //! A whole training run gives the same bits on 1, 2, 3 and 4 threads: a CNN with both dropout
-//! kinds and a transformer encoder layer, trained with Adam from a plain loop inside pools of each
-//! size. Every parallel loop cuts its work into pieces fixed by the shape, never by the thread
+//! kinds and a transformer encoder layer (with its attention and feed-forward dropouts), trained
+//! with Adam from a plain loop inside pools of each size. Every parallel loop cuts its work into pieces fixed by the shape, never by the thread
 //! count (`docs/reliability.md`), so nothing the pool size changes can reach a result; the sizes
 //! here are large enough that the elementwise ops, the convolutions' image loops and the GEMMs
 //! all split across the pool's threads.
@@ -23,26 +23,28 @@ struct Model {
 impl Model {
     fn new() -> Result<Model> {
         let mut gen = Generator::new(5);
-        // Dropout draws from generators of their own, so the masks do not depend on which thread
-        // runs the step (each thread's default generator is distinct by design).
         let features = Sequential::new()
             .add(Conv2d::new(1, 8, 3, 1, 1, &mut gen))
             .add(ReLU::new())
             .add(MaxPool2d::new(2))
-            .add(Dropout2d::new(0.2)?.with_generator(Generator::new(11)));
+            .add(Dropout2d::new(0.2)?);
         let classifier = Sequential::new()
             .add(Flatten::new())
             .add(Linear::new(8 * 14 * 14, 64, &mut gen))
             .add(ReLU::new())
-            .add(Dropout::new(0.5)?.with_generator(Generator::new(12)));
-        Ok(Model {
+            .add(Dropout::new(0.5)?);
+        let mut model = Model {
             features,
             classifier,
             embed: Linear::new(28, 64, &mut gen),
-            // No dropout inside: its layers would draw from the running thread's generator.
-            encoder: TransformerEncoderLayer::new(64, 4, 128, 0.0, &mut gen)?,
+            encoder: TransformerEncoderLayer::new(64, 4, 128, 0.1, &mut gen)?,
             head: Linear::new(64 + 64, 10, &mut gen),
-        })
+        };
+        // Every dropout, the transformer's four inside included, draws from a generator of its
+        // own, so the masks do not depend on which thread runs the step (each thread's default
+        // generator is distinct by design).
+        model.seed_generators(11);
+        Ok(model)
     }
 }
 

@@ -154,8 +154,8 @@ fn struct_attrs(attrs: &[syn::Attribute]) -> syn::Result<StructAttrs> {
 ///
 /// The derive writes two impls:
 ///
-/// - `impl Visit<T> for Mlp`: `visit_parameters`, `visit_buffers`, `visit_counters`, `set_mode` and `visit_modes`
-///   go through the fields in declaration order, and `fmt_module` prints the tree below;
+/// - `impl Visit<T> for Mlp`: `visit_parameters`, `visit_buffers`, `visit_counters`,
+///   `visit_generators`, `set_mode` and `visit_modes` go through the fields in declaration order, and `fmt_module` prints the tree below;
 /// - `impl Display for Mlp`: `fmt_module` at indent 0, PyTorch's `print(model)`:
 ///
 /// ```text
@@ -169,8 +169,8 @@ fn struct_attrs(attrs: &[syn::Attribute]) -> syn::Result<StructAttrs> {
 /// # Fields
 ///
 /// - A field without attribute is a **child**: anything that implements `Visit` (a layer, a
-///   derived model, a `Var`, a `Counter`, or a `Vec`, `Option` or `Box` of those). Its parameters,
-///   buffers and counters are named under the field's name (`fc1.weight`: parameter `weight` of
+///   derived model, a `Var`, a `Counter`, a `GeneratorSlot`, or a `Vec`, `Option` or `Box` of
+///   those). Its parameters, buffers, counters and generator slots are named under the field's name (`fc1.weight`: parameter `weight` of
 ///   child `fc1`; a `Var` field is one parameter named after the field, a `Counter` field one
 ///   integer counter, such as BatchNorm's `num_batches_tracked`; `Vec` elements are named `0`, `1`, ...; a
 ///   `None` contributes nothing; tuple fields are named `0`, `1`, ...). Mode changes reach it,
@@ -240,8 +240,8 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
         None => quote!(#fresh),
     };
 
-    let (mut params, mut buffers, mut counters, mut set_mode, mut modes, mut prints, mut bounds) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut params, mut buffers, mut counters, mut generators, mut set_mode, mut modes, mut prints, mut bounds) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for (i, field) in fields.into_iter().enumerate() {
         let mut kind = field_kind(&field.attrs)?;
         if kind == (Kind::Child { printed: true }) && is_plain_data(&field.ty) {
@@ -272,6 +272,8 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
                 params.push(quote!(#visit::visit_parameters(&self.#member, &#nn::module::join(prefix, #label), f);));
                 buffers.push(quote!(#visit::visit_buffers(&self.#member, &#nn::module::join(prefix, #label), f);));
                 counters.push(quote!(#visit::visit_counters(&self.#member, &#nn::module::join(prefix, #label), f);));
+                generators
+                    .push(quote!(#visit::visit_generators(&self.#member, &#nn::module::join(prefix, #label), f);));
                 set_mode.push(quote!(#visit::set_mode(&mut self.#member, change);));
                 modes.push(quote!(#visit::visit_modes(&self.#member, f);));
                 if kind == (Kind::Child { printed: true }) {
@@ -327,6 +329,10 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
             #[allow(unused_variables)]
             fn visit_counters(&self, prefix: &str, f: &mut dyn FnMut(&str, &#nn::module::Counter)) {
                 #( #counters )*
+            }
+            #[allow(unused_variables)]
+            fn visit_generators(&self, prefix: &str, f: &mut dyn FnMut(&str, &#nn::module::GeneratorSlot)) {
+                #( #generators )*
             }
             #[allow(unused_variables)]
             fn set_mode(&mut self, change: #nn::ModeChange) {

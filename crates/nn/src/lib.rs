@@ -31,13 +31,14 @@ pub mod module;
 pub mod optim;
 
 pub use checkpoint::{
-    dropout_generator, load, load_non_strict, load_state_dict, load_tensors, save, save_tensors, set_dropout_generator,
-    state_dict, LoadReport, Mismatch, Position, StateDict, Stateful, TrainingCheckpoint,
+    dropout_generator, generators_state_dict, load, load_generators_state_dict, load_non_strict, load_state_dict,
+    load_tensors, save, save_tensors, set_dropout_generator, state_dict, LoadReport, Mismatch, Position, StateDict,
+    Stateful, TrainingCheckpoint,
 };
 pub use data::{read_npy, read_npz, write_npy, write_npz};
 pub use layers::*;
 pub use loss::{l1_penalty, l2_penalty};
-pub use module::{Counter, Mode, ModeChange, Module, Visit};
+pub use module::{Counter, GeneratorSlot, Mode, ModeChange, Module, Visit};
 pub use tapegrad_derive::Module;
 
 pub use tapegrad_autograd::Var;

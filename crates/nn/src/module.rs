@@ -1,5 +1,5 @@
 //! `Module`: the trait every layer and every model implements, and `Visit`, the recursive walk
-//! over parameters, buffers, train / eval modes and the printed form.
+//! over parameters, buffers, counters, generators, train / eval modes and the printed form.
 //!
 //! The two are split so that the walk can be derived and `forward` written by hand:
 //! `#[derive(Module)]` implements [`Visit`] (and `Display`), never [`Module`] itself. It visits
@@ -86,10 +86,10 @@
 use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tapegrad_autograd::Var;
-use tapegrad_tensor::{Float, Result};
+use tapegrad_autograd::{thread_stream_seed, with_default_generator, Var};
+use tapegrad_tensor::{Float, Generator, Result};
 
 /// A change of mode, sent down the module tree by [`Module::train`], [`Module::eval`] and
 /// [`Module::mc_dropout`].
@@ -226,6 +226,11 @@ pub trait Visit<T: Float = f32> {
     /// as BatchNorm's `num_batches_tracked`.
     fn visit_counters(&self, _prefix: &str, _f: &mut dyn FnMut(&str, &Counter)) {}
 
+    /// Calls `f(name, slot)` for every [`GeneratorSlot`]: where a layer that draws random
+    /// numbers (every dropout layer, also those inside attention and recurrent layers) keeps its
+    /// own generator, or none.
+    fn visit_generators(&self, _prefix: &str, _f: &mut dyn FnMut(&str, &GeneratorSlot)) {}
+
     /// Applies a mode change to this module and everything below it.
     fn set_mode(&mut self, change: ModeChange);
 
@@ -275,6 +280,52 @@ pub trait Module<T: Float = f32>: Visit<T> {
         let mut out = vec![];
         self.visit_counters("", &mut |name, c| out.push((name.to_string(), c.get())));
         out
+    }
+
+    /// Every generator a layer of this module owns (given with `with_generator`, or by
+    /// [`seed_generators`](Module::seed_generators)), with its layer's dotted path
+    /// (`"encoder.self_attn.dropout"`), as copies. Layers that draw from the thread's default
+    /// generator are not listed: that one is `tapegrad_autograd::default_generator_state`.
+    /// [`TrainingCheckpoint::with_model`](crate::TrainingCheckpoint::with_model) saves these.
+    fn named_generators(&self) -> Vec<(String, Generator)> {
+        let mut out = vec![];
+        self.visit_generators("", &mut |name, slot| {
+            if let Some(gen) = slot.get() {
+                out.push((name.to_string(), gen));
+            }
+        });
+        out
+    }
+
+    /// Gives every layer that draws random numbers a generator of its own: the `k`-th slot in
+    /// visiting order (`k` = 0, 1, ...) gets `Generator::new(thread_stream_seed(seed ^
+    /// LAYER_STREAMS, k + 1))` ([`LAYER_STREAMS`], `tapegrad_autograd::thread_stream_seed`),
+    /// streams distinct from each other and from every thread's default generator. The model's
+    /// masks then depend on `seed` alone: not on other draws, nor on the thread a forward runs
+    /// on (each thread's default generator is distinct), which a model trained inside a thread
+    /// pool needs in order to be reproducible. Replaces the generators the layers had.
+    ///
+    /// ```
+    /// use tapegrad_nn::{Module, TransformerEncoderLayer, Var};
+    /// use tapegrad_tensor::{Generator, Tensor};
+    /// let mut layer: TransformerEncoderLayer = TransformerEncoderLayer::new(8, 2, 16, 0.5, &mut Generator::new(0))?;
+    /// layer.seed_generators(3);
+    /// let names: Vec<String> = layer.named_generators().into_iter().map(|(n, _)| n).collect();
+    /// assert_eq!(names, ["self_attn.dropout", "dropout", "dropout1", "dropout2"]);
+    /// let x = Var::new(Tensor::ones(&[1, 4, 8]));
+    /// let saved = layer.named_generators();
+    /// let first = layer.forward(&x)?.value().to_vec();
+    /// layer.seed_generators(3); // the same generators, so the same masks again
+    /// assert_eq!(layer.named_generators(), saved);
+    /// assert_eq!(layer.forward(&x)?.value().to_vec(), first);
+    /// # Ok::<(), tapegrad_nn::Error>(())
+    /// ```
+    fn seed_generators(&mut self, seed: u64) {
+        let mut k = 0u64;
+        self.visit_generators("", &mut |_, slot| {
+            k += 1;
+            slot.set(Some(Generator::new(thread_stream_seed(seed ^ LAYER_STREAMS, k))));
+        });
     }
 
     /// Switches every layer to training mode.
@@ -379,6 +430,81 @@ impl<T: Float> Visit<T> for Counter {
     }
 }
 
+/// Mixed into the seed of [`Module::seed_generators`], so that the layers' streams differ from
+/// the threads' default streams that `manual_seed` derives from the same seed.
+pub const LAYER_STREAMS: u64 = 0x6c61_7965_7273_2e2e;
+
+/// Where a layer keeps the generator it draws random numbers from: its own, or none, and then
+/// the thread's default generator (seeded by `manual_seed`). Every dropout layer has one, and
+/// [`Visit::visit_generators`] reaches it under the layer's name, so that a model's generators
+/// can be listed, reseeded, saved and restored ([`Module::named_generators`],
+/// [`Module::seed_generators`], [`TrainingCheckpoint`](crate::TrainingCheckpoint)) without
+/// knowing where its layers are.
+///
+/// ```
+/// use tapegrad_nn::module::GeneratorSlot;
+/// use tapegrad_tensor::Generator;
+/// let slot = GeneratorSlot::new(None);
+/// assert!(slot.get().is_none()); // draws from the thread's default generator
+/// slot.set(Some(Generator::new(4)));
+/// let first = slot.with(|gen| gen.next_u64());
+/// assert_eq!(first, Generator::new(4).next_u64());
+/// assert!(slot.get().is_some_and(|gen| gen.offset() > 0)); // the draw advanced it
+/// ```
+#[derive(Debug, Default)]
+pub struct GeneratorSlot(Mutex<Option<Generator>>);
+
+impl GeneratorSlot {
+    /// A slot holding `gen`, or none (the thread's default generator is used).
+    pub fn new(gen: Option<Generator>) -> GeneratorSlot {
+        GeneratorSlot(Mutex::new(gen))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Generator>> {
+        // A draw that panicked leaves a generator that is still a valid state.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the layer's own generator, `None` when it draws from the thread's default one.
+    pub fn get(&self) -> Option<Generator> {
+        self.lock().clone()
+    }
+
+    /// Gives the layer `gen` as its own generator, or (`None`) makes it draw from the thread's
+    /// default one.
+    pub fn set(&self, gen: Option<Generator>) {
+        *self.lock() = gen;
+    }
+
+    /// Runs `f` on the layer's own generator, or else on the thread's default one.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Generator) -> R) -> R {
+        let mut own = self.lock();
+        match own.as_mut() {
+            Some(gen) => f(gen),
+            None => {
+                drop(own);
+                with_default_generator(f)
+            }
+        }
+    }
+}
+
+/// A `GeneratorSlot` field is one generator slot, named by its prefix.
+impl<T: Float> Visit<T> for GeneratorSlot {
+    fn visit_parameters(&self, _: &str, _: &mut dyn FnMut(&str, &Var<T>)) {}
+    fn visit_generators(&self, prefix: &str, f: &mut dyn FnMut(&str, &GeneratorSlot)) {
+        f(prefix, self);
+    }
+    fn set_mode(&mut self, _: ModeChange) {}
+    fn visit_modes(&self, _: &mut dyn FnMut(Mode)) {}
+    fn fmt_module(&self, f: &mut fmt::Formatter<'_>, _: usize) -> fmt::Result {
+        match self.get() {
+            Some(gen) => write!(f, "Generator(seed={}, offset={})", gen.seed(), gen.offset()),
+            None => write!(f, "Generator(default)"),
+        }
+    }
+}
+
 impl<T: Float, M: Visit<T>> Visit<T> for Vec<M> {
     fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<T>)) {
         for (i, m) in self.iter().enumerate() {
@@ -393,6 +519,11 @@ impl<T: Float, M: Visit<T>> Visit<T> for Vec<M> {
     fn visit_counters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Counter)) {
         for (i, m) in self.iter().enumerate() {
             m.visit_counters(&join(prefix, &i.to_string()), f);
+        }
+    }
+    fn visit_generators(&self, prefix: &str, f: &mut dyn FnMut(&str, &GeneratorSlot)) {
+        for (i, m) in self.iter().enumerate() {
+            m.visit_generators(&join(prefix, &i.to_string()), f);
         }
     }
     fn set_mode(&mut self, change: ModeChange) {
@@ -432,6 +563,11 @@ impl<T: Float, M: Visit<T>> Visit<T> for Option<M> {
             m.visit_counters(prefix, f);
         }
     }
+    fn visit_generators(&self, prefix: &str, f: &mut dyn FnMut(&str, &GeneratorSlot)) {
+        if let Some(m) = self {
+            m.visit_generators(prefix, f);
+        }
+    }
     fn set_mode(&mut self, change: ModeChange) {
         if let Some(m) = self {
             m.set_mode(change);
@@ -459,6 +595,9 @@ impl<T: Float, M: Visit<T> + ?Sized> Visit<T> for Box<M> {
     }
     fn visit_counters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Counter)) {
         (**self).visit_counters(prefix, f);
+    }
+    fn visit_generators(&self, prefix: &str, f: &mut dyn FnMut(&str, &GeneratorSlot)) {
+        (**self).visit_generators(prefix, f);
     }
     fn set_mode(&mut self, change: ModeChange) {
         (**self).set_mode(change);

@@ -14,10 +14,7 @@ use std::process::Command;
 use tapegrad_autograd::{manual_seed, Var};
 use tapegrad_nn::data::{Batches, Dataset};
 use tapegrad_nn::optim::{Adam, CosineLr, LrScheduler, Optimizer, Sgd, StepLr};
-use tapegrad_nn::{
-    dropout_generator, loss, set_dropout_generator, Dropout, Linear, Module, Position, StateDict, Stateful,
-    TrainingCheckpoint,
-};
+use tapegrad_nn::{loss, Dropout, Linear, Module, Position, StateDict, Stateful, TrainingCheckpoint};
 use tapegrad_tensor::{Error, Generator, Result, Tensor};
 
 const CHILD: &str = "TAPEGRAD_RESUME_CHILD";
@@ -120,14 +117,14 @@ impl Run {
         Ok(())
     }
 
-    /// Everything needed to resume.
+    /// Everything needed to resume (`with_model` saves `drop_own`'s generator with the model,
+    /// as part `model.generators`).
     fn checkpoint(&self) -> Result<TrainingCheckpoint> {
         TrainingCheckpoint::new()
             .with_model("model", &self.model)?
             .with("optimizer", &*self.opt)?
             .with("scheduler", &*self.sched)?
             .with("shuffle", &self.shuffle)?
-            .with("drop_own", &dropout_generator(&self.model.drop_own))?
             .with("position", &self.pos)?
             .with_default_generator()
     }
@@ -138,7 +135,6 @@ impl Run {
         ckpt.restore("optimizer", &mut *self.opt)?;
         ckpt.restore("scheduler", &mut *self.sched)?;
         ckpt.restore("shuffle", &mut self.shuffle)?;
-        set_dropout_generator(&self.model.drop_own, ckpt.generator("drop_own")?);
         ckpt.restore("position", &mut self.pos)?;
         ckpt.restore_default_generator()
     }
@@ -222,7 +218,7 @@ fn resumes_bit_for_bit(config: &str) -> Result<()> {
     // Guards against a comparison that could not fail: the second half changed the weights, the
     // moments and every generator.
     let changed = differences(&half, &got)?;
-    for part in ["model/", "optimizer", "scheduler", "shuffle", "drop_own", "position", "default_generator"] {
+    for part in ["model/", "optimizer", "scheduler", "shuffle", "model.generators", "position", "default_generator"] {
         assert!(changed.iter().any(|d| d.starts_with(part)), "{config}: {part} did not change: {changed:?}");
     }
     println!("{config}: 100 + 100 steps across two processes equal 200 straight steps, bit for bit");

@@ -44,7 +44,10 @@ mod write;
 pub use fit::{LoadReport, Mismatch};
 pub(crate) use write::write_atomic;
 
-pub use state::{dropout_generator, load_state_dict, set_dropout_generator, state_dict, Position, StateDict, Stateful};
+pub use state::{
+    dropout_generator, generators_state_dict, load_generators_state_dict, load_state_dict, set_dropout_generator,
+    state_dict, Position, StateDict, Stateful,
+};
 pub use training::TrainingCheckpoint;
 
 use std::any::Any;

@@ -16,7 +16,7 @@ use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 use super::dtype;
 use super::fit::{duplicate, misfits, slots, Slot};
 use crate::layers::Dropout;
-use crate::module::Visit;
+use crate::module::{join, Visit};
 
 /// Named tensors and named values (numbers and flags written as text, exactly: an `f64` is
 /// written by `Display`, which reads back to the same bits): the state of one part of a
@@ -281,6 +281,95 @@ pub fn load_state_dict<T: Float, M: Visit<T> + ?Sized>(model: &mut M, state_dict
         c.set(count);
     }
     Ok(())
+}
+
+// ─── a model's generators ──────────────────────────────────────────────────────
+
+/// The state of every generator `model`'s layers own ([`Module::named_generators`]): kind
+/// `"generators"` and, for the layer at path `name`, the values `"name.seed"` and
+/// `"name.offset"`. Layers that draw from the thread's default generator have no entry.
+/// [`TrainingCheckpoint::with_model`](crate::TrainingCheckpoint::with_model) saves it beside the
+/// model's tensors.
+///
+/// [`Module::named_generators`]: crate::Module::named_generators
+///
+/// ```
+/// use tapegrad_nn::{generators_state_dict, load_generators_state_dict, Dropout, Module, Sequential, Var};
+/// use tapegrad_tensor::{Generator, Tensor};
+/// let mut model = Sequential::new().add(Dropout::new(0.5)?).add(Dropout::new(0.5)?);
+/// model.seed_generators(1);
+/// let state = generators_state_dict(&model);
+/// assert!(state.values.contains_key("1.offset"));
+/// let x = Var::new(Tensor::ones(&[32]));
+/// let first = model.forward(&x)?.value().to_vec();
+/// load_generators_state_dict(&model, &state)?; // back to where they were
+/// assert_eq!(model.forward(&x)?.value().to_vec(), first);
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub fn generators_state_dict<T: Float, M: Visit<T> + ?Sized>(model: &M) -> StateDict<T> {
+    let mut s = StateDict::of_kind("generators");
+    model.visit_generators("", &mut |name, slot| {
+        if let Some(gen) = slot.get() {
+            s.set(&join(name, "seed"), gen.seed());
+            s.set(&join(name, "offset"), gen.offset());
+        }
+    });
+    s
+}
+
+/// Gives `model`'s layers the generators of a [`generators_state_dict`], all or nothing: every
+/// layer named in it gets its generator (also one that drew from the thread's default
+/// generator), and a layer that owns a generator must be named in it.
+///
+/// # Errors
+/// An invalid-argument error (op `load_generators_state_dict`) naming the state's entries that
+/// no layer of the model draws from, the layers with a generator of their own that the state
+/// leaves out, or a value that is not a `u64`; or naming a state of another kind.
+pub fn load_generators_state_dict<T: Float, M: Visit<T> + ?Sized>(model: &M, state: &StateDict<T>) -> Result<()> {
+    let gens = fit_generators(model, state)?;
+    set_generators(model, gens);
+    Ok(())
+}
+
+/// The generators of `state` by layer name, checked against `model`'s slots as
+/// [`load_generators_state_dict`] describes; nothing is changed.
+pub(crate) fn fit_generators<T: Float, M: Visit<T> + ?Sized>(
+    model: &M,
+    state: &StateDict<T>,
+) -> Result<BTreeMap<String, Generator>> {
+    const OP: &str = "load_generators_state_dict";
+    state.expect_kind(OP, "generators")?;
+    let mut slots: Vec<(String, bool)> = vec![];
+    model.visit_generators("", &mut |name, slot| slots.push((name.to_string(), slot.get().is_some())));
+    state.refuse_unknown(OP, |k, tensor| {
+        !tensor && (k == "kind" || slots.iter().any(|(n, _)| k == join(n, "seed") || k == join(n, "offset")))
+    })?;
+    let mut gens = BTreeMap::new();
+    let mut missing = vec![];
+    for (name, owned) in &slots {
+        let (seed, offset) = (join(name, "seed"), join(name, "offset"));
+        if state.values.contains_key(&seed) || state.values.contains_key(&offset) {
+            gens.insert(name.clone(), Generator::from_state(state.get(OP, &seed)?, state.get(OP, &offset)?));
+        } else if *owned {
+            missing.push(format!("{name:?}"));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::arg(
+            OP,
+            format!("the state has no generator for the layers {} (they own one)", missing.join(", ")),
+        ));
+    }
+    Ok(gens)
+}
+
+/// Gives each layer named in `gens` its generator.
+pub(crate) fn set_generators<T: Float, M: Visit<T> + ?Sized>(model: &M, mut gens: BTreeMap<String, Generator>) {
+    model.visit_generators("", &mut |name, slot| {
+        if let Some(gen) = gens.remove(name) {
+            slot.set(Some(gen));
+        }
+    });
 }
 
 // ─── dropout layers' generators ────────────────────────────────────────────────

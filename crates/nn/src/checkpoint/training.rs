@@ -7,9 +7,16 @@ use std::path::{Path, PathBuf};
 use tapegrad_autograd::{default_generator_state, set_default_generator_state};
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
-use super::state::{load_state_dict, state_dict, StateDict, Stateful};
+use super::state::{
+    fit_generators, generators_state_dict, load_state_dict, set_generators, state_dict, StateDict, Stateful,
+};
 use super::{dtype, read, save_with_metadata};
 use crate::module::Visit;
+
+/// The part [`TrainingCheckpoint::with_model`] writes a model's generators to.
+fn generators_part(model_part: &str) -> String {
+    format!("{model_part}.generators")
+}
 
 /// The `__metadata__` key that marks a training checkpoint, and its value (the format version).
 const FORMAT_KEY: &str = "tapegrad";
@@ -101,12 +108,20 @@ impl<T: Float> TrainingCheckpoint<T> {
         Ok(self)
     }
 
-    /// Adds part `name` with the state of `model` (its parameters and buffers).
+    /// Adds part `name` with the state of `model` (its parameters, buffers and counters) and,
+    /// when its layers own generators ([`Module::named_generators`]), part `"name.generators"`
+    /// with theirs ([`generators_state_dict`](crate::generators_state_dict)), so that the resumed model draws the same masks.
+    ///
+    /// [`Module::named_generators`]: crate::Module::named_generators
     ///
     /// # Errors
     /// As [`TrainingCheckpoint::insert`].
     pub fn with_model<M: Visit<T> + ?Sized>(mut self, name: &str, model: &M) -> Result<Self> {
         self.insert(name, state_dict(model))?;
+        let gens = generators_state_dict(model);
+        if gens.values.len() > 1 {
+            self.insert(&generators_part(name), gens)?;
+        }
         Ok(self)
     }
 
@@ -147,13 +162,24 @@ impl<T: Float> TrainingCheckpoint<T> {
         target.load_state_dict(self.part(name)?).map_err(|e| self.error(format!("part {name:?}: {e}")))
     }
 
-    /// Restores `model` from part `name` with [`load_state_dict`]: all or nothing.
+    /// Restores `model` from part `name` with [`load_state_dict`], and its layers' generators
+    /// from part `"name.generators"` when there is one
+    /// ([`load_generators_state_dict`](crate::load_generators_state_dict)): all
+    /// or nothing.
     ///
     /// # Errors
-    /// A missing part, or a part whose names or shapes do not fit the model, as
+    /// A missing part, a part whose names or shapes do not fit the model, or generators that do
+    /// not fit its layers (also: none saved while its layers own some), as
     /// [`Error::Checkpoint`] naming the file, the part and every mismatch.
     pub fn restore_model<M: Visit<T> + ?Sized>(&self, name: &str, model: &mut M) -> Result<()> {
-        load_state_dict(model, self.part(name)?).map_err(|e| self.error(format!("part {name:?}: {e}")))
+        let gens_name = generators_part(name);
+        let none = StateDict::of_kind("generators");
+        // The generators are checked before anything changes, and set once the tensors are in.
+        let gens = fit_generators(model, self.parts.get(&gens_name).unwrap_or(&none))
+            .map_err(|e| self.error(format!("part {gens_name:?}: {e}")))?;
+        load_state_dict(model, self.part(name)?).map_err(|e| self.error(format!("part {name:?}: {e}")))?;
+        set_generators(model, gens);
+        Ok(())
     }
 
     /// Generator part `name`, as a [`Generator`].

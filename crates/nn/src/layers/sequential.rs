@@ -5,7 +5,7 @@ use std::fmt;
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Float, Result};
 
-use crate::module::{join, Counter, Mode, ModeChange, Module, Visit};
+use crate::module::{join, Counter, GeneratorSlot, Mode, ModeChange, Module, Visit};
 
 /// Modules applied one after the other: `y = m_k(... m_1(m_0(x)))`. Children are named `"0"`,
 /// `"1"`, ... (so parameters are `"0.weight"`, `"2.bias"`, as in PyTorch), and `train()` /
@@ -93,6 +93,11 @@ impl<T: Float> Visit<T> for Sequential<T> {
     fn visit_counters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Counter)) {
         for (i, m) in self.layers.iter().enumerate() {
             m.visit_counters(&join(prefix, &i.to_string()), f);
+        }
+    }
+    fn visit_generators(&self, prefix: &str, f: &mut dyn FnMut(&str, &GeneratorSlot)) {
+        for (i, m) in self.layers.iter().enumerate() {
+            m.visit_generators(&join(prefix, &i.to_string()), f);
         }
     }
     fn set_mode(&mut self, change: ModeChange) {

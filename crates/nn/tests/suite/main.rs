@@ -15,6 +15,7 @@ mod derive_plain_data;
 mod drop_connect;
 mod dropout_family;
 mod fuzz_bytes;
+mod generators;
 mod golden_layers;
 mod gradient_penalty;
 mod init;

@@ -80,7 +80,7 @@ fn make_mask(kind: u8, b0: usize, l: usize, s: usize, gen: &mut Generator) -> Op
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(crate::common::cases(64)))]
 
     #[test]
     fn matches_the_composition(

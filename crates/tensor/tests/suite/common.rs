@@ -113,3 +113,14 @@ pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R 
 pub fn bits<T: Float>(t: &Tensor<T>) -> Vec<u64> {
     t.to_vec().iter().map(|v| v.to_f64().to_bits()).collect()
 }
+
+/// The number of cases a property test tries: `n`, or 3 under Miri, where each case is
+/// interpreted (about a thousand times slower) and a few still exercise every branch of the
+/// layouts.
+pub const fn cases(n: u32) -> u32 {
+    if cfg!(miri) {
+        3
+    } else {
+        n
+    }
+}

@@ -269,7 +269,7 @@ fn check_conv(case: ConvCase) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::common::cases(96), ..ProptestConfig::default() })]
 
     /// Non-empty cases only: the input size is derived from the output size wanted, so that
     /// every kernel fits (empty dims have their own test below).
@@ -548,7 +548,7 @@ fn check_pools<T: Float>(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::common::cases(96), ..ProptestConfig::default() })]
 
     /// Non-empty cases only, every one valid: the input size is derived from the output size
     /// (empty batches and channels have their own test below).

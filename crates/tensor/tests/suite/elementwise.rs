@@ -130,7 +130,7 @@ fn check_binary<T: Float>(shape: &[usize], drops: (usize, usize), ones: (u32, u3
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::common::cases(96), ..ProptestConfig::default() })]
 
     #[test]
     fn binary_ops_broadcast_like_numpy(

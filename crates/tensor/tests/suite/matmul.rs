@@ -136,7 +136,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::common::cases(96), ..ProptestConfig::default() })]
 
     #[test]
     fn every_path_matches_the_reference_and_the_scalar_path(case in case_strategy()) {
@@ -369,7 +369,7 @@ fn check_matmul<T: Float>(xs: &[usize], ys: &[usize], xv: View, yv: View, seed: 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::common::cases(128), ..ProptestConfig::default() })]
 
     #[test]
     fn matmul_matches_the_reference((xs, ys) in shapes_strategy(), xv in view_strategy(), yv in view_strategy(), seed in any::<u64>()) {

@@ -154,7 +154,7 @@ fn check_stack<T: Float>(shape: &[usize], dim: usize, layouts: &[u8]) -> Result<
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::common::cases(96), ..ProptestConfig::default() })]
 
     #[test]
     fn cat_matches_the_reference(
@@ -265,7 +265,7 @@ fn check_index<T: Float>(shape: &[usize], dim: usize, raw: &[usize], layout: u8)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::common::cases(96), ..ProptestConfig::default() })]
 
     #[test]
     fn index_select_and_index_add_match_the_reference(
@@ -371,7 +371,7 @@ fn check_gather<T: Float>(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::common::cases(96), ..ProptestConfig::default() })]
 
     #[test]
     fn gather_and_scatter_add_match_the_reference(

@@ -95,7 +95,7 @@ fn check(rows: usize, n: usize, affine: u8, seed: u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(crate::common::cases(64)))]
 
     #[test]
     fn layer_norm_matches_the_formulas(rows in 1usize..6, n in 1usize..40, affine in 0u8..4, seed in any::<u64>()) {

@@ -296,7 +296,7 @@ fn parts() -> impl Strategy<Value = (usize, Vec<usize>, Vec<usize>, usize)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::common::cases(3000), ..ProptestConfig::default() })]
 
     #[test]
     fn from_storage_is_err_or_a_valid_tensor_f32((len, shape, strides, offset) in parts(), views in prop::collection::vec(view(), 0..5)) {

@@ -170,7 +170,7 @@ fn check_sum_to<T: Float>(shape: &[usize], view: View, drop: usize, ones: u32, s
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::common::cases(96), ..ProptestConfig::default() })]
 
     #[test]
     fn sum_and_mean_over_any_dims(

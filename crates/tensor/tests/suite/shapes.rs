@@ -213,7 +213,7 @@ fn wide_product(shape: &[usize]) -> u128 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(crate::common::cases(512)))]
 
     #[test]
     fn numel_is_checked_exactly(shape in prop::collection::vec(any_dim(), 0..5)) {

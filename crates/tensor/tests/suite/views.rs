@@ -333,7 +333,7 @@ fn check_chain<T: Float>(shape: &[usize], views: &[View]) -> Result<(), TestCase
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::common::cases(128), ..ProptestConfig::default() })]
 
     #[test]
     fn random_view_chains_match_the_reference(

@@ -12,15 +12,14 @@ mod mc;
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Mutex;
 
 use tapegrad_autograd::{
     alpha_dropout, check_gaussian_p, check_p, drop_path, dropout, dropout2d, dropout_shared, feature_alpha_dropout,
-    gaussian_dropout, with_default_generator, Var,
+    gaussian_dropout, Var,
 };
 use tapegrad_tensor::{Error, Float, Generator, Result};
 
-use crate::module::{Mode, Module};
+use crate::module::{GeneratorSlot, Mode, Module};
 
 pub use drop_connect::{DropConnect, DropConnectNew};
 pub use mc::mc_predict;
@@ -61,7 +60,8 @@ impl Kind {
     }
 }
 
-/// The state every dropout layer shares (visited in the layer's place: only its mode).
+/// The state every dropout layer shares (visited in the layer's place: its mode, and its
+/// generator slot under the layer's own name).
 #[derive(crate::Module)]
 struct DropoutState {
     #[module(skip)]
@@ -70,14 +70,14 @@ struct DropoutState {
     mode: Mode,
     #[module(skip)]
     kind: Kind,
-    #[module(skip)]
-    gen: Option<Mutex<Generator>>,
+    #[module(flatten)]
+    gen: GeneratorSlot,
 }
 
 impl DropoutState {
     fn new(p: f64, kind: Kind) -> Result<DropoutState> {
         kind.check(p)?;
-        Ok(DropoutState { p, mode: Mode::dropout(), kind, gen: None })
+        Ok(DropoutState { p, mode: Mode::dropout(), kind, gen: GeneratorSlot::new(None) })
     }
 
     fn set_p(&mut self, p: f64) -> Result<()> {
@@ -102,15 +102,7 @@ impl DropoutState {
             Kind::Gaussian => gaussian_dropout(x, self.p, gen),
             Kind::Path => drop_path(x, self.p, gen),
         };
-        self.with_generator(run)
-    }
-
-    /// Runs `f` on the layer's own generator, or on the thread's default one.
-    fn with_generator<R>(&self, f: impl FnOnce(&mut Generator) -> R) -> R {
-        match &self.gen {
-            Some(gen) => f(&mut gen.lock().unwrap_or_else(|e| e.into_inner())),
-            None => with_default_generator(f),
-        }
+        self.gen.with(run)
     }
 }
 
@@ -149,8 +141,8 @@ fn check_dropout2d_input(shape: &[usize]) -> Result<()> {
 macro_rules! dropout_state_methods {
     ($name:ident, $range:literal) => {
         /// Gives the layer its own generator, so its masks do not depend on other draws.
-        pub fn with_generator(mut self, gen: tapegrad_tensor::Generator) -> $name<T> {
-            self.state.gen = Some(std::sync::Mutex::new(gen));
+        pub fn with_generator(self, gen: tapegrad_tensor::Generator) -> $name<T> {
+            self.state.gen.set(Some(gen));
             self
         }
 
@@ -178,13 +170,13 @@ macro_rules! dropout_state_methods {
         /// default one): what a training checkpoint saves so that a resumed run draws the
         /// same masks ([`crate::TrainingCheckpoint`]).
         pub fn generator(&self) -> tapegrad_tensor::Generator {
-            self.state.with_generator(|gen| gen.clone())
+            self.state.gen.with(|gen| gen.clone())
         }
 
         /// Replaces the generator the layer draws from (its own, or else the thread's
         /// default one) by `gen`: restoring what [`Self::generator`] saved.
         pub fn set_generator(&self, gen: tapegrad_tensor::Generator) {
-            self.state.with_generator(|g| *g = gen)
+            self.state.gen.with(|g| *g = gen)
         }
     };
 }
@@ -295,7 +287,7 @@ impl<T: Float> Dropout<T> {
     /// not apply there).
     pub(crate) fn draw_with<R>(&self, f: impl FnOnce(f64, &mut Generator) -> R) -> R {
         let p = if self.is_active() { self.state.p } else { 0.0 };
-        self.state.with_generator(|gen| f(p, gen))
+        self.state.gen.with(|gen| f(p, gen))
     }
 }
 

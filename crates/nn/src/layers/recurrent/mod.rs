@@ -32,7 +32,7 @@ use tapegrad_tensor::{Error, Float, Generator, Result, Tensor, TensorNew};
 
 use crate::layers::dropout::{Dropout, DropoutNew};
 use crate::layers::linear::uniform_bound;
-use crate::module::{join, Mode, ModeChange, Module, Visit};
+use crate::module::{join, GeneratorSlot, Mode, ModeChange, Module, Visit};
 
 use builders::recurrent_common;
 pub use gru::{GRUNew, GRU};
@@ -330,6 +330,17 @@ impl<T: Float> Visit<T> for Recurrent<T> {
             f(&join(prefix, &format!("weight_hh_l{l}")), &w.weight_hh);
             f(&join(prefix, &format!("bias_ih_l{l}")), &w.bias_ih);
             f(&join(prefix, &format!("bias_hh_l{l}")), &w.bias_hh);
+        }
+    }
+
+    fn visit_generators(&self, prefix: &str, f: &mut dyn FnMut(&str, &GeneratorSlot)) {
+        for (name, d) in [
+            ("dropout", &self.dropout),
+            ("input_dropout", &self.input_dropout),
+            ("recurrent_dropout", &self.recurrent_dropout),
+            ("output_dropout", &self.output_dropout),
+        ] {
+            d.visit_generators(&join(prefix, name), f);
         }
     }
 
