@@ -24,10 +24,10 @@
 //! each phase (forward with the loss, backward, the SGD update with `zero_grad`), the final loss
 //! and the process's peak resident set (`VmHWM` from `/proc/self/status`).
 //!
-//! The steps run on rayon's pool (`examples/common` calls `run` inside `rayon::scope`), so the
-//! thread that records the tape is one of the pool's workers and shares each kernel's parallel
-//! work directly; called from a thread outside the pool, every parallel kernel hands its work
-//! across and waits to be woken (about 0.4 ms per step more at 2 threads).
+//! The steps run on the main thread, as a user's plain loop does, and the kernels' helper
+//! threads join each parallel loop there (`--loop pool` runs them on a thread of rayon's pool
+//! instead, to compare: 4.90-5.11 against 5.21-5.31 ms per step at 2 threads on the Intel Xeon
+//! of `docs/benchmarks.md`).
 
 mod common;
 

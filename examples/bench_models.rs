@@ -13,8 +13,8 @@
 //! Flags: `--model cnn|transformer|both` (default both), `--threads N` (0: all cores),
 //! `--steps N`, `--warmup N`, `--batch N` (64), `--width N` (the CNN's first convolution, 16),
 //! `--d-model N` (64), `--heads N` (4), `--layers N` (2), `--seed N`, and `--loop pool|plain`
-//! (default `plain`, unlike the other examples: `pool` runs the loop on a thread of rayon's pool,
-//! to compare).
+//! (default `plain`, as in every example: `pool` runs the loop on a thread of rayon's pool, to
+//! compare).
 //!
 //! The CNN trains with Adam (lr 2e-3), the transformer with AdamW (lr 2e-3), both in training
 //! mode (dropout on). Prints the median, mean and minimum milliseconds per step, the mean time of
@@ -41,13 +41,8 @@ struct Options {
 }
 
 fn main() {
-    // The plain loop is the default here: pass `--loop plain` unless the user chose.
-    let mut argv: Vec<String> = std::env::args().collect();
-    if !argv.iter().any(|a| a == "--loop") {
-        argv.extend(["--loop".to_string(), "plain".to_string()]);
-    }
     common::main_with(
-        argv,
+        std::env::args().collect(),
         0,
         &["model", "steps", "warmup", "batch", "width", "d-model", "heads", "layers"],
         |args| {

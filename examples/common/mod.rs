@@ -32,8 +32,8 @@ pub struct Args {
     pub smoke: bool,
     /// `--out PATH`: where an example writes its plot or report (see [`Args::out_path`]).
     pub out: Option<PathBuf>,
-    /// `--loop plain`: run on the main thread, as a user's plain loop does, instead of on a
-    /// thread of rayon's pool (`--loop pool`, the default).
+    /// `--loop plain` (the default): run on the main thread, as a user's plain loop does;
+    /// `--loop pool` runs it on a thread of rayon's pool instead, for comparison.
     pub plain_loop: bool,
     /// Flags the example handles itself (`--name value` pairs), in order.
     pub extra: Vec<(String, String)>,
@@ -72,7 +72,7 @@ pub fn parse_args(argv: Vec<String>, epochs: usize, extra: &[&str]) -> Result<Ar
         seed: 0,
         smoke: std::env::var("TAPEGRAD_SMOKE").is_ok_and(|v| v == "1"),
         out: None,
-        plain_loop: false,
+        plain_loop: true,
         extra: vec![],
     };
     let mut it = argv.into_iter().skip(1);
@@ -140,9 +140,9 @@ pub fn main_with<O: Send, E: std::fmt::Display + Send>(
             std::process::exit(2);
         }
     };
-    // By default the run executes on one of the pool's threads, so the kernels' parallel work is
-    // shared with the thread that issues it instead of being handed across to a sleeping pool;
-    // `--loop plain` runs it on the main thread, as a user's own loop would.
+    // By default the run executes on the main thread, as a user's own loop does (the kernels'
+    // helper threads join it there; docs/design.md, "Threads"); `--loop pool` runs it on one of
+    // rayon's pool threads instead, where the pool's own workers help.
     let result = init_threads(args.threads).and_then(|_| {
         if args.plain_loop {
             run(&args, opts).map_err(|e| e.to_string())
