@@ -61,18 +61,7 @@ fn run(args: &common::Args) -> Result<()> {
             100.0 * test_acc,
             common::seconds(start)
         );
-        metrics.record(
-            "",
-            Epoch {
-                epoch,
-                lr: Some(opt.lr()),
-                train_loss: Some(train_loss),
-                test_loss: Some(test_loss),
-                test_acc: Some(test_acc),
-                seconds: Some(took),
-                ..Epoch::default()
-            },
-        )?;
+        metrics.record("", Epoch::measured(epoch, opt.lr(), train_loss, (test_loss, test_acc), took))?;
     }
     println!("metrics: {}, plot: {}", metrics.csv_path().display(), metrics.svg_path().display());
     model.eval();

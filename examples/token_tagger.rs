@@ -134,16 +134,7 @@ fn run(args: &common::Args) -> Result<()> {
         let seconds = common::seconds(start);
         let (test_loss, test_acc) = evaluate(&mut model, &held_out, options)?;
         println!("{epoch:>5} {train_loss:>10.4} {test_loss:>10.4} {:>8.2}% {seconds:>6.1}s", 100.0 * test_acc);
-        let row = Epoch {
-            epoch,
-            lr: Some(LR),
-            train_loss: Some(train_loss),
-            test_loss: Some(test_loss),
-            test_acc: Some(test_acc),
-            seconds: Some(seconds),
-            ..Epoch::default()
-        };
-        metrics.record("", row)?;
+        metrics.record("", Epoch::measured(epoch, LR, train_loss, (test_loss, test_acc), seconds))?;
     }
     println!("metrics: {}, plot: {}", metrics.csv_path().display(), metrics.svg_path().display());
     Ok(())

@@ -41,6 +41,23 @@ pub struct Epoch {
     pub extra: Vec<f64>,
 }
 
+impl Epoch {
+    /// The common row: an epoch trained at `lr` with mean loss `train_loss`, then scored on the
+    /// test (or validation) set, in `seconds` of training.
+    pub fn measured(epoch: usize, lr: f64, train_loss: f64, test: (f64, f64), seconds: f64) -> Epoch {
+        let (test_loss, test_acc) = test;
+        Epoch {
+            epoch,
+            lr: Some(lr),
+            train_loss: Some(train_loss),
+            test_loss: Some(test_loss),
+            test_acc: Some(test_acc),
+            seconds: Some(seconds),
+            ..Epoch::default()
+        }
+    }
+}
+
 /// A metrics file and its plot: see the module's doc.
 pub struct Metrics {
     csv: PathBuf,

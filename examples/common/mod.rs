@@ -284,20 +284,7 @@ pub fn time_batches<M: Module>(model: &mut M, train: &Dataset, batch: usize, gen
 
 /// Trains for `epochs` with the learning rate cosine-annealed from `lr` to 0, printing a table
 /// (epoch, lr, train loss, test loss, test accuracy, time), then the training time and the
-/// final test accuracy; [`fit_cosine_recorded`] also writes the metrics and their plot.
-pub fn fit_cosine<M: Module, O: Optimizer>(
-    model: &mut M,
-    opt: &mut O,
-    lr: f64,
-    split: &Split,
-    batch: usize,
-    epochs: usize,
-    gen: &mut Generator,
-) -> Result<()> {
-    fit_cosine_recorded(model, opt, lr, split, batch, epochs, gen, None)
-}
-
-/// [`fit_cosine`], recording each epoch in `metrics` (its CSV file and plot) when given.
+/// final test accuracy, and recording each epoch in `metrics` (its CSV file and plot) when given.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_cosine_recorded<M: Module, O: Optimizer>(
     model: &mut M,
@@ -328,18 +315,7 @@ pub fn fit_cosine_recorded<M: Module, O: Optimizer>(
             seconds(start)
         );
         if let Some(metrics) = metrics.as_deref_mut() {
-            metrics.record(
-                "",
-                Epoch {
-                    epoch,
-                    lr: Some(epoch_lr),
-                    train_loss: Some(train_loss),
-                    test_loss: Some(test_loss),
-                    test_acc: Some(test_acc),
-                    seconds: Some(took),
-                    ..Epoch::default()
-                },
-            )?;
+            metrics.record("", Epoch::measured(epoch, epoch_lr, train_loss, (test_loss, test_acc), took))?;
         }
     }
     println!("training time: {:.1} s", seconds(total));

@@ -392,18 +392,7 @@ impl Config {
             schedule.step(&mut opt)?;
             let (eval_loss, eval_acc) = super::evaluate(&mut model, eval, EVAL_BATCH)?;
             curve.push(eval_acc);
-            metrics.record(
-                label,
-                Epoch {
-                    epoch,
-                    lr: Some(lr),
-                    train_loss: Some(train_loss),
-                    test_loss: Some(eval_loss),
-                    test_acc: Some(eval_acc),
-                    seconds: Some(seconds),
-                    ..Epoch::default()
-                },
-            )?;
+            metrics.record(label, Epoch::measured(epoch, lr, train_loss, (eval_loss, eval_acc), seconds))?;
         }
         let (train_loss, train_acc) = super::evaluate(&mut model, train, EVAL_BATCH)?;
         let (eval_loss, eval_acc) = super::evaluate(&mut model, eval, EVAL_BATCH)?;
