@@ -114,7 +114,7 @@ fn input(shape: &[usize], layout: Layout, values: Values, gen: &mut Generator) -
 }
 
 /// Shapes of rank `ranks` with dims in 1..=3.
-fn shape(ranks: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Vec<usize>> {
+pub(super) fn shape(ranks: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Vec<usize>> {
     prop::collection::vec(1usize..=3, ranks)
 }
 
@@ -218,7 +218,7 @@ fn away_from_relu_kink(x: &Tensor<f64>, w: &Tensor<f64>, b: &Tensor<f64>) -> boo
 }
 
 /// A shape of rank 1..=3 and a dim of it.
-fn shape_and_dim() -> impl Strategy<Value = (Vec<usize>, usize)> {
+pub(super) fn shape_and_dim() -> impl Strategy<Value = (Vec<usize>, usize)> {
     shape(1..=3).prop_flat_map(|s| {
         let r = s.len();
         (Just(s), 0..r)
@@ -226,15 +226,15 @@ fn shape_and_dim() -> impl Strategy<Value = (Vec<usize>, usize)> {
 }
 
 /// A shape, a dim, and an index of the shape's rank for `gather` and `scatter_add`: no larger
-/// than the shape outside `dim`, any length from 1 to 4 along it, entries below the dim's size
-/// (with repeats).
-fn gather_index() -> impl Strategy<Value = (Vec<usize>, usize, Vec<usize>, Vec<usize>)> {
+/// than the shape outside `dim`, any length from 1 to `along` along it, entries below the dim's
+/// size (with repeats).
+pub(super) fn gather_index(along: usize) -> impl Strategy<Value = (Vec<usize>, usize, Vec<usize>, Vec<usize>)> {
     shape_and_dim()
-        .prop_flat_map(|(s, d)| {
+        .prop_flat_map(move |(s, d)| {
             let dims: Vec<BoxedStrategy<usize>> = s
                 .iter()
                 .enumerate()
-                .map(|(i, &n)| if i == d { (1usize..=4).boxed() } else { (1..=n).boxed() })
+                .map(|(i, &n)| if i == d { (1..=along).boxed() } else { (1..=n).boxed() })
                 .collect();
             (Just(s), Just(d), dims)
         })
@@ -625,7 +625,7 @@ proptest! {
     /// An index of the input's rank, no larger outside `dim`, any length along it, with repeats.
     #[test]
     fn grad_gather(
-        (s, dim, index_shape, index) in gather_index(),
+        (s, dim, index_shape, index) in gather_index(4),
         l in layout(),
         seed in any::<u64>(),
     ) {
@@ -1176,7 +1176,7 @@ proptest! {
     /// Both inputs; `src` of the index's shape, with repeated indices (which add).
     #[test]
     fn grad_scatter_add(
-        (s, dim, index_shape, index) in gather_index(),
+        (s, dim, index_shape, index) in gather_index(4),
         lx in layout(),
         ls in layout(),
         seed in any::<u64>(),

@@ -16,6 +16,8 @@ use tapegrad_autograd::{
 use tapegrad_golden as golden;
 use tapegrad_tensor::TensorNew;
 
+use super::gradcheck::{gather_index, shape, shape_and_dim};
+
 type Outcome = std::result::Result<(), TestCaseError>;
 
 /// Cases per op (each case runs the op some hundreds of times for the finite differences).
@@ -46,10 +48,6 @@ fn input(shape: &[usize], values: Values, gen: &mut Generator) -> Tensor<f64> {
             }
         }),
     }
-}
-
-fn shape(ranks: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(1usize..=3, ranks)
 }
 
 /// Two shapes that broadcast together (some dims set to 1, leading dims dropped).
@@ -239,33 +237,6 @@ proptest! {
     }
 }
 
-/// A shape of rank 1..=3 and one of its dims.
-fn shape_and_dim() -> impl Strategy<Value = (Vec<usize>, usize)> {
-    shape(1..=3).prop_flat_map(|s| {
-        let r = s.len();
-        (Just(s), 0..r)
-    })
-}
-
-/// An index tensor for `gather` / `scatter_add` on `s` along `dim`: of `s`'s rank, no larger
-/// outside `dim`, any length along it, with repeats; and its row-major entries.
-fn gather_index() -> impl Strategy<Value = (Vec<usize>, usize, Vec<usize>, Vec<usize>)> {
-    shape_and_dim()
-        .prop_flat_map(|(s, d)| {
-            let dims: Vec<BoxedStrategy<usize>> = s
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| if i == d { (1usize..=3).boxed() } else { (1..=n).boxed() })
-                .collect();
-            (Just(s), Just(d), dims)
-        })
-        .prop_flat_map(|(s, d, index_shape)| {
-            let count: usize = index_shape.iter().product();
-            let n = s[d];
-            (Just(s), Just(d), Just(index_shape), prop::collection::vec(0..n, count))
-        })
-}
-
 /// `(N, C, H, W, kernel, stride, padding)` with the kernel fitting the padded input.
 fn conv_geometry() -> impl Strategy<Value = (usize, usize, usize, usize, usize, usize, usize)> {
     (1usize..=2, 1usize..=2, 2usize..=4, 2usize..=4, 1usize..=3, 1usize..=2, 0usize..=1)
@@ -348,7 +319,7 @@ proptest! {
     }
 
     #[test]
-    fn gg_gather((s, dim, index_shape, index) in gather_index(), seed in any::<u64>()) {
+    fn gg_gather((s, dim, index_shape, index) in gather_index(3), seed in any::<u64>()) {
         unary(&s, Values::Any, seed, |x| Ok(x.gather(dim, &index, &index_shape)?.tanh()))?;
         // Its recorded backward's own op, in both inputs.
         let gen = &mut Generator::new(seed);
