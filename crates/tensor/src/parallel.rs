@@ -70,7 +70,8 @@ where
     I::Item: Send,
     F: Fn(&mut S, I::Item) + Sync,
 {
-    if IN_PIECE.get() {
+    // A loop inside a piece, or too small to split, runs here alone.
+    if IN_PIECE.get() || !split(work) {
         let mut state = init();
         pieces.for_each(|piece| f(&mut state, piece));
         return;
@@ -80,12 +81,7 @@ where
         f(state, piece);
         IN_PIECE.set(false);
     };
-    let helpers = if split(work) { rayon::current_num_threads() - 1 } else { 0 };
-    if helpers == 0 {
-        let mut state = init();
-        pieces.for_each(|piece| f(&mut state, piece));
-        return;
-    }
+    let helpers = rayon::current_num_threads() - 1;
     let shares = Shares::new(pieces, helpers + 1);
     let drain = |me: usize| {
         let Some(first) = shares.take(me) else { return };
