@@ -3,7 +3,7 @@
 
 use crate::layers::DropoutNew;
 use crate::layers::LinearNew;
-use tapegrad_autograd::fused::scaled_dot_product_attention;
+use tapegrad_autograd::fused::{linear, scaled_dot_product_attention};
 use tapegrad_autograd::Var;
 use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
@@ -119,9 +119,11 @@ impl<T: Float> MultiheadAttention<T> {
         let project = |x: &Var<T>, i: usize| -> Result<Var<T>> {
             let w = self.in_proj_weight.narrow(0, i * e, e)?;
             let b = self.in_proj_bias.narrow(0, i * e, e)?;
-            let y = x.matmul(&w.t()?)?.add(&b)?;
-            // [N, len, E] → [N, H, len, D]
-            y.reshape(&[n, x.shape()[1], h, d])?.permute(&[0, 2, 1, 3])
+            // [N·len, E] rows through one fused op (GEMM and bias), then [N, len, H, D] as a
+            // view, permuted to [N, H, len, D]: the attention reads the heads where they are.
+            let len = x.shape()[1];
+            let y = linear(&x.reshape(&[n * len, e])?, &w, Some(&b))?;
+            y.reshape(&[n, len, h, d])?.permute(&[0, 2, 1, 3])
         };
         let q = project(query, 0)?;
         let k = project(key, 1)?;

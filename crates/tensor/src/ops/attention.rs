@@ -12,9 +12,13 @@ use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::kernels::active_isa;
 use crate::kernels::elementwise::{BinaryOp, Operand};
-use crate::layout::checked_numel;
+use crate::kernels::gemm::{gemm, MatMut, MatRef};
+use crate::kernels::mask::scale_by_mask;
+use crate::layout::{checked_numel, contiguous_strides, Dims, Layout};
 use crate::ops::elementwise::{fill_chunked, CHUNK};
+use crate::ops::matmul::SMALL_PRODUCT_FLOPS;
 use crate::ops::reduce::softmax_row;
+use crate::storage::Storage;
 use crate::tensor::Tensor;
 
 const OP: &str = "scaled_dot_product_attention";
@@ -180,14 +184,21 @@ impl<T: Float> Tensor<T> {
         let numel = checked_numel(OP, &shape)?;
         check_dropout(options.dropout, numel, &shape)?;
         let mask = match options.attn_mask {
-            Some(m) => Some(
-                m.expand(&shape)
-                    .map_err(|_| Error::mismatch(OP, m.shape(), &shape, "the mask does not broadcast to the scores"))?,
-            ),
+            Some(m) => {
+                let m = m
+                    .expand(&shape)
+                    .map_err(|_| Error::mismatch(OP, m.shape(), &shape, "the mask does not broadcast to the scores"))?;
+                // Each mask row contiguous (or the mask copied so that it is).
+                Some(if m.strides()[n - 1] == 1 || shape[n - 1] == 1 { m } else { m.contiguous() })
+            }
             None => None,
         };
+        let scale = options.scale_for(self.shape()[n - 1]);
+        if let Some(blocks) = Fused::plan(self, value, &shape) {
+            return Ok(blocks.forward(self, key, value, mask.as_ref(), scale, options.dropout));
+        }
         let scores = self.matmul(&key.transpose(n - 2, n - 1)?)?;
-        let weights = masked_softmax(&scores, mask.as_ref(), options.scale_for(self.shape()[n - 1]));
+        let weights = masked_softmax(&scores, mask.as_ref(), scale);
         let out = match options.dropout {
             Some(d) => d.apply(&weights)?.matmul(value)?,
             None => weights.matmul(value)?,
@@ -229,6 +240,10 @@ impl<T: Float> Tensor<T> {
         }
         let dropout = options.dropout;
         check_dropout(dropout, weights.numel(), &shape)?;
+        if let Some(blocks) = Fused::plan(self, value, &shape) {
+            let scale = options.scale_for(self.shape()[n - 1]);
+            return Ok(blocks.backward(self, key, value, &weights.contiguous(), dy, scale, dropout, needs));
+        }
         let keep = |t: &Tensor<T>| match dropout {
             Some(d) => d.apply(t),
             None => Ok(t.clone()),
@@ -297,16 +312,14 @@ impl<T: Float> Tensor<T> {
 }
 
 /// `softmax(scores · scale + mask)` along the last dim of the contiguous `scores`, `mask` a view
-/// of the scores' shape (broadcast strides allowed): one pass over each row through a row of
-/// scratch.
+/// of the scores' shape (broadcast strides allowed, each row contiguous): one pass over each row
+/// through a row of scratch.
 fn masked_softmax<T: Float>(scores: &Tensor<T>, mask: Option<&Tensor<T>>, scale: T) -> Tensor<T> {
     let shape = scores.shape();
     let (len, numel) = (shape[shape.len() - 1], scores.numel());
     if numel == 0 {
         return scores.clone();
     }
-    // Each mask row is contiguous (or the mask is copied so that it is).
-    let mask = mask.map(|m| if m.strides()[m.ndim() - 1] == 1 || len == 1 { m.clone() } else { m.contiguous() });
     let xs = scores.as_slice().expect("a matmul's result is contiguous");
     let isa = active_isa();
     let group = (CHUNK / len).max(1) * len;
@@ -315,7 +328,7 @@ fn masked_softmax<T: Float>(scores: &Tensor<T>, mask: Option<&Tensor<T>>, scale:
         let first = start / len;
         if len <= CHUNK {
             // All of the group's rows in one kernel call (the same arithmetic as the loop below).
-            let mask_of = |r: usize| mask.as_ref().map(|m| mask_row(m, first + r, len));
+            let mask_of = |r: usize| mask.map(|m| mask_row(m, first + r, len));
             T::softmax_rows(isa, &xs[start..start + out.len()], scale, &mask_of, &mut scratch, out);
             return;
         }
@@ -323,7 +336,7 @@ fn masked_softmax<T: Float>(scores: &Tensor<T>, mask: Option<&Tensor<T>>, scale:
             let r = first + i;
             let x = &xs[r * len..(r + 1) * len];
             T::binary(isa, BinaryOp::Mul, Operand::Slice(x), Operand::Splat(scale), &mut scratch);
-            if let Some(m) = &mask {
+            if let Some(m) = mask {
                 let m = mask_row(m, r, len);
                 T::binary_assign(isa, BinaryOp::Add, &mut scratch, Operand::Slice(m));
             }
@@ -342,4 +355,307 @@ fn mask_row<T: Float>(mask: &Tensor<T>, mut r: usize, len: usize) -> &[T] {
         r /= shape[d];
     }
     &mask.storage().as_slice()[offset..offset + len]
+}
+
+// ─── The fused path ─────────────────────────────────────────────────────────────────────────
+// Many small blocks (a transformer's heads: 256 blocks of 28 x 28 weights over 16-wide heads)
+// run as one parallel loop over the blocks: each block's scores, softmax, dropout and products
+// (forward), or its four products, dropouts and softmax backward (backward), back to back in
+// scratch that stays in L1. Each step is the very kernel call the composed path makes for that
+// block (the same `gemm` calls, `softmax_rows`, mask scaling and `softmax_backward_rows`), so the
+// two paths give the same bits; what goes is the full-size intermediate tensors, their passes
+// over memory, and a parallel dispatch per step.
+//
+// A query split into heads by `reshape` + `permute` (`[N, L, H, D]` in memory, viewed as
+// `[N, H, L, D]`) gets its output, and its gradient, in the same layout, so that merging the
+// heads back (`permute` + `reshape`) is a view, not a copy.
+
+/// The plan of a fused attention: the sizes, and how many blocks one piece of the parallel loop
+/// holds (the heads, when an output interleaves them; otherwise one).
+#[derive(Clone, Copy, Debug)]
+struct Fused {
+    /// The number of blocks (the product of the leading dims).
+    batch: usize,
+    /// Query rows `L`, key rows `S`, the query/key width `D` and the value width `Dv`.
+    l: usize,
+    s: usize,
+    d: usize,
+    dv: usize,
+    /// The leading dims' count.
+    nlead: usize,
+    /// The number of heads (the last leading dim), or 1 when there is no leading dim.
+    heads: usize,
+}
+
+/// Where the blocks `[rows, cols]` of an output go within a piece of `group` blocks: one after
+/// another, or interleaved row by row (`[rows, group, cols]` in memory).
+#[derive(Clone, Copy, Debug)]
+struct Blocks {
+    rows: usize,
+    cols: usize,
+    group: usize,
+    interleaved: bool,
+}
+
+impl Blocks {
+    /// The elements of one piece.
+    fn piece(&self) -> usize {
+        self.group * self.rows * self.cols
+    }
+
+    /// The offset in its piece, and the row stride, of block `j` of a piece.
+    fn block(&self, j: usize) -> (usize, usize) {
+        if self.interleaved {
+            (j * self.cols, self.group * self.cols)
+        } else {
+            (j * self.rows * self.cols, self.cols)
+        }
+    }
+
+    /// A block of a piece of this layout, as a matrix to write.
+    fn block_mut<'a, T>(&self, piece: &'a mut [T], j: usize) -> MatMut<'a, T> {
+        let (offset, row_stride) = self.block(j);
+        MatMut::new(piece, offset, [self.rows, self.cols], [row_stride, 1])
+    }
+
+    /// The tensor of `shape` (`[.., rows, cols]`, the heads its third-last dim when interleaved)
+    /// over `data`, a whole number of pieces in this layout.
+    fn tensor<T: Float>(&self, data: Vec<T>, shape: &[usize]) -> Tensor<T> {
+        let mut strides: Dims = contiguous_strides(shape);
+        if self.interleaved {
+            let n = shape.len();
+            strides[n - 3] = self.cols;
+            strides[n - 2] = self.group * self.cols;
+        }
+        let layout = Layout::new(shape, &strides, 0).expect("a permutation of a contiguous layout is valid");
+        Tensor::from_storage(Storage::new(data), layout).expect("the layout covers exactly the data")
+    }
+}
+
+/// Whether `t` (`[.., H, rows, cols]`) has its heads interleaved row by row in memory, as a
+/// projection `[.., rows, H·cols]` reshaped and permuted into heads has.
+fn interleaves_heads<T: Float>(t: &Tensor<T>) -> bool {
+    let (shape, strides, n) = (t.shape(), t.strides(), t.ndim());
+    n >= 3 && shape[n - 3] > 1 && shape[n - 2] > 1 && strides[n - 1] == 1 && strides[n - 3] < strides[n - 2]
+}
+
+/// Block `b` (row-major over the leading dims) of `t`, `[.., rows, cols]`, as a matrix.
+fn block_ref<T: Float>(t: &Tensor<T>, mut b: usize, nlead: usize) -> MatRef<'_, T> {
+    let (shape, strides, n) = (t.shape(), t.strides(), t.ndim());
+    let mut offset = t.offset();
+    for dim in (0..nlead).rev() {
+        offset += (b % shape[dim]) * strides[dim];
+        b /= shape[dim];
+    }
+    MatRef::new(t.storage().as_slice(), offset, [shape[n - 2], shape[n - 1]], [strides[n - 2], strides[n - 1]])
+}
+
+/// The mask words of bits `start .. start + count` of `words`, starting at bit 0 of the first:
+/// `words` itself when `start` is a multiple of 64, otherwise shifted into `buf`. (Bits past
+/// `count` in the last word are whatever follows; the mask kernels read only `count`.)
+fn block_bits<'w>(words: &'w [u64], start: usize, count: usize, buf: &'w mut Vec<u64>) -> &'w [u64] {
+    let (first, shift, n) = (start / 64, start % 64, count.div_ceil(64));
+    if shift == 0 {
+        return &words[first..first + n];
+    }
+    buf.clear();
+    buf.extend((first..first + n).map(|w| words[w] >> shift | words.get(w + 1).map_or(0, |next| next << (64 - shift))));
+    buf
+}
+
+/// Each thread's scratch: three blocks of weights and a row.
+struct Scratch<T> {
+    a: Vec<T>,
+    b: Vec<T>,
+    c: Vec<T>,
+    row: Vec<T>,
+    words: Vec<u64>,
+}
+
+impl<T: Float> Scratch<T> {
+    fn new(block: usize, row: usize) -> Scratch<T> {
+        let words = Vec::with_capacity(block.div_ceil(64));
+        Scratch {
+            a: vec![T::ZERO; block],
+            b: vec![T::ZERO; block],
+            c: vec![T::ZERO; block],
+            row: vec![T::ZERO; row],
+            words,
+        }
+    }
+}
+
+impl Fused {
+    /// The fused plan for query `q` and value `v` with scores of `shape` (checked), when the
+    /// blocks are small enough for one thread each (the batched `matmul`'s rule for spreading
+    /// a batch one product per thread) and no size is zero; `None` sends the op down the
+    /// composed path.
+    fn plan<T: Float>(q: &Tensor<T>, v: &Tensor<T>, shape: &[usize]) -> Option<Fused> {
+        let n = shape.len();
+        let (l, s, d, dv) = (shape[n - 2], shape[n - 1], q.shape()[n - 1], v.shape()[n - 1]);
+        let batch: usize = shape[..n - 2].iter().product();
+        let flops = l.checked_mul(s)?.checked_mul(d.checked_add(dv)?)?.checked_mul(2)?;
+        if flops >= SMALL_PRODUCT_FLOPS || [batch, l, s, d, dv].contains(&0) {
+            return None;
+        }
+        let heads = if n >= 3 { shape[n - 3] } else { 1 };
+        Some(Fused { batch, l, s, d, dv, nlead: n - 2, heads })
+    }
+
+    /// The layout of an output `[.., rows, cols]` made like `input`, in pieces of `group` blocks.
+    fn blocks<T: Float>(&self, input: &Tensor<T>, rows: usize, cols: usize, group: usize) -> Blocks {
+        Blocks { rows, cols, group, interleaved: group > 1 && interleaves_heads(input) }
+    }
+
+    /// The work of the whole loop, in elements touched, for the parallel split.
+    fn work(&self) -> usize {
+        self.batch * self.l * self.s * (self.d + self.dv + 4)
+    }
+
+    /// The forward on the fused path (see `scaled_dot_product_attention`); `mask` expanded to the
+    /// scores' shape with contiguous rows.
+    fn forward<T: Float>(
+        &self,
+        q: &Tensor<T>,
+        k: &Tensor<T>,
+        v: &Tensor<T>,
+        mask: Option<&Tensor<T>>,
+        scale: T,
+        dropout: Option<AttentionDropout<'_>>,
+    ) -> AttentionOutput<T> {
+        let Fused { batch, l, s, dv, nlead, .. } = *self;
+        let ls = l * s;
+        let group = if interleaves_heads(q) { self.heads } else { 1 };
+        let out_blocks = self.blocks(q, l, dv, group);
+        let mut out = crate::memory::for_overwrite(batch * l * dv);
+        let mut weights = crate::memory::for_overwrite(batch * ls);
+        let keep = dropout.map(|d| (d.mask.words(), T::from_f64(BitMask::keep_scale(d.p))));
+        let isa = active_isa();
+        let pieces = out.chunks_mut(out_blocks.piece()).zip(weights.chunks_mut(group * ls)).enumerate();
+        crate::parallel::for_each_init(
+            pieces,
+            self.work(),
+            || Scratch::new(ls, s),
+            |sc: &mut Scratch<T>, (p, (out_piece, w_piece))| {
+                for j in 0..group {
+                    let b = p * group + j;
+                    let scores = &mut sc.a[..];
+                    gemm(MatMut::row_major(scores, l, s), block_ref(q, b, nlead), block_ref(k, b, nlead).t(), false);
+                    let w = &mut w_piece[j * ls..(j + 1) * ls];
+                    let mask_of = |r: usize| mask.map(|m| mask_row(m, b * l + r, s));
+                    T::softmax_rows(isa, scores, scale, &mask_of, &mut sc.row, w);
+                    let w: &[T] = match keep {
+                        Some((words, keep_scale)) => {
+                            let bits = block_bits(words, b * ls, ls, &mut sc.words);
+                            scale_by_mask(isa, bits, w, keep_scale, &mut sc.b);
+                            &sc.b
+                        }
+                        None => w,
+                    };
+                    gemm(out_blocks.block_mut(out_piece, j), MatRef::row_major(w, l, s), block_ref(v, b, nlead), false);
+                }
+            },
+        );
+        let mut out_shape = q.shape()[..nlead + 1].to_vec();
+        out_shape.push(dv);
+        let mut w_shape = out_shape.clone();
+        w_shape[nlead + 1] = s;
+        AttentionOutput { out: out_blocks.tensor(out, &out_shape), weights: Tensor::from_contiguous(weights, &w_shape) }
+    }
+
+    /// The backward on the fused path (see `scaled_dot_product_attention_backward`), `weights`
+    /// contiguous; each gradient laid out like its input.
+    #[allow(clippy::too_many_arguments)]
+    fn backward<T: Float>(
+        &self,
+        q: &Tensor<T>,
+        k: &Tensor<T>,
+        v: &Tensor<T>,
+        weights: &Tensor<T>,
+        dy: &Tensor<T>,
+        scale: T,
+        dropout: Option<AttentionDropout<'_>>,
+        needs: [bool; 3],
+    ) -> AttentionGrads<T> {
+        let Fused { batch, l, s, d, dv, nlead, .. } = *self;
+        let ls = l * s;
+        let inputs = [q, k, v];
+        let interleaved = (0..3).any(|i| needs[i] && interleaves_heads(inputs[i]));
+        let group = if interleaved { self.heads } else { 1 };
+        let layouts = [self.blocks(q, l, d, group), self.blocks(k, s, d, group), self.blocks(v, s, dv, group)];
+        let pieces = batch / group;
+        let mut bufs: [Vec<T>; 3] = std::array::from_fn(|i| {
+            if needs[i] {
+                crate::memory::for_overwrite(pieces * layouts[i].piece())
+            } else {
+                Vec::new()
+            }
+        });
+        let [dq_buf, dk_buf, dv_buf] = &mut bufs;
+        /// The pieces of an output buffer, or `None` for each piece of one not asked for.
+        fn chunks<'a, T>(buf: &'a mut [T], blocks: &Blocks, pieces: usize) -> Vec<Option<&'a mut [T]>> {
+            if buf.is_empty() {
+                (0..pieces).map(|_| None).collect()
+            } else {
+                buf.chunks_mut(blocks.piece()).map(Some).collect()
+            }
+        }
+        let (dq_chunks, dk_chunks, dv_chunks) = (
+            chunks(dq_buf, &layouts[0], pieces),
+            chunks(dk_buf, &layouts[1], pieces),
+            chunks(dv_buf, &layouts[2], pieces),
+        );
+        let keep = dropout.map(|d| (d.mask.words(), T::from_f64(BitMask::keep_scale(d.p))));
+        let ws = weights.as_slice().expect("contiguous weights");
+        let isa = active_isa();
+        let all = dq_chunks.into_iter().zip(dk_chunks).zip(dv_chunks).enumerate();
+        crate::parallel::for_each_init(
+            all,
+            self.work(),
+            || Scratch::new(ls, 0),
+            |sc: &mut Scratch<T>, (p, ((mut dq_piece, mut dk_piece), mut dv_piece))| {
+                for j in 0..group {
+                    let b = p * group + j;
+                    let w = &ws[b * ls..(b + 1) * ls];
+                    let dyb = block_ref(dy, b, nlead);
+                    let bits =
+                        keep.map(|(words, keep_scale)| (block_bits(words, b * ls, ls, &mut sc.words), keep_scale));
+                    if let Some(piece) = dv_piece.as_deref_mut() {
+                        // dv = W'ᵀ dy
+                        let w: &[T] = match bits {
+                            Some((bits, keep_scale)) => {
+                                scale_by_mask(isa, bits, w, keep_scale, &mut sc.a);
+                                &sc.a
+                            }
+                            None => w,
+                        };
+                        gemm(layouts[2].block_mut(piece, j), MatRef::row_major(w, l, s).t(), dyb, false);
+                    }
+                    if !(needs[0] || needs[1]) {
+                        continue;
+                    }
+                    // dW = dropout(dy vᵀ); dS = softmax_backward(W, dW) · scale
+                    gemm(MatMut::row_major(&mut sc.b, l, s), dyb, block_ref(v, b, nlead).t(), false);
+                    let dw: &[T] = match bits {
+                        Some((bits, keep_scale)) => {
+                            scale_by_mask(isa, bits, &sc.b, keep_scale, &mut sc.a);
+                            &sc.a
+                        }
+                        None => &sc.b,
+                    };
+                    T::softmax_backward_rows(isa, w, dw, s, scale, &mut sc.c);
+                    let ds = MatRef::row_major(&sc.c, l, s);
+                    if let Some(piece) = dq_piece.as_deref_mut() {
+                        gemm(layouts[0].block_mut(piece, j), ds, block_ref(k, b, nlead), false);
+                    }
+                    if let Some(piece) = dk_piece.as_deref_mut() {
+                        gemm(layouts[1].block_mut(piece, j), ds.t(), block_ref(q, b, nlead), false);
+                    }
+                }
+            },
+        );
+        let [dq_buf, dk_buf, dv_buf] = bufs;
+        let grad = |buf: Vec<T>, i: usize, need: bool| need.then(|| layouts[i].tensor(buf, inputs[i].shape()));
+        AttentionGrads { dq: grad(dq_buf, 0, needs[0]), dk: grad(dk_buf, 1, needs[1]), dv: grad(dv_buf, 2, needs[2]) }
+    }
 }

@@ -14,7 +14,7 @@ use crate::tensor::Tensor;
 
 /// A batch whose single product is smaller than this (in flops) is spread over threads one
 /// product per task instead of letting each product split itself.
-const SMALL_PRODUCT_FLOPS: usize = 1 << 20;
+pub(crate) const SMALL_PRODUCT_FLOPS: usize = 1 << 20;
 
 // ─── matmul ─────────────────────────────────────────────────────────────────────
 // z = x @ y, with the batch dims broadcast

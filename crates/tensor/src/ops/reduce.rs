@@ -570,6 +570,13 @@ impl<T: Float> Tensor<T> {
         let isa = active_isa();
         let group = (CHUNK / len).max(1) * len;
         let data = fill_chunked(numel, group, |start, out: &mut [T]| {
+            if !log && len <= CHUNK {
+                // The fused row kernel attention's weights come from (short rows in registers),
+                // so that a softmax and an attention agree to the bit. Scaling by 1 is exact.
+                let mut scratch = vec![T::ZERO; len];
+                T::softmax_rows(isa, &xs[start..start + out.len()], T::ONE, &|_| None, &mut scratch, out);
+                return;
+            }
             for (i, row) in out.chunks_mut(len).enumerate() {
                 let begin = start + i * len;
                 softmax_row(isa, &xs[begin..begin + len], row, log);

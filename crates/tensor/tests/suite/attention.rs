@@ -86,12 +86,21 @@ proptest! {
     fn matches_the_composition(
         b0 in 1usize..=3, h in 1usize..=3, l in 1usize..=9, s in 1usize..=9, d in 1usize..=17, dv in 1usize..=17,
         mask_kind in 0u8..5, p in prop_oneof![Just(0.0f64), 0.05f64..0.9], seed in any::<u64>(),
+        heads_split in any::<bool>(),
     ) {
         let gen = &mut Generator::new(seed);
-        let q = Tensor::randn(&[b0, h, l, d], gen);
-        // A transposed key: the op reads it as given.
-        let k = Tensor::randn(&[b0, h, d, s], gen).transpose(2, 3).unwrap();
-        let v = Tensor::randn(&[b0, h, s, dv], gen);
+        // Heads split from projections (`[B, L, H·D]` reshaped and permuted, as a multi-head
+        // layer makes them), or contiguous blocks with a transposed key: the op reads them as
+        // given.
+        let split = |rows: usize, width: usize, gen: &mut Generator| {
+            Tensor::randn(&[b0, rows, h * width], gen).reshape(&[b0, rows, h, width]).unwrap().permute(&[0, 2, 1, 3]).unwrap()
+        };
+        let (q, k, v) = if heads_split {
+            (split(l, d, gen), split(s, d, gen), split(s, dv, gen))
+        } else {
+            let k = Tensor::randn(&[b0, h, d, s], gen).transpose(2, 3).unwrap();
+            (Tensor::randn(&[b0, h, l, d], gen), k, Tensor::randn(&[b0, h, s, dv], gen))
+        };
         let mask = make_mask(mask_kind, b0, l, s, gen);
         let scale = 1.0 / (d as f32).sqrt();
         let bits = (p > 0.0).then(|| BitMask::bernoulli(seed, 3, p, b0 * h * l * s).unwrap());
@@ -103,6 +112,11 @@ proptest! {
         let (w, out) = composed(&q, &k, &v, mask.as_ref(), scale, pair);
         same_bits("weights", &a.weights, &w);
         same_bits("out", &a.out, &out);
+        if heads_split {
+            // The output has the query's layout: merging the heads back is a view.
+            let merged = a.out.permute(&[0, 2, 1, 3]).unwrap();
+            prop_assert!(merged.is_contiguous() || l == 1 || h == 1, "{:?}", a.out.strides());
+        }
 
         let dy = Tensor::randn(&[b0, h, l, dv], gen);
         let g = q.scaled_dot_product_attention_backward(&k, &v, &a.weights, &dy, &options, [true; 3]).unwrap();
@@ -110,6 +124,13 @@ proptest! {
         same_bits("dq", g.dq.as_ref().unwrap(), &dq);
         same_bits("dk", g.dk.as_ref().unwrap(), &dk);
         same_bits("dv", g.dv.as_ref().unwrap(), &dvv);
+        if heads_split && l > 1 && s > 1 && h > 1 {
+            // Each gradient has its input's layout, so the heads' merge backward is a view.
+            for (name, grad) in [("dq", &g.dq), ("dk", &g.dk), ("dv", &g.dv)] {
+                let merged = grad.as_ref().unwrap().permute(&[0, 2, 1, 3]).unwrap();
+                prop_assert!(merged.is_contiguous(), "{name}: {:?}", grad.as_ref().unwrap().strides());
+            }
+        }
 
         // Only what is asked for is computed.
         let only_v = q.scaled_dot_product_attention_backward(&k, &v, &a.weights, &dy, &options, [false, false, true]).unwrap();
@@ -152,6 +173,31 @@ fn thread_count_does_not_change_the_bits() {
             let a = q.scaled_dot_product_attention(&k, &v, &options).unwrap();
             let g = q.scaled_dot_product_attention_backward(&k, &v, &a.weights, &dy, &options, [true; 3]).unwrap();
             (a.out.to_vec(), g.dq.unwrap().to_vec(), g.dk.unwrap().to_vec(), g.dv.unwrap().to_vec())
+        })
+    };
+    assert_eq!(run(1), run(2));
+}
+
+/// Many small blocks (the fused path: a transformer's heads, split from projections), with a
+/// mask and dropout: the same bits on 1 and 2 threads.
+#[test]
+fn thread_count_does_not_change_the_bits_of_small_blocks() {
+    let gen = &mut Generator::new(6);
+    let split = |rows: usize, gen: &mut Generator| {
+        Tensor::<f32>::randn(&[16, rows, 64], gen).reshape(&[16, rows, 4, 16]).unwrap().permute(&[0, 2, 1, 3]).unwrap()
+    };
+    let (q, k, v) = (split(28, gen), split(28, gen), split(28, gen));
+    let dy = split(28, gen);
+    let mask = Tensor::<f32>::randn(&[28, 28], gen);
+    let bits = BitMask::bernoulli(9, 0, 0.1, 16 * 4 * 28 * 28).unwrap();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let dropout = Some(AttentionDropout { mask: &bits, p: 0.1 });
+            let options = AttentionOptions { attn_mask: Some(&mask), scale: None, dropout };
+            let a = q.scaled_dot_product_attention(&k, &v, &options).unwrap();
+            let g = q.scaled_dot_product_attention_backward(&k, &v, &a.weights, &dy, &options, [true; 3]).unwrap();
+            (a.out.to_vec(), a.weights.to_vec(), g.dq.unwrap().to_vec(), g.dk.unwrap().to_vec(), g.dv.unwrap().to_vec())
         })
     };
     assert_eq!(run(1), run(2));

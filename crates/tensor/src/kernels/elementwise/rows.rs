@@ -6,7 +6,9 @@
 //! composition runs once per call over all rows, written once over [`RowPrims`]: the scalar
 //! reference ([`Scalar`]) and each SIMD register type ([`Simd`]) supply the per-row primitives,
 //! which are the very functions the separate kernels run, so the fused kernel's results are
-//! bit-identical to the composition on every path (the tests in `mod.rs` check that).
+//! bit-identical to the composition on every path (the suite's `elementwise` tests check that),
+//! except for softmax rows of one to four registers on a SIMD path: those stay in registers
+//! ([`RowPrims::softmax_short`]), and `Tensor::softmax` takes the same kernel.
 
 use std::marker::PhantomData;
 
@@ -29,6 +31,17 @@ pub(super) trait RowPrims<T: Float>: Copy {
     fn sum(self, x: &[T]) -> T;
     /// `ElementwiseKernels::exp_sum`.
     fn exp_sum(self, x: &[T], shift: T, out: &mut [T]) -> T;
+    /// Softmax rows of `len`, `x · scale (+ mask(row))`, into `out` in registers, when the rows
+    /// are short enough for that (`simd::softmax_short_rows`); `false`, nothing written,
+    /// otherwise.
+    fn softmax_short<'m>(
+        self,
+        x: &[T],
+        scale: T,
+        mask: &dyn Fn(usize) -> Option<&'m [T]>,
+        len: usize,
+        out: &mut [T],
+    ) -> bool;
 }
 
 /// The scalar reference's primitives.
@@ -50,6 +63,10 @@ impl<T: Float> RowPrims<T> for Scalar {
     }
     fn exp_sum(self, x: &[T], shift: T, out: &mut [T]) -> T {
         scalar::exp_sum(x, shift, out)
+    }
+    fn softmax_short<'m>(self, _: &[T], _: T, _: &dyn Fn(usize) -> Option<&'m [T]>, _: usize, _: &mut [T]) -> bool {
+        // The reference is the composition, for every length.
+        false
     }
 }
 
@@ -102,10 +119,27 @@ impl<V: Lanes> RowPrims<V::Elem> for Simd<V> {
         // SAFETY: the CPU supports `V` (`Simd::new`); lengths checked above.
         unsafe { simd::exp_sum::<V>(x, shift, out) }
     }
+    #[inline(always)]
+    fn softmax_short<'m>(
+        self,
+        x: &[V::Elem],
+        scale: V::Elem,
+        mask: &dyn Fn(usize) -> Option<&'m [V::Elem]>,
+        len: usize,
+        out: &mut [V::Elem],
+    ) -> bool {
+        if !(V::LANES..=simd::SHORT_ROW_REGS * V::LANES).contains(&len) {
+            return false;
+        }
+        // SAFETY: the CPU supports `V` (`Simd::new`); the kernel checks the lengths.
+        unsafe { simd::softmax_short_rows::<V>(x, scale, mask, len, out) };
+        true
+    }
 }
 
 /// `ElementwiseKernels::softmax_rows`: per row of `out` (`scratch.len()` elements each),
-/// `scratch = x · scale (+ mask(r))`, then `out = e^(scratch − max) / Σ`.
+/// `scratch = x · scale (+ mask(r))`, then `out = e^(scratch − max) / Σ`; a short row on a SIMD
+/// path in registers instead ([`RowPrims::softmax_short`]).
 #[inline(always)]
 pub(super) fn softmax_rows<'m, T: Float, P: RowPrims<T>>(
     p: P,
@@ -121,6 +155,9 @@ pub(super) fn softmax_rows<'m, T: Float, P: RowPrims<T>>(
         "softmax_rows: rows of {len} over {}",
         out.len()
     );
+    if p.softmax_short(x, scale, mask, len, out) {
+        return;
+    }
     for (r, (x, out)) in x.chunks_exact(len).zip(out.chunks_exact_mut(len)).enumerate() {
         p.binary(BinaryOp::Mul, Operand::Slice(x), Operand::Splat(scale), scratch);
         if let Some(m) = mask(r) {

@@ -71,7 +71,7 @@ pub(super) trait Lanes: Copy {
 }
 
 /// Per-type constants of the vectorised `exp`.
-pub(super) trait ExpParams: Float {
+pub(super) trait ExpParams: Float + KeepTable {
     /// Inputs are clamped to `[EXP_MIN, EXP_MAX]`: below, eˣ rounds to 0; above, to +∞.
     const EXP_MIN: f64;
     /// See [`ExpParams::EXP_MIN`].
@@ -80,6 +80,44 @@ pub(super) trait ExpParams: Float {
     const EXP_DEGREE: usize;
     /// `2^(mantissa bits) · 1.5`: adding it rounds a float to an integer in the low bits.
     const ROUND_MAGIC: f64;
+}
+
+/// `[0; 16]` then `[1; 16]`: loaded at `16 - d`, a register whose first `d` lanes are 0 and the
+/// rest 1 (the lanes of a row's last, overlapping register that count in [`softmax_short_rows`]).
+static KEEP_F32: [f32; 32] = {
+    let mut t = [0.0; 32];
+    let mut i = 16;
+    while i < 32 {
+        t[i] = 1.0;
+        i += 1;
+    }
+    t
+};
+/// [`KEEP_F32`] in f64.
+static KEEP_F64: [f64; 32] = {
+    let mut t = [0.0; 32];
+    let mut i = 16;
+    while i < 32 {
+        t[i] = 1.0;
+        i += 1;
+    }
+    t
+};
+
+/// The element types' [`KEEP_F32`] table.
+pub(super) trait KeepTable: Sized + 'static {
+    /// `[0; 16]` then `[1; 16]`.
+    fn keep_table() -> &'static [Self; 32];
+}
+impl KeepTable for f32 {
+    fn keep_table() -> &'static [f32; 32] {
+        &KEEP_F32
+    }
+}
+impl KeepTable for f64 {
+    fn keep_table() -> &'static [f64; 32] {
+        &KEEP_F64
+    }
 }
 
 impl ExpParams for f32 {
@@ -382,6 +420,86 @@ pub(super) unsafe fn unary<V: Lanes>(op: UnaryOp<V::Elem>, x: &[V::Elem], out: &
             UnaryOp::Sqrt => unary_loop::<V, SQRT>(p, o, n),
             UnaryOp::Exp => exp_loop::<V>(p, V::Elem::ZERO, o, n),
             _ => scalar::unary(op, x, out),
+        }
+    }
+}
+
+// ─── short softmax rows ─────────────────────────────────────────────────────────
+
+/// Softmax rows of `LANES ..= SHORT_ROW_REGS · LANES` elements stay in registers
+/// ([`softmax_short_rows`]).
+pub(super) const SHORT_ROW_REGS: usize = 4;
+
+/// Softmax rows in registers: per row of `len` elements (`LANES <= len <= SHORT_ROW_REGS ·
+/// LANES`), `out = e^(r − max r) / Σ e^(r − max r)` with `r = x · scale (+ mask(row))`.
+///
+/// A row is `⌈len / LANES⌉` registers, the last one ending at `len` (so overlapping the one
+/// before when `LANES` does not divide `len`): no scalar tail and no trip through memory between
+/// the steps, which for attention's rows of 28 cost more than the arithmetic. The steps are the
+/// composition's (`x · scale`, then `+ mask`, each rounded; the maximum; the same `exp`; the
+/// division), and the sum adds the registers lane by lane, then across lanes pairwise, the
+/// repeated lanes of the last register multiplied by 0 (exact: each term is in [0, 1] or NaN,
+/// and a NaN repeats one already summed). The repeated lanes are stored twice, with the same
+/// bits.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
+///
+/// # Panics
+/// When `len` is out of range, `x` and `out` differ in length or are not whole rows, or a mask
+/// row is not `len` long.
+#[inline(always)]
+pub(super) unsafe fn softmax_short_rows<'m, V: Lanes>(
+    x: &[V::Elem],
+    scale: V::Elem,
+    mask: &dyn Fn(usize) -> Option<&'m [V::Elem]>,
+    len: usize,
+    out: &mut [V::Elem],
+) {
+    let w = V::LANES;
+    assert!(
+        (w..=SHORT_ROW_REGS * w).contains(&len) && x.len() == out.len() && x.len().is_multiple_of(len),
+        "softmax_short_rows: rows of {len} over {} for {w} lanes",
+        x.len()
+    );
+    let count = len.div_ceil(w);
+    let start = |i: usize| if i + 1 == count { len - w } else { i * w };
+    let repeated = count * w - len;
+    // SAFETY: every register reads or writes `start(i) .. start(i) + w` of a row, inside its
+    // `len` elements of `x`, the mask row (its length asserted) and `out`; `16 - repeated + w
+    // <= 32` stays inside the table. The caller guarantees the instruction set.
+    unsafe {
+        let k = ExpConsts::<V>::new();
+        let s = V::splat(scale);
+        let zero = V::splat(V::Elem::ZERO);
+        let keep = V::load(V::Elem::keep_table().as_ptr().add(16 - repeated));
+        for (row, (x, out)) in x.chunks_exact(len).zip(out.chunks_exact_mut(len)).enumerate() {
+            let m = mask(row);
+            assert!(m.is_none_or(|m| m.len() == len), "softmax_short_rows: a mask row of another length");
+            let mut r = [zero; SHORT_ROW_REGS];
+            for (i, reg) in r.iter_mut().enumerate().take(count) {
+                let mut v = V::load(x.as_ptr().add(start(i))).mul(s);
+                if let Some(m) = m {
+                    v = v.add(V::load(m.as_ptr().add(start(i))));
+                }
+                *reg = v;
+            }
+            let mut top = r[0];
+            for &v in &r[1..count] {
+                top = v.max_nan(top);
+            }
+            let lanes = top.to_array();
+            let shift = V::splat(lanes[..w].iter().fold(V::Elem::NEG_INFINITY, |m, &v| max_nan(v, m)));
+            let mut acc = zero;
+            for (i, reg) in r.iter_mut().enumerate().take(count) {
+                let e = exp_lanes(reg.sub(shift), &k);
+                *reg = e;
+                acc = acc.add(if i + 1 == count && repeated > 0 { e.mul(keep) } else { e });
+            }
+            let total = V::splat(reduce_sum(acc));
+            for (i, reg) in r.iter().enumerate().take(count) {
+                reg.div(total).store(out.as_mut_ptr().add(start(i)));
+            }
         }
     }
 }

@@ -70,8 +70,8 @@ impl Kernel for PackBelow<'_> {
 }
 
 /// `out[i] = x[i] · (bit i of mask ? scale : 0)`: a dropped element is `x[i] · 0`. (The tensor
-/// ops use the allocating [`scale_by_mask_new`]; this one is for the tests and benchmarks.)
-#[cfg(any(test, feature = "internals"))]
+/// ops over whole tensors use the allocating [`scale_by_mask_new`]; this one scales a block in
+/// place of a fused op's scratch, and serves the tests and benchmarks.)
 ///
 /// # Panics
 /// When `out` and `x` differ in length or `mask` has fewer than `x.len().div_ceil(64)` words.
