@@ -38,7 +38,7 @@ pub use checkpoint::{
 pub use data::{read_npy, read_npz, write_npy, write_npz};
 pub use layers::*;
 pub use loss::{l1_penalty, l2_penalty};
-pub use module::{Counter, GeneratorSlot, Mode, ModeChange, Module, Visit};
+pub use module::{Counter, GeneratorSlot, Mode, ModeChange, Module, PoolOrder, Visit};
 pub use tapegrad_derive::Module;
 
 pub use tapegrad_autograd::Var;

@@ -253,6 +253,14 @@ pub trait Module<T: Float = f32>: Visit<T> {
     /// Shape errors naming the op and the shapes; whatever the layers return.
     fn forward(&self, x: &Var<T>) -> Result<Var<T>>;
 
+    /// How this module stands to max pooling, for [`Sequential`](crate::Sequential)'s
+    /// reordering (see [`PoolOrder`]). Every module but `ReLU`, `Dropout2d` and `MaxPool2d`
+    /// keeps the default, [`PoolOrder::Other`].
+    #[doc(hidden)]
+    fn pool_order(&self) -> PoolOrder {
+        PoolOrder::Other
+    }
+
     /// Every parameter, in declaration order.
     fn parameters(&self) -> Vec<Var<T>> {
         let mut out = vec![];
@@ -614,4 +622,27 @@ impl<T: Float, M: Module<T> + ?Sized> Module<T> for Box<M> {
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
         (**self).forward(x)
     }
+    fn pool_order(&self) -> PoolOrder {
+        (**self).pool_order()
+    }
+}
+
+/// How a module stands to max pooling ([`Module::pool_order`]), for
+/// [`Sequential`](crate::Sequential): a run of modules that commute with max pooling, followed
+/// by a max pool, runs the pool first, so that the run works on the pooled tensor (a quarter of
+/// the elements for 2 x 2 windows). `max_pool(f(x))` and `f(max_pool(x))` are the same values for
+/// a function `f` that maps each element (or each channel, with one factor) through a
+/// non-decreasing function and draws no more random numbers for a larger input: ReLU, and
+/// Dropout2d (a factor 0 or `1 / (1 - p)` per channel, drawn per channel); a zero's sign may
+/// differ where a dropped channel mixed signs. The gradients are the same too: where `f`'s
+/// backward zeroes a window's maximum, it zeroes the one position the pool routes it to.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolOrder {
+    /// A max pool.
+    MaxPool,
+    /// Commutes with a following max pool.
+    Commutes,
+    /// Neither: runs in order.
+    Other,
 }

@@ -7,10 +7,13 @@ use std::marker::PhantomData;
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Float, Result};
 
-use crate::module::Module;
+use crate::module::{Module, PoolOrder};
 
 macro_rules! activation {
     ($(#[$doc:meta])* $name:ident, $new:ident, $label:literal, |$x:ident| $body:expr) => {
+        activation!($(#[$doc])* $name, $new, $label, |$x| $body, PoolOrder::Other);
+    };
+    ($(#[$doc:meta])* $name:ident, $new:ident, $label:literal, |$x:ident| $body:expr, $order:expr) => {
         $(#[$doc])*
         #[derive(crate::Module)]
         #[module(float = T, display = false)]
@@ -38,6 +41,10 @@ macro_rules! activation {
             fn forward(&self, $x: &Var<T>) -> Result<Var<T>> {
                 Ok($body)
             }
+
+            fn pool_order(&self) -> PoolOrder {
+                $order
+            }
         }
 
         impl<T: Float> fmt::Display for $name<T> {
@@ -60,7 +67,7 @@ activation!(
     /// # Ok::<(), tapegrad_nn::Error>(())
     /// ```
     ReLU,
-    ReLUNew, "ReLU", |x| x.relu()
+    ReLUNew, "ReLU", |x| x.relu(), PoolOrder::Commutes
 );
 
 activation!(

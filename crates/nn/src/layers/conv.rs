@@ -11,7 +11,7 @@ use tapegrad_autograd::Var;
 use tapegrad_tensor::{Error, Float, Generator, Result, Tensor};
 
 use crate::layers::linear::uniform_bound;
-use crate::module::Module;
+use crate::module::{Module, PoolOrder};
 
 /// Checks a 4-D `[N, C, H, W]` input (and, if given, its channel count).
 fn check_4d(op: &'static str, shape: &[usize], channels: Option<usize>) -> Result<()> {
@@ -188,7 +188,7 @@ impl<T: Float> fmt::Display for Conv2d<T> {
 // ─── Pooling ────────────────────────────────────────────────────────────────────
 
 macro_rules! pool_layer {
-    ($(#[$doc:meta])* $name:ident, $new:ident, $op:ident, $label:literal, $extra:literal) => {
+    ($(#[$doc:meta])* $name:ident, $new:ident, $op:ident, $label:literal, $extra:literal, $order:expr) => {
         $(#[$doc])*
         #[derive(crate::Module)]
         #[module(float = T, display = false)]
@@ -228,6 +228,10 @@ macro_rules! pool_layer {
                 check_4d($label, &x.shape(), None)?;
                 x.$op(self.kernel_size, self.stride, self.padding)
             }
+
+            fn pool_order(&self) -> PoolOrder {
+                $order
+            }
         }
 
         impl<T: Float> fmt::Display for $name<T> {
@@ -254,7 +258,7 @@ pool_layer!(
     /// assert_eq!(pool.forward(&Var::new(Tensor::ones(&[1, 2, 4, 4])))?.shape(), vec![1, 2, 2, 2]);
     /// # Ok::<(), tapegrad_nn::Error>(())
     /// ```
-    MaxPool2d, MaxPool2dNew, max_pool2d, "MaxPool2d", ", dilation=1, ceil_mode=False"
+    MaxPool2d, MaxPool2dNew, max_pool2d, "MaxPool2d", ", dilation=1, ceil_mode=False", PoolOrder::MaxPool
 );
 
 pool_layer!(
@@ -268,7 +272,7 @@ pool_layer!(
     /// assert_eq!(pool.forward(&Var::new(Tensor::ones(&[1, 2, 4, 4])))?.shape(), vec![1, 2, 2, 2]);
     /// # Ok::<(), tapegrad_nn::Error>(())
     /// ```
-    AvgPool2d, AvgPool2dNew, avg_pool2d, "AvgPool2d", ""
+    AvgPool2d, AvgPool2dNew, avg_pool2d, "AvgPool2d", "", PoolOrder::Other
 );
 
 // ─── Flatten ────────────────────────────────────────────────────────────────────

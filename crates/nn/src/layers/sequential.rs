@@ -5,7 +5,7 @@ use std::fmt;
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{Float, Result};
 
-use crate::module::{join, Counter, GeneratorSlot, Mode, ModeChange, Module, Visit};
+use crate::module::{join, Counter, GeneratorSlot, Mode, ModeChange, Module, PoolOrder, Visit};
 
 /// Modules applied one after the other: `y = m_k(... m_1(m_0(x)))`. Children are named `"0"`,
 /// `"1"`, ... (so parameters are `"0.weight"`, `"2.bias"`, as in PyTorch), and `train()` /
@@ -126,10 +126,26 @@ impl<T: Float> Module<T> for Sequential<T> {
     ///
     /// # Errors
     /// The first error a module returns.
+    /// The layers in order, except that a run of layers that commute with max pooling (ReLU,
+    /// Dropout2d) followed by a `MaxPool2d` runs the pool first: the run then works on the
+    /// pooled tensor, a quarter of the elements for 2 x 2 windows, with the same values and
+    /// gradients ([`PoolOrder`](crate::PoolOrder)).
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
         let mut y = x.clone();
-        for m in &self.layers {
-            y = m.forward(&y)?;
+        let mut i = 0;
+        while i < self.layers.len() {
+            let run = self.layers[i..].iter().take_while(|m| m.pool_order() == PoolOrder::Commutes).count();
+            let pool = self.layers.get(i + run).filter(|m| run > 0 && m.pool_order() == PoolOrder::MaxPool);
+            if let Some(pool) = pool {
+                y = pool.forward(&y)?;
+                for m in &self.layers[i..i + run] {
+                    y = m.forward(&y)?;
+                }
+                i += run + 1;
+            } else {
+                y = self.layers[i].forward(&y)?;
+                i += 1;
+            }
         }
         Ok(y)
     }

@@ -634,3 +634,63 @@ fn feature_dropout_layers_apply_their_ops() -> tapegrad_nn::Result<()> {
     assert!(d2.forward(&x)?.same_node(&x) && alpha.forward(&z)?.same_node(&z));
     Ok(())
 }
+
+/// `Sequential` runs a max pool before the ReLU and Dropout2d in front of it (they commute with
+/// it): the output, the input's gradient and the weights' gradients are those of the layers run
+/// one by one in the order given, on inputs with negatives, ties and a NaN, in training (with
+/// masks drawn from one seed) and in eval mode.
+#[test]
+fn sequential_pools_before_relu_and_dropout2d_with_the_same_results() {
+    let build = || {
+        let mut gen = Generator::new(3);
+        Sequential::<f64>::new()
+            .add(Conv2d::<f64>::new(2, 3, 3, 1, 1, &mut gen))
+            .add(ReLU::<f64>::new())
+            .add(Dropout2d::<f64>::new(0.4).unwrap())
+            .add(MaxPool2d::<f64>::new(2))
+            .add(ReLU::<f64>::new())
+            .add(MaxPool2d::<f64>::with_options(3, 1, 1))
+    };
+    let mut x = randn(&[4, 2, 6, 6], 9).to_vec();
+    x[7] = f64::NAN;
+    x[40..44].iter_mut().for_each(|v| *v = 0.5); // ties
+    let x = Tensor::from_vec(x, &[4, 2, 6, 6]).unwrap();
+    for train in [true, false] {
+        let (mut fused, mut plain) = (build(), build());
+        if !train {
+            fused.eval();
+            plain.eval();
+        }
+        fused.seed_generators(11);
+        plain.seed_generators(11);
+        let run = |model: &Sequential<f64>, in_order: bool| {
+            let xv = Var::parameter(x.clone());
+            let y = if in_order {
+                // The layers one by one, as listed.
+                let mut h = xv.clone();
+                for i in 0..model.len() {
+                    h = model.get(i).unwrap().forward(&h).unwrap();
+                }
+                h
+            } else {
+                model.forward(&xv).unwrap()
+            };
+            let out = y.value().to_vec();
+            // A weighted sum so that every output's gradient differs.
+            let w =
+                Tensor::from_vec((0..y.value().numel()).map(|i| (i % 7) as f64 - 3.0).collect(), &y.shape()).unwrap();
+            y.mul(&Var::new(w)).unwrap().sum_all().backward().unwrap();
+            let mut grads = vec![xv.grad().unwrap().to_vec()];
+            grads.extend(model.parameters().iter().map(|p| p.grad().unwrap().to_vec()));
+            (out, grads)
+        };
+        let (out_fused, grads_fused) = run(&fused, false);
+        let (out_plain, grads_plain) = run(&plain, true);
+        let same = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+        assert!(same(&out_fused, &out_plain), "train {train}: outputs differ");
+        assert!(out_plain.iter().any(|v| v.is_nan()) && out_plain.iter().any(|&v| v > 0.0));
+        for (a, b) in grads_fused.iter().zip(&grads_plain) {
+            assert!(same(a, b), "train {train}: gradients differ");
+        }
+    }
+}

@@ -19,7 +19,7 @@ use tapegrad_autograd::{
 };
 use tapegrad_tensor::{Error, Float, Generator, Result};
 
-use crate::module::{GeneratorSlot, Mode, Module};
+use crate::module::{GeneratorSlot, Mode, Module, PoolOrder};
 
 pub use drop_connect::{DropConnect, DropConnectNew};
 pub use mc::mc_predict;
@@ -216,6 +216,15 @@ macro_rules! dropout_layer {
         impl<T: Float> Module<T> for $name<T> {
             fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
                 self.state.forward(x)
+            }
+
+            fn pool_order(&self) -> PoolOrder {
+                // One factor per channel, drawn per channel (see `PoolOrder`).
+                if self.state.kind == Kind::Channel {
+                    PoolOrder::Commutes
+                } else {
+                    PoolOrder::Other
+                }
             }
         }
 
