@@ -404,9 +404,20 @@ pub fn gemm_with<T: Float>(isa: Isa, mut c: MatMut<'_, T>, a: MatRef<'_, T>, b: 
             }
             return T::with_pack_buffer(1, k * n, |scratch| {
                 let (data, (rs, cs)) = (b.data(), (b.row_stride(), b.col_stride()));
-                for (i, row) in scratch.chunks_exact_mut(n).enumerate() {
-                    for (j, v) in row.iter_mut().enumerate() {
-                        *v = data[b.offset() + i * rs + j * cs];
+                if rs == 1 {
+                    // B's columns contiguous (`kᵀ` of a key with contiguous rows): each read
+                    // as a slice, written down a column of the scratch.
+                    for j in 0..n {
+                        let col = &data[b.offset() + j * cs..][..k];
+                        for (i, &v) in col.iter().enumerate() {
+                            scratch[i * n + j] = v;
+                        }
+                    }
+                } else {
+                    for (i, row) in scratch.chunks_exact_mut(n).enumerate() {
+                        for (j, v) in row.iter_mut().enumerate() {
+                            *v = data[b.offset() + i * rs + j * cs];
+                        }
                     }
                 }
                 direct(small, p.with_b(MatRef::row_major(scratch, k, n)));
