@@ -49,7 +49,6 @@ impl Tagger {
             head: Linear::new(HIDDEN, VOCAB, gen),
         })
     }
-
 }
 
 impl Module<f32, Ids> for Tagger {
@@ -80,11 +79,7 @@ fn batch(n: usize, gen: &mut Generator) -> Result<(Ids, Vec<usize>)> {
 }
 
 /// Mean loss and accuracy over the real (non-padding) positions of `batches`, in eval mode.
-fn evaluate(
-    model: &mut Tagger,
-    batches: &[(Ids, Vec<usize>)],
-    options: CrossEntropyOptions,
-) -> Result<(f64, f64)> {
+fn evaluate(model: &mut Tagger, batches: &[(Ids, Vec<usize>)], options: CrossEntropyOptions) -> Result<(f64, f64)> {
     model.eval();
     let (mut loss_sum, mut correct, mut real) = (0.0, 0, 0);
     for (ids, targets) in batches {

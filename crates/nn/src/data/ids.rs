@@ -32,7 +32,11 @@ impl Ids {
     /// or its number of elements overflows.
     pub fn new(ids: Vec<usize>, shape: &[usize]) -> Result<Ids> {
         if checked_numel("Ids::new", shape)? != ids.len() {
-            return Err(Error::shape("Ids::new", shape, format!("the shape does not hold the {} ids given", ids.len())));
+            return Err(Error::shape(
+                "Ids::new",
+                shape,
+                format!("the shape does not hold the {} ids given", ids.len()),
+            ));
         }
         Ok(Ids { ids, shape: shape.to_vec() })
     }

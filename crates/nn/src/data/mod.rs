@@ -26,8 +26,8 @@
 //! ```
 
 mod batches;
-mod idx;
 mod ids;
+mod idx;
 mod kfold;
 pub mod npy;
 mod tensor_dataset;
@@ -40,11 +40,11 @@ pub use batches::{permutation, Batches, Samples};
 pub use ids::Ids;
 pub use idx::{read_idx, read_idx_with_limit, Idx, DEFAULT_MAX_IDX_BYTES};
 pub use kfold::kfold;
-pub use tensor_dataset::{Column, Columns, TensorDataset};
 pub use npy::{
     read_npy, read_npy_labels, read_npz, write_npy, write_npy_labels, write_npz, write_npz_compressed, NpyArray, Npz,
     NpzWriter, DEFAULT_MAX_NPZ_BYTES,
 };
+pub use tensor_dataset::{Column, Columns, TensorDataset};
 
 // ─── loaders for single files ──────────────────────────────────────────────────
 

@@ -163,7 +163,10 @@ impl<C: Columns> TensorDataset<C> {
                 OP,
                 first,
                 other,
-                format!("column {k} has {} samples where column 0 has {}: every column holds one row per sample", other[0], first[0]),
+                format!(
+                    "column {k} has {} samples where column 0 has {}: every column holds one row per sample",
+                    other[0], first[0]
+                ),
             ));
         }
         Ok(TensorDataset { len: first[0], columns })

@@ -82,20 +82,15 @@ fn drop_last_in_order_and_resume_work_as_for_a_dataset() {
     epoch.next();
     let rest: Vec<Vec<usize>> = epoch.clone().map(|b| samples(&b.unwrap())).collect();
     let mut from = epoch.shuffled_from().cloned().unwrap();
-    let resumed: Vec<Vec<usize>> = Batches::new(&data, 3, Some(&mut from))
-        .unwrap()
-        .resume_at(2)
-        .unwrap()
-        .map(|b| samples(&b.unwrap()))
-        .collect();
+    let resumed: Vec<Vec<usize>> =
+        Batches::new(&data, 3, Some(&mut from)).unwrap().resume_at(2).unwrap().map(|b| samples(&b.unwrap())).collect();
     assert_eq!(resumed, rest);
     assert!(matches!(Batches::new(&data, 0, None), Err(Error::InvalidArgument { .. })));
 }
 
 #[test]
 fn columns_that_disagree_on_the_number_of_samples_are_an_error_naming_the_shapes() {
-    let err = TensorDataset::new((Tensor::<f32>::zeros(&[4, 3]), Ids::new(vec![0; 10], &[5, 2]).unwrap()))
-        .unwrap_err();
+    let err = TensorDataset::new((Tensor::<f32>::zeros(&[4, 3]), Ids::new(vec![0; 10], &[5, 2]).unwrap())).unwrap_err();
     match &err {
         Error::ShapeMismatch { op, lhs, rhs, .. } => {
             assert_eq!((*op, lhs.as_slice(), rhs.as_slice()), ("TensorDataset::new", &[4, 3][..], &[5, 2][..]));
@@ -177,8 +172,9 @@ fn a_model_of_ids_and_a_feature_trains_from_a_tensor_dataset_and_saves() {
         ids.extend(seq);
         feature.push(f);
     }
-    let data = TensorDataset::new((Ids::new(ids, &[n, 4]).unwrap(), Tensor::from_vec(feature, &[n, 1]).unwrap(), labels))
-        .unwrap();
+    let data =
+        TensorDataset::new((Ids::new(ids, &[n, 4]).unwrap(), Tensor::from_vec(feature, &[n, 1]).unwrap(), labels))
+            .unwrap();
     let mut model = Scorer::new(0);
     assert_eq!(model.classes, 3);
     let mut opt = Adam::new(model.parameters(), 0.05);
