@@ -181,7 +181,7 @@ pub fn gradcheck_per_op_with<T: Float>(
         let vars: Vec<Var<T>> = inputs.iter().map(|t| Var::parameter(t.clone())).collect();
         f(&vars)
     };
-    let (out, recorded) = scoped(Replay::default(), &run);
+    let (out, recorded) = scoped(Replay::default(), run);
     let out = out?;
     let ordinal: HashMap<u64, usize> = recorded.made.iter().enumerate().map(|(k, &id)| (id, k)).collect();
     // `reachable` lists the nodes latest first; the check goes in execution order.
@@ -230,13 +230,13 @@ pub fn gradcheck_per_op_with<T: Float>(
                 let replayed = match &nudge {
                     Nudge::Made(m) => {
                         replay.perturb = Some((*m, j, value.to_f64()));
-                        scoped(replay, &run)
+                        scoped(replay, run)
                     }
                     Nudge::Outside(var) => {
                         let mut moved = base.to_vec();
                         moved[j] = value;
                         var.set_value(Tensor::from_vec(moved, base.shape())?);
-                        let replayed = scoped(replay, &run);
+                        let replayed = scoped(replay, run);
                         var.set_value(base.clone());
                         replayed
                     }

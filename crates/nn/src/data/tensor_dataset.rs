@@ -209,7 +209,7 @@ impl<C: Columns> TensorDataset<C> {
     ///
     /// ```
     /// use tapegrad_nn::{data::TensorDataset, Ids};
-    /// use tapegrad_tensor::Tensor;
+    /// use tapegrad_tensor::{Tensor, TensorNew};
     /// let ds = TensorDataset::new((Tensor::<f64>::arange(6).reshape(&[3, 2])?, Ids::from(vec![7, 8, 9])))?;
     /// let (x, ids) = ds.subset(&[2, 0])?.into_columns();
     /// assert_eq!((x.to_vec(), ids.as_slice()), (vec![4.0, 5.0, 0.0, 1.0], &[9, 7][..]));
