@@ -1,6 +1,6 @@
-//! A sequence model on integer tokens, trained in a plain loop: an `Embedding` looks the token
-//! ids up (as `usize`, no float ids), a GRU reads each sequence, and a linear head tags every
-//! position. The task needs memory: sequences of 4 to 12 tokens from 1..16, and the tag of each
+//! A sequence model on integer tokens, trained in a plain loop: the model's `forward` takes the
+//! token ids as `Ids` (`impl Module<f32, Ids>`, no float ids), an `Embedding` looks them up, a
+//! GRU reads each sequence, and a linear head tags every position. The task needs memory: sequences of 4 to 12 tokens from 1..16, and the tag of each
 //! position is the largest token seen so far. Sequences of a batch are padded to the longest with
 //! `PAD = 0`, as input and as target, and `cross_entropy_with(.., ignore_index: Some(PAD))`
 //! leaves the padding out of the loss, of the mean's count and of the gradient, as PyTorch's
@@ -49,30 +49,19 @@ impl Tagger {
             head: Linear::new(HIDDEN, VOCAB, gen),
         })
     }
+}
 
+impl Module<f32, Ids> for Tagger {
     /// Logits `[batch * len, VOCAB]` for the token ids of a `[batch, len]` batch, row-major.
-    fn forward_ids(&self, ids: &[usize], batch: usize, len: usize) -> Result<Var> {
-        self.tag(&self.embed.forward_indices(ids, &[batch, len])?)
-    }
-
-    /// The GRU and the head over embedded tokens `[batch, len, EMBED]`.
-    fn tag(&self, x: &Var) -> Result<Var> {
-        let (batch, len) = (x.shape()[0], x.shape()[1]);
-        let h = self.gru.forward(x)?;
-        self.head.forward(&h.reshape(&[batch * len, HIDDEN])?)
+    fn forward(&self, ids: &Ids) -> Result<Var> {
+        let h = self.gru.forward(&self.embed.forward_ids(ids)?)?;
+        self.head.forward(&h.reshape(&[ids.numel(), HIDDEN])?)
     }
 }
 
-impl Module for Tagger {
-    /// The same, for ids held as integral floats (what `Module::forward` takes).
-    fn forward(&self, ids: &Var) -> Result<Var> {
-        self.tag(&self.embed.forward(ids)?)
-    }
-}
-
-/// A batch of `n` random sequences padded with `PAD` to the longest: the ids, the targets (the
-/// running maximum, `PAD` past each sequence's end), both `[n, len]` row-major, and `len`.
-fn batch(n: usize, gen: &mut Generator) -> (Vec<usize>, Vec<usize>, usize) {
+/// A batch of `n` random sequences padded with `PAD` to the longest: the ids `[n, len]` and the
+/// targets (the running maximum, `PAD` past each sequence's end), row-major like the ids.
+fn batch(n: usize, gen: &mut Generator) -> Result<(Ids, Vec<usize>)> {
     let lengths: Vec<usize> =
         (0..n).map(|_| LENGTHS.0 + gen.below((LENGTHS.1 - LENGTHS.0 + 1) as u64) as usize).collect();
     let len = lengths.iter().copied().max().unwrap_or(0);
@@ -86,19 +75,15 @@ fn batch(n: usize, gen: &mut Generator) -> (Vec<usize>, Vec<usize>, usize) {
             targets[row * len + t] = max;
         }
     }
-    (ids, targets, len)
+    Ok((Ids::new(ids, &[n, len])?, targets))
 }
 
 /// Mean loss and accuracy over the real (non-padding) positions of `batches`, in eval mode.
-fn evaluate(
-    model: &mut Tagger,
-    batches: &[(Vec<usize>, Vec<usize>, usize)],
-    options: CrossEntropyOptions,
-) -> Result<(f64, f64)> {
+fn evaluate(model: &mut Tagger, batches: &[(Ids, Vec<usize>)], options: CrossEntropyOptions) -> Result<(f64, f64)> {
     model.eval();
     let (mut loss_sum, mut correct, mut real) = (0.0, 0, 0);
-    for (ids, targets, len) in batches {
-        let logits = no_grad(|| model.forward_ids(ids, targets.len() / len, *len))?;
+    for (ids, targets) in batches {
+        let logits = no_grad(|| model.forward(ids))?;
         let count = targets.iter().filter(|&&t| t != PAD).count();
         loss_sum += f64::from(cross_entropy_with(&logits, targets, options)?.item()?) * count as f64;
         let predicted = logits.value().argmax(1)?;
@@ -113,7 +98,7 @@ fn run(args: &common::Args) -> Result<()> {
     let mut gen = Generator::new(args.seed);
     let mut model = Tagger::new(&mut gen)?;
     println!("{model}");
-    let held_out: Vec<_> = (0..8).map(|_| batch(BATCH, &mut gen)).collect();
+    let held_out: Vec<_> = (0..8).map(|_| batch(BATCH, &mut gen)).collect::<Result<_>>()?;
     let options = CrossEntropyOptions { ignore_index: Some(PAD), ..Default::default() };
     let mut opt = Adam::new(model.parameters(), LR);
     let title = format!("GRU tagger (running maximum of tokens 1..{VOCAB}), padding ignored: Adam lr {LR}");
@@ -124,8 +109,8 @@ fn run(args: &common::Args) -> Result<()> {
         model.train();
         let mut train_loss = 0.0;
         for _ in 0..steps {
-            let (ids, targets, len) = batch(BATCH, &mut gen);
-            let loss = cross_entropy_with(&model.forward_ids(&ids, BATCH, len)?, &targets, options)?;
+            let (ids, targets) = batch(BATCH, &mut gen)?;
+            let loss = cross_entropy_with(&model.forward(&ids)?, &targets, options)?;
             opt.zero_grad();
             loss.backward()?;
             opt.step()?;

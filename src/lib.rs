@@ -213,7 +213,7 @@ pub mod prelude {
     };
     // Data and checkpoints.
     pub use tapegrad_nn::data::{
-        kfold, load_dataset, read_idx, read_npy, read_npz, write_npy, write_npz, Batches, Dataset,
+        kfold, load_dataset, read_idx, read_npy, read_npz, write_npy, write_npz, Batches, Dataset, Ids, TensorDataset,
     };
     pub use tapegrad_nn::{load, save, TrainingCheckpoint};
 }

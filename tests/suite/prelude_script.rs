@@ -92,3 +92,50 @@ fn a_training_script_needs_only_the_prelude() -> Result<()> {
     assert_eq!(mean_loss(&copy, &data)?, after);
     Ok(())
 }
+
+/// Token ids in, one score per sequence out: a model whose `forward` takes `Ids`.
+#[derive(Module)]
+struct Bag {
+    embed: Embedding,
+    head: Linear,
+}
+
+impl Module<f32, Ids> for Bag {
+    fn forward(&self, ids: &Ids) -> Result<Var> {
+        self.head.forward(&self.embed.forward_ids(ids)?.mean(&[1], false)?)
+    }
+}
+
+#[test]
+fn a_regression_on_token_ids_needs_only_the_prelude() -> Result<()> {
+    // The target of a sequence of 3 ids in 0..6 is the mean of the ids, and its negative.
+    let mut gen = Generator::new(3);
+    let ids: Vec<usize> = (0..3 * 96).map(|_| gen.below(6) as usize).collect();
+    let y: Vec<f32> = ids
+        .chunks(3)
+        .flat_map(|s| {
+            let m = s.iter().sum::<usize>() as f32 / 3.0;
+            [m, -m]
+        })
+        .collect();
+    let data = TensorDataset::new((Ids::new(ids, &[96, 3])?, Tensor::from_vec(y, &[96, 2])?))?;
+    let model = Bag { embed: Embedding::new(6, 4, &mut gen), head: Linear::new(4, 2, &mut gen) };
+    let mut opt = Adam::new(model.parameters(), 0.05);
+    let loss_of = |model: &Bag| -> Result<f32> {
+        let (ids, y) = data.columns();
+        no_grad(|| mse_loss(&model.forward(ids)?, &Var::new(y.clone())))?.item()
+    };
+    let before = loss_of(&model)?;
+    for _epoch in 0..20 {
+        for batch in Batches::new(&data, 16, Some(&mut gen))?.drop_last(true) {
+            let (ids, y) = batch?;
+            let loss = mse_loss(&model.forward(&ids)?, &Var::new(y))?;
+            opt.zero_grad();
+            loss.backward()?;
+            opt.step()?;
+        }
+    }
+    let after = loss_of(&model)?;
+    assert!(after < 0.05 * before, "the loss went from {before} to {after}");
+    Ok(())
+}

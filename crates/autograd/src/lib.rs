@@ -38,8 +38,8 @@ mod var;
 pub use checkpoint::checkpoint;
 pub use grad::{grad, GradOptions};
 pub use gradcheck::{
-    gradcheck, gradcheck_with, gradchecked_ops, gradgradcheck, gradgradcheck_with, gradgradchecked_ops,
-    GradcheckOptions,
+    gradcheck, gradcheck_per_op, gradcheck_per_op_with, gradcheck_with, gradchecked_ops, gradgradcheck,
+    gradgradcheck_with, gradgradchecked_ops, GradcheckOptions,
 };
 pub use hooks::HookHandle;
 pub use no_grad::{detect_anomaly, is_anomaly_enabled, is_grad_enabled, no_grad};

@@ -234,8 +234,11 @@ impl<T: Float> Clone for Var<T> {
 
 impl<T: Float> Var<T> {
     fn leaf(value: Tensor<T>, requires_grad: bool) -> Var<T> {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        // A parameter made inside `gradcheck_per_op`'s function is numbered (and may be nudged).
+        let value = if requires_grad { crate::gradcheck::observe(id, value) } else { value };
         Var(Arc::new(Node {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             value: RwLock::new(value),
             requires_grad,
             grad: Mutex::new(None),
@@ -280,8 +283,11 @@ impl<T: Float> Var<T> {
         if !is_grad_enabled() || !inputs.iter().any(|v| v.requires_grad()) {
             return Var::new(value);
         }
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        // Inside `gradcheck_per_op`'s function, the node is numbered (and may be nudged or kept).
+        let value = crate::gradcheck::observe(id, value);
         Var(Arc::new(Node {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             value: RwLock::new(value),
             requires_grad: true,
             grad: Mutex::new(None),

@@ -35,7 +35,7 @@ pub use checkpoint::{
     load_tensors, save, save_tensors, set_dropout_generator, state_dict, LoadReport, Mismatch, Position, StateDict,
     Stateful, TrainingCheckpoint,
 };
-pub use data::{read_npy, read_npz, write_npy, write_npz};
+pub use data::{read_npy, read_npz, write_npy, write_npz, Ids, TensorDataset};
 pub use layers::*;
 pub use loss::{l1_penalty, l2_penalty};
 pub use module::{Counter, GeneratorSlot, Mode, ModeChange, Module, PoolOrder, Visit};

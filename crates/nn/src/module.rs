@@ -246,12 +246,51 @@ pub trait Visit<T: Float = f32> {
 /// Implement `forward` by hand; `#[derive(Module)]` writes the [`Visit`] supertrait (not this
 /// trait). All the provided methods are built on `Visit` and recurse over children, including
 /// those in `Vec`s and `Option`s.
-pub trait Module<T: Float = f32>: Visit<T> {
+///
+/// # Inputs other than one `Var`
+///
+/// `I` is what `forward` takes, one [`Var`] unless the model says otherwise (`impl Module for
+/// Mlp` means `Module<f32, Var<f32>>`, whose `forward` takes `&Var`). A model whose forward
+/// takes token ids, or several tensors, implements the trait for that input instead: `impl
+/// Module<f32, Ids> for Tagger` (see [`Ids`](crate::Ids)), `impl Module<f32, (Var, Var)> for
+/// Siamese` (called as `model.forward(&(a, b))`, `Var`s being cheap to clone). Everything else
+/// (parameters, `train()`, saving, optimisers) is the same. Implement it for one input type
+/// per model: with two, `model.parameters()` no longer knows which impl is meant (give the
+/// second input an inherent method, as [`Embedding::forward_ids`](crate::Embedding::forward_ids)
+/// does). [`Sequential`](crate::Sequential), [`mc_predict`](crate::mc_predict) and the layers
+/// chain `Var`s, so they take modules of one `Var`.
+///
+/// ```
+/// use tapegrad_nn::{Ids, Embedding, Linear, Module, Result, Var};
+/// use tapegrad_tensor::Generator;
+///
+/// /// Token ids and a per-sequence feature in, one score per sequence out.
+/// #[derive(tapegrad_nn::Module)]
+/// struct Scorer { embed: Embedding, head: Linear }
+///
+/// impl Module<f32, (Ids, Var)> for Scorer {
+///     fn forward(&self, (ids, feature): &(Ids, Var)) -> Result<Var> {
+///         let pooled = self.embed.forward_ids(ids)?.mean(&[1], false)?; // [batch, 4]
+///         self.head.forward(&Var::cat(&[&pooled, feature], 1)?)
+///     }
+/// }
+///
+/// let mut gen = Generator::new(0);
+/// let model = Scorer { embed: Embedding::new(10, 4, &mut gen), head: Linear::new(5, 1, &mut gen) };
+/// let ids = Ids::new(vec![1, 2, 3, 4, 5, 6], &[2, 3])?;
+/// let feature = Var::new(tapegrad_tensor::Tensor::ones(&[2, 1]));
+/// let y = model.forward(&(ids, feature))?;
+/// assert_eq!(y.shape(), [2, 1]);
+/// y.sum_all().backward()?;
+/// assert!(model.parameters().iter().all(|p| p.grad().is_some()));
+/// # Ok::<(), tapegrad_nn::Error>(())
+/// ```
+pub trait Module<T: Float = f32, I: ?Sized = Var<T>>: Visit<T> {
     /// Applies the module to `x`.
     ///
     /// # Errors
     /// Shape errors naming the op and the shapes; whatever the layers return.
-    fn forward(&self, x: &Var<T>) -> Result<Var<T>>;
+    fn forward(&self, x: &I) -> Result<Var<T>>;
 
     /// How this module stands to max pooling, for [`Sequential`](crate::Sequential)'s
     /// reordering (see [`PoolOrder`]). Every module but `ReLU`, `Dropout2d` and `MaxPool2d`
@@ -618,8 +657,8 @@ impl<T: Float, M: Visit<T> + ?Sized> Visit<T> for Box<M> {
     }
 }
 
-impl<T: Float, M: Module<T> + ?Sized> Module<T> for Box<M> {
-    fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+impl<T: Float, I: ?Sized, M: Module<T, I> + ?Sized> Module<T, I> for Box<M> {
+    fn forward(&self, x: &I) -> Result<Var<T>> {
         (**self).forward(x)
     }
     fn pool_order(&self) -> PoolOrder {

@@ -17,6 +17,7 @@ mod fused;
 mod golden_grads;
 mod grad;
 mod gradcheck;
+mod gradcheck_per_op;
 mod gradgradcheck;
 mod hooks;
 mod op_graphs;

@@ -1,9 +1,42 @@
-//! Mini-batches over a [`Dataset`], in order or shuffled by a seeded [`Generator`], like
-//! PyTorch's `DataLoader(dataset, batch_size, shuffle=True, generator=g)`.
+//! Mini-batches over a [`Dataset`] or a [`TensorDataset`](super::TensorDataset), in order or
+//! shuffled by a seeded [`Generator`], like PyTorch's
+//! `DataLoader(dataset, batch_size, shuffle=True, generator=g)`.
 
 use tapegrad_tensor::{Error, Generator, Result, Tensor};
 
 use super::Dataset;
+
+/// What [`Batches`] cuts into mini-batches: a number of samples, and a way to gather a batch
+/// of them by index (PyTorch's map-style `Dataset`, batched). Implemented by [`Dataset`]
+/// (batches of `(images, labels)`) and [`TensorDataset`](super::TensorDataset) (batches of its
+/// columns' tuple).
+pub trait Samples {
+    /// One mini-batch.
+    type Batch;
+
+    /// The number of samples.
+    fn num_samples(&self) -> usize;
+
+    /// The samples at `indices` (each below [`num_samples`](Samples::num_samples)), in that
+    /// order, as one batch.
+    ///
+    /// # Errors
+    /// What gathering reports (an index out of range, a batch too large to allocate).
+    fn gather(&self, indices: &[usize]) -> Result<Self::Batch>;
+}
+
+impl Samples for Dataset {
+    type Batch = (Tensor<f32>, Vec<usize>);
+
+    fn num_samples(&self) -> usize {
+        self.len()
+    }
+
+    fn gather(&self, indices: &[usize]) -> Result<Self::Batch> {
+        let labels = indices.iter().map(|&i| self.labels()[i]).collect();
+        Ok((self.images().index_select(0, indices)?, labels))
+    }
+}
 
 /// A uniformly random permutation of `0..n`, by Fisher-Yates from the last position down, each
 /// swap partner drawn with [`Generator::below`] (unbiased): the same generator state gives the
@@ -28,9 +61,11 @@ pub fn permutation(n: usize, gen: &mut Generator) -> Vec<usize> {
     order
 }
 
-/// One epoch of mini-batches over a [`Dataset`]: an iterator of `(images, labels)` where
-/// `images` has shape `[b, ...]` (`[b, 784]` for MNIST) and `labels` has length `b`, with
-/// `b = batch_size` except for a last, smaller batch (kept unless [`Batches::drop_last`]).
+/// One epoch of mini-batches over a [`Dataset`] or another [`Samples`] source: over a `Dataset`
+/// an iterator of `(images, labels)` where `images` has shape `[b, ...]` (`[b, 784]` for
+/// MNIST) and `labels` has length `b`; over a [`TensorDataset`](super::TensorDataset) of columns
+/// `(x, y, ...)` an iterator of tuples of the same types, each with first dim `b`. `b =
+/// batch_size` except for a last, smaller batch (kept unless [`Batches::drop_last`]).
 ///
 /// With a generator the samples are visited in the order of [`permutation`]`(n, gen)`, drawn
 /// once when the epoch is created; the generator advances, so the next epoch created from it
@@ -52,8 +87,8 @@ pub fn permutation(n: usize, gen: &mut Generator) -> Vec<usize> {
 /// # Ok::<(), tapegrad_nn::Error>(())
 /// ```
 #[derive(Clone, Debug)]
-pub struct Batches {
-    dataset: Dataset,
+pub struct Batches<D: Samples = Dataset> {
+    dataset: D,
     order: Vec<usize>,
     batch_size: usize,
     drop_last: bool,
@@ -62,18 +97,21 @@ pub struct Batches {
     shuffled_from: Option<Generator>,
 }
 
-impl Batches {
+impl<D: Samples> Batches<D> {
     /// The batches of one epoch over `dataset`, `batch_size` samples each, shuffled with `shuffle`
     /// when given (the generator advances), in dataset order otherwise.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) (op `Batches::new`) when
     /// `batch_size` is 0.
-    pub fn new(dataset: &Dataset, batch_size: usize, shuffle: Option<&mut Generator>) -> Result<Batches> {
+    pub fn new(dataset: &D, batch_size: usize, shuffle: Option<&mut Generator>) -> Result<Batches<D>>
+    where
+        D: Clone,
+    {
         if batch_size == 0 {
             return Err(Error::arg("Batches::new", "batch_size must be at least 1"));
         }
-        let n = dataset.len();
+        let n = dataset.num_samples();
         let shuffled_from = shuffle.as_deref().cloned();
         let order = match shuffle {
             Some(gen) => permutation(n, gen),
@@ -84,7 +122,7 @@ impl Batches {
 
     /// Drops the last batch when it is smaller than `batch_size` (PyTorch's `drop_last`), so
     /// that every batch has the same size.
-    pub fn drop_last(mut self, drop: bool) -> Batches {
+    pub fn drop_last(mut self, drop: bool) -> Batches<D> {
         self.drop_last = drop;
         self
     }
@@ -133,7 +171,7 @@ impl Batches {
     /// # Errors
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) (op `Batches::resume_at`) when
     /// the epoch has fewer than `batch` batches.
-    pub fn resume_at(mut self, batch: usize) -> Result<Batches> {
+    pub fn resume_at(mut self, batch: usize) -> Result<Batches<D>> {
         let total = self.end().div_ceil(self.batch_size);
         if batch > total {
             return Err(Error::arg(
@@ -155,8 +193,8 @@ impl Batches {
     }
 }
 
-impl Iterator for Batches {
-    type Item = Result<(Tensor<f32>, Vec<usize>)>;
+impl<D: Samples> Iterator for Batches<D> {
+    type Item = Result<D::Batch>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let end = self.end();
@@ -166,8 +204,7 @@ impl Iterator for Batches {
         let stop = (self.next + self.batch_size).min(end);
         let index = &self.order[self.next..stop];
         self.next = stop;
-        let labels = index.iter().map(|&i| self.dataset.labels()[i]).collect();
-        Some(self.dataset.images().index_select(0, index).map(|x| (x, labels)))
+        Some(self.dataset.gather(index))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -176,6 +213,6 @@ impl Iterator for Batches {
     }
 }
 
-impl ExactSizeIterator for Batches {}
+impl<D: Samples> ExactSizeIterator for Batches<D> {}
 
-impl std::iter::FusedIterator for Batches {}
+impl<D: Samples> std::iter::FusedIterator for Batches<D> {}

@@ -1,7 +1,8 @@
 //! Datasets: the IDX reader and loaders for MNIST, Fashion-MNIST and the shipped `mnist-10k`;
 //! numpy's `.npy` and `.npz` files ([`npy`]: [`read_npy`], [`write_npy`], [`Npz`],
-//! [`read_npz`], [`write_npz`]); seeded shuffled mini-batches ([`Batches`]) and cross-validation splits
-//! ([`kfold()`]).
+//! [`read_npz`], [`write_npz`]); a dataset of any tensors sharing their first dim
+//! ([`TensorDataset`], PyTorch's, for regression and for token ids as [`Ids`]); seeded shuffled
+//! mini-batches ([`Batches`], PyTorch's `DataLoader`) and cross-validation splits ([`kfold()`]).
 //!
 //! Like `torchvision.datasets.MNIST`, a [`Dataset`] holds all its samples in memory: images as
 //! one `f32` tensor of shape `[n, rows * cols]` scaled to [0, 1], labels as `Vec<usize>`.
@@ -25,21 +26,25 @@
 //! ```
 
 mod batches;
+mod ids;
 mod idx;
 mod kfold;
 pub mod npy;
+mod tensor_dataset;
 
 use std::path::{Path, PathBuf};
 
 use tapegrad_tensor::{Error, Result, Tensor};
 
-pub use batches::{permutation, Batches};
+pub use batches::{permutation, Batches, Samples};
+pub use ids::Ids;
 pub use idx::{read_idx, read_idx_with_limit, Idx, DEFAULT_MAX_IDX_BYTES};
 pub use kfold::kfold;
 pub use npy::{
     read_npy, read_npy_labels, read_npz, write_npy, write_npy_labels, write_npz, write_npz_compressed, NpyArray, Npz,
     NpzWriter, DEFAULT_MAX_NPZ_BYTES,
 };
+pub use tensor_dataset::{Column, Columns, TensorDataset};
 
 // ─── loaders for single files ──────────────────────────────────────────────────
 

@@ -6,6 +6,7 @@ use tapegrad_tensor::TensorNew;
 use tapegrad_autograd::Var;
 use tapegrad_tensor::{checked_numel, Error, Float, Generator, Result, Tensor};
 
+use crate::data::Ids;
 use crate::module::Module;
 
 /// A table of `num_embeddings` vectors of width `embedding_dim`: `y[i...] = W[indices[i...]]`,
@@ -21,6 +22,8 @@ use crate::module::Module;
 /// let emb: Embedding = Embedding::new(10, 4, &mut Generator::new(0));
 /// let y = emb.forward_indices(&[1, 7, 1], &[3])?;
 /// assert_eq!(y.shape(), vec![3, 4]);
+/// let ids = tapegrad_nn::Ids::new(vec![1, 7, 1, 0], &[2, 2])?;
+/// assert_eq!(emb.forward_ids(&ids)?.shape(), vec![2, 2, 4]);
 /// // Through `Module::forward`, with the ids as integral floats:
 /// let ids = Var::new(Tensor::from_vec(vec![1.0, 7.0, 1.0, 0.0], &[2, 2])?);
 /// assert_eq!(emb.forward(&ids)?.shape(), vec![2, 2, 4]);
@@ -91,6 +94,15 @@ impl<T: Float> Embedding<T> {
         checked_numel("Embedding", &out)?;
         self.weight.index_select(0, indices)?.reshape(&out)
     }
+
+    /// Looks up token ids: the result has shape `ids.shape() ++ [embedding_dim]`, as
+    /// PyTorch's `embedding(ids)` on a `LongTensor`.
+    ///
+    /// # Errors
+    /// `Embedding` when an id is not below `num_embeddings`.
+    pub fn forward_ids(&self, ids: &Ids) -> Result<Var<T>> {
+        self.forward_indices(ids.as_slice(), ids.shape())
+    }
 }
 
 tapegrad_tensor::f32_default! {
@@ -115,22 +127,9 @@ impl<T: Float> Module<T> for Embedding<T> {
     /// flows into `x`. Prefer [`Embedding::forward_indices`] when the ids are at hand.
     ///
     /// # Errors
-    /// `Embedding` when a value is not an integral id in range.
+    /// `Embedding` when a value is not a non-negative integer, or not below `num_embeddings`.
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
-        let value = x.value();
-        let mut indices = Vec::with_capacity(value.numel());
-        for v in value.to_vec() {
-            let f = v.to_f64();
-            if !(f >= 0.0 && f.fract() == 0.0 && f < self.num_embeddings as f64) {
-                return Err(Error::shape(
-                    "Embedding",
-                    value.shape(),
-                    format!("{f} is not an integral index below {}", self.num_embeddings),
-                ));
-            }
-            indices.push(f as usize);
-        }
-        self.forward_indices(&indices, value.shape())
+        self.forward_ids(&Ids::from_floats_for("Embedding", &x.value())?)
     }
 }
 

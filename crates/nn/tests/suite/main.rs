@@ -26,6 +26,7 @@ mod modes;
 mod npy;
 mod optim;
 mod recurrent;
+mod tensor_dataset;
 mod torch_state_dicts;
 mod visit;
 

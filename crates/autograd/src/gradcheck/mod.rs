@@ -12,6 +12,11 @@ use crate::grad::{grad, GradOptions};
 use crate::no_grad::{enable_grad, no_grad};
 use crate::var::Var;
 
+mod per_op;
+
+pub(crate) use per_op::observe;
+pub use per_op::{gradcheck_per_op, gradcheck_per_op_with};
+
 /// The ops on the tapes of the checks that passed in this process (see [`gradchecked_ops`]).
 static CHECKED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
 
@@ -153,34 +158,47 @@ pub fn gradcheck_with<T: Float>(
         let base = input.to_vec();
         let shape = input.shape();
         for j in 0..base.len() {
-            let mut xs: Vec<Tensor<T>> = inputs.to_vec();
-            let mut plus = base.clone();
-            plus[j] = T::from_f64(base[j].to_f64() + options.eps);
-            let mut minus = base.clone();
-            minus[j] = T::from_f64(base[j].to_f64() - options.eps);
-            // The step as `T` holds it: in f32, x ± eps rounds.
-            let step = plus[j].to_f64() - minus[j].to_f64();
-            xs[i] = Tensor::from_vec(plus, shape)?;
-            let f_plus = objective(&xs)?;
-            xs[i] = Tensor::from_vec(minus, shape)?;
-            let f_minus = objective(&xs)?;
-            let numeric = (f_plus - f_minus) / step;
-            let a = analytic[j];
-            // Written so that a NaN on either side counts as a mismatch.
-            let close = (a - numeric).abs() <= options.atol + options.rtol * numeric.abs();
-            if !close {
-                let mut index = vec![0; shape.len()];
-                let mut rest = j;
-                for d in (0..shape.len()).rev() {
-                    index[d] = rest % shape[d];
-                    rest /= shape[d];
-                }
-                return Err(Error::GradcheckMismatch { op, input: i, index, analytic: a, numeric });
+            let numeric = finite_difference(base[j], options.eps, |v| {
+                let mut xs: Vec<Tensor<T>> = inputs.to_vec();
+                let mut moved = base.clone();
+                moved[j] = v;
+                xs[i] = Tensor::from_vec(moved, shape)?;
+                objective(&xs)
+            })?;
+            if !close(analytic[j], numeric, options) {
+                return Err(mismatch_at(&op, i, shape, j, analytic[j], numeric));
             }
         }
     }
     CHECKED.lock().unwrap_or_else(|e| e.into_inner()).extend(tape.iter().map(|e| e.name));
     Ok(())
+}
+
+/// The central difference `(g(x + eps) - g(x - eps)) / step` of `g` at `x`, where `x ± eps`
+/// are rounded to `T` and `step` is their difference as `T` holds them (in f32, `x ± eps`
+/// rounds).
+fn finite_difference<T: Float>(x: T, eps: f64, mut g: impl FnMut(T) -> Result<f64>) -> Result<f64> {
+    let (plus, minus) = (T::from_f64(x.to_f64() + eps), T::from_f64(x.to_f64() - eps));
+    let step = plus.to_f64() - minus.to_f64();
+    Ok((g(plus)? - g(minus)?) / step)
+}
+
+/// Whether the tape's `analytic` value agrees with the finite difference `numeric`; written so
+/// that a NaN on either side counts as a mismatch.
+fn close(analytic: f64, numeric: f64, options: GradcheckOptions) -> bool {
+    (analytic - numeric).abs() <= options.atol + options.rtol * numeric.abs()
+}
+
+/// The [`Error::GradcheckMismatch`] of `op`'s input `input` (of shape `shape`) at its flat
+/// element `j`.
+fn mismatch_at(op: &str, input: usize, shape: &[usize], j: usize, analytic: f64, numeric: f64) -> Error {
+    let mut index = vec![0; shape.len()];
+    let mut rest = j;
+    for d in (0..shape.len()).rev() {
+        index[d] = rest % shape[d];
+        rest /= shape[d];
+    }
+    Error::GradcheckMismatch { op: op.to_string(), input, index, analytic, numeric }
 }
 
 /// The names of every op recorded by the function `f` of a [`gradgradcheck`] or
