@@ -2,7 +2,7 @@
 //! and tapegrad's checkpoints laid out as PyTorch's strict `load_state_dict` wants them.
 //!
 //! The fixtures `torch/<case>.safetensors` and `torch_state_dicts.json` of the golden crate are
-//! written by its `data/torch_state_dicts.py` (PyTorch 2.15): per case, a small model's
+//! written by `tools/torch_state_dicts.py` (PyTorch 2.15): per case, a small model's
 //! `state_dict()` (float32, float64, float16 or bfloat16; BatchNorm's `num_batches_tracked` in
 //! int64) and the model's eval-mode output on a fixed input, computed in float64 from the stored
 //! weights. The other direction needs Python: `write_tapegrad_files_for_pytorch` writes

@@ -1,6 +1,7 @@
 """Writes torch_state_dicts.json and torch/*.safetensors: PyTorch state dicts for tapegrad to load.
 
-Run from this folder with PyTorch 2.15 (CPU) and safetensors: `python torch_state_dicts.py`.
+Run with PyTorch 2.15 (CPU) and safetensors, from anywhere: `python tools/torch_state_dicts.py`.
+It writes into `crates/golden/data/` of the repository it sits in.
 Each case builds a small model with a fixed seed, saves `model.state_dict()` with
 `safetensors.torch.save_file` as `torch/<name>.safetensors` (floating tensors in the case's
 dtype: float32, float64, float16 or bfloat16; BatchNorm's `num_batches_tracked` stays int64),
@@ -25,6 +26,9 @@ import sys
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+# The fixtures live beside the other golden files of the repository.
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "golden", "data")
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -109,8 +113,8 @@ def make(name, kind, dtype, args):
     state = {
         k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()
     }
-    os.makedirs("torch", exist_ok=True)
-    save_file(state, f"torch/{name}.safetensors")
+    os.makedirs(os.path.join(DATA, "torch"), exist_ok=True)
+    save_file(state, os.path.join(DATA, "torch", f"{name}.safetensors"))
     # The reference: float64, from the weights exactly as saved.
     model = model.double()
     model.load_state_dict({k: (v.double() if v.is_floating_point() else v) for k, v in state.items()})
@@ -133,7 +137,7 @@ def make(name, kind, dtype, args):
 
 def check(folder):
     """Loads tapegrad's files into the PyTorch models (strict) and compares the outputs."""
-    with open("torch_state_dicts.json") as f:
+    with open(os.path.join(DATA, "torch_state_dicts.json")) as f:
         cases = json.load(f)["cases"]
     passed = failed = 0
     for case in cases:
@@ -162,5 +166,5 @@ if __name__ == "__main__":
         sys.exit(0 if check(sys.argv[2]) else 1)
     cases = [make(*c) for c in CASES]
     meta = {"torch": torch.__version__, "script": "torch_state_dicts.py"}
-    with open("torch_state_dicts.json", "w") as f:
+    with open(os.path.join(DATA, "torch_state_dicts.json"), "w") as f:
         json.dump({"meta": meta, "cases": cases}, f)
