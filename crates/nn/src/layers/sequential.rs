@@ -129,7 +129,7 @@ impl<T: Float> Module<T> for Sequential<T> {
     /// The layers in order, except that a run of layers that commute with max pooling (ReLU,
     /// Dropout2d) followed by a `MaxPool2d` runs the pool first: the run then works on the
     /// pooled tensor, a quarter of the elements for 2 x 2 windows, with the same values and
-    /// gradients ([`PoolOrder`](crate::PoolOrder)).
+    /// gradients (`PoolOrder`).
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
         let mut y = x.clone();
         let mut i = 0;
