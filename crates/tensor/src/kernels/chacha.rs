@@ -80,12 +80,12 @@ impl Kernel for FillBlocks<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn call<S: MaskIsa>(self, _isa: S) {
+    unsafe fn call<S: MaskIsa>(self, _isa: S) {
         let wide = S::Words::LANES * BLOCK_WORDS;
         let mut block = self.block;
         let mut groups = self.out.chunks_exact_mut(wide);
         for group in &mut groups {
-            // SAFETY: `_isa` exists, so the CPU supports `S`; `group` holds `LANES` blocks.
+            // SAFETY: the caller guarantees `S`'s instruction set; `group` holds `LANES` blocks.
             unsafe { blocks::<S::Words>(self.key, block, group.as_mut_ptr()) };
             block = block.wrapping_add(S::Words::LANES as u64);
         }
@@ -125,33 +125,44 @@ unsafe fn blocks<V: WordLanes>(key: &[u32; 8], block: u64, out: *mut u32) {
     };
     let mut x = init;
     for _ in 0..4 {
-        quarter(&mut x, 0, 4, 8, 12);
-        quarter(&mut x, 1, 5, 9, 13);
-        quarter(&mut x, 2, 6, 10, 14);
-        quarter(&mut x, 3, 7, 11, 15);
-        quarter(&mut x, 0, 5, 10, 15);
-        quarter(&mut x, 1, 6, 11, 12);
-        quarter(&mut x, 2, 7, 8, 13);
-        quarter(&mut x, 3, 4, 9, 14);
+        // SAFETY: the caller guarantees the instruction set.
+        unsafe {
+            quarter(&mut x, 0, 4, 8, 12);
+            quarter(&mut x, 1, 5, 9, 13);
+            quarter(&mut x, 2, 6, 10, 14);
+            quarter(&mut x, 3, 7, 11, 15);
+            quarter(&mut x, 0, 5, 10, 15);
+            quarter(&mut x, 1, 6, 11, 12);
+            quarter(&mut x, 2, 7, 8, 13);
+            quarter(&mut x, 3, 4, 9, 14);
+        }
     }
-    for (v, i) in x.iter_mut().zip(init) {
-        *v = v.add(i);
+    // SAFETY: the caller guarantees the instruction set and `out`.
+    unsafe {
+        for (v, i) in x.iter_mut().zip(init) {
+            *v = v.add(i);
+        }
+        V::store_blocks(&x, out);
     }
-    // SAFETY: the caller guarantees `out`.
-    unsafe { V::store_blocks(&x, out) };
 }
 
 /// The ChaCha quarter round on words `a, b, c, d` of each lane's block.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
 #[inline(always)]
-fn quarter<V: WordLanes>(x: &mut [V; 16], a: usize, b: usize, c: usize, d: usize) {
-    x[a] = x[a].add(x[b]);
-    x[d] = x[d].xor(x[a]).rol::<16>();
-    x[c] = x[c].add(x[d]);
-    x[b] = x[b].xor(x[c]).rol::<12>();
-    x[a] = x[a].add(x[b]);
-    x[d] = x[d].xor(x[a]).rol::<8>();
-    x[c] = x[c].add(x[d]);
-    x[b] = x[b].xor(x[c]).rol::<7>();
+unsafe fn quarter<V: WordLanes>(x: &mut [V; 16], a: usize, b: usize, c: usize, d: usize) {
+    // SAFETY: the caller guarantees the instruction set.
+    unsafe {
+        x[a] = x[a].add(x[b]);
+        x[d] = x[d].xor(x[a]).rol::<16>();
+        x[c] = x[c].add(x[d]);
+        x[b] = x[b].xor(x[c]).rol::<12>();
+        x[a] = x[a].add(x[b]);
+        x[d] = x[d].xor(x[a]).rol::<8>();
+        x[c] = x[c].add(x[d]);
+        x[b] = x[b].xor(x[c]).rol::<7>();
+    }
 }
 
 #[cfg(test)]

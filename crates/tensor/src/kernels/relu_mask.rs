@@ -56,8 +56,8 @@ impl<T: MaskElem> Kernel for ReluScaleByMask<'_, T> {
     type Output = ();
 
     #[inline(always)]
-    fn call<S: MaskIsa>(self, _isa: S) {
-        // SAFETY: `_isa` exists, so the CPU supports `S`; the mask length was asserted.
+    unsafe fn call<S: MaskIsa>(self, _isa: S) {
+        // SAFETY: the caller guarantees `S`'s instruction set; the mask length was asserted.
         unsafe {
             let i = relu_scale_loop::<T::Reg<S>>(self.mask, self.x, self.scale, 0);
             relu_scale_loop::<T>(self.mask, self.x, self.scale, i);
@@ -98,8 +98,8 @@ impl<T: MaskElem> Kernel for ScaleWherePositive<'_, T> {
     type Output = ();
 
     #[inline(always)]
-    fn call<S: MaskIsa>(self, _isa: S) {
-        // SAFETY: `_isa` exists, so the CPU supports `S`; the lengths were asserted.
+    unsafe fn call<S: MaskIsa>(self, _isa: S) {
+        // SAFETY: the caller guarantees `S`'s instruction set; the lengths were asserted.
         unsafe {
             let i = positive_loop::<T::Reg<S>>(self.y, self.g, self.scale, self.out, 0);
             positive_loop::<T>(self.y, self.g, self.scale, self.out, i);

@@ -54,17 +54,19 @@ impl Kernel for PackBelow<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn call<S: MaskIsa>(self, isa: S) {
+    unsafe fn call<S: MaskIsa>(self, isa: S) {
         let mut groups = self.words.chunks_exact(64);
         for (o, group) in self.out.iter_mut().zip(&mut groups) {
-            *o = isa.pack64(group.try_into().expect("64 words"), self.t);
+            // SAFETY: the caller guarantees `S`'s instruction set.
+            *o = unsafe { isa.pack64(group.try_into().expect("64 words"), self.t) };
         }
         let tail = groups.remainder();
         if let Some(o) = self.out.last_mut().filter(|_| !tail.is_empty()) {
             let mut group = [u32::MAX; 64];
             group[..tail.len()].copy_from_slice(tail);
             // The padding words are `u32::MAX`, never below `t`, so their bits stay 0.
-            *o = isa.pack64(&group, self.t);
+            // SAFETY: as above.
+            *o = unsafe { isa.pack64(&group, self.t) };
         }
     }
 }
@@ -105,8 +107,8 @@ impl<T: MaskElem> Kernel for ScaleByMask<'_, T> {
     type Output = ();
 
     #[inline(always)]
-    fn call<S: MaskIsa>(self, _isa: S) {
-        // SAFETY: `_isa` exists, so the CPU supports `S`; the lengths were asserted by
+    unsafe fn call<S: MaskIsa>(self, _isa: S) {
+        // SAFETY: the caller guarantees `S`'s instruction set; the lengths were asserted by
         // `scale_by_mask_uninit`.
         unsafe {
             let i = scale_loop::<T::Reg<S>>(self.mask, self.x, self.scale, self.out, 0);
