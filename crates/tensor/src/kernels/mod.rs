@@ -5,13 +5,29 @@
 //! the best one the CPU supports, unless the environment variable `TAPEGRAD_KERNELS`
 //! (`scalar`, `avx2`, `avx512`, `neon`) forces one. Tests call each kernel with an explicit
 //! [`Isa`] and compare every available path against the scalar reference.
+//!
+//! # The rule for SIMD code
+//!
+//! No safe function executes an instruction the CPU may lack (`docs/design.md`, "Kernel
+//! dispatch", says why). A function that runs SIMD instructions is either an entry point,
+//! `#[target_feature(enable = "...")] unsafe fn`, called only after [`Isa::is_supported`] (or
+//! through a token such as `mask`'s `Avx2`, made only after that check), or an
+//! `#[inline(always)] unsafe fn` helper whose `# Safety` requires the instruction set, called
+//! from an entry point or another helper in an `unsafe` block whose `// SAFETY:` says where the
+//! instruction set comes from. Every method of the register traits (`Lanes`, `RowPrims`,
+//! `MaskLanes`, `WordLanes`, `MaskIsa::pack64`, `Kernel::call`) is therefore `unsafe`, even on
+//! the scalar one-lane registers. The exceptions, instructions every CPU of the target has:
+//! `gemm::microkernel`'s `prefetch_t0` (SSE) and the NEON microkernel's safe
+//! `#[target_feature(enable = "neon")]` FMA helpers.
 
 use std::sync::OnceLock;
 
 /// The methods every SIMD register wrapper (a tuple struct around the register) writes the same
 /// way, one intrinsic each, for both register traits (`elementwise`'s `Lanes` and `mask`'s
 /// `MaskLanes`, whose `splat`, `load`, `store` and `mul` have the same contracts): expanded
-/// inside an ISA file's `impl` (through `common_lanes_methods!` for `Lanes`).
+/// inside an ISA file's `impl` (through `common_lanes_methods!` for `Lanes`). Like every
+/// register method they are `unsafe fn`s whose caller guarantees the instruction set (the
+/// module's rule, above).
 macro_rules! register_methods {
     ($name:ident, $elem:ty, splat: $splat:ident, load: $load:ident, store: $store:ident, mul: $mul:ident) => {
         #[inline(always)]
@@ -29,14 +45,14 @@ macro_rules! register_methods {
 
         #[inline(always)]
         unsafe fn store(self, p: *mut $elem) {
-            // SAFETY: `self` exists, so the instruction set is supported; the caller guarantees
-            // `p`.
+            // SAFETY: the caller guarantees the instruction set and that `p` is writable for the
+            // register.
             unsafe { $store(p, self.0) }
         }
 
         #[inline(always)]
-        fn mul(self, rhs: Self) -> Self {
-            // SAFETY: `self` exists, so the CPU supports its instruction set (see the trait).
+        unsafe fn mul(self, rhs: Self) -> Self {
+            // SAFETY: the caller guarantees the instruction set.
             $name(unsafe { $mul(self.0, rhs.0) })
         }
     };

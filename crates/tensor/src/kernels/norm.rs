@@ -31,7 +31,7 @@ impl<T: Float> Kernel for ForwardRows<'_, T> {
     type Output = ();
 
     #[inline(always)]
-    fn call<S: MaskIsa>(self, _isa: S) {
+    unsafe fn call<S: MaskIsa>(self, _isa: S) {
         let ForwardRows { x, w, b, n, eps, y, mean, rstd } = self;
         let mut wide = vec![0.0f64; n];
         for (((y, x), m), r) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(mean).zip(rstd) {
@@ -90,7 +90,7 @@ impl<T: Float> Kernel for BackwardRows<'_, T> {
     type Output = ();
 
     #[inline(always)]
-    fn call<S: MaskIsa>(self, _isa: S) {
+    unsafe fn call<S: MaskIsa>(self, _isa: S) {
         let BackwardRows { x, dy, mean, rstd, w, n, dx, partial } = self;
         let (col_wx, col_b) = partial.split_at_mut(n);
         let mut xhat = vec![0.0f64; n];

@@ -136,14 +136,14 @@ impl<T: MaskElem> Kernel for MaxPool2x2<'_, T> {
     type Output = ();
 
     #[inline(always)]
-    fn call<S: MaskIsa>(self, _isa: S) {
+    unsafe fn call<S: MaskIsa>(self, _isa: S) {
         let (ow, rs) = (self.ow, self.row_stride);
         let rows = self.y.chunks_exact_mut(ow).zip(self.codes.chunks_exact_mut(words_per_row(ow)));
         for (i, (y, words)) in rows.enumerate() {
             let top = &self.x[2 * i * rs..][..2 * ow];
             let bottom = &self.x[(2 * i + 1) * rs..][..2 * ow];
             words.fill(0);
-            // SAFETY: `_isa` exists, so the CPU supports `S`; the slices above have the lengths
+            // SAFETY: the caller guarantees `S`'s instruction set; the slices above have the lengths
             // `pool_row` needs.
             unsafe { pool_row::<T::Reg<S>>(top, bottom, y, words) };
         }
@@ -197,9 +197,10 @@ unsafe fn pool_step<V: MaskLanes>(top: *const V::Elem, bottom: *const V::Elem, n
             (V::load_pairs_first(top, n), V::load_pairs_first(bottom, n))
         }
     };
-    let (t, right_top) = t0.take_later(t1);
-    let (b, right_bottom) = b0.take_later(b1);
-    let (best, from_bottom) = t.take_later(b);
+    // SAFETY: the caller guarantees the instruction set.
+    let ((t, right_top), (b, right_bottom)) = unsafe { (t0.take_later(t1), b0.take_later(b1)) };
+    // SAFETY: as above.
+    let (best, from_bottom) = unsafe { t.take_later(b) };
     (best, ((from_bottom & right_bottom) | (!from_bottom & right_top), from_bottom))
 }
 
@@ -216,13 +217,13 @@ impl<T: MaskElem> Kernel for MaxPool2x2Backward<'_, T> {
     type Output = ();
 
     #[inline(always)]
-    fn call<S: MaskIsa>(self, _isa: S) {
+    unsafe fn call<S: MaskIsa>(self, _isa: S) {
         let (ow, w) = (self.ow, self.w);
         let oh = self.dy.len() / ow;
         let rows = self.dy.chunks_exact(ow).zip(self.codes.chunks_exact(words_per_row(ow)));
         for (i, (dy, words)) in rows.enumerate() {
             let (top, bottom) = self.dx[2 * i * w..(2 * i + 2) * w].split_at_mut(w);
-            // SAFETY: `_isa` exists, so the CPU supports `S`; `top` and `bottom` hold
+            // SAFETY: the caller guarantees `S`'s instruction set; `top` and `bottom` hold
             // `w >= 2 · ow` elements and `words` a row's codes.
             unsafe { route_row::<T::Reg<S>>(dy, words, &mut top[..2 * ow], &mut bottom[..2 * ow]) };
             top[2 * ow..].fill(T::ZERO);

@@ -56,8 +56,8 @@ impl<T: MaskElem> Kernel for ReluScaleByMask<'_, T> {
     type Output = ();
 
     #[inline(always)]
-    fn call<S: MaskIsa>(self, _isa: S) {
-        // SAFETY: `_isa` exists, so the CPU supports `S`; the mask length was asserted.
+    unsafe fn call<S: MaskIsa>(self, _isa: S) {
+        // SAFETY: the caller guarantees `S`'s instruction set; the mask length was asserted.
         unsafe {
             let i = relu_scale_loop::<T::Reg<S>>(self.mask, self.x, self.scale, 0);
             relu_scale_loop::<T>(self.mask, self.x, self.scale, i);
@@ -98,8 +98,8 @@ impl<T: MaskElem> Kernel for ScaleWherePositive<'_, T> {
     type Output = ();
 
     #[inline(always)]
-    fn call<S: MaskIsa>(self, _isa: S) {
-        // SAFETY: `_isa` exists, so the CPU supports `S`; the lengths were asserted.
+    unsafe fn call<S: MaskIsa>(self, _isa: S) {
+        // SAFETY: the caller guarantees `S`'s instruction set; the lengths were asserted.
         unsafe {
             let i = positive_loop::<T::Reg<S>>(self.y, self.g, self.scale, self.out, 0);
             positive_loop::<T>(self.y, self.g, self.scale, self.out, i);
@@ -138,7 +138,7 @@ unsafe fn positive_loop<V: MaskLanes>(
 mod tests {
     use super::*;
     use crate::kernels::available_isas;
-    use crate::kernels::mask::tests::{bits, special_values, test_mask, LENGTHS};
+    use crate::kernels::mask::tests::{bits, bits_of, special_values, test_mask, LENGTHS};
 
     fn paths_match<T: Float>() {
         for n in LENGTHS {
@@ -157,9 +157,9 @@ mod tests {
                     let kept = mask[i / 64] >> (i % 64) & 1 == 1;
                     let relu = if T::ZERO > x[i] { T::ZERO } else { x[i] };
                     let want = relu * if kept { scale } else { T::ZERO };
-                    assert_eq!(fwd[i].to_f64().to_bits(), want.to_f64().to_bits(), "forward element {i} of {n}");
+                    assert_eq!(bits_of(fwd[i]), bits_of(want), "forward element {i} of {n}");
                     let want = if x[i] > T::ZERO { g[i] * scale } else { T::ZERO };
-                    assert_eq!(bwd[i].to_f64().to_bits(), want.to_f64().to_bits(), "backward element {i} of {n}");
+                    assert_eq!(bits_of(bwd[i]), bits_of(want), "backward element {i} of {n}");
                 }
                 for isa in available_isas() {
                     let mut got = x.clone();

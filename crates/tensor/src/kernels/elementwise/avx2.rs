@@ -39,39 +39,39 @@ macro_rules! impl_lanes {
             );
 
             #[inline(always)]
-            fn max_nan(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+            unsafe fn max_nan(self, rhs: Self) -> Self {
+                // SAFETY: the caller guarantees AVX2 (see `Lanes`).
                 $name(unsafe { $blendv($max(self.0, rhs.0), self.0, $cmp::<_CMP_UNORD_Q>(self.0, self.0)) })
             }
 
             #[inline(always)]
-            fn min_nan(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+            unsafe fn min_nan(self, rhs: Self) -> Self {
+                // SAFETY: the caller guarantees AVX2 (see `Lanes`).
                 $name(unsafe { $blendv($min(self.0, rhs.0), self.0, $cmp::<_CMP_UNORD_Q>(self.0, self.0)) })
             }
 
             #[inline(always)]
-            fn neg(self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+            unsafe fn neg(self) -> Self {
+                // SAFETY: the caller guarantees AVX2 (see `Lanes`).
                 $name(unsafe { $xor(self.0, $set1(-0.0)) })
             }
 
             #[inline(always)]
-            fn abs(self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+            unsafe fn abs(self) -> Self {
+                // SAFETY: the caller guarantees AVX2 (see `Lanes`).
                 $name(unsafe { $andnot($set1(-0.0), self.0) })
             }
 
             #[inline(always)]
-            fn relu(self) -> Self {
+            unsafe fn relu(self) -> Self {
                 // `vmax(0, x)` returns its second operand, `x`, when x is NaN.
-                // SAFETY: `self` exists, so the CPU supports AVX2 (see `Lanes`).
+                // SAFETY: the caller guarantees AVX2 (see `Lanes`).
                 $name(unsafe { $max($setzero(), self.0) })
             }
 
             #[inline(always)]
-            fn mul_add(self, b: Self, c: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX2 and FMA (see `Lanes`).
+            unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+                // SAFETY: the caller guarantees AVX2 and FMA (see `Lanes`).
                 $name(unsafe { $fmadd(self.0, b.0, c.0) })
             }
         }

@@ -38,39 +38,39 @@ macro_rules! impl_lanes {
             );
 
             #[inline(always)]
-            fn max_nan(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX-512F (see `Lanes`).
+            unsafe fn max_nan(self, rhs: Self) -> Self {
+                // SAFETY: the caller guarantees AVX-512F (see `Lanes`).
                 $name(unsafe { $mask_mov($max(self.0, rhs.0), $cmp::<_CMP_UNORD_Q>(self.0, self.0), self.0) })
             }
 
             #[inline(always)]
-            fn min_nan(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX-512F (see `Lanes`).
+            unsafe fn min_nan(self, rhs: Self) -> Self {
+                // SAFETY: the caller guarantees AVX-512F (see `Lanes`).
                 $name(unsafe { $mask_mov($min(self.0, rhs.0), $cmp::<_CMP_UNORD_Q>(self.0, self.0), self.0) })
             }
 
             #[inline(always)]
-            fn neg(self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX-512F (see `Lanes`).
+            unsafe fn neg(self) -> Self {
+                // SAFETY: the caller guarantees AVX-512F (see `Lanes`).
                 $name(unsafe { $from_int(_mm512_xor_si512($to_int(self.0), $to_int($set1(-0.0)))) })
             }
 
             #[inline(always)]
-            fn abs(self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX-512F (see `Lanes`).
+            unsafe fn abs(self) -> Self {
+                // SAFETY: the caller guarantees AVX-512F (see `Lanes`).
                 $name(unsafe { $abs(self.0) })
             }
 
             #[inline(always)]
-            fn relu(self) -> Self {
+            unsafe fn relu(self) -> Self {
                 // `vmax(0, x)` returns its second operand, `x`, when x is NaN.
-                // SAFETY: `self` exists, so the CPU supports AVX-512F (see `Lanes`).
+                // SAFETY: the caller guarantees AVX-512F (see `Lanes`).
                 $name(unsafe { $max($setzero(), self.0) })
             }
 
             #[inline(always)]
-            fn mul_add(self, b: Self, c: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports AVX-512F (see `Lanes`).
+            unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+                // SAFETY: the caller guarantees AVX-512F (see `Lanes`).
                 $name(unsafe { $fmadd(self.0, b.0, c.0) })
             }
         }

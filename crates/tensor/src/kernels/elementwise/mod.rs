@@ -299,7 +299,8 @@ macro_rules! impl_elementwise {
                     #[cfg(target_arch = "aarch64")]
                     // SAFETY: as above, for NEON.
                     Isa::Neon => unsafe { neon::softmax_rows::<$neon>(x, scale, mask, scratch, out) },
-                    _ => rows::softmax_rows(rows::Scalar, x, scale, mask, scratch, out),
+                    // SAFETY: the scalar primitives run on every CPU.
+                    _ => unsafe { rows::softmax_rows(rows::Scalar, x, scale, mask, scratch, out) },
                 }
             }
 
@@ -314,7 +315,8 @@ macro_rules! impl_elementwise {
                     #[cfg(target_arch = "aarch64")]
                     // SAFETY: as above, for NEON.
                     Isa::Neon => unsafe { neon::softmax_backward_rows::<$neon>(y, dy, len, scale, out) },
-                    _ => rows::softmax_backward_rows(rows::Scalar, y, dy, len, scale, out),
+                    // SAFETY: the scalar primitives run on every CPU.
+                    _ => unsafe { rows::softmax_backward_rows(rows::Scalar, y, dy, len, scale, out) },
                 }
             }
         }

@@ -38,40 +38,40 @@ macro_rules! impl_lanes {
             );
 
             #[inline(always)]
-            fn max_nan(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+            unsafe fn max_nan(self, rhs: Self) -> Self {
+                // SAFETY: the caller guarantees NEON (see `Lanes`).
                 $name(unsafe { $max(self.0, rhs.0) })
             }
 
             #[inline(always)]
-            fn min_nan(self, rhs: Self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+            unsafe fn min_nan(self, rhs: Self) -> Self {
+                // SAFETY: the caller guarantees NEON (see `Lanes`).
                 $name(unsafe { $min(self.0, rhs.0) })
             }
 
             #[inline(always)]
-            fn neg(self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+            unsafe fn neg(self) -> Self {
+                // SAFETY: the caller guarantees NEON (see `Lanes`).
                 $name(unsafe { $neg(self.0) })
             }
 
             #[inline(always)]
-            fn abs(self) -> Self {
-                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+            unsafe fn abs(self) -> Self {
+                // SAFETY: the caller guarantees NEON (see `Lanes`).
                 $name(unsafe { $abs(self.0) })
             }
 
             #[inline(always)]
-            fn relu(self) -> Self {
+            unsafe fn relu(self) -> Self {
                 // `fmax` returns NaN for a NaN input, as `torch.relu` does.
-                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+                // SAFETY: the caller guarantees NEON (see `Lanes`).
                 $name(unsafe { $max(self.0, $dup(0.0)) })
             }
 
             #[inline(always)]
-            fn mul_add(self, b: Self, c: Self) -> Self {
+            unsafe fn mul_add(self, b: Self, c: Self) -> Self {
                 // `vfma(c, a, b)` is `c + a · b`.
-                // SAFETY: `self` exists, so the CPU supports NEON (see `Lanes`).
+                // SAFETY: the caller guarantees NEON (see `Lanes`).
                 $name(unsafe { $fma(c.0, self.0, b.0) })
             }
         }

@@ -17,24 +17,27 @@ use super::simd::{self, Lanes};
 use super::{BinaryOp, Operand};
 use crate::dtype::Float;
 
-/// The row primitives a fused row kernel composes. A value proves that the CPU supports the
-/// primitives' instruction set ([`Simd`] values come only from the unsafe [`Simd::new`]), which
-/// is why the methods are safe.
+/// The row primitives a fused row kernel composes.
+///
+/// # Safety
+/// Every method runs the primitives' instructions and requires that the CPU supports their
+/// instruction set (the scalar reference's hold everywhere). Lengths are checked (a mismatch
+/// panics).
 pub(super) trait RowPrims<T: Float>: Copy {
     /// `ElementwiseKernels::binary`.
-    fn binary(self, op: BinaryOp, lhs: Operand<'_, T>, rhs: Operand<'_, T>, out: &mut [T]);
+    unsafe fn binary(self, op: BinaryOp, lhs: Operand<'_, T>, rhs: Operand<'_, T>, out: &mut [T]);
     /// `ElementwiseKernels::binary_assign`.
-    fn binary_assign(self, op: BinaryOp, acc: &mut [T], rhs: Operand<'_, T>);
+    unsafe fn binary_assign(self, op: BinaryOp, acc: &mut [T], rhs: Operand<'_, T>);
     /// `ElementwiseKernels::max`.
-    fn max(self, x: &[T]) -> T;
+    unsafe fn max(self, x: &[T]) -> T;
     /// `ElementwiseKernels::sum`.
-    fn sum(self, x: &[T]) -> T;
+    unsafe fn sum(self, x: &[T]) -> T;
     /// `ElementwiseKernels::exp_sum`.
-    fn exp_sum(self, x: &[T], shift: T, out: &mut [T]) -> T;
+    unsafe fn exp_sum(self, x: &[T], shift: T, out: &mut [T]) -> T;
     /// Softmax rows of `len`, `x · scale (+ mask(row))`, into `out` in registers, when the rows
     /// are short enough for that (`simd::softmax_short_rows`); `false`, nothing written,
     /// otherwise.
-    fn softmax_short<'m>(
+    unsafe fn softmax_short<'m>(
         self,
         x: &[T],
         scale: T,
@@ -49,28 +52,29 @@ pub(super) trait RowPrims<T: Float>: Copy {
 pub(super) struct Scalar;
 
 impl<T: Float> RowPrims<T> for Scalar {
-    fn binary(self, op: BinaryOp, lhs: Operand<'_, T>, rhs: Operand<'_, T>, out: &mut [T]) {
+    unsafe fn binary(self, op: BinaryOp, lhs: Operand<'_, T>, rhs: Operand<'_, T>, out: &mut [T]) {
         scalar::binary(op, lhs, rhs, out);
     }
-    fn binary_assign(self, op: BinaryOp, acc: &mut [T], rhs: Operand<'_, T>) {
+    unsafe fn binary_assign(self, op: BinaryOp, acc: &mut [T], rhs: Operand<'_, T>) {
         scalar::binary_assign(op, acc, rhs);
     }
-    fn max(self, x: &[T]) -> T {
+    unsafe fn max(self, x: &[T]) -> T {
         scalar::max(x)
     }
-    fn sum(self, x: &[T]) -> T {
+    unsafe fn sum(self, x: &[T]) -> T {
         scalar::sum(x)
     }
-    fn exp_sum(self, x: &[T], shift: T, out: &mut [T]) -> T {
+    unsafe fn exp_sum(self, x: &[T], shift: T, out: &mut [T]) -> T {
         scalar::exp_sum(x, shift, out)
     }
-    fn softmax_short<'m>(self, _: &[T], _: T, _: &dyn Fn(usize) -> Option<&'m [T]>, _: usize, _: &mut [T]) -> bool {
+    unsafe fn softmax_short<'m>(self, _: &[T], _: T, _: &dyn Fn(usize) -> Option<&'m [T]>, _: usize, _: &mut [T]) -> bool {
         // The reference is the composition, for every length.
         false
     }
 }
 
-/// The primitives of register type `V` (the shared SIMD loop bodies of `simd.rs`).
+/// The primitives of register type `V` (the shared SIMD loop bodies of `simd.rs`), for a caller
+/// that guarantees `V`'s instruction set.
 pub(super) struct Simd<V>(PhantomData<V>);
 
 impl<V> Clone for Simd<V> {
@@ -81,46 +85,45 @@ impl<V> Clone for Simd<V> {
 impl<V> Copy for Simd<V> {}
 
 impl<V: Lanes> Simd<V> {
-    /// # Safety
-    /// The CPU supports `V`'s instruction set.
+    /// The primitives of `V` (each call still requires the instruction set).
     #[inline(always)]
-    pub(super) unsafe fn new() -> Simd<V> {
+    pub(super) fn new() -> Simd<V> {
         Simd(PhantomData)
     }
 }
 
 impl<V: Lanes> RowPrims<V::Elem> for Simd<V> {
     #[inline(always)]
-    fn binary(self, op: BinaryOp, lhs: Operand<'_, V::Elem>, rhs: Operand<'_, V::Elem>, out: &mut [V::Elem]) {
+    unsafe fn binary(self, op: BinaryOp, lhs: Operand<'_, V::Elem>, rhs: Operand<'_, V::Elem>, out: &mut [V::Elem]) {
         lhs.check_len(out.len());
         rhs.check_len(out.len());
-        // SAFETY: `self` exists, so the CPU supports `V` (`Simd::new`); lengths checked above.
+        // SAFETY: the caller guarantees `V`'s instruction set; lengths checked above.
         unsafe { simd::binary::<V>(op, lhs, rhs, out) }
     }
     #[inline(always)]
-    fn binary_assign(self, op: BinaryOp, acc: &mut [V::Elem], rhs: Operand<'_, V::Elem>) {
+    unsafe fn binary_assign(self, op: BinaryOp, acc: &mut [V::Elem], rhs: Operand<'_, V::Elem>) {
         rhs.check_len(acc.len());
         // SAFETY: as in `binary`.
         unsafe { simd::binary_assign::<V>(op, acc, rhs) }
     }
     #[inline(always)]
-    fn max(self, x: &[V::Elem]) -> V::Elem {
-        // SAFETY: the CPU supports `V` (`Simd::new`).
+    unsafe fn max(self, x: &[V::Elem]) -> V::Elem {
+        // SAFETY: the caller guarantees `V`'s instruction set.
         unsafe { simd::max::<V>(x) }
     }
     #[inline(always)]
-    fn sum(self, x: &[V::Elem]) -> V::Elem {
-        // SAFETY: the CPU supports `V` (`Simd::new`).
+    unsafe fn sum(self, x: &[V::Elem]) -> V::Elem {
+        // SAFETY: the caller guarantees `V`'s instruction set.
         unsafe { simd::sum::<V>(x) }
     }
     #[inline(always)]
-    fn exp_sum(self, x: &[V::Elem], shift: V::Elem, out: &mut [V::Elem]) -> V::Elem {
+    unsafe fn exp_sum(self, x: &[V::Elem], shift: V::Elem, out: &mut [V::Elem]) -> V::Elem {
         assert_eq!(x.len(), out.len(), "exp_sum kernel: input of length {} for an output of {}", x.len(), out.len());
-        // SAFETY: the CPU supports `V` (`Simd::new`); lengths checked above.
+        // SAFETY: the caller guarantees `V`'s instruction set; lengths checked above.
         unsafe { simd::exp_sum::<V>(x, shift, out) }
     }
     #[inline(always)]
-    fn softmax_short<'m>(
+    unsafe fn softmax_short<'m>(
         self,
         x: &[V::Elem],
         scale: V::Elem,
@@ -131,7 +134,7 @@ impl<V: Lanes> RowPrims<V::Elem> for Simd<V> {
         if !(V::LANES..=simd::SHORT_ROW_REGS * V::LANES).contains(&len) {
             return false;
         }
-        // SAFETY: the CPU supports `V` (`Simd::new`); the kernel checks the lengths.
+        // SAFETY: the caller guarantees `V`'s instruction set; the kernel checks the lengths.
         unsafe { simd::softmax_short_rows::<V>(x, scale, mask, len, out) };
         true
     }
@@ -140,8 +143,11 @@ impl<V: Lanes> RowPrims<V::Elem> for Simd<V> {
 /// `ElementwiseKernels::softmax_rows`: per row of `out` (`scratch.len()` elements each),
 /// `scratch = x · scale (+ mask(r))`, then `out = e^(scratch − max) / Σ`; a short row on a SIMD
 /// path in registers instead ([`RowPrims::softmax_short`]).
+///
+/// # Safety
+/// The CPU supports `p`'s instruction set.
 #[inline(always)]
-pub(super) fn softmax_rows<'m, T: Float, P: RowPrims<T>>(
+pub(super) unsafe fn softmax_rows<'m, T: Float, P: RowPrims<T>>(
     p: P,
     x: &[T],
     scale: T,
@@ -155,24 +161,31 @@ pub(super) fn softmax_rows<'m, T: Float, P: RowPrims<T>>(
         "softmax_rows: rows of {len} over {}",
         out.len()
     );
-    if p.softmax_short(x, scale, mask, len, out) {
+    // SAFETY: the caller guarantees the instruction set.
+    if unsafe { p.softmax_short(x, scale, mask, len, out) } {
         return;
     }
     for (r, (x, out)) in x.chunks_exact(len).zip(out.chunks_exact_mut(len)).enumerate() {
-        p.binary(BinaryOp::Mul, Operand::Slice(x), Operand::Splat(scale), scratch);
-        if let Some(m) = mask(r) {
-            p.binary_assign(BinaryOp::Add, scratch, Operand::Slice(m));
+        // SAFETY: the caller guarantees the instruction set.
+        unsafe {
+            p.binary(BinaryOp::Mul, Operand::Slice(x), Operand::Splat(scale), scratch);
+            if let Some(m) = mask(r) {
+                p.binary_assign(BinaryOp::Add, scratch, Operand::Slice(m));
+            }
+            let m = p.max(scratch);
+            let s = p.exp_sum(scratch, m, out);
+            p.binary_assign(BinaryOp::Div, out, Operand::Splat(s));
         }
-        let m = p.max(scratch);
-        let s = p.exp_sum(scratch, m, out);
-        p.binary_assign(BinaryOp::Div, out, Operand::Splat(s));
     }
 }
 
 /// `ElementwiseKernels::softmax_backward_rows`: per row of `len`,
 /// `out = (dy − Σ dy · y) · y · scale` (`· scale` skipped when it is 1).
+///
+/// # Safety
+/// The CPU supports `p`'s instruction set.
 #[inline(always)]
-pub(super) fn softmax_backward_rows<T: Float, P: RowPrims<T>>(
+pub(super) unsafe fn softmax_backward_rows<T: Float, P: RowPrims<T>>(
     p: P,
     y: &[T],
     dy: &[T],
@@ -187,12 +200,15 @@ pub(super) fn softmax_backward_rows<T: Float, P: RowPrims<T>>(
     );
     let rows = y.chunks_exact(len).zip(dy.chunks_exact(len)).zip(out.chunks_exact_mut(len));
     for ((y, dy), row) in rows {
-        p.binary(BinaryOp::Mul, Operand::Slice(dy), Operand::Slice(y), row);
-        let dot = p.sum(row);
-        p.binary(BinaryOp::Sub, Operand::Slice(dy), Operand::Splat(dot), row);
-        p.binary_assign(BinaryOp::Mul, row, Operand::Slice(y));
-        if scale != T::ONE {
-            p.binary_assign(BinaryOp::Mul, row, Operand::Splat(scale));
+        // SAFETY: the caller guarantees the instruction set.
+        unsafe {
+            p.binary(BinaryOp::Mul, Operand::Slice(dy), Operand::Slice(y), row);
+            let dot = p.sum(row);
+            p.binary(BinaryOp::Sub, Operand::Slice(dy), Operand::Splat(dot), row);
+            p.binary_assign(BinaryOp::Mul, row, Operand::Slice(y));
+            if scale != T::ONE {
+                p.binary_assign(BinaryOp::Mul, row, Operand::Splat(scale));
+            }
         }
     }
 }

@@ -13,9 +13,11 @@ use crate::dtype::Float;
 
 /// One SIMD register of `LANES` elements on one instruction set.
 ///
-/// A value of an implementing type is only ever created by [`Lanes::splat`] or [`Lanes::load`],
-/// whose callers guarantee that the CPU supports the type's instruction set. Holding a value is
-/// therefore proof of support, which is why the arithmetic methods are safe.
+/// # Safety
+/// Every method executes the type's instructions, so every method is `unsafe` and requires
+/// that the CPU supports the type's instruction set (in practice: it is called, inlined, from a
+/// `#[target_feature]` entry point of `simd_entry_points!` or from an `unsafe fn` with that
+/// requirement). Methods taking pointers list what else they require.
 pub(super) trait Lanes: Copy {
     /// The element type.
     type Elem: Float + ExpParams;
@@ -37,37 +39,37 @@ pub(super) trait Lanes: Copy {
     /// Writes the lanes to `p..p + LANES` (no alignment needed).
     ///
     /// # Safety
-    /// `p..p + LANES` is writable.
+    /// The CPU supports this type's instruction set and `p..p + LANES` is writable.
     unsafe fn store(self, p: *mut Self::Elem);
 
     /// Lane-wise `self + rhs`.
-    fn add(self, rhs: Self) -> Self;
+    unsafe fn add(self, rhs: Self) -> Self;
     /// Lane-wise `self - rhs`.
-    fn sub(self, rhs: Self) -> Self;
+    unsafe fn sub(self, rhs: Self) -> Self;
     /// Lane-wise `self * rhs`.
-    fn mul(self, rhs: Self) -> Self;
+    unsafe fn mul(self, rhs: Self) -> Self;
     /// Lane-wise `self / rhs`.
-    fn div(self, rhs: Self) -> Self;
+    unsafe fn div(self, rhs: Self) -> Self;
     /// Lane-wise [`scalar::max_nan`].
-    fn max_nan(self, rhs: Self) -> Self;
+    unsafe fn max_nan(self, rhs: Self) -> Self;
     /// Lane-wise [`scalar::min_nan`].
-    fn min_nan(self, rhs: Self) -> Self;
+    unsafe fn min_nan(self, rhs: Self) -> Self;
     /// Lane-wise `-self` (flips the sign bit, so `-0.0` and NaN behave as in scalar code).
-    fn neg(self) -> Self;
+    unsafe fn neg(self) -> Self;
     /// Lane-wise `|self|` (clears the sign bit).
-    fn abs(self) -> Self;
+    unsafe fn abs(self) -> Self;
     /// Lane-wise `0 > x ? 0 : x` (NaN passes through).
-    fn relu(self) -> Self;
+    unsafe fn relu(self) -> Self;
     /// Lane-wise correctly rounded `√self`.
-    fn sqrt(self) -> Self;
+    unsafe fn sqrt(self) -> Self;
     /// Lane-wise `self · b + c`, rounded once (FMA).
-    fn mul_add(self, b: Self, c: Self) -> Self;
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self;
     /// Lane-wise `2^self`, for integer-valued lanes in the normal exponent range: adds a magic
     /// constant so the (biased) exponent lands in the low mantissa bits, then shifts it into the
     /// exponent field.
-    fn pow2i(self) -> Self;
+    unsafe fn pow2i(self) -> Self;
     /// The lanes' elements, for horizontal reductions and tests.
-    fn to_array(self) -> [Self::Elem; 16];
+    unsafe fn to_array(self) -> [Self::Elem; 16];
 }
 
 /// Per-type constants of the vectorised `exp`.
@@ -187,19 +189,25 @@ impl<V: Lanes> ExpConsts<V> {
 /// and `|r| ≤ ln2/2`, `eʳ` by its Taylor polynomial (Horner with FMA), and `2ⁿ` applied in two
 /// halves so that results in the subnormal range and the overflow to +∞ come out right. NaN
 /// propagates; −∞ gives 0 and +∞ gives +∞ (through the clamp).
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
 #[inline(always)]
-fn exp_lanes<V: Lanes>(x: V, k: &ExpConsts<V>) -> V {
-    let x = x.max_nan(k.min).min_nan(k.max);
-    let n = x.mul_add(k.log2e, k.magic).sub(k.magic);
-    let r = n.mul_add(k.ln2_hi, x);
-    let r = n.mul_add(k.ln2_lo, r);
-    let mut p = k.taylor[V::Elem::EXP_DEGREE];
-    for i in (0..V::Elem::EXP_DEGREE).rev() {
-        p = p.mul_add(r, k.taylor[i]);
+unsafe fn exp_lanes<V: Lanes>(x: V, k: &ExpConsts<V>) -> V {
+    // SAFETY: the caller guarantees the instruction set.
+    unsafe {
+        let x = x.max_nan(k.min).min_nan(k.max);
+        let n = x.mul_add(k.log2e, k.magic).sub(k.magic);
+        let r = n.mul_add(k.ln2_hi, x);
+        let r = n.mul_add(k.ln2_lo, r);
+        let mut p = k.taylor[V::Elem::EXP_DEGREE];
+        for i in (0..V::Elem::EXP_DEGREE).rev() {
+            p = p.mul_add(r, k.taylor[i]);
+        }
+        let n1 = n.mul_add(k.half, k.magic).sub(k.magic);
+        let n2 = n.sub(n1);
+        p.mul(n1.pow2i()).mul(n2.pow2i())
     }
-    let n1 = n.mul_add(k.half, k.magic).sub(k.magic);
-    let n2 = n.sub(n1);
-    p.mul(n1.pow2i()).mul(n2.pow2i())
 }
 
 // ─── binary ────────────────────────────────────────────────────────────────────
@@ -224,15 +232,22 @@ const fn binary_op(code: u8) -> BinaryOp {
     }
 }
 
+/// `a op b`, lane-wise.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
 #[inline(always)]
-fn apply_lanes<V: Lanes>(op: BinaryOp, a: V, b: V) -> V {
-    match op {
-        BinaryOp::Add => a.add(b),
-        BinaryOp::Sub => a.sub(b),
-        BinaryOp::Mul => a.mul(b),
-        BinaryOp::Div => a.div(b),
-        BinaryOp::Maximum => a.max_nan(b),
-        BinaryOp::Minimum => a.min_nan(b),
+unsafe fn apply_lanes<V: Lanes>(op: BinaryOp, a: V, b: V) -> V {
+    // SAFETY: the caller guarantees the instruction set.
+    unsafe {
+        match op {
+            BinaryOp::Add => a.add(b),
+            BinaryOp::Sub => a.sub(b),
+            BinaryOp::Mul => a.mul(b),
+            BinaryOp::Div => a.div(b),
+            BinaryOp::Maximum => a.max_nan(b),
+            BinaryOp::Minimum => a.min_nan(b),
+        }
     }
 }
 
@@ -369,11 +384,14 @@ const SQRT: u8 = 3;
 #[inline(always)]
 unsafe fn unary_loop<V: Lanes, const OP: u8>(x: *const V::Elem, out: *mut V::Elem, n: usize) {
     let w = V::LANES;
-    let f = |v: V| match OP {
-        NEG => v.neg(),
-        ABS => v.abs(),
-        RELU => v.relu(),
-        _ => v.sqrt(),
+    // SAFETY: called only below, where the caller guarantees the instruction set.
+    let f = |v: V| unsafe {
+        match OP {
+            NEG => v.neg(),
+            ABS => v.abs(),
+            RELU => v.relu(),
+            _ => v.sqrt(),
+        }
     };
     let op = match OP {
         NEG => UnaryOp::Neg,
@@ -507,9 +525,13 @@ pub(super) unsafe fn softmax_short_rows<'m, V: Lanes>(
 // ─── reductions ────────────────────────────────────────────────────────────────
 
 /// Pairwise sum of the first `V::LANES` lanes.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
 #[inline(always)]
-fn reduce_sum<V: Lanes>(v: V) -> V::Elem {
-    let a = v.to_array();
+unsafe fn reduce_sum<V: Lanes>(v: V) -> V::Elem {
+    // SAFETY: the caller guarantees the instruction set.
+    let a = unsafe { v.to_array() };
     let mut n = V::LANES;
     let mut buf = a;
     while n > 1 {
@@ -673,40 +695,40 @@ macro_rules! common_lanes_methods {
         $crate::kernels::register_methods!($name, $elem, splat: $set1, load: $load, store: $store, mul: $mul);
 
         #[inline(always)]
-        fn add(self, rhs: Self) -> Self {
-            // SAFETY: `self` exists, so the CPU supports the instruction set (see `Lanes`).
+        unsafe fn add(self, rhs: Self) -> Self {
+            // SAFETY: the caller guarantees the instruction set (see `Lanes`).
             $name(unsafe { $add(self.0, rhs.0) })
         }
 
         #[inline(always)]
-        fn sub(self, rhs: Self) -> Self {
+        unsafe fn sub(self, rhs: Self) -> Self {
             // SAFETY: as in `add`.
             $name(unsafe { $sub(self.0, rhs.0) })
         }
 
         #[inline(always)]
-        fn div(self, rhs: Self) -> Self {
+        unsafe fn div(self, rhs: Self) -> Self {
             // SAFETY: as in `add`.
             $name(unsafe { $div(self.0, rhs.0) })
         }
 
         #[inline(always)]
-        fn sqrt(self) -> Self {
+        unsafe fn sqrt(self) -> Self {
             // SAFETY: as in `add`.
             $name(unsafe { $sqrt(self.0) })
         }
 
         #[inline(always)]
-        fn pow2i(self) -> Self {
+        unsafe fn pow2i(self) -> Self {
             // SAFETY: as in `add`.
             $name(unsafe { $from_int($shl::<$mbits>($to_int($add(self.0, $set1($pow2_magic))))) })
         }
 
         #[inline(always)]
-        fn to_array(self) -> [$elem; 16] {
+        unsafe fn to_array(self) -> [$elem; 16] {
             let mut out = [0.0; 16];
-            // SAFETY: `out` has room for the register's lanes; the instruction set is supported
-            // as in `add`.
+            // SAFETY: `out` has room for the register's lanes; the caller guarantees the
+            // instruction set.
             unsafe { $store(out.as_mut_ptr(), self.0) };
             out
         }
@@ -799,9 +821,9 @@ macro_rules! simd_entry_points {
             scratch: &mut [V::Elem],
             out: &mut [V::Elem],
         ) {
+            let p = $crate::kernels::elementwise::rows::Simd::<V>::new();
             // SAFETY: forwarded from this function's contract.
-            let p = unsafe { $crate::kernels::elementwise::rows::Simd::<V>::new() };
-            $crate::kernels::elementwise::rows::softmax_rows(p, x, scale, mask, scratch, out)
+            unsafe { $crate::kernels::elementwise::rows::softmax_rows(p, x, scale, mask, scratch, out) }
         }
 
         /// `ElementwiseKernels::softmax_backward_rows` on this instruction set.
@@ -816,9 +838,9 @@ macro_rules! simd_entry_points {
             scale: V::Elem,
             out: &mut [V::Elem],
         ) {
+            let p = $crate::kernels::elementwise::rows::Simd::<V>::new();
             // SAFETY: forwarded from this function's contract.
-            let p = unsafe { $crate::kernels::elementwise::rows::Simd::<V>::new() };
-            $crate::kernels::elementwise::rows::softmax_backward_rows(p, y, dy, len, scale, out)
+            unsafe { $crate::kernels::elementwise::rows::softmax_backward_rows(p, y, dy, len, scale, out) }
         }
     };
 }

@@ -23,8 +23,8 @@ impl MaskIsa for Avx2 {
     type Words = U32x8;
 
     #[inline(always)]
-    fn pack64(self, words: &[u32; 64], t: u32) -> u64 {
-        // SAFETY: `self` exists, so the CPU supports AVX2; the loads read words 8q .. 8q + 8 < 64.
+    unsafe fn pack64(self, words: &[u32; 64], t: u32) -> u64 {
+        // SAFETY: the caller guarantees AVX2; the loads read words 8q .. 8q + 8 < 64.
         unsafe {
             let sign = _mm256_set1_epi32(i32::MIN);
             let tv = _mm256_xor_si256(_mm256_set1_epi32(t as i32), sign);
@@ -41,9 +41,15 @@ impl MaskIsa for Avx2 {
 
     #[inline(always)]
     fn run<K: Kernel>(self, kernel: K) -> K::Output {
+        /// `kernel` compiled with the features.
+        ///
+        /// # Safety
+        /// The CPU supports the features.
         #[target_feature(enable = "avx2,fma")]
         unsafe fn with_avx2<K: Kernel>(isa: Avx2, kernel: K) -> K::Output {
-            kernel.call(isa)
+            // SAFETY: the caller guarantees the features, so `isa`'s instruction set is
+            // supported.
+            unsafe { kernel.call(isa) }
         }
         // SAFETY: `self` exists, so the CPU supports AVX2 and FMA.
         unsafe { with_avx2(self, kernel) }
@@ -72,14 +78,14 @@ macro_rules! impl_lanes {
             register_methods!($name, $elem, splat: $set1, load: $loadu, store: $storeu, mul: $mul);
 
             #[inline(always)]
-            fn relu(self) -> Self {
+            unsafe fn relu(self) -> Self {
                 // `vmax(0, x)` returns its second operand, `x`, when x is NaN or a zero.
-                // SAFETY: `self` exists, so the CPU supports AVX2 (see `MaskLanes`).
+                // SAFETY: the caller guarantees AVX2.
                 $name(unsafe { $max($setzero(), self.0) })
             }
 
             #[inline(always)]
-            fn select_bits(self, bits: u64) -> Self {
+            unsafe fn select_bits(self, bits: u64) -> Self {
                 // SAFETY: as in `relu`.
                 unsafe {
                     let lane_bits = $lane_bits;
@@ -90,7 +96,7 @@ macro_rules! impl_lanes {
             }
 
             #[inline(always)]
-            fn where_positive(self, y: Self) -> Self {
+            unsafe fn where_positive(self, y: Self) -> Self {
                 // SAFETY: as in `relu`.
                 $name(unsafe { $and(self.0, $cmp::<_CMP_GT_OQ>(y.0, $setzero())) })
             }
@@ -106,7 +112,7 @@ macro_rules! impl_lanes {
 
             #[inline(always)]
             unsafe fn store_pairs(even: Self, odd: Self, p: *mut $elem) {
-                // SAFETY: `even` exists, so the CPU supports AVX2; the caller guarantees
+                // SAFETY: the caller guarantees AVX2 and
                 // `2 · LANES` writable elements at `p`.
                 unsafe {
                     let (lo, hi) = $unpairs(even.0, odd.0);
@@ -124,7 +130,7 @@ macro_rules! impl_lanes {
 
             #[inline(always)]
             unsafe fn store_first(self, p: *mut $elem, n: usize) {
-                // SAFETY: `self` exists, so the CPU supports AVX2; the caller guarantees `n`
+                // SAFETY: the caller guarantees AVX2; the caller guarantees `n`
                 // writable elements at `p`; the masked store writes lanes `0..n` only.
                 unsafe { $maskstore(p, Self::first_lanes(n), self.0) }
             }
@@ -150,7 +156,7 @@ macro_rules! impl_lanes {
             #[inline(always)]
             unsafe fn store_pairs_first(even: Self, odd: Self, p: *mut $elem, n: usize) {
                 let m = 2 * n;
-                // SAFETY: `even` exists, so the CPU supports AVX2; the caller guarantees `2n`
+                // SAFETY: the caller guarantees AVX2 and `2n`
                 // writable elements at `p`, which the two masked stores cover exactly (the second
                 // only when `2n > LANES`).
                 unsafe {
@@ -163,13 +169,13 @@ macro_rules! impl_lanes {
             }
 
             #[inline(always)]
-            fn add(self, rhs: Self) -> Self {
+            unsafe fn add(self, rhs: Self) -> Self {
                 // SAFETY: as in `relu`.
                 $name(unsafe { $add(self.0, rhs.0) })
             }
 
             #[inline(always)]
-            fn take_later(self, later: Self) -> (Self, u64) {
+            unsafe fn take_later(self, later: Self) -> (Self, u64) {
                 // SAFETY: as in `relu`.
                 unsafe {
                     let wins = $or($cmp::<_CMP_GT_OQ>(later.0, self.0), $cmp::<_CMP_UNORD_Q>(later.0, later.0));
@@ -294,19 +300,19 @@ impl WordLanes for U32x8 {
     }
 
     #[inline(always)]
-    fn add(self, rhs: Self) -> Self {
-        // SAFETY: `self` exists, so the CPU supports AVX2 (see `WordLanes`).
+    unsafe fn add(self, rhs: Self) -> Self {
+        // SAFETY: the caller guarantees AVX2.
         U32x8(unsafe { _mm256_add_epi32(self.0, rhs.0) })
     }
 
     #[inline(always)]
-    fn xor(self, rhs: Self) -> Self {
+    unsafe fn xor(self, rhs: Self) -> Self {
         // SAFETY: as in `add`.
         U32x8(unsafe { _mm256_xor_si256(self.0, rhs.0) })
     }
 
     #[inline(always)]
-    fn rol<const R: i32>(self) -> Self {
+    unsafe fn rol<const R: i32>(self) -> Self {
         // SAFETY: as in `add`.
         U32x8(unsafe {
             let a = self.0;
@@ -316,7 +322,7 @@ impl WordLanes for U32x8 {
 
     #[inline(always)]
     unsafe fn store_blocks(rows: &[Self; 16], out: *mut u32) {
-        // SAFETY: `rows` exist, so the CPU supports AVX2; the caller guarantees 128 writable
+        // SAFETY: the caller guarantees AVX2; the caller guarantees 128 writable
         // words at `out`, and every store below writes 8 of them (block b < 8, half 0 or 8).
         unsafe {
             let x = rows.map(|r| r.0);

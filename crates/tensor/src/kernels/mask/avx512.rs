@@ -24,8 +24,8 @@ impl MaskIsa for Avx512 {
     type Words = U32x16;
 
     #[inline(always)]
-    fn pack64(self, words: &[u32; 64], t: u32) -> u64 {
-        // SAFETY: `self` exists, so the CPU supports AVX-512F; the loads read words
+    unsafe fn pack64(self, words: &[u32; 64], t: u32) -> u64 {
+        // SAFETY: the caller guarantees AVX-512F; the loads read words
         // 16q .. 16q + 16 < 64.
         unsafe {
             let tv = _mm512_set1_epi32(t as i32);
@@ -40,9 +40,15 @@ impl MaskIsa for Avx512 {
 
     #[inline(always)]
     fn run<K: Kernel>(self, kernel: K) -> K::Output {
+        /// `kernel` compiled with the features.
+        ///
+        /// # Safety
+        /// The CPU supports the features.
         #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
         unsafe fn with_avx512<K: Kernel>(isa: Avx512, kernel: K) -> K::Output {
-            kernel.call(isa)
+            // SAFETY: the caller guarantees the features, so `isa`'s instruction set is
+            // supported.
+            unsafe { kernel.call(isa) }
         }
         // SAFETY: `self` exists, so the CPU supports these features.
         unsafe { with_avx512(self, kernel) }
@@ -77,20 +83,20 @@ macro_rules! impl_lanes {
             register_methods!($name, $elem, splat: $set1, load: $loadu, store: $storeu, mul: $mul);
 
             #[inline(always)]
-            fn relu(self) -> Self {
+            unsafe fn relu(self) -> Self {
                 // `vmax(0, x)` returns its second operand, `x`, when x is NaN or a zero.
-                // SAFETY: `self` exists, so the CPU supports AVX-512F (see `MaskLanes`).
+                // SAFETY: the caller guarantees AVX-512F.
                 $name(unsafe { $max($setzero(), self.0) })
             }
 
             #[inline(always)]
-            fn select_bits(self, bits: u64) -> Self {
+            unsafe fn select_bits(self, bits: u64) -> Self {
                 // SAFETY: as in `relu`.
                 $name(unsafe { $maskz_mov(bits as $kmask, self.0) })
             }
 
             #[inline(always)]
-            fn where_positive(self, y: Self) -> Self {
+            unsafe fn where_positive(self, y: Self) -> Self {
                 // SAFETY: as in `relu`.
                 $name(unsafe { $maskz_mov($cmp::<_CMP_GT_OQ>(y.0, $setzero()), self.0) })
             }
@@ -107,7 +113,7 @@ macro_rules! impl_lanes {
 
             #[inline(always)]
             unsafe fn store_pairs(even: Self, odd: Self, p: *mut $elem) {
-                // SAFETY: `even` exists, so the CPU supports AVX-512F; the caller guarantees
+                // SAFETY: the caller guarantees AVX-512F and
                 // `2 · LANES` writable elements at `p`; the indices pick lanes of `even` and (bit
                 // 4 / bit 3 set) `odd`.
                 unsafe {
@@ -125,7 +131,7 @@ macro_rules! impl_lanes {
 
             #[inline(always)]
             unsafe fn store_first(self, p: *mut $elem, n: usize) {
-                // SAFETY: `self` exists, so the CPU supports AVX-512F; the caller guarantees `n`
+                // SAFETY: the caller guarantees AVX-512F; the caller guarantees `n`
                 // writable elements at `p`; the masked store writes lanes `0..n` only.
                 unsafe { $mask_storeu(p, first_lanes(n) as $kmask, self.0) }
             }
@@ -151,7 +157,7 @@ macro_rules! impl_lanes {
             #[inline(always)]
             unsafe fn store_pairs_first(even: Self, odd: Self, p: *mut $elem, n: usize) {
                 let m = 2 * n;
-                // SAFETY: `even` exists, so the CPU supports AVX-512F; the caller guarantees `2n`
+                // SAFETY: the caller guarantees AVX-512F and `2n`
                 // writable elements at `p`, which the two masked stores cover exactly (the second
                 // only when `2n > LANES`).
                 unsafe {
@@ -167,13 +173,13 @@ macro_rules! impl_lanes {
             }
 
             #[inline(always)]
-            fn add(self, rhs: Self) -> Self {
+            unsafe fn add(self, rhs: Self) -> Self {
                 // SAFETY: as in `relu`.
                 $name(unsafe { $add(self.0, rhs.0) })
             }
 
             #[inline(always)]
-            fn take_later(self, later: Self) -> (Self, u64) {
+            unsafe fn take_later(self, later: Self) -> (Self, u64) {
                 // SAFETY: as in `relu`.
                 unsafe {
                     let wins = $cmp::<_CMP_GT_OQ>(later.0, self.0) | $cmp::<_CMP_UNORD_Q>(later.0, later.0);
@@ -228,26 +234,26 @@ impl WordLanes for U32x16 {
     }
 
     #[inline(always)]
-    fn add(self, rhs: Self) -> Self {
-        // SAFETY: `self` exists, so the CPU supports AVX-512F (see `WordLanes`).
+    unsafe fn add(self, rhs: Self) -> Self {
+        // SAFETY: the caller guarantees AVX-512F.
         U32x16(unsafe { _mm512_add_epi32(self.0, rhs.0) })
     }
 
     #[inline(always)]
-    fn xor(self, rhs: Self) -> Self {
+    unsafe fn xor(self, rhs: Self) -> Self {
         // SAFETY: as in `add`.
         U32x16(unsafe { _mm512_xor_si512(self.0, rhs.0) })
     }
 
     #[inline(always)]
-    fn rol<const R: i32>(self) -> Self {
+    unsafe fn rol<const R: i32>(self) -> Self {
         // SAFETY: as in `add`.
         U32x16(unsafe { _mm512_rol_epi32::<R>(self.0) })
     }
 
     #[inline(always)]
     unsafe fn store_blocks(rows: &[Self; 16], out: *mut u32) {
-        // SAFETY: `rows` exist, so the CPU supports AVX-512F; the caller guarantees 256
+        // SAFETY: the caller guarantees AVX-512F; the caller guarantees 256
         // writable words at `out`, and each store writes block 4l + k < 16, words 0..16.
         unsafe {
             let x = rows.map(|r| r.0);

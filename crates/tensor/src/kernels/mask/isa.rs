@@ -1,6 +1,6 @@
 //! The one way the mask, ReLU-mask and ChaCha kernels choose an instruction set: a
-//! [`MaskIsa`] value per instruction set (holding one proves the CPU supports it, as a
-//! `Lanes` value does for the elementwise kernels), its register types ([`MaskLanes`] for
+//! [`MaskIsa`] value per instruction set (a token: holding one proves the CPU supports it, so
+//! its safe [`MaskIsa::run`] may enter the `#[target_feature]` entry point), its register types ([`MaskLanes`] for
 //! f32 and f64, [`WordLanes`] for ChaCha's u32 words), and [`dispatch`], which turns an
 //! [`Isa`] into that value and runs a [`Kernel`] under the instruction set's
 //! `#[target_feature]`s.
@@ -27,7 +27,10 @@ pub(crate) trait MaskIsa: Copy {
     type Words: WordLanes;
 
     /// Bit `i` of the result set when `words[i] < t`.
-    fn pack64(self, words: &[u32; 64], t: u32) -> u64;
+    ///
+    /// # Safety
+    /// The CPU supports this instruction set (the caller runs inside [`MaskIsa::run`]).
+    unsafe fn pack64(self, words: &[u32; 64], t: u32) -> u64;
 
     /// Runs `kernel` compiled with this instruction set's target features.
     fn run<K: Kernel>(self, kernel: K) -> K::Output;
@@ -40,7 +43,11 @@ pub(crate) trait Kernel {
     /// What the kernel returns.
     type Output;
     /// Runs the kernel on `isa`'s registers.
-    fn call<S: MaskIsa>(self, isa: S) -> Self::Output;
+    ///
+    /// # Safety
+    /// The CPU supports `S`'s instruction set: only [`MaskIsa::run`] calls it, inside its
+    /// `#[target_feature]` entry point.
+    unsafe fn call<S: MaskIsa>(self, isa: S) -> Self::Output;
 }
 
 /// Runs `kernel` on `isa` when the CPU supports it, on the scalar reference otherwise (so no
@@ -67,9 +74,11 @@ pub(crate) fn dispatch<K: Kernel>(isa: Isa, kernel: K) -> K::Output {
 /// One SIMD register of `LANES` floats, `LANES` dividing 64 (so a register never straddles two
 /// mask words).
 ///
-/// A value is only created by [`MaskLanes::splat`] or [`MaskLanes::load`], whose callers
-/// guarantee that the CPU supports the type's instruction set: holding one is proof of support,
-/// which is why the lane-wise methods are safe.
+/// # Safety
+/// Every method executes the type's instructions, so every method is `unsafe` and requires
+/// that the CPU supports the type's instruction set (as for `elementwise`'s `Lanes`; the
+/// scalar one-lane registers `f32` and `f64` meet it everywhere). Methods taking pointers list
+/// what else they require.
 pub(crate) trait MaskLanes: Copy {
     /// The element type.
     type Elem: Float;
@@ -91,21 +100,21 @@ pub(crate) trait MaskLanes: Copy {
     /// Writes the lanes to `p..p + LANES` (no alignment needed).
     ///
     /// # Safety
-    /// `p..p + LANES` is writable.
+    /// The CPU supports this type's instruction set and `p..p + LANES` is writable.
     unsafe fn store(self, p: *mut Self::Elem);
 
     /// Lane-wise `self · rhs`.
-    fn mul(self, rhs: Self) -> Self;
+    unsafe fn mul(self, rhs: Self) -> Self;
 
     /// Lane-wise `0 > x ? 0 : x`: the elementwise `relu` (NaN and `-0` pass through).
-    fn relu(self) -> Self;
+    unsafe fn relu(self) -> Self;
 
     /// Lane `j` of `self` where bit `j` of `bits` is set, `+0` where it is not (bits past
     /// `LANES` are ignored): the dropout factor, `scale` or `0`.
-    fn select_bits(self, bits: u64) -> Self;
+    unsafe fn select_bits(self, bits: u64) -> Self;
 
     /// Lane-wise `y > 0 ? self : +0` (NaN is not positive).
-    fn where_positive(self, y: Self) -> Self;
+    unsafe fn where_positive(self, y: Self) -> Self;
 
     /// The `2 · LANES` elements at `p` split into even and odd positions: lane `j` of the first
     /// register is `p[2j]`, of the second `p[2j + 1]` (the left and right columns of `LANES`
@@ -119,16 +128,16 @@ pub(crate) trait MaskLanes: Copy {
     /// `p[2j + 1] = odd[j]` (the inverse of [`MaskLanes::load_pairs`]).
     ///
     /// # Safety
-    /// `p..p + 2 · LANES` is writable.
+    /// The CPU supports this type's instruction set and `p..p + 2 · LANES` is writable.
     unsafe fn store_pairs(even: Self, odd: Self, p: *mut Self::Elem);
 
     /// Lane-wise `self + rhs`.
-    fn add(self, rhs: Self) -> Self;
+    unsafe fn add(self, rhs: Self) -> Self;
 
     /// One step of a max scan in PyTorch's order: lane-wise `later > self || later is NaN ?
     /// later : self` (ties keep `self`; a NaN wins, a later NaN over an earlier one), with the
     /// lanes where `later` won as bits `0..LANES`.
-    fn take_later(self, later: Self) -> (Self, u64);
+    unsafe fn take_later(self, later: Self) -> (Self, u64);
 
     /// [`MaskLanes::load`] of the first `n` lanes (`n <= LANES`) from `p..p + n`; the other
     /// lanes hold unspecified values. The default goes through a copy padded with zeros; an
@@ -151,12 +160,12 @@ pub(crate) trait MaskLanes: Copy {
     /// `p + n` is written.
     ///
     /// # Safety
-    /// `p..p + n` is writable.
+    /// The CPU supports this type's instruction set and `p..p + n` is writable.
     #[inline(always)]
     unsafe fn store_first(self, p: *mut Self::Elem, n: usize) {
         let mut padded = [<Self::Elem as Float>::ZERO; MAX_LANES];
-        // SAFETY: `padded` holds `MAX_LANES >= LANES` elements; the caller guarantees `n <=
-        // LANES` writable elements at `p`.
+        // SAFETY: `padded` holds `MAX_LANES >= LANES` elements; the caller guarantees the
+        // instruction set and `n <= LANES` writable elements at `p`.
         unsafe {
             self.store(padded.as_mut_ptr());
             std::ptr::copy_nonoverlapping(padded.as_ptr(), p, n);
@@ -184,12 +193,12 @@ pub(crate) trait MaskLanes: Copy {
     /// nothing past it.
     ///
     /// # Safety
-    /// `p..p + 2n` is writable.
+    /// The CPU supports this type's instruction set and `p..p + 2n` is writable.
     #[inline(always)]
     unsafe fn store_pairs_first(even: Self, odd: Self, p: *mut Self::Elem, n: usize) {
         let mut padded = [<Self::Elem as Float>::ZERO; 2 * MAX_LANES];
-        // SAFETY: `padded` holds `2 · MAX_LANES` elements; the caller guarantees `2n` writable
-        // elements at `p`.
+        // SAFETY: `padded` holds `2 · MAX_LANES` elements; the caller guarantees the instruction
+        // set and `2n` writable elements at `p`.
         unsafe {
             Self::store_pairs(even, odd, padded.as_mut_ptr());
             std::ptr::copy_nonoverlapping(padded.as_ptr(), p, 2 * n);
@@ -201,7 +210,11 @@ pub(crate) trait MaskLanes: Copy {
 pub(crate) const MAX_LANES: usize = 16;
 
 /// One SIMD register of `LANES` u32 words: word `j` of `LANES` ChaCha blocks side by side, one
-/// block per lane. A value proves support as for [`MaskLanes`].
+/// block per lane.
+///
+/// # Safety
+/// As for [`MaskLanes`]: every method requires that the CPU supports the type's instruction
+/// set.
 pub(crate) trait WordLanes: Copy {
     /// Blocks per register.
     const LANES: usize;
@@ -219,16 +232,16 @@ pub(crate) trait WordLanes: Copy {
     unsafe fn load(p: *const u32) -> Self;
 
     /// Lane-wise wrapping `self + rhs`.
-    fn add(self, rhs: Self) -> Self;
+    unsafe fn add(self, rhs: Self) -> Self;
     /// Lane-wise `self ^ rhs`.
-    fn xor(self, rhs: Self) -> Self;
+    unsafe fn xor(self, rhs: Self) -> Self;
     /// Lane-wise rotation left by `R` bits (`0 < R < 32`).
-    fn rol<const R: i32>(self) -> Self;
+    unsafe fn rol<const R: i32>(self) -> Self;
 
     /// Writes the blocks in stream order: lane `b` of `rows[j]` to `out[16 b + j]`.
     ///
     /// # Safety
-    /// `out..out + 16 · LANES` is writable.
+    /// The CPU supports this type's instruction set and `out..out + 16 · LANES` is writable.
     unsafe fn store_blocks(rows: &[Self; 16], out: *mut u32);
 }
 

@@ -24,8 +24,8 @@ impl MaskIsa for Neon {
     type Words = U32x4;
 
     #[inline(always)]
-    fn pack64(self, words: &[u32; 64], t: u32) -> u64 {
-        // SAFETY: `self` exists, so the CPU supports NEON; the loads read words
+    unsafe fn pack64(self, words: &[u32; 64], t: u32) -> u64 {
+        // SAFETY: the caller guarantees NEON; the loads read words
         // 4q .. 4q + 4 < 64.
         unsafe {
             let tv = vdupq_n_u32(t);
@@ -49,9 +49,15 @@ impl MaskIsa for Neon {
 
     #[inline(always)]
     fn run<K: Kernel>(self, kernel: K) -> K::Output {
+        /// `kernel` compiled with the features.
+        ///
+        /// # Safety
+        /// The CPU supports the features.
         #[target_feature(enable = "neon")]
         unsafe fn with_neon<K: Kernel>(isa: Neon, kernel: K) -> K::Output {
-            kernel.call(isa)
+            // SAFETY: the caller guarantees the features, so `isa`'s instruction set is
+            // supported.
+            unsafe { kernel.call(isa) }
         }
         // SAFETY: `self` exists, so the CPU supports NEON.
         unsafe { with_neon(self, kernel) }
@@ -81,9 +87,9 @@ macro_rules! impl_lanes {
             register_methods!($name, $elem, splat: $dup, load: $load, store: $store, mul: $mul);
 
             #[inline(always)]
-            fn relu(self) -> Self {
+            unsafe fn relu(self) -> Self {
                 // x < 0 ? 0 : x, so NaN and -0 pass through as in the reference.
-                // SAFETY: `self` exists, so the CPU supports NEON (see `MaskLanes`).
+                // SAFETY: the caller guarantees NEON.
                 $name(unsafe {
                     let zero = $dup(0.0);
                     $bsl($clt(self.0, zero), zero, self.0)
@@ -91,7 +97,7 @@ macro_rules! impl_lanes {
             }
 
             #[inline(always)]
-            fn select_bits(self, bits: u64) -> Self {
+            unsafe fn select_bits(self, bits: u64) -> Self {
                 // SAFETY: as in `relu`.
                 unsafe {
                     let lane_bits: [$uint; $lanes] = $lane_bits;
@@ -101,7 +107,7 @@ macro_rules! impl_lanes {
             }
 
             #[inline(always)]
-            fn where_positive(self, y: Self) -> Self {
+            unsafe fn where_positive(self, y: Self) -> Self {
                 // SAFETY: as in `relu`.
                 $name(unsafe { $from_int($and($to_int(self.0), $cgt(y.0, $dup(0.0)))) })
             }
@@ -116,19 +122,19 @@ macro_rules! impl_lanes {
 
             #[inline(always)]
             unsafe fn store_pairs(even: Self, odd: Self, p: *mut $elem) {
-                // SAFETY: `even` exists, so the CPU supports NEON; the caller guarantees
+                // SAFETY: the caller guarantees NEON and
                 // `2 · LANES` writable elements at `p` (`st2` interleaves the two registers).
                 unsafe { $st2(p, $pair(even.0, odd.0)) }
             }
 
             #[inline(always)]
-            fn add(self, rhs: Self) -> Self {
+            unsafe fn add(self, rhs: Self) -> Self {
                 // SAFETY: as in `relu`.
                 $name(unsafe { $add(self.0, rhs.0) })
             }
 
             #[inline(always)]
-            fn take_later(self, later: Self) -> (Self, u64) {
+            unsafe fn take_later(self, later: Self) -> (Self, u64) {
                 // SAFETY: as in `relu`.
                 unsafe {
                     // A NaN is the lane that is not equal to itself.
@@ -181,19 +187,19 @@ impl WordLanes for U32x4 {
     }
 
     #[inline(always)]
-    fn add(self, rhs: Self) -> Self {
-        // SAFETY: `self` exists, so the CPU supports NEON (see `WordLanes`).
+    unsafe fn add(self, rhs: Self) -> Self {
+        // SAFETY: the caller guarantees NEON.
         U32x4(unsafe { vaddq_u32(self.0, rhs.0) })
     }
 
     #[inline(always)]
-    fn xor(self, rhs: Self) -> Self {
+    unsafe fn xor(self, rhs: Self) -> Self {
         // SAFETY: as in `add`.
         U32x4(unsafe { veorq_u32(self.0, rhs.0) })
     }
 
     #[inline(always)]
-    fn rol<const R: i32>(self) -> Self {
+    unsafe fn rol<const R: i32>(self) -> Self {
         // SAFETY: as in `add`.
         U32x4(unsafe {
             let a = self.0;
@@ -212,7 +218,7 @@ impl WordLanes for U32x4 {
 
     #[inline(always)]
     unsafe fn store_blocks(rows: &[Self; 16], out: *mut u32) {
-        // SAFETY: `rows` exist, so the CPU supports NEON; the caller guarantees 64 writable
+        // SAFETY: the caller guarantees NEON; the caller guarantees 64 writable
         // words at `out`, and each store writes words 4g .. 4g + 4 of a block b < 4.
         unsafe {
             for g in 0..4 {

@@ -14,13 +14,14 @@ impl MaskIsa for Scalar {
     type Words = u32;
 
     #[inline(always)]
-    fn pack64(self, words: &[u32; 64], t: u32) -> u64 {
+    unsafe fn pack64(self, words: &[u32; 64], t: u32) -> u64 {
         words.iter().enumerate().fold(0, |acc, (b, &w)| acc | u64::from(w < t) << b)
     }
 
     #[inline(always)]
     fn run<K: Kernel>(self, kernel: K) -> K::Output {
-        kernel.call(self)
+        // SAFETY: the scalar path runs on every CPU.
+        unsafe { kernel.call(self) }
     }
 }
 
@@ -48,12 +49,12 @@ macro_rules! impl_scalar_lanes {
             }
 
             #[inline(always)]
-            fn mul(self, rhs: $t) -> $t {
+            unsafe fn mul(self, rhs: $t) -> $t {
                 self * rhs
             }
 
             #[inline(always)]
-            fn relu(self) -> $t {
+            unsafe fn relu(self) -> $t {
                 // `0 > x` is false for NaN and for -0, which pass through.
                 if 0.0 > self {
                     0.0
@@ -63,7 +64,7 @@ macro_rules! impl_scalar_lanes {
             }
 
             #[inline(always)]
-            fn select_bits(self, bits: u64) -> $t {
+            unsafe fn select_bits(self, bits: u64) -> $t {
                 if bits & 1 == 1 {
                     self
                 } else {
@@ -72,7 +73,7 @@ macro_rules! impl_scalar_lanes {
             }
 
             #[inline(always)]
-            fn where_positive(self, y: $t) -> $t {
+            unsafe fn where_positive(self, y: $t) -> $t {
                 if y > 0.0 {
                     self
                 } else {
@@ -93,12 +94,12 @@ macro_rules! impl_scalar_lanes {
             }
 
             #[inline(always)]
-            fn add(self, rhs: $t) -> $t {
+            unsafe fn add(self, rhs: $t) -> $t {
                 self + rhs
             }
 
             #[inline(always)]
-            fn take_later(self, later: $t) -> ($t, u64) {
+            unsafe fn take_later(self, later: $t) -> ($t, u64) {
                 if later > self || later.is_nan() {
                     (later, 1)
                 } else {
@@ -127,17 +128,17 @@ impl WordLanes for u32 {
     }
 
     #[inline(always)]
-    fn add(self, rhs: u32) -> u32 {
+    unsafe fn add(self, rhs: u32) -> u32 {
         self.wrapping_add(rhs)
     }
 
     #[inline(always)]
-    fn xor(self, rhs: u32) -> u32 {
+    unsafe fn xor(self, rhs: u32) -> u32 {
         self ^ rhs
     }
 
     #[inline(always)]
-    fn rol<const R: i32>(self) -> u32 {
+    unsafe fn rol<const R: i32>(self) -> u32 {
         self.rotate_left(R as u32)
     }
 

@@ -63,7 +63,9 @@ pub(super) fn select_f64(isa: Isa) -> Microkernel<f64> {
     uk
 }
 
-/// Hints the cache to fetch the line holding `p` (never faults, whatever `p` is).
+/// Hints the cache to fetch the line holding `p` (never faults, whatever `p` is). A safe
+/// function with an intrinsic, the one exception on x86_64 to the kernels' rule (`kernels`'
+/// module doc): `prefetcht0` is SSE, which every x86_64 CPU has.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn prefetch_t0<T>(p: *const T) {
