@@ -324,8 +324,9 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
     ///
     /// # Errors
     /// `DistributedDataParallel::forward_backward_concurrent` when `batch` does not hold this
-    /// rank's micro-batches or the global batch has fewer rows than micro-batches (an empty
-    /// micro-batch has no statistics); the loss closure's, `grad`'s or a `SyncBatchNorm`'s
+    /// rank's micro-batches, the global batch has fewer rows than micro-batches (an empty
+    /// micro-batch has no statistics), or a layer of the model in training owns a generator
+    /// (a dropout layer given one: the threads would share it); the loss closure's, `grad`'s or a `SyncBatchNorm`'s
     /// errors; a collective's [`Error::Distributed`].
     pub fn forward_backward_concurrent<F>(&mut self, batch: &RankBatch, loss: F) -> Result<f64>
     where
@@ -343,6 +344,18 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
                     "a global batch of {} rows leaves micro-batches of the {} empty: every one needs rows \
                      (drop the short last batch, or use fewer micro-batches)",
                     batch.len, self.micro
+                ),
+            ));
+        }
+        // Such a layer is shared by the micro-batch threads: reseeding it per micro-batch would
+        // race, and its draws would depend on the threads' timing.
+        if let Some((name, _)) = self.model.named_generators().first().filter(|_| self.model.is_training()) {
+            return Err(Error::arg(
+                OP,
+                format!(
+                    "the layer {name:?} draws from a generator of its own, which the micro-batches, run at \
+                     once, would share: let it draw from the thread's default generator (seeded per \
+                     micro-batch), or use forward_backward"
                 ),
             ));
         }

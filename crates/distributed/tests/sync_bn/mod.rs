@@ -12,7 +12,7 @@ use tapegrad_nn::loss::cross_entropy;
 use tapegrad_nn::{BatchNorm2d, Module, TrainingCheckpoint};
 use tapegrad_tensor::{Error, Generator, Result, Tensor};
 
-use crate::common::{data, train, train_sync_bn, BnNet, Plan, BATCH, MICRO, ROWS, SEED};
+use crate::common::{data, train, train_sync_bn, BnNet, Mlp, Plan, BATCH, MICRO, ROWS, SEED};
 
 fn world(n: usize) -> LocalWorld {
     LocalWorld::new(n).timeout(Duration::from_secs(20))
@@ -134,6 +134,23 @@ fn sync_batch_norm_refuses_what_it_cannot_synchronise() {
         "{err:?}"
     );
     assert!(step(false, 16).is_ok());
+    // A dropout layer with a generator of its own would be shared by the concurrent micro-batches.
+    let err = world(1)
+        .run(|comm| {
+            let mut model = Mlp::new(SEED)?;
+            model.seed_generators(3);
+            let mut ddp = DistributedDataParallel::new(model, comm, MICRO, SEED)?;
+            let batch = DistributedSampler::new(ROWS, BATCH, MICRO, 0, 1, SEED)?.epoch(0).remove(0);
+            ddp.forward_backward_concurrent(&batch, |model, mb| {
+                let (x, y) = mb.gather(&data)?;
+                cross_entropy(&model.forward(&Var::new(x))?, &y)
+            })
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { reason, .. } if reason.contains("\"drop1\" draws from a generator of its own")),
+        "{err:?}"
+    );
     // A micro-batch that fails stops its rank's other micro-batches (waiting at an exchange)
     // and the other ranks, at once.
     for n in [2, 4] {
