@@ -3,7 +3,7 @@
 //! `cnn_mnist`, trained on the shipped digits with [`DistributedDataParallel`]. Every global batch is cut into `--micro` micro-batches; each
 //! process computes its block of them and the gradients are summed in a fixed order, so the
 //! weights are bit-identical on 1, 2 or 4 processes (compare the `weights:` fingerprint line).
-//! Rank 0 alone prints, evaluates and writes the checkpoint. Needs the `mpi` feature and Open MPI
+//! Rank 0 alone prints, shows the progress bar, evaluates and writes the checkpoint. Needs the `mpi` feature and Open MPI
 //! (see `docs/distributed.md`).
 //!
 //! ```sh
@@ -25,6 +25,8 @@ mod common;
 
 use std::path::PathBuf;
 use std::time::Instant;
+
+use indicatif::ProgressBar;
 
 use common::models::Cnn;
 use tapegrad::distributed::comm::mpi::{launch, MpiComm};
@@ -222,6 +224,10 @@ fn train<M: Module>(comm: &MpiComm, args: &common::Args, opts: &Options, mut mod
         let epoch_start = Instant::now();
         ddp.reset_times();
         let (mut loss_sum, mut seen) = (0.0, 0usize);
+        // Rank 0's progress bar (hidden when stderr is not a terminal); the others draw none.
+        let bar =
+            if ddp.is_main() { common::epoch_bar(&format!("epoch {}", epoch + 1)) } else { ProgressBar::hidden() };
+        bar.set_length(sampler.batches_per_epoch() as u64);
         for batch in sampler.epoch(epoch as u64) {
             let loss = ddp.forward_backward(&batch, |model, mb| {
                 let (x, y) = mb.gather(train)?;
@@ -230,7 +236,9 @@ fn train<M: Module>(comm: &MpiComm, args: &common::Args, opts: &Options, mut mod
             opt.step()?;
             loss_sum += loss * batch.len as f64;
             seen += batch.len;
+            bar.inc(1);
         }
+        bar.finish_and_clear();
         sched.step(&mut opt)?;
         let elapsed = common::seconds(epoch_start);
         let times = ddp.times();

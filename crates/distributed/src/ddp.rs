@@ -3,9 +3,10 @@
 
 use std::fmt::Display;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tapegrad_autograd::{set_default_generator_state, Var};
+use tapegrad_autograd::{detect_anomaly, grad, is_anomaly_enabled, set_default_generator_state, GradOptions, Var};
 use tapegrad_nn::{Module, TrainingCheckpoint};
 use tapegrad_tensor::{Error, Generator, Result, Tensor};
 
@@ -14,7 +15,8 @@ use crate::comm::Communicator;
 use crate::sampler::RankBatch;
 use crate::split::rank_micro_batches;
 use crate::stream_seed;
-use crate::tree::{cover, node_sum, PendingSum};
+use crate::sync_bn::{enter, resolve, sequential, Group};
+use crate::tree::{cover, node_sum, ordered_all_reduce, PendingSum};
 
 /// The generator whose draws are the dropout masks of micro-batch `micro` of step `step` in a
 /// run seeded with `seed`: the masks depend on these three numbers only, never on which rank
@@ -235,17 +237,7 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
         mut loss: impl FnMut(&M, &crate::MicroBatch) -> Result<Var>,
     ) -> Result<f64> {
         let (world, rank) = (self.comm.world_size(), self.comm.rank());
-        let mine = rank_micro_batches(self.micro, world, rank)?;
-        let indices: Vec<usize> = batch.micro.iter().map(|m| m.index).collect();
-        if indices != mine.clone().collect::<Vec<_>>() {
-            return Err(Error::arg(
-                "DistributedDataParallel::forward_backward",
-                format!(
-                    "rank {rank} of {world} computes micro-batches {mine:?} of {}, the batch holds {indices:?}",
-                    self.micro
-                ),
-            ));
-        }
+        let mine = self.check_batch("DistributedDataParallel::forward_backward", batch)?;
         let len: usize = numels(&self.params).iter().sum();
         let start = Instant::now();
         let mut losses = Vec::with_capacity(batch.micro.len());
@@ -278,6 +270,210 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
             let computed = Instant::now();
             (reduction.reduce(0..len, &self.flat_grad(len))?, computed)
         };
+        self.finish_step(&total, &losses, &blocks, start, computed)
+    }
+
+    /// One global batch as [`forward_backward`](Self::forward_backward) computes it, with this
+    /// rank's micro-batches run at once, each on a thread of its own (each with its own graph
+    /// and its generator seeded as there), each taking its gradient with
+    /// [`tapegrad_autograd::grad`] instead of accumulating into the shared `grad`. What it is
+    /// for: a [`SyncBatchNorm`](crate::SyncBatchNorm) in the model normalises over the global
+    /// batch, which needs every micro-batch at each such layer at the same time.
+    ///
+    /// The gradients are summed in the same fixed order, so the weights are bit-identical at
+    /// every world size, with or without `SyncBatchNorm` layers (for a model without them,
+    /// equal to [`forward_backward`](Self::forward_backward)'s to the bit). It holds every one of
+    /// the rank's micro-batch graphs at once (the memory of one forward pass over the rank's
+    /// rows, as a PyTorch rank holds), and does not overlap the reduction with the backward
+    /// ([`overlap`](Self::overlap) is ignored). The model must be `Sync`, as every layer of
+    /// `tapegrad_nn` is; `Sequential`, which holds `Box<dyn Module>`, is not: declare the model
+    /// as a struct (`#[derive(Module)]`), boxing a layer as `Box<dyn Module + Send + Sync>`.
+    ///
+    /// ```
+    /// use tapegrad_autograd::Var;
+    /// use tapegrad_distributed::{DistributedDataParallel, DistributedSampler, LocalWorld, SyncBatchNorm};
+    /// use tapegrad_nn::{data::Dataset, loss::cross_entropy, Linear, Module};
+    /// use tapegrad_tensor::{Generator, Result, Tensor};
+    /// #[derive(tapegrad_nn::Module)]
+    /// struct Net {
+    ///     bn: SyncBatchNorm,
+    ///     fc: Linear,
+    /// }
+    /// impl Module for Net {
+    ///     fn forward(&self, x: &Var) -> Result<Var> {
+    ///         self.fc.forward(&self.bn.forward(x)?)
+    ///     }
+    /// }
+    /// let data = Dataset::new(Tensor::rand(&[16, 3], &mut Generator::new(0)), (0..16).map(|i| i % 2).collect())?;
+    /// let weights = LocalWorld::new(2).run(|comm| {
+    ///     let (rank, world) = (comm.rank(), comm.world_size());
+    ///     let model = Net { bn: SyncBatchNorm::new(3), fc: Linear::new(3, 2, &mut Generator::new(1)) };
+    ///     let mut ddp = DistributedDataParallel::new(model, comm, 4, 9)?;
+    ///     for batch in DistributedSampler::new(16, 8, 4, rank, world, 9)?.epoch(0) {
+    ///         ddp.forward_backward_concurrent(&batch, |model, mb| {
+    ///             let (x, y) = mb.gather(&data)?;
+    ///             cross_entropy(&model.forward(&Var::new(x))?, &y)
+    ///         })?;
+    ///     }
+    ///     Ok(ddp.module().named_buffers()[0].1.value().to_vec()) // running_mean
+    /// })?;
+    /// assert_eq!(weights[0], weights[1]); // the same running statistics on every rank
+    /// # use tapegrad_distributed::Communicator;
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `DistributedDataParallel::forward_backward_concurrent` when `batch` does not hold this
+    /// rank's micro-batches, the global batch has fewer rows than micro-batches (an empty
+    /// micro-batch has no statistics), or a layer of the model in training owns a generator
+    /// (a dropout layer given one: the threads would share it); the loss closure's, `grad`'s or a `SyncBatchNorm`'s
+    /// errors; a collective's [`Error::Distributed`].
+    pub fn forward_backward_concurrent<F>(&mut self, batch: &RankBatch, loss: F) -> Result<f64>
+    where
+        M: Sync,
+        F: Fn(&M, &crate::MicroBatch) -> Result<Var> + Sync,
+    {
+        const OP: &str = "DistributedDataParallel::forward_backward_concurrent";
+        let (world, rank) = (self.comm.world_size(), self.comm.rank());
+        let mine = self.check_batch(OP, batch)?;
+        // Every rank sees the same global batch length: all fail here alike.
+        if batch.len < self.micro {
+            return Err(Error::arg(
+                OP,
+                format!(
+                    "a global batch of {} rows leaves micro-batches of the {} empty: every one needs rows \
+                     (drop the short last batch, or use fewer micro-batches)",
+                    batch.len, self.micro
+                ),
+            ));
+        }
+        // Such a layer is shared by the micro-batch threads: reseeding it per micro-batch would
+        // race, and its draws would depend on the threads' timing.
+        if let Some((name, _)) = self.model.named_generators().first().filter(|_| self.model.is_training()) {
+            return Err(Error::arg(
+                OP,
+                format!(
+                    "the layer {name:?} draws from a generator of its own, which the micro-batches, run at \
+                     once, would share: let it draw from the thread's default generator (seeded per \
+                     micro-batch), or use forward_backward"
+                ),
+            ));
+        }
+        let len: usize = numels(&self.params).iter().sum();
+        let blocks: Vec<_> = (0..world).map(|r| rank_micro_batches(self.micro, world, r)).collect::<Result<_>>()?;
+        let start = Instant::now();
+        let group = Arc::new(Group::new(batch.micro.len(), rank, world));
+        let (model, params, loss) = (&self.model, &self.params, &loss);
+        let (seed, step, anomaly) = (self.seed, self.step, is_anomaly_enabled());
+        let outcomes: Vec<Result<(Vec<f32>, f32)>> = std::thread::scope(|s| {
+            let mut threads = Vec::with_capacity(batch.micro.len());
+            for (slot, mb) in batch.micro.iter().enumerate() {
+                let shared = group.clone();
+                let spawned = std::thread::Builder::new().name(format!("tapegrad-micro-{}", mb.index)).spawn_scoped(
+                    s,
+                    move || {
+                        // Leaves the group on every exit, a panic included (which stops the others).
+                        let mut leave = Leave { group: &shared, slot, error: Some("panicked".into()) };
+                        detect_anomaly(anomaly);
+                        let outcome = (|| {
+                            set_default_generator_state(micro_batch_generator(seed, step, mb.index))?;
+                            let _in_group = enter(shared.clone(), slot);
+                            let l = loss(model, mb)?;
+                            let value = (f64::from(l.value().item()?) * mb.weight) as f32;
+                            let weighted = l.mul_scalar(mb.weight as f32);
+                            let inputs: Vec<&Var> = params.iter().collect();
+                            let grads = grad(
+                                &[&weighted],
+                                &inputs,
+                                None,
+                                GradOptions { allow_unused: true, ..GradOptions::default() },
+                            )?;
+                            let mut flat = Vec::with_capacity(len);
+                            for (p, g) in params.iter().zip(grads) {
+                                match g {
+                                    Some(g) => flat.extend(g.value().to_vec()),
+                                    None => flat.extend(std::iter::repeat_n(0.0, p.shape().iter().product())),
+                                }
+                            }
+                            Ok((flat, value))
+                        })();
+                        leave.error = outcome.as_ref().err().map(ToString::to_string);
+                        drop(leave);
+                        outcome
+                    },
+                );
+                match spawned {
+                    Ok(t) => threads.push(t),
+                    Err(e) => {
+                        // The threads started so far stop at their first exchange.
+                        group.leave(slot, Some(format!("cannot start its thread: {e}")));
+                        break;
+                    }
+                }
+            }
+            let served = group.serve(|posts| resolve(&self.comm, self.micro, &blocks, posts));
+            let mut outcomes: Vec<_> = threads
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect();
+            // The first failure itself, rather than the others' "the group stopped".
+            if let Some(slot) = group.failed_slot().filter(|&slot| slot < outcomes.len()) {
+                if outcomes[slot].is_err() {
+                    return vec![outcomes.swap_remove(slot)];
+                }
+            }
+            match served {
+                Err(e) => vec![Err(e)],
+                Ok(()) if outcomes.len() < batch.micro.len() => {
+                    vec![Err(Error::distributed(OP, rank, world, "cannot start the micro-batch threads"))]
+                }
+                Ok(()) => outcomes,
+            }
+        });
+        let mut grads = Vec::with_capacity(outcomes.len());
+        let mut losses = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            let (g, l) = outcome?;
+            grads.push(g);
+            losses.push(l);
+        }
+        let computed = Instant::now();
+        let mut leaf = |m: usize| Ok(std::mem::take(&mut grads[m - mine.start]));
+        let nodes: Vec<Vec<f32>> = cover(self.micro, mine.start, mine.end)
+            .into_iter()
+            .map(|node| node_sum(node, &mut leaf))
+            .collect::<Result<_>>()?;
+        let total = ordered_all_reduce(&self.comm, self.micro, &blocks, &nodes, len)?;
+        self.finish_step(&total, &losses, &blocks, start, computed)
+    }
+
+    /// Checks that `batch` holds this rank's micro-batches, and returns them.
+    fn check_batch(&self, op: &'static str, batch: &RankBatch) -> Result<std::ops::Range<usize>> {
+        let (world, rank) = (self.comm.world_size(), self.comm.rank());
+        let mine = rank_micro_batches(self.micro, world, rank)?;
+        let indices: Vec<usize> = batch.micro.iter().map(|m| m.index).collect();
+        if indices != mine.clone().collect::<Vec<_>>() {
+            return Err(Error::arg(
+                op,
+                format!(
+                    "rank {rank} of {world} computes micro-batches {mine:?} of {}, the batch holds {indices:?}",
+                    self.micro
+                ),
+            ));
+        }
+        Ok(mine)
+    }
+
+    /// The end of a step: the reduced gradient `total` into the parameters' `grad`, the losses
+    /// gathered (returned as the global mean loss), the step counter and the times.
+    fn finish_step(
+        &mut self,
+        total: &[f32],
+        losses: &[f32],
+        blocks: &[std::ops::Range<usize>],
+        start: Instant,
+        computed: Instant,
+    ) -> Result<f64> {
         let mut at = 0;
         for p in &self.params {
             let shape = p.shape();
@@ -286,7 +482,7 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
             at += n;
         }
         let counts: Vec<usize> = blocks.iter().map(|b| b.len()).collect();
-        let all = self.comm.all_gather(&losses, &counts)?;
+        let all = self.comm.all_gather(losses, &counts)?;
         self.step += 1;
         self.times.compute += computed - start;
         self.times.communicate += computed.elapsed();
@@ -309,7 +505,10 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
             return Ok(None);
         }
         set_default_generator_state(micro_batch_generator(self.seed, self.step, mb.index))?;
-        let l = loss(&self.model, mb)?;
+        let l = {
+            let _sequential = sequential();
+            loss(&self.model, mb)?
+        };
         losses.push((f64::from(l.value().item()?) * mb.weight) as f32);
         Ok(Some(l.mul_scalar(mb.weight as f32)))
     }
@@ -414,6 +613,19 @@ impl<M: Module, C: Communicator> DistributedDataParallel<M, C> {
             )),
             Ok(()) => Ok(()),
         }
+    }
+}
+
+/// Takes a micro-batch thread out of its group when dropped, with `error` if it failed.
+struct Leave<'a> {
+    group: &'a Group,
+    slot: usize,
+    error: Option<String>,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.group.leave(self.slot, self.error.take());
     }
 }
 

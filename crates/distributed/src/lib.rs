@@ -14,12 +14,16 @@
 //!   ([`overlap`](DistributedDataParallel::overlap),
 //!   [`bucket_cap_mb`](DistributedDataParallel::bucket_cap_mb)); rank-0 printing and
 //!   checkpointing.
+//! - [`SyncBatchNorm`]: BatchNorm over the global batch, with
+//!   [`forward_backward_concurrent`](DistributedDataParallel::forward_backward_concurrent)
+//!   (a rank's micro-batches on threads of their own), world-size invariant too.
 //! - [`Communicator`]: the collectives, in-process ([`LocalWorld`]) or MPI (`comm::mpi`).
 //!
 //! The guarantee, in `docs/distributed.md`: for the same seed, data order, global batch and
 //! number of micro-batches, training on any number of ranks up to the number of micro-batches
 //! gives bit-identical weights, for models whose forward pass depends only on the micro-batch,
-//! the weights and the dropout generator (no per-replica statistics such as BatchNorm's).
+//! the weights and the dropout generator (no per-replica statistics such as `BatchNorm2d`'s;
+//! `SyncBatchNorm`'s are global).
 #![forbid(unsafe_code)]
 
 mod bucket;
@@ -27,12 +31,14 @@ pub mod comm;
 mod ddp;
 mod sampler;
 mod split;
+mod sync_bn;
 pub mod tree;
 
 pub use comm::{Communicator, LocalComm, LocalWorld};
 pub use ddp::{micro_batch_generator, DistributedDataParallel, StepTimes};
 pub use sampler::{DistributedSampler, MicroBatch, RankBatch};
 pub use split::{micro_batch_rows, rank_micro_batches};
+pub use sync_bn::SyncBatchNorm;
 
 /// SplitMix64's output function: a bijective 64-bit mixer.
 fn splitmix64(mut z: u64) -> u64 {

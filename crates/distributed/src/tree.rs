@@ -77,6 +77,20 @@ pub fn cover(micro: usize, lo: usize, hi: usize) -> Vec<Node> {
 }
 
 /// `acc += x`, element by element: the one addition every sum here is made of.
+/// `node`'s leaves (`leaf(m)`, called in increasing `m`) combined in the tree's bracketing:
+/// `combine(fold(left), fold(right))` down to single micro-batches. [`node_sum`] is this fold
+/// with `+` on `f32` gradients; the synchronised BatchNorm folds its statistics with it.
+pub(crate) fn fold<X>(node: Node, leaf: &mut dyn FnMut(usize) -> X, combine: &mut dyn FnMut(X, X) -> X) -> X {
+    match node.children() {
+        Some((left, right)) => {
+            let left = fold(left, leaf, combine);
+            let right = fold(right, leaf, combine);
+            combine(left, right)
+        }
+        None => leaf(node.lo),
+    }
+}
+
 fn add_into(acc: &mut [f32], x: &[f32]) {
     for (a, &b) in acc.iter_mut().zip(x) {
         *a += b;
@@ -331,6 +345,18 @@ mod tests {
         assert!(pending.finish(2..5, &[1.0; 3]).is_err(), "past the end");
         assert!(pending.finish(0..2, &[1.0; 3]).is_err(), "a piece of the wrong length");
         assert!(node_sum(Node::root(2), &mut |m| Ok(vec![1.0; 4 + m])).is_err(), "leaves of different lengths");
+    }
+
+    #[test]
+    fn fold_brackets_as_node_sum() {
+        for micro in 1..12 {
+            let g: Vec<f32> = (0..micro).map(|m| ((m * 13) as f32).sin() * 10f32.powi(m as i32 % 7 - 3)).collect();
+            let sum = fold(Node::root(micro), &mut |m| g[m], &mut |a, b| a + b);
+            let reference = node_sum(Node::root(micro), &mut |m| Ok(vec![g[m]])).unwrap();
+            assert_eq!(sum.to_bits(), reference[0].to_bits(), "micro {micro}");
+        }
+        let order = fold(Node::root(5), &mut |m| m.to_string(), &mut |a, b| format!("({a}+{b})"));
+        assert_eq!(order, "(((0+1)+(2+3))+4)");
     }
 
     #[test]

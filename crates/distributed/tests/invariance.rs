@@ -1,9 +1,11 @@
 //! World-size invariance in one process: the same run on 1, 2, 3 and 4 in-process ranks
 //! ([`LocalWorld`]) ends with bit-identical weights, with the reduction overlapped with
 //! backward or not; a failing rank (in its loss or in an overlapped backward) stops the others
-//! with an error; a checkpoint written by rank 0 resumes at another world size.
+//! with an error; a checkpoint written by rank 0 resumes at another world size. `sync_bn`: the
+//! same for `SyncBatchNorm`, whose statistics span the global batch.
 
 mod common;
+mod sync_bn;
 
 use std::time::{Duration, Instant};
 

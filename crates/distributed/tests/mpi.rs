@@ -2,7 +2,8 @@
 //! `mpirun -np 2` and `-np 4` (a test binary without the harness: every rank is a process).
 //!
 //! ```sh
-//! mpirun -np 4 <this binary> invariance DIR   # weights after 2 epochs bit-identical to 1 process (overlap on and off); resume from rank 0's checkpoint
+//! mpirun -np 4 <this binary> invariance DIR   # weights after 2 epochs bit-identical to 1 process (overlap on and off,
+//!                                             # concurrent micro-batches, SyncBatchNorm); resume from rank 0's checkpoint
 //! mpirun -np 2 <this binary> fault error      # rank 1 returns an error: the job aborts at once
 //! mpirun -np 2 <this binary> fault panic      # rank 1 panics
 //! mpirun -np 2 <this binary> fault backward-panic  # rank 1's backward panics on its own thread, buckets in flight
@@ -17,7 +18,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{train, Plan, Sabotage};
+use common::{train, train_sync_bn, Plan, Sabotage};
 use tapegrad_distributed::comm::mpi::{launch, MpiComm};
 use tapegrad_distributed::{Communicator, LocalWorld};
 use tapegrad_tensor::{Error, Result};
@@ -56,10 +57,20 @@ fn invariance(comm: &MpiComm, dir: &Path) -> Result<()> {
             )));
         }
     }
+    // The micro-batches on threads of their own (forward_backward_concurrent): the same bits;
+    // and a SyncBatchNorm model, whose weights and running statistics match its 1-process run.
+    if train(comm, Plan { concurrent: true, ..full })? != (want.clone(), want_losses.clone()) {
+        return Err(fail(format!("rank {rank} of {world}: forward_backward_concurrent: the weights differ")));
+    }
+    let synced = train_sync_bn(comm, 2, None)?;
+    if synced != LocalWorld::new(1).run(|comm| train_sync_bn(comm, 2, None))?.remove(0) {
+        return Err(fail(format!("rank {rank} of {world}: SyncBatchNorm: the state differs from the 1-process run's")));
+    }
     if rank == 0 {
         println!(
             "ok: {world} processes: {} weights after {} steps bit-identical to the 1-process run, with the \
-             reduction overlapped (default and 1 KiB buckets) and not ({:.2} s)",
+             reduction overlapped (default and 1 KiB buckets) and not, the micro-batches concurrent, and \
+             a SyncBatchNorm model's weights and running statistics ({:.2} s)",
             bits.len(),
             losses.len(),
             start.elapsed().as_secs_f64()

@@ -5,11 +5,13 @@
 use std::path::Path;
 
 use tapegrad_autograd::{Backward, Grads, Var};
-use tapegrad_distributed::{rank_micro_batches, Communicator, DistributedDataParallel, DistributedSampler};
+use tapegrad_distributed::{
+    rank_micro_batches, Communicator, DistributedDataParallel, DistributedSampler, MicroBatch, SyncBatchNorm,
+};
 use tapegrad_nn::data::Dataset;
 use tapegrad_nn::loss::cross_entropy;
 use tapegrad_nn::optim::{Optimizer, Sgd};
-use tapegrad_nn::{Dropout, Linear, Module, Position, TrainingCheckpoint};
+use tapegrad_nn::{BatchNorm1d, Dropout, Linear, Module, Position, TrainingCheckpoint};
 use tapegrad_tensor::{Error, Generator, Result, Tensor};
 
 /// Rows, features, classes of the synthetic data.
@@ -83,6 +85,8 @@ pub struct Plan<'a> {
     /// Rank `.0`'s backward of its last micro-batch at step `.1` fails in the way `.2` says,
     /// after it has finished every parameter's gradient (while buckets are reduced).
     pub sabotage: Option<(usize, u64, Sabotage)>,
+    /// Runs the micro-batches with `forward_backward_concurrent` (a thread each).
+    pub concurrent: bool,
 }
 
 /// How a sabotaged backward fails.
@@ -149,7 +153,7 @@ pub fn train<C: Communicator>(comm: C, plan: Plan<'_>) -> Result<(Vec<u32>, Vec<
                 panic!("rank {rank} panics on purpose before step {step}");
             }
             let sabotage = plan.sabotage.filter(|&(r, s, _)| (r, s) == (rank, step)).map(|(.., how)| how);
-            let loss = ddp.forward_backward(&batch, |model, mb| {
+            let loss_fn = |model: &Mlp, mb: &MicroBatch| {
                 let (x, y) = mb.gather(&data)?;
                 let x = match sabotage.filter(|_| mb.index == last_micro) {
                     Some(how) => {
@@ -159,7 +163,12 @@ pub fn train<C: Communicator>(comm: C, plan: Plan<'_>) -> Result<(Vec<u32>, Vec<
                     None => Var::new(x),
                 };
                 cross_entropy(&model.forward(&x)?, &y)
-            })?;
+            };
+            let loss = if plan.concurrent {
+                ddp.forward_backward_concurrent(&batch, loss_fn)?
+            } else {
+                ddp.forward_backward(&batch, loss_fn)?
+            };
             opt.step()?;
             losses.push(loss);
         }
@@ -173,4 +182,79 @@ pub fn train<C: Communicator>(comm: C, plan: Plan<'_>) -> Result<(Vec<u32>, Vec<
     }
     let bits = ddp.module().parameters().iter().flat_map(|p| p.value().to_vec()).map(f32::to_bits).collect();
     Ok((bits, losses))
+}
+
+/// 12-8 linear, a BatchNorm over `[N, 2, 4]` (the 8 features as 2 channels of 4), ReLU,
+/// dropout, 8-3 linear: the model of the `SyncBatchNorm` tests.
+#[derive(tapegrad_nn::Module)]
+pub struct BnNet {
+    fc1: Linear,
+    /// `SyncBatchNorm`, or `BatchNorm1d` for the single-process reference.
+    pub norm: Box<dyn Module + Send + Sync>,
+    drop: Dropout,
+    fc2: Linear,
+}
+
+impl BnNet {
+    /// Weights from `seed`, dropout `p`, a `SyncBatchNorm` if `sync`, else a `BatchNorm1d`.
+    pub fn new(seed: u64, p: f64, sync: bool) -> Result<BnNet> {
+        let mut gen = Generator::new(seed);
+        let norm: Box<dyn Module + Send + Sync> =
+            if sync { Box::new(SyncBatchNorm::new(2)) } else { Box::new(BatchNorm1d::new(2)) };
+        Ok(BnNet {
+            fc1: Linear::new(FEATURES, 8, &mut gen),
+            norm,
+            drop: Dropout::new(p)?,
+            fc2: Linear::new(8, CLASSES, &mut gen),
+        })
+    }
+}
+
+impl Module for BnNet {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        let n = x.shape()[0];
+        let h = self.norm.forward(&self.fc1.forward(x)?.reshape(&[n, 2, 4])?)?;
+        self.fc2.forward(&self.drop.forward(&h.reshape(&[n, 8])?.relu())?)
+    }
+}
+
+/// Every number of a model's state as bits: parameters, buffers (running statistics) and
+/// counters.
+pub fn state_bits(model: &impl Module) -> Vec<u32> {
+    let mut bits: Vec<u32> = model.parameters().iter().flat_map(|p| p.value().to_vec()).map(f32::to_bits).collect();
+    bits.extend(model.named_buffers().iter().flat_map(|(_, b)| b.value().to_vec()).map(f32::to_bits));
+    bits.extend(model.named_counters().iter().map(|&(_, c)| c as u32));
+    bits
+}
+
+/// Trains [`BnNet`] with a `SyncBatchNorm` and dropout 0.3 for `epochs` on `comm` with
+/// `forward_backward_concurrent`; the state's bits (weights, running statistics, count) and
+/// the losses. Rank `fail.0` returns an error from its loss closure on micro-batch `fail.1` of
+/// the first step.
+pub fn train_sync_bn<C: Communicator>(
+    comm: C,
+    epochs: usize,
+    fail: Option<(usize, usize)>,
+) -> Result<(Vec<u32>, Vec<f64>)> {
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let data = data()?;
+    let model = BnNet::new(SEED + rank as u64, 0.3, true)?;
+    let mut ddp = DistributedDataParallel::new(model, comm, MICRO, SEED)?;
+    let mut opt = Sgd::new(ddp.module().parameters(), 0.1).momentum(0.9);
+    let sampler = DistributedSampler::new(ROWS, BATCH, MICRO, rank, world, SEED)?;
+    let mut losses = vec![];
+    for epoch in 0..epochs {
+        for batch in sampler.epoch(epoch as u64) {
+            let loss = ddp.forward_backward_concurrent(&batch, |model, mb| {
+                if fail == Some((rank, mb.index)) {
+                    return Err(Error::arg("train_sync_bn", format!("micro-batch {} fails on purpose", mb.index)));
+                }
+                let (x, y) = mb.gather(&data)?;
+                cross_entropy(&model.forward(&Var::new(x))?, &y)
+            })?;
+            opt.step()?;
+            losses.push(loss);
+        }
+    }
+    Ok((state_bits(ddp.module()), losses))
 }

@@ -102,17 +102,7 @@ impl<T: Float> BatchNorm<T> {
                 return Err(Error::shape(op, &shape, "expected more than 1 value per channel when training"));
             }
             let (xhat, mean, var) = normalize(x, &dims, self.eps)?;
-            no_grad(|| -> Result<()> {
-                let m = T::from_f64(self.momentum);
-                let keep = T::from_f64(1.0 - self.momentum);
-                let mean = mean.value().reshape(&[c])?;
-                // Running variance with the unbiased batch variance, as PyTorch does.
-                let unbiased = var.value().reshape(&[c])?.mul_scalar(T::from_f64(n as f64 / (n - 1) as f64));
-                self.running_mean.set_value(self.running_mean.value().mul_scalar(keep).add(&mean.mul_scalar(m))?);
-                self.running_var.set_value(self.running_var.value().mul_scalar(keep).add(&unbiased.mul_scalar(m))?);
-                self.num_batches_tracked.increment();
-                Ok(())
-            })?;
+            self.update_running_stats(op, &mean.value().reshape(&[c])?, &var.value().reshape(&[c])?, n)?;
             xhat
         } else {
             let mean = Var::new(self.running_mean.value().reshape(&bshape)?);
@@ -120,6 +110,30 @@ impl<T: Float> BatchNorm<T> {
             x.sub(&mean)?.div(&std)?
         };
         xhat.mul(&weight)?.add(&bias)
+    }
+
+    /// One training batch's update of the running statistics from its per-channel `mean` and
+    /// biased variance `var` (`[C]`) over `n` values per channel: the running variance takes the
+    /// unbiased one, `var · n / (n - 1)`, as PyTorch's; `num_batches_tracked` counts the batch.
+    fn update_running_stats(&self, op: &'static str, mean: &Tensor<T>, var: &Tensor<T>, n: usize) -> Result<()> {
+        let c = self.num_features;
+        for t in [mean, var] {
+            if t.shape() != [c] {
+                return Err(Error::shape(op, t.shape(), format!("expected [{c}] batch statistics")));
+            }
+        }
+        if n < 2 {
+            return Err(Error::arg(op, format!("{n} values per channel: the unbiased variance needs 2 or more")));
+        }
+        no_grad(|| -> Result<()> {
+            let m = T::from_f64(self.momentum);
+            let keep = T::from_f64(1.0 - self.momentum);
+            let unbiased = var.mul_scalar(T::from_f64(n as f64 / (n - 1) as f64));
+            self.running_mean.set_value(self.running_mean.value().mul_scalar(keep).add(&mean.mul_scalar(m))?);
+            self.running_var.set_value(self.running_var.value().mul_scalar(keep).add(&unbiased.mul_scalar(m))?);
+            self.num_batches_tracked.increment();
+            Ok(())
+        })
     }
 
     fn fmt(&self, f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
@@ -211,6 +225,24 @@ macro_rules! batch_norm {
             /// The number of channels.
             pub fn num_features(&self) -> usize {
                 self.0.num_features
+            }
+
+            /// The `eps` added to the variance (`1e-5` unless set by [`eps`](Self::eps)).
+            pub fn eps_value(&self) -> f64 {
+                self.0.eps
+            }
+
+            /// Updates the running statistics with one training batch's per-channel `mean` and
+            /// biased `var` (`[C]` each) over `n` values per channel, exactly as a training
+            /// `forward` does with its own batch's: `running = (1 - momentum) · running +
+            /// momentum · batch`, the variance unbiased (`var · n / (n - 1)`), and
+            /// `num_batches_tracked` plus one. For statistics gathered elsewhere (a
+            /// synchronised BatchNorm's, over every process's batch).
+            ///
+            /// # Errors
+            #[doc = concat!("`", $label, "` for statistics not of shape `[C]`, or `n < 2`.")]
+            pub fn update_running_stats(&self, mean: &Tensor<T>, var: &Tensor<T>, n: usize) -> Result<()> {
+                self.0.update_running_stats($label, mean, var, n)
             }
         }
 
