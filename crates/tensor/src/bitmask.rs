@@ -274,26 +274,28 @@ impl<T: Float> Tensor<T> {
         Ok((Tensor::from_contiguous(y, x.shape()), BitMask { words: Arc::new(words), len: numel }))
     }
 
-    /// ReLU's backward from its output: `dy` where `self > 0`, else `0` (`self` is `relu(x)`,
-    /// positive exactly where `x` is; NaN compares false). One SIMD pass.
+    /// ReLU's backward from its output: `0` where `self <= 0`, else `dy` (`self` is `relu(x)`,
+    /// positive exactly where `x` is). A NaN output passes `dy`, as PyTorch's
+    /// `threshold_backward` does (so a NaN is not hidden by a zero gradient). One SIMD pass.
     ///
     /// # Errors
     /// `relu_backward` when the shapes differ.
     ///
     /// ```
     /// use tapegrad_tensor::Tensor;
-    /// let y = Tensor::from_vec(vec![0.0f32, 2.0, 0.0, 5.0], &[4])?;
-    /// let dy = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[4])?;
-    /// assert_eq!(y.relu_backward(&dy)?.to_vec(), vec![0.0, 2.0, 0.0, 4.0]);
+    /// let y = Tensor::from_vec(vec![0.0f32, 2.0, 0.0, 5.0, f32::NAN], &[5])?;
+    /// let dy = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0], &[5])?;
+    /// assert_eq!(y.relu_backward(&dy)?.to_vec(), vec![0.0, 2.0, 0.0, 4.0, 5.0]);
     /// # Ok::<(), tapegrad_tensor::Error>(())
     /// ```
     pub fn relu_backward(&self, dy: &Tensor<T>) -> Result<Tensor<T>> {
         self.relu_backward_scaled(dy, T::ONE)
     }
 
-    /// `dy · scale` where `self > 0`, else `0`: the backward of [`BitMask::relu_scale`] from its
-    /// output (positive exactly where the element was kept and its input positive), in one SIMD
-    /// pass.
+    /// `0` where `self <= 0`, else `dy · scale` (a NaN `self` included, as in
+    /// [`Tensor::relu_backward`]): the backward of [`BitMask::relu_scale`] from its output
+    /// (positive exactly where the element was kept and its input positive; a dropped NaN is
+    /// NaN too, which only the mask tells from a kept one), in one SIMD pass.
     ///
     /// # Errors
     /// `relu_backward` when the shapes differ.

@@ -202,7 +202,8 @@ unary_backward!(
     Sigmoid, "sigmoid", |g, y| g * y * (T::ONE - y),
     var: |dz, x, y| |_| dz.mul(&y.mul(&y.neg().add_scalar(T::ONE))?));
 
-// ─── Relu ────────────────────────  y = max(x, 0) (saves y): dx = dy where y > 0
+// ─── Relu ────────────────────────  y = max(x, 0) (saves y): dx = 0 where y <= 0, else dy
+//   (a NaN y passes dy, as PyTorch's threshold_backward)
 struct Relu<T: Float> {
     saved: Tensor<T>,
 }
@@ -216,7 +217,7 @@ impl<T: Float> Backward<T> for Relu<T> {
     fn backward_owned(&self, mut dz: Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         // A small gradient the tape holds alone is masked in place (the same values as the SIMD
         // pass of `relu_backward`: `dz` or 0); anything else takes that pass.
-        if dz.try_zip_map_in_place(&self.saved, |g, y| if y > T::ZERO { g } else { T::ZERO }) {
+        if dz.try_zip_map_in_place(&self.saved, |g, y| if y <= T::ZERO { T::ZERO } else { g }) {
             return Ok(one(dz));
         }
         self.backward(&dz, needs)
@@ -226,7 +227,7 @@ impl<T: Float> Backward<T> for Relu<T> {
     }
     fn backward_var(&self, dz: &Var<T>, _: &[Var<T>], _: &Var<T>, _: &[bool]) -> Result<VarGrads<T>> {
         // The mask y > 0 is piecewise constant (relu'' = 0 away from 0, as PyTorch).
-        let mask = self.saved.map(|y| if y > T::ZERO { T::ONE } else { T::ZERO });
+        let mask = self.saved.map(|y| if y <= T::ZERO { T::ZERO } else { T::ONE });
         Ok(vec![Some(dz.mul(&constant(mask))?)])
     }
 }

@@ -112,13 +112,14 @@ pub fn linear<T: Float>(x: &Var<T>, w: &Var<T>, b: Option<&Var<T>>) -> Result<Va
 }
 
 // ─── LinearReluDropout ─────────  y = dropout(relu(x Wᵀ + b), p)
-//   dz = dy / (1 - p) where y > 0 (kept and positive), else 0;  then as Linear
+//   dz = dy / (1 - p) where kept and not y <= 0 (a kept NaN passes, as PyTorch's dropout then
+//   threshold_backward), else 0;  then as Linear
 struct LinearReluDropout<T: Float> {
     x: Tensor<T>,
     w: Tensor<T>,
     /// The output: `y > 0` exactly where the element was kept and its pre-activation positive
-    /// (`z / (1 - p) > 0` iff `z > 0`, and NaN compares false as relu's gradient wants). It is
-    /// the next layer's input, so saving it costs no memory.
+    /// (`z / (1 - p) > 0` iff `z > 0`); a NaN pre-activation is NaN kept or dropped, which the
+    /// record's mask tells apart. It is the next layer's input, so saving it costs no memory.
     y: Tensor<T>,
     record: DropoutRecord,
 }
@@ -127,14 +128,23 @@ impl<T: Float> Backward<T> for LinearReluDropout<T> {
         "linear_relu_dropout"
     }
     fn backward(&self, dy: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
-        let dz = self.y.relu_backward_scaled(dy, self.record.scale())?;
+        let mut dz = self.y.relu_backward_scaled(dy, self.record.scale())?;
+        let y = self.y.contiguous();
+        if y.as_slice().is_some_and(|y| y.iter().any(|v| v.is_nan())) {
+            // A NaN output passed its gradient; a dropped one must not (its mask bit is 0).
+            dz = self.record.mask().scale(&dz, T::ONE)?;
+        }
         linear_backward(&self.x, &self.w, &dz, true, needs)
     }
     fn backward_var(&self, dy: &Var<T>, inputs: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
-        // The mask `y > 0` (kept and past the ReLU) is piecewise constant; then as Linear.
-        let scale = self.record.scale::<T>();
-        let mask = self.y.map(|y| if y > T::ZERO { scale } else { T::ZERO });
-        linear_backward_var(&inputs[0], &inputs[1], &dy.mul(&Var::new(mask))?, needs)
+        // The factor `scale` where kept and not `y <= 0`, else 0 (piecewise constant); then as
+        // Linear.
+        let (scale, mask) = (self.record.scale::<T>(), self.record.mask());
+        let factors: Vec<T> = (self.y.to_vec().into_iter().enumerate())
+            .map(|(i, y)| if y <= T::ZERO || !mask.get(i) { T::ZERO } else { scale })
+            .collect();
+        let factors = Tensor::from_vec(factors, self.y.shape())?;
+        linear_backward_var(&inputs[0], &inputs[1], &dy.mul(&Var::new(factors))?, needs)
     }
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.x, &self.w, &self.y]

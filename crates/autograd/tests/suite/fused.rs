@@ -226,3 +226,44 @@ fn bad_shapes_are_errors() {
     let err = linear_relu_dropout(&x, &w, &b, 1.5, &mut gen).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 }
+
+/// A NaN is not hidden by ReLU's backward (PyTorch's `threshold_backward` passes the gradient
+/// where the output is NaN): `relu` passes it, and the fused linear-ReLU-dropout passes it where
+/// the element was kept and not where it was dropped, as the chain it replaces does.
+#[test]
+fn relu_backward_passes_the_gradient_of_a_nan() -> Result<()> {
+    let x = Var::parameter(Tensor::from_vec(vec![f64::NAN, -1.0, 2.0, 0.0], &[4])?);
+    x.relu().sum_all().backward()?;
+    assert_eq!(x.grad().unwrap().to_vec(), vec![1.0, 0.0, 1.0, 0.0]);
+
+    let [x, w, b] = inputs(6, 8, 5, false, 9);
+    let mut x = x.to_vec();
+    x[5] = f64::NAN; // row 1 of z is NaN in every column: kept or dropped, its output is NaN
+    let x = Tensor::from_vec(x, &[6, 5])?;
+    let (xf, wf, bf) = (Var::parameter(x.clone()), Var::parameter(w.clone()), Var::parameter(b.clone()));
+    let (xu, wu, bu) = (Var::parameter(x), Var::parameter(w), Var::parameter(b));
+    let fused = linear_relu_dropout(&xf, &wf, &bf, 0.5, &mut Generator::new(3))?;
+    let plain = dropout(&xu.matmul(&wu.t()?)?.add(&bu)?.relu(), 0.5, &mut Generator::new(3))?;
+    assert!(fused.value().to_vec()[8..16].iter().all(|v| v.is_nan()));
+    let record = fused.tape().into_iter().find_map(|e| e.dropout).expect("a dropout record");
+    fused.sum_all().backward()?;
+    plain.sum_all().backward()?;
+    let same = |a: &[f64], b: &[f64]| {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(a, b)| (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-12 * (1.0 + b.abs()))
+    };
+    for (f, u) in [(&xf, &xu), (&wf, &wu), (&bf, &bu)] {
+        assert!(same(&f.grad().unwrap().to_vec(), &u.grad().unwrap().to_vec()));
+    }
+    // Row 1 of dz, the bias gradient's share from the NaN row, is 2 (= 1 / (1 - p)) where kept
+    // and 0 where dropped: the input's gradient of that row is `dz W`, finite.
+    let kept: Vec<bool> = (8..16).map(|i| record.kept(i)).collect();
+    assert!(kept.iter().any(|&k| k) && !kept.iter().all(|&k| k), "the seed keeps some of the NaN row: {kept:?}");
+    let dx = xf.grad().unwrap().to_vec();
+    let w = wf.value().to_vec();
+    for c in 0..5 {
+        let want: f64 = (0..8).filter(|&j| kept[j]).map(|j| 2.0 * w[j * 5 + c]).sum();
+        assert!((dx[5 + c] - want).abs() <= 1e-12 * (1.0 + want.abs()), "dx[1, {c}] = {} against {want}", dx[5 + c]);
+    }
+    Ok(())
+}

@@ -5,8 +5,9 @@
 //!   `relu(x) · (bit ? scale : 0)`, with `relu(x) = 0 > x ? 0 : x` as [`crate::Tensor::relu`]
 //!   computes it (NaN and `-0` pass through). A dropped element is `relu(x) · 0`, as PyTorch's
 //!   `dropout(relu(x))`: NaN for a NaN or `+∞` input.
-//! - [`scale_where_positive`], the backward: `g · scale` where the forward's output `y` is
-//!   positive (kept, and past the ReLU), `+0` elsewhere.
+//! - [`scale_where_positive`], the backward: `+0` where the forward's output `y` is `<= 0`
+//!   (dropped, or stopped by the ReLU), `g · scale` elsewhere, a NaN `y` included (PyTorch's
+//!   `threshold_backward`; the fused op zeroes a dropped NaN with its mask).
 //!
 //! Both replace a compare-and-branch per element, which a mask of p = 0.5 and the signs of a
 //! pre-activation make unpredictable half the time. The loops are written once over the
@@ -26,7 +27,8 @@ pub fn relu_scale_by_mask_in_place<T: Float>(isa: Isa, mask: &[u64], x: &mut [T]
     (elem_kernels::<T>().relu_scale_by_mask)(isa, mask, x, scale);
 }
 
-/// `out[i] = g[i] · scale` where `y[i] > 0`, else `out[i] = 0` (NaN is not positive).
+/// `out[i] = 0` where `y[i] <= 0`, else `out[i] = g[i] · scale`: a NaN `y` passes the gradient,
+/// as PyTorch's `threshold_backward` does.
 ///
 /// # Panics
 /// When `y`, `g` and `out` differ in length.
@@ -158,7 +160,7 @@ mod tests {
                     let relu = if T::ZERO > x[i] { T::ZERO } else { x[i] };
                     let want = relu * if kept { scale } else { T::ZERO };
                     assert_eq!(bits_of(fwd[i]), bits_of(want), "forward element {i} of {n}");
-                    let want = if x[i] > T::ZERO { g[i] * scale } else { T::ZERO };
+                    let want = if x[i] <= T::ZERO { T::ZERO } else { g[i] * scale };
                     assert_eq!(bits_of(bwd[i]), bits_of(want), "backward element {i} of {n}");
                 }
                 for isa in available_isas() {

@@ -67,7 +67,14 @@ impl<T: Float> RowPrims<T> for Scalar {
     unsafe fn exp_sum(self, x: &[T], shift: T, out: &mut [T]) -> T {
         scalar::exp_sum(x, shift, out)
     }
-    unsafe fn softmax_short<'m>(self, _: &[T], _: T, _: &dyn Fn(usize) -> Option<&'m [T]>, _: usize, _: &mut [T]) -> bool {
+    unsafe fn softmax_short<'m>(
+        self,
+        _: &[T],
+        _: T,
+        _: &dyn Fn(usize) -> Option<&'m [T]>,
+        _: usize,
+        _: &mut [T],
+    ) -> bool {
         // The reference is the composition, for every length.
         false
     }

@@ -98,7 +98,7 @@ macro_rules! impl_lanes {
             #[inline(always)]
             unsafe fn where_positive(self, y: Self) -> Self {
                 // SAFETY: as in `relu`.
-                $name(unsafe { $and(self.0, $cmp::<_CMP_GT_OQ>(y.0, $setzero())) })
+                $name(unsafe { $and(self.0, $cmp::<_CMP_NLE_UQ>(y.0, $setzero())) })
             }
 
             #[inline(always)]

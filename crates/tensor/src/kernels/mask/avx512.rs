@@ -98,7 +98,7 @@ macro_rules! impl_lanes {
             #[inline(always)]
             unsafe fn where_positive(self, y: Self) -> Self {
                 // SAFETY: as in `relu`.
-                $name(unsafe { $maskz_mov($cmp::<_CMP_GT_OQ>(y.0, $setzero()), self.0) })
+                $name(unsafe { $maskz_mov($cmp::<_CMP_NLE_UQ>(y.0, $setzero()), self.0) })
             }
 
             #[inline(always)]

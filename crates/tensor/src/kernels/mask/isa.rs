@@ -113,7 +113,8 @@ pub(crate) trait MaskLanes: Copy {
     /// `LANES` are ignored): the dropout factor, `scale` or `0`.
     unsafe fn select_bits(self, bits: u64) -> Self;
 
-    /// Lane-wise `y > 0 ? self : +0` (NaN is not positive).
+    /// Lane-wise `y <= 0 ? +0 : self`: a NaN `y` passes `self`, as PyTorch's
+    /// `threshold_backward` does.
     unsafe fn where_positive(self, y: Self) -> Self;
 
     /// The `2 · LANES` elements at `p` split into even and odd positions: lane `j` of the first

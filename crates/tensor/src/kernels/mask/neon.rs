@@ -69,7 +69,7 @@ macro_rules! impl_lanes {
     (
         $name:ident, $reg:ty, $elem:ty, $lanes:literal, $uint:ty,
         dup: $dup:ident, load: $load:ident, store: $store:ident, mul: $mul:ident,
-        clt: $clt:ident, cgt: $cgt:ident, bsl: $bsl:ident, and: $and:ident,
+        clt: $clt:ident, cgt: $cgt:ident, cle: $cle:ident, bsl: $bsl:ident, and: $and:ident, bic: $bic:ident,
         to_int: $to_int:ident, from_int: $from_int:ident,
         dup_int: $dup_int:ident, load_int: $load_int:ident, tst: $tst:ident, lane_bits: $lane_bits:expr,
         ld2: $ld2:ident, st2: $st2:ident, pair: $pair:ident, add: $add:ident,
@@ -109,7 +109,8 @@ macro_rules! impl_lanes {
             #[inline(always)]
             unsafe fn where_positive(self, y: Self) -> Self {
                 // SAFETY: as in `relu`.
-                $name(unsafe { $from_int($and($to_int(self.0), $cgt(y.0, $dup(0.0)))) })
+                // `self` with the lanes where `y <= 0` cleared: a NaN `y` passes `self`.
+                $name(unsafe { $from_int($bic($to_int(self.0), $cle(y.0, $dup(0.0)))) })
             }
 
             #[inline(always)]
@@ -152,7 +153,7 @@ macro_rules! impl_lanes {
 impl_lanes!(
     F32x4, float32x4_t, f32, 4, u32,
     dup: vdupq_n_f32, load: vld1q_f32, store: vst1q_f32, mul: vmulq_f32,
-    clt: vcltq_f32, cgt: vcgtq_f32, bsl: vbslq_f32, and: vandq_u32,
+    clt: vcltq_f32, cgt: vcgtq_f32, cle: vcleq_f32, bsl: vbslq_f32, and: vandq_u32, bic: vbicq_u32,
     to_int: vreinterpretq_u32_f32, from_int: vreinterpretq_f32_u32,
     dup_int: vdupq_n_u32, load_int: vld1q_u32, tst: vtstq_u32, lane_bits: [1, 2, 4, 8],
     ld2: vld2q_f32, st2: vst2q_f32, pair: float32x4x2_t, add: vaddq_f32, ceq: vceqq_f32, orr: vorrq_u32, eor: veorq_u32, addv: vaddvq_u32
@@ -161,7 +162,7 @@ impl_lanes!(
 impl_lanes!(
     F64x2, float64x2_t, f64, 2, u64,
     dup: vdupq_n_f64, load: vld1q_f64, store: vst1q_f64, mul: vmulq_f64,
-    clt: vcltq_f64, cgt: vcgtq_f64, bsl: vbslq_f64, and: vandq_u64,
+    clt: vcltq_f64, cgt: vcgtq_f64, cle: vcleq_f64, bsl: vbslq_f64, and: vandq_u64, bic: vbicq_u64,
     to_int: vreinterpretq_u64_f64, from_int: vreinterpretq_f64_u64,
     dup_int: vdupq_n_u64, load_int: vld1q_u64, tst: vtstq_u64, lane_bits: [1, 2],
     ld2: vld2q_f64, st2: vst2q_f64, pair: float64x2x2_t, add: vaddq_f64, ceq: vceqq_f64, orr: vorrq_u64, eor: veorq_u64, addv: vaddvq_u64

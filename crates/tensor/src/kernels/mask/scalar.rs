@@ -74,10 +74,11 @@ macro_rules! impl_scalar_lanes {
 
             #[inline(always)]
             unsafe fn where_positive(self, y: $t) -> $t {
-                if y > 0.0 {
-                    self
-                } else {
+                // A NaN `y` passes `self`, as PyTorch's `threshold_backward`.
+                if y <= 0.0 {
                     0.0
+                } else {
+                    self
                 }
             }
 
