@@ -585,9 +585,9 @@ fn check_softmax_rows<T: Float>() {
                     Isa::Avx512 => 64 / std::mem::size_of::<T>(),
                     Isa::Avx2 => 32 / std::mem::size_of::<T>(),
                     Isa::Neon => 16 / std::mem::size_of::<T>(),
-                    Isa::Scalar => usize::MAX,
+                    Isa::Scalar => 0, // the composition at every length
                 };
-                if (lanes..=4 * lanes).contains(&len) {
+                if lanes > 0 && (lanes..=4 * lanes).contains(&len) {
                     let tol = if T::NAME == "f32" { 1e-6 } else { 1e-14 };
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         let (g, w) = (g.to_f64(), w.to_f64());

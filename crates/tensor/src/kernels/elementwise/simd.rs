@@ -84,27 +84,24 @@ pub(super) trait ExpParams: Float + KeepTable {
     const ROUND_MAGIC: f64;
 }
 
+/// `[0; 16]` then `[1; 16]` of element type `$t`, as a constant expression.
+macro_rules! keep_table {
+    ($t:ty) => {{
+        let mut t: [$t; 32] = [0.0; 32];
+        let mut i = 16;
+        while i < 32 {
+            t[i] = 1.0;
+            i += 1;
+        }
+        t
+    }};
+}
+
 /// `[0; 16]` then `[1; 16]`: loaded at `16 - d`, a register whose first `d` lanes are 0 and the
 /// rest 1 (the lanes of a row's last, overlapping register that count in [`softmax_short_rows`]).
-static KEEP_F32: [f32; 32] = {
-    let mut t = [0.0; 32];
-    let mut i = 16;
-    while i < 32 {
-        t[i] = 1.0;
-        i += 1;
-    }
-    t
-};
+static KEEP_F32: [f32; 32] = keep_table!(f32);
 /// [`KEEP_F32`] in f64.
-static KEEP_F64: [f64; 32] = {
-    let mut t = [0.0; 32];
-    let mut i = 16;
-    while i < 32 {
-        t[i] = 1.0;
-        i += 1;
-    }
-    t
-};
+static KEEP_F64: [f64; 32] = keep_table!(f64);
 
 /// The element types' [`KEEP_F32`] table.
 pub(super) trait KeepTable: Sized + 'static {
