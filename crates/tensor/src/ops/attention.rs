@@ -16,7 +16,7 @@ use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::kernels::mask::scale_by_mask;
 use crate::layout::{checked_numel, contiguous_strides, Dims, Layout};
 use crate::ops::elementwise::{fill_chunked, CHUNK};
-use crate::ops::matmul::SMALL_PRODUCT_FLOPS;
+use crate::ops::matmul::{batch_offset, SMALL_PRODUCT_FLOPS};
 use crate::ops::reduce::softmax_row;
 use crate::storage::Storage;
 use crate::tensor::Tensor;
@@ -440,13 +440,9 @@ fn interleaves_heads<T: Float>(t: &Tensor<T>) -> bool {
 }
 
 /// Block `b` (row-major over the leading dims) of `t`, `[.., rows, cols]`, as a matrix.
-fn block_ref<T: Float>(t: &Tensor<T>, mut b: usize, nlead: usize) -> MatRef<'_, T> {
+fn block_ref<T: Float>(t: &Tensor<T>, b: usize, nlead: usize) -> MatRef<'_, T> {
     let (shape, strides, n) = (t.shape(), t.strides(), t.ndim());
-    let mut offset = t.offset();
-    for dim in (0..nlead).rev() {
-        offset += (b % shape[dim]) * strides[dim];
-        b /= shape[dim];
-    }
+    let offset = batch_offset(t, b, &shape[..nlead]);
     MatRef::new(t.storage().as_slice(), offset, [shape[n - 2], shape[n - 1]], [strides[n - 2], strides[n - 1]])
 }
 

@@ -130,7 +130,7 @@ fn batched_gemm<T: Float>(
     }
 
     let one = |(index, c): (usize, &mut [T])| {
-        let (lo, ro) = batch_offsets(index, batch, lhs, rhs);
+        let (lo, ro) = (batch_offset(lhs, index, batch), batch_offset(rhs, index, batch));
         let a = MatRef::new(la, lo, [m, k], [l_rs, l_cs]);
         let b = MatRef::new(ra, ro, [k, n], [r_rs, r_cs]);
         gemm(MatMut::row_major(c, m, n), a, b, false);
@@ -143,16 +143,15 @@ fn batched_gemm<T: Float>(
     }
 }
 
-/// The storage offsets of batch element `index` (row-major over `batch`) in both operands.
-fn batch_offsets<T: Float>(mut index: usize, batch: &[usize], lhs: &Tensor<T>, rhs: &Tensor<T>) -> (usize, usize) {
-    let (mut lo, mut ro) = (lhs.offset(), rhs.offset());
+/// The storage offset of batch element `index` (row-major over the leading dims `batch`) in
+/// `t`, whose first `batch.len()` strides step those dims.
+pub(crate) fn batch_offset<T: Float>(t: &Tensor<T>, mut index: usize, batch: &[usize]) -> usize {
+    let mut offset = t.offset();
     for d in (0..batch.len()).rev() {
-        let i = index % batch[d];
+        offset += (index % batch[d]) * t.strides()[d];
         index /= batch[d];
-        lo += i * lhs.strides()[d];
-        ro += i * rhs.strides()[d];
     }
-    (lo, ro)
+    offset
 }
 
 /// The single stride that walks dims `shape` in row-major order, when they are evenly spaced
