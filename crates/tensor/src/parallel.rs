@@ -83,8 +83,12 @@ where
     };
     let helpers = rayon::current_num_threads() - 1;
     let shares = Shares::new(pieces, helpers + 1);
-    let drain = |me: usize| {
-        let Some(first) = shares.take(me) else { return };
+    // The caller claims its first piece before any helper can see the loop, so it always works
+    // (a helper already awake from the last loop could otherwise take every piece while the
+    // caller is descheduled) and there is a piece to run at once.
+    let caller_first = shares.take(0);
+    let drain = |me: usize, first: Option<I::Item>| {
+        let Some(first) = first.or_else(|| shares.take(me)) else { return };
         let mut state = init();
         f(&mut state, first);
         while let Some(piece) = shares.take(me) {
@@ -97,14 +101,20 @@ where
         // it runs itself, finding nothing to do, instead of waiting for a sleeping worker.
         rayon::scope(|scope| {
             for _ in 0..helpers {
-                scope.spawn(|_| drain(shares.join()));
+                scope.spawn(|_| drain(shares.join(), None));
             }
-            drain(0);
+            drain(0, caller_first);
         });
     } else {
         let caller = std::thread::current().id();
+        let caller_first = Mutex::new(caller_first);
         crate::kernels::fork::run(helpers, &|| {
-            drain(if std::thread::current().id() == caller { 0 } else { shares.join() })
+            if std::thread::current().id() == caller {
+                let first = caller_first.lock().unwrap_or_else(PoisonError::into_inner).take();
+                drain(0, first);
+            } else {
+                drain(shares.join(), None);
+            }
         });
     }
 }
@@ -263,6 +273,15 @@ mod tests {
                 ran_here.fetch_add(1, Ordering::Relaxed);
             }
         });
+        // At least the first piece, claimed before any helper sees the loop: also when a helper
+        // is still awake from the loop before (the second call) and the caller is slow to run.
         assert!(ran_here.load(Ordering::Relaxed) > 0);
+        let first_here = AtomicUsize::new(0);
+        for_each(0..1000, usize::MAX, |i| {
+            if i == 0 && std::thread::current().id() == caller {
+                first_here.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        assert_eq!(first_here.load(Ordering::Relaxed), 1);
     }
 }

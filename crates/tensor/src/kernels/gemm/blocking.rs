@@ -11,6 +11,11 @@
 //!           microkernel(kc, A micro-panel, B micro-panel, C tile)
 //! ```
 //!
+//! Against a narrow `C` (at most [`DIRECT_A_MAX_N`] columns), where packing `A` would be a large
+//! share of the product, the AVX-512 f32 kernel reads full micro-panels of a row-major or
+//! transposed `A` where they are (`Microkernel::direct_a`) and only a ragged last one is
+//! packed: the same multiply-adds in the same order, so the same bits.
+//!
 //! The first `kc` slice of `K` writes `C` (or accumulates into it, if asked), later slices
 //! accumulate, so every element of `C` is `((0 + s_0) + s_1) + ...` over the slices in order,
 //! with each slice sum `s_q` formed by one microkernel call: the same arithmetic whatever the
@@ -27,8 +32,9 @@
 
 use std::mem::MaybeUninit;
 
+use super::mat::MatRef;
 use super::mat::{Out, Product};
-use super::microkernel::MAX_TILE;
+use super::microkernel::{DirectAKernelFn, MAX_TILE};
 use super::{GemmKernels, Microkernel};
 
 /// Below this many flops (`2 m n k`) a product runs on the calling thread: splitting it would
@@ -87,6 +93,43 @@ fn grid<T>(uk: &Microkernel<T>, m: usize, n: usize, threads: usize) -> (usize, u
     (1, 1)
 }
 
+/// The widest `C` for which `A` is read where it is rather than packed (where the instruction
+/// set has kernels for it, [`direct_a`]). Packing `A` copies each of its elements once per
+/// panel of `B`, for `2 n` flops per element: against a narrow `C` that is a large share of the
+/// product (a transformer's linear layers, `n = 64 .. 192`: 8% of its training step went to
+/// packing `A`), against a wide one little, and the packed micro-panels are the friendlier
+/// stream.
+const DIRECT_A_MAX_N: usize = 256;
+
+/// How the macrokernel reads a block of `A`.
+#[derive(Clone, Copy)]
+enum ABlock<'a, T: 'static> {
+    /// Packed into `mr`-row micro-panels.
+    Packed(&'a [T]),
+    /// Where it is: the first `full` micro-panels of rows with `kernel`, row `i` of the block
+    /// starting at `ptr + i * row_stride` (`A`'s own strides; `stride` is the one the kernel
+    /// takes), and the rows after them packed in `tail`.
+    Direct { ptr: *const T, row_stride: usize, stride: usize, kernel: DirectAKernelFn<T>, full: usize, tail: &'a [T] },
+}
+
+/// The kernel and stride that read `A` where it is for a product of `n` columns, when
+/// `uk`'s instruction set has such kernels, `n <= DIRECT_A_MAX_N` and `A` is row-major or
+/// transposed with a stride that does not map its rows (or its steps of `k`) to a few sets of
+/// the L1 cache (a multiple of 2 KiB would).
+fn direct_a<T>(uk: &Microkernel<T>, a: MatRef<'_, T>, n: usize) -> Option<(DirectAKernelFn<T>, usize)> {
+    let kernels = uk.direct_a.as_ref()?;
+    let spread = |stride: usize| !(stride * std::mem::size_of::<T>()).is_multiple_of(2048);
+    if n > DIRECT_A_MAX_N {
+        None
+    } else if a.col_stride() == 1 && spread(a.row_stride()) {
+        Some((kernels.rows, a.row_stride()))
+    } else if a.row_stride() == 1 && spread(a.col_stride()) {
+        Some((kernels.cols, a.col_stride()))
+    } else {
+        None
+    }
+}
+
 /// The loop nest for the product `p` on the calling thread, which owns `p`'s block of `C` for
 /// the whole call (see [`run`]).
 fn nest<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
@@ -98,6 +141,7 @@ fn nest<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
     let kc_max = uk.kc.min(k);
     // Whole micro-panels: nc need not be a multiple of nr (NEON's f32 2048 against 12).
     let nc_max = uk.nc.min(n).next_multiple_of(nr);
+    let direct = direct_a(uk, a, n);
     T::with_pack_buffer(1, kc_max * nc_max, |b_pack| {
         T::with_pack_buffer(0, mc.div_ceil(mr) * mr * kc_max, |a_pack| {
             for jc in (0..n).step_by(uk.nc) {
@@ -118,14 +162,34 @@ fn nest<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
                     }
                     for ic in (0..m).step_by(mc) {
                         let rows = mc.min(m - ic);
-                        let a_buf = &mut a_pack[..rows.div_ceil(mr) * mr * kc];
-                        // SAFETY: rows ic .. ic + rows and columns pc .. pc + kc of `a` are
-                        // inside its slice because `a` is a checked m x k view.
-                        unsafe {
-                            let src = a.as_ptr().add(ic * a.row_stride() + pc * a.col_stride());
-                            (uk.pack_a)(src, rows, kc, a.row_stride(), a.col_stride(), a_buf);
+                        // Rows ic .. ic + rows and columns pc .. pc + kc of `a` are inside its
+                        // slice because `a` is a checked m x k view.
+                        let src = a.as_ptr().wrapping_add(ic * a.row_stride() + pc * a.col_stride());
+                        // The rows to pack: all of them, or those after the full micro-panels
+                        // read where they are.
+                        let full = if direct.is_some() { rows / mr } else { 0 };
+                        let packed = rows - full * mr;
+                        let a_buf = &mut a_pack[..packed.div_ceil(mr) * mr * kc];
+                        if packed > 0 {
+                            // SAFETY: those rows (from `ic + full * mr`) and columns are inside
+                            // `a`'s slice (above); `a_buf` holds their micro-panels.
+                            unsafe {
+                                let src = src.add(full * mr * a.row_stride());
+                                (uk.pack_a)(src, packed, kc, a.row_stride(), a.col_stride(), a_buf);
+                            }
                         }
-                        let packed = Packed { a: a_buf, rows, b: b_buf, cols: nc, kc };
+                        let a_block = match direct {
+                            Some((kernel, stride)) => ABlock::Direct {
+                                ptr: src,
+                                row_stride: a.row_stride(),
+                                stride,
+                                kernel,
+                                full,
+                                tail: a_buf,
+                            },
+                            None => ABlock::Packed(a_buf),
+                        };
+                        let packed = Packed { a: a_block, rows, b: b_buf, cols: nc, kc };
                         macrokernel(uk, packed, c.starting_at(ic, jc), accumulate);
                     }
                 }
@@ -134,23 +198,24 @@ fn nest<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
     })
 }
 
-/// One packed block of `A` (`rows x kc`, in `mr`-row micro-panels) and one packed panel of `B`
-/// (`kc x cols`, in `nr`-column micro-panels), zero-padded to whole micro-panels.
-struct Packed<'a, T> {
-    a: &'a [T],
+/// One block of `A` (`rows x kc`, packed in `mr`-row micro-panels or read where it is) and one
+/// packed panel of `B` (`kc x cols`, in `nr`-column micro-panels), zero-padded to whole
+/// micro-panels.
+struct Packed<'a, T: 'static> {
+    a: ABlock<'a, T>,
     rows: usize,
     b: &'a [T],
     cols: usize,
     kc: usize,
 }
 
-/// Sweeps the `mr x nr` tiles of the packed block of `A` against the micro-panels of the packed
+/// Sweeps the `mr x nr` tiles of the block of `A` against the micro-panels of the packed
 /// panel of `B`, writing the `rows x cols` block of `C` whose element `(0, 0)` is `c`'s. Full
 /// tiles of a row-major `C`, and short tiles whose rows an edge kernel computes exactly, go
 /// straight to the kernel; other edge tiles and transposed `C` go through a scratch tile, so a
 /// kernel always writes whole row-major rows of `nr`.
 fn macrokernel<T: Copy + Default>(uk: &Microkernel<T>, packed: Packed<'_, T>, c: Out<'_, T>, accumulate: bool) {
-    let Packed { a: a_buf, rows, b: b_buf, cols: nc, kc } = packed;
+    let Packed { a, rows, b: b_buf, cols: nc, kc } = packed;
     let (mr, nr) = (uk.mr, uk.nr);
     let (c_rs, c_cs) = (c.row_stride(), c.col_stride());
     // The scratch tile for ragged edges: only its first mr * nr elements are used, and only those
@@ -165,24 +230,43 @@ fn macrokernel<T: Copy + Default>(uk: &Microkernel<T>, packed: Packed<'_, T>, c:
     for jp in 0..nc.div_ceil(nr) {
         let cols = nr.min(nc - jp * nr);
         let b_panel = &b_buf[jp * nr * kc..(jp + 1) * nr * kc];
-        for (ip, a_panel) in a_buf.chunks_exact(mr * kc).enumerate() {
+        for ip in 0..rows.div_ceil(mr) {
             let tile_rows = mr.min(rows - ip * mr);
+            // The micro-panel of A: where it is (a full one of a direct block), or packed.
+            let (direct, a_panel) = match a {
+                ABlock::Direct { ptr, row_stride, stride, kernel, full, .. } if ip < full => {
+                    (Some((kernel, stride)), ptr.wrapping_add(ip * mr * row_stride))
+                }
+                ABlock::Direct { full, tail, .. } => (None, tail[(ip - full) * mr * kc..][..mr * kc].as_ptr()),
+                ABlock::Packed(buf) => (None, buf[ip * mr * kc..][..mr * kc].as_ptr()),
+            };
             // A short last panel runs the smallest edge kernel that covers its rows, which
             // writes `computed` rows.
             let (computed, run) = match uk.edges.iter().find(|&&(r, _)| tile_rows < mr && r >= tile_rows) {
                 Some(&(r, edge)) => (r, edge),
                 None => (mr, uk.run),
             };
+            // SAFETY: the micro-panel of `A` is a packed one of kc * mr elements, or (direct)
+            // `mr` full rows of the block, each readable over its kc columns (`nest`: `A` is a
+            // checked view) with the strides the direct kernel was chosen for; the packed
+            // micro-panel of `B` holds kc * nr elements. `C` is `c_out`, `mr` (`computed`)
+            // writable rows of `nr` at stride `ldc` that this task alone owns (below). Every
+            // kernel matches this CPU (chosen by `select_*`).
+            let call = |c_out: *mut T, ldc: usize| unsafe {
+                match direct {
+                    Some((kernel, stride)) => kernel(kc, a_panel, stride, b_panel.as_ptr(), c_out, ldc, accumulate),
+                    None => run(kc, a_panel, b_panel.as_ptr(), c_out, ldc, accumulate),
+                }
+            };
             // SAFETY: the tile's elements (i, j), i < tile_rows, j < cols, are elements of the
             // product's C (a checked `MatMut`: inside its slice and distinct), this task alone
-            // owns them, and the packed micro-panels hold kc * mr and kc * nr elements.
-            // `run` matches this CPU (chosen by `select_*`) and writes exactly `computed` rows of
-            // `nr` elements, so it writes C directly only when those are the tile's. The scratch
-            // tile has mr * nr <= MAX_TILE elements.
+            // owns them. The kernel writes exactly `computed` rows of `nr` elements (`mr` for a
+            // direct one, which only takes full panels), so it writes C directly only when those
+            // are the tile's. The scratch tile has mr * nr <= MAX_TILE elements.
             unsafe {
                 let tile = c.at(ip * mr, jp * nr);
                 if computed == tile_rows && cols == nr && c_cs == 1 && c_rs >= nr {
-                    (run)(kc, a_panel.as_ptr(), b_panel.as_ptr(), tile, c_rs, accumulate);
+                    call(tile, c_rs);
                 } else {
                     if accumulate {
                         for i in 0..tile_rows {
@@ -191,7 +275,7 @@ fn macrokernel<T: Copy + Default>(uk: &Microkernel<T>, packed: Packed<'_, T>, c:
                             }
                         }
                     }
-                    (run)(kc, a_panel.as_ptr(), b_panel.as_ptr(), scratch.as_mut_ptr(), nr, accumulate);
+                    call(scratch.as_mut_ptr(), nr);
                     for i in 0..tile_rows {
                         for j in 0..cols {
                             *tile.add(i * c_rs + j * c_cs) = scratch[i * nr + j];
@@ -206,6 +290,55 @@ fn macrokernel<T: Copy + Default>(uk: &Microkernel<T>, packed: Packed<'_, T>, c:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::gemm::MatMut;
+
+    #[test]
+    fn reading_a_where_it_is_gives_the_packed_paths_bits() {
+        let uk = <f32 as GemmKernels>::microkernel(crate::kernels::active_isa());
+        if uk.direct_a.is_none() {
+            // Only the AVX-512 f32 kernel has them: on a CPU that runs it, this test must run.
+            #[cfg(target_arch = "x86_64")]
+            assert!(uk.isa() != crate::kernels::Isa::Avx512);
+            return;
+        }
+        let packed_only = Microkernel { direct_a: None, ..uk };
+        let mut state = 0x2545_f491_u32;
+        let mut next = move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        // Full and ragged panels of M and N, K across two kc slices, a block of M taller than mc.
+        for (m, n, k) in [(14, 32, 1), (30, 64, 70), (128, 192, 64), (45, 100, 1100), (300, 33, 20), (1, 17, 5)] {
+            // A row-major (rows padded by 3), transposed (columns padded by 5), and row-major
+            // with a stride of 2 KiB (left to the packed path).
+            for (a_strides, direct) in [([k + 3, 1], true), ([1, m + 5], true), ([512, 1], false)] {
+                if a_strides[0] == 512 && k > 512 {
+                    continue;
+                }
+                let a_len = (m - 1) * a_strides[0] + (k - 1) * a_strides[1] + 1;
+                let a_data: Vec<f32> = (0..a_len + 2).map(|_| next()).collect();
+                let b_data: Vec<f32> = (0..k * n).map(|_| next()).collect();
+                let a = MatRef::new(&a_data, 2, [m, k], a_strides);
+                let b = MatRef::row_major(&b_data, k, n);
+                assert_eq!(direct_a(&uk, a, n).is_some(), direct, "{m} x {n} x {k}, A strides {a_strides:?}");
+                let start: Vec<f32> = (0..m * n).map(|_| next()).collect();
+                for accumulate in [false, true] {
+                    // C row-major, and transposed (through the scratch tile).
+                    for c_strides in [[n, 1], [1, m]] {
+                        let run_with = |kernel: &Microkernel<f32>| {
+                            let mut c_data = start.clone();
+                            let mut c = MatMut::new(&mut c_data, 0, [m, n], c_strides);
+                            run(kernel, Product::new(&mut c, a, b, accumulate));
+                            c_data
+                        };
+                        let (got, want) = (run_with(&uk), run_with(&packed_only));
+                        let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{m} x {n} x {k}, A strides {a_strides:?}, C strides {c_strides:?}, accumulate {accumulate}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn grid_splits_the_side_that_packs_less_and_never_makes_empty_rectangles() {

@@ -204,6 +204,9 @@ pub struct Microkernel<T: 'static> {
     /// `rows` rows of a tile from the same packed micro-panel of `A`, for the last panel of a
     /// block of `M` when it is that short (`M = 128` on 14-row tiles leaves 2 rows).
     edges: &'static [(usize, microkernel::KernelFn<T>)],
+    /// Full-tile kernels that read `A` where it is, for products where packing `A` would cost
+    /// a large share of the product (`blocking.rs`), where this instruction set has them.
+    direct_a: Option<DirectA<T>>,
     /// The unpacked dot-product path for thin products of operands contiguous along `K`
     /// (`dot.rs`), where this instruction set has one.
     dot: Option<DotFn<T>>,
@@ -220,6 +223,14 @@ pub struct Microkernel<T: 'static> {
     pack_a: packing::PackFn<T>,
     /// Packs `B` (as its transpose) into `nr`-wide micro-panels.
     pack_b: packing::PackFn<T>,
+}
+
+/// The two kernels of [`Microkernel::direct_a`]: for a row-major `A` (`A(i, p)` at
+/// `a + i * stride + p`) and for a transposed one (`a + i + p * stride`).
+#[derive(Clone, Copy, Debug)]
+struct DirectA<T: 'static> {
+    rows: microkernel::DirectAKernelFn<T>,
+    cols: microkernel::DirectAKernelFn<T>,
 }
 
 impl<T: 'static> Microkernel<T> {

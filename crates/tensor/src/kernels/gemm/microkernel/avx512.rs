@@ -29,7 +29,7 @@ use std::arch::x86_64::*;
 
 use super::simd_microkernel;
 use crate::kernels::gemm::packing::x86::{pack_f32, pack_f32_avx512, pack_f64};
-use crate::kernels::gemm::Microkernel;
+use crate::kernels::gemm::{DirectA, Microkernel};
 use crate::kernels::Isa;
 
 /// Steps of `k` ahead at which the kernels prefetch their packed micro-panels. With `kc = 1024`
@@ -96,6 +96,20 @@ simd_microkernel! {
     splat = _mm512_set1_pd, fma = _mm512_fmadd_pd, add = _mm512_add_pd, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD
 }
 
+simd_microkernel! {
+    /// f32 AVX-512 microkernel, a 14 x 32 tile, reading a row-major `A` where it is.
+    kernel_f32_a_rows, a = rows: f32, "avx512f", mr = F32_MR, nv = F32_NV, lanes = 16,
+    zero = _mm512_setzero_ps(), load = _mm512_loadu_ps, store = _mm512_storeu_ps,
+    splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD
+}
+
+simd_microkernel! {
+    /// f32 AVX-512 microkernel, a 14 x 32 tile, reading a transposed `A` where it is.
+    kernel_f32_a_cols, a = cols: f32, "avx512f", mr = F32_MR, nv = F32_NV, lanes = 16,
+    zero = _mm512_setzero_ps(), load = _mm512_loadu_ps, store = _mm512_storeu_ps,
+    splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD
+}
+
 /// The AVX-512 f32 kernel and its blocking.
 pub(in crate::kernels::gemm) const AVX512_F32: Microkernel<f32> = Microkernel {
     isa: Isa::Avx512,
@@ -106,6 +120,7 @@ pub(in crate::kernels::gemm) const AVX512_F32: Microkernel<f32> = Microkernel {
     nc: 1024,
     run: kernel_f32,
     edges: &[(4, kernel_f32_rows4), (7, kernel_f32_rows7)],
+    direct_a: Some(DirectA { rows: kernel_f32_a_rows, cols: kernel_f32_a_cols }),
     dot: Some(crate::kernels::gemm::dot::dot_f32),
     short_k: Some(crate::kernels::gemm::short_k::short_k_f32),
     few_rows: Some(crate::kernels::gemm::few_rows::few_rows_f32),
@@ -124,6 +139,7 @@ pub(in crate::kernels::gemm) const AVX512_F64: Microkernel<f64> = Microkernel {
     nc: 1024,
     run: kernel_f64,
     edges: &[(4, kernel_f64_rows4), (7, kernel_f64_rows7)],
+    direct_a: None,
     dot: None,
     short_k: None,
     few_rows: None,

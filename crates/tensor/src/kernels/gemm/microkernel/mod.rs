@@ -30,6 +30,15 @@ mod scalar;
 /// A microkernel: `unsafe fn(kc, a, b, c, ldc, accumulate)`, see the module's contract.
 pub(super) type KernelFn<T> = unsafe fn(usize, *const T, *const T, *mut T, usize, bool);
 
+/// A microkernel that reads `A` where it is instead of from a packed micro-panel:
+/// `unsafe fn(kc, a, a_stride, b, c, ldc, accumulate)` computes what a [`KernelFn`] computes,
+/// in the same order (so the same bits), with `A(i, p)` for `i < mr`, `p < kc` read at
+/// `a + i * a_stride + p` (a kernel for row-major `A`) or `a + i + p * a_stride` (for a
+/// transposed `A`). The caller guarantees that those elements are readable; the rest of the
+/// contract is [`KernelFn`]'s (`b` a packed micro-panel, `c` `mr` writable rows of `nr`, the
+/// CPU supports the kernel's instruction set).
+pub(super) type DirectAKernelFn<T> = unsafe fn(usize, *const T, usize, *const T, *mut T, usize, bool);
+
 /// The largest `mr * nr` of any kernel: the driver's scratch tile for ragged edges has this size.
 pub(super) const MAX_TILE: usize = 16 * 64;
 
@@ -84,7 +93,8 @@ fn no_prefetch<T>(_p: *const T) {}
 /// vectors of `LANES` elements, the broadcast of `A` fused into the FMA, `C` touched only at
 /// the end (prefetched before the loop), and, with `ahead = d`, the packed micro-panels
 /// prefetched `d` steps of `k` ahead. Expands to an `unsafe fn` with the [`KernelFn`]
-/// contract.
+/// contract, or, with `a = rows` or `a = cols` after the name, to a [`DirectAKernelFn`] that
+/// reads `A` where it is.
 #[allow(unused_macros)]
 macro_rules! simd_microkernel {
     (
@@ -117,61 +127,126 @@ macro_rules! simd_microkernel {
         /// writable elements at stride `ldc`, and the CPU supports this kernel's features.
         #[target_feature(enable = $feature)]
         pub(super) unsafe fn $name(kc: usize, a: *const $t, b: *const $t, c: *mut $t, ldc: usize, accumulate: bool) {
-            const MR: usize = $mr;
-            const ROWS: usize = $rows;
-            const NV: usize = $nv;
-            const NR: usize = NV * $lanes;
-            const AHEAD: usize = 0 $(+ $ahead)?;
-            /// Elements per cache line.
-            const LINE: usize = 64 / std::mem::size_of::<$t>();
-            // Ask for the tile of C now: it is only touched after the k loop, and on large
-            // problems it comes from L3 or memory, a latency the loop hides.
-            for i in 0..ROWS {
-                for v in 0..NV {
-                    $prefetch(c.wrapping_add(i * ldc + v * $lanes));
+            simd_microkernel!(@body $t, mr = $mr, rows = $rows, nv = $nv, lanes = $lanes,
+                zero = $zero, load = $load, store = $store, splat = $splat, fma = $fma, add = $add,
+                prefetch = $prefetch, ahead = (0 $(+ $ahead)?),
+                kc = kc, a = a, a_rs = 1, a_cs = $mr, prefetch_a = true, b = b, c = c, ldc = ldc,
+                accumulate = accumulate)
+        }
+    };
+    // A kernel reading `A` where it is: all `mr` rows, `A(i, p)` at `a + i * a_stride + p`
+    // (`a = rows`: a row-major operand) or at `a + i + p * a_stride` (`a = cols`: a transposed
+    // one, whose steps of k are then prefetched as the packed panel's are).
+    (
+        $(#[$doc:meta])*
+        $name:ident, a = $layout:ident: $t:ty, $feature:literal, mr = $mr:expr, nv = $nv:expr, lanes = $lanes:expr,
+        zero = $zero:expr, load = $load:path, store = $store:path, splat = $splat:path,
+        fma = $fma:path, add = $add:path, prefetch = $prefetch:path, ahead = $ahead:expr
+    ) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The contract of [`DirectAKernelFn`] for this layout of `A`, with `mr` rows, and the
+        /// CPU supports this kernel's features.
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn $name(
+            kc: usize,
+            a: *const $t,
+            a_stride: usize,
+            b: *const $t,
+            c: *mut $t,
+            ldc: usize,
+            accumulate: bool,
+        ) {
+            simd_microkernel!(@direct $layout, a_stride, $t, mr = $mr, nv = $nv, lanes = $lanes,
+                zero = $zero, load = $load, store = $store, splat = $splat, fma = $fma, add = $add,
+                prefetch = $prefetch, ahead = $ahead, kc = kc, a = a, b = b, c = c, ldc = ldc,
+                accumulate = accumulate)
+        }
+    };
+    (@direct rows, $stride:ident, $t:ty, mr = $mr:expr, $($rest:tt)*) => {
+        simd_microkernel!(@with_a $t, mr = $mr, rows = $mr, a_rs = $stride, a_cs = 1, prefetch_a = false, $($rest)*)
+    };
+    (@direct cols, $stride:ident, $t:ty, mr = $mr:expr, $($rest:tt)*) => {
+        simd_microkernel!(@with_a $t, mr = $mr, rows = $mr, a_rs = 1, a_cs = $stride, prefetch_a = true, $($rest)*)
+    };
+    (
+        @with_a $t:ty, mr = $mr:expr, rows = $rows:expr, a_rs = $a_rs:expr, a_cs = $a_cs:expr, prefetch_a = $pa:expr,
+        nv = $nv:expr, lanes = $lanes:expr, zero = $zero:expr, load = $load:path, store = $store:path,
+        splat = $splat:path, fma = $fma:path, add = $add:path, prefetch = $prefetch:path, ahead = $ahead:expr,
+        kc = $kc:ident, a = $a:ident, b = $b:ident, c = $c:ident, ldc = $ldc:ident, accumulate = $accumulate:ident
+    ) => {
+        simd_microkernel!(@body $t, mr = $mr, rows = $rows, nv = $nv, lanes = $lanes,
+            zero = $zero, load = $load, store = $store, splat = $splat, fma = $fma, add = $add,
+            prefetch = $prefetch, ahead = ($ahead),
+            kc = $kc, a = $a, a_rs = $a_rs, a_cs = $a_cs, prefetch_a = $pa, b = $b, c = $c, ldc = $ldc,
+            accumulate = $accumulate)
+    };
+    // The loop all kernels share: `A(i, p)` (`i < rows`) at `a + i * a_rs + p * a_cs`.
+    (
+        @body $t:ty, mr = $mr:expr, rows = $rows:expr, nv = $nv:expr, lanes = $lanes:expr,
+        zero = $zero:expr, load = $load:path, store = $store:path, splat = $splat:path,
+        fma = $fma:path, add = $add:path, prefetch = $prefetch:path, ahead = $ahead:expr,
+        kc = $kc:ident, a = $a:ident, a_rs = $a_rs:expr, a_cs = $a_cs:expr, prefetch_a = $pa:expr,
+        b = $b:ident, c = $c:ident, ldc = $ldc:ident, accumulate = $accumulate:ident
+    ) => {{
+        const ROWS: usize = $rows;
+        const NV: usize = $nv;
+        const NR: usize = NV * $lanes;
+        const AHEAD: usize = $ahead;
+        /// Elements per cache line.
+        const LINE: usize = 64 / std::mem::size_of::<$t>();
+        let (a_rs, a_cs): (usize, usize) = ($a_rs, $a_cs);
+        // Ask for the tile of C now: it is only touched after the k loop, and on large
+        // problems it comes from L3 or memory, a latency the loop hides.
+        for i in 0..ROWS {
+            for v in 0..NV {
+                $prefetch($c.wrapping_add(i * $ldc + v * $lanes));
+            }
+        }
+        let mut acc = [[$zero; NV]; ROWS];
+        // Pointers past the last step may lie past `A` (a transposed operand's next row of `k`)
+        // and are never dereferenced: wrapping adds.
+        let (mut a, mut b) = ($a, $b);
+        for _ in 0..$kc {
+            if AHEAD > 0 {
+                // The step `AHEAD` ahead: its `NR` elements of `B` and its elements of `A` (a
+                // hint, so an address past the operands is harmless).
+                for l in 0..NR.div_ceil(LINE) {
+                    $prefetch(b.wrapping_add(AHEAD * NR + l * LINE));
+                }
+                if $pa {
+                    $prefetch(a.wrapping_add(AHEAD * a_cs));
                 }
             }
-            let mut acc = [[$zero; NV]; ROWS];
-            let (mut a, mut b) = (a, b);
-            for _ in 0..kc {
-                if AHEAD > 0 {
-                    // The step `AHEAD` ahead: its `NR` elements of `B` and `MR` of `A` (a hint,
-                    // so an address past the panels is harmless).
-                    for l in 0..NR.div_ceil(LINE) {
-                        $prefetch(b.wrapping_add(AHEAD * NR + l * LINE));
-                    }
-                    $prefetch(a.wrapping_add(AHEAD * MR));
-                }
-                let mut bv = [$zero; NV];
+            let mut bv = [$zero; NV];
+            for v in 0..NV {
+                // SAFETY: `b` has `NR` readable elements left in this step (contract).
+                bv[v] = unsafe { $load(b.add(v * $lanes)) };
+            }
+            for i in 0..ROWS {
+                // SAFETY: `A(i, p)` of this step `p` is readable at `a + i * a_rs` for
+                // `i < ROWS` (contract).
+                let ai = $splat(unsafe { *a.add(i * a_rs) });
                 for v in 0..NV {
-                    // SAFETY: `b` has `NR` readable elements left in this step (contract).
-                    bv[v] = unsafe { $load(b.add(v * $lanes)) };
+                    acc[i][v] = $fma(ai, bv[v], acc[i][v]);
                 }
-                for i in 0..ROWS {
-                    // SAFETY: `a` has `MR >= ROWS` readable elements left in this step (contract).
-                    let ai = $splat(unsafe { *a.add(i) });
-                    for v in 0..NV {
-                        acc[i][v] = $fma(ai, bv[v], acc[i][v]);
-                    }
-                }
-                // SAFETY: at most one past the end of the packed micro-panels.
+            }
+            a = a.wrapping_add(a_cs);
+            // SAFETY: at most one past the end of the packed micro-panel of `B`.
+            b = unsafe { b.add(NR) };
+        }
+        for i in 0..ROWS {
+            for v in 0..NV {
+                // SAFETY: row `i < ROWS` of `C` has `NR` writable elements at stride `ldc`.
                 unsafe {
-                    a = a.add(MR);
-                    b = b.add(NR);
-                }
-            }
-            for i in 0..ROWS {
-                for v in 0..NV {
-                    // SAFETY: row `i < ROWS` of `C` has `NR` writable elements at stride `ldc`.
-                    unsafe {
-                        let cp = c.add(i * ldc + v * $lanes);
-                        let sum = if accumulate { $add($load(cp), acc[i][v]) } else { acc[i][v] };
-                        $store(cp, sum);
-                    }
+                    let cp = $c.add(i * $ldc + v * $lanes);
+                    let sum = if $accumulate { $add($load(cp), acc[i][v]) } else { acc[i][v] };
+                    $store(cp, sum);
                 }
             }
         }
-    };
+    }};
 }
 #[allow(unused_imports)]
 pub(super) use simd_microkernel;
