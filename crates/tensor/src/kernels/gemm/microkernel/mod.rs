@@ -146,8 +146,8 @@ macro_rules! simd_microkernel {
         $(#[$doc])*
         ///
         /// # Safety
-        /// The contract of [`DirectAKernelFn`] for this layout of `A`, with `mr` rows, and the
-        /// CPU supports this kernel's features.
+        /// The contract of `DirectAKernelFn` (`microkernel/mod.rs`) for this layout of `A`,
+        /// with `mr` rows, and the CPU supports this kernel's features.
         #[target_feature(enable = $feature)]
         pub(super) unsafe fn $name(
             kc: usize,
