@@ -187,6 +187,40 @@ impl BitMask {
         Ok(x)
     }
 
+    /// The backward of [`BitMask::relu_scale`] from its output `y`: `dy · (bit ? scale : 0)`
+    /// where `y` is not `<= 0`, else `0`, in one SIMD pass. A positive `y` was kept; a NaN `y`
+    /// (a NaN input) is NaN whether kept or dropped, and passes its gradient only where kept,
+    /// as `dropout(relu(x))` does in PyTorch.
+    ///
+    /// # Errors
+    /// `BitMask::relu_scale_backward` when `y` and `dy` differ in shape or do not have one
+    /// element per bit.
+    ///
+    /// ```
+    /// use tapegrad_tensor::{BitMask, Tensor};
+    /// let keep = BitMask::from_bools(&[true, false, true, false]);
+    /// let y = Tensor::from_vec(vec![2.0f32, f32::NAN, f32::NAN, 0.0], &[4])?;
+    /// let dy = Tensor::from_vec(vec![1.0f32, 1.0, 1.0, 1.0], &[4])?;
+    /// assert_eq!(keep.relu_scale_backward(&y, &dy, 2.0)?.to_vec(), vec![2.0, 0.0, 2.0, 0.0]);
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn relu_scale_backward<T: Float>(&self, y: &Tensor<T>, dy: &Tensor<T>, scale: T) -> Result<Tensor<T>> {
+        const OP: &str = "BitMask::relu_scale_backward";
+        if y.shape() != dy.shape() {
+            return Err(Error::mismatch(OP, y.shape(), dy.shape(), "the output and dy must match"));
+        }
+        self.check_len(OP, y, 1)?;
+        let (y, dy) = (y.contiguous(), dy.contiguous());
+        let (ys, gs) = (y.as_slice().expect("contiguous"), dy.as_slice().expect("contiguous"));
+        let isa = active_isa();
+        let out = crate::ops::elementwise::fill_chunked(ys.len(), CHUNK, |start, out| {
+            // Chunks start on whole words (CHUNK is a multiple of 64).
+            let (end, words) = (start + out.len(), &self.words[start / 64..]);
+            relu_mask::scale_where_kept_and_positive(isa, words, &ys[start..end], &gs[start..end], scale, out);
+        });
+        Ok(Tensor::from_contiguous(out, y.shape()))
+    }
+
     /// `x · (bit[i / group] ? scale : 0)`: one bit for each run of `group` elements (a channel of
     /// `dropout2d`), NaN propagating as in [`BitMask::scale`].
     ///

@@ -128,12 +128,7 @@ impl<T: Float> Backward<T> for LinearReluDropout<T> {
         "linear_relu_dropout"
     }
     fn backward(&self, dy: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
-        let mut dz = self.y.relu_backward_scaled(dy, self.record.scale())?;
-        let y = self.y.contiguous();
-        if y.as_slice().is_some_and(|y| y.iter().any(|v| v.is_nan())) {
-            // A NaN output passed its gradient; a dropped one must not (its mask bit is 0).
-            dz = self.record.mask().scale(&dz, T::ONE)?;
-        }
+        let dz = self.record.mask().relu_scale_backward(&self.y, dy, self.record.scale())?;
         linear_backward(&self.x, &self.w, &dz, true, needs)
     }
     fn backward_var(&self, dy: &Var<T>, inputs: &[Var<T>], _: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {

@@ -5,9 +5,12 @@
 //!   `relu(x) · (bit ? scale : 0)`, with `relu(x) = 0 > x ? 0 : x` as [`crate::Tensor::relu`]
 //!   computes it (NaN and `-0` pass through). A dropped element is `relu(x) · 0`, as PyTorch's
 //!   `dropout(relu(x))`: NaN for a NaN or `+∞` input.
-//! - [`scale_where_positive`], the backward: `+0` where the forward's output `y` is `<= 0`
-//!   (dropped, or stopped by the ReLU), `g · scale` elsewhere, a NaN `y` included (PyTorch's
-//!   `threshold_backward`; the fused op zeroes a dropped NaN with its mask).
+//! - [`scale_where_positive`], ReLU's backward from its output: `+0` where `y <= 0`,
+//!   `g · scale` elsewhere, a NaN `y` included (PyTorch's `threshold_backward`);
+//! - [`scale_where_kept_and_positive`], the fused backward: `g · (bit ? scale : 0)` where the
+//!   forward's output `y` is not `<= 0`, else `+0`. A positive `y` was kept; a NaN `y` (a NaN
+//!   pre-activation) is NaN kept or dropped, and the mask's factor zeroes the dropped one, as
+//!   PyTorch's `dropout(relu(x))` backward does.
 //!
 //! Both replace a compare-and-branch per element, which a mask of p = 0.5 and the signs of a
 //! pre-activation make unpredictable half the time. The loops are written once over the
@@ -37,6 +40,17 @@ pub fn scale_where_positive<T: Float>(isa: Isa, y: &[T], g: &[T], scale: T, out:
     (elem_kernels::<T>().scale_where_positive)(isa, y, g, scale, out);
 }
 
+/// `out[i] = +0` where `y[i] <= 0`, else `out[i] = g[i] · (bit i of mask ? scale : 0)`.
+///
+/// # Panics
+/// When `y`, `g` and `out` differ in length, or `mask` has fewer than `out.len().div_ceil(64)`
+/// words.
+pub fn scale_where_kept_and_positive<T: Float>(isa: Isa, mask: &[u64], y: &[T], g: &[T], scale: T, out: &mut [T]) {
+    assert!(y.len() == g.len() && g.len() == out.len(), "scale_where_kept_and_positive: lengths differ");
+    assert!(mask.len() >= out.len().div_ceil(64), "scale_where_kept_and_positive: mask too short");
+    (elem_kernels::<T>().scale_where_kept_and_positive)(isa, mask, y, g, scale, out);
+}
+
 /// [`relu_scale_by_mask_in_place`] for a [`MaskElem`], the mask length checked.
 pub(crate) fn relu_scale_by_mask_elem<T: MaskElem>(isa: Isa, mask: &[u64], x: &mut [T], scale: T) {
     dispatch(isa, ReluScaleByMask { mask, x, scale });
@@ -44,7 +58,19 @@ pub(crate) fn relu_scale_by_mask_elem<T: MaskElem>(isa: Isa, mask: &[u64], x: &m
 
 /// [`scale_where_positive`] for a [`MaskElem`], the lengths checked.
 pub(crate) fn scale_where_positive_elem<T: MaskElem>(isa: Isa, y: &[T], g: &[T], scale: T, out: &mut [T]) {
-    dispatch(isa, ScaleWherePositive { y, g, scale, out });
+    dispatch(isa, ScaleWherePositive { mask: None, y, g, scale, out });
+}
+
+/// [`scale_where_kept_and_positive`] for a [`MaskElem`], the lengths checked.
+pub(crate) fn scale_where_kept_and_positive_elem<T: MaskElem>(
+    isa: Isa,
+    mask: &[u64],
+    y: &[T],
+    g: &[T],
+    scale: T,
+    out: &mut [T],
+) {
+    dispatch(isa, ScaleWherePositive { mask: Some(mask), y, g, scale, out });
 }
 
 // ─── forward ─────────────────────  x = relu(x) · (bit ? scale : 0)
@@ -88,8 +114,10 @@ unsafe fn relu_scale_loop<V: MaskLanes>(mask: &[u64], x: &mut [V::Elem], scale: 
     }
 }
 
-// ─── backward ────────────────────  out = y > 0 ? g · scale : 0
+// ─── backward ────────────────────  out = y <= 0 ? 0 : g · (mask ? (bit ? scale : 0) : scale)
 struct ScaleWherePositive<'a, T> {
+    /// The dropout mask of the fused op, or none (a plain ReLU).
+    mask: Option<&'a [u64]>,
     y: &'a [T],
     g: &'a [T],
     scale: T,
@@ -103,8 +131,8 @@ impl<T: MaskElem> Kernel for ScaleWherePositive<'_, T> {
     unsafe fn call<S: MaskIsa>(self, _isa: S) {
         // SAFETY: the caller guarantees `S`'s instruction set; the lengths were asserted.
         unsafe {
-            let i = positive_loop::<T::Reg<S>>(self.y, self.g, self.scale, self.out, 0);
-            positive_loop::<T>(self.y, self.g, self.scale, self.out, i);
+            let i = positive_loop::<T::Reg<S>>(self.mask, self.y, self.g, self.scale, self.out, 0);
+            positive_loop::<T>(self.mask, self.y, self.g, self.scale, self.out, i);
         }
     }
 }
@@ -112,10 +140,11 @@ impl<T: MaskElem> Kernel for ScaleWherePositive<'_, T> {
 /// The backward on whole registers from `start`; returns where it stopped.
 ///
 /// # Safety
-/// The CPU supports `V`'s instruction set; `y`, `g` and `out` have one length; `start` is a
-/// multiple of `V::LANES`.
+/// The CPU supports `V`'s instruction set; `y`, `g` and `out` have one length, which `mask`
+/// (if any) covers; `start` is a multiple of `V::LANES`.
 #[inline(always)]
 unsafe fn positive_loop<V: MaskLanes>(
+    mask: Option<&[u64]>,
     y: &[V::Elem],
     g: &[V::Elem],
     scale: V::Elem,
@@ -129,7 +158,11 @@ unsafe fn positive_loop<V: MaskLanes>(
         let s = V::splat(scale);
         let mut i = start;
         while i + w <= n {
-            V::load(gp.add(i)).mul(s).where_positive(V::load(yp.add(i))).store(op.add(i));
+            let factor = match mask {
+                Some(mask) => s.select_bits(mask[i / 64] >> (i % 64)),
+                None => s,
+            };
+            V::load(gp.add(i)).mul(factor).where_positive(V::load(yp.add(i))).store(op.add(i));
             i += w;
         }
         i
@@ -155,6 +188,8 @@ mod tests {
                 relu_scale_by_mask_in_place(Isa::Scalar, mask, &mut fwd, scale);
                 let mut bwd = vec![T::ONE; n];
                 scale_where_positive(Isa::Scalar, &x, &g, scale, &mut bwd);
+                let mut fused_bwd = vec![T::ONE; n];
+                scale_where_kept_and_positive(Isa::Scalar, mask, &x, &g, scale, &mut fused_bwd);
                 for i in 0..n {
                     let kept = mask[i / 64] >> (i % 64) & 1 == 1;
                     let relu = if T::ZERO > x[i] { T::ZERO } else { x[i] };
@@ -162,6 +197,8 @@ mod tests {
                     assert_eq!(bits_of(fwd[i]), bits_of(want), "forward element {i} of {n}");
                     let want = if x[i] <= T::ZERO { T::ZERO } else { g[i] * scale };
                     assert_eq!(bits_of(bwd[i]), bits_of(want), "backward element {i} of {n}");
+                    let want = if x[i] <= T::ZERO { T::ZERO } else { g[i] * if kept { scale } else { T::ZERO } };
+                    assert_eq!(bits_of(fused_bwd[i]), bits_of(want), "fused backward element {i} of {n}");
                 }
                 for isa in available_isas() {
                     let mut got = x.clone();
@@ -170,6 +207,8 @@ mod tests {
                     let mut got = vec![T::ONE; n];
                     scale_where_positive(isa, &x, &g, scale, &mut got);
                     assert_eq!(bits(&got), bits(&bwd), "{isa:?} backward, n {n}, scale {scale}");
+                    scale_where_kept_and_positive(isa, mask, &x, &g, scale, &mut got);
+                    assert_eq!(bits(&got), bits(&fused_bwd), "{isa:?} fused backward, n {n}, scale {scale}");
                 }
             }
         }

@@ -272,6 +272,8 @@ pub(crate) struct ElemKernels<T: 'static> {
     pub relu_scale_by_mask: fn(Isa, &[u64], &mut [T], T),
     /// `relu_mask::scale_where_positive`.
     pub scale_where_positive: fn(Isa, &[T], &[T], T, &mut [T]),
+    /// `relu_mask::scale_where_kept_and_positive`.
+    pub scale_where_kept_and_positive: fn(Isa, &[u64], &[T], &[T], T, &mut [T]),
     /// `pool::max_pool_2x2`.
     pub max_pool_2x2: MaxPool2x2Fn<T>,
     /// `pool::max_pool_2x2_backward`.
@@ -289,6 +291,7 @@ impl<T: MaskElem> ElemKernels<T> {
         scale_by_mask: super::scale_by_mask_elem::<T>,
         relu_scale_by_mask: crate::kernels::relu_mask::relu_scale_by_mask_elem::<T>,
         scale_where_positive: crate::kernels::relu_mask::scale_where_positive_elem::<T>,
+        scale_where_kept_and_positive: crate::kernels::relu_mask::scale_where_kept_and_positive_elem::<T>,
         max_pool_2x2: crate::kernels::pool::max_pool_2x2_elem::<T>,
         max_pool_2x2_backward: crate::kernels::pool::max_pool_2x2_backward_elem::<T>,
     };
