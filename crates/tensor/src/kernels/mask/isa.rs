@@ -273,12 +273,15 @@ pub(crate) struct ElemKernels<T: 'static> {
     /// `relu_mask::scale_where_positive`.
     pub scale_where_positive: fn(Isa, &[T], &[T], T, &mut [T]),
     /// `relu_mask::scale_where_kept_and_positive`.
-    pub scale_where_kept_and_positive: fn(Isa, &[u64], &[T], &[T], T, &mut [T]),
+    pub scale_where_kept_and_positive: ScaleWhereKeptFn<T>,
     /// `pool::max_pool_2x2`.
     pub max_pool_2x2: MaxPool2x2Fn<T>,
     /// `pool::max_pool_2x2_backward`.
     pub max_pool_2x2_backward: MaxPool2x2BackwardFn<T>,
 }
+
+/// `relu_mask::scale_where_kept_and_positive`: `(isa, mask, y, g, scale, out)`.
+type ScaleWhereKeptFn<T> = fn(Isa, &[u64], &[T], &[T], T, &mut [T]);
 
 /// `pool::max_pool_2x2`: `(isa, x, row_stride, ow, y, codes)`.
 type MaxPool2x2Fn<T> = fn(Isa, &[T], usize, usize, &mut [T], &mut [u64]);
