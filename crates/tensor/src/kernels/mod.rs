@@ -62,6 +62,7 @@ pub(crate) use register_methods;
 
 pub mod chacha;
 pub mod elementwise;
+pub(crate) mod fold_rows;
 pub(crate) mod fork;
 pub mod gemm;
 pub mod mask;
