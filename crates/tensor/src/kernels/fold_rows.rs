@@ -41,7 +41,7 @@ impl<T: Float> Kernel for FoldRows<'_, T> {
             for r in 0..rows {
                 let row: &[T; BLOCK] = x[offset + r * stride + b * BLOCK..][..BLOCK].try_into().expect("a block");
                 for (a, &v) in lanes.iter_mut().zip(row) {
-                    *a = *a + v;
+                    *a += v;
                 }
             }
             out.copy_from_slice(&lanes);
@@ -49,7 +49,7 @@ impl<T: Float> Kernel for FoldRows<'_, T> {
         let start = len - blocks.into_remainder().len();
         for (i, a) in acc[start..].iter_mut().enumerate() {
             for r in 0..rows {
-                *a = *a + x[offset + r * stride + start + i];
+                *a += x[offset + r * stride + start + i];
             }
         }
     }
