@@ -90,7 +90,7 @@ impl<T: Float> Tensor<T> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Tensor, TensorNew};
+    use crate::Tensor;
 
     /// The bias fill, in pieces that start mid-row (130 columns) and across pieces of whole rows,
     /// gives `x · wᵀ + b` to the bit.
