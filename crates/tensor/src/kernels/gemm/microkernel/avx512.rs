@@ -22,6 +22,15 @@
 //! compute as 14. Measured on the MLP's 128-row products at 1 thread
 //! (`cargo bench --bench gemm -- mlp/avx512/t1`): 196-218 -> 212-240 GFLOP/s.
 //!
+//! Two more f32 kernels read `A` where it is (`kernel_f32_a_rows` for a row-major `A`,
+//! `kernel_f32_a_cols` for a transposed one), for products whose `C` is narrow enough that
+//! packing `A` is a large share of the work (`blocking.rs`): a transformer's linear layers
+//! (`n = 64 .. 192`), whose packing of `A` took 8% of the training step. Same multiply-adds in
+//! the same order as `kernel_f32`, so the same bits. Measured on the transformer of
+//! `examples/bench_models.rs` at 1 thread (`docs/benchmarks.md`, session 14): 13.1-13.8 ->
+//! 12.4-12.8 ms. (Unrolled by 4 over `k` to share the row-major kernel's address arithmetic, it
+//! spilled accumulators and ran 30% slower.)
+//!
 //! The `mc` and `nc` written here are the values before `caches.rs` derives them from the
 //! caches this CPU reports (`GemmKernels::microkernel`); the tile and `kc` are used as written.
 
