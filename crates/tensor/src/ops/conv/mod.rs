@@ -12,6 +12,7 @@
 use crate::dtype::Float;
 use crate::error::{Error, Result, ShapeFmt};
 use crate::kernels::active_isa;
+use crate::kernels::conv::{col2im_same, has_col2im_same, SamePlan};
 use crate::kernels::elementwise::ElementwiseKernels;
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::layout::{checked_numel, numel_or_reason};
@@ -84,9 +85,37 @@ fn conv_geometry(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Result<
     Ok((x[0], w[0], Geometry { c: x[1], h: x[2], w: x[3], kh: w[2], kw: w[3], stride, pad, oh, ow }))
 }
 
+/// One scratch buffer of a thread in one conv loop: taken from the buffer cache
+/// (`crate::memory`) at its first use and given back when the loop ends, so that a training step
+/// reuses the same memory instead of allocating, zeroing and faulting in fresh buffers per image
+/// or group of images.
+struct Scratch<T: Float>(Vec<T>);
+
+impl<T: Float> Scratch<T> {
+    fn new() -> Scratch<T> {
+        Scratch(Vec::new())
+    }
+
+    /// The first `len` elements of the buffer, of unspecified value: every caller overwrites all
+    /// of them before reading any (the cache's contract, `memory::for_overwrite`).
+    fn get(&mut self, len: usize) -> &mut [T] {
+        if self.0.len() < len {
+            crate::memory::recycle(std::mem::take(&mut self.0));
+            self.0 = crate::memory::for_overwrite(len);
+        }
+        &mut self.0[..len]
+    }
+}
+
+impl<T: Float> Drop for Scratch<T> {
+    fn drop(&mut self) {
+        crate::memory::recycle(std::mem::take(&mut self.0));
+    }
+}
+
 /// The column matrix of image `n` as a GEMM operand (`col_rows x col_cols`): the image itself
 /// for a pointwise convolution whose rows are contiguous, otherwise `buf` after `im2col`.
-fn columns<'a, T: Float>(x: &'a Tensor<T>, n: usize, g: &Geometry, buf: &'a mut Vec<T>) -> MatRef<'a, T> {
+fn columns<'a, T: Float>(x: &'a Tensor<T>, n: usize, g: &Geometry, buf: &'a mut Scratch<T>) -> MatRef<'a, T> {
     let s = x.strides();
     let base = x.offset() + n * s[0];
     let data = x.storage().as_slice();
@@ -103,7 +132,7 @@ fn columns<'a, T: Float>(x: &'a Tensor<T>, n: usize, g: &Geometry, buf: &'a mut 
             return MatRef::new(data, base, [g.col_rows(), g.col_cols()], [s[1], col_stride]);
         }
     }
-    buf.resize(g.col_rows() * g.col_cols(), T::ZERO);
+    let buf = buf.get(g.col_rows() * g.col_cols());
     im2col(data, base, [s[1], s[2], s[3]], g, buf, g.col_cols());
     MatRef::row_major(buf, g.col_rows(), g.col_cols())
 }
@@ -123,7 +152,7 @@ fn weight_grad_group<T: Float>(
     (first, count): (usize, usize),
     (c_out, g): (usize, &Geometry),
     dw: &mut [T],
-    (buf, dy_buf): (&mut Vec<T>, &mut Vec<T>),
+    (buf, dy_buf): (&mut Scratch<T>, &mut Scratch<T>),
 ) {
     let (rows, plane) = (g.col_rows(), g.col_cols());
     let per = if g.is_pointwise() { 1 } else { (GROUPED_DEPTH / plane).clamp(1, count.max(1)) };
@@ -134,8 +163,8 @@ fn weight_grad_group<T: Float>(
         } else {
             let width = m * plane;
             let s = x.strides();
-            buf.resize(rows * width, T::ZERO);
-            dy_buf.resize(c_out * width, T::ZERO);
+            let (buf, dy_buf) = (buf.get(rows * width), dy_buf.get(c_out * width));
+            // Every element of both is written below: each image fills its block of columns.
             for k in 0..m {
                 let base = x.offset() + (start + k) * s[0];
                 im2col(x.storage().as_slice(), base, [s[1], s[2], s[3]], g, &mut buf[k * plane..], width);
@@ -144,7 +173,7 @@ fn weight_grad_group<T: Float>(
                     dst[..plane].copy_from_slice(src);
                 }
             }
-            (MatRef::row_major(dy_buf, c_out, width), MatRef::row_major(buf, rows, width))
+            (MatRef::row_major(&*dy_buf, c_out, width), MatRef::row_major(&*buf, rows, width))
         };
         gemm(MatMut::row_major(dw, c_out, rows), a, cols.t(), j > 0);
     }
@@ -213,15 +242,20 @@ impl<T: Float> Tensor<T> {
         if !out.is_empty() {
             // Multiply-adds: the work that decides whether to split (see `crate::parallel`).
             let macs = out.len().saturating_mul(g.col_rows());
-            crate::parallel::for_each_init(out.chunks_mut(c_out * plane).enumerate(), macs, Vec::new, |buf, (i, y)| {
-                let cols = columns(self, i, &g, buf);
-                gemm(MatMut::row_major(y, c_out, plane), w_ref, cols, false);
-                if let Some(b) = &bias {
-                    for (row, &bo) in y.chunks_exact_mut(plane).zip(b) {
-                        row.iter_mut().for_each(|v| *v += bo);
+            crate::parallel::for_each_init(
+                out.chunks_mut(c_out * plane).enumerate(),
+                macs,
+                Scratch::new,
+                |buf, (i, y)| {
+                    let cols = columns(self, i, &g, buf);
+                    gemm(MatMut::row_major(y, c_out, plane), w_ref, cols, false);
+                    if let Some(b) = &bias {
+                        for (row, &bo) in y.chunks_exact_mut(plane).zip(b) {
+                            row.iter_mut().for_each(|v| *v += bo);
+                        }
                     }
-                }
-            });
+                },
+            );
         }
         Ok(Tensor::from_contiguous(out, &[n, c_out, g.oh, g.ow]))
     }
@@ -311,7 +345,23 @@ impl<T: Float> Tensor<T> {
             Tensor::from_contiguous(dbias, &[c_out])
         });
 
-        let mut dx = if need_dx { crate::memory::filled(n * image, T::ZERO) } else { Vec::new() };
+        // A "same"-width stride-1 convolution gathers each plane of dx from dcols where a
+        // kernel does (`kernels::conv`), writing every element (the loop below runs whenever
+        // c_out * rows > 0); otherwise col2im scatters into zeros.
+        let isa = active_isa();
+        let same = (need_dx
+            && c_out * rows > 0
+            && g.stride == 1
+            && g.w == g.ow
+            && !g.is_pointwise()
+            && has_col2im_same::<T>(isa))
+        .then(|| SamePlan::new(g.c, [g.h, g.w], [g.kh, g.kw], g.pad, g.oh))
+        .flatten();
+        let mut dx = match (need_dx, &same) {
+            (false, _) => Vec::new(),
+            (true, Some(_)) => crate::memory::for_overwrite(n * image),
+            (true, None) => crate::memory::filled(n * image, T::ZERO),
+        };
         let groups = n.div_ceil(BACKWARD_GROUP);
         // One partial weight gradient per group of images.
         if need_dw {
@@ -320,12 +370,11 @@ impl<T: Float> Tensor<T> {
         let mut partial = if need_dw { vec![T::ZERO; groups * c_out * rows] } else { Vec::new() };
         // One group of images: its slice of `dx` and its partial `dweight`, each when needed.
         type Parts<'a, T> = (Option<&'a mut [T]>, Option<&'a mut [T]>);
-        let work = |(gi, (mut dx_group, mut dw)): (usize, Parts<'_, T>)| {
-            let (mut buf, mut dy_buf, mut dcols) = (Vec::new(), Vec::new(), Vec::new());
+        let work = |[buf, dy_buf, dcols]: &mut [Scratch<T>; 3], (gi, (mut dx_group, mut dw)): (usize, Parts<'_, T>)| {
             let first = gi * BACKWARD_GROUP;
             let count = BACKWARD_GROUP.min(n - first);
             if let Some(dw) = dw.as_deref_mut() {
-                weight_grad_group(self, dy_data, (first, count), (c_out, &g), dw, (&mut buf, &mut dy_buf));
+                weight_grad_group(self, dy_data, (first, count), (c_out, &g), dw, (buf, dy_buf));
             }
             if let Some(dx_group) = dx_group.as_deref_mut() {
                 for (k, dx_i) in dx_group.chunks_exact_mut(image).enumerate() {
@@ -333,9 +382,11 @@ impl<T: Float> Tensor<T> {
                     if g.is_pointwise() {
                         gemm(MatMut::row_major(dx_i, rows, plane), w_t, dy_ref, false);
                     } else {
-                        dcols.resize(rows * plane, T::ZERO);
-                        gemm(MatMut::row_major(&mut dcols, rows, plane), w_t, dy_ref, false);
-                        col2im(&mut dcols, &g, dx_i);
+                        let dcols = dcols.get(rows * plane);
+                        gemm(MatMut::row_major(dcols, rows, plane), w_t, dy_ref, false);
+                        if !same.as_ref().is_some_and(|plan| col2im_same(isa, plan, dcols, dx_i)) {
+                            col2im(dcols, &g, dx_i);
+                        }
                     }
                 }
             }
@@ -354,7 +405,8 @@ impl<T: Float> Tensor<T> {
             } else {
                 (0..groups).map(|_| None).collect()
             };
-            crate::parallel::for_each(dx_parts.into_iter().zip(dw_parts).enumerate(), macs, work);
+            let pieces = dx_parts.into_iter().zip(dw_parts).enumerate();
+            crate::parallel::for_each_init(pieces, macs, || [Scratch::new(), Scratch::new(), Scratch::new()], work);
         }
         let dweight = need_dw.then(|| {
             let mut dweight = vec![T::ZERO; c_out * rows];
