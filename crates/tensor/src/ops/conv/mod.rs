@@ -143,7 +143,7 @@ fn columns<'a, T: Float>(x: &'a Tensor<T>, n: usize, g: &Geometry, buf: &'a mut 
 /// into `dy_buf` (`c_out x m·plane`) and the column matrices side by side in `buf`
 /// (`col_rows x m·plane`). One product of depth `m · plane` instead of `m` products of depth
 /// `plane` packs the operands once and keeps the microkernel's accumulators over a longer `K`
-/// (conv2 of the MNIST CNN, 196 positions: 24% less time). Long planes (the gather would cost
+/// (conv2 of the MNIST CNN, 196 positions: about 15% less time). Long planes (the gather would cost
 /// more than it saves) and pointwise convolutions (the column matrix is the image itself) take
 /// one product per image.
 fn weight_grad_group<T: Float>(
@@ -176,6 +176,16 @@ fn weight_grad_group<T: Float>(
             (MatRef::row_major(&*dy_buf, c_out, width), MatRef::row_major(&*buf, rows, width))
         };
         gemm(MatMut::row_major(dw, c_out, rows), a, cols.t(), j > 0);
+    }
+}
+
+/// `buf` cut into one slice of `len` elements per group of images (the last may be shorter) when
+/// `need`, else `None` for each of the `groups` (`buf` then need not hold anything).
+fn group_parts<T>(buf: &mut [T], len: usize, need: bool, groups: usize) -> Vec<Option<&mut [T]>> {
+    if need {
+        buf.chunks_mut(len).map(Some).collect()
+    } else {
+        (0..groups).map(|_| None).collect()
     }
 }
 
@@ -332,19 +342,6 @@ impl<T: Float> Tensor<T> {
         // Wᵀ as a GEMM operand: [rows, c_out], read through swapped strides, never copied.
         let w_t = MatRef::new(w.storage().as_slice(), w.offset(), [c_out, rows], [rows, 1]).t();
 
-        let dbias = need_db.then(|| {
-            // Each plane summed by the vector kernel (several accumulators, a fixed order), the
-            // images' sums added in order.
-            let isa = active_isa();
-            let mut dbias = vec![T::ZERO; c_out];
-            for dy_n in dy_data.chunks_exact((c_out * plane).max(1)) {
-                for (db, row) in dbias.iter_mut().zip(dy_n.chunks_exact(plane.max(1))) {
-                    *db += <T as ElementwiseKernels>::sum(isa, row);
-                }
-            }
-            Tensor::from_contiguous(dbias, &[c_out])
-        });
-
         // A "same"-width stride-1 convolution gathers each plane of dx from dcols where a
         // kernel does (`kernels::conv`), writing every element (the loop below runs whenever
         // c_out * rows > 0); otherwise col2im scatters into zeros.
@@ -363,20 +360,36 @@ impl<T: Float> Tensor<T> {
             (true, None) => crate::memory::filled(n * image, T::ZERO),
         };
         let groups = n.div_ceil(BACKWARD_GROUP);
-        // One partial weight gradient per group of images.
-        if need_dw {
+        // With no image elements, no output channel or no input channel, dx and dweight are
+        // zero (or empty) already; dbias needs output channels only.
+        let products = n > 0 && image > 0 && c_out * rows > 0;
+        let (do_dx, do_dw, do_db) = (need_dx && products, need_dw && products, need_db && n > 0 && c_out > 0);
+        // One partial weight gradient and one partial bias gradient per group of images.
+        if do_dw {
             checked_numel("conv2d_backward", &[groups, c_out, rows])?;
         }
-        let mut partial = if need_dw { vec![T::ZERO; groups * c_out * rows] } else { Vec::new() };
-        // One group of images: its slice of `dx` and its partial `dweight`, each when needed.
-        type Parts<'a, T> = (Option<&'a mut [T]>, Option<&'a mut [T]>);
-        let work = |[buf, dy_buf, dcols]: &mut [Scratch<T>; 3], (gi, (mut dx_group, mut dw)): (usize, Parts<'_, T>)| {
+        let mut partial = if do_dw { vec![T::ZERO; groups * c_out * rows] } else { Vec::new() };
+        let mut partial_db = if do_db { vec![T::ZERO; groups * c_out] } else { Vec::new() };
+        // One group of images: its slice of `dx`, its partial `dweight` and `dbias`, each when
+        // needed.
+        type Parts<'a, T> = ((Option<&'a mut [T]>, Option<&'a mut [T]>), Option<&'a mut [T]>);
+        let work = |[buf, dy_buf, dcols]: &mut [Scratch<T>; 3], (gi, ((dx_group, dw), db)): (usize, Parts<'_, T>)| {
             let first = gi * BACKWARD_GROUP;
             let count = BACKWARD_GROUP.min(n - first);
-            if let Some(dw) = dw.as_deref_mut() {
+            if let Some(db) = db {
+                // Each plane summed by the vector kernel (several accumulators, a fixed order),
+                // the group's images added in order.
+                let dy_group = &dy_data[first * c_out * plane..(first + count) * c_out * plane];
+                for dy_n in dy_group.chunks_exact(c_out * plane) {
+                    for (d, row) in db.iter_mut().zip(dy_n.chunks_exact(plane)) {
+                        *d += <T as ElementwiseKernels>::sum(isa, row);
+                    }
+                }
+            }
+            if let Some(dw) = dw {
                 weight_grad_group(self, dy_data, (first, count), (c_out, &g), dw, (buf, dy_buf));
             }
-            if let Some(dx_group) = dx_group.as_deref_mut() {
+            if let Some(dx_group) = dx_group {
                 for (k, dx_i) in dx_group.chunks_exact_mut(image).enumerate() {
                     let dy_ref = MatRef::new(dy_data, (first + k) * c_out * plane, [c_out, plane], [plane, 1]);
                     if g.is_pointwise() {
@@ -391,32 +404,26 @@ impl<T: Float> Tensor<T> {
                 }
             }
         };
-        // With no image elements, no output channel or no input channel, every gradient but
-        // dbias is zero (or empty) already.
-        if n > 0 && image > 0 && c_out * rows > 0 && (need_dx || need_dw) {
-            let macs = dy_data.len().saturating_mul(rows);
-            let dx_parts: Vec<Option<&mut [T]>> = if need_dx {
-                dx.chunks_mut(BACKWARD_GROUP * image).map(Some).collect()
-            } else {
-                (0..groups).map(|_| None).collect()
-            };
-            let dw_parts: Vec<Option<&mut [T]>> = if need_dw {
-                partial.chunks_mut(c_out * rows).map(Some).collect()
-            } else {
-                (0..groups).map(|_| None).collect()
-            };
-            let pieces = dx_parts.into_iter().zip(dw_parts).enumerate();
+        if do_dx || do_dw || do_db {
+            let macs = dy_data.len().saturating_mul(rows.max(1));
+            let dx_parts = group_parts(&mut dx, BACKWARD_GROUP * image, do_dx, groups);
+            let dw_parts = group_parts(&mut partial, c_out * rows, do_dw, groups);
+            let db_parts = group_parts(&mut partial_db, c_out, do_db, groups);
+            let pieces = dx_parts.into_iter().zip(dw_parts).zip(db_parts).enumerate();
             crate::parallel::for_each_init(pieces, macs, || [Scratch::new(), Scratch::new(), Scratch::new()], work);
         }
-        let dweight = need_dw.then(|| {
-            let mut dweight = vec![T::ZERO; c_out * rows];
-            for part in partial.chunks_exact((c_out * rows).max(1)) {
-                for (d, &p) in dweight.iter_mut().zip(part) {
+        // The groups' partial sums, added in order.
+        let sum_parts = |parts: &[T], len: usize| {
+            let mut total = vec![T::ZERO; len];
+            for part in parts.chunks_exact(len.max(1)) {
+                for (d, &p) in total.iter_mut().zip(part) {
                     *d += p;
                 }
             }
-            Tensor::from_contiguous(dweight, weight.shape())
-        });
+            total
+        };
+        let dweight = need_dw.then(|| Tensor::from_contiguous(sum_parts(&partial, c_out * rows), weight.shape()));
+        let dbias = need_db.then(|| Tensor::from_contiguous(sum_parts(&partial_db, c_out), &[c_out]));
         Ok(Conv2dGrads { dx: need_dx.then(|| Tensor::from_contiguous(dx, self.shape())), dweight, dbias })
     }
 }
