@@ -1,13 +1,20 @@
 //! 2-D convolution and pooling over NCHW tensors, with the backward helpers autograd calls.
 //!
-//! - this file: `conv2d` and `conv2d_backward`, as `im2col` + one GEMM per image
-//!   (the crate's packed GEMM);
+//! - this file: `conv2d` and `conv2d_backward`, as `im2col` + one GEMM per image (the crate's
+//!   GEMM), except the weight gradient of images with short output planes (up to
+//!   [`GROUPED_DEPTH`] positions per product): one product over a group's positions side by
+//!   side (`weight_grad_group`);
 //! - `im2col.rs`: the unfolding into a column matrix and its adjoint `col2im`;
+//! - `crate::kernels::conv`: the input gradient of a stride-1 "same"-width convolution gathered
+//!   plane by plane from the column gradient on AVX-512 (f32), with `col2im`'s bits and no
+//!   zeroing pass over `dx`;
 //! - `pool/`: `max_pool2d` (with [`MaxPoolIndices`]), `avg_pool2d` and their backwards.
 //!
 //! Images of a batch are independent, so they run in parallel on the rayon pool; every output
 //! element is computed by the same sequence of operations whatever the thread count, and the
-//! weight gradient is summed over fixed groups of images in a fixed order.
+//! weight and bias gradients are summed over fixed groups of [`BACKWARD_GROUP`] images, the
+//! groups' partial sums added in order. Scratch buffers (column matrices, gathered `dy`) come
+//! from the buffer cache once per thread and loop (`Scratch`).
 
 use crate::dtype::Float;
 use crate::error::{Error, Result, ShapeFmt};
