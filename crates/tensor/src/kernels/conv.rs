@@ -13,8 +13,6 @@
 //! that starts at `+0`), so both give the same bits. Other types and instruction sets return
 //! `false` and the caller scatters.
 
-use std::any::Any;
-
 use crate::dtype::Float;
 use crate::kernels::Isa;
 
@@ -24,6 +22,7 @@ const LANES: usize = 16;
 /// The geometry [`col2im_same`] works on and its lane masks, made once per convolution by
 /// [`SamePlan::new`].
 #[derive(Clone, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the kernel that reads it is x86_64's
 pub(crate) struct SamePlan {
     /// Channels.
     c: usize,
@@ -101,7 +100,7 @@ fn gather_fn<T: Float>(isa: Isa) -> Option<GatherFn<T>> {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 && isa.is_supported() {
         static F32: GatherFn<f32> = gather_f32_avx512;
-        return (&F32 as &dyn Any).downcast_ref::<GatherFn<T>>().copied();
+        return (&F32 as &dyn std::any::Any).downcast_ref::<GatherFn<T>>().copied();
     }
     let _ = isa;
     None

@@ -2,7 +2,7 @@
 //!
 //! - this file: `conv2d` and `conv2d_backward`, as `im2col` + one GEMM per image (the crate's
 //!   GEMM), except the weight gradient of images with short output planes (up to
-//!   [`GROUPED_DEPTH`] positions per product): one product over a group's positions side by
+//!   `GROUPED_DEPTH` positions per product): one product over a group's positions side by
 //!   side (`weight_grad_group`);
 //! - `im2col.rs`: the unfolding into a column matrix and its adjoint `col2im`;
 //! - `crate::kernels::conv`: the input gradient of a stride-1 "same"-width convolution gathered
@@ -12,7 +12,7 @@
 //!
 //! Images of a batch are independent, so they run in parallel on the rayon pool; every output
 //! element is computed by the same sequence of operations whatever the thread count, and the
-//! weight and bias gradients are summed over fixed groups of [`BACKWARD_GROUP`] images, the
+//! weight and bias gradients are summed over fixed groups of `BACKWARD_GROUP` images, the
 //! groups' partial sums added in order. Scratch buffers (column matrices, gathered `dy`) come
 //! from the buffer cache once per thread and loop (`Scratch`).
 
@@ -146,7 +146,7 @@ fn columns<'a, T: Float>(x: &'a Tensor<T>, n: usize, g: &Geometry, buf: &'a mut 
 
 /// The weight gradient of the `count` images from `first`, `Σ_n dy_n · cols(x_n)ᵀ`, into `dw`
 /// (`c_out x col_rows`). Images whose output planes are short run as one product whose `K`
-/// runs over their output positions in order, up to [`GROUPED_DEPTH`]: `dy`'s planes gathered
+/// runs over their output positions in order, up to `GROUPED_DEPTH`: `dy`'s planes gathered
 /// into `dy_buf` (`c_out x m·plane`) and the column matrices side by side in `buf`
 /// (`col_rows x m·plane`). One product of depth `m · plane` instead of `m` products of depth
 /// `plane` packs the operands once and keeps the microkernel's accumulators over a longer `K`
