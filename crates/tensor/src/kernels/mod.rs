@@ -61,6 +61,7 @@ macro_rules! register_methods {
 pub(crate) use register_methods;
 
 pub mod chacha;
+pub(crate) mod conv;
 pub mod elementwise;
 pub(crate) mod fold_rows;
 pub(crate) mod fork;

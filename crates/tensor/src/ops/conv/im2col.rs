@@ -5,6 +5,8 @@
 //! `cols[(c, i, j), (oh, ow)] = x[c, oh * s + i - p, ow * s + j - p]`, zero in the padding.
 
 use crate::dtype::Float;
+use crate::kernels::active_isa;
+use crate::kernels::elementwise::{BinaryOp, Operand};
 
 /// The sizes of one 2-D convolution or pooling window sweep over a `[C, H, W]` image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,15 +58,24 @@ pub(super) fn valid_outputs(out: usize, k: usize, stride: usize, pad: usize, siz
     (lo, hi.min(out).max(lo))
 }
 
-/// Fills `cols` (`col_rows x col_cols`, row-major) from the image whose element `(c, h, w)` is
-/// `x[base + c * sc + h * sh + w * sw]`.
-pub(super) fn im2col<T: Float>(x: &[T], base: usize, [sc, sh, sw]: [usize; 3], g: &Geometry, cols: &mut [T]) {
+/// Fills `cols` (`col_rows x col_cols`, row-major with rows `ld >= col_cols` apart: the image's
+/// block of columns in a wider matrix) from the image whose element `(c, h, w)` is
+/// `x[base + c * sc + h * sh + w * sw]`. Only the `col_cols` first elements of each row are
+/// written.
+pub(super) fn im2col<T: Float>(
+    x: &[T],
+    base: usize,
+    [sc, sh, sw]: [usize; 3],
+    g: &Geometry,
+    cols: &mut [T],
+    ld: usize,
+) {
     let ncols = g.col_cols();
-    debug_assert_eq!(cols.len(), g.col_rows() * ncols);
+    debug_assert!(ld >= ncols && cols.len() >= (g.col_rows().max(1) - 1) * ld + ncols);
     if g.stride == 1 && sw == 1 && sh == g.ow && ncols > 0 {
-        return im2col_shifted(x, base, sc, g, cols);
+        return im2col_shifted(x, base, sc, g, cols, ld);
     }
-    let mut rows = cols.chunks_exact_mut(ncols.max(1));
+    let mut rows = cols.chunks_mut(ld.max(1)).map(|row| &mut row[..ncols]);
     for c in 0..g.c {
         for i in 0..g.kh {
             let (h_lo, h_hi) = valid_outputs(g.oh, i, g.stride, g.pad, g.h);
@@ -97,12 +108,14 @@ pub(super) fn im2col<T: Float>(x: &[T], base: usize, [sc, sh, sw]: [usize; 3], g
     }
 }
 
-/// Row `(c, i, j)` of the column matrix of a stride-1 "same" convolution, and the outputs of it
-/// that read the image: rows `h` and columns `w` (half-open), where input and output rows have
-/// one length, so the row is the channel's plane shifted by `(i - p)` rows and `(j - p)`
-/// columns. `None` when no output of the row reads the image.
+/// The rows `(c, i, j)` of the column matrix of a stride-1 "same" convolution for one kernel
+/// offset `(i, j)`, and the outputs of them that read the image: rows `h` and columns `w`
+/// (half-open), where input and output rows have one length, so each row is its channel's
+/// plane shifted by `(i - p)` rows and `(j - p)` columns. `None` when no output reads the
+/// image. The shift depends on the offset only, so a column matrix needs `kh * kw` of them
+/// ([`ShiftedRow::table`]), whatever its channel count.
+#[derive(Clone, Copy, Debug)]
 struct ShiftedRow {
-    c: usize,
     i: usize,
     j: usize,
     h: (usize, usize),
@@ -110,11 +123,16 @@ struct ShiftedRow {
 }
 
 impl ShiftedRow {
-    fn of(r: usize, g: &Geometry) -> Option<ShiftedRow> {
-        let (c, i, j) = (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw);
+    fn of(i: usize, j: usize, g: &Geometry) -> Option<ShiftedRow> {
         let h = valid_outputs(g.oh, i, 1, g.pad, g.h);
         let w = valid_outputs(g.ow, j, 1, g.pad, g.w);
-        (h.0 < h.1 && w.0 < w.1).then_some(ShiftedRow { c, i, j, h, w })
+        (h.0 < h.1 && w.0 < w.1).then_some(ShiftedRow { i, j, h, w })
+    }
+
+    /// One entry per kernel offset `(i, j)`, in the order of the column matrix's rows of one
+    /// channel: the row `r` uses entry `r % (kh * kw)` and reads channel `r / (kh * kw)`.
+    fn table(g: &Geometry) -> Vec<Option<ShiftedRow>> {
+        (0..g.kh).flat_map(|i| (0..g.kw).map(move |j| ShiftedRow::of(i, j, g))).collect()
     }
 
     /// The span of the row from its first valid output to its last: one contiguous run of the
@@ -123,8 +141,8 @@ impl ShiftedRow {
         (self.h.0 * ow + self.w.0, (self.h.1 - 1) * ow + self.w.1)
     }
 
-    /// The plane offset (channel `c`, row-major `[h, w]` with rows `ow` long in memory) of the
-    /// span's first element.
+    /// The plane offset (row-major `[h, w]` with rows `ow` long in memory) of the span's first
+    /// element.
     fn source(&self, g: &Geometry) -> usize {
         (self.h.0 + self.i - g.pad) * g.ow + (self.w.0 + self.j - g.pad)
     }
@@ -142,20 +160,36 @@ impl ShiftedRow {
     }
 }
 
+/// The rows of a column matrix (rows of `len` elements, `ld >= len` apart) with the channel and
+/// the [`ShiftedRow`] of each.
+fn shifted_rows<'a, T>(
+    cols: &'a mut [T],
+    len: usize,
+    ld: usize,
+    table: &'a [Option<ShiftedRow>],
+) -> impl Iterator<Item = (usize, Option<&'a ShiftedRow>, &'a mut [T])> {
+    let per_channel = table.len().max(1);
+    cols.chunks_mut(ld)
+        .map(move |row| &mut row[..len])
+        .enumerate()
+        .map(move |(r, row)| (r / per_channel, table[r % per_channel].as_ref(), row))
+}
+
 /// [`im2col`] at stride 1 when an input row is as long in memory as an output row (`sh == ow`,
 /// unit column stride: a "same" convolution of a contiguous image). Then row `(c, i, j)` of
 /// `cols` is the channel's plane shifted by `(i - p) * sh + (j - p)` elements: one copy of the
 /// span from the first valid output to the last, then zeros where the span wrapped around a row
 /// edge and in the rows above and below. One copy per row of `cols` instead of one per output
 /// row.
-fn im2col_shifted<T: Float>(x: &[T], base: usize, sc: usize, g: &Geometry, cols: &mut [T]) {
-    for (r, row) in cols.chunks_exact_mut(g.col_cols()).enumerate() {
-        let Some(s) = ShiftedRow::of(r, g) else {
+fn im2col_shifted<T: Float>(x: &[T], base: usize, sc: usize, g: &Geometry, cols: &mut [T], ld: usize) {
+    let table = ShiftedRow::table(g);
+    for (c, s, row) in shifted_rows(cols, g.col_cols(), ld, &table).take(g.col_rows()) {
+        let Some(s) = s else {
             row.fill(T::ZERO);
             continue;
         };
         let (first, last) = s.span(g.ow);
-        let src = base + s.c * sc + s.source(g);
+        let src = base + c * sc + s.source(g);
         row[..first].fill(T::ZERO);
         row[first..last].copy_from_slice(&x[src..src + (last - first)]);
         row[last..].fill(T::ZERO);
@@ -209,14 +243,15 @@ pub(super) fn col2im<T: Float>(cols: &mut [T], g: &Geometry, dx: &mut [T]) {
 /// zeroing its entries outside the valid columns (they would land on a neighbouring row), the
 /// span from the first to the last valid output is one vectorised add.
 fn col2im_shifted<T: Float>(cols: &mut [T], g: &Geometry, dx: &mut [T]) {
-    for (r, row) in cols.chunks_exact_mut(g.col_cols()).enumerate() {
-        let Some(s) = ShiftedRow::of(r, g) else { continue };
+    let isa = active_isa();
+    let table = ShiftedRow::table(g);
+    for (c, s, row) in shifted_rows(cols, g.col_cols(), g.col_cols(), &table) {
+        let Some(s) = s else { continue };
         s.zero_wrapped(row, g.ow);
         let (first, last) = s.span(g.ow);
-        let dst = s.c * g.h * g.w + s.source(g);
-        for (d, &v) in dx[dst..dst + (last - first)].iter_mut().zip(&row[first..last]) {
-            *d += v;
-        }
+        let dst = c * g.h * g.w + s.source(g);
+        // The vector kernel: the same additions as a scalar loop, so the same bits.
+        T::binary_assign(isa, BinaryOp::Add, &mut dx[dst..dst + (last - first)], Operand::Slice(&row[first..last]));
     }
 }
 
@@ -257,7 +292,7 @@ mod tests {
             let base = 3;
             let x: Vec<f64> = (0..base + c * h * w + 2).map(|v| v as f64 + 0.5).collect();
             let mut fast = vec![f64::NAN; g.col_rows() * g.col_cols()];
-            im2col(&x, base, [h * w, w, 1], &g, &mut fast);
+            im2col(&x, base, [h * w, w, 1], &g, &mut fast, g.col_cols());
             // The same image read through a column stride of 1 but a row stride the fast path
             // does not take: a copy with one spare element per row.
             let mut wide = vec![-7.0; base + c * h * (w + 1)];
@@ -265,7 +300,7 @@ mod tests {
                 wide[base + (ci * h + hi) * (w + 1) + wi] = x[base + (ci * h + hi) * w + wi];
             }
             let mut slow = vec![f64::NAN; fast.len()];
-            im2col(&wide, base, [h * (w + 1), w + 1, 1], &g, &mut slow);
+            im2col(&wide, base, [h * (w + 1), w + 1, 1], &g, &mut slow, g.col_cols());
             assert_eq!(fast, slow, "{c} {h} {w} {k} {pad}");
         }
     }
@@ -297,7 +332,7 @@ mod tests {
         let g = geometry(2, 4, 5, 3, 2, 1);
         let x: Vec<f64> = (0..g.c * g.h * g.w).map(|v| v as f64 + 1.0).collect();
         let mut cols = vec![f64::NAN; g.col_rows() * g.col_cols()];
-        im2col(&x, 0, [g.h * g.w, g.w, 1], &g, &mut cols);
+        im2col(&x, 0, [g.h * g.w, g.w, 1], &g, &mut cols, g.col_cols());
         // Row (c=0, i=0, j=0), output (0, 0) reads x[0, -1, -1]: padding.
         assert_eq!(cols[0], 0.0);
         // Row (c=0, i=1, j=1), output (0, 0) reads x[0, 0, 0].
