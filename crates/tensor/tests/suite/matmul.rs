@@ -542,10 +542,10 @@ fn the_direct_paths_agree_with_the_packed_path_to_the_bit() {
 #[test]
 fn the_small_product_path_agrees_with_the_packed_path_to_the_bit() {
     // Small products (every side at most 64, a row-major C) read A and B where they are (B
-    // copied once into a row-major scratch when its rows are not contiguous) and sum each element
-    // over p in order from zero, as the packed microkernel does. The same product into a
-    // column-major C takes the packed path: the bits must agree, for B row-major and B read
-    // through a transpose (attention's `q · kᵀ`), with and without accumulation.
+    // transposed once into a row-major scratch when its rows are not contiguous) and sum each
+    // element over p in order from zero, as the packed microkernel does. The same product into a
+    // column-major C takes the packed path: the bits must agree, for A and B row-major or read
+    // through a transpose (attention's `q · kᵀ`, `dSᵀ · q`), with and without accumulation.
     for isa in available_isas() {
         for (m, n, k) in [
             (28, 28, 16),
@@ -558,12 +558,14 @@ fn the_small_product_path_agrees_with_the_packed_path_to_the_bit() {
             (9, 32, 5),
             (17, 17, 3),
         ] {
-            let a = random_vec::<f32>(m * k, 5);
+            let a_rows = random_vec::<f32>(m * k, 5);
+            let a_cols: Vec<f32> = (0..k * m).map(|i| a_rows[(i % m) * k + i / m]).collect();
             let b_rows = random_vec::<f32>(k * n, 6);
             let b_cols: Vec<f32> = (0..n * k).map(|i| b_rows[(i % k) * n + i / k]).collect();
             let start = random_vec::<f32>(m * n, 7);
-            let a = MatRef::row_major(&a, m, k);
-            for b in [MatRef::row_major(&b_rows, k, n), MatRef::row_major(&b_cols, n, k).t()] {
+            let a_views = [MatRef::row_major(&a_rows, m, k), MatRef::row_major(&a_cols, k, m).t()];
+            let b_views = [MatRef::row_major(&b_rows, k, n), MatRef::row_major(&b_cols, n, k).t()];
+            for (a, b) in a_views.into_iter().flat_map(|a| b_views.map(|b| (a, b))) {
                 for accumulate in [false, true] {
                     let mut c = start.clone();
                     gemm_with(isa, MatMut::row_major(&mut c, m, n), a, b, accumulate);

@@ -14,10 +14,11 @@
 //!   `nc` from the caches the CPU reports.
 //!
 //! Thin shapes, where the tiles would be mostly padding and packing would cost as much as the
-//! product, take unpacked paths where the instruction set has them (f32 on AVX-512 all three,
-//! on AVX2 the first two): `dot.rs` and `dot_avx2.rs` (both operands contiguous along `K`, at
-//! most 16 columns or rows of `C`), `short_k.rs` and `short_k_avx2.rs` (`K` at most 16) and
-//! `few_rows.rs` (at most 12 rows of `C`). [`gemm_with`] picks one from the shape
+//! product, take unpacked paths where the instruction set has them (f32 on AVX-512 all four,
+//! on AVX2 the first two and the last): `dot.rs` and `dot_avx2.rs` (both operands contiguous
+//! along `K`, at most 16 columns or rows of `C`), `short_k.rs` and `short_k_avx2.rs` (`K` at
+//! most 16), `few_rows.rs` (at most 12 rows of `C`) and `small.rs` (every side at most 64:
+//! attention's products; on AVX2 the short-`K` loop). [`gemm_with`] picks one from the shape
 //! and strides alone.
 //!
 //! Large problems run on the current rayon pool: `C` is cut into one rectangle per thread
@@ -51,6 +52,8 @@ pub mod peak;
 mod short_k;
 #[cfg(target_arch = "x86_64")]
 mod short_k_avx2;
+#[cfg(target_arch = "x86_64")]
+mod small;
 
 pub use caches::CacheSizes;
 use mat::Product;
@@ -148,8 +151,8 @@ impl Depth for Runtime {
 }
 
 /// The operands of a [`DirectFn`]: `A(i, p)` at `a + i * a_rs + p * a_cs`, `B(p, j)` at
-/// `b + p * ldb + j` and `C(i, j)` at `c + i * ldc + j` (row-major), read and written where they
-/// are, and whether `C` accumulates.
+/// `b + p * ldb + j * b_cs` and `C(i, j)` at `c + i * ldc + j` (row-major), read and written
+/// where they are, and whether `C` accumulates.
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the paths that read them are x86_64's
 struct Direct<T> {
@@ -158,6 +161,8 @@ struct Direct<T> {
     a_cs: usize,
     b: *const T,
     ldb: usize,
+    /// 1 (`B`'s rows contiguous), except on the small-product path, which also takes `ldb == 1`.
+    b_cs: usize,
     c: *mut T,
     ldc: usize,
     accumulate: bool,
@@ -169,7 +174,7 @@ impl<T> Direct<T> {
     fn at(self, i: usize, j: usize) -> Direct<T> {
         Direct {
             a: self.a.wrapping_add(i * self.a_rs),
-            b: self.b.wrapping_add(j),
+            b: self.b.wrapping_add(j * self.b_cs),
             c: self.c.wrapping_add(i * self.ldc + j),
             ..self
         }
@@ -180,7 +185,8 @@ impl<T> Direct<T> {
 /// with the operands of [`Direct`], no packing.
 ///
 /// Safety contract: `1 <= k <= MAX_SHORT_K` (the short-`K` path), `1 <= m <= MAX_FEW_ROWS`
-/// (the few-rows path) or `1 <= k` (the small-product path); every element of `A` and `B` named above is readable, every element of
+/// (the few-rows path) or `1 <= m, n, k <= MAX_SMALL` (the small-product path); `b_cs == 1`,
+/// or on the small-product path `ldb == 1`; every element of `A` and `B` named above is readable, every element of
 /// `C` is writable and no two share an address (`ldc >= n` or `m == 1`), and the CPU runs the
 /// function's instruction set.
 type DirectFn<T> = unsafe fn(usize, usize, usize, Direct<T>);
@@ -404,31 +410,20 @@ pub fn gemm_with<T: Float>(isa: Isa, mut c: MatMut<'_, T>, a: MatRef<'_, T>, b: 
             }
         }
     }
-    // A small product (every side at most MAX_SMALL): B's rows read where they are, or copied
-    // once into a row-major scratch when they are not contiguous (`q · kᵀ`), and A's elements
-    // broadcast; no packing. Each element is summed over `p` in order from zero, as in the
-    // packed path (k <= kc), so the two agree to the bit.
+    // A small product (every side at most MAX_SMALL): A and B read where they are (B with
+    // contiguous rows or, as attention's `kᵀ`, columns; copied once into a row-major scratch
+    // otherwise), A's elements broadcast; no packing. Each element is summed over `p` in order
+    // from zero, as in the packed path (k <= kc), so the two agree to the bit.
     if let Some(small) = uk.small {
         if m <= MAX_SMALL && n <= MAX_SMALL && k <= MAX_SMALL.min(uk.kc) && n >= 8 && row_major_c {
-            if b.col_stride() == 1 {
+            if b.col_stride() == 1 || b.row_stride() == 1 {
                 return direct(small, p);
             }
             return T::with_pack_buffer(1, k * n, |scratch| {
                 let (data, (rs, cs)) = (b.data(), (b.row_stride(), b.col_stride()));
-                if rs == 1 {
-                    // B's columns contiguous (`kᵀ` of a key with contiguous rows): each read
-                    // as a slice, written down a column of the scratch.
-                    for j in 0..n {
-                        let col = &data[b.offset() + j * cs..][..k];
-                        for (i, &v) in col.iter().enumerate() {
-                            scratch[i * n + j] = v;
-                        }
-                    }
-                } else {
-                    for (i, row) in scratch.chunks_exact_mut(n).enumerate() {
-                        for (j, v) in row.iter_mut().enumerate() {
-                            *v = data[b.offset() + i * rs + j * cs];
-                        }
+                for (i, row) in scratch.chunks_exact_mut(n).enumerate() {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = data[b.offset() + i * rs + j * cs];
                     }
                 }
                 direct(small, p.with_b(MatRef::row_major(scratch, k, n)));
@@ -530,6 +525,7 @@ fn direct<T: Float>(f: DirectFn<T>, p: Product<'_, T>) {
             a_cs: a.col_stride(),
             b: b.as_ptr(),
             ldb: b.row_stride(),
+            b_cs: b.col_stride(),
             c: c.at(0, 0),
             ldc: c.row_stride(),
             accumulate: p.accumulate(),

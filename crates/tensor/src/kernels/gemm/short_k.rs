@@ -9,12 +9,11 @@
 //! whole row in tiles of `NV = 4` vectors (64 columns): per step of `K`, `NV` loads of `B` (the
 //! short operand stays in cache) and `MB` broadcasts feed `MB · NV` fused multiply-adds into
 //! `MB · NV` accumulators, stored once (the columns past the last full tile two vectors at a
-//! time, the last under a mask). A row of `C` of at most two vectors (attention's 28 scores or
-//! 16 features per head) takes `MB = 8` rows per call, so that 8 or 16 independent accumulators
-//! hide the FMAs' latency. Measured on attention's products (`perf record` samples in this
-//! module over the same 62 transformer steps, Intel Xeon): 4-9% fewer than with 4 rows of one
-//! vector at a time; the calls are too small (28 x 16 x 28) for the loop alone to decide. Each element is summed over `p` in order, one FMA at a time, as
-//! the packed microkernel does, so the two paths agree to the bit.
+//! time, the last under a mask). A row of `C` of at most two vectors takes `MB = 8` rows per
+//! call, so that 8 or 16 independent accumulators hide the FMAs' latency. Each element is summed
+//! over `p` in order, one FMA at a time, as the packed microkernel does, so the two paths agree
+//! to the bit. (Small products, every side at most 64 such as attention's, have a kernel of
+//! their own: `small.rs`.)
 //!
 //! The loads of `B` are most of the loads: when its rows all sit at one offset from a cache
 //! line, the columns up to the first line boundary go first as one partial vector, so that
@@ -26,7 +25,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Depth, Direct, Fixed, Runtime, MAX_SHORT_K};
+use super::{Depth, Direct, Fixed, MAX_SHORT_K};
 
 /// Rows of `C` per call of `block` (its `MB`), the last few of `m` one by one.
 const ROWS: usize = 4;
@@ -193,14 +192,6 @@ pub(super) unsafe fn short_k_f32(m: usize, n: usize, k: usize, ops: Direct<f32>)
     by_depth!(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
 }
 
-/// The AVX-512 f32 `DirectFn` for a small product: the short-`K` loop with the depth read at
-/// run time and `A` broadcast from where it is (a row of `C` of at most `MAX_SMALL` columns does
-/// not repay a copy).
-///
-/// # Safety
-/// The contract of `DirectFn`.
-#[target_feature(enable = "avx512f,avx512vl")]
-pub(super) unsafe fn small_f32(m: usize, n: usize, k: usize, ops: Direct<f32>) {
-    // SAFETY: the caller's contract (a `Runtime` depth reads `A` where it is: any `k` works).
-    unsafe { rows::<0, Runtime>(m, n, Runtime(k), ops) }
-}
+// The small-product path (`K` up to `MAX_SMALL`) has a kernel of its own; the microkernel table
+// names it here.
+pub(super) use super::small::small_f32;

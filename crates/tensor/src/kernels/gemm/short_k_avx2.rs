@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Depth, Direct, Fixed, Runtime, MAX_SHORT_K};
+use super::{Depth, Direct, Fixed, Runtime, MAX_SHORT_K, MAX_SMALL};
 
 /// Rows of `C` per call of `block` (its `MB`), the last few of `m` one by one.
 const ROWS: usize = 4;
@@ -171,12 +171,24 @@ pub(super) unsafe fn short_k_f32(m: usize, n: usize, k: usize, ops: Direct<f32>)
 
 /// The AVX2 f32 `DirectFn` for a small product: the short-`K` loop with the depth read at run
 /// time and `A` broadcast from where it is (a row of `C` of at most `MAX_SMALL` columns does not
-/// repay a copy).
+/// repay a copy); a `B` with contiguous columns (`ops.b_cs != 1`) is copied into rows first.
 ///
 /// # Safety
-/// The contract of `DirectFn`; the CPU supports AVX2 and FMA.
+/// The contract of `DirectFn`, with `m, n, k <= MAX_SMALL`; the CPU supports AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn small_f32(m: usize, n: usize, k: usize, ops: Direct<f32>) {
+    if ops.b_cs != 1 {
+        let mut b_rows = [0.0f32; MAX_SMALL * MAX_SMALL];
+        for (p, row) in b_rows.chunks_exact_mut(n).take(k).enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                // SAFETY: `B(p, j)` with `p < k`, `j < n` is readable (contract).
+                *v = unsafe { *ops.b.add(p * ops.ldb + j * ops.b_cs) };
+            }
+        }
+        let ops = Direct { b: b_rows.as_ptr(), ldb: n, b_cs: 1, ..ops };
+        // SAFETY: the caller's contract, with `B` now the `k` rows of `n` just written.
+        return unsafe { rows::<0, Runtime>(m, n, Runtime(k), ops) };
+    }
     // SAFETY: the caller's contract (a `Runtime` depth reads `A` where it is: any `k` works).
     unsafe { rows::<0, Runtime>(m, n, Runtime(k), ops) }
 }
