@@ -153,8 +153,11 @@ unsafe fn row_block<L: AOrder>(mb: usize, n: usize, k: usize, ops: Direct<f32>) 
 }
 
 /// A 16 x 16 block of f32 transposed in registers: `out[c]` lane `r` is `rows[r]` lane `c`.
+///
+/// # Safety
+/// The CPU supports AVX-512F (the crate's rule: no safe function runs SIMD instructions).
 #[target_feature(enable = "avx512f")]
-fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
     // Pairs of rows interleaved, then pairs of pairs, then the 128-bit quarters twice.
     let t: [__m512; 16] = std::array::from_fn(|i| {
         let (x, y) = (r[i & !1], r[i | 1]);
@@ -220,7 +223,9 @@ unsafe fn transpose_b(k: usize, n: usize, ops: Direct<f32>, scratch: &mut Scratc
                     _mm512_setzero_ps()
                 }
             });
-            for (c, &col) in transpose16(rows)[..depth].iter().enumerate() {
+            // SAFETY: AVX-512F, as this function's own contract requires.
+            let cols = unsafe { transpose16(rows) };
+            for (c, &col) in cols[..depth].iter().enumerate() {
                 // SAFETY: row `p0 + c < k <= MAX_SMALL` of the scratch, columns `j0 .. j0 + 16
                 // <= ld <= MAX_SMALL`: inside it, and 64-byte aligned (`ld` is a multiple of 16).
                 unsafe { _mm512_store_ps(out.add((p0 + c) * ld + j0), col) };
