@@ -68,10 +68,10 @@ impl<T: Float> Tensor<T> {
                     // The piece starts at column `start % n`: its first `n` elements are the bias
                     // rotated to that column, a whole period of the rows' pattern, so copying any
                     // multiple of `n` elements forward keeps the pattern.
-                    let first = piece.len().min(n);
-                    for (j, v) in piece[..first].iter_mut().enumerate() {
-                        *v = bias[(start + j) % n];
-                    }
+                    let (first, phase) = (piece.len().min(n), start % n);
+                    let head = first.min(n - phase);
+                    piece[..head].copy_from_slice(&bias[phase..phase + head]);
+                    piece[head..first].copy_from_slice(&bias[..first - head]);
                     let mut filled = first;
                     while filled < piece.len() {
                         let len = filled.min(piece.len() - filled);
