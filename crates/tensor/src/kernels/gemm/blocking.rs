@@ -115,10 +115,11 @@ enum ABlock<'a, T: 'static> {
 /// The kernel and stride that read `A` where it is for a product of `n` columns, when
 /// `uk`'s instruction set has such kernels, `n <= DIRECT_A_MAX_N` and `A` is row-major or
 /// transposed with a stride that does not map its rows (or its steps of `k`) to a few sets of
-/// the L1 cache (a multiple of 2 KiB would).
+/// the L1 cache (a multiple of 2 KiB would) and whose byte count does not overflow.
 fn direct_a<T>(uk: &Microkernel<T>, a: MatRef<'_, T>, n: usize) -> Option<(DirectAKernelFn<T>, usize)> {
     let kernels = uk.direct_a.as_ref()?;
-    let spread = |stride: usize| !(stride * std::mem::size_of::<T>()).is_multiple_of(2048);
+    // (A stride whose byte count overflows is some view's broadcast or wrap: packed.)
+    let spread = |stride: usize| stride.checked_mul(std::mem::size_of::<T>()).is_some_and(|b| !b.is_multiple_of(2048));
     if n > DIRECT_A_MAX_N {
         None
     } else if a.col_stride() == 1 && spread(a.row_stride()) {

@@ -71,7 +71,7 @@ pub(super) fn im2col<T: Float>(
     ld: usize,
 ) {
     let ncols = g.col_cols();
-    debug_assert!(ld >= ncols && cols.len() >= (g.col_rows().max(1) - 1) * ld + ncols);
+    debug_assert!(ld >= ncols && (g.col_rows() == 0 || cols.len() >= (g.col_rows() - 1) * ld + ncols));
     if g.stride == 1 && sw == 1 && sh == g.ow && ncols > 0 {
         return im2col_shifted(x, base, sc, g, cols, ld);
     }
