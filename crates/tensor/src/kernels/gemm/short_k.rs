@@ -191,7 +191,3 @@ pub(super) unsafe fn short_k_f32(m: usize, n: usize, k: usize, ops: Direct<f32>)
     }
     by_depth!(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
 }
-
-// The small-product path (`K` up to `MAX_SMALL`) has a kernel of its own; the microkernel table
-// names it here.
-pub(super) use super::small::small_f32;

@@ -15,7 +15,8 @@
 
 use std::arch::x86_64::*;
 
-use super::{Depth, Direct, Fixed, Runtime, MAX_SHORT_K, MAX_SMALL};
+use super::small::Scratch;
+use super::{Depth, Direct, Fixed, Runtime, MAX_SHORT_K};
 
 /// Rows of `C` per call of `block` (its `MB`), the last few of `m` one by one.
 const ROWS: usize = 4;
@@ -178,14 +179,11 @@ pub(super) unsafe fn short_k_f32(m: usize, n: usize, k: usize, ops: Direct<f32>)
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn small_f32(m: usize, n: usize, k: usize, ops: Direct<f32>) {
     if ops.b_cs != 1 {
-        let mut b_rows = [0.0f32; MAX_SMALL * MAX_SMALL];
-        for (p, row) in b_rows.chunks_exact_mut(n).take(k).enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                // SAFETY: `B(p, j)` with `p < k`, `j < n` is readable (contract).
-                *v = unsafe { *ops.b.add(p * ops.ldb + j * ops.b_cs) };
-            }
-        }
-        let ops = Direct { b: b_rows.as_ptr(), ldb: n, b_cs: 1, ..ops };
+        // Uninitialised: a zeroed array cost a 16 KiB clear per call.
+        let mut b_rows = Scratch::new();
+        // SAFETY: `B(p, j)` with `p < k`, `j < n` is readable (contract), `k, n <= MAX_SMALL`.
+        let b = unsafe { b_rows.copy_rows(ops.b, [k, n], [ops.ldb, ops.b_cs]) };
+        let ops = Direct { b, ldb: n, b_cs: 1, ..ops };
         // SAFETY: the caller's contract, with `B` now the `k` rows of `n` just written.
         return unsafe { rows::<0, Runtime>(m, n, Runtime(k), ops) };
     }

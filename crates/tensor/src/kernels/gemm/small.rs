@@ -199,7 +199,34 @@ unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
 
 /// A row-major copy of an operand of the small path, 64-byte aligned.
 #[repr(C, align(64))]
-struct Scratch([MaybeUninit<f32>; MAX_SMALL * MAX_SMALL]);
+pub(super) struct Scratch([MaybeUninit<f32>; MAX_SMALL * MAX_SMALL]);
+
+impl Scratch {
+    /// An uninitialised scratch (on the stack; nothing is written until a copy).
+    pub(super) fn new() -> Scratch {
+        Scratch([MaybeUninit::uninit(); MAX_SMALL * MAX_SMALL])
+    }
+
+    /// Copies the `rows x cols` elements `(i, j)` at `src + i * rs + j * cs` into rows of `cols`
+    /// and returns the start of the copy (row-major, row stride `cols`).
+    ///
+    /// # Safety
+    /// `rows · cols <= MAX_SMALL²`, and every element named is readable.
+    pub(super) unsafe fn copy_rows(
+        &mut self,
+        src: *const f32,
+        [rows, cols]: [usize; 2],
+        [rs, cs]: [usize; 2],
+    ) -> *const f32 {
+        for (i, row) in self.0.chunks_exact_mut(cols.max(1)).take(rows).enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                // SAFETY: element `(i, j)` with `i < rows`, `j < cols` is readable (contract).
+                v.write(unsafe { *src.add(i * rs + j * cs) });
+            }
+        }
+        self.0.as_ptr().cast()
+    }
+}
 
 /// Copies `B` (`k x n`, `B(p, j)` at `ops.b + p + j * ops.b_cs`: columns contiguous) into
 /// `scratch` as rows of `ld = n` rounded up to 16 (the columns past `n` zero), 16 x 16 elements
@@ -243,7 +270,7 @@ unsafe fn transpose_b(k: usize, n: usize, ops: Direct<f32>, scratch: &mut Scratc
 /// The contract of `DirectFn`, with `m, n, k <= MAX_SMALL`.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn small_f32(m: usize, n: usize, k: usize, mut ops: Direct<f32>) {
-    let mut b_rows = Scratch([MaybeUninit::uninit(); MAX_SMALL * MAX_SMALL]);
+    let mut b_rows = Scratch::new();
     if ops.b_cs != 1 {
         // SAFETY: `B`'s columns are contiguous when its rows are not (contract), `k, n <=
         // MAX_SMALL`.
@@ -251,16 +278,12 @@ pub(super) unsafe fn small_f32(m: usize, n: usize, k: usize, mut ops: Direct<f32
         // Rows `0..k` of the scratch, `ld >= n` columns each, were all written just now.
         ops = Direct { b: b_rows.0.as_ptr().cast(), ldb: ld, b_cs: 1, ..ops };
     }
-    let mut a_rows = Scratch([MaybeUninit::uninit(); MAX_SMALL * MAX_SMALL]);
+    let mut a_rows = Scratch::new();
     if ops.a_cs != 1 && ops.a_rs != 1 {
-        for (i, row) in a_rows.0.chunks_exact_mut(k).take(m).enumerate() {
-            for (p, v) in row.iter_mut().enumerate() {
-                // SAFETY: `A(i, p)` with `i < m`, `p < k` is readable (contract).
-                v.write(unsafe { *ops.a.add(i * ops.a_rs + p * ops.a_cs) });
-            }
-        }
+        // SAFETY: `A(i, p)` with `i < m`, `p < k` is readable (contract), `m, k <= MAX_SMALL`.
+        let a = unsafe { a_rows.copy_rows(ops.a, [m, k], [ops.a_rs, ops.a_cs]) };
         // Rows `0..m` of `k` elements, all written just now.
-        ops = Direct { a: a_rows.0.as_ptr().cast(), a_rs: k, a_cs: 1, ..ops };
+        ops = Direct { a, a_rs: k, a_cs: 1, ..ops };
     }
     let blocks = m.div_ceil(MR);
     let (height, taller) = (m / blocks, m % blocks);

@@ -133,7 +133,7 @@ pub(in crate::kernels::gemm) const AVX512_F32: Microkernel<f32> = Microkernel {
     dot: Some(crate::kernels::gemm::dot::dot_f32),
     short_k: Some(crate::kernels::gemm::short_k::short_k_f32),
     few_rows: Some(crate::kernels::gemm::few_rows::few_rows_f32),
-    small: Some(crate::kernels::gemm::short_k::small_f32),
+    small: Some(crate::kernels::gemm::small::small_f32),
     pack_a: pack_f32::<F32_MR>,
     pack_b: pack_f32_avx512::<F32_NR>,
 };
