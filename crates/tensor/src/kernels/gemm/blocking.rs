@@ -11,6 +11,10 @@
 //!           microkernel(kc, A micro-panel, B micro-panel, C tile)
 //! ```
 //!
+//! A product whose rows of `A` fit in one block of twice `mc` rows (a batch of 128 against a
+//! weight) packs `A` whole and `B` one micro-panel at a time instead ([`nest`]), so that packed
+//! `B` never leaves L2.
+//!
 //! Against a narrow `C` (at most [`DIRECT_A_MAX_N`] columns), where packing `A` would be a large
 //! share of the product, the AVX-512 f32 kernel reads full micro-panels of a row-major or
 //! transposed `A` where they are (`Microkernel::direct_a`) and only a ragged last one is
@@ -133,7 +137,24 @@ fn direct_a<T>(uk: &Microkernel<T>, a: MatRef<'_, T>, n: usize) -> Option<(Direc
 
 /// The loop nest for the product `p` on the calling thread, which owns `p`'s block of `C` for
 /// the whole call (see [`run`]).
+///
+/// When all of `p`'s rows of `A` fit in one block of twice `mc` rows (half the L2: a batch of
+/// 128 rows against a weight, as in an MLP's forward and input gradient), `A` is packed whole
+/// and `B` one micro-panel at a time, just before the tiles that use it ([`nest_whole_a`]):
+/// each packed micro-panel of `B` is then read from L2, where a packed `kc x nc` panel (4 MiB)
+/// would go out to L3 and come back for each block of `A`. The microkernel calls, and so the
+/// bits, are the same in both orders.
 fn nest<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
+    let (m, n, mr) = (p.m(), p.n(), uk.mr);
+    if m.div_ceil(mr) * mr <= 2 * uk.mc && n > uk.nr {
+        nest_whole_a(uk, p)
+    } else {
+        nest_blocked(uk, p)
+    }
+}
+
+/// [`nest`] in the GotoBLAS order of the module's header.
+fn nest_blocked<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
     let (m, n, k) = (p.m(), p.n(), p.k());
     let (a, b, c) = (p.a(), p.b(), p.c());
     let (mr, nr) = (uk.mr, uk.nr);
@@ -147,49 +168,13 @@ fn nest<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
         T::with_pack_buffer(0, mc.div_ceil(mr) * mr * kc_max, |a_pack| {
             for jc in (0..n).step_by(uk.nc) {
                 let nc = uk.nc.min(n - jc);
-                let n_panels = nc.div_ceil(nr);
                 for pc in (0..k).step_by(uk.kc) {
                     let kc = uk.kc.min(k - pc);
                     let accumulate = p.accumulate() || pc > 0;
-                    // B's panel is packed as its transpose (rows are the nc columns, depth runs
-                    // along k).
-                    let b_buf = &mut b_pack[..n_panels * nr * kc];
-                    // SAFETY: B(pc + q, jc + j) for q < kc, j < nc is inside `b`'s slice because
-                    // `b` is a checked k x n view; `b_buf` holds n_panels micro-panels of
-                    // nr * kc elements.
-                    unsafe {
-                        let src = b.as_ptr().add(pc * b.row_stride() + jc * b.col_stride());
-                        (uk.pack_b)(src, nc, kc, b.col_stride(), b.row_stride(), b_buf);
-                    }
+                    let b_buf = pack_b_panel(uk, b, (pc, kc), (jc, nc), b_pack);
                     for ic in (0..m).step_by(mc) {
                         let rows = mc.min(m - ic);
-                        // Rows ic .. ic + rows and columns pc .. pc + kc of `a` are inside its
-                        // slice because `a` is a checked m x k view.
-                        let src = a.as_ptr().wrapping_add(ic * a.row_stride() + pc * a.col_stride());
-                        // The rows to pack: all of them, or those after the full micro-panels
-                        // read where they are.
-                        let full = if direct.is_some() { rows / mr } else { 0 };
-                        let packed = rows - full * mr;
-                        let a_buf = &mut a_pack[..packed.div_ceil(mr) * mr * kc];
-                        if packed > 0 {
-                            // SAFETY: those rows (from `ic + full * mr`) and columns are inside
-                            // `a`'s slice (above); `a_buf` holds their micro-panels.
-                            unsafe {
-                                let src = src.add(full * mr * a.row_stride());
-                                (uk.pack_a)(src, packed, kc, a.row_stride(), a.col_stride(), a_buf);
-                            }
-                        }
-                        let a_block = match direct {
-                            Some((kernel, stride)) => ABlock::Direct {
-                                ptr: src,
-                                row_stride: a.row_stride(),
-                                stride,
-                                kernel,
-                                full,
-                                tail: a_buf,
-                            },
-                            None => ABlock::Packed(a_buf),
-                        };
+                        let a_block = a_block(uk, a, direct, (ic, rows), (pc, kc), a_pack);
                         let packed = Packed { a: a_block, rows, b: b_buf, cols: nc, kc };
                         macrokernel(uk, packed, c.starting_at(ic, jc), accumulate);
                     }
@@ -197,6 +182,86 @@ fn nest<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
             }
         })
     })
+}
+
+/// [`nest`] for a product whose rows of `A` all fit in one block: per `kc` slice, `A` packed
+/// whole (or read where it is), then each micro-panel of `B` packed and swept against it.
+fn nest_whole_a<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
+    let (m, n, k) = (p.m(), p.n(), p.k());
+    let (a, b, c) = (p.a(), p.b(), p.c());
+    let (mr, nr) = (uk.mr, uk.nr);
+    let kc_max = uk.kc.min(k);
+    let direct = direct_a(uk, a, n);
+    T::with_pack_buffer(1, kc_max * nr, |b_pack| {
+        T::with_pack_buffer(0, m.div_ceil(mr) * mr * kc_max, |a_pack| {
+            for pc in (0..k).step_by(uk.kc) {
+                let kc = uk.kc.min(k - pc);
+                let accumulate = p.accumulate() || pc > 0;
+                let a_block = a_block(uk, a, direct, (0, m), (pc, kc), a_pack);
+                for jc in (0..n).step_by(nr) {
+                    let cols = nr.min(n - jc);
+                    let b_buf = pack_b_panel(uk, b, (pc, kc), (jc, cols), b_pack);
+                    let packed = Packed { a: a_block, rows: m, b: b_buf, cols, kc };
+                    macrokernel(uk, packed, c.starting_at(0, jc), accumulate);
+                }
+            }
+        })
+    })
+}
+
+/// Packs `B(pc .. pc + kc, jc .. jc + nc)` (as its transpose, in `nr`-column micro-panels)
+/// into the front of `b_pack`, which holds at least `nc.div_ceil(nr) * nr * kc` elements, and
+/// returns the packed part.
+fn pack_b_panel<'a, T: GemmKernels>(
+    uk: &Microkernel<T>,
+    b: MatRef<'_, T>,
+    (pc, kc): (usize, usize),
+    (jc, nc): (usize, usize),
+    b_pack: &'a mut [T],
+) -> &'a [T] {
+    let b_buf = &mut b_pack[..nc.div_ceil(uk.nr) * uk.nr * kc];
+    // SAFETY: B(pc + q, jc + j) for q < kc, j < nc is inside `b`'s slice because `b` is a
+    // checked k x n view and the caller's ranges lie inside it; `b_buf` holds the micro-panels.
+    unsafe {
+        let src = b.as_ptr().add(pc * b.row_stride() + jc * b.col_stride());
+        (uk.pack_b)(src, nc, kc, b.col_stride(), b.row_stride(), b_buf);
+    }
+    b_buf
+}
+
+/// The block of `A` of rows `ic .. ic + rows` and columns `pc .. pc + kc`, as the macrokernel
+/// reads it: packed into `a_pack` (at least `rows.div_ceil(mr) * mr * kc` elements), or, with
+/// `direct`, its full micro-panels where they are and only the rows after them packed.
+fn a_block<'a, T: GemmKernels>(
+    uk: &Microkernel<T>,
+    a: MatRef<'a, T>,
+    direct: Option<(DirectAKernelFn<T>, usize)>,
+    (ic, rows): (usize, usize),
+    (pc, kc): (usize, usize),
+    a_pack: &'a mut [T],
+) -> ABlock<'a, T> {
+    let mr = uk.mr;
+    // Rows ic .. ic + rows and columns pc .. pc + kc of `a` are inside its slice because `a`
+    // is a checked m x k view and the caller's ranges lie inside it.
+    let src = a.as_ptr().wrapping_add(ic * a.row_stride() + pc * a.col_stride());
+    // The rows to pack: all of them, or those after the full micro-panels read where they are.
+    let full = if direct.is_some() { rows / mr } else { 0 };
+    let packed = rows - full * mr;
+    let a_buf = &mut a_pack[..packed.div_ceil(mr) * mr * kc];
+    if packed > 0 {
+        // SAFETY: those rows (from `ic + full * mr`) and columns are inside `a`'s slice
+        // (above); `a_buf` holds their micro-panels.
+        unsafe {
+            let src = src.add(full * mr * a.row_stride());
+            (uk.pack_a)(src, packed, kc, a.row_stride(), a.col_stride(), a_buf);
+        }
+    }
+    match direct {
+        Some((kernel, stride)) => {
+            ABlock::Direct { ptr: src, row_stride: a.row_stride(), stride, kernel, full, tail: a_buf }
+        }
+        None => ABlock::Packed(a_buf),
+    }
 }
 
 /// One block of `A` (`rows x kc`, packed in `mr`-row micro-panels or read where it is) and one
@@ -269,17 +334,23 @@ fn macrokernel<T: Copy + Default>(uk: &Microkernel<T>, packed: Packed<'_, T>, c:
                 if computed == tile_rows && cols == nr && c_cs == 1 && c_rs >= nr {
                     call(tile, c_rs);
                 } else {
-                    if accumulate {
-                        for i in 0..tile_rows {
-                            for j in 0..cols {
-                                scratch[i * nr + j] = *tile.add(i * c_rs + j * c_cs);
-                            }
+                    // Row by row: a row-major `C`'s rows are runs (copied as such), a transposed
+                    // one's element by element.
+                    for i in 0..tile_rows {
+                        let (row, s) = (tile.add(i * c_rs), &mut scratch[i * nr..][..cols]);
+                        if accumulate && c_cs == 1 {
+                            s.copy_from_slice(std::slice::from_raw_parts(row, cols));
+                        } else if accumulate {
+                            s.iter_mut().enumerate().for_each(|(j, e)| *e = *row.add(j * c_cs));
                         }
                     }
                     call(scratch.as_mut_ptr(), nr);
                     for i in 0..tile_rows {
-                        for j in 0..cols {
-                            *tile.add(i * c_rs + j * c_cs) = scratch[i * nr + j];
+                        let (row, s) = (tile.add(i * c_rs), &scratch[i * nr..][..cols]);
+                        if c_cs == 1 {
+                            std::slice::from_raw_parts_mut(row, cols).copy_from_slice(s);
+                        } else {
+                            s.iter().enumerate().for_each(|(j, &e)| *row.add(j * c_cs) = e);
                         }
                     }
                 }
@@ -336,6 +407,42 @@ mod tests {
                         let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
                         assert!(same, "{m} x {n} x {k}, A strides {a_strides:?}, C strides {c_strides:?}, accumulate {accumulate}");
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packing_a_whole_and_b_per_micro_panel_gives_the_blocked_orders_bits() {
+        let uk = <f32 as GemmKernels>::microkernel(crate::kernels::active_isa());
+        let mut state = 0x9e37_79b9_u32;
+        let mut next = move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        // Several kc slices (kc 16), ragged panels both ways, A row-major (direct where the
+        // instruction set reads it in place) and transposed, C row-major and transposed.
+        // Blocks of one micro-panel of rows and panels of B two micro-panels wide.
+        let uk = Microkernel { kc: 16, mc: uk.mr, nc: 2 * uk.nr, ..uk };
+        for (m, n, k) in [(30, 100, 70), (5, 40, 33), (45, 64, 16), (128, 300, 50)] {
+            let a_data: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let b_data: Vec<f32> = (0..k * n).map(|_| next()).collect();
+            let start: Vec<f32> = (0..m * n).map(|_| next()).collect();
+            for a in [MatRef::row_major(&a_data, m, k), MatRef::new(&a_data, 0, [m, k], [1, m])] {
+                let b = MatRef::row_major(&b_data, k, n);
+                for (accumulate, c_strides) in [(false, [n, 1]), (true, [n, 1]), (true, [1, m])] {
+                    let run_with = |order: fn(&Microkernel<f32>, Product<'_, f32>)| {
+                        let mut c_data = start.clone();
+                        order(&uk, Product::new(&mut MatMut::new(&mut c_data, 0, [m, n], c_strides), a, b, accumulate));
+                        c_data
+                    };
+                    let (got, want) = (run_with(nest_whole_a), run_with(nest_blocked));
+                    let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(
+                        same,
+                        "{m} x {n} x {k}, A strides {:?}, C strides {c_strides:?}",
+                        [a.row_stride(), a.col_stride()]
+                    );
                 }
             }
         }
