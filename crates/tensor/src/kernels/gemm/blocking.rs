@@ -105,6 +105,10 @@ fn grid<T>(uk: &Microkernel<T>, m: usize, n: usize, threads: usize) -> (usize, u
 /// stream.
 const DIRECT_A_MAX_N: usize = 256;
 
+/// A direct kernel for full micro-panels of `B`, and its narrow variant where there is one
+/// ([`Microkernel::narrow`]).
+type DirectKernels<T> = (DirectAKernelFn<T>, Option<DirectAKernelFn<T>>);
+
 /// How the macrokernel reads a block of `A`.
 #[derive(Clone, Copy)]
 enum ABlock<'a, T: 'static> {
@@ -113,23 +117,24 @@ enum ABlock<'a, T: 'static> {
     /// Where it is: the first `full` micro-panels of rows with `kernel`, row `i` of the block
     /// starting at `ptr + i * row_stride` (`A`'s own strides; `stride` is the one the kernel
     /// takes), and the rows after them packed in `tail`.
-    Direct { ptr: *const T, row_stride: usize, stride: usize, kernel: DirectAKernelFn<T>, full: usize, tail: &'a [T] },
+    Direct { ptr: *const T, row_stride: usize, stride: usize, kernel: DirectKernels<T>, full: usize, tail: &'a [T] },
 }
 
 /// The kernel and stride that read `A` where it is for a product of `n` columns, when
 /// `uk`'s instruction set has such kernels, `n <= DIRECT_A_MAX_N` and `A` is row-major or
 /// transposed with a stride that does not map its rows (or its steps of `k`) to a few sets of
 /// the L1 cache (a multiple of 2 KiB would) and whose byte count does not overflow.
-fn direct_a<T>(uk: &Microkernel<T>, a: MatRef<'_, T>, n: usize) -> Option<(DirectAKernelFn<T>, usize)> {
+fn direct_a<T>(uk: &Microkernel<T>, a: MatRef<'_, T>, n: usize) -> Option<(DirectKernels<T>, usize)> {
     let kernels = uk.direct_a.as_ref()?;
+    let narrow = uk.narrow.as_ref().and_then(|narrow| narrow.direct_a.as_ref());
     // (A stride whose byte count overflows is some view's broadcast or wrap: packed.)
     let spread = |stride: usize| stride.checked_mul(std::mem::size_of::<T>()).is_some_and(|b| !b.is_multiple_of(2048));
     if n > DIRECT_A_MAX_N {
         None
     } else if a.col_stride() == 1 && spread(a.row_stride()) {
-        Some((kernels.rows, a.row_stride()))
+        Some(((kernels.rows, narrow.map(|k| k.rows)), a.row_stride()))
     } else if a.row_stride() == 1 && spread(a.col_stride()) {
-        Some((kernels.cols, a.col_stride()))
+        Some(((kernels.cols, narrow.map(|k| k.cols)), a.col_stride()))
     } else {
         None
     }
@@ -235,7 +240,7 @@ fn pack_b_panel<'a, T: GemmKernels>(
 fn a_block<'a, T: GemmKernels>(
     uk: &Microkernel<T>,
     a: MatRef<'a, T>,
-    direct: Option<(DirectAKernelFn<T>, usize)>,
+    direct: Option<(DirectKernels<T>, usize)>,
     (ic, rows): (usize, usize),
     (pc, kc): (usize, usize),
     a_pack: &'a mut [T],
@@ -296,11 +301,19 @@ fn macrokernel<T: Copy + Default>(uk: &Microkernel<T>, packed: Packed<'_, T>, c:
     for jp in 0..nc.div_ceil(nr) {
         let cols = nr.min(nc - jp * nr);
         let b_panel = &b_buf[jp * nr * kc..(jp + 1) * nr * kc];
+        // A panel of B at most as wide as the narrow kernels runs them: fewer columns of zeros.
+        let narrow = uk.narrow.as_ref().filter(|narrow| cols <= narrow.nr);
+        let (width, full_run, edges) = match narrow {
+            Some(narrow) => (narrow.nr, narrow.run, narrow.edges),
+            None => (nr, uk.run, uk.edges),
+        };
         for ip in 0..rows.div_ceil(mr) {
             let tile_rows = mr.min(rows - ip * mr);
-            // The micro-panel of A: where it is (a full one of a direct block), or packed.
+            // The micro-panel of A: where it is (a full one of a direct block), or packed. A
+            // direct block's narrow panels need a narrow direct kernel (all or none exist).
             let (direct, a_panel) = match a {
-                ABlock::Direct { ptr, row_stride, stride, kernel, full, .. } if ip < full => {
+                ABlock::Direct { ptr, row_stride, stride, kernel: (kernel, narrow_kernel), full, .. } if ip < full => {
+                    let kernel = if narrow.is_some() { narrow_kernel.unwrap_or(kernel) } else { kernel };
                     (Some((kernel, stride)), ptr.wrapping_add(ip * mr * row_stride))
                 }
                 ABlock::Direct { full, tail, .. } => (None, tail[(ip - full) * mr * kc..][..mr * kc].as_ptr()),
@@ -308,15 +321,15 @@ fn macrokernel<T: Copy + Default>(uk: &Microkernel<T>, packed: Packed<'_, T>, c:
             };
             // A short last panel runs the smallest edge kernel that covers its rows, which
             // writes `computed` rows.
-            let (computed, run) = match uk.edges.iter().find(|&&(r, _)| tile_rows < mr && r >= tile_rows) {
+            let (computed, run) = match edges.iter().find(|&&(r, _)| tile_rows < mr && r >= tile_rows) {
                 Some(&(r, edge)) => (r, edge),
-                None => (mr, uk.run),
+                None => (mr, full_run),
             };
             // SAFETY: the micro-panel of `A` is a packed one of kc * mr elements, or (direct)
             // `mr` full rows of the block, each readable over its kc columns (`nest`: `A` is a
             // checked view) with the strides the direct kernel was chosen for; the packed
             // micro-panel of `B` holds kc * nr elements. `C` is `c_out`, `mr` (`computed`)
-            // writable rows of `nr` at stride `ldc` that this task alone owns (below). Every
+            // writable rows of `width` at stride `ldc` that this task alone owns (below). Every
             // kernel matches this CPU (chosen by `select_*`).
             let call = |c_out: *mut T, ldc: usize| unsafe {
                 match direct {
@@ -328,10 +341,11 @@ fn macrokernel<T: Copy + Default>(uk: &Microkernel<T>, packed: Packed<'_, T>, c:
             // product's C (a checked `MatMut`: inside its slice and distinct), this task alone
             // owns them. The kernel writes exactly `computed` rows of `nr` elements (`mr` for a
             // direct one, which only takes full panels), so it writes C directly only when those
-            // are the tile's. The scratch tile has mr * nr <= MAX_TILE elements.
+            // are the tile's. The scratch tile has mr * nr <= MAX_TILE elements (a narrow kernel
+            // writes the first `width` of each row of `nr`).
             unsafe {
                 let tile = c.at(ip * mr, jp * nr);
-                if computed == tile_rows && cols == nr && c_cs == 1 && c_rs >= nr {
+                if computed == tile_rows && cols == width && c_cs == 1 && c_rs >= width {
                     call(tile, c_rs);
                 } else {
                     // Row by row: a row-major `C`'s rows are runs (copied as such), a transposed
@@ -404,6 +418,53 @@ mod tests {
                             c_data
                         };
                         let (got, want) = (run_with(&uk), run_with(&packed_only));
+                        let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{m} x {n} x {k}, A strides {a_strides:?}, C strides {c_strides:?}, accumulate {accumulate}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn narrow_last_panels_give_the_full_kernels_bits() {
+        let uk = <f32 as GemmKernels>::microkernel(crate::kernels::active_isa());
+        if uk.narrow.is_none() {
+            // Only the AVX-512 f32 kernel has them: on a CPU that runs it, this test must run.
+            #[cfg(target_arch = "x86_64")]
+            assert!(uk.isa() != crate::kernels::Isa::Avx512);
+            return;
+        }
+        let full_only = Microkernel { narrow: None, ..uk };
+        let mut state = 0x51ed_270b_u32;
+        let mut next = move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        // Last panels of 1, 4, 16 and 17 columns (the last on the full kernels); rows that fill
+        // tiles and that leave 2, 5 or 9 (the edge kernels); K across two kc slices.
+        for (m, n, k) in [(28, 36, 20), (30, 196, 144), (33, 144, 70), (19, 16, 9), (128, 49, 1100), (5, 81, 3)] {
+            // A row-major and transposed (read where it is for n <= 256), and with a 2 KiB
+            // row stride (packed).
+            for a_strides in [[k + 3, 1], [1, m + 5], [512, 1]] {
+                if a_strides[0] == 512 && k > 512 {
+                    continue;
+                }
+                let a_len = (m - 1) * a_strides[0] + (k - 1) * a_strides[1] + 1;
+                let a_data: Vec<f32> = (0..a_len).map(|_| next()).collect();
+                let b_data: Vec<f32> = (0..k * n).map(|_| next()).collect();
+                let a = MatRef::new(&a_data, 0, [m, k], a_strides);
+                let b = MatRef::row_major(&b_data, k, n);
+                let start: Vec<f32> = (0..m * n).map(|_| next()).collect();
+                for accumulate in [false, true] {
+                    for c_strides in [[n, 1], [1, m]] {
+                        let run_with = |kernel: &Microkernel<f32>| {
+                            let mut c_data = start.clone();
+                            let mut c = MatMut::new(&mut c_data, 0, [m, n], c_strides);
+                            run(kernel, Product::new(&mut c, a, b, accumulate));
+                            c_data
+                        };
+                        let (got, want) = (run_with(&uk), run_with(&full_only));
                         let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
                         assert!(same, "{m} x {n} x {k}, A strides {a_strides:?}, C strides {c_strides:?}, accumulate {accumulate}");
                     }

@@ -213,6 +213,10 @@ pub struct Microkernel<T: 'static> {
     /// Full-tile kernels that read `A` where it is, for products where packing `A` would cost
     /// a large share of the product (`blocking.rs`), where this instruction set has them.
     direct_a: Option<DirectA<T>>,
+    /// Kernels for a last micro-panel of `B` at most half as wide as `nr` (`C` 196 columns wide
+    /// on 32-column tiles leaves 4), computing only the first columns of each step, where this
+    /// instruction set has them.
+    narrow: Option<Narrow<T>>,
     /// The unpacked dot-product path for thin products of operands contiguous along `K`
     /// (`dot.rs`), where this instruction set has one.
     dot: Option<DotFn<T>>,
@@ -237,6 +241,20 @@ pub struct Microkernel<T: 'static> {
 struct DirectA<T: 'static> {
     rows: microkernel::DirectAKernelFn<T>,
     cols: microkernel::DirectAKernelFn<T>,
+}
+
+/// The kernels of [`Microkernel::narrow`]: the same tile rows, `nr` columns of a packed
+/// micro-panel `Microkernel::nr` wide (each step of k still that many elements apart), the
+/// rest as in the full kernels, so each column computed gets the full kernels' bits.
+#[derive(Clone, Copy, Debug)]
+struct Narrow<T: 'static> {
+    /// Columns computed.
+    nr: usize,
+    /// The full-height kernel, and the edge kernels by rows (as `Microkernel::edges`).
+    run: microkernel::KernelFn<T>,
+    edges: &'static [(usize, microkernel::KernelFn<T>)],
+    /// Reading `A` where it is (as `Microkernel::direct_a`).
+    direct_a: Option<DirectA<T>>,
 }
 
 impl<T: 'static> Microkernel<T> {

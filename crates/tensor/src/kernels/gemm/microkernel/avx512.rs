@@ -31,6 +31,13 @@
 //! 12.4-12.8 ms. (Unrolled by 4 over `k` to share the row-major kernel's address arithmetic, it
 //! spilled accumulators and ran 30% slower.)
 //!
+//! Narrow kernels (`kernel_f32_n16*`: 14 x 16, one vector per row) take a last micro-panel of
+//! `B` at most 16 columns wide, which the full tile would compute as 32: a convolution's
+//! `C` of 196 columns (6 panels and 4 columns) or 144 (4 and 16). Same multiply-adds per
+//! column, so the same bits. Measured on conv2 of the MNIST CNN
+//! (`cargo bench --bench layers -- 'conv2d/l2_16to32_14x14/forward\+backward/1t'`, with
+//! `blocking.rs`'s whole-`A` order of the same session): 4.03-4.21 -> 3.90-3.97 ms.
+//!
 //! The `mc` and `nc` written here are the values before `caches.rs` derives them from the
 //! caches this CPU reports (`GemmKernels::microkernel`); the tile and `kc` are used as written.
 
@@ -38,7 +45,7 @@ use std::arch::x86_64::*;
 
 use super::simd_microkernel;
 use crate::kernels::gemm::packing::x86::{pack_f32, pack_f32_avx512, pack_f64};
-use crate::kernels::gemm::{DirectA, Microkernel};
+use crate::kernels::gemm::{DirectA, Microkernel, Narrow};
 use crate::kernels::Isa;
 
 /// Steps of `k` ahead at which the kernels prefetch their packed micro-panels. With `kc = 1024`
@@ -119,6 +126,46 @@ simd_microkernel! {
     splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD
 }
 
+simd_microkernel! {
+    /// f32 AVX-512 narrow kernel: the first 16 columns of a 14 x 32 tile.
+    kernel_f32_n16: f32, "avx512f", mr = F32_MR, nv = 1, lanes = 16,
+    zero = _mm512_setzero_ps(), load = _mm512_loadu_ps, store = _mm512_storeu_ps,
+    splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD,
+    b_step = F32_NR
+}
+
+simd_microkernel! {
+    /// f32 AVX-512 narrow edge kernel: the first 4 rows and 16 columns of a 14 x 32 tile.
+    kernel_f32_n16_rows4: f32, "avx512f", mr = F32_MR, rows = 4, nv = 1, lanes = 16,
+    zero = _mm512_setzero_ps(), load = _mm512_loadu_ps, store = _mm512_storeu_ps,
+    splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD,
+    b_step = F32_NR
+}
+
+simd_microkernel! {
+    /// f32 AVX-512 narrow edge kernel: the first 7 rows and 16 columns of a 14 x 32 tile.
+    kernel_f32_n16_rows7: f32, "avx512f", mr = F32_MR, rows = 7, nv = 1, lanes = 16,
+    zero = _mm512_setzero_ps(), load = _mm512_loadu_ps, store = _mm512_storeu_ps,
+    splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD,
+    b_step = F32_NR
+}
+
+simd_microkernel! {
+    /// f32 AVX-512 narrow kernel reading a row-major `A` where it is: 14 x 16 of a 14 x 32 tile.
+    kernel_f32_n16_a_rows, a = rows: f32, "avx512f", mr = F32_MR, nv = 1, lanes = 16,
+    zero = _mm512_setzero_ps(), load = _mm512_loadu_ps, store = _mm512_storeu_ps,
+    splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD,
+    b_step = F32_NR
+}
+
+simd_microkernel! {
+    /// f32 AVX-512 narrow kernel reading a transposed `A` where it is: 14 x 16 of a 14 x 32 tile.
+    kernel_f32_n16_a_cols, a = cols: f32, "avx512f", mr = F32_MR, nv = 1, lanes = 16,
+    zero = _mm512_setzero_ps(), load = _mm512_loadu_ps, store = _mm512_storeu_ps,
+    splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD,
+    b_step = F32_NR
+}
+
 /// The AVX-512 f32 kernel and its blocking.
 pub(in crate::kernels::gemm) const AVX512_F32: Microkernel<f32> = Microkernel {
     isa: Isa::Avx512,
@@ -130,6 +177,12 @@ pub(in crate::kernels::gemm) const AVX512_F32: Microkernel<f32> = Microkernel {
     run: kernel_f32,
     edges: &[(4, kernel_f32_rows4), (7, kernel_f32_rows7)],
     direct_a: Some(DirectA { rows: kernel_f32_a_rows, cols: kernel_f32_a_cols }),
+    narrow: Some(Narrow {
+        nr: 16,
+        run: kernel_f32_n16,
+        edges: &[(4, kernel_f32_n16_rows4), (7, kernel_f32_n16_rows7)],
+        direct_a: Some(DirectA { rows: kernel_f32_n16_a_rows, cols: kernel_f32_n16_a_cols }),
+    }),
     dot: Some(crate::kernels::gemm::dot::dot_f32),
     short_k: Some(crate::kernels::gemm::short_k::short_k_f32),
     few_rows: Some(crate::kernels::gemm::few_rows::few_rows_f32),
@@ -149,6 +202,7 @@ pub(in crate::kernels::gemm) const AVX512_F64: Microkernel<f64> = Microkernel {
     run: kernel_f64,
     edges: &[(4, kernel_f64_rows4), (7, kernel_f64_rows7)],
     direct_a: None,
+    narrow: None,
     dot: None,
     short_k: None,
     few_rows: None,

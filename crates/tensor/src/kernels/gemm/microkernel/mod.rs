@@ -14,7 +14,9 @@
 //! row stride `ldc` with no other thread touching them, and the CPU supports the kernel's
 //! instruction set (checked once by `select_*` via [`Isa::is_supported`]). No alignment is
 //! required. Because every element's sum has one fixed order, the driver may split the work
-//! between threads however it likes without changing a bit of the result.
+//! between threads however it likes without changing a bit of the result. A narrow kernel
+//! (`Microkernel::narrow`, `b_step` in the macro below) reads the same packed micro-panel of `B`
+//! but computes and writes only its first columns, each summed as the full kernel sums it.
 
 use super::Microkernel;
 use crate::kernels::Isa;
@@ -101,23 +103,25 @@ macro_rules! simd_microkernel {
         $(#[$doc:meta])*
         $name:ident: $t:ty, $feature:literal, mr = $mr:expr, nv = $nv:expr, lanes = $lanes:expr,
         zero = $zero:expr, load = $load:path, store = $store:path, splat = $splat:path,
-        fma = $fma:path, add = $add:path, prefetch = $prefetch:path $(, ahead = $ahead:expr)?
+        fma = $fma:path, add = $add:path, prefetch = $prefetch:path $(, ahead = $ahead:expr)? $(, b_step = $bs:expr)?
     ) => {
         simd_microkernel! {
             $(#[$doc])*
             $name: $t, $feature, mr = $mr, rows = $mr, nv = $nv, lanes = $lanes,
             zero = $zero, load = $load, store = $store, splat = $splat,
-            fma = $fma, add = $add, prefetch = $prefetch $(, ahead = $ahead)?
+            fma = $fma, add = $add, prefetch = $prefetch $(, ahead = $ahead)? $(, b_step = $bs)?
         }
     };
     // An edge kernel: computes only the first `rows` rows of an `mr`-row tile, reading the same
     // packed micro-panel of `A` (stride `mr` per step of k) and writing only those rows of `C`.
     // `ahead` (0 when absent): prefetch the packed micro-panels that many steps of k ahead.
+    // `b_step` (`nv * lanes` when absent): the elements per step of the packed micro-panel of
+    // `B`, when the kernel computes only its first `nv * lanes` columns (a narrow last panel).
     (
         $(#[$doc:meta])*
         $name:ident: $t:ty, $feature:literal, mr = $mr:expr, rows = $rows:expr, nv = $nv:expr, lanes = $lanes:expr,
         zero = $zero:expr, load = $load:path, store = $store:path, splat = $splat:path,
-        fma = $fma:path, add = $add:path, prefetch = $prefetch:path $(, ahead = $ahead:expr)?
+        fma = $fma:path, add = $add:path, prefetch = $prefetch:path $(, ahead = $ahead:expr)? $(, b_step = $bs:expr)?
     ) => {
         $(#[$doc])*
         ///
@@ -129,7 +133,7 @@ macro_rules! simd_microkernel {
         pub(super) unsafe fn $name(kc: usize, a: *const $t, b: *const $t, c: *mut $t, ldc: usize, accumulate: bool) {
             simd_microkernel!(@body $t, mr = $mr, rows = $rows, nv = $nv, lanes = $lanes,
                 zero = $zero, load = $load, store = $store, splat = $splat, fma = $fma, add = $add,
-                prefetch = $prefetch, ahead = (0 $(+ $ahead)?),
+                prefetch = $prefetch, ahead = (0 $(+ $ahead)?), b_step = (0 $(+ $bs)?),
                 kc = kc, a = a, a_rs = 1, a_cs = $mr, prefetch_a = true, b = b, c = c, ldc = ldc,
                 accumulate = accumulate)
         }
@@ -141,7 +145,7 @@ macro_rules! simd_microkernel {
         $(#[$doc:meta])*
         $name:ident, a = $layout:ident: $t:ty, $feature:literal, mr = $mr:expr, nv = $nv:expr, lanes = $lanes:expr,
         zero = $zero:expr, load = $load:path, store = $store:path, splat = $splat:path,
-        fma = $fma:path, add = $add:path, prefetch = $prefetch:path, ahead = $ahead:expr
+        fma = $fma:path, add = $add:path, prefetch = $prefetch:path, ahead = $ahead:expr $(, b_step = $bs:expr)?
     ) => {
         $(#[$doc])*
         ///
@@ -160,8 +164,8 @@ macro_rules! simd_microkernel {
         ) {
             simd_microkernel!(@direct $layout, a_stride, $t, mr = $mr, nv = $nv, lanes = $lanes,
                 zero = $zero, load = $load, store = $store, splat = $splat, fma = $fma, add = $add,
-                prefetch = $prefetch, ahead = $ahead, kc = kc, a = a, b = b, c = c, ldc = ldc,
-                accumulate = accumulate)
+                prefetch = $prefetch, ahead = $ahead, b_step = (0 $(+ $bs)?), kc = kc, a = a, b = b, c = c,
+                ldc = ldc, accumulate = accumulate)
         }
     };
     (@direct rows, $stride:ident, $t:ty, mr = $mr:expr, $($rest:tt)*) => {
@@ -174,11 +178,12 @@ macro_rules! simd_microkernel {
         @with_a $t:ty, mr = $mr:expr, rows = $rows:expr, a_rs = $a_rs:expr, a_cs = $a_cs:expr, prefetch_a = $pa:expr,
         nv = $nv:expr, lanes = $lanes:expr, zero = $zero:expr, load = $load:path, store = $store:path,
         splat = $splat:path, fma = $fma:path, add = $add:path, prefetch = $prefetch:path, ahead = $ahead:expr,
-        kc = $kc:ident, a = $a:ident, b = $b:ident, c = $c:ident, ldc = $ldc:ident, accumulate = $accumulate:ident
+        b_step = $bs:expr, kc = $kc:ident, a = $a:ident, b = $b:ident, c = $c:ident, ldc = $ldc:ident,
+        accumulate = $accumulate:ident
     ) => {
         simd_microkernel!(@body $t, mr = $mr, rows = $rows, nv = $nv, lanes = $lanes,
             zero = $zero, load = $load, store = $store, splat = $splat, fma = $fma, add = $add,
-            prefetch = $prefetch, ahead = ($ahead),
+            prefetch = $prefetch, ahead = ($ahead), b_step = $bs,
             kc = $kc, a = $a, a_rs = $a_rs, a_cs = $a_cs, prefetch_a = $pa, b = $b, c = $c, ldc = $ldc,
             accumulate = $accumulate)
     };
@@ -186,13 +191,16 @@ macro_rules! simd_microkernel {
     (
         @body $t:ty, mr = $mr:expr, rows = $rows:expr, nv = $nv:expr, lanes = $lanes:expr,
         zero = $zero:expr, load = $load:path, store = $store:path, splat = $splat:path,
-        fma = $fma:path, add = $add:path, prefetch = $prefetch:path, ahead = $ahead:expr,
+        fma = $fma:path, add = $add:path, prefetch = $prefetch:path, ahead = $ahead:expr, b_step = $bs:expr,
         kc = $kc:ident, a = $a:ident, a_rs = $a_rs:expr, a_cs = $a_cs:expr, prefetch_a = $pa:expr,
         b = $b:ident, c = $c:ident, ldc = $ldc:ident, accumulate = $accumulate:ident
     ) => {{
         const ROWS: usize = $rows;
         const NV: usize = $nv;
+        /// The columns computed.
         const NR: usize = NV * $lanes;
+        /// The elements of `B` per step of k (0: `NR`).
+        const B_STEP: usize = if $bs == 0 { NR } else { $bs };
         const AHEAD: usize = $ahead;
         /// Elements per cache line.
         const LINE: usize = 64 / std::mem::size_of::<$t>();
@@ -213,7 +221,7 @@ macro_rules! simd_microkernel {
                 // The step `AHEAD` ahead: its `NR` elements of `B` and its elements of `A` (a
                 // hint, so an address past the operands is harmless).
                 for l in 0..NR.div_ceil(LINE) {
-                    $prefetch(b.wrapping_add(AHEAD * NR + l * LINE));
+                    $prefetch(b.wrapping_add(AHEAD * B_STEP + l * LINE));
                 }
                 if $pa {
                     $prefetch(a.wrapping_add(AHEAD * a_cs));
@@ -221,7 +229,7 @@ macro_rules! simd_microkernel {
             }
             let mut bv = [$zero; NV];
             for v in 0..NV {
-                // SAFETY: `b` has `NR` readable elements left in this step (contract).
+                // SAFETY: `b` has `B_STEP >= NR` readable elements left in this step (contract).
                 bv[v] = unsafe { $load(b.add(v * $lanes)) };
             }
             for i in 0..ROWS {
@@ -234,7 +242,7 @@ macro_rules! simd_microkernel {
             }
             a = a.wrapping_add(a_cs);
             // SAFETY: at most one past the end of the packed micro-panel of `B`.
-            b = unsafe { b.add(NR) };
+            b = unsafe { b.add(B_STEP) };
         }
         for i in 0..ROWS {
             for v in 0..NV {
