@@ -540,6 +540,35 @@ fn the_direct_paths_agree_with_the_packed_path_to_the_bit() {
 }
 
 #[test]
+fn the_few_rows_path_reads_a_in_any_layout_with_the_packed_paths_bits() {
+    // A few rows of C against a wide, row-major B (a classifier's weight gradient), with A
+    // row-major, transposed and strided both ways: C = A · B equals, bit for bit, Cᵀ = Bᵀ · Aᵀ
+    // through the packed path.
+    for isa in available_isas() {
+        for (m, n, k) in [(10, 200, 64), (3, 40, 250), (12, 100, 33), (1, 70, 1000)] {
+            let data = random_vec::<f32>(2 * m * k + 8, 5);
+            let b = random_vec::<f32>(k * n, 6);
+            let b = MatRef::row_major(&b, k, n);
+            for strides in [[k, 1], [1, m], [2 * k, 2], [2, 2 * m]] {
+                let a = MatRef::new(&data, 1, [m, k], strides);
+                let mut c = vec![0.0f32; m * n];
+                gemm_with(isa, MatMut::row_major(&mut c, m, n), a, b, false);
+                let mut ct = vec![0.0f32; n * m];
+                gemm_with(isa, MatMut::row_major(&mut ct, n, m), b.t(), a.t(), false);
+                for (ij, &v) in c.iter().enumerate() {
+                    let (i, j) = (ij / n, ij % n);
+                    assert_eq!(
+                        v.to_bits(),
+                        ct[j * m + i].to_bits(),
+                        "{isa:?} {m} x {n} x {k}, A {strides:?}: C({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn the_small_product_path_agrees_with_the_packed_path_to_the_bit() {
     // Small products (every side at most 64, a row-major C) read A and B where they are (B
     // transposed once into a row-major scratch when its rows are not contiguous) and sum each

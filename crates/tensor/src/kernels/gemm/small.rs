@@ -48,13 +48,13 @@ fn first_lanes(width: usize) -> __mmask16 {
 /// stride known at compile time, so that the elements a step of `K` broadcasts lie at fixed
 /// offsets from one or a few addresses (with both strides read at run time, the compiler
 /// computes the 14 rows' addresses as a chain of additions that took longer than the FMAs).
-trait AOrder {
+pub(super) trait AOrder {
     /// `A`'s row and column strides.
     fn strides(ops: &Direct<f32>) -> (usize, usize);
 }
 
 /// `A` row-major (`a_cs == 1`).
-struct ARows;
+pub(super) struct ARows;
 
 impl AOrder for ARows {
     #[inline(always)]
@@ -64,12 +64,22 @@ impl AOrder for ARows {
 }
 
 /// `A` transposed (`a_rs == 1`).
-struct ACols;
+pub(super) struct ACols;
 
 impl AOrder for ACols {
     #[inline(always)]
     fn strides(ops: &Direct<f32>) -> (usize, usize) {
         (1, ops.a_cs)
+    }
+}
+
+/// `A` with neither stride 1 (both read at run time): the few-rows path's strided views.
+pub(super) struct AStrided;
+
+impl AOrder for AStrided {
+    #[inline(always)]
+    fn strides(ops: &Direct<f32>) -> (usize, usize) {
+        (ops.a_rs, ops.a_cs)
     }
 }
 
@@ -130,7 +140,7 @@ unsafe fn tile<const MB: usize, const NV: usize, L: AOrder>(k: usize, ops: Direc
 /// The contract of `DirectFn` with `m = mb <= MR`, `ops.b_cs == 1` and `A`'s unit stride where
 /// `L` says.
 #[target_feature(enable = "avx512f")]
-unsafe fn row_block<L: AOrder>(mb: usize, n: usize, k: usize, ops: Direct<f32>) {
+pub(super) unsafe fn row_block<L: AOrder>(mb: usize, n: usize, k: usize, ops: Direct<f32>) {
     macro_rules! by_rows {
         ($nv:literal, $j:expr, $last:expr; $($mb:literal)*) => {
             match mb {
