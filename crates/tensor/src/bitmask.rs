@@ -210,15 +210,7 @@ impl BitMask {
             return Err(Error::mismatch(OP, y.shape(), dy.shape(), "the output and dy must match"));
         }
         self.check_len(OP, y, 1)?;
-        let (y, dy) = (y.contiguous(), dy.contiguous());
-        let (ys, gs) = (y.as_slice().expect("contiguous"), dy.as_slice().expect("contiguous"));
-        let isa = active_isa();
-        let out = crate::ops::elementwise::fill_chunked(ys.len(), CHUNK, |start, out| {
-            // Chunks start on whole words (CHUNK is a multiple of 64).
-            let (end, words) = (start + out.len(), &self.words[start / 64..]);
-            relu_mask::scale_where_kept_and_positive(isa, words, &ys[start..end], &gs[start..end], scale, out);
-        });
-        Ok(Tensor::from_contiguous(out, y.shape()))
+        relu_backward_pass(OP, y, dy, scale, Some(&self.words))
     }
 
     /// `x · (bit[i / group] ? scale : 0)`: one bit for each run of `group` elements (a channel of
@@ -334,18 +326,38 @@ impl<T: Float> Tensor<T> {
     /// # Errors
     /// `relu_backward` when the shapes differ.
     pub fn relu_backward_scaled(&self, dy: &Tensor<T>, scale: T) -> Result<Tensor<T>> {
-        if self.shape() != dy.shape() {
-            return Err(Error::mismatch("relu_backward", self.shape(), dy.shape(), "the output and dy must match"));
-        }
-        let (y, dy) = (self.contiguous(), dy.contiguous());
-        let (ys, gs) = (y.as_slice().expect("contiguous"), dy.as_slice().expect("contiguous"));
-        let isa = active_isa();
-        let out = crate::ops::elementwise::fill_chunked(ys.len(), CHUNK, |start, out| {
-            let end = start + out.len();
-            relu_mask::scale_where_positive(isa, &ys[start..end], &gs[start..end], scale, out);
-        });
-        Ok(Tensor::from_contiguous(out, y.shape()))
+        relu_backward_pass("relu_backward", self, dy, scale, None)
     }
+}
+
+/// `dy · scale` where the output `y` is not `<= 0` (and, with `mask`, its bit is set), else `0`,
+/// in parallel pieces of `CHUNK` elements: the one body of [`Tensor::relu_backward_scaled`] and
+/// [`BitMask::relu_scale_backward`].
+///
+/// # Errors
+/// `op` when `y` and `dy` differ in shape. (`mask`, when given, covers `y`: its caller checked.)
+fn relu_backward_pass<T: Float>(
+    op: &'static str,
+    y: &Tensor<T>,
+    dy: &Tensor<T>,
+    scale: T,
+    mask: Option<&[u64]>,
+) -> Result<Tensor<T>> {
+    if y.shape() != dy.shape() {
+        return Err(Error::mismatch(op, y.shape(), dy.shape(), "the output and dy must match"));
+    }
+    let (y, dy) = (y.contiguous(), dy.contiguous());
+    let (ys, gs) = (y.as_slice().expect("contiguous"), dy.as_slice().expect("contiguous"));
+    let isa = active_isa();
+    let out = crate::ops::elementwise::fill_chunked(ys.len(), CHUNK, |start, out| {
+        let (y, dy) = (&ys[start..start + out.len()], &gs[start..start + out.len()]);
+        match mask {
+            // Chunks start on whole words (CHUNK is a multiple of 64).
+            Some(words) => relu_mask::scale_where_kept_and_positive(isa, &words[start / 64..], y, dy, scale, out),
+            None => relu_mask::scale_where_positive(isa, y, dy, scale, out),
+        }
+    });
+    Ok(Tensor::from_contiguous(out, y.shape()))
 }
 
 #[cfg(test)]
