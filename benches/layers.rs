@@ -12,6 +12,11 @@
 //!   `thrpt` line is MAC/s.
 //! - `max_pool2d`: kernel 2, stride 2, padding 0 on the CNN's pre-pooling maps,
 //!   `64x16x28x28` and `64x32x14x14`. Throughput is the input's bytes.
+//! - `conv2d_max_pool2d`: the CNN's two blocks' convolution and the 2 x 2 max pool after it
+//!   (kernel 2, stride 2), the fused op `Var::conv2d_max_pool2d` that `Sequential` runs, on the
+//!   shapes of `conv2d` above (`l1_1to16_28x28`, `l2_16to32_14x14`), and the same as the two ops
+//!   `conv2d` then `max_pool2d` (`..._two_ops`), for comparison. Throughput is in multiply-adds, as
+//!   for `conv2d`.
 //! - `layer_norm`: the row transformer's `x [64,28,64]` normalised over the last dim, weight and
 //!   bias `[64]`, eps 1e-5. Throughput is the input's bytes.
 //! - `softmax`: along the last dim of the transformer's attention scores `[64,4,28,28]`.
@@ -130,6 +135,26 @@ fn max_pool2d(c: &mut Criterion) {
     group.finish();
 }
 
+fn conv2d_max_pool2d(c: &mut Criterion) {
+    let mut init = Generator::new(0);
+    let mut group = c.benchmark_group("conv2d_max_pool2d");
+    group.sample_size(20);
+    group.sampling_mode(SamplingMode::Flat);
+    // The shapes of `conv2d` (the same inputs: the same generator seed and order).
+    for (what, n, cin, hw, cout) in [("l1_1to16_28x28", BATCH, 1, 28, 16), ("l2_16to32_14x14", BATCH, 16, 14, 32)] {
+        let x = Var::parameter(Tensor::<f32>::randn(&[n, cin, hw, hw], &mut init));
+        let w = Var::parameter(Tensor::<f32>::randn(&[cout, cin, 3, 3], &mut init).mul_scalar(0.1));
+        let bias = Var::parameter(Tensor::<f32>::randn(&[cout], &mut init));
+        let macs = (n * cout * hw * hw * cin * 3 * 3) as u64;
+        let fused = || x.conv2d_max_pool2d(&w, Some(&bias), 1, 1, [2, 2, 0]).unwrap();
+        let two_ops = || x.conv2d(&w, Some(&bias), 1, 1).unwrap().max_pool2d(2, 2, 0).unwrap();
+        let (fwd, bwd) = (Some(Throughput::Elements(macs)), Some(Throughput::Elements(3 * macs)));
+        fwd_bwd(&mut group, what, fused, &[&x, &w, &bias], || {}, fwd.clone(), bwd.clone());
+        fwd_bwd(&mut group, &format!("{what}_two_ops"), two_ops, &[&x, &w, &bias], || {}, fwd, bwd);
+    }
+    group.finish();
+}
+
 fn layer_norm(c: &mut Criterion) {
     let mut init = Generator::new(2);
     let mut group = c.benchmark_group("layer_norm");
@@ -187,5 +212,5 @@ fn attention(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv2d, max_pool2d, layer_norm, softmax, attention);
+criterion_group!(benches, conv2d, max_pool2d, conv2d_max_pool2d, layer_norm, softmax, attention);
 criterion_main!(benches);

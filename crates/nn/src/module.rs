@@ -300,6 +300,16 @@ pub trait Module<T: Float = f32, I: ?Sized = Var<T>>: Visit<T> {
         PoolOrder::Other
     }
 
+    /// This module followed by a max pooling of `pool = [kernel, stride, padding]`, as one fused
+    /// op, with the same values and gradients as the two in turn; `None` when the module has no
+    /// such fused form (the default: only `Conv2d` has one). [`Sequential`](crate::Sequential)
+    /// runs a layer and the `MaxPool2d` after it this way.
+    #[doc(hidden)]
+    fn forward_max_pool(&self, x: &I, pool: [usize; 3]) -> Option<Result<Var<T>>> {
+        let _ = (x, pool);
+        None
+    }
+
     /// Every parameter, in declaration order.
     fn parameters(&self) -> Vec<Var<T>> {
         let mut out = vec![];
@@ -664,6 +674,9 @@ impl<T: Float, I: ?Sized, M: Module<T, I> + ?Sized> Module<T, I> for Box<M> {
     fn pool_order(&self) -> PoolOrder {
         (**self).pool_order()
     }
+    fn forward_max_pool(&self, x: &I, pool: [usize; 3]) -> Option<Result<Var<T>>> {
+        (**self).forward_max_pool(x, pool)
+    }
 }
 
 /// How a module stands to max pooling ([`Module::pool_order`]), for
@@ -678,8 +691,8 @@ impl<T: Float, I: ?Sized, M: Module<T, I> + ?Sized> Module<T, I> for Box<M> {
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolOrder {
-    /// A max pool.
-    MaxPool,
+    /// A max pool of `[kernel, stride, padding]`.
+    MaxPool([usize; 3]),
     /// Commutes with a following max pool.
     Commutes,
     /// Neither: runs in order.

@@ -1,6 +1,6 @@
 //! Convolution and pooling (NCHW).
 
-use tapegrad_tensor::ops::conv::MaxPoolIndices;
+use tapegrad_tensor::ops::conv::{Conv2dGrads, MaxPoolIndices};
 use tapegrad_tensor::{Error, Float, Result, Tensor, TensorNew};
 
 use super::{constant, one, two, two_var};
@@ -32,6 +32,21 @@ fn weight_grad<T: Float>(
     g.dweight.ok_or_else(|| Error::arg("conv2d_backward_weight", "the weight gradient was not computed"))
 }
 
+/// `needs` of a convolution's backward as `[dx, dweight, dbias]` (no bias: `needs` has two).
+fn conv_needs(needs: &[bool]) -> [bool; 3] {
+    [0, 1, 2].map(|i| needs.get(i).copied().unwrap_or(false))
+}
+
+/// A convolution's gradients in its inputs' order: `dx`, `dweight`, and `dbias` when the op
+/// had a bias (`needs` has three).
+fn conv_grads<T: Float>(g: Conv2dGrads<T>, needs: &[bool]) -> Grads<T> {
+    let mut grads: Grads<T> = Grads::from([g.dx, g.dweight]);
+    if needs.len() == 3 {
+        grads.push(g.dbias);
+    }
+    grads
+}
+
 // ─── Conv2d ──────────────────────  y = x ⋆ w + b   (saves x and w)
 //   dx = col2im(wᵀ · dy),  dw = dy · im2col(x)ᵀ,  db = Σ dy over (n, h, w)
 struct Conv2d<T: Float> {
@@ -46,13 +61,8 @@ impl<T: Float> Backward<T> for Conv2d<T> {
     }
     fn backward(&self, dy: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
         // Only what is needed: a first layer's input has no gradient to compute.
-        let need = |i: usize| needs.get(i).copied().unwrap_or(false);
-        let g = self.x.conv2d_backward_needed(&self.w, dy, self.stride, self.padding, [need(0), need(1), need(2)])?;
-        let mut grads: Grads<T> = Grads::from([g.dx, g.dweight]);
-        if needs.len() == 3 {
-            grads.push(g.dbias);
-        }
-        Ok(grads)
+        let g = self.x.conv2d_backward_needed(&self.w, dy, self.stride, self.padding, conv_needs(needs))?;
+        Ok(conv_grads(g, needs))
     }
     fn saved(&self) -> Vec<&Tensor<T>> {
         vec![&self.x, &self.w]
@@ -147,6 +157,36 @@ impl<T: Float> Backward<T> for MaxPool2d {
     }
     fn extra_bytes(&self) -> usize {
         self.indices.bytes()
+    }
+}
+
+// ─── Conv2dMaxPool2d ─────────────  z = max_pool(x ⋆ w + b)   (saves x, w and the indices)
+//   dy routed to each window's maximum (max_pool2d's backward), then conv2d's backward
+struct Conv2dMaxPool2d<T: Float> {
+    conv: Conv2d<T>,
+    pool: MaxPool2d,
+}
+impl<T: Float> Backward<T> for Conv2dMaxPool2d<T> {
+    fn name(&self) -> &'static str {
+        "conv2d_max_pool2d"
+    }
+    fn backward(&self, dz: &Tensor<T>, needs: &[bool]) -> Result<Grads<T>> {
+        let Conv2d { x, w, stride, padding } = &self.conv;
+        let g = x.conv2d_max_pool2d_backward(w, dz, &self.pool.indices, *stride, *padding, conv_needs(needs))?;
+        Ok(conv_grads(g, needs))
+    }
+    fn saved(&self) -> Vec<&Tensor<T>> {
+        self.conv.saved()
+    }
+    fn extra_bytes(&self) -> usize {
+        <MaxPool2d as Backward<T>>::extra_bytes(&self.pool)
+    }
+    fn backward_var(&self, dz: &Var<T>, inputs: &[Var<T>], z: &Var<T>, needs: &[bool]) -> Result<VarGrads<T>> {
+        // The two ops' recorded backwards in turn (neither reads its output, so both get `z`).
+        match self.pool.backward_var(dz, &inputs[..1], z, &[true])?.into_iter().next().flatten() {
+            Some(dy) => self.conv.backward_var(&dy, inputs, z, needs),
+            None => Ok(needs.iter().map(|_| None).collect()),
+        }
     }
 }
 
@@ -255,6 +295,46 @@ impl<T: Float> Var<T> {
         let (x, g) = (input.value(), dy.value());
         let dw = weight_grad(&x, weight_shape, &g, stride, padding)?;
         Ok(Var::from_op(dw, &[input, dy], || Conv2dBackwardWeight { x, dy: g, stride, padding }))
+    }
+
+    /// [`Var::conv2d`] followed by [`Var::max_pool2d`], recorded as one op:
+    /// `max_pool(x ⋆ w + b)` with the pooling's `pool = [kernel, stride, padding]`, the same
+    /// values and gradients (bit for bit) as the two calls. For the 2 x 2 window with stride 2 and
+    /// no padding, the full-size convolution output and its gradient are never written
+    /// ([`Tensor::conv2d_max_pool2d`]). Backward: `dy` routed to each window's maximum, then
+    /// [`Var::conv2d`]'s rule; differentiable again (`create_graph`) as the two ops are.
+    ///
+    /// # Errors
+    /// As [`Var::conv2d`], and `max_pool2d` as [`Var::max_pool2d`] for the convolution's
+    /// output.
+    ///
+    /// ```
+    /// use tapegrad_autograd::Var;
+    /// use tapegrad_tensor::{Tensor, TensorNew};
+    /// let x = Var::new(Tensor::<f64>::arange(16).reshape(&[1, 1, 4, 4])?);
+    /// let w = Var::parameter(Tensor::<f64>::ones(&[1, 1, 1, 1]));
+    /// let y = x.conv2d_max_pool2d(&w, None, 1, 0, [2, 2, 0])?;
+    /// assert_eq!(y.value().to_vec(), vec![5.0, 7.0, 13.0, 15.0]);
+    /// y.sum_all().backward()?;
+    /// assert_eq!(w.grad().map(|g| g.to_vec()), Some(vec![40.0]));
+    /// # Ok::<(), tapegrad_autograd::Error>(())
+    /// ```
+    pub fn conv2d_max_pool2d(
+        &self,
+        weight: &Var<T>,
+        bias: Option<&Var<T>>,
+        stride: usize,
+        padding: usize,
+        pool: [usize; 3],
+    ) -> Result<Var<T>> {
+        let (x, w) = (self.value(), weight.value());
+        let b = bias.map(Var::value);
+        let (y, indices) = x.conv2d_max_pool2d(&w, b.as_ref(), stride, padding, pool)?;
+        let make = || Conv2dMaxPool2d { conv: Conv2d { x, w, stride, padding }, pool: MaxPool2d { indices } };
+        Ok(match bias {
+            Some(b) => Var::from_op(y, &[self, weight, b], make),
+            None => Var::from_op(y, &[self, weight], make),
+        })
     }
 
     /// Max pooling over `kernel x kernel` windows (padding counts as -inf).

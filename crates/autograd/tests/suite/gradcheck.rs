@@ -642,6 +642,20 @@ fn conv_geometry() -> impl Strategy<Value = (usize, usize, usize, usize, usize, 
         .prop_filter("the kernel fits the padded input", |&(_, _, h, w, k, _, p)| h + 2 * p >= k && w + 2 * p >= k)
 }
 
+/// Whether a `[kernel, stride, padding]` max pooling fits the convolution output `y` and the
+/// values of each of `y`'s planes are at least 1e-3 apart (so that a finite difference's step
+/// does not change which element a window takes).
+pub(super) fn pool_fits_and_maxima_stand_out(y: &Tensor<f64>, [kernel, _, padding]: [usize; 3]) -> bool {
+    let s = y.shape();
+    let plane = s[2] * s[3];
+    let apart = y.to_vec().chunks(plane.max(1)).all(|p| {
+        let mut sorted = p.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted.windows(2).all(|v| v[1] - v[0] > 1e-3)
+    });
+    s[2] + 2 * padding >= kernel && s[3] + 2 * padding >= kernel && apart
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
@@ -673,6 +687,32 @@ proptest! {
     fn grad_max_pool2d((n, c, h, w, k, stride, padding) in conv_geometry(), l in layout(), seed in any::<u64>()) {
         let padding = padding.min(k / 2);
         unary(&[n, c, h, w], l, Values::Distinct, seed, |x| x.max_pool2d(k, stride, padding))?;
+    }
+
+    /// Through the fused 2 x 2 path and pools that run as the two ops, with and without a bias
+    /// (and with a constant input); the convolution's outputs far enough apart within each plane
+    /// that no window's maximum changes under the finite differences' step.
+    #[test]
+    fn grad_conv2d_max_pool2d(
+        (n, c, h, w, k, stride, padding) in conv_geometry(),
+        c_out in 1usize..=2,
+        pool in prop::sample::select(vec![[2usize, 2, 0], [3, 2, 1], [2, 1, 0]]),
+        bias in any::<bool>(),
+        lx in layout(),
+        seed in any::<u64>(),
+    ) {
+        let gen = &mut Generator::new(seed);
+        let x = input(&[n, c, h, w], lx, Values::Any, gen);
+        let weight = input(&[c_out, c, k, k], Layout::Contiguous, Values::Any, gen);
+        let b = input(&[c_out], Layout::Narrowed, Values::Any, gen);
+        prop_assume!(pool_fits_and_maxima_stand_out(&x.conv2d(&weight, Some(&b), stride, padding).expect("it fits"), pool));
+        if bias {
+            check_strided_upstream(|v| v[0].conv2d_max_pool2d(&v[1], Some(&v[2]), stride, padding, pool), &[x, weight, b], gen)?;
+        } else {
+            check(|v| v[0].conv2d_max_pool2d(&v[1], None, stride, padding, pool), &[x.clone(), weight.clone()])?;
+            let x = Var::new(x);
+            check(|v| x.conv2d_max_pool2d(&v[0], None, stride, padding, pool), &[weight])?;
+        }
     }
 
     #[test]
@@ -1038,6 +1078,7 @@ const CHECKS: &[(&str, fn())] = &[
     ("grad_gather", grad_gather),
     ("grad_conv2d", grad_conv2d),
     ("grad_max_pool2d", grad_max_pool2d),
+    ("grad_conv2d_max_pool2d", grad_conv2d_max_pool2d),
     ("grad_avg_pool2d", grad_avg_pool2d),
     ("grad_dropout", grad_dropout),
     ("grad_dropout2d", grad_dropout2d),

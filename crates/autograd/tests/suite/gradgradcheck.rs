@@ -16,7 +16,7 @@ use tapegrad_autograd::{
 use tapegrad_golden as golden;
 use tapegrad_tensor::TensorNew;
 
-use super::gradcheck::{gather_index, shape, shape_and_dim};
+use super::gradcheck::{gather_index, pool_fits_and_maxima_stand_out, shape, shape_and_dim};
 
 type Outcome = std::result::Result<(), TestCaseError>;
 
@@ -366,6 +366,24 @@ proptest! {
         check(|v| Ok(untranspose(&v[0])?.max_pool2d(k, stride, padding)?.tanh()), &[x])?;
     }
 
+    /// The fused op (its recorded backward: max_pool2d's then conv2d's), the input a transposed
+    /// view; through the 2 x 2 path and a pool that runs as the two ops.
+    #[test]
+    fn gg_conv2d_max_pool2d(
+        (n, c, h, w, k, stride, padding) in conv_geometry(),
+        c_out in 1usize..=2,
+        pool in prop::sample::select(vec![[2usize, 2, 0], [2, 1, 0]]),
+        seed in any::<u64>(),
+    ) {
+        let gen = &mut Generator::new(seed);
+        let x = transposed_input(&[n, c, h, w], Values::Any, gen);
+        let weight = input(&[c_out, c, k, k], Values::Any, gen);
+        let b = input(&[c_out], Values::Any, gen);
+        let y = x.transpose(2, 3).and_then(|x| x.conv2d(&weight, Some(&b), stride, padding)).expect("it fits");
+        prop_assume!(pool_fits_and_maxima_stand_out(&y, pool));
+        check(|v| Ok(untranspose(&v[0])?.conv2d_max_pool2d(&v[1], Some(&v[2]), stride, padding, pool)?.tanh()), &[x, weight, b])?;
+    }
+
     #[test]
     fn gg_avg_pool2d((n, c, h, w, k, stride, padding) in conv_geometry(), seed in any::<u64>()) {
         let padding = padding.min(k / 2);
@@ -487,6 +505,7 @@ const CHECKS: &[(&str, fn())] = &[
     ("gg_conv2d", gg_conv2d),
     ("gg_conv2d_backward", gg_conv2d_backward),
     ("gg_max_pool2d", gg_max_pool2d),
+    ("gg_conv2d_max_pool2d", gg_conv2d_max_pool2d),
     ("gg_avg_pool2d", gg_avg_pool2d),
     ("gg_dropout_family", gg_dropout_family),
     ("gg_scaled_dot_product_attention", gg_scaled_dot_product_attention),

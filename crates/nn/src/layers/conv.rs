@@ -169,6 +169,16 @@ impl<T: Float> Module<T> for Conv2d<T> {
         check_4d("Conv2d", &x.shape(), Some(self.in_channels))?;
         x.conv2d(&self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
+
+    /// The convolution and the max pooling after it as one op (`Var::conv2d_max_pool2d`): for
+    /// the 2 x 2 pool, the full-size convolution output and its gradient are never written.
+    fn forward_max_pool(&self, x: &Var<T>, pool: [usize; 3]) -> Option<Result<Var<T>>> {
+        let fused = || {
+            check_4d("Conv2d", &x.shape(), Some(self.in_channels))?;
+            x.conv2d_max_pool2d(&self.weight, self.bias.as_ref(), self.stride, self.padding, pool)
+        };
+        Some(fused())
+    }
 }
 
 impl<T: Float> fmt::Display for Conv2d<T> {
@@ -230,7 +240,7 @@ macro_rules! pool_layer {
             }
 
             fn pool_order(&self) -> PoolOrder {
-                $order
+                ($order)([self.kernel_size, self.stride, self.padding])
             }
         }
 
@@ -272,7 +282,7 @@ pool_layer!(
     /// assert_eq!(pool.forward(&Var::new(Tensor::ones(&[1, 2, 4, 4])))?.shape(), vec![1, 2, 2, 2]);
     /// # Ok::<(), tapegrad_nn::Error>(())
     /// ```
-    AvgPool2d, AvgPool2dNew, avg_pool2d, "AvgPool2d", "", PoolOrder::Other
+    AvgPool2d, AvgPool2dNew, avg_pool2d, "AvgPool2d", "", |_| PoolOrder::Other
 );
 
 // ─── Flatten ────────────────────────────────────────────────────────────────────

@@ -121,6 +121,19 @@ impl<T: Float> Visit<T> for Sequential<T> {
     }
 }
 
+impl<T: Float> Sequential<T> {
+    /// The max pool that follows a run of layers commuting with it from layer `from` (the run
+    /// possibly empty): the run's length and the pool's `[kernel, stride, padding]`.
+    fn pool_after(&self, from: usize) -> Option<(usize, [usize; 3])> {
+        let rest = self.layers.get(from..)?;
+        let run = rest.iter().take_while(|m| m.pool_order() == PoolOrder::Commutes).count();
+        match rest.get(run)?.pool_order() {
+            PoolOrder::MaxPool(pool) => Some((run, pool)),
+            _ => None,
+        }
+    }
+}
+
 impl<T: Float> Module<T> for Sequential<T> {
     /// Applies each module in turn.
     ///
@@ -129,22 +142,35 @@ impl<T: Float> Module<T> for Sequential<T> {
     /// The layers in order, except that a run of layers that commute with max pooling (ReLU,
     /// Dropout2d) followed by a `MaxPool2d` runs the pool first: the run then works on the
     /// pooled tensor, a quarter of the elements for 2 x 2 windows, with the same values and
-    /// gradients (`PoolOrder`).
+    /// gradients (`PoolOrder`). A layer with a fused form with the pool (a `Conv2d`:
+    /// `Var::conv2d_max_pool2d`) before such a run, or directly before a `MaxPool2d`, runs
+    /// fused with it, again with the same values and gradients.
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
         let mut y = x.clone();
         let mut i = 0;
         while i < self.layers.len() {
-            let run = self.layers[i..].iter().take_while(|m| m.pool_order() == PoolOrder::Commutes).count();
-            let pool = self.layers.get(i + run).filter(|m| run > 0 && m.pool_order() == PoolOrder::MaxPool);
-            if let Some(pool) = pool {
-                y = pool.forward(&y)?;
-                for m in &self.layers[i..i + run] {
+            let fused =
+                self.pool_after(i + 1).and_then(|(run, pool)| Some((run, self.layers[i].forward_max_pool(&y, pool)?)));
+            if let Some((run, fused)) = fused {
+                y = fused?;
+                for m in &self.layers[i + 1..i + 1 + run] {
                     y = m.forward(&y)?;
                 }
-                i += run + 1;
-            } else {
-                y = self.layers[i].forward(&y)?;
-                i += 1;
+                i += run + 2;
+                continue;
+            }
+            match self.pool_after(i) {
+                Some((run, _)) if run > 0 => {
+                    y = self.layers[i + run].forward(&y)?;
+                    for m in &self.layers[i..i + run] {
+                        y = m.forward(&y)?;
+                    }
+                    i += run + 1;
+                }
+                _ => {
+                    y = self.layers[i].forward(&y)?;
+                    i += 1;
+                }
             }
         }
         Ok(y)

@@ -10,6 +10,7 @@
 
 mod batches;
 mod checkpoint;
+mod conv_pool;
 mod data;
 mod derive_plain_data;
 mod drop_connect;

@@ -10,6 +10,7 @@
 mod attention;
 mod common;
 mod conv;
+mod conv_pool;
 mod elementwise;
 mod golden_ops;
 mod matmul;

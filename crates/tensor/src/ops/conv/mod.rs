@@ -8,7 +8,9 @@
 //! - `crate::kernels::conv`: the input gradient of a stride-1 "same"-width convolution gathered
 //!   plane by plane from the column gradient on AVX-512 (f32), with `col2im`'s bits and no
 //!   zeroing pass over `dx`;
-//! - `pool/`: `max_pool2d` (with [`MaxPoolIndices`]), `avg_pool2d` and their backwards.
+//! - `pool/`: `max_pool2d` (with [`MaxPoolIndices`]), `avg_pool2d` and their backwards;
+//! - `fused.rs`: `conv2d_max_pool2d`, a convolution and the 2 x 2 max pooling that follows it
+//!   image by image, and its backward, without the full-size convolution output or its gradient.
 //!
 //! Images of a batch are independent, so they run in parallel on the rayon pool; every output
 //! element is computed by the same sequence of operations whatever the thread count, and the
@@ -25,6 +27,7 @@ use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::layout::{checked_numel, numel_or_reason};
 use crate::tensor::Tensor;
 
+mod fused;
 mod im2col;
 mod pool;
 
@@ -145,7 +148,7 @@ fn columns<'a, T: Float>(x: &'a Tensor<T>, n: usize, g: &Geometry, buf: &'a mut 
 }
 
 /// The weight gradient of the `count` images from `first`, `Σ_n dy_n · cols(x_n)ᵀ`, into `dw`
-/// (`c_out x col_rows`). Images whose output planes are short run as one product whose `K`
+/// (`c_out x col_rows`), `dy` holding those images' output gradients. Images whose output planes are short run as one product whose `K`
 /// runs over their output positions in order, up to `GROUPED_DEPTH`: `dy`'s planes gathered
 /// into `dy_buf` (`c_out x m·plane`) and the column matrices side by side in `buf`
 /// (`col_rows x m·plane`). One product of depth `m · plane` instead of `m` products of depth
@@ -166,7 +169,7 @@ fn weight_grad_group<T: Float>(
     for (j, start) in (first..first + count).step_by(per).enumerate() {
         let m = per.min(first + count - start);
         let (a, cols) = if m == 1 {
-            (MatRef::new(dy, start * c_out * plane, [c_out, plane], [plane, 1]), columns(x, start, g, buf))
+            (MatRef::new(dy, (start - first) * c_out * plane, [c_out, plane], [plane, 1]), columns(x, start, g, buf))
         } else {
             let width = m * plane;
             let s = x.strides();
@@ -175,7 +178,7 @@ fn weight_grad_group<T: Float>(
             for k in 0..m {
                 let base = x.offset() + (start + k) * s[0];
                 im2col(x.storage().as_slice(), base, [s[1], s[2], s[3]], g, &mut buf[k * plane..], width);
-                let dy_n = &dy[(start + k) * c_out * plane..][..c_out * plane];
+                let dy_n = &dy[(start - first + k) * c_out * plane..][..c_out * plane];
                 for (dst, src) in dy_buf[k * plane..].chunks_mut(width).zip(dy_n.chunks_exact(plane)) {
                     dst[..plane].copy_from_slice(src);
                 }
@@ -193,6 +196,81 @@ fn group_parts<T>(buf: &mut [T], len: usize, need: bool, groups: usize) -> Vec<O
         buf.chunks_mut(len).map(Some).collect()
     } else {
         (0..groups).map(|_| None).collect()
+    }
+}
+
+/// Checks that `bias`, if any, is `[c_out]` for `weight`.
+fn check_bias<T: Float>(c_out: usize, weight: &Tensor<T>, bias: Option<&Tensor<T>>) -> Result<()> {
+    match bias {
+        Some(b) if b.shape() != [c_out] => {
+            Err(Error::mismatch("conv2d", weight.shape(), b.shape(), format!("the bias must have shape [{c_out}]")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The contiguous weight `w` as the forward's GEMM operand, `c_out x col_rows`.
+fn weight_matrix<'a, T: Float>(w: &'a Tensor<T>, c_out: usize, g: &Geometry) -> MatRef<'a, T> {
+    MatRef::new(w.storage().as_slice(), w.offset(), [c_out, g.col_rows()], [g.col_rows(), 1])
+}
+
+/// The multiply-adds of a forward over `n` images: the work that decides whether to split (see
+/// `crate::parallel`).
+fn conv_macs(n: usize, c_out: usize, g: &Geometry) -> usize {
+    (n * c_out * g.col_cols()).saturating_mul(g.col_rows())
+}
+
+/// The forward of image `i` of `x` into `y` (`c_out x oh·ow`): one GEMM of the weight `w_ref`
+/// with the image's column matrix, then the bias added to each output plane.
+fn conv_image<T: Float>(
+    x: &Tensor<T>,
+    i: usize,
+    (g, w_ref, bias): (&Geometry, MatRef<'_, T>, Option<&[T]>),
+    buf: &mut Scratch<T>,
+    y: &mut [T],
+) {
+    let plane = g.col_cols();
+    let c_out = y.len() / plane.max(1);
+    let cols = columns(x, i, g, buf);
+    gemm(MatMut::row_major(y, c_out, plane), w_ref, cols, false);
+    if let Some(b) = bias {
+        for (row, &bo) in y.chunks_exact_mut(plane).zip(b) {
+            row.iter_mut().for_each(|v| *v += bo);
+        }
+    }
+}
+
+/// Where a backward pass reads the convolution output's gradient `dy` from, one group of images
+/// at a time ([`Upstream::group`]).
+enum Upstream<'a, T> {
+    /// The whole `[N, C_out, OH, OW]` gradient, contiguous.
+    Full(&'a [T]),
+    /// The gradient of a 2 x 2 max pooling of the convolution's output (`dy` of the pooled
+    /// `[N, C_out, OH / 2, OW / 2]`, contiguous) and its position codes: each group's `dy` is
+    /// the pool's backward, written into scratch.
+    Pooled { dy: &'a [T], codes: &'a [u64], pooled: Geometry },
+}
+
+impl<T: Float> Upstream<'_, T> {
+    /// `dy` of the `count` images from `first` (`count · c_out · plane` elements, image after
+    /// image), borrowed from the full gradient or written into `buf`.
+    fn group<'b>(&'b self, (first, count): (usize, usize), image: usize, buf: &'b mut Scratch<T>) -> &'b [T] {
+        match self {
+            Upstream::Full(dy) => &dy[first * image..(first + count) * image],
+            Upstream::Pooled { dy, codes, pooled } => {
+                let (plane, pooled_plane) = (pooled.h * pooled.w, pooled.oh * pooled.ow);
+                let words = pooled.oh * crate::kernels::pool::words_per_row(pooled.ow);
+                let planes = first * image / plane..(first + count) * image / plane;
+                let out = buf.get(count * image);
+                // Every element is written: the kernel writes each plane whole.
+                let isa = active_isa();
+                for (p, dx) in planes.zip(out.chunks_exact_mut(plane)) {
+                    let (dy, codes) = (&dy[p * pooled_plane..][..pooled_plane], &codes[p * words..][..words]);
+                    crate::kernels::pool::max_pool_2x2_backward(isa, dy, codes, pooled.ow, pooled.w, dx);
+                }
+                out
+            }
+        }
     }
 }
 
@@ -240,38 +318,18 @@ impl<T: Float> Tensor<T> {
         padding: usize,
     ) -> Result<Tensor<T>> {
         let (n, c_out, g) = conv_geometry(self.shape(), weight.shape(), stride, padding)?;
-        if let Some(b) = bias {
-            if b.shape() != [c_out] {
-                return Err(Error::mismatch(
-                    "conv2d",
-                    weight.shape(),
-                    b.shape(),
-                    format!("the bias must have shape [{c_out}]"),
-                ));
-            }
-        }
+        check_bias(c_out, weight, bias)?;
         let bias = bias.map(Tensor::to_vec);
         let w = weight.contiguous();
-        let w_data = w.storage().as_slice();
-        let w_ref = MatRef::new(w_data, w.offset(), [c_out, g.col_rows()], [g.col_rows(), 1]);
+        let w_ref = weight_matrix(&w, c_out, &g);
         let plane = g.col_cols();
         let mut out = crate::memory::for_overwrite(n * c_out * plane);
         if !out.is_empty() {
-            // Multiply-adds: the work that decides whether to split (see `crate::parallel`).
-            let macs = out.len().saturating_mul(g.col_rows());
             crate::parallel::for_each_init(
                 out.chunks_mut(c_out * plane).enumerate(),
-                macs,
+                conv_macs(n, c_out, &g),
                 Scratch::new,
-                |buf, (i, y)| {
-                    let cols = columns(self, i, &g, buf);
-                    gemm(MatMut::row_major(y, c_out, plane), w_ref, cols, false);
-                    if let Some(b) = &bias {
-                        for (row, &bo) in y.chunks_exact_mut(plane).zip(b) {
-                            row.iter_mut().for_each(|v| *v += bo);
-                        }
-                    }
-                },
+                |buf, (i, y)| conv_image(self, i, (&g, w_ref, bias.as_deref()), buf, y),
             );
         }
         Ok(Tensor::from_contiguous(out, &[n, c_out, g.oh, g.ow]))
@@ -340,11 +398,23 @@ impl<T: Float> Tensor<T> {
                 "the upstream gradient must have the forward's output shape",
             ));
         }
+        let dy = dy.contiguous();
+        let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
+        self.conv_backward(weight, (n, c_out, &g), &Upstream::Full(dy_data), needs)
+    }
+
+    /// The body of [`Tensor::conv2d_backward_needed`] for a checked geometry (`n` images, `c_out`
+    /// output channels), reading `dy` one group of images at a time from `upstream`.
+    fn conv_backward(
+        &self,
+        weight: &Tensor<T>,
+        (n, c_out, g): (usize, usize, &Geometry),
+        upstream: &Upstream<'_, T>,
+        needs: [bool; 3],
+    ) -> Result<Conv2dGrads<T>> {
         let [need_dx, need_dw, need_db] = needs;
         let (rows, plane) = (g.col_rows(), g.col_cols());
         let image = g.c * g.h * g.w;
-        let dy = dy.contiguous();
-        let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
         let w = weight.contiguous();
         // Wᵀ as a GEMM operand: [rows, c_out], read through swapped strides, never copied.
         let w_t = MatRef::new(w.storage().as_slice(), w.offset(), [c_out, rows], [rows, 1]).t();
@@ -380,13 +450,14 @@ impl<T: Float> Tensor<T> {
         // One group of images: its slice of `dx`, its partial `dweight` and `dbias`, each when
         // needed.
         type Parts<'a, T> = ((Option<&'a mut [T]>, Option<&'a mut [T]>), Option<&'a mut [T]>);
-        let work = |[buf, dy_buf, dcols]: &mut [Scratch<T>; 3], (gi, ((dx_group, dw), db)): (usize, Parts<'_, T>)| {
+        let work = |[buf, dy_buf, dcols, up_buf]: &mut [Scratch<T>; 4],
+                    (gi, ((dx_group, dw), db)): (usize, Parts<'_, T>)| {
             let first = gi * BACKWARD_GROUP;
             let count = BACKWARD_GROUP.min(n - first);
+            let dy_group = upstream.group((first, count), c_out * plane, up_buf);
             if let Some(db) = db {
                 // Each plane summed by the vector kernel (several accumulators, a fixed order),
                 // the group's images added in order.
-                let dy_group = &dy_data[first * c_out * plane..(first + count) * c_out * plane];
                 for dy_n in dy_group.chunks_exact(c_out * plane) {
                     for (d, row) in db.iter_mut().zip(dy_n.chunks_exact(plane)) {
                         *d += <T as ElementwiseKernels>::sum(isa, row);
@@ -394,30 +465,30 @@ impl<T: Float> Tensor<T> {
                 }
             }
             if let Some(dw) = dw {
-                weight_grad_group(self, dy_data, (first, count), (c_out, &g), dw, (buf, dy_buf));
+                weight_grad_group(self, dy_group, (first, count), (c_out, g), dw, (buf, dy_buf));
             }
             if let Some(dx_group) = dx_group {
                 for (k, dx_i) in dx_group.chunks_exact_mut(image).enumerate() {
-                    let dy_ref = MatRef::new(dy_data, (first + k) * c_out * plane, [c_out, plane], [plane, 1]);
+                    let dy_ref = MatRef::new(dy_group, k * c_out * plane, [c_out, plane], [plane, 1]);
                     if g.is_pointwise() {
                         gemm(MatMut::row_major(dx_i, rows, plane), w_t, dy_ref, false);
                     } else {
                         let dcols = dcols.get(rows * plane);
                         gemm(MatMut::row_major(dcols, rows, plane), w_t, dy_ref, false);
                         if !same.as_ref().is_some_and(|plan| col2im_same(isa, plan, dcols, dx_i)) {
-                            col2im(dcols, &g, dx_i);
+                            col2im(dcols, g, dx_i);
                         }
                     }
                 }
             }
         };
         if do_dx || do_dw || do_db {
-            let macs = dy_data.len().saturating_mul(rows.max(1));
+            let macs = (n * c_out * plane).saturating_mul(rows.max(1));
             let dx_parts = group_parts(&mut dx, BACKWARD_GROUP * image, do_dx, groups);
             let dw_parts = group_parts(&mut partial, c_out * rows, do_dw, groups);
             let db_parts = group_parts(&mut partial_db, c_out, do_db, groups);
             let pieces = dx_parts.into_iter().zip(dw_parts).zip(db_parts).enumerate();
-            crate::parallel::for_each_init(pieces, macs, || [Scratch::new(), Scratch::new(), Scratch::new()], work);
+            crate::parallel::for_each_init(pieces, macs, || [(); 4].map(|()| Scratch::new()), work);
         }
         // The groups' partial sums, added in order.
         let sum_parts = |parts: &[T], len: usize| {

@@ -21,12 +21,12 @@ pub struct MaxPoolIndices {
     input: [usize; 4],
     /// `[N, C, OH, OW]` of the output.
     output: [usize; 4],
-    pub(super) kind: Kind,
+    pub(in crate::ops::conv) kind: Kind,
 }
 
 /// How the chosen positions are stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(in crate::ops::conv) enum Kind {
     /// 2 x 2 windows with stride 2 and no padding: output `(i, j)` took input row
     /// `2i + code / 2`, column `2j + code % 2`, the codes in bit planes
     /// (`kernels::pool::words_per_row(OW)` words per output row).
@@ -37,7 +37,7 @@ pub(super) enum Kind {
 
 impl MaxPoolIndices {
     /// Indices as the forward made them (shapes and lengths already consistent).
-    pub(super) fn new(input: [usize; 4], output: [usize; 4], kind: Kind) -> MaxPoolIndices {
+    pub(in crate::ops::conv) fn new(input: [usize; 4], output: [usize; 4], kind: Kind) -> MaxPoolIndices {
         MaxPoolIndices { input, output, kind }
     }
 

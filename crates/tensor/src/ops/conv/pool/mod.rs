@@ -16,12 +16,12 @@ use crate::tensor::Tensor;
 
 mod indices;
 
-use indices::Kind;
+pub(super) use indices::Kind;
 pub use indices::MaxPoolIndices;
 
 /// Checks a pooling call on an input of `shape` and returns `(planes, geometry)` where planes
 /// is `N * C` (and `geometry.c` is 1: one plane at a time).
-fn pool_geometry(
+pub(super) fn pool_geometry(
     op: &'static str,
     shape: &[usize],
     kernel: usize,
@@ -69,6 +69,26 @@ fn pool_geometry(
 fn window(o: usize, g: &Geometry, size: usize) -> (usize, usize) {
     let start = o * g.stride;
     (start.saturating_sub(g.pad), (start + g.kh).saturating_sub(g.pad).min(size))
+}
+
+/// Whether a max pooling of geometry `g` takes the vectorised path of `kernels::pool` (and
+/// stores its indices as [`Kind::Window2x2`] codes): the 2 x 2 window with stride 2 and no
+/// padding.
+pub(super) fn is_window2(g: &Geometry) -> bool {
+    g.kh == 2 && g.stride == 2 && g.pad == 0
+}
+
+/// Max pooling of one plane whose rows are contiguous (`sw == 1`), from `data[base..]` with rows
+/// `sh` apart, over `g`'s 2 x 2 windows ([`is_window2`]): the pooled plane into `y` and the
+/// windows' position codes into `codes` (`g.oh * words_per_row(g.ow)` words).
+pub(super) fn max_pool_plane_2x2<T: Float>(
+    isa: crate::kernels::Isa,
+    (data, base, sh): (&[T], usize, usize),
+    g: &Geometry,
+    y: &mut [T],
+    codes: &mut [u64],
+) {
+    pool::max_pool_2x2(isa, &data[base..base + (2 * g.oh - 1) * sh + 2 * g.ow], sh, g.ow, y, codes);
 }
 
 /// The storage index of element `(0, 0)` of plane `n * C + c`, whatever the input's strides.
@@ -137,7 +157,7 @@ impl<T: Float> Tensor<T> {
         let mut out = crate::memory::for_overwrite(planes * plane);
         let (sh, sw) = (self.strides()[2], self.strides()[3]);
         let data = self.storage().as_slice();
-        let window2 = g.kh == 2 && g.stride == 2 && g.pad == 0;
+        let window2 = is_window2(&g);
         // The scan of every window, for any geometry and strides: `take(pos, i, j)` records the
         // winner of window (i, j) at plane position `pos`.
         let scan = |base: usize, y: &mut [T], take: &mut dyn FnMut(usize, usize, usize)| {
@@ -167,8 +187,7 @@ impl<T: Float> Tensor<T> {
             for_each(pieces, self.numel(), |(pl, (y, codes))| {
                 let base = plane_base(self, pl);
                 if sw == 1 {
-                    let rows = &data[base..base + (2 * g.oh - 1) * sh + 2 * g.ow];
-                    pool::max_pool_2x2(isa, rows, sh, g.ow, y, codes);
+                    max_pool_plane_2x2(isa, (data, base, sh), &g, y, codes);
                 } else {
                     codes.fill(0);
                     scan(base, y, &mut |at, i, j| {
