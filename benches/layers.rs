@@ -98,18 +98,28 @@ fn fwd_bwd(
     }
 }
 
+/// The CNN's two convolutions: (name, N, C_in, H = W, C_out), 3 x 3 kernel, stride 1, padding 1
+/// (H_out = H).
+const CONVS: [(&str, usize, usize, usize, usize); 2] =
+    [("l1_1to16_28x28", BATCH, 1, 28, 16), ("l2_16to32_14x14", BATCH, 16, 14, 32)];
+
+/// A convolution's input, weight and bias (drawn from `init` in that order) and its
+/// multiply-adds.
+fn conv_operands(init: &mut Generator, (n, cin, hw, cout): (usize, usize, usize, usize)) -> ([Var<f32>; 3], u64) {
+    let x = Var::parameter(Tensor::<f32>::randn(&[n, cin, hw, hw], init));
+    let w = Var::parameter(Tensor::<f32>::randn(&[cout, cin, 3, 3], init).mul_scalar(0.1));
+    let bias = Var::parameter(Tensor::<f32>::randn(&[cout], init));
+    ([x, w, bias], (n * cout * hw * hw * cin * 3 * 3) as u64)
+}
+
 fn conv2d(c: &mut Criterion) {
     let mut init = Generator::new(0);
     let mut group = c.benchmark_group("conv2d");
     group.sample_size(20);
     // Up to ~30 ms an iteration: linear sampling's 210 iterations would overrun the time.
     group.sampling_mode(SamplingMode::Flat);
-    // (name, N, C_in, H = W, C_out), 3 x 3 kernel, stride 1, padding 1: H_out = H.
-    for (what, n, cin, hw, cout) in [("l1_1to16_28x28", BATCH, 1, 28, 16), ("l2_16to32_14x14", BATCH, 16, 14, 32)] {
-        let x = Var::parameter(Tensor::<f32>::randn(&[n, cin, hw, hw], &mut init));
-        let w = Var::parameter(Tensor::<f32>::randn(&[cout, cin, 3, 3], &mut init).mul_scalar(0.1));
-        let bias = Var::parameter(Tensor::<f32>::randn(&[cout], &mut init));
-        let macs = (n * cout * hw * hw * cin * 3 * 3) as u64;
+    for (what, n, cin, hw, cout) in CONVS {
+        let ([x, w, bias], macs) = conv_operands(&mut init, (n, cin, hw, cout));
         fwd_bwd(
             &mut group,
             what,
@@ -141,11 +151,8 @@ fn conv2d_max_pool2d(c: &mut Criterion) {
     group.sample_size(20);
     group.sampling_mode(SamplingMode::Flat);
     // The shapes of `conv2d` (the same inputs: the same generator seed and order).
-    for (what, n, cin, hw, cout) in [("l1_1to16_28x28", BATCH, 1, 28, 16), ("l2_16to32_14x14", BATCH, 16, 14, 32)] {
-        let x = Var::parameter(Tensor::<f32>::randn(&[n, cin, hw, hw], &mut init));
-        let w = Var::parameter(Tensor::<f32>::randn(&[cout, cin, 3, 3], &mut init).mul_scalar(0.1));
-        let bias = Var::parameter(Tensor::<f32>::randn(&[cout], &mut init));
-        let macs = (n * cout * hw * hw * cin * 3 * 3) as u64;
+    for (what, n, cin, hw, cout) in CONVS {
+        let ([x, w, bias], macs) = conv_operands(&mut init, (n, cin, hw, cout));
         let fused = || x.conv2d_max_pool2d(&w, Some(&bias), 1, 1, [2, 2, 0]).unwrap();
         let two_ops = || x.conv2d(&w, Some(&bias), 1, 1).unwrap().max_pool2d(2, 2, 0).unwrap();
         let (fwd, bwd) = (Some(Throughput::Elements(macs)), Some(Throughput::Elements(3 * macs)));

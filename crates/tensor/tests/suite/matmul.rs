@@ -522,32 +522,21 @@ fn the_direct_paths_agree_with_the_packed_path_to_the_bit() {
     // The short-K and few-rows paths sum each element over p in order, one FMA at a time from
     // zero, as the packed microkernel does: C = A · B through them equals, bit for bit, Cᵀ =
     // Bᵀ · Aᵀ computed by the packed path (whose operands are not contiguous where the direct
-    // paths need it), on every path this CPU has.
+    // paths need it), on every path this CPU has, with A row-major, transposed and strided
+    // both ways.
     for isa in available_isas() {
-        for (m, n, k) in [(37, 70, 9), (16, 784, 9), (4, 1030, 16), (5, 33, 1), (10, 200, 64), (3, 40, 250)] {
-            let (a, b) = (random_vec::<f32>(m * k, 3), random_vec::<f32>(k * n, 4));
-            let (a, b) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
-            let mut c = vec![0.0f32; m * n];
-            gemm_with(isa, MatMut::row_major(&mut c, m, n), a, b, false);
-            let mut ct = vec![0.0f32; n * m];
-            gemm_with(isa, MatMut::row_major(&mut ct, n, m), b.t(), a.t(), false);
-            for (ij, &v) in c.iter().enumerate() {
-                let (i, j) = (ij / n, ij % n);
-                assert_eq!(v.to_bits(), ct[j * m + i].to_bits(), "{isa:?} {m} x {n} x {k}: C({i}, {j})");
-            }
-        }
-    }
-}
-
-#[test]
-fn the_few_rows_path_reads_a_in_any_layout_with_the_packed_paths_bits() {
-    // A few rows of C against a wide, row-major B (a classifier's weight gradient), with A
-    // row-major, transposed and strided both ways: C = A · B equals, bit for bit, Cᵀ = Bᵀ · Aᵀ
-    // through the packed path.
-    for isa in available_isas() {
-        for (m, n, k) in [(10, 200, 64), (3, 40, 250), (12, 100, 33), (1, 70, 1000)] {
-            let data = random_vec::<f32>(2 * m * k + 8, 5);
-            let b = random_vec::<f32>(k * n, 6);
+        let shapes = [
+            (37, 70, 9),
+            (16, 784, 9),
+            (4, 1030, 16),
+            (5, 33, 1),
+            (10, 200, 64),
+            (3, 40, 250),
+            (12, 100, 33),
+            (1, 70, 1000),
+        ];
+        for (m, n, k) in shapes {
+            let (data, b) = (random_vec::<f32>(2 * m * k + 8, 3), random_vec::<f32>(k * n, 4));
             let b = MatRef::row_major(&b, k, n);
             for strides in [[k, 1], [1, m], [2 * k, 2], [2, 2 * m]] {
                 let a = MatRef::new(&data, 1, [m, k], strides);
@@ -557,11 +546,8 @@ fn the_few_rows_path_reads_a_in_any_layout_with_the_packed_paths_bits() {
                 gemm_with(isa, MatMut::row_major(&mut ct, n, m), b.t(), a.t(), false);
                 for (ij, &v) in c.iter().enumerate() {
                     let (i, j) = (ij / n, ij % n);
-                    assert_eq!(
-                        v.to_bits(),
-                        ct[j * m + i].to_bits(),
-                        "{isa:?} {m} x {n} x {k}, A {strides:?}: C({i}, {j})"
-                    );
+                    let what = format!("{isa:?} {m} x {n} x {k}, A {strides:?}: C({i}, {j})");
+                    assert_eq!(v.to_bits(), ct[j * m + i].to_bits(), "{what}");
                 }
             }
         }

@@ -378,6 +378,52 @@ mod tests {
     use super::*;
     use crate::kernels::gemm::MatMut;
 
+    /// Values in `[-0.5, 0.5)` from a linear congruential generator started at `state`.
+    fn values(mut state: u32) -> impl FnMut() -> f32 {
+        move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1 << 24) as f32 - 0.5
+        }
+    }
+
+    /// `C (+)= A · B` run by `got` and by `want` from the same random `C` (row-major and
+    /// transposed, accumulating or not), with `B` a random row-major `k x n`: the same bits.
+    fn assert_same_bits(
+        got: &dyn Fn(Product<'_, f32>),
+        want: &dyn Fn(Product<'_, f32>),
+        a: MatRef<'_, f32>,
+        n: usize,
+        next: &mut dyn FnMut() -> f32,
+    ) {
+        let (m, k) = (a.rows(), a.cols());
+        let b_data: Vec<f32> = (0..k * n).map(|_| next()).collect();
+        let b = MatRef::row_major(&b_data, k, n);
+        let start: Vec<f32> = (0..m * n).map(|_| next()).collect();
+        for accumulate in [false, true] {
+            // C row-major, and transposed (through the scratch tile).
+            for c_strides in [[n, 1], [1, m]] {
+                let run_with = |order: &dyn Fn(Product<'_, f32>)| {
+                    let mut c_data = start.clone();
+                    order(Product::new(&mut MatMut::new(&mut c_data, 0, [m, n], c_strides), a, b, accumulate));
+                    c_data
+                };
+                let (x, y) = (run_with(got), run_with(want));
+                let same = x.iter().zip(&y).all(|(x, y)| x.to_bits() == y.to_bits());
+                let a_strides = [a.row_stride(), a.col_stride()];
+                assert!(
+                    same,
+                    "{m} x {n} x {k}, A strides {a_strides:?}, C strides {c_strides:?}, accumulate {accumulate}"
+                );
+            }
+        }
+    }
+
+    /// The `m x k` view of fresh random values with `strides`, from element `offset`.
+    fn random_a(next: &mut dyn FnMut() -> f32, (m, k): (usize, usize), strides: [usize; 2], offset: usize) -> Vec<f32> {
+        let len = offset + (m - 1) * strides[0] + (k - 1) * strides[1] + 1;
+        (0..len).map(|_| next()).collect()
+    }
+
     #[test]
     fn reading_a_where_it_is_gives_the_packed_paths_bits() {
         let uk = <f32 as GemmKernels>::microkernel(crate::kernels::active_isa());
@@ -388,11 +434,7 @@ mod tests {
             return;
         }
         let packed_only = Microkernel { direct_a: None, ..uk };
-        let mut state = 0x2545_f491_u32;
-        let mut next = move || {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
+        let mut next = values(0x2545_f491);
         // Full and ragged panels of M and N, K across two kc slices, a block of M taller than mc.
         for (m, n, k) in [(14, 32, 1), (30, 64, 70), (128, 192, 64), (45, 100, 1100), (300, 33, 20), (1, 17, 5)] {
             // A row-major (rows padded by 3), transposed (columns padded by 5), and row-major
@@ -401,27 +443,10 @@ mod tests {
                 if a_strides[0] == 512 && k > 512 {
                     continue;
                 }
-                let a_len = (m - 1) * a_strides[0] + (k - 1) * a_strides[1] + 1;
-                let a_data: Vec<f32> = (0..a_len + 2).map(|_| next()).collect();
-                let b_data: Vec<f32> = (0..k * n).map(|_| next()).collect();
+                let a_data = random_a(&mut next, (m, k), a_strides, 2);
                 let a = MatRef::new(&a_data, 2, [m, k], a_strides);
-                let b = MatRef::row_major(&b_data, k, n);
                 assert_eq!(direct_a(&uk, a, n).is_some(), direct, "{m} x {n} x {k}, A strides {a_strides:?}");
-                let start: Vec<f32> = (0..m * n).map(|_| next()).collect();
-                for accumulate in [false, true] {
-                    // C row-major, and transposed (through the scratch tile).
-                    for c_strides in [[n, 1], [1, m]] {
-                        let run_with = |kernel: &Microkernel<f32>| {
-                            let mut c_data = start.clone();
-                            let mut c = MatMut::new(&mut c_data, 0, [m, n], c_strides);
-                            run(kernel, Product::new(&mut c, a, b, accumulate));
-                            c_data
-                        };
-                        let (got, want) = (run_with(&uk), run_with(&packed_only));
-                        let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
-                        assert!(same, "{m} x {n} x {k}, A strides {a_strides:?}, C strides {c_strides:?}, accumulate {accumulate}");
-                    }
-                }
+                assert_same_bits(&|p| run(&uk, p), &|p| run(&packed_only, p), a, n, &mut next);
             }
         }
     }
@@ -436,11 +461,7 @@ mod tests {
             return;
         }
         let full_only = Microkernel { narrow: None, ..uk };
-        let mut state = 0x51ed_270b_u32;
-        let mut next = move || {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
+        let mut next = values(0x51ed_270b);
         // Last panels of 1, 4, 16 and 17 columns (the last on the full kernels); rows that fill
         // tiles and that leave 2, 5 or 9 (the edge kernels); K across two kc slices.
         for (m, n, k) in [(28, 36, 20), (30, 196, 144), (33, 144, 70), (19, 16, 9), (128, 49, 1100), (5, 81, 3)] {
@@ -450,25 +471,9 @@ mod tests {
                 if a_strides[0] == 512 && k > 512 {
                     continue;
                 }
-                let a_len = (m - 1) * a_strides[0] + (k - 1) * a_strides[1] + 1;
-                let a_data: Vec<f32> = (0..a_len).map(|_| next()).collect();
-                let b_data: Vec<f32> = (0..k * n).map(|_| next()).collect();
+                let a_data = random_a(&mut next, (m, k), a_strides, 0);
                 let a = MatRef::new(&a_data, 0, [m, k], a_strides);
-                let b = MatRef::row_major(&b_data, k, n);
-                let start: Vec<f32> = (0..m * n).map(|_| next()).collect();
-                for accumulate in [false, true] {
-                    for c_strides in [[n, 1], [1, m]] {
-                        let run_with = |kernel: &Microkernel<f32>| {
-                            let mut c_data = start.clone();
-                            let mut c = MatMut::new(&mut c_data, 0, [m, n], c_strides);
-                            run(kernel, Product::new(&mut c, a, b, accumulate));
-                            c_data
-                        };
-                        let (got, want) = (run_with(&uk), run_with(&full_only));
-                        let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
-                        assert!(same, "{m} x {n} x {k}, A strides {a_strides:?}, C strides {c_strides:?}, accumulate {accumulate}");
-                    }
-                }
+                assert_same_bits(&|p| run(&uk, p), &|p| run(&full_only, p), a, n, &mut next);
             }
         }
     }
@@ -476,35 +481,16 @@ mod tests {
     #[test]
     fn packing_a_whole_and_b_per_micro_panel_gives_the_blocked_orders_bits() {
         let uk = <f32 as GemmKernels>::microkernel(crate::kernels::active_isa());
-        let mut state = 0x9e37_79b9_u32;
-        let mut next = move || {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
         // Several kc slices (kc 16), ragged panels both ways, A row-major (direct where the
         // instruction set reads it in place) and transposed, C row-major and transposed.
         // Blocks of one micro-panel of rows and panels of B two micro-panels wide.
         let uk = Microkernel { kc: 16, mc: uk.mr, nc: 2 * uk.nr, ..uk };
+        let mut next = values(0x9e37_79b9);
         for (m, n, k) in [(30, 100, 70), (5, 40, 33), (45, 64, 16), (128, 300, 50)] {
-            let a_data: Vec<f32> = (0..m * k).map(|_| next()).collect();
-            let b_data: Vec<f32> = (0..k * n).map(|_| next()).collect();
-            let start: Vec<f32> = (0..m * n).map(|_| next()).collect();
-            for a in [MatRef::row_major(&a_data, m, k), MatRef::new(&a_data, 0, [m, k], [1, m])] {
-                let b = MatRef::row_major(&b_data, k, n);
-                for (accumulate, c_strides) in [(false, [n, 1]), (true, [n, 1]), (true, [1, m])] {
-                    let run_with = |order: fn(&Microkernel<f32>, Product<'_, f32>)| {
-                        let mut c_data = start.clone();
-                        order(&uk, Product::new(&mut MatMut::new(&mut c_data, 0, [m, n], c_strides), a, b, accumulate));
-                        c_data
-                    };
-                    let (got, want) = (run_with(nest_whole_a), run_with(nest_blocked));
-                    let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
-                    assert!(
-                        same,
-                        "{m} x {n} x {k}, A strides {:?}, C strides {c_strides:?}",
-                        [a.row_stride(), a.col_stride()]
-                    );
-                }
+            for a_strides in [[k, 1], [1, m]] {
+                let a_data = random_a(&mut next, (m, k), a_strides, 0);
+                let a = MatRef::new(&a_data, 0, [m, k], a_strides);
+                assert_same_bits(&|p| nest_whole_a(&uk, p), &|p| nest_blocked(&uk, p), a, n, &mut next);
             }
         }
     }

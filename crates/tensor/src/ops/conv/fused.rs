@@ -9,7 +9,7 @@
 //! same pooling kernels run as in the unfused ops, in the same order, so the results are the same
 //! bits. Pools other than the 2 x 2 window with stride 2 and no padding run as the two ops.
 
-use super::pool::{is_window2, max_pool_plane_2x2, pool_geometry, Kind};
+use super::pool::{check_pooled_grad, is_window2, max_pool_plane_2x2, pool_geometry, Kind};
 use super::{
     check_bias, conv_geometry, conv_image, conv_macs, weight_matrix, Conv2dGrads, MaxPoolIndices, Scratch, Upstream,
 };
@@ -141,14 +141,7 @@ impl<T: Float> Tensor<T> {
                 "the pooling indices must be for the convolution's output shape",
             ));
         }
-        if dy.shape() != indices.output_shape() {
-            return Err(Error::mismatch(
-                OP,
-                indices.output_shape(),
-                dy.shape(),
-                "dy must have the pooling's output shape",
-            ));
-        }
+        check_pooled_grad(OP, dy, indices)?;
         let Kind::Window2x2(codes) = &indices.kind else {
             let dconv = Tensor::max_pool2d_backward(dy, indices)?;
             return self.conv2d_backward_needed(weight, &dconv, stride, padding, needs);

@@ -220,14 +220,7 @@ impl<T: Float> Tensor<T> {
     /// `max_pool2d_backward` when `dy` does not have the output shape the indices were made for.
     pub fn max_pool2d_backward(dy: &Tensor<T>, indices: &MaxPoolIndices) -> Result<Tensor<T>> {
         const OP: &str = "max_pool2d_backward";
-        if dy.shape() != indices.output_shape() {
-            return Err(Error::mismatch(
-                OP,
-                indices.output_shape(),
-                dy.shape(),
-                "dy must have the pooling's output shape",
-            ));
-        }
+        check_pooled_grad(OP, dy, indices)?;
         let input_shape = indices.input_shape();
         let (h, w) = (input_shape[2], input_shape[3]);
         let image = h * w;
@@ -358,6 +351,14 @@ impl<T: Float> Tensor<T> {
         }
         Ok(Tensor::from_contiguous(dx, input_shape))
     }
+}
+
+/// `op`'s error unless `dy` has the output shape `indices` were made for.
+pub(super) fn check_pooled_grad<T: Float>(op: &'static str, dy: &Tensor<T>, indices: &MaxPoolIndices) -> Result<()> {
+    if dy.shape() != indices.output_shape() {
+        return Err(Error::mismatch(op, indices.output_shape(), dy.shape(), "dy must have the pooling's output shape"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
