@@ -146,19 +146,8 @@ impl<T: Float> Tensor<T> {
             let dconv = Tensor::max_pool2d_backward(dy, indices)?;
             return self.conv2d_backward_needed(weight, &dconv, stride, padding, needs);
         };
-        let [_, _, oh, ow] = conv_shape;
-        let output = indices.output_shape();
-        let pooled = super::im2col::Geometry {
-            c: 1,
-            h: oh,
-            w: ow,
-            kh: 2,
-            kw: 2,
-            stride: 2,
-            pad: 0,
-            oh: output[2],
-            ow: output[3],
-        };
+        // The 2 x 2 pooling these codes were made by.
+        let (_, pooled) = pool_geometry("max_pool2d", &conv_shape, 2, 2, 0)?;
         let dy = dy.contiguous();
         let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
         self.conv_backward(weight, (n, c_out, &g), &Upstream::Pooled { dy: dy_data, codes, pooled }, needs)

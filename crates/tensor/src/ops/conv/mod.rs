@@ -23,7 +23,9 @@ use crate::error::{Error, Result, ShapeFmt};
 use crate::kernels::active_isa;
 use crate::kernels::conv::{col2im_same, has_col2im_same, SamePlan};
 use crate::kernels::elementwise::ElementwiseKernels;
+use crate::kernels::fold_rows::FoldRows;
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
+use crate::kernels::mask::isa::dispatch;
 use crate::layout::{checked_numel, numel_or_reason};
 use crate::tensor::Tensor;
 
@@ -148,14 +150,14 @@ fn columns<'a, T: Float>(x: &'a Tensor<T>, n: usize, g: &Geometry, buf: &'a mut 
 }
 
 /// The weight gradient of the `count` images from `first`, `Σ_n dy_n · cols(x_n)ᵀ`, into `dw`
-/// (`c_out x col_rows`), `dy` holding those images' output gradients. Images whose output planes are short run as one product whose `K`
-/// runs over their output positions in order, up to `GROUPED_DEPTH`: `dy`'s planes gathered
-/// into `dy_buf` (`c_out x m·plane`) and the column matrices side by side in `buf`
-/// (`col_rows x m·plane`). One product of depth `m · plane` instead of `m` products of depth
-/// `plane` packs the operands once and keeps the microkernel's accumulators over a longer `K`
-/// (conv2 of the MNIST CNN, 196 positions: about 15% less time). Long planes (the gather would cost
-/// more than it saves) and pointwise convolutions (the column matrix is the image itself) take
-/// one product per image.
+/// (`c_out x col_rows`), `dy` holding those images' output gradients. Images whose output
+/// planes are short run as one product whose `K` runs over their output positions in order, up
+/// to `GROUPED_DEPTH`: `dy`'s planes gathered into `dy_buf` (`c_out x m·plane`) and the column
+/// matrices side by side in `buf` (`col_rows x m·plane`). One product of depth `m · plane`
+/// instead of `m` products of depth `plane` packs the operands once and keeps the microkernel's
+/// accumulators over a longer `K` (conv2 of the MNIST CNN, 196 positions: about 15% less time).
+/// Long planes (the gather would cost more than it saves) and pointwise convolutions (the column
+/// matrix is the image itself) take one product per image.
 fn weight_grad_group<T: Float>(
     x: &Tensor<T>,
     dy: &[T],
@@ -490,14 +492,11 @@ impl<T: Float> Tensor<T> {
             let pieces = dx_parts.into_iter().zip(dw_parts).zip(db_parts).enumerate();
             crate::parallel::for_each_init(pieces, macs, || [(); 4].map(|()| Scratch::new()), work);
         }
-        // The groups' partial sums, added in order.
+        // The groups' partial sums, added in order (the row fold of the sums over rows).
         let sum_parts = |parts: &[T], len: usize| {
             let mut total = vec![T::ZERO; len];
-            for part in parts.chunks_exact(len.max(1)) {
-                for (d, &p) in total.iter_mut().zip(part) {
-                    *d += p;
-                }
-            }
+            let rows = parts.len() / len.max(1);
+            dispatch(isa, FoldRows { acc: &mut total, x: parts, offset: 0, stride: len, rows });
             total
         };
         let dweight = need_dw.then(|| Tensor::from_contiguous(sum_parts(&partial, c_out * rows), weight.shape()));
