@@ -1,6 +1,7 @@
 //! GEMM throughput: SGEMM on every kernel path for square sizes at 1 and 2 threads, a DGEMM
 //! sample, and the f32 products of the benchmark 784-1024-1024-10 MLP at batch 128 (forward and
-//! both backward products of each layer, which read transposed operands in place).
+//! both backward products of each layer, which read transposed operands in place), and those of the
+//! row transformer's linear layers.
 //!
 //! Throughput is declared as `Elements(2 m n k)`, so criterion's "elem/s" reads as FLOP/s
 //! (`Gelem/s` = GFLOP/s); compare with `benches/fma_peak.rs`. Names are
@@ -109,7 +110,38 @@ fn mlp(c: &mut Criterion) {
         ("fc3_dx_128x10x1024", dy.clone(), w3),       // dh2 = dy W3
         ("fc3_dw_10x128x1024", t(&dy), h),            // dW3 = dyᵀ h2
     ];
-    for (name, lhs, rhs) in &products {
+    named_products(&mut group, &products);
+    group.finish();
+}
+
+/// The products of the row transformer's linear layers (`examples/transformer.rs`: 64 digits
+/// of 28 rows, so 1792 token rows; width 64, feed-forward 128) in one training step: each of the
+/// attention's four `64 -> 64` projections and `linear1` (`64 -> 128`), forward, input gradient
+/// and weight gradient (`linear2`'s are `linear1`'s with `m` and `n` swapped). Named as `mlp`'s.
+fn transformer(c: &mut Criterion) {
+    let mut group = c.benchmark_group("transformer");
+    configure(&mut group);
+    let mut gen = Generator::new(2);
+    let mut randn = |shape: &[usize]| Tensor::<f32>::randn(shape, &mut gen);
+    let (x, dz, dh) = (randn(&[1792, 64]), randn(&[1792, 64]), randn(&[1792, 128]));
+    let (w, w1) = (randn(&[64, 64]), randn(&[128, 64]));
+    let t = |v: &Tensor<f32>| v.t().expect("a 2-D tensor");
+    let products: [(&str, Tensor<f32>, Tensor<f32>); 6] = [
+        ("proj_fwd_1792x64x64", x.clone(), t(&w)), // z = x Wᵀ
+        ("proj_dx_1792x64x64", dz.clone(), w),     // dx = dz W
+        ("proj_dw_64x1792x64", t(&dz), x.clone()), // dW = dzᵀ x
+        ("ff1_fwd_1792x64x128", x.clone(), t(&w1)),
+        ("ff1_dx_1792x128x64", dh.clone(), w1),
+        ("ff1_dw_128x1792x64", t(&dh), x),
+    ];
+    named_products(&mut group, &products);
+    group.finish();
+}
+
+/// Times each `(name, lhs, rhs)` of `products` as `lhs.matmul(rhs)` on 1 and 2 threads, as
+/// `<path>/t<threads>/<name>`, with its flops as the throughput.
+fn named_products(group: &mut BenchmarkGroup<'_, WallTime>, products: &[(&str, Tensor<f32>, Tensor<f32>)]) {
+    for (name, lhs, rhs) in products {
         let (m, k, n) = (lhs.shape()[0], lhs.shape()[1], rhs.shape()[1]);
         group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
         for (threads, pool) in pools() {
@@ -122,8 +154,7 @@ fn mlp(c: &mut Criterion) {
             });
         }
     }
-    group.finish();
 }
 
-criterion_group!(benches, sgemm, dgemm, mlp);
+criterion_group!(benches, sgemm, dgemm, mlp, transformer);
 criterion_main!(benches);

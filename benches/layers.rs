@@ -25,6 +25,11 @@
 //!   forward+backward also zeroes the module's parameter gradients; and the heads' attention
 //!   alone, `fused::scaled_dot_product_attention` on `q, k, v [64,4,28,16]` with attention
 //!   dropout 0.1. No throughput.
+//! - `linear`: the row transformer's fused linear layers on its `64 x 28` token rows,
+//!   `fused::linear(x [1792, in], w [out, in], b [out])`: `1792x64to64` (each of the attention's
+//!   four projections), `1792x64to128` (`linear1`) and `1792x128to64` (`linear2`). Throughput is in
+//!   multiply-adds, `rows·in·out` for the forward and 3x that for forward+backward (the input
+//!   gradient and the weight gradient each cost as much as the forward).
 //!
 //! `conv2d` and `attention` use flat sampling (the same iteration count in every sample): their
 //! forward+backward takes 10-30 ms, too slow for linear sampling's 210 iterations in 3 s.
@@ -219,5 +224,28 @@ fn attention(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv2d, max_pool2d, conv2d_max_pool2d, layer_norm, softmax, attention);
+fn linear(c: &mut Criterion) {
+    let mut init = Generator::new(6);
+    let mut group = c.benchmark_group("linear");
+    group.sample_size(20);
+    for (fan_in, fan_out) in [(D_MODEL, D_MODEL), (D_MODEL, 2 * D_MODEL), (2 * D_MODEL, D_MODEL)] {
+        let rows = BATCH * SEQ;
+        let x = Var::parameter(Tensor::<f32>::randn(&[rows, fan_in], &mut init));
+        let w = Var::parameter(Tensor::<f32>::randn(&[fan_out, fan_in], &mut init).mul_scalar(0.1));
+        let bias = Var::parameter(Tensor::<f32>::randn(&[fan_out], &mut init));
+        let macs = (rows * fan_in * fan_out) as u64;
+        fwd_bwd(
+            &mut group,
+            &format!("{rows}x{fan_in}to{fan_out}"),
+            || tapegrad::autograd::fused::linear(&x, &w, Some(&bias)).unwrap(),
+            &[&x, &w, &bias],
+            || {},
+            Some(Throughput::Elements(macs)),
+            Some(Throughput::Elements(3 * macs)),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv2d, max_pool2d, conv2d_max_pool2d, layer_norm, softmax, attention, linear);
 criterion_main!(benches);

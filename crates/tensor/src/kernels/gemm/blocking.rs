@@ -37,7 +37,7 @@
 use std::mem::MaybeUninit;
 
 use super::mat::MatRef;
-use super::mat::{Out, Product};
+use super::mat::{MatMut, Out, Product};
 use super::microkernel::{DirectAKernelFn, MAX_TILE};
 use super::{GemmKernels, Microkernel};
 
@@ -47,13 +47,18 @@ pub(super) const PAR_MIN_FLOPS: usize = 1 << 22;
 
 /// Runs the product `p` with `m, n, k >= 1`, on the current rayon pool when it is large enough.
 /// `C` may be row-major or its transpose (any strides its `MatMut` allowed).
-pub(super) fn run<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
+pub(super) fn run<T: GemmKernels + std::ops::Add<Output = T>>(uk: &Microkernel<T>, p: Product<'_, T>) {
     let (m, n, k) = (p.m(), p.n(), p.k());
     let threads = if m.saturating_mul(n).saturating_mul(k).saturating_mul(2) >= PAR_MIN_FLOPS {
         rayon::current_num_threads()
     } else {
         1
     };
+    // `K`'s slices as even as the kernel's `kc` allows, for every path below (see `slice_len`).
+    let uk = &Microkernel { kc: slice_len(uk.kc, k), ..*uk };
+    if let Some(parts) = k_parts((m, n, k), k.div_ceil(uk.kc), threads) {
+        return split_k(uk, p, parts);
+    }
     let (rows, cols) = grid(uk, m, n, threads);
     let (m_units, n_units) = (m.div_ceil(uk.mr), n.div_ceil(uk.nr));
     if rows * cols == 1 {
@@ -71,6 +76,74 @@ pub(super) fn run<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
             nest(uk, p.block(i, j));
         }
     });
+}
+
+/// The length of the slices of a `K` of `k` steps for a kernel of depth `kc`: `k` cut into as
+/// few slices as `kc` allows (`k.div_ceil(kc)`), as even as steps of 16 make them (the last
+/// one shorter). It depends on `k` and the instruction set's `kc` only, so each element's sum
+/// is grouped the same way on every CPU of that instruction set and for every thread count;
+/// even slices let [`split_k`] give two threads the same share of a `K` of 1792 (a transformer
+/// weight gradient's 64 x 28 tokens), where slices of 1024 and 768 would not.
+fn slice_len(kc: usize, k: usize) -> usize {
+    k.div_ceil(k.div_ceil(kc)).next_multiple_of(16).min(kc)
+}
+
+/// How many threads share the slices of `K` of an `m x n x k` product cut into `slices`, when
+/// that is how it should be split (`None`: cut `C` instead, [`grid`]). A `C` small against its
+/// operands (`8 m n <= (m + n) k`: a weight gradient `dzᵀ x`, 64 x 64 over 1792 tokens) split
+/// by rectangles would have every thread read all of one operand, most of it written moments
+/// before by the other thread's half of the previous op; split along `K`, each thread reads its
+/// own rows of both. Only when the threads' shares of the slices are close (the largest at most
+/// 3/5 of them: 2 of 3 slices would leave the other thread idle a third of the time).
+fn k_parts((m, n, k): (usize, usize, usize), slices: usize, threads: usize) -> Option<usize> {
+    let parts = threads.min(slices);
+    let small_c = m.saturating_mul(n).saturating_mul(8) <= m.saturating_add(n).saturating_mul(k);
+    (parts > 1 && small_c && slices.div_ceil(parts) * 5 <= slices * 3).then_some(parts)
+}
+
+/// Runs `p` with its slices of `K` (`uk.kc` long, [`slice_len`]) shared between `parts`
+/// threads, in runs of consecutive slices: the first run into `C` as [`nest`] would, each later
+/// slice into an `m x n` sum of its own, which are then added to `C` one by one in the order of
+/// the slices, `c + s_q` as the microkernel adds them. So every element is the same
+/// `((0 + s_0) + s_1) + ...` as on one thread, bit for bit.
+fn split_k<T: GemmKernels + std::ops::Add<Output = T>>(uk: &Microkernel<T>, p: Product<'_, T>, parts: usize) {
+    let (m, n, k) = (p.m(), p.n(), p.k());
+    let slices = k.div_ceil(uk.kc);
+    // Part `t` runs slices `first(t) .. first(t + 1)`.
+    let first = |t: usize| slices * t / parts;
+    let mut sums = vec![T::default(); (slices - first(1)) * m * n];
+    let mut pieces: Vec<(usize, &mut [T])> = Vec::with_capacity(parts);
+    let mut rest = &mut sums[..];
+    pieces.push((0, &mut []));
+    for t in 1..parts {
+        let (mine, later) = rest.split_at_mut((first(t + 1) - first(t)) * m * n);
+        pieces.push((t, mine));
+        rest = later;
+    }
+    let steps = |q: usize| q * uk.kc..((q + 1) * uk.kc).min(k);
+    crate::parallel::for_each(pieces.into_iter(), usize::MAX, |(t, own)| {
+        if t == 0 {
+            return nest(uk, p.k_range(0..steps(first(1) - 1).end));
+        }
+        for (q, sum) in (first(t)..).zip(own.chunks_exact_mut(m * n)) {
+            let ks = steps(q);
+            let mut out = MatMut::row_major(sum, m, n);
+            nest(uk, Product::new(&mut out, p.a().block(0..m, ks.clone()), p.b().block(ks, 0..n), false));
+        }
+    });
+    let c = p.c();
+    for sum in sums.chunks_exact(m * n) {
+        for (i, row) in sum.chunks_exact(n).enumerate() {
+            for (j, &s) in row.iter().enumerate() {
+                // SAFETY: (i, j) with i < m, j < n is an element of the product's `C` (a checked
+                // `MatMut`: inside its slice), and the threads that wrote `C` have finished.
+                unsafe {
+                    let e = c.at(i, j);
+                    *e = *e + s;
+                }
+            }
+        }
+    }
 }
 
 /// The grid of `rows x cols` rectangles (`rows * cols <= threads`) that an `m x n` `C` is cut
@@ -491,6 +564,35 @@ mod tests {
                 let a_data = random_a(&mut next, (m, k), a_strides, 0);
                 let a = MatRef::new(&a_data, 0, [m, k], a_strides);
                 assert_same_bits(&|p| nest_whole_a(&uk, p), &|p| nest_blocked(&uk, p), a, n, &mut next);
+            }
+        }
+    }
+
+    #[test]
+    fn sharing_the_slices_of_k_between_threads_gives_one_threads_bits() {
+        let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let (one, two) = (pool(1), pool(2));
+        for isa in crate::kernels::available_isas() {
+            let uk = <f32 as GemmKernels>::microkernel(isa);
+            let mut next = values(0x7f4a_7c15);
+            // C small against K (split along K when the two shares are close: 2, 4, 5 and 7
+            // slices; 3 slices are not), and a C too large for it. A row-major and transposed.
+            let kc = uk.kc;
+            for (m, n, k, split) in [
+                (64, 64, 1792, true),
+                (50, 30, 4 * kc + 1, true),
+                (14, 200, 3 * kc, false),
+                (64, 64, 2 * kc - 32, true),
+                (600, 600, 2 * kc, false),
+            ] {
+                let slices = k.div_ceil(slice_len(kc, k));
+                assert_eq!(k_parts((m, n, k), slices, 2).is_some(), split, "{isa:?} {m} x {n} x {k}");
+                for a_strides in [[k + 3, 1], [1, m + 5]] {
+                    let a_data = random_a(&mut next, (m, k), a_strides, 1);
+                    let a = MatRef::new(&a_data, 1, [m, k], a_strides);
+                    let on = |pool: &rayon::ThreadPool, p: Product<'_, f32>| pool.install(|| run(&uk, p));
+                    assert_same_bits(&|p| on(&two, p), &|p| on(&one, p), a, n, &mut next);
+                }
             }
         }
     }

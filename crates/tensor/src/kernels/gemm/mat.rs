@@ -459,6 +459,15 @@ impl<'a, T> Product<'a, T> {
         Product { a: self.b.t(), b: self.a.t(), c, accumulate: self.accumulate }
     }
 
+    /// The same `C` over the steps `ks` of `K` only.
+    ///
+    /// # Panics
+    /// When `ks` reaches past `K`.
+    pub(super) fn k_range(self, ks: Range<usize>) -> Product<'a, T> {
+        let (m, n) = (self.m(), self.n());
+        Product { a: self.a.block(0..m, ks.clone()), b: self.b.block(ks, 0..n), ..self }
+    }
+
     /// The product for the block of `C` in rows `rows` and columns `cols` (all of `K`).
     ///
     /// # Panics
