@@ -10,8 +10,8 @@
 //! no zeroing pass over the input gradient, no scatter, no zeroing of the entries that wrap
 //! around a row edge. Each element is `0 + e_0 + e_1 + …` over its entries in row order, exactly
 //! as the scatter into zeros computes it (a lane with no entry adds `+0`, which changes no sum
-//! that starts at `+0`), so both give the same bits. Other types and instruction sets return
-//! `false` and the caller scatters.
+//! that starts at `+0`), so both give the same bits. Other types and instruction sets get no
+//! plan, and the caller scatters.
 
 use crate::dtype::Float;
 use crate::kernels::Isa;
@@ -19,11 +19,11 @@ use crate::kernels::Isa;
 /// Lanes of one f32 register on AVX-512.
 const LANES: usize = 16;
 
-/// The geometry [`col2im_same`] works on and its lane masks, made once per convolution by
-/// [`SamePlan::new`].
+/// The geometry [`col2im_same`] works on, its lane masks and the kernel that gathers, made once
+/// per convolution by [`SamePlan::new`] (only where that kernel exists).
 #[derive(Clone, Debug)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the kernel that reads it is x86_64's
-pub(crate) struct SamePlan {
+pub(crate) struct SamePlan<T: 'static> {
     /// Channels.
     c: usize,
     /// Elements of one input plane, `h · w`.
@@ -37,13 +37,24 @@ pub(crate) struct SamePlan {
     /// Per kernel offset and register of the plane (`plane.div_ceil(LANES)` of them): the lanes
     /// whose element receives an entry of that offset's row.
     masks: Vec<u16>,
+    /// The gathering kernel for `T` on the plan's instruction set.
+    gather: GatherFn<T>,
 }
 
-impl SamePlan {
+impl<T: Float> SamePlan<T> {
     /// The plan for `c` channels of `h x w`, a `kh x kw` kernel, padding `pad` and `oh` output
-    /// rows (`oh = h + 2 pad - kh + 1`; the output rows are `w` long, `w = w + 2 pad - kw + 1`).
-    /// `None` for a plane smaller than a register (mostly empty lanes: the scatter is cheaper).
-    pub(crate) fn new(c: usize, [h, w]: [usize; 2], [kh, kw]: [usize; 2], pad: usize, oh: usize) -> Option<SamePlan> {
+    /// rows (`oh = h + 2 pad - kh + 1`; the output rows are `w` long, `w = w + 2 pad - kw + 1`),
+    /// on `isa`. `None` where `T` has no gathering kernel on `isa` (f32 on AVX-512 has one), and
+    /// for a plane smaller than a register (mostly empty lanes: the scatter is cheaper).
+    pub(crate) fn new(
+        isa: Isa,
+        c: usize,
+        [h, w]: [usize; 2],
+        [kh, kw]: [usize; 2],
+        pad: usize,
+        oh: usize,
+    ) -> Option<SamePlan<T>> {
+        let gather = gather_fn::<T>(isa)?;
         let plane = h.checked_mul(w)?;
         let offsets = kh.checked_mul(kw)?;
         let registers = plane.div_ceil(LANES);
@@ -68,30 +79,21 @@ impl SamePlan {
                 }
             }
         }
-        Some(SamePlan { c, plane, row: oh * w, offsets, shifts, masks })
+        Some(SamePlan { c, plane, row: oh * w, offsets, shifts, masks, gather })
     }
 }
 
-/// `dx = col2im(cols)` for the geometry of `plan` when this element type and instruction set
-/// have the gathering kernel (f32 on AVX-512): every element of `dx` (`c · h · w`) is written,
-/// from `cols` (`c · kh · kw` rows of `oh · w`). Returns `false`, touching nothing, otherwise.
+/// `dx = col2im(cols)` for the geometry of `plan`, by the plan's gathering kernel: every element
+/// of `dx` (`c · h · w`) is written, from `cols` (`c · kh · kw` rows of `oh · w`).
 ///
 /// # Panics
 /// When `cols` or `dx` does not have the plan's length (a caller bug).
-pub(crate) fn col2im_same<T: Float>(isa: Isa, plan: &SamePlan, cols: &[T], dx: &mut [T]) -> bool {
+pub(crate) fn col2im_same<T: Float>(plan: &SamePlan<T>, cols: &[T], dx: &mut [T]) {
     assert_eq!(cols.len(), plan.c * plan.offsets * plan.row, "col2im_same: column matrix length");
     assert_eq!(dx.len(), plan.c * plan.plane, "col2im_same: input gradient length");
-    let Some(gather) = gather_fn::<T>(isa) else { return false };
-    // SAFETY: `gather_fn` returns a kernel only for a supported instruction set; the lengths
-    // were checked above.
-    unsafe { gather(plan, cols, dx) };
-    true
-}
-
-/// Whether [`col2im_same`] has a kernel for `T` on `isa` (so that a caller knows before it
-/// allocates whether `dx` must start zeroed for a scatter).
-pub(crate) fn has_col2im_same<T: Float>(isa: Isa) -> bool {
-    gather_fn::<T>(isa).is_some()
+    // SAFETY: `SamePlan::new` took the kernel from `gather_fn`, which returns one only for a
+    // supported instruction set; the lengths were checked above.
+    unsafe { (plan.gather)(plan, cols, dx) };
 }
 
 /// The gathering kernel for `T` on `isa`, if any: f32 on a CPU with AVX-512, picked by a safe
@@ -108,7 +110,7 @@ fn gather_fn<T: Float>(isa: Isa) -> Option<GatherFn<T>> {
 
 /// `unsafe fn(plan, cols, dx)`: [`col2im_same`]'s kernel. Safety contract: the CPU runs its
 /// instruction set, and `cols` and `dx` have the plan's lengths.
-type GatherFn<T> = unsafe fn(&SamePlan, &[T], &mut [T]);
+type GatherFn<T> = unsafe fn(&SamePlan<T>, &[T], &mut [T]);
 
 /// [`col2im_same`] for f32 on AVX-512.
 ///
@@ -117,7 +119,7 @@ type GatherFn<T> = unsafe fn(&SamePlan, &[T], &mut [T]);
 /// for the plan's geometry.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn gather_f32_avx512(plan: &SamePlan, cols: &[f32], dx: &mut [f32]) {
+unsafe fn gather_f32_avx512(plan: &SamePlan<f32>, cols: &[f32], dx: &mut [f32]) {
     use std::arch::x86_64::{_mm512_add_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_setzero_ps};
     let registers = plan.plane.div_ceil(LANES);
     for (rows, plane) in cols.chunks_exact(plan.offsets * plan.row).zip(dx.chunks_exact_mut(plan.plane)) {
@@ -186,29 +188,25 @@ mod tests {
             cols[n / 2] = f32::INFINITY;
             cols[n / 5] = -0.0;
             let want = scatter(&cols, c, [h, w], [kh, kw], pad, oh);
-            let Some(plan) = SamePlan::new(c, [h, w], [kh, kw], pad, oh) else { panic!("no plan for {c} x {h} x {w}") };
             for isa in available_isas() {
+                // A plan exactly where the kernel is (f32 on AVX-512); elsewhere the caller scatters.
+                let plan = SamePlan::<f32>::new(isa, c, [h, w], [kh, kw], pad, oh);
+                assert_eq!(plan.is_some(), isa == Isa::Avx512, "{isa:?}: {c} x {h} x {w}");
+                let Some(plan) = plan else { continue };
                 let mut dx = vec![f32::NAN; c * h * w];
-                if col2im_same(isa, &plan, &cols, &mut dx) {
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&dx), bits(&want), "{isa:?}: {c} x {h} x {w}, {kh}x{kw} pad {pad}");
-                } else {
-                    assert!(dx.iter().all(|v| v.is_nan()), "{isa:?}: a path without the kernel wrote");
-                }
+                col2im_same(&plan, &cols, &mut dx);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&dx), bits(&want), "{isa:?}: {c} x {h} x {w}, {kh}x{kw} pad {pad}");
             }
-            // f64 has no kernel: the caller scatters.
-            let mut dx64 = vec![0.0f64; c * h * w];
-            let cols64: Vec<f64> = cols.iter().map(|&v| f64::from(v)).collect();
-            assert!(!col2im_same(Isa::Avx512, &plan, &cols64, &mut dx64));
         }
     }
 
     #[test]
-    fn tiny_planes_take_no_plan() {
-        assert!(SamePlan::new(4, [3, 3], [3, 3], 1, 3).is_none());
-        assert!(SamePlan::new(4, [4, 4], [3, 3], 1, 4).is_some());
-        assert!(!has_col2im_same::<f64>(Isa::Avx512));
-        assert_eq!(has_col2im_same::<f32>(Isa::Avx512), Isa::Avx512.is_supported());
-        assert!(!has_col2im_same::<f32>(Isa::Scalar));
+    fn tiny_planes_and_other_paths_take_no_plan() {
+        let plan = |isa, hw: usize| SamePlan::<f32>::new(isa, 4, [hw, hw], [3, 3], 1, hw);
+        assert!(plan(Isa::Avx512, 3).is_none());
+        assert_eq!(plan(Isa::Avx512, 4).is_some(), Isa::Avx512.is_supported());
+        assert!(plan(Isa::Scalar, 4).is_none());
+        assert!(SamePlan::<f64>::new(Isa::Avx512, 4, [4, 4], [3, 3], 1, 4).is_none());
     }
 }

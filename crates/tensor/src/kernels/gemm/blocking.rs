@@ -132,14 +132,18 @@ fn split_k<T: GemmKernels + std::ops::Add<Output = T>>(uk: &Microkernel<T>, p: P
         }
     });
     let c = p.c();
-    for sum in sums.chunks_exact(m * n) {
-        for (i, row) in sum.chunks_exact(n).enumerate() {
-            for (j, &s) in row.iter().enumerate() {
-                // SAFETY: (i, j) with i < m, j < n is an element of the product's `C` (a checked
-                // `MatMut`: inside its slice), and the threads that wrote `C` have finished.
-                unsafe {
-                    let e = c.at(i, j);
-                    *e = *e + s;
+    for i in 0..m {
+        for sum in sums.chunks_exact(m * n) {
+            let row = &sum[i * n..][..n];
+            // SAFETY: (i, j) with j < n is an element of the product's `C` (a checked `MatMut`:
+            // inside its slice, distinct), and the threads that wrote `C` have finished; with a
+            // unit column stride, row `i` is the `n` elements from (i, 0).
+            unsafe {
+                if c.col_stride() == 1 {
+                    let out = std::slice::from_raw_parts_mut(c.at(i, 0), n);
+                    out.iter_mut().zip(row).for_each(|(e, &s)| *e = *e + s);
+                } else {
+                    row.iter().enumerate().for_each(|(j, &s)| *c.at(i, j) = *c.at(i, j) + s);
                 }
             }
         }

@@ -21,7 +21,7 @@
 use crate::dtype::Float;
 use crate::error::{Error, Result, ShapeFmt};
 use crate::kernels::active_isa;
-use crate::kernels::conv::{col2im_same, has_col2im_same, SamePlan};
+use crate::kernels::conv::{col2im_same, SamePlan};
 use crate::kernels::elementwise::ElementwiseKernels;
 use crate::kernels::fold_rows::FoldRows;
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
@@ -422,17 +422,12 @@ impl<T: Float> Tensor<T> {
         let w_t = MatRef::new(w.storage().as_slice(), w.offset(), [c_out, rows], [rows, 1]).t();
 
         // A "same"-width stride-1 convolution gathers each plane of dx from dcols where a
-        // kernel does (`kernels::conv`), writing every element (the loop below runs whenever
-        // c_out * rows > 0); otherwise col2im scatters into zeros.
+        // kernel does (`kernels::conv`: a plan only where there is one), writing every element
+        // (the loop below runs whenever c_out * rows > 0); otherwise col2im scatters into zeros.
         let isa = active_isa();
-        let same = (need_dx
-            && c_out * rows > 0
-            && g.stride == 1
-            && g.w == g.ow
-            && !g.is_pointwise()
-            && has_col2im_same::<T>(isa))
-        .then(|| SamePlan::new(g.c, [g.h, g.w], [g.kh, g.kw], g.pad, g.oh))
-        .flatten();
+        let same = (need_dx && c_out * rows > 0 && g.stride == 1 && g.w == g.ow && !g.is_pointwise())
+            .then(|| SamePlan::<T>::new(isa, g.c, [g.h, g.w], [g.kh, g.kw], g.pad, g.oh))
+            .flatten();
         let mut dx = match (need_dx, &same) {
             (false, _) => Vec::new(),
             (true, Some(_)) => crate::memory::for_overwrite(n * image),
@@ -477,8 +472,9 @@ impl<T: Float> Tensor<T> {
                     } else {
                         let dcols = dcols.get(rows * plane);
                         gemm(MatMut::row_major(dcols, rows, plane), w_t, dy_ref, false);
-                        if !same.as_ref().is_some_and(|plan| col2im_same(isa, plan, dcols, dx_i)) {
-                            col2im(dcols, g, dx_i);
+                        match &same {
+                            Some(plan) => col2im_same(plan, dcols, dx_i),
+                            None => col2im(dcols, g, dx_i),
                         }
                     }
                 }
