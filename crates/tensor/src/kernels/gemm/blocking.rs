@@ -20,10 +20,11 @@
 //! transposed `A` where they are (`Microkernel::direct_a`) and only a ragged last one is
 //! packed: the same multiply-adds in the same order, so the same bits.
 //!
-//! The first `kc` slice of `K` writes `C` (or accumulates into it, if asked), later slices
-//! accumulate, so every element of `C` is `((0 + s_0) + s_1) + ...` over the slices in order,
-//! with each slice sum `s_q` formed by one microkernel call: the same arithmetic whatever the
-//! tiling of `M` and `N`, and therefore whatever the thread split.
+//! `K` is cut into `k.div_ceil(kc)` slices as even as steps of 16 allow ([`slice_len`]). The
+//! first slice writes `C` (or accumulates into it, if asked), later slices accumulate, so every
+//! element of `C` is `((0 + s_0) + s_1) + ...` over the slices in order, with each slice sum
+//! `s_q` formed by one microkernel call: the same arithmetic whatever the tiling of `M` and `N`,
+//! and therefore whatever the thread split.
 //!
 //! Threads: a problem of at least [`PAR_MIN_FLOPS`] is cut into a grid of rectangles of `C`,
 //! one per thread, each a product of its own: it packs its rows of `A` and its columns of `B`
@@ -32,7 +33,9 @@
 //! side of `C` is halved. (An earlier split shared each packed panel of `B` and parcelled out
 //! the blocks of `M` with two barriers per panel; measured on the MLP's 128-row products at 2
 //! threads it reached 256-339 GFLOP/s where the strips reach about 400, and it was no faster on
-//! square products either.)
+//! square products either.) A `C` small against its operands (a weight gradient `dzᵀ x`) is
+//! split along `K` instead ([`split_k`]): each thread takes a run of the slices, and the later
+//! runs' slice sums are added to `C` in slice order, so the bits are still one thread's.
 
 use std::mem::MaybeUninit;
 
