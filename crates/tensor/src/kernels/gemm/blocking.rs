@@ -101,7 +101,9 @@ fn slice_len(kc: usize, k: usize) -> usize {
 fn k_parts((m, n, k): (usize, usize, usize), slices: usize, threads: usize) -> Option<usize> {
     let parts = threads.min(slices);
     let small_c = m.saturating_mul(n).saturating_mul(8) <= m.saturating_add(n).saturating_mul(k);
-    (parts > 1 && small_c && slices.div_ceil(parts) * 5 <= slices * 3).then_some(parts)
+    // (The later slices' sums, fewer than `slices` of `m x n` elements, must be countable.)
+    let sums_fit = m.checked_mul(n).and_then(|c| c.checked_mul(slices)).is_some();
+    (parts > 1 && small_c && sums_fit && slices.div_ceil(parts) * 5 <= slices * 3).then_some(parts)
 }
 
 /// Runs `p` with its slices of `K` (`uk.kc` long, [`slice_len`]) shared between `parts`
