@@ -99,6 +99,14 @@ simd_microkernel! {
 }
 
 simd_microkernel! {
+    /// f32 AVX-512 edge kernel: the first 10 rows of a 14 x 32 tile (the 8 rows a 64-row
+    /// weight gradient leaves after four full tiles).
+    kernel_f32_rows10: f32, "avx512f", mr = F32_MR, rows = 10, nv = F32_NV, lanes = 16,
+    zero = _mm512_setzero_ps(), load = _mm512_loadu_ps, store = _mm512_storeu_ps,
+    splat = _mm512_set1_ps, fma = _mm512_fmadd_ps, add = _mm512_add_ps, prefetch = super::prefetch_t0, ahead = PREFETCH_AHEAD
+}
+
+simd_microkernel! {
     /// f64 AVX-512 edge kernel: the first 4 rows of a 14 x 16 tile.
     kernel_f64_rows4: f64, "avx512f", mr = F64_MR, rows = 4, nv = F64_NV, lanes = 8,
     zero = _mm512_setzero_pd(), load = _mm512_loadu_pd, store = _mm512_storeu_pd,
@@ -175,7 +183,7 @@ pub(in crate::kernels::gemm) const AVX512_F32: Microkernel<f32> = Microkernel {
     mc: 56,
     nc: 1024,
     run: kernel_f32,
-    edges: &[(4, kernel_f32_rows4), (7, kernel_f32_rows7)],
+    edges: &[(4, kernel_f32_rows4), (7, kernel_f32_rows7), (10, kernel_f32_rows10)],
     direct_a: Some(DirectA { rows: kernel_f32_a_rows, cols: kernel_f32_a_cols }),
     narrow: Some(Narrow {
         nr: 16,
