@@ -9,6 +9,10 @@
 //! - `softmax_rows`: softmax over the last dim (reads n, writes n; the kernel makes three passes
 //!   over each row, which stays in cache).
 //!
+//! And `sum_dim0`: the column sums of a `[1792, 64]` and a `[1792, 128]` f32 tensor (`sum(&[0],
+//! false)`, the transformer's bias gradients: 1792 tokens, rows of 64 or 128 features), which
+//! stay in L2 (reads n).
+//!
 //! Run: `cargo bench --bench elementwise -- --warm-up-time 1 --measurement-time 2`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -51,6 +55,19 @@ fn elementwise(c: &mut Criterion) {
         }
         group.finish();
     }
+    let mut group = c.benchmark_group("sum_dim0");
+    group.sample_size(10);
+    let grads: Vec<Tensor> = [64, 128].iter().map(|&cols| Tensor::randn(&[1792, cols], &mut gen)).collect();
+    for threads in [1usize, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        for dz in &grads {
+            let (rows, cols) = (dz.shape()[0], dz.shape()[1]);
+            group.throughput(Throughput::Bytes((rows * cols * 4) as u64));
+            let id = BenchmarkId::new(format!("f32/{threads}t"), format!("{rows}x{cols}"));
+            group.bench_function(id, |b| pool.install(|| b.iter(|| dz.sum(&[0], false).unwrap())));
+        }
+    }
+    group.finish();
 }
 
 criterion_group!(benches, elementwise);

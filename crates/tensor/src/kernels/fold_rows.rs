@@ -1,9 +1,5 @@
 //! Summing a few rows into an accumulator row, element by element in row order, as one kernel:
-//! the leaf step of the *rows* order of `ops/reduce.rs` (`RowCascade`), which folds up to eight
-//! rows into its leaf before the leaf joins the pairwise tree. Row by row through the generic
-//! elementwise kernel, a column sum over narrow rows (a linear layer's bias gradient, `[1792, 64]`
-//! summed over its rows) paid a call and a pass over the accumulator per row: 3.6% of the
-//! transformer's training step (`docs/benchmarks.md`, session 14).
+//! conv backward's groups' partial sums (`ops/conv`), added in group order.
 //!
 //! No `unsafe` and no intrinsics: a [`Kernel`] that [`dispatch`](crate::kernels::mask::isa::dispatch)
 //! compiles under every instruction set's target features, so the compiler keeps a block of the

@@ -70,6 +70,7 @@ pub mod mask;
 pub(crate) mod norm;
 pub mod pool;
 pub mod relu_mask;
+pub(crate) mod row_cascade;
 
 /// An instruction-set path for the kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

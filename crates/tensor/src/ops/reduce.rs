@@ -17,8 +17,8 @@
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::{BinaryOp, Cascade, ElementwiseKernels, Operand};
-use crate::kernels::fold_rows::FoldRows;
 use crate::kernels::mask::isa::dispatch;
+use crate::kernels::row_cascade::{CascadeRows, LEAF_ROWS};
 use crate::kernels::{active_isa, Isa};
 use crate::layout::Dims;
 use crate::ops::elementwise::{fill_chunked, run_operand, same_dims, CHUNK};
@@ -104,7 +104,9 @@ impl Reduction {
 
 /// Rows folded into a leaf accumulator [`LEAF_ROWS`] at a time; full leaves are combined
 /// pairwise (a binary counter over rows, like [`Cascade`] over values), so the rounding error of
-/// the *rows* order grows like `LEAF_ROWS + log₂ n`, not `n`.
+/// the *rows* order grows like `LEAF_ROWS + log₂ n`, not `n`. The definition of that order, row
+/// by row; a sum over unit-stride kept columns makes the same additions in one kernel call per
+/// piece ([`CascadeRows`]).
 struct RowCascade<T> {
     red: Reduction,
     isa: Isa,
@@ -114,9 +116,6 @@ struct RowCascade<T> {
     levels: Vec<Option<Vec<T>>>,
     spare: Vec<Vec<T>>,
 }
-
-/// Rows added directly into one accumulator row before it joins the pairwise tree.
-const LEAF_ROWS: usize = 8;
 
 impl<T: Float> RowCascade<T> {
     fn new(red: Reduction, isa: Isa, len: usize) -> RowCascade<T> {
@@ -138,28 +137,7 @@ impl<T: Float> RowCascade<T> {
 
     /// Marks one row as folded into the leaf; a full leaf goes into the tree.
     fn row_done(&mut self) {
-        self.rows_done(1);
-    }
-
-    /// Folds the `count` rows `data[offset + t * stride..][..len]`, `t < count`, of a sum: what
-    /// `count` rounds of [`leaf`](RowCascade::leaf) + add + [`row_done`](RowCascade::row_done)
-    /// compute, with the rows of each leaf added in one kernel call (`kernels/fold_rows.rs`).
-    fn fold_sum_rows(&mut self, data: &[T], offset: usize, stride: usize, count: usize) {
-        debug_assert!(matches!(self.red, Reduction::Sum));
-        let mut t = 0;
-        while t < count {
-            let rows = (LEAF_ROWS - self.rows_in_leaf).min(count - t);
-            let fold = FoldRows { acc: &mut self.leaf, x: data, offset: offset + t * stride, stride, rows };
-            dispatch(self.isa, fold);
-            self.rows_done(rows);
-            t += rows;
-        }
-    }
-
-    /// Marks `rows` more rows (at most what the leaf has room for) as folded into the leaf; a
-    /// full leaf goes into the tree.
-    fn rows_done(&mut self, rows: usize) {
-        self.rows_in_leaf += rows;
+        self.rows_in_leaf += 1;
         if self.rows_in_leaf == LEAF_ROWS {
             let fresh = self.spare.pop().map_or_else(
                 || vec![self.red.identity(); self.len],
@@ -231,11 +209,15 @@ fn inner_contiguous(shape: &[usize], strides: &[usize]) -> bool {
     shape.iter().zip(strides).rev().find(|(&d, _)| d > 1).is_none_or(|(_, &s)| s == 1)
 }
 
-/// `(offset, len, stride)` of every run of a sub-layout over positions `range`, relative to
-/// offset 0.
-fn collect_runs(shape: &[usize], strides: &[usize], range: std::ops::Range<usize>) -> Vec<(usize, usize, usize)> {
+/// `(offset, len, stride)` of every run of a sub-layout at offset `base` over positions `range`.
+fn collect_runs(
+    shape: &[usize],
+    strides: &[usize],
+    base: usize,
+    range: std::ops::Range<usize>,
+) -> Vec<(usize, usize, usize)> {
     let mut runs = Vec::new();
-    for_each_run_in(shape, [strides], [0], range, |[o], len, [s]| runs.push((o, len, s)));
+    for_each_run_in(shape, [strides], [base], range, |[o], len, [s]| runs.push((o, len, s)));
     runs
 }
 
@@ -273,7 +255,7 @@ impl Plan {
         let isa = active_isa();
         let (r, reduced) = (self.r, (&self.reduced_shape[..], &self.reduced_strides[..]));
         // With few elements per output, every output shares one run list.
-        let shared_runs = (r <= CHUNK).then(|| collect_runs(reduced.0, reduced.1, 0..r));
+        let shared_runs = (r <= CHUNK).then(|| collect_runs(reduced.0, reduced.1, 0, 0..r));
         let reduce_one = |base: usize| -> T {
             match &shared_runs {
                 Some(runs) => {
@@ -320,23 +302,28 @@ impl Plan {
         let parallel = k.saturating_mul(r) > CHUNK;
         let blocks = map_indices(k.div_ceil(block), parallel, k.saturating_mul(r), |b| {
             let cols = b * block..k.min((b + 1) * block);
-            let kept_runs = collect_runs(&self.kept_shape, &self.kept_strides, cols.clone());
+            let kept_runs = collect_runs(&self.kept_shape, &self.kept_strides, 0, cols.clone());
+            // A sum over rows of one contiguous run (a bias gradient): a piece's whole cascade in
+            // one kernel call.
+            let unit_run = match (&kept_runs[..], red) {
+                ([(ko, klen, 1)], Reduction::Sum) if *klen == cols.len() => Some(*ko),
+                _ => None,
+            };
             let mut partials = map_indices(pieces, parallel, cols.len().saturating_mul(r), |piece| {
-                let mut total = RowCascade::new(red, isa, cols.len());
                 let rows = piece * rows_per_piece..r.min((piece + 1) * rows_per_piece);
+                if let Some(ko) = unit_run {
+                    let runs = collect_runs(&self.reduced_shape, &self.reduced_strides, self.offset + ko, rows);
+                    let mut out = vec![T::ZERO; cols.len()];
+                    dispatch(isa, CascadeRows { out: &mut out, x: data, runs: &runs });
+                    return out;
+                }
+                let mut total = RowCascade::new(red, isa, cols.len());
                 for_each_run_in(
                     &self.reduced_shape,
                     [&self.reduced_strides[..]],
                     [self.offset],
                     rows,
                     |[o], len, [s]| {
-                        // A sum over rows of one contiguous run (a bias gradient): the rows of
-                        // each leaf in one call.
-                        if let ([(ko, klen, 1)], Reduction::Sum) = (&kept_runs[..], red) {
-                            if *klen == cols.len() {
-                                return total.fold_sum_rows(data, o + ko, s, len);
-                            }
-                        }
                         for t in 0..len {
                             let base = o + t * s;
                             let mut pos = 0;
@@ -724,6 +711,7 @@ pub(crate) fn softmax_row<T: Float>(isa: Isa, x: &[T], out: &mut [T], log: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::available_isas;
 
     #[test]
     fn rows_and_inner_orders_agree_with_a_plain_sum() {
@@ -738,37 +726,106 @@ mod tests {
         }
     }
 
-    #[test]
-    fn folding_leaves_of_rows_gives_the_row_by_row_bits() {
-        // Rows of 37 (two blocks and a tail) at a stride of 40, values whose sums round
-        // differently in another order; counts that end in a partial leaf, fill the tree to
-        // several levels, and start after rows folded one by one.
-        let (len, stride) = (37, 40);
-        let data: Vec<f32> =
-            (0..1200 * stride).map(|i| if i % 11 == 0 { 3e7 } else { ((i * 37 % 29) as f32 - 14.0) * 0.31 }).collect();
-        for (before, count) in [(0, 1), (0, 8), (0, 1000), (3, 5), (5, 1000), (7, 17)] {
-            let run = |fast: bool| {
-                let mut total = RowCascade::<f32>::new(Reduction::Sum, active_isa(), len);
-                let add = |total: &mut RowCascade<f32>, r: usize| {
-                    for (a, &v) in total.leaf().iter_mut().zip(&data[r * stride..][..len]) {
-                        *a += v;
-                    }
-                    total.row_done();
-                };
-                for r in 0..before {
-                    add(&mut total, r);
-                }
-                if fast {
-                    total.fold_sum_rows(&data, before * stride, stride, count);
-                } else {
-                    for r in before..before + count {
-                        add(&mut total, r);
-                    }
-                }
-                total.finish().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-            };
-            assert_eq!(run(true), run(false), "{before} rows, then {count}");
+    /// `RowCascade`'s sum of the rows of `runs` (as [`CascadeRows`] reads them), row by row
+    /// through the scalar path: the definition of the *rows* order.
+    fn row_by_row<T: Float>(x: &[T], runs: &[(usize, usize, usize)], width: usize) -> Vec<T> {
+        let mut total = RowCascade::new(Reduction::Sum, Isa::Scalar, width);
+        for &(offset, rows, stride) in runs {
+            for t in 0..rows {
+                T::binary_assign(
+                    Isa::Scalar,
+                    BinaryOp::Add,
+                    total.leaf(),
+                    Operand::Slice(&x[offset + t * stride..][..width]),
+                );
+                total.row_done();
+            }
         }
+        total.finish()
+    }
+
+    /// Values whose sums round differently in another order, with NaN, ±∞ and -0 among them.
+    fn awkward<T: Float>(n: usize) -> Vec<T> {
+        (0..n)
+            .map(|i| match (i % 211, i % 11) {
+                (17, _) => T::NAN,
+                (60, _) => T::INFINITY,
+                (61, _) | (130, _) => T::NEG_INFINITY,
+                (_, 0) => T::from_f64(3e7),
+                (_, 1) => T::from_f64(-0.0),
+                _ => T::from_f64(((i * 37 % 29) as f64 - 14.0) * 0.31),
+            })
+            .collect()
+    }
+
+    /// Bit for bit, except that a NaN only has to be a NaN: which operand's payload an addition
+    /// of two NaNs keeps is the compiler's choice (it may swap an addition's operands).
+    fn assert_same_bits<T: Float>(got: &[T], want: &[T], case: &str) {
+        assert_eq!(got.len(), want.len(), "{case}");
+        for (j, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let same = if w.is_nan() { g.is_nan() } else { g.to_f64().to_bits() == w.to_f64().to_bits() };
+            assert!(same, "{case}, column {j}: {g:?} instead of {w:?}");
+        }
+    }
+
+    /// The one-call cascade against the row-by-row definition, on every path: row counts that
+    /// end in a partial leaf, fill one leaf or several levels, rows spread over runs (a leaf
+    /// spanning two runs), widths around the column blocks, rows wider than the columns read.
+    fn cascade_matches_row_by_row<T: Float>() {
+        let counts = (0..70).chain([1000, 4095, 4099]);
+        for width in [1usize, 15, 16, 17, 64, 100, 130] {
+            let stride = width + 3;
+            for rows in counts.clone() {
+                let x = awkward::<T>(rows * stride + 2 * stride + 5);
+                // One run from offset 2, and three runs whose cuts fall inside leaves, the last
+                // at twice the stride.
+                let (a, b) = (rows / 3, rows / 2);
+                let one = [(2, rows, stride)];
+                let split = [(2, a, stride), (2 + a * stride, b - a, stride), (1, rows - b, 2 * stride)];
+                for runs in [&one[..], &split[..]] {
+                    let want = row_by_row(&x, runs, width);
+                    for isa in available_isas() {
+                        let mut got = vec![T::from_f64(7.0); width];
+                        dispatch(isa, CascadeRows { out: &mut got, x: &x, runs });
+                        assert_same_bits(
+                            &got,
+                            &want,
+                            &format!("{} {isa:?}, {rows} rows of {width} in {} runs", T::NAME, runs.len()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cascade_kernel_gives_the_row_by_row_bits() {
+        cascade_matches_row_by_row::<f32>();
+        cascade_matches_row_by_row::<f64>();
+    }
+
+    #[test]
+    fn nan_and_infinities_propagate_through_the_cascade() {
+        // Column 0 has one NaN, column 1 both infinities (NaN), column 2 +∞, column 3 -0 only.
+        let rows = 1003;
+        let mut x = vec![0.25f32; rows * 4];
+        x[517 * 4] = f32::NAN;
+        x[3 * 4 + 1] = f32::INFINITY;
+        x[999 * 4 + 1] = f32::NEG_INFINITY;
+        x[640 * 4 + 2] = f32::INFINITY;
+        for t in 0..rows {
+            x[t * 4 + 3] = -0.0;
+        }
+        for isa in available_isas() {
+            let mut got = vec![0.0f32; 4];
+            dispatch(isa, CascadeRows { out: &mut got, x: &x, runs: &[(0, rows, 4)] });
+            assert!(got[0].is_nan() && got[1].is_nan() && got[2] == f32::INFINITY, "{isa:?}: {got:?}");
+            // Each leaf starts from +0, as RowCascade's: the sum of -0s is +0.
+            assert_eq!(got[3].to_bits(), 0.0f32.to_bits(), "{isa:?}");
+        }
+        let dz = Tensor::from_vec(x, &[rows, 4]).unwrap();
+        let db = dz.sum(&[0], false).unwrap().to_vec();
+        assert!(db[0].is_nan() && db[1].is_nan() && db[2] == f32::INFINITY && db[3].to_bits() == 0);
     }
 
     #[test]
