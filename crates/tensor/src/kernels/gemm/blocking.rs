@@ -584,7 +584,7 @@ mod tests {
         for isa in crate::kernels::available_isas() {
             let uk = <f32 as GemmKernels>::microkernel(isa);
             let mut next = values(0x7f4a_7c15);
-            // C small against K (split along K when the two shares are close: 2, 4, 5 and 7
+            // C small against K (split along K when the two shares are close: 2, 5 and 7
             // slices; 3 slices are not), and a C too large for it. A row-major and transposed.
             let kc = uk.kc;
             for (m, n, k, split) in [
