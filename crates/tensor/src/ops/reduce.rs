@@ -583,7 +583,7 @@ impl<T: Float> Tensor<T> {
         if numel == 0 {
             return Ok(Tensor::<T>::zeros(self.shape()));
         }
-        let xs = &x.storage().as_slice()[x.offset()..x.offset() + numel];
+        let xs = x.as_slice().expect("a contiguous tensor has a slice");
         let isa = active_isa();
         let group = (CHUNK / len).max(1) * len;
         let data = fill_chunked(numel, group, |start, out: &mut [T]| {

@@ -149,7 +149,7 @@ impl<T: Float> Tensor<T> {
         // The 2 x 2 pooling these codes were made by.
         let (_, pooled) = pool_geometry("max_pool2d", &conv_shape, 2, 2, 0)?;
         let dy = dy.contiguous();
-        let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
+        let dy_data = dy.as_slice().expect("a contiguous tensor has a slice");
         self.conv_backward(weight, (n, c_out, &g), &Upstream::Pooled { dy: dy_data, codes, pooled }, needs)
     }
 }

@@ -401,7 +401,7 @@ impl<T: Float> Tensor<T> {
             ));
         }
         let dy = dy.contiguous();
-        let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
+        let dy_data = dy.as_slice().expect("a contiguous tensor has a slice");
         self.conv_backward(weight, (n, c_out, &g), &Upstream::Full(dy_data), needs)
     }
 

@@ -228,7 +228,7 @@ impl<T: Float> Tensor<T> {
         let plane = oh * ow;
         let numel = input_shape.iter().product::<usize>();
         let dy = dy.contiguous();
-        let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
+        let dy_data = dy.as_slice().expect("a contiguous tensor has a slice");
         if image == 0 || plane == 0 {
             return Ok(Tensor::from_contiguous(crate::memory::filled(numel, T::ZERO), input_shape));
         }
@@ -334,7 +334,7 @@ impl<T: Float> Tensor<T> {
         let scale = T::ONE / T::from_usize(kernel * kernel);
         let mut dx = crate::memory::filled(planes * image, T::ZERO);
         let dy = dy.contiguous();
-        let dy_data = &dy.storage().as_slice()[dy.offset()..dy.offset() + dy.numel()];
+        let dy_data = dy.as_slice().expect("a contiguous tensor has a slice");
         if image > 0 {
             for_each(dx.chunks_mut(image).zip(dy_data.chunks(plane)), planes * image, |(dx, dy)| {
                 for i in 0..g.oh {
