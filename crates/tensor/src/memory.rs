@@ -32,9 +32,36 @@ use std::sync::Mutex;
 
 use crate::dtype::Float;
 
-/// Buffers smaller than this (in bytes) are left to the system allocator, which recycles small
-/// blocks well on its own (128 KiB is glibc's default mmap threshold).
-pub const MIN_BYTES: usize = 128 << 10;
+/// An element type with a buffer cache of its own: the float types, and `u64` for the bit
+/// masks and pooling codes a step makes as often as its activations.
+pub(crate) trait Cached: Copy + Send + 'static {
+    /// This type's cache.
+    fn buffer_cache() -> &'static Cache<Self>;
+}
+
+impl<T: Float> Cached for T {
+    fn buffer_cache() -> &'static Cache<T> {
+        <T as Float>::buffer_cache()
+    }
+}
+
+impl Cached for u64 {
+    fn buffer_cache() -> &'static Cache<u64> {
+        static CACHE: Cache<u64> = Cache::new();
+        &CACHE
+    }
+}
+
+/// Buffers smaller than this (in bytes, four pages) are left to the system allocator.
+///
+/// It was 128 KiB (glibc's default mmap threshold), on the view that the allocator recycles
+/// smaller blocks well on its own. It does not across a training step: the step frees its
+/// smaller buffers together, glibc then trims the top of its heap (more than 128 KiB free there)
+/// and the next step faults the same pages back in. Measured on the CNN of
+/// `examples/bench_models.rs` (docs/benchmarks.md, session 17): about 130 page faults per step
+/// from buffers of 16 to 128 KiB (a convolution's per-image scratch, ReLU's outputs) and from
+/// the pooling's code words, 6-8% of the step.
+pub const MIN_BYTES: usize = 16 << 10;
 
 static LIMIT: AtomicUsize = AtomicUsize::new(256 << 20);
 static CACHED: AtomicUsize = AtomicUsize::new(0);
@@ -55,8 +82,9 @@ pub fn cache_limit() -> usize {
 /// lowered limit are released.
 pub fn set_cache_limit(bytes: usize) {
     LIMIT.store(bytes, Ordering::Relaxed);
-    f32::buffer_cache().shrink_to(bytes);
-    f64::buffer_cache().shrink_to(bytes);
+    <f32 as Cached>::buffer_cache().shrink_to(bytes);
+    <f64 as Cached>::buffer_cache().shrink_to(bytes);
+    <u64 as Cached>::buffer_cache().shrink_to(bytes);
 }
 
 /// The bytes the cache holds now.
@@ -66,8 +94,9 @@ pub fn cached_bytes() -> usize {
 
 /// Releases every cached buffer to the system allocator.
 pub fn clear_cache() {
-    f32::buffer_cache().shrink_to(0);
-    f64::buffer_cache().shrink_to(0);
+    <f32 as Cached>::buffer_cache().shrink_to(0);
+    <f64 as Cached>::buffer_cache().shrink_to(0);
+    <u64 as Cached>::buffer_cache().shrink_to(0);
 }
 
 /// How many buffers of one length the ops have asked the cache for.
@@ -103,7 +132,7 @@ pub struct Cache<T> {
     free: Mutex<Pool<T>>,
 }
 
-impl<T: Float> Cache<T> {
+impl<T: Copy> Cache<T> {
     /// An empty cache (for the per-type statics of `Float`).
     pub(crate) const fn new() -> Cache<T> {
         Cache { free: Mutex::new(Pool { free: Vec::new(), demand: Vec::new() }) }
@@ -181,12 +210,12 @@ fn bytes<T>(len: usize) -> usize {
 }
 
 /// Returns a buffer to the cache (what dropping a tensor's last handle does).
-pub(crate) fn recycle<T: Float>(v: Vec<T>) {
+pub(crate) fn recycle<T: Cached>(v: Vec<T>) {
     T::buffer_cache().put(v);
 }
 
 /// `len` copies of `value`, in a cached buffer when there is one of that length.
-pub(crate) fn filled<T: Float>(len: usize, value: T) -> Vec<T> {
+pub(crate) fn filled<T: Cached>(len: usize, value: T) -> Vec<T> {
     match T::buffer_cache().take(len) {
         Some(mut v) => {
             v.fill(value);
@@ -203,12 +232,12 @@ pub(crate) fn filled<T: Float>(len: usize, value: T) -> Vec<T> {
 /// that is what keeps the module's promise that a reused buffer's old contents are never
 /// observable. Every other caller takes [`filled`] or [`with_capacity`].
 pub(crate) fn for_overwrite<T: Float>(len: usize) -> Vec<T> {
-    T::buffer_cache().take(len).unwrap_or_else(|| vec![T::ZERO; len])
+    <T as Cached>::buffer_cache().take(len).unwrap_or_else(|| vec![T::ZERO; len])
 }
 
 /// An empty vector with room for at least `len` elements, to be filled by `push`, `extend` or
 /// through its spare capacity: a cached buffer, cleared, when there is one of that length.
-pub(crate) fn with_capacity<T: Float>(len: usize) -> Vec<T> {
+pub(crate) fn with_capacity<T: Cached>(len: usize) -> Vec<T> {
     match T::buffer_cache().take(len) {
         Some(mut v) => {
             v.clear();
@@ -222,14 +251,21 @@ pub(crate) fn with_capacity<T: Float>(len: usize) -> Vec<T> {
 mod tests {
     use super::*;
 
-    // One test touches the global cache, so that parallel tests cannot race on its byte count.
+    /// How many buffers of exactly `len` elements the cache holds: what the test below checks
+    /// instead of the total, which other tests' buffers change while it runs.
+    fn cached_of<T: Cached>(len: usize) -> usize {
+        T::buffer_cache().lock().free.iter().filter(|b| b.len() == len).count()
+    }
+
+    // One test changes the global cache's limit and clears it. Its lengths are its own (no
+    // other test asks for them), and it counts buffers of those lengths only.
     #[test]
     fn buffers_are_reused_bounded_and_released() {
-        let n = MIN_BYTES / 4 * 3; // 384 KiB of f32
+        let n = MIN_BYTES / 4 * 3 + 7; // about 48 KiB of f32
         clear_cache();
         // A length nobody asked for is not kept.
         recycle(vec![1.0f32; n + 1]);
-        assert_eq!(cached_bytes(), 0);
+        assert_eq!(cached_of::<f32>(n + 1), 0);
         let a = for_overwrite::<f32>(n);
         let ptr = a.as_ptr();
         recycle(a);
@@ -253,7 +289,16 @@ mod tests {
         recycle(x);
         recycle(y);
         recycle(vec![3.0f32; m]);
-        assert_eq!(cached_bytes(), 2 * m * 4);
+        assert_eq!(cached_of::<f32>(m), 2);
+        // Words (masks, pooling codes) are cached alike.
+        let w = filled(n, 1u64);
+        let ptr = w.as_ptr();
+        recycle(w);
+        assert_eq!(cached_of::<u64>(n), 1);
+        let w = filled(n, 0u64);
+        assert_eq!(w.as_ptr(), ptr);
+        assert!(w.iter().all(|&v| v == 0));
+        recycle(w);
         // The limit bounds the cache; 0 turns it off.
         let limit = cache_limit();
         set_cache_limit(n * 4);

@@ -72,7 +72,7 @@ impl<T: Float> Tensor<T> {
         let words = pg.oh * words_per_row(pg.ow);
         // Every output element and code word is written below (the kernel writes whole planes).
         let mut out = crate::memory::for_overwrite(n * c_out * pooled);
-        let mut codes = vec![0u64; n * c_out * words];
+        let mut codes = crate::memory::filled(n * c_out * words, 0u64);
         if !out.is_empty() {
             let isa = active_isa();
             let pieces = out.chunks_mut(c_out * pooled).zip(codes.chunks_mut(c_out * words)).enumerate();

@@ -442,8 +442,8 @@ impl<T: Float> Tensor<T> {
         if do_dw {
             checked_numel("conv2d_backward", &[groups, c_out, rows])?;
         }
-        let mut partial = if do_dw { vec![T::ZERO; groups * c_out * rows] } else { Vec::new() };
-        let mut partial_db = if do_db { vec![T::ZERO; groups * c_out] } else { Vec::new() };
+        let mut partial = if do_dw { crate::memory::filled(groups * c_out * rows, T::ZERO) } else { Vec::new() };
+        let mut partial_db = if do_db { crate::memory::filled(groups * c_out, T::ZERO) } else { Vec::new() };
         // One group of images: its slice of `dx`, its partial `dweight` and `dbias`, each when
         // needed.
         type Parts<'a, T> = ((Option<&'a mut [T]>, Option<&'a mut [T]>), Option<&'a mut [T]>);
@@ -490,13 +490,15 @@ impl<T: Float> Tensor<T> {
         }
         // The groups' partial sums, added in order (the row fold of the sums over rows).
         let sum_parts = |parts: &[T], len: usize| {
-            let mut total = vec![T::ZERO; len];
+            let mut total = crate::memory::filled(len, T::ZERO);
             let rows = parts.len() / len.max(1);
             dispatch(isa, FoldRows { acc: &mut total, x: parts, offset: 0, stride: len, rows });
             total
         };
         let dweight = need_dw.then(|| Tensor::from_contiguous(sum_parts(&partial, c_out * rows), weight.shape()));
         let dbias = need_db.then(|| Tensor::from_contiguous(sum_parts(&partial_db, c_out), &[c_out]));
+        crate::memory::recycle(partial);
+        crate::memory::recycle(partial_db);
         Ok(Conv2dGrads { dx: need_dx.then(|| Tensor::from_contiguous(dx, self.shape())), dweight, dbias })
     }
 }

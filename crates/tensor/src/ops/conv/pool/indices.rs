@@ -35,6 +35,16 @@ pub(in crate::ops::conv) enum Kind {
     Flat(Vec<usize>),
 }
 
+impl Drop for MaxPoolIndices {
+    /// Gives the 2 x 2 codes back to the buffer cache (`crate::memory`): the next step's
+    /// pooling takes the same words instead of faulting in fresh pages.
+    fn drop(&mut self) {
+        if let Kind::Window2x2(codes) = &mut self.kind {
+            crate::memory::recycle(std::mem::take(codes));
+        }
+    }
+}
+
 impl MaxPoolIndices {
     /// Indices as the forward made them (shapes and lengths already consistent).
     pub(in crate::ops::conv) fn new(input: [usize; 4], output: [usize; 4], kind: Kind) -> MaxPoolIndices {
