@@ -477,43 +477,122 @@ pub(super) unsafe fn softmax_short_rows<'m, V: Lanes>(
         "softmax_short_rows: rows of {len} over {} for {w} lanes",
         x.len()
     );
-    let count = len.div_ceil(w);
-    let start = |i: usize| if i + 1 == count { len - w } else { i * w };
-    let repeated = count * w - len;
+    // SAFETY: forwarded: the instruction set (caller), the lengths (asserted above).
+    unsafe {
+        match len.div_ceil(w) {
+            1 => short_rows::<V, 1, 4>(x, scale, mask, len, out),
+            2 => short_rows::<V, 2, 4>(x, scale, mask, len, out),
+            3 => short_rows::<V, 3, 2>(x, scale, mask, len, out),
+            _ => short_rows::<V, 4, 2>(x, scale, mask, len, out),
+        }
+    }
+}
+
+/// [`softmax_short_rows`] for rows of `C` registers (`C = ⌈len / LANES⌉`), `G` rows at a time,
+/// each row computed exactly as alone. A row is a chain of dependent steps (the maximum across
+/// lanes, `exp`, the sum across lanes, the division); several chains side by side keep the core
+/// busy where one left it waiting. `G · C` at most 8 registers of rows, which with `exp`'s
+/// constants fit AVX2's 16. Attention's rows of 28 on AVX-512, `cargo bench --bench layers --
+/// softmax/64x4x28x28/forward/1t`: 278-299 -> 248-257 µs (docs/benchmarks.md, session 17).
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set; `C = ⌈len / LANES⌉ <= SHORT_ROW_REGS`, `x` and `out`
+/// are whole rows of `len` of one length (the caller asserts it).
+#[inline(always)]
+unsafe fn short_rows<'m, V: Lanes, const C: usize, const G: usize>(
+    x: &[V::Elem],
+    scale: V::Elem,
+    mask: &dyn Fn(usize) -> Option<&'m [V::Elem]>,
+    len: usize,
+    out: &mut [V::Elem],
+) {
+    let w = V::LANES;
+    let start = |i: usize| if i + 1 == C { len - w } else { i * w };
+    let repeated = C * w - len;
+    let rows = x.len() / len;
     // SAFETY: every register reads or writes `start(i) .. start(i) + w` of a row, inside its
     // `len` elements of `x`, the mask row (its length asserted) and `out`; `16 - repeated + w
-    // <= 32` stays inside the table. The caller guarantees the instruction set.
+    // <= 32` stays inside the table. The caller guarantees the instruction set. (The steps are
+    // macros, not closures: a closure would not inherit the instruction set.)
     unsafe {
         let k = ExpConsts::<V>::new();
         let s = V::splat(scale);
         let zero = V::splat(V::Elem::ZERO);
         let keep = V::load(V::Elem::keep_table().as_ptr().add(16 - repeated));
-        for (row, (x, out)) in x.chunks_exact(len).zip(out.chunks_exact_mut(len)).enumerate() {
-            let m = mask(row);
-            assert!(m.is_none_or(|m| m.len() == len), "softmax_short_rows: a mask row of another length");
-            let mut r = [zero; SHORT_ROW_REGS];
-            for (i, reg) in r.iter_mut().enumerate().take(count) {
-                let mut v = V::load(x.as_ptr().add(start(i))).mul(s);
-                if let Some(m) = m {
-                    v = v.add(V::load(m.as_ptr().add(start(i))));
+        let (src, dst) = (x.as_ptr(), out.as_mut_ptr());
+        // One row's registers: `x · scale (+ mask)`.
+        macro_rules! load {
+            ($row:expr) => {{
+                let row = $row;
+                let m = mask(row);
+                assert!(m.is_none_or(|m| m.len() == len), "softmax_short_rows: a mask row of another length");
+                let mut r = [zero; C];
+                for (i, reg) in r.iter_mut().enumerate() {
+                    let v = V::load(src.add(row * len + start(i))).mul(s);
+                    *reg = match m {
+                        Some(m) => v.add(V::load(m.as_ptr().add(start(i)))),
+                        None => v,
+                    };
                 }
-                *reg = v;
+                r
+            }};
+        }
+        // The row's largest lane, splat.
+        macro_rules! shift {
+            ($r:expr) => {{
+                let r: &[V; C] = $r;
+                let mut top = r[0];
+                for &v in &r[1..] {
+                    top = v.max_nan(top);
+                }
+                V::splat(reduce_max::<V>(top))
+            }};
+        }
+        // `e^(r − shift)` in place, and the sum of the row's lanes, splat.
+        macro_rules! exp_total {
+            ($r:expr, $shift:expr) => {{
+                let (r, shift): (&mut [V; C], V) = ($r, $shift);
+                let mut acc = zero;
+                for (i, reg) in r.iter_mut().enumerate() {
+                    let e = exp_lanes(reg.sub(shift), &k);
+                    *reg = e;
+                    acc = acc.add(if i + 1 == C && repeated > 0 { e.mul(keep) } else { e });
+                }
+                V::splat(reduce_sum(acc))
+            }};
+        }
+        macro_rules! store {
+            ($row:expr, $r:expr, $total:expr) => {{
+                let (row, r, total): (usize, &[V; C], V) = ($row, $r, $total);
+                for (i, reg) in r.iter().enumerate() {
+                    reg.div(total).store(dst.add(row * len + start(i)));
+                }
+            }};
+        }
+        let mut row = 0;
+        while row + G <= rows {
+            let mut r = [[zero; C]; G];
+            for (g, r) in r.iter_mut().enumerate() {
+                *r = load!(row + g);
             }
-            let mut top = r[0];
-            for &v in &r[1..count] {
-                top = v.max_nan(top);
+            let mut shifts = [zero; G];
+            for (shift, r) in shifts.iter_mut().zip(&r) {
+                *shift = shift!(r);
             }
-            let shift = V::splat(reduce_max::<V>(top));
-            let mut acc = zero;
-            for (i, reg) in r.iter_mut().enumerate().take(count) {
-                let e = exp_lanes(reg.sub(shift), &k);
-                *reg = e;
-                acc = acc.add(if i + 1 == count && repeated > 0 { e.mul(keep) } else { e });
+            let mut totals = [zero; G];
+            for ((total, r), &shift) in totals.iter_mut().zip(&mut r).zip(&shifts) {
+                *total = exp_total!(r, shift);
             }
-            let total = V::splat(reduce_sum(acc));
-            for (i, reg) in r.iter().enumerate().take(count) {
-                reg.div(total).store(out.as_mut_ptr().add(start(i)));
+            for (g, (r, &total)) in r.iter().zip(&totals).enumerate() {
+                store!(row + g, r, total);
             }
+            row += G;
+        }
+        for row in row..rows {
+            let mut r = load!(row);
+            let shift = shift!(&r);
+            let total = exp_total!(&mut r, shift);
+            store!(row, &r, total);
         }
     }
 }
