@@ -203,7 +203,7 @@ impl<T: Float> Tensor<T> {
         if self.is_contiguous() {
             self.clone()
         } else {
-            Tensor::from_contiguous(self.to_vec(), self.shape())
+            self.gather_runs()
         }
     }
 

@@ -153,6 +153,47 @@ fn every_view_shares_storage_and_reads_the_right_elements() {
     assert_eq!(values(&split), values(&rows));
 }
 
+/// `contiguous` of views larger than one parallel chunk (broadcast, transposed, narrowed with
+/// runs of every kind: unit stride, stride 0, other strides) gives the elements in logical
+/// order, element for element what `get` reads, on 1 and 2 threads.
+#[test]
+fn contiguous_copies_of_large_views_read_every_element_in_order() {
+    let x = seq::<f32>(&[64, 1, 96]);
+    let wide = seq::<f64>(&[96, 700]);
+    let views: Vec<(Tensor<f32>, &str)> = vec![
+        (x.expand(&[64, 28, 96]).unwrap(), "expand"),
+        (x.expand(&[64, 28, 96]).unwrap().transpose(1, 2).unwrap(), "expand, transpose"),
+        (seq::<f32>(&[300, 257]).transpose(0, 1).unwrap().narrow(0, 3, 250).unwrap(), "transpose, narrow"),
+    ];
+    let check = |t: &Tensor<f32>, what: &str| {
+        let c = t.contiguous();
+        assert!(c.is_contiguous() && c.shape() == t.shape(), "{what}");
+        let want: Vec<f32> = (0..t.numel())
+            .map(|flat| {
+                let mut index = vec![0; t.ndim()];
+                let mut rest = flat;
+                for d in (0..t.ndim()).rev() {
+                    index[d] = rest % t.shape()[d];
+                    rest /= t.shape()[d];
+                }
+                t.get(&index).unwrap()
+            })
+            .collect();
+        assert_eq!(c.to_vec(), want, "{what}");
+    };
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            for (t, what) in &views {
+                check(t, what);
+            }
+            let t = wide.transpose(0, 1).unwrap();
+            let c = t.contiguous();
+            assert_eq!(c.to_vec(), t.to_vec(), "f64 transpose");
+        });
+    }
+}
+
 #[test]
 fn reshape_of_a_transposed_tensor_copies_in_logical_order() {
     let x = seq::<f64>(&[3, 4]);
