@@ -2,9 +2,10 @@
 //! (`torch.optim.AdamW`).
 
 use tapegrad_autograd::Var;
+use tapegrad_tensor::ops::optim::{AdamDecay, AdamStep};
 use tapegrad_tensor::{Error, Float, Result, Tensor};
 
-use super::{check_range, gradients, shapes, update, Optimizer};
+use super::{check_range, gradients, shapes, update_whole, Optimizer};
 use crate::checkpoint::{StateDict, Stateful};
 
 /// The state both Adam variants share; `decoupled` chooses AdamW's weight decay.
@@ -59,32 +60,23 @@ impl<T: Float> AdamState<T> {
             s.step = s.step.saturating_add(1);
             let bias1 = T::ONE - T::from_f64(power(self.beta1, s.step));
             let bias2_sqrt = (T::ONE - T::from_f64(power(self.beta2, s.step))).sqrt();
-            let step_size = lr / bias1;
-            let shrink = T::ONE - lr * wd;
-            update(self.op, i, p, &mut s.m, &mut s.v, &g, |x, m, v, g| {
-                // One element's update, given its (possibly decayed) gradient.
-                let adam = |x: &mut T, m: &mut T, v: &mut T, g: T| {
-                    // m ← m + (1 − β1)(g − m): PyTorch's lerp, the same as β1 m + (1 − β1) g.
-                    *m = *m + (T::ONE - b1) * (g - *m);
-                    *v = b2 * *v + (T::ONE - b2) * g * g;
-                    let denom = v.sqrt() / bias2_sqrt + eps;
-                    *x -= step_size * *m / denom;
-                };
-                // The weight-decay choice outside the loop, and zipped slices (no index
-                // checks): one pass the compiler vectorises.
-                let elements = x.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g);
-                match (decay, decoupled) {
-                    (true, true) => elements.for_each(|(((x, m), v), &g)| {
-                        *x *= shrink;
-                        adam(x, m, v, g)
-                    }),
-                    (true, false) => elements.for_each(|(((x, m), v), &g)| {
-                        let g = g + wd * *x;
-                        adam(x, m, v, g)
-                    }),
-                    (false, _) => elements.for_each(|(((x, m), v), &g)| adam(x, m, v, g)),
-                }
-            })?;
+            let step = AdamStep {
+                // m ← m + (1 − β1)(g − m): PyTorch's lerp, the same as β1 m + (1 − β1) g.
+                one_minus_b1: T::ONE - b1,
+                b2,
+                one_minus_b2: T::ONE - b2,
+                bias2_sqrt,
+                eps,
+                step_size: lr / bias1,
+                decay: match (decay, decoupled) {
+                    (true, true) => AdamDecay::Decoupled(T::ONE - lr * wd),
+                    (true, false) => AdamDecay::L2(wd),
+                    (false, _) => AdamDecay::None,
+                },
+            };
+            // One fused pass of the tensor crate (`ops::optim::AdamStep`), vectorised and split
+            // into pieces on the pool.
+            update_whole(self.op, i, p, &mut s.m, &mut s.v, &g, |x, m, v, g| step.apply(x, m, v, g))?;
         }
         Ok(())
     }

@@ -175,6 +175,37 @@ pub(crate) fn update<T: Float>(
     }
 }
 
+/// [`update`] for an update that is one fused pass of the tensor crate over whole slices (it
+/// splits them into pieces itself): `f` runs once, on all of `p`'s value, `s1`, `s2` and `g`,
+/// after the same checks, and its error is returned.
+pub(crate) fn update_whole<T: Float>(
+    op: &'static str,
+    index: usize,
+    p: &Var<T>,
+    s1: &mut [T],
+    s2: &mut [T],
+    g: &Tensor<T>,
+    f: impl FnOnce(&mut [T], &mut [T], &mut [T], &[T]) -> Result<()>,
+) -> Result<()> {
+    let Some(g_elems) = g.as_slice() else {
+        return Err(Error::shape(op, g.shape(), "the gradient must be contiguous"));
+    };
+    let mut result = None;
+    p.update_value(|x| {
+        if g_elems.len() == x.len() && [s1.len(), s2.len()].iter().all(|&n| n == 0 || n == x.len()) {
+            result = Some(f(x, s1, s2, g_elems));
+        }
+    });
+    result.unwrap_or_else(|| {
+        Err(Error::mismatch(
+            op,
+            &p.shape(),
+            g.shape(),
+            format!("parameter {index} changed shape during the step; its gradient and state no longer fit"),
+        ))
+    })
+}
+
 /// Elements per piece of an in-place update. Pieces run in parallel on rayon's pool; each
 /// element's update reads only its own parameter, state and gradient values, so the result is
 /// the same for any thread count.

@@ -7,4 +7,5 @@ pub mod linear;
 pub mod matmul;
 pub mod movement;
 pub mod norm;
+pub mod optim;
 pub mod reduce;

@@ -636,3 +636,61 @@ fn fused_softmax_rows_match_the_row_by_row_kernels_to_the_bit() {
     check_softmax_rows::<f32>();
     check_softmax_rows::<f64>();
 }
+
+/// The Adam kernel on every available path gives the scalar definition's bits (each operation
+/// rounded once, in order), for every tail length, each kind of weight decay, and elements that
+/// are zero, NaN or infinite; `AdamStep::apply` (pieces on the pool) gives them too on 1 and 2
+/// threads, and refuses slices of different lengths.
+fn check_adam<T: Float>() {
+    use tapegrad_tensor::ops::optim::{AdamDecay, AdamStep};
+    let mut gen = Lcg(11);
+    let decays = [AdamDecay::None, AdamDecay::L2(T::from_f64(0.01)), AdamDecay::Decoupled(T::from_f64(0.999))];
+    for decay in decays {
+        let step = AdamStep {
+            one_minus_b1: T::from_f64(0.1),
+            b2: T::from_f64(0.999),
+            one_minus_b2: T::ONE - T::from_f64(0.999),
+            bias2_sqrt: T::from_f64(0.0447),
+            eps: T::from_f64(1e-8),
+            step_size: T::from_f64(0.003),
+            decay,
+        };
+        for n in [0usize, 1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 70_001] {
+            let mut draw =
+                |scale: f64| -> Vec<T> { (0..n).map(|_| T::from_f64(scale * (2.0 * gen.unit() - 1.0))).collect() };
+            let (mut x, m, mut v, mut g) = (draw(2.0), draw(0.1), draw(0.01), draw(1.0));
+            v.iter_mut().for_each(|e| *e = e.abs());
+            for (i, special) in [0.0, f64::NAN, f64::INFINITY, -0.0].into_iter().enumerate() {
+                if i < n {
+                    g[(i * 7) % n] = T::from_f64(special);
+                    x[(i * 5 + 1) % n] = T::from_f64(special);
+                }
+            }
+            let run = |isa: Isa| {
+                let (mut x, mut m, mut v) = (x.clone(), m.clone(), v.clone());
+                T::adam(isa, &step, &mut x, &mut m, &mut v, &g);
+                [x, m, v].map(|s| s.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>())
+            };
+            let want = run(Isa::Scalar);
+            for isa in available_isas() {
+                assert_eq!(run(isa), want, "{isa:?} {} adam, n {n}, {decay:?}", T::NAME);
+            }
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let (mut xa, mut ma, mut va) = (x.clone(), m.clone(), v.clone());
+                pool.install(|| step.apply(&mut xa, &mut ma, &mut va, &g)).unwrap();
+                let got = [xa, ma, va].map(|s| s.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>());
+                assert_eq!(got, want, "{} AdamStep::apply, n {n}, {threads} threads", T::NAME);
+            }
+        }
+        let (mut x, mut m, mut v) = (vec![T::ONE; 4], vec![T::ZERO; 4], vec![T::ZERO; 3]);
+        let e = step.apply(&mut x, &mut m, &mut v, &[T::ONE; 4]).unwrap_err().to_string();
+        assert!(e.contains("adam") && e.contains('3') && e.contains('4'), "{e}");
+    }
+}
+
+#[test]
+fn the_adam_kernel_gives_the_scalar_bits_on_every_path() {
+    check_adam::<f32>();
+    check_adam::<f64>();
+}

@@ -14,6 +14,7 @@
 //! within 2 ulp (f32) / 3 ulp (f64) of the exact value. Tests compare each available path with the
 //! scalar one on the same inputs.
 
+use crate::dtype::Float;
 use crate::kernels::Isa;
 
 mod rows;
@@ -94,6 +95,70 @@ impl<T> Operand<'_, T> {
     }
 }
 
+// ─── Adam ──────────────────────────────────────────────────────────────────────
+
+/// One Adam or AdamW step's constants, for [`ElementwiseKernels::adam`] and the public
+/// `tapegrad_tensor::ops::optim::AdamStep` (this type): each element `x` of a parameter, with
+/// its moments `m`, `v` and gradient `g`, becomes
+///
+/// ```text
+/// g ← g + wd · x                      (decay = L2(wd))
+/// x ← x · shrink                      (decay = Decoupled(shrink))
+/// m ← m + one_minus_b1 · (g − m)
+/// v ← b2 · v + (one_minus_b2 · g) · g
+/// x ← x − (step_size · m) / (√v / bias2_sqrt + eps)
+/// ```
+///
+/// each operation rounded once, in this order (no fused multiply-add), on every path: the SIMD
+/// kernels give the scalar loop's bits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep<T> {
+    /// `1 − β1`.
+    pub one_minus_b1: T,
+    /// `β2`.
+    pub b2: T,
+    /// `1 − β2`.
+    pub one_minus_b2: T,
+    /// `√(1 − β2ᵗ)`, the second moment's bias correction.
+    pub bias2_sqrt: T,
+    /// `ε`.
+    pub eps: T,
+    /// `η / (1 − β1ᵗ)`: the learning rate over the first moment's bias correction.
+    pub step_size: T,
+    /// The weight decay, if any.
+    pub decay: AdamDecay<T>,
+}
+
+/// How an [`AdamStep`] decays the weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AdamDecay<T> {
+    /// No decay.
+    None,
+    /// Adam's L2 penalty: `λ x` added to the gradient (`λ` given).
+    L2(T),
+    /// AdamW's decoupled decay: the weight multiplied by `1 − ηλ` (given) before the update.
+    Decoupled(T),
+}
+
+impl<T: Float> AdamStep<T> {
+    /// One element's update: the definition every path follows.
+    #[inline(always)]
+    pub(crate) fn element(&self, x: &mut T, m: &mut T, v: &mut T, g: T) {
+        let g = match self.decay {
+            AdamDecay::None => g,
+            AdamDecay::L2(wd) => g + wd * *x,
+            AdamDecay::Decoupled(shrink) => {
+                *x *= shrink;
+                g
+            }
+        };
+        *m = *m + self.one_minus_b1 * (g - *m);
+        *v = self.b2 * *v + self.one_minus_b2 * g * g;
+        let denom = v.sqrt() / self.bias2_sqrt + self.eps;
+        *x -= self.step_size * *m / denom;
+    }
+}
+
 // ─── the kernel table ──────────────────────────────────────────────────────────
 
 /// The elementwise and reduction kernels for one element type (`f32` and `f64`), each taking the
@@ -157,6 +222,13 @@ pub trait ElementwiseKernels: Sized + Copy {
     /// # Panics
     /// If `len` is 0, the slices differ in length, or they are not a whole number of rows.
     fn softmax_backward_rows(isa: Isa, y: &[Self], dy: &[Self], len: usize, scale: Self, out: &mut [Self]);
+
+    /// One [`AdamStep`] over a parameter's elements `x`, its moments `m` and `v` and its gradient
+    /// `g`, in place: the scalar definition's bits on every path.
+    ///
+    /// # Panics
+    /// If the four slices differ in length.
+    fn adam(isa: Isa, step: &AdamStep<Self>, x: &mut [Self], m: &mut [Self], v: &mut [Self], g: &[Self]);
 }
 
 /// The path a kernel may actually take: `isa` when the CPU supports it, otherwise scalar.
@@ -301,6 +373,29 @@ macro_rules! impl_elementwise {
                     Isa::Neon => unsafe { neon::softmax_rows::<$neon>(x, scale, mask, scratch, out) },
                     // SAFETY: the scalar primitives run on every CPU.
                     _ => unsafe { rows::softmax_rows(rows::Scalar, x, scale, mask, scratch, out) },
+                }
+            }
+
+            fn adam(isa: Isa, step: &AdamStep<$t>, x: &mut [$t], m: &mut [$t], v: &mut [$t], g: &[$t]) {
+                let n = x.len();
+                assert!(
+                    m.len() == n && v.len() == n && g.len() == n,
+                    "adam kernel: slices of {n}, {}, {} and {} elements",
+                    m.len(),
+                    v.len(),
+                    g.len()
+                );
+                match usable(isa) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU supports AVX2 and FMA (`usable`); lengths checked above.
+                    Isa::Avx2 => unsafe { avx2::adam::<$avx2>(step, x, m, v, g) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above, for AVX-512F.
+                    Isa::Avx512 => unsafe { avx512::adam::<$avx512>(step, x, m, v, g) },
+                    #[cfg(target_arch = "aarch64")]
+                    // SAFETY: as above, for NEON.
+                    Isa::Neon => unsafe { neon::adam::<$neon>(step, x, m, v, g) },
+                    _ => scalar::adam(step, x, m, v, g),
                 }
             }
 

@@ -1,7 +1,7 @@
 //! The scalar reference: portable Rust that every SIMD path is tested against, and the per-element
 //! formulas the SIMD paths use for their tails and for the transcendental ops.
 
-use super::{BinaryOp, Operand, UnaryOp};
+use super::{AdamStep, BinaryOp, Operand, UnaryOp};
 use crate::dtype::Float;
 
 // ─── per-element formulas ──────────────────────────────────────────────────────
@@ -224,6 +224,14 @@ impl<T: Float> Cascade<T> {
 }
 
 /// `max x[i]`, NaN if any element is NaN, −∞ when empty.
+/// `ElementwiseKernels::adam`: [`AdamStep::element`] over each element in turn (the slices of
+/// one length, checked by the caller).
+pub(super) fn adam<T: Float>(step: &AdamStep<T>, x: &mut [T], m: &mut [T], v: &mut [T], g: &[T]) {
+    for (((x, m), v), &g) in x.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+        step.element(x, m, v, g);
+    }
+}
+
 pub(super) fn max<T: Float>(x: &[T]) -> T {
     x.iter().fold(T::NEG_INFINITY, |m, &v| max_nan(v, m))
 }

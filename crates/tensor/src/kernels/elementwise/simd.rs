@@ -8,7 +8,7 @@
 //! (`BinaryOp::apply` / `UnaryOp::apply`), so every length gives the reference's result.
 
 use super::scalar::{self, max_nan, Cascade, SUM_BLOCK};
-use super::{BinaryOp, Operand, UnaryOp};
+use super::{AdamDecay, AdamStep, BinaryOp, Operand, UnaryOp};
 use crate::dtype::Float;
 
 /// One SIMD register of `LANES` elements on one instruction set.
@@ -597,6 +597,59 @@ unsafe fn short_rows<'m, V: Lanes, const C: usize, const G: usize>(
     }
 }
 
+// ─── Adam ──────────────────────────────────────────────────────────────────────
+
+/// `ElementwiseKernels::adam` on register type `V`: [`AdamStep::element`]'s operations on whole
+/// registers (each rounded once, in the same order, so the same bits), the tail by the scalar
+/// definition.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set; the four slices have one length.
+#[inline(always)]
+pub(super) unsafe fn adam<V: Lanes>(
+    step: &AdamStep<V::Elem>,
+    x: &mut [V::Elem],
+    m: &mut [V::Elem],
+    v: &mut [V::Elem],
+    g: &[V::Elem],
+) {
+    let (n, w) = (x.len(), V::LANES);
+    let full = n - n % w;
+    let (xp, mp, vp, gp) = (x.as_mut_ptr(), m.as_mut_ptr(), v.as_mut_ptr(), g.as_ptr());
+    // SAFETY: offsets `i .. i + w` with `i + w <= full <= n` lie inside all four slices (one
+    // length, the caller's contract), each written only through its own pointer after the
+    // loads; the caller guarantees the instruction set.
+    unsafe {
+        let (omb1, b2, omb2) = (V::splat(step.one_minus_b1), V::splat(step.b2), V::splat(step.one_minus_b2));
+        let (bias2, eps, size) = (V::splat(step.bias2_sqrt), V::splat(step.eps), V::splat(step.step_size));
+        let (l2, shrink) = match step.decay {
+            AdamDecay::L2(wd) => (Some(V::splat(wd)), None),
+            AdamDecay::Decoupled(shrink) => (None, Some(V::splat(shrink))),
+            AdamDecay::None => (None, None),
+        };
+        for i in (0..full).step_by(w) {
+            let (mut xv, mut gv) = (V::load(xp.add(i)), V::load(gp.add(i)));
+            if let Some(wd) = l2 {
+                gv = gv.add(wd.mul(xv));
+            }
+            if let Some(shrink) = shrink {
+                xv = xv.mul(shrink);
+            }
+            let mv = V::load(mp.add(i));
+            let mv = mv.add(omb1.mul(gv.sub(mv)));
+            let vv = b2.mul(V::load(vp.add(i))).add(omb2.mul(gv).mul(gv));
+            let denom = vv.sqrt().div(bias2).add(eps);
+            xv.sub(size.mul(mv).div(denom)).store(xp.add(i));
+            mv.store(mp.add(i));
+            vv.store(vp.add(i));
+        }
+    }
+    let tail = x[full..].iter_mut().zip(&mut m[full..]).zip(&mut v[full..]).zip(&g[full..]);
+    for (((x, m), v), &g) in tail {
+        step.element(x, m, v, g);
+    }
+}
+
 // ─── reductions ────────────────────────────────────────────────────────────────
 
 /// The largest of the first `V::LANES` lanes by [`max_nan`] ([`max_pairwise`]).
@@ -927,6 +980,23 @@ macro_rules! simd_entry_points {
             let p = $crate::kernels::elementwise::rows::Simd::<V>::new();
             // SAFETY: forwarded from this function's contract.
             unsafe { $crate::kernels::elementwise::rows::softmax_rows(p, x, scale, mask, scratch, out) }
+        }
+
+        /// `ElementwiseKernels::adam` on this instruction set.
+        ///
+        /// # Safety
+        /// The CPU supports this file's features, `V` is one of its register types, and the four
+        /// slices have one length.
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn adam<V: Lanes>(
+            step: &$crate::kernels::elementwise::AdamStep<V::Elem>,
+            x: &mut [V::Elem],
+            m: &mut [V::Elem],
+            v: &mut [V::Elem],
+            g: &[V::Elem],
+        ) {
+            // SAFETY: forwarded from this function's contract.
+            unsafe { simd::adam::<V>(step, x, m, v, g) }
         }
 
         /// `ElementwiseKernels::softmax_backward_rows` on this instruction set.
