@@ -2,16 +2,18 @@
 //!
 //! A CNN's first convolution writes an output larger than a core's L2 cache (the MNIST CNN's:
 //! 64 x 16 x 28 x 28 f32, 3.2 MB), which the pool reads back; the pool's backward writes a
-//! gradient of that size, which the convolution's backward reads back. Fused, each image's
-//! convolution output is pooled while it is still in cache, in a per-thread scratch buffer, and
-//! the backward writes each group of images' convolution-output gradient into scratch just
-//! before the convolution's backward reads it (`Upstream::Pooled`). The same GEMM calls and the
-//! same pooling kernels run as in the unfused ops, in the same order, so the results are the same
-//! bits. Pools other than the 2 x 2 window with stride 2 and no padding run as the two ops.
+//! gradient of that size, which the convolution's backward reads back. Fused, each group of
+//! images' convolution output (`forward_group` images, one product: `conv_group`) is pooled
+//! while it is still in cache, in a per-thread scratch buffer, and the backward writes each group
+//! of images' convolution-output gradient into scratch just before the convolution's backward
+//! reads it (`Upstream::Pooled`). Every element is the same sum as in the unfused ops, and the
+//! same pooling kernels run, so the results are the same bits. Pools other than the 2 x 2 window
+//! with stride 2 and no padding run as the two ops.
 
 use super::pool::{check_pooled_grad, is_window2, max_pool_plane_2x2, pool_geometry, Kind};
 use super::{
-    check_bias, conv_geometry, conv_image, conv_macs, weight_matrix, Conv2dGrads, MaxPoolIndices, Scratch, Upstream,
+    check_bias, conv_geometry, conv_group, conv_macs, forward_group, weight_matrix, Conv2dGrads, MaxPoolIndices,
+    Scratch, Upstream,
 };
 use crate::dtype::Float;
 use crate::error::{Error, Result};
@@ -75,17 +77,25 @@ impl<T: Float> Tensor<T> {
         let mut codes = crate::memory::filled(n * c_out * words, 0u64);
         if !out.is_empty() {
             let isa = active_isa();
-            let pieces = out.chunks_mut(c_out * pooled).zip(codes.chunks_mut(c_out * words)).enumerate();
+            // Groups of `per` images (the last may be shorter), each one product (`conv_group`).
+            let per = forward_group(&g);
+            let pieces = out.chunks_mut(per * c_out * pooled).zip(codes.chunks_mut(per * c_out * words)).enumerate();
             crate::parallel::for_each_init(
                 pieces,
                 conv_macs(n, c_out, &g),
                 || (Scratch::new(), Scratch::new()),
-                |(buf, y_buf), (i, (out, codes))| {
-                    let y = y_buf.get(c_out * plane);
-                    conv_image(self, i, (&g, w_ref, bias.as_deref()), buf, y);
-                    let planes = out.chunks_exact_mut(pooled).zip(codes.chunks_exact_mut(words));
-                    for (o, (out, codes)) in planes.enumerate() {
-                        max_pool_plane_2x2(isa, (&*y, o * plane, g.ow), &pg, out, codes);
+                |(buf, y_buf), (gi, (out, codes))| {
+                    let count = out.len() / (c_out * pooled);
+                    let width = count * plane;
+                    let y = y_buf.get(c_out * width);
+                    conv_group(self, (gi * per, count), (&g, w_ref, bias.as_deref()), buf, y);
+                    // Plane `o` of image `k` starts at `o · width + k · plane` of `y`.
+                    let images = out.chunks_exact_mut(c_out * pooled).zip(codes.chunks_exact_mut(c_out * words));
+                    for (k, (out, codes)) in images.enumerate() {
+                        let planes = out.chunks_exact_mut(pooled).zip(codes.chunks_exact_mut(words));
+                        for (o, (out, codes)) in planes.enumerate() {
+                            max_pool_plane_2x2(isa, (&*y, o * width + k * plane, g.ow), &pg, out, codes);
+                        }
                     }
                 },
             );

@@ -10,7 +10,8 @@
 //!   zeroing pass over `dx`;
 //! - `pool/`: `max_pool2d` (with [`MaxPoolIndices`]), `avg_pool2d` and their backwards;
 //! - `fused.rs`: `conv2d_max_pool2d`, a convolution and the 2 x 2 max pooling that follows it
-//!   image by image, and its backward, without the full-size convolution output or its gradient.
+//!   a few images at a time (one product per group of images, `conv_group`), and its backward,
+//!   without the full-size convolution output or its gradient.
 //!
 //! Images of a batch are independent, so they run in parallel on the rayon pool; every output
 //! element is computed by the same sequence of operations whatever the thread count, and the
@@ -237,6 +238,52 @@ fn conv_image<T: Float>(
     gemm(MatMut::row_major(y, c_out, plane), w_ref, cols, false);
     if let Some(b) = bias {
         for (row, &bo) in y.chunks_exact_mut(plane).zip(b) {
+            row.iter_mut().for_each(|v| *v += bo);
+        }
+    }
+}
+
+/// Images per product in the fused convolution + pooling's forward (`fused.rs`): as many as
+/// keep a group's output positions within `GROUPED_DEPTH` (at most `BACKWARD_GROUP`, so that a
+/// batch still splits evenly between threads), one image for a pointwise convolution, whose
+/// columns are the image itself.
+fn forward_group(g: &Geometry) -> usize {
+    if g.is_pointwise() {
+        1
+    } else {
+        (GROUPED_DEPTH / g.col_cols().max(1)).clamp(1, BACKWARD_GROUP)
+    }
+}
+
+/// The forward of images `first .. first + count` of `x` into `y` (`c_out x count·oh·ow`: row
+/// `o` holds channel `o` of each image in turn, plane after plane): their column matrices side
+/// by side, one GEMM with the weight `w_ref`, then the bias added to each row. One product of
+/// `count` planes' width instead of `count` narrow ones: the weight is packed once and fewer
+/// tiles are ragged (conv2 of the MNIST CNN, `32 x 196 x 144` per image, ran at 108 GFLOP/s;
+/// docs/benchmarks.md, session 17). Each element is the same sum as [`conv_image`]'s.
+fn conv_group<T: Float>(
+    x: &Tensor<T>,
+    (first, count): (usize, usize),
+    (g, w_ref, bias): (&Geometry, MatRef<'_, T>, Option<&[T]>),
+    buf: &mut Scratch<T>,
+    y: &mut [T],
+) {
+    if count == 1 {
+        return conv_image(x, first, (g, w_ref, bias), buf, y);
+    }
+    let (rows, plane) = (g.col_rows(), g.col_cols());
+    let width = count * plane;
+    let c_out = y.len() / width.max(1);
+    let s = x.strides();
+    // Every element is written below: each image fills its block of columns.
+    let cols = buf.get(rows * width);
+    for k in 0..count {
+        let base = x.offset() + (first + k) * s[0];
+        im2col(x.storage().as_slice(), base, [s[1], s[2], s[3]], g, &mut cols[k * plane..], width);
+    }
+    gemm(MatMut::row_major(y, c_out, width), w_ref, MatRef::row_major(cols, rows, width), false);
+    if let Some(b) = bias {
+        for (row, &bo) in y.chunks_exact_mut(width.max(1)).zip(b) {
             row.iter_mut().for_each(|v| *v += bo);
         }
     }
