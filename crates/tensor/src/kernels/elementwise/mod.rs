@@ -97,7 +97,7 @@ impl<T> Operand<'_, T> {
 
 // ─── Adam ──────────────────────────────────────────────────────────────────────
 
-/// One Adam or AdamW step's constants, for [`ElementwiseKernels::adam`] and the public
+/// One Adam or AdamW step's constants, for the elementwise kernels' `adam` and the public
 /// `tapegrad_tensor::ops::optim::AdamStep` (this type): each element `x` of a parameter, with
 /// its moments `m`, `v` and gradient `g`, becomes
 ///
