@@ -153,31 +153,15 @@ pub(crate) fn update<T: Float>(
     g: &Tensor<T>,
     f: impl Fn(&mut [T], &mut [T], &mut [T], &[T]) + Sync,
 ) -> Result<()> {
-    let Some(g_elems) = g.as_slice() else {
-        return Err(Error::shape(op, g.shape(), "the gradient must be contiguous"));
-    };
-    let mut fits = true;
-    p.update_value(|x| {
-        fits = g_elems.len() == x.len() && [s1.len(), s2.len()].iter().all(|&n| n == 0 || n == x.len());
-        if fits {
-            update_in_pieces(x, s1, s2, g_elems, f);
-        }
-    });
-    if fits {
+    update_whole(op, index, p, s1, s2, g, |x, s1, s2, g| {
+        update_in_pieces(x, s1, s2, g, f);
         Ok(())
-    } else {
-        Err(Error::mismatch(
-            op,
-            &p.shape(),
-            g.shape(),
-            format!("parameter {index} changed shape during the step; its gradient and state no longer fit"),
-        ))
-    }
+    })
 }
 
-/// [`update`] for an update that is one fused pass of the tensor crate over whole slices (it
-/// splits them into pieces itself): `f` runs once, on all of `p`'s value, `s1`, `s2` and `g`,
-/// after the same checks, and its error is returned.
+/// [`update`]'s checks around an update of whole slices: `f` runs once, on all of `p`'s value,
+/// `s1`, `s2` and `g` (one fused pass of the tensor crate, which splits them into pieces
+/// itself, or [`update_in_pieces`]), and its error is returned.
 pub(crate) fn update_whole<T: Float>(
     op: &'static str,
     index: usize,
