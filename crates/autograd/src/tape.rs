@@ -181,7 +181,8 @@ impl<T: Float> Flow<T> for Tensor<T> {
     }
     #[inline]
     fn add(self, other: Self) -> Result<Self> {
-        Tensor::add(&self, &other)
+        // Into `self`'s buffer when nothing else holds it (the same values as `Tensor::add`).
+        self.add_owned(&other)
     }
     fn anomaly(&self, op: &'static str, input: usize) -> Option<Error> {
         anomaly_in(op, input, &self.to_vec())

@@ -207,6 +207,16 @@ impl<T: Float> Tensor<T> {
         }
     }
 
+    /// The elements, mutably and without a copy, when this tensor is the only handle on its
+    /// storage and its layout is the plain contiguous one over all of it; otherwise `None`.
+    pub(crate) fn unique_mut(&mut self) -> Option<&mut [T]> {
+        if self.is_contiguous() && self.layout.offset() == 0 && self.storage.len() == self.numel() {
+            self.storage.get_mut()
+        } else {
+            None
+        }
+    }
+
     /// The elements, mutably, copying first when the storage is shared or the layout is not a
     /// plain contiguous one from offset 0 (afterwards it is).
     pub fn make_mut(&mut self) -> &mut [T] {

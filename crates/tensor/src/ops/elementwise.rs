@@ -219,6 +219,38 @@ impl<T: Float> Tensor<T> {
         self.binary_op(rhs, BinaryOp::Add)
     }
 
+    /// `self + rhs` as [`Tensor::add`] gives it, written into `self`'s buffer when nothing else
+    /// holds it, it is contiguous and `rhs` has its shape (contiguous too): the sum where a
+    /// value's gradients meet in a backward pass, without a new buffer and its third stream of
+    /// memory traffic. Otherwise exactly `self.add(rhs)`. Same values either way.
+    ///
+    /// # Errors
+    /// `add` naming both shapes when they cannot be broadcast together.
+    ///
+    /// ```
+    /// # use tapegrad_tensor::{Tensor, TensorNew};
+    /// let acc = Tensor::from_vec(vec![1.0f32, 2.0], &[2])?;
+    /// let g = Tensor::from_vec(vec![0.5f32, 0.25], &[2])?;
+    /// assert_eq!(acc.add_owned(&g)?.to_vec(), vec![1.5, 2.25]);
+    /// # Ok::<(), tapegrad_tensor::Error>(())
+    /// ```
+    pub fn add_owned(mut self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
+        if same_dims(self.shape(), rhs.shape()) {
+            if let Some(rd) = rhs.as_slice() {
+                if let Some(acc) = self.unique_mut() {
+                    let isa = active_isa();
+                    let n = acc.len();
+                    let pieces = acc.chunks_mut(CHUNK).zip(rd.chunks(CHUNK));
+                    crate::parallel::for_each(pieces, n, |(a, b)| {
+                        T::binary_assign(isa, BinaryOp::Add, a, Operand::Slice(b));
+                    });
+                    return Ok(self);
+                }
+            }
+        }
+        self.add(rhs)
+    }
+
     /// `self - rhs`, broadcasting as [`Tensor::add`] does.
     ///
     /// Backward: `dx = dz.sum_to(x.shape)`, `dy = -dz.sum_to(y.shape)`.

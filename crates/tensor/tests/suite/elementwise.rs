@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use tapegrad_tensor::kernels::elementwise::{BinaryOp, ElementwiseKernels, Operand, UnaryOp};
 use tapegrad_tensor::kernels::{available_isas, Isa};
 use tapegrad_tensor::TensorNew;
-use tapegrad_tensor::{Float, Tensor};
+use tapegrad_tensor::{Float, Generator, Tensor};
 
 use tapegrad_golden as golden_file;
 
@@ -693,4 +693,37 @@ fn check_adam<T: Float>() {
 fn the_adam_kernel_gives_the_scalar_bits_on_every_path() {
     check_adam::<f32>();
     check_adam::<f64>();
+}
+
+/// `add_owned` writes into its own buffer only when nothing else holds it (a clone keeps its
+/// values), and gives `add`'s bits in every case: in place, shared, broadcast, non-contiguous,
+/// large enough for pieces on the pool.
+#[test]
+fn add_owned_is_add_and_reuses_only_a_buffer_nothing_else_holds() {
+    let mut gen = Generator::new(3);
+    for n in [1usize, 17, 100_003] {
+        let a = Tensor::<f32>::randn(&[n], &mut gen);
+        let b = Tensor::<f32>::randn(&[n], &mut gen);
+        let want: Vec<u32> = a.add(&b).unwrap().to_vec().iter().map(|v| v.to_bits()).collect();
+        let bits = |t: &Tensor<f32>| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        // Shared: the clone keeps its values.
+        let kept = a.clone();
+        let sum = a.clone().add_owned(&b).unwrap();
+        assert_eq!(bits(&sum), want, "n {n}, shared");
+        assert_eq!(bits(&kept), bits(&a), "n {n}: the shared buffer was written");
+        // Unique: the same buffer comes back, holding the sum.
+        let own = Tensor::from_vec(a.to_vec(), &[n]).unwrap();
+        let ptr = own.as_slice().unwrap().as_ptr();
+        let sum = own.add_owned(&b).unwrap();
+        assert_eq!(sum.as_slice().unwrap().as_ptr(), ptr, "n {n}: not in place");
+        assert_eq!(bits(&sum), want, "n {n}, in place");
+    }
+    // Broadcast and transposed operands take `add`.
+    let m = Tensor::<f32>::randn(&[3, 4], &mut gen);
+    let row = Tensor::<f32>::randn(&[4], &mut gen);
+    assert_eq!(m.clone().add_owned(&row).unwrap().to_vec(), m.add(&row).unwrap().to_vec());
+    let t = Tensor::<f32>::randn(&[4, 3], &mut gen).transpose(0, 1).unwrap();
+    assert_eq!(m.clone().add_owned(&t).unwrap().to_vec(), m.add(&t).unwrap().to_vec());
+    assert_eq!(t.clone().add_owned(&m).unwrap().to_vec(), t.add(&m).unwrap().to_vec());
+    assert!(m.add_owned(&Tensor::<f32>::zeros(&[5])).is_err());
 }
