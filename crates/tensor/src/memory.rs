@@ -34,7 +34,7 @@ use crate::dtype::Float;
 
 /// An element type with a buffer cache of its own: the float types, and `u64` for the bit
 /// masks and pooling codes a step makes as often as its activations.
-pub(crate) trait Cached: Copy + Send + 'static {
+pub(crate) trait Cached: Copy + Default + Send + 'static {
     /// This type's cache.
     fn buffer_cache() -> &'static Cache<Self>;
 }
@@ -231,8 +231,8 @@ pub(crate) fn filled<T: Cached>(len: usize, value: T) -> Vec<T> {
 /// buffer (a product into `C` with `accumulate = false`, a kernel that writes its whole output):
 /// that is what keeps the module's promise that a reused buffer's old contents are never
 /// observable. Every other caller takes [`filled`] or [`with_capacity`].
-pub(crate) fn for_overwrite<T: Float>(len: usize) -> Vec<T> {
-    <T as Cached>::buffer_cache().take(len).unwrap_or_else(|| vec![T::ZERO; len])
+pub(crate) fn for_overwrite<T: Cached>(len: usize) -> Vec<T> {
+    T::buffer_cache().take(len).unwrap_or_else(|| vec![T::default(); len])
 }
 
 /// An empty vector with room for at least `len` elements, to be filled by `push`, `extend` or

@@ -74,7 +74,7 @@ impl<T: Float> Tensor<T> {
         let words = pg.oh * words_per_row(pg.ow);
         // Every output element and code word is written below (the kernel writes whole planes).
         let mut out = crate::memory::for_overwrite(n * c_out * pooled);
-        let mut codes = crate::memory::filled(n * c_out * words, 0u64);
+        let mut codes = crate::memory::for_overwrite::<u64>(n * c_out * words);
         if !out.is_empty() {
             let isa = active_isa();
             // Groups of `per` images (the last may be shorter), each one product (`conv_group`).

@@ -181,7 +181,9 @@ impl<T: Float> Tensor<T> {
         };
         let kind = if window2 {
             let row_words = pool::words_per_row(g.ow);
-            let mut codes = crate::memory::filled(planes * g.oh * row_words, 0u64);
+            // Every word is written: the kernel zeroes each row's words before it sets bits, and
+            // the strided loop below zeroes its plane's first.
+            let mut codes = crate::memory::for_overwrite::<u64>(planes * g.oh * row_words);
             let isa = crate::kernels::active_isa();
             let pieces = out.chunks_mut(plane.max(1)).zip(codes.chunks_mut((g.oh * row_words).max(1))).enumerate();
             for_each(pieces, self.numel(), |(pl, (y, codes))| {
