@@ -210,18 +210,23 @@ impl<T: Float> Tensor<T> {
     /// The elements, mutably and without a copy, when this tensor is the only handle on its
     /// storage and its layout is the plain contiguous one over all of it; otherwise `None`.
     pub(crate) fn unique_mut(&mut self) -> Option<&mut [T]> {
-        if self.is_contiguous() && self.layout.offset() == 0 && self.storage.len() == self.numel() {
+        if self.is_plain() {
             self.storage.get_mut()
         } else {
             None
         }
     }
 
+    /// Whether the layout is the plain contiguous one over all of the storage, from offset 0.
+    fn is_plain(&self) -> bool {
+        self.is_contiguous() && self.layout.offset() == 0 && self.storage.len() == self.numel()
+    }
+
     /// The elements, mutably, copying first when the storage is shared or the layout is not a
     /// plain contiguous one from offset 0 (afterwards it is).
     pub fn make_mut(&mut self) -> &mut [T] {
-        if !(self.is_contiguous() && self.layout.offset() == 0 && self.storage.len() == self.numel()) {
-            *self = Tensor::from_contiguous(self.to_vec(), self.shape());
+        if !self.is_plain() {
+            *self = self.gather_runs();
         }
         self.storage.make_mut()
     }

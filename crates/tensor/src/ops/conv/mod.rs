@@ -175,18 +175,16 @@ fn weight_grad_group<T: Float>(
             (MatRef::new(dy, (start - first) * c_out * plane, [c_out, plane], [plane, 1]), columns(x, start, g, buf))
         } else {
             let width = m * plane;
-            let s = x.strides();
-            let (buf, dy_buf) = (buf.get(rows * width), dy_buf.get(c_out * width));
-            // Every element of both is written below: each image fills its block of columns.
+            let cols = grouped_columns(x, (start, m), g, buf);
+            // Every element is written below: each image fills its block of columns.
+            let dy_buf = dy_buf.get(c_out * width);
             for k in 0..m {
-                let base = x.offset() + (start + k) * s[0];
-                im2col(x.storage().as_slice(), base, [s[1], s[2], s[3]], g, &mut buf[k * plane..], width);
                 let dy_n = &dy[(start - first + k) * c_out * plane..][..c_out * plane];
                 for (dst, src) in dy_buf[k * plane..].chunks_mut(width).zip(dy_n.chunks_exact(plane)) {
                     dst[..plane].copy_from_slice(src);
                 }
             }
-            (MatRef::row_major(&*dy_buf, c_out, width), MatRef::row_major(&*buf, rows, width))
+            (MatRef::row_major(&*dy_buf, c_out, width), MatRef::row_major(&*cols, rows, width))
         };
         gemm(MatMut::row_major(dw, c_out, rows), a, cols.t(), j > 0);
     }
@@ -236,11 +234,35 @@ fn conv_image<T: Float>(
     let c_out = y.len() / plane.max(1);
     let cols = columns(x, i, g, buf);
     gemm(MatMut::row_major(y, c_out, plane), w_ref, cols, false);
+    add_bias(y, plane, bias);
+}
+
+/// Adds `bias[o]`, if any, to every element of row `o` of `y` (rows of `width`).
+fn add_bias<T: Float>(y: &mut [T], width: usize, bias: Option<&[T]>) {
     if let Some(b) = bias {
-        for (row, &bo) in y.chunks_exact_mut(plane).zip(b) {
+        for (row, &bo) in y.chunks_exact_mut(width.max(1)).zip(b) {
             row.iter_mut().for_each(|v| *v += bo);
         }
     }
+}
+
+/// The column matrices of images `first .. first + count` of `x` side by side in `buf`
+/// (`col_rows x count·plane`, image `k` in the columns from `k · plane`), every element written.
+fn grouped_columns<'b, T: Float>(
+    x: &Tensor<T>,
+    (first, count): (usize, usize),
+    g: &Geometry,
+    buf: &'b mut Scratch<T>,
+) -> &'b mut [T] {
+    let (rows, plane) = (g.col_rows(), g.col_cols());
+    let width = count * plane;
+    let s = x.strides();
+    let cols = buf.get(rows * width);
+    for k in 0..count {
+        let base = x.offset() + (first + k) * s[0];
+        im2col(x.storage().as_slice(), base, [s[1], s[2], s[3]], g, &mut cols[k * plane..], width);
+    }
+    cols
 }
 
 /// Images per product in the fused convolution + pooling's forward (`fused.rs`): as many as
@@ -271,22 +293,11 @@ fn conv_group<T: Float>(
     if count == 1 {
         return conv_image(x, first, (g, w_ref, bias), buf, y);
     }
-    let (rows, plane) = (g.col_rows(), g.col_cols());
-    let width = count * plane;
+    let (rows, width) = (g.col_rows(), count * g.col_cols());
     let c_out = y.len() / width.max(1);
-    let s = x.strides();
-    // Every element is written below: each image fills its block of columns.
-    let cols = buf.get(rows * width);
-    for k in 0..count {
-        let base = x.offset() + (first + k) * s[0];
-        im2col(x.storage().as_slice(), base, [s[1], s[2], s[3]], g, &mut cols[k * plane..], width);
-    }
+    let cols = grouped_columns(x, (first, count), g, buf);
     gemm(MatMut::row_major(y, c_out, width), w_ref, MatRef::row_major(cols, rows, width), false);
-    if let Some(b) = bias {
-        for (row, &bo) in y.chunks_exact_mut(width.max(1)).zip(b) {
-            row.iter_mut().for_each(|v| *v += bo);
-        }
-    }
+    add_bias(y, width, bias);
 }
 
 /// Where a backward pass reads the convolution output's gradient `dy` from, one group of images
