@@ -10,9 +10,8 @@
 
 use crate::dtype::Float;
 use crate::error::{Error, Result};
-use crate::kernels::gemm::{gemm, MatMut};
+use crate::kernels::gemm::{gemm, gemm_init, Init, MatMut};
 use crate::layout::numel_or_reason;
-use crate::ops::elementwise::CHUNK;
 use crate::tensor::Tensor;
 
 // ─── linear ─────────────────────────  y = x Wᵀ + b
@@ -20,8 +19,10 @@ use crate::tensor::Tensor;
 
 impl<T: Float> Tensor<T> {
     /// `self Wᵀ + b` for `self` `[batch, in]`, `w` `[out, in]` and `b` `[out]`: what
-    /// `self.matmul(&w.t()?)?.add(b)?` computes, in one pass. The output starts as the broadcast
-    /// bias and the GEMM accumulates the product into it; `w` is read in place as its transpose.
+    /// `self.matmul(&w.t()?)?.add(b)?` computes, in one pass. Each element is the bias plus the
+    /// product, added in that order: the GEMM writes the bias into each tile of the output just
+    /// before it adds the tile's product (no pass of its own over the output); `w` is read in
+    /// place as its transpose.
     ///
     /// Backward: `dx = dy.matmul(w)`, `dW = dy.t().matmul(x)`, `db = dy.sum(&[0], false)`.
     ///
@@ -54,36 +55,18 @@ impl<T: Float> Tensor<T> {
         }
         let numel = numel_or_reason(&[m, n])
             .map_err(|reason| Error::mismatch(OP, xs, ws, format!("the result's shape [{m}, {n}]: {reason}")))?;
-        let mut out = match b {
-            Some(b) if numel > 0 => {
+        // Every element is written by the product: from the bias, which each tile of `C` starts
+        // as just before the product is added into it, or from zero.
+        let mut out = crate::memory::for_overwrite(numel);
+        let c = MatMut::row_major(&mut out, m, n);
+        match b {
+            Some(b) => {
                 let b = b.contiguous();
                 let bias = b.as_slice().expect("a contiguous tensor has a slice");
-                // Every row starts as the bias, which the product then accumulates into. In
-                // pieces on the pool's threads (serial, these copies kept the second thread
-                // waiting for 4% of the transformer example's step), each piece doubled by
-                // copying what it holds already: a dozen large copies rather than one small copy
-                // per row (1,792 of 64 elements for that example's batch, whose per-call cost
-                // made these copies 5% of its step).
-                crate::ops::elementwise::fill_chunked(numel, CHUNK, |start, piece| {
-                    // The piece starts at column `start % n`: its first `n` elements are the bias
-                    // rotated to that column, a whole period of the rows' pattern, so copying any
-                    // multiple of `n` elements forward keeps the pattern.
-                    let (first, phase) = (piece.len().min(n), start % n);
-                    let head = first.min(n - phase);
-                    piece[..head].copy_from_slice(&bias[phase..phase + head]);
-                    piece[head..first].copy_from_slice(&bias[..first - head]);
-                    let mut filled = first;
-                    while filled < piece.len() {
-                        let len = filled.min(piece.len() - filled);
-                        piece.copy_within(..len, filled);
-                        filled += len;
-                    }
-                })
+                gemm_init(c, x.as_mat(), w.as_mat().t(), Init::EachRow(bias));
             }
-            // Every element is written by the product with `accumulate = false`.
-            _ => crate::memory::for_overwrite(numel),
-        };
-        gemm(MatMut::row_major(&mut out, m, n), x.as_mat(), w.as_mat().t(), b.is_some());
+            None => gemm(c, x.as_mat(), w.as_mat().t(), false),
+        }
         Ok(Tensor::from_contiguous(out, &[m, n]))
     }
 }
@@ -92,10 +75,10 @@ impl<T: Float> Tensor<T> {
 mod tests {
     use crate::Tensor;
 
-    /// The bias fill, in pieces that start mid-row (130 columns) and across pieces of whole rows,
-    /// gives `x · wᵀ + b` to the bit.
+    /// The bias as the start of each tile (the packed path, and the unpacked paths' filled
+    /// output: thin, small, many rows, one very wide row) gives `x · wᵀ + b` to the bit.
     #[test]
-    fn the_bias_rows_are_filled_across_pieces() {
+    fn the_bias_start_gives_the_product_plus_the_bias_to_the_bit() {
         for (m, k, n) in [(3, 5, 7), (300, 17, 130), (1000, 8, 64), (1, 3, 40_000)] {
             let x = Tensor::<f32>::arange(m * k).reshape(&[m, k]).unwrap().mul_scalar(0.01);
             let w = Tensor::<f32>::arange(n * k).reshape(&[n, k]).unwrap().mul_scalar(-0.003);

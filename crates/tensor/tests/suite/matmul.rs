@@ -2,7 +2,7 @@
 //! in f64: tile-edge sizes, strided operands, batch broadcasting, thread-count independence.
 
 use proptest::prelude::*;
-use tapegrad_tensor::kernels::gemm::{gemm_with, GemmKernels, MatMut, MatRef};
+use tapegrad_tensor::kernels::gemm::{gemm_init_with, gemm_with, GemmKernels, Init, MatMut, MatRef};
 use tapegrad_tensor::kernels::{available_isas, Isa};
 use tapegrad_tensor::TensorNew;
 use tapegrad_tensor::{Float, Generator, Tensor};
@@ -240,6 +240,82 @@ fn results_are_bit_identical_for_one_and_two_threads() {
             assert!(one.1.iter().zip(&two.1).all(|(x, y)| x.to_bits() == y.to_bits()), "{isa:?} f64 {m}x{n}x{k}");
         }
     }
+}
+
+/// `gemm_init_with` against filling `C` with the vector and accumulating the product with
+/// `gemm_with`, bit for bit, `C` row-major (with a pad) or transposed, the vector along rows or
+/// columns, on every path this CPU has and on 1 and 2 threads.
+fn check_init(isa: Isa, (m, n, k): (usize, usize, usize), a_t: bool, c_t: bool, each_row: bool, threads: usize) {
+    let a_data = random_vec::<f32>(m * k + 1, 11);
+    let b_data = random_vec::<f32>(k * n + 2, 12);
+    let a = if a_t { MatRef::new(&a_data, 1, [k, m], [m, 1]).t() } else { MatRef::new(&a_data, 1, [m, k], [k, 1]) };
+    let b = MatRef::new(&b_data, 2, [k, n], [n, 1]);
+    let v = random_vec::<f32>(if each_row { n } else { m }, 13);
+    let init = if each_row { Init::EachRow(&v) } else { Init::EachColumn(&v) };
+    let ld = if c_t { m + 1 } else { n + 3 };
+    let (dims, strides) = ([m, n], if c_t { [1, ld] } else { [ld, 1] });
+    let len = if c_t { n * ld } else { m * ld };
+    let old = random_vec::<f32>(len, 14);
+    let (mut got, mut want) = (old.clone(), old);
+    for i in 0..m {
+        for j in 0..n {
+            want[i * strides[0] + j * strides[1]] = if each_row { v[j] } else { v[i] };
+        }
+    }
+    on_threads(threads, || {
+        gemm_init_with(isa, MatMut::new(&mut got, 0, dims, strides), a, b, init);
+        gemm_with(isa, MatMut::new(&mut want, 0, dims, strides), a, b, true);
+    });
+    let what = format!(
+        "{isa:?} {m} x {n} x {k}, A transposed {a_t}, C transposed {c_t}, each row {each_row}, {threads} threads"
+    );
+    for (e, (x, y)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(x.to_bits(), y.to_bits(), "{what}: element {e} of C's slice");
+    }
+}
+
+#[test]
+fn a_start_of_c_is_the_same_as_filling_c_and_accumulating() {
+    // Every path: short K, few rows, thin (dot products, both orientations), small, packed with
+    // A whole, packed in blocks (several slices of K, and split along K on 2 threads), k = 0,
+    // and empty sides.
+    let shapes = [
+        (40, 70, 9),
+        (5, 300, 100),
+        (200, 10, 300),
+        (10, 200, 300),
+        (30, 50, 40),
+        (128, 300, 100),
+        (301, 203, 1500),
+        (64, 64, 3000),
+        (17, 33, 0),
+        (0, 5, 3),
+        (4, 0, 3),
+    ];
+    for isa in available_isas() {
+        for shape in shapes {
+            for (a_t, c_t, each_row) in
+                [(false, false, true), (true, false, false), (false, true, true), (true, true, false)]
+            {
+                for threads in [1, 2] {
+                    check_init(isa, shape, a_t, c_t, each_row, threads);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "gemm: the vector C starts as must have 3 elements")]
+fn a_start_of_the_wrong_length_is_a_clear_panic() {
+    let (a, b, mut c, v) = ([0.0f32; 4], [0.0f32; 6], [0.0f32; 6], [0.0f32; 2]);
+    gemm_init_with(
+        Isa::Scalar,
+        MatMut::row_major(&mut c, 2, 3),
+        MatRef::row_major(&a, 2, 2),
+        MatRef::row_major(&b, 2, 3),
+        Init::EachRow(&v),
+    );
 }
 
 // ─── Tensor::matmul ─────────────────────────────────────────────────────────────

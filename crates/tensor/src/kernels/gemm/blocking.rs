@@ -40,7 +40,7 @@
 use std::mem::MaybeUninit;
 
 use super::mat::MatRef;
-use super::mat::{MatMut, Out, Product};
+use super::mat::{Init, MatMut, Out, Product};
 use super::microkernel::{DirectAKernelFn, MAX_TILE};
 use super::{GemmKernels, Microkernel};
 
@@ -263,7 +263,8 @@ fn nest_blocked<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
                         let rows = mc.min(m - ic);
                         let a_block = a_block(uk, a, direct, (ic, rows), (pc, kc), a_pack);
                         let packed = Packed { a: a_block, rows, b: b_buf, cols: nc, kc };
-                        macrokernel(uk, packed, c.starting_at(ic, jc), accumulate);
+                        let start = p.init().filter(|_| pc == 0).map(|init| init.block(ic..ic + rows, jc..jc + nc));
+                        macrokernel(uk, packed, c.starting_at(ic, jc), accumulate, start);
                     }
                 }
             }
@@ -289,7 +290,8 @@ fn nest_whole_a<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
                     let cols = nr.min(n - jc);
                     let b_buf = pack_b_panel(uk, b, (pc, kc), (jc, cols), b_pack);
                     let packed = Packed { a: a_block, rows: m, b: b_buf, cols, kc };
-                    macrokernel(uk, packed, c.starting_at(0, jc), accumulate);
+                    let start = p.init().filter(|_| pc == 0).map(|init| init.block(0..m, jc..jc + cols));
+                    macrokernel(uk, packed, c.starting_at(0, jc), accumulate, start);
                 }
             }
         })
@@ -366,8 +368,19 @@ struct Packed<'a, T: 'static> {
 /// panel of `B`, writing the `rows x cols` block of `C` whose element `(0, 0)` is `c`'s. Full
 /// tiles of a row-major `C`, and short tiles whose rows an edge kernel computes exactly, go
 /// straight to the kernel; other edge tiles and transposed `C` go through a scratch tile, so a
-/// kernel always writes whole row-major rows of `nr`.
-fn macrokernel<T: Copy + Default>(uk: &Microkernel<T>, packed: Packed<'_, T>, c: Out<'_, T>, accumulate: bool) {
+/// kernel always writes whole row-major rows of `nr`. With a `start` (the block's part of the
+/// vector `C` starts as, given only for the first slice of `K`), each tile is written with it
+/// just before the kernel adds into it: the same bits as a `C` filled beforehand, without that
+/// pass.
+fn macrokernel<T: Copy + Default>(
+    uk: &Microkernel<T>,
+    packed: Packed<'_, T>,
+    c: Out<'_, T>,
+    accumulate: bool,
+    start: Option<Init<'_, T>>,
+) {
+    // A tile with a start is written with it just before the microkernel adds into it.
+    let accumulate = accumulate || start.is_some();
     let Packed { a, rows, b: b_buf, cols: nc, kc } = packed;
     let (mr, nr) = (uk.mr, uk.nr);
     let (c_rs, c_cs) = (c.row_stride(), c.col_stride());
@@ -424,21 +437,32 @@ fn macrokernel<T: Copy + Default>(uk: &Microkernel<T>, packed: Packed<'_, T>, c:
             // owns them. The kernel writes exactly `computed` rows of `nr` elements (`mr` for a
             // direct one, which only takes full panels), so it writes C directly only when those
             // are the tile's. The scratch tile has mr * nr <= MAX_TILE elements (a narrow kernel
-            // writes the first `width` of each row of `nr`).
+            // writes the first `width` of each row of `nr`). A start is the tile's block of the
+            // block's vector (`nest`: the vector matches the product's `C`).
             unsafe {
                 let tile = c.at(ip * mr, jp * nr);
+                let start = start.map(|init| init.block(ip * mr..ip * mr + tile_rows, jp * nr..jp * nr + cols));
                 if computed == tile_rows && cols == width && c_cs == 1 && c_rs >= width {
+                    if let Some(init) = start {
+                        init.write(tile_rows, cols, tile, c_rs, 1);
+                    }
                     call(tile, c_rs);
                 } else {
                     // Row by row: a row-major `C`'s rows are runs (copied as such), a transposed
-                    // one's element by element.
-                    for i in 0..tile_rows {
-                        let (row, s) = (tile.add(i * c_rs), &mut scratch[i * nr..][..cols]);
-                        if accumulate && c_cs == 1 {
-                            s.copy_from_slice(std::slice::from_raw_parts(row, cols));
-                        } else if accumulate {
-                            s.iter_mut().enumerate().for_each(|(j, e)| *e = *row.add(j * c_cs));
+                    // one's element by element; a start is written into the scratch tile.
+                    match start {
+                        Some(init) => init.write(tile_rows, cols, scratch.as_mut_ptr(), nr, 1),
+                        None if accumulate => {
+                            for i in 0..tile_rows {
+                                let (row, s) = (tile.add(i * c_rs), &mut scratch[i * nr..][..cols]);
+                                if c_cs == 1 {
+                                    s.copy_from_slice(std::slice::from_raw_parts(row, cols));
+                                } else {
+                                    s.iter_mut().enumerate().for_each(|(j, e)| *e = *row.add(j * c_cs));
+                                }
+                            }
                         }
+                        None => {}
                     }
                     call(scratch.as_mut_ptr(), nr);
                     for i in 0..tile_rows {

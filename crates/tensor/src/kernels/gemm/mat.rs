@@ -371,6 +371,88 @@ pub(super) struct Product<'a, T> {
     b: MatRef<'a, T>,
     c: Out<'a, T>,
     accumulate: bool,
+    /// What `C` starts as when it is neither kept nor zero (then `accumulate` is false).
+    init: Option<Init<'a, T>>,
+}
+
+/// A vector `C` starts as before `A · B` is added to it, repeated across `C`: the result is the
+/// same as filling `C` with it and then accumulating the product (each element `v + Σ`, in that
+/// order), without a pass of its own over `C`.
+#[derive(Debug)]
+pub enum Init<'a, T> {
+    /// Every row of `C` starts as `v` (`C(i, j) = v[j]`, `n` elements): a linear layer's bias.
+    EachRow(&'a [T]),
+    /// Every column of `C` starts as `v` (`C(i, j) = v[i]`, `m` elements).
+    EachColumn(&'a [T]),
+}
+
+impl<T> Clone for Init<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Init<'_, T> {}
+
+impl<'a, T> Init<'a, T> {
+    /// The same start for the transposed `C`.
+    fn t(self) -> Init<'a, T> {
+        match self {
+            Init::EachRow(v) => Init::EachColumn(v),
+            Init::EachColumn(v) => Init::EachRow(v),
+        }
+    }
+
+    /// The start of the block of `C` in rows `rows` and columns `cols`.
+    ///
+    /// # Panics
+    /// When the range along the vector reaches past it.
+    pub(super) fn block(self, rows: Range<usize>, cols: Range<usize>) -> Init<'a, T> {
+        match self {
+            Init::EachRow(v) => Init::EachRow(&v[cols]),
+            Init::EachColumn(v) => Init::EachColumn(&v[rows]),
+        }
+    }
+
+    /// Writes the start of the `rows x cols` elements of `C` from `dst` (`(i, j)` at
+    /// `dst + i * row_stride + j * col_stride`).
+    ///
+    /// # Safety
+    /// Those elements must be writable and the vector must cover them (`cols` elements of an
+    /// `EachRow`, `rows` of an `EachColumn`, checked with an assert).
+    pub(super) unsafe fn write(self, rows: usize, cols: usize, dst: *mut T, row_stride: usize, col_stride: usize)
+    where
+        T: Copy,
+    {
+        match self {
+            Init::EachRow(v) => {
+                let v = &v[..cols];
+                for i in 0..rows {
+                    let row = dst.wrapping_add(i * row_stride);
+                    // SAFETY: row `i` of the block, its `cols` elements writable (contract).
+                    unsafe {
+                        if col_stride == 1 {
+                            std::ptr::copy_nonoverlapping(v.as_ptr(), row, cols);
+                        } else {
+                            v.iter().enumerate().for_each(|(j, &e)| *row.add(j * col_stride) = e);
+                        }
+                    }
+                }
+            }
+            Init::EachColumn(v) => {
+                for (i, &e) in v[..rows].iter().enumerate() {
+                    let row = dst.wrapping_add(i * row_stride);
+                    // SAFETY: as above.
+                    unsafe {
+                        if col_stride == 1 {
+                            std::slice::from_raw_parts_mut(row, cols).fill(e);
+                        } else {
+                            (0..cols).for_each(|j| *row.add(j * col_stride) = e);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl<T> Clone for Product<'_, T> {
@@ -403,7 +485,46 @@ impl<'a, T> Product<'a, T> {
             b.cols
         );
         let c = Out { ptr: c.as_mut_ptr(), row_stride: c.row_stride, col_stride: c.col_stride, _c: PhantomData };
-        Product { a, b, c, accumulate }
+        Product { a, b, c, accumulate, init: None }
+    }
+
+    /// The same product with `C` starting as `init` (its old contents ignored).
+    ///
+    /// # Panics
+    /// When the vector's length is not `C`'s width (`EachRow`) or height (`EachColumn`).
+    pub(super) fn with_init(self, init: Init<'a, T>) -> Product<'a, T> {
+        let (len, want) = match init {
+            Init::EachRow(v) => (v.len(), self.n()),
+            Init::EachColumn(v) => (v.len(), self.m()),
+        };
+        assert_eq!(len, want, "gemm: the vector C starts as must have {want} elements");
+        Product { init: Some(init), accumulate: false, ..self }
+    }
+
+    /// What `C` starts as, when it is neither kept nor zero.
+    pub(super) fn init(&self) -> Option<Init<'a, T>> {
+        self.init
+    }
+
+    /// The same product after writing its start into `C`, for the paths that add into `C` as
+    /// they find it: accumulating, with no start of its own (the same bits as a path that
+    /// writes the start tile by tile). The rows are written in blocks on the pool when `C` is
+    /// large.
+    pub(super) fn prefilled(self) -> Product<'a, T>
+    where
+        T: Copy + Send + Sync,
+    {
+        let Some(init) = self.init else { return self };
+        let (m, n, c) = (self.m(), self.n(), self.c);
+        let rows = (crate::parallel::SPLIT_MIN / n.max(1)).max(1);
+        crate::parallel::for_each(0..m.div_ceil(rows), m.saturating_mul(n), |t| {
+            let (i0, i1) = (t * rows, m.min((t + 1) * rows));
+            // SAFETY: rows i0..i1 of `C` are elements of this checked product (inside its
+            // slice, distinct), written by this piece alone; the vector matches `C`'s shape
+            // (`with_init`).
+            unsafe { init.block(i0..i1, 0..n).write(i1 - i0, n, c.at(i0, 0), c.row_stride, c.col_stride) }
+        });
+        Product { init: None, accumulate: true, ..self }
     }
 
     /// Rows of `C` and `A`.
@@ -450,13 +571,13 @@ impl<'a, T> Product<'a, T> {
         'a: 'b,
     {
         assert!(b.rows == self.b.rows && b.cols == self.b.cols, "gemm: a copy of B must keep its shape");
-        Product { a: self.a, b, c: self.c, accumulate: self.accumulate }
+        Product { a: self.a, b, c: self.c, accumulate: self.accumulate, init: self.init }
     }
 
     /// The same elements as `Cᵀ (+)= Bᵀ · Aᵀ`.
     pub(super) fn t(self) -> Product<'a, T> {
         let c = Out { row_stride: self.c.col_stride, col_stride: self.c.row_stride, ..self.c };
-        Product { a: self.b.t(), b: self.a.t(), c, accumulate: self.accumulate }
+        Product { a: self.b.t(), b: self.a.t(), c, accumulate: self.accumulate, init: self.init.map(Init::t) }
     }
 
     /// The same `C` over the steps `ks` of `K` only.
@@ -475,7 +596,8 @@ impl<'a, T> Product<'a, T> {
     pub(super) fn block(self, rows: Range<usize>, cols: Range<usize>) -> Product<'a, T> {
         let c = self.c.starting_at(rows.start, cols.start);
         let k = self.k();
-        Product { a: self.a.block(rows, 0..k), b: self.b.block(0..k, cols), c, accumulate: self.accumulate }
+        let init = self.init.map(|init| init.block(rows.clone(), cols.clone()));
+        Product { a: self.a.block(rows, 0..k), b: self.b.block(0..k, cols), c, accumulate: self.accumulate, init }
     }
 }
 

@@ -57,7 +57,7 @@ mod small;
 
 pub use caches::CacheSizes;
 use mat::Product;
-pub use mat::{MatMut, MatRef};
+pub use mat::{Init, MatMut, MatRef};
 
 /// The longest thin side of `C` that the dot-product path takes.
 const MAX_THIN: usize = 16;
@@ -388,23 +388,67 @@ pub fn gemm<T: Float>(c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accu
 /// As [`gemm`].
 pub fn gemm_with<T: Float>(isa: Isa, mut c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) {
     let p = Product::new(&mut c, a, b, accumulate);
-    let (m, n, k) = (p.m(), p.n(), p.k());
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
+    if p.k() == 0 {
         if !accumulate {
             c.fill(T::ZERO);
         }
         return;
     }
+    product(isa, p);
+}
+
+/// `C = init + A · B`: `C` starts as the vector `init` repeated across it (a linear layer's
+/// bias in each row, [`Init::EachRow`]) and the product is added, on the active instruction
+/// set and the current rayon pool. The same bits as filling `C` with the vector and calling
+/// [`gemm`] with `accumulate`, without that pass over `C`: the packed path writes the start of
+/// each tile of `C` just before its first microkernel call, while the tile is in L1.
+///
+/// # Panics
+/// As [`gemm`], and when the vector's length is not `C`'s width (`EachRow`) or height
+/// (`EachColumn`).
+///
+/// ```
+/// use tapegrad_tensor::kernels::gemm::{gemm_init, Init, MatMut, MatRef};
+/// let a = [1.0f32, 2.0, 3.0, 4.0]; // [[1, 2], [3, 4]]
+/// let b = [5.0f32, 6.0, 7.0, 8.0]; // [[5, 6], [7, 8]]
+/// let mut c = [0.0f32; 4];
+/// let bias = [0.5f32, -1.0];
+/// gemm_init(MatMut::row_major(&mut c, 2, 2), MatRef::row_major(&a, 2, 2), MatRef::row_major(&b, 2, 2), Init::EachRow(&bias));
+/// assert_eq!(c, [19.5, 21.0, 43.5, 49.0]);
+/// ```
+pub fn gemm_init<T: Float>(c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, init: Init<'_, T>) {
+    gemm_init_with(crate::kernels::active_isa(), c, a, b, init)
+}
+
+/// [`gemm_init`] on an explicit instruction-set path (see [`gemm_with`]).
+///
+/// # Panics
+/// As [`gemm_init`].
+pub fn gemm_init_with<T: Float>(isa: Isa, mut c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, init: Init<'_, T>) {
+    let p = Product::new(&mut c, a, b, false).with_init(init);
+    if p.k() == 0 {
+        p.prefilled();
+        return;
+    }
+    product(isa, p);
+}
+
+/// Runs a checked product with `k >= 1` on the path its shape and strides pick.
+fn product<T: Float>(isa: Isa, p: Product<'_, T>) {
+    let (m, n, k) = (p.m(), p.n(), p.k());
+    if m == 0 || n == 0 {
+        return;
+    }
+    // A start of `C` costs the packed path's scratch tiles what accumulating does (a copy in).
+    let accumulate = p.accumulate() || p.init().is_some();
+    let (a, b) = (p.a(), p.b());
     let uk = T::microkernel(isa);
     let row_major_c = p.c().col_stride() == 1;
     // A short K into rows of C, B's rows contiguous (a classifier's input gradient `dz · W`):
     // four rows of C at a time swept once, in tiles of 4 x 64 elements, A's few elements broadcast.
     if let Some(short_k) = uk.short_k {
         if k <= MAX_SHORT_K && n >= 16 && b.col_stride() == 1 && row_major_c {
-            return direct(short_k, p);
+            return direct(short_k, p.prefilled());
         }
     }
     // Few rows of C, B's rows contiguous (a classifier's weight gradient `dzᵀ · h`): B read
@@ -412,7 +456,7 @@ pub fn gemm_with<T: Float>(isa: Isa, mut c: MatMut<'_, T>, a: MatRef<'_, T>, b: 
     // the sums run in the packed path's order.
     if let Some(few_rows) = uk.few_rows {
         if m <= MAX_FEW_ROWS && k <= uk.kc && n >= 32 && b.col_stride() == 1 && row_major_c {
-            return direct(few_rows, p);
+            return direct(few_rows, p.prefilled());
         }
     }
     // Thin, with both operands contiguous along K (a linear layer's `x · Wᵀ` with few
@@ -421,10 +465,10 @@ pub fn gemm_with<T: Float>(isa: Isa, mut c: MatMut<'_, T>, a: MatRef<'_, T>, b: 
     if let Some(dot) = uk.dot {
         if k >= DOT_MIN_K && a.col_stride() == 1 && b.row_stride() == 1 {
             if n <= MAX_THIN {
-                return thin(dot, p);
+                return thin(dot, p.prefilled());
             }
             if m <= MAX_THIN {
-                return thin(dot, p.t());
+                return thin(dot, p.prefilled().t());
             }
         }
     }
@@ -434,6 +478,7 @@ pub fn gemm_with<T: Float>(isa: Isa, mut c: MatMut<'_, T>, a: MatRef<'_, T>, b: 
     // from zero, as in the packed path (k <= kc), so the two agree to the bit.
     if let Some(small) = uk.small {
         if m <= MAX_SMALL && n <= MAX_SMALL && k <= MAX_SMALL.min(uk.kc) && n >= 8 && row_major_c {
+            let p = p.prefilled();
             if b.col_stride() == 1 || b.row_stride() == 1 {
                 return direct(small, p);
             }

@@ -25,7 +25,7 @@ use crate::kernels::active_isa;
 use crate::kernels::conv::{col2im_same, SamePlan};
 use crate::kernels::elementwise::ElementwiseKernels;
 use crate::kernels::fold_rows::FoldRows;
-use crate::kernels::gemm::{gemm, MatMut, MatRef};
+use crate::kernels::gemm::{gemm, gemm_init, Init, MatMut, MatRef};
 use crate::kernels::mask::isa::dispatch;
 use crate::layout::{checked_numel, numel_or_reason};
 use crate::tensor::Tensor;
@@ -222,7 +222,7 @@ fn conv_macs(n: usize, c_out: usize, g: &Geometry) -> usize {
 }
 
 /// The forward of image `i` of `x` into `y` (`c_out x oh·ow`): one GEMM of the weight `w_ref`
-/// with the image's column matrix, then the bias added to each output plane.
+/// with the image's column matrix, each output plane starting as its bias.
 fn conv_image<T: Float>(
     x: &Tensor<T>,
     i: usize,
@@ -233,16 +233,16 @@ fn conv_image<T: Float>(
     let plane = g.col_cols();
     let c_out = y.len() / plane.max(1);
     let cols = columns(x, i, g, buf);
-    gemm(MatMut::row_major(y, c_out, plane), w_ref, cols, false);
-    add_bias(y, plane, bias);
+    product_with_bias(MatMut::row_major(y, c_out, plane), w_ref, cols, bias);
 }
 
-/// Adds `bias[o]`, if any, to every element of row `o` of `y` (rows of `width`).
-fn add_bias<T: Float>(y: &mut [T], width: usize, bias: Option<&[T]>) {
-    if let Some(b) = bias {
-        for (row, &bo) in y.chunks_exact_mut(width.max(1)).zip(b) {
-            row.iter_mut().for_each(|v| *v += bo);
-        }
+/// `y = w · cols`, plus `bias[o]` in every element of row `o` when there is a bias: each row of
+/// the GEMM's output starts as its bias, and the product is added to it tile by tile (no pass of
+/// its own over `y`).
+fn product_with_bias<T: Float>(y: MatMut<'_, T>, w: MatRef<'_, T>, cols: MatRef<'_, T>, bias: Option<&[T]>) {
+    match bias {
+        Some(b) => gemm_init(y, w, cols, Init::EachColumn(b)),
+        None => gemm(y, w, cols, false),
     }
 }
 
@@ -279,7 +279,7 @@ fn forward_group(g: &Geometry) -> usize {
 
 /// The forward of images `first .. first + count` of `x` into `y` (`c_out x count·oh·ow`: row
 /// `o` holds channel `o` of each image in turn, plane after plane): their column matrices side
-/// by side, one GEMM with the weight `w_ref`, then the bias added to each row. One product of
+/// by side, one GEMM with the weight `w_ref`, each row starting as its bias. One product of
 /// `count` planes' width instead of `count` narrow ones: the weight is packed once and fewer
 /// tiles are ragged (conv2 of the MNIST CNN, `32 x 196 x 144` per image, ran at 108 GFLOP/s;
 /// docs/benchmarks.md, session 17). Each element is the same sum as [`conv_image`]'s.
@@ -296,8 +296,7 @@ fn conv_group<T: Float>(
     let (rows, width) = (g.col_rows(), count * g.col_cols());
     let c_out = y.len() / width.max(1);
     let cols = grouped_columns(x, (first, count), g, buf);
-    gemm(MatMut::row_major(y, c_out, width), w_ref, MatRef::row_major(cols, rows, width), false);
-    add_bias(y, width, bias);
+    product_with_bias(MatMut::row_major(y, c_out, width), w_ref, MatRef::row_major(cols, rows, width), bias);
 }
 
 /// Where a backward pass reads the convolution output's gradient `dy` from, one group of images
