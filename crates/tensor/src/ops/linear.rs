@@ -75,11 +75,12 @@ impl<T: Float> Tensor<T> {
 mod tests {
     use crate::Tensor;
 
-    /// The bias as the start of each tile (the packed path, and the unpacked paths' filled
-    /// output: thin, small, many rows, one very wide row) gives `x · wᵀ + b` to the bit.
+    /// The bias as the start of each tile (the packed path: few and many rows, a ragged tile, one
+    /// very wide row) or of the whole output (the unpacked paths, which fill it first: dot
+    /// products for 10 outputs, the small-product path) gives `x · wᵀ + b` to the bit.
     #[test]
     fn the_bias_start_gives_the_product_plus_the_bias_to_the_bit() {
-        for (m, k, n) in [(3, 5, 7), (300, 17, 130), (1000, 8, 64), (1, 3, 40_000)] {
+        for (m, k, n) in [(3, 5, 7), (300, 17, 130), (1000, 8, 64), (1, 3, 40_000), (50, 20, 10), (30, 40, 50)] {
             let x = Tensor::<f32>::arange(m * k).reshape(&[m, k]).unwrap().mul_scalar(0.01);
             let w = Tensor::<f32>::arange(n * k).reshape(&[n, k]).unwrap().mul_scalar(-0.003);
             let b = Tensor::<f32>::arange(n).mul_scalar(0.5);

@@ -243,13 +243,14 @@ fn results_are_bit_identical_for_one_and_two_threads() {
 }
 
 /// `gemm_init_with` against filling `C` with the vector and accumulating the product with
-/// `gemm_with`, bit for bit, `C` row-major (with a pad) or transposed, the vector along rows or
-/// columns, on every path this CPU has and on 1 and 2 threads.
-fn check_init(isa: Isa, (m, n, k): (usize, usize, usize), a_t: bool, c_t: bool, each_row: bool, threads: usize) {
+/// `gemm_with`, bit for bit, `A` and `B` stored as they are or transposed, `C` row-major (with a
+/// pad) or transposed, the vector along rows or columns, on every path this CPU has and on 1
+/// and 2 threads.
+fn check_init(isa: Isa, (m, n, k): (usize, usize, usize), [a_t, b_t, c_t]: [bool; 3], each_row: bool, threads: usize) {
     let a_data = random_vec::<f32>(m * k + 1, 11);
     let b_data = random_vec::<f32>(k * n + 2, 12);
     let a = if a_t { MatRef::new(&a_data, 1, [k, m], [m, 1]).t() } else { MatRef::new(&a_data, 1, [m, k], [k, 1]) };
-    let b = MatRef::new(&b_data, 2, [k, n], [n, 1]);
+    let b = if b_t { MatRef::new(&b_data, 2, [n, k], [k, 1]).t() } else { MatRef::new(&b_data, 2, [k, n], [n, 1]) };
     let v = random_vec::<f32>(if each_row { n } else { m }, 13);
     let init = if each_row { Init::EachRow(&v) } else { Init::EachColumn(&v) };
     let ld = if c_t { m + 1 } else { n + 3 };
@@ -266,9 +267,8 @@ fn check_init(isa: Isa, (m, n, k): (usize, usize, usize), a_t: bool, c_t: bool, 
         gemm_init_with(isa, MatMut::new(&mut got, 0, dims, strides), a, b, init);
         gemm_with(isa, MatMut::new(&mut want, 0, dims, strides), a, b, true);
     });
-    let what = format!(
-        "{isa:?} {m} x {n} x {k}, A transposed {a_t}, C transposed {c_t}, each row {each_row}, {threads} threads"
-    );
+    let what =
+        format!("{isa:?} {m} x {n} x {k}, transposed A {a_t} B {b_t} C {c_t}, each row {each_row}, {threads} threads");
     for (e, (x, y)) in got.iter().zip(&want).enumerate() {
         assert_eq!(x.to_bits(), y.to_bits(), "{what}: element {e} of C's slice");
     }
@@ -276,9 +276,10 @@ fn check_init(isa: Isa, (m, n, k): (usize, usize, usize), a_t: bool, c_t: bool, 
 
 #[test]
 fn a_start_of_c_is_the_same_as_filling_c_and_accumulating() {
-    // Every path: short K, few rows, thin (dot products, both orientations), small, packed with
-    // A whole, packed in blocks (several slices of K, and split along K on 2 threads), k = 0,
-    // and empty sides.
+    // Every path: short K (40 x 70 x 9, B row-major), few rows (5 x 300), thin dot products
+    // (200 x 10 and, transposed, 10 x 200, with B's columns contiguous), small (30 x 50 x 40),
+    // packed with A whole, packed in blocks (several slices of K, and split along K on 2
+    // threads), k = 0, and empty sides.
     let shapes = [
         (40, 70, 9),
         (5, 300, 100),
@@ -294,11 +295,16 @@ fn a_start_of_c_is_the_same_as_filling_c_and_accumulating() {
     ];
     for isa in available_isas() {
         for shape in shapes {
-            for (a_t, c_t, each_row) in
-                [(false, false, true), (true, false, false), (false, true, true), (true, true, false)]
-            {
+            for (transposed, each_row) in [
+                ([false, false, false], true),
+                ([true, false, false], false),
+                ([false, false, true], true),
+                ([true, false, true], false),
+                ([false, true, false], true),
+                ([false, true, true], false),
+            ] {
                 for threads in [1, 2] {
-                    check_init(isa, shape, a_t, c_t, each_row, threads);
+                    check_init(isa, shape, transposed, each_row, threads);
                 }
             }
         }
