@@ -43,21 +43,31 @@ pub(super) unsafe fn pack_panels<T: Copy + Default, const W: usize>(
     assert!(dst.len() >= panels * panel_len, "pack_panels: destination too short");
     if row_stride == 1 {
         // Each step of `depth` is a contiguous run across all panels (B row-major, A
-        // transposed). Panel by panel, each panel written front to back: one output stream
-        // (scattering each run to every panel at once writes as many streams as panels, each a
-        // panel apart: a multiple of 4 KiB, so all in one set of the L1 cache).
-        for (q, panel) in dst.chunks_exact_mut(panel_len).take(panels).enumerate() {
-            let r = W.min(rows - q * W);
-            for (p, step) in panel.chunks_exact_mut(W).enumerate() {
-                // SAFETY: elements (q W + i, p) for i < r are `r` consecutive readable elements
-                // (row_stride is 1, q W + i < rows; contract).
-                let run = unsafe { std::slice::from_raw_parts(src.add(q * W + p * depth_stride), r) };
-                if r == W {
-                    let step: &mut [T; W] = step.try_into().expect("W elements");
-                    *step = run.try_into().expect("W elements");
-                } else {
-                    step[..r].copy_from_slice(run);
-                    step[r..].fill(T::default());
+        // transposed). In blocks of `STEPS` steps, panel by panel: each panel's part of the
+        // block is one output stream written front to back (scattering each run to every panel
+        // at once writes as many streams as panels, each a panel apart: a multiple of 4 KiB, so
+        // all in one set of the L1 cache), while the reads move along each of the block's
+        // `STEPS` source rows from panel to panel, streams the hardware prefetchers follow.
+        // (Panel by panel over the whole depth, each read is the next row's run: a new page
+        // per step when rows are 4 KiB apart, which no prefetcher follows. A 1024 x 1024
+        // row-major `B` packed in 32-column panels took 360 us that way, 310 in blocks of 32
+        // steps, against 290 for a plain copy; in 14-row panels, 520 and 310.)
+        const STEPS: usize = 32;
+        for p0 in (0..depth).step_by(STEPS) {
+            let steps = p0..(p0 + STEPS).min(depth);
+            for (q, panel) in dst.chunks_exact_mut(panel_len).take(panels).enumerate() {
+                let r = W.min(rows - q * W);
+                for (p, step) in steps.clone().zip(panel[steps.start * W..steps.end * W].chunks_exact_mut(W)) {
+                    // SAFETY: elements (q W + i, p) for i < r are `r` consecutive readable
+                    // elements (row_stride is 1, q W + i < rows, p < depth; contract).
+                    let run = unsafe { std::slice::from_raw_parts(src.add(q * W + p * depth_stride), r) };
+                    if r == W {
+                        let step: &mut [T; W] = step.try_into().expect("W elements");
+                        *step = run.try_into().expect("W elements");
+                    } else {
+                        step[..r].copy_from_slice(run);
+                        step[r..].fill(T::default());
+                    }
                 }
             }
         }
@@ -349,6 +359,45 @@ mod tests {
             // SAFETY: the 3 x 2 view of `src` with these strides stays inside its 6 elements.
             unsafe { pack_panels::<f32, 2>(src.as_ptr(), 3, 2, rs, ds, &mut dst) };
             assert_eq!(dst, [1.0, 3.0, 2.0, 4.0, 5.0, 0.0, 6.0, 0.0]);
+        }
+    }
+
+    /// `pack_panels::<f32, W>` of a `rows x depth` matrix stored with `strides` against the
+    /// definition: element `(q W + i, p)` at `q W depth + p W + i`, zeros past the last row.
+    fn check_against_the_definition<const W: usize>(rows: usize, depth: usize, strides: [usize; 2]) {
+        let len = (rows - 1) * strides[0] + (depth - 1) * strides[1] + 1;
+        let src: Vec<f32> = (0..len).map(|v| v as f32 + 0.5).collect();
+        let panels = rows.div_ceil(W);
+        let mut got = vec![f32::NAN; panels * W * depth];
+        // SAFETY: element (i, p) is src[i * strides[0] + p * strides[1]] < len; `got` holds
+        // the padded panels.
+        unsafe { pack_panels::<f32, W>(src.as_ptr(), rows, depth, strides[0], strides[1], &mut got) };
+        for q in 0..panels {
+            for p in 0..depth {
+                for i in 0..W {
+                    let row = q * W + i;
+                    let want = if row < rows { src[row * strides[0] + p * strides[1]] } else { 0.0 };
+                    let at = q * W * depth + p * W + i;
+                    assert_eq!(
+                        got[at].to_bits(),
+                        want.to_bits(),
+                        "W {W}, {rows} x {depth}, strides {strides:?}, ({row}, {p})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn panels_match_their_definition_for_every_layout() {
+        // Contiguous runs across the panels (row stride 1: B row-major, A transposed) packed in
+        // blocks of depth steps: depths within one block, across several and ragged at the end;
+        // full and ragged last panels. Then the gathering layout and a general one.
+        for (rows, depth) in [(70, 1), (64, 31), (70, 32), (33, 75), (14, 100), (5, 65)] {
+            for strides in [[1, rows + 3], [depth + 2, 1], [3, 3 * rows + 1]] {
+                check_against_the_definition::<32>(rows, depth, strides);
+                check_against_the_definition::<14>(rows, depth, strides);
+            }
         }
     }
 

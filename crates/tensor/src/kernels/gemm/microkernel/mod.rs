@@ -91,12 +91,21 @@ fn prefetch_t0<T>(p: *const T) {
 #[inline(always)]
 fn no_prefetch<T>(_p: *const T) {}
 
+/// Steps of `k` before the end at which a kernel that streams its micro-panels (one that
+/// prefetches them, `ahead`) asks for its tile of `C`. Asked for at the start, as the kernels
+/// that keep their panels in L1 do, the tile's lines were evicted from L1 again by the time the
+/// loop ended (`kc = 1024` streams 184 KiB of panels through a 48 KiB L1) and its loads or
+/// stores waited on L2; 128 steps (about 1800 cycles, 23 KiB of panels) is enough to bring them
+/// from memory and too short to lose them. Measured on an Intel Xeon (`docs/benchmarks.md`,
+/// session 19).
+const C_LEAD: usize = 128;
+
 /// Writes one SIMD microkernel from a register type and its intrinsics: `MR` rows of `NV`
 /// vectors of `LANES` elements, the broadcast of `A` fused into the FMA, `C` touched only at
-/// the end (prefetched before the loop), and, with `ahead = d`, the packed micro-panels
-/// prefetched `d` steps of `k` ahead. Expands to an `unsafe fn` with the [`KernelFn`]
-/// contract, or, with `a = rows` or `a = cols` after the name, to a [`DirectAKernelFn`] that
-/// reads `A` where it is.
+/// the end (prefetched before the loop, or [`C_LEAD`] steps before its end), and, with
+/// `ahead = d`, the packed micro-panels prefetched `d` steps of `k` ahead. Expands to an
+/// `unsafe fn` with the [`KernelFn`] contract, or, with `a = rows` or `a = cols` after the
+/// name, to a [`DirectAKernelFn`] that reads `A` where it is.
 #[allow(unused_macros)]
 macro_rules! simd_microkernel {
     (
@@ -205,44 +214,54 @@ macro_rules! simd_microkernel {
         /// Elements per cache line.
         const LINE: usize = 64 / std::mem::size_of::<$t>();
         let (a_rs, a_cs): (usize, usize) = ($a_rs, $a_cs);
-        // Ask for the tile of C now: it is only touched after the k loop, and on large
-        // problems it comes from L3 or memory, a latency the loop hides.
-        for i in 0..ROWS {
-            for v in 0..NV {
-                $prefetch($c.wrapping_add(i * $ldc + v * $lanes));
-            }
-        }
+        // The tile of C is only touched after the k loop, and on large problems it comes from
+        // L3 or memory, a latency the loop hides: it is asked for `C_LEAD` steps before the
+        // end (see `C_LEAD`), or before the loop by a kernel that does not stream its panels.
+        let c_from = if AHEAD > 0 { $kc.saturating_sub(super::C_LEAD) } else { 0 };
         let mut acc = [[$zero; NV]; ROWS];
         // Pointers past the last step may lie past `A` (a transposed operand's next row of `k`)
         // and are never dereferenced: wrapping adds.
         let (mut a, mut b) = ($a, $b);
-        for _ in 0..$kc {
-            if AHEAD > 0 {
-                // The step `AHEAD` ahead: its `NR` elements of `B` and its elements of `A` (a
-                // hint, so an address past the operands is harmless).
-                for l in 0..NR.div_ceil(LINE) {
-                    $prefetch(b.wrapping_add(AHEAD * B_STEP + l * LINE));
-                }
-                if $pa {
-                    $prefetch(a.wrapping_add(AHEAD * a_cs));
+        // Two runs of the same loop, the tile of C asked for between them.
+        let mut done = 0;
+        for (run, end) in [c_from, $kc].into_iter().enumerate() {
+            if run == 1 {
+                for i in 0..ROWS {
+                    for v in 0..NV {
+                        $prefetch($c.wrapping_add(i * $ldc + v * $lanes));
+                    }
                 }
             }
-            let mut bv = [$zero; NV];
-            for v in 0..NV {
-                // SAFETY: `b` has `B_STEP >= NR` readable elements left in this step (contract).
-                bv[v] = unsafe { $load(b.add(v * $lanes)) };
-            }
-            for i in 0..ROWS {
-                // SAFETY: `A(i, p)` of this step `p` is readable at `a + i * a_rs` for
-                // `i < ROWS` (contract).
-                let ai = $splat(unsafe { *a.add(i * a_rs) });
+            for _ in done..end {
+                if AHEAD > 0 {
+                    // The step `AHEAD` ahead: its `NR` elements of `B` and its elements of `A` (a
+                    // hint, so an address past the operands is harmless).
+                    for l in 0..NR.div_ceil(LINE) {
+                        $prefetch(b.wrapping_add(AHEAD * B_STEP + l * LINE));
+                    }
+                    if $pa {
+                        $prefetch(a.wrapping_add(AHEAD * a_cs));
+                    }
+                }
+                let mut bv = [$zero; NV];
                 for v in 0..NV {
-                    acc[i][v] = $fma(ai, bv[v], acc[i][v]);
+                    // SAFETY: `b` has `B_STEP >= NR` readable elements left in this step
+                    // (contract).
+                    bv[v] = unsafe { $load(b.add(v * $lanes)) };
                 }
+                for i in 0..ROWS {
+                    // SAFETY: `A(i, p)` of this step `p` is readable at `a + i * a_rs` for
+                    // `i < ROWS` (contract).
+                    let ai = $splat(unsafe { *a.add(i * a_rs) });
+                    for v in 0..NV {
+                        acc[i][v] = $fma(ai, bv[v], acc[i][v]);
+                    }
+                }
+                a = a.wrapping_add(a_cs);
+                // SAFETY: at most one past the end of the packed micro-panel of `B`.
+                b = unsafe { b.add(B_STEP) };
             }
-            a = a.wrapping_add(a_cs);
-            // SAFETY: at most one past the end of the packed micro-panel of `B`.
-            b = unsafe { b.add(B_STEP) };
+            done = end;
         }
         for i in 0..ROWS {
             for v in 0..NV {
