@@ -51,7 +51,7 @@ pub(super) unsafe fn pack_panels<T: Copy + Default, const W: usize>(
         // (Panel by panel over the whole depth, each read is the next row's run: a new page
         // per step when rows are 4 KiB apart, which no prefetcher follows. A 1024 x 1024
         // row-major `B` packed in 32-column panels took 360 us that way, 310 in blocks of 32
-        // steps, against 290 for a plain copy; in 14-row panels, 520 and 310.)
+        // steps, against 290 for a plain copy; in 14-row panels, 520 and 320.)
         const STEPS: usize = 32;
         for p0 in (0..depth).step_by(STEPS) {
             let steps = p0..(p0 + STEPS).min(depth);
