@@ -223,8 +223,7 @@ macro_rules! simd_microkernel {
         // and are never dereferenced: wrapping adds.
         let (mut a, mut b) = ($a, $b);
         // Two runs of the same loop, the tile of C asked for between them.
-        let mut done = 0;
-        for (run, end) in [c_from, $kc].into_iter().enumerate() {
+        for (run, steps) in [0..c_from, c_from..$kc].into_iter().enumerate() {
             if run == 1 {
                 for i in 0..ROWS {
                     for v in 0..NV {
@@ -232,7 +231,7 @@ macro_rules! simd_microkernel {
                     }
                 }
             }
-            for _ in done..end {
+            for _ in steps {
                 if AHEAD > 0 {
                     // The step `AHEAD` ahead: its `NR` elements of `B` and its elements of `A` (a
                     // hint, so an address past the operands is harmless).
@@ -261,7 +260,6 @@ macro_rules! simd_microkernel {
                 // SAFETY: at most one past the end of the packed micro-panel of `B`.
                 b = unsafe { b.add(B_STEP) };
             }
-            done = end;
         }
         for i in 0..ROWS {
             for v in 0..NV {
