@@ -40,7 +40,7 @@
 use std::mem::MaybeUninit;
 
 use super::mat::MatRef;
-use super::mat::{Init, MatMut, Out, Product};
+use super::mat::{copy_run, Init, MatMut, Out, Product};
 use super::microkernel::{DirectAKernelFn, MAX_TILE};
 use super::{GemmKernels, Microkernel};
 
@@ -456,7 +456,7 @@ fn macrokernel<T: Copy + Default>(
                             for i in 0..tile_rows {
                                 let (row, s) = (tile.add(i * c_rs), &mut scratch[i * nr..][..cols]);
                                 if c_cs == 1 {
-                                    s.copy_from_slice(std::slice::from_raw_parts(row, cols));
+                                    copy_run(std::slice::from_raw_parts(row, cols), s.as_mut_ptr());
                                 } else {
                                     s.iter_mut().enumerate().for_each(|(j, e)| *e = *row.add(j * c_cs));
                                 }
@@ -468,7 +468,7 @@ fn macrokernel<T: Copy + Default>(
                     for i in 0..tile_rows {
                         let (row, s) = (tile.add(i * c_rs), &scratch[i * nr..][..cols]);
                         if c_cs == 1 {
-                            std::slice::from_raw_parts_mut(row, cols).copy_from_slice(s);
+                            copy_run(s, row);
                         } else {
                             s.iter().enumerate().for_each(|(j, &e)| *row.add(j * c_cs) = e);
                         }

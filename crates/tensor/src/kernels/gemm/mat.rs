@@ -388,12 +388,13 @@ pub enum Init<'a, T> {
 
 /// Copies `src` to `dst`: a tile's row, at most a few dozen elements, moved in runs of a fixed
 /// length (a call of `memcpy` for each row of each tile cost about 2% of the transformer's step
-/// on the AVX2 path, whose tiles are 16 columns wide: as much as the pass it replaced).
+/// on the AVX2 path, whose tiles are 16 columns wide: as much as the pass it replaced). Also the
+/// macrokernel's copies of edge tiles through its scratch tile.
 ///
 /// # Safety
 /// `dst` must have `src.len()` writable elements.
 #[inline(always)]
-unsafe fn copy_run<T: Copy>(src: &[T], dst: *mut T) {
+pub(super) unsafe fn copy_run<T: Copy>(src: &[T], dst: *mut T) {
     const RUN: usize = 8;
     let mut runs = src.chunks_exact(RUN);
     let mut at = dst;
