@@ -42,7 +42,7 @@ use std::mem::MaybeUninit;
 use super::mat::MatRef;
 use super::mat::{copy_run, Init, MatMut, Out, Product};
 use super::microkernel::{DirectAKernelFn, MAX_TILE};
-use super::{GemmKernels, Microkernel};
+use super::{CacheSizes, GemmKernels, Microkernel};
 
 /// Below this many flops (`2 m n k`) a product runs on the calling thread: splitting it would
 /// cost more in synchronisation than it saves (about a 128^3 product).
@@ -248,13 +248,21 @@ fn nest_blocked<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
     // Blocks of M as even as whole micro-panels allow, none taller than mc.
     let mc = m.div_ceil(m.div_ceil(uk.mc)).next_multiple_of(mr).min(uk.mc);
     let kc_max = uk.kc.min(k);
+    // Tiles along the rows of `C` when its rows alias in L1 (`along_rows`), with the panel of
+    // `B` then narrowed to half the L2, where its micro-panels are read from.
+    let along_rows = along_rows(uk, &c);
+    let nc_step = if along_rows {
+        (CacheSizes::get().l2 / 2 / (kc_max * std::mem::size_of::<T>()) / nr * nr).clamp(nr, uk.nc.max(nr))
+    } else {
+        uk.nc
+    };
     // Whole micro-panels: nc need not be a multiple of nr (NEON's f32 2048 against 12).
-    let nc_max = uk.nc.min(n).next_multiple_of(nr);
+    let nc_max = nc_step.min(n).next_multiple_of(nr);
     let direct = direct_a(uk, a, n);
     T::with_pack_buffer(1, kc_max * nc_max, |b_pack| {
         T::with_pack_buffer(0, mc.div_ceil(mr) * mr * kc_max, |a_pack| {
-            for jc in (0..n).step_by(uk.nc) {
-                let nc = uk.nc.min(n - jc);
+            for jc in (0..n).step_by(nc_step) {
+                let nc = nc_step.min(n - jc);
                 for pc in (0..k).step_by(uk.kc) {
                     let kc = uk.kc.min(k - pc);
                     let accumulate = p.accumulate() || pc > 0;
@@ -264,12 +272,32 @@ fn nest_blocked<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
                         let a_block = a_block(uk, a, direct, (ic, rows), (pc, kc), a_pack);
                         let packed = Packed { a: a_block, rows, b: b_buf, cols: nc, kc };
                         let start = p.init().filter(|_| pc == 0).map(|init| init.block(ic..ic + rows, jc..jc + nc));
-                        macrokernel(uk, packed, c.starting_at(ic, jc), accumulate, start);
+                        macrokernel(uk, packed, c.starting_at(ic, jc), accumulate, start, along_rows);
                     }
                 }
             }
         })
     })
+}
+
+/// Whether [`nest_blocked`] should walk each block's tiles along the rows of `C` (all the
+/// micro-panels of `B` against one of `A`) rather than down its columns (the GotoBLAS order,
+/// each micro-panel of `B` held in L1 against all of `A`). That order walks down a column of
+/// tiles, and when `C`'s rows lie a multiple of 4 KiB apart (a 1024- or 2048-wide `f32`
+/// matrix), all the rows of that column fall in one set of the L1 (64 sets of 64 bytes per
+/// way) and alias for store forwarding (which compares address bits 0-11): each tile's rows
+/// evict the last tile's and the micro-panel of `B` kept beside them. Only for kernels whose
+/// micro-panel of `B` is meant to stay in L1 (half of it at most: AVX2's 16 KiB), which the
+/// other order gives up; kernels that stream their panels from L2 anyway (AVX-512's) keep the
+/// GotoBLAS order. Along rows, the micro-panel of `A` (6 KiB for AVX2) is the one that stays
+/// in L1, and `B`'s panel, narrowed to half the L2, is where the micro-panels of `B` come from.
+/// Measured on an Intel Xeon on its AVX2 path, SGEMM 2048 at 1 thread: 80-84 -> 104 GFLOP/s
+/// (`docs/benchmarks.md`, session 20). The microkernel calls, and so the bits, are the same
+/// in either order.
+fn along_rows<T: GemmKernels>(uk: &Microkernel<T>, c: &Out<'_, T>) -> bool {
+    let size = std::mem::size_of::<T>();
+    let b_in_l1 = uk.kc.saturating_mul(uk.nr).saturating_mul(size) <= CacheSizes::get().l1d / 2;
+    b_in_l1 && c.col_stride() == 1 && c.row_stride().saturating_mul(size).is_multiple_of(4096)
 }
 
 /// [`nest`] for a product whose rows of `A` all fit in one block: per `kc` slice, `A` packed
@@ -291,7 +319,7 @@ fn nest_whole_a<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
                     let b_buf = pack_b_panel(uk, b, (pc, kc), (jc, cols), b_pack);
                     let packed = Packed { a: a_block, rows: m, b: b_buf, cols, kc };
                     let start = p.init().filter(|_| pc == 0).map(|init| init.block(0..m, jc..jc + cols));
-                    macrokernel(uk, packed, c.starting_at(0, jc), accumulate, start);
+                    macrokernel(uk, packed, c.starting_at(0, jc), accumulate, start, false);
                 }
             }
         })
@@ -378,6 +406,7 @@ fn macrokernel<T: Copy + Default>(
     c: Out<'_, T>,
     accumulate: bool,
     start: Option<Init<'_, T>>,
+    along_rows: bool,
 ) {
     // A tile with a start is written with it just before the microkernel adds into it.
     let accumulate = accumulate || start.is_some();
@@ -393,7 +422,11 @@ fn macrokernel<T: Copy + Default>(
     // SAFETY: the first mr * nr <= MAX_TILE elements were initialised just above, and
     // `MaybeUninit<T>` has `T`'s layout.
     let scratch: &mut [T] = unsafe { std::slice::from_raw_parts_mut(scratch_buf.as_mut_ptr().cast::<T>(), mr * nr) };
-    for jp in 0..nc.div_ceil(nr) {
+    // Tile `t` of the block: down the columns of tiles (panel `jp` of `B` against every panel
+    // of `A`), or along the rows of tiles ([`along_rows`]).
+    let (b_panels, a_panels) = (nc.div_ceil(nr), rows.div_ceil(mr));
+    for t in 0..b_panels * a_panels {
+        let (jp, ip) = if along_rows { (t % b_panels, t / b_panels) } else { (t / a_panels, t % a_panels) };
         let cols = nr.min(nc - jp * nr);
         let b_panel = &b_buf[jp * nr * kc..(jp + 1) * nr * kc];
         // A panel of B at most as wide as the narrow kernels runs them: fewer columns of zeros.
@@ -402,7 +435,7 @@ fn macrokernel<T: Copy + Default>(
             Some(narrow) => (narrow.nr, narrow.run, narrow.edges),
             None => (nr, uk.run, uk.edges),
         };
-        for ip in 0..rows.div_ceil(mr) {
+        {
             let tile_rows = mr.min(rows - ip * mr);
             // The micro-panel of A: where it is (a full one of a direct block), or packed. A
             // direct block's narrow panels need a narrow direct kernel (all or none exist).
@@ -597,6 +630,36 @@ mod tests {
                 let a_data = random_a(&mut next, (m, k), a_strides, 0);
                 let a = MatRef::new(&a_data, 0, [m, k], a_strides);
                 assert_same_bits(&|p| nest_whole_a(&uk, p), &|p| nest_blocked(&uk, p), a, n, &mut next);
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_along_the_rows_of_an_aliasing_c_give_the_column_orders_bits() {
+        let uk = <f32 as GemmKernels>::microkernel(crate::kernels::active_isa());
+        // kc 16: the micro-panel of B fits half of any L1, so a C whose rows are 4 KiB apart
+        // (1024 f32) is walked along its rows; blocks of two micro-panels of A, panels of B
+        // three wide, several kc slices, ragged edges both ways.
+        let uk = Microkernel { kc: 16, mc: 2 * uk.mr, nc: 3 * uk.nr, ..uk };
+        let mut next = values(0x3c6e_f372);
+        for (m, n, k) in [(70, 100, 40), (29, 64, 16), (45, 33, 70)] {
+            let a_data: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let b_data: Vec<f32> = (0..k * n).map(|_| next()).collect();
+            let start: Vec<f32> = (0..m * 1024).map(|_| next()).collect();
+            for accumulate in [false, true] {
+                let run_with = |order: &dyn Fn(Product<'_, f32>)| {
+                    let mut c = start.clone();
+                    let (a, b) = (MatRef::row_major(&a_data, m, k), MatRef::row_major(&b_data, k, n));
+                    order(Product::new(&mut MatMut::new(&mut c, 0, [m, n], [1024, 1]), a, b, accumulate));
+                    c
+                };
+                let rows_first = run_with(&|p| {
+                    assert!(along_rows(&uk, &p.c()), "{m} x {n} x {k}");
+                    nest_blocked(&uk, p)
+                });
+                let columns_first = run_with(&|p| nest_whole_a(&uk, p));
+                let same = rows_first.iter().zip(&columns_first).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{m} x {n} x {k}, accumulate {accumulate}");
             }
         }
     }
