@@ -11,6 +11,10 @@
 //!           microkernel(kc, A micro-panel, B micro-panel, C tile)
 //! ```
 //!
+//! A kernel that keeps its micro-panel of `B` in L1 (AVX2) walks a block's tiles along the
+//! rows of `C` instead (`jr` inside `ir`) when `C`'s rows lie a multiple of 4 KiB apart
+//! ([`along_rows`]), with the panel of `B` narrowed to half the L2.
+//!
 //! A product whose rows of `A` fit in one block of twice `mc` rows (a batch of 128 against a
 //! weight) packs `A` whole and `B` one micro-panel at a time instead ([`nest`]), so that packed
 //! `B` never leaves L2.
