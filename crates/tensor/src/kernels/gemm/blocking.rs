@@ -12,8 +12,8 @@
 //! ```
 //!
 //! A kernel that keeps its micro-panel of `B` in L1 (AVX2) walks a block's tiles along the
-//! rows of `C` instead (`jr` inside `ir`) when `C`'s rows lie a multiple of 4 KiB apart
-//! ([`along_rows`]), with the panel of `B` narrowed to half the L2.
+//! rows of `C` instead (`jr` inside `ir`) when a block of `A` and a panel of `B` would not fit
+//! in half the L2 together ([`along_rows`]), with the panel of `B` narrowed to half the L2.
 //!
 //! A product whose rows of `A` fit in one block of twice `mc` rows (a batch of 128 against a
 //! weight) packs `A` whole and `B` one micro-panel at a time instead ([`nest`]), so that packed
@@ -244,17 +244,26 @@ fn nest<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
     }
 }
 
-/// [`nest`] in the GotoBLAS order of the module's header.
+/// [`nest`] in the GotoBLAS order of the module's header, each block's tiles walked along the
+/// rows of `C` when [`along_rows`] says so.
 fn nest_blocked<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
+    let (mc, kc_max) = (block_rows(uk, p.m()), uk.kc.min(p.k()));
+    let rows_first = along_rows(uk, mc * kc_max, uk.nc.min(p.n()) * kc_max);
+    nest_blocked_in(uk, p, rows_first)
+}
+
+/// Blocks of `m` rows as even as whole micro-panels allow, none taller than `mc`.
+fn block_rows<T>(uk: &Microkernel<T>, m: usize) -> usize {
+    m.div_ceil(m.div_ceil(uk.mc)).next_multiple_of(uk.mr).min(uk.mc)
+}
+
+/// [`nest_blocked`] with the order of the tiles given: along the rows of `C`, with the panel of
+/// `B` narrowed to half the L2 (where its micro-panels are then read from), or down its columns.
+fn nest_blocked_in<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>, along_rows: bool) {
     let (m, n, k) = (p.m(), p.n(), p.k());
     let (a, b, c) = (p.a(), p.b(), p.c());
     let (mr, nr) = (uk.mr, uk.nr);
-    // Blocks of M as even as whole micro-panels allow, none taller than mc.
-    let mc = m.div_ceil(m.div_ceil(uk.mc)).next_multiple_of(mr).min(uk.mc);
-    let kc_max = uk.kc.min(k);
-    // Tiles along the rows of `C` when its rows alias in L1 (`along_rows`), with the panel of
-    // `B` then narrowed to half the L2, where its micro-panels are read from.
-    let along_rows = along_rows(uk, &c);
+    let (mc, kc_max) = (block_rows(uk, m), uk.kc.min(k));
     let nc_step = if along_rows {
         (CacheSizes::get().l2 / 2 / (kc_max * std::mem::size_of::<T>()) / nr * nr).clamp(nr, uk.nc.max(nr))
     } else {
@@ -285,23 +294,24 @@ fn nest_blocked<T: GemmKernels>(uk: &Microkernel<T>, p: Product<'_, T>) {
 }
 
 /// Whether [`nest_blocked`] should walk each block's tiles along the rows of `C` (all the
-/// micro-panels of `B` against one of `A`) rather than down its columns (the GotoBLAS order,
-/// each micro-panel of `B` held in L1 against all of `A`). That order walks down a column of
-/// tiles, and when `C`'s rows lie a multiple of 4 KiB apart (a 1024- or 2048-wide `f32`
-/// matrix), all the rows of that column fall in one set of the L1 (64 sets of 64 bytes per
-/// way) and alias for store forwarding (which compares address bits 0-11): each tile's rows
-/// evict the last tile's and the micro-panel of `B` kept beside them. Only for kernels whose
-/// micro-panel of `B` is meant to stay in L1 (half of it at most: AVX2's 16 KiB), which the
-/// other order gives up; kernels that stream their panels from L2 anyway (AVX-512's) keep the
-/// GotoBLAS order. Along rows, the micro-panel of `A` (6 KiB for AVX2) is the one that stays
-/// in L1, and `B`'s panel, narrowed to half the L2, is where the micro-panels of `B` come from.
-/// Measured on an Intel Xeon on its AVX2 path, SGEMM 2048 at 1 thread: 80-84 -> 104 GFLOP/s
-/// (`docs/benchmarks.md`, session 20). The microkernel calls, and so the bits, are the same
-/// in either order.
-fn along_rows<T: GemmKernels>(uk: &Microkernel<T>, c: &Out<'_, T>) -> bool {
+/// micro-panels of `B` against one of `A`, which stays in L1) rather than down its columns (the
+/// GotoBLAS order: one micro-panel of `B` held in L1 against every micro-panel of the block of
+/// `A`, read from L2), for a block of `A` and a panel of `B` of `a_block` and `b_panel`
+/// elements. The GotoBLAS order needs the block of `A` to stay in L2 while the panel of `B`
+/// streams past it; when the two together take more than half the L2 they do not: on an
+/// Intel Xeon's AVX2 path (2 MiB L2, a 256-deep panel of `B` 1 KiB per column), SGEMM at
+/// 1 thread read 85 GFLOP/s at n = 2048 against 105 along rows, 78 against 98 at n = 2000,
+/// 98 against 103 at n = 1536, the same at n = 1024 (`docs/benchmarks.md`, session 20). Along
+/// rows the micro-panels of `B` come from L2 instead, so the panel of `B` is narrowed to half
+/// the L2. Only for kernels whose micro-panel of `B` is meant to stay in L1 (in half of it:
+/// AVX2's 16 KiB); kernels that stream their panels from L2 anyway (AVX-512's, `kc = 1024`)
+/// keep the GotoBLAS order, which measured no worse there. The microkernel calls, and so the
+/// bits, are the same in either order.
+fn along_rows<T: GemmKernels>(uk: &Microkernel<T>, a_block: usize, b_panel: usize) -> bool {
     let size = std::mem::size_of::<T>();
-    let b_in_l1 = uk.kc.saturating_mul(uk.nr).saturating_mul(size) <= CacheSizes::get().l1d / 2;
-    b_in_l1 && c.col_stride() == 1 && c.row_stride().saturating_mul(size).is_multiple_of(4096)
+    let caches = CacheSizes::get();
+    let b_in_l1 = uk.kc.saturating_mul(uk.nr).saturating_mul(size) <= caches.l1d / 2;
+    b_in_l1 && a_block.saturating_add(b_panel).saturating_mul(size) > caches.l2 / 2
 }
 
 /// [`nest`] for a product whose rows of `A` all fit in one block: per `kc` slice, `A` packed
@@ -639,11 +649,10 @@ mod tests {
     }
 
     #[test]
-    fn tiles_along_the_rows_of_an_aliasing_c_give_the_column_orders_bits() {
+    fn tiles_along_the_rows_of_c_give_the_column_orders_bits() {
         let uk = <f32 as GemmKernels>::microkernel(crate::kernels::active_isa());
-        // kc 16: the micro-panel of B fits half of any L1, so a C whose rows are 4 KiB apart
-        // (1024 f32) is walked along its rows; blocks of two micro-panels of A, panels of B
-        // three wide, several kc slices, ragged edges both ways.
+        // Blocks of two micro-panels of A, panels of B three wide, several kc slices, ragged
+        // edges both ways, C's rows 1024 elements apart.
         let uk = Microkernel { kc: 16, mc: 2 * uk.mr, nc: 3 * uk.nr, ..uk };
         let mut next = values(0x3c6e_f372);
         for (m, n, k) in [(70, 100, 40), (29, 64, 16), (45, 33, 70)] {
@@ -657,15 +666,23 @@ mod tests {
                     order(Product::new(&mut MatMut::new(&mut c, 0, [m, n], [1024, 1]), a, b, accumulate));
                     c
                 };
-                let rows_first = run_with(&|p| {
-                    assert!(along_rows(&uk, &p.c()), "{m} x {n} x {k}");
-                    nest_blocked(&uk, p)
-                });
+                let rows_first = run_with(&|p| nest_blocked_in(&uk, p, true));
                 let columns_first = run_with(&|p| nest_whole_a(&uk, p));
                 let same = rows_first.iter().zip(&columns_first).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(same, "{m} x {n} x {k}, accumulate {accumulate}");
             }
         }
+    }
+
+    #[test]
+    fn only_kernels_that_keep_b_in_l1_walk_along_rows_and_only_when_a_and_b_overflow_half_the_l2() {
+        let half_l2 = CacheSizes::get().l2 / 2 / std::mem::size_of::<f32>();
+        let uk = Microkernel { kc: 16, ..<f32 as GemmKernels>::microkernel(crate::kernels::active_isa()) };
+        assert!(!along_rows(&uk, half_l2 / 2, half_l2 / 2));
+        assert!(along_rows(&uk, half_l2 / 2, half_l2 / 2 + 1));
+        // A micro-panel of B larger than any L1 (1024 x 32 f32: 128 KiB): never.
+        let streamed = Microkernel { kc: 1024, nr: 32, ..uk };
+        assert!(!along_rows(&streamed, half_l2, half_l2));
     }
 
     #[test]
