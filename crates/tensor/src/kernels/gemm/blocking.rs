@@ -650,12 +650,13 @@ mod tests {
 
     #[test]
     fn tiles_along_the_rows_of_c_give_the_column_orders_bits() {
-        let uk = <f32 as GemmKernels>::microkernel(crate::kernels::active_isa());
-        // Blocks of two micro-panels of A, panels of B three wide, several kc slices, ragged
-        // edges both ways, C's rows 1024 elements apart.
-        let uk = Microkernel { kc: 16, mc: 2 * uk.mr, nc: 3 * uk.nr, ..uk };
         let mut next = values(0x3c6e_f372);
-        for (m, n, k) in [(70, 100, 40), (29, 64, 16), (45, 33, 70)] {
+        // Every path this CPU has, blocks of two micro-panels of A, panels of B three wide,
+        // several kc slices, ragged edges both ways, C's rows 1024 elements apart.
+        let shapes = [(70, 100, 40), (29, 64, 16), (45, 33, 70)];
+        for (isa, (m, n, k)) in crate::kernels::available_isas().into_iter().flat_map(|isa| shapes.map(|s| (isa, s))) {
+            let uk = <f32 as GemmKernels>::microkernel(isa);
+            let uk = Microkernel { kc: 16, mc: 2 * uk.mr, nc: 3 * uk.nr, ..uk };
             let a_data: Vec<f32> = (0..m * k).map(|_| next()).collect();
             let b_data: Vec<f32> = (0..k * n).map(|_| next()).collect();
             let start: Vec<f32> = (0..m * 1024).map(|_| next()).collect();
@@ -669,7 +670,7 @@ mod tests {
                 let rows_first = run_with(&|p| nest_blocked_in(&uk, p, true));
                 let columns_first = run_with(&|p| nest_whole_a(&uk, p));
                 let same = rows_first.iter().zip(&columns_first).all(|(x, y)| x.to_bits() == y.to_bits());
-                assert!(same, "{m} x {n} x {k}, accumulate {accumulate}");
+                assert!(same, "{isa:?}, {m} x {n} x {k}, accumulate {accumulate}");
             }
         }
     }
