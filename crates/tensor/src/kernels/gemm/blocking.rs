@@ -449,76 +449,74 @@ fn macrokernel<T: Copy + Default>(
             Some(narrow) => (narrow.nr, narrow.run, narrow.edges),
             None => (nr, uk.run, uk.edges),
         };
-        {
-            let tile_rows = mr.min(rows - ip * mr);
-            // The micro-panel of A: where it is (a full one of a direct block), or packed. A
-            // direct block's narrow panels need a narrow direct kernel (all or none exist).
-            let (direct, a_panel) = match a {
-                ABlock::Direct { ptr, row_stride, stride, kernel: (kernel, narrow_kernel), full, .. } if ip < full => {
-                    let kernel = if narrow.is_some() { narrow_kernel.unwrap_or(kernel) } else { kernel };
-                    (Some((kernel, stride)), ptr.wrapping_add(ip * mr * row_stride))
+        let tile_rows = mr.min(rows - ip * mr);
+        // The micro-panel of A: where it is (a full one of a direct block), or packed. A
+        // direct block's narrow panels need a narrow direct kernel (all or none exist).
+        let (direct, a_panel) = match a {
+            ABlock::Direct { ptr, row_stride, stride, kernel: (kernel, narrow_kernel), full, .. } if ip < full => {
+                let kernel = if narrow.is_some() { narrow_kernel.unwrap_or(kernel) } else { kernel };
+                (Some((kernel, stride)), ptr.wrapping_add(ip * mr * row_stride))
+            }
+            ABlock::Direct { full, tail, .. } => (None, tail[(ip - full) * mr * kc..][..mr * kc].as_ptr()),
+            ABlock::Packed(buf) => (None, buf[ip * mr * kc..][..mr * kc].as_ptr()),
+        };
+        // A short last panel runs the smallest edge kernel that covers its rows, which
+        // writes `computed` rows.
+        let (computed, run) = match edges.iter().find(|&&(r, _)| tile_rows < mr && r >= tile_rows) {
+            Some(&(r, edge)) => (r, edge),
+            None => (mr, full_run),
+        };
+        // SAFETY: the micro-panel of `A` is a packed one of kc * mr elements, or (direct)
+        // `mr` full rows of the block, each readable over its kc columns (`nest`: `A` is a
+        // checked view) with the strides the direct kernel was chosen for; the packed
+        // micro-panel of `B` holds kc * nr elements. `C` is `c_out`, `mr` (`computed`)
+        // writable rows of `width` at stride `ldc` that this task alone owns (below). Every
+        // kernel matches this CPU (chosen by `select_*`).
+        let call = |c_out: *mut T, ldc: usize| unsafe {
+            match direct {
+                Some((kernel, stride)) => kernel(kc, a_panel, stride, b_panel.as_ptr(), c_out, ldc, accumulate),
+                None => run(kc, a_panel, b_panel.as_ptr(), c_out, ldc, accumulate),
+            }
+        };
+        // SAFETY: the tile's elements (i, j), i < tile_rows, j < cols, are elements of the
+        // product's C (a checked `MatMut`: inside its slice and distinct), this task alone
+        // owns them. The kernel writes exactly `computed` rows of `nr` elements (`mr` for a
+        // direct one, which only takes full panels), so it writes C directly only when those
+        // are the tile's. The scratch tile has mr * nr <= MAX_TILE elements (a narrow kernel
+        // writes the first `width` of each row of `nr`). A start is the tile's block of the
+        // block's vector (`nest`: the vector matches the product's `C`).
+        unsafe {
+            let tile = c.at(ip * mr, jp * nr);
+            let start = start.map(|init| init.block(ip * mr..ip * mr + tile_rows, jp * nr..jp * nr + cols));
+            if computed == tile_rows && cols == width && c_cs == 1 && c_rs >= width {
+                if let Some(init) = start {
+                    init.write(tile_rows, cols, tile, c_rs, 1);
                 }
-                ABlock::Direct { full, tail, .. } => (None, tail[(ip - full) * mr * kc..][..mr * kc].as_ptr()),
-                ABlock::Packed(buf) => (None, buf[ip * mr * kc..][..mr * kc].as_ptr()),
-            };
-            // A short last panel runs the smallest edge kernel that covers its rows, which
-            // writes `computed` rows.
-            let (computed, run) = match edges.iter().find(|&&(r, _)| tile_rows < mr && r >= tile_rows) {
-                Some(&(r, edge)) => (r, edge),
-                None => (mr, full_run),
-            };
-            // SAFETY: the micro-panel of `A` is a packed one of kc * mr elements, or (direct)
-            // `mr` full rows of the block, each readable over its kc columns (`nest`: `A` is a
-            // checked view) with the strides the direct kernel was chosen for; the packed
-            // micro-panel of `B` holds kc * nr elements. `C` is `c_out`, `mr` (`computed`)
-            // writable rows of `width` at stride `ldc` that this task alone owns (below). Every
-            // kernel matches this CPU (chosen by `select_*`).
-            let call = |c_out: *mut T, ldc: usize| unsafe {
-                match direct {
-                    Some((kernel, stride)) => kernel(kc, a_panel, stride, b_panel.as_ptr(), c_out, ldc, accumulate),
-                    None => run(kc, a_panel, b_panel.as_ptr(), c_out, ldc, accumulate),
-                }
-            };
-            // SAFETY: the tile's elements (i, j), i < tile_rows, j < cols, are elements of the
-            // product's C (a checked `MatMut`: inside its slice and distinct), this task alone
-            // owns them. The kernel writes exactly `computed` rows of `nr` elements (`mr` for a
-            // direct one, which only takes full panels), so it writes C directly only when those
-            // are the tile's. The scratch tile has mr * nr <= MAX_TILE elements (a narrow kernel
-            // writes the first `width` of each row of `nr`). A start is the tile's block of the
-            // block's vector (`nest`: the vector matches the product's `C`).
-            unsafe {
-                let tile = c.at(ip * mr, jp * nr);
-                let start = start.map(|init| init.block(ip * mr..ip * mr + tile_rows, jp * nr..jp * nr + cols));
-                if computed == tile_rows && cols == width && c_cs == 1 && c_rs >= width {
-                    if let Some(init) = start {
-                        init.write(tile_rows, cols, tile, c_rs, 1);
-                    }
-                    call(tile, c_rs);
-                } else {
-                    // Row by row: a row-major `C`'s rows are runs (copied as such), a transposed
-                    // one's element by element; a start is written into the scratch tile.
-                    match start {
-                        Some(init) => init.write(tile_rows, cols, scratch.as_mut_ptr(), nr, 1),
-                        None if accumulate => {
-                            for i in 0..tile_rows {
-                                let (row, s) = (tile.add(i * c_rs), &mut scratch[i * nr..][..cols]);
-                                if c_cs == 1 {
-                                    copy_run(std::slice::from_raw_parts(row, cols), s.as_mut_ptr());
-                                } else {
-                                    s.iter_mut().enumerate().for_each(|(j, e)| *e = *row.add(j * c_cs));
-                                }
+                call(tile, c_rs);
+            } else {
+                // Row by row: a row-major `C`'s rows are runs (copied as such), a transposed
+                // one's element by element; a start is written into the scratch tile.
+                match start {
+                    Some(init) => init.write(tile_rows, cols, scratch.as_mut_ptr(), nr, 1),
+                    None if accumulate => {
+                        for i in 0..tile_rows {
+                            let (row, s) = (tile.add(i * c_rs), &mut scratch[i * nr..][..cols]);
+                            if c_cs == 1 {
+                                copy_run(std::slice::from_raw_parts(row, cols), s.as_mut_ptr());
+                            } else {
+                                s.iter_mut().enumerate().for_each(|(j, e)| *e = *row.add(j * c_cs));
                             }
                         }
-                        None => {}
                     }
-                    call(scratch.as_mut_ptr(), nr);
-                    for i in 0..tile_rows {
-                        let (row, s) = (tile.add(i * c_rs), &scratch[i * nr..][..cols]);
-                        if c_cs == 1 {
-                            copy_run(s, row);
-                        } else {
-                            s.iter().enumerate().for_each(|(j, &e)| *row.add(j * c_cs) = e);
-                        }
+                    None => {}
+                }
+                call(scratch.as_mut_ptr(), nr);
+                for i in 0..tile_rows {
+                    let (row, s) = (tile.add(i * c_rs), &scratch[i * nr..][..cols]);
+                    if c_cs == 1 {
+                        copy_run(s, row);
+                    } else {
+                        s.iter().enumerate().for_each(|(j, &e)| *row.add(j * c_cs) = e);
                     }
                 }
             }
