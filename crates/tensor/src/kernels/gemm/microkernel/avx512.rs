@@ -4,8 +4,12 @@
 //! vectors of `B` and broadcasts 14 elements of `A` straight from memory into 28 FMAs. Zen 5
 //! has two 512-bit FMA pipes with a latency of 4 cycles, so at least 8 independent accumulators
 //! are needed; 28 leave room, and the 16 loads per 28 FMAs stay under the two load ports.
-//! With its operands in cache the kernel runs at about 98% of the measured FMA peak
-//! (`benches/fma_peak.rs`); the rest of a large SGEMM's gap is packing.
+//! With its operands in cache the kernel runs at about 98% of the measured FMA peak on that
+//! Zen 5 (`benches/fma_peak.rs`); the rest of a large SGEMM's gap is packing. On an Intel Xeon
+//! (sessions 11-21) the same kernel with its operands in L1 reads 79-84% of the peak
+//! (`microkernel/avx512` in that benchmark): that core issues fewer FMAs per cycle to code that
+//! loads as it multiplies, at the same clock, as every tile shape tried there did
+//! (`docs/benchmarks.md`, session 21).
 //!
 //! Blocking, tuned on a Zen 5 core (L1d 48 KiB, L2 1 MiB, L3 32 MiB shared) by sweeping
 //! `kc` from 192 to 1024 at n = 1024 and 2048: the textbook choice (a `kc x nr` micro-panel of
