@@ -140,28 +140,12 @@ pub(crate) fn gradients<T: Float>(
     Ok(grads)
 }
 
-/// Updates parameter `index`, `p`, in place with [`update_in_pieces`], after checking that its
-/// value, the state buffers `s1` and `s2` (each its length or empty) and the gradient `g` all
-/// have one length: [`gradients`] checked the shapes, but another thread may have replaced the
-/// value since. `g` must be contiguous.
-pub(crate) fn update<T: Float>(
-    op: &'static str,
-    index: usize,
-    p: &Var<T>,
-    s1: &mut [T],
-    s2: &mut [T],
-    g: &Tensor<T>,
-    f: impl Fn(&mut [T], &mut [T], &mut [T], &[T]) + Sync,
-) -> Result<()> {
-    update_whole(op, index, p, s1, s2, g, |x, s1, s2, g| {
-        update_in_pieces(x, s1, s2, g, f);
-        Ok(())
-    })
-}
-
-/// [`update`]'s checks around an update of whole slices: `f` runs once, on all of `p`'s value,
-/// `s1`, `s2` and `g` (one fused pass of the tensor crate, which splits them into pieces
-/// itself, or [`update_in_pieces`]), and its error is returned.
+/// Updates parameter `index`, `p`, in place with `f` (one fused pass of the tensor crate, which
+/// splits the slices into pieces on the pool itself), after checking that its value, the state
+/// buffers `s1` and `s2` (each its length or empty) and the gradient `g` all have one length:
+/// [`gradients`] checked the shapes, but another thread may have replaced the value since. `g`
+/// must be contiguous. `f` runs once, on all of `p`'s value, `s1`, `s2` and `g`, and its error is
+/// returned.
 pub(crate) fn update_whole<T: Float>(
     op: &'static str,
     index: usize,
@@ -190,39 +174,6 @@ pub(crate) fn update_whole<T: Float>(
     })
 }
 
-/// Elements per piece of an in-place update. Pieces run in parallel on rayon's pool; each
-/// element's update reads only its own parameter, state and gradient values, so the result is
-/// the same for any thread count.
-const PIECE: usize = 1 << 15;
-
-/// Runs `f` over matching pieces of a parameter `x`, two per-element state buffers `s1` and
-/// `s2` (each either `x.len()` long or empty, when the optimiser keeps no such state) and the
-/// gradient `g`, in parallel when `x` has more than one piece and is large enough to split (see
-/// `tapegrad_tensor::parallel`).
-pub(crate) fn update_in_pieces<T: Float>(
-    x: &mut [T],
-    s1: &mut [T],
-    s2: &mut [T],
-    g: &[T],
-    f: impl Fn(&mut [T], &mut [T], &mut [T], &[T]) + Sync,
-) {
-    debug_assert!(g.len() == x.len() && [s1.len(), s2.len()].iter().all(|&n| n == 0 || n == x.len()));
-    let (x_len, pieces) = (x.len(), x.len().div_ceil(PIECE));
-    if pieces <= 1 {
-        return f(x, s1, s2, g);
-    }
-    fn split<T>(s: &mut [T], pieces: usize) -> Vec<&mut [T]> {
-        if s.is_empty() {
-            (0..pieces).map(|_| &mut [][..]).collect()
-        } else {
-            s.chunks_mut(PIECE).collect()
-        }
-    }
-    let (s1, s2) = (split(s1, pieces), split(s2, pieces));
-    let pieces = x.chunks_mut(PIECE).zip(s1).zip(s2).zip(g.chunks(PIECE));
-    tapegrad_tensor::parallel::for_each(pieces, x_len, |(((x, s1), s2), g)| f(x, s1, s2, g));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,13 +183,16 @@ mod tests {
         // What a concurrent `set_value` between the checks and the update would leave.
         let p = Var::parameter(Tensor::<f32>::ones(&[3]));
         let g = Tensor::<f32>::ones(&[2]);
-        let never = |x: &mut [f32], _: &mut [f32], _: &mut [f32], _: &[f32]| x.fill(9.0);
-        let e = update("SGD", 4, &p, &mut [], &mut [], &g, never).unwrap_err();
+        let never = |x: &mut [f32], _: &mut [f32], _: &mut [f32], _: &[f32]| {
+            x.fill(9.0);
+            Ok(())
+        };
+        let e = update_whole("SGD", 4, &p, &mut [], &mut [], &g, never).unwrap_err();
         assert!(e.to_string().contains("parameter 4"), "{e}");
         let g = Tensor::<f32>::ones(&[3]);
-        assert!(update("Adam", 0, &p, &mut [0.0; 2], &mut [0.0; 3], &g, never).is_err());
+        assert!(update_whole("Adam", 0, &p, &mut [0.0; 2], &mut [0.0; 3], &g, never).is_err());
         assert_eq!(p.value().to_vec(), [1.0; 3]);
-        update("Adam", 0, &p, &mut [0.0; 3], &mut [], &g, never).unwrap();
+        update_whole("Adam", 0, &p, &mut [0.0; 3], &mut [], &g, never).unwrap();
         assert_eq!(p.value().to_vec(), [9.0; 3]);
     }
 }

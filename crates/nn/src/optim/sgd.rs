@@ -2,9 +2,10 @@
 //! `torch.optim.SGD`.
 
 use tapegrad_autograd::Var;
+use tapegrad_tensor::ops::optim::{SgdMomentum, SgdStep};
 use tapegrad_tensor::{Error, Float, Result, Tensor};
 
-use super::{check_range, gradients, shapes, update, Optimizer};
+use super::{check_range, gradients, shapes, update_whole, Optimizer};
 use crate::checkpoint::{StateDict, Stateful};
 
 /// Stochastic gradient descent, `torch.optim.SGD`.
@@ -121,27 +122,17 @@ impl<T: Float> Optimizer for Sgd<T> {
             let Some(g) = grad else { continue };
             let first = buffer.is_none();
             let b = buffer.get_or_insert_with(|| if momentum { vec![T::ZERO; g.numel()] } else { Vec::new() });
-            // One pass per parameter, in place, with PyTorch's operations in PyTorch's order:
-            // g ← g + wd x;  b ← g (first step) or μ b + (1 − dampening) g;  d ← g + μ b
-            // (Nesterov) or b;  x ← x − lr d.
-            update("SGD", i, p, b, &mut [], &g, |x, b, _, g| {
-                if !decay && !momentum {
-                    // Plain SGD: a loop the compiler vectorises.
-                    x.iter_mut().zip(g).for_each(|(x, &g)| *x -= lr * g);
-                    return;
-                }
-                for i in 0..x.len() {
-                    let mut d = g[i];
-                    if decay {
-                        d += wd * x[i];
-                    }
-                    if momentum {
-                        b[i] = if first { d } else { mu * b[i] + damp * d };
-                        d = if nesterov { d + mu * b[i] } else { b[i] };
-                    }
-                    x[i] -= lr * d;
-                }
-            })?;
+            // One fused pass of the tensor crate per parameter (`ops::optim::SgdStep`), in place,
+            // with PyTorch's operations in PyTorch's order: g ← g + wd x;  b ← g (first step) or
+            // μ b + (1 − dampening) g;  d ← g + μ b (Nesterov) or b;  x ← x − lr d.
+            let step = SgdStep {
+                lr,
+                weight_decay: decay.then_some(wd),
+                momentum: momentum.then_some(SgdMomentum { momentum: mu, one_minus_dampening: damp, nesterov, first }),
+            };
+            // (A buffer loaded from a state with momentum is not read by a step without.)
+            let b = if momentum { b.as_mut_slice() } else { &mut [] };
+            update_whole("SGD", i, p, b, &mut [], &g, |x, b, _, g| step.apply(x, b, g))?;
         }
         Ok(())
     }

@@ -695,6 +695,89 @@ fn the_adam_kernel_gives_the_scalar_bits_on_every_path() {
     check_adam::<f64>();
 }
 
+/// The SGD kernel gives the bits of PyTorch's formula written out as a loop (the one the `nn`
+/// crate ran before session 21) on every available path, for every tail length, with and without
+/// weight decay, and without momentum or with it (its first step and later ones, dampened, in
+/// Nesterov's form), for elements that are zero, NaN or infinite; `SgdStep::apply` (pieces on the
+/// pool) gives them too on 1 and 2 threads, and refuses slices of the wrong lengths.
+fn check_sgd<T: Float>() {
+    use tapegrad_tensor::ops::optim::{SgdMomentum, SgdStep};
+    let mut gen = Lcg(12);
+    let (lr, mu, damp, wd) = (T::from_f64(0.05), T::from_f64(0.9), T::from_f64(0.75), T::from_f64(0.01));
+    // (first step, Nesterov) for the runs with momentum.
+    let momenta = [None, Some((true, false)), Some((false, false)), Some((true, true)), Some((false, true))];
+    for decay in [false, true] {
+        for momentum in momenta {
+            let step = SgdStep {
+                lr,
+                weight_decay: decay.then_some(wd),
+                momentum: momentum.map(|(first, nesterov)| SgdMomentum {
+                    momentum: mu,
+                    one_minus_dampening: damp,
+                    nesterov,
+                    first,
+                }),
+            };
+            // The formula, element by element.
+            let reference = |x: &mut [T], b: &mut [T], g: &[T]| {
+                for i in 0..x.len() {
+                    let mut d = g[i];
+                    if decay {
+                        d += wd * x[i];
+                    }
+                    if let Some((first, nesterov)) = momentum {
+                        b[i] = if first { d } else { mu * b[i] + damp * d };
+                        d = if nesterov { d + mu * b[i] } else { b[i] };
+                    }
+                    x[i] -= lr * d;
+                }
+            };
+            for n in [0usize, 1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 70_001] {
+                let mut draw =
+                    |scale: f64| -> Vec<T> { (0..n).map(|_| T::from_f64(scale * (2.0 * gen.unit() - 1.0))).collect() };
+                let (mut x, b, mut g) = (draw(2.0), draw(0.1), draw(1.0));
+                let b = if momentum.is_some() { b } else { Vec::new() };
+                for (i, special) in [0.0, f64::NAN, f64::INFINITY, -0.0].into_iter().enumerate() {
+                    if i < n {
+                        g[(i * 7) % n] = T::from_f64(special);
+                        x[(i * 5 + 1) % n] = T::from_f64(special);
+                    }
+                }
+                let bits = |s: &[T]| s.iter().map(|e| e.to_f64().to_bits()).collect::<Vec<_>>();
+                let want = {
+                    let (mut x, mut b) = (x.clone(), b.clone());
+                    reference(&mut x, &mut b, &g);
+                    [bits(&x), bits(&b)]
+                };
+                for isa in available_isas() {
+                    let (mut xi, mut bi) = (x.clone(), b.clone());
+                    T::sgd(isa, &step, &mut xi, &mut bi, &g);
+                    assert_eq!([bits(&xi), bits(&bi)], want, "{isa:?} {} sgd, n {n}, {step:?}", T::NAME);
+                }
+                for threads in [1, 2] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let (mut xa, mut ba) = (x.clone(), b.clone());
+                    pool.install(|| step.apply(&mut xa, &mut ba, &g)).unwrap();
+                    assert_eq!([bits(&xa), bits(&ba)], want, "{} SgdStep::apply, n {n}, {threads} threads", T::NAME);
+                }
+            }
+            let wrong_b = if momentum.is_some() { 3 } else { 1 };
+            let (mut x, mut b) = (vec![T::ONE; 4], vec![T::ZERO; wrong_b]);
+            let e = step.apply(&mut x, &mut b, &[T::ONE; 4]).unwrap_err().to_string();
+            assert!(e.contains("sgd") && e.contains('4') && e.contains(&wrong_b.to_string()), "{e}");
+            let b_len = if momentum.is_some() { 4 } else { 0 };
+            let e = step.apply(&mut x, &mut vec![T::ZERO; b_len], &[T::ONE; 5]).unwrap_err().to_string();
+            assert!(e.contains("sgd") && e.contains('5'), "{e}");
+        }
+    }
+}
+
+#[test]
+fn the_sgd_kernel_gives_the_formulas_bits_on_every_path() {
+    check_sgd::<f32>();
+    check_sgd::<f64>();
+}
+
 /// `add_owned` writes into its own buffer only when nothing else holds it (a clone keeps its
 /// values), and gives `add`'s bits in every case: in place, shared, broadcast, non-contiguous,
 /// large enough for pieces on the pool.

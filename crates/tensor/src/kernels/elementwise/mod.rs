@@ -159,6 +159,61 @@ impl<T: Float> AdamStep<T> {
     }
 }
 
+// ─── SGD ───────────────────────────────────────────────────────────────────────
+
+/// One SGD step's constants, for the elementwise kernels' `sgd` and the public
+/// `tapegrad_tensor::ops::optim::SgdStep` (this type): each element `x` of a parameter, with its
+/// gradient `g` and (with momentum) its momentum buffer `b`, becomes
+///
+/// ```text
+/// d ← g + wd · x                              (weight_decay = Some(wd))
+/// b ← d  (first step)  or  μ · b + (1 − τ) · d    (momentum)
+/// d ← d + μ · b  (Nesterov)  or  b                (momentum)
+/// x ← x − lr · d
+/// ```
+///
+/// each operation rounded once, in this order (no fused multiply-add), on every path: PyTorch's
+/// `SGD` in PyTorch's order, and the scalar loop's bits on every instruction set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdStep<T> {
+    /// The learning rate `lr`.
+    pub lr: T,
+    /// The L2 penalty `wd` added to the gradient, if any.
+    pub weight_decay: Option<T>,
+    /// The momentum, if any.
+    pub momentum: Option<SgdMomentum<T>>,
+}
+
+/// The momentum of an [`SgdStep`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdMomentum<T> {
+    /// `μ`.
+    pub momentum: T,
+    /// `1 − τ`: one minus the dampening.
+    pub one_minus_dampening: T,
+    /// Nesterov's form: the step is `d + μ · b` rather than `b`.
+    pub nesterov: bool,
+    /// The parameter's first step: the buffer starts as `d` (its contents are not read).
+    pub first: bool,
+}
+
+impl<T: Float> SgdStep<T> {
+    /// One element's update: the definition every path follows (`b` is untouched without
+    /// momentum).
+    #[inline(always)]
+    pub(crate) fn element(&self, x: &mut T, b: &mut T, g: T) {
+        let mut d = g;
+        if let Some(wd) = self.weight_decay {
+            d += wd * *x;
+        }
+        if let Some(m) = self.momentum {
+            *b = if m.first { d } else { m.momentum * *b + m.one_minus_dampening * d };
+            d = if m.nesterov { d + m.momentum * *b } else { *b };
+        }
+        *x -= self.lr * d;
+    }
+}
+
 // ─── the kernel table ──────────────────────────────────────────────────────────
 
 /// The elementwise and reduction kernels for one element type (`f32` and `f64`), each taking the
@@ -229,6 +284,13 @@ pub trait ElementwiseKernels: Sized + Copy {
     /// # Panics
     /// If the four slices differ in length.
     fn adam(isa: Isa, step: &AdamStep<Self>, x: &mut [Self], m: &mut [Self], v: &mut [Self], g: &[Self]);
+
+    /// One [`SgdStep`] over a parameter's elements `x`, its momentum buffer `b` (empty without
+    /// momentum) and its gradient `g`, in place: the scalar definition's bits on every path.
+    ///
+    /// # Panics
+    /// If `g` differs from `x` in length, or `b` does with momentum, or `b` is not empty without.
+    fn sgd(isa: Isa, step: &SgdStep<Self>, x: &mut [Self], b: &mut [Self], g: &[Self]);
 }
 
 /// The path a kernel may actually take: `isa` when the CPU supports it, otherwise scalar.
@@ -396,6 +458,30 @@ macro_rules! impl_elementwise {
                     // SAFETY: as above, for NEON.
                     Isa::Neon => unsafe { neon::adam::<$neon>(step, x, m, v, g) },
                     _ => scalar::adam(step, x, m, v, g),
+                }
+            }
+
+            fn sgd(isa: Isa, step: &SgdStep<$t>, x: &mut [$t], b: &mut [$t], g: &[$t]) {
+                let n = x.len();
+                let b_len = if step.momentum.is_some() { n } else { 0 };
+                assert!(
+                    g.len() == n && b.len() == b_len,
+                    "sgd kernel: slices of {n}, {} and {} elements, momentum {}",
+                    b.len(),
+                    g.len(),
+                    step.momentum.is_some()
+                );
+                match usable(isa) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU supports AVX2 and FMA (`usable`); lengths checked above.
+                    Isa::Avx2 => unsafe { avx2::sgd::<$avx2>(step, x, b, g) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above, for AVX-512F.
+                    Isa::Avx512 => unsafe { avx512::sgd::<$avx512>(step, x, b, g) },
+                    #[cfg(target_arch = "aarch64")]
+                    // SAFETY: as above, for NEON.
+                    Isa::Neon => unsafe { neon::sgd::<$neon>(step, x, b, g) },
+                    _ => scalar::sgd(step, x, b, g),
                 }
             }
 

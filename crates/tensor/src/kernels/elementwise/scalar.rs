@@ -1,7 +1,7 @@
 //! The scalar reference: portable Rust that every SIMD path is tested against, and the per-element
 //! formulas the SIMD paths use for their tails and for the transcendental ops.
 
-use super::{AdamStep, BinaryOp, Operand, UnaryOp};
+use super::{AdamStep, BinaryOp, Operand, SgdStep, UnaryOp};
 use crate::dtype::Float;
 
 // ─── per-element formulas ──────────────────────────────────────────────────────
@@ -223,7 +223,6 @@ impl<T: Float> Cascade<T> {
     }
 }
 
-/// `max x[i]`, NaN if any element is NaN, −∞ when empty.
 /// `ElementwiseKernels::adam`: [`AdamStep::element`] over each element in turn (the slices of
 /// one length, checked by the caller).
 pub(super) fn adam<T: Float>(step: &AdamStep<T>, x: &mut [T], m: &mut [T], v: &mut [T], g: &[T]) {
@@ -232,6 +231,22 @@ pub(super) fn adam<T: Float>(step: &AdamStep<T>, x: &mut [T], m: &mut [T], v: &m
     }
 }
 
+/// `ElementwiseKernels::sgd`: [`SgdStep::element`] over each element in turn (`x` and `g` of
+/// one length, and `b` too with momentum, empty without: checked by the caller).
+pub(super) fn sgd<T: Float>(step: &SgdStep<T>, x: &mut [T], b: &mut [T], g: &[T]) {
+    if step.momentum.is_some() {
+        for ((x, b), &g) in x.iter_mut().zip(b.iter_mut()).zip(g) {
+            step.element(x, b, g);
+        }
+    } else {
+        let mut unused = T::ZERO;
+        for (x, &g) in x.iter_mut().zip(g) {
+            step.element(x, &mut unused, g);
+        }
+    }
+}
+
+/// `max x[i]`, NaN if any element is NaN, −∞ when empty.
 pub(super) fn max<T: Float>(x: &[T]) -> T {
     x.iter().fold(T::NEG_INFINITY, |m, &v| max_nan(v, m))
 }

@@ -8,7 +8,7 @@
 //! (`BinaryOp::apply` / `UnaryOp::apply`), so every length gives the reference's result.
 
 use super::scalar::{self, max_nan, Cascade, SUM_BLOCK};
-use super::{AdamDecay, AdamStep, BinaryOp, Operand, UnaryOp};
+use super::{AdamDecay, AdamStep, BinaryOp, Operand, SgdStep, UnaryOp};
 use crate::dtype::Float;
 
 /// One SIMD register of `LANES` elements on one instruction set.
@@ -650,6 +650,53 @@ pub(super) unsafe fn adam<V: Lanes>(
     }
 }
 
+// ─── SGD ───────────────────────────────────────────────────────────────────────
+
+/// `ElementwiseKernels::sgd` on register type `V`: [`SgdStep::element`]'s operations on whole
+/// registers (each rounded once, in the same order, so the same bits), the tail by the scalar
+/// definition.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set; `x` and `g` have one length, and `b` has it too when
+/// the step has momentum (it is not touched otherwise).
+#[inline(always)]
+pub(super) unsafe fn sgd<V: Lanes>(step: &SgdStep<V::Elem>, x: &mut [V::Elem], b: &mut [V::Elem], g: &[V::Elem]) {
+    let (n, w) = (x.len(), V::LANES);
+    let full = n - n % w;
+    let (xp, bp, gp) = (x.as_mut_ptr(), b.as_mut_ptr(), g.as_ptr());
+    // SAFETY: offsets `i .. i + w` with `i + w <= full <= n` lie inside `x` and `g`, and inside
+    // `b` when there is momentum (the only case `b` is read or written); each slice is written
+    // only through its own pointer after the loads; the caller guarantees the instruction set.
+    unsafe {
+        let lr = V::splat(step.lr);
+        let wd = step.weight_decay.map(|wd| V::splat(wd));
+        let momentum = step.momentum.map(|m| (V::splat(m.momentum), V::splat(m.one_minus_dampening), m));
+        for i in (0..full).step_by(w) {
+            let xv = V::load(xp.add(i));
+            let mut d = V::load(gp.add(i));
+            if let Some(wd) = wd {
+                d = d.add(wd.mul(xv));
+            }
+            if let Some((mu, damp, m)) = momentum {
+                let bv = if m.first { d } else { mu.mul(V::load(bp.add(i))).add(damp.mul(d)) };
+                bv.store(bp.add(i));
+                d = if m.nesterov { d.add(mu.mul(bv)) } else { bv };
+            }
+            xv.sub(lr.mul(d)).store(xp.add(i));
+        }
+    }
+    if step.momentum.is_some() {
+        for ((x, b), &g) in x[full..].iter_mut().zip(&mut b[full..]).zip(&g[full..]) {
+            step.element(x, b, g);
+        }
+    } else {
+        let mut unused = V::Elem::ZERO;
+        for (x, &g) in x[full..].iter_mut().zip(&g[full..]) {
+            step.element(x, &mut unused, g);
+        }
+    }
+}
+
 // ─── reductions ────────────────────────────────────────────────────────────────
 
 /// The largest of the first `V::LANES` lanes by [`max_nan`] ([`max_pairwise`]).
@@ -997,6 +1044,22 @@ macro_rules! simd_entry_points {
         ) {
             // SAFETY: forwarded from this function's contract.
             unsafe { simd::adam::<V>(step, x, m, v, g) }
+        }
+
+        /// `ElementwiseKernels::sgd` on this instruction set.
+        ///
+        /// # Safety
+        /// The CPU supports this file's features, `V` is one of its register types, `x` and `g`
+        /// have one length, and `b` has it too when the step has momentum.
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn sgd<V: Lanes>(
+            step: &$crate::kernels::elementwise::SgdStep<V::Elem>,
+            x: &mut [V::Elem],
+            b: &mut [V::Elem],
+            g: &[V::Elem],
+        ) {
+            // SAFETY: forwarded from this function's contract.
+            unsafe { simd::sgd::<V>(step, x, b, g) }
         }
 
         /// `ElementwiseKernels::softmax_backward_rows` on this instruction set.
