@@ -78,8 +78,7 @@ impl<T: Float> SgdStep<T> {
     /// ```
     pub fn apply(&self, x: &mut [T], b: &mut [T], g: &[T]) -> Result<()> {
         let n = x.len();
-        let b_len = if self.momentum.is_some() { n } else { 0 };
-        if g.len() != n || b.len() != b_len {
+        if g.len() != n || b.len() != self.buffer_len(n) {
             return Err(Error::mismatch(
                 "sgd",
                 &[n],

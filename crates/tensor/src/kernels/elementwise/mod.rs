@@ -198,6 +198,16 @@ pub struct SgdMomentum<T> {
 }
 
 impl<T: Float> SgdStep<T> {
+    /// The length of the momentum buffer for a parameter of `n` elements: `n` with momentum,
+    /// 0 without.
+    pub(crate) fn buffer_len(&self, n: usize) -> usize {
+        if self.momentum.is_some() {
+            n
+        } else {
+            0
+        }
+    }
+
     /// One element's update: the definition every path follows (`b` is untouched without
     /// momentum).
     #[inline(always)]
@@ -463,9 +473,8 @@ macro_rules! impl_elementwise {
 
             fn sgd(isa: Isa, step: &SgdStep<$t>, x: &mut [$t], b: &mut [$t], g: &[$t]) {
                 let n = x.len();
-                let b_len = if step.momentum.is_some() { n } else { 0 };
                 assert!(
-                    g.len() == n && b.len() == b_len,
+                    g.len() == n && b.len() == step.buffer_len(n),
                     "sgd kernel: slices of {n}, {} and {} elements, momentum {}",
                     b.len(),
                     g.len(),

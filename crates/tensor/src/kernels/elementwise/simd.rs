@@ -644,10 +644,7 @@ pub(super) unsafe fn adam<V: Lanes>(
             vv.store(vp.add(i));
         }
     }
-    let tail = x[full..].iter_mut().zip(&mut m[full..]).zip(&mut v[full..]).zip(&g[full..]);
-    for (((x, m), v), &g) in tail {
-        step.element(x, m, v, g);
-    }
+    scalar::adam(step, &mut x[full..], &mut m[full..], &mut v[full..], &g[full..]);
 }
 
 // ─── SGD ───────────────────────────────────────────────────────────────────────
@@ -685,16 +682,9 @@ pub(super) unsafe fn sgd<V: Lanes>(step: &SgdStep<V::Elem>, x: &mut [V::Elem], b
             xv.sub(lr.mul(d)).store(xp.add(i));
         }
     }
-    if step.momentum.is_some() {
-        for ((x, b), &g) in x[full..].iter_mut().zip(&mut b[full..]).zip(&g[full..]) {
-            step.element(x, b, g);
-        }
-    } else {
-        let mut unused = V::Elem::ZERO;
-        for (x, &g) in x[full..].iter_mut().zip(&g[full..]) {
-            step.element(x, &mut unused, g);
-        }
-    }
+    // (Without momentum `b` is empty and stays so.)
+    let b_tail = if step.momentum.is_some() { &mut b[full..] } else { b };
+    scalar::sgd(step, &mut x[full..], b_tail, &g[full..]);
 }
 
 // ─── reductions ────────────────────────────────────────────────────────────────
